@@ -1,0 +1,37 @@
+"""meshaios: a leaderless compute mesh for AI workloads.
+
+Start ``meshaios node`` on each machine (they find each other by mDNS), then from anywhere::
+
+    from meshaios import Client
+    with Client() as c:
+        print(sum(c.gather(c.map(pow, range(1000), [2] * 1000))))
+"""
+
+from meshaios.client import AsyncClient, Client, Future
+from meshaios.errors import (
+    AuthError,
+    ConfigError,
+    MeshError,
+    MeshTimeoutError,
+    MeshUnavailable,
+    SerializationError,
+    TaskError,
+    WireError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "AuthError",
+    "Client",
+    "ConfigError",
+    "Future",
+    "MeshError",
+    "MeshTimeoutError",
+    "MeshUnavailable",
+    "SerializationError",
+    "TaskError",
+    "WireError",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from meshaios.cli import main
+
+sys.exit(main())

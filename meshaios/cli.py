@@ -1,0 +1,199 @@
+"""The ``meshaios`` command. The only place that installs uvloop and configures logging handlers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from meshaios.errors import MeshError
+
+log = logging.getLogger("meshaios.cli")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from meshaios.security import default_token_file, derive_keys, new_token, write_token
+
+    path = Path(args.token_file) if args.token_file else default_token_file()
+    token = new_token()
+    write_token(path, token, overwrite=args.force)
+    keys = derive_keys(token)
+    print(f"mesh token written to {path} (mode 0600); mesh id {keys.mesh_id}")
+    if args.print:
+        print(token)
+    else:
+        print("copy this file to every machine of the mesh (or use --print to see the token)")
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from meshaios.config import load_node_config
+    from meshaios.node import Node
+
+    cli = {
+        "name": args.name,
+        "bind": args.bind,
+        "port": args.port,
+        "join": tuple(args.join or ()),
+        "token_file": args.token_file,
+        "insecure": True if args.insecure else None,
+        "workers": args.workers,
+        "discovery": False if args.no_discovery else None,
+        "log_level": args.log_level,
+        "placement": args.placement,
+        "fake_gpus": tuple(args.fake_gpu or ()),
+        "state_dir": args.state_dir,
+        "allowed_modules": tuple(args.allow_module or ()),
+    }
+    config = load_node_config(cli, args.config)
+    _setup_logging(config.log_level)
+    node = Node(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, node.stop)
+        await node.run()
+
+    import uvloop
+
+    uvloop.run(main())
+    return 0
+
+
+def _status_data(args: argparse.Namespace) -> dict[str, Any]:
+    from meshaios.client import Client
+
+    with Client(args.address, token_file=args.token_file, insecure=args.insecure, connect_timeout=args.timeout) as c:
+        return c.status(timeout=args.timeout)
+
+
+def render_status(data: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    me = data["node"]
+    table = Table(
+        title=f"meshaios mesh {me['mesh']} as seen by {me['name']} ({me['id'][:8]})"
+        + ("" if me.get("secure") else "  [red]INSECURE[/red]"),
+        title_justify="left",
+    )
+    for col in ("node", "name", "address", "state", "devices", "workers", "queued", "since/uptime"):
+        table.add_column(
+            col, justify="right" if col in ("workers", "queued", "since/uptime") else "left", no_wrap=True
+        )
+    colors = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+    rows = [
+        (me["id"], me["name"], me["addr"], "alive", me["devices"], me["workers"], me["queued"], me["uptime"], True)
+    ]
+    rows += [
+        (m["id"], m["name"], m["addr"], m["state"], m["devices"], m["workers"], m["queued"], m["since"], False)
+        for m in sorted(data["members"], key=lambda m: (m["state"], m["name"]))
+    ]
+    for nid, name, addr, state, dev, w, q, since, self_ in rows:
+        c = colors.get(state, "white")
+        table.add_row(
+            nid[:8] + ("*" if self_ else ""),
+            name,
+            addr.split("://", 1)[-1],
+            f"[{c}]{state}[/{c}]",
+            dev or "cpu",
+            str(w),
+            str(q),
+            _duration(since),
+        )
+    return table
+
+
+def _duration(s: float) -> str:
+    s = max(0.0, float(s))
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    return f"{s / 3600:.1f}h"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    while True:
+        data = _status_data(args)
+        if args.json:
+            print(json.dumps(data, indent=2, default=str))
+        else:
+            if args.watch:
+                console.clear()
+            console.print(render_status(data))
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshaios", description="A leaderless compute mesh for AI workloads.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("init", help="make a mesh token")
+    sp.add_argument("--token-file", help="where to write it (default: ~/.config/meshaios/token)")
+    sp.add_argument("--force", action="store_true", help="replace an existing token")
+    sp.add_argument("--print", action="store_true", help="also print the token")
+    sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser("node", help="run a node of the mesh")
+    sp.add_argument("--name", help="human name (default: host name)")
+    sp.add_argument("--bind", help="address to bind (default 0.0.0.0; 127.0.0.1 with --insecure)")
+    sp.add_argument("--port", type=int, help="port (default 5577; 0 picks a free one)")
+    sp.add_argument("--join", action="append", metavar="HOST:PORT", help="static seed (repeatable)")
+    sp.add_argument("--token-file", help="mesh token file (default: ~/.config/meshaios/token or MESHAIOS_TOKEN)")
+    sp.add_argument("--workers", type=int, help="task threads (default: one per core)")
+    sp.add_argument("--insecure", action="store_true", help="no token, no encryption, no pickled code")
+    sp.add_argument("--no-discovery", action="store_true", help="no mDNS: static seeds only")
+    sp.add_argument("--placement", help="placement policy (least-loaded, power-of-two, round-robin, random)")
+    sp.add_argument("--fake-gpu", action="append", metavar="SPEC", help="fake accelerator, e.g. speed=8,memory=16GiB")
+    sp.add_argument("--allow-module", action="append", metavar="MOD", help="only run functions from these modules")
+    sp.add_argument("--state-dir", help="where the node advertises itself to local clients")
+    sp.add_argument("--config", help="config file (TOML, [node] table)")
+    sp.add_argument("--log-level", help="debug, info, warning, error")
+    sp.set_defaults(func=cmd_node)
+
+    sp = sub.add_parser("status", help="the mesh as a node sees it")
+    sp.add_argument("address", nargs="?", help="tcp://host:port of a node (default: a local node)")
+    sp.add_argument("--token-file")
+    sp.add_argument("--insecure", action="store_true")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--watch", type=float, nargs="?", const=2.0, help="refresh every N seconds")
+    sp.add_argument("--timeout", type=float, default=5.0)
+    sp.set_defaults(func=cmd_status)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except MeshError as exc:
+        print(f"meshaios: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

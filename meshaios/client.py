@@ -1,0 +1,541 @@
+"""The public client: submit, map, gather, as_completed, DAGs by passing futures -- sync and async.
+
+``AsyncClient`` does the work on an asyncio loop; ``Client`` runs one in a background thread (like Dask's
+client), so plain scripts and notebooks need no ``async``. Arguments are serialised in the caller's thread, so a
+busy client loop never serialises for everybody.
+
+Exactly once, as the client sees it: a result is accepted only for a task the client is still waiting for; a
+second arrival of the same task id (a re-run after a node died, a re-delivery) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from meshaios.config import state_dir
+from meshaios.errors import (
+    AuthError,
+    MeshError,
+    MeshTimeoutError,
+    MeshUnavailable,
+    SerializationError,
+    TaskError,
+    WireError,
+)
+from meshaios.ids import new_id
+from meshaios.io.connection import ZmqConnection
+from meshaios.security import MeshKeys, derive_keys, read_token
+from meshaios.tasks.functions import encode_function
+from meshaios.wire import messages as M
+from meshaios.wire.codec import decode, encode
+from meshaios.wire.payload import Payload
+from meshaios.wire.values import dumps, loads
+
+log = logging.getLogger(__name__)
+
+SUBMIT_BATCH = 2000
+
+
+class Future:
+    """A task's eventual result. Thread-safe; awaitable; holding it keeps the result alive in the mesh."""
+
+    __slots__ = ("__weakref__", "_cf", "_client", "key", "node")
+
+    def __init__(self, key: str, client: AsyncClient) -> None:
+        self.key = key
+        self.node = ""  # id of the node that produced the result, once known
+        self._cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._client = client
+
+    @property
+    def task_id(self) -> str:
+        return self.key
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return self._cf.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return self._cf.exception(timeout)
+        except concurrent.futures.TimeoutError:
+            raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
+
+    def done(self) -> bool:
+        return self._cf.done()
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        self._cf.add_done_callback(lambda _cf: fn(self))
+
+    def __await__(self) -> Any:
+        return asyncio.wrap_future(self._cf).__await__()
+
+    def __repr__(self) -> str:
+        state = "finished" if self._cf.done() else "pending"
+        return f"<meshaios.Future {self.key[:12]} {state}>"
+
+    def __del__(self) -> None:
+        client = getattr(self, "_client", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client._release_threadsafe(self.key)
+
+
+def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
+    """Where a client with no address goes: $MESHAIOS_ADDRESS, a node running on this machine, or mDNS."""
+    env = os.environ.get("MESHAIOS_ADDRESS")
+    if env:
+        return env if "://" in env else f"tcp://{env}"
+    nodes_dir = state_dir() / "nodes"
+    candidates: list[tuple[float, str]] = []
+    with contextlib.suppress(OSError):
+        for p in nodes_dir.glob("*.json"):
+            try:
+                info = json.loads(p.read_text())
+                os.kill(int(info["pid"]), 0)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if mesh_id and info.get("mesh") != mesh_id:
+                continue
+            candidates.append((p.stat().st_mtime, str(info["address"])))
+    if candidates:
+        return max(candidates)[1]
+    if mesh_id:
+        from meshaios.io.discovery import browse
+        from meshaios.wire.messages import PROTOCOL_VERSION
+
+        found = asyncio.run(browse(mesh_id, PROTOCOL_VERSION, bind="127.0.0.1", timeout=timeout))
+        if found:
+            return found[0].address
+    raise MeshUnavailable(
+        "no meshaios node found on this machine: start one with `meshaios node`, or pass an address "
+        "(Client('tcp://host:port') or MESHAIOS_ADDRESS)"
+    )
+
+
+def _client_keys(token: str | None, token_file: str | None, insecure: bool) -> MeshKeys | None:
+    if insecure:
+        return None
+    tok = token if token is not None else read_token(Path(token_file) if token_file else None)
+    return derive_keys(tok) if tok else None
+
+
+class AsyncClient:
+    """Async API. ``async with AsyncClient(addr) as c: r = await c.submit(f, x)``."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | None = None,
+        insecure: bool = False,
+        connect_timeout: float = 5.0,
+        heartbeat_timeout: float = 10.0,
+    ) -> None:
+        self.keys = _client_keys(token, token_file, insecure)
+        self._address = address
+        self.connect_timeout = connect_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.client_id = new_id("c")
+        self.allow_pickle = self.keys is not None
+        self.node: dict[str, Any] = {}
+        self._conn: ZmqConnection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[str, Future] = {}
+        self._outbox: list[dict[str, Any]] = []
+        self._releases: list[str] = []
+        self._flush_scheduled = False
+        self._reader: asyncio.Task[None] | None = None
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._welcome: asyncio.Future[dict[str, Any]] | None = None
+        self._last_heard = 0.0
+        self._fn_cache: dict[Any, Payload] = {}
+        self._closed = False
+        self._broken: MeshError | None = None
+        self.stats = {"results": 0, "duplicates": 0}
+
+    @property
+    def address(self) -> str:
+        return self._address or ""
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._address is None:
+            mesh_id = self.keys.mesh_id if self.keys else None
+            self._address = await asyncio.to_thread(find_local_node, 2.0, mesh_id)
+        elif "://" not in self._address:
+            self._address = f"tcp://{self._address}"
+        self._conn = ZmqConnection(self._address, self.keys, self.client_id)
+        self._welcome = self._loop.create_future()
+        self._reader = asyncio.create_task(self._read_loop(), name="meshaios-client-reader")
+        deadline = time.monotonic() + self.connect_timeout
+        self._conn.send(encode({"t": M.HELLO, "client": self.client_id}))
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._conn.diagnose()
+                try:
+                    async with asyncio.timeout(min(0.25, remaining)):
+                        self.node = await asyncio.shield(self._welcome)
+                    break
+                except TimeoutError:
+                    self._conn._poll_monitor()
+                    if self._conn.handshake_failed:
+                        raise self._conn.diagnose() from None
+        except BaseException:
+            await self.close()
+            raise
+        if self.keys is not None and self.node.get("mesh") != self.keys.mesh_id:
+            await self.close()
+            raise AuthError(f"node {self._address} belongs to mesh {self.node.get('mesh')}, not ours")
+        self.allow_pickle = bool(self.node.get("pickle")) and self.keys is not None
+        log.debug("connected to node %s at %s", self.node.get("node"), self._address)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        for f in list(self._pending.values()):
+            if not f.done():
+                f._cf.set_exception(MeshUnavailable("client closed before the task finished"))
+        self._pending.clear()
+        if self._conn is not None:
+            await self._conn.close()
+
+    # ---- submission (any thread: encoding; loop thread: enqueue) --------------------------------------
+    def _fn_payload(self, fn: Callable[..., Any]) -> Payload:
+        try:
+            cached = self._fn_cache.get(fn)
+        except TypeError:
+            cached = None
+        if cached is not None:
+            return cached
+        payload = encode_function(fn, allow_pickle=self.allow_pickle)
+        with contextlib.suppress(TypeError):
+            if len(self._fn_cache) > 256:
+                self._fn_cache.clear()
+            self._fn_cache[fn] = payload
+        return payload
+
+    def _prepare(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        pure: bool = False,
+        retries: int = 0,
+        key: str | None = None,
+        fn_payload: Payload | None = None,
+    ) -> tuple[dict[str, Any], Future]:
+        if self._closed or self._broken is not None:
+            raise self._broken or MeshUnavailable("client is closed")
+        args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
+        tid = key or new_id("t")
+        spec = {
+            "id": tid,
+            "fn": fn_payload or self._fn_payload(fn),
+            "args": args_payload,
+            "deps": list(dict.fromkeys(refs)),
+            "pure": pure,
+            "retries": retries,
+        }
+        return spec, Future(tid, self)
+
+    def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
+        """Loop thread only."""
+        for spec, fut in items:
+            self._pending[spec["id"]] = fut
+            self._outbox.append(spec)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._conn is None:
+            return
+        out, self._outbox = self._outbox, []
+        for i in range(0, len(out), SUBMIT_BATCH):
+            self._conn.send(encode({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH]}))
+        if self._releases:
+            rel, self._releases = self._releases, []
+            self._conn.send(encode({"t": M.RELEASE, "ids": rel}))
+
+    def _release_threadsafe(self, key: str) -> None:
+        loop = self._loop
+        if loop is None or self._closed or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._add_release, key)
+
+    def _add_release(self, key: str) -> None:
+        if not self._closed:
+            self._releases.append(key)
+            self._schedule_flush()
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, pure: bool = False, retries: int = 0, **kwargs: Any
+    ) -> Future:
+        """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies."""
+        item = self._prepare(fn, args, kwargs, pure=pure, retries=retries)
+        self._enqueue([item])
+        return item[1]
+
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0
+    ) -> list[Future]:
+        fp = self._fn_payload(fn)
+        items = [self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp) for a in zip(*iterables, strict=False)]
+        self._enqueue(items)
+        return [f for _, f in items]
+
+    async def gather(self, futures: Iterable[Future]) -> list[Any]:
+        return [await f for f in futures]
+
+    async def as_completed(self, futures: Iterable[Future]) -> AsyncIterator[Future]:
+        by_cf = {asyncio.wrap_future(f._cf): f for f in futures}
+        pending = set(by_cf)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for d in done:
+                yield by_cf[d]
+
+    async def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        return await self._request({"t": M.STATUS}, M.STATUS_REPLY, timeout)
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        t0 = time.perf_counter()
+        await self._request({"t": M.PING}, M.PONG, timeout)
+        return time.perf_counter() - t0
+
+    async def _request(self, msg: dict[str, Any], reply_type: str, timeout: float) -> dict[str, Any]:
+        assert self._conn is not None and self._loop is not None
+        fut = self._replies.get(reply_type)
+        if fut is None or fut.done():
+            fut = self._loop.create_future()
+            self._replies[reply_type] = fut
+        self._conn.send(encode(msg))
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            raise MeshTimeoutError(f"no {reply_type} from {self._address} within {timeout} s") from None
+
+    # ---- receiving ------------------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        assert self._conn is not None
+        self._last_heard = time.monotonic()
+        while True:
+            try:
+                async with asyncio.timeout(1.0):
+                    batch = await self._conn.recv_batch()
+            except TimeoutError:
+                self._check_heartbeat()
+                continue
+            self._last_heard = time.monotonic()
+            for frames in batch:
+                try:
+                    msg = decode(frames)
+                except WireError as exc:
+                    log.warning("malformed message from node: %s", exc)
+                    continue
+                self._on_message(msg)
+
+    def _check_heartbeat(self) -> None:
+        """The entry node went silent: fail what is pending with a clear error instead of hanging forever."""
+        assert self._conn is not None
+        silent = time.monotonic() - self._last_heard
+        if self._welcome is not None and not self._welcome.done():
+            return
+        if silent > 1.0:
+            self._conn.send(encode({"t": M.PING}))
+        if silent > self.heartbeat_timeout and self._pending:
+            err = MeshUnavailable(f"node {self._address} has not answered for {silent:.1f} s")
+            self._broken = err
+            for f in list(self._pending.values()):
+                if not f._cf.done():
+                    f._cf.set_exception(err)
+            self._pending.clear()
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        if t == M.RESULTS:
+            for r in msg["results"]:
+                self._on_result(r)
+        elif t == M.WELCOME:
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_result(msg)
+        elif t == M.ERROR:
+            log.error("node reports an error: %s", msg["msg"])
+        else:
+            fut = self._replies.pop(t, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    def _on_result(self, r: Any) -> None:
+        if not isinstance(r, dict) or not isinstance(r.get("id"), str):
+            return
+        fut = self._pending.pop(r["id"], None)
+        if fut is None:
+            self.stats["duplicates"] += 1
+            return
+        self.stats["results"] += 1
+        fut.node = str(r.get("node", ""))
+        if r.get("ok"):
+            try:
+                value = loads(r.get("v") or Payload(b"\xc0"), allow_pickle=self.allow_pickle)
+            except WireError as exc:
+                fut._cf.set_exception(SerializationError(f"result of task {r['id']} could not be decoded: {exc}"))
+                return
+            fut._cf.set_result(value)
+        else:
+            err = r.get("err") if isinstance(r.get("err"), dict) else {}
+            cause = None
+            if self.allow_pickle and isinstance(err.get("exc"), Payload):
+                with contextlib.suppress(Exception):
+                    cause = loads(err["exc"], allow_pickle=True)
+            fut._cf.set_exception(
+                TaskError(
+                    r["id"],
+                    str(err.get("type", "Exception")),
+                    str(err.get("msg", "")),
+                    str(err.get("tb", "")),
+                    node=str(r.get("node", "")),
+                    cause=cause if isinstance(cause, BaseException) else None,
+                )
+            )
+
+
+class Client:
+    """Synchronous client: an ``AsyncClient`` on a private event loop thread.
+
+    >>> with Client() as c:                                  # doctest: +SKIP
+    ...     print(sum(c.gather(c.map(pow, range(1000), [2] * 1000))))
+    332833500
+    """
+
+    def __init__(self, address: str | None = None, **kwargs: Any) -> None:
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="meshaios-client", daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(address, **kwargs)
+        try:
+            self._call(self._async.connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def address(self) -> str:
+        return self._async.address
+
+    @property
+    def node(self) -> dict[str, Any]:
+        return self._async.node
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self._call(self._async.close(), timeout=10)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, pure: bool = False, retries: int = 0, **kwargs: Any
+    ) -> Future:
+        item = self._async._prepare(fn, args, kwargs, pure=pure, retries=retries)
+        self._loop.call_soon_threadsafe(self._async._enqueue, [item])
+        return item[1]
+
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0
+    ) -> list[Future]:
+        fp = self._async._fn_payload(fn)
+        items = [
+            self._async._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp)
+            for a in zip(*iterables, strict=False)
+        ]
+        for i in range(0, len(items), SUBMIT_BATCH):
+            self._loop.call_soon_threadsafe(self._async._enqueue, items[i : i + SUBMIT_BATCH])
+        return [f for _, f in items]
+
+    def gather(self, futures: Iterable[Future], timeout: float | None = None) -> list[Any]:
+        futures = list(futures)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for f in futures:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(f.result(remaining))
+        return out
+
+    def as_completed(self, futures: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
+        by_cf = {f._cf: f for f in futures}
+        try:
+            for cf in concurrent.futures.as_completed(by_cf, timeout=timeout):
+                yield by_cf[cf]
+        except concurrent.futures.TimeoutError:
+            raise MeshTimeoutError(f"futures not finished within {timeout} s") from None
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._async.status(timeout))
+        return result
+
+    def ping(self, timeout: float = 5.0) -> float:
+        result: float = self._call(self._async.ping(timeout))
+        return result
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
+        loop = asyncio.new_event_loop()
+    return loop
+
+

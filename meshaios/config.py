@@ -1,0 +1,119 @@
+"""Settings as frozen dataclasses, filled from (in rising precedence) a config file, environment, command line.
+
+No global mutable state: a Node gets its whole configuration in one object, so several nodes with different
+settings can run in one process (tests, the simulator).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from meshaios.errors import ConfigError
+from meshaios.membership.swim import SwimConfig
+from meshaios.tasks.owner import OwnerConfig
+
+DEFAULT_PORT = 5577
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = ""
+    bind: str | None = None  # None: 127.0.0.1 when insecure, 0.0.0.0 otherwise
+    port: int = DEFAULT_PORT
+    join: tuple[str, ...] = ()
+    token_file: str | None = None
+    token: str | None = field(default=None, repr=False)
+    insecure: bool = False
+    workers: int = 0  # 0: one per core
+    process_workers: int = 0  # 0: as many as workers, started on first use
+    discovery: bool = True
+    log_level: str = "info"
+    max_frame_bytes: int = 1 << 30
+    allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)
+    placement: str = "least-loaded"
+    fake_gpus: tuple[str, ...] = ()
+    state_dir: str | None = None
+    swim: SwimConfig = field(default_factory=SwimConfig)
+    owner: OwnerConfig = field(default_factory=OwnerConfig)
+
+    @property
+    def bind_address(self) -> str:
+        if self.bind:
+            return self.bind
+        return "127.0.0.1" if self.insecure else "0.0.0.0"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0)) or 1
+
+    @property
+    def display_name(self) -> str:
+        return self.name or socket.gethostname()
+
+
+_ENV_PREFIX = "MESHAIOS_"
+_SCALARS = {f.name: f for f in fields(NodeConfig) if f.name not in ("swim", "owner")}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    f = _SCALARS[name]
+    kind = str(f.type)
+    if "tuple" in kind:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(value)
+    if kind.startswith("bool"):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if kind.startswith("int"):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name} wants an integer, got {value!r}") from None
+    return value if value is None else str(value)
+
+
+def state_dir(config: NodeConfig | None = None) -> Path:
+    if config is not None and config.state_dir:
+        return Path(config.state_dir)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "meshaios"
+
+
+def load_node_config(cli: dict[str, Any], config_file: str | None = None) -> NodeConfig:
+    """File ``[node]`` table < ``MESHAIOS_*`` environment < explicit command-line values (non-None)."""
+    values: dict[str, Any] = {}
+    path = Path(config_file) if config_file else None
+    if path is None:
+        env_file = os.environ.get("MESHAIOS_CONFIG")
+        default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "meshaios" / "config.toml"
+        path = Path(env_file) if env_file else (default if default.exists() else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for k, v in data.get("node", {}).items():
+            key = k.replace("-", "_")
+            if key not in _SCALARS:
+                raise ConfigError(f"unknown setting {k!r} in {path}")
+            values[key] = _coerce(key, v)
+    for key in _SCALARS:
+        if key == "token":
+            continue  # the token itself comes from MESHAIOS_TOKEN via security.read_token
+        env = os.environ.get(_ENV_PREFIX + key.upper())
+        if env is not None:
+            values[key] = _coerce(key, env)
+    for key, v in cli.items():
+        if v is None or key not in _SCALARS:
+            continue
+        if isinstance(v, (list, tuple)) and not v:
+            continue
+        values[key] = _coerce(key, v)
+    return replace(NodeConfig(), **values)

@@ -1,0 +1,72 @@
+"""One error root for the whole mesh, split by who is to blame.
+
+Like h11's Local/RemoteProtocolError: a user catches ``MeshError`` for anything the mesh raises, and the
+sub-class tells whether the fault lies with their own code (``TaskError``), a peer that sent garbage
+(``WireError``), credentials (``AuthError``) or the mesh being unreachable (``MeshUnavailable``).
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Root of every error meshaios raises on purpose."""
+
+
+class ConfigError(MeshError):
+    """A setting is missing or contradictory (e.g. no token and no ``--insecure``)."""
+
+
+class AuthError(MeshError):
+    """The mesh did not accept our credentials (wrong token, or a node of another mesh)."""
+
+
+class WireError(MeshError):
+    """A frame or message broke the protocol: malformed, oversized, of an unknown type or dtype."""
+
+
+class SerializationError(MeshError):
+    """A value cannot travel on this mesh (e.g. arbitrary objects on an insecure mesh, where pickle is off)."""
+
+
+class MeshUnavailable(MeshError):
+    """No node could be reached, or every node that could run the work is gone."""
+
+
+class MeshTimeoutError(MeshError, TimeoutError):
+    """An operation did not finish within the caller's timeout."""
+
+
+class TaskError(MeshError):
+    """A task raised on a remote node; carries the remote exception's type, message and traceback.
+
+    The original exception object is not re-raised directly: on an insecure mesh it cannot be unpickled, and
+    even on a secure one its class may not exist on the client. ``remote_type`` and ``remote_traceback`` are
+    always there; ``cause`` holds the original exception when it could be reconstructed.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        remote_type: str,
+        message: str,
+        remote_traceback: str,
+        node: str = "",
+        cause: BaseException | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.remote_type = remote_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.node = node
+        self.cause = cause
+        super().__init__(f"task {task_id} failed on node {node or '?'}: {remote_type}: {message}")
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if self.remote_traceback:
+            return f"{head}\n--- remote traceback ---\n{self.remote_traceback.rstrip()}"
+        return head
+
+
+class CancelledTaskError(MeshError):
+    """The task was cancelled before it produced a result."""

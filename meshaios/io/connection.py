@@ -1,0 +1,102 @@
+"""A client's link to one node: a CURVE DEALER plus a socket monitor that turns silence into a clear error.
+
+With a wrong token, a CurveZMQ handshake simply never completes -- no exception, no message. The monitor sees
+the TCP connection come up and the handshake fail (or never succeed), which is how the client can say "wrong
+token" within seconds instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from meshaios.errors import AuthError, MeshUnavailable
+from meshaios.io.transport import apply_client_curve
+from meshaios.security import MeshKeys
+
+log = logging.getLogger(__name__)
+
+_HANDSHAKE_FAILED = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+}
+
+
+class ZmqConnection:
+    def __init__(self, address: str, keys: MeshKeys | None, client_id: str, max_frame_bytes: int = 1 << 30) -> None:
+        self.address = address
+        self.keys = keys
+        self.ctx = zmq.asyncio.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.ROUTING_ID, b"c:" + client_id.encode())
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        if keys is not None:
+            apply_client_curve(self.sock, keys)
+        self._sync = zmq.Socket.shadow(self.sock.underlying)
+        self._monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | sum(_HANDSHAKE_FAILED)
+        )
+        self.connected_tcp = False
+        self.handshake_ok = False
+        self.handshake_failed = 0
+        self.sock.connect(address)
+
+    def _poll_monitor(self) -> None:
+        mon = zmq.Socket.shadow(self._monitor.underlying)
+        while True:
+            try:
+                raw = mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ev = parse_monitor_message(raw)["event"]
+            if ev == zmq.EVENT_CONNECTED:
+                self.connected_tcp = True
+            elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake_ok = True
+            elif ev in _HANDSHAKE_FAILED:
+                self.handshake_failed += 1
+
+    def diagnose(self) -> Exception:
+        """Why nothing came back: the most specific error we can name."""
+        self._poll_monitor()
+        if self.handshake_failed or (self.connected_tcp and not self.handshake_ok):
+            return AuthError(
+                f"{self.address} refused our credentials: wrong mesh token, a secure node reached without a token, "
+                "or an insecure node reached with one"
+            )
+        if not self.connected_tcp:
+            return MeshUnavailable(f"no meshaios node answers at {self.address}")
+        return MeshUnavailable(f"node at {self.address} did not answer")
+
+    def send(self, frames: list[Any]) -> None:
+        self._sync.send_multipart(frames, copy=False)
+
+    async def recv_batch(self, limit: int = 256) -> list[list[Any]]:
+        first = await self.sock.recv_multipart(copy=False)
+        out = [first]
+        while len(out) < limit:
+            try:
+                out.append(self._sync.recv_multipart(zmq.NOBLOCK, copy=False))
+            except zmq.Again:
+                break
+        return out
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self.sock.close(linger=0)
+        await asyncio.sleep(0)
+        with contextlib.suppress(Exception):
+            self.ctx.term()

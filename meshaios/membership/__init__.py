@@ -1,0 +1,5 @@
+"""Membership: who is in the mesh and who is alive (SWIM), as a pure state machine plus a simulated network."""
+
+from meshaios.membership.swim import Action, Member, MemberChanged, MemberState, Send, Swim, SwimConfig
+
+__all__ = ["Action", "Member", "MemberChanged", "MemberState", "Send", "Swim", "SwimConfig"]

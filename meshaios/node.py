@@ -1,0 +1,505 @@
+"""The composition root: one node = pure state machines (SWIM, owner) + transport + executors + discovery.
+
+Everything the node does in the background is a task of one ``asyncio.TaskGroup`` in ``run()``; stopping the
+node means leaving the mesh politely, then cancelling that group. The node turns socket reads, timer ticks and
+executor completions into events for the pure core and carries out the actions it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from meshaios.clock import Clock, MonotonicClock
+from meshaios.config import NodeConfig, state_dir
+from meshaios.errors import ConfigError, WireError
+from meshaios.ids import new_id, short
+from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport
+from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
+from meshaios.sched.placement import make_policy
+from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_token
+from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
+from meshaios.tasks.functions import FunctionResolver
+from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction
+from meshaios.wire import messages as M
+from meshaios.wire.codec import decode, encode
+
+log = logging.getLogger(__name__)
+
+TICK = 0.05
+
+
+class RateLimitedLog:
+    """One warning per (peer, kind) per interval: a peer spraying garbage must not flood the log."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[tuple[bytes, str], float] = {}
+        self.suppressed = 0
+
+    def warn(self, key: tuple[bytes, str], msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= self.interval:
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key] = now
+            log.warning(msg, *args)
+        else:
+            self.suppressed += 1
+
+
+@dataclass
+class ExecStats:
+    queued: int = 0
+    running: int = 0
+    finished: int = 0
+    failed: int = 0
+
+
+def resolve_keys(config: NodeConfig) -> MeshKeys | None:
+    token = config.token
+    if token is None:
+        token = read_token(_path(config.token_file))
+    if token is None:
+        if not config.insecure:
+            raise ConfigError(
+                "no mesh token: run `meshaios init` (or pass --token-file / set MESHAIOS_TOKEN); "
+                "use --insecure only for a throwaway local mesh"
+            )
+        return None
+    if config.insecure:
+        return None
+    return derive_keys(token)
+
+
+def _path(p: str | None) -> Any:
+    from pathlib import Path
+
+    return Path(p) if p else None
+
+
+class Node:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        keys: MeshKeys | None | bool = True,
+    ) -> None:
+        self.config = config
+        self.keys: MeshKeys | None = resolve_keys(config) if keys is True else (keys or None)
+        self.secure = self.keys is not None
+        self.mesh_id = self.keys.mesh_id if self.keys is not None else insecure_mesh_id()
+        self.node_id = new_id(rng=rng)
+        self.name = config.display_name
+        self.clock = clock or MonotonicClock()
+        self.rng = rng or random.Random()
+        self.transport: Transport = transport or ZmqTransport(
+            ZmqOptions(
+                bind=config.bind_address,
+                port=config.port,
+                max_frame_bytes=config.max_frame_bytes,
+                node_id=self.node_id,
+            ),
+            self.keys,
+        )
+        self.owner = Owner(self.node_id, config.owner, make_policy(config.placement), random.Random(self.rng.random()))
+        self.resolver = FunctionResolver(allow_pickle=self.secure, allowed_modules=config.allowed_modules)
+        self.workers = config.worker_count
+        self.exec = ExecStats()
+        self.swim: Swim | None = None
+        self.address = ""
+        self.started_at = time.time()
+        self.ready = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._procs: concurrent.futures.ProcessPoolExecutor | None = None
+        self._running: set[tuple[str, int]] = set()
+        self._done_buffer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._flush_scheduled = False
+        self._badlog = RateLimitedLog()
+        self.counters: dict[str, int] = defaultdict(int)
+        self.clients: dict[bytes, float] = {}
+        self.devices = ""
+        self._discovery: Any = None
+        self._node_file: Any = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the node to leave the mesh and shut down; ``run()`` returns when it has."""
+        self._stop_requested.set()
+
+    async def run(self, on_ready: Callable[[Node], None] | None = None) -> None:
+        self.address = await self.transport.start()
+        now = self.clock.now()
+        self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
+        self.swim.set_meta(self._meta())
+        self.owner.node_up(self.node_id, self.workers, self._meta())
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix=f"mesh-{short(self.node_id)}")
+        log.info(
+            "node %s (%s) listening on %s, mesh %s, %s, %d workers",
+            short(self.node_id),
+            self.name,
+            self.address,
+            self.mesh_id,
+            "CURVE" if self.secure else "INSECURE",
+            self.workers,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                background = [
+                    tg.create_task(self._recv_loop(), name="recv"),
+                    tg.create_task(self._tick_loop(), name="tick"),
+                ]
+                serve_zap = getattr(self.transport, "serve_zap", None)
+                if serve_zap is not None:
+                    background.append(tg.create_task(serve_zap(), name="zap"))
+                if self.config.discovery and isinstance(self.transport, ZmqTransport):
+                    background.append(tg.create_task(self._discovery_task(), name="discovery"))
+                for seed in self.config.join:
+                    self._swim_actions(self.swim.discovered(None, _tcp(seed), now))
+                self._write_node_file()
+                self.ready.set()
+                if on_ready is not None:
+                    on_ready(self)
+                await self._stop_requested.wait()
+                log.info("node %s leaving the mesh", short(self.node_id))
+                self._swim_actions(self.swim.leave(self.clock.now()))
+                await asyncio.sleep(0.05)  # let the goodbyes leave the socket before it closes
+                for t in background:
+                    t.cancel()
+        finally:
+            self._remove_node_file()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._procs is not None:
+                self._procs.shutdown(wait=False, cancel_futures=True)
+            await self.transport.close(linger=0.2)
+            self.stopped.set()
+
+    async def _discovery_task(self) -> None:
+        from meshaios.io.discovery import Announcement, ZeroconfDiscovery
+
+        host, port = _host_port(self.address, self.config.bind_address)
+        me = Announcement(
+            node_id=self.node_id,
+            mesh_id=self.mesh_id,
+            version=M.PROTOCOL_VERSION,
+            host=host,
+            port=port,
+            name=self.name,
+            devices=self.devices,
+        )
+
+        def on_peer(a: Announcement) -> None:
+            if self.swim is not None and a.node_id != self.node_id:
+                self._swim_actions(self.swim.discovered(a.node_id, a.address, self.clock.now()))
+
+        disc = ZeroconfDiscovery(me, self.config.bind_address, on_peer)
+        self._discovery = disc
+        await disc.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(disc.stop())
+
+    def _node_file_path(self) -> Any:
+        return state_dir(self.config) / "nodes" / f"{self.node_id}.json"
+
+    def _write_node_file(self) -> None:
+        """Local clients and `meshaios status` find a node on this machine without multicast."""
+        try:
+            path = self._node_file_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            info = {"pid": os.getpid(), "address": self.address, "node": self.node_id, "mesh": self.mesh_id}
+            path.write_text(json.dumps(info))
+            self._node_file = path
+        except OSError as exc:
+            log.debug("cannot write node file: %s", exc)
+
+    def _remove_node_file(self) -> None:
+        if self._node_file is not None:
+            with contextlib.suppress(OSError):
+                self._node_file.unlink()
+
+    # ---- loops ----------------------------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        assert self.swim is not None
+        n = 0
+        while True:
+            await asyncio.sleep(TICK)
+            n += 1
+            try:
+                self._tick(n)
+            except Exception:
+                log.exception("error in a timer tick")  # the node keeps running; the next tick tries again
+                self.counters["tick_errors"] += 1
+
+    def _tick(self, n: int) -> None:
+        assert self.swim is not None
+        now = self.clock.now()
+        if n % 2 == 0:
+            self.swim.set_meta(self._meta())
+            for m in self.swim.members():
+                if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                    q = m.meta.get("q") if isinstance(m.meta, dict) else None
+                    if isinstance(q, int):
+                        self.owner.node_load(m.node_id, q)
+        self._swim_actions(self.swim.tick(now))
+
+    async def _recv_loop(self) -> None:
+        while True:
+            batch = await self.transport.recv_batch()
+            for ident, frames in batch:
+                try:
+                    self._handle(ident, frames)
+                except WireError as exc:
+                    self._bad_input(ident, exc)
+                except Exception:
+                    # a bug in our handling of one message must not take the node down
+                    log.exception("error handling a message from %r", ident[:12])
+                    self.counters["handler_errors"] += 1
+
+    def _bad_input(self, ident: bytes, exc: WireError) -> None:
+        self.counters["bad_frames"] += 1
+        self._badlog.warn((ident, "wire"), "rejected a malformed message from %r: %s", ident[:12], exc)
+        if not ident.startswith(b"n:"):
+            self.transport.reply(ident, encode({"t": M.ERROR, "msg": str(exc)}))
+
+    # ---- message handling -----------------------------------------------------------------------------------
+    def _handle(self, ident: bytes, frames: list[Any]) -> None:
+        msg = decode(frames)
+        t = msg["t"]
+        assert self.swim is not None
+        if t == M.SWIM:
+            self._swim_actions(self.swim.handle(msg["m"], self.clock.now()))
+        elif t == M.RUN:
+            tasks = [M.check_fields(x, M.RUN_TASK, "run task") for x in msg["tasks"]]
+            self._accept_run(msg["owner"], tasks)
+        elif t == M.DONE:
+            src = msg.get("src")
+            if not isinstance(src, str):
+                raise WireError("done: missing src")
+            results = [M.check_fields(r, M.RESULT, "result") for r in msg["results"]]
+            self._owner_actions(self.owner.completed(src, results))
+        elif t == M.SUBMIT:
+            self.clients[ident] = time.monotonic()
+            tasks = []
+            for x in msg["tasks"]:
+                M.check_fields(x, M.SUBMIT_TASK, "submit task")
+                if not all(isinstance(d, str) for d in x["deps"]):
+                    raise WireError("submit task: deps must be task ids")
+                tasks.append(x)
+            self._owner_actions(self.owner.submit(ident, tasks, self.clock.now()))
+        elif t == M.HELLO:
+            self.clients[ident] = time.monotonic()
+            self.transport.reply(
+                ident,
+                encode({"t": M.WELCOME, "node": self.node_id, "name": self.name, "mesh": self.mesh_id, "pickle": self.secure}),
+            )
+        elif t == M.RELEASE:
+            self.owner.release(i for i in msg["ids"] if isinstance(i, str))
+        elif t == M.PING:
+            self.transport.reply(ident, encode({"t": M.PONG}))
+        elif t == M.STATUS:
+            self.transport.reply(ident, encode({"t": M.STATUS_REPLY, **self.status()}))
+        else:
+            raise WireError(f"message type {t!r} is not accepted by a node")
+
+    def _swim_actions(self, actions: list[Any]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                if a.addr and a.addr != self.address:
+                    self.transport.send(a.addr, encode({"t": M.SWIM, "m": a.msg}))
+            elif isinstance(a, MemberChanged):
+                self._member_changed(a)
+
+    def _member_changed(self, ev: MemberChanged) -> None:
+        log.info(
+            "member %s (%s) %s -> %s", short(ev.node_id), ev.addr, ev.old.value if ev.old else "new", ev.new.value
+        )
+        self.counters[f"member_{ev.new.value}"] += 1
+        if ev.new is MemberState.ALIVE and ev.old is not MemberState.SUSPECT:
+            slots = ev.meta.get("w", 1) if isinstance(ev.meta, dict) else 1
+            self._owner_actions(self.owner.node_up(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta))
+        elif ev.new in (MemberState.DEAD, MemberState.LEFT):
+            self._owner_actions(self.owner.node_down(ev.node_id))
+            self.transport.forget(ev.addr)
+
+    def _owner_actions(self, actions: list[OwnerAction]) -> None:
+        for a in actions:
+            if isinstance(a, Dispatch):
+                if a.node == self.node_id:
+                    self._accept_run(self.node_id, a.tasks)
+                    continue
+                member = self.swim.get(a.node) if self.swim else None
+                if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                    self._owner_actions(self.owner.node_down(a.node))
+                    continue
+                self.transport.send(member.addr, encode({"t": M.RUN, "owner": self.node_id, "tasks": a.tasks}))
+                self.counters["dispatched_remote"] += len(a.tasks)
+            elif isinstance(a, Deliver):
+                if a.client:
+                    self.transport.reply(a.client, encode({"t": M.RESULTS, "results": a.results}))
+
+    # ---- execution ------------------------------------------------------------------------------------------
+    def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        for task in tasks:
+            key = (task["id"], task["att"])
+            if key in self._running:
+                continue  # the same attempt delivered twice: run it once
+            self._running.add(key)
+            self.exec.queued += 1
+            if task.get("pure"):
+                fut = loop.run_in_executor(
+                    self._process_pool(),
+                    run_in_process,
+                    pack_for_process(task),
+                    self.secure,
+                    self.config.allowed_modules,
+                )
+            else:
+                fut = loop.run_in_executor(self._pool, self._run_one, task)
+            fut.add_done_callback(lambda f, o=owner, k=key: self._task_finished(o, k, f))
+
+    def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
+        self.exec.running += 1
+        try:
+            return run_task(task, self.resolver, allow_pickle=self.secure)
+        finally:
+            self.exec.running -= 1
+
+    def _process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._procs is None:
+            import multiprocessing
+
+            self._procs = concurrent.futures.ProcessPoolExecutor(
+                self.config.process_workers or self.workers, mp_context=multiprocessing.get_context("forkserver")
+            )
+        return self._procs
+
+    def _task_finished(self, owner: str, key: tuple[str, int], fut: asyncio.Future[dict[str, Any]]) -> None:
+        self._running.discard(key)
+        self.exec.queued -= 1
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            from meshaios.tasks.execute import error_info
+
+            result = {"id": key[0], "att": key[1], "ok": False, "err": error_info(exc, allow_pickle=False)}
+            if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
+                self._procs = None  # the pool is dead: the next pure task gets a fresh one
+        else:
+            result = unpack_from_process(fut.result())
+        self.exec.finished += 1
+        if not result["ok"]:
+            self.exec.failed += 1
+        self._done_buffer[owner].append(result)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_done)
+
+    def _flush_done(self) -> None:
+        """Once per loop iteration: every completion since the last flush goes out in one message per owner."""
+        self._flush_scheduled = False
+        buffers, self._done_buffer = self._done_buffer, defaultdict(list)
+        for owner, results in buffers.items():
+            if owner == self.node_id:
+                self._owner_actions(self.owner.completed(self.node_id, results))
+                continue
+            member = self.swim.get(owner) if self.swim else None
+            if member is None:
+                self.counters["orphan_results"] += len(results)
+                continue
+            self.transport.send(member.addr, encode({"t": M.DONE, "src": self.node_id, "results": results}))
+
+    # ---- views ----------------------------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {"name": self.name, "w": self.workers, "q": self.exec.queued, "dev": self.devices}
+
+    def status(self) -> dict[str, Any]:
+        assert self.swim is not None
+        me = {
+            "id": self.node_id,
+            "name": self.name,
+            "addr": self.address,
+            "state": "alive",
+            "mesh": self.mesh_id,
+            "secure": self.secure,
+            "workers": self.workers,
+            "queued": self.exec.queued,
+            "running": self.exec.running,
+            "finished": self.exec.finished,
+            "failed": self.exec.failed,
+            "devices": self.devices,
+            "uptime": time.time() - self.started_at,
+            "incarnation": self.swim.incarnation,
+            "owner": dict(self.owner.counters),
+            "pending": self.owner.pending,
+            "counters": dict(self.counters),
+            "transport": {
+                "sent": self.transport.stats.sent,
+                "received": self.transport.stats.received,
+                "dropped": self.transport.stats.dropped,
+                "auth_ok": self.transport.stats.auth_ok,
+                "auth_rejected": self.transport.stats.auth_rejected,
+            },
+        }
+        members = [
+            {
+                "id": m.node_id,
+                "name": (m.meta or {}).get("name", ""),
+                "addr": m.addr,
+                "state": m.state.value,
+                "incarnation": m.incarnation,
+                "workers": (m.meta or {}).get("w", 0),
+                "queued": (m.meta or {}).get("q", 0),
+                "devices": (m.meta or {}).get("dev", ""),
+                "since": self.clock.now() - m.state_since,
+            }
+            for m in self.swim.members()
+        ]
+        return {"node": me, "members": members}
+
+
+def _tcp(seed: str) -> str:
+    return seed if "://" in seed else f"tcp://{seed}"
+
+
+def _host_port(address: str, bind: str) -> tuple[str, int]:
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if host in ("0.0.0.0", "*", ""):
+        host = _primary_ip()
+    return host, int(port)
+
+
+def _primary_ip() -> str:
+    """The address other LAN hosts reach us at. A UDP connect() picks a route and sends nothing."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("224.0.0.251", 5353))
+        ip: str = s.getsockname()[0]
+        return ip
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        s.close()

@@ -1,0 +1,98 @@
+"""The mesh token and everything derived from it.
+
+One shared secret (the token) makes a mesh. From it every member derives the same CurveZMQ key pair; a node's ZAP
+handler admits only that public key, so only token holders complete the handshake. The *mesh id*, which is
+advertised in mDNS so that two meshes on one LAN never mix, is a hash of the public key: it identifies the mesh
+without revealing anything that would let someone join it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+from zmq.utils import z85
+
+from meshaios.errors import ConfigError
+
+_KDF_CONTEXT = b"meshaios/curve/v1"
+TOKEN_BYTES = 32
+
+
+@dataclass(frozen=True)
+class MeshKeys:
+    """CURVE keys (Z85 bytes) and the public mesh id. ``repr`` never shows the secret."""
+
+    public: bytes
+    secret: bytes
+    mesh_id: str
+
+    def __repr__(self) -> str:
+        return f"MeshKeys(mesh_id={self.mesh_id!r})"
+
+
+def new_token() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).decode().rstrip("=")
+
+
+def derive_keys(token: str) -> MeshKeys:
+    """Derive the mesh key pair deterministically, so that no key material needs distributing besides the token."""
+    token = token.strip()
+    if len(token) < 16:
+        raise ConfigError("mesh token is too short (at least 16 characters); make one with `meshaios init`")
+    seed = hashlib.blake2b(token.encode(), key=_KDF_CONTEXT, digest_size=32).digest()
+    secret = z85.encode(seed)
+    public = zmq.curve_public(secret)
+    mesh_id = hashlib.sha256(b"meshaios/mesh-id/v1" + public).hexdigest()[:16]
+    return MeshKeys(public=public, secret=secret, mesh_id=mesh_id)
+
+
+def insecure_mesh_id(salt: str = "") -> str:
+    """Insecure meshes still need an id so that they don't mix with secure ones in mDNS."""
+    return "insecure" + hashlib.sha256(b"meshaios/insecure" + salt.encode()).hexdigest()[:8]
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "meshaios"
+
+
+def default_token_file() -> Path:
+    return config_dir() / "token"
+
+
+def write_token(path: Path, token: str, *, overwrite: bool = False) -> None:
+    """Write with 0600 from the first byte: the file is never world-readable, not even for an instant."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError as exc:
+        raise ConfigError(
+            f"{path} exists already; use --force to replace it (every node then needs the new one)"
+        ) from exc
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+
+
+def read_token(path: Path | None = None) -> str | None:
+    """The token from ``MESHAIOS_TOKEN``, else from the file; ``None`` when there is none."""
+    env = os.environ.get("MESHAIOS_TOKEN")
+    if env:
+        return env.strip()
+    if path is None:
+        env_path = os.environ.get("MESHAIOS_TOKEN_FILE")
+        path = Path(env_path) if env_path else default_token_file()
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc}") from exc
+    return text or None

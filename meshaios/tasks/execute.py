@@ -1,0 +1,137 @@
+"""Running one task: decode arguments, call, encode the result or the error. No I/O, no event loop.
+
+This is what executor threads and worker processes run. Everything that can go wrong inside a task -- a bad
+function spec, an argument that will not decode, the function raising, a result that cannot be serialised --
+becomes an error *result* for the owner, never an exception that could take the node down.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+from meshaios.errors import MeshError, WireError
+from meshaios.tasks.functions import FunctionResolver
+from meshaios.wire.payload import Payload
+from meshaios.wire.values import dumps, loads
+
+
+def error_info(exc: BaseException, *, allow_pickle: bool, tb: str | None = None) -> dict[str, Any]:
+    cls = type(exc)
+    mod = cls.__module__
+    err: dict[str, Any] = {
+        "type": cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}",
+        "msg": str(exc),
+        "tb": tb if tb is not None else "".join(traceback.format_exception(exc)),
+    }
+    if allow_pickle:
+        try:
+            err["exc"] = dumps(exc, allow_pickle=True)[0]
+        except Exception:  # an exception that cannot be pickled still reaches the client by type and text
+            pass
+    return err
+
+
+def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: bool) -> dict[str, Any]:
+    """Returns a DONE result dict; ``fatal`` marks errors that retrying cannot fix."""
+    tid = task["id"]
+    start = time.perf_counter()
+    try:
+        fn = resolver.resolve(task["fn"])
+        deps: dict[str, Payload | None] = task["deps"]
+        cache: dict[str, Any] = {}
+
+        def resolve_ref(dep_id: str) -> Any:
+            if dep_id not in cache:
+                p = deps.get(dep_id)
+                if p is None:
+                    raise WireError(f"dependency {dep_id} was not sent with the task")
+                cache[dep_id] = loads(p, allow_pickle=allow_pickle)
+            return cache[dep_id]
+
+        call = loads(task["args"], allow_pickle=allow_pickle, resolve_ref=resolve_ref)
+        if not (isinstance(call, list) and len(call) == 2 and isinstance(call[0], list) and isinstance(call[1], dict)):
+            raise WireError("task arguments must be [args, kwargs]")
+    except (MeshError, Exception) as exc:
+        return {
+            "id": tid,
+            "att": task["att"],
+            "ok": False,
+            "fatal": True,
+            "err": error_info(exc, allow_pickle=False),
+            "dt": time.perf_counter() - start,
+        }
+    try:
+        value = fn(*call[0], **call[1])
+    except Exception as exc:
+        tb = traceback.format_exc()
+        return {
+            "id": tid,
+            "att": task["att"],
+            "ok": False,
+            "err": error_info(exc, allow_pickle=allow_pickle, tb=tb),
+            "dt": time.perf_counter() - start,
+        }
+    dt = time.perf_counter() - start
+    try:
+        payload, _ = dumps(value, allow_pickle=allow_pickle)
+    except Exception as exc:
+        return {"id": tid, "att": task["att"], "ok": False, "fatal": True, "err": error_info(exc, allow_pickle=False)}
+    return {"id": tid, "att": task["att"], "ok": True, "v": payload, "dt": dt}
+
+
+# ---- process pool: everything crossing the process boundary is plain bytes ---------------------------------
+
+
+def _to_bytes(p: Payload | None) -> tuple[bytes, list[bytes]] | None:
+    if p is None:
+        return None
+    return p.blob, [bytes(memoryview(b)) for b in p.buffers]
+
+
+def _from_bytes(t: tuple[bytes, list[bytes]] | None) -> Payload | None:
+    return None if t is None else Payload(t[0], tuple(t[1]))
+
+
+def pack_for_process(task: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": task["id"],
+        "att": task["att"],
+        "fn": _to_bytes(task["fn"]),
+        "args": _to_bytes(task["args"]),
+        "deps": {k: _to_bytes(v) for k, v in task["deps"].items()},
+    }
+
+
+_process_resolver: FunctionResolver | None = None
+
+
+def run_in_process(packed: dict[str, Any], allow_pickle: bool, allowed_modules: tuple[str, ...]) -> dict[str, Any]:
+    """Entry point in a pool process. The resolver is per process, so its cache survives between tasks."""
+    global _process_resolver
+    if _process_resolver is None:
+        _process_resolver = FunctionResolver(allow_pickle=allow_pickle, allowed_modules=allowed_modules)
+    task = {
+        "id": packed["id"],
+        "att": packed["att"],
+        "fn": _from_bytes(packed["fn"]),
+        "args": _from_bytes(packed["args"]),
+        "deps": {k: _from_bytes(v) for k, v in packed["deps"].items()},
+    }
+    result = run_task(task, _process_resolver, allow_pickle=allow_pickle)
+    for key in ("v",):
+        if isinstance(result.get(key), Payload):
+            result[key] = _to_bytes(result[key])
+    if isinstance(result.get("err"), dict) and isinstance(result["err"].get("exc"), Payload):
+        result["err"]["exc"] = _to_bytes(result["err"]["exc"])
+    return result
+
+
+def unpack_from_process(result: dict[str, Any]) -> dict[str, Any]:
+    if result.get("v") is not None and not isinstance(result["v"], Payload):
+        result["v"] = _from_bytes(result["v"])
+    err = result.get("err")
+    if isinstance(err, dict) and err.get("exc") is not None and not isinstance(err["exc"], Payload):
+        err["exc"] = _from_bytes(err["exc"])
+    return result

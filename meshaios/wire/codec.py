@@ -1,0 +1,101 @@
+"""Framing: one msgpack header frame, then the raw buffers of every payload, zero-copy both ways.
+
+``[header, buf0, buf1, ...]`` -- the header references its buffers by position. Decoding is strict: the header
+must be a map of a known type with its schema's fields, fit the configured limits, and reference every extra frame
+exactly once, in order. Any violation is a ``WireError``; nothing else escapes ``decode``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from meshaios.errors import WireError
+from meshaios.wire.messages import PROTOCOL_VERSION, check_message
+from meshaios.wire.payload import Payload
+
+EXT_PAYLOAD = 42
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    max_header: int = 64 << 20
+    max_frames: int = 1 << 16
+    max_items: int = 1 << 20  # longest array/map in a header
+
+
+DEFAULT_LIMITS = WireLimits()
+
+
+def encode(msg: dict[str, Any]) -> list[Any]:
+    """Frames for ``msg``; the caller sends them with ``copy=False`` so array buffers are never copied."""
+    frames: list[Any] = [b""]
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, Payload):
+            start = len(frames) - 1
+            frames.extend(obj.buffers)
+            return msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([obj.blob, start, len(obj.buffers)]))
+        raise TypeError(f"cannot encode {type(obj).__name__} in a message header")
+
+    msg.setdefault("v", PROTOCOL_VERSION)
+    frames[0] = msgpack.packb(msg, default=default, use_bin_type=True)
+    return frames
+
+
+def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    if not frames:
+        raise WireError("empty message")
+    if len(frames) > limits.max_frames:
+        raise WireError(f"{len(frames)} frames exceed the limit of {limits.max_frames}")
+    head = frames[0]
+    header = head.bytes if hasattr(head, "bytes") else bytes(head)
+    if len(header) > limits.max_header:
+        raise WireError(f"header of {len(header)} bytes exceeds the limit of {limits.max_header}")
+    bufs = frames[1:]
+    used = [0]
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        if code != EXT_PAYLOAD:
+            raise WireError(f"unknown header extension {code}")
+        blob, start, count = msgpack.unpackb(data)
+        if (
+            not isinstance(blob, bytes)
+            or not isinstance(start, int)
+            or not isinstance(count, int)
+            or start != used[0]
+            or count < 0
+            or start + count > len(bufs)
+        ):
+            raise WireError("payload references frames out of order or out of range")
+        used[0] = start + count
+        return Payload(blob, tuple(_buffer(f) for f in bufs[start : start + count]))
+
+    try:
+        msg = msgpack.unpackb(
+            header,
+            ext_hook=ext_hook,
+            raw=False,
+            strict_map_key=True,
+            max_array_len=limits.max_items,
+            max_map_len=limits.max_items,
+        )
+    except WireError:
+        raise
+    except Exception as exc:
+        raise WireError(f"malformed header: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise WireError("header is not a map")
+    if msg.get("v") != PROTOCOL_VERSION:
+        raise WireError(f"protocol version {msg.get('v')!r} is not {PROTOCOL_VERSION}")
+    if used[0] != len(bufs):
+        raise WireError(f"{len(bufs) - used[0]} unreferenced extra frames")
+    return check_message(msg)
+
+
+def _buffer(frame: Any) -> Any:
+    """A zmq.Frame exposes ``.buffer`` (a memoryview onto libzmq's memory); bytes pass through."""
+    buf = getattr(frame, "buffer", None)
+    return buf if buf is not None else frame

@@ -1,0 +1,96 @@
+"""Message types and their schemas: the whole vocabulary nodes and clients speak.
+
+Messages are plain dicts (msgpack maps) rather than dataclasses: the hot path builds and reads tens of
+thousands per second, and a dict costs nothing to encode. What a dataclass would give -- a checked shape -- is
+given instead by ``SCHEMAS``, applied to every message decoded from the wire before anything acts on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshaios.errors import WireError
+from meshaios.wire.payload import Payload
+
+PROTOCOL_VERSION = 1
+
+# node <-> node
+SWIM = "swim"  # membership traffic; {"m": swim message}
+RUN = "run"  # owner -> executor: {"owner": node id, "tasks": [task]}
+DONE = "done"  # executor -> owner: {"results": [result]}
+CANCEL = "cancel"  # owner -> executor: {"ids": [...]}
+# client <-> node
+HELLO = "hello"  # {"client": id}
+WELCOME = "welcome"  # {"node", "name", "mesh", "pickle"}
+SUBMIT = "submit"  # {"tasks": [client task]}
+RESULTS = "results"  # {"results": [result]}
+RELEASE = "release"  # {"ids": [...]}
+STATUS = "status"  # {} -> STATUS_REPLY
+STATUS_REPLY = "status_reply"
+PING = "ping"
+PONG = "pong"
+ERROR = "error"  # {"msg": str, "ref": optional id}
+
+_STR = (str,)
+_INT = (int,)
+_LIST = (list,)
+_DICT = (dict,)
+_BOOL = (bool,)
+_PAYLOAD = (Payload,)
+
+SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+    SWIM: {"m": _DICT},
+    RUN: {"owner": _STR, "tasks": _LIST},
+    DONE: {"src": _STR, "results": _LIST},
+    CANCEL: {"ids": _LIST},
+    HELLO: {"client": _STR},
+    WELCOME: {"node": _STR, "name": _STR, "mesh": _STR, "pickle": _BOOL},
+    SUBMIT: {"tasks": _LIST},
+    RESULTS: {"results": _LIST},
+    RELEASE: {"ids": _LIST},
+    STATUS: {},
+    STATUS_REPLY: {"node": _DICT, "members": _LIST},
+    PING: {},
+    PONG: {},
+    ERROR: {"msg": _STR},
+}
+
+# The shape of one task inside RUN (owner -> executor).
+RUN_TASK: dict[str, tuple[type, ...]] = {
+    "id": _STR,
+    "att": _INT,
+    "fn": _PAYLOAD,
+    "args": _PAYLOAD,
+    "deps": _DICT,
+    "pure": _BOOL,
+}
+# One task inside SUBMIT (client -> owner).
+SUBMIT_TASK: dict[str, tuple[type, ...]] = {
+    "id": _STR,
+    "fn": _PAYLOAD,
+    "args": _PAYLOAD,
+    "deps": _LIST,
+}
+# One result inside DONE / RESULTS.
+RESULT: dict[str, tuple[type, ...]] = {"id": _STR, "ok": _BOOL}
+
+
+def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
+    """Reject a dict that lacks a field or carries one of the wrong type. ``bool`` is not an ``int`` here."""
+    if not isinstance(obj, dict):
+        raise WireError(f"{what}: expected a map, got {type(obj).__name__}")
+    for key, types in schema.items():
+        if key not in obj:
+            raise WireError(f"{what}: missing field {key!r}")
+        val = obj[key]
+        if not isinstance(val, types) or (isinstance(val, bool) and bool not in types):
+            raise WireError(f"{what}: field {key!r} has type {type(val).__name__}")
+    return obj
+
+
+def check_message(msg: dict[str, Any]) -> dict[str, Any]:
+    mtype = msg.get("t")
+    schema = SCHEMAS.get(mtype) if isinstance(mtype, str) else None
+    if schema is None:
+        raise WireError(f"unknown message type {mtype!r}")
+    return check_fields(msg, schema, mtype)  # type: ignore[arg-type]

@@ -1,0 +1,22 @@
+"""A serialised value: a msgpack blob plus the raw buffers (numpy arrays) it references.
+
+Payloads are what travel inside messages. A node that only forwards a value (the owner passing a task's
+arguments to the executor) never decodes it: the blob and the zero-copy frames are handed on as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Buffer = Any  # bytes, memoryview, or zmq.Frame: anything exposing the buffer protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    blob: bytes
+    buffers: tuple[Buffer, ...] = field(default=())
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.blob) + sum(memoryview(b).nbytes for b in self.buffers)

@@ -1,0 +1,211 @@
+"""Python values <-> ``Payload``: msgpack for plain data, raw frames for arrays, pickle only where allowed.
+
+Why not pickle everything (as Dask and Ray do)? Because a pickle is code: on an insecure mesh it would let anyone
+who reaches the port run anything. So the value codec is msgpack with a few extension types (arrays, tuples,
+sets, task references), and falls back to cloudpickle only when the mesh is authenticated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from meshaios.errors import SerializationError, WireError
+from meshaios.wire.payload import Payload
+
+EXT_ARRAY = 1
+EXT_TUPLE = 2
+EXT_SET = 3
+EXT_SCALAR = 4
+EXT_REF = 5
+EXT_COMPLEX = 6
+EXT_BIGINT = 7
+EXT_PICKLE = 10
+
+# dtype kinds we accept from the wire: numbers, bools, fixed-width bytes/str, datetimes. Never object ('O').
+_ALLOWED_KINDS = frozenset("biufcSUmM")
+MAX_NDIM = 32
+MAX_DEPTH = 64
+
+
+class TaskRef:
+    """A reference to another task's result inside arguments: the reason submitted futures make a DAG."""
+
+    __slots__ = ("task_id",)
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+
+    def __repr__(self) -> str:
+        return f"TaskRef({self.task_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskRef) and other.task_id == self.task_id
+
+    def __hash__(self) -> int:
+        return hash(self.task_id)
+
+
+def check_dtype(descr: str) -> np.dtype[Any]:
+    try:
+        dt = np.dtype(descr)
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"unknown dtype {descr!r}") from exc
+    if dt.kind not in _ALLOWED_KINDS or dt.hasobject or dt.fields is not None:
+        raise WireError(f"dtype {descr!r} is not allowed on the wire")
+    return dt
+
+
+def array_from_buffer(descr: str, shape: list[int], buf: Any) -> np.ndarray[Any, Any]:
+    """Zero-copy view of a received frame, after checking that the header tells the truth about it."""
+    dt = check_dtype(descr)
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise WireError(f"bad array shape {shape!r}")
+    mv = memoryview(buf)
+    count = 1
+    for s in shape:
+        count *= s
+    if count * dt.itemsize != mv.nbytes:
+        raise WireError(f"array of shape {shape} and dtype {descr} does not match a {mv.nbytes}-byte buffer")
+    if count == 0:
+        return np.empty(shape, dtype=dt)
+    return np.frombuffer(mv, dtype=dt).reshape(shape)
+
+
+class ValueEncoder:
+    """Encodes one value. ``refs`` collects the task ids found inside, so the caller learns the dependencies."""
+
+    def __init__(self, allow_pickle: bool, ref_types: tuple[type, ...] = ()) -> None:
+        self.allow_pickle = allow_pickle
+        self.ref_types = ref_types
+        self.buffers: list[Any] = []
+        self.refs: list[str] = []
+        self._packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+
+    def encode(self, value: Any) -> Payload:
+        blob = self._packer.pack(value)
+        return Payload(blob, tuple(self.buffers))
+
+    def _nested(self, value: Any) -> bytes:
+        packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        return bytes(packer.pack(value))
+
+    def _default(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray) and obj.dtype.kind in _ALLOWED_KINDS and not obj.dtype.hasobject:
+            arr = np.ascontiguousarray(obj)
+            idx = len(self.buffers)
+            self.buffers.append(memoryview(arr).cast("B") if arr.nbytes else b"")
+            return msgpack.ExtType(EXT_ARRAY, msgpack.packb([arr.dtype.str, list(arr.shape), idx]))
+        if isinstance(obj, np.generic) and obj.dtype.kind in _ALLOWED_KINDS:
+            return msgpack.ExtType(EXT_SCALAR, msgpack.packb([obj.dtype.str, obj.tobytes()]))
+        if isinstance(obj, TaskRef):
+            self.refs.append(obj.task_id)
+            return msgpack.ExtType(EXT_REF, obj.task_id.encode())
+        if self.ref_types and isinstance(obj, self.ref_types):
+            task_id: str = obj.task_id
+            self.refs.append(task_id)
+            return msgpack.ExtType(EXT_REF, task_id.encode())
+        if type(obj) is tuple:
+            return msgpack.ExtType(EXT_TUPLE, self._nested(list(obj)))
+        if type(obj) in (set, frozenset):
+            return msgpack.ExtType(EXT_SET, self._nested(list(obj)))
+        if type(obj) is complex:
+            return msgpack.ExtType(EXT_COMPLEX, msgpack.packb([obj.real, obj.imag]))
+        if type(obj) is int:  # beyond 64 bits: msgpack cannot hold it natively
+            return msgpack.ExtType(EXT_BIGINT, str(obj).encode())
+        base = next((t for t in (int, float, str, bytes, list, dict) if isinstance(obj, t)), None)
+        if base is not None and (base in (list, dict) or not self.allow_pickle):
+            # subclasses (IntEnum, OrderedDict...) degrade to their base where pickle is off
+            return base(obj)
+        if not self.allow_pickle:
+            raise SerializationError(
+                f"cannot send a {type(obj).__qualname__} on an insecure mesh: only plain data, numpy arrays and "
+                "references travel without pickle (use a token to enable arbitrary objects)"
+            )
+        import cloudpickle
+
+        try:
+            return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(obj, protocol=5))
+        except Exception as exc:
+            raise SerializationError(f"cannot serialise {type(obj).__qualname__}: {exc}") from exc
+
+
+def dumps(value: Any, *, allow_pickle: bool, ref_types: tuple[type, ...] = ()) -> tuple[Payload, list[str]]:
+    enc = ValueEncoder(allow_pickle, ref_types)
+    try:
+        payload = enc.encode(value)
+    except (SerializationError, WireError):
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(f"cannot serialise value: {exc}") from exc
+    return payload, enc.refs
+
+
+def loads(
+    payload: Payload,
+    *,
+    allow_pickle: bool,
+    resolve_ref: Callable[[str], Any] | None = None,
+) -> Any:
+    """Decode; every malformed input raises ``WireError`` (never anything else), so callers can answer it."""
+    buffers = payload.buffers
+    depth = [0]
+
+    def hook(code: int, data: bytes) -> Any:
+        depth[0] += 1
+        if depth[0] > 100_000:
+            raise WireError("too many extension objects")
+        if code == EXT_ARRAY:
+            descr, shape, idx = msgpack.unpackb(data, use_list=True)
+            if not isinstance(idx, int) or not 0 <= idx < len(buffers) or not isinstance(descr, str):
+                raise WireError("array references a missing frame")
+            return array_from_buffer(descr, shape, buffers[idx])
+        if code == EXT_TUPLE:
+            return tuple(_unpack(data))
+        if code == EXT_SET:
+            return set(_unpack(data))
+        if code == EXT_SCALAR:
+            descr, raw = msgpack.unpackb(data)
+            dt = check_dtype(descr)
+            if not isinstance(raw, bytes) or len(raw) != dt.itemsize:
+                raise WireError("bad numpy scalar")
+            return np.frombuffer(raw, dtype=dt)[0]
+        if code == EXT_COMPLEX:
+            re, im = msgpack.unpackb(data)
+            return complex(re, im)
+        if code == EXT_BIGINT:
+            if len(data) > 5000:
+                raise WireError("integer too large")
+            return int(data.decode())
+        if code == EXT_REF:
+            task_id = data.decode()
+            if resolve_ref is None:
+                return TaskRef(task_id)
+            return resolve_ref(task_id)
+        if code == EXT_PICKLE:
+            if not allow_pickle:
+                raise WireError("pickled value refused: this mesh is not authenticated")
+            import cloudpickle
+
+            return cloudpickle.loads(data)
+        raise WireError(f"unknown value extension {code}")
+
+    def _unpack(data: bytes) -> Any:
+        return msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
+
+    try:
+        return _unpack(payload.blob)
+    except WireError:
+        raise
+    except RecursionError as exc:
+        raise WireError("value nested too deeply") from exc
+    except Exception as exc:
+        # msgpack raises ValueError, ExtraData, FormatError, StackError...; a pickle may raise anything.
+        raise WireError(f"malformed value: {type(exc).__name__}: {exc}") from exc

@@ -92,13 +92,9 @@ def render_status(data: dict[str, Any]) -> Any:
         title_justify="left",
     )
     for col in ("node", "name", "address", "state", "devices", "workers", "queued", "since/uptime"):
-        table.add_column(
-            col, justify="right" if col in ("workers", "queued", "since/uptime") else "left", no_wrap=True
-        )
+        table.add_column(col, justify="right" if col in ("workers", "queued", "since/uptime") else "left", no_wrap=True)
     colors = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
-    rows = [
-        (me["id"], me["name"], me["addr"], "alive", me["devices"], me["workers"], me["queued"], me["uptime"], True)
-    ]
+    rows = [(me["id"], me["name"], me["addr"], "alive", me["devices"], me["workers"], me["queued"], me["uptime"], True)]
     rows += [
         (m["id"], m["name"], m["addr"], m["state"], m["devices"], m["workers"], m["queued"], m["since"], False)
         for m in sorted(data["members"], key=lambda m: (m["state"], m["name"]))
@@ -131,6 +127,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a pipe or a file: never squeeze the table to 80 columns
     while True:
         data = _status_data(args)
         if args.json:

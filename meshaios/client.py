@@ -144,15 +144,17 @@ class AsyncClient:
         insecure: bool = False,
         connect_timeout: float = 5.0,
         heartbeat_timeout: float = 10.0,
+        connection_factory: Callable[[str, MeshKeys | None, str], Any] | None = None,
     ) -> None:
         self.keys = _client_keys(token, token_file, insecure)
         self._address = address
+        self._connection_factory = connection_factory or ZmqConnection
         self.connect_timeout = connect_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.client_id = new_id("c")
         self.allow_pickle = self.keys is not None
         self.node: dict[str, Any] = {}
-        self._conn: ZmqConnection | None = None
+        self._conn: Any = None  # ZmqConnection, or an in-memory one in tests
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, Future] = {}
         self._outbox: list[dict[str, Any]] = []
@@ -183,9 +185,9 @@ class AsyncClient:
         if self._address is None:
             mesh_id = self.keys.mesh_id if self.keys else None
             self._address = await asyncio.to_thread(find_local_node, 2.0, mesh_id)
-        elif "://" not in self._address:
+        elif "://" not in self._address and self._connection_factory is ZmqConnection:
             self._address = f"tcp://{self._address}"
-        self._conn = ZmqConnection(self._address, self.keys, self.client_id)
+        self._conn = self._connection_factory(self._address, self.keys, self.client_id)
         self._welcome = self._loop.create_future()
         self._reader = asyncio.create_task(self._read_loop(), name="meshaios-client-reader")
         deadline = time.monotonic() + self.connect_timeout
@@ -314,7 +316,9 @@ class AsyncClient:
         self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0
     ) -> list[Future]:
         fp = self._fn_payload(fn)
-        items = [self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp) for a in zip(*iterables, strict=False)]
+        items = [
+            self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp) for a in zip(*iterables, strict=False)
+        ]
         self._enqueue(items)
         return [f for _, f in items]
 
@@ -338,7 +342,8 @@ class AsyncClient:
         return time.perf_counter() - t0
 
     async def _request(self, msg: dict[str, Any], reply_type: str, timeout: float) -> dict[str, Any]:
-        assert self._conn is not None and self._loop is not None
+        assert self._conn is not None
+        assert self._loop is not None
         fut = self._replies.get(reply_type)
         if fut is None or fut.done():
             fut = self._loop.create_future()
@@ -418,7 +423,8 @@ class AsyncClient:
                 return
             fut._cf.set_result(value)
         else:
-            err = r.get("err") if isinstance(r.get("err"), dict) else {}
+            raw_err = r.get("err")
+            err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
             cause = None
             if self.allow_pickle and isinstance(err.get("exc"), Payload):
                 with contextlib.suppress(Exception):
@@ -537,5 +543,3 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
         loop = asyncio.new_event_loop()
     return loop
-
-

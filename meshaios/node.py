@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -96,7 +97,7 @@ class Node:
         transport: Transport | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        keys: MeshKeys | None | bool = True,
+        keys: MeshKeys | bool | None = True,
     ) -> None:
         self.config = config
         self.keys: MeshKeys | None = resolve_keys(config) if keys is True else (keys or None)
@@ -148,7 +149,9 @@ class Node:
         self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
         self.swim.set_meta(self._meta())
         self.owner.node_up(self.node_id, self.workers, self._meta())
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix=f"mesh-{short(self.node_id)}")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.workers, thread_name_prefix=f"mesh-{short(self.node_id)}"
+        )
         log.info(
             "node %s (%s) listening on %s, mesh %s, %s, %d workers",
             short(self.node_id),
@@ -309,7 +312,15 @@ class Node:
             self.clients[ident] = time.monotonic()
             self.transport.reply(
                 ident,
-                encode({"t": M.WELCOME, "node": self.node_id, "name": self.name, "mesh": self.mesh_id, "pickle": self.secure}),
+                encode(
+                    {
+                        "t": M.WELCOME,
+                        "node": self.node_id,
+                        "name": self.name,
+                        "mesh": self.mesh_id,
+                        "pickle": self.secure,
+                    }
+                ),
             )
         elif t == M.RELEASE:
             self.owner.release(i for i in msg["ids"] if isinstance(i, str))
@@ -329,9 +340,7 @@ class Node:
                 self._member_changed(a)
 
     def _member_changed(self, ev: MemberChanged) -> None:
-        log.info(
-            "member %s (%s) %s -> %s", short(ev.node_id), ev.addr, ev.old.value if ev.old else "new", ev.new.value
-        )
+        log.info("member %s (%s) %s -> %s", short(ev.node_id), ev.addr, ev.old.value if ev.old else "new", ev.new.value)
         self.counters[f"member_{ev.new.value}"] += 1
         if ev.new is MemberState.ALIVE and ev.old is not MemberState.SUSPECT:
             slots = ev.meta.get("w", 1) if isinstance(ev.meta, dict) else 1
@@ -352,9 +361,8 @@ class Node:
                     continue
                 self.transport.send(member.addr, encode({"t": M.RUN, "owner": self.node_id, "tasks": a.tasks}))
                 self.counters["dispatched_remote"] += len(a.tasks)
-            elif isinstance(a, Deliver):
-                if a.client:
-                    self.transport.reply(a.client, encode({"t": M.RESULTS, "results": a.results}))
+            elif isinstance(a, Deliver) and a.client:
+                self.transport.reply(a.client, encode({"t": M.RESULTS, "results": a.results}))
 
     # ---- execution ------------------------------------------------------------------------------------------
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
@@ -375,7 +383,7 @@ class Node:
                 )
             else:
                 fut = loop.run_in_executor(self._pool, self._run_one, task)
-            fut.add_done_callback(lambda f, o=owner, k=key: self._task_finished(o, k, f))
+            fut.add_done_callback(functools.partial(self._task_finished, owner, key))
 
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
         self.exec.running += 1

@@ -43,7 +43,7 @@ class ZmqConnection:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
         if keys is not None:
             apply_client_curve(self.sock, keys)
-        self._sync = zmq.Socket.shadow(self.sock.underlying)
+        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)
         self._monitor = self.sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | sum(_HANDSHAKE_FAILED)
         )
@@ -53,7 +53,7 @@ class ZmqConnection:
         self.sock.connect(address)
 
     def _poll_monitor(self) -> None:
-        mon = zmq.Socket.shadow(self._monitor.underlying)
+        mon: zmq.Socket[bytes] = zmq.Socket.shadow(self._monitor.underlying)
         while True:
             try:
                 raw = mon.recv_multipart(zmq.NOBLOCK)

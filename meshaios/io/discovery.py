@@ -89,7 +89,7 @@ class Announcement:
     node_id: str
     mesh_id: str  # derived from the token's public key, never the token
     version: int  # protocol version
-    host: str  # IPv4 address to connect to
+    host: str  # IPv4 address to connect to ("" or "0.0.0.0": announce every IPv4 address of this host)
     port: int
     name: str = ""  # human name of the node
     devices: str = ""  # short device summary like "cpu:8,gpu:1"
@@ -245,6 +245,15 @@ def _announced_addresses(me: Announcement, bind: str) -> list[str]:
     if not ip.is_unspecified:
         return [str(ip)]
     return _local_ipv4_addresses() or ["127.0.0.1"]
+
+
+def _check_host(me: Announcement) -> None:
+    """``host`` must be an IPv4 address, or empty / ``0.0.0.0`` for "every address of this host"."""
+    if me.host.strip():
+        try:
+            ipaddress.IPv4Address(me.host.strip())
+        except ValueError as e:
+            raise ConfigError(f"announced host must be an IPv4 address, got {me.host!r}") from e
 
 
 def _pick_host(addresses: list[str], loopback_bound: bool) -> str | None:
@@ -484,6 +493,7 @@ class ZeroconfDiscovery:
         resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
     ) -> None:
         interfaces_for_bind(bind)  # validate early: ConfigError on a bad bind
+        _check_host(me)
         self._me = me
         self._bind = bind
         self._on_peer = on_peer
@@ -497,7 +507,7 @@ class ZeroconfDiscovery:
         self._started = False
         self._registered = False
         self._stopping = False
-        self._stopped = asyncio.Event()
+        self._closer: asyncio.Future[None] | None = None
 
     @property
     def me(self) -> Announcement:
@@ -561,7 +571,7 @@ class ZeroconfDiscovery:
         except Exception:
             if self._stopping:  # a concurrent stop() closed zeroconf under us: not an error
                 log.debug("[%s] mDNS: start() interrupted by stop()", self._tag, exc_info=True)
-                await self._stopped.wait()
+                await self.stop()
                 return
             await self.stop()
             raise
@@ -577,6 +587,7 @@ class ZeroconfDiscovery:
         """
         if me.node_id != self._me.node_id:
             raise ValueError("update() cannot change the node id")
+        _check_host(me)
         if me == self._me:
             return
         self._me = me
@@ -599,11 +610,19 @@ class ZeroconfDiscovery:
         self._track(fut)
 
     async def stop(self) -> None:
-        """Unregister (sends goodbyes) and close. Idempotent; concurrent callers wait for the first."""
-        if self._stopping:
-            await self._stopped.wait()
-            return
-        self._stopping = True
+        """Unregister (sends goodbyes, ~250 ms) and close. Idempotent; concurrent callers wait for the first.
+
+        The shutdown runs in its own task that this call awaits through ``asyncio.shield``: a caller that is
+        itself being cancelled (``finally: await disc.stop()``) still gets the sockets closed, and zeroconf,
+        which checks ``current_task().cancelling()``, does not mistake the caller's cancellation for its own.
+        Never raises, except ``CancelledError`` when the caller is cancelled while waiting.
+        """
+        if self._closer is None:
+            self._stopping = True
+            self._closer = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closer)
+
+    async def _close(self) -> None:
         try:
             if self._watcher is not None:
                 await self._watcher.close()
@@ -612,13 +631,10 @@ class ZeroconfDiscovery:
             if self._broadcasts:
                 await asyncio.gather(*self._broadcasts, return_exceptions=True)
         finally:
-            try:
-                if self._azc is not None:
-                    await _close_zeroconf(self._azc, self._tag)
-            finally:
-                self._azc = None
-                self._stopped.set()
-                log.debug("[%s] mDNS: stopped", self._tag)
+            azc, self._azc = self._azc, None
+            if azc is not None:
+                await _close_zeroconf(azc, self._tag)
+            log.debug("[%s] mDNS: stopped", self._tag)
 
     def snapshot(self) -> list[Announcement]:
         """Peers of our mesh and version currently announced (the last announcement of each)."""
@@ -635,7 +651,7 @@ async def browse(
     mesh_id: str,
     version: int,
     bind: str = "127.0.0.1",
-    timeout: float = 1.5,  # noqa: ASYNC109 - a listening window that ends normally, not a cancel scope
+    timeout: float = 1.5,
     want: int = 1,
 ) -> list[Announcement]:
     """Find nodes of a mesh without announcing anything (for clients and ``meshaios status``).
@@ -670,8 +686,13 @@ async def browse(
                 await enough.wait()
         return list(found.values())
     finally:
-        try:
-            if watcher is not None:
-                await watcher.close()
-        finally:
-            await _close_zeroconf(azc, "browse")
+        # In its own task, like ZeroconfDiscovery.stop(): a cancelled caller still closes the sockets.
+        await asyncio.shield(asyncio.ensure_future(_close_browse(watcher, azc)))
+
+
+async def _close_browse(watcher: _Watcher | None, azc: AsyncZeroconf) -> None:
+    try:
+        if watcher is not None:
+            await watcher.close()
+    finally:
+        await _close_zeroconf(azc, "browse")

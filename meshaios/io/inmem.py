@@ -88,3 +88,35 @@ class InMemoryTransport:
     async def close(self, linger: float = 0.0) -> None:
         self.dead = True
         self.hub.endpoints.pop(self.address, None)
+
+
+class InMemoryConnection:
+    """A client's link to one in-process node, with the same surface as ``ZmqConnection``."""
+
+    def __init__(self, hub: InMemoryHub, address: str, client_id: str) -> None:
+        self.hub = hub
+        self.address = address
+        self.ident = b"c:" + client_id.encode()
+        self.queue: asyncio.Queue[list[Any]] = asyncio.Queue()
+        hub.clients[self.ident] = self.queue
+        self.handshake_failed = 0
+
+    def _poll_monitor(self) -> None:
+        pass
+
+    def diagnose(self) -> Exception:
+        from meshaios.errors import MeshUnavailable
+
+        return MeshUnavailable(f"no in-memory node answers at {self.address}")
+
+    def send(self, frames: list[Any]) -> None:
+        self.hub.deliver("client", self.address, self.ident, frames)
+
+    async def recv_batch(self, limit: int = 256) -> list[list[Any]]:
+        out = [await self.queue.get()]
+        while len(out) < limit and not self.queue.empty():
+            out.append(self.queue.get_nowait())
+        return out
+
+    async def close(self) -> None:
+        self.hub.clients.pop(self.ident, None)

@@ -184,7 +184,8 @@ class ZmqTransport:
 
     async def recv_batch(self, limit: int = 256) -> list[Incoming]:
         """Await one message, then drain what is already queued without awaiting: ~5x cheaper per message."""
-        assert self.router is not None and self._router_sync is not None
+        assert self.router is not None
+        assert self._router_sync is not None
         first = await self.router.recv_multipart(copy=False)
         out: list[Incoming] = [(first[0].bytes, first[1:])]
         sync = self._router_sync

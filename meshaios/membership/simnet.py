@@ -229,8 +229,7 @@ class SimNet:
         out: dict[str, MemberState | None] = {}
         for obs, swim in self.nodes.items():
             if obs != node_id:
-                m = swim.get(node_id)
-                out[obs] = None if m is None else m.state
+                out[obs] = swim.state_of(node_id)
         return out
 
     def converged(self, nodes: Iterable[str] | None = None) -> bool:
@@ -239,10 +238,8 @@ class SimNet:
         for obs in ids:
             swim = self.nodes[obs]
             for other in ids:
-                if other != obs:
-                    m = swim.get(other)
-                    if m is None or m.state is not MemberState.ALIVE:
-                        return False
+                if other != obs and swim.state_of(other) is not MemberState.ALIVE:
+                    return False
         return True
 
     def all_see(self, node_id: str, state: MemberState) -> bool:

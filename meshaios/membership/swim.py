@@ -17,10 +17,13 @@ memberlist's defaults:
   a prober that misses expected nacks (or has its own liveness questioned) concludes that *it* is the slow one
   and stretches its probe interval, probe timeout and suspicion timeout, instead of accusing healthy peers.
 * Dissemination: updates ride piggyback on every message, freshest and least-sent first, each sent about
-  ``retransmit_mult * log10(n)`` times.
-* Anti-entropy: a full-state ``sync`` on first contact, on contact with a member we consider dead (how healed
-  partitions merge quickly), and with one random member every ``sync_interval``. Claims of death in a sync are
-  downgraded to suspicion, as memberlist does, so that a stale view gives its subject time to refute.
+  ``retransmit_mult * log10(n)`` times. While updates are pending they are also pushed to a few random members
+  every ``gossip_interval`` (memberlist's gossip fan-out): piggybacking alone carries two messages per node per
+  round, which makes a 200-node join take tens of seconds. A quiet mesh sends no such messages.
+* Anti-entropy: a full-state ``sync`` when a node joins through us (its ``join`` ping), on contact with a member
+  we consider dead (how healed partitions merge quickly), and with one random member every ``sync_interval``.
+  Claims of death in a sync are downgraded to suspicion, as memberlist does, so that a stale view gives its
+  subject time to refute.
 
 Per-call cost does not grow with the mesh: picking probe and relay targets, the gossip queue, and all timers are
 O(1) or O(log n) amortised; only ``members()``, ``alive_ids()``, ``leave()`` and the periodic ``sync`` touch
@@ -56,7 +59,7 @@ MAX_ADDR_LEN = 512
 MAX_INCARNATION = (1 << 63) - 1
 MAX_SEQ = (1 << 63) - 1
 
-KINDS = ("ping", "ack", "ping_req", "nack", "sync", "leave")
+KINDS = ("ping", "ack", "ping_req", "nack", "gossip", "sync", "leave")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class SwimConfig:
     dead_retention: float = 120.0  # forget DEAD/LEFT members after this long
     # Additions beyond the brief (all have defaults, so positional construction above is unchanged):
     sync_interval: float = 30.0  # full-state push/pull with one random member (anti-entropy backstop)
+    gossip_interval: float = 0.2  # while updates are pending, push them to gossip_fanout random members this often
+    gossip_fanout: int = 3  # 0: piggyback on probe traffic only, as in the SWIM paper
     nack_fraction: float = 0.8  # a ping_req helper sends its nack after this fraction of probe_timeout
     max_local_health: int = 8  # Lifeguard: timeouts stretch up to this factor when we seem to be the slow one
     max_members: int = 100_000  # a peer gossiping more names than this is lying; ignore the surplus
@@ -91,8 +96,10 @@ class SwimConfig:
             raise ConfigError("swim: indirect_probes >= 0, max_gossip >= 1 and retransmit_mult >= 1 required")
         if self.suspicion_mult <= 0 or self.suspicion_min <= 0:
             raise ConfigError("swim: suspicion_mult and suspicion_min must be positive")
-        if self.rejoin_interval <= 0 or self.dead_retention <= 0 or self.sync_interval <= 0:
-            raise ConfigError("swim: rejoin_interval, dead_retention and sync_interval must be positive")
+        if min(self.rejoin_interval, self.dead_retention, self.sync_interval, self.gossip_interval) <= 0:
+            raise ConfigError("swim: rejoin, retention, sync and gossip intervals must be positive")
+        if self.gossip_fanout < 0:
+            raise ConfigError("swim: gossip_fanout must be >= 0")
         if not (0 < self.nack_fraction < 1) or self.max_local_health < 1:
             raise ConfigError("swim: need 0 < nack_fraction < 1 and max_local_health >= 1")
         if self.max_members < 1 or self.max_relays < 0 or self.max_contacts < 0:
@@ -109,6 +116,7 @@ class MemberState(StrEnum):
 # At equal incarnation a later verdict beats an earlier one; LEFT is final for its incarnation.
 _RANK = {MemberState.ALIVE: 0, MemberState.SUSPECT: 1, MemberState.DEAD: 2, MemberState.LEFT: 3}
 _BY_NAME = {s.value: s for s in MemberState}
+_RANK_BY_NAME = {s.value: r for s, r in _RANK.items()}
 _LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
@@ -203,59 +211,52 @@ class _IndexedSet:
 
 
 class _GossipQueue:
-    """Pending updates, at most one per node, sent least-transmitted and then newest first.
+    """Pending updates, at most one per node, sent least-transmitted first and then newest first.
 
-    Buckets by transmit count (memberlist's TransmitLimitedQueue uses a btree) so that picking ``max_gossip``
-    updates costs O(max_gossip + retransmit limit), not a sort of the whole queue per message.
+    A heap keyed by ``(transmits, -age)`` with lazy deletion (memberlist keeps a btree in the same order), so a
+    message costs O(max_gossip log q) rather than a sort of the whole queue.
     """
 
     def __init__(self) -> None:
-        self._count: dict[str, int] = {}
-        self._update: dict[str, list[Any]] = {}
-        self._buckets: list[dict[str, None]] = [{}]
+        self._heap: list[tuple[int, int, str]] = []  # (transmits, -put order, node id)
+        self._entries: dict[str, tuple[int, int, list[Any]]] = {}  # node id -> (put order, transmits, update)
+        self._order = 0
 
     def __len__(self) -> int:
-        return len(self._count)
+        return len(self._entries)
 
     def put(self, node_id: str, update: list[Any]) -> None:
-        old = self._count.get(node_id)
-        if old is not None:
-            del self._buckets[old][node_id]
-        self._count[node_id] = 0
-        self._update[node_id] = update
-        self._buckets[0][node_id] = None
+        self._order += 1
+        self._entries[node_id] = (self._order, 0, update)
+        heapq.heappush(self._heap, (0, -self._order, node_id))
+        if len(self._heap) > 4 * len(self._entries) + 64:
+            self._heap = [(t, -o, n) for n, (o, t, _) in self._entries.items()]
+            heapq.heapify(self._heap)
 
     def drop(self, node_id: str) -> None:
-        old = self._count.pop(node_id, None)
-        if old is not None:
-            del self._buckets[old][node_id]
-            del self._update[node_id]
+        self._entries.pop(node_id, None)
 
     def take(self, limit: int, max_transmits: int) -> list[list[Any]]:
-        picked: list[tuple[str, int]] = []
-        for t, bucket in enumerate(self._buckets):
-            for node_id in reversed(bucket):
-                if len(picked) >= limit:
-                    break
-                picked.append((node_id, t))
-            if len(picked) >= limit:
-                break
         out: list[list[Any]] = []
-        for node_id, t in picked:
-            out.append(self._update[node_id])
-            del self._buckets[t][node_id]
+        again: list[tuple[int, int, str]] = []
+        heap, entries = self._heap, self._entries
+        while heap and len(out) < limit:
+            t, neg_order, node_id = heapq.heappop(heap)
+            e = entries.get(node_id)
+            if e is None or e[0] != -neg_order or e[1] != t:
+                continue  # superseded or dropped
+            out.append(e[2])
             if t + 1 >= max_transmits:
-                del self._count[node_id]
-                del self._update[node_id]
-                continue
-            if t + 1 == len(self._buckets):
-                self._buckets.append({})
-            self._buckets[t + 1][node_id] = None
-            self._count[node_id] = t + 1
+                del entries[node_id]
+            else:
+                entries[node_id] = (e[0], t + 1, e[2])
+                again.append((t + 1, neg_order, node_id))
+        for item in again:
+            heapq.heappush(heap, item)
         return out
 
     def pending(self) -> list[list[Any]]:
-        return list(self._update.values())
+        return [e[2] for e in self._entries.values()]
 
 
 @dataclass
@@ -308,6 +309,7 @@ class _Msg:
     target_addr: str = ""
     members: list[Any] = field(default_factory=list)
     reply: bool = False
+    join: bool = False
 
 
 def _is_id(x: object) -> TypeGuard[str]:
@@ -340,10 +342,10 @@ def _parse(msg: object) -> _Msg | None:
         return None
     out = _Msg(kind, seq, sender, addr, inc, meta, list(gossip))
     if kind == "ping":
-        to = msg.get("to", "")
-        if not isinstance(to, str):
+        to, join = msg.get("to", ""), msg.get("join", False)
+        if not isinstance(to, str) or not isinstance(join, bool):
             return None
-        out.to = to
+        out.to, out.join = to, join
     elif kind == "ping_req":
         target, target_addr = msg.get("target"), msg.get("target_addr")
         if not _is_id(target) or not _is_addr(target_addr):
@@ -432,6 +434,7 @@ class Swim:
         self._last_sync: dict[str, float] = {}
         self._next_rejoin_at = now + config.rejoin_interval
         self._next_sync_at = now + config.sync_interval * rng.uniform(0.5, 1.0)
+        self._next_gossip_at = now
 
     # ---- read side ----------------------------------------------------------------------------------------
 
@@ -460,6 +463,11 @@ class Swim:
         m = self._members.get(node_id)
         return None if m is None else replace(m)
 
+    def state_of(self, node_id: str) -> MemberState | None:
+        """Like ``get(node_id).state`` without the copy: the simulator asks this n^2 times per check."""
+        m = self._members.get(node_id)
+        return None if m is None else m.state
+
     def alive_ids(self) -> list[str]:
         return list(self._live)
 
@@ -480,6 +488,8 @@ class Swim:
         else:
             t = min(p.ack_deadline, p.end)
         t = min(t, self._next_rejoin_at, self._next_sync_at)
+        if self.config.gossip_fanout and len(self._gossip) and self._live:
+            t = min(t, self._next_gossip_at)
         if self._suspicions:
             t = min(t, self._suspicions[0][0])
         if self._forget:
@@ -534,6 +544,8 @@ class Swim:
         self._merge(m.gossip, now, out, from_sync=False)
         if m.kind == "ping":
             out.append(self._send(m.sender, m.addr, "ack", m.seq))
+            if m.join:
+                self._maybe_sync(m.sender, m.addr, now, out, reply=True)
         elif m.kind == "ack":
             self._on_ack(m, now, out)
         elif m.kind == "ping_req":
@@ -556,6 +568,7 @@ class Swim:
         self._drive_probe(now, out)
         self._drive_relays(now, out)
         self._drive_rejoin(now, out)
+        self._drive_gossip(now, out)
         self._drive_sync(now, out)
         self._forget_old(now)
         return out
@@ -619,11 +632,14 @@ class Swim:
         msg["gossip"] = gossip
         return Send(dest, addr, msg)
 
-    def _ping(self, to: str, addr: str, now: float) -> Send:
+    def _ping(self, to: str, addr: str, now: float, join: bool = False) -> Send:
+        if join:
+            return self._send(to, addr, "ping", self._next_seq(), to=to, join=True)
         return self._send(to, addr, "ping", self._next_seq(), to=to)
 
     def _ping_contact(self, c: _Contact, now: float) -> Send:
-        s = self._ping(c.node_id or "", c.addr, now)
+        """A ping flagged ``join``: whoever answers also sends us its full view, so one seed is enough."""
+        s = self._ping(c.node_id or "", c.addr, now, join=True)
         self._contact_seqs.pop(c.last_seq, None)
         c.last_seq = s.msg["seq"]
         self._contact_seqs[c.last_seq] = c.addr
@@ -656,8 +672,9 @@ class Swim:
 
     def _suspicion_timeout(self) -> float:
         c = self.config
-        base = max(c.suspicion_min, c.suspicion_mult * c.probe_interval * max(1.0, math.log10(self._n())))
-        return base * (1 + self._health)
+        # Not stretched by local health (Lifeguard scales only probing): a node cut off from most of the mesh
+        # would otherwise take the health multiplier times longer to notice, keeping dead peers in its view.
+        return max(c.suspicion_min, c.suspicion_mult * c.probe_interval * max(1.0, math.log10(self._n())))
 
     def _add(self, node_id: str, addr: str, state: MemberState, inc: int, meta: dict[str, Any], now: float,
              out: list[Action]) -> Member | None:
@@ -729,8 +746,7 @@ class Swim:
             self._contact_answered(self._contacts.get(by_seq) if by_seq else None, sender)
         m = self._members.get(sender)
         if m is None:
-            if self._add(sender, addr, MemberState.ALIVE, inc, msg.meta, now, out) is not None:
-                self._maybe_sync(sender, addr, now, out, reply=True)
+            self._add(sender, addr, MemberState.ALIVE, inc, msg.meta, now, out)
             return
         if m.state not in _LIVE:
             if inc > m.incarnation:
@@ -778,7 +794,16 @@ class Swim:
         """Apply second-hand claims by the ``(incarnation, rank)`` rule; whatever changes our view is worth
         passing on, so it goes into our gossip queue (that is how an update spreads epidemically)."""
         cap = self.config.max_members + 1 if from_sync else 4 * self.config.max_gossip
+        members = self._members
         for raw in updates[:cap]:
+            # Fast path: most updates repeat what we already know; skip those before validating in full (a sync
+            # carries the whole mesh). Downgrading DEAD to SUSPECT only lowers a claim, so the skip stays valid.
+            if type(raw) is list and len(raw) >= 5:
+                known = members.get(raw[0]) if type(raw[0]) is str else None
+                rank = _RANK_BY_NAME.get(raw[2]) if type(raw[2]) is str else None
+                if (known is not None and rank is not None and type(raw[3]) is int
+                        and (raw[3], rank) <= (known.incarnation, _RANK[known.state])):
+                    continue
             u = _parse_update(raw)
             if u is None:
                 continue
@@ -792,6 +817,12 @@ class Swim:
                     self._add(node_id, addr, state, inc, meta if meta is not None else {}, now, out)
                 continue  # never heard of it and it is gone: nothing to remember
             if from_sync and state is MemberState.DEAD:
+                if (m.state is MemberState.ALIVE and inc == m.incarnation
+                        and now - m.last_heard < self._suspicion_timeout()):
+                    # We heard from it ourselves lately: the other view is stale (typically the far side of a
+                    # healed partition). Pass the claim to its subject to refute instead of suspecting it here.
+                    self._tell[node_id] = [node_id, m.addr, MemberState.SUSPECT.value, inc, m.meta]
+                    continue
                 state = MemberState.SUSPECT  # a stale view's verdict: give the subject time to refute
             if (inc, _RANK[state]) <= (m.incarnation, _RANK[m.state]):
                 continue
@@ -935,6 +966,14 @@ class Swim:
             if known is not None and known.state in _LIVE:
                 continue
             out.append(self._ping_contact(c, now))
+
+    def _drive_gossip(self, now: float, out: list[Action]) -> None:
+        if now < self._next_gossip_at or not self.config.gossip_fanout or not len(self._gossip):
+            return
+        self._next_gossip_at = now + self.config.gossip_interval
+        for node_id in self._live.sample(self._rng, self.config.gossip_fanout, frozenset()):
+            m = self._members[node_id]
+            out.append(self._send(node_id, m.addr, "gossip", self._next_seq()))
 
     def _drive_sync(self, now: float, out: list[Action]) -> None:
         if now < self._next_sync_at:

@@ -85,6 +85,8 @@ class LocalMesh:
     def start(self) -> None:
         for i in range(self.nodes):
             self.spawn(i)
+            if not self.discovery:
+                self.wait_ready()  # later nodes need an earlier one's address as a seed
         self.wait_ready()
 
     def spawn(self, index: int, name: str | None = None) -> NodeProc:
@@ -108,9 +110,7 @@ class LocalMesh:
         cmd += self.extra_args
         log_path = self.root / f"{name}.log"
         fh = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.client_env(), start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.client_env(), start_new_session=True)
         fh.close()
         np = NodeProc(index, name, proc, log_path)
         existing = [p for p in self.procs if p.index == index]

@@ -1,0 +1,121 @@
+"""An in-process mesh: N real ``Node`` objects in one event loop, on the in-memory transport.
+
+Tier two of the tests (style.md 13): the same node code as in production, minus sockets and processes, with
+fault injection (kill without goodbye, partitions, message loss) and SWIM timings shortened so that a failure
+is detected in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from meshaios.client import AsyncClient
+from meshaios.config import NodeConfig
+from meshaios.io.inmem import InMemoryConnection, InMemoryHub, InMemoryTransport
+from meshaios.membership.swim import SwimConfig
+from meshaios.node import Node
+from meshaios.security import MeshKeys, derive_keys, new_token
+
+FAST_SWIM = SwimConfig(probe_interval=0.1, probe_timeout=0.04, suspicion_min=0.3, suspicion_mult=2.0)
+
+
+class InProcessMesh:
+    def __init__(
+        self, n: int = 3, *, seed: int = 0, insecure: bool = False, workers: int = 2, swim: SwimConfig = FAST_SWIM
+    ) -> None:
+        self.n = n
+        self.hub = InMemoryHub(seed)
+        self.rng = random.Random(seed)
+        self.keys: MeshKeys | None = None if insecure else derive_keys(new_token())
+        self.config = NodeConfig(insecure=insecure, workers=workers, discovery=False, swim=swim)
+        self.nodes: list[Node] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._clients: list[AsyncClient] = []
+
+    async def __aenter__(self) -> InProcessMesh:
+        for i in range(self.n):
+            await self.add_node(f"n{i}")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for c in self._clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+        for node in self.nodes:
+            node.stop()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, 5)
+
+    async def add_node(self, name: str) -> Node:
+        seeds = tuple(n.address for n in self.nodes if not self.transport(n).dead)[:2]
+        cfg = replace(self.config, name=name, join=seeds)
+        node = Node(
+            cfg,
+            transport=InMemoryTransport(self.hub),
+            keys=self.keys if self.keys is not None else False,
+            rng=random.Random(self.rng.random()),
+        )
+        self.transport(node).node_id = node.node_id
+        self.nodes.append(node)
+        self._tasks.append(asyncio.create_task(node.run(), name=f"node-{name}"))
+        await node.ready.wait()
+        return node
+
+    @staticmethod
+    def transport(node: Node) -> InMemoryTransport:
+        t = node.transport
+        assert isinstance(t, InMemoryTransport)
+        return t
+
+    async def wait_converged(self, timeout: float = 5.0) -> None:
+        """Every live node sees every other live node as alive."""
+        live = [n for n in self.nodes if not self.transport(n).dead]
+        ids = {n.node_id for n in live}
+        async with asyncio.timeout(timeout):
+            while True:
+                if all(
+                    {m.node_id for m in n.swim.members() if m.state.value == "alive"} >= ids - {n.node_id}
+                    for n in live
+                    if n.swim is not None
+                ):
+                    return
+                await asyncio.sleep(0.02)
+
+    def kill(self, index: int) -> None:
+        """Like SIGKILL: the node falls silent at once, with no goodbye; its task is cancelled."""
+        node = self.nodes[index]
+        self.transport(node).dead = True
+        self._tasks[index].cancel()
+
+    def partition(self, a: list[int], b: list[int]) -> None:
+        self.hub.partition([self.nodes[i].address for i in a], [self.nodes[i].address for i in b])
+
+    def heal(self) -> None:
+        self.hub.heal()
+
+    async def client(self, index: int = 0, **kwargs: Any) -> AsyncClient:
+        hub = self.hub
+
+        def factory(addr: str, keys: MeshKeys | None, cid: str) -> InMemoryConnection:
+            return InMemoryConnection(hub, addr, cid)
+
+        c = AsyncClient(
+            self.nodes[index].address,
+            token=None,
+            insecure=self.keys is None,
+            connection_factory=factory,
+            **kwargs,
+        )
+        c.keys = self.keys
+        c.allow_pickle = self.keys is not None
+        await c.connect()
+        self._clients.append(c)
+        return c

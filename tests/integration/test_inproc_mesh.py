@@ -1,0 +1,168 @@
+"""Tier two: real Node objects in one event loop on the in-memory transport, with fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import uvloop
+
+from meshaios.errors import SerializationError, TaskError
+from meshaios.testing.inproc import InProcessMesh
+from tests.integration import funcs
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return uvloop.run(asyncio.wait_for(fn(), 60))
+
+
+def test_map_spreads_over_all_nodes_and_returns_every_result() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            futs = c.map(funcs.slow_square, range(300), [0.002] * 300)
+            results = await c.gather(futs)
+            assert results == [x * x for x in range(300)]
+            per_node = Counter(f.node for f in futs)
+            assert set(per_node) == {n.node_id for n in mesh.nodes}, per_node
+
+    run(main)
+
+
+def test_dag_of_dependent_tasks() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(1)
+            level = c.map(funcs.square, range(64))
+            while len(level) > 1:
+                level = [c.submit(funcs.add, level[i], level[i + 1]) for i in range(0, len(level), 2)]
+            assert await level[0] == sum(x * x for x in range(64))
+
+    run(main)
+
+
+def test_raising_task_gives_task_error_with_remote_traceback_and_node_keeps_serving() -> None:
+    async def main() -> None:
+        async with InProcessMesh(2) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            with pytest.raises(TaskError) as info:
+                await c.submit(funcs.boom, "kaput")
+            err = info.value
+            assert err.remote_type == "ValueError"
+            assert "kaput" in err.message
+            assert "in boom" in err.remote_traceback
+            assert isinstance(err.cause, ValueError)
+            dependent = c.submit(funcs.add, c.submit(funcs.boom, "x"), 1)
+            with pytest.raises(TaskError, match="dependency"):
+                await dependent
+            assert await c.submit(funcs.square, 7) == 49
+
+    run(main)
+
+
+def test_retries_rerun_a_failing_task() -> None:
+    async def main() -> None:
+        async with InProcessMesh(1) as mesh:
+            c = await mesh.client(0)
+            with pytest.raises(TaskError):
+                await c.submit(funcs.boom, "again", retries=2)
+            assert mesh.nodes[0].owner.counters["retried"] == 2
+
+    run(main)
+
+
+def test_killed_node_work_is_replaced_and_every_result_arrives_once() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            futs = c.map(funcs.slow_square, range(400), [0.005] * 400)
+            await asyncio.sleep(0.1)
+            mesh.kill(2)
+            results = await c.gather(futs)
+            assert results == [x * x for x in range(400)]
+            assert c.stats["results"] == 400
+            assert c.stats["duplicates"] == 0
+            owner = mesh.nodes[0].owner
+            assert owner.counters["replaced"] > 0, "the killed node had work in flight that was re-placed"
+            dead = mesh.nodes[2].node_id
+            assert mesh.nodes[1].swim.get(dead).state.value == "dead"
+
+    run(main)
+
+
+def test_partition_heals_and_work_continues() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3) as mesh:
+            await mesh.wait_converged()
+            mesh.partition([0], [1, 2])
+            c = await mesh.client(0)
+            assert await c.gather(c.map(funcs.square, range(50))) == [x * x for x in range(50)]
+            mesh.heal()
+            await mesh.wait_converged(timeout=10)
+            futs = c.map(funcs.slow_square, range(200), [0.002] * 200)
+            assert await c.gather(futs) == [x * x for x in range(200)]
+            assert len({f.node for f in futs}) == 3
+
+    run(main)
+
+
+def test_arrays_travel_as_frames_and_come_back_identical() -> None:
+    async def main() -> None:
+        async with InProcessMesh(2) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            a = np.random.default_rng(0).standard_normal((300, 200))
+            out = await c.gather([c.submit(funcs.double_array, a) for _ in range(6)])
+            for o in out:
+                assert o.dtype == a.dtype
+                assert o.shape == a.shape
+                assert np.array_equal(o, a * 2)
+
+    run(main)
+
+
+def test_insecure_mesh_refuses_lambdas_but_runs_importable_functions() -> None:
+    async def main() -> None:
+        async with InProcessMesh(2, insecure=True) as mesh:
+            c = await mesh.client(0)
+            with pytest.raises(SerializationError, match="insecure"):
+                c.submit(lambda x: x, 1)
+            assert await c.submit(funcs.square, 5) == 25
+
+    run(main)
+
+
+def test_lambdas_and_closures_run_on_a_secure_mesh() -> None:
+    async def main() -> None:
+        async with InProcessMesh(2) as mesh:
+            c = await mesh.client(0)
+            k = 3
+            assert await c.gather(c.map(lambda x: x * k, range(5))) == [0, 3, 6, 9, 12]
+
+    run(main)
+
+
+def test_released_futures_are_forgotten_by_the_owner() -> None:
+    async def main() -> None:
+        async with InProcessMesh(1) as mesh:
+            c = await mesh.client(0)
+            futs = c.map(funcs.square, range(100))
+            await c.gather(futs)
+            owner = mesh.nodes[0].owner
+            assert len(owner.tasks) == 100
+            del futs
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if not owner.tasks:
+                    break
+            assert not owner.tasks
+
+    run(main)

@@ -122,7 +122,11 @@ _LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 @dataclass
 class Member:
-    """What we believe about one peer. ``members()`` and ``get()`` hand out copies, so callers may keep them."""
+    """What we believe about one peer. ``members()`` and ``get()`` hand out copies, so callers may keep them.
+
+    ``last_heard`` is when a message came straight from it (``-inf`` if we only know it from gossip), and
+    ``state_since`` when our view of it last changed state.
+    """
 
     node_id: str
     addr: str
@@ -254,9 +258,6 @@ class _GossipQueue:
         for item in again:
             heapq.heappush(heap, item)
         return out
-
-    def pending(self) -> list[list[Any]]:
-        return [e[2] for e in self._entries.values()]
 
 
 @dataclass
@@ -587,8 +588,7 @@ class Swim:
         out: list[Action] = []
         for node_id in self._live:
             m = self._members[node_id]
-            self._seq += 1
-            msg = self._base("leave", self._seq)
+            msg = self._base("leave", self._next_seq())
             msg["gossip"] = [update]
             out.append(Send(m.node_id, m.addr, msg))
         return out
@@ -677,10 +677,10 @@ class Swim:
         return max(c.suspicion_min, c.suspicion_mult * c.probe_interval * max(1.0, math.log10(self._n())))
 
     def _add(self, node_id: str, addr: str, state: MemberState, inc: int, meta: dict[str, Any], now: float,
-             out: list[Action]) -> Member | None:
+             out: list[Action], heard: bool) -> Member | None:
         if len(self._members) >= self.config.max_members:
             return None
-        m = Member(node_id, addr, state, inc, meta, now, now)
+        m = Member(node_id, addr, state, inc, meta, now, now if heard else -math.inf)
         self._members[node_id] = m
         self._by_addr[addr] = node_id
         self._live.add(node_id)
@@ -746,7 +746,7 @@ class Swim:
             self._contact_answered(self._contacts.get(by_seq) if by_seq else None, sender)
         m = self._members.get(sender)
         if m is None:
-            self._add(sender, addr, MemberState.ALIVE, inc, msg.meta, now, out)
+            self._add(sender, addr, MemberState.ALIVE, inc, msg.meta, now, out, heard=True)
             return
         if m.state not in _LIVE:
             if inc > m.incarnation:
@@ -814,7 +814,7 @@ class Swim:
             m = self._members.get(node_id)
             if m is None:
                 if state in _LIVE:
-                    self._add(node_id, addr, state, inc, meta if meta is not None else {}, now, out)
+                    self._add(node_id, addr, state, inc, meta if meta is not None else {}, now, out, heard=False)
                 continue  # never heard of it and it is gone: nothing to remember
             if from_sync and state is MemberState.DEAD:
                 if (m.state is MemberState.ALIVE and inc == m.incarnation

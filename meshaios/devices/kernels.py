@@ -306,12 +306,14 @@ def conv2d(
             img = xp.pad(img, pad_width, mode="edge")
     # One device -> host copy of the (small) kernel so that the loop below never syncs per tap.
     taps = w.tolist()
+    scratch = xp.empty_like(out)  # reused for every tap instead of allocating a temporary per tap
     for u in range(kh):
         for v in range(kw):
             tap = taps[u][v]
             if tap == 0:
                 continue
-            out += img[..., u : u + out_h, v : v + out_w] * tap
+            xp.multiply(img[..., u : u + out_h, v : v + out_w], tap, out=scratch)
+            out += scratch
     return out
 
 
@@ -502,7 +504,8 @@ def hash_partition(xp: Any, keys: Any, values: Any, partitions: int) -> list[tup
     pid = partition_ids(xp, k, p)
     if k.size == 0:
         return [(k.copy(), None if v is None else v.copy()) for _ in range(p)]
-    order = _stable_argsort(xp, pid)
+    # Narrow ids sort far faster (numpy switches to a radix sort for 16-bit keys: ~10x on millions of rows).
+    order = _stable_argsort(xp, pid.astype(xp.uint16) if p <= 1 << 16 else pid)
     ks = k[order]
     vs = None if v is None else v[order]
     counts = xp.bincount(pid, minlength=p).tolist()  # one device -> host copy of p integers

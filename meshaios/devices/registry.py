@@ -379,6 +379,14 @@ class KernelRegistry:
         for k in list(other):
             self.add(k, replace=replace)
 
+    def remove(self, name: str) -> Kernel:
+        """Drop a kernel, e.g. a test undoing what it registered in ``default_registry()``."""
+        with self._lock:
+            try:
+                return self._kernels.pop(name)
+            except KeyError:
+                raise UnknownKernelError(f"no kernel named {name!r} to remove") from None
+
     def get(self, name: str) -> Kernel:
         try:
             return self._kernels[name]

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshaios.devices import DeviceInventory, FakeGpuSpec, GpuInfo, detect_devices, format_size, parse_size
 from meshaios.devices.detect import cpu_cores, total_memory
@@ -287,3 +289,70 @@ def test_inventory_from_wire_rejects_garbage(label: str, garbage: Any) -> None:
 def test_wire_error_is_a_mesh_error() -> None:
     with pytest.raises(MeshError):
         DeviceInventory.from_wire("garbage")
+
+
+_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=40)
+_gpus = st.builds(
+    lambda i, name, total, free_frac, cc, fake, speed: GpuInfo(i, name, total, int(total * free_frac), cc, fake, speed),
+    st.integers(0, 255),
+    _names.filter(str.isprintable),
+    st.integers(0, 2**50),
+    st.floats(0, 1),
+    st.sampled_from(["", "8.0", "9.0"]),
+    st.booleans(),
+    st.floats(0.01, 1000),
+)
+
+
+@given(
+    cores=st.integers(1, 4096),
+    memory=st.integers(0, 2**50),
+    gpus=st.lists(_gpus, max_size=5, unique_by=lambda g: (g.index, g.fake)),
+)
+def test_inventory_wire_round_trip_property(cores: int, memory: int, gpus: list[GpuInfo]) -> None:
+    inv = DeviceInventory(cores, memory, tuple(gpus))
+    assert DeviceInventory.from_wire(msgpack.unpackb(msgpack.packb(inv.to_wire()))) == inv
+
+
+_json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.binary(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=20,
+)
+
+
+@given(_json_like)
+def test_inventory_from_wire_only_ever_raises_wire_error(garbage: Any) -> None:
+    try:
+        DeviceInventory.from_wire(garbage)
+    except WireError:
+        pass
+
+
+@given(
+    field=st.sampled_from(
+        [
+            "v",
+            "cpu_cores",
+            "memory",
+            "gpus",
+            "index",
+            "name",
+            "total_memory",
+            "free_memory",
+            "compute_capability",
+            "fake",
+            "speed",
+        ]
+    ),
+    value=_json_like,
+)
+def test_inventory_from_wire_with_one_field_corrupted(field: str, value: Any) -> None:
+    d = _inventory().to_wire()
+    target = d if field in d else d["gpus"][0]
+    target[field] = value
+    try:
+        back = DeviceInventory.from_wire(d)
+    except WireError:
+        return
+    assert isinstance(back, DeviceInventory)

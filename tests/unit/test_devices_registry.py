@@ -141,6 +141,25 @@ def test_update_merges_registries() -> None:
     assert len(list(node)) == len(node)
 
 
+def test_module_decorator_fills_the_default_registry() -> None:
+    reg = default_registry()
+    try:
+
+        @kernel(name="test.default_reg", gpu=False)
+        def f(xp: Any, x: Any) -> Any:
+            return x
+
+        assert reg.get("test.default_reg") is f
+        assert not f.supports_gpu
+        assert kernel(double) is reg.get(f"{__name__}.double")
+    finally:
+        reg.remove("test.default_reg")
+        reg.remove(f"{__name__}.double")
+    assert "test.default_reg" not in reg
+    with pytest.raises(UnknownKernelError):
+        reg.remove("test.default_reg")
+
+
 def test_default_registry_has_builtins_and_is_shared() -> None:
     reg = default_registry()
     assert reg is default_registry()

@@ -621,3 +621,11 @@ def test_hash_partition_edge_cases(run: Run) -> None:
         run(K.hash_partition, np.ones((2, 2), dtype=np.int64), None, 2)
     with pytest.raises(ValueError, match="partitions"):
         run(K.hash_partition, np.arange(3), None, 0)
+
+
+def test_hash_partition_with_many_partitions(run: Run) -> None:
+    keys = rng(37).integers(0, 2**40, size=50)
+    parts = run(K.hash_partition, keys, None, 70_001)  # beyond the 16-bit fast path
+    assert len(parts) == 70_001
+    for key in keys.tolist():
+        assert key in parts[ref_partition(key, 70_001)][0].tolist()

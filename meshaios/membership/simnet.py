@@ -245,8 +245,13 @@ class SimNet:
     def all_see(self, node_id: str, state: MemberState) -> bool:
         return all(s is state for s in self.states_of(node_id).values())
 
-    def first_change(self, node_id: str, new: MemberState, since: float = 0.0, observer: str | None = None,
-                     ) -> float | None:
+    def first_change(
+        self,
+        node_id: str,
+        new: MemberState,
+        since: float = 0.0,
+        observer: str | None = None,
+    ) -> float | None:
         for c in self.changes:
             if c.time >= since and c.node_id == node_id and c.new is new and observer in (None, c.observer):
                 return c.time

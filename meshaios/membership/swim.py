@@ -36,7 +36,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeAlias, TypeGuard
@@ -200,18 +200,20 @@ class _IndexedSet:
     def choice(self, rng: random.Random) -> str:
         return self._items[rng.randrange(len(self._items))]
 
-    def sample(self, rng: random.Random, k: int, exclude: frozenset[str]) -> list[str]:
-        """Up to ``k`` distinct items not in ``exclude``; rejection sampling keeps it O(k) when the set is large."""
+    def sample(self, rng: random.Random, k: int, accept: Callable[[str], bool] | None = None) -> list[str]:
+        """Up to ``k`` distinct accepted items. Rejection sampling keeps it O(k) in a large set; a small one (or
+        one where few are accepted) is scanned instead."""
         n = len(self._items)
-        if n <= 2 * (k + len(exclude)):
-            pool = [x for x in self._items if x not in exclude]
-            return rng.sample(pool, min(k, len(pool)))
-        picked: list[str] = []
-        while len(picked) < k:
-            x = self._items[rng.randrange(n)]
-            if x not in exclude and x not in picked:
-                picked.append(x)
-        return picked
+        if n > 4 * k + 8:
+            picked: list[str] = []
+            for _ in range(8 * k + 8):
+                x = self._items[rng.randrange(n)]
+                if x not in picked and (accept is None or accept(x)):
+                    picked.append(x)
+                    if len(picked) == k:
+                        return picked
+        pool = [x for x in self._items if accept is None or accept(x)]
+        return rng.sample(pool, min(k, len(pool)))
 
 
 class _GossipQueue:
@@ -228,6 +230,9 @@ class _GossipQueue:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._entries
 
     def put(self, node_id: str, update: list[Any]) -> None:
         self._order += 1
@@ -450,7 +455,7 @@ class Swim:
 
     @property
     def local_health(self) -> int:
-        """Lifeguard score: 0 is healthy; timeouts are stretched by ``1 + local_health``."""
+        """Lifeguard score: 0 is healthy; the probe interval and ack timeout are stretched by ``1 + score``."""
         return self._health
 
     @property
@@ -562,6 +567,8 @@ class Swim:
         return out
 
     def tick(self, now: float) -> list[Action]:
+        """Fire whatever timers are due. Timers are deadlines compared with ``now``, not callbacks, so a late or
+        early tick is harmless: it just acts late, or not yet."""
         if self._left:
             return []
         out: list[Action] = []
@@ -614,14 +621,14 @@ class Swim:
         return len(self._live) + 1
 
     def _send(self, dest: str, addr: str, kind: str, seq: int, **extra: Any) -> Send:
-        """Every message carries gossip. A peer we consider SUSPECT or DEAD gets its own state first, since it
-        alone can refute it, and a refutation is the cheapest way to stop a wrong verdict spreading."""
+        """Every message carries gossip. A peer we consider SUSPECT, DEAD or LEFT gets its own state first,
+        since it alone can refute it, and a refutation is the cheapest way to stop a wrong verdict spreading."""
         msg = self._base(kind, seq)
         msg.update(extra)
         first = self._tell.pop(dest, None)
         if first is None:
             m = self._members.get(dest)
-            if m is not None and m.state in (MemberState.SUSPECT, MemberState.DEAD):
+            if m is not None and m.state is not MemberState.ALIVE:
                 first = _update_of(m)
         n = self._n()
         budget = self.config.max_gossip - (first is not None)
@@ -676,8 +683,17 @@ class Swim:
         # would otherwise take the health multiplier times longer to notice, keeping dead peers in its view.
         return max(c.suspicion_min, c.suspicion_mult * c.probe_interval * max(1.0, math.log10(self._n())))
 
-    def _add(self, node_id: str, addr: str, state: MemberState, inc: int, meta: dict[str, Any], now: float,
-             out: list[Action], heard: bool) -> Member | None:
+    def _add(
+        self,
+        node_id: str,
+        addr: str,
+        state: MemberState,
+        inc: int,
+        meta: dict[str, Any],
+        now: float,
+        out: list[Action],
+        heard: bool,
+    ) -> Member | None:
         if len(self._members) >= self.config.max_members:
             return None
         m = Member(node_id, addr, state, inc, meta, now, now if heard else -math.inf)
@@ -755,10 +771,12 @@ class Swim:
                 self._transition(m, MemberState.ALIVE, inc, now, out)
                 self._gossip.put(sender, _update_of(m))
                 self._maybe_sync(sender, addr, now, out, reply=True)
-            elif m.state is MemberState.DEAD:
-                # It does not know it is dead; tell it (so it refutes) and merge views (it was likely cut off).
+            else:
+                # It does not know: tell it, so that it refutes if it is really back (a LEFT node that sends
+                # anything has restarted). A DEAD one was likely cut off from us: merge our views too.
                 self._tell[sender] = _update_of(m)
-                self._maybe_sync(sender, addr, now, out, reply=True)
+                if m.state is MemberState.DEAD:
+                    self._maybe_sync(sender, addr, now, out, reply=True)
             return
         if inc < m.incarnation:
             return  # stale (reordered) message
@@ -792,7 +810,12 @@ class Swim:
 
     def _merge(self, updates: list[Any], now: float, out: list[Action], from_sync: bool) -> None:
         """Apply second-hand claims by the ``(incarnation, rank)`` rule; whatever changes our view is worth
-        passing on, so it goes into our gossip queue (that is how an update spreads epidemically)."""
+        passing on, so it goes into our gossip queue (that is how an update spreads epidemically).
+
+        A gossiped claim older than ours and of another state means some peer missed our news (say, a LEFT it
+        is now suspecting, under heavy loss). Updates are only retransmitted a few times, so nothing else would
+        ever repair that; we queue our version again, unless it is still queued anyway.
+        """
         cap = self.config.max_members + 1 if from_sync else 4 * self.config.max_gossip
         members = self._members
         for raw in updates[:cap]:
@@ -801,8 +824,14 @@ class Swim:
             if type(raw) is list and len(raw) >= 5:
                 known = members.get(raw[0]) if type(raw[0]) is str else None
                 rank = _RANK_BY_NAME.get(raw[2]) if type(raw[2]) is str else None
-                if (known is not None and rank is not None and type(raw[3]) is int
-                        and (raw[3], rank) <= (known.incarnation, _RANK[known.state])):
+                if (
+                    known is not None
+                    and rank is not None
+                    and type(raw[3]) is int
+                    and (raw[3], rank) <= (known.incarnation, _RANK[known.state])
+                ):
+                    if not from_sync and raw[2] != known.state.value and known.node_id not in self._gossip:
+                        self._gossip.put(known.node_id, _update_of(known))
                     continue
             u = _parse_update(raw)
             if u is None:
@@ -817,8 +846,11 @@ class Swim:
                     self._add(node_id, addr, state, inc, meta if meta is not None else {}, now, out, heard=False)
                 continue  # never heard of it and it is gone: nothing to remember
             if from_sync and state is MemberState.DEAD:
-                if (m.state is MemberState.ALIVE and inc == m.incarnation
-                        and now - m.last_heard < self._suspicion_timeout()):
+                if (
+                    m.state is MemberState.ALIVE
+                    and inc == m.incarnation
+                    and now - m.last_heard < self._suspicion_timeout()
+                ):
                     # We heard from it ourselves lately: the other view is stale (typically the far side of a
                     # healed partition). Pass the claim to its subject to refute instead of suspecting it here.
                     self._tell[node_id] = [node_id, m.addr, MemberState.SUSPECT.value, inc, m.meta]
@@ -904,12 +936,13 @@ class Swim:
                 p.indirect_sent = True
                 target = self._members.get(p.target)
                 if target is not None and target.state in _LIVE:
-                    helpers = self._live.sample(self._rng, self.config.indirect_probes, frozenset((p.target,)))
+                    # Only ALIVE helpers (as memberlist): a suspect one is likely unreachable, and its missing
+                    # nack would count against our own health.
+                    helpers = self._live.sample(self._rng, self.config.indirect_probes, self._good_helper(p.target))
                     p.expected_nacks = len(helpers)
                     for h in helpers:
                         hm = self._members[h]
-                        out.append(self._send(h, hm.addr, "ping_req", p.seq, target=p.target,
-                                              target_addr=target.addr))
+                        out.append(self._send(h, hm.addr, "ping_req", p.seq, target=p.target, target_addr=target.addr))
             if now >= p.end:
                 self._probe = None
                 if not p.acked:
@@ -920,9 +953,18 @@ class Swim:
             m = self._next_target()
             if m is not None:
                 s = self._ping(m.node_id, m.addr, now)
-                self._probe = _Probe(m.node_id, s.msg["seq"], now + self.config.probe_timeout * scale,
-                                     self._next_probe_at)
+                self._probe = _Probe(
+                    m.node_id, s.msg["seq"], now + self.config.probe_timeout * scale, self._next_probe_at
+                )
                 out.append(s)
+
+    def _good_helper(self, target: str) -> Callable[[str], bool]:
+        members = self._members
+
+        def ok(node_id: str) -> bool:
+            return node_id != target and members[node_id].state is MemberState.ALIVE
+
+        return ok
 
     def _probe_failed(self, p: _Probe, now: float, out: list[Action]) -> None:
         # Lifeguard: helpers that could not reach the target either say so (nack); silence from them means our
@@ -971,7 +1013,7 @@ class Swim:
         if now < self._next_gossip_at or not self.config.gossip_fanout or not len(self._gossip):
             return
         self._next_gossip_at = now + self.config.gossip_interval
-        for node_id in self._live.sample(self._rng, self.config.gossip_fanout, frozenset()):
+        for node_id in self._live.sample(self._rng, self.config.gossip_fanout):
             m = self._members[node_id]
             out.append(self._send(node_id, m.addr, "gossip", self._next_seq()))
 

@@ -57,6 +57,8 @@ class NodeConfig:
 
 
 _ENV_PREFIX = "MESHAIOS_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
 _SCALARS = {f.name: f for f in fields(NodeConfig) if f.name not in ("swim", "owner")}
 
 
@@ -66,15 +68,25 @@ def _coerce(name: str, value: Any) -> Any:
     if "tuple" in kind:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
-        return tuple(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"setting {name} wants a list, got {value!r}")
+        return tuple(str(v) for v in value)
     if kind.startswith("bool"):
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        return bool(value)
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        # a typo ("ture", "enabled") silently meaning False could turn security off: refuse it
+        raise ConfigError(f"setting {name} wants true or false, got {value!r}")
     if kind.startswith("int"):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"setting {name} wants an integer, got {value!r}")
         try:
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"setting {name} wants an integer, got {value!r}") from None
     return value if value is None else str(value)
 
@@ -99,7 +111,10 @@ def load_node_config(cli: dict[str, Any], config_file: str | None = None) -> Nod
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        for k, v in data.get("node", {}).items():
+        table = data.get("node", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[node] in {path} must be a table")
+        for k, v in table.items():
             key = k.replace("-", "_")
             if key not in _SCALARS:
                 raise ConfigError(f"unknown setting {k!r} in {path}")

@@ -244,7 +244,9 @@ class Node:
         assert self.swim is not None
         n = 0
         while True:
-            await asyncio.sleep(TICK)
+            # wake at SWIM's next deadline when that comes before the regular tick: nacks race probe deadlines
+            delay = min(TICK, max(0.001, self.swim.next_wakeup() - self.clock.now()))
+            await asyncio.sleep(delay)
             n += 1
             try:
                 self._tick(n)
@@ -298,6 +300,9 @@ class Node:
             if not isinstance(src, str):
                 raise WireError("done: missing src")
             results = [M.check_fields(r, M.RESULT, "result") for r in msg["results"]]
+            q = msg.get("q")
+            if isinstance(q, int) and not isinstance(q, bool):
+                self.owner.node_load(src, q)
             self._owner_actions(self.owner.completed(src, results))
         elif t == M.SUBMIT:
             self.clients[ident] = time.monotonic()
@@ -435,7 +440,9 @@ class Node:
             if member is None:
                 self.counters["orphan_results"] += len(results)
                 continue
-            self.transport.send(member.addr, encode({"t": M.DONE, "src": self.node_id, "results": results}))
+            # our queue length rides on every DONE: fresher than SWIM meta, which reaches a peer every ~N/4 s
+            msg = {"t": M.DONE, "src": self.node_id, "results": results, "q": self.exec.queued}
+            self.transport.send(member.addr, encode(msg))
 
     # ---- views ----------------------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:

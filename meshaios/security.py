@@ -76,16 +76,17 @@ def write_token(path: Path, token: str, *, overwrite: bool = False) -> None:
         raise ConfigError(
             f"{path} exists already; use --force to replace it (every node then needs the new one)"
         ) from exc
+    # before the first byte: with overwrite=True an existing file keeps its old (maybe 0644) mode through O_TRUNC
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    os.chmod(path, 0o600)
 
 
 def read_token(path: Path | None = None) -> str | None:
     """The token from ``MESHAIOS_TOKEN``, else from the file; ``None`` when there is none."""
-    env = os.environ.get("MESHAIOS_TOKEN")
-    if env:
-        return env.strip()
+    env = (os.environ.get("MESHAIOS_TOKEN") or "").strip()
+    if env:  # set but blank counts as unset, rather than as an empty token
+        return env
     if path is None:
         env_path = os.environ.get("MESHAIOS_TOKEN_FILE")
         path = Path(env_path) if env_path else default_token_file()
@@ -93,6 +94,6 @@ def read_token(path: Path | None = None) -> str | None:
         text = path.read_text().strip()
     except FileNotFoundError:
         return None
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read token file {path}: {exc}") from exc
     return text or None

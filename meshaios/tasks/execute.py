@@ -51,8 +51,14 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
             return cache[dep_id]
 
         call = loads(task["args"], allow_pickle=allow_pickle, resolve_ref=resolve_ref)
-        if not (isinstance(call, list) and len(call) == 2 and isinstance(call[0], list) and isinstance(call[1], dict)):
-            raise WireError("task arguments must be [args, kwargs]")
+        if not (
+            isinstance(call, list)
+            and len(call) == 2
+            and isinstance(call[0], list)
+            and isinstance(call[1], dict)
+            and all(isinstance(k, str) for k in call[1])
+        ):
+            raise WireError("task arguments must be [args, kwargs] with string keywords")
     except (MeshError, Exception) as exc:
         return {
             "id": tid,
@@ -77,7 +83,14 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
     try:
         payload, _ = dumps(value, allow_pickle=allow_pickle)
     except Exception as exc:
-        return {"id": tid, "att": task["att"], "ok": False, "fatal": True, "err": error_info(exc, allow_pickle=False)}
+        return {
+            "id": tid,
+            "att": task["att"],
+            "ok": False,
+            "fatal": True,
+            "err": error_info(exc, allow_pickle=False),
+            "dt": dt,
+        }
     return {"id": tid, "att": task["att"], "ok": True, "v": payload, "dt": dt}
 
 
@@ -104,14 +117,19 @@ def pack_for_process(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_process_resolver: FunctionResolver | None = None
+# One resolver per (allow_pickle, allowed_modules) in each pool process, so the function cache survives between
+# tasks. Keyed by the settings: a single cached resolver would keep the settings of whichever call came first --
+# a process that had once served an authenticated node would then accept pickles for an insecure one.
+_process_resolvers: dict[tuple[bool, tuple[str, ...]], FunctionResolver] = {}
 
 
 def run_in_process(packed: dict[str, Any], allow_pickle: bool, allowed_modules: tuple[str, ...]) -> dict[str, Any]:
-    """Entry point in a pool process. The resolver is per process, so its cache survives between tasks."""
-    global _process_resolver
-    if _process_resolver is None:
-        _process_resolver = FunctionResolver(allow_pickle=allow_pickle, allowed_modules=allowed_modules)
+    """Entry point in a pool process."""
+    settings = (bool(allow_pickle), tuple(allowed_modules))
+    resolver = _process_resolvers.get(settings)
+    if resolver is None:
+        resolver = FunctionResolver(allow_pickle=settings[0], allowed_modules=settings[1])
+        _process_resolvers[settings] = resolver
     task = {
         "id": packed["id"],
         "att": packed["att"],
@@ -119,7 +137,7 @@ def run_in_process(packed: dict[str, Any], allow_pickle: bool, allowed_modules: 
         "args": _from_bytes(packed["args"]),
         "deps": {k: _from_bytes(v) for k, v in packed["deps"].items()},
     }
-    result = run_task(task, _process_resolver, allow_pickle=allow_pickle)
+    result = run_task(task, resolver, allow_pickle=allow_pickle)
     for key in ("v",):
         if isinstance(result.get(key), Payload):
             result[key] = _to_bytes(result[key])

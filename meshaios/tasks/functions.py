@@ -8,6 +8,7 @@ mesh, where every sender holds the token.
 from __future__ import annotations
 
 import importlib
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,38 @@ from meshaios.errors import SerializationError, WireError
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
+# On an insecure mesh a function reference is all that stands between a peer and arbitrary code, so the
+# primitives that turn data into code (eval, unpickling, spawning processes) are refused there even when importable.
+# A deny-list cannot be complete: ``allowed_modules`` is the real fence for a mesh that is reachable by others.
+_CODE_MODULES = frozenset(
+    {"pickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve", "copyreg", "runpy", "code", "codeop", "pdb",
+     "ctypes", "subprocess", "_posixsubprocess", "pty", "importlib", "multiprocessing", "concurrent"}
+)  # fmt: skip
+_CODE_BUILTINS = frozenset(
+    {"eval", "exec", "compile", "__import__", "open", "breakpoint", "input", "help", "exit", "quit",
+     "getattr", "setattr", "delattr", "globals", "locals", "vars"}
+)  # fmt: skip
+_OS_MODULES = frozenset({"os", "posix", "nt"})
+_OS_PREFIXES = ("system", "popen", "exec", "spawn", "posix_spawn", "fork", "kill", "startfile", "putenv")
+
+
+def _owner_module(fn: Any) -> str | None:
+    """The module a callable lives in; method descriptors (``str.upper``) and builtin class methods
+    (``dict.fromkeys``) carry no ``__module__`` of their own, their class does."""
+    mod = getattr(fn, "__module__", None)
+    if isinstance(mod, str):
+        return mod
+    owner = getattr(fn, "__objclass__", None)
+    if owner is None:
+        self_ = getattr(fn, "__self__", None)
+        owner = self_ if isinstance(self_, type) else None
+    mod = getattr(owner, "__module__", None)
+    return mod if isinstance(mod, str) else None
+
 
 def import_ref(fn: Any) -> str | None:
     """``module:qualname`` if importing that gives back this very object, else None."""
-    mod = getattr(fn, "__module__", None)
+    mod = _owner_module(fn)
     qual = getattr(fn, "__qualname__", None)
     if not isinstance(mod, str) or not isinstance(qual, str) or mod == "__main__" or "<" in qual:
         return None
@@ -28,7 +57,12 @@ def import_ref(fn: Any) -> str | None:
             obj = getattr(obj, part)
     except Exception:
         return None
-    return f"{mod}:{qual}" if obj is fn else None
+    if obj is fn:
+        return f"{mod}:{qual}"
+    # a class method is a fresh bound method on each access: equal, not identical
+    if isinstance(fn, (types.MethodType, types.BuiltinMethodType)) and isinstance(fn.__self__, type) and obj == fn:
+        return f"{mod}:{qual}"
+    return None
 
 
 def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
@@ -74,7 +108,10 @@ class FunctionResolver:
                 raise WireError("pickled function refused: this mesh is not authenticated")
             import cloudpickle
 
-            fn = cloudpickle.loads(spec["pickle"])
+            try:
+                fn = cloudpickle.loads(spec["pickle"])
+            except Exception as exc:
+                raise WireError(f"cannot unpickle function: {type(exc).__name__}: {exc}") from exc
         else:
             raise WireError("function spec has neither a reference nor a pickle")
         if not callable(fn):
@@ -88,13 +125,41 @@ class FunctionResolver:
         mod, _, qual = ref.partition(":")
         if not mod or not qual:
             raise WireError(f"bad function reference {ref!r}")
-        if self.allowed_modules and not any(mod == m or mod.startswith(m + ".") for m in self.allowed_modules):
-            raise WireError(f"module {mod!r} is not allowed on this node")
+        parts = qual.split(".")
+        if any(not p or p.startswith("__") for p in parts):
+            # no dunders: ``f.__globals__``, ``C.__subclasses__``... lead from an allowed object to anything
+            raise WireError(f"bad function reference {ref!r}")
+        self._check_module(mod, ref)
+        if not self.allow_pickle:
+            _refuse_code_primitive(mod, parts[-1], ref)
         try:
             obj: Any = importlib.import_module(mod)
-            for part in qual.split("."):
+            for part in parts:
                 obj = getattr(obj, part)
+                if isinstance(obj, types.ModuleType):
+                    # ``json:codecs.sys...``: a qualified name never passes through a module; this would get
+                    # around ``allowed_modules``
+                    raise WireError(f"function reference {ref!r} goes through module {obj.__name__!r}")
+        except WireError:
+            raise
         except Exception as exc:
             raise WireError(f"cannot import {ref!r}: {type(exc).__name__}: {exc}") from exc
+        real = _owner_module(obj)
+        if not self.allow_pickle and real is not None and real != mod:
+            _refuse_code_primitive(real, parts[-1], ref)  # re-exported: ``os:system`` is ``posix.system``
         result: Callable[..., Any] = obj
         return result
+
+    def _check_module(self, mod: str, ref: str) -> None:
+        if self.allowed_modules and not any(mod == m or mod.startswith(m + ".") for m in self.allowed_modules):
+            raise WireError(f"module {mod!r} is not allowed on this node (function {ref!r})")
+
+
+def _refuse_code_primitive(mod: str, name: str, ref: str) -> None:
+    top = mod.partition(".")[0]
+    if (
+        top in _CODE_MODULES
+        or (mod == "builtins" and name in _CODE_BUILTINS)
+        or (top in _OS_MODULES and name.startswith(_OS_PREFIXES))
+    ):
+        raise WireError(f"{ref!r} runs arbitrary code, and this mesh is insecure: refused")

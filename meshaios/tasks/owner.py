@@ -155,20 +155,22 @@ class Owner:
                 if known.state in (TaskState.DONE, TaskState.FAILED):
                     redeliver.append(self._result_msg(known))
                 continue
+            retries = spec.get("retries", 0)
             t = OwnedTask(
                 id=tid,
                 client=client,
                 fn=spec["fn"],
                 args=spec["args"],
                 deps=list(spec["deps"]),
-                pure=bool(spec.get("pure", False)),
-                retries=int(spec.get("retries", 0)),
+                pure=spec.get("pure", False) is True,
+                # unchecked by the wire schema: anything but a non-negative int means "no retries"
+                retries=max(0, retries) if type(retries) is int else 0,
                 submitted_at=now,
             )
-            self.tasks[tid] = t
             self.counters["submitted"] += 1
             failed_dep: OwnedTask | None = None
             for d in t.deps:
+                # looked up before ``t`` is registered: a task naming itself would otherwise wait forever
                 dep = self.tasks.get(d)
                 if dep is None:
                     failed_dep = _unknown_dep(d)
@@ -176,9 +178,12 @@ class Owner:
                 if dep.state is TaskState.FAILED:
                     failed_dep = dep
                     break
+                # registered even when the dependency is done: ``release`` must not forget its result while
+                # this task still has to carry it to an executor
+                dep.dependents.append(tid)
                 if dep.state is not TaskState.DONE:
                     t.missing += 1
-                    dep.dependents.append(tid)
+            self.tasks[tid] = t
             if failed_dep is not None:
                 out.extend(self._fail_from_dep(t, failed_dep))
             elif t.missing == 0:
@@ -205,7 +210,12 @@ class Owner:
             tid = r["id"]
             self._unassign(tid, node_id)
             t = self.tasks.get(tid)
-            if t is None or t.state is not TaskState.DISPATCHED:
+            if t is None or not (
+                t.state is TaskState.DISPATCHED
+                # re-queued after its node was presumed dead, but that node finished it after all: a result
+                # is a result, and waiting for the re-run would only waste a slot
+                or (t.state is TaskState.READY and r["ok"])
+            ):
                 self.counters["duplicates"] += 1
                 continue
             if t.node is not None and t.node != node_id:

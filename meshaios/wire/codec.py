@@ -40,7 +40,8 @@ def encode(msg: dict[str, Any]) -> list[Any]:
             return msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([obj.blob, start, len(obj.buffers)]))
         raise TypeError(f"cannot encode {type(obj).__name__} in a message header")
 
-    msg.setdefault("v", PROTOCOL_VERSION)
+    if "v" not in msg:
+        msg = {"v": PROTOCOL_VERSION, **msg}  # a copy: the caller's dict is left as it was
     frames[0] = msgpack.packb(msg, default=default, use_bin_type=True)
     return frames
 
@@ -50,10 +51,14 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
         raise WireError("empty message")
     if len(frames) > limits.max_frames:
         raise WireError(f"{len(frames)} frames exceed the limit of {limits.max_frames}")
-    head = frames[0]
-    header = head.bytes if hasattr(head, "bytes") else bytes(head)
-    if len(header) > limits.max_header:
-        raise WireError(f"header of {len(header)} bytes exceeds the limit of {limits.max_header}")
+    try:
+        head = memoryview(_buffer(frames[0]))
+    except TypeError as exc:
+        raise WireError(f"header frame is not a buffer: {type(frames[0]).__name__}") from exc
+    # measure before copying anything: a hostile peer's 1 GiB "header" is refused, not materialised
+    if head.nbytes > limits.max_header:
+        raise WireError(f"header of {head.nbytes} bytes exceeds the limit of {limits.max_header}")
+    header = head.tobytes()
     bufs = frames[1:]
     used = [0]
 
@@ -63,8 +68,8 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
         blob, start, count = msgpack.unpackb(data)
         if (
             not isinstance(blob, bytes)
-            or not isinstance(start, int)
-            or not isinstance(count, int)
+            or type(start) is not int  # bool is not an int here
+            or type(count) is not int
             or start != used[0]
             or count < 0
             or start + count > len(bufs)
@@ -88,8 +93,9 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
         raise WireError(f"malformed header: {type(exc).__name__}: {exc}") from exc
     if not isinstance(msg, dict):
         raise WireError("header is not a map")
-    if msg.get("v") != PROTOCOL_VERSION:
-        raise WireError(f"protocol version {msg.get('v')!r} is not {PROTOCOL_VERSION}")
+    version = msg.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # True == 1 and 1.0 == 1, but neither is v1
+        raise WireError(f"protocol version {version!r} is not {PROTOCOL_VERSION}")
     if used[0] != len(bufs):
         raise WireError(f"{len(bufs) - used[0]} unreferenced extra frames")
     return check_message(msg)

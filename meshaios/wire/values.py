@@ -23,6 +23,7 @@ EXT_SCALAR = 4
 EXT_REF = 5
 EXT_COMPLEX = 6
 EXT_BIGINT = 7
+EXT_FROZENSET = 8
 EXT_PICKLE = 10
 
 # dtype kinds we accept from the wire: numbers, bools, fixed-width bytes/str, datetimes. Never object ('O').
@@ -68,15 +69,23 @@ def array_from_buffer(descr: str, shape: list[int], buf: Any) -> np.ndarray[Any,
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
     ):
         raise WireError(f"bad array shape {shape!r}")
-    mv = memoryview(buf)
+    if dt.itemsize == 0:
+        raise WireError(f"dtype {descr!r} has no size")
+    try:
+        mv = memoryview(buf)
+    except TypeError as exc:
+        raise WireError(f"array frame is not a buffer: {type(buf).__name__}") from exc
     count = 1
     for s in shape:
         count *= s
     if count * dt.itemsize != mv.nbytes:
         raise WireError(f"array of shape {shape} and dtype {descr} does not match a {mv.nbytes}-byte buffer")
-    if count == 0:
-        return np.empty(shape, dtype=dt)
-    return np.frombuffer(mv, dtype=dt).reshape(shape)
+    try:
+        if count == 0:
+            return np.empty(shape, dtype=dt)
+        return np.frombuffer(mv, dtype=dt).reshape(shape)
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # e.g. a dimension numpy cannot index
+        raise WireError(f"bad array of shape {shape!r}: {exc}") from exc
 
 
 class ValueEncoder:
@@ -98,24 +107,36 @@ class ValueEncoder:
         return bytes(packer.pack(value))
 
     def _default(self, obj: Any) -> Any:
-        if isinstance(obj, np.ndarray) and obj.dtype.kind in _ALLOWED_KINDS and not obj.dtype.hasobject:
-            arr = np.ascontiguousarray(obj)
+        if (
+            isinstance(obj, np.ndarray)
+            and not isinstance(obj, np.ma.MaskedArray)  # its mask would be silently dropped
+            and obj.dtype.kind in _ALLOWED_KINDS
+            and obj.dtype.fields is None
+            and obj.dtype.itemsize > 0
+        ):
+            # not np.ascontiguousarray: it turns a 0-d array into shape (1,)
+            arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
             idx = len(self.buffers)
-            self.buffers.append(memoryview(arr).cast("B") if arr.nbytes else b"")
-            return msgpack.ExtType(EXT_ARRAY, msgpack.packb([arr.dtype.str, list(arr.shape), idx]))
+            # a uint8 view rather than memoryview(arr): the buffer protocol refuses datetime64/timedelta64
+            self.buffers.append(arr.reshape(-1).view(np.uint8).data if arr.nbytes else b"")
+            return msgpack.ExtType(EXT_ARRAY, msgpack.packb([arr.dtype.str, list(obj.shape), idx]))
         if isinstance(obj, np.generic) and obj.dtype.kind in _ALLOWED_KINDS:
-            return msgpack.ExtType(EXT_SCALAR, msgpack.packb([obj.dtype.str, obj.tobytes()]))
+            raw = obj.tobytes() if obj.dtype.itemsize else b""  # np.str_("").tobytes() is 4 bytes, not 0
+            return msgpack.ExtType(EXT_SCALAR, msgpack.packb([obj.dtype.str, raw]))
         if isinstance(obj, TaskRef):
             self.refs.append(obj.task_id)
             return msgpack.ExtType(EXT_REF, obj.task_id.encode())
         if self.ref_types and isinstance(obj, self.ref_types):
-            task_id: str = obj.task_id
+            ref: Any = obj  # a client Future: anything with a ``task_id``
+            task_id: str = ref.task_id
             self.refs.append(task_id)
             return msgpack.ExtType(EXT_REF, task_id.encode())
         if type(obj) is tuple:
             return msgpack.ExtType(EXT_TUPLE, self._nested(list(obj)))
-        if type(obj) in (set, frozenset):
+        if type(obj) is set:
             return msgpack.ExtType(EXT_SET, self._nested(list(obj)))
+        if type(obj) is frozenset:  # its own code: a frozenset can be a dict key or a set member, a set cannot
+            return msgpack.ExtType(EXT_FROZENSET, self._nested(list(obj)))
         if type(obj) is complex:
             return msgpack.ExtType(EXT_COMPLEX, msgpack.packb([obj.real, obj.imag]))
         if type(obj) is int:  # beyond 64 bits: msgpack cannot hold it natively
@@ -143,6 +164,8 @@ def dumps(value: Any, *, allow_pickle: bool, ref_types: tuple[type, ...] = ()) -
         payload = enc.encode(value)
     except (SerializationError, WireError):
         raise
+    except RecursionError as exc:
+        raise SerializationError("cannot serialise value: nested too deeply") from exc
     except (TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(f"cannot serialise value: {exc}") from exc
     return payload, enc.refs
@@ -171,11 +194,15 @@ def loads(
             return tuple(_unpack(data))
         if code == EXT_SET:
             return set(_unpack(data))
+        if code == EXT_FROZENSET:
+            return frozenset(_unpack(data))
         if code == EXT_SCALAR:
             descr, raw = msgpack.unpackb(data)
             dt = check_dtype(descr)
             if not isinstance(raw, bytes) or len(raw) != dt.itemsize:
                 raise WireError("bad numpy scalar")
+            if dt.itemsize == 0:  # np.str_("") / np.bytes_(b""): frombuffer refuses a zero itemsize
+                return dt.type()
             return np.frombuffer(raw, dtype=dt)[0]
         if code == EXT_COMPLEX:
             re, im = msgpack.unpackb(data)

@@ -25,7 +25,7 @@ from meshaios.clock import Clock, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
 from meshaios.errors import ConfigError, WireError
 from meshaios.ids import new_id, short
-from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport
+from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
 from meshaios.sched.placement import make_policy
 from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_token
@@ -347,7 +347,8 @@ class Node:
     def _member_changed(self, ev: MemberChanged) -> None:
         log.info("member %s (%s) %s -> %s", short(ev.node_id), ev.addr, ev.old.value if ev.old else "new", ev.new.value)
         self.counters[f"member_{ev.new.value}"] += 1
-        if ev.new is MemberState.ALIVE and ev.old is not MemberState.SUSPECT:
+        if ev.new in (MemberState.ALIVE, MemberState.SUSPECT) and ev.node_id not in self.owner.nodes:
+            # first sight may be SUSPECT (learned by gossip): it is usable either way
             slots = ev.meta.get("w", 1) if isinstance(ev.meta, dict) else 1
             self._owner_actions(self.owner.node_up(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta))
         elif ev.new in (MemberState.DEAD, MemberState.LEFT):
@@ -501,20 +502,5 @@ def _host_port(address: str, bind: str) -> tuple[str, int]:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if host in ("0.0.0.0", "*", ""):
-        host = _primary_ip()
+        host = primary_ip()
     return host, int(port)
-
-
-def _primary_ip() -> str:
-    """The address other LAN hosts reach us at. A UDP connect() picks a route and sends nothing."""
-    import socket
-
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("224.0.0.251", 5353))
-        ip: str = s.getsockname()[0]
-        return ip
-    except OSError:
-        return "127.0.0.1"
-    finally:
-        s.close()

@@ -114,7 +114,9 @@ class ZmqTransport:
             port = r.bind_to_random_port(f"tcp://{o.bind}")
         self.router = r
         self._router_sync = zmq.Socket.shadow(r.underlying)
-        self.address = f"tcp://{o.bind}:{port}"
+        # the address peers are told to reply to: never 0.0.0.0, which would make every peer dial itself
+        host = o.bind if o.bind not in ("0.0.0.0", "*") else primary_ip()
+        self.address = f"tcp://{host}:{port}"
         return self.address
 
     async def serve_zap(self) -> None:
@@ -220,6 +222,21 @@ class ZmqTransport:
         self._zap = None
         with contextlib.suppress(Exception):
             self.ctx.term()
+
+
+def primary_ip() -> str:
+    """The address other LAN hosts reach us at. A UDP connect() picks a route and sends nothing."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("224.0.0.251", 5353))
+        ip: str = s.getsockname()[0]
+        return ip
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        s.close()
 
 
 def apply_client_curve(sock: zmq.Socket[Any], keys: MeshKeys) -> None:

@@ -2,12 +2,15 @@
 
 A policy is a plain object with ``choose`` (river-style: hyper-parameters in ``__init__``, no I/O), so policies
 can be swapped per node and compared on the same workload in the simulator. This module holds the simple
-baselines; the learned earliest-finish-time policy lives beside them.
+baselines; the learned earliest-finish-time policy lives beside them (``eft.py``). Every policy must return one
+of the ``candidates`` it was given (the owner updates that object), and may read any key of ``task`` but must
+cope with ``{"id": ...}`` alone; ``tests/unit/test_sched_contract.py`` checks both for every policy.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,7 +84,62 @@ class RandomPlacement:
         return rng.choice(candidates)
 
 
-def make_policy(name: str) -> PlacementPolicy:
+class LocalFirst:
+    """Everything on the owner itself while it has a window open, else least-loaded. Not a sensible policy: it is
+    the "all tasks land on one node" case that work stealing must repair, kept here so the simulator and tests
+    can produce it on purpose."""
+
+    name = "local"
+
+    def __init__(self, node_id: str | None = None) -> None:
+        self.node_id = node_id
+
+    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+        for c in candidates:
+            if c.node_id == self.node_id:
+                return c
+        return LeastLoaded().choose(task, candidates, rng)
+
+
+class WithTaskInfo:
+    """Adapter that fills in the task dict before the inner policy sees it.
+
+    The owner calls ``choose({"id": tid}, ...)``; a policy like EFT wants the kernel, the input bytes and where
+    the inputs live. ``lookup(tid)`` supplies them (the node or the simulator keeps that table), and whatever
+    the inner policy writes back (EFT's ``placed_device``, ``predicted_s``) is kept in ``placed[tid]`` until the
+    caller ``pop``s it when it sends the task."""
+
+    def __init__(self, inner: PlacementPolicy, lookup: Callable[[str], dict[str, Any] | None]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.lookup = lookup
+        self.placed: dict[str, dict[str, Any]] = {}
+
+    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+        tid = task.get("id")
+        info = self.lookup(tid) if isinstance(tid, str) else None
+        full = {**info, **task} if info else dict(task)
+        target = self.inner.choose(full, candidates, rng)
+        if isinstance(tid, str):
+            self.placed[tid] = full
+        return target
+
+    def pop(self, tid: str) -> dict[str, Any] | None:
+        return self.placed.pop(tid, None)
+
+
+POLICY_NAMES = ("eft", "least-loaded", "power-of-two", "round-robin", "random", "local")
+
+
+def make_policy(name: str, **kwargs: Any) -> PlacementPolicy:
+    """A policy by name. ``eft`` takes keyword arguments (``model``, ``view``, ``clock``, ``node_id``,
+    ``config``; see ``EftPolicy``), ``local`` takes ``node_id``; the baselines take none and ignore them."""
+    if name == "eft":
+        from meshaios.sched.eft import EftPolicy
+
+        return EftPolicy(**kwargs)
+    if name == "local":
+        return LocalFirst(kwargs.get("node_id"))
     policies: dict[str, type[PlacementPolicy]] = {
         "least-loaded": LeastLoaded,
         "power-of-two": PowerOfTwo,
@@ -91,4 +149,4 @@ def make_policy(name: str) -> PlacementPolicy:
     try:
         return policies[name]()
     except KeyError:
-        raise ValueError(f"unknown placement policy {name!r}; choose from {', '.join(sorted(policies))}") from None
+        raise ValueError(f"unknown placement policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None

@@ -33,6 +33,9 @@ class TaskState(StrEnum):
     FAILED = "failed"
 
 
+_PENDING = frozenset({TaskState.WAITING, TaskState.READY, TaskState.DISPATCHED})
+
+
 @dataclass(slots=True)
 class OwnedTask:
     id: str
@@ -278,11 +281,14 @@ class Owner:
     def _maybe_forget(self, t: OwnedTask) -> None:
         if not t.released or t.state not in (TaskState.DONE, TaskState.FAILED):
             return
-        if any(
-            (d := self.tasks.get(x)) is not None
-            and d.state in (TaskState.WAITING, TaskState.READY, TaskState.DISPATCHED)
-            for x in t.dependents
-        ):
+        # Drop finished dependents from the front as we go: called once per finishing dependent, a plain scan
+        # would be quadratic in a wide fan-out (one released input, thousands of map tasks).
+        deps = t.dependents
+        i = 0
+        while i < len(deps) and ((d := self.tasks.get(deps[i])) is None or d.state not in _PENDING):
+            i += 1
+        del deps[:i]
+        if any((d := self.tasks.get(x)) is not None and d.state in _PENDING for x in deps):
             return
         self.tasks.pop(t.id, None)
 

@@ -30,6 +30,16 @@ STATUS_REPLY = "status_reply"
 PING = "ping"
 PONG = "pong"
 ERROR = "error"  # {"msg": str, "ref": optional id}
+# data plane
+FETCH = "fetch"  # node -> holder: {"src", "req", "id"}
+OBJ = "obj"  # holder -> node: {"src", "req", "id", "ok", "v"?}
+STORE = "store"  # node -> replica: {"src", "id", "v"}
+STORED = "stored"  # replica -> node: {"src", "id"}
+FREE = "free"  # owner -> holder: {"src", "ids"}
+GET = "get"  # client -> node: {"req", "id"}
+GOT = "got"  # node -> client: {"req", "id", "ok", "v"? | "err"?}
+PUT = "put"  # client -> node: {"req", "id", "v"}
+PUT_ACK = "put_ack"  # node -> client: {"req", "id", "ok"}
 
 _STR = (str,)
 _INT = (int,)
@@ -53,6 +63,15 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     PING: {},
     PONG: {},
     ERROR: {"msg": _STR},
+    FETCH: {"src": _STR, "req": _INT, "id": _STR},
+    OBJ: {"src": _STR, "req": _INT, "id": _STR, "ok": _BOOL},
+    STORE: {"src": _STR, "id": _STR, "v": _PAYLOAD},
+    STORED: {"src": _STR, "id": _STR},
+    FREE: {"src": _STR, "ids": _LIST},
+    GET: {"req": _INT, "id": _STR},
+    GOT: {"req": _INT, "id": _STR, "ok": _BOOL},
+    PUT: {"req": _INT, "id": _STR, "v": _PAYLOAD},
+    PUT_ACK: {"req": _INT, "id": _STR, "ok": _BOOL},
 }
 
 # The shape of one task inside RUN (owner -> executor).

@@ -1,0 +1,184 @@
+"""A node's object store: task results kept where they were produced, under a memory limit, spilling to disk.
+
+Objects are ``Payload``s (a msgpack blob + raw buffers), keyed by object id (a task id, ``task#part`` for one
+partition of a shuffle map output, or a ``put`` id). Beyond ``memory_limit`` bytes, the least recently used
+objects are written to ``spill_dir`` and read back on demand, so a shuffle larger than RAM still completes. The
+store is synchronous and local; the node decides when to call it (from executor threads for large writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshaios.errors import MeshError
+from meshaios.wire.payload import Payload
+
+log = logging.getLogger(__name__)
+
+
+class SpillError(MeshError):
+    """Spilling failed (disk full, unwritable directory): the object stays in memory; the limit is exceeded."""
+
+
+@dataclass
+class StoreStats:
+    objects: int = 0
+    bytes_in_memory: int = 0
+    bytes_spilled: int = 0
+    spilled_objects: int = 0
+    spill_events: int = 0
+    unspill_events: int = 0
+    spill_failures: int = 0
+    peak_memory: int = 0
+
+
+class ObjectStore:
+    """Thread-safe: executor threads put results while the event loop serves fetches."""
+
+    def __init__(self, memory_limit: int, spill_dir: Path | None) -> None:
+        self.memory_limit = memory_limit
+        self.spill_dir = spill_dir
+        self._mem: OrderedDict[str, Payload] = OrderedDict()  # LRU order: oldest first
+        self._disk: dict[str, tuple[Path, int]] = {}
+        self._lock = threading.Lock()
+        self.stats = StoreStats()
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._mem or key in self._disk
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._mem) + list(self._disk)
+
+    def size_of(self, key: str) -> int | None:
+        with self._lock:
+            p = self._mem.get(key)
+            if p is not None:
+                return p.nbytes
+            d = self._disk.get(key)
+            return d[1] if d is not None else None
+
+    def put(self, key: str, payload: Payload) -> None:
+        with self._lock:
+            self._drop_locked(key)
+            self._mem[key] = payload
+            self.stats.bytes_in_memory += payload.nbytes
+            self.stats.objects += 1
+            self.stats.peak_memory = max(self.stats.peak_memory, self.stats.bytes_in_memory)
+            victims = self._choose_victims_locked(keep=key)
+        for k, p in victims:
+            self._spill(k, p)
+
+    def get(self, key: str) -> Payload | None:
+        with self._lock:
+            p = self._mem.get(key)
+            if p is not None:
+                self._mem.move_to_end(key)
+                return p
+            d = self._disk.get(key)
+        if d is None:
+            return None
+        self.stats.unspill_events += 1
+        return _read(d[0])
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            return self._drop_locked(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            for k in list(self._mem) + list(self._disk):
+                self._drop_locked(k)
+
+    # ---- internals ----------------------------------------------------------------------------------------
+    def _drop_locked(self, key: str) -> bool:
+        p = self._mem.pop(key, None)
+        if p is not None:
+            self.stats.bytes_in_memory -= p.nbytes
+            self.stats.objects -= 1
+            return True
+        d = self._disk.pop(key, None)
+        if d is not None:
+            self.stats.bytes_spilled -= d[1]
+            self.stats.spilled_objects -= 1
+            self.stats.objects -= 1
+            with contextlib.suppress(OSError):
+                d[0].unlink()
+            return True
+        return False
+
+    def _choose_victims_locked(self, keep: str) -> list[tuple[str, Payload]]:
+        if self.spill_dir is None or self.stats.bytes_in_memory <= self.memory_limit:
+            return []
+        victims = []
+        excess = self.stats.bytes_in_memory - self.memory_limit
+        for k, p in self._mem.items():
+            if excess <= 0:
+                break
+            if k == keep and len(self._mem) > 1:
+                continue
+            victims.append((k, p))
+            excess -= p.nbytes
+        return victims
+
+    def _spill(self, key: str, payload: Payload) -> None:
+        assert self.spill_dir is not None
+        path = self.spill_dir / (key.replace("/", "_").replace("#", "_p") + ".obj")
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            _write(path, payload)
+        except OSError as exc:
+            self.stats.spill_failures += 1
+            with contextlib.suppress(OSError):
+                path.unlink()
+            log.warning("cannot spill %s to %s: %s (keeping it in memory)", key, self.spill_dir, exc)
+            return
+        with self._lock:
+            if self._mem.get(key) is not payload:  # deleted or replaced meanwhile
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                return
+            del self._mem[key]
+            self._disk[key] = (path, payload.nbytes)
+            self.stats.bytes_in_memory -= payload.nbytes
+            self.stats.bytes_spilled += payload.nbytes
+            self.stats.spilled_objects += 1
+            self.stats.spill_events += 1
+
+
+_HEAD = struct.Struct("<II")
+
+
+def _write(path: Path, payload: Payload) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(_HEAD.pack(len(payload.blob), len(payload.buffers)))
+        for b in payload.buffers:
+            fh.write(struct.pack("<Q", memoryview(b).nbytes))
+        fh.write(payload.blob)
+        for b in payload.buffers:
+            fh.write(memoryview(b).cast("B"))
+        fh.flush()
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> Payload:
+    with open(path, "rb") as fh:
+        nblob, nbuf = _HEAD.unpack(fh.read(_HEAD.size))
+        sizes = [struct.unpack("<Q", fh.read(8))[0] for _ in range(nbuf)]
+        blob = fh.read(nblob)
+        bufs: list[Any] = []
+        for s in sizes:
+            ba = bytearray(s)
+            fh.readinto(ba)
+            bufs.append(ba)
+    return Payload(blob, tuple(bufs))

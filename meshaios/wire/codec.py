@@ -17,6 +17,7 @@ from meshaios.wire.messages import PROTOCOL_VERSION, check_message
 from meshaios.wire.payload import Payload
 
 EXT_PAYLOAD = 42
+BLOB_IN_HEADER = 64 << 10  # larger value blobs travel in a frame of their own
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ def encode(msg: dict[str, Any]) -> list[Any]:
     def default(obj: Any) -> Any:
         if isinstance(obj, Payload):
             start = len(frames) - 1
+            if len(obj.blob) > BLOB_IN_HEADER:
+                # a large blob (a big list, a pickled object) gets a frame of its own, so the header stays small
+                frames.append(obj.blob)
+                frames.extend(obj.buffers)
+                return msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([None, start, len(obj.buffers) + 1]))
             frames.extend(obj.buffers)
             return msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([obj.blob, start, len(obj.buffers)]))
         raise TypeError(f"cannot encode {type(obj).__name__} in a message header")
@@ -65,9 +71,12 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
     def ext_hook(code: int, data: bytes) -> Any:
         if code != EXT_PAYLOAD:
             raise WireError(f"unknown header extension {code}")
-        blob, start, count = msgpack.unpackb(data)
+        try:
+            blob, start, count = msgpack.unpackb(data)
+        except (ValueError, TypeError) as exc:
+            raise WireError("malformed payload reference") from exc
         if (
-            not isinstance(blob, bytes)
+            not (isinstance(blob, bytes) or (blob is None and type(count) is int and count >= 1))
             or type(start) is not int  # bool is not an int here
             or type(count) is not int
             or start != used[0]
@@ -76,6 +85,11 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
         ):
             raise WireError("payload references frames out of order or out of range")
         used[0] = start + count
+        if blob is None:
+            head = bufs[start]
+            blob = head.bytes if hasattr(head, "bytes") else bytes(head)
+            start += 1
+            count -= 1
         return Payload(blob, tuple(_buffer(f) for f in bufs[start : start + count]))
 
     try:

@@ -32,13 +32,13 @@ PONG = "pong"
 ERROR = "error"  # {"msg": str, "ref": optional id}
 # data plane
 FETCH = "fetch"  # node -> holder: {"src", "req", "id"}
-OBJ = "obj"  # holder -> node: {"src", "req", "id", "ok", "v"?}
-STORE = "store"  # node -> replica: {"src", "id", "v"}
+OBJ = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"?}
+STORE = "store"  # node -> replica: {"src", "id", "val"}
 STORED = "stored"  # replica -> node: {"src", "id"}
 FREE = "free"  # owner -> holder: {"src", "ids"}
 GET = "get"  # client -> node: {"req", "id"}
-GOT = "got"  # node -> client: {"req", "id", "ok", "v"? | "err"?}
-PUT = "put"  # client -> node: {"req", "id", "v"}
+GOT = "got"  # node -> client: {"req", "id", "ok", "val"? | "err"?}
+PUT = "put"  # client -> node: {"req", "id", "val"}
 PUT_ACK = "put_ack"  # node -> client: {"req", "id", "ok"}
 
 _STR = (str,)
@@ -65,12 +65,12 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     ERROR: {"msg": _STR},
     FETCH: {"src": _STR, "req": _INT, "id": _STR},
     OBJ: {"src": _STR, "req": _INT, "id": _STR, "ok": _BOOL},
-    STORE: {"src": _STR, "id": _STR, "v": _PAYLOAD},
+    STORE: {"src": _STR, "id": _STR, "val": _PAYLOAD},
     STORED: {"src": _STR, "id": _STR},
     FREE: {"src": _STR, "ids": _LIST},
     GET: {"req": _INT, "id": _STR},
     GOT: {"req": _INT, "id": _STR, "ok": _BOOL},
-    PUT: {"req": _INT, "id": _STR, "v": _PAYLOAD},
+    PUT: {"req": _INT, "id": _STR, "val": _PAYLOAD},
     PUT_ACK: {"req": _INT, "id": _STR, "ok": _BOOL},
 }
 

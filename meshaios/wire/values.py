@@ -83,7 +83,11 @@ def array_from_buffer(descr: str, shape: list[int], buf: Any) -> np.ndarray[Any,
     try:
         if count == 0:
             return np.empty(shape, dtype=dt)
-        return np.frombuffer(mv, dtype=dt).reshape(shape)
+        arr = np.frombuffer(mv, dtype=dt).reshape(shape)
+        # read-only, like Ray's object store: a task that mutated its input would corrupt a retry of itself
+        # and every other task sharing that input on the node
+        arr.flags.writeable = False
+        return arr
     except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # e.g. a dimension numpy cannot index
         raise WireError(f"bad array of shape {shape!r}: {exc}") from exc
 

@@ -58,6 +58,15 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.PING},
         {"t": M.PONG},
         {"t": M.ERROR, "msg": "nope"},
+        {"t": M.FETCH, "src": "n1", "req": 1, "id": "a"},
+        {"t": M.OBJ, "src": "n2", "req": 1, "id": "a", "ok": True, "val": res},
+        {"t": M.STORE, "src": "n1", "id": "p", "val": res},
+        {"t": M.STORED, "src": "n2", "id": "p"},
+        {"t": M.FREE, "src": "n1", "ids": ["a"]},
+        {"t": M.GET, "req": 2, "id": "a"},
+        {"t": M.GOT, "req": 2, "id": "a", "ok": True, "val": res},
+        {"t": M.PUT, "req": 3, "id": "p", "val": payload_of(b"x" * 100_000)},
+        {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True},
     ]
 
 

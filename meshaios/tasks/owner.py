@@ -55,6 +55,17 @@ class OwnedTask:
     released: bool = False
     node_failures: int = 0
     submitted_at: float = 0.0
+    locations: list[str] = field(default_factory=list)  # nodes holding the result when it is not inline
+    size: int = 0
+    parts: int = 0  # >0: a shuffle map output, stored as ``id#j`` for j < parts
+    delivered: bool = False  # the client has its result: a recomputation (lineage) does not deliver again
+    resources: dict[str, int] = field(default_factory=dict)
+    recomputed: int = 0
+
+    @property
+    def available(self) -> bool:
+        """Done, and its value can still be had: inline here, or on some live node."""
+        return self.state is TaskState.DONE and (self.result is not None or bool(self.locations))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,14 @@ class Dispatch:
 class Deliver:
     client: bytes
     results: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Free:
+    """Tell ``node`` to drop these objects from its store: nobody can ask for them any more."""
+
+    node: str
+    ids: list[str]
 
 
 OwnerAction = Dispatch | Deliver
@@ -94,7 +113,17 @@ class Owner:
         self.ready: deque[str] = deque()
         self.nodes: dict[str, NodeLoad] = {}
         self.node_tasks: dict[str, set[str]] = {}
-        self.counters = {"submitted": 0, "done": 0, "failed": 0, "replaced": 0, "duplicates": 0, "retried": 0}
+        self.counters = {
+            "submitted": 0,
+            "done": 0,
+            "failed": 0,
+            "replaced": 0,
+            "duplicates": 0,
+            "retried": 0,
+            "recomputed": 0,
+            "lost_inputs": 0,
+        }
+        self._frees: dict[str, list[str]] = {}
 
     # ---- membership -------------------------------------------------------------------------------------
     def node_up(self, node_id: str, slots: int, meta: dict[str, Any] | None = None) -> list[OwnerAction]:
@@ -113,12 +142,14 @@ class Owner:
             nl.reported = reported
 
     def node_down(self, node_id: str) -> list[OwnerAction]:
-        """Everything that node was running for us goes back to the front of the ready queue."""
+        """Work running there goes back to the ready queue; results that lived only there are recomputed from
+        lineage if anyone still needs them."""
         self.nodes.pop(node_id, None)
         lost = self.node_tasks.pop(node_id, set())
+        self._frees.pop(node_id, None)
         out: list[OwnerAction] = []
         failed: list[OwnedTask] = []
-        requeue: list[str] = []
+        front: list[str] = []
         for tid in sorted(lost):
             t = self.tasks.get(tid)
             if t is None or t.state is not TaskState.DISPATCHED:
@@ -137,9 +168,16 @@ class Owner:
                 failed.append(t)
             else:
                 self.counters["replaced"] += 1
-                t.state = TaskState.READY
-                requeue.append(tid)
-        self.ready.extendleft(reversed(requeue))
+                if self._requeue(t, enqueue=False):
+                    front.append(tid)
+        for t in list(self.tasks.values()):
+            if t.state is TaskState.DONE and node_id in t.locations:
+                t.locations.remove(node_id)
+                if not t.available:
+                    self._became_unavailable(t)
+                    if self._needed(t):
+                        out.extend(self._recompute(t))
+        self.ready.extendleft(reversed(front))  # re-placed work goes first, in its original order
         for t in failed:
             out.extend(self._finish(t))
         out.extend(self._pump())
@@ -169,13 +207,15 @@ class Owner:
                 # unchecked by the wire schema: anything but a non-negative int means "no retries"
                 retries=max(0, retries) if type(retries) is int else 0,
                 submitted_at=now,
+                resources=_resources(spec.get("resources")),
+                parts=spec["parts"] if type(spec.get("parts")) is int and 0 < spec["parts"] <= 65536 else 0,
             )
             self.counters["submitted"] += 1
             failed_dep: OwnedTask | None = None
             for d in t.deps:
                 # looked up before ``t`` is registered: a task naming itself would otherwise wait forever
-                dep = self.tasks.get(d)
-                if dep is None:
+                dep = self.tasks.get(base_id(d))
+                if dep is None or (d != dep.id and not dep.parts and dep.state is TaskState.DONE):
                     failed_dep = _unknown_dep(d)
                     break
                 if dep.state is TaskState.FAILED:
@@ -184,11 +224,18 @@ class Owner:
                 # registered even when the dependency is done: ``release`` must not forget its result while
                 # this task still has to carry it to an executor
                 dep.dependents.append(tid)
-                if dep.state is not TaskState.DONE:
+                if not dep.available:
                     t.missing += 1
+                    if dep.state is TaskState.DONE and self._needed(dep):
+                        out.extend(self._recompute(dep))
             self.tasks[tid] = t
+            impossible = self._unsatisfiable(t)
             if failed_dep is not None:
                 out.extend(self._fail_from_dep(t, failed_dep))
+            elif impossible:
+                t.state = TaskState.FAILED
+                t.error = {"type": "meshaios.ResourceError", "msg": impossible, "tb": "", "node": self.node_id}
+                out.extend(self._finish(t))
             elif t.missing == 0:
                 t.state = TaskState.READY
                 self.ready.append(tid)
@@ -196,6 +243,29 @@ class Owner:
             out.append(Deliver(client, redeliver))
         out.extend(self._pump())
         return _merge(out)
+
+    def register_put(self, client: bytes, obj_id: str, locations: list[str], size: int) -> None:
+        """Data the client scattered into the mesh: a finished task with no lineage (hence the replica)."""
+        if obj_id in self.tasks:
+            return
+        t = OwnedTask(id=obj_id, client=client, fn=Payload(b""), args=Payload(b""), deps=[])
+        t.state = TaskState.DONE
+        t.locations = list(locations)
+        t.size = size
+        t.delivered = True
+        self.tasks[obj_id] = t
+
+    def add_location(self, obj_id: str, node_id: str) -> None:
+        t = self.tasks.get(base_id(obj_id))
+        if t is not None and t.state is TaskState.DONE and node_id not in t.locations and node_id in self.nodes:
+            t.locations.append(node_id)
+
+    def lookup(self, obj_id: str) -> OwnedTask | None:
+        return self.tasks.get(base_id(obj_id))
+
+    def take_frees(self) -> list[Free]:
+        frees, self._frees = self._frees, {}
+        return [Free(n, ids) for n, ids in frees.items()]
 
     def release(self, ids: Iterable[str]) -> None:
         """The client no longer holds these futures: forget results nobody waits for."""
@@ -220,22 +290,42 @@ class Owner:
                 or (t.state is TaskState.READY and r["ok"])
             ):
                 self.counters["duplicates"] += 1
+                if t is not None and r["ok"] and t.state is TaskState.DONE and "v" not in r:
+                    self._frees.setdefault(node_id, []).append(tid)  # an unwanted duplicate copy
                 continue
             if t.node is not None and t.node != node_id:
                 # a stale attempt finished first (its node was presumed dead): its result is as good
                 self._unassign(tid, t.node)
+            lost = r.get("lost")
             if r["ok"]:
                 t.state = TaskState.DONE
-                t.result = r.get("v")
                 t.node = node_id
+                v = r.get("v")
+                if isinstance(v, Payload):
+                    t.result, t.locations, t.size = v, [], v.nbytes
+                else:
+                    t.result, t.locations = None, [node_id]
+                    t.size = r["size"] if type(r.get("size")) is int else 0
                 out.extend(self._finish(t))
+            elif isinstance(lost, list) and lost and all(isinstance(x, str) for x in lost):
+                # the executor could not fetch some inputs from any holder: recompute them, then run again
+                self.counters["lost_inputs"] += 1
+                t.node = None
+                t.attempt += 1
+                for obj in lost:
+                    dep = self.tasks.get(base_id(obj))
+                    if dep is not None and dep.state is TaskState.DONE:
+                        dep.locations.clear()
+                        if dep.result is None:
+                            self._became_unavailable(dep)
+                            out.extend(self._recompute(dep))
+                self._requeue(t)
             elif t.retries > 0 and not r.get("fatal", False):
                 t.retries -= 1
                 t.attempt += 1
                 t.node = None
-                t.state = TaskState.READY
                 self.counters["retried"] += 1
-                self.ready.append(tid)
+                self._requeue(t)
             else:
                 t.state = TaskState.FAILED
                 t.error = dict(r.get("err") or {})
@@ -251,9 +341,11 @@ class Owner:
         stack = [t]
         while stack:
             cur = stack.pop()
-            self.counters["done" if cur.state is TaskState.DONE else "failed"] += 1
-            out.append(Deliver(cur.client, [self._result_msg(cur)]))
-            for did in cur.dependents:
+            if not cur.delivered:
+                cur.delivered = True
+                self.counters["done" if cur.state is TaskState.DONE else "failed"] += 1
+                out.append(Deliver(cur.client, [self._result_msg(cur)]))
+            for did in cur.dependents:  # one entry per reference: a task may use two parts of one map output
                 d = self.tasks.get(did)
                 if d is None or d.state is not TaskState.WAITING:
                     continue
@@ -267,11 +359,94 @@ class Owner:
                         d.state = TaskState.READY
                         self.ready.append(did)
             for dep_id in cur.deps:
-                dep = self.tasks.get(dep_id)
+                dep = self.tasks.get(base_id(dep_id))
                 if dep is not None:
                     self._maybe_forget(dep)
             self._maybe_forget(cur)
         return out
+
+    def _requeue(self, t: OwnedTask, enqueue: bool = True) -> bool:
+        """Back to READY, or WAITING if some input is gone (then its producer is being recomputed)."""
+        t.missing = 0
+        for d in t.deps:
+            dep = self.tasks.get(base_id(d))
+            if dep is not None and not dep.available:
+                t.missing += 1
+        if t.missing:
+            t.state = TaskState.WAITING
+            return False
+        t.state = TaskState.READY
+        if enqueue:
+            self.ready.append(t.id)
+        return True
+
+    def _became_unavailable(self, t: OwnedTask) -> None:
+        """Keep ``missing`` exact for dependents that have not started yet."""
+        for did in t.dependents:
+            d = self.tasks.get(did)
+            if d is None:
+                continue
+            if d.state is TaskState.READY:
+                d.state = TaskState.WAITING  # the ready queue skips it lazily
+                d.missing = 1
+            elif d.state is TaskState.WAITING:
+                d.missing += 1
+
+    def _needed(self, t: OwnedTask) -> bool:
+        if not t.released:
+            return True
+        return any((d := self.tasks.get(x)) is not None and d.state in _PENDING for x in t.dependents)
+
+    def _recompute(self, t: OwnedTask) -> list[OwnerAction]:
+        """Lineage: run a finished task again because its only copy was lost; its lost inputs first."""
+        out: list[OwnerAction] = []
+        stack = [t]
+        while stack:
+            cur = stack.pop()
+            if cur.state is not TaskState.DONE or cur.available:
+                continue
+            if not cur.deps and not cur.fn.blob:  # put data has no lineage: both copies are gone
+                cur.state = TaskState.FAILED
+                cur.error = {"type": "meshaios.ObjectLost", "msg": f"every copy of {cur.id} was lost", "tb": ""}
+                out.extend(self._finish(cur))
+                continue
+            self.counters["recomputed"] += 1
+            cur.recomputed += 1
+            cur.attempt += 1
+            cur.node = None
+            cur.missing = 0
+            for d in cur.deps:
+                dep = self.tasks.get(base_id(d))
+                if dep is None:
+                    cur.state = TaskState.FAILED
+                    cur.error = {"type": "meshaios.LineageLost", "msg": f"input {d} was forgotten", "tb": ""}
+                    break
+                if not dep.available:
+                    cur.missing += 1
+                    if dep.state is TaskState.DONE:
+                        stack.append(dep)
+            else:
+                if cur.missing:
+                    cur.state = TaskState.WAITING
+                else:
+                    cur.state = TaskState.READY
+                    self.ready.append(cur.id)
+                continue
+            out.extend(self._finish(cur))
+        return out
+
+    def _unsatisfiable(self, t: OwnedTask) -> str:
+        """Why no known node could ever run ``t`` ('' when some node can). Fails fast instead of waiting forever."""
+        if not t.resources or not self.nodes:
+            return ""
+        if any(_fits(t.resources, n.meta) for n in self.nodes.values()):
+            return ""
+        asked = ", ".join(f"{k}={_fmt(k, v)}" for k, v in sorted(t.resources.items()))
+        have = "; ".join(
+            f"{nid[:8]}: " + ", ".join(f"{k}={_fmt(k, v)}" for k, v in sorted(_capacity(n.meta).items()))
+            for nid, n in sorted(self.nodes.items())
+        )
+        return f"no node can satisfy resources {{{asked}}}; the mesh has: {have}"
 
     def _fail_from_dep(self, t: OwnedTask, dep: OwnedTask) -> list[OwnerAction]:
         t.state = TaskState.FAILED
@@ -291,11 +466,25 @@ class Owner:
         if any((d := self.tasks.get(x)) is not None and d.state in _PENDING for x in deps):
             return
         self.tasks.pop(t.id, None)
+        for node in t.locations:
+            ids = [f"{t.id}#{j}" for j in range(t.parts)] if t.parts else [t.id]
+            self._frees.setdefault(node, []).extend(ids)
 
     def _result_msg(self, t: OwnedTask) -> dict[str, Any]:
         if t.state is TaskState.DONE:
-            return {"id": t.id, "ok": True, "v": t.result, "node": t.node or ""}
+            if t.result is not None:
+                return {"id": t.id, "ok": True, "v": t.result, "node": t.node or ""}
+            return {"id": t.id, "ok": True, "size": t.size, "parts": t.parts, "node": t.node or ""}
         return {"id": t.id, "ok": False, "err": t.error or {}, "node": (t.error or {}).get("node", "")}
+
+    def _dep_value(self, d: str) -> Any:
+        dep = self.tasks.get(base_id(d))
+        if dep is None:
+            return None
+        if dep.result is not None and d == dep.id:
+            return dep.result
+        size = dep.size // dep.parts if dep.parts else dep.size
+        return {"loc": list(dep.locations), "size": size}
 
     def _pump(self) -> list[OwnerAction]:
         """Fill free windows from the ready queue, grouping per node so each node gets one RUN per pass."""
@@ -304,27 +493,39 @@ class Owner:
         batches: dict[str, list[dict[str, Any]]] = {}
         wps = self.config.window_per_slot
         open_nodes = [n for n in self.nodes.values() if n.inflight < n.slots * wps]
+        skipped: list[str] = []
         while self.ready and open_nodes:
             tid = self.ready[0]
             t = self.tasks.get(tid)
             if t is None or t.state is not TaskState.READY:
                 self.ready.popleft()
                 continue
-            target = self.policy.choose({"id": tid}, open_nodes, self.rng)
+            candidates = open_nodes if not t.resources else [n for n in open_nodes if _fits(t.resources, n.meta)]
+            if not candidates:
+                skipped.append(self.ready.popleft())  # waits for a node with the resources to free up
+                continue
+            target = self.policy.choose({"id": tid, "resources": t.resources}, candidates, self.rng)
             self.ready.popleft()
-            deps: dict[str, Payload | None] = {}
-            for d in t.deps:
-                dep = self.tasks.get(d)
-                deps[d] = dep.result if dep is not None else None
             t.state = TaskState.DISPATCHED
             t.node = target.node_id
             target.inflight += 1
             self.node_tasks.setdefault(target.node_id, set()).add(tid)
-            batches.setdefault(target.node_id, []).append(
-                {"id": tid, "att": t.attempt, "fn": t.fn, "args": t.args, "deps": deps, "pure": t.pure}
-            )
+            task: dict[str, Any] = {
+                "id": tid,
+                "att": t.attempt,
+                "fn": t.fn,
+                "args": t.args,
+                "deps": {d: self._dep_value(d) for d in t.deps},
+                "pure": t.pure,
+            }
+            if t.parts:
+                task["parts"] = t.parts
+            if t.resources:
+                task["resources"] = t.resources
+            batches.setdefault(target.node_id, []).append(task)
             if target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
+        self.ready.extendleft(reversed(skipped))
         return [Dispatch(node, tasks) for node, tasks in batches.items()]
 
     def _unassign(self, tid: str, node_id: str) -> None:
@@ -338,6 +539,36 @@ class Owner:
     @property
     def pending(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state not in (TaskState.DONE, TaskState.FAILED))
+
+
+def base_id(obj_id: str) -> str:
+    """``task#3`` (part 3 of a shuffle map output) belongs to task ``task``."""
+    return obj_id.split("#", 1)[0]
+
+
+_RESOURCE_KEYS = ("cpu", "gpu", "gpu_memory", "memory")
+
+
+def _resources(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if k in _RESOURCE_KEYS and type(v) is int and v > 0}
+
+
+def _capacity(meta: dict[str, Any] | None) -> dict[str, int]:
+    res = (meta or {}).get("res")
+    return _resources(res) if isinstance(res, dict) else {}
+
+
+def _fits(want: dict[str, int], meta: dict[str, Any] | None) -> bool:
+    cap = _capacity(meta)
+    return all(cap.get(k, 0) >= v for k, v in want.items())
+
+
+def _fmt(key: str, value: int) -> str:
+    if "memory" in key:
+        return f"{value / 2**30:.1f}GiB"
+    return str(value)
 
 
 def _dep_error(dep: OwnedTask) -> dict[str, Any]:

@@ -39,33 +39,59 @@ from meshaios.tasks.functions import encode_function
 from meshaios.wire import messages as M
 from meshaios.wire.codec import decode, encode
 from meshaios.wire.payload import Payload
-from meshaios.wire.values import dumps, loads
+from meshaios.wire.values import TaskRef, dumps, loads
 
 log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
 
 
-class Future:
-    """A task's eventual result. Thread-safe; awaitable; holding it keeps the result alive in the mesh."""
+class _Remote:
+    """A finished result that stays on the node that made it until someone asks for it."""
 
-    __slots__ = ("__weakref__", "_cf", "_client", "key", "node")
+    __slots__ = ("parts", "size")
+
+    def __init__(self, size: int, parts: int) -> None:
+        self.size = size
+        self.parts = parts
+
+
+_NOTHING = object()
+
+
+class Future:
+    """A task's eventual result. Thread-safe; awaitable; holding it keeps the result alive in the mesh.
+
+    A large result is not shipped to the client when the task finishes: it stays in the producing node's object
+    store, other tasks fetch it from there peer to peer, and ``result()`` fetches it only when asked.
+    """
+
+    __slots__ = ("__weakref__", "_cf", "_client", "_value", "key", "node")
 
     def __init__(self, key: str, client: AsyncClient) -> None:
         self.key = key
         self.node = ""  # id of the node that produced the result, once known
         self._cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._client = client
+        self._value: Any = _NOTHING
 
     @property
     def task_id(self) -> str:
         return self.key
 
     def result(self, timeout: float | None = None) -> Any:
+        if self._value is not _NOTHING:
+            return self._value
+        t0 = time.monotonic()
         try:
-            return self._cf.result(timeout)
+            value = self._cf.result(timeout)
         except concurrent.futures.TimeoutError:
             raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
+        if isinstance(value, _Remote):
+            remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - t0))
+            value = self._client._fetch_blocking(self.key, remaining)
+            self._value = value
+        return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
@@ -80,7 +106,20 @@ class Future:
         self._cf.add_done_callback(lambda _cf: fn(self))
 
     def __await__(self) -> Any:
-        return asyncio.wrap_future(self._cf).__await__()
+        return self._result_async().__await__()
+
+    async def _result_async(self) -> Any:
+        if self._value is not _NOTHING:
+            return self._value
+        value = await asyncio.wrap_future(self._cf)
+        if isinstance(value, _Remote):
+            value = await self._client._fetch(self.key)
+            self._value = value
+        return value
+
+    def part(self, j: int) -> TaskRef:
+        """Part ``j`` of a map task's partitioned output, as an argument for another task."""
+        return TaskRef(f"{self.key}#{j}")
 
     def __repr__(self) -> str:
         state = "finished" if self._cf.done() else "pending"
@@ -125,6 +164,30 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
     )
 
 
+def _fn_arg(fn: Any) -> Any:
+    """A function as a task argument: by import reference where it has one (works on insecure meshes)."""
+    if fn is None:
+        return None
+    from meshaios.tasks.functions import import_ref
+
+    return import_ref(fn) or fn
+
+
+def parse_resources(resources: dict[str, Any]) -> dict[str, int]:
+    from meshaios.devices.detect import parse_size
+
+    out: dict[str, int] = {}
+    for k, v in resources.items():
+        if k not in ("cpu", "gpu", "gpu_memory", "memory"):
+            raise ValueError(f"unknown resource {k!r} (cpu, gpu, gpu_memory, memory)")
+        n = parse_size(v) if "memory" in k else int(v)
+        if n < 0:
+            raise ValueError(f"resource {k} must not be negative")
+        if n:
+            out[k] = n
+    return out
+
+
 def _client_keys(token: str | None, token_file: str | None, insecure: bool) -> MeshKeys | None:
     if insecure:
         return None
@@ -167,6 +230,9 @@ class AsyncClient:
         self._fn_cache: dict[Any, Payload] = {}
         self._closed = False
         self._broken: MeshError | None = None
+        self._next_req = 0
+        self._by_req: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._loop_thread = 0
         self.stats = {"results": 0, "duplicates": 0}
 
     @property
@@ -182,6 +248,7 @@ class AsyncClient:
 
     async def connect(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         if self._address is None:
             mesh_id = self.keys.mesh_id if self.keys else None
             self._address = await asyncio.to_thread(find_local_node, 2.0, mesh_id)
@@ -254,19 +321,25 @@ class AsyncClient:
         retries: int = 0,
         key: str | None = None,
         fn_payload: Payload | None = None,
+        resources: dict[str, Any] | None = None,
+        parts: int = 0,
     ) -> tuple[dict[str, Any], Future]:
         if self._closed or self._broken is not None:
             raise self._broken or MeshUnavailable("client is closed")
         args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
         tid = key or new_id("t")
-        spec = {
+        spec: dict[str, Any] = {
             "id": tid,
             "fn": fn_payload or self._fn_payload(fn),
             "args": args_payload,
-            "deps": list(dict.fromkeys(refs)),
+            "deps": list(refs),  # one entry per reference: the owner counts them that way
             "pure": pure,
             "retries": retries,
         }
+        if resources:
+            spec["resources"] = parse_resources(resources)
+        if parts:
+            spec["parts"] = parts
         return spec, Future(tid, self)
 
     def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
@@ -305,12 +378,110 @@ class AsyncClient:
             self._schedule_flush()
 
     def submit(
-        self, fn: Callable[..., Any], /, *args: Any, pure: bool = False, retries: int = 0, **kwargs: Any
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        pure: bool = False,
+        retries: int = 0,
+        resources: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> Future:
-        """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies."""
-        item = self._prepare(fn, args, kwargs, pure=pure, retries=retries)
+        """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies.
+
+        ``resources`` are hard constraints, e.g. ``{"gpu": 1, "gpu_memory": "4GiB", "memory": "2GiB"}``: the task
+        runs only on a node that has them, fails at once if no node of the mesh has them, and waits while they
+        are busy.
+        """
+        item = self._prepare(fn, args, kwargs, pure=pure, retries=retries, resources=resources)
         self._enqueue([item])
         return item[1]
+
+    # ---- data plane -----------------------------------------------------------------------------------
+    async def put(self, value: Any, timeout: float = 60.0) -> Future:
+        """Scatter ``value`` into the mesh (kept by the entry node and replicated to a second one)."""
+        payload, _ = dumps(value, allow_pickle=self.allow_pickle)
+        oid = new_id("p")
+        fut = Future(oid, self)
+        reply = await self._request_req({"t": M.PUT, "id": oid, "val": payload}, timeout)
+        if not reply.get("ok"):
+            raise MeshError(f"put failed: {reply.get('err', '')}")
+        fut._cf.set_result(_Remote(payload.nbytes, 0))
+        return fut
+
+    async def _fetch(self, obj_id: str, timeout: float | None = None) -> Any:
+        reply = await self._request_req({"t": M.GET, "id": obj_id}, timeout or 300.0)
+        if not reply.get("ok") or not isinstance(reply.get("val"), Payload):
+            raise MeshError(f"cannot get {obj_id}: {reply.get('err', 'no value')}")
+        try:
+            return loads(reply["val"], allow_pickle=self.allow_pickle)
+        except WireError as exc:
+            raise SerializationError(f"value of {obj_id} could not be decoded: {exc}") from exc
+
+    def _fetch_blocking(self, obj_id: str, timeout: float | None) -> Any:
+        loop = self._loop
+        if loop is None:
+            raise MeshUnavailable("client is not connected")
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("Future.result() would block the client's event loop: use `await future` there")
+        try:
+            return asyncio.run_coroutine_threadsafe(self._fetch(obj_id, timeout), loop).result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise MeshTimeoutError(f"fetching {obj_id} took longer than {timeout} s") from None
+
+    async def _request_req(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A request answered by a reply carrying the same ``req`` number."""
+        assert self._conn is not None
+        assert self._loop is not None
+        self._next_req += 1
+        req = self._next_req
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._by_req[req] = fut
+        self._conn.send(encode({**msg, "req": req}))
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise MeshTimeoutError(f"no answer to {msg['t']} from {self._address} within {timeout} s") from None
+        finally:
+            self._by_req.pop(req, None)
+
+    def _shuffle_tasks(
+        self, fn: Callable[..., Any], inputs: Sequence[Any], partitions: int, reducer: Any, mapper: Any
+    ) -> list[Future]:
+        from meshaios.shuffle import ops
+
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        items = []
+        for x in inputs:
+            args = (mapper, x, partitions) if mapper is not None else (x, partitions)
+            items.append(self._prepare(fn, args, {}, parts=partitions))
+        maps = [f for _, f in items]
+        for j in range(partitions):
+            refs = [m.part(j) for m in maps]
+            items.append(self._prepare(ops.reduce_partition, (reducer, *refs), {}))
+        self._enqueue_any(items)
+        return [f for _, f in items[len(maps) :]]
+
+    def _enqueue_any(self, items: list[tuple[dict[str, Any], Future]]) -> None:
+        self._enqueue(items)
+
+    def mapreduce(
+        self, mapper: Callable[..., Any], reducer: Callable[..., Any] | None, inputs: Iterable[Any], partitions: int = 8
+    ) -> list[Future]:
+        """``mapper(input)`` emits records; they are hash-partitioned into ``partitions`` parts, shuffled peer to
+        peer, and reducer ``j`` gets part ``j`` of every map output. Returns one future per partition. See
+        ``meshaios.shuffle.ops`` for the record shapes (dicts of key -> value, or (keys, values) arrays)."""
+        from meshaios.shuffle import ops
+
+        return self._shuffle_tasks(ops.map_partition, list(inputs), partitions, _fn_arg(reducer), _fn_arg(mapper))
+
+    def shuffle(self, data: Iterable[Any], partitions: int = 8) -> list[Future]:
+        """Hash-partition already computed data (futures or values) into ``partitions`` combined parts."""
+        from meshaios.shuffle import ops
+
+        return self._shuffle_tasks(ops.identity_partition, list(data), partitions, None, None)
 
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0
@@ -399,6 +570,10 @@ class AsyncClient:
         elif t == M.WELCOME:
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_result(msg)
+        elif t in (M.GOT, M.PUT_ACK):
+            fut = self._by_req.get(msg["req"])
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
         elif t == M.ERROR:
             log.error("node reports an error: %s", msg["msg"])
         else:
@@ -415,7 +590,10 @@ class AsyncClient:
             return
         self.stats["results"] += 1
         fut.node = str(r.get("node", ""))
-        if r.get("ok"):
+        if r.get("ok") and r.get("v") is None and type(r.get("size")) is int:
+            parts = r.get("parts")
+            fut._cf.set_result(_Remote(r["size"], parts if type(parts) is int else 0))
+        elif r.get("ok"):
             try:
                 value = loads(r.get("v") or Payload(b"\xc0"), allow_pickle=self.allow_pickle)
             except WireError as exc:
@@ -491,11 +669,45 @@ class Client:
             self._loop.close()
 
     def submit(
-        self, fn: Callable[..., Any], /, *args: Any, pure: bool = False, retries: int = 0, **kwargs: Any
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        pure: bool = False,
+        retries: int = 0,
+        resources: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> Future:
-        item = self._async._prepare(fn, args, kwargs, pure=pure, retries=retries)
+        """See ``AsyncClient.submit``."""
+        item = self._async._prepare(fn, args, kwargs, pure=pure, retries=retries, resources=resources)
         self._loop.call_soon_threadsafe(self._async._enqueue, [item])
         return item[1]
+
+    def put(self, value: Any, timeout: float = 60.0) -> Future:
+        """Scatter ``value`` into the mesh; pass the returned future to tasks instead of the value."""
+        fut: Future = self._call(self._async.put(value, timeout), timeout)
+        return fut
+
+    def get(self, futures: Future | Iterable[Future], timeout: float | None = None) -> Any:
+        if isinstance(futures, Future):
+            return futures.result(timeout)
+        return self.gather(futures, timeout)
+
+    def mapreduce(
+        self, mapper: Callable[..., Any], reducer: Callable[..., Any] | None, inputs: Iterable[Any], partitions: int = 8
+    ) -> list[Future]:
+        """See ``AsyncClient.mapreduce``."""
+        return self._on_loop(self._async.mapreduce, mapper, reducer, inputs, partitions)
+
+    def shuffle(self, data: Iterable[Any], partitions: int = 8) -> list[Future]:
+        return self._on_loop(self._async.shuffle, data, partitions)
+
+    def _on_loop(self, fn: Callable[..., list[Future]], *args: Any) -> list[Future]:
+        async def call() -> list[Future]:
+            return fn(*args)
+
+        result: list[Future] = self._call(call())
+        return result
 
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0

@@ -37,6 +37,11 @@ class NodeConfig:
     allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)
     placement: str = "least-loaded"
     fake_gpus: tuple[str, ...] = ()
+    no_gpu: bool = False  # skip looking for real GPUs (cupy)
+    memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM
+    spill_dir: str | None = None
+    inline_bytes: int = 64 << 10  # results up to this size travel inline to the owner; larger stay put
+    fetch_bytes_in_flight: int = 256 << 20
     state_dir: str | None = None
     swim: SwimConfig = field(default_factory=SwimConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)

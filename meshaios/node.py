@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from meshaios.clock import Clock, MonotonicClock
@@ -29,11 +31,14 @@ from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_i
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
 from meshaios.sched.placement import make_policy
 from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_token
+from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
+from meshaios.store.objects import ObjectStore
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.functions import FunctionResolver
-from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction
+from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskState
 from meshaios.wire import messages as M
 from meshaios.wire.codec import decode, encode
+from meshaios.wire.payload import Payload
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +139,23 @@ class Node:
         self._badlog = RateLimitedLog()
         self.counters: dict[str, int] = defaultdict(int)
         self.clients: dict[bytes, float] = {}
-        self.devices = ""
+        self.inventory = _detect(config)
+        self.devices = self.inventory.summary()
+        self._gpu_order = [g.device for g in self.inventory.gpus]
+        self._gpu_next = 0
+        self._gpu_pools = {
+            d: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"mesh-{d}") for d in self._gpu_order
+        }  # one thread (one stream) per GPU: a GPU is not oversubscribed by its own node
+        self._running_lock = threading.Lock()
+        self.store = ObjectStore(
+            config.memory_limit or int(self.inventory.memory * 0.5),
+            Path(config.spill_dir) / self.node_id if config.spill_dir else state_dir(config) / "spill" / self.node_id,
+        )
+        self.fetcher = FetchPlanner(config.fetch_bytes_in_flight)
+        self._get_waiters: list[tuple[bytes, int, str]] = []
+        # fetched copies of other nodes' objects, and how many local tasks still need each: dropped at zero
+        self._fetched: set[str] = set()
+        self._input_refs: dict[str, int] = defaultdict(int)
         self._discovery: Any = None
         self._node_file: Any = None
 
@@ -190,6 +211,9 @@ class Node:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             if self._procs is not None:
                 self._procs.shutdown(wait=False, cancel_futures=True)
+            for gp in self._gpu_pools.values():
+                gp.shutdown(wait=False, cancel_futures=True)
+            self.store.clear()
             await self.transport.close(linger=0.2)
             self.stopped.set()
 
@@ -265,6 +289,7 @@ class Node:
                     if isinstance(q, int):
                         self.owner.node_load(m.node_id, q)
         self._swim_actions(self.swim.tick(now))
+        self._data_tick()
 
     async def _recv_loop(self) -> None:
         while True:
@@ -329,6 +354,25 @@ class Node:
             )
         elif t == M.RELEASE:
             self.owner.release(i for i in msg["ids"] if isinstance(i, str))
+        elif t == M.FETCH:
+            self._on_fetch(msg)
+        elif t == M.OBJ:
+            self._on_obj(msg)
+        elif t == M.GET:
+            self._on_get(ident, msg)
+        elif t == M.PUT:
+            self._on_put(ident, msg)
+        elif t == M.STORE:
+            self.store.put(msg["id"], msg["val"])
+            member = self.swim.get(msg["src"])
+            if member is not None:
+                self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]}))
+        elif t == M.STORED:
+            self.owner.add_location(msg["id"], msg["src"])
+        elif t == M.FREE:
+            for obj in msg["ids"]:
+                if isinstance(obj, str):
+                    self.store.delete(obj)
         elif t == M.PING:
             self.transport.reply(ident, encode({"t": M.PONG}))
         elif t == M.STATUS:
@@ -353,6 +397,7 @@ class Node:
             self._owner_actions(self.owner.node_up(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta))
         elif ev.new in (MemberState.DEAD, MemberState.LEFT):
             self._owner_actions(self.owner.node_down(ev.node_id))
+            self._fetch_actions(self.fetcher.holder_dead(ev.node_id, self.clock.now()))
             self.transport.forget(ev.addr)
 
     def _owner_actions(self, actions: list[OwnerAction]) -> None:
@@ -372,31 +417,117 @@ class Node:
 
     # ---- execution ------------------------------------------------------------------------------------------
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
-        loop = asyncio.get_running_loop()
+        now = self.clock.now()
         for task in tasks:
             key = (task["id"], task["att"])
             if key in self._running:
                 continue  # the same attempt delivered twice: run it once
             self._running.add(key)
             self.exec.queued += 1
-            if task.get("pure"):
-                fut = loop.run_in_executor(
-                    self._process_pool(),
-                    run_in_process,
-                    pack_for_process(task),
-                    self.secure,
-                    self.config.allowed_modules,
-                )
+            task["_owner"] = owner
+            remote: dict[str, tuple[list[str], int]] = {}
+            for d, v in task["deps"].items():
+                if isinstance(v, dict):
+                    locs = [x for x in v.get("loc", ()) if isinstance(x, str)]
+                    size = v.get("size", 0)
+                    remote[d] = (locs, size if type(size) is int else 0)
+                elif v is None:
+                    remote[d] = ([], 0)
+            if remote:
+                task["_inputs"] = list(remote)
+                for d in remote:
+                    self._input_refs[d] += 1
+                have = {d for d in remote if d in self.store}
+                self._fetch_actions(self.fetcher.need(task, remote, have, now))
             else:
-                fut = loop.run_in_executor(self._pool, self._run_one, task)
-            fut.add_done_callback(functools.partial(self._task_finished, owner, key))
+                self._start_task(task)
+
+    def _fetch_actions(self, actions: list[FetchAction]) -> None:
+        for a in actions:
+            if isinstance(a, SendFetch):
+                if a.holder == self.node_id:
+                    self._fetch_actions(self.fetcher.arrived(a.req, a.obj in self.store, self.clock.now()))
+                    continue
+                member = self.swim.get(a.holder) if self.swim else None
+                if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                    self._fetch_actions(self.fetcher.arrived(a.req, False, self.clock.now()))
+                    continue
+                self.transport.send(member.addr, encode({"t": M.FETCH, "src": self.node_id, "req": a.req, "id": a.obj}))
+            elif isinstance(a, Runnable):
+                if "_get" in a.task:
+                    ident, req, obj_id = a.task["_get"]
+                    self._answer_get(ident, req, obj_id, relayed=True)
+                else:
+                    self._start_task(a.task)
+            elif isinstance(a, InputsLost):
+                if "_get" in a.task:
+                    self._get_waiters.append(a.task["_get"])  # the owner recomputes; try again on a later tick
+                    continue
+                t = a.task
+                self._running.discard((t["id"], t["att"]))
+                self.exec.queued -= 1
+                self._release_inputs(t.get("_inputs", ()))
+                self._push_result(t["_owner"], {"id": t["id"], "att": t["att"], "ok": False, "lost": a.lost})
+
+    def _start_task(self, task: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        owner = task.pop("_owner")
+        inputs = task.pop("_inputs", ())
+        key = (task["id"], task["att"])
+        for d, v in list(task["deps"].items()):
+            if not isinstance(v, Payload):
+                task["deps"][d] = self.store.get(d)
+        want_gpu = (task.get("resources") or {}).get("gpu", 0) > 0
+        if want_gpu and self._gpu_pools:
+            device = self._gpu_order[self._gpu_next % len(self._gpu_order)]
+            self._gpu_next += 1
+            task["device"] = device
+            fut = loop.run_in_executor(self._gpu_pools[device], self._run_one, task)
+        elif task.get("pure"):
+            fut = loop.run_in_executor(
+                self._process_pool(),
+                run_in_process,
+                pack_for_process(task),
+                self.secure,
+                self.config.allowed_modules,
+            )
+        else:
+            fut = loop.run_in_executor(self._pool, self._run_one, task)
+        fut.add_done_callback(functools.partial(self._task_finished, owner, key, inputs))
+
+    def _release_inputs(self, inputs: Any) -> None:
+        for d in inputs:
+            self._input_refs[d] -= 1
+            if self._input_refs[d] <= 0:
+                del self._input_refs[d]
+                if d in self._fetched:
+                    self._fetched.discard(d)
+                    self.store.delete(d)
 
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
-        self.exec.running += 1
+        """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
+        with self._running_lock:
+            self.exec.running += 1
         try:
-            return run_task(task, self.resolver, allow_pickle=self.secure)
+            return self._keep_large(run_task(task, self.resolver, allow_pickle=self.secure))
         finally:
-            self.exec.running -= 1
+            with self._running_lock:
+                self.exec.running -= 1
+
+    def _keep_large(self, result: dict[str, Any]) -> dict[str, Any]:
+        vparts = result.pop("vparts", None)
+        if vparts is not None:
+            for j, p in enumerate(vparts):
+                self.store.put(f"{result['id']}#{j}", p)
+            result["size"] = sum(p.nbytes for p in vparts)
+            result["parts"] = len(vparts)
+            return result
+        v = result.get("v")
+        if isinstance(v, Payload) and v.nbytes > self.config.inline_bytes:
+            self.store.put(result["id"], v)
+            del result["v"]
+            result["size"] = v.nbytes
+        return result
 
     def _process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._procs is None:
@@ -407,27 +538,122 @@ class Node:
             )
         return self._procs
 
-    def _task_finished(self, owner: str, key: tuple[str, int], fut: asyncio.Future[dict[str, Any]]) -> None:
+    def _task_finished(
+        self, owner: str, key: tuple[str, int], inputs: Any, fut: asyncio.Future[dict[str, Any]]
+    ) -> None:
         self._running.discard(key)
         self.exec.queued -= 1
+        self._release_inputs(inputs)
         if fut.cancelled():
             return
         exc = fut.exception()
         if exc is not None:
             from meshaios.tasks.execute import error_info
 
-            result = {"id": key[0], "att": key[1], "ok": False, "err": error_info(exc, allow_pickle=False)}
+            err = error_info(exc, allow_pickle=False)
             if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
                 self._procs = None  # the pool is dead: the next pure task gets a fresh one
+                err["msg"] = "the worker process running this task died: " + err["msg"]
+            result = {"id": key[0], "att": key[1], "ok": False, "err": err}
         else:
-            result = unpack_from_process(fut.result())
+            result = fut.result()
+            if "vparts" in result or (isinstance(result.get("v"), tuple)):
+                result = self._keep_large(unpack_from_process(result))
         self.exec.finished += 1
         if not result["ok"]:
             self.exec.failed += 1
+        self._push_result(owner, result)
+
+    def _push_result(self, owner: str, result: dict[str, Any]) -> None:
         self._done_buffer[owner].append(result)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_done)
+
+    # ---- data plane -----------------------------------------------------------------------------------------
+    def _on_fetch(self, msg: dict[str, Any]) -> None:
+        member = self.swim.get(msg["src"]) if self.swim else None
+        if member is None:
+            return
+        obj = self.store.get(msg["id"])
+        reply: dict[str, Any] = {
+            "t": M.OBJ,
+            "src": self.node_id,
+            "req": msg["req"],
+            "id": msg["id"],
+            "ok": obj is not None,
+        }
+        if obj is not None:
+            reply["val"] = obj
+            self.counters["served_bytes"] += obj.nbytes
+        self.transport.send(member.addr, encode(reply))
+
+    def _on_obj(self, msg: dict[str, Any]) -> None:
+        val = msg.get("val")
+        ok = bool(msg["ok"]) and isinstance(val, Payload)
+        if isinstance(val, Payload) and ok:
+            if msg["id"] not in self.store:
+                self._fetched.add(msg["id"])
+            self.store.put(msg["id"], val)
+            self.counters["fetched_bytes"] += val.nbytes
+        self._fetch_actions(self.fetcher.arrived(msg["req"], ok, self.clock.now()))
+
+    def _on_get(self, ident: bytes, msg: dict[str, Any]) -> None:
+        self._answer_get(ident, msg["req"], msg["id"])
+
+    def _answer_get(self, ident: bytes, req: int, obj_id: str, relayed: bool = False) -> None:
+        """A client wants a value: from our store, the owner's inline copy, or fetched from its holder."""
+        reply: dict[str, Any] = {"t": M.GOT, "req": req, "id": obj_id, "ok": False}
+        local = self.store.get(obj_id)
+        if local is not None:
+            reply.update(ok=True, val=local)
+            if relayed:
+                self.store.delete(obj_id)  # fetched only to hand on: no second copy stays here
+            self.transport.reply(ident, encode(reply))
+            return
+        t = self.owner.lookup(obj_id)
+        if t is None:
+            reply["err"] = f"object {obj_id} is not known to this node (released, or owned elsewhere)"
+        elif t.state is TaskState.FAILED:
+            reply["err"] = f"object {obj_id} failed: {(t.error or {}).get('msg', '')}"
+        elif t.state is TaskState.DONE and t.result is not None and obj_id == t.id:
+            reply.update(ok=True, val=t.result)
+        elif t.available:
+            size = t.size // t.parts if t.parts else t.size
+            pseudo = {"id": f"get:{req}", "_get": (ident, req, obj_id)}
+            self._fetch_actions(self.fetcher.need(pseudo, {obj_id: (list(t.locations), size)}, set(), self.clock.now()))
+            return
+        else:
+            self._get_waiters.append((ident, req, obj_id))  # being (re)computed: answered on a later tick
+            return
+        self.transport.reply(ident, encode(reply))
+
+    def _on_put(self, ident: bytes, msg: dict[str, Any]) -> None:
+        val: Payload = msg["val"]
+        self.store.put(msg["id"], val)
+        self.owner.register_put(ident, msg["id"], [self.node_id], val.nbytes)
+        # a second copy elsewhere: put data has no lineage to recompute it from
+        others = [m for m in (self.swim.members() if self.swim else []) if m.state is MemberState.ALIVE]
+        if others:
+            replica = self.rng.choice(others)
+            self.transport.send(replica.addr, encode({"t": M.STORE, "src": self.node_id, "id": msg["id"], "val": val}))
+        self.transport.reply(ident, encode({"t": M.PUT_ACK, "req": msg["req"], "id": msg["id"], "ok": True}))
+
+    def _data_tick(self) -> None:
+        now = self.clock.now()
+        self._fetch_actions(self.fetcher.tick(now))
+        if self._get_waiters:
+            waiters, self._get_waiters = self._get_waiters, []
+            for ident, req, obj_id in waiters:
+                self._answer_get(ident, req, obj_id)
+        for free in self.owner.take_frees():
+            if free.node == self.node_id:
+                for obj in free.ids:
+                    self.store.delete(obj)
+                continue
+            member = self.swim.get(free.node) if self.swim else None
+            if member is not None:
+                self.transport.send(member.addr, encode({"t": M.FREE, "src": self.node_id, "ids": free.ids}))
 
     def _flush_done(self) -> None:
         """Once per loop iteration: every completion since the last flush goes out in one message per owner."""
@@ -447,7 +673,13 @@ class Node:
 
     # ---- views ----------------------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        return {"name": self.name, "w": self.workers, "q": self.exec.queued, "dev": self.devices}
+        return {"name": self.name, "w": self.workers, "q": self.exec.queued, "dev": self.devices, "res": self._res}
+
+    @functools.cached_property
+    def _res(self) -> dict[str, int]:
+        """What this node can give one task: the owner's hard resource constraints are checked against it."""
+        inv = self.inventory
+        return {"cpu": inv.cpu_cores, "memory": inv.memory, "gpu": inv.gpu_count, "gpu_memory": inv.max_gpu_memory}
 
     def status(self) -> dict[str, Any]:
         assert self.swim is not None
@@ -492,6 +724,18 @@ class Node:
             for m in self.swim.members()
         ]
         return {"node": me, "members": members}
+
+
+def _detect(config: NodeConfig) -> Any:
+    from meshaios.devices.detect import FakeGpuSpec, detect_devices
+
+    try:
+        fakes = [FakeGpuSpec.parse(spec) for spec in config.fake_gpus]
+    except ValueError as exc:
+        raise ConfigError(f"bad --fake-gpu: {exc}") from exc
+    if config.no_gpu:
+        return detect_devices(fakes, cupy_module=None)
+    return detect_devices(fakes)
 
 
 def _tcp(seed: str) -> str:

@@ -49,6 +49,7 @@ class ObjectStore:
         self._mem: OrderedDict[str, Payload] = OrderedDict()  # LRU order: oldest first
         self._disk: dict[str, tuple[Path, int]] = {}
         self._lock = threading.Lock()
+        self._spilling: set[str] = set()  # chosen as victims by one thread: no other thread writes them too
         self.stats = StoreStats()
 
     def __contains__(self, key: str) -> bool:
@@ -124,9 +125,10 @@ class ObjectStore:
         for k, p in self._mem.items():
             if excess <= 0:
                 break
-            if k == keep and len(self._mem) > 1:
+            if (k == keep and len(self._mem) > 1) or k in self._spilling:
                 continue
             victims.append((k, p))
+            self._spilling.add(k)
             excess -= p.nbytes
         return victims
 
@@ -137,12 +139,13 @@ class ObjectStore:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             _write(path, payload)
         except OSError as exc:
+            with self._lock:
+                self._spilling.discard(key)
             self.stats.spill_failures += 1
-            with contextlib.suppress(OSError):
-                path.unlink()
             log.warning("cannot spill %s to %s: %s (keeping it in memory)", key, self.spill_dir, exc)
             return
         with self._lock:
+            self._spilling.discard(key)
             if self._mem.get(key) is not payload:  # deleted or replaced meanwhile
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -159,7 +162,17 @@ _HEAD = struct.Struct("<II")
 
 
 def _write(path: Path, payload: Payload) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+    try:
+        _write_file(tmp, payload)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _write_file(tmp: Path, payload: Payload) -> None:
     with open(tmp, "wb") as fh:
         fh.write(_HEAD.pack(len(payload.blob), len(payload.buffers)))
         for b in payload.buffers:
@@ -168,7 +181,6 @@ def _write(path: Path, payload: Payload) -> None:
         for b in payload.buffers:
             fh.write(memoryview(b).cast("B"))
         fh.flush()
-    os.replace(tmp, path)
 
 
 def _read(path: Path) -> Payload:

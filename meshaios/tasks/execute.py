@@ -69,7 +69,12 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
             "dt": time.perf_counter() - start,
         }
     try:
-        value = fn(*call[0], **call[1])
+        from meshaios.devices.registry import Kernel
+
+        if isinstance(fn, Kernel):
+            value = fn.call(task.get("device") or "cpu", tuple(call[0]), call[1])
+        else:
+            value = fn(*call[0], **call[1])
     except Exception as exc:
         tb = traceback.format_exc()
         return {
@@ -80,7 +85,14 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
             "dt": time.perf_counter() - start,
         }
     dt = time.perf_counter() - start
+    parts = task.get("parts")
     try:
+        if parts:
+            # a shuffle map output: one payload per partition, so a reducer fetches only its own part
+            if not isinstance(value, (list, tuple)) or len(value) != parts:
+                raise TypeError(f"a map task with {parts} partitions must return a list of {parts} parts")
+            vparts = [dumps(v, allow_pickle=allow_pickle)[0] for v in value]
+            return {"id": tid, "att": task["att"], "ok": True, "vparts": vparts, "dt": dt}
         payload, _ = dumps(value, allow_pickle=allow_pickle)
     except Exception as exc:
         return {

@@ -68,6 +68,16 @@ def import_ref(fn: Any) -> str | None:
 def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
     if not callable(fn):
         raise SerializationError(f"{fn!r} is not callable")
+    from meshaios.devices.registry import Kernel
+
+    if isinstance(fn, Kernel):
+        # by name: the executing node runs its own registry's kernel on the device it picks
+        spec: dict[str, Any] = {"kernel": fn.name}
+        if allow_pickle and not fn.name.startswith("meshaios."):
+            import cloudpickle
+
+            spec["pickle"] = cloudpickle.dumps(fn, protocol=5)  # a user's kernel the node may not have imported
+        return dumps(spec, allow_pickle=False)[0]
     ref = import_ref(fn)
     if ref is not None:
         return dumps({"ref": ref}, allow_pickle=False)[0]
@@ -88,7 +98,15 @@ def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
 class FunctionResolver:
     """Decodes function payloads on an executing node, with a cache: a map sends one function 10,000 times."""
 
-    def __init__(self, *, allow_pickle: bool, allowed_modules: tuple[str, ...] = (), cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        allow_pickle: bool,
+        allowed_modules: tuple[str, ...] = (),
+        cache_size: int = 1024,
+        kernels: Any = None,
+    ) -> None:
+        self.kernels = kernels  # a KernelRegistry; None: the built-ins and @kernel-decorated ones
         self.allow_pickle = allow_pickle
         self.allowed_modules = allowed_modules
         self.cache_size = cache_size
@@ -101,7 +119,9 @@ class FunctionResolver:
         spec = loads(payload, allow_pickle=False)
         if not isinstance(spec, dict):
             raise WireError("function spec is not a map")
-        if "ref" in spec and isinstance(spec["ref"], str):
+        if "kernel" in spec and isinstance(spec["kernel"], str):
+            fn = self._kernel(spec)
+        elif "ref" in spec and isinstance(spec["ref"], str):
             fn = self._import(spec["ref"])
         elif "pickle" in spec and isinstance(spec["pickle"], bytes):
             if not self.allow_pickle:
@@ -120,6 +140,24 @@ class FunctionResolver:
             self._cache.pop(next(iter(self._cache)))
         self._cache[payload.blob] = fn
         return fn
+
+    def _kernel(self, spec: dict[str, Any]) -> Callable[..., Any]:
+        from meshaios.devices.registry import default_registry
+
+        registry = self.kernels if self.kernels is not None else default_registry()
+        name = spec["kernel"]
+        if name in registry:
+            k: Callable[..., Any] = registry.get(name)
+            return k
+        if "pickle" in spec and isinstance(spec["pickle"], bytes) and self.allow_pickle:
+            import cloudpickle
+
+            try:
+                k = cloudpickle.loads(spec["pickle"])
+            except Exception as exc:
+                raise WireError(f"cannot unpickle kernel {name!r}: {type(exc).__name__}: {exc}") from exc
+            return k
+        raise WireError(f"unknown kernel {name!r} on this node")
 
     def _import(self, ref: str) -> Callable[..., Any]:
         mod, _, qual = ref.partition(":")

@@ -26,13 +26,22 @@ FAST_SWIM = SwimConfig(probe_interval=0.1, probe_timeout=0.04, suspicion_min=0.3
 
 class InProcessMesh:
     def __init__(
-        self, n: int = 3, *, seed: int = 0, insecure: bool = False, workers: int = 2, swim: SwimConfig = FAST_SWIM
+        self,
+        n: int = 3,
+        *,
+        seed: int = 0,
+        insecure: bool = False,
+        workers: int = 2,
+        swim: SwimConfig = FAST_SWIM,
+        per_node: dict[int, dict[str, Any]] | None = None,
+        **config: Any,
     ) -> None:
         self.n = n
         self.hub = InMemoryHub(seed)
         self.rng = random.Random(seed)
         self.keys: MeshKeys | None = None if insecure else derive_keys(new_token())
-        self.config = NodeConfig(insecure=insecure, workers=workers, discovery=False, swim=swim)
+        self.config = NodeConfig(insecure=insecure, workers=workers, discovery=False, swim=swim, no_gpu=True, **config)
+        self.per_node = per_node or {}
         self.nodes: list[Node] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._clients: list[AsyncClient] = []
@@ -56,7 +65,7 @@ class InProcessMesh:
 
     async def add_node(self, name: str) -> Node:
         seeds = tuple(n.address for n in self.nodes if not self.transport(n).dead)[:2]
-        cfg = replace(self.config, name=name, join=seeds)
+        cfg = replace(self.config, name=name, join=seeds, **self.per_node.get(len(self.nodes), {}))
         node = Node(
             cfg,
             transport=InMemoryTransport(self.hub),

@@ -35,3 +35,33 @@ def identity(x: object) -> object:
 
 def pid() -> int:
     return os.getpid()
+
+
+def make_array(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(n)
+
+
+def total(*arrays: np.ndarray) -> float:
+    return float(sum(float(a.sum()) for a in arrays))
+
+
+def word_counts(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for w in text.split():
+        out[w] = out.get(w, 0) + 1
+    return out
+
+
+def sum_values(key: object, values: list[int]) -> int:
+    return sum(values)
+
+
+def keyed_chunk(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 1000, n, dtype=np.int64), rng.integers(0, 100, n, dtype=np.int64)
+
+
+def group_sum(keys: np.ndarray, values: np.ndarray) -> dict[int, int]:
+    uniq, inv = np.unique(keys, return_inverse=True)
+    sums = np.bincount(inv, weights=values, minlength=len(uniq)).astype(np.int64)
+    return {int(k): int(v) for k, v in zip(uniq, sums, strict=True)}

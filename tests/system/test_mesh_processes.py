@@ -43,7 +43,16 @@ def test_status_command_lists_all_three_alive(mesh3: LocalMesh) -> None:
         with mesh3.client(i) as c:
             wait_for(lambda c=c: alive_view(c) == ids, timeout=5.0)
         out = subprocess.run(
-            [sys.executable, "-m", "meshaios", "status", mesh3.address(i), "--json", "--token-file", str(mesh3.token_file)],
+            [
+                sys.executable,
+                "-m",
+                "meshaios",
+                "status",
+                mesh3.address(i),
+                "--json",
+                "--token-file",
+                str(mesh3.token_file),
+            ],
             capture_output=True,
             text=True,
             timeout=30,

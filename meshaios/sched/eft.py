@@ -1,0 +1,299 @@
+"""Earliest-finish-time placement (HEFT's EFT rule, applied online at the owner), with device choice.
+
+For a ready task ``t`` and each candidate node ``n`` and device kind ``d`` the task may use::
+
+    EFT(t, n, d) = max(avail(n, d), now + transfer(t, n)) + runtime(t, n, d)
+
+    avail(n, d)       = now + max(work this owner has placed there and not seen finish,
+                                  the node's gossiped backlog, aged)  / slots(n, d)
+    transfer(t, n)    = sum over inputs not on n of  bytes / bandwidth(src, n)  (+ a latency per source)
+    runtime(t, n, d)  = exp(y_ref(t, d) - log speed(n, d) + delta(n, d))          (see ``model.py``)
+
+``max`` rather than ``+`` for the transfer: a node fetches a task's inputs as soon as it accepts the task, so the
+copy overlaps with the wait in its queue (the design's formula adds them; that is the no-overlap upper bound).
+The task goes to the ``(n, d)`` with the smallest EFT. This is what lets the scheduler run a matmul on a GPU node
+across the room rather than on the idle CPU beside its data -- or not, when moving 2 GB costs more than the GPU
+saves.
+
+Cost per decision does not grow with the mesh: below ``scan_below`` candidates every node is evaluated; above,
+only ``sample`` random ones (power-of-d choices), plus the nodes that already hold the task's inputs, plus a few
+GPU nodes when the task may use a GPU, plus the last few winners. The model's reference estimate is computed once
+per device per decision; each candidate then costs a handful of dict lookups.
+
+The owner talks to every policy through ``choose(task, candidates, rng)``. The task-dict keys this policy reads
+(all optional: with only ``{"id": ...}`` it degrades to backlog balancing with the runtime prior):
+
+======================  ==========================================================================================
+``fn_key``              kernel or function id (``"meshaios.matmul"``); the runtime model's main feature
+``nbytes``              bytes of inline arguments, held by the owner (travel with the RUN message)
+``locations``           ``{node_id: bytes}`` of inputs already resident on nodes (results of dependencies)
+``device``              ``"cpu"`` (default), ``"gpu"`` (hard requirement) or ``"any"`` (the scheduler picks)
+``shape``               optional shape or list of shapes of the main inputs (a feature)
+======================  ==========================================================================================
+
+and the keys it writes back into the same dict: ``placed_device`` (``"cpu"``/``"gpu"``), ``predicted_s`` (predicted
+runtime there) and ``eft`` (estimated finish time, on the policy's clock).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from meshaios.clock import Clock, MonotonicClock
+from meshaios.sched.loadview import DeviceLoad, LoadView, parse_summary
+from meshaios.sched.model import RuntimeModel, device_kind, task_features
+from meshaios.sched.placement import NodeLoad
+
+__all__ = ["EftConfig", "EftPolicy", "Estimate", "allowed_devices"]
+
+
+@dataclass(frozen=True)
+class EftConfig:
+    sample: int = 4  # d of power-of-d: random candidates evaluated in a large mesh
+    scan_below: int = 16  # evaluate every candidate when there are at most this many
+    gpu_sample: int = 2  # extra random GPU nodes when the task may use a GPU
+    keep_winners: int = 2  # recent winners re-evaluated (Sparrow-style memory of good nodes)
+    bandwidth: float = 125e6  # bytes/s assumed for a link we know nothing about (1 Gb/s)
+    latency: float = 0.0005  # seconds per remote input source
+    max_ledger: int = 100_000  # placements remembered in all (bounded memory)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    node_id: str
+    device: str
+    start: float
+    transfer: float
+    runtime: float
+    finish: float
+
+
+def allowed_devices(task: dict[str, Any]) -> tuple[str, ...]:
+    dev = task.get("device", "cpu")
+    if dev == "any":
+        return ("cpu", "gpu")
+    return (device_kind(dev if isinstance(dev, str) else "cpu"),)
+
+
+class EftPolicy:
+    """Learned earliest-finish-time placement. ``model`` and ``view`` are shared with the node (it trains the
+    model and refreshes the view); ``clock`` gives ``now``; ``node_id`` is the owner itself (inline arguments
+    need no transfer to it)."""
+
+    name = "eft"
+
+    def __init__(
+        self,
+        model: RuntimeModel | None = None,
+        view: LoadView | None = None,
+        clock: Clock | None = None,
+        node_id: str | None = None,
+        config: EftConfig | None = None,
+        bandwidth: Callable[[str, str], float | None] | None = None,
+    ) -> None:
+        self.model = model or RuntimeModel()
+        self.view = view or LoadView()
+        self.clock: Clock = clock or MonotonicClock()
+        self.node_id = node_id
+        self.config = config or EftConfig()
+        self._bandwidth = bandwidth
+        self.last: Estimate | None = None
+        self.decisions = 0
+        self.evaluated = 0
+        self._ledger: dict[str, deque[tuple[str, float]]] = {}  # node -> (device, predicted s), oldest first
+        self._work: dict[tuple[str, str], float] = {}  # (node, device) -> sum of predicted s in the ledger
+        self._ledger_size = 0
+        self._meta_cache: dict[str, tuple[int, dict[str, DeviceLoad]]] = {}
+        self._index_list: list[NodeLoad] | None = None  # held, so its id cannot be reused by another list
+        self._index_len = -1
+        self._index: dict[str, NodeLoad] = {}
+        self._gpu_ids: list[str] = []
+        self._winners: deque[str] = deque(maxlen=max(1, self.config.keep_winners))
+
+    # ---- the policy interface -----------------------------------------------------------------------------
+
+    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+        now = self.clock.now()
+        devices = allowed_devices(task)
+        pool = self._pool(task, candidates, devices, rng)
+        refs = self._reference(task, devices)
+        best: Estimate | None = None
+        best_nl: NodeLoad | None = None
+        for nl in pool:
+            est = self._best_on(nl, task, devices, refs, now)
+            self.evaluated += 1
+            if est is not None and (best is None or est.finish < best.finish):
+                best, best_nl = est, nl
+        if best is None or best_nl is None:
+            # nobody offers a device this task may use: let the least-loaded node try (and fail it visibly)
+            best_nl = min(candidates, key=lambda c: (c.load, c.node_id))
+            best = Estimate(best_nl.node_id, devices[0], now, 0.0, 0.0, now)
+        self._record(best_nl, best)
+        task["placed_device"] = best.device
+        task["predicted_s"] = best.runtime
+        task["eft"] = best.finish
+        self.last = best
+        self.decisions += 1
+        return best_nl
+
+    def estimate(self, task: dict[str, Any], node: NodeLoad, now: float | None = None) -> Estimate | None:
+        """The best (device, finish) for ``task`` on ``node``; None if it has no device the task may use."""
+        devices = allowed_devices(task)
+        return self._best_on(node, task, devices, self._reference(task, devices),
+                             self.clock.now() if now is None else now)
+
+    # ---- internals ----------------------------------------------------------------------------------------
+
+    def _reference(self, task: dict[str, Any], devices: tuple[str, ...]) -> dict[str, float]:
+        """Log runtime at reference speed, once per device: the part of the estimate common to all nodes."""
+        kernel = task.get("fn_key") or "?"
+        nbytes = float(task.get("nbytes", 0) or 0) + sum(_values(task.get("locations")))
+        out: dict[str, float] = {}
+        for d in devices:
+            x = task_features(str(kernel), nbytes, d, shape=task.get("shape"))
+            out[d] = self.model.reference_log(x)
+        return out
+
+    def _best_on(self, nl: NodeLoad, task: dict[str, Any], devices: tuple[str, ...], refs: dict[str, float],
+                 now: float) -> Estimate | None:
+        nid = nl.node_id
+        devs = self._devices(nl, now)
+        nv = self.view.get(nid, now)
+        xfer = self._transfer(task, nid, nv.bandwidth if nv is not None else None)
+        ready = now + xfer
+        kernel = task.get("fn_key")
+        best: Estimate | None = None
+        self._reconcile(nl)
+        for d in devices:
+            dl = devs.get(d)
+            if dl is None or dl.slots <= 0:
+                continue
+            log_rt = refs[d] - math.log(dl.speed) + self.model.node_delta(nid, d)
+            if nv is not None and kernel and not self.model.knows_node(nid, d):
+                kf = nv.kernel_factors.get(str(kernel))
+                if kf:
+                    log_rt -= math.log(kf)
+            rt = math.exp(log_rt)
+            wait = self._work.get((nid, d), 0.0) / dl.slots
+            if nv is not None:
+                wait = max(wait, nv.wait(d, now))
+            start = max(now + wait, ready)
+            est = Estimate(nid, d, start, xfer, rt, start + rt)
+            if best is None or est.finish < best.finish:
+                best = est
+        return best
+
+    def _transfer(self, task: dict[str, Any], nid: str, ingress: float | None) -> float:
+        cfg = self.config
+        total = 0.0
+        inline = float(task.get("nbytes", 0) or 0)
+        if inline and self.node_id is not None and nid != self.node_id:
+            total += cfg.latency + inline / self._bw(self.node_id, nid, ingress)
+        locs = task.get("locations")
+        if isinstance(locs, dict):
+            for src, nbytes in locs.items():
+                if src != nid and isinstance(nbytes, int | float) and nbytes > 0:
+                    total += cfg.latency + float(nbytes) / self._bw(str(src), nid, ingress)
+        return total
+
+    def _bw(self, src: str, dst: str, ingress: float | None) -> float:
+        if self._bandwidth is not None:
+            b = self._bandwidth(src, dst)
+            if b:
+                return b
+        return ingress or self.config.bandwidth
+
+    def _devices(self, nl: NodeLoad, now: float) -> dict[str, DeviceLoad]:
+        """Slots and declared speeds: the fresh gossiped summary, else the static one from the node's meta at
+        join time, else "``slots`` CPU workers at speed 1"."""
+        nv = self.view.get(nl.node_id, now)
+        if nv is not None and nv.devices:
+            return nv.devices
+        meta = nl.meta
+        cached = self._meta_cache.get(nl.node_id)
+        if cached is not None and cached[0] == id(meta):
+            return cached[1]
+        devs: dict[str, DeviceLoad] = {}
+        if isinstance(meta, dict):
+            parsed = parse_summary(nl.node_id, meta.get("ld"), now)
+            if parsed is not None:
+                devs = dict(parsed.devices)
+        if not devs:
+            devs = {"cpu": DeviceLoad(max(1, nl.slots))}
+        self._meta_cache[nl.node_id] = (id(meta), devs)
+        return devs
+
+    def _reconcile(self, nl: NodeLoad) -> None:
+        """Tasks complete roughly in the order they were placed, so when the owner reports fewer in flight than
+        the ledger holds, the oldest entries are the finished ones: no completion callback is needed."""
+        led = self._ledger.get(nl.node_id)
+        if not led:
+            return
+        keep = max(0, nl.inflight)
+        while len(led) > keep:
+            d, rt = led.popleft()
+            self._ledger_size -= 1
+            key = (nl.node_id, d)
+            left = self._work.get(key, 0.0) - rt
+            self._work[key] = left if left > 1e-9 and led else 0.0
+
+    def _record(self, nl: NodeLoad, est: Estimate) -> None:
+        led = self._ledger.setdefault(nl.node_id, deque())
+        led.append((est.device, est.runtime))
+        key = (nl.node_id, est.device)
+        self._work[key] = self._work.get(key, 0.0) + est.runtime
+        self._ledger_size += 1
+        if self._ledger_size > self.config.max_ledger:
+            self._ledger.clear()
+            self._work.clear()
+            self._ledger_size = 0
+        if not self._winners or self._winners[-1] != nl.node_id:
+            self._winners.append(nl.node_id)
+
+    def _pool(self, task: dict[str, Any], candidates: list[NodeLoad], devices: tuple[str, ...],
+              rng: random.Random) -> list[NodeLoad]:
+        cfg = self.config
+        if len(candidates) <= cfg.scan_below:
+            return candidates
+        index = self._index_of(candidates)
+        sampled = rng.sample(candidates, min(cfg.sample, len(candidates)))
+        picked: dict[str, NodeLoad] = {nl.node_id: nl for nl in sampled}
+        extra: list[str] = []
+        locs = task.get("locations")
+        if isinstance(locs, dict):
+            extra.extend(str(k) for k in locs)
+        if self.node_id is not None:
+            extra.append(self.node_id)
+        extra.extend(self._winners)
+        if "gpu" in devices and self._gpu_ids:
+            extra.extend(rng.choice(self._gpu_ids) for _ in range(cfg.gpu_sample))
+        for nid in extra:
+            nl = index.get(nid)
+            if nl is not None:
+                picked[nid] = nl
+        return list(picked.values())
+
+    def _index_of(self, candidates: list[NodeLoad]) -> dict[str, NodeLoad]:
+        """id -> NodeLoad for the owner's candidate list. The owner passes the same list object for every
+        decision of one pass, so the O(n) rebuild is paid once per pass, not per decision."""
+        if candidates is not self._index_list or len(candidates) != self._index_len:
+            now = self.clock.now()
+            self._index = {nl.node_id: nl for nl in candidates}
+            self._gpu_ids = [nl.node_id for nl in candidates if self._devices(nl, now).get("gpu", _NO_GPU).slots > 0]
+            self._index_list = candidates
+            self._index_len = len(candidates)
+        return self._index
+
+
+_NO_GPU = DeviceLoad(0)
+
+
+def _values(locs: Any) -> list[float]:
+    if not isinstance(locs, dict):
+        return []
+    return [float(v) for v in locs.values() if isinstance(v, int | float) and v > 0]

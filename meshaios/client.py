@@ -477,11 +477,14 @@ class AsyncClient:
 
         return self._shuffle_tasks(ops.map_partition, list(inputs), partitions, _fn_arg(reducer), _fn_arg(mapper))
 
-    def shuffle(self, data: Iterable[Any], partitions: int = 8) -> list[Future]:
-        """Hash-partition already computed data (futures or values) into ``partitions`` combined parts."""
+    def shuffle(
+        self, data: Iterable[Any], partitions: int = 8, reducer: Callable[..., Any] | None = None
+    ) -> list[Future]:
+        """Hash-partition computed data (futures or values) into ``partitions`` parts, one future per part:
+        the combined part, or ``reducer`` applied to it."""
         from meshaios.shuffle import ops
 
-        return self._shuffle_tasks(ops.identity_partition, list(data), partitions, None, None)
+        return self._shuffle_tasks(ops.identity_partition, list(data), partitions, _fn_arg(reducer), None)
 
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0
@@ -699,8 +702,11 @@ class Client:
         """See ``AsyncClient.mapreduce``."""
         return self._on_loop(self._async.mapreduce, mapper, reducer, inputs, partitions)
 
-    def shuffle(self, data: Iterable[Any], partitions: int = 8) -> list[Future]:
-        return self._on_loop(self._async.shuffle, data, partitions)
+    def shuffle(
+        self, data: Iterable[Any], partitions: int = 8, reducer: Callable[..., Any] | None = None
+    ) -> list[Future]:
+        """See ``AsyncClient.shuffle``."""
+        return self._on_loop(self._async.shuffle, data, partitions, reducer)
 
     def _on_loop(self, fn: Callable[..., list[Future]], *args: Any) -> list[Future]:
         async def call() -> list[Future]:

@@ -41,7 +41,7 @@ class NodeConfig:
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM
     spill_dir: str | None = None
     inline_bytes: int = 64 << 10  # results up to this size travel inline to the owner; larger stay put
-    fetch_bytes_in_flight: int = 256 << 20
+    fetch_bytes_in_flight: int = 64 << 20
     state_dir: str | None = None
     swim: SwimConfig = field(default_factory=SwimConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -701,6 +702,9 @@ class Node:
             "owner": dict(self.owner.counters),
             "pending": self.owner.pending,
             "counters": dict(self.counters),
+            "store": dataclasses.asdict(self.store.stats),
+            "memory_limit": self.store.memory_limit,
+            "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
             "transport": {
                 "sent": self.transport.stats.sent,
                 "received": self.transport.stats.received,

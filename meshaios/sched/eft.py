@@ -7,8 +7,11 @@ For a ready task ``t`` and each candidate node ``n`` and device kind ``d`` the t
     avail(n, d)       = now + max(work this owner has placed there and not seen finish,
                                   the node's gossiped backlog, aged)  / slots(n, d)
     transfer(t, n)    = sum over inputs not on n of  bytes / bandwidth(src, n)  (+ a latency per source)
-    runtime(t, n, d)  = exp(y_ref(t, d) - log speed(n, d) + delta(n, d))          (see ``model.py``)
+    runtime(t, n, d)  = exp(y_ref(t, d) - log speed(n, d) + delta(n, d) + var(t, d) / 2)   (see ``model.py``)
 
+``var/2`` makes it the log-normal *mean* rather than the median: for a kernel the model is unsure about, a slow
+node's penalty grows (a surprise there costs 1/speed times more), so uncertain work goes to fast nodes and the
+well-known short tasks fill the slow ones -- which is what keeps a blind first batch from ending as stragglers.
 ``max`` rather than ``+`` for the transfer: a node fetches a task's inputs as soon as it accepts the task, so the
 copy overlaps with the wait in its queue (the design's formula adds them; that is the no-overlap upper bound).
 The task goes to the ``(n, d)`` with the smallest EFT. This is what lets the scheduler run a matmul on a GPU node
@@ -61,6 +64,7 @@ class EftConfig:
     bandwidth: float = 125e6  # bytes/s assumed for a link we know nothing about (1 Gb/s)
     latency: float = 0.0005  # seconds per remote input source
     max_ledger: int = 100_000  # placements remembered in all (bounded memory)
+    risk: float = 1.0  # runtime used = exp(mu + risk * var / 2): 1 is the log-normal mean, 0 the median
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +154,13 @@ class EftPolicy:
     # ---- internals ----------------------------------------------------------------------------------------
 
     def _reference(self, task: dict[str, Any], devices: tuple[str, ...]) -> dict[str, float]:
-        """Log runtime at reference speed, once per device: the part of the estimate common to all nodes."""
+        """Log runtime at reference speed (risk-adjusted), once per device: the part common to all nodes."""
         kernel = task.get("fn_key") or "?"
         nbytes = float(task.get("nbytes", 0) or 0) + sum(_values(task.get("locations")))
         out: dict[str, float] = {}
         for d in devices:
             x = task_features(str(kernel), nbytes, d, shape=task.get("shape"))
-            out[d] = self.model.reference_log(x)
+            out[d] = self.model.reference_log(x) + self.config.risk * self.model.spread(x) / 2
         return out
 
     def _best_on(self, nl: NodeLoad, task: dict[str, Any], devices: tuple[str, ...], refs: dict[str, float],

@@ -122,6 +122,7 @@ class ModelConfig:
     node_halflife: float = 30.0  # observations: learned node factors forget with this half-life
     lr: float = 0.03  # SGD step of the river regression (features are scaled to ~[0, 1.5])
     peer_cap: float = 10.0  # gossip from peers counts as at most this many local observations
+    unseen_var: float = 1.5  # variance of log runtime for a kernel never seen (a factor of ~3.4 either way)
     max_kernels: int = 2048  # (kernel, device) entries kept, least recently used evicted
     max_nodes: int = 4096  # learned node factors kept
     max_peers: int = 8  # peer summaries kept per (kernel, device)
@@ -250,6 +251,23 @@ class RuntimeModel:
         """Log seconds at reference speed on a typical node (``speed`` and ``node`` in ``x`` are ignored): the part
         of a prediction that is the same for every candidate node, so placement computes it once per decision."""
         return self._predict_ref(x)
+
+    def spread(self, x: dict[str, Any]) -> float:
+        """Variance of this task's log runtime around ``reference_log``: the kernel's running squared error once
+        it has been seen (it includes the per-task scatter that no feature explains), larger for what is only
+        known second-hand, ``unseen_var`` for a kernel nobody has reported. Placement uses it to prefer fast,
+        known nodes for the tasks it is unsure about: a surprise costs more on a slow node."""
+        k, d = x["kernel"], x["device"]
+        prior = self.config.unseen_var
+        st = self._stats.get((k, d))
+        if st is not None and st.n:
+            e = min(st.e_stat, st.e_reg) if st.n >= 2 else prior
+            return (st.n * e + prior) / (st.n + 1)
+        if (k, d) in self._peers:
+            return prior / 3
+        if (k, _other(d)) in self._stats or (k, _other(d)) in self._peers:
+            return prior / 2
+        return prior
 
     def node_delta(self, node: str, device: str = "cpu") -> float:
         """Learned log-runtime offset of ``node`` beyond its declared speed (0: as declared; +0.69: twice slower)."""

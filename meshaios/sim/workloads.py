@@ -172,7 +172,7 @@ def _task(rng: random.Random, tid: str, k: KernelSpec, in_bytes: int, inline: in
     work = k.base * (in_bytes / MB) ** k.alpha * math.exp(rng.gauss(0.0, k.sigma))
     return SimTask(
         id=tid, kernel=k.name, nbytes=inline, work=work, device="any" if k.gpu else "cpu",
-        out_bytes=max(64, int(in_bytes * k.out_ratio)), submit_at=at, job=job,
+        out_bytes=max(64, min(32 * MB, int(in_bytes * k.out_ratio))), submit_at=at, job=job,
     )
 
 
@@ -207,7 +207,9 @@ def layered_dag(n: int, seed: int, width: int | None = None, job: int = 0, at: f
                 t = _task(rng, f"{prefix}{job}-{i:05d}", k, size, size, job, at)
             else:
                 deps = rng.sample(prev, min(len(prev), rng.randint(1, 3)))
-                dep_bytes = {d.id: d.out_bytes for d in deps}
+                # each reads its dependencies' outputs, up to 16 MB in all, so sizes do not snowball with depth
+                share = min(1.0, 16 * MB / max(1, sum(d.out_bytes for d in deps)))
+                dep_bytes = {d.id: max(1, int(d.out_bytes * share)) for d in deps}
                 size = sum(dep_bytes.values())
                 t = _task(rng, f"{prefix}{job}-{i:05d}", k, size, 4096, job, at)
                 t.deps = [d.id for d in deps]

@@ -53,6 +53,7 @@ class LocalMesh:
     discovery: bool = True
     workers: int = 2
     extra_args: list[str] = field(default_factory=list)
+    per_node_args: dict[int, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 20.0
     token: str = field(default_factory=new_token)
@@ -108,6 +109,7 @@ class LocalMesh:
             for s in seeds[:2]:
                 cmd += ["--join", s]
         cmd += self.extra_args
+        cmd += self.per_node_args.get(index, [])
         log_path = self.root / f"{name}.log"
         fh = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.client_env(), start_new_session=True)

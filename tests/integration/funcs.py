@@ -65,3 +65,8 @@ def group_sum(keys: np.ndarray, values: np.ndarray) -> dict[int, int]:
     uniq, inv = np.unique(keys, return_inverse=True)
     sums = np.bincount(inv, weights=values, minlength=len(uniq)).astype(np.int64)
     return {int(k): int(v) for k, v in zip(uniq, sums, strict=True)}
+
+
+def slow_chunk(seed: int, rows: int, delay: float) -> tuple[np.ndarray, np.ndarray]:
+    time.sleep(delay)
+    return keyed_chunk(rows, seed)

@@ -1,0 +1,83 @@
+"""The data plane with real node processes: spill, peer-to-peer DAG data, a mapper's node killed mid-shuffle."""
+
+from __future__ import annotations
+
+import functools
+import signal
+
+import numpy as np
+import pytest
+
+from meshaios import TaskError
+from meshaios.testing.localmesh import LocalMesh, wait_for
+from tests.integration import funcs
+
+pytestmark = pytest.mark.system
+
+
+def expected_group_sum(seeds: range, rows: int) -> dict[int, int]:
+    ks, vs = zip(*(funcs.keyed_chunk(rows, s) for s in seeds), strict=True)
+    return funcs.group_sum(np.concatenate(ks), np.concatenate(vs))
+
+
+def merged(parts: list[dict[int, int]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for p in parts:
+        assert not set(p) & set(out), "a key reached two reducers"
+        out.update(p)
+    return out
+
+
+def test_shuffle_larger_than_the_store_limit_spills_and_is_exact() -> None:
+    rows, chunks = 1_000_000, 12  # 192 MB of int64 keys + values against a 32 MiB store per node
+    with LocalMesh(3, extra_args=["--memory-limit", "32MiB"]) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 2, timeout=10)
+        mapper = functools.partial(funcs.keyed_chunk, rows)
+        outs = c.mapreduce(mapper, funcs.group_sum, range(chunks), partitions=16)
+        assert merged(c.gather(outs, timeout=300)) == expected_group_sum(range(chunks), rows)
+        spills = 0
+        for i in range(3):
+            with mesh.client(i) as ci:
+                spills += ci.status()["node"]["store"]["spill_events"]
+        assert spills > 0
+
+
+def test_dag_over_100mb_results_moves_peer_to_peer() -> None:
+    """Node 0 owns the tasks but has no GPU; producers and consumers need one: the data never touches node 0."""
+    gpu_args = ["--fake-gpu", "speed=4,memory=8GiB"]
+    with LocalMesh(3, per_node_args={1: gpu_args, 2: gpu_args}) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 2, timeout=10)
+        n = 100 * 2**20 // 8
+        a = c.submit(funcs.make_array, n, 1, resources={"gpu": 1})
+        b = c.submit(funcs.make_array, n, 2, resources={"gpu": 1})
+        t = c.submit(funcs.total, a, b, resources={"gpu": 1})
+        expected = float(funcs.make_array(n, 1).sum()) + float(funcs.make_array(n, 2).sum())
+        assert t.result(timeout=300) == pytest.approx(expected)
+        me = c.status()["node"]
+        assert me["counters"].get("fetched_bytes", 0) == 0
+        assert me["counters"].get("served_bytes", 0) == 0
+        assert me["store"]["objects"] == 0
+        moved = 0
+        for i in (1, 2):
+            with mesh.client(i) as ci:
+                moved += ci.status()["node"]["counters"].get("fetched_bytes", 0)
+        assert moved >= n * 8  # the consumer pulled at least one 100 MB input from the other GPU node
+        gpu_nodes = {mesh.by_index(1).node_id, mesh.by_index(2).node_id}
+        futs = [c.submit(funcs.square, i, resources={"gpu": 1}) for i in range(30)]
+        assert c.gather(futs, timeout=60) == [i * i for i in range(30)]
+        assert {f.node for f in futs} <= gpu_nodes
+        with pytest.raises(TaskError, match=r"gpu_memory=32\.0GiB.*8\.0GiB"):
+            c.submit(funcs.square, 2, resources={"gpu": 1, "gpu_memory": "32GiB"}).result(timeout=10)
+
+
+def test_sigkill_of_a_mapper_node_mid_shuffle_still_gives_the_exact_answer() -> None:
+    rows, chunks = 200_000, 24
+    with LocalMesh(3) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 2, timeout=10)
+        mapper = functools.partial(funcs.slow_chunk, rows=rows, delay=0.15)
+        outs = c.mapreduce(mapper, funcs.group_sum, range(chunks), partitions=8)
+        wait_for(lambda: c.status()["node"]["owner"]["done"] >= 6, timeout=60, what="some maps done")
+        mesh.kill(2, signal.SIGKILL)
+        assert merged(c.gather(outs, timeout=300)) == expected_group_sum(range(chunks), rows)
+        owner = c.status()["node"]["owner"]
+        assert owner["replaced"] + owner["recomputed"] > 0

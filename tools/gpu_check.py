@@ -35,7 +35,7 @@ def cases(small: bool) -> dict[str, tuple[tuple[Any, ...], dict[str, Any]]]:
     keys = rng.integers(0, 2**40, 1_000_000 if small else 20_000_000, dtype=np.int64)
     return {
         "meshaios.matmul": ((x, y), {}),
-        "meshaios.batched_matmul": ((x[:64].reshape(4, 16, -1), y[: n].reshape(n, -1)[:, :64]), {}),
+        "meshaios.batched_matmul": ((x[:64].reshape(4, 16, -1), y[:n].reshape(n, -1)[:, :64]), {}),
         "meshaios.add": ((x, y), {}),
         "meshaios.multiply": ((x, y), {}),
         "meshaios.relu": ((x,), {}),
@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nthrough a 2-node mesh ({'real' if real else 'fake'} GPU on node 1):")
         print(f"{'kernel':28} {'ran on GPU node':>16} {'agree':>6} {'round trip s':>13}")
         for r in mesh_rows:
-            print(f"{r['kernel']:28} {str(r['gpu_node']):>16} {'yes' if r['agree'] else 'NO':>6} {r['round_trip_s']:13.3f}")
+            print(
+                f"{r['kernel']:28} {str(r['gpu_node']):>16} {'yes' if r['agree'] else 'NO':>6} {r['round_trip_s']:13.3f}"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"devices": inv.summary(), "direct": rows, "mesh": mesh_rows}, fh, indent=2)

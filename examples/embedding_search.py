@@ -11,6 +11,7 @@ against brute force in one process.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -49,7 +50,7 @@ def main() -> int:
     with LocalMesh(args.nodes) as mesh, mesh.client(0) as c:
         wait_for(lambda: len(c.status()["members"]) >= args.nodes - 1, timeout=15, what="discovery")
         t0 = time.perf_counter()
-        shards = [c.put(corpus[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        shards = [c.put(corpus[a:b]) for a, b in itertools.pairwise(bounds)]
         t_put = time.perf_counter() - t0
         t1 = time.perf_counter()
         parts = [c.submit(shard_topk, queries, s, int(a), args.k) for s, a in zip(shards, bounds[:-1], strict=True)]

@@ -82,7 +82,8 @@ def main() -> int:
                 spills += ci.status()["node"]["store"]["spill_events"]
         rss = [peak_rss(p.pid) for p in mesh.procs]
         console.print(
-            f"shuffled and reduced in {elapsed:.1f} s ({total_bytes / elapsed / 1e6:.0f} MB/s); spill events: {spills}; "
+            f"shuffled and reduced in {elapsed:.1f} s ({total_bytes / elapsed / 1e6:.0f} MB/s); "
+            f"spill events: {spills}; "
             "peak RSS per node: " + ", ".join(f"{r / 2**20:.0f} MiB" for r in rss)
         )
         colour = "green" if ok else "red"

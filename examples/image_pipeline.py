@@ -27,7 +27,8 @@ def synthetic_images(seed: int, count: int, size: int) -> np.ndarray:
     out = rng.random((count, size, size), dtype=np.float32) * 0.1
     for i in range(count):
         for _ in range(4):
-            cx, cy, r = rng.integers(0, size, 2).tolist() + [int(rng.integers(size // 16, size // 4))]
+            cx, cy = rng.integers(0, size, 2).tolist()
+            r = int(rng.integers(size // 16, size // 4))
             if rng.random() < 0.5:
                 out[i][(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] += 0.8
             else:

@@ -67,6 +67,9 @@ class SimConfig:
     kills: tuple[tuple[float, int], ...] = ()  # (seconds after the start, how many nodes) to SIGKILL
     thief_sample: int = 8  # peers an idle node refreshes its view of, per load interval
     max_time: float = 1e6  # give up (and count the rest as lost) after this many simulated seconds
+    # where a node runs a task that may use either device when placement did not say: "cpu" is what node.py
+    # does today (a GPU only for tasks that ask for one); "jsq" picks the shorter queue per slot
+    default_device: str = "cpu"
     swim: SwimConfig = field(default_factory=SwimConfig)
 
 
@@ -521,8 +524,11 @@ class Simulation:
         q = node.queue
         usable = [d for d in devices if q.slots.get(d, 0) > 0]
         if device not in usable:
-            # no placement hint (baseline policies): the device with the shortest queue per slot
-            device = min(usable, key=lambda d: ((q.n_queued(d) + q.n_running(d)) / q.slots[d], d != "gpu"))
+            # no placement hint (baseline policies): the CPU, as node.py does, or the shorter queue per slot
+            if self.config.default_device == "jsq":
+                device = min(usable, key=lambda d: ((q.n_queued(d) + q.n_running(d)) / q.slots[d], d != "gpu"))
+            else:
+                device = "cpu" if "cpu" in usable else usable[0]
         qt = QueuedTask(
             id=tid, att=att, owner=owner_id, kernel=t.kernel, device=device, devices=devices,
             nbytes=t.input_bytes(), predicted=self._predict_local(node, t, device), spec={}, enqueued=self.now,

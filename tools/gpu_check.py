@@ -143,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nthrough a 2-node mesh ({'real' if real else 'fake'} GPU on node 1):")
         print(f"{'kernel':28} {'ran on GPU node':>16} {'agree':>6} {'round trip s':>13}")
         for r in mesh_rows:
-            print(
-                f"{r['kernel']:28} {str(r['gpu_node']):>16} {'yes' if r['agree'] else 'NO':>6} {r['round_trip_s']:13.3f}"
-            )
+            ag = "yes" if r["agree"] else "NO"
+            print(f"{r['kernel']:28} {r['gpu_node']!s:>16} {ag:>6} {r['round_trip_s']:13.3f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"devices": inv.summary(), "direct": rows, "mesh": mesh_rows}, fh, indent=2)

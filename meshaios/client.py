@@ -164,6 +164,28 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
     )
 
 
+def _topological(specs: dict[str, dict[str, Any]]) -> list[str]:
+    """Dependencies before dependents, so the new owner knows every input when a task arrives."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in specs:
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            tid, expanded = stack.pop()
+            if expanded:
+                order.append(tid)
+                continue
+            if tid in seen:
+                continue
+            seen.add(tid)
+            stack.append((tid, True))
+            for d in specs[tid]["deps"]:
+                b = d.split("#", 1)[0]
+                if b in specs and b not in seen:
+                    stack.append((b, False))
+    return order
+
+
 def _fn_arg(fn: Any) -> Any:
     """A function as a task argument: by import reference where it has one (works on insecure meshes)."""
     if fn is None:
@@ -206,7 +228,7 @@ class AsyncClient:
         token_file: str | None = None,
         insecure: bool = False,
         connect_timeout: float = 5.0,
-        heartbeat_timeout: float = 10.0,
+        heartbeat_timeout: float = 5.0,
         connection_factory: Callable[[str, MeshKeys | None, str], Any] | None = None,
     ) -> None:
         self.keys = _client_keys(token, token_file, insecure)
@@ -224,6 +246,11 @@ class AsyncClient:
         self._releases: list[str] = []
         self._flush_scheduled = False
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._known_nodes: list[str] = []
+        self._specs: dict[str, dict[str, Any]] = {}  # lineage kept by the client, for failover
+        self.failovers = 0
+        self.resubmitted = 0
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._welcome: asyncio.Future[dict[str, Any]] | None = None
         self._last_heard = 0.0
@@ -254,37 +281,112 @@ class AsyncClient:
             self._address = await asyncio.to_thread(find_local_node, 2.0, mesh_id)
         elif "://" not in self._address and self._connection_factory is ZmqConnection:
             self._address = f"tcp://{self._address}"
-        self._conn = self._connection_factory(self._address, self.keys, self.client_id)
-        self._welcome = self._loop.create_future()
-        self._reader = asyncio.create_task(self._read_loop(), name="meshaios-client-reader")
-        deadline = time.monotonic() + self.connect_timeout
-        self._conn.send(encode({"t": M.HELLO, "client": self.client_id}))
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._conn.diagnose()
-                try:
-                    async with asyncio.timeout(min(0.25, remaining)):
-                        self.node = await asyncio.shield(self._welcome)
-                    break
-                except TimeoutError:
-                    self._conn._poll_monitor()
-                    if self._conn.handshake_failed:
-                        raise self._conn.diagnose() from None
+            await self._attach(self._address)
         except BaseException:
             await self.close()
             raise
-        if self.keys is not None and self.node.get("mesh") != self.keys.mesh_id:
-            await self.close()
-            raise AuthError(f"node {self._address} belongs to mesh {self.node.get('mesh')}, not ours")
         self.allow_pickle = bool(self.node.get("pickle")) and self.keys is not None
+        self._known_nodes = [self._address]
+        self._watcher = asyncio.create_task(self._watch(), name="meshaios-client-watch")
         log.debug("connected to node %s at %s", self.node.get("node"), self._address)
+
+    async def _attach(self, address: str) -> None:
+        """Connect to one node and wait for its WELCOME; on failure the most specific error we can name."""
+        assert self._loop is not None
+        conn = self._connection_factory(address, self.keys, self.client_id)
+        self._conn = conn
+        self._welcome = self._loop.create_future()
+        if self._reader is not None:
+            self._reader.cancel()
+        self._reader = asyncio.create_task(self._read_loop(conn), name="meshaios-client-reader")
+        deadline = time.monotonic() + self.connect_timeout
+        conn.send(encode({"t": M.HELLO, "client": self.client_id}))
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise conn.diagnose()
+            try:
+                async with asyncio.timeout(min(0.25, remaining)):
+                    node = await asyncio.shield(self._welcome)
+                break
+            except TimeoutError:
+                conn._poll_monitor()
+                if conn.handshake_failed:
+                    raise conn.diagnose() from None
+        if self.keys is not None and node.get("mesh") != self.keys.mesh_id:
+            raise AuthError(f"node {address} belongs to mesh {node.get('mesh')}, not ours")
+        self.node = node
+        self._address = address
+        self._last_heard = time.monotonic()
+
+    async def _watch(self) -> None:
+        """Heartbeats, the list of other nodes to fail over to, and failover when the entry node goes silent."""
+        n = 0
+        while not self._closed:
+            await asyncio.sleep(0.5)
+            n += 1
+            silent = time.monotonic() - self._last_heard
+            if self._conn is not None and silent > 0.5:
+                self._conn.send(encode({"t": M.PING}))
+            if n % 8 == 1 and silent < 1.0:
+                with contextlib.suppress(MeshError):
+                    st = await self._request({"t": M.STATUS}, M.STATUS_REPLY, 2.0)
+                    alive = [m["addr"] for m in st["members"] if m.get("state") in ("alive", "suspect")]
+                    self._known_nodes = [self.address, *(a for a in alive if a != self.address)]
+            if silent > self.heartbeat_timeout:
+                await self._failover(silent)
+
+    async def _failover(self, silent: float) -> None:
+        """The entry node is gone: attach to another node and resubmit what is unfinished (ids make it idempotent)."""
+        dead = self.address
+        candidates = [a for a in self._known_nodes if a != dead]
+        log.warning("node %s silent for %.1f s; failing over (%d candidates)", dead, silent, len(candidates))
+        old = self._conn
+        for addr in candidates:
+            try:
+                await self._attach(addr)
+            except MeshError as exc:
+                log.info("cannot fail over to %s: %s", addr, exc)
+                continue
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.close()
+            self.failovers += 1
+            self._known_nodes = [addr, *(a for a in candidates if a != addr)]
+            self._resubmit()
+            return
+        err = MeshUnavailable(f"node {dead} has not answered for {silent:.1f} s and no other node of the mesh answers")
+        self._broken = err
+        for f in list(self._pending.values()):
+            if not f._cf.done():
+                f._cf.set_exception(err)
+        self._pending.clear()
+
+    def _resubmit(self) -> None:
+        """Every unfinished task, with the specs of the inputs it needs (the new owner never saw them)."""
+        need: dict[str, dict[str, Any]] = {}
+        stack = [tid for tid in self._pending if tid in self._specs]
+        while stack:
+            tid = stack.pop()
+            if tid in need or tid not in self._specs:
+                continue
+            spec = self._specs[tid]
+            need[tid] = spec
+            stack.extend(d.split("#", 1)[0] for d in spec["deps"])
+        order = _topological(need)
+        self.resubmitted += len(order)
+        self._outbox.extend(need[t] for t in order)
+        self._schedule_flush()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -346,6 +448,7 @@ class AsyncClient:
         """Loop thread only."""
         for spec, fut in items:
             self._pending[spec["id"]] = fut
+            self._specs[spec["id"]] = spec
             self._outbox.append(spec)
         self._schedule_flush()
 
@@ -373,6 +476,7 @@ class AsyncClient:
         loop.call_soon_threadsafe(self._add_release, key)
 
     def _add_release(self, key: str) -> None:
+        self._specs.pop(key, None)
         if not self._closed:
             self._releases.append(key)
             self._schedule_flush()
@@ -530,16 +634,11 @@ class AsyncClient:
             raise MeshTimeoutError(f"no {reply_type} from {self._address} within {timeout} s") from None
 
     # ---- receiving ------------------------------------------------------------------------------------
-    async def _read_loop(self) -> None:
-        assert self._conn is not None
-        self._last_heard = time.monotonic()
+    async def _read_loop(self, conn: Any) -> None:
         while True:
-            try:
-                async with asyncio.timeout(1.0):
-                    batch = await self._conn.recv_batch()
-            except TimeoutError:
-                self._check_heartbeat()
-                continue
+            batch = await conn.recv_batch()
+            if conn is not self._conn:
+                return  # replaced by a failover
             self._last_heard = time.monotonic()
             for frames in batch:
                 try:
@@ -548,22 +647,6 @@ class AsyncClient:
                     log.warning("malformed message from node: %s", exc)
                     continue
                 self._on_message(msg)
-
-    def _check_heartbeat(self) -> None:
-        """The entry node went silent: fail what is pending with a clear error instead of hanging forever."""
-        assert self._conn is not None
-        silent = time.monotonic() - self._last_heard
-        if self._welcome is not None and not self._welcome.done():
-            return
-        if silent > 1.0:
-            self._conn.send(encode({"t": M.PING}))
-        if silent > self.heartbeat_timeout and self._pending:
-            err = MeshUnavailable(f"node {self._address} has not answered for {silent:.1f} s")
-            self._broken = err
-            for f in list(self._pending.values()):
-                if not f._cf.done():
-                    f._cf.set_exception(err)
-            self._pending.clear()
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         t = msg["t"]

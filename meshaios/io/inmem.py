@@ -119,4 +119,5 @@ class InMemoryConnection:
         return out
 
     async def close(self) -> None:
-        self.hub.clients.pop(self.ident, None)
+        if self.hub.clients.get(self.ident) is self.queue:  # a newer connection of the same client may own it
+            del self.hub.clients[self.ident]

@@ -485,11 +485,9 @@ class Simulation:
         arrive = self.now if target_id == oid else self.now + self.config.latency
         if target_id != oid:
             arrive = self._transfer(target, t.nbytes, arrive)
-        ready = arrive
-        for dep, nbytes in t.dep_bytes.items():
-            src = self.location.get(dep)
-            if src != target_id:
-                ready = max(ready, self._transfer(target, nbytes, arrive))
+        # the inputs that live elsewhere come over the target's link after the RUN arrived (one batch of fetches)
+        remote = sum(nbytes for dep, nbytes in t.dep_bytes.items() if self.location.get(dep) != target_id)
+        ready = self._transfer(target, remote, arrive)
         self._push(ready, _READY, (target_id, tid, att, oid, device))
 
     def _on_done(self, data: tuple[str, str, dict[str, Any], dict[str, Any]]) -> None:

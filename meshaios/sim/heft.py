@@ -6,8 +6,9 @@ list scheduler for heterogeneous processors: order tasks by upward rank (mean co
 exit), then put each on the processor where it finishes earliest. It is a heuristic, not an optimum, so the
 lower bound (critical path at best speed, and total best-device work over all slots) is reported beside it.
 
-Each (node, device) slot is a processor; transfers cost ``bytes / bandwidth(dst)`` plus a latency, and inline
-arguments start at the owner. Non-insertion variant (each slot only appends), O(tasks x nodes).
+Each (node, device) slot is a processor; a task's remote inputs cost ``sum(bytes) / bandwidth(dst)`` plus a
+latency after the last of them is ready (the receiving link is shared, as in the simulator, but not with other
+tasks: HEFT is optimistic there), and inline arguments start at the owner. Non-insertion variant (each slot only appends), O(tasks x nodes).
 """
 
 from __future__ import annotations
@@ -81,11 +82,14 @@ def heft(tasks: Sequence[SimTask], nodes: Sequence[NodeSpec], owner: str, latenc
             ready = t.submit_at
             if t.nbytes and n.node_id != owner:
                 ready += latency + t.nbytes / n.bandwidth
+            # inputs from elsewhere share the node's link: they arrive one after the other
+            remote = 0
             for dep in t.deps:
-                arrive = finish[dep]
+                ready = max(ready, finish[dep])
                 if where[dep] != n.node_id:
-                    arrive += latency + t.dep_bytes.get(dep, 0) / n.bandwidth
-                ready = max(ready, arrive)
+                    remote += t.dep_bytes.get(dep, 0)
+            if remote:
+                ready += latency + remote / n.bandwidth
             for d in _devices(t, n):
                 start = max(ready, slots[(n.node_id, d)][0])
                 f = start + t.runtime(n, d)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import uvloop
 
-from meshaios.errors import SerializationError, TaskError
+from meshaios.errors import MeshUnavailable, SerializationError, TaskError
 from meshaios.testing.inproc import InProcessMesh
 from tests.integration import funcs
 
@@ -164,5 +164,41 @@ def test_released_futures_are_forgotten_by_the_owner() -> None:
                 if not owner.tasks:
                     break
             assert not owner.tasks
+
+    run(main)
+
+
+def test_client_fails_over_when_its_entry_node_dies_and_gets_every_result_once() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, heartbeat_timeout=1.0)
+            await asyncio.sleep(0.6)  # the client learns the other nodes' addresses from a status poll
+            level = c.map(funcs.slow_square, range(64), [0.02] * 64)
+            firsts = level
+            while len(level) > 1:
+                level = [c.submit(funcs.add, level[i], level[i + 1]) for i in range(0, len(level), 2)]
+            await asyncio.sleep(0.1)
+            mesh.kill(0)  # the entry node, owner of every task
+            assert await level[0] == sum(x * x for x in range(64))
+            assert await c.gather(firsts) == [x * x for x in range(64)]
+            assert c.failovers == 1
+            assert c.stats["results"] >= 64
+
+    run(main)
+
+
+def test_client_gets_a_clear_error_when_every_node_is_gone() -> None:
+    async def main() -> None:
+        async with InProcessMesh(2) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, heartbeat_timeout=0.8)
+            await asyncio.sleep(0.6)
+            f = c.submit(funcs.slow_square, 3, 5.0)
+            await asyncio.sleep(0.05)
+            mesh.kill(0)
+            mesh.kill(1)
+            with pytest.raises(MeshUnavailable, match="no other node"):
+                await f
 
     run(main)

@@ -175,6 +175,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         time.sleep(args.watch)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from meshaios.chaos.runner import chaos, render
+
+    report = chaos(args)
+    print(render(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0 if report["valid"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshaios", description="A leaderless compute mesh for AI workloads.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -214,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=5.0)
     sp.set_defaults(func=cmd_status)
 
+    sp = sub.add_parser("chaos", help="kill nodes of a local mesh during a job with a known answer; account for it")
+    from meshaios.chaos.runner import add_arguments
+
+    add_arguments(sp)
+    sp.set_defaults(func=cmd_chaos)
     return p
 
 

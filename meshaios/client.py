@@ -249,6 +249,8 @@ class AsyncClient:
         self._watcher: asyncio.Task[None] | None = None
         self._known_nodes: list[str] = []
         self._specs: dict[str, dict[str, Any]] = {}  # lineage kept by the client, for failover
+        self._spec_users: dict[str, int] = {}  # kept specs that name this task as an input
+        self._released: set[str] = set()
         self.failovers = 0
         self.resubmitted = 0
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -449,6 +451,9 @@ class AsyncClient:
         for spec, fut in items:
             self._pending[spec["id"]] = fut
             self._specs[spec["id"]] = spec
+            for d in spec["deps"]:
+                b = d.split("#", 1)[0]
+                self._spec_users[b] = self._spec_users.get(b, 0) + 1
             self._outbox.append(spec)
         self._schedule_flush()
 
@@ -469,6 +474,26 @@ class AsyncClient:
             rel, self._releases = self._releases, []
             self._conn.send(encode({"t": M.RELEASE, "ids": rel}))
 
+    def _drop_spec(self, key: str) -> None:
+        """Forget a released task's spec once no kept spec needs it as an input (failover resubmits lineage)."""
+        stack = [key]
+        while stack:
+            k = stack.pop()
+            if k not in self._released or self._spec_users.get(k, 0) > 0:
+                continue
+            self._released.discard(k)
+            spec = self._specs.pop(k, None)
+            if spec is None:
+                continue
+            for d in spec["deps"]:
+                b = d.split("#", 1)[0]
+                n = self._spec_users.get(b, 0) - 1
+                if n <= 0:
+                    self._spec_users.pop(b, None)
+                    stack.append(b)
+                else:
+                    self._spec_users[b] = n
+
     def _release_threadsafe(self, key: str) -> None:
         loop = self._loop
         if loop is None or self._closed or loop.is_closed():
@@ -476,7 +501,8 @@ class AsyncClient:
         loop.call_soon_threadsafe(self._add_release, key)
 
     def _add_release(self, key: str) -> None:
-        self._specs.pop(key, None)
+        self._released.add(key)
+        self._drop_spec(key)
         if not self._closed:
             self._releases.append(key)
             self._schedule_flush()

@@ -1,0 +1,248 @@
+"""``meshaios chaos``: a local mesh, a workload with a known answer, faults from a seeded plan, an account.
+
+Real node processes on loopback (LocalMesh), real SIGKILL / SIGSTOP. The workload mixes independent tasks, a DAG
+(a tree reduction over part of them) and a shuffle (a group-by mapreduce). Faults are injected by a thread
+following ``make_plan``; killed nodes are restarted under the same name. Detection times are measured by polling
+the survivors' status. The verdict: lost, duplicated and wrong must all be zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import statistics
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from meshaios.chaos import workload as W
+from meshaios.chaos.account import Account
+from meshaios.chaos.plan import Fault, make_plan
+from meshaios.client import Client, Future
+from meshaios.testing.localmesh import LocalMesh, wait_for
+
+
+class Injector(threading.Thread):
+    """Applies the plan to the mesh and measures how long survivors take to call a killed node dead."""
+
+    def __init__(self, mesh: LocalMesh, plan: list[Fault], t0: float) -> None:
+        super().__init__(name="chaos-injector", daemon=True)
+        self.mesh = mesh
+        self.plan = plan
+        self.t0 = t0
+        self.done = threading.Event()
+        self.log: list[str] = []
+        self.detection: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        timers: list[tuple[float, str, int]] = []
+        for f in self.plan:
+            timers.append((f.at, f.kind, f.node))
+            timers.append((f.at + f.duration, "restart" if f.kind == "kill" else "resume", f.node))
+        for at, kind, node in sorted(timers):
+            while time.monotonic() - self.t0 < at:
+                if self.done.wait(0.02):
+                    return
+            try:
+                self._apply(kind, node)
+            except Exception as exc:  # the run goes on; the account says what happened
+                self.errors.append(f"{kind} node{node}: {exc}")
+
+    def _apply(self, kind: str, node: int) -> None:
+        t = time.monotonic() - self.t0
+        p = self.mesh.by_index(node)
+        self.log.append(f"{t:6.2f}s {kind:7} node{node}")
+        if kind == "kill":
+            victim = p.node_id
+            self.mesh.kill(node, signal.SIGKILL)
+            threading.Thread(target=self._measure, args=(victim, time.monotonic()), daemon=True).start()
+        elif kind == "restart":
+            self.mesh.spawn(node, name=f"node{node}")
+            self.mesh.wait_ready(20)
+        elif kind == "pause":
+            self.mesh.kill(node, signal.SIGSTOP)
+        elif kind == "resume":
+            self.mesh.kill(node, signal.SIGCONT)
+
+    def _measure(self, victim: str, t_kill: float) -> None:
+        """Time until every live survivor's status shows the victim dead (or left)."""
+        deadline = t_kill + 15
+        pending = {p.index for p in self.mesh.procs if p.alive() and p.node_id != victim}
+        while pending and time.monotonic() < deadline:
+            for i in list(pending):
+                with contextlib.suppress(Exception):
+                    p = self.mesh.by_index(i)
+                    if not p.alive():
+                        pending.discard(i)
+                        continue
+                    with self.mesh.client(i, connect_timeout=1.0) as c:
+                        st = {m["id"]: m["state"] for m in c.status(timeout=1.0)["members"]}
+                    if st.get(victim) in ("dead", "left", None):
+                        pending.discard(i)
+            time.sleep(0.05)
+        if not pending:
+            self.detection.append(time.monotonic() - t_kill)
+
+
+def run_workload(c: Client, tasks: int, delay: float, shuffle_chunks: int) -> tuple[Account, float]:
+    t0 = time.perf_counter()
+    account = Account()
+    completions: dict[str, int] = {}
+
+    def count(f: Future) -> None:
+        completions[f.key] = completions.get(f.key, 0) + 1
+
+    futs = c.map(W.work, range(tasks), [delay] * tasks)
+    dag_n = min(256, tasks)
+    level: list[Future] = futs[:dag_n]
+    while len(level) > 1:
+        nxt = [c.submit(W.add, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    dag = level[0]
+    shuffle = c.mapreduce(W.chunk, W.group_sum, range(shuffle_chunks), partitions=4)
+    for f in [*futs, dag, *shuffle]:
+        f.add_done_callback(count)
+
+    deadline = time.monotonic() + 300
+    for i, f in enumerate(futs):
+        account.record(f"task{i}", W.expected_work(i), *_outcome(f, deadline), completions=completions.get(f.key, 1))
+    account.record("dag", sum(W.expected_work(i) for i in range(dag_n)), *_outcome(dag, deadline))
+    merged: dict[int, int] = {}
+    outcome = "ok"
+    for f in shuffle:
+        o, v = _outcome(f, deadline)
+        if o != "ok":
+            outcome = o
+            merged = {}
+            break
+        merged.update(v)
+    account.record("shuffle", W.expected_group_sum(range(shuffle_chunks)), outcome, merged)
+    return account, time.perf_counter() - t0
+
+
+def _outcome(f: Future, deadline: float) -> tuple[str, Any]:
+    try:
+        return "ok", f.result(timeout=max(0.1, deadline - time.monotonic()))
+    except TimeoutError:
+        return "lost", None
+    except Exception as exc:
+        return "failed", f"{type(exc).__name__}: {exc}"
+
+
+def chaos(args: argparse.Namespace) -> dict[str, Any]:
+    plan = make_plan(args.seed, args.nodes, args.kills, args.window, pauses=args.pauses)
+    report: dict[str, Any] = {
+        "seed": args.seed,
+        "nodes": args.nodes,
+        "tasks": args.tasks,
+        "plan": [asdict(f) for f in plan],
+    }
+    if args.delay is None:  # stretch the job over the fault window, so that faults land mid-job
+        args.delay = args.window * args.nodes * args.workers / max(1, args.tasks)
+    with LocalMesh(args.nodes, workers=args.workers) as mesh:
+        with mesh.client(0) as c:
+            wait_for(lambda: len(c.status()["members"]) >= args.nodes - 1, timeout=20, what="discovery")
+        if not args.no_baseline:
+            with mesh.client(0) as c:
+                _, report["baseline_s"] = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
+        with mesh.client(0, heartbeat_timeout=args.failover_after) as c:
+            wait_for(lambda: len(c._async._known_nodes) >= args.nodes, timeout=10, what="client learns the mesh")
+            injector = Injector(mesh, plan, time.monotonic())
+            injector.start()
+            account, elapsed = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
+            injector.done.set()
+            injector.join(timeout=30)
+            report.update(
+                faulty_s=elapsed,
+                failovers=c._async.failovers,
+                resubmitted=c._async.resubmitted,
+                client_duplicate_deliveries=c._async.stats["duplicates"],
+            )
+        t_idle = time.monotonic()
+        report["slots_free_after_s"] = _wait_idle(mesh)
+        report["slots_free_after_s"] = round(time.monotonic() - t_idle, 3) if report["slots_free_after_s"] else None
+        report["re_executions"] = _re_executions(mesh)
+    det = sorted(injector.detection)
+    report.update(
+        account=asdict(account),
+        valid=account.valid,
+        faults=injector.log,
+        injector_errors=injector.errors,
+        detection_s={
+            "count": len(det),
+            "p50": round(statistics.median(det), 3) if det else None,
+            "p99": round(det[min(len(det) - 1, int(0.99 * len(det)))], 3) if det else None,
+        },
+    )
+    if "baseline_s" in report:
+        report["overhead"] = round(report["faulty_s"] / report["baseline_s"], 2)
+    return report
+
+
+def _wait_idle(mesh: LocalMesh) -> bool:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        busy = 0
+        for p in mesh.procs:
+            if not p.alive():
+                continue
+            with contextlib.suppress(Exception), mesh.client(p.index, connect_timeout=1.0) as c:
+                busy += c.status(timeout=1.0)["node"]["queued"]
+        if busy == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _re_executions(mesh: LocalMesh) -> int:
+    total = 0
+    for p in mesh.procs:
+        if not p.alive():
+            continue
+        with contextlib.suppress(Exception), mesh.client(p.index, connect_timeout=1.0) as c:
+            o = c.status(timeout=1.0)["node"]["owner"]
+            total += o.get("replaced", 0) + o.get("recomputed", 0) + o.get("lost_inputs", 0)
+    return total
+
+
+def render(report: dict[str, Any]) -> str:
+    a = report["account"]
+    lines = [
+        f"meshaios chaos: seed {report['seed']}, {report['nodes']} nodes, {report['tasks']} tasks + a DAG + a shuffle",
+        "faults: " + ("; ".join(s.strip() for s in report["faults"]) or "none"),
+        f"submitted {a['submitted']}  ok {a['ok']}  failed {a['failed']}  lost {a['lost']}  "
+        f"duplicated {a['duplicated']}  wrong {a['wrong']}",
+        f"client failovers {report['failovers']}, tasks resubmitted {report['resubmitted']}, "
+        f"re-executions on owners {report['re_executions']}",
+        f"detection of killed nodes: p50 {report['detection_s']['p50']} s, p99 {report['detection_s']['p99']} s "
+        f"({report['detection_s']['count']} kills measured)",
+        f"run {report['faulty_s']:.2f} s"
+        + (f" vs {report['baseline_s']:.2f} s fault-free (x{report['overhead']})" if "baseline_s" in report else "")
+        + f"; slots free again {report['slots_free_after_s']} s after the job",
+    ]
+    if a["examples"]:
+        lines.append("examples: " + "; ".join(a["examples"]))
+    if report["injector_errors"]:
+        lines.append("injector errors: " + "; ".join(report["injector_errors"]))
+    lines.append("VALID: nothing lost, duplicated or wrong" if report["valid"] else "INVALID")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--tasks", type=int, default=10_000)
+    p.add_argument("--kills", type=int, default=4)
+    p.add_argument("--pauses", type=int, default=0, help="SIGSTOP/SIGCONT faults (gray failures)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=float, default=8.0, help="seconds over which faults are spread")
+    p.add_argument("--delay", type=float, help="seconds each tiny task sleeps (default: spread over the window)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--shuffle-chunks", type=int, default=12)
+    p.add_argument("--failover-after", type=float, default=3.0, help="client heartbeat timeout")
+    p.add_argument("--no-baseline", action="store_true", help="skip the fault-free reference run")
+    p.add_argument("--json", help="write the report here as JSON")

@@ -77,7 +77,7 @@ class SwimConfig:
     suspicion_min: float = 1.5
     retransmit_mult: int = 4  # each update is piggybacked about retransmit_mult * ceil(log10(n + 1)) times
     max_gossip: int = 16  # updates per message at most
-    rejoin_interval: float = 2.0  # ping one random DEAD (not LEFT) member this often, so healed partitions merge
+    rejoin_interval: float = 1.0  # ping one random DEAD (not LEFT) member this often, so healed partitions merge
     dead_retention: float = 120.0  # forget DEAD/LEFT members after this long
     # Additions beyond the brief (all have defaults, so positional construction above is unchanged):
     sync_interval: float = 30.0  # full-state push/pull with one random member (anti-entropy backstop)

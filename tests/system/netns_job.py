@@ -1,0 +1,25 @@
+"""Run inside a namespace by test_partition_netns: a job with a known answer, its account printed as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from meshaios import Client
+from meshaios.chaos import workload as W
+
+address, token_file, tasks, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+with Client(address, token_file=token_file, heartbeat_timeout=3.0) as c:
+    futs = c.map(W.work, range(tasks), [delay] * tasks)
+    got = c.gather(futs, timeout=300)
+    print(
+        json.dumps(
+            {
+                "ok": sum(g == W.expected_work(i) for i, g in enumerate(got)),
+                "tasks": tasks,
+                "duplicate_deliveries": c._async.stats["duplicates"],
+                "results": c._async.stats["results"],
+                "nodes": sorted({f.node for f in futs}),
+            }
+        )
+    )

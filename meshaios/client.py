@@ -229,6 +229,7 @@ class AsyncClient:
         insecure: bool = False,
         connect_timeout: float = 5.0,
         heartbeat_timeout: float = 5.0,
+        failover_timeout: float = 30.0,
         connection_factory: Callable[[str, MeshKeys | None, str], Any] | None = None,
     ) -> None:
         self.keys = _client_keys(token, token_file, insecure)
@@ -236,6 +237,7 @@ class AsyncClient:
         self._connection_factory = connection_factory or ZmqConnection
         self.connect_timeout = connect_timeout
         self.heartbeat_timeout = heartbeat_timeout
+        self.failover_timeout = failover_timeout
         self.client_id = new_id("c")
         self.allow_pickle = self.keys is not None
         self.node: dict[str, Any] = {}
@@ -340,30 +342,56 @@ class AsyncClient:
                 await self._failover(silent)
 
     async def _failover(self, silent: float) -> None:
-        """The entry node is gone: attach to another node and resubmit what is unfinished (ids make it idempotent)."""
+        """The entry node is gone: attach to another node and resubmit what is unfinished (ids make it idempotent).
+
+        Candidates are tried in rounds until ``failover_timeout``: right after a crash the survivors may be busy
+        re-placing work, and a restarted node may need a moment before it answers.
+        """
         dead = self.address
-        candidates = [a for a in self._known_nodes if a != dead]
+        candidates = [a for a in self._known_nodes if a != dead] or [dead]
         log.warning("node %s silent for %.1f s; failing over (%d candidates)", dead, silent, len(candidates))
         old = self._conn
-        for addr in candidates:
-            try:
-                await self._attach(addr)
-            except MeshError as exc:
-                log.info("cannot fail over to %s: %s", addr, exc)
-                continue
-            if old is not None:
-                with contextlib.suppress(Exception):
-                    await old.close()
-            self.failovers += 1
-            self._known_nodes = [addr, *(a for a in candidates if a != addr)]
-            self._resubmit()
-            return
-        err = MeshUnavailable(f"node {dead} has not answered for {silent:.1f} s and no other node of the mesh answers")
+        errors: dict[str, str] = {}
+        deadline = time.monotonic() + self.failover_timeout
+        saved_timeout = self.connect_timeout
+        self.connect_timeout = min(saved_timeout, 2.0)
+        try:
+            while time.monotonic() < deadline and not self._closed:
+                for addr in [*candidates, dead]:
+                    try:
+                        await self._attach(addr)
+                    except MeshError as exc:
+                        errors[addr] = str(exc)
+                        await self._discard_failed()
+                        continue
+                    if old is not None and old is not self._conn:
+                        with contextlib.suppress(Exception):
+                            await old.close()
+                    self.failovers += 1
+                    self._known_nodes = [addr, *(a for a in candidates if a != addr)]
+                    self._resubmit()
+                    return
+                await asyncio.sleep(0.5)
+        finally:
+            self.connect_timeout = saved_timeout
+        detail = "; ".join(f"{a}: {e}" for a, e in errors.items())
+        err = MeshUnavailable(
+            f"node {dead} has not answered for {silent:.1f} s and no other node of the mesh answers ({detail})"
+        )
         self._broken = err
         for f in list(self._pending.values()):
             if not f._cf.done():
                 f._cf.set_exception(err)
         self._pending.clear()
+
+    async def _discard_failed(self) -> None:
+        conn = self._conn
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     def _resubmit(self) -> None:
         """Every unfinished task, with the specs of the inputs it needs (the new owner never saw them)."""

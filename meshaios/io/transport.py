@@ -6,6 +6,14 @@ between nodes in one process, with fault injection, for the in-process mesh test
 
 Sends never block: a node must not stall because one peer is slow or dead. Liveness is *not* inferred from
 anything here (ZeroMQ reconnects silently and mDNS caches lie); SWIM decides who is alive.
+
+Hostile input at this layer (docs/security.md): every connection must finish a ZMTP 3 handshake within
+``handshake_ivl`` and pass the ZAP handler -- the mesh key on a token mesh; on an insecure node ZAP still runs
+(admitting any NULL peer), because with ZAP on libzmq refuses ZMTP 1.0/2.0 peers, whose framing a web page's HTTP
+POST can forge. A socket monitor counts every connection and handshake outcome (``TransportStats``). Outbound
+DEALERs are capped in number (least recently used is closed) and, since nothing legitimate ever arrives on them,
+accept at most ``dealer_max_inbound`` bytes per frame: a rogue address fed to us by mDNS cannot make us buffer a
+gigabyte "handshake".
 """
 
 from __future__ import annotations
@@ -13,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 from meshaios.security import MeshKeys
 
@@ -31,15 +42,41 @@ ZAP_DOMAIN = "meshaios"
 Incoming = tuple[bytes, list[Any]]  # (sender routing identity, frames)
 
 
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,  # closed or timed out mid-handshake
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,  # wrong mechanism (NULL/PLAIN at a CURVE node), bad crypto, bad command
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,  # the ZAP handler said no (already counted there)
+)
+_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_HANDSHAKE_FAILED)
+
+
 @dataclass
 class TransportStats:
     sent: int = 0
     received: int = 0
     dropped: int = 0  # sends refused by a full or unreachable peer queue
-    auth_ok: int = 0
-    auth_rejected: int = 0
+    auth_ok: int = 0  # ZAP said yes
+    auth_rejected: int = 0  # ZAP said no, or the handshake failed before ZAP was asked (wrong mechanism or keys)
     bytes_sent: int = 0
+    accepted: int = 0  # TCP connections the ROUTER accepted
+    disconnected: int = 0  # ... and that have closed since
+    handshake_ok: int = 0  # ... that completed a ZMTP handshake: only these can deliver a message
+    handshake_failed: int = 0  # failure events: ZAP denial, wrong mechanism, bad crypto, closed or timed out midway
+    dealers_evicted: int = 0  # outbound sockets closed to stay under ``max_dealers``
     extra: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unauthenticated(self) -> int:
+        """Connections that never completed a handshake (still handshaking ones included): garbage that is not
+        ZMTP 3 at all is refused by libzmq without any event, so it shows up here and nowhere else."""
+        return max(0, self.accepted - self.handshake_ok)
+
+    def as_dict(self) -> dict[str, int]:
+        """Every counter, flat: what ``meshaios status`` shows under ``transport``."""
+        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        out["unauthenticated"] = self.unauthenticated
+        out.update(self.extra)
+        return out
 
 
 class Transport(Protocol):
@@ -70,9 +107,25 @@ def _frame_bytes(frames: Sequence[Any]) -> int:
 class ZmqOptions:
     bind: str = "127.0.0.1"
     port: int = 0
-    max_frame_bytes: int = 1 << 30
-    hwm: int = 10_000
+    max_frame_bytes: int = 1 << 30  # ZMQ_MAXMSGSIZE of the ROUTER (and of clients): the largest frame accepted
+    hwm: int = 10_000  # messages queued per peer, each way, before sends are dropped (see docs/security.md)
     node_id: str = ""
+    # libzmq applies MAXMSGSIZE to handshake commands too, so before authentication one connection can make us
+    # buffer up to max_frame_bytes; this bounds how long it may try (libzmq's default is 30 s)
+    handshake_ivl: float = 5.0
+    max_dealers: int = 0  # outbound sockets kept at most (LRU); 0: derived from the open-files limit
+    dealer_max_inbound: int = 1 << 20  # nodes never receive on their DEALERs: any larger frame is hostile
+
+
+def default_max_dealers() -> int:
+    """Each DEALER costs two file descriptors (TCP + mailbox); keep a margin for everything else."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):  # pragma: no cover - every POSIX system has it
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(16, min(4096, (soft - 128) // 2))
 
 
 class ZmqTransport:
@@ -81,13 +134,17 @@ class ZmqTransport:
     def __init__(self, options: ZmqOptions, keys: MeshKeys | None) -> None:
         self.options = options
         self.keys = keys
+        self.max_dealers = options.max_dealers or default_max_dealers()
+        self._mesh_key = z85.decode(keys.public) if keys is not None else b""
         self.ctx = zmq.asyncio.Context()
+        # libzmq's default of 1023 sockets per context would otherwise be the real cap on peers
+        self.ctx.set(zmq.MAX_SOCKETS, max(1023, self.max_dealers + 64))
         self._sync_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
         self.router: zmq.asyncio.Socket | None = None
         self._router_sync: zmq.Socket[bytes] | None = None
-        self._dealers: dict[str, zmq.Socket[bytes]] = {}
+        self._dealers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()  # least recently used first
         self._zap: zmq.asyncio.Socket | None = None
-        self._zap_task: asyncio.Task[None] | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
         self.address = ""
         self.stats = TransportStats()
 
@@ -98,15 +155,18 @@ class ZmqTransport:
         r.setsockopt(zmq.RCVHWM, o.hwm)
         r.setsockopt(zmq.SNDHWM, o.hwm)
         r.setsockopt(zmq.MAXMSGSIZE, o.max_frame_bytes)
+        r.setsockopt(zmq.HANDSHAKE_IVL, int(o.handshake_ivl * 1000))
         r.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # ZAP on in both modes: besides checking keys, an enabled ZAP makes libzmq refuse ZMTP 1.0/2.0 peers
+        self._zap = self.ctx.socket(zmq.ROUTER)
+        self._zap.setsockopt(zmq.LINGER, 0)
+        self._zap.bind(ZAP_ENDPOINT)
+        r.zap_domain = ZAP_DOMAIN.encode()
         if self.keys is not None:
-            self._zap = self.ctx.socket(zmq.ROUTER)
-            self._zap.setsockopt(zmq.LINGER, 0)
-            self._zap.bind(ZAP_ENDPOINT)
             r.curve_server = True
             r.curve_secretkey = self.keys.secret
             r.curve_publickey = self.keys.public
-            r.zap_domain = ZAP_DOMAIN.encode()
+        self._monitor = r.get_monitor_socket(_MONITOR_EVENTS)
         if o.port:
             r.bind(f"tcp://{o.bind}:{o.port}")
             port = o.port
@@ -120,18 +180,30 @@ class ZmqTransport:
         return self.address
 
     async def serve_zap(self) -> None:
-        """Answer ZAP requests: only the mesh's own public key gets in. Runs in the node's TaskGroup."""
-        if self._zap is None or self.keys is None:
-            return
-        want = z85.decode(self.keys.public)
+        """The transport's background work, in the node's TaskGroup: the ZAP handler and the connection monitor."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._serve_zap(), name="zap")
+            tg.create_task(self._serve_monitor(), name="zmq-monitor")
+
+    def zap_decision(self, msg: list[bytes]) -> bool | None:
+        """Pure: admit this ZAP request? ``None`` for a malformed one. A token mesh admits the mesh key over
+        CURVE and nothing else; an insecure node admits NULL (it runs ZAP only to keep ZMTP 1.0/2.0 out)."""
+        try:
+            _ident, _empty, _version, _request_id, _domain, _address, _identity, mechanism, *creds = msg
+        except ValueError:
+            return None
+        if self.keys is None:
+            return mechanism == b"NULL" and not creds
+        return mechanism == b"CURVE" and len(creds) == 1 and creds[0] == self._mesh_key
+
+    async def _serve_zap(self) -> None:
+        assert self._zap is not None
         while True:
             msg = await self._zap.recv_multipart()
-            try:
-                ident, empty, version, request_id, _domain, address, _identity, mechanism, *creds = msg
-            except ValueError:
-                log.warning("malformed ZAP request ignored")
-                continue
-            ok = mechanism == b"CURVE" and len(creds) == 1 and creds[0] == want
+            ok = self.zap_decision(msg)
+            if ok is None:
+                continue  # inproc, from libzmq itself: cannot happen, and there is nobody to answer
+            ident, empty, version, request_id, _domain, address, _identity, mechanism = msg[:8]
             if ok:
                 self.stats.auth_ok += 1
             else:
@@ -140,21 +212,65 @@ class ZmqTransport:
             status = [b"200", b"OK"] if ok else [b"400", b"not a member of this mesh"]
             await self._zap.send_multipart([ident, empty, version, request_id, *status, b"", b""])
 
+    async def _serve_monitor(self) -> None:
+        """Count connections and handshake outcomes. libzmq drops monitor events it cannot queue, so under a
+        connection storm these counters are a lower bound."""
+        assert self._monitor is not None
+        mon = self._monitor
+        while True:
+            raw = await mon.recv_multipart()
+            self._count_event(raw)
+            while True:  # drain what is queued without a round trip through the loop per event
+                try:
+                    raw = await mon.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._count_event(raw)
+
+    def _count_event(self, raw: list[bytes]) -> None:
+        try:
+            ev = parse_monitor_message(raw)["event"]
+        except Exception:  # a malformed event from libzmq: nothing to count
+            return
+        st = self.stats
+        if ev == zmq.EVENT_ACCEPTED:
+            st.accepted += 1
+        elif ev == zmq.EVENT_DISCONNECTED:
+            st.disconnected += 1
+        elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            st.handshake_ok += 1
+        elif ev in _HANDSHAKE_FAILED:
+            st.handshake_failed += 1
+            if ev != zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # a ZAP denial was counted by the ZAP handler
+                st.auth_rejected += 1
+
     def _dealer(self, addr: str) -> zmq.Socket[bytes]:
         d = self._dealers.get(addr)
-        if d is None:
-            d = self._sync_ctx.socket(zmq.DEALER)
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.SNDHWM, self.options.hwm)
-            d.setsockopt(zmq.MAXMSGSIZE, self.options.max_frame_bytes)
-            d.setsockopt(zmq.RECONNECT_IVL, 100)
-            d.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-            if self.options.node_id:
-                d.setsockopt(zmq.ROUTING_ID, b"n:" + self.options.node_id.encode())
-            if self.keys is not None:
-                apply_client_curve(d, self.keys)
-            d.connect(addr)
-            self._dealers[addr] = d
+        if d is not None:
+            self._dealers.move_to_end(addr)
+            return d
+        while len(self._dealers) >= self.max_dealers:
+            # mDNS hints and seeds are unbounded input: the oldest socket goes (the next send re-creates it)
+            _old, victim = self._dealers.popitem(last=False)
+            victim.close(linger=0)
+            self.stats.dealers_evicted += 1
+        o = self.options
+        d = self._sync_ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.SNDHWM, o.hwm)
+        d.setsockopt(zmq.RCVHWM, 16)
+        # node-to-node traffic is one-way: nothing legitimate arrives here, and this caps what a rogue "peer"
+        # (an address from a forged mDNS answer) can make us buffer during the handshake
+        d.setsockopt(zmq.MAXMSGSIZE, min(o.max_frame_bytes, o.dealer_max_inbound))
+        d.setsockopt(zmq.HANDSHAKE_IVL, int(o.handshake_ivl * 1000))
+        d.setsockopt(zmq.RECONNECT_IVL, 100)
+        d.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if o.node_id:
+            d.setsockopt(zmq.ROUTING_ID, b"n:" + o.node_id.encode())
+        if self.keys is not None:
+            apply_client_curve(d, self.keys)
+        d.connect(addr)
+        self._dealers[addr] = d
         return d
 
     def send(self, addr: str, frames: Sequence[Any]) -> bool:
@@ -215,11 +331,15 @@ class ZmqTransport:
         self._dealers.clear()
         if self._router_sync is not None:
             self._router_sync = None
-        for s in (self.router, self._zap):
+        if self.router is not None and self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.router.disable_monitor()
+        for s in (self._monitor, self.router, self._zap):
             if s is not None:
                 s.close(linger=0)
         self.router = None
         self._zap = None
+        self._monitor = None
         with contextlib.suppress(Exception):
             self.ctx.term()
 

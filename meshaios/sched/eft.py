@@ -90,6 +90,9 @@ class EftPolicy:
     need no transfer to it)."""
 
     name = "eft"
+    # Offer me every node, full windows included, and keep the task waiting if I pick a full one (a proposed
+    # Owner extension, measured by the simulator's LateBindingOwner); today's Owner ignores this flag.
+    late_binding = True
 
     def __init__(
         self,
@@ -112,7 +115,7 @@ class EftPolicy:
         self._ledger: dict[str, deque[tuple[str, float]]] = {}  # node -> (device, predicted s), oldest first
         self._work: dict[tuple[str, str], float] = {}  # (node, device) -> sum of predicted s in the ledger
         self._ledger_size = 0
-        self._meta_cache: dict[str, tuple[int, dict[str, DeviceLoad]]] = {}
+        self._meta_cache: dict[str, tuple[Any, dict[str, DeviceLoad]]] = {}
         self._index_list: list[NodeLoad] | None = None  # held, so its id cannot be reused by another list
         self._index_len = -1
         self._index: dict[str, NodeLoad] = {}
@@ -125,11 +128,12 @@ class EftPolicy:
         now = self.clock.now()
         devices = allowed_devices(task)
         pool = self._pool(task, candidates, devices, rng)
-        refs = self._reference(task, devices)
+        inputs = _Inputs(task)
+        refs = self._reference(task, devices, inputs)
         best: Estimate | None = None
         best_nl: NodeLoad | None = None
         for nl in pool:
-            est = self._best_on(nl, task, devices, refs, now)
+            est = self._best_on(nl, inputs, devices, refs, now)
             self.evaluated += 1
             if est is not None and (best is None or est.finish < best.finish):
                 best, best_nl = est, nl
@@ -148,61 +152,62 @@ class EftPolicy:
     def estimate(self, task: dict[str, Any], node: NodeLoad, now: float | None = None) -> Estimate | None:
         """The best (device, finish) for ``task`` on ``node``; None if it has no device the task may use."""
         devices = allowed_devices(task)
-        return self._best_on(node, task, devices, self._reference(task, devices),
+        inputs = _Inputs(task)
+        return self._best_on(node, inputs, devices, self._reference(task, devices, inputs),
                              self.clock.now() if now is None else now)
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _reference(self, task: dict[str, Any], devices: tuple[str, ...]) -> dict[str, float]:
+    def _reference(self, task: dict[str, Any], devices: tuple[str, ...], inputs: _Inputs) -> dict[str, float]:
         """Log runtime at reference speed (risk-adjusted), once per device: the part common to all nodes."""
-        kernel = task.get("fn_key") or "?"
-        nbytes = float(task.get("nbytes", 0) or 0) + sum(_values(task.get("locations")))
+        kernel = str(task.get("fn_key") or "?")
         out: dict[str, float] = {}
         for d in devices:
-            x = task_features(str(kernel), nbytes, d, shape=task.get("shape"))
+            x = task_features(kernel, inputs.total, d, shape=task.get("shape"))
             out[d] = self.model.reference_log(x) + self.config.risk * self.model.spread(x) / 2
         return out
 
-    def _best_on(self, nl: NodeLoad, task: dict[str, Any], devices: tuple[str, ...], refs: dict[str, float],
+    def _best_on(self, nl: NodeLoad, inputs: _Inputs, devices: tuple[str, ...], refs: dict[str, float],
                  now: float) -> Estimate | None:
+        """O(1) per candidate: a few dict lookups, no model call (``refs`` holds the model's part)."""
         nid = nl.node_id
-        devs = self._devices(nl, now)
         nv = self.view.get(nid, now)
-        xfer = self._transfer(task, nid, nv.bandwidth if nv is not None else None)
+        devs = nv.devices if nv is not None and nv.devices else self._static_devices(nl, now)
+        xfer = self._transfer(inputs, nid, nv.bandwidth if nv is not None else None)
         ready = now + xfer
-        kernel = task.get("fn_key")
-        best: Estimate | None = None
         self._reconcile(nl)
+        best_f = math.inf
+        best: tuple[str, float, float] | None = None
         for d in devices:
             dl = devs.get(d)
             if dl is None or dl.slots <= 0:
                 continue
-            log_rt = refs[d] - math.log(dl.speed) + self.model.node_delta(nid, d)
-            if nv is not None and kernel and not self.model.knows_node(nid, d):
-                kf = nv.kernel_factors.get(str(kernel))
-                if kf:
-                    log_rt -= math.log(kf)
+            log_rt = refs[d] - math.log(dl.speed)
+            off = self.model.node_offset(nid, d)
+            if off is not None:
+                log_rt += off
+            elif nv is not None and inputs.kernel in nv.kernel_factors:
+                log_rt -= math.log(nv.kernel_factors[inputs.kernel])  # the node's own word, until we know better
             rt = math.exp(log_rt)
             wait = self._work.get((nid, d), 0.0) / dl.slots
             if nv is not None:
                 wait = max(wait, nv.wait(d, now))
             start = max(now + wait, ready)
-            est = Estimate(nid, d, start, xfer, rt, start + rt)
-            if best is None or est.finish < best.finish:
-                best = est
-        return best
+            if start + rt < best_f:
+                best_f = start + rt
+                best = (d, start, rt)
+        if best is None:
+            return None
+        return Estimate(nid, best[0], best[1], xfer, best[2], best_f)
 
-    def _transfer(self, task: dict[str, Any], nid: str, ingress: float | None) -> float:
+    def _transfer(self, inputs: _Inputs, nid: str, ingress: float | None) -> float:
         cfg = self.config
         total = 0.0
-        inline = float(task.get("nbytes", 0) or 0)
-        if inline and self.node_id is not None and nid != self.node_id:
-            total += cfg.latency + inline / self._bw(self.node_id, nid, ingress)
-        locs = task.get("locations")
-        if isinstance(locs, dict):
-            for src, nbytes in locs.items():
-                if src != nid and isinstance(nbytes, int | float) and nbytes > 0:
-                    total += cfg.latency + float(nbytes) / self._bw(str(src), nid, ingress)
+        if inputs.inline and self.node_id is not None and nid != self.node_id:
+            total += cfg.latency + inputs.inline / self._bw(self.node_id, nid, ingress)
+        for src, nbytes in inputs.remote:
+            if src != nid:
+                total += cfg.latency + nbytes / self._bw(src, nid, ingress)
         return total
 
     def _bw(self, src: str, dst: str, ingress: float | None) -> float:
@@ -218,9 +223,12 @@ class EftPolicy:
         nv = self.view.get(nl.node_id, now)
         if nv is not None and nv.devices:
             return nv.devices
+        return self._static_devices(nl, now)
+
+    def _static_devices(self, nl: NodeLoad, now: float) -> dict[str, DeviceLoad]:
         meta = nl.meta
         cached = self._meta_cache.get(nl.node_id)
-        if cached is not None and cached[0] == id(meta):
+        if cached is not None and cached[0] is meta:
             return cached[1]
         devs: dict[str, DeviceLoad] = {}
         if isinstance(meta, dict):
@@ -229,7 +237,7 @@ class EftPolicy:
                 devs = dict(parsed.devices)
         if not devs:
             devs = {"cpu": DeviceLoad(max(1, nl.slots))}
-        self._meta_cache[nl.node_id] = (id(meta), devs)
+        self._meta_cache[nl.node_id] = (meta, devs)
         return devs
 
     def _reconcile(self, nl: NodeLoad) -> None:
@@ -297,7 +305,19 @@ class EftPolicy:
 _NO_GPU = DeviceLoad(0)
 
 
-def _values(locs: Any) -> list[float]:
-    if not isinstance(locs, dict):
-        return []
-    return [float(v) for v in locs.values() if isinstance(v, int | float) and v > 0]
+class _Inputs:
+    """A task's inputs, parsed once per decision: inline bytes (at the owner) and ``(holder, bytes)`` pairs."""
+
+    __slots__ = ("inline", "kernel", "remote", "total")
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        raw = task.get("nbytes", 0)
+        self.inline = float(raw) if isinstance(raw, int | float) and raw > 0 else 0.0
+        self.kernel = str(task.get("fn_key") or "?")
+        locs = task.get("locations")
+        self.remote: list[tuple[str, float]] = []
+        if isinstance(locs, dict):
+            for src, nbytes in locs.items():
+                if isinstance(nbytes, int | float) and nbytes > 0:
+                    self.remote.append((str(src), float(nbytes)))
+        self.total = self.inline + sum(b for _, b in self.remote)

@@ -277,6 +277,12 @@ class RuntimeModel:
     def knows_node(self, node: str, device: str = "cpu") -> bool:
         return (node, device_kind(device)) in self._nodes
 
+    def node_offset(self, node: str, kind: str) -> float | None:
+        """``node_delta`` for a device *kind* (``"cpu"``/``"gpu"``), or None if the node was never observed: the
+        placement hot path's version (no parsing, one dict lookup)."""
+        e = self._nodes.get((node, kind))
+        return None if e is None else e[1] * e[0] / (e[0] + 2.0)
+
     def node_factor(self, node: str, device: str = "cpu") -> float:
         """How much faster than declared ``node`` has proved on ``device`` (1.0: as declared; 0.5: half speed)."""
         return math.exp(-self.node_delta(node, device))

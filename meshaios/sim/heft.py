@@ -8,7 +8,8 @@ lower bound (critical path at best speed, and total best-device work over all sl
 
 Each (node, device) slot is a processor; a task's remote inputs cost ``sum(bytes) / bandwidth(dst)`` plus a
 latency after the last of them is ready (the receiving link is shared, as in the simulator, but not with other
-tasks: HEFT is optimistic there), and inline arguments start at the owner. Non-insertion variant (each slot only appends), O(tasks x nodes).
+tasks: HEFT is optimistic there), and inline arguments start at the owner. Non-insertion variant (each slot only
+appends), O(tasks x nodes).
 """
 
 from __future__ import annotations

@@ -17,18 +17,39 @@ from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
 # On an insecure mesh a function reference is all that stands between a peer and arbitrary code, so the
-# primitives that turn data into code (eval, unpickling, spawning processes) are refused there even when importable.
-# A deny-list cannot be complete: ``allowed_modules`` is the real fence for a mesh that is reachable by others.
+# primitives that turn data into code (eval, unpickling, spawning processes, exec'ing a string as a "benchmark" or a
+# "profile") or that end the node are refused there even when importable, and so is every private name.
+# A deny-list cannot be complete -- ordinary library functions still read and write files -- so an insecure node
+# is for one user on one host; ``allowed_modules`` is the real fence (docs/security.md).
 _CODE_MODULES = frozenset(
     {"pickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve", "copyreg", "runpy", "code", "codeop", "pdb",
-     "ctypes", "subprocess", "_posixsubprocess", "pty", "importlib", "multiprocessing", "concurrent"}
+     "ctypes", "_ctypes", "subprocess", "_posixsubprocess", "pty", "importlib", "multiprocessing", "concurrent",
+     # found by trying (tests/security/test_pickle_policy.py): each runs a string or a shell command
+     "timeit", "cProfile", "profile", "trace", "doctest", "pydoc", "distutils", "imp", "zipimport", "pkgutil",
+     "sysconfig", "webbrowser", "ensurepip", "venv", "bdb", "idlelib", "tkinter", "turtle",
+     # ...or stop the node, or reach into the interpreter
+     "signal", "_signal", "_thread", "threading", "sys", "gc", "atexit", "faulthandler", "resource", "shutil",
+     "asyncio", "linecache", "glob", "fileinput", "tempfile",
+     # ...or reach other machines from this one
+     "socket", "_socket", "ssl", "urllib", "http", "ftplib", "smtplib", "poplib", "imaplib", "nntplib", "telnetlib",
+     "xmlrpc", "socketserver"}
 )  # fmt: skip
+_CODE_SUBMODULES = frozenset({"logging.config", "unittest.mock"})
+_OPENERS = frozenset({("io", "open"), ("_io", "open"), ("codecs", "open"), ("tokenize", "open")})
 _CODE_BUILTINS = frozenset(
     {"eval", "exec", "compile", "__import__", "open", "breakpoint", "input", "help", "exit", "quit",
      "getattr", "setattr", "delattr", "globals", "locals", "vars"}
 )  # fmt: skip
 _OS_MODULES = frozenset({"os", "posix", "nt"})
-_OS_PREFIXES = ("system", "popen", "exec", "spawn", "posix_spawn", "fork", "kill", "startfile", "putenv")
+# the few os functions that only read harmless facts; everything else in os changes or leaks the machine's state
+_OS_READ_ONLY = frozenset(
+    {"getpid", "getppid", "cpu_count", "getloadavg", "uname", "urandom", "sched_getaffinity", "strerror", "times"}
+)
+# numpy's file I/O: writes anywhere, or reads any file back as an array
+_NUMPY_FILE_IO = frozenset(
+    {"save", "savez", "savez_compressed", "savetxt", "load", "loadtxt", "genfromtxt", "fromfile", "memmap",
+     "fromregex", "recfromtxt", "recfromcsv", "tofile", "DataSource"}
+)  # fmt: skip
 
 
 def _owner_module(fn: Any) -> str | None:
@@ -107,8 +128,14 @@ class FunctionResolver:
         kernels: Any = None,
     ) -> None:
         self.kernels = kernels  # a KernelRegistry; None: the built-ins and @kernel-decorated ones
-        self.allow_pickle = allow_pickle
+        # a pickle is code that names no module we could check, so a module allow-list rules pickles out entirely
+        self.allow_pickle = allow_pickle and not allowed_modules
         self.allowed_modules = allowed_modules
+        self.code_checks = not allow_pickle  # the insecure-mesh deny-list (a token mesh trusts its token holders)
+        if not allow_pickle:
+            self._no_pickle = "this mesh is not authenticated"
+        else:
+            self._no_pickle = f"this node runs only functions from {', '.join(allowed_modules)} (allowed_modules)"
         self.cache_size = cache_size
         self._cache: dict[bytes, Callable[..., Any]] = {}
 
@@ -125,7 +152,7 @@ class FunctionResolver:
             fn = self._import(spec["ref"])
         elif "pickle" in spec and isinstance(spec["pickle"], bytes):
             if not self.allow_pickle:
-                raise WireError("pickled function refused: this mesh is not authenticated")
+                raise WireError(f"pickled function refused: {self._no_pickle}")
             import cloudpickle
 
             try:
@@ -149,7 +176,9 @@ class FunctionResolver:
         if name in registry:
             k: Callable[..., Any] = registry.get(name)
             return k
-        if "pickle" in spec and isinstance(spec["pickle"], bytes) and self.allow_pickle:
+        if "pickle" in spec and isinstance(spec["pickle"], bytes) and not self.allow_pickle:
+            raise WireError(f"unknown kernel {name!r} on this node, and its pickle is refused: {self._no_pickle}")
+        if "pickle" in spec and isinstance(spec["pickle"], bytes):
             import cloudpickle
 
             try:
@@ -168,8 +197,8 @@ class FunctionResolver:
             # no dunders: ``f.__globals__``, ``C.__subclasses__``... lead from an allowed object to anything
             raise WireError(f"bad function reference {ref!r}")
         self._check_module(mod, ref)
-        if not self.allow_pickle:
-            _refuse_code_primitive(mod, parts[-1], ref)
+        if self.code_checks:
+            _refuse_code_primitive(mod, parts, ref)
         try:
             obj: Any = importlib.import_module(mod)
             for part in parts:
@@ -183,8 +212,8 @@ class FunctionResolver:
         except Exception as exc:
             raise WireError(f"cannot import {ref!r}: {type(exc).__name__}: {exc}") from exc
         real = _owner_module(obj)
-        if not self.allow_pickle and real is not None and real != mod:
-            _refuse_code_primitive(real, parts[-1], ref)  # re-exported: ``os:system`` is ``posix.system``
+        if self.code_checks and real is not None and real != mod:
+            _refuse_code_primitive(real, parts, ref)  # re-exported: ``os:system`` is ``posix.system``
         result: Callable[..., Any] = obj
         return result
 
@@ -193,11 +222,17 @@ class FunctionResolver:
             raise WireError(f"module {mod!r} is not allowed on this node (function {ref!r})")
 
 
-def _refuse_code_primitive(mod: str, name: str, ref: str) -> None:
+def _refuse_code_primitive(mod: str, parts: list[str], ref: str) -> None:
+    """A private *module* is no sign of danger (``operator.add`` lives in ``_operator``); a private *name* is."""
     top = mod.partition(".")[0]
+    name = parts[-1]
     if (
         top in _CODE_MODULES
+        or any(mod == m or mod.startswith(m + ".") for m in _CODE_SUBMODULES)
+        or any(p.startswith("_") for p in parts)  # private helpers: uuid._get_command_stdout
+        or (mod, name) in _OPENERS
         or (mod == "builtins" and name in _CODE_BUILTINS)
-        or (top in _OS_MODULES and name.startswith(_OS_PREFIXES))
+        or (top in _OS_MODULES and not (len(parts) == 1 and name in _OS_READ_ONLY))
+        or (top == "numpy" and name in _NUMPY_FILE_IO)
     ):
-        raise WireError(f"{ref!r} runs arbitrary code, and this mesh is insecure: refused")
+        raise WireError(f"{ref!r} runs arbitrary code or touches the machine, and this mesh is insecure: refused")

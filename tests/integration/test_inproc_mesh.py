@@ -192,7 +192,7 @@ def test_client_gets_a_clear_error_when_every_node_is_gone() -> None:
     async def main() -> None:
         async with InProcessMesh(2) as mesh:
             await mesh.wait_converged()
-            c = await mesh.client(0, heartbeat_timeout=0.8)
+            c = await mesh.client(0, heartbeat_timeout=0.8, failover_timeout=1.5)
             await asyncio.sleep(0.6)
             f = c.submit(funcs.slow_square, 3, 5.0)
             await asyncio.sleep(0.05)

@@ -30,14 +30,24 @@ _HANDSHAKE_FAILED = {
 
 
 class ZmqConnection:
-    def __init__(self, address: str, keys: MeshKeys | None, client_id: str, max_frame_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        address: str,
+        keys: MeshKeys | None,
+        client_id: str,
+        max_frame_bytes: int = 1 << 30,
+        handshake_ivl: float = 10.0,
+    ) -> None:
         self.address = address
         self.keys = keys
         self.ctx = zmq.asyncio.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTING_ID, b"c:" + client_id.encode())
+        # results can be large, so the frame limit stays high; an address that is not a node of ours (a forged mDNS
+        # answer) could then make us buffer up to that much while "handshaking": bounded in time, not in size
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+        self.sock.setsockopt(zmq.HANDSHAKE_IVL, int(handshake_ivl * 1000))
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)

@@ -55,26 +55,23 @@ class TransportStats:
     sent: int = 0
     received: int = 0
     dropped: int = 0  # sends refused by a full or unreachable peer queue
-    auth_ok: int = 0  # ZAP said yes
-    auth_rejected: int = 0  # ZAP said no, or the handshake failed before ZAP was asked (wrong mechanism or keys)
+    auth_ok: int = 0  # ZAP admitted a peer
+    # connections that closed without delivering a single message: ZAP denials, the wrong mechanism (NULL, PLAIN),
+    # the wrong keys, handshake timeouts, and bytes that are not ZMTP at all (which libzmq drops without an event)
+    auth_rejected: int = 0
     bytes_sent: int = 0
+    zap_denied: int = 0  # ZAP said no (a CURVE handshake with another key)
     accepted: int = 0  # TCP connections the ROUTER accepted
     disconnected: int = 0  # ... and that have closed since
     handshake_ok: int = 0  # ... that completed a ZMTP handshake: only these can deliver a message
     handshake_failed: int = 0  # failure events: ZAP denial, wrong mechanism, bad crypto, closed or timed out midway
+    unproven_open: int = 0  # open connections that have not delivered a message yet (handshaking, or garbage)
     dealers_evicted: int = 0  # outbound sockets closed to stay under ``max_dealers``
     extra: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def unauthenticated(self) -> int:
-        """Connections that never completed a handshake (still handshaking ones included): garbage that is not
-        ZMTP 3 at all is refused by libzmq without any event, so it shows up here and nowhere else."""
-        return max(0, self.accepted - self.handshake_ok)
 
     def as_dict(self) -> dict[str, int]:
         """Every counter, flat: what ``meshaios status`` shows under ``transport``."""
         out = {k: v for k, v in asdict(self).items() if k != "extra"}
-        out["unauthenticated"] = self.unauthenticated
         out.update(self.extra)
         return out
 
@@ -145,6 +142,9 @@ class ZmqTransport:
         self._dealers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()  # least recently used first
         self._zap: zmq.asyncio.Socket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
+        # accepted connections by file descriptor: has it delivered a message yet? (see _count_event)
+        self._conns: dict[int, bool] = {}
+        self._proven_early: set[int] = set()  # delivered before the monitor reported it accepted
         self.address = ""
         self.stats = TransportStats()
 
@@ -207,14 +207,19 @@ class ZmqTransport:
             if ok:
                 self.stats.auth_ok += 1
             else:
-                self.stats.auth_rejected += 1
+                self.stats.zap_denied += 1
                 log.debug("rejected %s connection from %s", mechanism.decode(errors="replace"), address.decode())
             status = [b"200", b"OK"] if ok else [b"400", b"not a member of this mesh"]
             await self._zap.send_multipart([ident, empty, version, request_id, *status, b"", b""])
 
     async def _serve_monitor(self) -> None:
         """Count connections and handshake outcomes. libzmq drops monitor events it cannot queue, so under a
-        connection storm these counters are a lower bound."""
+        connection storm these counters are a lower bound.
+
+        A connection is *proven* once a message arrives from its file descriptor (``zmq.SRCFD``): only a completed
+        handshake lets one through. One that closes unproven was refused, whatever the reason -- libzmq reports
+        no event at all for bytes that are not ZMTP 3, so this is the one count that sees everything.
+        """
         assert self._monitor is not None
         mon = self._monitor
         while True:
@@ -229,20 +234,47 @@ class ZmqTransport:
 
     def _count_event(self, raw: list[bytes]) -> None:
         try:
-            ev = parse_monitor_message(raw)["event"]
+            parsed = parse_monitor_message(raw)
+            ev, value = parsed["event"], int(parsed["value"])
         except Exception:  # a malformed event from libzmq: nothing to count
             return
         st = self.stats
         if ev == zmq.EVENT_ACCEPTED:
             st.accepted += 1
+            fd = value
+            if fd in self._proven_early:
+                self._proven_early.discard(fd)
+                self._conns[fd] = True
+            else:
+                if self._conns.get(fd) is False:  # its DISCONNECTED event was lost
+                    st.unproven_open -= 1
+                self._conns[fd] = False
+                st.unproven_open += 1
         elif ev == zmq.EVENT_DISCONNECTED:
             st.disconnected += 1
+            proven = self._conns.pop(value, None)
+            if proven is False:
+                st.unproven_open -= 1
+                st.auth_rejected += 1
         elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             st.handshake_ok += 1
         elif ev in _HANDSHAKE_FAILED:
             st.handshake_failed += 1
-            if ev != zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # a ZAP denial was counted by the ZAP handler
-                st.auth_rejected += 1
+
+    def _prove(self, frames: list[Any]) -> None:
+        """A message came in: the connection it came through has authenticated (called only while some are not)."""
+        try:
+            fd = int(frames[0].get(zmq.SRCFD))
+        except (AttributeError, IndexError, zmq.ZMQError, TypeError, ValueError):
+            return
+        state = self._conns.get(fd)
+        if state is False:
+            self._conns[fd] = True
+            self.stats.unproven_open -= 1
+        elif state is None:
+            if len(self._proven_early) > 4096:
+                self._proven_early.clear()
+            self._proven_early.add(fd)
 
     def _dealer(self, addr: str) -> zmq.Socket[bytes]:
         d = self._dealers.get(addr)
@@ -314,6 +346,9 @@ class ZmqTransport:
                 break
             out.append((msg[0].bytes, msg[1:]))
         self.stats.received += len(out)
+        if self.stats.unproven_open > 0:  # almost never: only while some connection is still handshaking
+            for _ident, frames in out:
+                self._prove(frames)
         return out
 
     def forget(self, addr: str) -> None:

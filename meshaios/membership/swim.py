@@ -73,7 +73,7 @@ class SwimConfig:
     probe_timeout: float = 0.2  # wait for a direct ack before indirect probes
     indirect_probes: int = 3  # k
     # suspicion timeout = max(suspicion_min, suspicion_mult * probe_interval * max(1, log10(n)))
-    suspicion_mult: float = 4.0
+    suspicion_mult: float = 3.0
     suspicion_min: float = 1.5
     retransmit_mult: int = 4  # each update is piggybacked about retransmit_mult * ceil(log10(n + 1)) times
     max_gossip: int = 16  # updates per message at most

@@ -197,13 +197,15 @@ class LoadView:
 
     def busiest(self, now: float, exclude: Mapping[str, Any] | set[str] | frozenset[str] = frozenset(), limit: int = 3,
                 ) -> list[tuple[float, str]]:
-        """Fresh peers with stealable work, largest predicted wait first: the thief's victims. O(n) in the
-        view; a thief calls it only when it has run dry, and at most once per cooldown."""
+        """Peers with stealable work, largest *reported* wait per slot first: the thief's victims. Not aged like
+        ``wait``: a report a few seconds old still says who had a queue, new work may have arrived since, and
+        asking costs one round trip (a victim with nothing left says so, and is left alone for a cooldown).
+        O(n) in the view; a thief calls it only when it has run dry, at most once per request timeout."""
         out: list[tuple[float, str]] = []
         for nv in self._nodes.values():
             if nv.node_id in exclude or now - nv.heard > self.max_age or nv.stealable <= 0:
                 continue
-            w = max((nv.wait(d, now) for d in nv.devices if nv.devices[d].slots > 0), default=0.0)
+            w = max((d.backlog / d.slots for d in nv.devices.values() if d.slots > 0), default=0.0)
             if w > 0:
                 out.append((w, nv.node_id))
         out.sort(reverse=True)

@@ -192,11 +192,11 @@ class WorkQueue:
 
 @dataclass(frozen=True)
 class StealConfig:
-    margin_s: float = 0.02  # a steal must win at least this much ...
-    margin_frac: float = 0.25  # ... plus this fraction of the task's runtime on the thief (estimates are rough)
+    margin_s: float = 0.1  # a steal must win at least this much ...
+    margin_frac: float = 0.5  # ... plus this fraction of the task's runtime on the thief (estimates are rough)
     max_hops: int = 1  # a task is stolen at most this often
     max_batch: int = 16  # tasks per steal at most
-    batch_per_slot: int = 2  # ... and at most this many per free slot of the thief
+    batch_per_slot: int = 1  # ... and at most this many per free slot of the thief
     offer_timeout: float = 0.5  # a reservation lapses after this: the victim may run the task again
     request_timeout: float = 1.0  # a thief that hears nothing gives up and may ask someone else
     commit_retry: float = 0.25  # the victim resends an unacknowledged commit this often ...

@@ -5,6 +5,8 @@ Everything runs at simulated time: no sockets, no sleeps, one seed per run, so e
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import random
 import statistics
@@ -192,15 +194,15 @@ def test_missed_ack_leads_to_ping_req_then_suspect_then_dead() -> None:
     assert nxt.to != target
     assert nxt.msg["gossip"][0] == upd(target, SUSPECT)
     assert target in a.alive_ids()  # suspects are still usable
-    # Suspicion timeout for n=5: max(1.5, 4 * 0.5 * max(1, log10 5)) = 2.0 s.
-    deadline = t0 + CFG.probe_interval + 2.0
+    # Suspicion timeout for n=5: max(1.5, 3 * 0.5 * max(1, log10 5)) = 1.5 s.
+    deadline = t0 + CFG.probe_interval + 1.5
     assert all(c.node_id != target for c in changes(a.tick(deadline - 0.01)))
     assert changes(a.tick(deadline)) == [MemberChanged(target, f"addr-{target}", SUSPECT, DEAD, {})]
     assert target not in a.alive_ids()
 
 
 def test_missing_nacks_raise_local_health_and_stretch_probing() -> None:
-    a = make("a", seed=2)
+    a = make("a", seed=2, config=dataclasses.replace(CFG, rejoin_interval=10.0))  # no rejoin timer in the way
     with_peers(a, "b", "c", "d", "e")
     t0, _ = start_probe(a)
     a.tick(t0 + CFG.probe_timeout)

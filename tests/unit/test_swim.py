@@ -6,7 +6,6 @@ Everything runs at simulated time: no sockets, no sleeps, one seed per run, so e
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import random
 import statistics

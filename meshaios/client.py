@@ -455,6 +455,7 @@ class AsyncClient:
         fn_payload: Payload | None = None,
         resources: dict[str, Any] | None = None,
         parts: int = 0,
+        task_timeout: float | None = None,
     ) -> tuple[dict[str, Any], Future]:
         if self._closed or self._broken is not None:
             raise self._broken or MeshUnavailable("client is closed")
@@ -472,6 +473,8 @@ class AsyncClient:
             spec["resources"] = parse_resources(resources)
         if parts:
             spec["parts"] = parts
+        if task_timeout:
+            spec["timeout"] = float(task_timeout)
         return spec, Future(tid, self)
 
     def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
@@ -543,6 +546,7 @@ class AsyncClient:
         pure: bool = False,
         retries: int = 0,
         resources: dict[str, Any] | None = None,
+        task_timeout: float | None = None,
         **kwargs: Any,
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies.
@@ -551,7 +555,9 @@ class AsyncClient:
         runs only on a node that has them, fails at once if no node of the mesh has them, and waits while they
         are busy.
         """
-        item = self._prepare(fn, args, kwargs, pure=pure, retries=retries, resources=resources)
+        item = self._prepare(
+            fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout
+        )
         self._enqueue([item])
         return item[1]
 
@@ -816,10 +822,13 @@ class Client:
         pure: bool = False,
         retries: int = 0,
         resources: dict[str, Any] | None = None,
+        task_timeout: float | None = None,
         **kwargs: Any,
     ) -> Future:
         """See ``AsyncClient.submit``."""
-        item = self._async._prepare(fn, args, kwargs, pure=pure, retries=retries, resources=resources)
+        item = self._async._prepare(
+            fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout
+        )
         self._loop.call_soon_threadsafe(self._async._enqueue, [item])
         return item[1]
 

@@ -290,6 +290,7 @@ class Node:
                     if isinstance(q, int):
                         self.owner.node_load(m.node_id, q)
         self._swim_actions(self.swim.tick(now))
+        self._owner_actions(self.owner.tick(now))
         self._data_tick()
 
     async def _recv_loop(self) -> None:

@@ -61,6 +61,7 @@ class OwnedTask:
     delivered: bool = False  # the client has its result: a recomputation (lineage) does not deliver again
     resources: dict[str, int] = field(default_factory=dict)
     recomputed: int = 0
+    timeout: float = 0.0  # seconds a dispatched attempt may run; 0: no limit
 
     @property
     def available(self) -> bool:
@@ -124,6 +125,8 @@ class Owner:
             "lost_inputs": 0,
         }
         self._frees: dict[str, list[str]] = {}
+        self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
+        self.now = 0.0
 
     # ---- membership -------------------------------------------------------------------------------------
     def node_up(self, node_id: str, slots: int, meta: dict[str, Any] | None = None) -> list[OwnerAction]:
@@ -186,6 +189,7 @@ class Owner:
     # ---- client side ------------------------------------------------------------------------------------
     def submit(self, client: bytes, tasks: Iterable[dict[str, Any]], now: float = 0.0) -> list[OwnerAction]:
         """``tasks`` are SUBMIT_TASK dicts, already schema-checked. Re-submitting a known id is idempotent."""
+        self.now = max(self.now, now)
         out: list[OwnerAction] = []
         redeliver: list[dict[str, Any]] = []
         for spec in tasks:
@@ -208,6 +212,9 @@ class Owner:
                 retries=max(0, retries) if type(retries) is int else 0,
                 submitted_at=now,
                 resources=_resources(spec.get("resources")),
+                timeout=float(spec["timeout"])
+                if type(spec.get("timeout")) in (int, float) and spec["timeout"] > 0
+                else 0.0,
                 parts=spec["parts"] if type(spec.get("parts")) is int and 0 < spec["parts"] <= 65536 else 0,
             )
             self.counters["submitted"] += 1
@@ -262,6 +269,43 @@ class Owner:
 
     def lookup(self, obj_id: str) -> OwnedTask | None:
         return self.tasks.get(base_id(obj_id))
+
+    def tick(self, now: float) -> list[OwnerAction]:
+        """Timeouts: an attempt running past its task's limit counts as a failure (retried while retries last).
+
+        The executing thread cannot be interrupted (Python threads cannot be killed); its late result, if any,
+        is dropped by task id. The client gets a clear error instead of waiting forever.
+        """
+        self.now = max(self.now, now)
+        expired = [tid for tid, d in self._deadlines.items() if d <= now]
+        if not expired:
+            return []
+        out: list[OwnerAction] = []
+        for tid in expired:
+            del self._deadlines[tid]
+            t = self.tasks.get(tid)
+            if t is None or t.state is not TaskState.DISPATCHED:
+                continue
+            node = t.node or ""
+            if t.node is not None:
+                self._unassign(tid, t.node)
+            t.node = None
+            t.attempt += 1
+            if t.retries > 0:
+                t.retries -= 1
+                self.counters["retried"] += 1
+                self._requeue(t)
+            else:
+                t.state = TaskState.FAILED
+                t.error = {
+                    "type": "meshaios.TaskTimeout",
+                    "msg": f"did not finish within {t.timeout:g} s (on node {node[:8]})",
+                    "tb": "",
+                    "node": node,
+                }
+                out.extend(self._finish(t))
+        out.extend(self._pump())
+        return _merge(out)
 
     def take_frees(self) -> list[Free]:
         frees, self._frees = self._frees, {}
@@ -508,6 +552,8 @@ class Owner:
             self.ready.popleft()
             t.state = TaskState.DISPATCHED
             t.node = target.node_id
+            if t.timeout:
+                self._deadlines[tid] = self.now + t.timeout
             target.inflight += 1
             self.node_tasks.setdefault(target.node_id, set()).add(tid)
             task: dict[str, Any] = {

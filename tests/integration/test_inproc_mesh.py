@@ -202,3 +202,29 @@ def test_client_gets_a_clear_error_when_every_node_is_gone() -> None:
                 await f
 
     run(main)
+
+
+def test_a_hanging_task_times_out_with_a_clear_error_and_the_node_keeps_serving() -> None:
+    async def main() -> None:
+        async with InProcessMesh(1, workers=2) as mesh:
+            c = await mesh.client(0)
+            with pytest.raises(TaskError, match="did not finish within 0.3 s"):
+                await c.submit(funcs.slow_square, 2, 3.0, task_timeout=0.3)
+            assert await c.submit(funcs.square, 9) == 81
+
+    run(main)
+
+
+def test_pure_task_runs_in_a_worker_process_and_a_killed_worker_is_an_error() -> None:
+    async def main() -> None:
+        async with InProcessMesh(1) as mesh:
+            c = await mesh.client(0)
+            import os
+
+            node_pid = os.getpid()
+            assert await c.submit(funcs.pid, pure=True) != node_pid
+            with pytest.raises(TaskError, match="worker process running this task died"):
+                await c.submit(os._exit, 3, pure=True)
+            assert await c.submit(funcs.square, 4, pure=True) == 16
+
+    run(main)

@@ -1,0 +1,40 @@
+"""Running jobs, as the dashboard shows them: the tasks an owner holds, grouped by the client that submitted them.
+
+A "job" is one client's work on this node: every task the owner still tracks for that client (finished tasks stay
+tracked while the client holds their futures). Its progress is finished / tracked. Pure: it only reads the owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+_STATES = ("waiting", "ready", "dispatched", "done", "failed")
+
+
+def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20) -> list[dict[str, Any]]:
+    """``tasks`` are ``Owner.tasks.values()`` (objects with ``client``, ``state`` and ``submitted_at``); ``now`` is
+    the clock the owner was given times from (the node's ``clock.now()``).
+
+    Returns up to ``limit`` jobs, unfinished ones first, then the most recently started:
+    ``{"client", "total", "waiting", "ready", "dispatched", "done", "failed", "pending", "age"}`` (``age`` in
+    seconds since the job's oldest tracked task was submitted).
+    """
+    jobs: dict[bytes, dict[str, Any]] = {}
+    for t in tasks:
+        client = t.client
+        j = jobs.get(client)
+        if j is None:
+            name = client.decode("utf-8", "replace") if isinstance(client, bytes) else str(client)
+            j = jobs[client] = {"client": name, "total": 0, "started": t.submitted_at, **dict.fromkeys(_STATES, 0)}
+        state = str(getattr(t.state, "value", t.state))
+        if state in j:
+            j[state] += 1
+        j["total"] += 1
+        j["started"] = min(j["started"], t.submitted_at)
+    out = list(jobs.values())
+    for j in out:
+        j["pending"] = j["waiting"] + j["ready"] + j["dispatched"]
+        j["age"] = max(0.0, now - j.pop("started"))
+    out.sort(key=lambda j: (j["pending"] == 0, j["age"]))
+    return out[:limit]

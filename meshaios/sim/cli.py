@@ -1,0 +1,232 @@
+"""``meshaios sim``: run a workload on a simulated mesh under several placement policies and compare them.
+
+Examples::
+
+    python -m meshaios.sim --nodes 20 --tasks 2000 --workload burst --policy all
+    python -m meshaios.sim --nodes 200 --workload mixed --policy eft --membership swim --kill 3@10 --json
+    python -m meshaios.sim --bench-placement 10,100,1000
+
+Every run is seeded: the same arguments give the same schedules (only the measured wall-clock costs vary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from meshaios.sched.eft import EftPolicy
+from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
+from meshaios.sched.model import RuntimeModel, task_features
+from meshaios.sched.placement import NodeLoad, WithTaskInfo, make_policy
+from meshaios.sim.engine import SimConfig, Simulation
+from meshaios.sim.heft import heft, lower_bound
+from meshaios.sim.workloads import CATALOG, WORKLOADS, heterogeneous_cluster, make_workload
+from meshaios.tasks.owner import Owner, OwnerConfig
+from meshaios.wire.payload import Payload
+
+__all__ = ["bench_placement", "compare", "main"]
+
+BASELINES = ("round-robin", "random", "least-loaded", "power-of-two")
+ALL_POLICIES = ("eft", *BASELINES)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshaios sim", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--nodes", type=int, default=20, help="simulated nodes (default 20)")
+    p.add_argument("--tasks", type=int, default=2000, help="tasks in the workload (default 2000)")
+    p.add_argument("--workload", choices=WORKLOADS, default="burst", help="workload shape (default burst)")
+    p.add_argument("--policy", default="all", help="all, or one of: " + ", ".join((*ALL_POLICIES, "local")))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=int, default=OwnerConfig().window_per_slot,
+                   help="owner's in-flight window per slot (default: the Owner's default)")
+    p.add_argument("--membership", choices=("oracle", "swim"), default="oracle",
+                   help="oracle: exact and instant; swim: the real SWIM protocol on a simulated network")
+    p.add_argument("--steal", choices=("auto", "on", "off"), default="auto",
+                   help="work stealing: auto = on for eft, off for the baselines")
+    p.add_argument("--late-binding", action="store_true",
+                   help="use the proposed late-binding Owner for eft (sim/proposals.py)")
+    p.add_argument("--liars", type=float, default=0.0,
+                   help="fraction of slow nodes that declare full speed (default 0)")
+    p.add_argument("--kill", action="append", default=[], metavar="N@T",
+                   help="SIGKILL N random non-owner nodes T seconds after the start (repeatable)")
+    p.add_argument("--owners", type=int, default=1, help="nodes that clients submit to (default 1)")
+    p.add_argument("--default-device", choices=("cpu", "jsq"), default="cpu",
+                   help="device for soft-GPU tasks when placement does not choose (default cpu, as node.py)")
+    p.add_argument("--no-heft", action="store_true", help="skip the offline HEFT reference")
+    p.add_argument("--bench-placement", metavar="N,N,...",
+                   help="instead of a workload: placement cost per decision for these mesh sizes")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument("--curve", action="store_true", help="keep the MAPE-over-time curve in the JSON")
+    return p
+
+
+def _kills(specs: Sequence[str]) -> tuple[tuple[float, int], ...]:
+    out = []
+    for s in specs:
+        n, _, t = s.partition("@")
+        out.append((float(t or 0.0), int(n)))
+    return tuple(out)
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the workload under each requested policy (same cluster, same tasks) plus the offline references."""
+    nodes = heterogeneous_cluster(args.nodes, args.seed, args.liars)
+    workload = make_workload(args.workload, args.tasks, args.seed)
+    policies = list(ALL_POLICIES) if args.policy == "all" else [args.policy]
+    doc: dict[str, Any] = {
+        "command": "meshaios sim " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "nodes": args.nodes,
+        "tasks": len(workload.tasks),
+        "workload": args.workload,
+        "seed": args.seed,
+        "window_per_slot": args.window,
+        "membership": args.membership,
+        "cluster": _cluster_summary(nodes),
+    }
+    if not args.no_heft:
+        owner = sorted(n.node_id for n in nodes)[0]
+        doc["heft"] = round(heft(workload.tasks, nodes, owner), 4)
+        doc["heft_fifo"] = round(heft(workload.tasks, nodes, owner, order="fifo"), 4)
+        doc["lower_bound"] = round(lower_bound(workload.tasks, nodes), 4)
+    results = []
+    for name in policies:
+        steal = None if args.steal == "auto" else args.steal == "on"
+        cfg = SimConfig(
+            policy=name, seed=args.seed, stealing=steal, membership=args.membership, owners=args.owners,
+            window_per_slot=args.window, kills=_kills(args.kill), default_device=args.default_device,
+            late_binding=args.late_binding,
+        )
+        r = Simulation(nodes, make_workload(args.workload, args.tasks, args.seed), cfg).run()
+        d = r.as_dict()
+        if not args.curve:
+            d.pop("mape_curve", None)
+        if "heft" in doc and doc["heft"] > 0:
+            d["vs_heft"] = round(r.makespan / doc["heft"], 3)
+        results.append(d)
+    by = {d["policy"]: d for d in results}
+    if "eft" in by:
+        e = by["eft"]["makespan"]
+        for d in results:
+            d["eft_makespan_reduction"] = round(1 - e / d["makespan"], 3) if d["makespan"] else 0.0
+    doc["results"] = results
+    return doc
+
+
+def _cluster_summary(nodes: Sequence[Any]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for n in nodes:
+        kinds[n.kind] = kinds.get(n.kind, 0) + 1
+    return kinds
+
+
+def bench_placement(sizes: Sequence[int], decisions: int = 1000, seed: int = 0, repeats: int = 5,
+                    ) -> list[dict[str, Any]]:
+    """Wall-clock cost of one placement decision as the mesh grows: the policy alone (``choose``) and through
+    ``Owner.submit`` (which also builds the candidate list, O(n) per pass). The EFT model and load view are warm:
+    every kernel seen, every node reported."""
+    out = []
+    for n in sizes:
+        rng = random.Random(seed)
+        specs = heterogeneous_cluster(n, seed)
+        model = RuntimeModel()
+        for k in CATALOG:
+            for d in ("cpu", "gpu") if k.gpu else ("cpu",):
+                for i in range(5):
+                    model.learn_one(task_features(k.name, (i + 1) << 20, d), k.base * (i + 1))
+        view = LoadView()
+        loads = []
+        for s in specs:
+            devs = {"cpu": DeviceLoad(s.cpu_slots, 0, rng.uniform(0, 10), s.cpu_declared)}
+            if s.gpu_slots:
+                devs["gpu"] = DeviceLoad(s.gpu_slots, 0, rng.uniform(0, 10), s.gpu_declared)
+            summ = make_summary(devs, queued=3, stealable=2, bandwidth=s.bandwidth)
+            view.update(s.node_id, summ, 0.0)
+            loads.append(NodeLoad(s.node_id, s.cpu_slots, meta={"ld": summ}))
+        tasks = []
+        for i in range(decisions):
+            k = rng.choice(CATALOG)
+            holders = rng.sample(specs, min(2, n))
+            tasks.append({"id": f"t{i}", "fn_key": k.name, "nbytes": 1 << 20, "device": "any" if k.gpu else "cpu",
+                          "locations": {h.node_id: 4 << 20 for h in holders}})
+        row: dict[str, Any] = {"nodes": n}
+        for name in ("eft", *BASELINES):
+            best = float("inf")
+            for _ in range(repeats):  # the minimum of a few runs: the machine may be shared, the code is not slower
+                pol: Any = (EftPolicy(model, view, _FixedClock(), node_id=specs[0].node_id) if name == "eft"
+                            else make_policy(name))
+                t0 = time.perf_counter()
+                for t in tasks:
+                    pol.choose(dict(t), loads, rng)
+                best = min(best, time.perf_counter() - t0)
+            row[f"{name}_us"] = round(best / decisions * 1e6, 2)
+        # through the owner: one submit of all tasks, every node with a window big enough to take them
+        info = {t["id"]: t for t in tasks}
+        empty = Payload(b"")
+        best = float("inf")
+        for _ in range(repeats):
+            eft = EftPolicy(model, view, _FixedClock(), node_id=specs[0].node_id)
+            owner = Owner(specs[0].node_id, OwnerConfig(window_per_slot=decisions), WithTaskInfo(eft, info.get), rng)
+            for nl in loads:
+                owner.node_up(nl.node_id, nl.slots, nl.meta)
+                nl.inflight = 0
+            t0 = time.perf_counter()
+            owner.submit(b"c", [{"id": t["id"], "fn": empty, "args": empty, "deps": []} for t in tasks], 0.0)
+            best = min(best, time.perf_counter() - t0)
+        row["owner_eft_us"] = round(best / decisions * 1e6, 2)
+        out.append(row)
+    return out
+
+
+class _FixedClock:
+    def now(self) -> float:
+        return 0.0
+
+
+def _table(doc: dict[str, Any]) -> str:
+    lines = [
+        f"{doc['workload']}: {doc['tasks']} tasks on {doc['nodes']} nodes {doc['cluster']}, seed {doc['seed']}, "
+        f"window {doc['window_per_slot']}/slot, membership {doc['membership']}",
+    ]
+    if "heft" in doc:
+        lines.append(f"offline HEFT (true runtimes) {doc['heft']:.2f} s; same in FIFO order {doc['heft_fifo']:.2f} s; "
+                     f"lower bound {doc['lower_bound']:.2f} s")
+    lines.append(f"{'policy':<14}{'makespan':>10}{'xHEFT':>7}{'mean':>8}{'job':>8}{'steals':>8}{'wasted':>7}"
+                 f"{'lost':>6}{'dup':>5}{'MAPE':>7}{'us/dec':>8}")
+    for d in doc["results"]:
+        lines.append(
+            f"{d['policy']:<14}{d['makespan']:>10.2f}{d.get('vs_heft', 0):>7.2f}{d['mean_completion']:>8.2f}"
+            f"{d['mean_job_completion']:>8.2f}{d['steals']:>8}{d['wasted_steals']:>7}{d['lost']:>6}"
+            f"{d['duplicate_executions']:>5}{d['mape']:>7.3f}{d['decision_us']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _out(text: str) -> None:
+    """The command's output (stdout, not logging: it is the result, often piped into jq)."""
+    sys.stdout.write(text + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.bench_placement:
+        sizes = [int(x) for x in args.bench_placement.split(",") if x.strip()]
+        rows = bench_placement(sizes, seed=args.seed)
+        if args.json:
+            _out(json.dumps({"bench_placement": rows}, indent=2))
+        else:
+            keys = list(rows[0]) if rows else []
+            _out("  ".join(f"{k:>14}" for k in keys))
+            for r in rows:
+                _out("  ".join(f"{r[k]:>14}" for k in keys))
+        return 0
+    if args.policy != "all" and args.policy not in (*ALL_POLICIES, "local"):
+        sys.stderr.write(f"unknown policy {args.policy!r}\n")
+        return 2
+    doc = compare(args)
+    _out(json.dumps(doc, indent=2) if args.json else _table(doc))
+    return 0

@@ -1,0 +1,180 @@
+"""End to end in headless Chromium (Debian's ``chromium`` package): the dashboard of a running 3-node mesh.
+
+The page is the node's own dashboard when the node serves one (its node file names the URL); otherwise
+``serve_http`` runs in this process over a real node's status, asked through a client: the same mesh's data.
+
+Set ``MESHAIOS_UPDATE_SCREENSHOTS=1`` to write the screenshot the guide shows (docs/images/dashboard.png).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshaios.client import Client
+from meshaios.testing.localmesh import LocalMesh
+from tests.ux import funcs
+from tests.ux.conftest import ServerThread, mesh_status_source
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)"
+)
+DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard.png"
+
+
+def chromium(url: str, profile: Path, *args: str, budget_ms: int = 3000) -> str:
+    assert CHROMIUM is not None
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+        f"--user-data-dir={profile}", "--window-size=1280,800", f"--virtual-time-budget={budget_ms}", *args, url,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+class Dom(HTMLParser):
+    """What the tests read from a dumped page: elements by id, node rows and job rows with their data- attributes."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.jobs: list[dict[str, Any]] = []
+        self.body: dict[str, str] = {}
+        self.failures: list[str] = []
+        self.tags: list[str] = []
+        self._open: list[dict[str, Any]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append(tag)
+        el: dict[str, Any] = {"tag": tag, "attrs": a, "text": ""}
+        if tag == "body":
+            self.body = a
+        if "id" in a:
+            self.by_id[a["id"]] = el
+        if tag == "tr" and "node" in a.get("class", "").split():
+            self.rows.append(el)
+        if tag == "tr" and "job" in a.get("class", "").split():
+            self.jobs.append(el)
+        if tag == "li" and self._open and self._open[-1]["attrs"].get("id") == "failures":
+            self.failures.append("")
+        if tag not in ("br", "meta", "link", "img", "input", "line", "polygon", "polyline"):
+            self._open.append(el)
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self._open) - 1, -1, -1):
+            if self._open[i]["tag"] == tag:
+                del self._open[i:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        for el in self._open:
+            el["text"] += data
+        if any(e["attrs"].get("id") == "failures" for e in self._open) and self.failures:
+            self.failures[-1] += data
+
+    def text(self, id_: str) -> str:
+        return str(self.by_id[id_]["text"]).strip()
+
+    def number(self, id_: str) -> int:
+        return int(self.text(id_).replace(",", ""))
+
+
+@contextlib.contextmanager
+def dashboard_of_node0(mesh: LocalMesh, client: Client) -> Iterator[str]:
+    node = mesh.by_index(0)
+    for f in (mesh.state / node.name / "nodes").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(f.read_text())
+            if info.get("pid") == node.pid and info.get("http"):
+                yield str(info["http"])  # the node serves its own dashboard
+                return
+    with ServerThread(mesh_status_source(client)) as server:
+        yield server.url
+
+
+def test_dashboard_shows_three_nodes_and_a_job_advancing(
+    ux_mesh: LocalMesh, client: Client, tmp_path: Path
+) -> None:
+    with dashboard_of_node0(ux_mesh, client) as url:
+        n = 300
+        futs = client.map(funcs.slow_square, range(n), [0.2] * n)  # ~10 s of work on 6 workers
+        first = Dom(chromium(url + "/", tmp_path / "p1", "--dump-dom"))
+        assert first.body.get("data-ready") == "1", first.text("error") if "error" in first.by_id else first.body
+        assert [r["attrs"]["data-state"] for r in first.rows] == ["alive"] * 3
+        assert sorted(r["attrs"]["data-name"] for r in first.rows) == ["node0", "node1", "node2"]
+        assert first.text("alive-count") == "3"
+        assert "CURVE" in first.text("security")
+        work = first.by_id["work"]["attrs"]
+        assert int(work["data-pending"]) > 0 and int(work["data-total"]) >= int(work["data-pending"])
+        assert "tasks finished" in first.text("work")
+
+        second = Dom(chromium(url + "/", tmp_path / "p2", "--dump-dom"))
+        assert second.number("c-done") > first.number("c-done"), "the job's progress did not advance"
+        if int(second.by_id["work"]["attrs"]["data-pending"]) > 0:  # still running: its bar moved on too
+            assert int(second.by_id["work"]["attrs"]["data-finished"]) > int(work["data-finished"])
+        shot = tmp_path / "dashboard.png"
+        chromium(url + "/", tmp_path / "p3", f"--screenshot={shot}", budget_ms=2000)
+        assert client.gather(futs) == [x * x for x in range(n)]
+
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 1280 and int.from_bytes(png[20:24], "big") == 800
+    if os.environ.get("MESHAIOS_UPDATE_SCREENSHOTS"):
+        DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        DOCS_IMAGE.write_bytes(png)
+
+
+def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> None:
+    """A crafted status: every panel the node may feed, and a member name that is markup (it must stay text)."""
+    from tests.ux.test_metrics import SAMPLE_STATUS
+
+    hostile = '<img src=x onerror="document.body.dataset.pwned=1">'
+    status = json.loads(json.dumps(SAMPLE_STATUS))
+    status["members"][0]["name"] = hostile
+    status["node"]["jobs"] = [
+        {"client": "c:7f3a9b2c11d0", "total": 40, "waiting": 0, "ready": 10, "dispatched": 6, "done": 22,
+         "failed": 2, "pending": 16, "age": 12.5},  # fmt: skip
+        {"client": "c:0011aa22bb33", "total": 5, "waiting": 0, "ready": 0, "dispatched": 0, "done": 5,
+         "failed": 0, "pending": 0, "age": 60.0},  # fmt: skip
+    ]
+    with ServerThread(lambda: status) as server:
+        dom = Dom(chromium(server.url + "/", tmp_path / "p", "--dump-dom"))
+    assert "data-pwned" not in str(dom.body) and "img" not in dom.tags
+    names = [r["attrs"]["data-name"] for r in dom.rows]
+    assert hostile in names and len(names) == 4
+    assert [r["attrs"]["data-state"] for r in dom.rows].count("dead") == 1
+    assert [(j["attrs"]["data-done"], j["attrs"]["data-total"]) for j in dom.jobs] == [("24", "40"), ("5", "5")]
+    failures = " | ".join(dom.failures)
+    assert "tasks failed" in failures and "members declared dead" in failures and "wrong token" in failures
+    assert dom.text("c-failed") == "2" and dom.text("c-done") == "120"
+
+
+def test_dashboard_with_a_token(tmp_path: Path) -> None:
+    from meshaios.dashboard import dashboard_token
+    from tests.ux.test_metrics import SAMPLE_STATUS
+
+    token = dashboard_token("a mesh token")
+    with ServerThread(lambda: SAMPLE_STATUS, token=token, require_token=True) as server:
+        refused = chromium(server.url + "/", tmp_path / "p1", "--dump-dom")
+        assert "dashboard token" in refused and "nodes" not in refused
+        dom = Dom(chromium(f"{server.url}/?token={token}", tmp_path / "p2", "--dump-dom"))
+    # the page passed the token on to its own requests
+    assert dom.body.get("data-ready") == "1" and len(dom.rows) == 4
+    links = [el["attrs"].get("href", "") for el in dom.by_id.values() if el["tag"] == "a"]
+    assert all(token in href for href in links)

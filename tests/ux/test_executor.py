@@ -1,0 +1,115 @@
+"""``MeshExecutor``: code written for ``ThreadPoolExecutor`` gives the same results on the mesh."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from meshaios.client import Client
+from meshaios.compat.executor import MeshExecutor
+from tests.ux import funcs
+
+
+def compute_all(executor: Executor) -> dict[str, Any]:
+    """Written for a ThreadPoolExecutor: submit, as_completed, wait, map (plain, chunked, several iterables),
+    exceptions, and asyncio interop."""
+    by_future = {executor.submit(funcs.square, i): i for i in range(20)}
+    squares = {by_future[f]: f.result() for f in concurrent.futures.as_completed(by_future, timeout=60)}
+    sums = list(executor.map(funcs.add, range(10), range(100, 110)))
+    chunked = list(executor.map(funcs.square, range(23), chunksize=5))
+    done, not_done = concurrent.futures.wait([executor.submit(funcs.slow_square, 7, 0.05)], timeout=60)
+    try:
+        executor.submit(funcs.boom, "no good").result(timeout=60)
+        error = ""
+    except ValueError as exc:  # the original exception type, as a thread pool raises it
+        error = f"ValueError: {exc}"
+    big = executor.submit(funcs.big, 50_000).result(timeout=60)  # 400 kB: fetched from the node that made it
+
+    async def with_asyncio() -> list[int]:
+        return list(await asyncio.gather(*(asyncio.wrap_future(executor.submit(funcs.square, i)) for i in range(5))))
+
+    return {
+        "squares": squares,
+        "sums": sums,
+        "chunked": chunked,
+        "waited": [f.result() for f in done] + [len(not_done)],
+        "error": error,
+        "big": float(big.sum()),
+        "asyncio": asyncio.run(with_asyncio()),
+    }
+
+
+@pytest.fixture
+def executor(client: Client) -> Iterator[Executor]:
+    ex = client.executor() if hasattr(client, "executor") else MeshExecutor(client)
+    with ex:
+        yield ex
+
+
+def test_same_results_as_a_thread_pool(executor: Executor) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        expected = compute_all(pool)
+    got = compute_all(executor)
+    assert got == expected
+    assert got["squares"] == {i: i * i for i in range(20)}
+    assert got["big"] == float(np.arange(50_000).sum())
+
+
+def test_map_timeout_counts_from_the_call_and_cancels_the_rest(executor: Executor) -> None:
+    t0 = time.monotonic()
+    it = executor.map(funcs.slow_square, range(4), [2.0] * 4, timeout=0.3)
+    with pytest.raises(TimeoutError):
+        list(it)
+    assert time.monotonic() - t0 < 1.5
+    # the client keeps working after cancelled futures' results arrive and are dropped
+    assert list(executor.map(funcs.square, range(3))) == [0, 1, 4]
+
+
+def test_map_is_eager_and_lazy_results_come_in_order(executor: Executor) -> None:
+    it = executor.map(funcs.slow_square, [5, 1, 3], [0.3, 0.0, 0.1])  # submitted now, not at next()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    assert list(it) == [25, 1, 9]
+    assert time.monotonic() - t0 < 0.25
+    with pytest.raises(ValueError, match="chunksize"):
+        executor.map(funcs.square, [1], chunksize=0)
+
+
+def test_shutdown_semantics(client: Client) -> None:
+    ex = MeshExecutor(client)
+    slow = [ex.submit(funcs.slow_square, i, 1.0) for i in range(3)]
+    fast = ex.submit(funcs.square, 4)
+    assert fast.result(timeout=30) == 16
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in slow)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(funcs.square, 1)
+
+    ex2 = MeshExecutor(client)
+    pending = [ex2.submit(funcs.slow_square, i, 0.2) for i in range(4)]
+    ex2.shutdown(wait=True)
+    assert all(f.done() and not f.cancelled() for f in pending)
+    assert [f.result() for f in pending] == [0, 1, 4, 9]
+    assert client.submit(funcs.square, 9).result(timeout=30) == 81  # the client is not the executor's to close
+
+
+def test_cancel_before_the_result_and_dask_takes_it_as_a_scheduler(client: Client) -> None:
+    ex = MeshExecutor(client)
+    f = ex.submit(funcs.slow_square, 2, 0.5)
+    assert f.cancel() and f.cancelled()
+    time.sleep(0.7)  # the mesh's late result is dropped without disturbing the client
+    assert ex.submit(funcs.add, 1, 2).result(timeout=30) == 3
+
+    dask = pytest.importorskip("dask")
+    import dask.array as da
+
+    x = da.arange(1000, chunks=100)
+    assert dask.compute((x * 2).sum(), scheduler=ex)[0] == 999_000  # Dask's own executor path
+    ex.shutdown()

@@ -1,0 +1,206 @@
+"""The Prometheus exposition: checked by a strict parser of the text format, against a status dict of the shape
+``Node.status()`` returns, an empty one, and a real mesh node's."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from meshaios.client import Client
+from meshaios.dashboard import render_metrics
+from meshaios.dashboard.metrics import metric_name
+
+SAMPLE_STATUS: dict[str, Any] = {
+    "node": {
+        "id": "1fccaac88ad070bbbb463f00",
+        "name": "gpu-box",
+        "addr": "tcp://10.0.0.5:5577",
+        "state": "alive",
+        "mesh": "2f69b08dd25765fb",
+        "secure": True,
+        "workers": 8,
+        "queued": 11,
+        "running": 8,
+        "finished": 500,
+        "failed": 3,
+        "devices": "cpu:8 cuda:1",
+        "uptime": 3600.5,
+        "incarnation": 2,
+        "owner": {
+            "submitted": 130,
+            "done": 120,
+            "failed": 2,
+            "replaced": 4,
+            "duplicates": 1,
+            "retried": 3,
+            "recomputed": 0,
+            "lost_inputs": 0,
+        },
+        "pending": 8,
+        "counters": {
+            "member_alive": 3,
+            "member_suspect": 1,
+            "member_dead": 1,
+            "dispatched_remote": 60,
+            "served_bytes": 1 << 20,
+            "fetched_bytes": 2048,
+            "bad_frames": 2,
+        },
+        "store": {
+            "objects": 7,
+            "bytes_in_memory": 4096,
+            "bytes_spilled": 1 << 30,
+            "spilled_objects": 2,
+            "spill_events": 2,
+            "unspill_events": 1,
+            "spill_failures": 0,
+            "peak_memory": 8192,
+        },
+        "memory_limit": 1 << 33,
+        "fetch": {"pending": 1, "fetched_bytes": 2048},
+        "transport": {"sent": 900, "received": 880, "dropped": 5, "auth_ok": 4, "auth_rejected": 1},
+    },
+    "members": [
+        {"id": "255edf95", "name": "laptop", "addr": "tcp://10.0.0.6:5577", "state": "alive", "incarnation": 0,
+         "workers": 4, "queued": 2, "devices": "cpu:4", "since": 120.0},  # fmt: skip
+        {"id": "22add990", "name": 'odd "name"\\', "addr": "tcp://10.0.0.7:5577", "state": "alive",
+         "incarnation": 1, "workers": 2, "queued": 0, "devices": "cpu:2", "since": 30.0},  # fmt: skip
+        {"id": "9a9a9a9a", "name": "gone", "addr": "tcp://10.0.0.8:5577", "state": "dead", "incarnation": 0,
+         "workers": 2, "queued": 5, "devices": "cpu:2", "since": 12.0},  # fmt: skip
+    ],
+}
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(rf"^({_NAME})(\{{(?:{_LABEL})(?:,{_LABEL})*\}})? (\S+)$")
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+
+
+def _unescape(v: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), v)
+
+
+def parse_exposition(text: str) -> dict[str, dict[str, Any]]:
+    """A strict reader of the text format 0.0.4: HELP and TYPE once per family and before its samples, samples of a
+    family contiguous, no (name, labels) twice, counters named ``*_total``, values that parse as floats."""
+    assert text.endswith("\n")
+    families: dict[str, dict[str, Any]] = {}
+    current = ""
+    closed: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, help_ = line[7:].partition(" ")
+            assert name not in families, f"family {name} twice"
+            if current:
+                closed.add(current)
+            current = name
+            families[name] = {"help": help_, "type": None, "samples": {}}
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert name == current and families[name]["type"] is None and not families[name]["samples"]
+            assert kind in ("counter", "gauge"), kind
+            if kind == "counter":
+                assert name.endswith("_total"), name
+            families[name]["type"] = kind
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"bad sample line {line!r}"
+            name, labels, value = m.groups()
+            assert name == current and name not in closed, f"{name} outside its family block"
+            key = tuple((k, _unescape(v)) for k, v in _LABEL_RE.findall(labels or ""))
+            assert key not in families[name]["samples"], f"duplicate sample {name}{labels}"
+            v = float(value.replace("+Inf", "inf").replace("-Inf", "-inf"))
+            assert not math.isnan(v) or value == "NaN"
+            families[name]["samples"][key] = v
+    return families
+
+
+def test_every_family_from_a_full_status() -> None:
+    fams = parse_exposition(render_metrics(SAMPLE_STATUS))
+    s = {name: f["samples"] for name, f in fams.items()}
+    info = s["meshaios_node_info"]
+    ((labels, value),) = info.items()
+    assert value == 1 and dict(labels) == {
+        "node": "1fccaac88ad070bbbb463f00",
+        "name": "gpu-box",
+        "mesh": "2f69b08dd25765fb",
+        "address": "tcp://10.0.0.5:5577",
+        "secure": "true",
+    }
+    assert s["meshaios_uptime_seconds"][()] == 3600.5
+    # tasks by state
+    assert s["meshaios_executor_tasks"] == {(("state", "running"),): 8, (("state", "waiting"),): 3}
+    assert s["meshaios_executor_finished_total"] == {(("result", "ok"),): 497, (("result", "error"),): 3}
+    assert s["meshaios_owner_pending_tasks"][()] == 8
+    assert s["meshaios_owner_tasks_total"][(("event", "replaced"),)] == 4
+    assert len(s["meshaios_owner_tasks_total"]) == 8
+    # queue lengths: itself and the live members, with names escaped as the format wants
+    q = s["meshaios_queue_length"]
+    assert q[(("member", "1fccaac88ad070bbbb463f00"), ("name", "gpu-box"))] == 11
+    assert q[(("member", "22add990"), ("name", 'odd "name"\\'))] == 0
+    assert len(q) == 3  # the dead member's stale queue is not reported
+    # membership
+    assert s["meshaios_members"] == {
+        (("state", "alive"),): 3,
+        (("state", "suspect"),): 0,
+        (("state", "dead"),): 1,
+        (("state", "left"),): 0,
+    }
+    assert s["meshaios_membership_events_total"][(("state", "dead"),)] == 1
+    assert s["meshaios_membership_events_total"][(("state", "left"),)] == 0
+    # bytes moved, steals (none reported yet: zero, present), transport, store
+    assert s["meshaios_data_bytes_total"] == {(("direction", "served"),): 1 << 20, (("direction", "fetched"),): 2048}
+    assert s["meshaios_steals_total"][()] == 0
+    assert s["meshaios_transport_messages_total"][(("kind", "dropped"),)] == 5
+    assert s["meshaios_transport_auth_total"][(("result", "rejected"),)] == 1
+    assert s["meshaios_store_bytes"] == {(("where", "memory"),): 4096, (("where", "disk"),): 1 << 30}
+    assert s["meshaios_store_memory_limit_bytes"][()] == 1 << 33
+    assert s["meshaios_fetch_pending"][()] == 1
+    # the remaining node counters, once each, not the ones exposed above
+    ev = s["meshaios_node_events_total"]
+    assert ev == {(("event", "bad_frames"),): 2, (("event", "dispatched_remote"),): 60}
+    assert fams["meshaios_owner_tasks_total"]["type"] == "counter"
+    assert fams["meshaios_queue_length"]["type"] == "gauge"
+
+
+def test_optional_sections_appear_when_the_node_reports_them() -> None:
+    status = {
+        "node": {
+            **SAMPLE_STATUS["node"],
+            "steal": {"stolen": 17, "offered": 20, "refused": 3},
+            "model": {"mae_seconds": 0.012, "samples": 4000},
+            "jobs": [{"client": "c:1", "total": 3}],
+            "transport": {**SAMPLE_STATUS["node"]["transport"], "bytes_sent": 123456, "extra": {"hwm_drops": 2}},
+        },
+        "members": [],
+    }
+    s = {n: f["samples"] for n, f in parse_exposition(render_metrics(status)).items()}
+    assert s["meshaios_steals_total"][()] == 17
+    assert s["meshaios_steal_events_total"] == {(("event", "offered"),): 20, (("event", "refused"),): 3}
+    assert s["meshaios_model"][(("stat", "mae_seconds"),)] == 0.012
+    assert s["meshaios_jobs"][()] == 1
+    assert s["meshaios_transport_sent_bytes_total"][()] == 123456
+    assert s["meshaios_transport_events_total"][(("kind", "hwm_drops"),)] == 2
+
+
+def test_an_empty_or_odd_status_still_renders() -> None:
+    for status in ({}, {"node": None, "members": None}, {"node": {"uptime": float("nan"), "queued": "x"}}):
+        fams = parse_exposition(render_metrics(status))
+        assert fams["meshaios_members"]["samples"][(("state", "alive"),)] == 1
+    text = render_metrics({"node": {"uptime": float("inf")}})
+    assert "meshaios_uptime_seconds +Inf" in text
+    assert metric_name("a-b.c") == "a_b_c" and metric_name("9x") == "_9x"
+
+
+def test_metrics_of_a_real_mesh_node(client: Client) -> None:
+    from tests.ux import funcs
+
+    client.gather(client.map(funcs.square, range(30)))
+    fams = parse_exposition(render_metrics(client.status()))
+    s = {n: f["samples"] for n, f in fams.items()}
+    assert s["meshaios_members"][(("state", "alive"),)] == 3
+    assert s["meshaios_owner_tasks_total"][(("event", "done"),)] >= 30
+    assert s["meshaios_transport_auth_total"][(("result", "ok"),)] >= 1  # CURVE handshakes were checked
+    assert s["meshaios_membership_events_total"][(("state", "alive"),)] >= 2
+    assert len(s["meshaios_queue_length"]) == 3

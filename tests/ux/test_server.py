@@ -1,0 +1,265 @@
+"""The dashboard's HTTP server: routes, read-only, loopback and token rules, limits, and a real node's status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import pytest
+import uvloop
+
+from meshaios.dashboard import dashboard_token, jobs_view, serve_http
+from meshaios.dashboard.server import HttpLimits, is_loopback_host
+from meshaios.errors import ConfigError
+from meshaios.testing.inproc import InProcessMesh
+from tests.ux import funcs
+from tests.ux.test_metrics import SAMPLE_STATUS, parse_exposition
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return uvloop.run(asyncio.wait_for(fn(), 60))
+
+
+async def http(url: str, path: str = "/", *, method: str = "GET", headers: Mapping[str, str] | None = None,
+               raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    """A plain HTTP/1.1 request on a fresh connection; the server closes it after the answer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        if raw is None:
+            lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+            lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+            raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        writer.write(raw)
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), hdrs, body
+
+
+@contextlib.asynccontextmanager
+async def serving(get_status: Callable[[], Any], **kwargs: Any) -> AsyncIterator[str]:
+    urls: list[str] = []
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve_http(get_status, ready=ready, on_listen=urls.append, **kwargs))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # raises what serve_http raised
+    try:
+        yield urls[0]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_status_metrics_and_page_routes() -> None:
+    async def main() -> None:
+        async with serving(lambda: SAMPLE_STATUS) as url:
+            code, hdrs, body = await http(url, "/api/status")
+            assert code == 200
+            assert hdrs["content-type"] == "application/json"
+            doc = json.loads(body)
+            history = doc.pop("history")
+            assert doc == SAMPLE_STATUS
+            ((ago, finished, submitted, pending),) = history["samples"]  # sampled once as the server started
+            assert ago <= 0 and (finished, submitted, pending) == (122, 130, 8)
+            assert "access-control-allow-origin" not in hdrs  # no page elsewhere may read it
+
+            code, hdrs, body = await http(url, "/metrics")
+            assert code == 200
+            assert hdrs["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+            families = parse_exposition(body.decode())
+            assert families["meshaios_owner_tasks_total"]["samples"][(("event", "done"),)] == 120
+
+            code, hdrs, body = await http(url, "/")
+            assert code == 200
+            assert hdrs["content-type"].startswith("text/html")
+            assert "script-src 'sha256-" in hdrs["content-security-policy"]
+            assert b"api/status" in body and b"<table id=\"nodes\">" in body
+
+            code, hdrs, body = await http(url, "/", method="HEAD")
+            assert code == 200 and body == b"" and int(hdrs["content-length"]) > 1000
+
+            assert (await http(url, "/nope"))[0] == 404
+            code, hdrs, _ = await http(url, "/api/status", method="POST")
+            assert code == 405 and hdrs["allow"] == "GET, HEAD"
+            assert (await http(url, "/", method="DELETE"))[0] == 405
+
+    run(main)
+
+
+def test_loopback_server_refuses_foreign_host_names() -> None:
+    """DNS rebinding: evil.example resolving to 127.0.0.1 must not let its page read the mesh's status."""
+
+    async def main() -> None:
+        async with serving(lambda: SAMPLE_STATUS) as url:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            for name, want in [("evil.example", 403), ("localhost", 200), ("127.0.0.1", 200), ("[::1]", 200)]:
+                raw = f"GET /api/status HTTP/1.1\r\nHost: {name}:{port}\r\n\r\n".encode()
+                assert (await http(url, raw=raw))[0] == want, name
+
+    run(main)
+    assert is_loopback_host("127.0.0.2") and is_loopback_host("::1") and is_loopback_host("LOCALHOST")
+    assert not is_loopback_host("0.0.0.0") and not is_loopback_host("10.0.0.1") and not is_loopback_host("")
+
+
+def test_token_required_off_loopback_and_compared_exactly() -> None:
+    token = dashboard_token("the mesh token")
+    assert token != "the mesh token" and len(token) == 40
+    assert dashboard_token("the mesh token") == token and dashboard_token("another") != token
+
+    async def main() -> None:
+        with pytest.raises(ConfigError, match="without a token"):
+            await serve_http(lambda: SAMPLE_STATUS, "0.0.0.0", 0, None)  # refused before anything is bound
+        async with serving(lambda: SAMPLE_STATUS, token=token, require_token=True) as url:
+            code, hdrs, body = await http(url, "/api/status")
+            assert code == 401 and hdrs["www-authenticate"].startswith("Bearer")
+            assert b"token" in body
+            assert (await http(url, "/metrics", headers={"Authorization": "Bearer wrong"}))[0] == 401
+            assert (await http(url, "/metrics", headers={"Authorization": f"Bearer {token}x"}))[0] == 401
+            assert (await http(url, "/metrics", headers={"Authorization": f"Bearer {token}"}))[0] == 200
+            assert (await http(url, f"/api/status?token={token}"))[0] == 200
+            assert (await http(url, f"/?token={token}"))[0] == 200
+            assert (await http(url, "/?token="))[0] == 401
+            # token mode accepts any Host: the token, not the name, is what protects it
+            raw = f"GET /api/status HTTP/1.1\r\nHost: mesh.lan\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+            assert (await http(url, raw=raw))[0] == 200
+
+    run(main)
+
+
+def test_status_source_errors_bad_requests_and_limits() -> None:
+    broken = {"now": True}
+
+    def flaky() -> Mapping[str, Any]:
+        if broken["now"]:
+            raise RuntimeError("node not ready")
+        return SAMPLE_STATUS
+
+    async def slow() -> Mapping[str, Any]:
+        await asyncio.sleep(10)
+        return SAMPLE_STATUS
+
+    async def main() -> None:
+        limits = HttpLimits(request_timeout=0.3, status_timeout=0.2, max_request_bytes=1024)
+        async with serving(flaky, limits=limits) as url:
+            code, _, body = await http(url, "/api/status")
+            assert code == 503 and "node not ready" in json.loads(body)["error"]
+            broken["now"] = False
+            assert (await http(url, "/api/status"))[0] == 200
+            assert (await http(url, raw=b"GARBAGE\r\n\r\n"))[0] == 400
+            assert (await http(url, raw=b"GET / SPDY/3\r\n\r\n"))[0] == 505
+            big = b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * 4000 + b"\r\n\r\n"
+            assert (await http(url, raw=big))[0] == 431
+            # a client that never finishes its request is cut off
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET / HTTP/1.1\r\n")
+            async with asyncio.timeout(3):
+                assert await reader.read() == b""
+            writer.close()
+        async with serving(slow, limits=limits) as url:
+            assert (await http(url, "/metrics"))[0] == 503
+
+    run(main)
+
+
+def test_cancelling_the_server_closes_its_port_and_its_connections() -> None:
+    async def main() -> None:
+        async with serving(lambda: SAMPLE_STATUS) as url:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))  # idle, mid-request
+            writer.write(b"GET / HTTP/1.1\r\n")
+            await writer.drain()
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""  # its handler was cancelled with the server
+        writer.close()
+        with pytest.raises(OSError):
+            await asyncio.open_connection(host, int(port))
+
+    run(main)
+
+
+def test_served_by_a_running_in_process_mesh_node() -> None:
+    """``serve_http(node.status)`` in the node's own loop, as the node runs it; plus the jobs view of its owner."""
+
+    async def main() -> None:
+        async with InProcessMesh(3) as mesh:
+            await mesh.wait_converged()
+            node = mesh.nodes[0]
+            c = await mesh.client(0)
+            futs = c.map(funcs.square, range(40))
+            assert await c.gather(futs) == [x * x for x in range(40)]
+            with pytest.raises(Exception, match="kaput"):
+                await c.submit(funcs.boom, "kaput")
+
+            jobs = jobs_view(node.owner.tasks.values(), node.clock.now())
+            assert len(jobs) == 1
+            job = jobs[0]
+            assert (job["total"], job["done"], job["failed"], job["pending"]) == (41, 40, 1, 0)
+            assert job["client"].startswith("c:") and job["age"] >= 0
+
+            def status() -> dict[str, Any]:
+                st = node.status()
+                st["node"]["jobs"] = jobs_view(node.owner.tasks.values(), node.clock.now())
+                return st
+
+            async with serving(status) as url:
+                code, _, body = await http(url, "/api/status")
+                st = json.loads(body)
+                assert code == 200 and st["node"]["id"] == node.node_id
+                assert sorted(m["state"] for m in st["members"]) == ["alive", "alive"]
+                assert st["node"]["jobs"][0]["done"] == 40
+
+                _, _, body = await http(url, "/metrics")
+                fams = parse_exposition(body.decode())
+                assert fams["meshaios_members"]["samples"][(("state", "alive"),)] == 3
+                owner = fams["meshaios_owner_tasks_total"]["samples"]
+                assert owner[(("event", "submitted"),)] == 41
+                assert owner[(("event", "done"),)] == 40
+                assert owner[(("event", "failed"),)] == 1
+                assert len(fams["meshaios_queue_length"]["samples"]) == 3
+                assert fams["meshaios_jobs"]["samples"][()] == 1
+                info = fams["meshaios_node_info"]["samples"]
+                ((labels, one),) = info.items()
+                assert dict(labels)["node"] == node.node_id and one == 1
+
+    run(main)
+
+
+def test_history_samples_the_owner_counters_over_time() -> None:
+    counter = {"done": 0}
+
+    def rising() -> Mapping[str, Any]:
+        counter["done"] += 5
+        return {"node": {"owner": {"done": counter["done"], "failed": 1, "submitted": 100}, "pending": 7}}
+
+    async def main() -> None:
+        limits = HttpLimits(history_interval=0.02, history_samples=10)
+        async with serving(rising, limits=limits) as url:
+            await asyncio.sleep(0.4)
+            _, _, body = await http(url, "/api/status")
+            samples = json.loads(body)["history"]["samples"]
+            assert len(samples) == 10  # bounded
+            agos = [s[0] for s in samples]
+            assert agos == sorted(agos) and agos[-1] <= 0
+            finished = [s[1] for s in samples]
+            assert finished == sorted(finished) and finished[-1] > finished[0]
+            assert {(s[2], s[3]) for s in samples} == {(100, 7)}
+        async with serving(rising, limits=HttpLimits(history_interval=0)) as url:
+            _, _, body = await http(url, "/api/status")
+            assert "history" not in json.loads(body)
+
+    run(main)

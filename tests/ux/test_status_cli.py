@@ -1,0 +1,57 @@
+"""``meshaios status`` against a real 3-node mesh: ``--json`` for machines, the table for people."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from meshaios import cli
+from meshaios.client import Client
+from meshaios.testing.localmesh import LocalMesh
+from tests.ux import funcs
+
+
+def test_status_json_describes_the_whole_mesh(
+    ux_mesh: LocalMesh, client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.gather(client.map(funcs.square, range(10)))
+    rc = cli.main(["status", ux_mesh.address(0), "--json", "--token-file", str(ux_mesh.token_file)])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    me = data["node"]
+    assert me["name"] == "node0" and me["addr"] == ux_mesh.address(0) and me["secure"] is True
+    assert me["workers"] == 2 and me["owner"]["done"] >= 10
+    assert {"queued", "running", "uptime", "store", "transport", "counters", "pending"} <= set(me)
+    members = {m["name"]: m for m in data["members"]}
+    assert set(members) == {"node1", "node2"}
+    for i in (1, 2):
+        m = members[f"node{i}"]
+        assert m["state"] == "alive" and m["addr"] == ux_mesh.address(i) and m["id"] == ux_mesh.by_index(i).node_id
+    assert data == json.loads(json.dumps(data))  # plain JSON all the way down
+
+
+def test_status_table(ux_mesh: LocalMesh, client: Client, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["status", ux_mesh.address(1), "--token-file", str(ux_mesh.token_file)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "as seen by node1" in out
+    for name in ("node0", "node1", "node2"):
+        assert name in out
+    assert out.count("alive") == 3
+
+
+def test_status_with_the_wrong_token_says_so(
+    ux_mesh: LocalMesh, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from meshaios.security import new_token
+
+    wrong = tmp_path / "token"
+    wrong.write_text(new_token() + "\n")
+    wrong.chmod(0o600)
+    rc = cli.main(["status", ux_mesh.address(0), "--json", "--token-file", str(wrong), "--timeout", "3"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meshaios: error:")
+    print(err)  # the guide quotes this text

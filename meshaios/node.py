@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import random
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from meshaios.store.objects import ObjectStore
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskState
+from meshaios.tasks.workers import WorkerPool
 from meshaios.wire import messages as M
 from meshaios.wire.codec import decode, encode
 from meshaios.wire.payload import Payload
@@ -132,7 +132,7 @@ class Node:
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._procs: concurrent.futures.ProcessPoolExecutor | None = None
         self._running: set[tuple[str, int]] = set()
         self._done_buffer: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -144,10 +144,7 @@ class Node:
         self.devices = self.inventory.summary()
         self._gpu_order = [g.device for g in self.inventory.gpus]
         self._gpu_next = 0
-        self._gpu_pools = {
-            d: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"mesh-{d}") for d in self._gpu_order
-        }  # one thread (one stream) per GPU: a GPU is not oversubscribed by its own node
-        self._running_lock = threading.Lock()
+        self._gpu_pools: dict[str, WorkerPool] = {}
         self.store = ObjectStore(
             config.memory_limit or int(self.inventory.memory * 0.5),
             Path(config.spill_dir) / self.node_id if config.spill_dir else state_dir(config) / "spill" / self.node_id,
@@ -171,9 +168,11 @@ class Node:
         self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
         self.swim.set_meta(self._meta())
         self.owner.node_up(self.node_id, self.workers, self._meta())
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.workers, thread_name_prefix=f"mesh-{short(self.node_id)}"
-        )
+        loop = asyncio.get_running_loop()
+        self._pool = WorkerPool(self.workers, f"mesh-{short(self.node_id)}", loop, self._tasks_done)
+        self._gpu_pools = {
+            d: WorkerPool(1, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
+        }  # one thread (one stream) per GPU: a GPU is not oversubscribed by its own node
         log.info(
             "node %s (%s) listening on %s, mesh %s, %s, %d workers",
             short(self.node_id),
@@ -209,11 +208,11 @@ class Node:
         finally:
             self._remove_node_file()
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.shutdown()
             if self._procs is not None:
                 self._procs.shutdown(wait=False, cancel_futures=True)
             for gp in self._gpu_pools.values():
-                gp.shutdown(wait=False, cancel_futures=True)
+                gp.shutdown()
             self.store.clear()
             await self.transport.close(linger=0.2)
             self.stopped.set()
@@ -472,7 +471,6 @@ class Node:
                 self._push_result(t["_owner"], {"id": t["id"], "att": t["att"], "ok": False, "lost": a.lost})
 
     def _start_task(self, task: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
         owner = task.pop("_owner")
         inputs = task.pop("_inputs", ())
         key = (task["id"], task["att"])
@@ -484,8 +482,10 @@ class Node:
             device = self._gpu_order[self._gpu_next % len(self._gpu_order)]
             self._gpu_next += 1
             task["device"] = device
-            fut = loop.run_in_executor(self._gpu_pools[device], self._run_one, task)
-        elif task.get("pure"):
+            self._gpu_pools[device].submit((owner, key, inputs), self._run_one, task)
+            return
+        if task.get("pure"):
+            loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(
                 self._process_pool(),
                 run_in_process,
@@ -493,9 +493,15 @@ class Node:
                 self.secure,
                 self.config.allowed_modules,
             )
-        else:
-            fut = loop.run_in_executor(self._pool, self._run_one, task)
-        fut.add_done_callback(functools.partial(self._task_finished, owner, key, inputs))
+            fut.add_done_callback(functools.partial(self._task_finished, owner, key, inputs))
+            return
+        assert self._pool is not None
+        self._pool.submit((owner, key, inputs), self._run_one, task)
+
+    def _tasks_done(self, batch: list[tuple[Any, Any]]) -> None:
+        """Completions from worker threads, a burst at a time (see WorkerPool)."""
+        for (owner, key, inputs), result in batch:
+            self._finish_one(owner, key, inputs, result)
 
     def _release_inputs(self, inputs: Any) -> None:
         for d in inputs:
@@ -508,13 +514,7 @@ class Node:
 
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
         """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
-        with self._running_lock:
-            self.exec.running += 1
-        try:
-            return self._keep_large(run_task(task, self.resolver, allow_pickle=self.secure))
-        finally:
-            with self._running_lock:
-                self.exec.running -= 1
+        return self._keep_large(run_task(task, self.resolver, allow_pickle=self.secure))
 
     def _keep_large(self, result: dict[str, Any]) -> dict[str, Any]:
         vparts = result.pop("vparts", None)
@@ -543,13 +543,19 @@ class Node:
     def _task_finished(
         self, owner: str, key: tuple[str, int], inputs: Any, fut: asyncio.Future[dict[str, Any]]
     ) -> None:
+        if fut.cancelled():
+            self._running.discard(key)
+            self.exec.queued -= 1
+            return
+        exc = fut.exception()
+        self._finish_one(owner, key, inputs, exc if exc is not None else fut.result())
+
+    def _finish_one(self, owner: str, key: tuple[str, int], inputs: Any, outcome: Any) -> None:
         self._running.discard(key)
         self.exec.queued -= 1
         self._release_inputs(inputs)
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
+        if isinstance(outcome, BaseException):
+            exc = outcome
             from meshaios.tasks.execute import error_info
 
             err = error_info(exc, allow_pickle=False)
@@ -558,7 +564,7 @@ class Node:
                 err["msg"] = "the worker process running this task died: " + err["msg"]
             result = {"id": key[0], "att": key[1], "ok": False, "err": err}
         else:
-            result = fut.result()
+            result = outcome
             if "vparts" in result or (isinstance(result.get("v"), tuple)):
                 result = self._keep_large(unpack_from_process(result))
         self.exec.finished += 1
@@ -694,7 +700,7 @@ class Node:
             "secure": self.secure,
             "workers": self.workers,
             "queued": self.exec.queued,
-            "running": self.exec.running,
+            "running": sum(p.busy for p in (self._pool, *self._gpu_pools.values()) if p is not None),
             "finished": self.exec.finished,
             "failed": self.exec.failed,
             "devices": self.devices,

@@ -24,8 +24,8 @@ mixture), because each is good at a different time:
 
 1. per (kernel, device) exponentially-weighted statistics with an online size slope (``y = m + s * (lb - m_lb)``):
    right after one observation, and tracking drift;
-2. a river ``LinearRegression`` over one-hot kernel/device indicators, per-kernel size slopes, shape summary and
-   concurrency: shares what it learns across kernels, so an unseen kernel gets a size-aware estimate from
+2. a river ``LinearRegression`` over one-hot kernel and kernel-on-GPU indicators plus shared size, shape and
+   concurrency terms: shares what it learns across kernels, so an unseen kernel gets a size-aware estimate from
    similar work rather than a constant.
 
 Example::
@@ -52,7 +52,8 @@ from river import linear_model, optim, utils
 __all__ = ["ModelConfig", "RuntimeModel", "device_kind", "task_features"]
 
 STATE_VERSION = 1
-_LB_SCALE = 1.0 / 20.0  # log bytes of 1 KB..1 GB is ~7..21: scaled to ~0.3..1 so one SGD step size suits all
+_LB_CENTER = 14.0  # log bytes of ~1.2 MB: the regression sees (lb - 14) / 4, about -1.5..+1.5 for 4 KB..1 GB,
+_LB_SCALE = 0.25  # so that a slope of 1 (runtime proportional to bytes) is a weight of 4, quick for SGD to reach
 _MIN_SECONDS = 1e-6
 
 
@@ -284,7 +285,9 @@ class RuntimeModel:
         return None if e is None else e[1] * e[0] / (e[0] + 2.0)
 
     def node_factor(self, node: str, device: str = "cpu") -> float:
-        """How much faster than declared ``node`` has proved on ``device`` (1.0: as declared; 0.5: half speed)."""
+        """How much faster than declared ``node`` has proved on ``device``, relative to the model's reference (the
+        average of the nodes it learned from): 1.0 is typical, 0.5 half as fast. Only ratios between nodes are
+        pinned down by the data; placement compares nodes, so that is all it needs."""
         return math.exp(-self.node_delta(node, device))
 
     @property
@@ -389,15 +392,16 @@ class RuntimeModel:
     # ---- internals ----------------------------------------------------------------------------------------
 
     def _reg_features(self, x: dict[str, Any]) -> dict[str, float]:
+        """One-hot kernel (and kernel x GPU) offsets plus *shared* size, shape and contention effects. Per-kernel
+        size slopes are left to the statistics: here one global slope is what an unseen kernel inherits."""
         k = x["kernel"]
-        lb = x["lb"] * _LB_SCALE
+        le = x.get("le", 0.0)
         xr = {
-            "lb": lb,
-            "le": x.get("le", 0.0) * _LB_SCALE,
+            "lb": (x["lb"] - _LB_CENTER) * _LB_SCALE,
+            "le": (le - _LB_CENTER) * _LB_SCALE if le else 0.0,
             "nd": x.get("nd", 0) * 0.25,
             "lc": math.log(x.get("conc", 1) or 1),
             "k:" + k: 1.0,
-            "kb:" + k: lb,
         }
         if x["device"] == "gpu":
             xr["gpu"] = 1.0
@@ -477,7 +481,7 @@ class RuntimeModel:
         del self._stats[(k, d)]
         if (k, _other(d)) not in self._stats:
             w = self._reg._weights
-            for key in ("k:" + k, "kb:" + k, "kg:" + k):
+            for key in ("k:" + k, "kg:" + k):
                 if key in w:
                     del w[key]
 

@@ -90,7 +90,11 @@ class ZmqConnection:
         return MeshUnavailable(f"node at {self.address} did not answer")
 
     def send(self, frames: list[Any]) -> None:
-        self._sync.send_multipart(frames, copy=False)
+        # The asyncio socket's send (not the sync shadow): it re-checks for readable messages after sending, so a
+        # send that consumed the edge of ZeroMQ's edge-triggered FD cannot leave our pending recv asleep.
+        done: Any = self.sock.send_multipart(frames, copy=False)
+        if done.done() and done.exception() is not None:
+            raise done.exception()
 
     async def recv_batch(self, limit: int = 256) -> list[list[Any]]:
         first = await self.sock.recv_multipart(copy=False)

@@ -319,14 +319,15 @@ class ZmqTransport:
         return True
 
     def reply(self, ident: bytes, frames: Sequence[Any]) -> bool:
-        assert self._router_sync is not None
-        try:
-            self._router_sync.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self.stats.dropped += 1
-            return False
-        except zmq.ZMQError as exc:
-            log.warning("reply failed: %s", exc)
+        assert self.router is not None
+        # Through the asyncio socket, not the sync shadow: a send processes the socket's pending commands and
+        # can consume the edge of ZeroMQ's edge-triggered FD; pyzmq's async send then re-checks for readable
+        # messages, a shadow send would leave the pending recv asleep until the next edge.
+        done: Any = self.router.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
+        exc = done.exception()
+        if exc is not None:
+            if not isinstance(exc, zmq.Again):
+                log.warning("reply failed: %s", exc)
             self.stats.dropped += 1
             return False
         self.stats.sent += 1

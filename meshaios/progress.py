@@ -87,18 +87,20 @@ def progress(
     *,
     desc: str = "tasks",
     enabled: bool | None = None,
+    delay: float = 0.0,
     console: Any = None,
 ) -> ProgressBar:
     """A bar over ``futures`` that advances as each finishes (a failure counts as finished, and is shown).
 
-    ``console``: a ``rich.console.Console`` to draw on (tests); it gets a display of its own.
+    ``delay``: draw nothing unless the work is still unfinished after this many seconds (so that quick calls do
+    not flash a bar). ``console``: a ``rich.console.Console`` to draw on (tests); it gets a display of its own.
     """
     if not progress_enabled(enabled):
         return _OFF
     futs = list(futures)
     if not futs:
         return _OFF
-    return _LiveBar(futs, desc, _display_for(console))
+    return _LiveBar(futs, desc, _display_for(console), delay)
 
 
 class _Display:
@@ -110,7 +112,7 @@ class _Display:
         self.progress: Any = None
         self.open = 0
 
-    def add(self, desc: str, total: int) -> Any:
+    def add(self, desc: str, total: int, completed: int, failed: int) -> Any:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with self.lock:
@@ -127,13 +129,13 @@ class _Display:
                 )
                 self.progress.start()
             self.open += 1
-            return self.progress.add_task(desc, total=total, failed="")
+            return self.progress.add_task(desc, total=total, completed=completed, failed=_failed_text(failed))
 
-    def advance(self, task_id: Any, failed: int) -> None:
+    def update(self, task_id: Any, completed: int, failed: int) -> None:
         with self.lock:
             p = self.progress
             if p is not None and task_id in p.task_ids:
-                p.update(task_id, advance=1, failed=f"[red]{failed} failed[/red]" if failed else "")
+                p.update(task_id, completed=completed, failed=_failed_text(failed))
 
     def remove(self, task_id: Any) -> None:
         with self.lock:
@@ -144,7 +146,11 @@ class _Display:
             self.open -= 1
             if self.open == 0:
                 self.progress = None
-                p.stop()  # joins rich's refresh thread; never called from it
+                p.stop()  # rich's refresh thread only sets a flag here: nothing waits on it
+
+
+def _failed_text(failed: int) -> str:
+    return f"[red]{failed} failed[/red]" if failed else ""
 
 
 _shared: _Display | None = None
@@ -162,16 +168,38 @@ def _display_for(console: Any) -> _Display:
 
 
 class _LiveBar(ProgressBar):
-    def __init__(self, futures: list[FutureLike], desc: str, display: _Display) -> None:
+    """Counts completions from the futures' callbacks (any thread); draws once shown, until closed.
+
+    One lock guards the counts and every call into the display; the display never calls back, so the order
+    (bar lock, then display lock) cannot deadlock.
+    """
+
+    def __init__(self, futures: list[FutureLike], desc: str, display: _Display, delay: float) -> None:
         self.total = len(futures)
         self.completed = 0
         self.failed = 0
         self.active = True
+        self._desc = desc
         self._lock = threading.Lock()
         self._display = display
-        self._task = display.add(desc, self.total)
+        self._task: Any = None
+        self._timer: threading.Timer | None = None
         for f in futures:
             f.add_done_callback(self._one_done)  # runs at once for a future already done
+        if delay > 0:
+            timer = threading.Timer(delay, self._show)
+            timer.daemon = True
+            with self._lock:
+                if self.active:
+                    self._timer = timer
+                    timer.start()
+        else:
+            self._show()
+
+    def _show(self) -> None:
+        with self._lock:
+            if self.active and self._task is None:
+                self._task = self._display.add(self._desc, self.total, self.completed, self.failed)
 
     def _one_done(self, fut: Any) -> None:
         failed = _failed(fut)
@@ -180,18 +208,21 @@ class _LiveBar(ProgressBar):
                 return
             self.completed += 1
             self.failed += failed
-            n_failed = self.failed
-            last = self.completed >= self.total
-        self._display.advance(self._task, n_failed)
-        if last:
-            self.close()
+            if self._task is not None:
+                self._display.update(self._task, self.completed, self.failed)
+            if self.completed < self.total:
+                return
+        self.close()
 
     def close(self) -> None:
         with self._lock:
             if not self.active:
                 return
             self.active = False
-        self._display.remove(self._task)
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._task is not None:
+                self._display.remove(self._task)
 
 
 def _failed(fut: Any) -> int:

@@ -12,16 +12,22 @@ from typing import Any
 _STATES = ("waiting", "ready", "dispatched", "done", "failed")
 
 
-def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20) -> list[dict[str, Any]]:
+def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20, max_scan: int = 200_000) -> list[dict[str, Any]]:
     """``tasks`` are ``Owner.tasks.values()`` (objects with ``client``, ``state`` and ``submitted_at``); ``now`` is
     the clock the owner was given times from (the node's ``clock.now()``).
 
     Returns up to ``limit`` jobs, unfinished ones first, then the most recently started:
     ``{"client", "total", "waiting", "ready", "dispatched", "done", "failed", "pending", "age"}`` (``age`` in
-    seconds since the job's oldest tracked task was submitted).
+    seconds since the job's oldest tracked task was submitted). At most ``max_scan`` tasks are looked at (the view
+    is for people, once a second: it must stay cheap on an owner holding millions of tasks); past that, every job
+    carries ``"partial": True``.
     """
     jobs: dict[bytes, dict[str, Any]] = {}
-    for t in tasks:
+    partial = False
+    for i, t in enumerate(tasks):
+        if i >= max_scan:
+            partial = True
+            break
         client = t.client
         j = jobs.get(client)
         if j is None:
@@ -36,5 +42,7 @@ def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20) -> list[dict[st
     for j in out:
         j["pending"] = j["waiting"] + j["ready"] + j["dispatched"]
         j["age"] = max(0.0, now - j.pop("started"))
+        if partial:
+            j["partial"] = True
     out.sort(key=lambda j: (j["pending"] == 0, j["age"]))
     return out[:limit]

@@ -211,7 +211,10 @@ def render_metrics(status: Mapping[str, Any]) -> str:
     b.add("meshaios_transport_auth_total", "counter", help_a, tr.get("auth_rejected", 0), {"result": "rejected"})
     if "bytes_sent" in tr:
         b.add("meshaios_transport_sent_bytes_total", "counter", "Bytes this node's transport sent.", tr["bytes_sent"])
-    for kind, n in sorted(_dict(tr.get("extra")).items()):
+    known = {"sent", "received", "dropped", "auth_ok", "auth_rejected", "bytes_sent", "extra"}
+    others = {k: v for k, v in tr.items() if k not in known}
+    others.update(_dict(tr.get("extra")))
+    for kind, n in sorted(others.items()):
         b.add("meshaios_transport_events_total", "counter", "Other transport events.", n, {"kind": kind})
 
     # ---- object store -------------------------------------------------------------------------------------

@@ -83,12 +83,15 @@ async def serve_http(
     ready: asyncio.Event | None = None,
     on_listen: Callable[[str], None] | None = None,
     require_token: bool = False,
+    get_jobs: Callable[[], list[dict[str, Any]]] | None = None,
     limits: HttpLimits = HttpLimits(),
 ) -> None:
     """Serve until cancelled. ``get_status`` is ``Node.status`` (or any callable giving that dict, or an awaitable).
 
     ``on_listen`` gets the base URL (``http://127.0.0.1:40123``) once the socket is bound, before ``ready`` is set:
     with ``port=0`` that is how the caller learns the port. ``require_token`` asks for the token on loopback too.
+    ``get_jobs`` (e.g. ``jobs_view`` over the node's owner) is called only for ``/api/status``, when someone looks:
+    it may cost more than the status, which the throughput history also samples once a second.
     """
     loopback = is_loopback_host(host) and not require_token
     if not loopback and not token:
@@ -106,7 +109,7 @@ async def serve_http(
             if len(handlers) > limits.max_connections:
                 await _respond(writer, 503, "text/plain; charset=utf-8", b"too many connections\n", limits, head=False)
                 return
-            await _serve_one(reader, writer, get_status, token, loopback, limits, history)
+            await _serve_one(reader, writer, get_status, token, loopback, limits, history, get_jobs)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
         except Exception:
@@ -151,6 +154,7 @@ async def _serve_one(
     loopback: bool,
     limits: HttpLimits,
     history: History,
+    get_jobs: Callable[[], list[dict[str, Any]]] | None,
 ) -> None:
     try:
         async with asyncio.timeout(limits.request_timeout):
@@ -225,7 +229,14 @@ async def _serve_one(
     if path == "/metrics":
         await _respond(writer, 200, METRICS_CONTENT_TYPE, render_metrics(status).encode(), limits, head=head)
     else:
-        doc = {**status, "history": history.view()} if history.samples else status
+        doc = dict(status)
+        if history.samples:
+            doc["history"] = history.view()
+        if get_jobs is not None and isinstance(doc.get("node"), Mapping):
+            try:
+                doc["node"] = {**doc["node"], "jobs": get_jobs()}
+            except Exception as exc:
+                log.debug("dashboard: no jobs view: %s", exc)
         body = json.dumps(_jsonable(doc), separators=(",", ":")).encode()
         await _respond(writer, 200, "application/json", body, limits, head=head)
 

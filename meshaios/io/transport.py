@@ -42,12 +42,9 @@ ZAP_DOMAIN = "meshaios"
 Incoming = tuple[bytes, list[Any]]  # (sender routing identity, frames)
 
 
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,  # closed or timed out mid-handshake
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,  # wrong mechanism (NULL/PLAIN at a CURVE node), bad crypto, bad command
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH,  # the ZAP handler said no (already counted there)
-)
-_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_HANDSHAKE_FAILED)
+# Two events per connection and no more: libzmq drops monitor events that the reader is too slow to take, and
+# the reader is the node's event loop, busiest exactly when a connection storm is on.
+_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 
 
 @dataclass
@@ -63,8 +60,6 @@ class TransportStats:
     zap_denied: int = 0  # ZAP said no (a CURVE handshake with another key)
     accepted: int = 0  # TCP connections the ROUTER accepted
     disconnected: int = 0  # ... and that have closed since
-    handshake_ok: int = 0  # ... that completed a ZMTP handshake: only these can deliver a message
-    handshake_failed: int = 0  # failure events: ZAP denial, wrong mechanism, bad crypto, closed or timed out midway
     unproven_open: int = 0  # open connections that have not delivered a message yet (handshaking, or garbage)
     dealers_evicted: int = 0  # outbound sockets closed to stay under ``max_dealers``
     extra: dict[str, int] = field(default_factory=dict)
@@ -112,6 +107,8 @@ class ZmqOptions:
     handshake_ivl: float = 5.0
     max_dealers: int = 0  # outbound sockets kept at most (LRU); 0: derived from the open-files limit
     dealer_max_inbound: int = 1 << 20  # nodes never receive on their DEALERs: any larger frame is hostile
+    # libzmq I/O threads: CURVE handshakes (a flood of them, even) and frame I/O run there, not in Python
+    io_threads: int = 2
 
 
 def default_max_dealers() -> int:
@@ -133,7 +130,7 @@ class ZmqTransport:
         self.keys = keys
         self.max_dealers = options.max_dealers or default_max_dealers()
         self._mesh_key = z85.decode(keys.public) if keys is not None else b""
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = zmq.asyncio.Context(io_threads=options.io_threads)
         # libzmq's default of 1023 sockets per context would otherwise be the real cap on peers
         self.ctx.set(zmq.MAX_SOCKETS, max(1023, self.max_dealers + 64))
         self._sync_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
@@ -142,9 +139,11 @@ class ZmqTransport:
         self._dealers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()  # least recently used first
         self._zap: zmq.asyncio.Socket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
-        # accepted connections by file descriptor: has it delivered a message yet? (see _count_event)
-        self._conns: dict[int, bool] = {}
+        # accepted connections by file descriptor, oldest first: has each delivered a message yet? A list, because
+        # with two I/O threads a descriptor can be reused (and reported ACCEPTED) before its old DISCONNECTED
+        self._conns: dict[int, list[bool]] = {}
         self._proven_early: set[int] = set()  # delivered before the monitor reported it accepted
+        self._closed_early: dict[int, int] = {}  # DISCONNECTED reported before ACCEPTED (two I/O threads)
         self.address = ""
         self.stats = TransportStats()
 
@@ -197,20 +196,32 @@ class ZmqTransport:
         return mechanism == b"CURVE" and len(creds) == 1 and creds[0] == self._mesh_key
 
     async def _serve_zap(self) -> None:
-        assert self._zap is not None
+        sock = self._zap
+        assert sock is not None
         while True:
-            msg = await self._zap.recv_multipart()
-            ok = self.zap_decision(msg)
-            if ok is None:
-                continue  # inproc, from libzmq itself: cannot happen, and there is nobody to answer
-            ident, empty, version, request_id, _domain, address, _identity, mechanism = msg[:8]
-            if ok:
-                self.stats.auth_ok += 1
-            else:
-                self.stats.zap_denied += 1
-                log.debug("rejected %s connection from %s", mechanism.decode(errors="replace"), address.decode())
-            status = [b"200", b"OK"] if ok else [b"400", b"not a member of this mesh"]
-            await self._zap.send_multipart([ident, empty, version, request_id, *status, b"", b""])
+            batch = [await sock.recv_multipart()]
+            # a handshake flood: answer what is already queued in one go, without a trip through the loop each.
+            # Only the asyncio socket is used (see ``reply``): a sync shadow could eat ZeroMQ's edge-triggered FD.
+            batch += _drain(sock)
+            for msg in batch:
+                reply = self._zap_reply(msg)
+                if reply is not None:
+                    done: Any = sock.send_multipart(reply, flags=zmq.NOBLOCK)
+                    if done.exception() is not None:  # libzmq waits for its answer: cannot be full
+                        log.warning("ZAP reply failed: %s", done.exception())
+
+    def _zap_reply(self, msg: list[bytes]) -> list[bytes] | None:
+        ok = self.zap_decision(msg)
+        if ok is None:
+            return None  # inproc, from libzmq itself: cannot happen, and there is nobody to answer
+        ident, empty, version, request_id, _domain, address, _identity, mechanism = msg[:8]
+        if ok:
+            self.stats.auth_ok += 1
+        else:
+            self.stats.zap_denied += 1
+            log.debug("rejected %s connection from %s", mechanism.decode(errors="replace"), address.decode())
+        status = [b"200", b"OK"] if ok else [b"400", b"not a member of this mesh"]
+        return [ident, empty, version, request_id, *status, b"", b""]
 
     async def _serve_monitor(self) -> None:
         """Count connections and handshake outcomes. libzmq drops monitor events it cannot queue, so under a
@@ -223,13 +234,7 @@ class ZmqTransport:
         assert self._monitor is not None
         mon = self._monitor
         while True:
-            raw = await mon.recv_multipart()
-            self._count_event(raw)
-            while True:  # drain what is queued without a round trip through the loop per event
-                try:
-                    raw = await mon.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for raw in [await mon.recv_multipart(), *_drain(mon)]:
                 self._count_event(raw)
 
     def _count_event(self, raw: list[bytes]) -> None:
@@ -241,25 +246,28 @@ class ZmqTransport:
         st = self.stats
         if ev == zmq.EVENT_ACCEPTED:
             st.accepted += 1
-            fd = value
-            if fd in self._proven_early:
-                self._proven_early.discard(fd)
-                self._conns[fd] = True
+            proven = value in self._proven_early
+            self._proven_early.discard(value)
+            if self._closed_early.pop(value, 0):
+                # it failed on an I/O thread before the listener reported it: already over
+                st.auth_rejected += not proven
             else:
-                if self._conns.get(fd) is False:  # its DISCONNECTED event was lost
-                    st.unproven_open -= 1
-                self._conns[fd] = False
-                st.unproven_open += 1
+                self._conns.setdefault(value, []).append(proven)
+                st.unproven_open += not proven
         elif ev == zmq.EVENT_DISCONNECTED:
             st.disconnected += 1
-            proven = self._conns.pop(value, None)
-            if proven is False:
+            states = self._conns.get(value)
+            if not states:
+                if len(self._closed_early) > 4096:
+                    self._closed_early.clear()
+                self._closed_early[value] = 1
+                return
+            proven = states.pop(0)  # the older one: the newer got this descriptor only once it was free
+            if not states:
+                del self._conns[value]
+            if not proven:
                 st.unproven_open -= 1
                 st.auth_rejected += 1
-        elif ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            st.handshake_ok += 1
-        elif ev in _HANDSHAKE_FAILED:
-            st.handshake_failed += 1
 
     def _prove(self, frames: list[Any]) -> None:
         """A message came in: the connection it came through has authenticated (called only while some are not)."""
@@ -267,14 +275,14 @@ class ZmqTransport:
             fd = int(frames[0].get(zmq.SRCFD))
         except (AttributeError, IndexError, zmq.ZMQError, TypeError, ValueError):
             return
-        state = self._conns.get(fd)
-        if state is False:
-            self._conns[fd] = True
-            self.stats.unproven_open -= 1
-        elif state is None:
+        states = self._conns.get(fd)
+        if states is None:
             if len(self._proven_early) > 4096:
                 self._proven_early.clear()
             self._proven_early.add(fd)
+        elif not states[-1]:  # the newest holder of the descriptor is the one that is open now
+            states[-1] = True
+            self.stats.unproven_open -= 1
 
     def _dealer(self, addr: str) -> zmq.Socket[bytes]:
         d = self._dealers.get(addr)
@@ -378,6 +386,19 @@ class ZmqTransport:
         self._monitor = None
         with contextlib.suppress(Exception):
             self.ctx.term()
+
+
+def _drain(sock: zmq.asyncio.Socket, limit: int = 4096) -> list[list[bytes]]:
+    """What is queued on an asyncio socket right now, without awaiting (a NOBLOCK future is done at once)."""
+    out: list[list[bytes]] = []
+    while len(out) < limit:
+        fut: Any = sock.recv_multipart(flags=zmq.NOBLOCK)
+        if not fut.done() or fut.exception() is not None:
+            if not fut.done():
+                fut.cancel()
+            break
+        out.append(fut.result())
+    return out
 
 
 def primary_ip() -> str:

@@ -30,6 +30,7 @@ The owner talks to every policy through ``choose(task, candidates, rng)``. The t
 ``fn_key``              kernel or function id (``"meshaios.matmul"``); the runtime model's main feature
 ``nbytes``              bytes of inline arguments, held by the owner (travel with the RUN message)
 ``locations``           ``{node_id: bytes}`` of inputs already resident on nodes (results of dependencies)
+``inputs``              alternatively ``[[holders], bytes]`` per input: replicated inputs cost nothing on any holder
 ``device``              ``"cpu"`` (default), ``"gpu"`` (hard requirement) or ``"any"`` (the scheduler picks)
 ``shape``               optional shape or list of shapes of the main inputs (a feature)
 ======================  ==========================================================================================
@@ -149,6 +150,17 @@ class EftPolicy:
         self.decisions += 1
         return best_nl
 
+    def retract(self, node_id: str) -> None:
+        """Forget the last placement on ``node_id``: the owner did not send it after all (late binding keeps a
+        task waiting when its best node is full), so it must not count as queued work there."""
+        led = self._ledger.get(node_id)
+        if not led:
+            return
+        d, rt = led.pop()
+        self._ledger_size -= 1
+        key = (node_id, d)
+        self._work[key] = max(0.0, self._work.get(key, 0.0) - rt)
+
     def estimate(self, task: dict[str, Any], node: NodeLoad, now: float | None = None) -> Estimate | None:
         """The best (device, finish) for ``task`` on ``node``; None if it has no device the task may use."""
         devices = allowed_devices(task)
@@ -186,8 +198,10 @@ class EftPolicy:
             off = self.model.node_offset(nid, d)
             if off is not None:
                 log_rt += off
-            elif nv is not None and inputs.kernel in nv.kernel_factors:
-                log_rt -= math.log(nv.kernel_factors[inputs.kernel])  # the node's own word, until we know better
+            elif nv is not None and nv.kernel_factors:
+                kf = nv.kernel_factors.get(inputs.kernel if d == "cpu" else inputs.kernel + "@gpu")
+                if kf:
+                    log_rt -= math.log(kf)  # the node's own word about this kernel, until we see it run
             rt = math.exp(log_rt)
             wait = self._work.get((nid, d), 0.0) / dl.slots
             if nv is not None:
@@ -205,9 +219,9 @@ class EftPolicy:
         total = 0.0
         if inputs.inline and self.node_id is not None and nid != self.node_id:
             total += cfg.latency + inputs.inline / self._bw(self.node_id, nid, ingress)
-        for src, nbytes in inputs.remote:
-            if src != nid:
-                total += cfg.latency + nbytes / self._bw(src, nid, ingress)
+        for holders, nbytes in inputs.remote:
+            if nid not in holders:  # any replica will do; the first is as good a guess as any
+                total += cfg.latency + nbytes / self._bw(holders[0], nid, ingress)
         return total
 
     def _bw(self, src: str, dst: str, ingress: float | None) -> float:
@@ -279,6 +293,11 @@ class EftPolicy:
         locs = task.get("locations")
         if isinstance(locs, dict):
             extra.extend(str(k) for k in locs)
+        inputs = task.get("inputs")
+        if isinstance(inputs, list):
+            for item in inputs[:64]:
+                if isinstance(item, list | tuple) and item and isinstance(item[0], list | tuple):
+                    extra.extend(str(h) for h in item[0][:4])
         if self.node_id is not None:
             extra.append(self.node_id)
         extra.extend(self._winners)
@@ -306,7 +325,7 @@ _NO_GPU = DeviceLoad(0)
 
 
 class _Inputs:
-    """A task's inputs, parsed once per decision: inline bytes (at the owner) and ``(holder, bytes)`` pairs."""
+    """A task's inputs, parsed once per decision: inline bytes (at the owner) and ``(holders, bytes)`` pairs."""
 
     __slots__ = ("inline", "kernel", "remote", "total")
 
@@ -314,10 +333,16 @@ class _Inputs:
         raw = task.get("nbytes", 0)
         self.inline = float(raw) if isinstance(raw, int | float) and raw > 0 else 0.0
         self.kernel = str(task.get("fn_key") or "?")
+        self.remote: list[tuple[tuple[str, ...], float]] = []
         locs = task.get("locations")
-        self.remote: list[tuple[str, float]] = []
         if isinstance(locs, dict):
             for src, nbytes in locs.items():
                 if isinstance(nbytes, int | float) and nbytes > 0:
-                    self.remote.append((str(src), float(nbytes)))
+                    self.remote.append(((str(src),), float(nbytes)))
+        inputs = task.get("inputs")
+        if isinstance(inputs, list):
+            for item in inputs[:10_000]:
+                if (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], list | tuple)
+                        and item[0] and isinstance(item[1], int | float) and item[1] > 0):
+                    self.remote.append((tuple(str(h) for h in item[0]), float(item[1])))
         self.total = self.inline + sum(b for _, b in self.remote)

@@ -47,6 +47,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import msgpack
 from river import linear_model, optim, utils
 
 __all__ = ["ModelConfig", "RuntimeModel", "device_kind", "task_features"]
@@ -319,6 +320,23 @@ class RuntimeModel:
             rows.append([k, d, st.n, round(st.my, 3), round(st.slope(), 3), round(st.mx, 2)])
         return {"v": STATE_VERSION, "k": rows}
 
+    def kernel_factors(self, limit: int = 8, min_obs: int = 3) -> dict[str, float]:
+        """How much faster this node runs each kernel than its peers report (``exp(peers' y_ref - ours)``; 2.0:
+        twice as fast), for kernels with enough of both. Keyed ``kernel`` for the CPU and ``kernel@gpu`` for the
+        GPU; a node publishes these in its load summary so that an owner that has never seen it run a kernel can
+        still tell a node with a strong GPU from one with a weak one."""
+        out: dict[str, float] = {}
+        for (k, d), st in reversed(self._stats.items()):
+            if len(out) >= limit:
+                break
+            if st.n < min_obs:
+                continue
+            peer = self._peer_estimate(k, d, st.mx)
+            if peer is None:
+                continue
+            out[k if d == "cpu" else k + "@gpu"] = round(math.exp(max(-5.0, min(5.0, peer[1] - st.my))), 3)
+        return out
+
     def merge_gossip(self, summary: Any, source: str) -> int:
         """Take a peer's ``summary()``; returns how many rows were used. Malformed input is ignored (it comes
         off the wire), and a peer's word never outweighs ``peer_cap`` local observations."""
@@ -365,12 +383,33 @@ class RuntimeModel:
             "ape": [self._ape_all],
         }
 
+    def dumps(self) -> bytes:
+        """``to_state()`` as msgpack bytes: what the node writes to its state directory (atomically, on a timer
+        and at shutdown) and reads back at start-up."""
+        return bytes(msgpack.packb(self.to_state(), use_bin_type=True))
+
+    @classmethod
+    def loads(cls, raw: bytes) -> RuntimeModel:
+        """The inverse of ``dumps``; ``ValueError`` for anything that is not a state this version can read."""
+        try:
+            state = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated types for corrupt input
+            raise ValueError(f"runtime model state: not msgpack ({exc})") from None
+        return cls.from_state(state)
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RuntimeModel:
-        """Rebuild from ``to_state()``. Unknown config keys (a newer writer) are dropped; a different major
-        state version raises ``ValueError`` so the caller can start afresh rather than mis-read."""
+        """Rebuild from ``to_state()``. Unknown config keys (a newer writer) are dropped; another state version
+        or a corrupt state raises ``ValueError`` so the caller can start afresh rather than mis-read."""
         if not isinstance(state, dict) or state.get("v") != STATE_VERSION:
             raise ValueError("runtime model state: unknown version")
+        try:
+            return cls._from_state(state)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(f"runtime model state: corrupt ({exc})") from None
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> RuntimeModel:
         known = set(ModelConfig.__dataclass_fields__)
         cfg = ModelConfig(**{k: v for k, v in dict(state.get("config", {})).items() if k in known})
         m = cls(cfg)

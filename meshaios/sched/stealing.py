@@ -290,13 +290,16 @@ class StealEngine:
         self.rng = rng or random.Random(0)
         self.speed = dict(speed or {})
         self._estimate = estimate or self._default_estimate
-        self._rid = 0
+        # a restarted node must not reuse request ids its peers still remember: start from a random base
+        self._rid = self.rng.randrange(1 << 40)
         self._request: _Request | None = None
         self._cool: dict[str, tuple[float, float]] = {}  # victim -> (until, current cooldown)
         self._offers: dict[tuple[str, int], _Offer] = {}  # (thief, rid) -> reservation
         self._handed: dict[tuple[str, int], _Handed] = {}  # (thief, rid) -> unacknowledged commit
         self._done: dict[tuple[str, int], float] = {}  # thief side: (victim, rid) of commits run -> when
-        self._done_order: deque[tuple[float, tuple[str, int]]] = deque()
+        self._got: dict[tuple[str, int], float] = {}  # thief side: task keys received by commit -> when
+        self._answered: dict[tuple[str, int], float] = {}  # victim side: (thief, rid) of requests answered
+        self._done_order: deque[tuple[float, str, tuple[str, int]]] = deque()  # (when, which table, key)
         self.counters = {
             "requests": 0, "refused": 0, "offered": 0, "stolen": 0, "given": 0, "lapsed": 0,
             "late_accept": 0, "dup_commit": 0, "retransmits": 0,
@@ -321,9 +324,10 @@ class StealEngine:
                 h.next_retry = now + cfg.commit_retry
                 self.counters["retransmits"] += 1
                 out.append(Send(h.thief, {"k": "steal_commit", "rid": h.rid, "tasks": h.tasks}))
+        tables = {"done": self._done, "got": self._got, "answered": self._answered}
         while self._done_order and now - self._done_order[0][0] > cfg.retention:
-            _, k = self._done_order.popleft()
-            self._done.pop(k, None)
+            _, table, k = self._done_order.popleft()
+            tables[table].pop(k, None)
         req = self._request
         if req is not None and now >= req.deadline:
             self._cooldown(req.victim, now)
@@ -421,14 +425,16 @@ class StealEngine:
         if (src, rid) in self._done:
             self.counters["dup_commit"] += 1
             return out
-        self._done[(src, rid)] = now
-        self._done_order.append((now, (src, rid)))
+        self._remember("done", self._done, (src, rid), now)
         arrived: list[QueuedTask] = []
         tasks = msg.get("tasks")
         for item in tasks if isinstance(tasks, list) else []:
             t = _from_wire(item, now)
-            if t is None or t.key in self.queue:
+            # deduplicated by task (id, attempt), not only by request: whatever path a copy of a commit took,
+            # a task this node was given once is run once
+            if t is None or t.key in self.queue or t.key in self._got:
                 continue
+            self._remember("got", self._got, t.key, now)
             t.path.append(src)
             if self.queue.push(t):
                 arrived.append(t)
@@ -436,6 +442,10 @@ class StealEngine:
         if arrived:
             out.append(TasksArrived(arrived))
         return out
+
+    def _remember(self, table: str, d: dict[tuple[str, int], float], key: tuple[str, int], now: float) -> None:
+        d[key] = now
+        self._done_order.append((now, table, key))
 
     def _cooldown(self, victim: str, now: float) -> None:
         _, cur = self._cool.get(victim, (0.0, self.config.cooldown / 2))
@@ -448,8 +458,11 @@ class StealEngine:
     # ---- victim -------------------------------------------------------------------------------------------
 
     def _on_request(self, thief: str, rid: int, msg: dict[str, Any], now: float) -> list[Action]:
-        if (thief, rid) in self._offers or (thief, rid) in self._handed:
-            return []  # a duplicated request: the first one is being answered
+        if (thief, rid) in self._answered:
+            # a duplicated or stale request: answering it again could re-offer under a request id whose commit
+            # the thief has already seen
+            return []
+        self._remember("answered", self._answered, (thief, rid), now)
         info = {"free": msg.get("free"), "speed": msg.get("speed"), "bw": msg.get("bw")}
         chosen = self.select(thief, info, now)
         headers: list[list[Any]] = []

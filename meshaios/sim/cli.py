@@ -73,13 +73,13 @@ def _kills(specs: Sequence[str]) -> tuple[tuple[float, int], ...]:
     return tuple(out)
 
 
-def compare(args: argparse.Namespace) -> dict[str, Any]:
+def compare(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Run the workload under each requested policy (same cluster, same tasks) plus the offline references."""
     nodes = heterogeneous_cluster(args.nodes, args.seed, args.liars)
     workload = make_workload(args.workload, args.tasks, args.seed)
     policies = list(ALL_POLICIES) if args.policy == "all" else [args.policy]
     doc: dict[str, Any] = {
-        "command": "meshaios sim " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "command": " ".join(["meshaios sim", *argv]),
         "nodes": args.nodes,
         "tasks": len(workload.tasks),
         "workload": args.workload,
@@ -212,6 +212,7 @@ def _out(text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.bench_placement:
         sizes = [int(x) for x in args.bench_placement.split(",") if x.strip()]
@@ -227,6 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.policy != "all" and args.policy not in (*ALL_POLICIES, "local"):
         sys.stderr.write(f"unknown policy {args.policy!r}\n")
         return 2
-    doc = compare(args)
+    doc = compare(args, argv)
     _out(json.dumps(doc, indent=2) if args.json else _table(doc))
     return 0

@@ -60,7 +60,7 @@ class SimConfig:
     stealing: bool | None = None  # None: on for "eft" (it is part of the learned scheduler), off for baselines
     membership: str = "oracle"  # "oracle" (instant, exact), or "swim" (the real protocol on SimNet)
     owners: int = 1  # nodes that clients submit to; job j goes to owner j % owners
-    window_per_slot: int = 2  # the owner's in-flight window per slot (OwnerConfig)
+    window_per_slot: int = OwnerConfig().window_per_slot  # the owner's in-flight window per slot
     latency: float = 0.0005  # one-way message latency, seconds
     load_interval: float = 0.5  # how often nodes refresh their gossiped summary
     steal_tick: float = 0.25
@@ -89,6 +89,7 @@ class SimResult:
     steals: int = 0
     steal_requests: int = 0
     wasted_steals: int = 0
+    max_moves: int = 0  # the most times any one task was handed over (1 = stolen once, never bounced)
     bytes_moved: int = 0
     decisions: int = 0
     decision_us: float = 0.0
@@ -171,6 +172,7 @@ class Simulation:
         self.killed: list[str] = []
         self.steal_gate: dict[tuple[str, int], tuple[float, float]] = {}  # key -> (commit time, predicted here)
         self.wasted = 0
+        self.moves: dict[str, list[str]] = {}  # task id -> nodes it was stolen from, in order
         self.mape_curve: list[list[float]] = []
         self.stealing = cfg.stealing if cfg.stealing is not None else cfg.policy == "eft"
         ids = sorted(self.specs)
@@ -308,6 +310,7 @@ class Simulation:
                 r.replaced += n.owner.counters["replaced"]
         r.decision_us = r.decision_us / r.decisions if r.decisions else 0.0
         r.wasted_steals = self.wasted
+        r.max_moves = max((len(v) for v in self.moves.values()), default=0)
         r.bytes_moved = self.bytes_moved
         r.executions = sum(self.exec_count.values())
         r.duplicate_executions = sum(c - 1 for c in self.exec_count.values() if c > 1)
@@ -391,7 +394,8 @@ class Simulation:
             if slots > 0:
                 devices[d] = DeviceLoad(slots, q.free(d), q.backlog(d, now), n.spec.declared(d))
         stealable = sum(1 for t in q.queued() if t.state is TState.QUEUED and not t.path)
-        n.summary = make_summary(devices, queued=q.n_queued(), stealable=stealable, bandwidth=n.spec.bandwidth)
+        n.summary = make_summary(devices, queued=q.n_queued(), stealable=stealable, bandwidth=n.spec.bandwidth,
+                                 kernel_factors=n.model.kernel_factors(8))
         n.published_at = now
         n.view.update(n.spec.node_id, n.summary, now)
 
@@ -603,6 +607,7 @@ class Simulation:
                     qt.spec = {"fetch": qt.nbytes if victim else 0}
                 self._start(node)
             elif isinstance(a, Moved):
+                self.moves.setdefault(a.task_id, []).append(a.src)
                 self.steal_gate[(a.task_id, a.att)] = (self.now, a.here)
                 self._push(self.now + self.config.latency, _MOVED, a)
 

@@ -6,10 +6,11 @@ cannot say "wait for the fast one". At saturation each node holds ``window x slo
 so placement degenerates to the window. HEFT's rule needs the other answer to be possible.
 
 The proposal: a policy that sets ``late_binding = True`` is offered *every* (resource-fitting) node; if it picks one
-whose window is full, the task stays READY (skipped this pass, tried again on the next completion). Baselines
-keep today's behaviour. ``LateBindingOwner`` implements exactly that on top of the real ``Owner._pump`` (it pins
-the decisions and lets the parent do the bookkeeping), so the simulator can measure it with ``late_binding=True``;
-it goes away once ``Owner`` does this itself.
+whose window is full, the task stays READY (skipped this pass, tried again on the next completion) and the owner
+calls the policy's ``retract(node_id)`` so the decision it did not carry out is not counted as work there.
+Baselines keep today's behaviour. ``LateBindingOwner`` implements exactly that on top of the real
+``Owner._pump`` (it pins the decisions and lets the parent do the bookkeeping), so the simulator can measure it
+with ``late_binding=True``; it goes away once ``Owner`` does this itself.
 """
 
 from __future__ import annotations
@@ -26,15 +27,20 @@ __all__ = ["LateBindingOwner", "wants_late_binding"]
 MAX_DEFERRED_PER_PASS = 256  # bounds the work of one pass when many ready tasks all want full nodes
 
 
-def wants_late_binding(policy: Any) -> bool:
-    """True if ``policy`` (or a policy it wraps, via ``inner``) declares ``late_binding``."""
+def _innermost_with(policy: Any, attr: str) -> Any:
+    """``policy`` or the first policy it wraps (via ``inner``) that has ``attr``; None if none has."""
     seen = 0
     while policy is not None and seen < 8:
-        if getattr(policy, "late_binding", False):
-            return True
+        if getattr(policy, attr, None):
+            return policy
         policy = getattr(policy, "inner", None)
         seen += 1
-    return False
+    return None
+
+
+def wants_late_binding(policy: Any) -> bool:
+    """True if ``policy`` (or a policy it wraps, via ``inner``) declares ``late_binding``."""
+    return _innermost_with(policy, "late_binding") is not None
 
 
 class _Pinned:
@@ -59,6 +65,7 @@ class LateBindingOwner(Owner):
         room = {n.node_id: n.slots * wps - n.inflight for n in everyone}
         if all(r <= 0 for r in room.values()):
             return []
+        retracting = _innermost_with(policy, "retract")
         decided: dict[str, NodeLoad] = {}
         order: list[str] = []
         deferred: list[str] = []
@@ -70,6 +77,8 @@ class LateBindingOwner(Owner):
             target = policy.choose({"id": tid, "resources": t.resources}, everyone, self.rng)
             if room.get(target.node_id, 0) <= 0:
                 deferred.append(tid)  # its best node is busy: wait for it rather than go somewhere worse
+                if retracting is not None:
+                    retracting.retract(target.node_id)  # not sent: not queued work there
                 continue
             room[target.node_id] -= 1
             decided[tid] = target

@@ -276,7 +276,7 @@ def make_workload(name: str, n: int, seed: int = 0) -> Workload:
     if name == "independent":
         return independent(n, seed)
     if name == "burst":
-        return independent(n, seed, waves=5, gap=4.0)
+        return independent(n, seed, waves=5, gap=2.0)
     if name == "dag":
         return layered_dag(n, seed)
     if name == "mapreduce":

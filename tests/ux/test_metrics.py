@@ -62,12 +62,39 @@ SAMPLE_STATUS: dict[str, Any] = {
         "transport": {"sent": 900, "received": 880, "dropped": 5, "auth_ok": 4, "auth_rejected": 1},
     },
     "members": [
-        {"id": "255edf95", "name": "laptop", "addr": "tcp://10.0.0.6:5577", "state": "alive", "incarnation": 0,
-         "workers": 4, "queued": 2, "devices": "cpu:4", "since": 120.0},  # fmt: skip
-        {"id": "22add990", "name": 'odd "name"\\', "addr": "tcp://10.0.0.7:5577", "state": "alive",
-         "incarnation": 1, "workers": 2, "queued": 0, "devices": "cpu:2", "since": 30.0},  # fmt: skip
-        {"id": "9a9a9a9a", "name": "gone", "addr": "tcp://10.0.0.8:5577", "state": "dead", "incarnation": 0,
-         "workers": 2, "queued": 5, "devices": "cpu:2", "since": 12.0},  # fmt: skip
+        {
+            "id": "255edf95",
+            "name": "laptop",
+            "addr": "tcp://10.0.0.6:5577",
+            "state": "alive",
+            "incarnation": 0,
+            "workers": 4,
+            "queued": 2,
+            "devices": "cpu:4",
+            "since": 120.0,
+        },
+        {
+            "id": "22add990",
+            "name": 'odd "name"\\',
+            "addr": "tcp://10.0.0.7:5577",
+            "state": "alive",
+            "incarnation": 1,
+            "workers": 2,
+            "queued": 0,
+            "devices": "cpu:2",
+            "since": 30.0,
+        },
+        {
+            "id": "9a9a9a9a",
+            "name": "gone",
+            "addr": "tcp://10.0.0.8:5577",
+            "state": "dead",
+            "incarnation": 0,
+            "workers": 2,
+            "queued": 5,
+            "devices": "cpu:2",
+            "since": 12.0,
+        },
     ],
 }
 
@@ -98,7 +125,9 @@ def parse_exposition(text: str) -> dict[str, dict[str, Any]]:
             families[name] = {"help": help_, "type": None, "samples": {}}
         elif line.startswith("# TYPE "):
             name, _, kind = line[7:].partition(" ")
-            assert name == current and families[name]["type"] is None and not families[name]["samples"]
+            assert name == current
+            assert families[name]["type"] is None
+            assert not families[name]["samples"]
             assert kind in ("counter", "gauge"), kind
             if kind == "counter":
                 assert name.endswith("_total"), name
@@ -107,7 +136,8 @@ def parse_exposition(text: str) -> dict[str, dict[str, Any]]:
             m = _SAMPLE.match(line)
             assert m, f"bad sample line {line!r}"
             name, labels, value = m.groups()
-            assert name == current and name not in closed, f"{name} outside its family block"
+            assert name == current, f"{name} outside its family block"
+            assert name not in closed, f"{name} sampled again after its block"
             key = tuple((k, _unescape(v)) for k, v in _LABEL_RE.findall(labels or ""))
             assert key not in families[name]["samples"], f"duplicate sample {name}{labels}"
             v = float(value.replace("+Inf", "inf").replace("-Inf", "-inf"))
@@ -121,7 +151,8 @@ def test_every_family_from_a_full_status() -> None:
     s = {name: f["samples"] for name, f in fams.items()}
     info = s["meshaios_node_info"]
     ((labels, value),) = info.items()
-    assert value == 1 and dict(labels) == {
+    assert value == 1
+    assert dict(labels) == {
         "node": "1fccaac88ad070bbbb463f00",
         "name": "gpu-box",
         "mesh": "2f69b08dd25765fb",
@@ -171,7 +202,12 @@ def test_optional_sections_appear_when_the_node_reports_them() -> None:
             "steal": {"stolen": 17, "offered": 20, "refused": 3},
             "model": {"mae_seconds": 0.012, "samples": 4000},
             "jobs": [{"client": "c:1", "total": 3}],
-            "transport": {**SAMPLE_STATUS["node"]["transport"], "bytes_sent": 123456, "extra": {"hwm_drops": 2}},
+            "transport": {
+                **SAMPLE_STATUS["node"]["transport"],
+                "bytes_sent": 123456,
+                "zap_denied": 3,
+                "extra": {"hwm_drops": 2},
+            },
         },
         "members": [],
     }
@@ -181,7 +217,7 @@ def test_optional_sections_appear_when_the_node_reports_them() -> None:
     assert s["meshaios_model"][(("stat", "mae_seconds"),)] == 0.012
     assert s["meshaios_jobs"][()] == 1
     assert s["meshaios_transport_sent_bytes_total"][()] == 123456
-    assert s["meshaios_transport_events_total"][(("kind", "hwm_drops"),)] == 2
+    assert s["meshaios_transport_events_total"] == {(("kind", "hwm_drops"),): 2, (("kind", "zap_denied"),): 3}
 
 
 def test_an_empty_or_odd_status_still_renders() -> None:
@@ -190,7 +226,8 @@ def test_an_empty_or_odd_status_still_renders() -> None:
         assert fams["meshaios_members"]["samples"][(("state", "alive"),)] == 1
     text = render_metrics({"node": {"uptime": float("inf")}})
     assert "meshaios_uptime_seconds +Inf" in text
-    assert metric_name("a-b.c") == "a_b_c" and metric_name("9x") == "_9x"
+    assert metric_name("a-b.c") == "a_b_c"
+    assert metric_name("9x") == "_9x"
 
 
 def test_metrics_of_a_real_mesh_node(client: Client) -> None:

@@ -21,14 +21,19 @@ def test_status_json_describes_the_whole_mesh(
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     me = data["node"]
-    assert me["name"] == "node0" and me["addr"] == ux_mesh.address(0) and me["secure"] is True
-    assert me["workers"] == 2 and me["owner"]["done"] >= 10
+    assert me["name"] == "node0"
+    assert me["addr"] == ux_mesh.address(0)
+    assert me["secure"] is True
+    assert me["workers"] == 2
+    assert me["owner"]["done"] >= 10
     assert {"queued", "running", "uptime", "store", "transport", "counters", "pending"} <= set(me)
     members = {m["name"]: m for m in data["members"]}
     assert set(members) == {"node1", "node2"}
     for i in (1, 2):
         m = members[f"node{i}"]
-        assert m["state"] == "alive" and m["addr"] == ux_mesh.address(i) and m["id"] == ux_mesh.by_index(i).node_id
+        assert m["state"] == "alive"
+        assert m["addr"] == ux_mesh.address(i)
+        assert m["id"] == ux_mesh.by_index(i).node_id
     assert data == json.loads(json.dumps(data))  # plain JSON all the way down
 
 

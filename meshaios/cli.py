@@ -90,6 +90,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         "memory_limit": _size(args.memory_limit),
         "spill_dir": args.spill_dir,
         "no_gpu": True if args.no_gpu else None,
+        "http": False if args.no_http else None,
+        "http_bind": args.http_bind,
+        "http_port": args.http_port,
     }
     config = load_node_config(cli, args.config)
     _setup_logging(config.log_level)
@@ -124,6 +127,9 @@ def render_status(data: dict[str, Any]) -> Any:
         + ("" if me.get("secure") else "  [red]INSECURE[/red]"),
         title_justify="left",
     )
+    if me.get("http"):
+        table.caption = f"dashboard of {me['name']}: {me['http']}/ (on its machine)"
+        table.caption_justify = "left"
     for col in ("node", "name", "address", "state", "devices", "workers", "queued", "since/uptime"):
         table.add_column(col, justify="right" if col in ("workers", "queued", "since/uptime") else "left", no_wrap=True)
     colors = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
@@ -212,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-gpu", action="store_true", help="do not look for GPUs (cupy)")
     sp.add_argument("--allow-module", action="append", metavar="MOD", help="only run functions from these modules")
     sp.add_argument("--state-dir", help="where the node advertises itself to local clients")
+    sp.add_argument("--http-bind", help="dashboard and /metrics address (default 127.0.0.1; else a token is needed)")
+    sp.add_argument("--http-port", type=int, help="dashboard and /metrics port (default 0: a free port)")
+    sp.add_argument("--no-http", action="store_true", help="no dashboard, no /api/status, no /metrics")
     sp.add_argument("--config", help="config file (TOML, [node] table)")
     sp.add_argument("--log-level", help="debug, info, warning, error")
     sp.set_defaults(func=cmd_node)

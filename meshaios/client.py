@@ -651,17 +651,28 @@ class AsyncClient:
         return self._shuffle_tasks(ops.identity_partition, list(data), partitions, _fn_arg(reducer), None)
 
     def map(
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        pure: bool = False,
+        retries: int = 0,
+        progress: bool = False,
     ) -> list[Future]:
         fp = self._fn_payload(fn)
         items = [
             self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp) for a in zip(*iterables, strict=False)
         ]
         self._enqueue(items)
-        return [f for _, f in items]
+        futures = [f for _, f in items]
+        if progress:
+            _progress(futures, _name(fn))
+        return futures
 
-    async def gather(self, futures: Iterable[Future]) -> list[Any]:
-        return [await f for f in futures]
+    async def gather(self, futures: Iterable[Future], progress: bool = True) -> list[Any]:
+        """Every result, in order. ``progress``: a bar in a terminal or notebook while it waits."""
+        futures = list(futures)
+        with _progress(futures, "gather") if progress else contextlib.nullcontext():
+            return [await f for f in futures]
 
     async def as_completed(self, futures: Iterable[Future]) -> AsyncIterator[Future]:
         by_cf = {asyncio.wrap_future(f._cf): f for f in futures}
@@ -837,16 +848,40 @@ class Client:
         fut: Future = self._call(self._async.put(value, timeout), timeout)
         return fut
 
-    def get(self, futures: Future | Iterable[Future], timeout: float | None = None) -> Any:
+    asynchronous = False  # for Dask: ``dask.compute(x, scheduler=client)`` takes a synchronous client's ``get``
+
+    def get(self, futures: Any, timeout: Any = None, **kwargs: Any) -> Any:
+        """Results of futures; called by Dask as ``get(graph, keys)`` (``dask.compute(x, scheduler=client.get)``),
+        runs the graph on the mesh (see ``meshaios.compat.dask``)."""
+        from meshaios.compat.dask import is_dask_graph
+
+        if is_dask_graph(futures):
+            from meshaios.compat.dask import get as dask_get
+
+            return dask_get(futures, timeout, client=self, **kwargs)
         if isinstance(futures, Future):
             return futures.result(timeout)
         return self.gather(futures, timeout)
 
+    def executor(self, *, pure: bool = False, retries: int = 0) -> Any:
+        """A ``concurrent.futures.Executor`` that runs on the mesh (``meshaios.compat.executor.MeshExecutor``)."""
+        from meshaios.compat.executor import MeshExecutor
+
+        return MeshExecutor(self, pure=pure, retries=retries)
+
     def mapreduce(
-        self, mapper: Callable[..., Any], reducer: Callable[..., Any] | None, inputs: Iterable[Any], partitions: int = 8
+        self,
+        mapper: Callable[..., Any],
+        reducer: Callable[..., Any] | None,
+        inputs: Iterable[Any],
+        partitions: int = 8,
+        progress: bool = False,
     ) -> list[Future]:
-        """See ``AsyncClient.mapreduce``."""
-        return self._on_loop(self._async.mapreduce, mapper, reducer, inputs, partitions)
+        """See ``AsyncClient.mapreduce``. ``progress``: a bar over the reducers while they run."""
+        futures = self._on_loop(self._async.mapreduce, mapper, reducer, inputs, partitions)
+        if progress:
+            _progress(futures, f"mapreduce {_name(mapper)}")
+        return futures
 
     def shuffle(
         self, data: Iterable[Any], partitions: int = 8, reducer: Callable[..., Any] | None = None
@@ -862,8 +897,14 @@ class Client:
         return result
 
     def map(
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], pure: bool = False, retries: int = 0
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        pure: bool = False,
+        retries: int = 0,
+        progress: bool = False,
     ) -> list[Future]:
+        """``progress``: a bar in a terminal or notebook that runs until every task has finished."""
         fp = self._async._fn_payload(fn)
         items = [
             self._async._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp)
@@ -871,15 +912,21 @@ class Client:
         ]
         for i in range(0, len(items), SUBMIT_BATCH):
             self._loop.call_soon_threadsafe(self._async._enqueue, items[i : i + SUBMIT_BATCH])
-        return [f for _, f in items]
+        futures = [f for _, f in items]
+        if progress:
+            _progress(futures, _name(fn))
+        return futures
 
-    def gather(self, futures: Iterable[Future], timeout: float | None = None) -> list[Any]:
+    def gather(self, futures: Iterable[Future], timeout: float | None = None, progress: bool = True) -> list[Any]:
+        """Every result, in order. ``progress``: a bar in a terminal or notebook while it waits (none for work done
+        within half a second; ``MESHAIOS_PROGRESS=0`` turns bars off everywhere)."""
         futures = list(futures)
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
-        for f in futures:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            out.append(f.result(remaining))
+        with _progress(futures, "gather") if progress else contextlib.nullcontext():
+            for f in futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                out.append(f.result(remaining))
         return out
 
     def as_completed(self, futures: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
@@ -897,6 +944,17 @@ class Client:
     def ping(self, timeout: float = 5.0) -> float:
         result: float = self._call(self._async.ping(timeout))
         return result
+
+
+def _progress(futures: list[Future], desc: str) -> Any:
+    """A progress bar where a person is looking (``meshaios.progress``); nothing, at no cost, elsewhere."""
+    from meshaios.progress import progress
+
+    return progress(futures, desc=desc, delay=0.5)
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__name__", None) or type(fn).__name__)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -32,6 +32,9 @@ class NodeConfig:
     workers: int = 0  # 0: one per core
     process_workers: int = 0  # 0: as many as workers, started on first use
     discovery: bool = True
+    http: bool = True  # serve the dashboard, /api/status and /metrics
+    http_bind: str = "127.0.0.1"  # off loopback, the dashboard token is required
+    http_port: int = 0  # 0: a free port, written to the node file and shown by `meshaios status`
     log_level: str = "info"
     max_frame_bytes: int = 1 << 30
     allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)

@@ -156,6 +156,8 @@ class Node:
         self._input_refs: dict[str, int] = defaultdict(int)
         self._discovery: Any = None
         self._node_file: Any = None
+        self.http_url = ""
+        self._http_token = _http_token(config, self.keys)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -193,6 +195,10 @@ class Node:
                     background.append(tg.create_task(serve_zap(), name="zap"))
                 if self.config.discovery and isinstance(self.transport, ZmqTransport):
                     background.append(tg.create_task(self._discovery_task(), name="discovery"))
+                if self.config.http and isinstance(self.transport, ZmqTransport):
+                    http_ready = asyncio.Event()
+                    background.append(tg.create_task(self._http_task(http_ready), name="http"))
+                    await http_ready.wait()  # the node file names the dashboard's URL
                 for seed in self.config.join:
                     self._swim_actions(self.swim.discovered(None, _tcp(seed), now))
                 self._write_node_file()
@@ -244,6 +250,25 @@ class Node:
             with contextlib.suppress(Exception):
                 await asyncio.shield(disc.stop())
 
+    async def _http_task(self, ready: asyncio.Event) -> None:
+        from meshaios.dashboard import jobs_view, serve_http
+
+        def listening(url: str) -> None:
+            self.http_url = url
+
+        def jobs() -> list[dict[str, Any]]:
+            return jobs_view(self.owner.tasks.values(), self.clock.now())
+
+        await serve_http(
+            self.status,
+            self.config.http_bind,
+            self.config.http_port,
+            self._http_token,
+            ready=ready,
+            on_listen=listening,
+            get_jobs=jobs,
+        )
+
     def _node_file_path(self) -> Any:
         return state_dir(self.config) / "nodes" / f"{self.node_id}.json"
 
@@ -252,7 +277,13 @@ class Node:
         try:
             path = self._node_file_path()
             path.parent.mkdir(parents=True, exist_ok=True)
-            info = {"pid": os.getpid(), "address": self.address, "node": self.node_id, "mesh": self.mesh_id}
+            info = {
+                "pid": os.getpid(),
+                "address": self.address,
+                "node": self.node_id,
+                "mesh": self.mesh_id,
+                "http": self.http_url,
+            }
             path.write_text(json.dumps(info))
             self._node_file = path
         except OSError as exc:
@@ -706,6 +737,7 @@ class Node:
             "devices": self.devices,
             "uptime": time.time() - self.started_at,
             "incarnation": self.swim.incarnation,
+            "http": self.http_url,
             "owner": dict(self.owner.counters),
             "pending": self.owner.pending,
             "counters": dict(self.counters),
@@ -747,6 +779,18 @@ def _detect(config: NodeConfig) -> Any:
     if config.no_gpu:
         return detect_devices(fakes, cupy_module=None)
     return detect_devices(fakes)
+
+
+def _http_token(config: NodeConfig, keys: MeshKeys | None) -> str | None:
+    """The dashboard's bearer token, derived from the mesh keys; refuses an open dashboard off loopback."""
+    from meshaios.dashboard.server import dashboard_token, is_loopback_host
+
+    http_token = dashboard_token(keys) if keys is not None else None
+    if config.http and http_token is None and not is_loopback_host(config.http_bind):
+        raise ConfigError(
+            f"--http-bind {config.http_bind} needs a mesh token: a dashboard without one is served on loopback only"
+        )
+    return http_token
 
 
 def _tcp(seed: str) -> str:

@@ -403,7 +403,7 @@ _BODY = """<!doctype html>
     <div class="card"><div class="v" id="c-failed">0</div><div class="k">failed</div></div>
   </div>
   <section id="sec-throughput">
-    <h2>Throughput: tasks this node owns, finished per second <span class="dim" id="rate-max"></span></h2>
+    <h2>Throughput: owned tasks finished / s <span class="dim" id="rate-max"></span></h2>
     <svg id="throughput" viewBox="0 0 600 120" preserveAspectRatio="none">
       <line class="grid" x1="0" y1="60" x2="600" y2="60"></line>
       <polygon class="area" points=""></polygon><polyline class="line" points=""></polyline>
@@ -413,7 +413,7 @@ _BODY = """<!doctype html>
     <h2>Running jobs</h2>
     <div id="work" data-finished="0" data-total="0" data-pending="0"></div>
     <table id="jobs"><thead><tr><th>client</th><th>progress</th><th class="num">finished</th>
-      <th class="num">running</th><th class="num">failed</th><th class="num">age</th></tr></thead>
+      <th class="num">dispatched</th><th class="num">failed</th><th class="num">age</th></tr></thead>
       <tbody></tbody></table>
   </section>
   <section id="sec-nodes">

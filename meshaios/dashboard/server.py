@@ -34,6 +34,7 @@ from meshaios.dashboard.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshaios.dashboard.metrics import render_metrics
 from meshaios.dashboard.page import PAGE, csp_header
 from meshaios.errors import ConfigError
+from meshaios.security import MeshKeys
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,19 @@ class HttpLimits:
     history_samples: int = 300  # how many samples it keeps
 
 
-def dashboard_token(mesh_token: str) -> str:
-    """The dashboard's bearer token: derived one way from the mesh token, never the mesh token itself."""
-    return hmac.new(mesh_token.encode(), b"meshaios dashboard v1", hashlib.sha256).hexdigest()[:40]
+def dashboard_token(mesh: str | MeshKeys) -> str:
+    """The dashboard's bearer token, derived one way from the mesh token (or the keys derived from it): whoever
+    holds the mesh token can compute it; whoever sees it cannot compute the mesh token.
+
+    >>> from meshaios.security import derive_keys, new_token
+    >>> token = new_token()
+    >>> dashboard_token(token) == dashboard_token(derive_keys(token)) != token
+    True
+    """
+    from meshaios.security import derive_keys
+
+    keys = derive_keys(mesh) if isinstance(mesh, str) else mesh
+    return hmac.new(keys.secret, b"meshaios dashboard v1", hashlib.sha256).hexdigest()[:40]
 
 
 def is_loopback_host(host: str) -> bool:

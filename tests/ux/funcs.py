@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -27,3 +28,11 @@ def boom(msg: str) -> None:
 def big(n: int) -> np.ndarray:
     """A result larger than the inline limit: it stays on its node and is fetched on demand."""
     return np.arange(n, dtype=np.float64)
+
+
+def gated_square(x: int, delay: float, gate: str) -> int:
+    """Slow until the file ``gate`` exists, instant after: a job that runs exactly as long as a test needs it
+    (the nodes of a LocalMesh share the test's file system)."""
+    if not os.path.exists(gate):
+        time.sleep(delay)
+    return x * x

@@ -14,6 +14,7 @@ import uvloop
 from meshaios.dashboard import dashboard_token, jobs_view, serve_http
 from meshaios.dashboard.server import HttpLimits, is_loopback_host
 from meshaios.errors import ConfigError
+from meshaios.security import derive_keys, new_token
 from meshaios.testing.inproc import InProcessMesh
 from tests.ux import funcs
 from tests.ux.test_metrics import SAMPLE_STATUS, parse_exposition
@@ -125,11 +126,13 @@ def test_loopback_server_refuses_foreign_host_names() -> None:
 
 
 def test_token_required_off_loopback_and_compared_exactly() -> None:
-    token = dashboard_token("the mesh token")
-    assert token != "the mesh token"
+    mesh_token = new_token()
+    token = dashboard_token(mesh_token)
+    assert token != mesh_token
     assert len(token) == 40
-    assert dashboard_token("the mesh token") == token
-    assert dashboard_token("another") != token
+    assert dashboard_token(mesh_token) == token
+    assert dashboard_token(derive_keys(mesh_token)) == token  # what a node computes from its keys
+    assert dashboard_token(new_token()) != token
 
     async def main() -> None:
         with pytest.raises(ConfigError, match="without a token"):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ import zmq
 from zmq.utils import z85
 
 from meshaios.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _KDF_CONTEXT = b"meshaios/curve/v1"
 TOKEN_BYTES = 32
@@ -92,8 +96,17 @@ def read_token(path: Path | None = None) -> str | None:
         path = Path(env_path) if env_path else default_token_file()
     try:
         text = path.read_text().strip()
+        mode = path.stat().st_mode
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read token file {path}: {exc}") from exc
+    if text and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # like ssh with a private key, but a warning: a secret mounted read-only by a container runtime is 0444
+        log.warning(
+            "token file %s can be read by other users (mode %03o): anyone who reads it can run code on every node "
+            "of the mesh; chmod 600 it",
+            path,
+            stat.S_IMODE(mode),
+        )
     return text or None

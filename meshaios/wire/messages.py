@@ -107,9 +107,28 @@ def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> di
     return obj
 
 
+# Lists of maps inside a message, checked item by item: the whole vocabulary is checked here, on decode, so that
+# the node's handlers never meet a task or result of the wrong shape. (``results`` in RESULTS is the client's to
+# check: it fails one future on a bad item rather than dropping the whole batch.)
+NESTED: dict[str, tuple[str, dict[str, tuple[type, ...]]]] = {
+    RUN: ("tasks", RUN_TASK),
+    SUBMIT: ("tasks", SUBMIT_TASK),
+    DONE: ("results", RESULT),
+}
+
+
 def check_message(msg: dict[str, Any]) -> dict[str, Any]:
     mtype = msg.get("t")
     schema = SCHEMAS.get(mtype) if isinstance(mtype, str) else None
     if schema is None:
         raise WireError(f"unknown message type {mtype!r}")
-    return check_fields(msg, schema, mtype)  # type: ignore[arg-type]
+    check_fields(msg, schema, mtype)  # type: ignore[arg-type]
+    nested = NESTED.get(mtype)  # type: ignore[arg-type]
+    if nested is not None:
+        key, item_schema = nested
+        what = f"{mtype} {key[:-1]}"
+        for item in msg[key]:
+            check_fields(item, item_schema, what)
+        if mtype == SUBMIT and not all(isinstance(d, str) for x in msg[key] for d in x["deps"]):
+            raise WireError("submit task: deps must be task ids")
+    return msg

@@ -29,6 +29,10 @@ EXT_PICKLE = 10
 # dtype kinds we accept from the wire: numbers, bools, fixed-width bytes/str, datetimes. Never object ('O').
 _ALLOWED_KINDS = frozenset("biufcSUmM")
 MAX_NDIM = 32
+# Tuples, sets and frozensets inside each other, at most. Each level is a msgpack call inside a msgpack call, and
+# msgpack's C unpacker keeps ~48 KiB of stack per call: ~170 levels overflow an 8 MiB thread stack and kill the
+# process (a 1 KiB argument did that to a node before this limit). Enforced on encode too, so that a sender
+# learns of it rather than its receiver.
 MAX_DEPTH = 64
 
 
@@ -100,6 +104,7 @@ class ValueEncoder:
         self.ref_types = ref_types
         self.buffers: list[Any] = []
         self.refs: list[str] = []
+        self._depth = 0
         self._packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
 
     def encode(self, value: Any) -> Payload:
@@ -107,8 +112,14 @@ class ValueEncoder:
         return Payload(blob, tuple(self.buffers))
 
     def _nested(self, value: Any) -> bytes:
-        packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
-        return bytes(packer.pack(value))
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise SerializationError(f"cannot serialise value: tuples or sets nested more than {MAX_DEPTH} deep")
+            packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+            return bytes(packer.pack(value))
+        finally:
+            self._depth -= 1
 
     def _default(self, obj: Any) -> Any:
         if (
@@ -183,7 +194,8 @@ def loads(
 ) -> Any:
     """Decode; every malformed input raises ``WireError`` (never anything else), so callers can answer it."""
     buffers = payload.buffers
-    depth = [0]
+    depth = [0]  # extension objects met so far
+    level = [0]  # how deep in nested tuples/sets we are now
 
     def hook(code: int, data: bytes) -> Any:
         depth[0] += 1
@@ -194,12 +206,17 @@ def loads(
             if not isinstance(idx, int) or not 0 <= idx < len(buffers) or not isinstance(descr, str):
                 raise WireError("array references a missing frame")
             return array_from_buffer(descr, shape, buffers[idx])
-        if code == EXT_TUPLE:
-            return tuple(_unpack(data))
-        if code == EXT_SET:
-            return set(_unpack(data))
-        if code == EXT_FROZENSET:
-            return frozenset(_unpack(data))
+        if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
+            level[0] += 1
+            try:
+                if level[0] > MAX_DEPTH:
+                    raise WireError(f"value nested more than {MAX_DEPTH} deep")
+                items = _unpack(data)
+            finally:
+                level[0] -= 1
+            if code == EXT_TUPLE:
+                return tuple(items)
+            return set(items) if code == EXT_SET else frozenset(items)
         if code == EXT_SCALAR:
             descr, raw = msgpack.unpackb(data)
             dt = check_dtype(descr)

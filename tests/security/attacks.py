@@ -34,6 +34,8 @@ from meshaios.wire.codec import encode
 from meshaios.wire.values import dumps
 
 KINDS = ("null", "plain", "curve-unknown", "curve-wrong-server", "garbage")
+# not an access attempt: an *authenticated* peer (it holds the token) spraying malformed frames
+FLOOD = "flood"
 
 _END = {
     zmq.EVENT_HANDSHAKE_SUCCEEDED: "succeeded",
@@ -153,10 +155,13 @@ def _greeting(mechanism: bytes, major: int = 3) -> bytes:
 
 
 def garbage_payloads(port: int, canary: str, rng: random.Random) -> list[bytes]:
-    null_submit = b"".join(  # a NULL READY command, then the submit, ZMTP 3 framing
-        [b"\x04\x1a\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"]
-        + [bytes([1, len(f)]) + f if len(f) < 256 else b"\x03" + struct.pack(">Q", len(f)) + f for f in canary_submit(canary)]
-    )
+    def zmtp3(f: bytes, more: bool) -> bytes:
+        return bytes([more, len(f)]) + f if len(f) < 256 else bytes([2 | more]) + struct.pack(">Q", len(f)) + f
+
+    frames = canary_submit(canary)
+    null_submit = b"\x04\x1a\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER" + b"".join(
+        zmtp3(f, i < len(frames) - 1) for i, f in enumerate(frames)
+    )  # a NULL READY command, then the submit, in ZMTP 3 framing
     return [
         rng.randbytes(rng.randint(1, 2048)),
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -200,16 +205,71 @@ def garbage_attempts(addr: str, n: int, canary: str, seed: int = 0, batch: int =
     return out
 
 
+def malformed_flood(addr: str, n: int, token: str, idents: int = 4, timeout: float = 60.0) -> Counter[str]:
+    """``n`` malformed messages from the corpus, round robin over ``idents`` authenticated connections (client
+    routing ids, so the node answers each with an ``error``); the answers are read and counted as they come."""
+    from meshaios.io.transport import apply_client_curve
+    from meshaios.security import derive_keys
+    from tests.security.malformed import corpus
+
+    keys = derive_keys(token)
+    frames = [f for _name, f in corpus()]
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    out: Counter[str] = Counter()
+    try:
+        socks = []
+        for i in range(idents):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.ROUTING_ID, f"c:flood{i}".encode())
+            s.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+            s.setsockopt(zmq.RCVHWM, 0)
+            apply_client_curve(s, keys)
+            s.connect(addr)
+            socks.append(s)
+        for k in range(n):
+            s = socks[k % idents]
+            s.send_multipart(frames[k % len(frames)], copy=False)
+            out["sent"] += 1
+            if k % 256 == 0:
+                for r in socks:
+                    out["errors_back"] += _drain_sync(r)
+        deadline = time.monotonic() + 5
+        while out["errors_back"] < out["sent"] and time.monotonic() < deadline:
+            got = sum(_drain_sync(r) for r in socks)
+            out["errors_back"] += got
+            if not got:
+                time.sleep(0.05)
+    finally:
+        ctx.destroy(linger=0)
+    return out
+
+
+def _drain_sync(sock: zmq.Socket[bytes]) -> int:
+    n = 0
+    while True:
+        try:
+            sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return n
+        n += 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("kind", choices=KINDS)
+    p.add_argument("kind", choices=(*KINDS, FLOOD))
     p.add_argument("address")
     p.add_argument("n", type=int)
     p.add_argument("--server-key", default="", help="the node's CURVE public key (Z85)")
-    p.add_argument("--canary", required=True)
+    p.add_argument("--canary", default="")
+    p.add_argument("--token-file", default="", help="flood: the mesh token, to authenticate")
+    p.add_argument("--idents", type=int, default=4, help="flood: connections (routing ids) to spread over")
     args = p.parse_args(argv)
     t0 = time.monotonic()
-    if args.kind == "garbage":
+    if args.kind == FLOOD:
+        with open(args.token_file) as fh:
+            res = malformed_flood(args.address, args.n, fh.read().strip(), args.idents)
+    elif args.kind == "garbage":
         res = garbage_attempts(args.address, args.n, args.canary)
     else:
         res = dealer_attempts(args.address, args.kind, args.n, args.server_key.encode(), args.canary)

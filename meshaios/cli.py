@@ -130,15 +130,43 @@ def render_status(data: dict[str, Any]) -> Any:
     if me.get("http"):
         table.caption = f"dashboard of {me['name']}: {me['http']}/ (on its machine)"
         table.caption_justify = "left"
-    for col in ("node", "name", "address", "state", "devices", "workers", "queued", "since/uptime"):
-        table.add_column(col, justify="right" if col in ("workers", "queued", "since/uptime") else "left", no_wrap=True)
+    cols = ("node", "name", "address", "state", "devices", "workers", "running", "queued", "store", "since/uptime")
+    for col in cols:
+        table.add_column(col, justify="left" if col in cols[:5] else "right", no_wrap=True)
     colors = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
-    rows = [(me["id"], me["name"], me["addr"], "alive", me["devices"], me["workers"], me["queued"], me["uptime"], True)]
+    mine = (me["store"]["bytes_in_memory"] if isinstance(me.get("store"), dict) else 0,)
+    rows = [
+        (
+            me["id"],
+            me["name"],
+            me["addr"],
+            "alive",
+            me["devices"],
+            me["workers"],
+            me.get("running", 0),
+            me["queued"],
+            *mine,
+            me["uptime"],
+            True,
+        )
+    ]
     rows += [
-        (m["id"], m["name"], m["addr"], m["state"], m["devices"], m["workers"], m["queued"], m["since"], False)
+        (
+            m["id"],
+            m["name"],
+            m["addr"],
+            m["state"],
+            m["devices"],
+            m["workers"],
+            m.get("running", 0),
+            m["queued"],
+            m.get("store_bytes", 0),
+            m["since"],
+            False,
+        )
         for m in sorted(data["members"], key=lambda m: (m["state"], m["name"]))
     ]
-    for nid, name, addr, state, dev, w, q, since, self_ in rows:
+    for nid, name, addr, state, dev, w, r, q, mem, since, self_ in rows:
         c = colors.get(state, "white")
         table.add_row(
             nid[:8] + ("*" if self_ else ""),
@@ -147,10 +175,21 @@ def render_status(data: dict[str, Any]) -> Any:
             f"[{c}]{state}[/{c}]",
             dev or "cpu",
             str(w),
+            str(r),
             str(q),
+            _bytes(mem),
             _duration(since),
         )
     return table
+
+
+def _bytes(n: Any) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def _duration(s: float) -> str:

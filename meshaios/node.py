@@ -712,7 +712,16 @@ class Node:
 
     # ---- views ----------------------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        return {"name": self.name, "w": self.workers, "q": self.exec.queued, "dev": self.devices, "res": self._res}
+        running = sum(p.busy for p in (self._pool, *self._gpu_pools.values()) if p is not None)
+        return {
+            "name": self.name,
+            "w": self.workers,
+            "q": self.exec.queued,
+            "r": running,
+            "mem": self.store.stats.bytes_in_memory,
+            "dev": self.devices,
+            "res": self._res,
+        }
 
     @functools.cached_property
     def _res(self) -> dict[str, int]:
@@ -761,6 +770,8 @@ class Node:
                 "incarnation": m.incarnation,
                 "workers": (m.meta or {}).get("w", 0),
                 "queued": (m.meta or {}).get("q", 0),
+                "running": (m.meta or {}).get("r", 0),
+                "store_bytes": (m.meta or {}).get("mem", 0),
                 "devices": (m.meta or {}).get("dev", ""),
                 "since": self.clock.now() - m.state_since,
             }

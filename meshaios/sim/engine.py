@@ -439,6 +439,10 @@ class Simulation:
                 swim = self.net.nodes.get(n.spec.node_id)
                 if swim is not None:
                     swim.set_meta(self._meta(n))
+        # Owners read every peer's summary (as node.py reads every member's meta each tick); an idle node reads a
+        # sample. Which peers to look at comes from the simulator's list (a shortcut that keeps a 1,000-node run
+        # fast); what it learns about them comes only from its own SWIM view (or, with the oracle, the summary
+        # as last published), with the time it was heard.
         for n in live:
             if n.owner is not None:
                 for pid in self.alive_ids:

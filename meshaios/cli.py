@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, help="task threads (default: one per core)")
     sp.add_argument("--insecure", action="store_true", help="no token, no encryption, no pickled code")
     sp.add_argument("--no-discovery", action="store_true", help="no mDNS: static seeds only")
-    sp.add_argument("--placement", help="placement policy (least-loaded, power-of-two, round-robin, random)")
+    sp.add_argument(
+        "--placement", help="placement policy: least-loaded (default), eft (learned), power-of-two, round-robin, random"
+    )
     sp.add_argument("--fake-gpu", action="append", metavar="SPEC", help="fake accelerator, e.g. speed=8,memory=16GiB")
     sp.add_argument("--memory-limit", help="object store memory before spilling to disk, e.g. 4GiB (default: half RAM)")
     sp.add_argument("--spill-dir", help="where objects beyond the memory limit go (default: under the state dir)")
@@ -273,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=5.0)
     sp.set_defaults(func=cmd_status)
 
+    sub.add_parser("sim", help="discrete-event simulation of a large mesh (see `meshaios sim --help`)")
+
     sp = sub.add_parser("chaos", help="kill nodes of a local mesh during a job with a known answer; account for it")
     from meshaios.chaos.runner import add_arguments
 
@@ -282,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:  # the simulator has its own argument parser
+        from meshaios.sim.cli import main as sim_main
+
+        return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         rc: int = args.func(args)

@@ -29,7 +29,9 @@ from meshaios.errors import ConfigError, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
-from meshaios.sched.placement import make_policy
+from meshaios.sched.loadview import LoadView
+from meshaios.sched.model import RuntimeModel
+from meshaios.sched.placement import WithTaskInfo, make_policy
 from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.objects import ObjectStore
@@ -122,7 +124,15 @@ class Node:
             ),
             self.keys,
         )
-        self.owner = Owner(self.node_id, config.owner, make_policy(config.placement), random.Random(self.rng.random()))
+        self.model = _load_model(self._model_path())
+        self.loadview = LoadView()
+        inner = make_policy(
+            config.placement, model=self.model, view=self.loadview, clock=self.clock, node_id=self.node_id
+        )
+        self.owner = Owner(self.node_id, config.owner, inner, random.Random(self.rng.random()))
+        if config.placement == "eft":  # the learned policy wants to know what each task is and where its inputs are
+            self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
+        self.owner.model = self.model
         self.resolver = FunctionResolver(allow_pickle=self.secure, allowed_modules=config.allowed_modules)
         self.workers = config.worker_count
         self.exec = ExecStats()
@@ -212,6 +222,7 @@ class Node:
                 for t in background:
                     t.cancel()
         finally:
+            self._save_model()
             self._remove_node_file()
             if self._pool is not None:
                 self._pool.shutdown()
@@ -312,6 +323,13 @@ class Node:
     def _tick(self, n: int) -> None:
         assert self.swim is not None
         now = self.clock.now()
+        if n % 40 == 0:  # every ~2 s: peers' runtime observations, so we can predict what we never ran
+            for m in self.swim.members():
+                rm = m.meta.get("rm") if isinstance(m.meta, dict) else None
+                if rm:
+                    self.model.merge_gossip(rm, m.node_id)
+        if n % 1200 == 0:
+            self._save_model()
         if n % 2 == 0:
             self.swim.set_meta(self._meta())
             for m in self.swim.members():
@@ -545,7 +563,10 @@ class Node:
 
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
         """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
-        return self._keep_large(run_task(task, self.resolver, allow_pickle=self.secure))
+        result = run_task(task, self.resolver, allow_pickle=self.secure)
+        if "device" in task:
+            result["dev"] = "gpu"  # the runtime model learns GPU runtimes apart from CPU ones
+        return self._keep_large(result)
 
     def _keep_large(self, result: dict[str, Any]) -> dict[str, Any]:
         vparts = result.pop("vparts", None)
@@ -714,6 +735,7 @@ class Node:
     def _meta(self) -> dict[str, Any]:
         running = sum(p.busy for p in (self._pool, *self._gpu_pools.values()) if p is not None)
         return {
+            "rm": self.model.summary(4),
             "name": self.name,
             "w": self.workers,
             "q": self.exec.queued,
@@ -722,6 +744,20 @@ class Node:
             "dev": self.devices,
             "res": self._res,
         }
+
+    def _model_path(self) -> Path:
+        return state_dir(self.config) / f"runtime-model-{_safe(self.name)}.msgpack"
+
+    def _save_model(self) -> None:
+        """Write-then-rename: a crash mid-write never leaves a half model behind."""
+        path = self._model_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(self.model.dumps())
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.debug("cannot save the runtime model: %s", exc)
 
     @functools.cached_property
     def _res(self) -> dict[str, int]:
@@ -751,6 +787,8 @@ class Node:
             "pending": self.owner.pending,
             "counters": dict(self.counters),
             "store": dataclasses.asdict(self.store.stats),
+            "model": self.model.stats(),
+            "placement": self.config.placement,
             "memory_limit": self.store.memory_limit,
             "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
             "transport": {
@@ -778,6 +816,18 @@ class Node:
             for m in self.swim.members()
         ]
         return {"node": me, "members": members}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "node"
+
+
+def _load_model(path: Path) -> RuntimeModel:
+    """The model survives restarts (a node restarted with the same name picks up what it learned)."""
+    try:
+        return RuntimeModel.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return RuntimeModel()
 
 
 def _detect(config: NodeConfig) -> Any:

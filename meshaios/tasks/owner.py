@@ -62,6 +62,7 @@ class OwnedTask:
     resources: dict[str, int] = field(default_factory=dict)
     recomputed: int = 0
     timeout: float = 0.0  # seconds a dispatched attempt may run; 0: no limit
+    key: str = ""  # what the runtime model knows this function by
 
     @property
     def available(self) -> bool:
@@ -127,6 +128,9 @@ class Owner:
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
         self.now = 0.0
+        # the runtime model learns from every finished task (sampled for sub-millisecond ones); None: no learning
+        self.model: Any = None
+        self._learned = 0
 
     # ---- membership -------------------------------------------------------------------------------------
     def node_up(self, node_id: str, slots: int, meta: dict[str, Any] | None = None) -> list[OwnerAction]:
@@ -235,6 +239,7 @@ class Owner:
                     t.missing += 1
                     if dep.state is TaskState.DONE and self._needed(dep):
                         out.extend(self._recompute(dep))
+            t.key = fn_key(t.fn)
             self.tasks[tid] = t
             impossible = self._unsatisfiable(t)
             if failed_dep is not None:
@@ -342,6 +347,7 @@ class Owner:
                 self._unassign(tid, t.node)
             lost = r.get("lost")
             if r["ok"]:
+                self._learn(t, node_id, r)
                 t.state = TaskState.DONE
                 t.node = node_id
                 v = r.get("v")
@@ -574,6 +580,38 @@ class Owner:
         self.ready.extendleft(reversed(skipped))
         return [Dispatch(node, tasks) for node, tasks in batches.items()]
 
+    def _learn(self, t: OwnedTask, node_id: str, r: dict[str, Any]) -> None:
+        dt = r.get("dt")
+        if self.model is None or type(dt) is not float or dt < 0:
+            return
+        self._learned += 1
+        if dt < 1e-3 and self._learned % 16:  # tiny tasks: learning costs more than they run; sample them
+            return
+        from meshaios.sched.model import task_features
+
+        raw_dev = r.get("dev")
+        dev = raw_dev if isinstance(raw_dev, str) else "cpu"
+        nbytes = t.args.nbytes + sum((d.size for x in t.deps if (d := self.tasks.get(base_id(x)))), 0)
+        self.model.learn_one(task_features(t.key, nbytes, dev, node=node_id), dt)
+
+    def task_info(self, tid: str) -> dict[str, Any] | None:
+        """What a learned placement policy wants to know about a task (see ``sched.placement.WithTaskInfo``)."""
+        t = self.tasks.get(tid)
+        if t is None:
+            return None
+        inputs = []
+        nbytes = t.args.nbytes
+        for d in t.deps:
+            dep = self.tasks.get(base_id(d))
+            if dep is None:
+                continue
+            size = dep.size // dep.parts if dep.parts else dep.size
+            nbytes += size
+            if dep.locations:
+                inputs.append([list(dep.locations), size])
+        device = "gpu" if t.resources.get("gpu") else "cpu"
+        return {"fn_key": t.key, "nbytes": nbytes, "inputs": inputs, "device": device}
+
     def _unassign(self, tid: str, node_id: str) -> None:
         nt = self.node_tasks.get(node_id)
         if nt is not None and tid in nt:
@@ -585,6 +623,13 @@ class Owner:
     @property
     def pending(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state not in (TaskState.DONE, TaskState.FAILED))
+
+
+def fn_key(fn: Payload) -> str:
+    """A stable name for a function payload: the runtime model's kernel id."""
+    import hashlib
+
+    return "fn:" + hashlib.blake2b(fn.blob, digest_size=8).hexdigest()
 
 
 def base_id(obj_id: str) -> str:

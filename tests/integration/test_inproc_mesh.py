@@ -228,3 +228,17 @@ def test_pure_task_runs_in_a_worker_process_and_a_killed_worker_is_an_error() ->
             assert await c.submit(funcs.square, 4, pure=True) == 16
 
     run(main)
+
+
+def test_learned_placement_runs_work_and_the_model_learns_from_it() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3, placement="eft") as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            futs = c.map(funcs.slow_square, range(120), [0.005] * 120)
+            assert await c.gather(futs) == [x * x for x in range(120)]
+            stats = mesh.nodes[0].model.stats()
+            assert stats["observations"] >= 100, stats
+            assert len({f.node for f in futs}) >= 2
+
+    run(main)

@@ -171,3 +171,20 @@ def test_sigkill_during_map_completes_and_survivors_mark_node_dead() -> None:
                     what="dead verdict within 5 s",
                 )
         print(f"dead on both survivors {time.monotonic() - t_kill:.2f} s after SIGKILL")
+
+
+def test_runtime_model_learns_gossips_and_survives_a_restart() -> None:
+    with LocalMesh(2) as mesh:
+        with mesh.client(0) as c:
+            wait_for(lambda: len(alive_view(c)) == 2, timeout=10)
+            c.gather(c.map(funcs.slow_square, range(60), [0.003] * 60), timeout=60)
+            learned = c.status()["node"]["model"]
+            assert learned["observations"] >= 50
+        with mesh.client(1) as c1:  # the other node knows the kernel from gossip, without having owned it
+            wait_for(lambda: c1.status()["node"]["model"]["peer_kernels"] >= 1, timeout=10, what="model gossip")
+        mesh.kill(0, signal.SIGTERM)  # a clean stop saves the model
+        mesh.by_index(0).proc.wait(timeout=10)
+        mesh.spawn(0)
+        mesh.wait_ready()
+        with mesh.client(0) as c:
+            assert c.status()["node"]["model"]["observations"] >= 50

@@ -28,7 +28,7 @@ def _hog(stop: Any) -> None:
 
 def all_alive(mesh: LocalMesh, clients: dict[int, Any]) -> bool:
     ids = {p.node_id for p in mesh.procs if p.alive()}
-    for i, c in clients.items():
+    for c in clients.values():
         st = c.status(timeout=2)
         seen = {st["node"]["id"]} | {m["id"] for m in st["members"] if m["state"] == "alive"}
         if not ids <= seen:
@@ -44,7 +44,7 @@ def detection(nodes: int, kills: int) -> list[float]:
             survivors = [p.index for p in mesh.procs if p.index != victim_index]
             clients = {i: mesh.client(i) for i in survivors}
             try:
-                wait_for(lambda: all_alive(mesh, clients), timeout=30, what="all alive")
+                wait_for(lambda cl=clients: all_alive(mesh, cl), timeout=30, what="all alive")
                 victim = mesh.by_index(victim_index).node_id
                 t0 = time.monotonic()
                 mesh.kill(victim_index, signal.SIGKILL)

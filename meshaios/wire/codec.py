@@ -26,6 +26,19 @@ class WireLimits:
     max_frames: int = 1 << 16
     max_items: int = 1 << 20  # longest array/map in a header
 
+    @classmethod
+    def from_config(cls, config: Any) -> WireLimits:
+        """The limits a node's configuration asks for: ``max_header_bytes``, ``max_frames``, ``max_items`` where it
+        has them, the defaults where not. A header is one frame, so it never exceeds ``max_frame_bytes`` either."""
+        d = cls()
+        header = int(getattr(config, "max_header_bytes", 0) or d.max_header)
+        frame = int(getattr(config, "max_frame_bytes", 0) or header)
+        return cls(
+            max_header=min(header, frame),
+            max_frames=int(getattr(config, "max_frames", 0) or d.max_frames),
+            max_items=int(getattr(config, "max_items", 0) or d.max_items),
+        )
+
 
 DEFAULT_LIMITS = WireLimits()
 

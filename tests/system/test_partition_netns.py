@@ -55,8 +55,15 @@ def test_partition_2_plus_2_then_heal(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the four hosts did not find each other by mDNS"
                 time.sleep(0.3)
             job = subprocess.Popen(
-                [*lan.prefix(0), sys.executable, str(Path(__file__).with_name("netns_job.py"))]
-                + [f"tcp://{lan.ip_of(0)}:{PORT}", str(token_file), "600", "0.08"],
+                [
+                    *lan.prefix(0),
+                    sys.executable,
+                    str(Path(__file__).with_name("netns_job.py")),
+                    f"tcp://{lan.ip_of(0)}:{PORT}",
+                    str(token_file),
+                    "600",
+                    "0.08",
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=os.getcwd(),

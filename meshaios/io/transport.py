@@ -207,7 +207,7 @@ class ZmqTransport:
                 reply = self._zap_reply(msg)
                 if reply is not None:
                     done: Any = sock.send_multipart(reply, flags=zmq.NOBLOCK)
-                    if done.exception() is not None:  # libzmq waits for its answer: cannot be full
+                    if done.done() and done.exception() is not None:  # libzmq waits for the answer: never full
                         log.warning("ZAP reply failed: %s", done.exception())
 
     def _zap_reply(self, msg: list[bytes]) -> list[bytes] | None:

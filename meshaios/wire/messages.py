@@ -107,6 +107,33 @@ def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> di
     return obj
 
 
+# Optional fields of a run task that the executor reads: when present they must have these types (a stray float
+# for ``resources`` once left a task half-accepted on its executor, counted as queued for ever).
+RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {"resources": _DICT, "parts": _INT, "device": _STR}
+
+
+def check_run_task(task: Any) -> dict[str, Any]:
+    check_fields(task, RUN_TASK, "run task")
+    for key, types in RUN_TASK_OPTIONAL.items():
+        if key in task:
+            check_fields(task, {key: types}, "run task")
+    res = task.get("resources", {})
+    if not all(isinstance(k, str) and type(v) is int for k, v in res.items()):
+        raise WireError("run task: resources must map names to integers")
+    for dep, val in task["deps"].items():
+        if not isinstance(dep, str) or not (val is None or isinstance(val, Payload) or _is_location(val)):
+            raise WireError("run task: a dependency must be a value, a location or nil")
+    return task  # type: ignore[no-any-return]
+
+
+def _is_location(val: Any) -> bool:
+    """Where a dependency's value lives when it did not travel inline: ``{"loc": [node ids], "size": bytes}``."""
+    if not isinstance(val, dict):
+        return False
+    loc = val.get("loc", [])
+    return isinstance(loc, list) and all(isinstance(x, str) for x in loc) and type(val.get("size", 0)) is int
+
+
 # Lists of maps inside a message, checked item by item: the whole vocabulary is checked here, on decode, so that
 # the node's handlers never meet a task or result of the wrong shape. (``results`` in RESULTS is the client's to
 # check: it fails one future on a bad item rather than dropping the whole batch.)
@@ -128,7 +155,10 @@ def check_message(msg: dict[str, Any]) -> dict[str, Any]:
         key, item_schema = nested
         what = f"{mtype} {key[:-1]}"
         for item in msg[key]:
-            check_fields(item, item_schema, what)
+            if mtype == RUN:
+                check_run_task(item)
+            else:
+                check_fields(item, item_schema, what)
         if mtype == SUBMIT and not all(isinstance(d, str) for x in msg[key] for d in x["deps"]):
             raise WireError("submit task: deps must be task ids")
     return msg

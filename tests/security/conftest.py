@@ -1,0 +1,89 @@
+"""Fixtures for the security tests: real node processes on loopback, and ways to look inside them."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from meshaios.io.transport import apply_client_curve
+from meshaios.security import derive_keys
+from meshaios.testing.localmesh import LocalMesh
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, from /proc (no psutil)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def transport(client: Any) -> dict[str, int]:
+    st: dict[str, int] = client.status()["node"]["transport"]
+    return st
+
+
+def node_view(client: Any) -> dict[str, Any]:
+    st: dict[str, Any] = client.status()["node"]
+    return st
+
+
+def authed_dealer(ctx: zmq.Context[Any], mesh: LocalMesh, index: int = 0, ident: bytes = b"") -> zmq.Socket[Any]:
+    """A raw DEALER that holds the mesh key: an authenticated peer that may send anything at all."""
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if ident:
+        s.setsockopt(zmq.ROUTING_ID, ident)
+    apply_client_curve(s, derive_keys(mesh.token))
+    s.connect(mesh.address(index))
+    return s
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context[Any]]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture(scope="module")
+def node1() -> Iterator[LocalMesh]:
+    """One secure node process (no mDNS), shared by a module's tests: they check counters as deltas."""
+    with LocalMesh(1, discovery=False, workers=2) as mesh:
+        yield mesh
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+def canary_path(tmp_path: Path, name: str) -> Path:
+    p = tmp_path / f"canary-{name}-{os.getpid()}"
+    assert not p.exists()
+    return p

@@ -51,6 +51,18 @@ def _size(text: str | None) -> int | None:
         raise SystemExit(f"meshaios: bad size {text!r}: {exc}") from None
 
 
+def _raise_open_files_limit() -> None:
+    """Each peer is a socket: lift the soft open-files limit to the hard one, so the outbound cap can grow."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def _return_freed_memory() -> None:
     """Make glibc hand large freed buffers back to the OS at once.
 
@@ -97,6 +109,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     config = load_node_config(cli, args.config)
     _setup_logging(config.log_level)
     _return_freed_memory()
+    _raise_open_files_limit()
     node = Node(config)
 
     async def main() -> None:

@@ -49,19 +49,32 @@ TICK = 0.05
 
 
 class RateLimitedLog:
-    """One warning per (peer, kind) per interval: a peer spraying garbage must not flood the log."""
+    """One warning per (peer, kind) per interval, and at most ``budget`` warnings per interval in all: a peer
+    spraying garbage, or reconnecting under fresh identities to get a fresh allowance, cannot flood the log."""
 
-    def __init__(self, interval: float = 10.0) -> None:
+    def __init__(self, interval: float = 10.0, budget: int = 20) -> None:
         self.interval = interval
+        self.budget = budget
         self._last: dict[tuple[bytes, str], float] = {}
+        self._window_start = -1e9
+        self._window_count = 0
         self.suppressed = 0
+        self._reported = 0
 
     def warn(self, key: tuple[bytes, str], msg: str, *args: Any) -> None:
         now = time.monotonic()
-        if now - self._last.get(key, -1e9) >= self.interval:
+        if now - self._window_start >= self.interval:
+            if self.suppressed > self._reported:
+                log.warning(
+                    "%d similar warnings suppressed in the last %.0f s", self.suppressed - self._reported, self.interval
+                )
+                self._reported = self.suppressed
+            self._window_start, self._window_count = now, 0
+        if now - self._last.get(key, -1e9) >= self.interval and self._window_count < self.budget:
             if len(self._last) > 10_000:
                 self._last.clear()
             self._last[key] = now
+            self._window_count += 1
             log.warning(msg, *args)
         else:
             self.suppressed += 1
@@ -398,7 +411,7 @@ class Node:
                         "node": self.node_id,
                         "name": self.name,
                         "mesh": self.mesh_id,
-                        "pickle": self.secure,
+                        "pickle": self.resolver.allow_pickle,
                     }
                 ),
             )
@@ -791,13 +804,7 @@ class Node:
             "placement": self.config.placement,
             "memory_limit": self.store.memory_limit,
             "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
-            "transport": {
-                "sent": self.transport.stats.sent,
-                "received": self.transport.stats.received,
-                "dropped": self.transport.stats.dropped,
-                "auth_ok": self.transport.stats.auth_ok,
-                "auth_rejected": self.transport.stats.auth_rejected,
-            },
+            "transport": self.transport.stats.as_dict(),
         }
         members = [
             {

@@ -35,6 +35,9 @@ def error_info(exc: BaseException, *, allow_pickle: bool, tb: str | None = None)
 
 def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: bool) -> dict[str, Any]:
     """Returns a DONE result dict; ``fatal`` marks errors that retrying cannot fix."""
+    # a node restricted to some modules refuses pickled functions, and so pickled arguments too: a pickle can
+    # call anything while it loads
+    allow_pickle = allow_pickle and resolver.allow_pickle
     tid = task["id"]
     start = time.perf_counter()
     try:

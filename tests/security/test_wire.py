@@ -232,11 +232,6 @@ def test_100k_malformed_frames_from_an_authenticated_peer(node1: LocalMesh) -> N
         assert peak - rss_before < 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py: RateLimitedLog limits per routing id only; a token holder who reconnects under a fresh id per "
-    "message gets one warning each. Needs a global budget (see docs/security.md, 'changes needed').",
-)
 def test_log_stays_bounded_when_the_sender_changes_identity(node1: LocalMesh, zctx: zmq.Context[Any]) -> None:
     before = _warnings(node1.log(0))
     bad = [b"\xc1"]

@@ -11,6 +11,7 @@ second arrival of the same task id (a re-run after a node died, a re-delivery) i
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import json
@@ -231,9 +232,12 @@ class AsyncClient:
         heartbeat_timeout: float = 5.0,
         failover_timeout: float = 30.0,
         connection_factory: Callable[[str, MeshKeys | None, str], Any] | None = None,
+        window: int = 10_000,
     ) -> None:
         self.keys = _client_keys(token, token_file, insecure)
         self._address = address
+        self.window = max(1, window)  # unfinished tasks sent to the mesh at once: the rest wait here
+        self._inflight = 0
         self._connection_factory = connection_factory or ZmqConnection
         self.connect_timeout = connect_timeout
         self.heartbeat_timeout = heartbeat_timeout
@@ -244,7 +248,7 @@ class AsyncClient:
         self._conn: Any = None  # ZmqConnection, or an in-memory one in tests
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, Future] = {}
-        self._outbox: list[dict[str, Any]] = []
+        self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._releases: list[str] = []
         self._flush_scheduled = False
         self._reader: asyncio.Task[None] | None = None
@@ -406,7 +410,9 @@ class AsyncClient:
             stack.extend(d.split("#", 1)[0] for d in spec["deps"])
         order = _topological(need)
         self.resubmitted += len(order)
-        self._outbox.extend(need[t] for t in order)
+        queued = {s["id"] for s in self._outbox}
+        self._outbox.extendleft(reversed([need[t] for t in order if t not in queued]))
+        self._inflight = 0
         self._schedule_flush()
 
     async def close(self) -> None:
@@ -498,7 +504,9 @@ class AsyncClient:
         self._flush_scheduled = False
         if self._conn is None:
             return
-        out, self._outbox = self._outbox, []
+        room = min(len(self._outbox), self.window - self._inflight)  # backpressure: the rest waits for results
+        out = [self._outbox.popleft() for _ in range(max(0, room))]
+        self._inflight += len(out)
         for i in range(0, len(out), SUBMIT_BATCH):
             self._conn.send(encode({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH]}))
         if self._releases:
@@ -746,6 +754,9 @@ class AsyncClient:
             self.stats["duplicates"] += 1
             return
         self.stats["results"] += 1
+        self._inflight -= 1
+        if self._outbox and not self._flush_scheduled:
+            self._schedule_flush()
         fut.node = str(r.get("node", ""))
         if r.get("ok") and r.get("v") is None and type(r.get("size")) is int:
             parts = r.get("parts")

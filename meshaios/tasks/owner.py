@@ -97,6 +97,7 @@ OwnerAction = Dispatch | Deliver
 class OwnerConfig:
     window_per_slot: int = 8  # tasks in flight per slot of a node, per owner: enough to hide a round trip
     max_node_failures: int = 3  # a task whose nodes die this often fails (Dask's KilledWorker idea)
+    max_pending_per_client: int = 100_000  # beyond this a client's new tasks are refused (meshaios.Busy)
 
 
 class Owner:
@@ -131,6 +132,7 @@ class Owner:
         # the runtime model learns from every finished task (sampled for sub-millisecond ones); None: no learning
         self.model: Any = None
         self._learned = 0
+        self._pending_by_client: dict[bytes, int] = {}
 
     # ---- membership -------------------------------------------------------------------------------------
     def node_up(self, node_id: str, slots: int, meta: dict[str, Any] | None = None) -> list[OwnerAction]:
@@ -200,10 +202,34 @@ class Owner:
             tid = spec["id"]
             known = self.tasks.get(tid)
             if known is not None:
-                known.client = client  # the client may have reconnected through another route
+                if known.client != client and not known.delivered:  # the client reconnected through another route
+                    old = self._pending_by_client.get(known.client, 0) - 1
+                    if old > 0:
+                        self._pending_by_client[known.client] = old
+                    else:
+                        self._pending_by_client.pop(known.client, None)
+                    self._pending_by_client[client] = self._pending_by_client.get(client, 0) + 1
+                known.client = client
                 if known.state in (TaskState.DONE, TaskState.FAILED):
                     redeliver.append(self._result_msg(known))
                 continue
+            if self._pending_by_client.get(client, 0) >= self.config.max_pending_per_client:
+                # bounded memory against a client that ignores its window: refuse, do not queue
+                redeliver.append(
+                    {
+                        "id": tid,
+                        "ok": False,
+                        "node": self.node_id,
+                        "err": {
+                            "type": "meshaios.Busy",
+                            "msg": f"this node holds {self.config.max_pending_per_client} unfinished tasks of "
+                            "yours already; submit more when some finish",
+                            "tb": "",
+                        },
+                    }
+                )
+                continue
+            self._pending_by_client[client] = self._pending_by_client.get(client, 0) + 1
             retries = spec.get("retries", 0)
             t = OwnedTask(
                 id=tid,
@@ -393,6 +419,11 @@ class Owner:
             cur = stack.pop()
             if not cur.delivered:
                 cur.delivered = True
+                left = self._pending_by_client.get(cur.client, 0) - 1
+                if left > 0:
+                    self._pending_by_client[cur.client] = left
+                else:
+                    self._pending_by_client.pop(cur.client, None)
                 self.counters["done" if cur.state is TaskState.DONE else "failed"] += 1
                 out.append(Deliver(cur.client, [self._result_msg(cur)]))
             for did in cur.dependents:  # one entry per reference: a task may use two parts of one map output
@@ -622,7 +653,8 @@ class Owner:
 
     @property
     def pending(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.state not in (TaskState.DONE, TaskState.FAILED))
+        """Unfinished tasks, in O(clients): status is asked for often, the task table can be huge."""
+        return sum(self._pending_by_client.values())
 
 
 def fn_key(fn: Payload) -> str:

@@ -27,12 +27,6 @@ pytestmark = pytest.mark.system
 
 
 # ---------------------------------------------------------------------------------------------- submit flood
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py/owner.py keep every submitted task: ~830 bytes of node memory per pending task, no bound "
-    "(200,000 tasks: +160 MiB). Needs a per-client pending cap with a busy answer and a client-side window "
-    "(docs/security.md, 'changes needed'). Flips to a pass when that lands.",
-)
 def test_submit_flood_keeps_node_memory_bounded() -> None:
     """Acceptance 3, scaled down: 60,000 slow tasks submitted at once to one node with one worker. With
     backpressure the node holds a bounded number of them; without, its RSS grows with every task."""

@@ -721,3 +721,16 @@ TestOwnerMachine = OwnerMachine.TestCase
 TestOwnerMachine.settings = settings(
     max_examples=300, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_a_client_over_its_pending_cap_is_refused_not_queued() -> None:
+    from meshaios.tasks.owner import OwnerConfig
+
+    o = Owner("n1", OwnerConfig(max_pending_per_client=3))
+    o.node_up("n1", 1)
+    out = o.submit(C1, [spec(f"t{i}") for i in range(5)])
+    refused = [r for a in out if isinstance(a, Deliver) for r in a.results]
+    assert [r["id"] for r in refused] == ["t3", "t4"]
+    assert all(r["err"]["type"] == "meshaios.Busy" for r in refused)
+    assert o.pending == 3
+    assert "t3" not in o.tasks

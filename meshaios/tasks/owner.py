@@ -203,12 +203,8 @@ class Owner:
             known = self.tasks.get(tid)
             if known is not None:
                 if known.client != client and not known.delivered:  # the client reconnected through another route
-                    old = self._pending_by_client.get(known.client, 0) - 1
-                    if old > 0:
-                        self._pending_by_client[known.client] = old
-                    else:
-                        self._pending_by_client.pop(known.client, None)
-                    self._pending_by_client[client] = self._pending_by_client.get(client, 0) + 1
+                    self._count_pending(known.client, -1)
+                    self._count_pending(client, +1)
                 known.client = client
                 if known.state in (TaskState.DONE, TaskState.FAILED):
                     redeliver.append(self._result_msg(known))
@@ -229,7 +225,7 @@ class Owner:
                     }
                 )
                 continue
-            self._pending_by_client[client] = self._pending_by_client.get(client, 0) + 1
+            self._count_pending(client, +1)
             retries = spec.get("retries", 0)
             t = OwnedTask(
                 id=tid,
@@ -419,11 +415,7 @@ class Owner:
             cur = stack.pop()
             if not cur.delivered:
                 cur.delivered = True
-                left = self._pending_by_client.get(cur.client, 0) - 1
-                if left > 0:
-                    self._pending_by_client[cur.client] = left
-                else:
-                    self._pending_by_client.pop(cur.client, None)
+                self._count_pending(cur.client, -1)
                 self.counters["done" if cur.state is TaskState.DONE else "failed"] += 1
                 out.append(Deliver(cur.client, [self._result_msg(cur)]))
             for did in cur.dependents:  # one entry per reference: a task may use two parts of one map output
@@ -610,6 +602,13 @@ class Owner:
                 open_nodes.remove(target)
         self.ready.extendleft(reversed(skipped))
         return [Dispatch(node, tasks) for node, tasks in batches.items()]
+
+    def _count_pending(self, client: bytes, delta: int) -> None:
+        n = self._pending_by_client.get(client, 0) + delta
+        if n > 0:
+            self._pending_by_client[client] = n
+        else:
+            self._pending_by_client.pop(client, None)
 
     def _learn(self, t: OwnedTask, node_id: str, r: dict[str, Any]) -> None:
         dt = r.get("dt")

@@ -1,0 +1,122 @@
+"""The task functions every engine runs, and the local references their results are checked against.
+
+This module is imported by meshaios nodes, Dask workers and Ray workers alike (``run.py`` puts this folder on
+``PYTHONPATH`` before any of them start), so every engine ships the functions by import reference and runs exactly
+the same code. It imports nothing but numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+NPARTS = 16  # shuffle: input partitions, map outputs per partition, reducers
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+DAG_ARRAYS = 4
+DAG_COLS = 64
+
+
+def noop(x: Any) -> Any:
+    return x
+
+
+# ---- shuffle --------------------------------------------------------------------------------------------
+
+
+def make_partition(i: int, length: int) -> np.ndarray[Any, Any]:
+    """Input partition ``i``: ``length`` random int64 over the whole range, reproducible from ``i``."""
+    rng = np.random.default_rng(1_000_003 + i)
+    return rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=length, dtype=np.int64)
+
+
+def bucket_of(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Top 4 bits of ``x * 0x9E3779B97F4A7C15`` (uint64, wrapping): which of the 16 reducers gets ``x``."""
+    return ((x.view(np.uint64) * GOLDEN) >> np.uint64(60)).astype(np.uint8)
+
+
+def bucket(x: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    """The map step: split one partition into 16 slices by bucket (contiguous views of one sorted copy)."""
+    b = bucket_of(x)
+    order = np.argsort(b, kind="stable")  # uint8 keys: numpy uses a radix sort
+    grouped = x[order]
+    counts = np.bincount(b, minlength=NPARTS)
+    return np.split(grouped, np.cumsum(counts)[:-1])
+
+
+def reduce_slices(*slices: np.ndarray[Any, Any]) -> tuple[int, int]:
+    """The reduce step: (count, wrapping int64 sum) of this reducer's slice of every map output."""
+    sums = np.array([s.sum(dtype=np.int64) for s in slices], dtype=np.int64)
+    return sum(len(s) for s in slices), int(np.add.reduce(sums, dtype=np.int64))
+
+
+def reduce_array(x: np.ndarray[Any, Any]) -> tuple[int, int]:
+    """``reduce_slices`` for an engine that hands the reducer its slices already concatenated (meshaios)."""
+    return len(x), int(x.sum(dtype=np.int64))
+
+
+def shuffle_local(parts: list[np.ndarray[Any, Any]]) -> list[tuple[int, int]]:
+    """The whole shuffle in one process with numpy, no distribution: the floor for any engine."""
+    outs = [bucket(x) for x in parts]
+    return [reduce_slices(*[o[j] for o in outs]) for j in range(NPARTS)]
+
+
+def shuffle_reference(length: int) -> list[tuple[int, int]]:
+    """What the 16 reducers must return, computed in one process, one partition at a time."""
+    counts = np.zeros(NPARTS, dtype=np.int64)
+    sums = np.zeros(NPARTS, dtype=np.int64)
+    for i in range(NPARTS):
+        x = make_partition(i, length)
+        b = bucket_of(x)
+        counts += np.bincount(b, minlength=NPARTS)
+        sums += np.array([x[b == j].sum(dtype=np.int64) for j in range(NPARTS)], dtype=np.int64)  # wraps
+    return [(int(c), int(s)) for c, s in zip(counts, sums, strict=True)]
+
+
+# ---- DAG of numpy kernels -------------------------------------------------------------------------------
+#
+#   x_k (materialised)  ->  y_k = scale(x_k)  ->  z_k = mix(y_k, x_{k+1})  ->  g_k = project(z_k)
+#   h_0 = add(g_0, g_1), h_1 = add(g_2, g_3)  ->  summary(h_0, h_1)  (two floats back to the client)
+#
+# Every step reads and writes arrays of the input's size, and ``mix``/``add`` take two arrays made by different
+# tasks, so data has to move between workers.
+
+
+def make_array(k: int, length: int) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(2_000_003 + k).standard_normal(length)
+
+
+def scale(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.sin(x) * 2.0 + 1.0
+
+
+def mix(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return a * 0.5 + b
+
+
+def project(z: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    w = np.random.default_rng(7).standard_normal((DAG_COLS, DAG_COLS)) / DAG_COLS
+    return (z.reshape(-1, DAG_COLS) @ w).reshape(-1)
+
+
+def add(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return a + b
+
+
+def summary(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> tuple[float, float]:
+    s = a + b
+    return float(s.sum()), float(np.abs(s).max())
+
+
+def dag_reference(length: int) -> tuple[float, float]:
+    xs = [make_array(k, length) for k in range(DAG_ARRAYS)]
+    gs = [project(mix(scale(xs[k]), xs[(k + 1) % DAG_ARRAYS])) for k in range(DAG_ARRAYS)]
+    return summary(add(gs[0], gs[1]), add(gs[2], gs[3]))
+
+
+def dag_matches(got: Any, want: tuple[float, float]) -> bool:
+    return (
+        isinstance(got, tuple | list)
+        and len(got) == 2
+        and all(abs(float(g) - w) <= 1e-9 * max(1.0, abs(w)) for g, w in zip(got, want, strict=True))
+    )

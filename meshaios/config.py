@@ -37,6 +37,10 @@ class NodeConfig:
     http_port: int = 0  # 0: a free port, written to the node file and shown by `meshaios status`
     log_level: str = "info"
     max_frame_bytes: int = 1 << 30
+    max_header_bytes: int = 64 << 20  # msgpack header of one message
+    max_frames: int = 1 << 16  # frames in one message
+    max_items: int = 1 << 20  # longest array or map in a header
+    handshake_ivl: float = 5.0  # seconds a CURVE handshake may take before the connection is dropped
     allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)
     placement: str = "least-loaded"
     fake_gpus: tuple[str, ...] = ()
@@ -96,6 +100,13 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"setting {name} wants an integer, got {value!r}") from None
+    if kind.startswith("float"):
+        if isinstance(value, bool):
+            raise ConfigError(f"setting {name} wants a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name} wants a number, got {value!r}") from None
     return value if value is None else str(value)
 
 

@@ -40,7 +40,7 @@ from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskState
 from meshaios.tasks.workers import WorkerPool
 from meshaios.wire import messages as M
-from meshaios.wire.codec import decode, encode
+from meshaios.wire.codec import WireLimits, decode, encode
 from meshaios.wire.payload import Payload
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ class Node:
                 port=config.port,
                 max_frame_bytes=config.max_frame_bytes,
                 node_id=self.node_id,
+                handshake_ivl=config.handshake_ivl,
             ),
             self.keys,
         )
@@ -146,6 +147,7 @@ class Node:
         if config.placement == "eft":  # the learned policy wants to know what each task is and where its inputs are
             self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
         self.owner.model = self.model
+        self._limits = WireLimits.from_config(config)
         self.resolver = FunctionResolver(allow_pickle=self.secure, allowed_modules=config.allowed_modules)
         self.workers = config.worker_count
         self.exec = ExecStats()
@@ -375,7 +377,7 @@ class Node:
 
     # ---- message handling -----------------------------------------------------------------------------------
     def _handle(self, ident: bytes, frames: list[Any]) -> None:
-        msg = decode(frames)
+        msg = decode(frames, self._limits)
         t = msg["t"]
         assert self.swim is not None
         if t == M.SWIM:

@@ -207,3 +207,16 @@ def test_worker_count_and_display_name() -> None:
 def test_state_dir(tmp_path: Path) -> None:
     assert state_dir() == tmp_path / "state" / "meshaios"
     assert state_dir(NodeConfig(state_dir=str(tmp_path / "s"))) == tmp_path / "s"
+
+
+def test_wire_limits_and_handshake_come_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshaios.wire.codec import WireLimits
+
+    monkeypatch.setenv("MESHAIOS_HANDSHAKE_IVL", "2.5")
+    monkeypatch.setenv("MESHAIOS_MAX_FRAMES", "100")
+    cfg = load_node_config({})
+    assert cfg.handshake_ivl == 2.5
+    assert WireLimits.from_config(cfg).max_frames == 100
+    monkeypatch.setenv("MESHAIOS_HANDSHAKE_IVL", "soon")
+    with pytest.raises(ConfigError, match="wants a number"):
+        load_node_config({})

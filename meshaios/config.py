@@ -40,6 +40,7 @@ class NodeConfig:
     max_header_bytes: int = 64 << 20  # msgpack header of one message
     max_frames: int = 1 << 16  # frames in one message
     max_items: int = 1 << 20  # longest array or map in a header
+    slowdown: float = 1.0  # testing aid: >1 makes every task take that many times as long (a slower machine)
     handshake_ivl: float = 5.0  # seconds a CURVE handshake may take before the connection is dropped
     allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)
     placement: str = "least-loaded"

@@ -579,6 +579,11 @@ class Node:
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
         """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
         result = run_task(task, self.resolver, allow_pickle=self.secure)
+        if self.config.slowdown > 1.0 and isinstance(result.get("dt"), float):
+            # a deliberately slow machine, for scheduler experiments: the task takes `slowdown` times as long
+            extra = result["dt"] * (self.config.slowdown - 1.0)
+            time.sleep(extra)
+            result["dt"] += extra
         if "device" in task:
             result["dev"] = "gpu"  # the runtime model learns GPU runtimes apart from CPU ones
         return self._keep_large(result)

@@ -14,6 +14,7 @@ Guarantees it keeps:
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -658,8 +659,6 @@ class Owner:
 
 def fn_key(fn: Payload) -> str:
     """A stable name for a function payload: the runtime model's kernel id."""
-    import hashlib
-
     return "fn:" + hashlib.blake2b(fn.blob, digest_size=8).hexdigest()
 
 

@@ -121,13 +121,7 @@ def test_array_shuffle_with_spilling_nodes() -> None:
             await mesh.wait_converged()
             c = await mesh.client(0)
             maps = [c.submit(funcs.keyed_chunk, 200_000, s) for s in range(8)]
-            outs = c._shuffle_tasks(
-                __import__("meshaios.shuffle.ops", fromlist=["x"]).identity_partition,
-                maps,
-                8,
-                "tests.integration.funcs:group_sum",
-                None,
-            )
+            outs = c.shuffle(maps, partitions=8, reducer=funcs.group_sum)
             merged: dict[int, int] = {}
             for part in await c.gather(outs):
                 merged.update(part)

@@ -98,7 +98,8 @@ def through_mesh(small: bool, have_gpu: bool) -> list[dict[str, Any]]:
 
     gpu_args = [] if have_gpu else ["--fake-gpu", "speed=8,memory=16GiB"]
     rows = []
-    with LocalMesh(2, per_node_args={1: gpu_args}) as mesh, mesh.client(0) as c:
+    # node 0 is told to ignore the GPU so that "pinned to the GPU node" has one right answer on a one-GPU machine
+    with LocalMesh(2, per_node_args={0: ["--no-gpu"], 1: gpu_args}) as mesh, mesh.client(0) as c:
         wait_for(lambda: len(c.status()["members"]) == 1, timeout=15, what="discovery")
         reg = default_registry()
         for name, (args, kwargs) in cases(True).items():  # small inputs: this half checks routing and results

@@ -126,6 +126,8 @@ class Owner:
             "retried": 0,
             "recomputed": 0,
             "lost_inputs": 0,
+            "moved": 0,
+            "moved_ignored": 0,
         }
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
@@ -406,6 +408,41 @@ class Owner:
                 out.extend(self._finish(t))
         out.extend(self._pump())
         return _merge(out)
+
+    def moved(self, task_id: str, src: str, dst: str, attempt: int | None = None) -> list[OwnerAction]:
+        """Node ``src`` handed our queued task to ``dst`` (work stealing; ``sched/stealing.py``).
+
+        Why the owner must hear of it: it watches over a dispatched task through the node it believes runs it.
+        The task's in-flight accounting follows it, so that the death of ``dst`` re-places it and the death of
+        ``src`` does not, and ``src``'s window reopens for new work. Ignored when the task is no longer dispatched
+        to ``src`` (finished already -- the thief's result can overtake this message --, re-placed, or a late or
+        duplicated message), or when ``attempt`` is not the current one. A ``dst`` this owner does not know
+        (dead already, or not heard of yet) could never be watched over: the task is re-placed at once, and
+        should ``dst`` run it after all, its result is deduplicated by task id like any other late attempt."""
+        t = self.tasks.get(task_id)
+        if (
+            t is None
+            or t.state is not TaskState.DISPATCHED
+            or t.node != src
+            or src == dst
+            or (attempt is not None and attempt != t.attempt)
+        ):
+            self.counters["moved_ignored"] += 1
+            return []
+        self._unassign(task_id, src)
+        self.counters["moved"] += 1
+        nl = self.nodes.get(dst)
+        if nl is None:
+            t.node = None
+            t.attempt += 1
+            self.counters["replaced"] += 1
+            if self._requeue(t, enqueue=False):
+                self.ready.appendleft(task_id)  # re-placed work goes first
+            return self._pump()
+        self.node_tasks.setdefault(dst, set()).add(task_id)
+        nl.inflight += 1
+        t.node = dst
+        return self._pump()
 
     # ---- internals --------------------------------------------------------------------------------------
     def _finish(self, t: OwnedTask) -> list[OwnerAction]:

@@ -44,6 +44,7 @@ class NodeConfig:
     handshake_ivl: float = 5.0  # seconds a CURVE handshake may take before the connection is dropped
     allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)
     placement: str = "least-loaded"
+    steal: bool = True  # idle nodes take queued work from busy ones (sched/stealing.py); --no-steal turns it off
     fake_gpus: tuple[str, ...] = ()
     no_gpu: bool = False  # skip looking for real GPUs (cupy)
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -29,15 +30,17 @@ from meshaios.errors import ConfigError, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
-from meshaios.sched.loadview import LoadView
-from meshaios.sched.model import RuntimeModel
+from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
+from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import WithTaskInfo, make_policy
+from meshaios.sched.stealing import Moved, QueuedTask, StealConfig, StealEngine, TasksArrived, TState, WorkQueue
+from meshaios.sched.stealing import Send as StealSend
 from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.objects import ObjectStore
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.functions import FunctionResolver
-from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskState
+from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskState, fn_key
 from meshaios.tasks.workers import WorkerPool
 from meshaios.wire import messages as M
 from meshaios.wire.codec import WireLimits, decode, encode
@@ -46,6 +49,12 @@ from meshaios.wire.payload import Payload
 log = logging.getLogger(__name__)
 
 TICK = 0.05
+RUNTIME_EWMA = 0.3  # weight of the newest measured run time of a kernel on this node
+MAX_KERNELS = 4096  # measured run times kept per node (oldest forgotten first)
+# Prefetch (one task per slot handed to the workers ahead of time) only tasks predicted shorter than this: for tiny
+# tasks a worker waiting one event-loop round trip for its next task costs throughput; a longer task gains nothing
+# from it and would only be hidden from thieves.
+PREFETCH_BELOW = 0.05
 
 
 class RateLimitedLog:
@@ -177,6 +186,19 @@ class Node:
         # fetched copies of other nodes' objects, and how many local tasks still need each: dropped at zero
         self._fetched: set[str] = set()
         self._input_refs: dict[str, int] = defaultdict(int)
+        # Work stealing (sched/stealing.py): tasks wait in ``queue`` and reach the worker threads only as slots free
+        # (plus one prefetched per slot), so that an idle peer can still take the ones not started.
+        self.queue = WorkQueue({"cpu": self.workers})
+        self._prefetch = self.workers
+        self.steal_enabled = config.steal
+        self.steal = StealEngine(
+            self.node_id, self.queue, StealConfig(), random.Random(f"steal/{self.node_id}"), speed={"cpu": 1.0}
+        )
+        self.steal_view = LoadView()  # peers' load summaries (SWIM meta ``ld``, DONE ``ld``): where to steal from
+        self._ld_heard: dict[str, float] = {}
+        self._summary: dict[str, Any] = {}
+        self._runtime: dict[str, float] = {}  # kernel -> measured seconds here (EWMA): the queue's predictions
+        self._steal_counts: dict[str, int] = defaultdict(int)
         self._discovery: Any = None
         self._node_file: Any = None
         self.http_url = ""
@@ -344,14 +366,21 @@ class Node:
         if n % 1200 == 0:
             self._save_model()
         if n % 2 == 0:
+            if self.steal_enabled:
+                self._summary = self._load_summary(now)
             self.swim.set_meta(self._meta())
             for m in self.swim.members():
                 if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
                     q = m.meta.get("q") if isinstance(m.meta, dict) else None
                     if isinstance(q, int):
                         self.owner.node_load(m.node_id, q)
+                    if self.steal_enabled:
+                        self._heard_load(m.node_id, m.meta, m.last_heard)
         self._swim_actions(self.swim.tick(now))
         self._owner_actions(self.owner.tick(now))
+        if self.steal_enabled:
+            self._steal_actions(self.steal.tick(now, self.steal_view))
+            self._start_queued()  # reservations that lapsed are runnable here again
         self._data_tick()
 
     async def _recv_loop(self) -> None:
@@ -388,7 +417,14 @@ class Node:
             q = msg.get("q")
             if isinstance(q, int) and not isinstance(q, bool):
                 self.owner.node_load(src, q)
+            if self.steal_enabled and "ld" in msg:
+                self.steal_view.update(src, msg["ld"], self.clock.now())  # validated by parse_summary
             self._owner_actions(self.owner.completed(src, msg["results"]))
+        elif t == M.STEAL:
+            self._on_steal(msg)
+        elif t == M.MOVED:
+            for tid, att, dst in msg["moves"]:  # shapes checked by decode
+                self._owner_actions(self.owner.moved(tid, msg["src"], dst, att))
         elif t == M.SUBMIT:
             self._owner_actions(self.owner.submit(ident, msg["tasks"], self.clock.now()))
         elif t == M.HELLO:
@@ -449,6 +485,10 @@ class Node:
             self._owner_actions(self.owner.node_up(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta))
         elif ev.new in (MemberState.DEAD, MemberState.LEFT):
             self._owner_actions(self.owner.node_down(ev.node_id))
+            self.steal.peer_down(ev.node_id, self.clock.now())  # its reservations here are runnable again
+            self.steal_view.remove(ev.node_id)
+            self._ld_heard.pop(ev.node_id, None)
+            self._start_queued()
             self._fetch_actions(self.fetcher.holder_dead(ev.node_id, self.clock.now()))
             self.transport.forget(ev.addr)
 
@@ -492,7 +532,8 @@ class Node:
                 have = {d for d in remote if d in self.store}
                 self._fetch_actions(self.fetcher.need(task, remote, have, now))
             else:
-                self._start_task(task)
+                self._enqueue(task)
+        self._start_queued()
 
     def _fetch_actions(self, actions: list[FetchAction]) -> None:
         for a in actions:
@@ -510,7 +551,8 @@ class Node:
                     ident, req, obj_id = a.task["_get"]
                     self._answer_get(ident, req, obj_id, relayed=True)
                 else:
-                    self._start_task(a.task)
+                    self._enqueue(a.task)
+                    self._start_queued()
             elif isinstance(a, InputsLost):
                 if "_get" in a.task:
                     self._get_waiters.append(a.task["_get"])  # the owner recomputes; try again on a later tick
@@ -521,8 +563,46 @@ class Node:
                 self._release_inputs(t.get("_inputs", ()))
                 self._push_result(t["_owner"], {"id": t["id"], "att": t["att"], "ok": False, "lost": a.lost})
 
-    def _start_task(self, task: dict[str, Any]) -> None:
+    def _enqueue(self, task: dict[str, Any]) -> None:
+        """Into the local run queue, from which ``_start_queued`` feeds the workers as slots free.
+
+        A task for a GPU goes straight to its GPU's thread (one stream per GPU is its own queue). A task whose
+        inputs were fetched here, or that asks for resources, is queued but pinned: a thief may not have them."""
         owner = task.pop("_owner")
+        if (task.get("resources") or {}).get("gpu", 0) > 0 and self._gpu_pools:
+            self._start_task(task, owner)
+            return
+        kernel = fn_key(task["fn"])
+        nbytes = task["args"].nbytes + sum(v.nbytes for v in task["deps"].values() if isinstance(v, Payload))
+        qt = QueuedTask(
+            id=task["id"],
+            att=task["att"],
+            owner=owner,
+            kernel=kernel,
+            nbytes=nbytes,
+            predicted=self._predict(kernel, nbytes),
+            spec=task,
+            enqueued=self.clock.now(),
+            pinned="_inputs" in task or bool(task.get("resources")),
+        )
+        self.queue.push(qt)
+
+    def _start_queued(self) -> None:
+        """Hand queued tasks to the workers while slots allow, then prefetch short ones (one per slot at most)."""
+        q = self.queue
+        now = self.clock.now()
+        while (qt := q.start_next("cpu", now)) is not None:
+            self._start_task(qt.spec, qt.owner)
+        while q.free("cpu") > -self._prefetch:
+            head = next((t for t in q.queued("cpu") if t.state is TState.QUEUED), None)
+            if head is None or head.predicted >= PREFETCH_BELOW:
+                return
+            qt = q.start_next("cpu", now, self._prefetch)
+            if qt is None:
+                return
+            self._start_task(qt.spec, qt.owner)
+
+    def _start_task(self, task: dict[str, Any], owner: str) -> None:
         inputs = task.pop("_inputs", ())
         key = (task["id"], task["att"])
         for d, v in list(task["deps"].items()):
@@ -553,6 +633,13 @@ class Node:
         """Completions from worker threads, a burst at a time (see WorkerPool)."""
         for (owner, key, inputs), result in batch:
             self._finish_one(owner, key, inputs, result)
+        self._after_finish()
+
+    def _after_finish(self) -> None:
+        """Refill the freed slots; if that leaves one idle, look for work to steal now rather than next tick."""
+        self._start_queued()
+        if self.steal_enabled and not self.steal.requesting and self.steal.idle():
+            self._steal_actions(self.steal.tick(self.clock.now(), self.steal_view))
 
     def _release_inputs(self, inputs: Any) -> None:
         for d in inputs:
@@ -604,14 +691,19 @@ class Node:
     ) -> None:
         if fut.cancelled():
             self._running.discard(key)
+            self.queue.finish(key)
             self.exec.queued -= 1
             return
         exc = fut.exception()
         self._finish_one(owner, key, inputs, exc if exc is not None else fut.result())
+        self._after_finish()
 
     def _finish_one(self, owner: str, key: tuple[str, int], inputs: Any, outcome: Any) -> None:
         self._running.discard(key)
+        qt = self.queue.finish(key)
         self.exec.queued -= 1
+        if qt is not None and isinstance(outcome, dict) and type(outcome.get("dt")) is float:
+            self._measured(qt.kernel, outcome["dt"])
         self._release_inputs(inputs)
         if isinstance(outcome, BaseException):
             exc = outcome
@@ -636,6 +728,121 @@ class Node:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_done)
+
+    # ---- work stealing --------------------------------------------------------------------------------------
+    def _predict(self, kernel: str, nbytes: int) -> float:
+        """Seconds a task of ``kernel`` takes here: what this node measured last (it ran the kernel), else what
+        the runtime model says (gossip, or its prior). Only the queue's backlog and the steal gate use it."""
+        rt = self._runtime.get(kernel)
+        if rt is not None:
+            return rt
+        return self.model.predict_one(task_features(kernel, nbytes, "cpu", node=self.node_id))
+
+    def _measured(self, kernel: str, seconds: float) -> None:
+        old = self._runtime.pop(kernel, None)  # re-inserted last: the dict stays in least-recently-run order
+        self._runtime[kernel] = seconds if old is None else old + RUNTIME_EWMA * (seconds - old)
+        if len(self._runtime) > MAX_KERNELS:
+            del self._runtime[next(iter(self._runtime))]
+
+    def _refresh_predictions(self) -> None:
+        """Tasks queued before their kernel's first run here were predicted from the prior (0.5 s for the unknown):
+        bring them up to date before they are summed into a backlog or weighed by the steal gate. O(queue)."""
+        for t in self.queue.queued():
+            rt = self._runtime.get(t.kernel)
+            if rt is not None:
+                t.predicted = rt
+
+    def _load_summary(self, now: float) -> dict[str, Any]:
+        """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
+        self._refresh_predictions()
+        q = self.queue
+        stealable = sum(1 for t in q.queued() if t.state is TState.QUEUED and not t.pinned and not t.path)
+        cpu = DeviceLoad(q.slots["cpu"], max(0, q.free("cpu")), q.backlog("cpu", now), 1.0)
+        return make_summary({"cpu": cpu}, queued=q.n_queued(), stealable=stealable)
+
+    def _heard_load(self, node_id: str, meta: Any, heard: float) -> None:
+        """A peer's summary from its SWIM meta, timed by when we last heard from it directly (not by gossip)."""
+        if not isinstance(meta, dict) or "ld" not in meta or not math.isfinite(heard):
+            return
+        if self._ld_heard.get(node_id) == heard:
+            return  # nothing new since the last tick
+        self._ld_heard[node_id] = heard
+        self.steal_view.update(node_id, meta["ld"], heard)
+
+    def _on_steal(self, msg: dict[str, Any]) -> None:
+        src, m = msg["src"], msg["m"]  # shapes checked by decode (messages.check_steal)
+        member = self.swim.get(src) if self.swim else None
+        if member is None or src == self.node_id:
+            self._steal_counts["unknown_peer"] += 1
+            return
+        if not self.steal_enabled:
+            if m["k"] == "steal_req":  # say no at once: the thief cools down instead of waiting for a timeout
+                self._steal_counts["refusals"] += 1
+                self.transport.send(member.addr, encode(_steal_msg(self.node_id, "steal_offer", m["rid"], tasks=[])))
+            return
+        if m["k"] == "steal_req":
+            self._refresh_predictions()
+        self._steal_actions(self.steal.handle(src, m, self.clock.now()))
+        self._start_queued()  # tasks whose reservation the thief declined are runnable here again
+
+    def _steal_actions(self, actions: list[Any]) -> None:
+        moves: dict[str, list[list[Any]]] = defaultdict(list)
+        arrived = False
+        for a in actions:
+            if isinstance(a, StealSend):
+                member = self.swim.get(a.to) if self.swim else None
+                if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                    continue  # the engine's timeouts take care of it
+                if a.msg["k"] == "steal_offer" and not a.msg["tasks"]:
+                    self._steal_counts["refusals"] += 1
+                self.transport.send(member.addr, encode({"t": M.STEAL, "src": self.node_id, "m": a.msg}))
+            elif isinstance(a, TasksArrived):
+                for qt in a.tasks:
+                    arrived |= self._arrived(qt)
+            elif isinstance(a, Moved):
+                # given away for good: no longer ours to run, and its owner must hear where it went
+                self._running.discard((a.task_id, a.att))
+                self.exec.queued -= 1
+                moves[a.owner].append([a.task_id, a.att, a.to])
+                log.debug("task %s handed to %s", a.task_id[:12], short(a.to))
+        if arrived:
+            self._start_queued()
+        for owner, items in moves.items():
+            if owner == self.node_id:
+                for tid, att, dst in items:
+                    self._owner_actions(self.owner.moved(tid, self.node_id, dst, att))
+                continue
+            member = self.swim.get(owner) if self.swim else None
+            if member is None:
+                continue  # the owner is gone: nobody waits for these results any more
+            self.transport.send(member.addr, encode({"t": M.MOVED, "src": self.node_id, "moves": items}))
+
+    def _arrived(self, qt: QueuedTask) -> bool:
+        """Thief side: a stolen task is in our queue (the engine put it there, deduplicated by id and attempt)."""
+        if qt.key in self._running:  # the same attempt is here already by another route: run it once
+            self.queue.take(qt.key)
+            return False
+        self._running.add(qt.key)
+        self.exec.queued += 1
+        qt.predicted = self._predict(qt.kernel, qt.nbytes)
+        return True
+
+    def _steal_status(self) -> dict[str, Any]:
+        c = self.steal.counters
+        return {
+            "enabled": self.steal_enabled,
+            "stolen_in": c["stolen"],
+            "stolen_out": c["given"],
+            "steal_requests": c["requests"],
+            "refused": c["refused"],  # our requests that victims said no to
+            "refusals": self._steal_counts["refusals"],  # requests we said no to
+            "lapsed": c["lapsed"],
+            "late_accept": c["late_accept"],
+            "dup_commit": c["dup_commit"],
+            "retransmits": c["retransmits"],
+            "unknown_peer": self._steal_counts["unknown_peer"],
+            "queued": self.queue.n_queued(),
+        }
 
     # ---- data plane -----------------------------------------------------------------------------------------
     def _on_fetch(self, msg: dict[str, Any]) -> None:
@@ -736,6 +943,8 @@ class Node:
                 continue
             # our queue length rides on every DONE: fresher than SWIM meta, which reaches a peer every ~N/4 s
             msg = {"t": M.DONE, "src": self.node_id, "results": results, "q": self.exec.queued}
+            if self._summary:
+                msg["ld"] = self._summary
             self.transport.send(member.addr, encode(msg))
 
     # ---- views ----------------------------------------------------------------------------------------------
@@ -750,6 +959,7 @@ class Node:
             "mem": self.store.stats.bytes_in_memory,
             "dev": self.devices,
             "res": self._res,
+            **({"ld": self._summary} if self._summary else {}),
         }
 
     def _model_path(self) -> Path:
@@ -796,6 +1006,7 @@ class Node:
             "store": dataclasses.asdict(self.store.stats),
             "model": self.model.stats(),
             "placement": self.config.placement,
+            "steal": self._steal_status(),
             "memory_limit": self.store.memory_limit,
             "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
             "transport": self.transport.stats.as_dict(),
@@ -817,6 +1028,10 @@ class Node:
             for m in self.swim.members()
         ]
         return {"node": me, "members": members}
+
+
+def _steal_msg(src: str, kind: str, rid: int, **fields: Any) -> dict[str, Any]:
+    return {"t": M.STEAL, "src": src, "m": {"k": kind, "rid": rid, **fields}}
 
 
 def _safe(name: str) -> str:

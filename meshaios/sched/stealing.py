@@ -79,6 +79,8 @@ class QueuedTask:
     state: TState = TState.QUEUED
     rid: tuple[str, int] | None = None  # (thief, request id) while OFFERED
     enqueued: float = 0.0
+    # may not move: its inputs were fetched to this node already, or it asks for resources a thief may lack
+    pinned: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -127,9 +129,13 @@ class WorkQueue:
     def free(self, device: str) -> int:
         return self.slots.get(device, 0) - self._running.get(device, 0)
 
-    def start_next(self, device: str, now: float = 0.0) -> QueuedTask | None:
-        """The oldest QUEUED task of ``device`` if a slot is free: it becomes RUNNING (and unstealable)."""
-        if self.free(device) <= 0:
+    def start_next(self, device: str, now: float = 0.0, extra: int = 0) -> QueuedTask | None:
+        """The oldest QUEUED task of ``device`` if a slot is free: it becomes RUNNING (and unstealable).
+
+        ``extra`` lets up to that many more tasks than slots start: a prefetch, handed to the workers' own queue so
+        that a worker never waits for the event loop between two tiny tasks. They count as running (``free``
+        goes negative, so the node is not idle), and cannot be stolen."""
+        if self.free(device) + extra <= 0:
             return None
         fifo = self._fifo.get(device)
         if not fifo:
@@ -510,7 +516,7 @@ class StealEngine:
                 if len(chosen) >= budget:
                     break
                 t = waiting[i]
-                if t.state is not TState.QUEUED or len(t.path) >= cfg.max_hops or thief in t.path:
+                if t.state is not TState.QUEUED or t.pinned or len(t.path) >= cfg.max_hops or thief in t.path:
                     continue
                 if starts[i] <= handshake:
                     continue  # it starts here before a hand-over could finish

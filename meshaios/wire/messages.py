@@ -19,6 +19,8 @@ SWIM = "swim"  # membership traffic; {"m": swim message}
 RUN = "run"  # owner -> executor: {"owner": node id, "tasks": [task]}
 DONE = "done"  # executor -> owner: {"results": [result]}
 CANCEL = "cancel"  # owner -> executor: {"ids": [...]}
+STEAL = "steal"  # thief <-> victim, work stealing: {"src": node id, "m": steal message (see ``check_steal``)}
+MOVED = "moved"  # victim -> owner: {"src": victim id, "moves": [[task id, attempt, thief id], ...]}
 # client <-> node
 HELLO = "hello"  # {"client": id}
 WELCOME = "welcome"  # {"node", "name", "mesh", "pickle"}
@@ -53,6 +55,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     RUN: {"owner": _STR, "tasks": _LIST},
     DONE: {"src": _STR, "results": _LIST},
     CANCEL: {"ids": _LIST},
+    STEAL: {"src": _STR, "m": _DICT},
+    MOVED: {"src": _STR, "moves": _LIST},
     HELLO: {"client": _STR},
     WELCOME: {"node": _STR, "name": _STR, "mesh": _STR, "pickle": _BOOL},
     SUBMIT: {"tasks": _LIST},
@@ -144,12 +148,87 @@ NESTED: dict[str, tuple[str, dict[str, tuple[type, ...]]]] = {
 }
 
 
+# Work stealing (``sched/stealing.py``): the engine's five message kinds travel inside STEAL's ``m``. Checked in
+# full here, as every other message is, so that the engine and the node only ever see well-formed ones; a stolen
+# task's spec is checked exactly like a task inside RUN, since the thief runs it as one.
+STEAL_KINDS = ("steal_req", "steal_offer", "steal_accept", "steal_commit", "steal_ack")
+MAX_STEAL_BATCH = 256  # tasks in one offer or commit (the engine sends at most 16)
+_STEAL_DEVICES = ("cpu", "gpu")
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_steal_header(h: Any, length: int) -> None:
+    """``[id, att, owner, kernel, device, devices, nbytes, predicted, path]`` (+ the spec in a commit)."""
+    if not isinstance(h, list) or len(h) != length:
+        raise WireError(f"steal: a task entry must be a list of {length} items")
+    tid, att, owner, kernel, device, devices, nbytes, predicted, path = h[:9]
+    if not (isinstance(tid, str) and type(att) is int and isinstance(owner, str) and isinstance(kernel, str)):
+        raise WireError("steal: task id, attempt, owner and kernel must be str, int, str, str")
+    if device not in _STEAL_DEVICES or not (
+        isinstance(devices, list) and devices and all(d in _STEAL_DEVICES for d in devices)
+    ):
+        raise WireError("steal: devices must be cpu or gpu")
+    if type(nbytes) is not int or nbytes < 0 or not _is_num(predicted) or not predicted >= 0:
+        raise WireError("steal: nbytes and predicted must be non-negative numbers")
+    if not (isinstance(path, list) and all(isinstance(p, str) for p in path)):
+        raise WireError("steal: path must be a list of node ids")
+
+
+def check_steal(m: dict[str, Any]) -> dict[str, Any]:
+    """The inner message of STEAL, by kind (extra keys are tolerated, as everywhere)."""
+    k, rid = m.get("k"), m.get("rid")
+    if k not in STEAL_KINDS:
+        raise WireError(f"steal: unknown kind {k!r}")
+    if type(rid) is not int:
+        raise WireError("steal: rid must be an integer")
+    if k == "steal_req":
+        free, speed, bw = m.get("free"), m.get("speed"), m.get("bw")
+        if not isinstance(free, dict) or not all(d in _STEAL_DEVICES and type(n) is int for d, n in free.items()):
+            raise WireError("steal_req: free must map cpu/gpu to integers")
+        if not isinstance(speed, dict) or not all(d in _STEAL_DEVICES and _is_num(s) for d, s in speed.items()):
+            raise WireError("steal_req: speed must map cpu/gpu to numbers")
+        if bw is not None and not _is_num(bw):
+            raise WireError("steal_req: bw must be a number")
+    elif k in ("steal_offer", "steal_commit"):
+        tasks = m.get("tasks")
+        if not isinstance(tasks, list) or len(tasks) > MAX_STEAL_BATCH:
+            raise WireError(f"{k}: tasks must be a list of at most {MAX_STEAL_BATCH}")
+        for h in tasks:
+            _check_steal_header(h, 9 if k == "steal_offer" else 10)
+            if k == "steal_commit":
+                check_run_task(h[9])
+    elif k == "steal_accept":
+        ids = m.get("ids")
+        if (
+            not isinstance(ids, list)
+            or len(ids) > MAX_STEAL_BATCH
+            or not all(isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and type(i[1]) is int for i in ids)
+        ):
+            raise WireError("steal_accept: ids must be a list of [task id, attempt]")
+    return m
+
+
+def check_moves(moves: list[Any]) -> None:
+    if not all(
+        isinstance(x, list) and len(x) == 3 and isinstance(x[0], str) and type(x[1]) is int and isinstance(x[2], str)
+        for x in moves
+    ):
+        raise WireError("moved: each move must be [task id, attempt, node id]")
+
+
 def check_message(msg: dict[str, Any]) -> dict[str, Any]:
     mtype = msg.get("t")
     schema = SCHEMAS.get(mtype) if isinstance(mtype, str) else None
     if schema is None:
         raise WireError(f"unknown message type {mtype!r}")
     check_fields(msg, schema, mtype)  # type: ignore[arg-type]
+    if mtype == STEAL:
+        check_steal(msg["m"])
+    elif mtype == MOVED:
+        check_moves(msg["moves"])
     nested = NESTED.get(mtype)  # type: ignore[arg-type]
     if nested is not None:
         key, item_schema = nested

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -70,3 +71,16 @@ def group_sum(keys: np.ndarray, values: np.ndarray) -> dict[int, int]:
 def slow_chunk(seed: int, rows: int, delay: float) -> tuple[np.ndarray, np.ndarray]:
     time.sleep(delay)
     return keyed_chunk(rows, seed)
+
+
+def sleep_and_log(i: int, seconds: float, path: str) -> int:
+    """Sleep, then append one line ``i pid thread`` to ``path``: evidence of every execution that the code under
+    test does not write (one small O_APPEND write is atomic, whichever process or thread makes it)."""
+    time.sleep(seconds)
+    line = f"{i} {os.getpid()} {threading.current_thread().name}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return i * i

@@ -48,6 +48,19 @@ def valid_messages() -> list[dict[str, Any]]:
         },
         {"t": M.DONE, "src": "n2", "results": [{"id": "a", "ok": True, "v": res}, {"id": "b", "ok": False}]},
         {"t": M.CANCEL, "ids": ["a", "b"]},
+        {
+            "t": M.STEAL,
+            "src": "n3",
+            "m": {
+                "k": "steal_commit",
+                "rid": 7,
+                "tasks": [
+                    ["a", 0, "n1", "fn:1", "cpu", ["cpu"], 10, 0.5, [], {"id": "a", "att": 0, "fn": fn, "args": args,
+                                                                          "deps": {"d": res}, "pure": False}],
+                ],
+            },
+        },
+        {"t": M.MOVED, "src": "n1", "moves": [["a", 0, "n3"]]},
         {"t": M.HELLO, "client": "c1"},
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}]},

@@ -125,6 +125,30 @@ def test_running_tasks_are_never_offered() -> None:
     assert thief.counters["refused"] == 1
 
 
+def test_pinned_tasks_are_never_offered() -> None:
+    victim, thief = _pair(n_tasks=10, predicted=1.0)
+    for t in victim.queue.queued():
+        t.pinned = t.id != "t3"  # inputs already fetched here, say: only t3 may move
+    arrived = [t.id for a in _exchange(victim, thief) if isinstance(a, TasksArrived) for t in a.tasks]
+    assert arrived == ["t3"]
+
+
+def test_prefetched_tasks_count_as_running_and_are_never_offered() -> None:
+    q = WorkQueue({"cpu": 2})
+    for i in range(6):
+        q.push(_task(i, predicted=10.0))
+    started = [q.start_next("cpu", 0.0, extra=2) for _ in range(5)]
+    assert [t.id if t else None for t in started] == ["t0", "t1", "t2", "t3", None]  # two slots + one each
+    assert q.free("cpu") == -2
+    assert q.n_queued() == 2
+    victim = StealEngine("victim", q)
+    assert not victim.idle()
+    chosen = victim.select("thief", {"free": {"cpu": 2}, "speed": {"cpu": 1.0}}, 0.0)
+    assert {t.id for t, *_ in chosen} <= {"t4", "t5"}
+    q.finish(("t0", 0))
+    assert q.free("cpu") == -1
+
+
 def test_the_cost_gate_refuses_steals_that_do_not_pay() -> None:
     # tasks that finish here almost at once: not worth a hand-over
     victim, thief = _pair(n_tasks=10, predicted=0.001)

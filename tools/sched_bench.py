@@ -1,54 +1,73 @@
-"""The learned scheduler on real nodes: a 3-node local mesh where one node is deliberately slow
-(``MESHAIOS_SLOWDOWN``), running a mixed workload of task kinds with different, unknown runtimes, placed once
-with ``--placement eft`` and once with ``round-robin``. Prints makespans and the runtime model's MAPE.
+"""The learned scheduler on real nodes (issue 5, acceptance 2).
 
-    python tools/sched_bench.py [--tasks 600] [--slowdown 4]
+A 3-node local mesh: node0 a plain CPU node, node1 with a fake GPU, node2 deliberately slowed 4x
+(``MESHAIOS_SLOWDOWN``: every task holds its worker ``slowdown`` times as long, as on a slower machine). One client
+submits a mixed workload of real built-in kernels (matmul, blur, histogram on the CPU; conv2d pinned to the GPU)
+and an I/O-bound function (it waits on "a remote service" for a time that grows with its input), sizes drawn at
+random, none seen before the run but for a short warm-up. The same workload runs once per placement policy on a
+fresh mesh; the makespan, where the tasks went, and the owner's runtime-model MAPE are printed side by side.
+
+    python tools/sched_bench.py [--tasks 400] [--slowdown 4] [--repeat 2] [--json out.json]
+
+The nodes run one worker each and single-threaded BLAS: three "machines" share this box's cores, and a CPU-bound
+kernel on one of them must not steal the others' cores (on a LAN they have their own). Figures: docs/scheduling.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from typing import Any
 
 import numpy as np
 
+from meshaios.devices import default_registry
 from meshaios.testing.localmesh import LocalMesh, wait_for
 
+POLICIES = ("round-robin", "least-loaded", "eft")
+SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-def kind_matmul(a: np.ndarray) -> float:
-    return float((a @ a).trace())
 
-
-def kind_spin(a: np.ndarray) -> float:
-    """Work proportional to the input's size, as in real kernels (the model sees input bytes, not values)."""
+def remote_call(a: np.ndarray) -> float:
+    """Waits on a slow external service for a time that grows with the request (CPU stays free meanwhile)."""
     time.sleep(a.nbytes / 4e6)
     return float(a[0])
 
 
-def kind_sort(a: np.ndarray) -> float:
-    return float(np.sort(a)[-1])
+Job = tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]  # fn, args, kwargs, resources
 
 
-def workload(tasks: int, seed: int) -> list[tuple[Any, tuple[Any, ...]]]:
+def workload(tasks: int, seed: int) -> list[Job]:
+    reg = default_registry()
     rng = np.random.default_rng(seed)
-    arrays = {n: rng.random(n) for n in (10_000, 40_000, 160_000)}
-    squares = {n: rng.random((n, n)) for n in (100, 180, 260)}
-    out: list[tuple[Any, tuple[Any, ...]]] = []
+    mats = {n: rng.random((n, n), dtype=np.float32) for n in (512, 768, 1024)}
+    imgs = {n: rng.random((2, n, n), dtype=np.float32) for n in (256, 384, 512)}
+    waits = {n: rng.random(n) for n in (20_000, 60_000, 160_000)}
+    kern = rng.random((9, 9), dtype=np.float32)
+
+    def pick(d: dict[int, Any]) -> Any:
+        return d[int(rng.choice(list(d)))]
+
+    out: list[Job] = []
     for _ in range(tasks):
         r = rng.random()
-        if r < 0.4:
-            out.append((kind_spin, (arrays[int(rng.choice(list(arrays)))],)))
-        elif r < 0.7:
-            out.append((kind_matmul, (squares[int(rng.choice(list(squares)))],)))
+        if r < 0.25:
+            m = pick(mats)
+            out.append((reg.get("meshaios.matmul"), (m, m), {}, None))
+        elif r < 0.50:
+            out.append((reg.get("meshaios.blur"), (pick(imgs),), {"sigma": 4.0}, None))
+        elif r < 0.60:
+            out.append((reg.get("meshaios.conv2d"), (pick(imgs), kern), {"mode": "same"}, {"gpu": 1}))
         else:
-            out.append((kind_sort, (arrays[int(rng.choice(list(arrays)))],)))
+            out.append((remote_call, (pick(waits),), {}, None))
     return out
 
 
 def run(policy: str, tasks: int, slowdown: float, seed: int) -> dict[str, Any]:
-    mesh = LocalMesh(3, workers=2, extra_args=["--placement", policy])
+    mesh = LocalMesh(3, workers=1, extra_args=["--placement", policy], env=dict(SINGLE_THREADED),
+                     per_node_args={1: ["--fake-gpu", "speed=1,memory=8GiB"]})
     try:
         for i in range(3):  # node 2 is the slow machine: only its environment carries the slowdown
             mesh.env["MESHAIOS_SLOWDOWN"] = str(slowdown) if i == 2 else "1"
@@ -57,24 +76,25 @@ def run(policy: str, tasks: int, slowdown: float, seed: int) -> dict[str, Any]:
         mesh.wait_ready()
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")
+            warm = [c.submit(fn, *a, resources=res, **kw) for fn, a, kw, res in workload(40, seed + 1000)]
+            c.gather(warm, timeout=300)  # a first taste for the model (and imports, connections)
             work = workload(tasks, seed)
-            warm = [c.submit(fn, *a) for fn, a in workload(60, seed + 1)]  # a first taste for the model
-            c.gather(warm, timeout=300)
             t0 = time.perf_counter()
-            futs = [c.submit(fn, *a) for fn, a in work]
+            futs = [c.submit(fn, *a, resources=res, **kw) for fn, a, kw, res in work]
             c.gather(futs, timeout=600)
             makespan = time.perf_counter() - t0
-            st = c.status()["node"]
+            st = c.status()
+            names = {m["id"]: m["name"] for m in st["members"]}
+            names[st["node"]["id"]] = st["node"]["name"]
             per_node: dict[str, int] = {}
-            names = {m["id"]: m["name"] for m in c.status()["members"]}
-            names[st["id"]] = st["name"]
             for f in futs:
-                per_node[names.get(f.node, f.node[:8])] = per_node.get(names.get(f.node, f.node[:8]), 0) + 1
+                name = names.get(f.node, f.node[:8])
+                per_node[name] = per_node.get(name, 0) + 1
             return {
                 "policy": policy,
                 "makespan_s": round(makespan, 3),
-                "model": st["model"],
-                "tasks_per_node": per_node,
+                "model": st["node"]["model"],
+                "tasks_per_node": dict(sorted(per_node.items())),
             }
     finally:
         mesh.close()
@@ -82,18 +102,33 @@ def run(policy: str, tasks: int, slowdown: float, seed: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", type=int, default=600)
+    ap.add_argument("--tasks", type=int, default=400)
     ap.add_argument("--slowdown", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per policy, interleaved (medians are printed)")
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--verbose", action="store_true", help="the model's per-kernel MAPE")
     ap.add_argument("--json")
     args = ap.parse_args()
-    rows = [run(p, args.tasks, args.slowdown, args.seed) for p in ("round-robin", "least-loaded", "eft")]
-    for r in rows:
-        m = r["model"]
-        print(
-            f"{r['policy']:13} makespan {r['makespan_s']:7.2f} s   model: {m.get('observations')} observations, "
-            f"MAPE {m.get('mape', 0):.0%}   tasks per node {r['tasks_per_node']}"
-        )
+    policies = args.policies.split(",")
+    rows: list[dict[str, Any]] = []
+    for rep in range(args.repeat):
+        for p in policies:
+            r = run(p, args.tasks, args.slowdown, args.seed)
+            r["repeat"] = rep
+            rows.append(r)
+            m = r["model"]
+            print(f"{p:13} run {rep}: makespan {r['makespan_s']:6.2f} s   model: {m.get('observations')} observations,"
+                  f" MAPE {m.get('mape', 0):.0%}   tasks per node {r['tasks_per_node']}", flush=True)
+            if args.verbose:
+                kinds = ", ".join(f"{k[:14]} {n} {e:.0%}" for k, n, e in m.get("per_kernel", []))
+                print(f"   per kernel (n, MAPE): {kinds}")
+    print("\nmedian over repeats:")
+    base = statistics.median(r["makespan_s"] for r in rows if r["policy"] == policies[0])
+    for p in policies:
+        ms = statistics.median(r["makespan_s"] for r in rows if r["policy"] == p)
+        mape = statistics.median(r["model"].get("mape", 0) for r in rows if r["policy"] == p)
+        print(f"{p:13} makespan {ms:6.2f} s  ({ms / base:.2f}x {policies[0]})   MAPE {mape:.0%}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

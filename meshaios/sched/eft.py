@@ -66,6 +66,9 @@ class EftConfig:
     latency: float = 0.0005  # seconds per remote input source
     max_ledger: int = 100_000  # placements remembered in all (bounded memory)
     risk: float = 1.0  # runtime used = exp(mu + risk * var / 2): 1 is the log-normal mean, 0 the median
+    # late binding: wait for a busy node only if that finishes the task at least this fraction sooner than the best
+    # node that could take it now (estimates are noisy; a task held back on a coin flip is a slot left idle)
+    wait_margin: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +94,7 @@ class EftPolicy:
     need no transfer to it)."""
 
     name = "eft"
-    # Offer me every node, full windows included, and keep the task waiting if I pick a full one (a proposed
-    # Owner extension, measured by the simulator's LateBindingOwner); today's Owner ignores this flag.
+    # Offer me every node, full windows included, and keep the task waiting if I pick a full one (``Owner._pump``)
     late_binding = True
 
     def __init__(
@@ -133,11 +135,25 @@ class EftPolicy:
         refs = self._reference(task, devices, inputs)
         best: Estimate | None = None
         best_nl: NodeLoad | None = None
+        best_open: Estimate | None = None
+        best_open_nl: NodeLoad | None = None
         for nl in pool:
             est = self._best_on(nl, inputs, devices, refs, now)
             self.evaluated += 1
-            if est is not None and (best is None or est.finish < best.finish):
+            if est is None:
+                continue
+            if best is None or est.finish < best.finish:
                 best, best_nl = est, nl
+            if not nl.full and (best_open is None or est.finish < best_open.finish):
+                best_open, best_open_nl = est, nl
+        if (
+            best is not None
+            and best_nl is not None
+            and best_nl.full
+            and best_open is not None
+            and (best_open.finish - now) * (1.0 - self.config.wait_margin) <= best.finish - now
+        ):
+            best, best_nl = best_open, best_open_nl  # waiting would not gain enough to be worth the risk
         if best is None or best_nl is None:
             # nobody offers a device this task may use: let the least-loaded node try (and fail it visibly)
             best_nl = min(candidates, key=lambda c: (c.load, c.node_id))

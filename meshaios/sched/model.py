@@ -190,6 +190,7 @@ class RuntimeModel:
         self._ape: deque[float] = deque(maxlen=c.mape_window)
         self._ape_sum = 0.0
         self._ape_all = 0.0
+        self._kernel_ape: dict[tuple[str, str], list[Any]] = {}  # (kernel, device) -> [n, running MAPE]
 
     # ---- river contract -----------------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class RuntimeModel:
         y_obs = math.log(seconds) + math.log(x.get("speed", 1.0) or 1.0)  # at reference speed, node not removed
         # prequential error: predict before learning, exactly as the scheduler would have
         ref = self._predict_ref(x)
-        self._record_ape(math.exp(ref + self._node_delta(x) - y_obs))
+        self._record_ape(math.exp(ref + self._node_delta(x) - y_obs), (k, x["device"]))
         key = (k, d)
         st = self._stats.pop(key, None)
         # learn the node's factor first, from the residual against the kernel's reference estimate -- but only
@@ -304,6 +305,10 @@ class RuntimeModel:
             "kernels": len(self._stats),
             "peer_kernels": len(self._peers),
             "nodes": len(self._nodes),
+            # the kernels predicted most recently, with their own running MAPE: [kernel@device, n, mape]
+            "per_kernel": [
+                [f"{k}@{d}", n, round(m, 4)] for (k, d), (n, m) in list(reversed(self._kernel_ape.items()))[:8]
+            ],
         }
 
     # ---- gossip -------------------------------------------------------------------------------------------
@@ -507,8 +512,15 @@ class RuntimeModel:
         s[0] += 1
         s[1] += max(self._alpha, 1.0 / s[0]) * (max(-8.0, min(8.0, diff)) - s[1])
 
-    def _record_ape(self, ratio: float) -> None:
+    def _record_ape(self, ratio: float, key: tuple[str, str]) -> None:
         ape = abs(ratio - 1.0)
+        # per kernel too, so an operator can see *which* kernel the model gets wrong (status --json)
+        ka = self._kernel_ape.pop(key, None) or [0, 0.0]
+        ka[0] += 1
+        ka[1] += (ape - ka[1]) / min(ka[0], self.config.mape_window)
+        self._kernel_ape[key] = ka
+        if len(self._kernel_ape) > self.config.max_kernels:
+            del self._kernel_ape[next(iter(self._kernel_ape))]
         if len(self._ape) == self._ape.maxlen:
             self._ape_sum -= self._ape[0]
         self._ape.append(ape)

@@ -24,6 +24,12 @@ class NodeLoad:
     inflight: int = 0  # tasks this owner has dispatched there and not yet seen finish
     reported: int = 0  # queued + running on that node, as gossiped (all owners together)
     meta: dict[str, Any] | None = None
+    window: int = 0  # tasks the owner lets be in flight there at once (0: no limit); a late-binding policy may
+    # pick a node whose window is full, which makes the task wait for that node
+
+    @property
+    def full(self) -> bool:
+        return 0 < self.window <= self.inflight
 
     @property
     def load(self) -> float:

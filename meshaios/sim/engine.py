@@ -30,7 +30,6 @@ from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
 from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import NodeLoad, PlacementPolicy, WithTaskInfo, make_policy
 from meshaios.sched.stealing import Moved, QueuedTask, Send, StealConfig, StealEngine, TasksArrived, TState, WorkQueue
-from meshaios.sim.proposals import LateBindingOwner
 from meshaios.sim.workloads import NodeSpec, SimTask, Workload
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig, TaskState
 from meshaios.wire.payload import Payload
@@ -71,7 +70,7 @@ class SimConfig:
     # where a node runs a task that may use either device when placement did not say: "cpu" is what node.py
     # does today (a GPU only for tasks that ask for one); "jsq" picks the shorter queue per slot
     default_device: str = "cpu"
-    late_binding: bool = False  # use the proposed late-binding Owner (see proposals.py) for policies that ask
+    late_binding: bool = True  # the Owner's late binding for policies that ask (OwnerConfig.late_binding)
     swim: SwimConfig = field(default_factory=SwimConfig)
 
 
@@ -213,9 +212,8 @@ class Simulation:
         inner = make_policy(cfg.policy, **kwargs)
         timer = _TimedPolicy(inner)
         info = WithTaskInfo(timer, self._task_info)
-        owner_cls = LateBindingOwner if cfg.late_binding else Owner
-        node.owner = owner_cls(nid, OwnerConfig(window_per_slot=cfg.window_per_slot), info,
-                               random.Random(f"owner/{cfg.seed}/{nid}"))
+        node.owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding),
+                           info, random.Random(f"owner/{cfg.seed}/{nid}"))
         node.info = info
         node.timer = timer
 

@@ -99,6 +99,10 @@ class OwnerConfig:
     window_per_slot: int = 8  # tasks in flight per slot of a node, per owner: enough to hide a round trip
     max_node_failures: int = 3  # a task whose nodes die this often fails (Dask's KilledWorker idea)
     max_pending_per_client: int = 100_000  # beyond this a client's new tasks are refused (meshaios.Busy)
+    # Late binding, for policies that declare ``late_binding`` (learned EFT): they are offered every node that fits,
+    # full windows included, and a task whose best node is full waits here for it instead of going somewhere worse.
+    late_binding: bool = True
+    max_deferred_per_pass: int = 32  # bounds one pass's work when many ready tasks all want busy nodes
 
 
 class Owner:
@@ -141,11 +145,12 @@ class Owner:
     def node_up(self, node_id: str, slots: int, meta: dict[str, Any] | None = None) -> list[OwnerAction]:
         nl = self.nodes.get(node_id)
         if nl is None:
-            self.nodes[node_id] = NodeLoad(node_id, max(1, slots), meta=meta)
+            nl = self.nodes[node_id] = NodeLoad(node_id, max(1, slots), meta=meta)
             self.node_tasks.setdefault(node_id, set())
         else:
             nl.slots = max(1, slots)
             nl.meta = meta
+        nl.window = nl.slots * self.config.window_per_slot
         return self._pump()
 
     def node_load(self, node_id: str, reported: int) -> None:
@@ -598,24 +603,46 @@ class Owner:
         return {"loc": list(dep.locations), "size": size}
 
     def _pump(self) -> list[OwnerAction]:
-        """Fill free windows from the ready queue, grouping per node so each node gets one RUN per pass."""
+        """Fill free windows from the ready queue, grouping per node so each node gets one RUN per pass.
+
+        A policy sees only nodes with an open window, unless it asks for late binding: then it sees every node,
+        and picking a full one means "wait for it" (the task is skipped this pass and the policy ``retract``s the
+        placement it did not get). Without that, once the fast nodes' windows are full the next task *must* go to
+        a slow node whatever its estimated finish -- at saturation every node holds a full window whatever the
+        policy, and a long task started on a slow node at the end of a job is the job's straggler."""
         if not self.ready or not self.nodes:
             return []
         batches: dict[str, list[dict[str, Any]]] = {}
         wps = self.config.window_per_slot
         open_nodes = [n for n in self.nodes.values() if n.inflight < n.slots * wps]
+        late = _late_binder(self.policy) if self.config.late_binding else None
+        everyone = list(self.nodes.values()) if late is not None else open_nodes
         skipped: list[str] = []
+        deferred = 0
         while self.ready and open_nodes:
             tid = self.ready[0]
             t = self.tasks.get(tid)
             if t is None or t.state is not TaskState.READY:
                 self.ready.popleft()
                 continue
-            candidates = open_nodes if not t.resources else [n for n in open_nodes if _fits(t.resources, n.meta)]
-            if not candidates:
+            pool = everyone if late is not None else open_nodes
+            candidates = pool if not t.resources else [n for n in pool if _fits(t.resources, n.meta)]
+            if not candidates or (
+                late is not None and t.resources and not any(n.inflight < n.slots * wps for n in candidates)
+            ):
                 skipped.append(self.ready.popleft())  # waits for a node with the resources to free up
                 continue
             target = self.policy.choose({"id": tid, "resources": t.resources}, candidates, self.rng)
+            if target.inflight >= target.slots * wps:
+                # late binding: its best node is busy; it waits for that node rather than go somewhere worse
+                skipped.append(self.ready.popleft())
+                retract = getattr(late, "retract", None)
+                if retract is not None:
+                    retract(target.node_id)
+                deferred += 1
+                if deferred >= self.config.max_deferred_per_pass:
+                    break
+                continue
             self.ready.popleft()
             t.state = TaskState.DISPATCHED
             t.node = target.node_id
@@ -692,6 +719,17 @@ class Owner:
     def pending(self) -> int:
         """Unfinished tasks, in O(clients): status is asked for often, the task table can be huge."""
         return sum(self._pending_by_client.values())
+
+
+def _late_binder(policy: Any) -> Any:
+    """``policy``, or the policy it wraps (``inner``, as ``WithTaskInfo`` does), that declares ``late_binding``."""
+    for _ in range(8):
+        if policy is None:
+            return None
+        if getattr(policy, "late_binding", False):
+            return policy
+        policy = getattr(policy, "inner", None)
+    return None
 
 
 def fn_key(fn: Payload) -> str:

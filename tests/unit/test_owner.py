@@ -734,3 +734,72 @@ def test_a_client_over_its_pending_cap_is_refused_not_queued() -> None:
     assert all(r["err"]["type"] == "meshaios.Busy" for r in refused)
     assert o.pending == 3
     assert "t3" not in o.tasks
+
+
+# ---------------------------------------------------------------------------------------------- late binding
+class PrefersFast:
+    """A late-binding policy that always wants the node called "fast" (as EFT does when it is much quicker)."""
+
+    name = "prefers-fast"
+    late_binding = True
+
+    def __init__(self) -> None:
+        self.retracted: list[str] = []
+        self.offered: list[list[str]] = []
+
+    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+        self.offered.append(sorted(c.node_id for c in candidates))
+        return next((c for c in candidates if c.node_id == "fast"), candidates[0])
+
+    def retract(self, node_id: str) -> None:
+        self.retracted.append(node_id)
+
+
+def test_late_binding_keeps_a_task_waiting_for_its_busy_best_node() -> None:
+    pol = PrefersFast()
+    o = Owner("me", OwnerConfig(window_per_slot=1), policy=pol)
+    o.node_up("fast", 1)
+    o.node_up("slow", 1)
+    out = o.submit(C1, [spec(f"t{i}") for i in range(3)])
+    assert dispatched(out) == {"fast": ["t0"]}  # not t1 to the slow node just because its window is open
+    assert pol.offered[-1] == ["fast", "slow"]  # offered the full node too
+    assert pol.retracted == ["fast", "fast"]  # the placements it did not get are taken back
+    assert [o.tasks[t].state for t in ("t1", "t2")] == [TaskState.READY, TaskState.READY]
+    out = o.completed("fast", [ok("t0")])
+    assert dispatched(out) == {"fast": ["t1"]}  # in submission order, once the fast node has room
+    check_inflight(o)
+
+
+def test_without_late_binding_a_policy_sees_only_open_windows() -> None:
+    pol = PrefersFast()
+    o = Owner("me", OwnerConfig(window_per_slot=1, late_binding=False), policy=pol)
+    o.node_up("fast", 1)
+    o.node_up("slow", 1)
+    out = o.submit(C1, [spec(f"t{i}") for i in range(3)])
+    assert dispatched(out) == {"fast": ["t0"], "slow": ["t1"]}
+    assert pol.retracted == []
+
+
+def test_late_binding_does_not_let_a_waiting_task_block_others() -> None:
+    """A GPU task whose only node is full waits without a policy call; CPU work behind it still flows."""
+    pol = PrefersFast()
+    o = Owner("me", OwnerConfig(window_per_slot=1), policy=pol)
+    o.node_up("fast", 1, {"res": {"gpu": 1}})
+    o.node_up("slow", 1)
+    out = o.submit(C1, [spec("g0", resources={"gpu": 1}), spec("g1", resources={"gpu": 1})])
+    assert dispatched(out) == {"fast": ["g0"]}
+    calls = len(pol.offered)
+    out = o.submit(C1, [spec("c0")])
+    assert dispatched(out) == {}  # c0 also prefers the busy fast node: it waits too
+    assert len(pol.offered) == calls + 1  # g1 was skipped without asking the policy
+    assert o.ready[0] == "g1"  # still first in line
+
+
+def test_late_binding_bounds_the_work_of_one_pass() -> None:
+    pol = PrefersFast()
+    o = Owner("me", OwnerConfig(window_per_slot=1, max_deferred_per_pass=5), policy=pol)
+    o.node_up("fast", 1)
+    o.node_up("slow", 1)
+    o.submit(C1, [spec(f"t{i}") for i in range(100)])
+    assert len(pol.offered) == 1 + 5  # t0 placed, then five deferrals end the pass
+    assert list(o.ready)[:3] == ["t1", "t2", "t3"]  # order kept

@@ -166,6 +166,18 @@ class EftPolicy:
         self.decisions += 1
         return best_nl
 
+    def priority(self, task: dict[str, Any]) -> float:
+        """Predicted seconds at reference speed on the best device the task may use (risk-adjusted, as placement
+        sees it): the owner takes the longest tasks first, which is HEFT's upward rank for independent tasks."""
+        devices = allowed_devices(task)
+        refs = self._reference(task, devices, _Inputs(task))
+        return math.exp(min(refs.values()))
+
+    def rank_epoch(self) -> int:
+        """Grows each time the model's observations grow by a quarter: ranks computed before are re-computed
+        then (so O(log n) times in all, while its early, fast-changing opinions are followed closely)."""
+        return int(math.log(self.model.n_seen + 1) / _LOG_RANK_STEP)
+
     def retract(self, node_id: str) -> None:
         """Forget the last placement on ``node_id``: the owner did not send it after all (late binding keeps a
         task waiting when its best node is full), so it must not count as queued work there."""
@@ -338,6 +350,7 @@ class EftPolicy:
 
 
 _NO_GPU = DeviceLoad(0)
+_LOG_RANK_STEP = math.log(1.25)
 
 
 class _Inputs:

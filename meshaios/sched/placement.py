@@ -120,6 +120,20 @@ class WithTaskInfo:
         self.name = inner.name
         self.lookup = lookup
         self.placed: dict[str, dict[str, Any]] = {}
+        # an inner policy (possibly wrapped again) that predicts runtimes lets the owner take longest tasks first
+        self._ranker: Any = _innermost_with(inner, "priority")
+        self.ranks = self._ranker is not None
+
+    def rank(self, tid: str) -> float | None:
+        """Predicted seconds of task ``tid`` (for the owner's ready-queue order); None if unknown."""
+        info = self.lookup(tid)
+        if info is None or self._ranker is None:
+            return None
+        return float(self._ranker.priority(dict(info)))
+
+    def rank_epoch(self) -> int:
+        """Changes when the inner policy's predictions have changed enough for earlier ranks to be stale."""
+        return int(self._ranker.rank_epoch()) if self._ranker is not None else 0
 
     def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         tid = task.get("id")
@@ -132,6 +146,15 @@ class WithTaskInfo:
 
     def pop(self, tid: str) -> dict[str, Any] | None:
         return self.placed.pop(tid, None)
+
+
+def _innermost_with(policy: Any, attr: str) -> Any:
+    """``policy``, or the first policy it wraps (via ``inner``), that has ``attr``; None if none has."""
+    for _ in range(8):
+        if policy is None or hasattr(policy, attr):
+            return policy
+        policy = getattr(policy, "inner", None)
+    return None
 
 
 POLICY_NAMES = ("eft", "least-loaded", "power-of-two", "round-robin", "random", "local")

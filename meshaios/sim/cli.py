@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="oracle: exact and instant; swim: the real SWIM protocol on a simulated network")
     p.add_argument("--steal", choices=("auto", "on", "off"), default="auto",
                    help="work stealing: auto = on for eft, off for the baselines")
-    p.add_argument("--no-late-binding", dest="late_binding", action="store_false",
-                   help="eft sees only nodes with an open window (the owner binds early, as baselines do)")
+    p.add_argument("--late-binding", action="store_true",
+                   help="eft is offered full nodes too and a task may wait for its best node (OwnerConfig)")
     p.add_argument("--liars", type=float, default=0.0,
                    help="fraction of slow nodes that declare full speed (default 0)")
     p.add_argument("--kill", action="append", default=[], metavar="N@T",

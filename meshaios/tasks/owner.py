@@ -26,6 +26,27 @@ from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy
 from meshaios.wire.payload import Payload
 
 
+class ReadyQueue(deque[str]):
+    """The owner's ready queue: a deque that notes when tasks were added, so that ordering it by rank (see
+    ``Owner._order_ready``) costs nothing on the passes where nothing new arrived."""
+
+    def __init__(self, items: Iterable[str] = ()) -> None:
+        super().__init__(items)
+        self.dirty = bool(self)
+
+    def append(self, x: str) -> None:
+        super().append(x)
+        self.dirty = True
+
+    def appendleft(self, x: str) -> None:
+        super().appendleft(x)
+        self.dirty = True
+
+    def extendleft(self, xs: Iterable[str]) -> None:
+        super().extendleft(xs)
+        self.dirty = True
+
+
 class TaskState(StrEnum):
     WAITING = "waiting"  # some dependency not done yet
     READY = "ready"  # queued at the owner, waiting for a slot
@@ -101,8 +122,12 @@ class OwnerConfig:
     max_pending_per_client: int = 100_000  # beyond this a client's new tasks are refused (meshaios.Busy)
     # Late binding, for policies that declare ``late_binding`` (learned EFT): they are offered every node that fits,
     # full windows included, and a task whose best node is full waits here for it instead of going somewhere worse.
-    late_binding: bool = True
+    late_binding: bool = False
     max_deferred_per_pass: int = 32  # bounds one pass's work when many ready tasks all want busy nodes
+    # Rank order, for policies that can predict runtimes (``WithTaskInfo`` over EFT): ready tasks are taken by
+    # submission time minus predicted runtime, i.e. longest first among tasks submitted together (HEFT's upward
+    # rank for independent tasks), while a task that has waited longer than another's extra runtime goes first.
+    rank_order: bool = True
 
 
 class Owner:
@@ -118,7 +143,9 @@ class Owner:
         self.policy: PlacementPolicy = policy or LeastLoaded()
         self.rng = rng or random.Random(0)
         self.tasks: dict[str, OwnedTask] = {}
-        self.ready: deque[str] = deque()
+        self.ready: ReadyQueue = ReadyQueue()
+        self._ranks: dict[str, float] = {}  # task -> its sort key while it is ready (rank order only)
+        self._rank_epoch = -1
         self.nodes: dict[str, NodeLoad] = {}
         self.node_tasks: dict[str, set[str]] = {}
         self.counters = {
@@ -612,6 +639,9 @@ class Owner:
         policy, and a long task started on a slow node at the end of a job is the job's straggler."""
         if not self.ready or not self.nodes:
             return []
+        ranker = self.policy if self.config.rank_order and getattr(self.policy, "ranks", False) else None
+        if ranker is not None:
+            self._order_ready(ranker)
         batches: dict[str, list[dict[str, Any]]] = {}
         wps = self.config.window_per_slot
         open_nodes = [n for n in self.nodes.values() if n.inflight < n.slots * wps]
@@ -644,6 +674,7 @@ class Owner:
                     break
                 continue
             self.ready.popleft()
+            self._ranks.pop(tid, None)
             t.state = TaskState.DISPATCHED
             t.node = target.node_id
             if t.timeout:
@@ -665,8 +696,35 @@ class Owner:
             batches.setdefault(target.node_id, []).append(task)
             if target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
+        dirty = self.ready.dirty
         self.ready.extendleft(reversed(skipped))
+        self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
         return [Dispatch(node, tasks) for node, tasks in batches.items()]
+
+    def _order_ready(self, ranker: Any) -> None:
+        """Sort the ready queue by ``submitted_at - predicted runtime`` (stable, so FIFO among equals).
+
+        The key does not change as time passes, so a task sorted once stays in place; keys are computed once per
+        task and recomputed for all when the model has learned enough to change its mind (``rank_epoch``)."""
+        epoch = ranker.rank_epoch()
+        if epoch != self._rank_epoch or len(self._ranks) > 4 * len(self.ready) + 1024:
+            self._ranks.clear()  # stale predictions, or entries of tasks that left the queue without dispatch
+            self._rank_epoch = epoch
+        elif not self.ready.dirty:
+            return
+        ranks = self._ranks
+        tasks = self.tasks
+
+        def key(tid: str) -> float:
+            k = ranks.get(tid)
+            if k is None:
+                t = tasks.get(tid)
+                predicted = ranker.rank(tid) if t is not None else None
+                k = ranks[tid] = (t.submitted_at if t is not None else 0.0) - (predicted or 0.0)
+            return k
+
+        self.ready = ReadyQueue(sorted(self.ready, key=key))
+        self.ready.dirty = False
 
     def _count_pending(self, client: bytes, delta: int) -> None:
         n = self._pending_by_client.get(client, 0) + delta

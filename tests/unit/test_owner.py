@@ -757,7 +757,7 @@ class PrefersFast:
 
 def test_late_binding_keeps_a_task_waiting_for_its_busy_best_node() -> None:
     pol = PrefersFast()
-    o = Owner("me", OwnerConfig(window_per_slot=1), policy=pol)
+    o = Owner("me", OwnerConfig(window_per_slot=1, late_binding=True), policy=pol)
     o.node_up("fast", 1)
     o.node_up("slow", 1)
     out = o.submit(C1, [spec(f"t{i}") for i in range(3)])
@@ -783,7 +783,7 @@ def test_without_late_binding_a_policy_sees_only_open_windows() -> None:
 def test_late_binding_does_not_let_a_waiting_task_block_others() -> None:
     """A GPU task whose only node is full waits without a policy call; CPU work behind it still flows."""
     pol = PrefersFast()
-    o = Owner("me", OwnerConfig(window_per_slot=1), policy=pol)
+    o = Owner("me", OwnerConfig(window_per_slot=1, late_binding=True), policy=pol)
     o.node_up("fast", 1, {"res": {"gpu": 1}})
     o.node_up("slow", 1)
     out = o.submit(C1, [spec("g0", resources={"gpu": 1}), spec("g1", resources={"gpu": 1})])
@@ -797,9 +797,89 @@ def test_late_binding_does_not_let_a_waiting_task_block_others() -> None:
 
 def test_late_binding_bounds_the_work_of_one_pass() -> None:
     pol = PrefersFast()
-    o = Owner("me", OwnerConfig(window_per_slot=1, max_deferred_per_pass=5), policy=pol)
+    o = Owner("me", OwnerConfig(window_per_slot=1, late_binding=True, max_deferred_per_pass=5), policy=pol)
     o.node_up("fast", 1)
     o.node_up("slow", 1)
     o.submit(C1, [spec(f"t{i}") for i in range(100)])
     assert len(pol.offered) == 1 + 5  # t0 placed, then five deferrals end the pass
     assert list(o.ready)[:3] == ["t1", "t2", "t3"]  # order kept
+
+
+# ---------------------------------------------------------------------------------------------- rank order
+class Predicts:
+    """Always the first candidate, but it predicts runtimes: ``WithTaskInfo`` turns that into the owner's order."""
+
+    name = "predicts"
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+        self.epoch = 0
+
+    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+        return candidates[0]
+
+    def priority(self, task: dict[str, Any]) -> float:
+        return self.seconds.get(task["id"], 0.0)
+
+    def rank_epoch(self) -> int:
+        return self.epoch
+
+
+def ranked_owner(seconds: dict[str, float], **cfg: Any) -> tuple[Owner, Predicts]:
+    from meshaios.sched.placement import WithTaskInfo
+
+    inner = Predicts(seconds)
+    o = Owner("me", OwnerConfig(window_per_slot=1, **cfg))
+    o.policy = WithTaskInfo(inner, lambda tid: {"id": tid})
+    o.node_up("n", 1)
+    return o, inner
+
+
+def drain(o: Owner) -> list[str]:
+    order = []
+    running = [t.id for t in o.tasks.values() if t.state is TaskState.DISPATCHED]
+    while running:
+        order += running
+        out = o.completed("n", [ok(t) for t in running])
+        running = [tid for ids in dispatched(out).values() for tid in ids]
+    return order
+
+
+def test_rank_order_takes_the_longest_of_tasks_submitted_together_first() -> None:
+    o, _ = ranked_owner({"short": 1.0, "long": 5.0, "mid": 3.0, "busy": 0.0})
+    o.submit(C1, [spec("busy")], now=0.0)  # takes the only slot, so the next three queue up
+    o.submit(C1, [spec("short"), spec("long"), spec("mid")], now=0.0)
+    assert drain(o) == ["busy", "long", "mid", "short"]
+
+
+def test_rank_order_lets_a_task_that_waited_long_enough_go_first() -> None:
+    """The key is submission time minus predicted runtime: no task starves behind ever-longer newcomers."""
+    o, _ = ranked_owner({"old": 1.0, "new": 5.0, "newer": 30.0, "busy": 0.0})
+    o.submit(C1, [spec("busy")], now=0.0)
+    o.submit(C1, [spec("old")], now=0.0)  # key -1
+    o.submit(C1, [spec("new")], now=10.0)  # key 5: waited-for "old" goes first
+    o.submit(C1, [spec("newer")], now=20.0)  # key -10: long enough to overtake both
+    assert drain(o) == ["busy", "newer", "old", "new"]
+
+
+def test_rank_order_is_off_for_policies_that_do_not_predict_and_when_disabled() -> None:
+    o, _ = ranked_owner({"a": 1.0, "b": 5.0, "busy": 0.0}, rank_order=False)
+    o.submit(C1, [spec("busy")], now=0.0)
+    o.submit(C1, [spec("a"), spec("b")], now=0.0)
+    assert drain(o) == ["busy", "a", "b"]
+
+
+def test_ranks_are_recomputed_when_the_model_has_learned_more() -> None:
+    o, inner = ranked_owner({"a": 1.0, "b": 5.0, "busy": 0.0})
+    o.submit(C1, [spec("busy")], now=0.0)
+    o.submit(C1, [spec("a"), spec("b")], now=0.0)
+    assert list(o.ready) == ["b", "a"]
+    inner.seconds["a"] = 9.0  # the model changed its mind...
+    o.completed("n", [ok("busy")])
+    assert o.tasks["b"].state is TaskState.DISPATCHED  # ...but a new epoch had not begun: cached ranks were used
+    o.submit(C1, [spec("c")], now=0.0)
+    inner.epoch = 1
+    inner.seconds["c"] = 3.0
+    o.completed("n", [ok("b")])
+    # with a's old rank (1 s) c (3 s) would go first; recomputed, a (9 s) does
+    assert [t.id for t in o.tasks.values() if t.state is TaskState.DISPATCHED] == ["a"]

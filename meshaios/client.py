@@ -817,6 +817,11 @@ class Client:
     def node(self) -> dict[str, Any]:
         return self._async.node
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """Results received, and duplicates dropped (a re-run attempt's late copy): what this client saw."""
+        return self._async.stats
+
     def __enter__(self) -> Client:
         return self
 

@@ -149,6 +149,14 @@ class WorkQueue:
                 return t
         return None
 
+    def peek(self, device: str) -> QueuedTask | None:
+        """The task ``start_next`` would start next (slots aside), without starting it. O(1) unless the head of
+        the queue is reserved for a thief."""
+        for t in self._fifo.get(device, ()):
+            if t.state is TState.QUEUED:
+                return t
+        return None
+
     def finish(self, key: tuple[str, int]) -> QueuedTask | None:
         t = self._tasks.pop(key, None)
         if t is None:

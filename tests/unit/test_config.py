@@ -220,3 +220,14 @@ def test_wire_limits_and_handshake_come_from_config(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MESHAIOS_HANDSHAKE_IVL", "soon")
     with pytest.raises(ConfigError, match="wants a number"):
         load_node_config({})
+
+
+def test_work_stealing_is_on_by_default_and_each_source_can_turn_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_node_config({}).steal is True
+    assert load_node_config({"steal": False}).steal is False  # meshaios node --no-steal
+    assert load_node_config({}, write(tmp_path, "[node]\nsteal = false\n")).steal is False
+    monkeypatch.setenv("MESHAIOS_STEAL", "off")
+    assert load_node_config({}).steal is False
+    assert load_node_config({"steal": None}).steal is False  # no --no-steal on the command line: env stands

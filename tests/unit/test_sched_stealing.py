@@ -147,6 +147,13 @@ def test_prefetched_tasks_count_as_running_and_are_never_offered() -> None:
     assert {t.id for t, *_ in chosen} <= {"t4", "t5"}
     q.finish(("t0", 0))
     assert q.free("cpu") == -1
+    head = q.peek("cpu")
+    assert head is not None
+    assert head.id == "t4"
+    head.state = TState.OFFERED  # reserved for a thief: not next here
+    nxt = q.peek("cpu")
+    assert nxt is not None
+    assert nxt.id == "t5"
 
 
 def test_the_cost_gate_refuses_steals_that_do_not_pay() -> None:

@@ -97,6 +97,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "log_level": args.log_level,
         "placement": args.placement,
         "steal": False if args.no_steal else None,
+        "late_binding": None if args.late_binding is None else args.late_binding == "on",
         "fake_gpus": tuple(args.fake_gpu or ()),
         "state_dir": args.state_dir,
         "allowed_modules": tuple(args.allow_module or ()),
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--placement", help="placement policy: least-loaded (default), eft (learned), power-of-two, round-robin, random"
     )
     sp.add_argument("--no-steal", action="store_true", help="idle nodes do not take queued work from busy ones")
+    sp.add_argument("--late-binding", choices=("on", "off"),
+                    help="eft may keep a task waiting for a busy node that finishes it much sooner (default on)")
     sp.add_argument("--fake-gpu", action="append", metavar="SPEC", help="fake accelerator, e.g. speed=8,memory=16GiB")
     sp.add_argument("--memory-limit", help="object store memory before spilling to disk, e.g. 4GiB (default: half RAM)")
     sp.add_argument("--spill-dir", help="where objects beyond the memory limit go (default: under the state dir)")

@@ -45,6 +45,7 @@ class NodeConfig:
     allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)
     placement: str = "least-loaded"
     steal: bool = True  # idle nodes take queued work from busy ones (sched/stealing.py); --no-steal turns it off
+    late_binding: bool = OwnerConfig.late_binding  # eft may keep a task waiting for a busy, faster node
     fake_gpus: tuple[str, ...] = ()
     no_gpu: bool = False  # skip looking for real GPUs (cupy)
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM

@@ -155,7 +155,8 @@ class Node:
         inner = make_policy(
             config.placement, model=self.model, view=self.loadview, clock=self.clock, node_id=self.node_id
         )
-        self.owner = Owner(self.node_id, config.owner, inner, random.Random(self.rng.random()))
+        owner_config = dataclasses.replace(config.owner, late_binding=config.late_binding)
+        self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()))
         if config.placement == "eft":  # the learned policy wants to know what each task is and where its inputs are
             self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
         self.owner.model = self.model

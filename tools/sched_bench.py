@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 from meshaios.devices import default_registry
 from meshaios.testing.localmesh import LocalMesh, wait_for
 
-POLICIES = ("round-robin", "least-loaded", "eft")
+POLICIES = ("round-robin/nosteal", "round-robin", "least-loaded", "eft")
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -42,9 +43,10 @@ Job = tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]  # fn, 
 def workload(tasks: int, seed: int) -> list[Job]:
     reg = default_registry()
     rng = np.random.default_rng(seed)
-    mats = {n: rng.random((n, n), dtype=np.float32) for n in (512, 768, 1024)}
+    mats = {n: rng.random((n, n), dtype=np.float32) for n in (384, 512, 768)}
     imgs = {n: rng.random((2, n, n), dtype=np.float32) for n in (256, 384, 512)}
-    waits = {n: rng.random(n) for n in (20_000, 60_000, 160_000)}
+    waits = {n: rng.random(n) for n in (10_000, 30_000, 100_000)}  # 20, 60, 200 ms
+    long_waits = {n: rng.random(n) for n in (300_000, 500_000)}  # 0.6, 1 s: the ones a slow node must not get
     kern = rng.random((9, 9), dtype=np.float32)
 
     def pick(d: dict[int, Any]) -> Any:
@@ -60,13 +62,35 @@ def workload(tasks: int, seed: int) -> list[Job]:
             out.append((reg.get("meshaios.blur"), (pick(imgs),), {"sigma": 4.0}, None))
         elif r < 0.60:
             out.append((reg.get("meshaios.conv2d"), (pick(imgs), kern), {"mode": "same"}, {"gpu": 1}))
-        else:
+        elif r < 0.94:
             out.append((remote_call, (pick(waits),), {}, None))
+        else:
+            out.append((remote_call, (pick(long_waits),), {}, None))
     return out
 
 
-def run(policy: str, tasks: int, slowdown: float, seed: int) -> dict[str, Any]:
-    mesh = LocalMesh(3, workers=1, extra_args=["--placement", policy], env=dict(SINGLE_THREADED),
+# Three "machines" on one box: each node's threads are pinned, so a CPU-bound kernel on one node does not take
+# another's core at random moments (on a LAN they have their own). With two cores: node0 (the owner, with the
+# client) on core 0, node1 (fake GPU) and the slowed node2 on core 1 -- node2 computes a quarter of the time.
+PINNING = {0: {0}, 1: {1}, 2: {1}}
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (a node has started its workers by the time it is ready)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, OSError):
+            pass  # a thread that has just ended
+
+
+def run(policy: str, tasks: int, slowdown: float, seed: int, pin: bool) -> dict[str, Any]:
+    """``policy`` is a placement policy name, or ``name/nosteal`` (work stealing off), ``name/early`` (no late
+    binding: the owner offers only nodes with an open window)."""
+    name, _, variant = policy.partition("/")
+    extra = ["--placement", name]
+    extra += {"nosteal": ["--no-steal"], "early": ["--late-binding", "off"], "": []}[variant]
+    mesh = LocalMesh(3, workers=1, extra_args=extra, env=dict(SINGLE_THREADED),
                      per_node_args={1: ["--fake-gpu", "speed=1,memory=8GiB"]})
     try:
         for i in range(3):  # node 2 is the slow machine: only its environment carries the slowdown
@@ -74,6 +98,10 @@ def run(policy: str, tasks: int, slowdown: float, seed: int) -> dict[str, Any]:
             mesh.spawn(i)
         mesh.env.pop("MESHAIOS_SLOWDOWN")
         mesh.wait_ready()
+        if pin:
+            for i, cpus in PINNING.items():
+                pin_process(mesh.procs[i].pid, cpus)
+            os.sched_setaffinity(0, PINNING[0])  # the client shares the owner's core, as a user's laptop would
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")
             warm = [c.submit(fn, *a, resources=res, **kw) for fn, a, kw, res in workload(40, seed + 1000)]
@@ -107,6 +135,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=1, help="runs per policy, interleaved (medians are printed)")
     ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the nodes to cores")
     ap.add_argument("--verbose", action="store_true", help="the model's per-kernel MAPE")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -114,7 +143,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for rep in range(args.repeat):
         for p in policies:
-            r = run(p, args.tasks, args.slowdown, args.seed)
+            r = run(p, args.tasks, args.slowdown, args.seed, pin=not args.no_pin and (os.cpu_count() or 1) >= 2)
             r["repeat"] = rep
             rows.append(r)
             m = r["model"]

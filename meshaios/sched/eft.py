@@ -68,7 +68,7 @@ class EftConfig:
     risk: float = 1.0  # runtime used = exp(mu + risk * var / 2): 1 is the log-normal mean, 0 the median
     # late binding: wait for a busy node only if that finishes the task at least this fraction sooner than the best
     # node that could take it now (estimates are noisy; a task held back on a coin flip is a slot left idle)
-    wait_margin: float = 0.25
+    wait_margin: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

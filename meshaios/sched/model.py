@@ -517,7 +517,7 @@ class RuntimeModel:
         # per kernel too, so an operator can see *which* kernel the model gets wrong (status --json)
         ka = self._kernel_ape.pop(key, None) or [0, 0.0]
         ka[0] += 1
-        ka[1] += (ape - ka[1]) / min(ka[0], self.config.mape_window)
+        ka[1] += (ape - ka[1]) / min(ka[0], 20)  # about the last 20: the first guesses (the prior) fade out
         self._kernel_ape[key] = ka
         if len(self._kernel_ape) > self.config.max_kernels:
             del self._kernel_ape[next(iter(self._kernel_ape))]

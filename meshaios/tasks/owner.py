@@ -122,12 +122,15 @@ class OwnerConfig:
     max_pending_per_client: int = 100_000  # beyond this a client's new tasks are refused (meshaios.Busy)
     # Late binding, for policies that declare ``late_binding`` (learned EFT): they are offered every node that fits,
     # full windows included, and a task whose best node is full waits here for it instead of going somewhere worse.
-    late_binding: bool = False
+    late_binding: bool = True
     max_deferred_per_pass: int = 32  # bounds one pass's work when many ready tasks all want busy nodes
     # Rank order, for policies that can predict runtimes (``WithTaskInfo`` over EFT): ready tasks are taken by
-    # submission time minus predicted runtime, i.e. longest first among tasks submitted together (HEFT's upward
-    # rank for independent tasks), while a task that has waited longer than another's extra runtime goes first.
+    # ``rank_aging x submission time - predicted runtime``, i.e. longest first among tasks submitted close together
+    # (HEFT's upward rank for independent tasks), while a task that has waited 1/rank_aging times longer than the
+    # difference in predicted runtime goes first: nobody starves behind ever longer newcomers. (Aging at 1 would
+    # undo the order of a big batch, whose submission alone takes about as long as its short tasks run.)
     rank_order: bool = True
+    rank_aging: float = 0.1
 
 
 class Owner:
@@ -702,7 +705,7 @@ class Owner:
         return [Dispatch(node, tasks) for node, tasks in batches.items()]
 
     def _order_ready(self, ranker: Any) -> None:
-        """Sort the ready queue by ``submitted_at - predicted runtime`` (stable, so FIFO among equals).
+        """Sort the ready queue by ``rank_aging x submitted_at - predicted runtime`` (stable: FIFO among equals).
 
         The key does not change as time passes, so a task sorted once stays in place; keys are computed once per
         task and recomputed for all when the model has learned enough to change its mind (``rank_epoch``)."""
@@ -714,13 +717,14 @@ class Owner:
             return
         ranks = self._ranks
         tasks = self.tasks
+        aging = self.config.rank_aging
 
         def key(tid: str) -> float:
             k = ranks.get(tid)
             if k is None:
                 t = tasks.get(tid)
                 predicted = ranker.rank(tid) if t is not None else None
-                k = ranks[tid] = (t.submitted_at if t is not None else 0.0) - (predicted or 0.0)
+                k = ranks[tid] = (t.submitted_at * aging if t is not None else 0.0) - (predicted or 0.0)
             return k
 
         self.ready = ReadyQueue(sorted(self.ready, key=key))

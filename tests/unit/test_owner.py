@@ -856,9 +856,9 @@ def test_rank_order_lets_a_task_that_waited_long_enough_go_first() -> None:
     """The key is submission time minus predicted runtime: no task starves behind ever-longer newcomers."""
     o, _ = ranked_owner({"old": 1.0, "new": 5.0, "newer": 30.0, "busy": 0.0})
     o.submit(C1, [spec("busy")], now=0.0)
-    o.submit(C1, [spec("old")], now=0.0)  # key -1
-    o.submit(C1, [spec("new")], now=10.0)  # key 5: waited-for "old" goes first
-    o.submit(C1, [spec("newer")], now=20.0)  # key -10: long enough to overtake both
+    o.submit(C1, [spec("old")], now=0.0)  # key 0.1 x 0 - 1 = -1
+    o.submit(C1, [spec("new")], now=100.0)  # key 10 - 5 = 5: "old" has waited long enough to go first
+    o.submit(C1, [spec("newer")], now=200.0)  # key 20 - 30 = -10: long enough to overtake both
     assert drain(o) == ["busy", "newer", "old", "new"]
 
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
+import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,8 +33,8 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 from zmq.utils import z85
-from zmq.utils.monitor import parse_monitor_message
 
+from meshaios.io.zap import AuthThread
 from meshaios.security import MeshKeys
 
 log = logging.getLogger(__name__)
@@ -42,9 +45,15 @@ ZAP_DOMAIN = "meshaios"
 Incoming = tuple[bytes, list[Any]]  # (sender routing identity, frames)
 
 
-# Two events per connection and no more: libzmq drops monitor events that the reader is too slow to take, and
-# the reader is the node's event loop, busiest exactly when a connection storm is on.
+# Two events per connection and no more: libzmq drops monitor events that the reader is too slow to take (the
+# reader is the ZAP thread, ``meshaios.io.zap``, which is also answering the storm's ZAP requests).
 _MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_ACCEPTED = int(zmq.EVENT_ACCEPTED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+# a monitor event's first frame: event id (u16), value (i32, here a file descriptor). Parsed by hand: pyzmq's
+# ``parse_monitor_message`` makes ``zmq.Event`` flags of both, and an unknown flag value (any descriptor) costs an
+# enum composite each time -- most of what an event cost before
+_EVENT_HEAD = struct.Struct("=Hi")
 
 
 @dataclass
@@ -137,8 +146,11 @@ class ZmqTransport:
         self.router: zmq.asyncio.Socket | None = None
         self._router_sync: zmq.Socket[bytes] | None = None
         self._dealers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()  # least recently used first
-        self._zap: zmq.asyncio.Socket | None = None
-        self._monitor: zmq.asyncio.Socket | None = None
+        # ZAP requests and monitor events are taken by a thread of their own (``meshaios.io.zap``), never the loop
+        self._zap: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._auth: AuthThread | None = None
+        self._lock = threading.Lock()  # the connection table: the auth thread counts, the loop proves
         # accepted connections by file descriptor, oldest first: has each delivered a message yet? A list, because
         # with two I/O threads a descriptor can be reused (and reported ACCEPTED) before its old DISCONNECTED
         self._conns: dict[int, list[bool]] = {}
@@ -156,16 +168,22 @@ class ZmqTransport:
         r.setsockopt(zmq.MAXMSGSIZE, o.max_frame_bytes)
         r.setsockopt(zmq.HANDSHAKE_IVL, int(o.handshake_ivl * 1000))
         r.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        # ZAP on in both modes: besides checking keys, an enabled ZAP makes libzmq refuse ZMTP 1.0/2.0 peers
-        self._zap = self.ctx.socket(zmq.ROUTER)
+        # ZAP on in both modes: besides checking keys, an enabled ZAP makes libzmq refuse ZMTP 1.0/2.0 peers.
+        # Bound before the ROUTER listens, closed after it; enforced, so that no ZAP socket means no admission.
+        self._zap = self._sync_ctx.socket(zmq.ROUTER)
         self._zap.setsockopt(zmq.LINGER, 0)
         self._zap.bind(ZAP_ENDPOINT)
         r.zap_domain = ZAP_DOMAIN.encode()
+        r.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         if self.keys is not None:
             r.curve_server = True
             r.curve_secretkey = self.keys.secret
             r.curve_publickey = self.keys.public
-        self._monitor = r.get_monitor_socket(_MONITOR_EVENTS)
+        mon_addr = f"inproc://meshaios.monitor.{os.getpid()}.{id(self):x}"
+        r.monitor(mon_addr, _MONITOR_EVENTS)
+        self._monitor = self._sync_ctx.socket(zmq.PAIR)
+        self._monitor.setsockopt(zmq.LINGER, 0)
+        self._monitor.connect(mon_addr)
         if o.port:
             r.bind(f"tcp://{o.bind}:{o.port}")
             port = o.port
@@ -179,10 +197,31 @@ class ZmqTransport:
         return self.address
 
     async def serve_zap(self) -> None:
-        """The transport's background work, in the node's TaskGroup: the ZAP handler and the connection monitor."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._serve_zap(), name="zap")
-            tg.create_task(self._serve_monitor(), name="zmq-monitor")
+        """The transport's background work, in the node's TaskGroup: runs the ZAP handler and the connection
+        monitor on their own thread (``meshaios.io.zap``) until cancelled; raises what killed that thread."""
+        assert self._zap is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished(exc: BaseException | None) -> None:
+            if not done.done():
+                if exc is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(exc)
+
+        def on_exit(exc: BaseException | None) -> None:  # on the auth thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(finished, exc)
+
+        auth = AuthThread(self._zap, self._zap_reply, self._monitor, self._count_event, on_exit)
+        self._auth = auth
+        auth.start()
+        try:
+            await done
+        finally:
+            # a blocking join of at most one poll interval (50 ms): only at shutdown
+            auth.stop()
 
     def zap_decision(self, msg: list[bytes]) -> bool | None:
         """Pure: admit this ZAP request? ``None`` for a malformed one. A token mesh admits the mesh key over
@@ -195,21 +234,6 @@ class ZmqTransport:
             return mechanism == b"NULL" and not creds
         return mechanism == b"CURVE" and len(creds) == 1 and creds[0] == self._mesh_key
 
-    async def _serve_zap(self) -> None:
-        sock = self._zap
-        assert sock is not None
-        while True:
-            batch = [await sock.recv_multipart()]
-            # a handshake flood: answer what is already queued in one go, without a trip through the loop each.
-            # Only the asyncio socket is used (see ``reply``): a sync shadow could eat ZeroMQ's edge-triggered FD.
-            batch += _drain(sock)
-            for msg in batch:
-                reply = self._zap_reply(msg)
-                if reply is not None:
-                    done: Any = sock.send_multipart(reply, flags=zmq.NOBLOCK)
-                    if done.done() and done.exception() is not None:  # libzmq waits for the answer: never full
-                        log.warning("ZAP reply failed: %s", done.exception())
-
     def _zap_reply(self, msg: list[bytes]) -> list[bytes] | None:
         ok = self.zap_decision(msg)
         if ok is None:
@@ -217,34 +241,30 @@ class ZmqTransport:
         ident, empty, version, request_id, _domain, address, _identity, mechanism = msg[:8]
         if ok:
             self.stats.auth_ok += 1
-        else:
-            self.stats.zap_denied += 1
+            return [ident, empty, version, request_id, b"200", b"OK", b"", b""]
+        self.stats.zap_denied += 1
+        if log.isEnabledFor(logging.DEBUG):  # a flood's worth of denials: not even the formatting unless asked
             log.debug("rejected %s connection from %s", mechanism.decode(errors="replace"), address.decode())
-        status = [b"200", b"OK"] if ok else [b"400", b"not a member of this mesh"]
-        return [ident, empty, version, request_id, *status, b"", b""]
+        return [ident, empty, version, request_id, b"400", b"not a member of this mesh", b"", b""]
 
-    async def _serve_monitor(self) -> None:
-        """Count connections and handshake outcomes. libzmq drops monitor events it cannot queue, so under a
-        connection storm these counters are a lower bound.
+    def _count_event(self, raw: list[bytes]) -> None:
+        """Count connections and handshake outcomes (on the auth thread). libzmq drops monitor events it cannot
+        queue, so under a connection storm these counters are a lower bound.
 
         A connection is *proven* once a message arrives from its file descriptor (``zmq.SRCFD``): only a completed
         handshake lets one through. One that closes unproven was refused, whatever the reason -- libzmq reports
         no event at all for bytes that are not ZMTP 3, so this is the one count that sees everything.
         """
-        assert self._monitor is not None
-        mon = self._monitor
-        while True:
-            for raw in [await mon.recv_multipart(), *_drain(mon)]:
-                self._count_event(raw)
-
-    def _count_event(self, raw: list[bytes]) -> None:
         try:
-            parsed = parse_monitor_message(raw)
-            ev, value = parsed["event"], int(parsed["value"])
-        except Exception:  # a malformed event from libzmq: nothing to count
+            ev, value = _EVENT_HEAD.unpack(raw[0])
+        except (IndexError, TypeError, struct.error):  # a malformed event from libzmq: nothing to count
             return
+        with self._lock:
+            self._count_locked(ev, value)
+
+    def _count_locked(self, ev: int, value: int) -> None:
         st = self.stats
-        if ev == zmq.EVENT_ACCEPTED:
+        if ev == _ACCEPTED:
             st.accepted += 1
             proven = value in self._proven_early
             self._proven_early.discard(value)
@@ -254,7 +274,7 @@ class ZmqTransport:
             else:
                 self._conns.setdefault(value, []).append(proven)
                 st.unproven_open += not proven
-        elif ev == zmq.EVENT_DISCONNECTED:
+        elif ev == _DISCONNECTED:
             st.disconnected += 1
             states = self._conns.get(value)
             if not states:
@@ -275,6 +295,10 @@ class ZmqTransport:
             fd = int(frames[0].get(zmq.SRCFD))
         except (AttributeError, IndexError, zmq.ZMQError, TypeError, ValueError):
             return
+        with self._lock:
+            self._prove_locked(fd)
+
+    def _prove_locked(self, fd: int) -> None:
         states = self._conns.get(fd)
         if states is None:
             if len(self._proven_early) > 4096:
@@ -378,7 +402,11 @@ class ZmqTransport:
         if self.router is not None and self._monitor is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self.router.disable_monitor()
-        for s in (self._monitor, self.router, self._zap):
+        if self._auth is not None:
+            self._auth.stop()  # before its sockets close under it
+            self._auth = None
+        # the ROUTER before the ZAP socket: never a moment with a listener and no ZAP handler
+        for s in (self.router, self._monitor, self._zap):
             if s is not None:
                 s.close(linger=0)
         self.router = None
@@ -386,19 +414,6 @@ class ZmqTransport:
         self._monitor = None
         with contextlib.suppress(Exception):
             self.ctx.term()
-
-
-def _drain(sock: zmq.asyncio.Socket, limit: int = 4096) -> list[list[bytes]]:
-    """What is queued on an asyncio socket right now, without awaiting (a NOBLOCK future is done at once)."""
-    out: list[list[bytes]] = []
-    while len(out) < limit:
-        fut: Any = sock.recv_multipart(flags=zmq.NOBLOCK)
-        if not fut.done() or fut.exception() is not None:
-            if not fut.done():
-                fut.cancel()
-            break
-        out.append(fut.result())
-    return out
 
 
 def primary_ip() -> str:

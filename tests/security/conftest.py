@@ -32,6 +32,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a node process by thread kind, from /proc: ``loop`` (the main thread: the event loop),
+    ``zap`` (the auth thread, ``meshaios.io.zap``), ``zmq-io`` (libzmq's I/O threads: TCP, ZMTP, CurveZMQ
+    crypto), ``other`` (the rest)."""
+    out = {"loop": 0.0, "zap": 0.0, "zmq-io": 0.0, "other": 0.0}
+    tck = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # the thread has just ended
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        kind = (
+            "loop" if tid == str(pid) else "zap" if comm == "meshaios-zap"
+            else "zmq-io" if comm.startswith("ZMQbg/IO") else "other"
+        )  # fmt: skip
+        out[kind] += (int(fields[11]) + int(fields[12])) / tck
+    return out
+
+
 def percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -28,7 +29,15 @@ from meshaios.security import derive_keys
 from meshaios.testing.localmesh import LocalMesh
 from tests.security import canary
 from tests.security.attacks import KINDS
-from tests.security.conftest import canary_path, cpu_seconds, node_view, percentile, transport, wait_until
+from tests.security.conftest import (
+    canary_path,
+    cpu_seconds,
+    node_view,
+    percentile,
+    thread_cpu,
+    transport,
+    wait_until,
+)
 
 pytestmark = pytest.mark.system
 
@@ -105,7 +114,8 @@ def _attack(kind: str, mesh: LocalMesh, legit: Any, path: Path, n: int = ATTEMPT
     print(
         f"{kind}: {n} attempts in {result['seconds']} s; legitimate round trip p50/p99 "
         f"{percentile(unloaded, 0.5) * 1e3:.2f}/{percentile(unloaded, 0.99) * 1e3:.2f} ms unloaded, "
-        f"{percentile(during, 0.5) * 1e3:.2f}/{percentile(during, 0.99) * 1e3:.2f} ms during ({len(during)} trips)"
+        f"{percentile(during, 0.5) * 1e3:.2f}/{percentile(during, 0.99) * 1e3:.2f} ms during ({len(during)} trips); "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     return unloaded, during
 
@@ -137,14 +147,19 @@ def test_node_cpu_per_refused_attempt(mesh: LocalMesh) -> None:
     """What a flood costs the node (no legitimate load meanwhile): the figures of docs/security.md, section 4."""
     pid = mesh.procs[0].pid
     for kind in KINDS:
-        before = cpu_seconds(pid)
+        before, threads = cpu_seconds(pid), thread_cpu(pid)
         subprocess.run(
             ["nice", "-n", "19", sys.executable, "-m", "tests.security.attacks", kind, mesh.address(0), str(ATTEMPTS),
              "--server-key", derive_keys(mesh.token).public.decode(), "--canary", "/nonexistent/canary"],
             check=True, capture_output=True, env=mesh.client_env(), timeout=120,
         )  # fmt: skip
         time.sleep(0.5)  # the last disconnects
-        print(f"{kind}: node CPU {(cpu_seconds(pid) - before) * 1e3 / ATTEMPTS:.2f} ms per refused attempt")
+        split = thread_cpu(pid)
+        parts = ", ".join(f"{k} {(split[k] - threads[k]) * 1e3 / ATTEMPTS:.2f}" for k in split)
+        print(
+            f"{kind}: node CPU {(cpu_seconds(pid) - before) * 1e3 / ATTEMPTS:.2f} ms per refused attempt ({parts}); "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
     assert mesh.procs[0].alive()
 
 

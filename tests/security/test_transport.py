@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import zmq
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 from meshaios.io.transport import ZmqOptions, ZmqTransport, apply_client_curve, default_max_dealers
 from meshaios.security import MeshKeys, derive_keys, new_token
@@ -59,6 +61,7 @@ def _serve(keys: MeshKeys | None, body: Callable[[ZmqTransport, list[Any]], Awai
 
         tasks = [asyncio.create_task(t.serve_zap()), asyncio.create_task(recv())]
         try:
+            await _until(lambda: t._auth is not None)  # the auth thread is answering
             await body(t, received)
         finally:
             for task in tasks:
@@ -151,3 +154,98 @@ def test_handshake_timeout_hangs_up_on_a_silent_connection() -> None:
         assert 0.4 < time.monotonic() - t0 < 3
 
     _serve(KEYS, body, handshake_ivl=0.5)
+
+
+async def _member_gets_nothing(t: ZmqTransport, received: list[Any], keys: MeshKeys | None) -> None:
+    """A client holding the right key (or, insecure, a NULL client) connects and sends: its handshake must fail
+    (at once when ZAP is absent, after ``handshake_ivl`` when it is silent) and nothing may arrive. Watched from
+    the client's side: with the auth thread stopped, the node's own monitor counters stop too."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            apply_client_curve(d, keys)
+        mon = d.get_monitor_socket()
+        d.connect(t.address)
+        d.send_multipart(encode({"t": M.PING}))
+        events: list[int] = []
+        ended = {zmq.EVENT_DISCONNECTED, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                 zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL}  # fmt: skip
+        async with asyncio.timeout(5):
+            while not ended & set(events):
+                while mon.poll(0):
+                    events.append(parse_monitor_message(mon.recv_multipart())["event"])
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+    finally:
+        ctx.destroy(linger=0)
+    assert zmq.EVENT_HANDSHAKE_SUCCEEDED not in events, events
+    assert received == []
+    assert t.stats.auth_ok == 0
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["token", "insecure"])
+@pytest.mark.parametrize("how", ["silent", "absent", "raising"])
+def test_zap_fails_closed(secure: bool, how: str) -> None:
+    """The ZAP handler is what admits anyone: with it stopped (requests unanswered), gone (no ZAP socket: libzmq
+    would admit by default, ``ZAP_ENFORCE_DOMAIN`` refuses), or raising on every request, nobody gets in --
+    not even a peer that holds the mesh key."""
+    keys = KEYS if secure else None
+
+    async def body(t: ZmqTransport, received: list[Any]) -> None:
+        auth = t._auth
+        assert auth is not None
+        assert auth.is_alive()
+        if how == "raising":
+
+            def broken(_msg: list[bytes]) -> bool | None:
+                raise RuntimeError("bug in the ZAP decision")
+
+            t.zap_decision = broken  # type: ignore[method-assign]
+        else:
+            auth.stop()
+            assert not auth.is_alive()
+            if how == "absent":
+                assert t._zap is not None
+                t._zap.close(linger=0)
+                t._zap = None
+        await _member_gets_nothing(t, received, keys)
+        if how == "raising":
+            assert auth.failed_requests >= 1
+            assert auth.is_alive()
+
+    _serve(keys, body, handshake_ivl=0.5)
+
+
+def test_zap_and_monitor_do_not_run_on_the_event_loop() -> None:
+    """Refused handshakes must not wake the node's loop: ZAP requests and monitor events are taken on the auth
+    thread (a flood of them used to queue the node's real messages behind batches of refusals)."""
+
+    async def body(t: ZmqTransport, _received: list[Any]) -> None:
+        loop_thread = threading.get_ident()
+        seen: list[int] = []
+        decide = t.zap_decision
+
+        def spy(msg: list[bytes]) -> bool | None:
+            seen.append(threading.get_ident())
+            return decide(msg)
+
+        t.zap_decision = spy  # type: ignore[method-assign]
+        ctx: zmq.Context[Any] = zmq.Context()
+        try:
+            socks = []  # kept: a collected socket closes before its handshake
+            for _ in range(5):
+                d = ctx.socket(zmq.DEALER)
+                d.setsockopt(zmq.LINGER, 0)
+                pub, sec = zmq.curve_keypair()
+                d.curve_publickey, d.curve_secretkey, d.curve_serverkey = pub, sec, KEYS.public
+                d.connect(t.address)
+                socks.append(d)
+            await _until(lambda: t.stats.zap_denied >= 5 and t.stats.accepted >= 5)  # (and their reconnects)
+        finally:
+            ctx.destroy(linger=0)
+        assert len(seen) >= 5
+        assert loop_thread not in seen
+
+    _serve(KEYS, body)

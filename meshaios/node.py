@@ -902,8 +902,10 @@ class Node:
         local = self.store.get(obj_id)
         if local is not None:
             reply.update(ok=True, val=local)
-            if relayed:
-                self.store.delete(obj_id)  # fetched only to hand on: no second copy stays here
+            if relayed and obj_id not in self._input_refs:
+                # fetched only to hand on: no second copy stays here -- unless a task queued here shares that
+                # fetch, in which case the copy is that task's input (released with it, in _release_inputs)
+                self.store.delete(obj_id)
             self.transport.reply(ident, encode(reply))
             return
         t = self.owner.lookup(obj_id)

@@ -143,3 +143,28 @@ def test_unsatisfiable_resources_fail_fast_with_what_exists() -> None:
             assert f.node == mesh.nodes[1].node_id
 
     run(main)
+
+
+def test_a_client_get_relayed_through_a_node_leaves_that_nodes_queued_task_its_input() -> None:
+    """Regression: node 0 fetches ``a`` for a task queued there (its only worker is busy) while a client GET for
+    ``a`` is relayed through node 0 and shares that fetch. Answering the GET used to drop the relayed copy from the
+    store -- the queued task's input -- and the task then failed with "dependency was not sent with the task"."""
+
+    async def main() -> None:
+        per_node = {0: {"workers": 1, "placement": "local", "steal": False}, 1: {"fake_gpus": ("memory=8GiB",)}}
+        async with InProcessMesh(2, per_node=per_node) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            a = c.submit(funcs.make_array, N, 7, resources={"gpu": 1})  # made on node 1, stays there
+            busy = c.submit(funcs.slow_square, 3, 0.5)  # node 0's only worker, for half a second
+            assert np.array_equal(await a, funcs.make_array(N, 7))  # relayed once: node 0 keeps no copy
+            assert a.key not in mesh.nodes[0].store
+            b = c.submit(funcs.total, a)  # placed on node 0, queued behind ``busy``; node 0 fetches ``a``
+            got = asyncio.ensure_future(c._fetch(a.key))  # the GET joins that fetch
+            value = await got
+            assert np.array_equal(value, funcs.make_array(N, 7))
+            assert await b == pytest.approx(float(funcs.make_array(N, 7).sum()))
+            assert await busy == 9
+            assert b.node == mesh.nodes[0].node_id
+
+    run(main)

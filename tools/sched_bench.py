@@ -37,36 +37,58 @@ def remote_call(a: np.ndarray) -> float:
     return float(a[0])
 
 
-Job = tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]  # fn, args, kwargs, resources
+Step = tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]  # fn, args, kwargs, resources
+PREV = object()  # in a step's args: the previous step's result (a dependency: its data stays where it was made)
 
 
-def workload(tasks: int, seed: int) -> list[Job]:
+def make_image(seed: int, header: np.ndarray) -> np.ndarray:
+    """A camera frame arrives on whichever node runs this: the data of a pipeline starts life on some node. The
+    request carries one row of the frame (``header``), so its size tells the runtime model how big the frame is."""
+    n = len(header)
+    return np.random.default_rng(seed).random((4, n, n), dtype=np.float32)
+
+
+def workload(tasks: int, seed: int) -> list[list[Step]]:
+    """Chains of steps (an image pipeline: frame -> blur -> edge [-> conv2d on the GPU] -> histogram), 1-4 MB
+    between steps, plus independent calls to a slow service, some of them long. A chain's later steps run fastest
+    where its data already is; a long call must not end up on the slow node."""
     reg = default_registry()
     rng = np.random.default_rng(seed)
-    mats = {n: rng.random((n, n), dtype=np.float32) for n in (384, 512, 768)}
-    imgs = {n: rng.random((2, n, n), dtype=np.float32) for n in (256, 384, 512)}
     waits = {n: rng.random(n) for n in (10_000, 30_000, 100_000)}  # 20, 60, 200 ms
-    long_waits = {n: rng.random(n) for n in (300_000, 500_000)}  # 0.6, 1 s: the ones a slow node must not get
+    long_waits = {n: rng.random(n) for n in (300_000, 500_000)}  # 0.6, 1 s
     kern = rng.random((9, 9), dtype=np.float32)
-
-    def pick(d: dict[int, Any]) -> Any:
-        return d[int(rng.choice(list(d)))]
-
-    out: list[Job] = []
-    for _ in range(tasks):
+    rows = {n: np.zeros(n, dtype=np.float32) for n in (256, 384, 512)}
+    blur, edge, conv, hist = (reg.get(f"meshaios.{k}") for k in ("blur", "edge", "conv2d", "histogram"))
+    out: list[list[Step]] = []
+    n = 0
+    while n < tasks:
         r = rng.random()
-        if r < 0.25:
-            m = pick(mats)
-            out.append((reg.get("meshaios.matmul"), (m, m), {}, None))
-        elif r < 0.50:
-            out.append((reg.get("meshaios.blur"), (pick(imgs),), {"sigma": 4.0}, None))
-        elif r < 0.60:
-            out.append((reg.get("meshaios.conv2d"), (pick(imgs), kern), {"mode": "same"}, {"gpu": 1}))
-        elif r < 0.94:
-            out.append((remote_call, (pick(waits),), {}, None))
+        if r < 0.55:
+            chain: list[Step] = [
+                (make_image, (int(rng.integers(1 << 30)), rows[int(rng.choice(list(rows)))]), {}, None),
+                (blur, (PREV,), {"sigma": 2.0}, None),
+                (edge, (PREV,), {}, None),
+            ]
+            if rng.random() < 0.3:
+                chain.append((conv, (PREV, kern), {"mode": "same"}, {"gpu": 1}))
+            chain.append((hist, (PREV,), {"bins": 32, "range": (0.0, 4.0)}, None))
+        elif r < 0.93:
+            chain = [(remote_call, (waits[int(rng.choice(list(waits)))],), {}, None)]
         else:
-            out.append((remote_call, (pick(long_waits),), {}, None))
+            chain = [(remote_call, (long_waits[int(rng.choice(list(long_waits)))],), {}, None)]
+        out.append(chain)
+        n += len(chain)
     return out
+
+
+def submit_all(c: Any, chains: list[list[Step]]) -> list[Any]:
+    futs = []
+    for chain in chains:
+        prev = None
+        for fn, args, kwargs, res in chain:
+            prev = c.submit(fn, *[prev if a is PREV else a for a in args], resources=res, **kwargs)
+            futs.append(prev)
+    return futs
 
 
 # Three "machines" on one box: each node's threads are pinned, so a CPU-bound kernel on one node does not take
@@ -104,11 +126,10 @@ def run(policy: str, tasks: int, slowdown: float, seed: int, pin: bool) -> dict[
             os.sched_setaffinity(0, PINNING[0])  # the client shares the owner's core, as a user's laptop would
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")
-            warm = [c.submit(fn, *a, resources=res, **kw) for fn, a, kw, res in workload(40, seed + 1000)]
-            c.gather(warm, timeout=300)  # a first taste for the model (and imports, connections)
+            c.gather(submit_all(c, workload(40, seed + 1000)), timeout=300)  # a first taste for the model
             work = workload(tasks, seed)
             t0 = time.perf_counter()
-            futs = [c.submit(fn, *a, resources=res, **kw) for fn, a, kw, res in work]
+            futs = submit_all(c, work)
             c.gather(futs, timeout=600)
             makespan = time.perf_counter() - t0
             st = c.status()

@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="oracle: exact and instant; swim: the real SWIM protocol on a simulated network")
     p.add_argument("--steal", choices=("auto", "on", "off"), default="auto",
                    help="work stealing: auto = on for eft, off for the baselines")
-    p.add_argument("--late-binding", action="store_true",
-                   help="eft is offered full nodes too and a task may wait for its best node (OwnerConfig)")
+    p.add_argument("--late-binding", choices=("on", "off"), default="on" if OwnerConfig.late_binding else "off",
+                   help="eft is offered full nodes too and a task may wait for its best node (as meshaios node)")
     p.add_argument("--liars", type=float, default=0.0,
                    help="fraction of slow nodes that declare full speed (default 0)")
     p.add_argument("--kill", action="append", default=[], metavar="N@T",
@@ -99,7 +99,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any
         cfg = SimConfig(
             policy=name, seed=args.seed, stealing=steal, membership=args.membership, owners=args.owners,
             window_per_slot=args.window, kills=_kills(args.kill), default_device=args.default_device,
-            late_binding=args.late_binding,
+            late_binding=args.late_binding == "on",
         )
         r = Simulation(nodes, make_workload(args.workload, args.tasks, args.seed), cfg).run()
         d = r.as_dict()

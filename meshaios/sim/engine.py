@@ -70,7 +70,7 @@ class SimConfig:
     # where a node runs a task that may use either device when placement did not say: "cpu" is what node.py
     # does today (a GPU only for tasks that ask for one); "jsq" picks the shorter queue per slot
     default_device: str = "cpu"
-    late_binding: bool = False  # the Owner's late binding for policies that ask (OwnerConfig.late_binding)
+    late_binding: bool = OwnerConfig.late_binding  # for policies that ask, as in a live node
     swim: SwimConfig = field(default_factory=SwimConfig)
 
 

@@ -1,8 +1,9 @@
 """The I/O edge for messages: what a node needs from a network, as a small interface with two implementations.
 
 ``ZmqTransport`` (here) is the real one: one ROUTER bound per node, one DEALER per peer, CurveZMQ with a ZAP
-handler that admits only the mesh key. ``InMemoryTransport`` (``meshaios.io.inmem``) carries the same frames
-between nodes in one process, with fault injection, for the in-process mesh tests.
+handler that admits only the mesh key (answered on a thread of its own, ``meshaios.io.zap``).
+``InMemoryTransport`` (``meshaios.io.inmem``) carries the same frames between nodes in one process, with fault
+injection, for the in-process mesh tests.
 
 Sends never block: a node must not stall because one peer is slow or dead. Liveness is *not* inferred from
 anything here (ZeroMQ reconnects silently and mDNS caches lie); SWIM decides who is alive.

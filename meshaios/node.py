@@ -198,7 +198,9 @@ class Node:
         self.steal = StealEngine(
             self.node_id, self.queue, StealConfig(), random.Random(f"steal/{self.node_id}"), speed={"cpu": 1.0}
         )
-        self.steal_view = LoadView()  # peers' load summaries (SWIM meta ``ld``, DONE ``ld``): where to steal from
+        # peers' load summaries (SWIM meta ``ld``, DONE ``ld``): where to steal from, and EFT's view of each peer's
+        # devices and backlog from all owners (its own placement ledger only knows what this owner sent)
+        self.steal_view = self.loadview
         self._ld_heard: dict[str, float] = {}
         self._summary: dict[str, Any] = {}
         self._runtime: dict[str, float] = {}  # kernel -> measured seconds here (EWMA): the queue's predictions

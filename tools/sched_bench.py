@@ -41,10 +41,10 @@ Step = tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any] | None]  # fn,
 PREV = object()  # in a step's args: the previous step's result (a dependency: its data stays where it was made)
 
 
-def make_image(seed: int, header: np.ndarray) -> np.ndarray:
+def make_image(seed: int, thumbnail: np.ndarray) -> np.ndarray:
     """A camera frame arrives on whichever node runs this: the data of a pipeline starts life on some node. The
-    request carries one row of the frame (``header``), so its size tells the runtime model how big the frame is."""
-    n = len(header)
+    request carries a thumbnail (1/16 of the width), so its size tells the runtime model how big the frame is."""
+    n = len(thumbnail)
     return np.random.default_rng(seed).random((4, n, n), dtype=np.float32)
 
 
@@ -57,7 +57,7 @@ def workload(tasks: int, seed: int) -> list[list[Step]]:
     waits = {n: rng.random(n) for n in (10_000, 30_000, 100_000)}  # 20, 60, 200 ms
     long_waits = {n: rng.random(n) for n in (300_000, 500_000)}  # 0.6, 1 s
     kern = rng.random((9, 9), dtype=np.float32)
-    rows = {n: np.zeros(n, dtype=np.float32) for n in (256, 384, 512)}
+    rows = {n: np.zeros((n, n // 16), dtype=np.float32) for n in (256, 384, 512)}
     blur, edge, conv, hist = (reg.get(f"meshaios.{k}") for k in ("blur", "edge", "conv2d", "histogram"))
     out: list[list[Step]] = []
     n = 0

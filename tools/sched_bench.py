@@ -93,8 +93,12 @@ def submit_all(c: Any, chains: list[list[Step]]) -> list[Any]:
 
 # Three "machines" on one box: each node's threads are pinned, so a CPU-bound kernel on one node does not take
 # another's core at random moments (on a LAN they have their own). With two cores: node0 (the owner, with the
-# client) on core 0, node1 (fake GPU) and the slowed node2 on core 1 -- node2 computes a quarter of the time.
-PINNING = {0: {0}, 1: {1}, 2: {1}}
+# client) on core 0, node1 (fake GPU) and the slowed node2 on core 1 -- node2 computes a quarter of the time. With
+# eight or more, every node gets two cores of its own (worker and event loop) and the client two more.
+def pinning(cores: int) -> dict[str, set[int]]:
+    if cores >= 8:
+        return {"node0": {0, 1}, "node1": {2, 3}, "node2": {4, 5}, "client": {6, 7}}
+    return {"node0": {0}, "node1": {1}, "node2": {1}, "client": {0}}
 
 
 def pin_process(pid: int, cpus: set[int]) -> None:
@@ -110,7 +114,7 @@ def run(policy: str, tasks: int, slowdown: float, seed: int, pin: bool) -> dict[
     """``policy`` is a placement policy name, or ``name/nosteal`` (work stealing off), ``name/early`` (no late
     binding: the owner offers only nodes with an open window)."""
     name, _, variant = policy.partition("/")
-    extra = ["--placement", name]
+    extra = ["--placement", name, "--no-gpu"]  # the fake GPU is the experiment's, even on a machine with a real one
     extra += {"nosteal": ["--no-steal"], "early": ["--late-binding", "off"], "": []}[variant]
     mesh = LocalMesh(3, workers=1, extra_args=extra, env=dict(SINGLE_THREADED),
                      per_node_args={1: ["--fake-gpu", "speed=1,memory=8GiB"]})
@@ -121,9 +125,10 @@ def run(policy: str, tasks: int, slowdown: float, seed: int, pin: bool) -> dict[
         mesh.env.pop("MESHAIOS_SLOWDOWN")
         mesh.wait_ready()
         if pin:
-            for i, cpus in PINNING.items():
-                pin_process(mesh.procs[i].pid, cpus)
-            os.sched_setaffinity(0, PINNING[0])  # the client shares the owner's core, as a user's laptop would
+            cores = pinning(os.cpu_count() or 1)
+            for i in range(3):
+                pin_process(mesh.procs[i].pid, cores[f"node{i}"])
+            os.sched_setaffinity(0, cores["client"])
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")
             c.gather(submit_all(c, workload(40, seed + 1000)), timeout=300)  # a first taste for the model

@@ -71,7 +71,7 @@ def workload(tasks: int, seed: int) -> list[list[Step]]:
             ]
             if rng.random() < 0.3:
                 chain.append((conv, (PREV, kern), {"mode": "same"}, {"gpu": 1}))
-            chain.append((hist, (PREV,), {"bins": 32, "range": (0.0, 4.0)}, None))
+            chain.append((hist, (PREV,), {"bins": 32, "range": (0.0, 64.0)}, None))  # covers every value
         elif r < 0.93:
             chain = [(remote_call, (waits[int(rng.choice(list(waits)))],), {}, None)]
         else:

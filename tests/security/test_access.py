@@ -87,16 +87,22 @@ class _OwnCores:
         self.pids = [p.pid for p in mesh.procs]
         self.all = set(range(os.cpu_count() or 1))
         self.active = len(self.all) >= 2
+        if len(self.all) >= 8:  # a machine with cores to spare: four for the node, two for the client
+            self.node, self.client = {0, 1, 2, 3}, {4, 5}
+        else:
+            self.node = self.client = {0}
+        self.attacker = self.all - self.node - self.client
 
     def __enter__(self) -> _OwnCores:
         if self.active:
-            for pid in [*self.pids, "self"]:
-                _pin_threads(pid, {0})
+            for pid in self.pids:
+                _pin_threads(pid, self.node)
+            _pin_threads("self", self.client)
         return self
 
     def attacker_cpus(self) -> None:  # preexec_fn of the attacker
         if self.active:
-            os.sched_setaffinity(0, self.all - {0})
+            os.sched_setaffinity(0, self.attacker)
 
     def __exit__(self, *exc: object) -> None:
         if self.active:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import zmq
 
@@ -135,9 +135,7 @@ class AuthThread:
         for _ in range(_BATCH):
             if not cast(int, get(_EVENTS)) & _POLLIN:
                 return
-            msg = [recv(_NOBLOCK)]
-            while get(_RCVMORE):
-                msg.append(recv(_NOBLOCK))
+            msg = _recv_parts(recv, get)
             try:
                 reply = handle(msg)
             except Exception:
@@ -159,7 +157,12 @@ class AuthThread:
         for _ in range(_BATCH):
             if not cast(int, get(_EVENTS)) & _POLLIN:
                 return
-            msg = [recv(_NOBLOCK)]
-            while get(_RCVMORE):
-                msg.append(recv(_NOBLOCK))
-            handle(msg)
+            handle(_recv_parts(recv, get))
+
+
+def _recv_parts(recv: Any, get: Any) -> list[Any]:
+    """One multipart message, frame by frame (the caller checked that one is waiting)."""
+    msg = [recv(_NOBLOCK)]
+    while get(_RCVMORE):
+        msg.append(recv(_NOBLOCK))
+    return msg

@@ -195,6 +195,8 @@ class Node:
         # (plus one prefetched per slot), so that an idle peer can still take the ones not started.
         self.queue = WorkQueue({"cpu": self.workers})
         self.steal_enabled = config.steal
+        # load summaries (``ld``) are built and read when someone uses them: the thieves, or EFT's queue term
+        self._share_load = config.steal or config.placement == "eft"
         self.steal = StealEngine(
             self.node_id, self.queue, StealConfig(), random.Random(f"steal/{self.node_id}"), speed={"cpu": 1.0}
         )
@@ -373,7 +375,7 @@ class Node:
         if n % 1200 == 0:
             self._save_model()
         if n % 2 == 0:
-            if self.steal_enabled:
+            if self._share_load:
                 self._summary = self._load_summary(now)
             self.swim.set_meta(self._meta())
             for m in self.swim.members():
@@ -381,7 +383,7 @@ class Node:
                     q = m.meta.get("q") if isinstance(m.meta, dict) else None
                     if isinstance(q, int):
                         self.owner.node_load(m.node_id, q)
-                    if self.steal_enabled:
+                    if self._share_load:
                         self._heard_load(m.node_id, m.meta, m.last_heard)
         self._swim_actions(self.swim.tick(now))
         self._owner_actions(self.owner.tick(now))
@@ -424,7 +426,7 @@ class Node:
             q = msg.get("q")
             if isinstance(q, int) and not isinstance(q, bool):
                 self.owner.node_load(src, q)
-            if self.steal_enabled and "ld" in msg:
+            if self._share_load and "ld" in msg:
                 self.steal_view.update(src, msg["ld"], self.clock.now())  # validated by parse_summary
             self._owner_actions(self.owner.completed(src, msg["results"]))
         elif t == M.STEAL:

@@ -242,3 +242,22 @@ def test_learned_placement_runs_work_and_the_model_learns_from_it() -> None:
             assert len({f.node for f in futs}) >= 2
 
     run(main)
+
+
+def test_eft_hears_its_peers_load_with_stealing_off_too() -> None:
+    """EFT's queue term reads the peers' gossiped load summaries; they must flow when nobody steals as well."""
+
+    async def main() -> None:
+        async with InProcessMesh(3, placement="eft", steal=False) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            assert await c.gather(c.map(funcs.slow_square, range(30), [0.005] * 30)) == [x * x for x in range(30)]
+            node = mesh.nodes[0]
+            peers = {n.node_id for n in mesh.nodes[1:]}
+            for _ in range(100):  # summaries are rebuilt every other tick and ride on SWIM traffic
+                if all(node.loadview.get(p, node.clock.now()) is not None for p in peers):
+                    break
+                await asyncio.sleep(0.05)
+            assert all(node.loadview.get(p, node.clock.now()) is not None for p in peers)
+
+    run(main)

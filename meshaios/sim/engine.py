@@ -31,7 +31,7 @@ from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import NodeLoad, PlacementPolicy, WithTaskInfo, make_policy
 from meshaios.sched.stealing import Moved, QueuedTask, Send, StealConfig, StealEngine, TasksArrived, TState, WorkQueue
 from meshaios.sim.workloads import NodeSpec, SimTask, Workload
-from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig, TaskState
+from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
 from meshaios.wire.payload import Payload
 
 __all__ = ["SimConfig", "SimResult", "Simulation"]
@@ -513,11 +513,11 @@ class Simulation:
         self._owner_actions(node, node.owner.completed(exec_id, [result]))
 
     def _on_moved(self, data: Moved) -> None:
-        """The owner learns that a task of its moved from ``src`` to ``to`` (proposed ``Owner.moved``)."""
+        """The owner learns that a task of its moved from ``src`` to ``to`` (``Owner.moved``, as in a live node)."""
         node = self.nodes.get(data.owner)
         if node is None or not node.alive or node.owner is None:
             return
-        _owner_moved(node.owner, data.task_id, data.src, data.to)
+        self._owner_actions(node, node.owner.moved(data.task_id, data.src, data.to))
 
     # ---- executors ----------------------------------------------------------------------------------------
 
@@ -647,23 +647,3 @@ class Simulation:
         node = self.nodes[observer]
         if node.alive:
             self._peer_down(node, dead)
-
-
-def _owner_moved(owner: Owner, task_id: str, src: str, dst: str) -> None:
-    """What the proposed ``Owner.moved(task_id, src, dst)`` does: the task's in-flight accounting follows it, so
-    that the death of ``dst`` re-places it (and the death of ``src`` does not)."""
-    t = owner.tasks.get(task_id)
-    if t is None or t.state is not TaskState.DISPATCHED or t.node != src:
-        return
-    src_set = owner.node_tasks.get(src)
-    if src_set is not None and task_id in src_set:
-        src_set.remove(task_id)
-        nl = owner.nodes.get(src)
-        if nl is not None:
-            nl.inflight -= 1
-    dst_nl = owner.nodes.get(dst)
-    if dst_nl is None:
-        return
-    owner.node_tasks.setdefault(dst, set()).add(task_id)
-    dst_nl.inflight += 1
-    t.node = dst

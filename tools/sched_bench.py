@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from meshaios.devices import default_registry
-from meshaios.testing.localmesh import LocalMesh, wait_for
+from meshaios.testing.localmesh import LocalMesh, pin_threads, wait_for
 
 POLICIES = ("round-robin/nosteal", "round-robin", "least-loaded", "eft")
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -101,15 +101,6 @@ def pinning(cores: int) -> dict[str, set[int]]:
     return {"node0": {0}, "node1": {1}, "node2": {1}, "client": {0}}
 
 
-def pin_process(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` (a node has started its workers by the time it is ready)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except (ProcessLookupError, OSError):
-            pass  # a thread that has just ended
-
-
 def run(policy: str, tasks: int, slowdown: float, seed: int, pin: bool) -> dict[str, Any]:
     """``policy`` is a placement policy name, or ``name/nosteal`` (work stealing off), ``name/early`` (no late
     binding: the owner offers only nodes with an open window)."""
@@ -127,7 +118,7 @@ def run(policy: str, tasks: int, slowdown: float, seed: int, pin: bool) -> dict[
         if pin:
             cores = pinning(os.cpu_count() or 1)
             for i in range(3):
-                pin_process(mesh.procs[i].pid, cores[f"node{i}"])
+                pin_threads(mesh.procs[i].pid, cores[f"node{i}"])  # a ready node has started its workers
             os.sched_setaffinity(0, cores["client"])
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")

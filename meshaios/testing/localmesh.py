@@ -197,3 +197,13 @@ def wait_for(cond: Any, timeout: float, interval: float = 0.05, what: str = "con
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
+
+
+def pin_threads(pid: int | str, cpus: set[int]) -> None:
+    """Put every thread of process ``pid`` (or ``"self"``) on ``cpus``: benchmarks and attack tests make the
+    processes of one box stand in for separate machines. Threads started later inherit their creator's set."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass  # a thread that has just ended

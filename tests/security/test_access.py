@@ -26,7 +26,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from meshaios.io.discovery import SERVICE_TYPE
 from meshaios.security import derive_keys
-from meshaios.testing.localmesh import LocalMesh
+from meshaios.testing.localmesh import LocalMesh, pin_threads
 from tests.security import canary
 from tests.security.attacks import KINDS
 from tests.security.conftest import (
@@ -69,14 +69,6 @@ def test_the_canary_works_for_a_token_holder(legit: Any, tmp_path: Path) -> None
     assert path.exists()
 
 
-def _pin_threads(pid: int | str, cpus: set[int]) -> None:
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:
-            pass  # a thread that just ended
-
-
 class _OwnCores:
     """The attacker stands in for another machine on the LAN, so it gets a core of its own: the node and the
     legitimate client (this process) run on core 0, the attacker on the others. Without this, on a two-core test
@@ -96,8 +88,8 @@ class _OwnCores:
     def __enter__(self) -> _OwnCores:
         if self.active:
             for pid in self.pids:
-                _pin_threads(pid, self.node)
-            _pin_threads("self", self.client)
+                pin_threads(pid, self.node)
+            pin_threads("self", self.client)
         return self
 
     def attacker_cpus(self) -> None:  # preexec_fn of the attacker
@@ -107,7 +99,7 @@ class _OwnCores:
     def __exit__(self, *exc: object) -> None:
         if self.active:
             for pid in [*self.pids, "self"]:
-                _pin_threads(pid, self.all)
+                pin_threads(pid, self.all)
 
 
 def _attack(kind: str, mesh: LocalMesh, legit: Any, path: Path, n: int = ATTEMPTS) -> tuple[list[float], list[float]]:

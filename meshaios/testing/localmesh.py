@@ -18,11 +18,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from meshaios.errors import MeshUnavailable
 from meshaios.security import new_token
+from meshaios.testing.managed import Managed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class NodeProc:
 
 
 @dataclass
-class LocalMesh:
+class LocalMesh(Managed):
     """``with LocalMesh(3) as mesh: Client(mesh.address(0), token=mesh.token)``."""
 
     nodes: int = 3
@@ -65,17 +65,6 @@ class LocalMesh:
         self.token_file = self.root / "token"
         self.token_file.write_text(self.token + "\n")
         os.chmod(self.token_file, 0o600)
-
-    def __enter__(self) -> LocalMesh:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
     def client_env(self) -> dict[str, str]:
         env = dict(os.environ)

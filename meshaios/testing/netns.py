@@ -12,7 +12,8 @@ import os
 import shutil
 import subprocess
 import uuid
-from types import TracebackType
+
+from meshaios.testing.managed import Managed
 
 
 def available() -> bool:
@@ -23,7 +24,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=20)
 
 
-class NetnsLan:
+class NetnsLan(Managed):
     def __init__(self, hosts: int, subnet: int | None = None) -> None:
         tag = uuid.uuid4().hex[:5]
         self.hosts = hosts
@@ -37,30 +38,22 @@ class NetnsLan:
     def ip_of(self, host: int) -> str:
         return f"10.{self.subnet}.0.{host + 1}"
 
-    def __enter__(self) -> NetnsLan:
-        try:
-            for br in (self.bridge, self.bridge2):
-                _ip("link", "add", br, "type", "bridge")
-                self.created.append(("link", br))
-                _ip("link", "set", br, "type", "bridge", "mcast_snooping", "0")
-                _ip("link", "set", br, "up")
-            for i, (ns, veth) in enumerate(zip(self.ns, self.veth, strict=True)):
-                _ip("netns", "add", ns)
-                self.created.append(("netns", ns))
-                _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-                self.created.append(("link", veth))
-                _ip("link", "set", veth, "master", self.bridge, "up")
-                _ip("-n", ns, "link", "set", "lo", "up")
-                _ip("-n", ns, "addr", "add", f"{self.ip_of(i)}/24", "dev", "eth0")
-                _ip("-n", ns, "link", "set", "eth0", "up", "multicast", "on")
-                _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+    def start(self) -> None:
+        for br in (self.bridge, self.bridge2):
+            _ip("link", "add", br, "type", "bridge")
+            self.created.append(("link", br))
+            _ip("link", "set", br, "type", "bridge", "mcast_snooping", "0")
+            _ip("link", "set", br, "up")
+        for i, (ns, veth) in enumerate(zip(self.ns, self.veth, strict=True)):
+            _ip("netns", "add", ns)
+            self.created.append(("netns", ns))
+            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self.created.append(("link", veth))
+            _ip("link", "set", veth, "master", self.bridge, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "addr", "add", f"{self.ip_of(i)}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up", "multicast", "on")
+            _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
 
     def prefix(self, host: int) -> list[str]:
         """Prepend to a command to run it on ``host``."""

@@ -16,15 +16,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import benchtasks as bt
 
+from meshaios.testing.managed import Managed
+
 log = logging.getLogger("bench")
 
 
-class Engine:
+class Engine(Managed):
     """Base: the surface ``run.py`` uses. ``size`` is the node / worker / CPU count."""
 
     name = "?"
@@ -32,26 +33,9 @@ class Engine:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def __enter__(self) -> Engine:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
     @property
     def label(self) -> str:
         return f"{self.name}[{self.size}]"
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
 
     def worker_pids(self) -> list[int]:
         """The processes that run tasks (meshaios nodes, Dask workers, Ray workers): sampled for peak RSS."""

@@ -206,12 +206,9 @@ class Owner:
             t.node = None
             if t.node_failures > self.config.max_node_failures:
                 t.state = TaskState.FAILED
-                t.error = {
-                    "type": "meshaios.NodeLost",
-                    "msg": f"the nodes running this task died {t.node_failures} times (last: {node_id})",
-                    "tb": "",
-                    "node": node_id,
-                }
+                t.error = _error(
+                    "NodeLost", f"the nodes running this task died {t.node_failures} times (last: {node_id})", node_id
+                )
                 failed.append(t)
             else:
                 self.counters["replaced"] += 1
@@ -254,12 +251,11 @@ class Owner:
                         "id": tid,
                         "ok": False,
                         "node": self.node_id,
-                        "err": {
-                            "type": "meshaios.Busy",
-                            "msg": f"this node holds {self.config.max_pending_per_client} unfinished tasks of "
+                        "err": _error(
+                            "Busy",
+                            f"this node holds {self.config.max_pending_per_client} unfinished tasks of "
                             "yours already; submit more when some finish",
-                            "tb": "",
-                        },
+                        ),
                     }
                 )
                 continue
@@ -306,7 +302,7 @@ class Owner:
                 out.extend(self._fail_from_dep(t, failed_dep))
             elif impossible:
                 t.state = TaskState.FAILED
-                t.error = {"type": "meshaios.ResourceError", "msg": impossible, "tb": "", "node": self.node_id}
+                t.error = _error("ResourceError", impossible, self.node_id)
                 out.extend(self._finish(t))
             elif t.missing == 0:
                 t.state = TaskState.READY
@@ -362,12 +358,7 @@ class Owner:
                 self._requeue(t)
             else:
                 t.state = TaskState.FAILED
-                t.error = {
-                    "type": "meshaios.TaskTimeout",
-                    "msg": f"did not finish within {t.timeout:g} s (on node {node[:8]})",
-                    "tb": "",
-                    "node": node,
-                }
+                t.error = _error("TaskTimeout", f"did not finish within {t.timeout:g} s (on node {node[:8]})", node)
                 out.extend(self._finish(t))
         out.extend(self._pump())
         return _merge(out)
@@ -553,7 +544,7 @@ class Owner:
                 continue
             if not cur.deps and not cur.fn.blob:  # put data has no lineage: both copies are gone
                 cur.state = TaskState.FAILED
-                cur.error = {"type": "meshaios.ObjectLost", "msg": f"every copy of {cur.id} was lost", "tb": ""}
+                cur.error = _error("ObjectLost", f"every copy of {cur.id} was lost")
                 out.extend(self._finish(cur))
                 continue
             self.counters["recomputed"] += 1
@@ -565,7 +556,7 @@ class Owner:
                 dep = self.tasks.get(base_id(d))
                 if dep is None:
                     cur.state = TaskState.FAILED
-                    cur.error = {"type": "meshaios.LineageLost", "msg": f"input {d} was forgotten", "tb": ""}
+                    cur.error = _error("LineageLost", f"input {d} was forgotten")
                     break
                 if not dep.available:
                     cur.missing += 1
@@ -829,6 +820,14 @@ def _fmt(key: str, value: int) -> str:
     return str(value)
 
 
+def _error(kind: str, msg: str, node: str | None = None) -> dict[str, Any]:
+    """A task error the mesh itself raised (no remote traceback): ``meshaios.<kind>`` on the client's side."""
+    err: dict[str, Any] = {"type": f"meshaios.{kind}", "msg": msg, "tb": ""}
+    if node is not None:
+        err["node"] = node
+    return err
+
+
 def _dep_error(dep: OwnedTask) -> dict[str, Any]:
     err = dep.error or {}
     return {
@@ -842,7 +841,7 @@ def _dep_error(dep: OwnedTask) -> dict[str, Any]:
 def _unknown_dep(dep_id: str) -> OwnedTask:
     stub = OwnedTask(id=dep_id, client=b"", fn=Payload(b""), args=Payload(b""), deps=[])
     stub.state = TaskState.FAILED
-    stub.error = {"type": "meshaios.UnknownDependency", "msg": f"task {dep_id} is not known to this node"}
+    stub.error = _error("UnknownDependency", f"task {dep_id} is not known to this node")
     return stub
 
 

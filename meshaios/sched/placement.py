@@ -129,7 +129,7 @@ class WithTaskInfo:
         info = self.lookup(tid)
         if info is None or self._ranker is None:
             return None
-        return float(self._ranker.priority(dict(info)))
+        return float(self._ranker.priority(info))
 
     def rank_epoch(self) -> int:
         """Changes when the inner policy's predictions have changed enough for earlier ranks to be stale."""

@@ -92,9 +92,11 @@ class _OwnCores:
             pin_threads("self", self.client)
         return self
 
-    def attacker_cpus(self) -> None:  # preexec_fn of the attacker
+    def place_attacker(self, pid: int) -> None:
+        """Right after it started, before its interpreter has loaded anything (no preexec_fn: this process has
+        threads, and a fork with threads running must not run Python before exec)."""
         if self.active:
-            os.sched_setaffinity(0, self.attacker)
+            pin_threads(pid, self.attacker)
 
     def __exit__(self, *exc: object) -> None:
         if self.active:
@@ -122,8 +124,8 @@ def _attack_pinned(
         ["nice", "-n", "19", sys.executable, "-m", "tests.security.attacks", kind, mesh.address(0), str(n),
          "--server-key", derive_keys(mesh.token).public.decode(), "--canary", str(path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mesh.client_env(),
-        preexec_fn=cores.attacker_cpus,
     )  # fmt: skip
+    cores.place_attacker(attacker.pid)
     during: list[float] = []
     try:
         while attacker.poll() is None or len(during) < 100:  # the legitimate client keeps working throughout

@@ -619,15 +619,22 @@ class AsyncClient:
             self._by_req.pop(req, None)
 
     def _shuffle_tasks(
-        self, fn: Callable[..., Any], inputs: Sequence[Any], partitions: int, reducer: Any, mapper: Any
+        self,
+        fn: Callable[..., Any],
+        inputs: Sequence[Any],
+        partitions: int,
+        reducer: Any,
+        mapper: Any,
+        combiner: Any = None,
     ) -> list[Future]:
         from meshaios.shuffle import ops
 
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
+        extra = (combiner,) if combiner is not None else ()
         items = []
         for x in inputs:
-            args = (mapper, x, partitions) if mapper is not None else (x, partitions)
+            args = (mapper, x, partitions, *extra) if mapper is not None else (x, partitions, *extra)
             items.append(self._prepare(fn, args, {}, parts=partitions))
         maps = [f for _, f in items]
         for j in range(partitions):
@@ -640,14 +647,39 @@ class AsyncClient:
         self._enqueue(items)
 
     def mapreduce(
-        self, mapper: Callable[..., Any], reducer: Callable[..., Any] | None, inputs: Iterable[Any], partitions: int = 8
+        self,
+        mapper: Callable[..., Any],
+        reducer: Callable[..., Any] | None,
+        inputs: Iterable[Any],
+        partitions: int = 8,
+        *,
+        combiner: Callable[..., Any] | None = None,
     ) -> list[Future]:
-        """``mapper(input)`` emits records; they are hash-partitioned into ``partitions`` parts, shuffled peer to
-        peer, and reducer ``j`` gets part ``j`` of every map output. Returns one future per partition. See
-        ``meshaios.shuffle.ops`` for the record shapes (dicts of key -> value, or (keys, values) arrays)."""
+        """MapReduce: one map task per input, ``partitions`` reduce tasks; one future per partition.
+
+        ``mapper(input)`` emits records: ``(key, value)`` pairs (a list, a generator, any iterable), a dict
+        ``{key: value}``, or ``(keys, values)`` numpy arrays. Each map output is hash-partitioned by key into
+        ``partitions`` parts (keys that compare equal, like ``1`` and ``1.0``, in the same part); reducer ``j``
+        pulls part ``j`` of every map output peer to peer. The values of a key accumulate: for key-value records
+        reducer ``j`` is called as ``reducer(key, [values...])`` once per key and its future's result is
+        ``{key: reduced}`` with the keys sorted; for arrays it is called once as ``reducer(keys, values)``.
+        ``combiner(key, [values...]) -> value`` (optional, for associative reducers such as a sum) runs map-side
+        before the shuffle; the reducer then gets one combined value per map task. Details and the exact shapes:
+        ``meshaios.shuffle.ops`` and docs/dataplane.md.
+
+        For example (``words`` and ``add`` importable on the nodes, or any function on a mesh with a token)::
+
+            def words(doc): return [(w, 1) for w in doc.split()]
+            def add(word, counts): return sum(counts)
+
+            parts = c.gather(c.mapreduce(words, add, ["the cat the hat", "the end"], partitions=2, combiner=add))
+            counts = {w: n for part in parts for w, n in part.items()}      # {"the": 3, "cat": 1, ...}
+        """
         from meshaios.shuffle import ops
 
-        return self._shuffle_tasks(ops.map_partition, list(inputs), partitions, _fn_arg(reducer), _fn_arg(mapper))
+        return self._shuffle_tasks(
+            ops.map_partition, list(inputs), partitions, _fn_arg(reducer), _fn_arg(mapper), _fn_arg(combiner)
+        )
 
     def shuffle(
         self, data: Iterable[Any], partitions: int = 8, reducer: Callable[..., Any] | None = None
@@ -892,9 +924,12 @@ class Client:
         inputs: Iterable[Any],
         partitions: int = 8,
         progress: bool = False,
+        *,
+        combiner: Callable[..., Any] | None = None,
     ) -> list[Future]:
         """See ``AsyncClient.mapreduce``. ``progress``: a bar over the reducers while they run."""
-        futures = self._on_loop(self._async.mapreduce, mapper, reducer, inputs, partitions)
+        inputs = list(inputs)  # a generator is consumed here, in the caller's thread
+        futures = self._on_loop(lambda: self._async.mapreduce(mapper, reducer, inputs, partitions, combiner=combiner))
         if progress:
             _progress(futures, f"mapreduce {_name(mapper)}")
         return futures

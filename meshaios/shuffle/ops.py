@@ -5,16 +5,44 @@ A map task returns its output already split into ``P`` parts; the executing node
 output, straight from the node that holds it. Because a part's id names the map task, a map task re-run after a
 node died replaces its parts instead of adding to them: nothing is counted twice.
 
-Three record shapes are understood:
-- a ``dict`` ``{key: value}`` (or an iterable of ``(key, value)`` pairs): keys of any hashable msgpack-able type;
-  the reducer is called as ``reducer(key, [values...])`` and a partition's result is ``{key: reduced}``;
-- a pair of numpy arrays ``(keys, values)`` with integer keys: partitioned by the ``hash_partition`` kernel;
-  the reducer is called once per partition as ``reducer(keys, values)`` on the concatenated rows.
+Record shapes a mapper may emit (and ``Client.shuffle`` may be given):
+
+- **key-value records**: any iterable of ``(key, value)`` pairs -- a list, a generator, a tuple -- or a ``dict``
+  ``{key: value}`` (its items are the pairs). Keys are any hashable value that travels (str, bytes, int, float,
+  bool, None, tuples of those, numpy scalars; anything picklable on a mesh with a token). A key may repeat: its
+  values **accumulate**, nothing is overwritten. Keys that compare equal are one key, as in a Python dict:
+  ``1``, ``True``, ``1.0`` and ``np.int64(1)`` land in the same partition and are reduced together (the key
+  object seen first is the one kept).
+- **arrays**: a pair of numpy arrays ``(keys, values)`` with 1-D integer keys and one row of ``values`` per key,
+  or a bare 1-D integer array of keys; partitioned by the ``hash_partition`` kernel, without a Python loop.
+
+The reducer's calling convention follows from the shape:
+
+- key-value records: ``reducer(key, values)`` once per distinct key of the partition, where ``values`` is a list
+  of every value emitted for that key by every map task (in map-task order, then emission order). A partition's
+  result is a dict ``{key: reducer(key, values)}`` whose keys are **sorted** (``sorted()``'s order); when the keys
+  of a partition cannot be ordered (``1`` and ``"a"``, say), they keep first-seen order instead. Without a reducer
+  the result is ``{key: values}``.
+- arrays: ``reducer(keys, values)`` (or ``reducer(keys)``) once per partition, on the rows of every map output
+  concatenated; without a reducer, the concatenated ``(keys, values)``.
+
+``combiner`` (key-value records only) runs map-side, on each map task's output before the shuffle, with the
+reducer's signature: ``combiner(key, values) -> value``. The reducer then receives one *combined* value per map
+task that emitted the key. It is for associative, commutative reductions (a sum, a max, a count) where it shrinks
+what moves from ``len(records)`` values to one per distinct key; the reducer is usually the same function.
+
+>>> parts = partition([("the", 1), ("cat", 1), ("the", 1)], 1)
+>>> parts
+[{'the': [1, 1], 'cat': [1]}]
+>>> reduce_partition(lambda word, counts: sum(counts), *parts, {"cat": [2]})
+{'cat': 3, 'the': 2}
 """
 
 from __future__ import annotations
 
-import hashlib
+import numbers
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,18 +50,38 @@ import numpy as np
 
 from meshaios.devices.kernels import hash_partition
 
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def stable_hash(key: Any) -> int:
+    """A 32-bit hash of ``key`` that every process computes alike (Python's ``hash`` of a str does not), equal for
+    keys that compare equal: ``1``, ``True``, ``1.0``, ``np.int64(1)`` and ``Fraction(1)`` hash alike."""
+    if isinstance(key, str):
+        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    if isinstance(key, int | float | np.number | np.bool_ | numbers.Number):
+        if key != key:  # NaN: never equal to anything, and its ``hash`` depends on the object
+            return 0
+        # CPython's numeric hash is defined arithmetically (mod 2**61 - 1 on 64-bit builds), the same in every
+        # process, and equal for equal numbers of any type; the multiply spreads consecutive integers
+        return ((hash(key) * _GOLDEN) & _MASK64) >> 32
+    if isinstance(key, bytes):
+        return zlib.crc32(key)
+    if key is None:
+        return 0x6E6F6E65
+    if isinstance(key, tuple):
+        h = 0x345678
+        for item in key:
+            h = zlib.crc32(stable_hash(item).to_bytes(4, "little"), h)
+        return h
+    if isinstance(key, frozenset):
+        return sum(stable_hash(item) for item in key) & 0xFFFFFFFF  # order-free, as the set is
+    return zlib.crc32(repr(key).encode("utf-8", "surrogatepass"))
+
 
 def stable_partition(key: Any, partitions: int) -> int:
-    """Python's ``hash`` differs between processes; this must not, or a key would land in two partitions."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        raw = int(key).to_bytes(16, "little", signed=True)
-    elif isinstance(key, str):
-        raw = key.encode()
-    elif isinstance(key, bytes):
-        raw = key
-    else:
-        raw = repr(key).encode()
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") % partitions
+    """The partition of ``key``: the same in every process, and the same for keys that compare equal."""
+    return stable_hash(key) % partitions
 
 
 def _resolve(fn: Any) -> Callable[..., Any]:
@@ -48,32 +96,82 @@ def _resolve(fn: Any) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def partition(records: Any, partitions: int) -> list[Any]:
-    """Split one map output into ``partitions`` parts of the same shape."""
-    if isinstance(records, tuple) and len(records) == 2 and isinstance(records[0], np.ndarray):
+def _is_arrays(records: Any) -> bool:
+    return isinstance(records, np.ndarray) or (
+        isinstance(records, tuple) and len(records) == 2 and isinstance(records[0], np.ndarray)
+    )
+
+
+def group(records: Any) -> dict[Any, list[Any]]:
+    """Key-value records -> ``{key: [values...]}`` in one pass, keys in first-seen order."""
+    if isinstance(records, dict):
+        return {k: [v] for k, v in records.items()}
+    if isinstance(records, str | bytes) or not isinstance(records, Iterable):
+        raise TypeError(
+            f"a map output must be (key, value) pairs, a dict or (keys, values) arrays, not {type(records).__name__}"
+        )
+    grouped: defaultdict[Any, list[Any]] = defaultdict(list)
+    for rec in records:
+        try:
+            k, v = rec
+        except (TypeError, ValueError):
+            raise TypeError(f"a map output record must be a (key, value) pair, not {_short(rec)}") from None
+        grouped[k].append(v)
+    return dict(grouped)
+
+
+def _short(x: Any) -> str:
+    r = repr(x)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def partition(records: Any, partitions: int, combiner: Any = None) -> list[Any]:
+    """Split one map output into ``partitions`` parts.
+
+    Key-value records become ``partitions`` dicts ``{key: [values...]}`` (one combined value per key when
+    ``combiner`` is given); arrays become ``partitions`` ``(keys, values)`` pairs (or key arrays).
+    """
+    if partitions < 1:
+        raise ValueError("partitions must be at least 1")
+    if _is_arrays(records):
+        if combiner is not None:
+            raise TypeError("a combiner applies to key-value records; reduce (keys, values) arrays in the mapper")
+        if isinstance(records, np.ndarray):
+            return [k for k, _ in hash_partition(np, records, None, partitions)]
         keys, values = records
         return [
             (np.ascontiguousarray(k), np.ascontiguousarray(v)) for k, v in hash_partition(np, keys, values, partitions)
         ]
-    if isinstance(records, np.ndarray):
-        return [k for k, _ in hash_partition(np, records, None, partitions)]
-    items: Iterable[tuple[Any, Any]] = records.items() if isinstance(records, dict) else records
-    parts: list[dict[Any, Any]] = [{} for _ in range(partitions)]
-    for k, v in items:
-        parts[stable_partition(k, partitions)][k] = v
+    grouped = group(records)
+    if combiner is not None:
+        fn = _resolve(combiner)
+        grouped = {k: [fn(k, vs)] for k, vs in grouped.items()}
+    if partitions == 1:
+        return [grouped]
+    parts: list[dict[Any, list[Any]]] = [{} for _ in range(partitions)]
+    for k, vs in grouped.items():
+        parts[stable_hash(k) % partitions][k] = vs
     return parts
 
 
-def map_partition(mapper: Any, chunk: Any, partitions: int) -> list[Any]:
-    return partition(_resolve(mapper)(chunk), partitions)
+def map_partition(mapper: Any, chunk: Any, partitions: int, combiner: Any = None) -> list[Any]:
+    """A map task: ``mapper(chunk)``, combined (when a combiner is given) and partitioned."""
+    return partition(_resolve(mapper)(chunk), partitions, combiner)
 
 
-def identity_partition(data: Any, partitions: int) -> list[Any]:
-    return partition(data, partitions)
+def identity_partition(data: Any, partitions: int, combiner: Any = None) -> list[Any]:
+    return partition(data, partitions, combiner)
+
+
+def _sorted_keys(grouped: dict[Any, Any]) -> list[Any]:
+    try:
+        return sorted(grouped)
+    except TypeError:  # keys of types that do not compare (1 and "a"): first-seen order
+        return list(grouped)
 
 
 def reduce_partition(reducer: Any, *parts: Any) -> Any:
-    """Combine one partition's parts from every map task, then reduce."""
+    """Merge one partition's parts from every map task, then reduce (see the module docstring for the shapes)."""
     fn = _resolve(reducer) if reducer is not None else None
     if parts and isinstance(parts[0], tuple):
         keys = np.concatenate([p[0] for p in parts])
@@ -84,8 +182,13 @@ def reduce_partition(reducer: Any, *parts: Any) -> Any:
         return fn(keys) if fn is not None else keys
     grouped: dict[Any, list[Any]] = {}
     for p in parts:
-        for k, v in p.items():
-            grouped.setdefault(k, []).append(v)
+        for k, vs in p.items():
+            have = grouped.get(k)
+            if have is None:
+                grouped[k] = list(vs)
+            else:
+                have.extend(vs)
+    keys_in_order = _sorted_keys(grouped)
     if fn is None:
-        return grouped
-    return {k: fn(k, vs) for k, vs in grouped.items()}
+        return {k: grouped[k] for k in keys_in_order}
+    return {k: fn(k, grouped[k]) for k in keys_in_order}

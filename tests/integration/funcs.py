@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -84,3 +85,33 @@ def sleep_and_log(i: int, seconds: float, path: str) -> int:
     finally:
         os.close(fd)
     return i * i
+
+
+# ---- word count, the textbook MapReduce -----------------------------------------------------------------
+
+WORDS = ("the", "a", "cat", "hat", "sat", "on", "mat", "and", "end", "of", "it", "is")
+
+
+def make_doc(seed: int, words: int = 400) -> str:
+    """A document in which most words repeat many times (a dozen-word vocabulary, skewed), plus a few rare ones."""
+    rng = np.random.default_rng(seed)
+    picks = [WORDS[min(int(i), len(WORDS) - 1)] for i in rng.geometric(0.3, words) - 1]
+    return " ".join([*picks, f"rare{seed}", f"rare{seed % 3}"])
+
+
+def doc_pairs(seed: int) -> list[tuple[str, int]]:
+    return [(w, 1) for w in make_doc(seed).split()]
+
+
+def doc_pairs_gen(seed: int) -> Iterator[tuple[str, int]]:
+    for w in make_doc(seed).split():
+        yield w, 1
+
+
+def doc_counts(seed: int) -> dict[str, int]:
+    return word_counts(make_doc(seed))
+
+
+def equal_key(i: int) -> list[tuple[object, int]]:
+    """Map task ``i`` emits one of four keys, three of which compare equal (1 == True == 1.0)."""
+    return [((1, True, 1.0, 2)[i], i)]

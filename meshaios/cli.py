@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshaios.errors import MeshError
+from meshaios.errors import ConfigError, MeshError
 
 log = logging.getLogger("meshaios.cli")
 
@@ -120,9 +120,21 @@ def cmd_node(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, node.stop)
         await node.run()
 
-    import uvloop
+    import errno
 
-    uvloop.run(main())
+    import uvloop
+    import zmq
+
+    try:
+        uvloop.run(main())
+    except zmq.ZMQError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        where = f"{config.bind or ('127.0.0.1' if config.insecure else '0.0.0.0')}:{config.port}"
+        raise ConfigError(
+            f"{where} is already in use (another meshaios node?): stop it, or give this one another port "
+            "with --port N (--port 0 picks a free one)"
+        ) from None
     return 0
 
 
@@ -133,87 +145,11 @@ def _status_data(args: argparse.Namespace) -> dict[str, Any]:
         return c.status(timeout=args.timeout)
 
 
-def render_status(data: dict[str, Any]) -> Any:
-    from rich.table import Table
+def render_status(data: dict[str, Any], width: int = 80) -> Any:
+    """The status screen (see meshaios.status_view): fits ``width`` columns, 80 included."""
+    from meshaios.status_view import render
 
-    me = data["node"]
-    table = Table(
-        title=f"meshaios mesh {me['mesh']} as seen by {me['name']} ({me['id'][:8]})"
-        + ("" if me.get("secure") else "  [red]INSECURE[/red]"),
-        title_justify="left",
-    )
-    if me.get("http"):
-        table.caption = f"dashboard of {me['name']}: {me['http']}/ (on its machine)"
-        table.caption_justify = "left"
-    cols = ("node", "name", "address", "state", "devices", "workers", "running", "queued", "store", "since/uptime")
-    for col in cols:
-        table.add_column(col, justify="left" if col in cols[:5] else "right", no_wrap=True)
-    colors = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
-    mine = (me["store"]["bytes_in_memory"] if isinstance(me.get("store"), dict) else 0,)
-    rows = [
-        (
-            me["id"],
-            me["name"],
-            me["addr"],
-            "alive",
-            me["devices"],
-            me["workers"],
-            me.get("running", 0),
-            me["queued"],
-            *mine,
-            me["uptime"],
-            True,
-        )
-    ]
-    rows += [
-        (
-            m["id"],
-            m["name"],
-            m["addr"],
-            m["state"],
-            m["devices"],
-            m["workers"],
-            m.get("running", 0),
-            m["queued"],
-            m.get("store_bytes", 0),
-            m["since"],
-            False,
-        )
-        for m in sorted(data["members"], key=lambda m: (m["state"], m["name"]))
-    ]
-    for nid, name, addr, state, dev, w, r, q, mem, since, self_ in rows:
-        c = colors.get(state, "white")
-        table.add_row(
-            nid[:8] + ("*" if self_ else ""),
-            name,
-            addr.split("://", 1)[-1],
-            f"[{c}]{state}[/{c}]",
-            dev or "cpu",
-            str(w),
-            str(r),
-            str(q),
-            _bytes(mem),
-            _duration(since),
-        )
-    return table
-
-
-def _bytes(n: Any) -> str:
-    n = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def _duration(s: float) -> str:
-    s = max(0.0, float(s))
-    if s < 120:
-        return f"{s:.0f}s"
-    if s < 7200:
-        return f"{s / 60:.0f}m"
-    return f"{s / 3600:.1f}h"
+    return render(data, width)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -222,17 +158,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # a pipe or a file: never squeeze the table to 80 columns
+    data: dict[str, Any] | None = None
+    tried: set[str] = set()
     while True:
-        data = _status_data(args)
+        try:
+            data = _status_data(args)
+            tried.clear()
+        except MeshError as exc:
+            # --watch outlives the node it asks: the next live member it knew of answers instead
+            tried.add(str(args.address or (data or {}).get("node", {}).get("addr")))
+            fallback = _another_member(data, tried) if args.watch else None
+            if fallback is None:
+                raise
+            console.print(f"[yellow]{exc}; asking {fallback} instead[/yellow]")
+            args.address = fallback
+            continue
         if args.json:
             print(json.dumps(data, indent=2, default=str))
         else:
             if args.watch:
                 console.clear()
-            console.print(render_status(data))
+            console.print(render_status(data, console.width))
         if not args.watch:
             return 0
         time.sleep(args.watch)
+
+
+def _another_member(data: dict[str, Any] | None, tried: set[str]) -> str | None:
+    """An alive member of the last status seen that has not failed to answer since."""
+    if data is None:
+        return None
+    for m in data.get("members", ()):
+        if m.get("state") == "alive" and str(m.get("addr")) not in tried:
+            return str(m["addr"])
+    return None
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -247,7 +206,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from meshaios import __version__
+
     p = argparse.ArgumentParser(prog="meshaios", description="A leaderless compute mesh for AI workloads.")
+    p.add_argument("--version", action="version", version=f"meshaios {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     sp = sub.add_parser("init", help="make a mesh token")

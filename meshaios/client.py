@@ -140,6 +140,7 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
         return env if "://" in env else f"tcp://{env}"
     nodes_dir = state_dir() / "nodes"
     candidates: list[tuple[float, str]] = []
+    others: list[tuple[str, str]] = []  # (address, mesh id) of live local nodes of another mesh
     with contextlib.suppress(OSError):
         for p in nodes_dir.glob("*.json"):
             try:
@@ -148,6 +149,7 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             if mesh_id and info.get("mesh") != mesh_id:
+                others.append((str(info.get("address")), str(info.get("mesh"))))
                 continue
             candidates.append((p.stat().st_mtime, str(info["address"])))
     if candidates:
@@ -159,6 +161,12 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
         found = asyncio.run(browse(mesh_id, PROTOCOL_VERSION, bind="127.0.0.1", timeout=timeout))
         if found:
             return found[0].address
+    if others:
+        addr, other = others[0]
+        raise MeshUnavailable(
+            f"a meshaios node runs on this machine ({addr}) but belongs to another mesh ({other}; your token is for "
+            f"mesh {mesh_id}): use that mesh's token (--token-file / MESHAIOS_TOKEN), or start a node with yours"
+        )
     raise MeshUnavailable(
         "no meshaios node found on this machine: start one with `meshaios node`, or pass an address "
         "(Client('tcp://host:port') or MESHAIOS_ADDRESS)"

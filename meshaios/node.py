@@ -30,6 +30,7 @@ from meshaios.errors import ConfigError, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
+from meshaios.rate import RateMeter
 from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
 from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import WithTaskInfo, make_policy
@@ -167,6 +168,7 @@ class Node:
         self.swim: Swim | None = None
         self.address = ""
         self.started_at = time.time()
+        self._rate = RateMeter()
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -238,6 +240,7 @@ class Node:
             "CURVE" if self.secure else "INSECURE",
             self.workers,
         )
+        log.info("clients connect with Client(%r%s)", self.address, "" if self.secure else ", insecure=True")
         try:
             async with asyncio.TaskGroup() as tg:
                 background = [
@@ -986,6 +989,11 @@ class Node:
             "mem": self.store.stats.bytes_in_memory,
             "dev": self.devices,
             "res": self._res,
+            "up": round(time.time() - self.started_at, 1),
+            "fin": self.exec.finished,
+            "fail": self.exec.failed,
+            "pend": self.owner.pending,
+            "tps": round(self._rate.rate(self.clock.now(), self.exec.finished), 1),
             **({"ld": self._summary} if self._summary else {}),
         }
 
@@ -1025,6 +1033,7 @@ class Node:
             "failed": self.exec.failed,
             "devices": self.devices,
             "uptime": time.time() - self.started_at,
+            "tasks_per_s": self._rate.rate(self.clock.now(), self.exec.finished),
             "incarnation": self.swim.incarnation,
             "http": self.http_url,
             "owner": dict(self.owner.counters),
@@ -1051,6 +1060,11 @@ class Node:
                 "store_bytes": (m.meta or {}).get("mem", 0),
                 "devices": (m.meta or {}).get("dev", ""),
                 "since": self.clock.now() - m.state_since,
+                "uptime": (m.meta or {}).get("up"),
+                "finished": (m.meta or {}).get("fin", 0),
+                "failed": (m.meta or {}).get("fail", 0),
+                "pending": (m.meta or {}).get("pend", 0),
+                "tasks_per_s": (m.meta or {}).get("tps", 0.0),
             }
             for m in self.swim.members()
         ]

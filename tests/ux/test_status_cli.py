@@ -41,10 +41,11 @@ def test_status_table(ux_mesh: LocalMesh, client: Client, capsys: pytest.Capture
     rc = cli.main(["status", ux_mesh.address(1), "--token-file", str(ux_mesh.token_file)])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "as seen by node1" in out
+    assert "seen by node1" in out
     for name in ("node0", "node1", "node2"):
         assert name in out
-    assert out.count("alive") == 3
+    assert "3 alive |" in out
+    assert out.count("alive") == 4  # the three rows and the mesh line
 
 
 def test_status_with_the_wrong_token_says_so(

@@ -349,6 +349,7 @@ class ZmqTransport:
             self.stats.dropped += 1
             return False
         self.stats.sent += 1
+        self.stats.bytes_sent += _nbytes(frames)
         return True
 
     def reply(self, ident: bytes, frames: Sequence[Any]) -> bool:
@@ -364,6 +365,7 @@ class ZmqTransport:
             self.stats.dropped += 1
             return False
         self.stats.sent += 1
+        self.stats.bytes_sent += _nbytes(frames)
         return True
 
     async def recv_batch(self, limit: int = 256) -> list[Incoming]:
@@ -437,3 +439,8 @@ def apply_client_curve(sock: zmq.Socket[Any], keys: MeshKeys) -> None:
     sock.curve_serverkey = keys.public
     sock.curve_publickey = keys.public
     sock.curve_secretkey = keys.secret
+
+
+def _nbytes(frames: Sequence[Any]) -> int:
+    """Bytes in a multipart message: bytes, memoryviews of any format (numpy buffers) and zmq Frames alike."""
+    return sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)

@@ -6,6 +6,7 @@
     .bench-venv/bin/python tools/bench/run.py --quick          # smoke run (< 3 min)
     .bench-venv/bin/python tools/bench/run.py --only noop,latency,ray,meshaios --repeat 5
     .bench-venv/bin/python tools/bench/run.py --only shuffle,meshaios --profile prof/   # py-spy the nodes
+    .bench-venv/bin/python tools/bench/run.py --sizes 1,4,8    # scaling mode (many cores): every engine at 1/4/8
 
 Workloads (``../shared/baselines.md`` has the peers' reference figures; docs/performance.md has the results):
   noop     10,000 no-op tasks submitted at once from one client, waited for: tasks/s
@@ -397,8 +398,29 @@ def speedup(mesh: Figure, peer: Figure) -> float:
     return a / b if mesh.higher_is_better else b / a
 
 
+# The node counts measured. The default plan fits a 2-core machine: meshaios at 1, 2 and 3 nodes, the peers at 1
+# and 2 workers (meshaios's 3 nodes are compared with their 2). ``--sizes 1,4,8`` (scaling mode, for many-core
+# machines) measures every engine at exactly those sizes.
+SIZES: tuple[int, ...] = (1, 2, 3)
+PEER_CAP = 2
+ALL_WORKLOADS = ("noop", "latency", "shuffle", "dag")
+
+
+def scaling_plan(sizes: tuple[int, ...]) -> list[tuple[str, int, tuple[str, ...]]]:
+    """Every engine at every size, each with every workload it is measured on."""
+    plan: list[tuple[str, int, tuple[str, ...]]] = []
+    for size in sizes:
+        plan += [
+            ("meshaios", size, ALL_WORKLOADS),
+            ("dask", size, ALL_WORKLOADS),
+            ("dask-tuned", size, ("noop", "shuffle", "dag")),
+            ("ray", size, ALL_WORKLOADS),
+        ]
+    return plan
+
+
 def peer_size(size: int) -> int:
-    return min(size, 2)
+    return min(size, PEER_CAP)
 
 
 def fmt(v: float | None, unit: str = "") -> str:
@@ -442,10 +464,10 @@ def engine_table(res: Results) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w, m in rows:
         unit = next(f.unit for k, f in res.figures.items() if k[0] == w and k[1] == m)
-        for size in (1, 2, 3):
+        for size in SIZES:
             mfigs = {e: res.get(w, m, e, size) for e in mesh_engines}
             pfigs = {e: res.get(w, m, e, peer_size(size)) for e in peers}
-            if not any(mfigs.values()) and not (size < 3 and any(pfigs.values())):
+            if not any(mfigs.values()) and not (size == peer_size(size) and any(pfigs.values())):
                 continue
             n = f"{size} (peers {peer_size(size)})" if size != peer_size(size) else str(size)
             line = [w, f"{m} [{unit}]", n]
@@ -494,6 +516,8 @@ def targets(res: Results) -> list[Target]:
         out.append(Target(text, speedup(mesh, peer), goal, f"{how}: {cell(mesh)} vs {cell(peer)} {mesh.unit}"))
 
     noop_m = next((k[1] for k in res.figures if k[0] == "noop"), "")
+    if SIZES != (1, 2, 3):
+        return out + scaling_targets(res, best_dask)
     for size in (1, 2, 3):
         n = f"meshaios {size} node{'s' * (size > 1)} vs {peer_size(size)} worker{'s' * (peer_size(size) > 1)}"
         mesh = res.get("noop", noop_m, "meshaios", size)
@@ -544,6 +568,24 @@ def targets(res: Results) -> list[Target]:
                         f"{frac:.1%} ({tput.median:.0f} of {best_bulk:.0f} MB/s)",
                     )
                 )
+    return out
+
+
+def scaling_targets(res: Results, best_dask: Callable[[str, str, int], Figure | None]) -> list[Target]:
+    """Scaling mode: the data workloads against Dask at every size, and meshaios never slower with more nodes."""
+    out: list[Target] = []
+    for w in ("dag", "shuffle"):
+        prev: Figure | None = None
+        for size in SIZES:
+            mesh = res.get(w, "time", "meshaios", size)
+            bd = best_dask(w, "time", size)
+            if mesh is not None and bd is not None:
+                out.append(Target(f"{w} ≤ Dask's (best config), {size} nodes", speedup(mesh, bd), 1.0,
+                                  f"{bd.engine}: {cell(mesh)} vs {cell(bd)} s"))  # fmt: skip
+            if mesh is not None and prev is not None:
+                out.append(Target(f"{w}: {size} nodes no slower than {prev.size}", speedup(mesh, prev), 1.0,
+                                  f"{cell(mesh)} vs {cell(prev)} s"))  # fmt: skip
+            prev = mesh or prev
     return out
 
 
@@ -717,6 +759,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--only", default="", help=f"comma-separated workloads {WORKLOADS} and/or engines {ENGINE_NAMES}")
     ap.add_argument("--profile", type=Path, help="py-spy the meshaios nodes and the client into this folder")
     ap.add_argument("--no-sandbox", action="store_true", help="do not run in a loopback-only network namespace")
+    ap.add_argument("--sizes", help="scaling mode: every engine at these node/worker counts, e.g. 1,4,8 (many cores)")
     return ap.parse_args(argv)
 
 
@@ -736,6 +779,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--only: unknown names {sorted(unknown)}; choose from {WORKLOADS} and {ENGINE_NAMES}")
     want_w = (only & set(WORKLOADS)) or set(WORKLOADS)
     want_e = (only & set(ENGINE_NAMES)) or set(ENGINE_NAMES)
+    plan = PLAN
+    if args.sizes:
+        global SIZES, PEER_CAP
+        try:
+            SIZES = tuple(sorted({int(x) for x in args.sizes.split(",") if x.strip()}))
+        except ValueError:
+            raise SystemExit(f"--sizes: a comma-separated list of node counts, not {args.sizes!r}") from None
+        if not SIZES or min(SIZES) < 1:
+            raise SystemExit("--sizes: node counts are at least 1")
+        PEER_CAP = max(SIZES)
+        plan = scaling_plan(SIZES)
     p = QUICK if args.quick else FULL
     if args.repeat:
         p = Params(**{**asdict(p), "repeat": args.repeat})
@@ -770,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_raw(res, p, rep)
                 except Exception as exc:
                     res.error("raw", exc)
-            for name, size, workloads in PLAN:
+            for name, size, workloads in plan:
                 ws = tuple(w for w in workloads if w in want_w)
                 if name not in want_e or not ws:
                     continue

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one prepared run on a lent GPU machine (one NVIDIA H200, 16 cores): the GPU checks, then the many-core
+# scaling benchmark (meshaios at 1, 4 and 8 nodes against Dask at the same sizes). Prepare here, run there:
+#
+#   bash tools/device/wheels.sh                                     # here: .whl/ with what the image lacks
+#   device run: command "bash tools/device/check.sh", carry [".whl"], timeout_s 560
+#
+# Results land in $OUT (the device tool brings them back): gpu.json/gpu.log from tools/gpu_check.py and
+# scaling.json/scaling.log from tools/bench/run.py --sizes 1,4,8. Each step has its own time limit so that one
+# that hangs cannot cost the other.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/meshaios-device}"
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+python3 - <<'PY' 2>&1 | tee "$OUT/env.log"
+import cupy, dask, distributed, numpy, river, zeroconf, zmq
+print(f"cupy {cupy.__version__} ({cupy.cuda.runtime.getDeviceCount()} GPU), numpy {numpy.__version__}, "
+      f"pyzmq {zmq.__version__}, river {river.__version__}, dask {dask.__version__}")
+PY
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$OUT/env.log"
+timeout 200 python3 tools/gpu_check.py --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.log"
+echo "gpu_check exit: ${PIPESTATUS[0]}"
+timeout 320 python3 tools/bench/run.py --no-sandbox --sizes 1,4,8 --repeat 1 \
+    --only meshaios,dask,dask-tuned,noop,latency,dag,shuffle --json "$OUT/scaling.json" 2>&1 | tee "$OUT/scaling.log"
+echo "scaling exit: ${PIPESTATUS[0]}"

@@ -17,12 +17,13 @@ from meshaios.errors import ConfigError, MeshError
 log = logging.getLogger("meshaios.cli")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from meshaios import logs
+
+    try:
+        logs.setup(level, fmt)
+    except ValueError as exc:
+        raise ConfigError(f"log_format: {exc}") from None
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -95,6 +96,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "discovery": False if args.no_discovery else None,
         "log_level": args.log_level,
+        "log_format": args.log_format,
         "placement": args.placement,
         "steal": False if args.no_steal else None,
         "late_binding": None if args.late_binding is None else args.late_binding == "on",
@@ -109,10 +111,14 @@ def cmd_node(args: argparse.Namespace) -> int:
         "http_port": args.http_port,
     }
     config = load_node_config(cli, args.config)
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     _return_freed_memory()
     _raise_open_files_limit()
     node = Node(config)
+    from meshaios import logs
+    from meshaios.ids import short
+
+    logs.set_node(f"{short(node.node_id)}/{node.name}")
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -244,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-http", action="store_true", help="no dashboard, no /api/status, no /metrics")
     sp.add_argument("--config", help="config file (TOML, [node] table)")
     sp.add_argument("--log-level", help="debug, info, warning, error")
+    sp.add_argument("--log-format", choices=("text", "json"),
+                    help="text (default) or json: one JSON object a line, for log collectors")
     sp.set_defaults(func=cmd_node)
 
     sp = sub.add_parser("status", help="the mesh as a node sees it")

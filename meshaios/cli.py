@@ -103,6 +103,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "fake_gpus": tuple(args.fake_gpu or ()),
         "state_dir": args.state_dir,
         "allowed_modules": tuple(args.allow_module or ()),
+        "allowed_functions": tuple(args.allow_function or ()),
         "memory_limit": _size(args.memory_limit),
         "spill_dir": args.spill_dir,
         "no_gpu": True if args.no_gpu else None,
@@ -243,7 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--memory-limit", help="object store memory before spilling to disk, e.g. 4GiB (default: half RAM)")
     sp.add_argument("--spill-dir", help="where objects beyond the memory limit go (default: under the state dir)")
     sp.add_argument("--no-gpu", action="store_true", help="do not look for GPUs (cupy)")
-    sp.add_argument("--allow-module", action="append", metavar="MOD", help="only run functions from these modules")
+    sp.add_argument(
+        "--allow-module", action="append", metavar="MOD",
+        help="run top-level functions of this module (exactly; MOD.* adds its submodules); repeatable",
+    )  # fmt: skip
+    sp.add_argument(
+        "--allow-function", action="append", metavar="MOD:QUALNAME", help="run exactly this function; repeatable"
+    )
     sp.add_argument("--state-dir", help="where the node advertises itself to local clients")
     sp.add_argument("--http-bind", help="dashboard and /metrics address (default 127.0.0.1; else a token is needed)")
     sp.add_argument("--http-port", type=int, help="dashboard and /metrics port (default 0: a free port)")

@@ -43,7 +43,10 @@ class NodeConfig:
     max_items: int = 1 << 20  # longest array or map in a header
     slowdown: float = 1.0  # testing aid: >1 makes every task take that many times as long (a slower machine)
     handshake_ivl: float = 5.0  # seconds a CURVE handshake may take before the connection is dropped
-    allowed_modules: tuple[str, ...] = ()  # empty: any importable module (authenticated peers only send refs)
+    # The fence (tasks/fence.py). Insecure: registered kernels, meshaios's own task functions and these only. With a
+    # token, empty both: anything (token holders may send pickles anyway); set either: the same fence as insecure.
+    allowed_modules: tuple[str, ...] = ()  # "pkg" exactly, "pkg.sub" exactly, "pkg.*" for pkg and its submodules
+    allowed_functions: tuple[str, ...] = ()  # "module:qualname" exactly (attribute chains and private names too)
     placement: str = "least-loaded"
     steal: bool = True  # idle nodes take queued work from busy ones (sched/stealing.py); --no-steal turns it off
     late_binding: bool = OwnerConfig.late_binding  # eft may keep a task waiting for a busy, faster node

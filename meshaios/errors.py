@@ -70,3 +70,15 @@ class TaskError(MeshError):
 
 class CancelledTaskError(MeshError):
     """The task was cancelled before it produced a result."""
+
+
+class FunctionRefused(WireError):
+    """A function reference this node's fence does not allow (``tasks/fence.py``); ``ref`` is what was refused."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"function {ref!r} refused: {reason}")
+        self.ref = ref
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[FunctionRefused], tuple[str, str]]:
+        return FunctionRefused, (self.ref, self.reason)

@@ -162,7 +162,9 @@ class Node:
             self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
         self.owner.model = self.model
         self._limits = WireLimits.from_config(config)
-        self.resolver = FunctionResolver(allow_pickle=self.secure, allowed_modules=config.allowed_modules)
+        self.resolver = FunctionResolver(
+            allow_pickle=self.secure, allowed_modules=config.allowed_modules, allowed_functions=config.allowed_functions
+        )
         self.workers = config.worker_count
         self.exec = ExecStats()
         self.swim: Swim | None = None
@@ -637,7 +639,7 @@ class Node:
                 run_in_process,
                 pack_for_process(task),
                 self.secure,
-                self.config.allowed_modules,
+                self.resolver.fence,
             )
             fut.add_done_callback(functools.partial(self._task_finished, owner, key, inputs))
             return
@@ -736,7 +738,15 @@ class Node:
         self.exec.finished += 1
         if not result["ok"]:
             self.exec.failed += 1
+            self._fence_refused(result.get("err"))
         self._push_result(owner, result)
+
+    def _fence_refused(self, err: Any) -> None:
+        """Count and log (rate-limited) a function the fence refused, with the reference that was refused."""
+        if isinstance(err, dict) and err.get("type") == "meshaios.errors.FunctionRefused":
+            self.counters["functions_refused"] += 1
+            msg = str(err.get("msg"))[:300]
+            self._badlog.warn((msg.encode(), "fence"), "refused to run a function: %s", msg)
 
     def _push_result(self, owner: str, result: dict[str, Any]) -> None:
         self._done_buffer[owner].append(result)
@@ -1046,6 +1056,7 @@ class Node:
             "memory_limit": self.store.memory_limit,
             "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
             "transport": self.transport.stats.as_dict(),
+            "fence": self.resolver.fence.describe(),
         }
         members = [
             {

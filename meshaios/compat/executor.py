@@ -30,9 +30,9 @@ T = TypeVar("T")
 def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
     """A ``map`` task with ``chunksize > 1``: the calls of one chunk, in order (runs on a node)."""
     if isinstance(fn, str):
-        from meshaios.shuffle.ops import _resolve
+        from meshaios.tasks.functions import resolve_argument  # through the fence of the node running this task
 
-        fn = _resolve(fn)
+        fn = resolve_argument(fn)
     return [fn(*args) for args in chunk]
 
 

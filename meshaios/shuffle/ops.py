@@ -85,15 +85,9 @@ def stable_partition(key: Any, partitions: int) -> int:
 
 
 def _resolve(fn: Any) -> Callable[..., Any]:
-    if isinstance(fn, str):
-        from meshaios.tasks.functions import FunctionResolver
-        from meshaios.wire.values import dumps
+    from meshaios.tasks.functions import resolve_argument  # through the fence of the node running this task
 
-        resolver = FunctionResolver(allow_pickle=False)
-        return resolver.resolve(dumps({"ref": fn}, allow_pickle=False)[0])
-    if not callable(fn):
-        raise TypeError(f"{fn!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    return resolve_argument(fn)
 
 
 def _is_arrays(records: Any) -> bool:

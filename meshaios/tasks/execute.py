@@ -11,8 +11,9 @@ import time
 import traceback
 from typing import Any
 
-from meshaios.errors import MeshError, WireError
-from meshaios.tasks.functions import FunctionResolver
+from meshaios.errors import FunctionRefused, MeshError, WireError
+from meshaios.tasks.fence import Fence
+from meshaios.tasks.functions import FunctionResolver, running_under
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
@@ -74,10 +75,20 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
     try:
         from meshaios.devices.registry import Kernel
 
-        if isinstance(fn, Kernel):
-            value = fn.call(task.get("device") or "cpu", tuple(call[0]), call[1])
-        else:
-            value = fn(*call[0], **call[1])
+        with running_under(resolver):  # a function argument (a shuffle's reducer) meets the same fence
+            if isinstance(fn, Kernel):
+                value = fn.call(task.get("device") or "cpu", tuple(call[0]), call[1])
+            else:
+                value = fn(*call[0], **call[1])
+    except FunctionRefused as exc:  # retrying cannot change the fence's answer
+        return {
+            "id": tid,
+            "att": task["att"],
+            "ok": False,
+            "fatal": True,
+            "err": error_info(exc, allow_pickle=False),
+            "dt": time.perf_counter() - start,
+        }
     except Exception as exc:
         tb = traceback.format_exc()
         return {
@@ -132,18 +143,18 @@ def pack_for_process(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# One resolver per (allow_pickle, allowed_modules) in each pool process, so the function cache survives between
-# tasks. Keyed by the settings: a single cached resolver would keep the settings of whichever call came first --
-# a process that had once served an authenticated node would then accept pickles for an insecure one.
-_process_resolvers: dict[tuple[bool, tuple[str, ...]], FunctionResolver] = {}
+# One resolver per (allow_pickle, fence) in each pool process, so the function cache survives between tasks.
+# Keyed by the settings: a single cached resolver would keep the settings of whichever call came first -- a process
+# that had once served an authenticated node would then accept pickles for an insecure one.
+_process_resolvers: dict[tuple[bool, Fence], FunctionResolver] = {}
 
 
-def run_in_process(packed: dict[str, Any], allow_pickle: bool, allowed_modules: tuple[str, ...]) -> dict[str, Any]:
+def run_in_process(packed: dict[str, Any], allow_pickle: bool, fence: Fence) -> dict[str, Any]:
     """Entry point in a pool process."""
-    settings = (bool(allow_pickle), tuple(allowed_modules))
+    settings = (bool(allow_pickle), fence)
     resolver = _process_resolvers.get(settings)
     if resolver is None:
-        resolver = FunctionResolver(allow_pickle=settings[0], allowed_modules=settings[1])
+        resolver = FunctionResolver(allow_pickle=settings[0], fence=fence)
         _process_resolvers[settings] = resolver
     task = {
         "id": packed["id"],

@@ -7,49 +7,17 @@ mesh, where every sender holds the token.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from meshaios.errors import SerializationError, WireError
+from meshaios.errors import FunctionRefused, SerializationError, WireError
+from meshaios.tasks.fence import Fence
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
-
-# On an insecure mesh a function reference is all that stands between a peer and arbitrary code, so the
-# primitives that turn data into code (eval, unpickling, spawning processes, exec'ing a string as a "benchmark" or a
-# "profile") or that end the node are refused there even when importable, and so is every private name.
-# A deny-list cannot be complete -- ordinary library functions still read and write files -- so an insecure node
-# is for one user on one host; ``allowed_modules`` is the real fence (docs/security.md).
-_CODE_MODULES = frozenset(
-    {"pickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve", "copyreg", "runpy", "code", "codeop", "pdb",
-     "ctypes", "_ctypes", "subprocess", "_posixsubprocess", "pty", "importlib", "multiprocessing", "concurrent",
-     # found by trying (tests/security/test_pickle_policy.py): each runs a string or a shell command
-     "timeit", "cProfile", "profile", "trace", "doctest", "pydoc", "distutils", "imp", "zipimport", "pkgutil",
-     "sysconfig", "webbrowser", "ensurepip", "venv", "bdb", "idlelib", "tkinter", "turtle",
-     # ...or stop the node, or reach into the interpreter
-     "signal", "_signal", "_thread", "threading", "sys", "gc", "atexit", "faulthandler", "resource", "shutil",
-     "asyncio", "linecache", "glob", "fileinput", "tempfile",
-     # ...or reach other machines from this one
-     "socket", "_socket", "ssl", "urllib", "http", "ftplib", "smtplib", "poplib", "imaplib", "nntplib", "telnetlib",
-     "xmlrpc", "socketserver"}
-)  # fmt: skip
-_CODE_SUBMODULES = frozenset({"logging.config", "unittest.mock"})
-_OPENERS = frozenset({("io", "open"), ("_io", "open"), ("codecs", "open"), ("tokenize", "open")})
-_CODE_BUILTINS = frozenset(
-    {"eval", "exec", "compile", "__import__", "open", "breakpoint", "input", "help", "exit", "quit",
-     "getattr", "setattr", "delattr", "globals", "locals", "vars"}
-)  # fmt: skip
-_OS_MODULES = frozenset({"os", "posix", "nt"})
-# the few os functions that only read harmless facts; everything else in os changes or leaks the machine's state
-_OS_READ_ONLY = frozenset(
-    {"getpid", "getppid", "cpu_count", "getloadavg", "uname", "urandom", "sched_getaffinity", "strerror", "times"}
-)
-# numpy's file I/O: writes anywhere, or reads any file back as an array
-_NUMPY_FILE_IO = frozenset(
-    {"save", "savez", "savez_compressed", "savetxt", "load", "loadtxt", "genfromtxt", "fromfile", "memmap",
-     "fromregex", "recfromtxt", "recfromcsv", "tofile", "DataSource"}
-)  # fmt: skip
 
 
 def _owner_module(fn: Any) -> str | None:
@@ -117,25 +85,32 @@ def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
 
 
 class FunctionResolver:
-    """Decodes function payloads on an executing node, with a cache: a map sends one function 10,000 times."""
+    """Decodes function payloads on an executing node, with a cache: a map sends one function 10,000 times.
+
+    What resolves is decided by the node's :class:`~meshaios.tasks.fence.Fence`: on an insecure node, or one with
+    ``allowed_modules`` / ``allowed_functions``, only registered kernels, meshaios's own task functions and what the
+    operator allowed; pickled functions never. The check reads the reference's text before anything is imported.
+    """
 
     def __init__(
         self,
         *,
         allow_pickle: bool,
         allowed_modules: tuple[str, ...] = (),
+        allowed_functions: tuple[str, ...] = (),
         cache_size: int = 1024,
         kernels: Any = None,
+        fence: Fence | None = None,
     ) -> None:
         self.kernels = kernels  # a KernelRegistry; None: the built-ins and @kernel-decorated ones
-        # a pickle is code that names no module we could check, so a module allow-list rules pickles out entirely
-        self.allow_pickle = allow_pickle and not allowed_modules
-        self.allowed_modules = allowed_modules
-        self.code_checks = not allow_pickle  # the insecure-mesh deny-list (a token mesh trusts its token holders)
+        self.fence = fence or Fence.of(modules=allowed_modules, functions=allowed_functions, insecure=not allow_pickle)
+        # a pickle is code that names no module we could check, so a fenced node refuses pickles entirely
+        self.allow_pickle = allow_pickle and not self.fence.fenced
+        self.allowed_modules = self.fence.modules
         if not allow_pickle:
             self._no_pickle = "this mesh is not authenticated"
         else:
-            self._no_pickle = f"this node runs only functions from {', '.join(allowed_modules)} (allowed_modules)"
+            self._no_pickle = "this node runs only the functions its operator allowed (--allow-module/--allow-function)"
         self.cache_size = cache_size
         self._cache: dict[bytes, Callable[..., Any]] = {}
 
@@ -149,10 +124,10 @@ class FunctionResolver:
         if "kernel" in spec and isinstance(spec["kernel"], str):
             fn = self._kernel(spec)
         elif "ref" in spec and isinstance(spec["ref"], str):
-            fn = self._import(spec["ref"])
+            fn = self.resolve_ref(spec["ref"])
         elif "pickle" in spec and isinstance(spec["pickle"], bytes):
             if not self.allow_pickle:
-                raise WireError(f"pickled function refused: {self._no_pickle}")
+                raise FunctionRefused("<pickled function>", self._no_pickle)
             import cloudpickle
 
             try:
@@ -177,7 +152,8 @@ class FunctionResolver:
             k: Callable[..., Any] = registry.get(name)
             return k
         if "pickle" in spec and isinstance(spec["pickle"], bytes) and not self.allow_pickle:
-            raise WireError(f"unknown kernel {name!r} on this node, and its pickle is refused: {self._no_pickle}")
+            why = f"not registered on this node, and its pickle is refused: {self._no_pickle}"
+            raise FunctionRefused(f"<kernel {name}>", why)
         if "pickle" in spec and isinstance(spec["pickle"], bytes):
             import cloudpickle
 
@@ -188,51 +164,48 @@ class FunctionResolver:
             return k
         raise WireError(f"unknown kernel {name!r} on this node")
 
-    def _import(self, ref: str) -> Callable[..., Any]:
-        mod, _, qual = ref.partition(":")
-        if not mod or not qual:
-            raise WireError(f"bad function reference {ref!r}")
-        parts = qual.split(".")
-        if any(not p or p.startswith("__") for p in parts):
-            # no dunders: ``f.__globals__``, ``C.__subclasses__``... lead from an allowed object to anything
-            raise WireError(f"bad function reference {ref!r}")
-        self._check_module(mod, ref)
-        if self.code_checks:
-            _refuse_code_primitive(mod, parts, ref)
+    def resolve_ref(self, ref: str) -> Callable[..., Any]:
+        """``module:qualname`` to the object, if the fence allows it: checked before the module is imported."""
+        allowed = self.fence.check(ref)
         try:
-            obj: Any = importlib.import_module(mod)
-            for part in parts:
+            obj: Any = importlib.import_module(allowed.module)
+            for part in allowed.parts:
                 obj = getattr(obj, part)
                 if isinstance(obj, types.ModuleType):
-                    # ``json:codecs.sys...``: a qualified name never passes through a module; this would get
-                    # around ``allowed_modules``
-                    raise WireError(f"function reference {ref!r} goes through module {obj.__name__!r}")
+                    # ``json:codecs.sys...``: a qualified name never passes through a module
+                    raise FunctionRefused(ref, f"it goes through module {obj.__name__!r}")
         except WireError:
             raise
         except Exception as exc:
             raise WireError(f"cannot import {ref!r}: {type(exc).__name__}: {exc}") from exc
-        real = _owner_module(obj)
-        if self.code_checks and real is not None and real != mod:
-            _refuse_code_primitive(real, parts, ref)  # re-exported: ``os:system`` is ``posix.system``
+        self.fence.check_found(allowed, _owner_module(obj))
+        if not callable(obj):
+            raise WireError(f"function reference {ref!r} does not name a callable")
         result: Callable[..., Any] = obj
         return result
 
-    def _check_module(self, mod: str, ref: str) -> None:
-        if self.allowed_modules and not any(mod == m or mod.startswith(m + ".") for m in self.allowed_modules):
-            raise WireError(f"module {mod!r} is not allowed on this node (function {ref!r})")
+
+# The resolver of the task running in this thread (or process): functions that take other functions as arguments
+# by reference (a shuffle's mapper and reducer, an executor's chunked map) resolve them through the same fence.
+_current: contextvars.ContextVar[FunctionResolver | None] = contextvars.ContextVar("meshaios_resolver", default=None)
 
 
-def _refuse_code_primitive(mod: str, parts: list[str], ref: str) -> None:
-    """A private *module* is no sign of danger (``operator.add`` lives in ``_operator``); a private *name* is."""
-    top = mod.partition(".")[0]
-    name = parts[-1]
-    if (
-        top in _CODE_MODULES
-        or any(mod == m or mod.startswith(m + ".") for m in _CODE_SUBMODULES)
-        or any(p.startswith("_") for p in parts)  # private helpers: uuid._get_command_stdout
-        or (mod, name) in _OPENERS
-        or (mod == "builtins" and name in _CODE_BUILTINS)
-        or (top in _OS_MODULES and not (len(parts) == 1 and name in _OS_READ_ONLY))
-        or (top == "numpy" and name in _NUMPY_FILE_IO)
-    ):
-        raise WireError(f"{ref!r} runs arbitrary code or touches the machine, and this mesh is insecure: refused")
+@contextlib.contextmanager
+def running_under(resolver: FunctionResolver) -> Iterator[None]:
+    """While a task runs: :func:`resolve_argument` uses ``resolver``."""
+    token = _current.set(resolver)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def resolve_argument(fn: Any) -> Callable[..., Any]:
+    """A function passed to a task as an argument: a reference is resolved through the fence of the node running
+    the task; outside a task, through a fence that allows only what meshaios exposes (never no fence at all)."""
+    if isinstance(fn, str):
+        resolver = _current.get() or FunctionResolver(allow_pickle=False)
+        return resolver.resolve_ref(fn)
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not callable")
+    return fn  # type: ignore[no-any-return]

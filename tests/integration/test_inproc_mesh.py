@@ -131,11 +131,21 @@ def test_arrays_travel_as_frames_and_come_back_identical() -> None:
 
 def test_insecure_mesh_refuses_lambdas_but_runs_importable_functions() -> None:
     async def main() -> None:
-        async with InProcessMesh(2, insecure=True) as mesh:
+        async with InProcessMesh(2, insecure=True, allowed_modules=("tests.integration.funcs",)) as mesh:
             c = await mesh.client(0)
             with pytest.raises(SerializationError, match="insecure"):
                 c.submit(lambda x: x, 1)
             assert await c.submit(funcs.square, 5) == 25
+
+    run(main)
+
+
+def test_insecure_mesh_runs_only_allowed_functions() -> None:
+    async def main() -> None:
+        async with InProcessMesh(2, insecure=True) as mesh:
+            c = await mesh.client(0)
+            with pytest.raises(TaskError, match=r"refused.*tests\.integration\.funcs.*not allowed"):
+                await c.submit(funcs.square, 5)
 
     run(main)
 

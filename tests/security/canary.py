@@ -31,3 +31,10 @@ class Boom:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return touch, (self.path,)
+
+
+def loaded_modules() -> list[str]:
+    """The modules imported in the process running this task: what the fence tests compare before and after."""
+    import sys
+
+    return sorted(sys.modules)

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.system
 
 @pytest.fixture(scope="module")
 def insecure() -> Any:
-    with LocalMesh(1, insecure=True, discovery=False) as mesh:
+    with LocalMesh(1, insecure=True, discovery=False, extra_args=["--allow-module", "tests.security.canary"]) as mesh:
         yield mesh
 
 
@@ -108,9 +108,10 @@ def test_insecure_node_refuses_pickles_sent_by_hand(
         null_dealer(zctx, insecure),
         [(pickled_fn, _args()), (pickled_kernel, _args()), (touch, pickled_arg)],
     )
-    for r, why in zip(results, ["pickled function refused", "pickle is refused", "pickled value refused"], strict=True):
+    whys = ["'<pickled function>' refused", "pickle is refused", "pickled value refused"]
+    for r, why in zip(results, whys, strict=True):
         assert not r["ok"]
-        assert r["err"]["type"] == "meshaios.errors.WireError"
+        assert r["err"]["type"] in ("meshaios.errors.WireError", "meshaios.errors.FunctionRefused")
         assert why in r["err"]["msg"]
         assert "not authenticated" in r["err"]["msg"]
     assert not path.exists()
@@ -167,7 +168,7 @@ def test_insecure_deny_list_end_to_end(insecure: LocalMesh, zctx: zmq.Context[An
     path = canary_path(tmp_path, "deny")
     cases = _deny_cases(path)
     results = raw_submit(null_dealer(zctx, insecure), [(_spec({"ref": ref}), _args(*a)) for ref, a in cases])
-    refused = {"meshaios.errors.WireError"}
+    refused = {"meshaios.errors.FunctionRefused"}
     ran = [ref for (ref, _a), r in zip(cases, results, strict=True) if r["ok"] or r["err"]["type"] not in refused]
     assert ran == []
     assert not path.exists()
@@ -200,7 +201,7 @@ def test_http_post_forging_zmtp1_frames_gets_nothing(insecure: LocalMesh, tmp_pa
 # ---------------------------------------------------------------------------------------------- allowed_modules
 @pytest.fixture(scope="module")
 def fenced() -> Any:
-    with LocalMesh(1, discovery=False, extra_args=["--allow-module", "tests.security"]) as mesh:
+    with LocalMesh(1, discovery=False, extra_args=["--allow-module", "tests.security.*"]) as mesh:
         yield mesh
 
 

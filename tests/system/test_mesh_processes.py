@@ -144,7 +144,8 @@ def test_tokenless_node_refuses_to_start(tmp_path: pytest.TempPathFactory) -> No
 def test_insecure_mesh_moves_a_100mb_array_with_pickle_impossible() -> None:
     """On an insecure mesh pickle is refused outright, so this round trip proves arrays never use it."""
     a = np.arange(100 * 2**20 // 8, dtype=np.int64)
-    with LocalMesh(2, insecure=True, discovery=False) as mesh, mesh.client(0) as c:
+    allow = ["--allow-module", "tests.integration.funcs"]
+    with LocalMesh(2, insecure=True, discovery=False, extra_args=allow) as mesh, mesh.client(0) as c:
         wait_for(lambda: len(alive_view(c)) == 2, timeout=10)
         outs = [c.submit(funcs.identity, a) for _ in range(2)]
         for f in outs:

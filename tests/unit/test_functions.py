@@ -15,6 +15,7 @@ import pytest
 from meshaios.errors import SerializationError, WireError
 from meshaios.tasks import execute
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
+from meshaios.tasks.fence import Fence
 from meshaios.tasks.functions import FunctionResolver, encode_function, import_ref
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import TaskRef, dumps, loads
@@ -67,6 +68,11 @@ class Box:
 not_a_function = 42
 
 
+def insecure() -> FunctionResolver:
+    """An insecure node's resolver whose operator allowed this test module."""
+    return FunctionResolver(allow_pickle=False, allowed_modules=(HERE,))
+
+
 def spec_payload(spec: Any) -> Payload:
     return dumps(spec, allow_pickle=False)[0]
 
@@ -110,8 +116,8 @@ def task(
 )
 def test_import_ref_names_importable_callables(fn: Any, ref: str) -> None:
     assert import_ref(fn) == ref
-    # and the resolver finds that very object again
-    resolved = FunctionResolver(allow_pickle=False).resolve(spec_payload({"ref": ref}))
+    # and a resolver finds that very object again (an unfenced one: tests/unit/test_fence.py has the fence)
+    resolved = FunctionResolver(allow_pickle=True).resolve(spec_payload({"ref": ref}))
     assert resolved is fn or resolved == fn
 
 
@@ -177,7 +183,7 @@ def test_resolver_caches_by_payload() -> None:
 
 
 def test_resolver_cache_is_bounded() -> None:
-    r = FunctionResolver(allow_pickle=False, cache_size=2)
+    r = FunctionResolver(allow_pickle=False, allowed_modules=("builtins",), cache_size=2)
     for fn in (len, abs, min, max):
         r.resolve(encode_function(fn, allow_pickle=False))
     assert len(r._cache) == 2
@@ -186,7 +192,7 @@ def test_resolver_cache_is_bounded() -> None:
 def test_resolver_rejects_a_pickled_function_without_pickle() -> None:
     p = encode_function(lambda: 1, allow_pickle=True)
     with pytest.raises(WireError, match="pickle"):
-        FunctionResolver(allow_pickle=False).resolve(p)
+        insecure().resolve(p)
 
 
 @pytest.mark.parametrize(
@@ -208,9 +214,12 @@ def test_resolver_respects_allowed_modules(allowed: tuple[str, ...], ok: bool) -
             r.resolve(p)
 
 
-def test_allowed_modules_include_submodules() -> None:
-    r = FunctionResolver(allow_pickle=False, allowed_modules=("xml",))
-    assert r.resolve(spec_payload({"ref": "xml.sax.saxutils:escape"}))("<") == "&lt;"
+def test_allowed_modules_include_submodules_only_when_asked() -> None:
+    ref = spec_payload({"ref": "xml.sax.saxutils:escape"})
+    with pytest.raises(WireError, match="not allowed"):
+        FunctionResolver(allow_pickle=False, allowed_modules=("xml",)).resolve(ref)
+    for allowed in ("xml.*", "xml.sax.saxutils", "xml.sax.*"):
+        assert FunctionResolver(allow_pickle=False, allowed_modules=(allowed,)).resolve(ref)("<") == "&lt;"
 
 
 def test_allowed_modules_cannot_be_escaped_through_attributes() -> None:
@@ -225,7 +234,7 @@ def test_allowed_modules_cannot_be_escaped_through_attributes() -> None:
             "pickle:loads", "subprocess:run", "marshal:loads", "importlib:import_module", "builtins:open"]
 )  # fmt: skip
 def test_code_running_functions_are_refused_on_an_insecure_mesh(ref: str) -> None:
-    with pytest.raises(WireError, match=r"insecure|bad function reference"):
+    with pytest.raises(WireError, match="refused"):
         FunctionResolver(allow_pickle=False).resolve(spec_payload({"ref": ref}))
 
 
@@ -264,7 +273,7 @@ def test_resolver_rejects_garbage_pickles_and_blobs_with_wire_error() -> None:
 
 # ---------------------------------------------------------------------------------------------- run_task
 def test_run_task_success() -> None:
-    r = run_task(task(add, 2, b=5), FunctionResolver(allow_pickle=False), allow_pickle=False)
+    r = run_task(task(add, 2, b=5), insecure(), allow_pickle=False)
     assert r["ok"] is True
     assert r["id"] == "t1"
     assert r["att"] == 2
@@ -277,13 +286,13 @@ def test_run_task_with_arrays_and_refs_resolved_from_deps() -> None:
     args, refs = dumps([[TaskRef("d")], {}], allow_pickle=False)
     assert refs == ["d"]
     t = {**task(double), "args": args, "deps": {"d": dep}}
-    r = run_task(t, FunctionResolver(allow_pickle=False), allow_pickle=False)
+    r = run_task(t, insecure(), allow_pickle=False)
     assert r["ok"] is True
     np.testing.assert_array_equal(loads(r["v"], allow_pickle=False), [0, 2, 4, 6])
 
 
 def test_run_task_exception_gives_type_message_and_traceback() -> None:
-    r = run_task(task(explode, "kaboom"), FunctionResolver(allow_pickle=False), allow_pickle=False)
+    r = run_task(task(explode, "kaboom"), insecure(), allow_pickle=False)
     assert r["ok"] is False
     assert not r.get("fatal")  # retrying may help
     assert r["err"]["type"] == f"{HERE}.Custom"
@@ -301,7 +310,7 @@ def test_run_task_builtin_exception_type_is_unqualified_and_pickled_when_allowed
 
 
 def test_run_task_wrong_arity_is_an_ordinary_error() -> None:
-    r = run_task(task(add), FunctionResolver(allow_pickle=False), allow_pickle=False)
+    r = run_task(task(add), insecure(), allow_pickle=False)
     assert r["ok"] is False
     assert r["err"]["type"] == "TypeError"
 
@@ -318,7 +327,7 @@ def test_run_task_wrong_arity_is_an_ordinary_error() -> None:
     ],
 )
 def test_run_task_bad_args_are_fatal(args: Payload) -> None:
-    r = run_task({**task(double), "args": args}, FunctionResolver(allow_pickle=False), allow_pickle=False)
+    r = run_task({**task(double), "args": args}, insecure(), allow_pickle=False)
     assert r["ok"] is False
     assert r["fatal"] is True
     assert r["err"]["type"] == "meshaios.errors.WireError"
@@ -326,22 +335,20 @@ def test_run_task_bad_args_are_fatal(args: Payload) -> None:
 
 def test_run_task_bad_function_is_fatal() -> None:
     t = {**task(double), "fn": spec_payload({"ref": "math:nope"})}
-    r = run_task(t, FunctionResolver(allow_pickle=False), allow_pickle=False)
+    r = run_task(t, insecure(), allow_pickle=False)
     assert r["fatal"] is True
     assert "math:nope" in r["err"]["msg"]
 
 
 def test_run_task_missing_dependency_is_fatal() -> None:
     args, _ = dumps([[TaskRef("gone")], {}], allow_pickle=False)
-    r = run_task(
-        {**task(double), "args": args, "deps": {"gone": None}}, FunctionResolver(allow_pickle=False), allow_pickle=False
-    )
+    r = run_task({**task(double), "args": args, "deps": {"gone": None}}, insecure(), allow_pickle=False)
     assert r["fatal"] is True
     assert "gone" in r["err"]["msg"]
 
 
 def test_run_task_unserialisable_result_on_insecure_mesh_is_fatal() -> None:
-    r = run_task(task(returns_object), FunctionResolver(allow_pickle=False), allow_pickle=False)
+    r = run_task(task(returns_object), insecure(), allow_pickle=False)
     assert r["ok"] is False
     assert r["fatal"] is True
     assert r["err"]["type"] == "meshaios.errors.SerializationError"
@@ -365,7 +372,7 @@ def test_process_pack_and_unpack_round_trip_a_result_with_arrays() -> None:
     args, _ = dumps([[TaskRef("d")], {}], allow_pickle=False)
     t = {**task(double), "args": args, "deps": {"d": dep, "unused": None}, "pure": True}
     packed = through_a_pipe(pack_for_process(t))
-    result = unpack_from_process(through_a_pipe(run_in_process(packed, False, ())))
+    result = unpack_from_process(through_a_pipe(run_in_process(packed, False, Fence.of(modules=(HERE,)))))
     assert result["ok"] is True
     assert result["id"] == "t1"
     assert result["att"] == 2
@@ -375,7 +382,7 @@ def test_process_pack_and_unpack_round_trip_a_result_with_arrays() -> None:
 
 def test_process_error_with_pickled_exception_round_trips() -> None:
     packed = through_a_pipe(pack_for_process(task(explode, "in a process", allow_pickle=True)))
-    result = unpack_from_process(through_a_pipe(run_in_process(packed, True, ())))
+    result = unpack_from_process(through_a_pipe(run_in_process(packed, True, Fence(fenced=False))))
     assert result["ok"] is False
     assert result["err"]["msg"] == "in a process"
     assert isinstance(result["err"]["exc"], Payload)
@@ -386,11 +393,11 @@ def test_process_settings_are_not_sticky_between_calls() -> None:
     """Regression: the per-process resolver kept the settings of the first call ever made."""
     execute._process_resolvers.clear()
     packed = pack_for_process(task(lambda: "pickled", allow_pickle=True))
-    assert unpack_from_process(run_in_process(packed, True, ()))["ok"] is True
-    refused = run_in_process(packed, False, ())
+    assert unpack_from_process(run_in_process(packed, True, Fence(fenced=False)))["ok"] is True
+    refused = run_in_process(packed, False, Fence.of(modules=(HERE,)))
     assert refused["ok"] is False
     assert "pickle" in refused["err"]["msg"]
-    limited = run_in_process(pack_for_process(task(double, 1)), False, ("math",))
+    limited = run_in_process(pack_for_process(task(double, 1)), False, Fence.of(modules=("math",)))
     assert limited["ok"] is False
     assert "not allowed" in limited["err"]["msg"]
 

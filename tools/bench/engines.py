@@ -82,7 +82,9 @@ class MeshaiosEngine(Engine):
     def start(self) -> None:
         from meshaios.testing.localmesh import LocalMesh, wait_for
 
-        self.mesh = LocalMesh(self.size, workers=1, discovery=False, insecure=self.insecure)
+        # an insecure node runs only what its operator allowed: the benchmark's tasks, and operator.getitem
+        allow = ["--allow-module", "benchtasks", "--allow-function", "_operator:getitem"] if self.insecure else []
+        self.mesh = LocalMesh(self.size, workers=1, discovery=False, insecure=self.insecure, extra_args=allow)
         self.mesh.__enter__()
         self.client = self.mesh.client(0)
         client = self.client

@@ -498,7 +498,15 @@ class Node:
             slots = ev.meta.get("w", 1) if isinstance(ev.meta, dict) else 1
             self._owner_actions(self.owner.node_up(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta))
         elif ev.new in (MemberState.DEAD, MemberState.LEFT):
+            before = (self.owner.counters["replaced"], self.owner.counters["recomputed"])
             self._owner_actions(self.owner.node_down(ev.node_id))
+            replaced = self.owner.counters["replaced"] - before[0]
+            recomputed = self.owner.counters["recomputed"] - before[1]
+            if replaced or recomputed:
+                log.info(
+                    "member %s %s: %d of the tasks this node owns re-placed, %d results recomputed from lineage",
+                    short(ev.node_id), ev.new.value, replaced, recomputed,
+                )  # fmt: skip
             self.steal.peer_down(ev.node_id, self.clock.now())  # its reservations here are runnable again
             self.steal_view.remove(ev.node_id)
             self._ld_heard.pop(ev.node_id, None)

@@ -172,6 +172,9 @@ def test_sigkill_during_map_completes_and_survivors_mark_node_dead() -> None:
                     what="dead verdict within 5 s",
                 )
         print(f"dead on both survivors {time.monotonic() - t_kill:.2f} s after SIGKILL")
+        # the owner says at INFO what the death cost it
+        line = next(ln for ln in mesh.log(0).splitlines() if f"member {victim.node_id[:8]} dead:" in ln)
+        assert int(line.split(": ", 2)[2].split(" of the tasks")[0]) > 0, line
 
 
 def test_runtime_model_learns_gossips_and_survives_a_restart() -> None:

@@ -151,9 +151,9 @@ def test_a_token_node_is_fenced_only_when_asked() -> None:
 def test_function_arguments_meet_the_running_tasks_fence() -> None:
     """A shuffle's reducer (and an executor's chunked function) is resolved through the node's fence."""
     with running_under(insecure((FIXTURE,))):
-        assert ops.reduce_partition(f"{FIXTURE}:total", {"k": 1.5}, {"k": 2.0}) == {"k": 3.5}
+        assert ops.reduce_partition(f"{FIXTURE}:total", {"k": [1.5]}, {"k": [2.0]}) == {"k": 3.5}
         with pytest.raises(FunctionRefused):
-            ops.reduce_partition("os:system", {"k": "true"})
+            ops.reduce_partition("os:system", {"k": ["true"]})
     with pytest.raises(FunctionRefused):  # outside a task: only what meshaios exposes
         resolve_argument(f"{FIXTURE}:total")
 

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -204,6 +205,14 @@ def _fn_arg(fn: Any) -> Any:
     return import_ref(fn) or fn
 
 
+def _check_priority(priority: Any) -> int:
+    if type(priority) is not int:
+        raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+    if abs(priority) > 2**31 - 1:
+        raise ValueError("priority must fit in 32 bits")
+    return priority
+
+
 def parse_resources(resources: dict[str, Any]) -> dict[str, int]:
     from meshaios.devices.detect import parse_size
 
@@ -257,6 +266,8 @@ class AsyncClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, Future] = {}
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._urgent: list[tuple[int, int, dict[str, Any]]] = []  # priority > 0, waiting for the window: a heap
+        self._seq = 0
         self._releases: list[str] = []
         self._flush_scheduled = False
         self._reader: asyncio.Task[None] | None = None
@@ -418,7 +429,7 @@ class AsyncClient:
             stack.extend(d.split("#", 1)[0] for d in spec["deps"])
         order = _topological(need)
         self.resubmitted += len(order)
-        queued = {s["id"] for s in self._outbox}
+        queued = {s["id"] for s in self._outbox} | {s["id"] for _, _, s in self._urgent}
         self._outbox.extendleft(reversed([need[t] for t in order if t not in queued]))
         self._inflight = 0
         self._schedule_flush()
@@ -470,6 +481,7 @@ class AsyncClient:
         resources: dict[str, Any] | None = None,
         parts: int = 0,
         task_timeout: float | None = None,
+        priority: int = 0,
     ) -> tuple[dict[str, Any], Future]:
         if self._closed or self._broken is not None:
             raise self._broken or MeshUnavailable("client is closed")
@@ -489,6 +501,8 @@ class AsyncClient:
             spec["parts"] = parts
         if task_timeout:
             spec["timeout"] = float(task_timeout)
+        if priority:
+            spec["priority"] = _check_priority(priority)
         return spec, Future(tid, self)
 
     def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
@@ -499,7 +513,12 @@ class AsyncClient:
             for d in spec["deps"]:
                 b = d.split("#", 1)[0]
                 self._spec_users[b] = self._spec_users.get(b, 0) + 1
-            self._outbox.append(spec)
+            if spec.get("priority", 0) > 0:
+                # ahead of ordinary work still waiting for room in the window (the owner orders the rest)
+                self._seq += 1
+                heapq.heappush(self._urgent, (-spec["priority"], self._seq, spec))
+            else:
+                self._outbox.append(spec)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -512,8 +531,11 @@ class AsyncClient:
         self._flush_scheduled = False
         if self._conn is None:
             return
-        room = min(len(self._outbox), self.window - self._inflight)  # backpressure: the rest waits for results
-        out = [self._outbox.popleft() for _ in range(max(0, room))]
+        room = self.window - self._inflight  # backpressure: the rest waits for results
+        out: list[dict[str, Any]] = []
+        while self._urgent and len(out) < room:
+            out.append(heapq.heappop(self._urgent)[2])
+        out.extend(self._outbox.popleft() for _ in range(max(0, min(len(self._outbox), room - len(out)))))
         self._inflight += len(out)
         for i in range(0, len(out), SUBMIT_BATCH):
             self._conn.send(encode({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH]}))
@@ -563,6 +585,7 @@ class AsyncClient:
         retries: int = 0,
         resources: dict[str, Any] | None = None,
         task_timeout: float | None = None,
+        priority: int = 0,
         **kwargs: Any,
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies.
@@ -570,9 +593,15 @@ class AsyncClient:
         ``resources`` are hard constraints, e.g. ``{"gpu": 1, "gpu_memory": "4GiB", "memory": "2GiB"}``: the task
         runs only on a node that has them, fails at once if no node of the mesh has them, and waits while they
         are busy.
+
+        ``priority`` (an int, default 0): among tasks waiting for a slot, higher ones start first -- at the owner,
+        in the executing node's queue, and on their way out of this client when its window is full; work stealing
+        gives away the lowest first. Tasks of equal priority from different clients take turns. These keywords
+        are meshaios's: they never reach ``fn``.
         """
         item = self._prepare(
-            fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout
+            fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
+            priority=priority,
         )
         self._enqueue([item])
         return item[1]
@@ -705,10 +734,13 @@ class AsyncClient:
         pure: bool = False,
         retries: int = 0,
         progress: bool = False,
+        priority: int = 0,
     ) -> list[Future]:
+        """One task per call; ``priority`` as in ``submit``."""
         fp = self._fn_payload(fn)
         items = [
-            self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp) for a in zip(*iterables, strict=False)
+            self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp, priority=priority)
+            for a in zip(*iterables, strict=False)
         ]
         self._enqueue(items)
         futures = [f for _, f in items]
@@ -795,7 +827,7 @@ class AsyncClient:
             return
         self.stats["results"] += 1
         self._inflight -= 1
-        if self._outbox and not self._flush_scheduled:
+        if (self._outbox or self._urgent) and not self._flush_scheduled:
             self._schedule_flush()
         fut.node = str(r.get("node", ""))
         if r.get("ok") and r.get("v") is None and type(r.get("size")) is int:
@@ -890,11 +922,13 @@ class Client:
         retries: int = 0,
         resources: dict[str, Any] | None = None,
         task_timeout: float | None = None,
+        priority: int = 0,
         **kwargs: Any,
     ) -> Future:
         """See ``AsyncClient.submit``."""
         item = self._async._prepare(
-            fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout
+            fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
+            priority=priority,
         )
         self._loop.call_soon_threadsafe(self._async._enqueue, [item])
         return item[1]
@@ -962,11 +996,13 @@ class Client:
         pure: bool = False,
         retries: int = 0,
         progress: bool = False,
+        priority: int = 0,
     ) -> list[Future]:
-        """``progress``: a bar in a terminal or notebook that runs until every task has finished."""
+        """``progress``: a bar in a terminal or notebook that runs until every task has finished. ``priority``: as
+        in ``AsyncClient.submit``."""
         fp = self._async._fn_payload(fn)
         items = [
-            self._async._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp)
+            self._async._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp, priority=priority)
             for a in zip(*iterables, strict=False)
         ]
         for i in range(0, len(items), SUBMIT_BATCH):

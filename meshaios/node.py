@@ -608,6 +608,7 @@ class Node:
             spec=task,
             enqueued=self.clock.now(),
             pinned="_inputs" in task or bool(task.get("resources")),
+            priority=task.get("prio", 0),
         )
         self.queue.push(qt)
 

@@ -81,6 +81,7 @@ class QueuedTask:
     enqueued: float = 0.0
     # may not move: its inputs were fetched to this node already, or it asks for resources a thief may lack
     pinned: bool = False
+    priority: int = 0  # higher starts first; thieves are offered the lowest first
 
     @property
     def key(self) -> tuple[str, int]:
@@ -91,14 +92,55 @@ class QueuedTask:
                 self.predicted, list(self.path)]
 
 
+class _PrioFifo:
+    """Queued tasks of one device kind: highest ``priority`` first, FIFO within a priority. Iterates (and so
+    starts, and predicts start times) in that order; a thief's victim walks it from the back, lowest first."""
+
+    __slots__ = ("_levels", "_n", "_prios")
+
+    def __init__(self) -> None:
+        self._levels: dict[int, deque[QueuedTask]] = {}
+        self._prios: list[int] = []  # highest first
+        self._n = 0
+
+    def append(self, t: QueuedTask) -> None:
+        q = self._levels.get(t.priority)
+        if q is None:
+            q = self._levels[t.priority] = deque()
+            self._prios.append(t.priority)
+            self._prios.sort(reverse=True)
+        q.append(t)
+        self._n += 1
+
+    def remove(self, t: QueuedTask) -> None:
+        q = self._levels[t.priority]
+        q.remove(t)
+        self._n -= 1
+        if not q:
+            del self._levels[t.priority]
+            self._prios.remove(t.priority)
+
+    def __iter__(self) -> Iterator[QueuedTask]:
+        if len(self._prios) == 1:
+            return iter(self._levels[self._prios[0]])
+        return (t for p in list(self._prios) for t in self._levels[p])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+
 class WorkQueue:
-    """A node's tasks per device kind, FIFO, with slots. The I/O shell starts what ``start_next`` returns and
-    calls ``finish`` when it is done; ``backlog`` is what the node gossips as its load."""
+    """A node's tasks per device kind, highest priority first and FIFO within one, with slots. The I/O shell
+    starts what ``start_next`` returns and calls ``finish`` when it is done; ``backlog`` is what the node
+    gossips as its load."""
 
     def __init__(self, slots: dict[str, int]) -> None:
         self.slots = {d: max(0, int(n)) for d, n in slots.items()}
         self._tasks: dict[tuple[str, int], QueuedTask] = {}
-        self._fifo: dict[str, deque[QueuedTask]] = {d: deque() for d in self.slots}
+        self._fifo: dict[str, _PrioFifo] = {d: _PrioFifo() for d in self.slots}
         self._running: dict[str, int] = dict.fromkeys(self.slots, 0)
         self._run_started: dict[tuple[str, int], float] = {}
 
@@ -130,7 +172,8 @@ class WorkQueue:
         return self.slots.get(device, 0) - self._running.get(device, 0)
 
     def start_next(self, device: str, now: float = 0.0, extra: int = 0) -> QueuedTask | None:
-        """The oldest QUEUED task of ``device`` if a slot is free: it becomes RUNNING (and unstealable).
+        """The first QUEUED task of ``device`` (highest priority, then oldest) if a slot is free: it becomes
+        RUNNING (and unstealable).
 
         ``extra`` lets up to that many more tasks than slots start: a prefetch, handed to the workers' own queue so
         that a worker never waits for the event loop between two tiny tasks. They count as running (``free``
@@ -176,7 +219,7 @@ class WorkQueue:
         return self.finish(key)
 
     def queued(self, device: str | None = None) -> Iterator[QueuedTask]:
-        """Waiting tasks (QUEUED or OFFERED), oldest first."""
+        """Waiting tasks (QUEUED or OFFERED), in the order they would start: highest priority, then oldest first."""
         for d in [device] if device is not None else list(self._fifo):
             yield from self._fifo.get(d, ())
 
@@ -640,4 +683,6 @@ def _from_wire(item: Any, now: float) -> QueuedTask | None:
         id=tid, att=att, owner=owner, kernel=kernel, device=device,
         devices=tuple(str(d) for d in devices) or ("cpu",), nbytes=int(nbytes), predicted=float(predicted),
         path=[str(p) for p in path], spec=spec, enqueued=now,
+        # the priority travels inside the spec (a RUN task's ``prio``): the thief queues it as the victim did
+        priority=prio if isinstance(spec, dict) and type(prio := spec.get("prio", 0)) is int else 0,
     )

@@ -15,9 +15,10 @@ Guarantees it keeps:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -26,25 +27,112 @@ from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy
 from meshaios.wire.payload import Payload
 
 
-class ReadyQueue(deque[str]):
-    """The owner's ready queue: a deque that notes when tasks were added, so that ordering it by rank (see
-    ``Owner._order_ready``) costs nothing on the passes where nothing new arrived."""
+class _Level:
+    """One priority level of the ready queue: a FIFO per client, and whose turn it is."""
 
-    def __init__(self, items: Iterable[str] = ()) -> None:
-        super().__init__(items)
-        self.dirty = bool(self)
+    __slots__ = ("queues", "turn")
 
-    def append(self, x: str) -> None:
-        super().append(x)
+    def __init__(self) -> None:
+        self.queues: dict[bytes, deque[str]] = {}
+        self.turn: deque[bytes] = deque()  # clients with ready tasks; the first one's task goes next
+
+
+class ReadyQueue:
+    """The owner's ready queue: higher ``priority`` first; among tasks of equal priority the clients take turns,
+    one task each (round robin), so a client with 10,000 queued tasks does not shut out one that submits ten; each
+    client's own tasks keep their order (FIFO, or rank order: ``Owner._order_ready``).
+
+    Its deque-like surface (``append``, ``appendleft``, ``popleft``, ``[0]``) is what the owner uses; each task's
+    priority and client are read from the owner's task table when it is added. ``dirty`` notes that tasks were added,
+    so that ordering by rank costs nothing on the passes where nothing new arrived."""
+
+    __slots__ = ("_levels", "_n", "_prios", "_tasks", "dirty")
+
+    def __init__(self, tasks: Mapping[str, OwnedTask] | None = None, items: Iterable[str] = ()) -> None:
+        self._tasks: Mapping[str, OwnedTask] = tasks if tasks is not None else {}
+        self._levels: dict[int, _Level] = {}
+        self._prios: list[int] = []  # priorities with queued tasks, highest first
+        self._n = 0
+        self.dirty = False
+        for x in items:
+            self.append(x)
+
+    def _queue(self, tid: str, front: bool) -> deque[str]:
+        t = self._tasks.get(tid)
+        prio, client = (t.priority, t.client) if t is not None else (0, b"")
+        lvl = self._levels.get(prio)
+        if lvl is None:
+            lvl = self._levels[prio] = _Level()
+            self._prios.append(prio)
+            self._prios.sort(reverse=True)
+        q = lvl.queues.get(client)
+        if q is None:
+            q = lvl.queues[client] = deque()
+            if front:
+                lvl.turn.appendleft(client)
+            else:
+                lvl.turn.append(client)
+        return q
+
+    def append(self, tid: str) -> None:
+        self._queue(tid, False).append(tid)
+        self._n += 1
         self.dirty = True
 
-    def appendleft(self, x: str) -> None:
-        super().appendleft(x)
+    def appendleft(self, tid: str) -> None:
+        self._queue(tid, True).appendleft(tid)
+        self._n += 1
         self.dirty = True
 
-    def extendleft(self, xs: Iterable[str]) -> None:
-        super().extendleft(xs)
-        self.dirty = True
+    def extendleft(self, tids: Iterable[str]) -> None:
+        for tid in tids:
+            self.appendleft(tid)
+
+    def popleft(self) -> str:
+        if not self._n:
+            raise IndexError("pop from an empty ready queue")
+        prio = self._prios[0]
+        lvl = self._levels[prio]
+        client = lvl.turn[0]
+        q = lvl.queues[client]
+        tid = q.popleft()
+        self._n -= 1
+        if not q:
+            del lvl.queues[client]
+            lvl.turn.popleft()
+            if not lvl.turn:
+                del self._levels[prio]
+                self._prios.pop(0)
+        elif len(lvl.turn) > 1:
+            lvl.turn.rotate(-1)  # the next client's turn
+        return tid
+
+    def __getitem__(self, i: int) -> str:
+        if i != 0 or not self._n:
+            raise IndexError("only the head of the ready queue can be read")
+        lvl = self._levels[self._prios[0]]
+        return lvl.queues[lvl.turn[0]][0]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __iter__(self) -> Iterator[str]:
+        """In the order ``popleft`` would take them."""
+        for prio in list(self._prios):
+            lvl = self._levels[prio]
+            queues = [list(lvl.queues[c]) for c in lvl.turn]
+            for round_ in itertools.zip_longest(*queues):
+                yield from (x for x in round_ if x is not None)
+
+    def sort(self, key: Callable[[str], float]) -> None:
+        """Order each client's tasks by ``key`` (stable); levels and turns are unchanged."""
+        for lvl in self._levels.values():
+            for c, q in lvl.queues.items():
+                lvl.queues[c] = deque(sorted(q, key=key))
+        self.dirty = False
 
 
 class TaskState(StrEnum):
@@ -85,6 +173,7 @@ class OwnedTask:
     recomputed: int = 0
     timeout: float = 0.0  # seconds a dispatched attempt may run; 0: no limit
     key: str = ""  # what the runtime model knows this function by
+    priority: int = 0  # higher runs first among ready tasks (here, in the executor's queue, and when stealing)
 
     @property
     def available(self) -> bool:
@@ -146,7 +235,7 @@ class Owner:
         self.policy: PlacementPolicy = policy or LeastLoaded()
         self.rng = rng or random.Random(0)
         self.tasks: dict[str, OwnedTask] = {}
-        self.ready: ReadyQueue = ReadyQueue()
+        self.ready: ReadyQueue = ReadyQueue(self.tasks)
         self._ranks: dict[str, float] = {}  # task -> its sort key while it is ready (rank order only)
         self._rank_epoch = -1
         self.nodes: dict[str, NodeLoad] = {}
@@ -276,6 +365,7 @@ class Owner:
                 if type(spec.get("timeout")) in (int, float) and spec["timeout"] > 0
                 else 0.0,
                 parts=spec["parts"] if type(spec.get("parts")) is int and 0 < spec["parts"] <= 65536 else 0,
+                priority=_priority(spec.get("priority")),
             )
             self.counters["submitted"] += 1
             failed_dep: OwnedTask | None = None
@@ -687,6 +777,8 @@ class Owner:
                 task["parts"] = t.parts
             if t.resources:
                 task["resources"] = t.resources
+            if t.priority:
+                task["prio"] = t.priority
             batches.setdefault(target.node_id, []).append(task)
             if target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
@@ -718,8 +810,7 @@ class Owner:
                 k = ranks[tid] = (t.submitted_at * aging if t is not None else 0.0) - (predicted or 0.0)
             return k
 
-        self.ready = ReadyQueue(sorted(self.ready, key=key))
-        self.ready.dirty = False
+        self.ready.sort(key)
 
     def _count_pending(self, client: bytes, delta: int) -> None:
         n = self._pending_by_client.get(client, 0) + delta
@@ -802,6 +893,16 @@ def _resources(raw: Any) -> dict[str, int]:
     if not isinstance(raw, dict):
         return {}
     return {k: v for k, v in raw.items() if k in _RESOURCE_KEYS and type(v) is int and v > 0}
+
+
+MAX_PRIORITY = 2**31 - 1
+
+
+def _priority(raw: Any) -> int:
+    """A task's priority: an integer (clamped to 32 bits); anything else is the default, 0."""
+    if type(raw) is not int:
+        return 0
+    return max(-MAX_PRIORITY, min(MAX_PRIORITY, raw))
 
 
 def _capacity(meta: dict[str, Any] | None) -> dict[str, int]:

@@ -113,7 +113,7 @@ def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> di
 
 # Optional fields of a run task that the executor reads: when present they must have these types (a stray float
 # for ``resources`` once left a task half-accepted on its executor, counted as queued for ever).
-RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {"resources": _DICT, "parts": _INT, "device": _STR}
+RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {"resources": _DICT, "parts": _INT, "device": _STR, "prio": _INT}
 
 
 def check_run_task(task: Any) -> dict[str, Any]:

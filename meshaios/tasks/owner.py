@@ -44,27 +44,31 @@ class ReadyQueue:
 
     Its deque-like surface (``append``, ``appendleft``, ``popleft``, ``[0]``) is what the owner uses; each task's
     priority and client are read from the owner's task table when it is added. ``dirty`` notes that tasks were added,
-    so that ordering by rank costs nothing on the passes where nothing new arrived."""
+    so that ordering by rank costs nothing on the passes where nothing new arrived. The common case (one priority,
+    one client) costs a deque operation plus a few attribute reads: the queue at the head, and the one the last
+    task was appended to, are remembered until the structure changes."""
 
-    __slots__ = ("_levels", "_n", "_prios", "_tasks", "dirty")
+    __slots__ = ("_head", "_last", "_levels", "_multi", "_n", "_prios", "_tasks", "dirty")
 
     def __init__(self, tasks: Mapping[str, OwnedTask] | None = None, items: Iterable[str] = ()) -> None:
         self._tasks: Mapping[str, OwnedTask] = tasks if tasks is not None else {}
         self._levels: dict[int, _Level] = {}
         self._prios: list[int] = []  # priorities with queued tasks, highest first
         self._n = 0
+        self._head: deque[str] | None = None  # the queue popleft takes from (None: find it)
+        self._multi = False  # the head level has several clients: popleft rotates turns
+        self._last: tuple[int, bytes, deque[str]] | None = None  # (priority, client, queue) of the last append
         self.dirty = False
         for x in items:
             self.append(x)
 
-    def _queue(self, tid: str, front: bool) -> deque[str]:
-        t = self._tasks.get(tid)
-        prio, client = (t.priority, t.client) if t is not None else (0, b"")
+    def _queue(self, prio: int, client: bytes, front: bool) -> deque[str]:
         lvl = self._levels.get(prio)
         if lvl is None:
             lvl = self._levels[prio] = _Level()
             self._prios.append(prio)
             self._prios.sort(reverse=True)
+            self._head = None
         q = lvl.queues.get(client)
         if q is None:
             q = lvl.queues[client] = deque()
@@ -72,15 +76,26 @@ class ReadyQueue:
                 lvl.turn.appendleft(client)
             else:
                 lvl.turn.append(client)
+            self._head = None
         return q
 
     def append(self, tid: str) -> None:
-        self._queue(tid, False).append(tid)
+        t = self._tasks.get(tid)
+        prio, client = (t.priority, t.client) if t is not None else (0, b"")
+        last = self._last
+        if last is not None and last[0] == prio and last[1] == client:
+            q = last[2]
+        else:
+            q = self._queue(prio, client, False)
+            self._last = (prio, client, q)
+        q.append(tid)
         self._n += 1
         self.dirty = True
 
     def appendleft(self, tid: str) -> None:
-        self._queue(tid, True).appendleft(tid)
+        t = self._tasks.get(tid)
+        prio, client = (t.priority, t.client) if t is not None else (0, b"")
+        self._queue(prio, client, True).appendleft(tid)
         self._n += 1
         self.dirty = True
 
@@ -88,30 +103,41 @@ class ReadyQueue:
         for tid in tids:
             self.appendleft(tid)
 
-    def popleft(self) -> str:
+    def _find_head(self) -> deque[str]:
         if not self._n:
-            raise IndexError("pop from an empty ready queue")
-        prio = self._prios[0]
-        lvl = self._levels[prio]
-        client = lvl.turn[0]
-        q = lvl.queues[client]
+            raise IndexError("the ready queue is empty")
+        lvl = self._levels[self._prios[0]]
+        self._multi = len(lvl.turn) > 1
+        q = self._head = lvl.queues[lvl.turn[0]]
+        return q
+
+    def popleft(self) -> str:
+        q = self._head
+        if q is None:
+            q = self._find_head()
         tid = q.popleft()
         self._n -= 1
-        if not q:
-            del lvl.queues[client]
-            lvl.turn.popleft()
-            if not lvl.turn:
-                del self._levels[prio]
-                self._prios.pop(0)
-        elif len(lvl.turn) > 1:
-            lvl.turn.rotate(-1)  # the next client's turn
+        if not q or self._multi:
+            self._head = None
+            prio = self._prios[0]
+            lvl = self._levels[prio]
+            if q:
+                lvl.turn.rotate(-1)  # the next client's turn
+            else:
+                del lvl.queues[lvl.turn.popleft()]
+                self._last = None
+                if not lvl.turn:
+                    del self._levels[prio]
+                    self._prios.pop(0)
         return tid
 
     def __getitem__(self, i: int) -> str:
-        if i != 0 or not self._n:
+        if i != 0:
             raise IndexError("only the head of the ready queue can be read")
-        lvl = self._levels[self._prios[0]]
-        return lvl.queues[lvl.turn[0]][0]
+        q = self._head
+        if q is None:
+            q = self._find_head()
+        return q[0]
 
     def __len__(self) -> int:
         return self._n
@@ -132,6 +158,8 @@ class ReadyQueue:
         for lvl in self._levels.values():
             for c, q in lvl.queues.items():
                 lvl.queues[c] = deque(sorted(q, key=key))
+        self._head = None
+        self._last = None
         self.dirty = False
 
 

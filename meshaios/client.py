@@ -46,6 +46,7 @@ from meshaios.wire.values import TaskRef, dumps, loads
 log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
+RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
 
 
 class _Remote:
@@ -277,6 +278,8 @@ class AsyncClient:
         self._spec_users: dict[str, int] = {}  # kept specs that name this task as an input
         self._released: set[str] = set()
         self.failovers = 0
+        self.epoch = 0  # bumped on every failover: the fence against owners we have left (tasks/fencing.py)
+        self._retired: list[tuple[float, Any, str]] = []  # (since, connection, address) of former entry nodes
         self.resubmitted = 0
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._welcome: asyncio.Future[dict[str, Any]] | None = None
@@ -354,8 +357,11 @@ class AsyncClient:
             await asyncio.sleep(0.5)
             n += 1
             silent = time.monotonic() - self._last_heard
-            if self._conn is not None and silent > 0.5:
+            if self._conn is not None:
+                # every 0.5 s, busy or not: the owner holds our work back when we fall silent (its client lease)
                 self._conn.send(encode({"t": M.PING}))
+            if self._retired and time.monotonic() - self._retired[0][0] > RETIRED_CONNECTION_S:
+                await self._close_retired()
             if n % 8 == 1 and silent < 1.0:
                 with contextlib.suppress(MeshError):
                     st = await self._request({"t": M.STATUS}, M.STATUS_REPLY, 2.0)
@@ -371,6 +377,7 @@ class AsyncClient:
         re-placing work, and a restarted node may need a moment before it answers.
         """
         dead = self.address
+        dead_node = self.node.get("node")
         candidates = [a for a in self._known_nodes if a != dead] or [dead]
         log.warning("node %s silent for %.1f s; failing over (%d candidates)", dead, silent, len(candidates))
         old = self._conn
@@ -381,15 +388,17 @@ class AsyncClient:
         try:
             while time.monotonic() < deadline and not self._closed:
                 for addr in [*candidates, dead]:
+                    await self._close_retired(addr)  # one connection per node: a node refuses a second of ours
                     try:
                         await self._attach(addr)
                     except MeshError as exc:
                         errors[addr] = str(exc)
                         await self._discard_failed()
                         continue
+                    # a new epoch: our work belongs to this node now, and our former entry node is told to let go
+                    self.epoch += 1
                     if old is not None and old is not self._conn:
-                        with contextlib.suppress(Exception):
-                            await old.close()
+                        await self._retire(old, dead, dead_node)
                     self.failovers += 1
                     self._known_nodes = [addr, *(a for a in candidates if a != addr)]
                     self._resubmit()
@@ -406,6 +415,28 @@ class AsyncClient:
             if not f._cf.done():
                 f._cf.set_exception(err)
         self._pending.clear()
+
+    async def _retire(self, conn: Any, address: str, node_id: Any) -> None:
+        """The connection to our former entry node: DETACH goes out on it, and it stays open a while, so that a
+        node that was only paused or cut off reads it when it comes back (then it stops running our old work)."""
+        if node_id is not None and node_id == self.node.get("node"):
+            with contextlib.suppress(Exception):
+                await conn.close()  # we are back on the same node: the newer SUBMIT is all it needs
+            return
+        with contextlib.suppress(Exception):
+            conn.send(encode({"t": M.DETACH, "ep": self.epoch}))
+        self._retired.append((time.monotonic(), conn, address))
+
+    async def _close_retired(self, address: str | None = None) -> None:
+        """Close retired connections: those to ``address``, else those retired long enough ago."""
+        keep = []
+        for since, conn, addr in self._retired:
+            if addr == address or (address is None and time.monotonic() - since > RETIRED_CONNECTION_S):
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            else:
+                keep.append((since, conn, addr))
+        self._retired = keep
 
     async def _discard_failed(self) -> None:
         conn = self._conn
@@ -450,6 +481,10 @@ class AsyncClient:
             if not f.done():
                 f._cf.set_exception(MeshUnavailable("client closed before the task finished"))
         self._pending.clear()
+        for _, conn, _ in self._retired:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        self._retired.clear()
         if self._conn is not None:
             await self._conn.close()
 
@@ -538,7 +573,7 @@ class AsyncClient:
         out.extend(self._outbox.popleft() for _ in range(max(0, min(len(self._outbox), room - len(out)))))
         self._inflight += len(out)
         for i in range(0, len(out), SUBMIT_BATCH):
-            self._conn.send(encode({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH]}))
+            self._conn.send(encode({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH], "ep": self.epoch}))
         if self._releases:
             rel, self._releases = self._releases, []
             self._conn.send(encode({"t": M.RELEASE, "ids": rel}))

@@ -50,6 +50,9 @@ class NodeConfig:
     placement: str = "least-loaded"
     steal: bool = True  # idle nodes take queued work from busy ones (sched/stealing.py); --no-steal turns it off
     late_binding: bool = OwnerConfig.late_binding  # eft may keep a task waiting for a busy, faster node
+    # seconds a client with work here may be silent (it pings every 0.5 s) before its work is held back: one cut
+    # off by a partition, or failed over elsewhere, gets nothing run that nobody will collect; 0: no leases
+    client_lease: float = 2.0
     fake_gpus: tuple[str, ...] = ()
     no_gpu: bool = False  # skip looking for real GPUs (cupy)
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM

@@ -40,6 +40,7 @@ from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_toke
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.objects import ObjectStore
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
+from meshaios.tasks.fencing import Run, RunFence, Verdict
 from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskState, fn_key
 from meshaios.tasks.workers import WorkerPool
@@ -156,7 +157,9 @@ class Node:
         inner = make_policy(
             config.placement, model=self.model, view=self.loadview, clock=self.clock, node_id=self.node_id
         )
-        owner_config = dataclasses.replace(config.owner, late_binding=config.late_binding)
+        owner_config = dataclasses.replace(
+            config.owner, late_binding=config.late_binding, client_lease=config.client_lease
+        )
         self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()))
         if config.placement == "eft":  # the learned policy wants to know what each task is and where its inputs are
             self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
@@ -176,7 +179,8 @@ class Node:
         self._stop_requested = asyncio.Event()
         self._pool: WorkerPool | None = None
         self._procs: concurrent.futures.ProcessPoolExecutor | None = None
-        self._running: set[tuple[str, int]] = set()
+        # runs accepted here and not yet reported, each with the owner owed its result; epochs per client
+        self.fence = RunFence()
         self._done_buffer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._flush_scheduled = False
         self._badlog = RateLimitedLog()
@@ -421,6 +425,8 @@ class Node:
         msg = decode(frames, self._limits)
         t = msg["t"]
         assert self.swim is not None
+        if ident[:2] != b"n:":  # a client spoke: its lease is renewed (tasks/fencing.py)
+            self._owner_actions(self.owner.heard(ident, self.clock.now()))
         if t == M.SWIM:
             self._swim_actions(self.swim.handle(msg["m"], self.clock.now()))
         # nested tasks and results were checked item by item by ``decode`` (messages.NESTED)
@@ -440,7 +446,15 @@ class Node:
             for tid, att, dst in msg["moves"]:  # shapes checked by decode
                 self._owner_actions(self.owner.moved(tid, msg["src"], dst, att))
         elif t == M.SUBMIT:
-            self._owner_actions(self.owner.submit(ident, msg["tasks"], self.clock.now()))
+            ep = msg.get("ep", 0)
+            ep = ep if type(ep) is int and ep >= 0 else 0
+            self._owner_actions(self.owner.submit(ident, msg["tasks"], self.clock.now(), ep))
+        elif t == M.DETACH:  # the client failed over elsewhere and is at epoch ``ep`` there
+            self.counters["detached"] += 1
+            self._owner_actions(self.owner.detach(ident, msg["ep"]))
+        elif t == M.FENCED:  # an executor refused our run: the client is at a newer epoch under another owner
+            self.counters["fenced_by_peers"] += 1
+            self._owner_actions(self.owner.detach(msg["c"].encode("latin-1"), msg["ep"]))
         elif t == M.HELLO:
             self.transport.reply(
                 ident,
@@ -532,11 +546,20 @@ class Node:
     # ---- execution ------------------------------------------------------------------------------------------
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
         now = self.clock.now()
+        fenced: dict[str, int] = {}
         for task in tasks:
             key = (task["id"], task["att"])
-            if key in self._running:
+            verdict = self.fence.offer(key, Run(owner, task.get("c", ""), task.get("ep", 0)))
+            if verdict is Verdict.FENCED:  # from an owner its client has left: refused, and that owner told
+                fenced[task["c"]] = self.fence.epoch(task["c"])
+                continue
+            if verdict is Verdict.ADOPT:  # here already for an owner the client has left: runs once, for this one
+                qt = self.queue.get(key)
+                if qt is not None:
+                    qt.owner = owner  # a thief that takes it reports to the new owner too
+                continue
+            if verdict is Verdict.DUPLICATE:
                 continue  # the same attempt delivered twice: run it once
-            self._running.add(key)
             self.exec.queued += 1
             task["_owner"] = owner
             remote: dict[str, tuple[list[str], int]] = {}
@@ -555,7 +578,18 @@ class Node:
                 self._fetch_actions(self.fetcher.need(task, remote, have, now))
             else:
                 self._enqueue(task)
+        for client, ep in fenced.items():
+            self._send_fenced(owner, client, ep)
         self._start_queued()
+
+    def _send_fenced(self, owner: str, client: str, ep: int) -> None:
+        if owner == self.node_id:
+            self._owner_actions(self.owner.detach(client.encode("latin-1"), ep))
+            return
+        member = self.swim.get(owner) if self.swim else None
+        if member is not None:
+            msg = {"t": M.FENCED, "src": self.node_id, "c": client, "ep": ep}
+            self.transport.send(member.addr, encode(msg))
 
     def _fetch_actions(self, actions: list[FetchAction]) -> None:
         for a in actions:
@@ -580,10 +614,11 @@ class Node:
                     self._get_waiters.append(a.task["_get"])  # the owner recomputes; try again on a later tick
                     continue
                 t = a.task
-                self._running.discard((t["id"], t["att"]))
+                run = self.fence.done((t["id"], t["att"]))
                 self.exec.queued -= 1
                 self._release_inputs(t.get("_inputs", ()))
-                self._push_result(t["_owner"], {"id": t["id"], "att": t["att"], "ok": False, "lost": a.lost})
+                owner = run.owner if run is not None else t["_owner"]
+                self._push_result(owner, {"id": t["id"], "att": t["att"], "ok": False, "lost": a.lost})
 
     def _enqueue(self, task: dict[str, Any]) -> None:
         """Into the local run queue, from which ``_start_queued`` feeds the workers as slots free.
@@ -716,7 +751,7 @@ class Node:
         self, owner: str, key: tuple[str, int], inputs: Any, fut: asyncio.Future[dict[str, Any]]
     ) -> None:
         if fut.cancelled():
-            self._running.discard(key)
+            self.fence.done(key)
             self.queue.finish(key)
             self.exec.queued -= 1
             return
@@ -725,7 +760,9 @@ class Node:
         self._after_finish()
 
     def _finish_one(self, owner: str, key: tuple[str, int], inputs: Any, outcome: Any) -> None:
-        self._running.discard(key)
+        run = self.fence.done(key)
+        if run is not None:
+            owner = run.owner  # the newest owner that asked for this run (a superseded one's was adopted)
         qt = self.queue.finish(key)
         self.exec.queued -= 1
         if qt is not None and isinstance(outcome, dict) and type(outcome.get("dt")) is float:
@@ -848,9 +885,9 @@ class Node:
                     arrived |= self._arrived(qt)
             elif isinstance(a, Moved):
                 # given away for good: no longer ours to run, and its owner must hear where it went
-                self._running.discard((a.task_id, a.att))
+                run = self.fence.done((a.task_id, a.att))
                 self.exec.queued -= 1
-                moves[a.owner].append([a.task_id, a.att, a.to])
+                moves[run.owner if run is not None else a.owner].append([a.task_id, a.att, a.to])
                 log.debug("task %s handed to %s", a.task_id[:12], short(a.to))
         if arrived:
             self._start_queued()
@@ -866,10 +903,13 @@ class Node:
 
     def _arrived(self, qt: QueuedTask) -> bool:
         """Thief side: a stolen task is in our queue (the engine put it there, deduplicated by id and attempt)."""
-        if qt.key in self._running:  # the same attempt is here already by another route: run it once
+        spec = qt.spec
+        verdict = self.fence.offer(qt.key, Run(qt.owner, spec.get("c", ""), spec.get("ep", 0)))
+        if verdict is not Verdict.NEW:  # here already by another route (it runs once), or its owner was fenced
             self.queue.take(qt.key)
+            if verdict is Verdict.FENCED:
+                self._send_fenced(qt.owner, spec["c"], self.fence.epoch(spec["c"]))
             return False
-        self._running.add(qt.key)
         self.exec.queued += 1
         qt.predicted = self._predict(qt.kernel, qt.nbytes)
         return True

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy
+from meshaios.tasks.fencing import ClientLeases
 from meshaios.wire.payload import Payload
 
 
@@ -202,6 +203,7 @@ class OwnedTask:
     timeout: float = 0.0  # seconds a dispatched attempt may run; 0: no limit
     key: str = ""  # what the runtime model knows this function by
     priority: int = 0  # higher runs first among ready tasks (here, in the executor's queue, and when stealing)
+    ep: int = 0  # the client's epoch this task is owned under (tasks/fencing.py)
 
     @property
     def available(self) -> bool:
@@ -248,6 +250,10 @@ class OwnerConfig:
     # undo the order of a big batch, whose submission alone takes about as long as its short tasks run.)
     rank_order: bool = True
     rank_aging: float = 0.1
+    # A client silent this long (seconds) has its work held back until it speaks again: one on the far side of a
+    # partition, or one that has failed over elsewhere, gets nothing run that nobody will collect (tasks/fencing.py).
+    # 0: no leases (the node sets one; clients ping every 0.5 s).
+    client_lease: float = 0.0
 
 
 class Owner:
@@ -279,6 +285,9 @@ class Owner:
             "lost_inputs": 0,
             "moved": 0,
             "moved_ignored": 0,
+            "abandoned": 0,  # tasks given up because their client moved on to a newer epoch (another owner)
+            "stale_submits": 0,  # SUBMITs of an epoch the client had already left
+            "held": 0,  # dispatches held back while their client was silent past its lease
         }
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
@@ -287,6 +296,8 @@ class Owner:
         self.model: Any = None
         self._learned = 0
         self._pending_by_client: dict[bytes, int] = {}
+        self.clients = ClientLeases(self.config.client_lease)
+        self._held: dict[bytes, list[str]] = {}  # ready tasks of suspended clients, in order
 
     # ---- membership -------------------------------------------------------------------------------------
     def node_up(self, node_id: str, slots: int, meta: dict[str, Any] | None = None) -> list[OwnerAction]:
@@ -345,9 +356,20 @@ class Owner:
         return _merge(out)
 
     # ---- client side ------------------------------------------------------------------------------------
-    def submit(self, client: bytes, tasks: Iterable[dict[str, Any]], now: float = 0.0) -> list[OwnerAction]:
-        """``tasks`` are SUBMIT_TASK dicts, already schema-checked. Re-submitting a known id is idempotent."""
+    def submit(
+        self, client: bytes, tasks: Iterable[dict[str, Any]], now: float = 0.0, ep: int = 0
+    ) -> list[OwnerAction]:
+        """``tasks`` are SUBMIT_TASK dicts, already schema-checked. Re-submitting a known id is idempotent.
+
+        ``ep`` is the client's epoch (its failover count): a SUBMIT of an epoch the client has left is stale (a
+        message from before its failover) and ignored; a known task resubmitted under a newer one is re-owned."""
         self.now = max(self.now, now)
+        if ep < self.clients.epoch(client):
+            self.counters["stale_submits"] += 1
+            return []
+        self.clients.advance(client, ep)
+        self._unhold(client)
+        self.clients.track(client, now)
         out: list[OwnerAction] = []
         redeliver: list[dict[str, Any]] = []
         for spec in tasks:
@@ -358,6 +380,7 @@ class Owner:
                     self._count_pending(known.client, -1)
                     self._count_pending(client, +1)
                 known.client = client
+                known.ep = max(known.ep, ep)
                 if known.state in (TaskState.DONE, TaskState.FAILED):
                     redeliver.append(self._result_msg(known))
                 continue
@@ -394,6 +417,7 @@ class Owner:
                 else 0.0,
                 parts=spec["parts"] if type(spec.get("parts")) is int and 0 < spec["parts"] <= 65536 else 0,
                 priority=_priority(spec.get("priority")),
+                ep=ep,
             )
             self.counters["submitted"] += 1
             failed_dep: OwnedTask | None = None
@@ -449,6 +473,45 @@ class Owner:
     def lookup(self, obj_id: str) -> OwnedTask | None:
         return self.tasks.get(base_id(obj_id))
 
+    # ---- fencing (tasks/fencing.py) ----------------------------------------------------------------------
+    def heard(self, client: bytes, now: float) -> list[OwnerAction]:
+        """Any message from ``client``: its lease is renewed; work held back while it was silent goes out."""
+        if self.clients.heard(client, now):
+            self._unhold(client)
+            return self._pump()
+        return []
+
+    def detach(self, client: bytes, ep: int) -> list[OwnerAction]:
+        """``client`` is at epoch ``ep`` under another owner (its DETACH, or an executor's FENCED): the work it
+        submitted here under older epochs is abandoned -- nothing more of it is dispatched, its slots go to
+        others, results still on their way are dropped as unknown. Its new owner has all of it."""
+        self.clients.advance(client, ep)
+        n = 0
+        for t in list(self.tasks.values()):
+            if t.client != client or t.ep >= ep or not t.fn.blob:  # put data is data, not work: kept
+                continue
+            if t.state is TaskState.DISPATCHED and t.node is not None:
+                self._unassign(t.id, t.node)
+            self._deadlines.pop(t.id, None)
+            self._ranks.pop(t.id, None)
+            if not t.delivered:
+                t.delivered = True
+                self._count_pending(client, -1)
+                n += 1
+            if t.state is TaskState.DONE:
+                for node in t.locations:
+                    self._frees.setdefault(node, []).extend([f"{t.id}#{j}" for j in range(t.parts)] or [t.id])
+            del self.tasks[t.id]
+        self._held.pop(client, None)
+        self.counters["abandoned"] += n
+        return self._pump()
+
+    def _unhold(self, client: bytes) -> None:
+        held = self._held.pop(client, None)
+        self.clients.suspended.discard(client)
+        if held:
+            self.ready.extendleft(reversed(held))
+
     def tick(self, now: float) -> list[OwnerAction]:
         """Timeouts: an attempt running past its task's limit counts as a failure (retried while retries last).
 
@@ -456,6 +519,7 @@ class Owner:
         is dropped by task id. The client gets a clear error instead of waiting forever.
         """
         self.now = max(self.now, now)
+        self.clients.expire(now)  # silent clients: their ready work is held back at the next dispatch pass
         expired = [tid for tid, d in self._deadlines.items() if d <= now]
         if not expired:
             return []
@@ -761,11 +825,16 @@ class Owner:
         everyone = list(self.nodes.values()) if late is not None else open_nodes
         skipped: list[str] = []
         deferred = 0
+        suspended = self.clients.suspended
         while self.ready and open_nodes:
             tid = self.ready[0]
             t = self.tasks.get(tid)
             if t is None or t.state is not TaskState.READY:
                 self.ready.popleft()
+                continue
+            if suspended and t.client in suspended:  # its client is silent: held until it speaks again
+                self._held.setdefault(t.client, []).append(self.ready.popleft())
+                self.counters["held"] += 1
                 continue
             pool = everyone if late is not None else open_nodes
             candidates = pool if not t.resources else [n for n in pool if _fits(t.resources, n.meta)]
@@ -796,6 +865,8 @@ class Owner:
             task: dict[str, Any] = {
                 "id": tid,
                 "att": t.attempt,
+                "c": t.client.decode("latin-1"),  # the fence: executors refuse runs of a client's older epochs
+                "ep": t.ep,
                 "fn": t.fn,
                 "args": t.args,
                 "deps": {d: self._dep_value(d) for d in t.deps},
@@ -846,6 +917,7 @@ class Owner:
             self._pending_by_client[client] = n
         else:
             self._pending_by_client.pop(client, None)
+            self.clients.forget(client)  # nothing of it left to hold back
 
     def _learn(self, t: OwnedTask, node_id: str, r: dict[str, Any]) -> None:
         dt = r.get("dt")

@@ -21,10 +21,12 @@ DONE = "done"  # executor -> owner: {"results": [result]}
 CANCEL = "cancel"  # owner -> executor: {"ids": [...]}
 STEAL = "steal"  # thief <-> victim, work stealing: {"src": node id, "m": steal message (see ``check_steal``)}
 MOVED = "moved"  # victim -> owner: {"src": victim id, "moves": [[task id, attempt, thief id], ...]}
+FENCED = "fenced"  # executor -> owner: {"src", "c": client, "ep": its newer epoch} -- your run came too late
 # client <-> node
 HELLO = "hello"  # {"client": id}
 WELCOME = "welcome"  # {"node", "name", "mesh", "pickle"}
-SUBMIT = "submit"  # {"tasks": [client task]}
+SUBMIT = "submit"  # {"tasks": [client task], "ep"?: the client's epoch (failovers so far)}
+DETACH = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved on; drop my older work
 RESULTS = "results"  # {"results": [result]}
 RELEASE = "release"  # {"ids": [...]}
 STATUS = "status"  # {} -> STATUS_REPLY
@@ -57,6 +59,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     CANCEL: {"ids": _LIST},
     STEAL: {"src": _STR, "m": _DICT},
     MOVED: {"src": _STR, "moves": _LIST},
+    FENCED: {"src": _STR, "c": _STR, "ep": _INT},
+    DETACH: {"ep": _INT},
     HELLO: {"client": _STR},
     WELCOME: {"node": _STR, "name": _STR, "mesh": _STR, "pickle": _BOOL},
     SUBMIT: {"tasks": _LIST},
@@ -113,7 +117,14 @@ def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> di
 
 # Optional fields of a run task that the executor reads: when present they must have these types (a stray float
 # for ``resources`` once left a task half-accepted on its executor, counted as queued for ever).
-RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {"resources": _DICT, "parts": _INT, "device": _STR, "prio": _INT}
+RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "resources": _DICT,
+    "parts": _INT,
+    "device": _STR,
+    "prio": _INT,
+    "c": _STR,  # the client, and its epoch under the sending owner (tasks/fencing.py)
+    "ep": _INT,
+}
 
 
 def check_run_task(task: Any) -> dict[str, Any]:

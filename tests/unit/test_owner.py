@@ -25,9 +25,11 @@ def spec(tid: str, deps: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
     return {"id": tid, "fn": FN, "args": ARGS, "deps": list(deps), **extra}
 
 
-def run(tid: str, att: int = 0, deps: dict[str, Payload | None] | None = None, pure: bool = False) -> dict[str, Any]:
-    """The RUN task dict the owner should send."""
-    return {"id": tid, "att": att, "fn": FN, "args": ARGS, "deps": deps or {}, "pure": pure}
+def run(
+    tid: str, att: int = 0, deps: dict[str, Payload | None] | None = None, pure: bool = False, ep: int = 0
+) -> dict[str, Any]:
+    """The RUN task dict the owner should send (it names the client and its epoch: the executors' fence)."""
+    return {"id": tid, "att": att, "c": C1.decode(), "ep": ep, "fn": FN, "args": ARGS, "deps": deps or {}, "pure": pure}
 
 
 def val(tid: str) -> Payload:

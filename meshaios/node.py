@@ -46,6 +46,7 @@ from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskStat
 from meshaios.tasks.workers import WorkerPool
 from meshaios.wire import messages as M
 from meshaios.wire.codec import WireLimits, decode, encode
+from meshaios.wire.guard import Throttle
 from meshaios.wire.payload import Payload
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class Node:
         self._done_buffer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._flush_scheduled = False
         self._badlog = RateLimitedLog()
+        self._throttle = Throttle()  # peers that keep sending what the codec refuses (wire/guard.py)
         self.counters: dict[str, int] = defaultdict(int)
         self.inventory = _detect(config)
         self.devices = self.inventory.summary()
@@ -404,7 +406,10 @@ class Node:
     async def _recv_loop(self) -> None:
         while True:
             batch = await self.transport.recv_batch()
+            now = self.clock.now()
             for ident, frames in batch:
+                if self._throttle.blocked(ident, now):
+                    continue  # it kept sending what we refuse: dropped unread for a while (counted)
                 try:
                     self._handle(ident, frames)
                 except WireError as exc:
@@ -417,6 +422,12 @@ class Node:
     def _bad_input(self, ident: bytes, exc: WireError) -> None:
         self.counters["bad_frames"] += 1
         self._badlog.warn((ident, "wire"), "rejected a malformed message from %r: %s", ident[:12], exc)
+        if self._throttle.refused(ident, self.clock.now()):
+            self._badlog.warn(
+                (ident, "throttle"),
+                "dropping messages from %r for %.0f s: %d refused within %.0f s",
+                ident[:12], self._throttle.cooldown, self._throttle.strikes, self._throttle.window,
+            )  # fmt: skip
         if not ident.startswith(b"n:"):
             self.transport.reply(ident, encode({"t": M.ERROR, "msg": str(exc)}))
 
@@ -1106,6 +1117,7 @@ class Node:
             "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
             "transport": self.transport.stats.as_dict(),
             "fence": self.resolver.fence.describe(),
+            "throttle": {"peers": self._throttle.throttled, "dropped": self._throttle.dropped},
         }
         members = [
             {

@@ -60,6 +60,7 @@ class ZmqConnection:
         self.connected_tcp = False
         self.handshake_ok = False
         self.handshake_failed = 0
+        self.hung_up = 0
         self.sock.connect(address)
 
     def _poll_monitor(self) -> None:
@@ -76,18 +77,26 @@ class ZmqConnection:
                 self.handshake_ok = True
             elif ev in _HANDSHAKE_FAILED:
                 self.handshake_failed += 1
+            elif ev == zmq.EVENT_DISCONNECTED and not self.handshake_ok:
+                self.hung_up += 1  # the node closed the connection during the handshake: it refused our keys
 
     def diagnose(self) -> Exception:
         """Why nothing came back: the most specific error we can name."""
         self._poll_monitor()
-        if self.handshake_failed or (self.connected_tcp and not self.handshake_ok):
+        if self.handshake_failed or (self.hung_up and not self.handshake_ok):
             return AuthError(
                 f"{self.address} refused our credentials: wrong mesh token, a secure node reached without a token, "
                 "or an insecure node reached with one"
             )
         if not self.connected_tcp:
             return MeshUnavailable(f"no meshaios node answers at {self.address}")
-        return MeshUnavailable(f"node at {self.address} did not answer")
+        if not self.handshake_ok:
+            # connected, and nobody refused us: a node too busy to finish the handshake in time is not a wrong token
+            return MeshUnavailable(
+                f"connected to {self.address}, but the handshake did not finish in time: the node is overloaded, "
+                "or it is not a meshaios node"
+            )
+        return MeshUnavailable(f"node at {self.address} did not answer (connected and handshaken: overloaded?)")
 
     def send(self, frames: list[Any]) -> None:
         # The asyncio socket's send (not the sync shadow): it re-checks for readable messages after sending, so a

@@ -13,18 +13,26 @@ from typing import Any
 import msgpack
 
 from meshaios.errors import WireError
+from meshaios.wire import messages as M
 from meshaios.wire.messages import PROTOCOL_VERSION, check_message
 from meshaios.wire.payload import Payload
 
 EXT_PAYLOAD = 42
 BLOB_IN_HEADER = 64 << 10  # larger value blobs travel in a frame of their own
+# Messages that never carry data: their headers are small, whoever sends them. Checked before decoding (the type is
+# read from the header's first bytes), so a 9 MB ``ping`` costs a few microseconds, not seconds of msgpack.
+SMALL_TYPES = frozenset({M.PING, M.PONG, M.HELLO, M.WELCOME, M.STATUS, M.FETCH, M.STORED, M.GET, M.PUT_ACK, M.ERROR})
+PEEK_BYTES = 64  # enough for a map header, "v": <int>, "t": <type name>
 
 
 @dataclass(frozen=True)
 class WireLimits:
     max_header: int = 64 << 20
     max_frames: int = 1 << 16
-    max_items: int = 1 << 20  # longest array/map in a header
+    max_items: int = 1 << 20  # longest array in a header
+    max_fields: int = 64  # fields of the header map itself (the widest message has 7)
+    max_map_items: int = 1 << 16  # largest map anywhere in a header: maps are records and dependency tables
+    small_header: int = 64 << 10  # a header of a SMALL_TYPES message, and any header that hides its type
 
     @classmethod
     def from_config(cls, config: Any) -> WireLimits:
@@ -59,8 +67,8 @@ def encode(msg: dict[str, Any]) -> list[Any]:
             return msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([obj.blob, start, len(obj.buffers)]))
         raise TypeError(f"cannot encode {type(obj).__name__} in a message header")
 
-    if "v" not in msg:
-        msg = {"v": PROTOCOL_VERSION, **msg}  # a copy: the caller's dict is left as it was
+    # a copy, the caller's dict left as it was; "v" then "t" first, so a receiver can read the type before decoding
+    msg = {"v": msg.get("v", PROTOCOL_VERSION), "t": msg.get("t"), **msg}
     frames[0] = msgpack.packb(msg, default=default, use_bin_type=True)
     return frames
 
@@ -77,6 +85,7 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
     # measure before copying anything: a hostile peer's 1 GiB "header" is refused, not materialised
     if head.nbytes > limits.max_header:
         raise WireError(f"header of {head.nbytes} bytes exceeds the limit of {limits.max_header}")
+    check_shape(head, limits)
     header = head.tobytes()
     bufs = frames[1:]
     used = [0]
@@ -112,7 +121,7 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
             raw=False,
             strict_map_key=True,
             max_array_len=limits.max_items,
-            max_map_len=limits.max_items,
+            max_map_len=min(limits.max_items, limits.max_map_items),
         )
     except WireError:
         raise
@@ -126,6 +135,41 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
     if used[0] != len(bufs):
         raise WireError(f"{len(bufs) - used[0]} unreferenced extra frames")
     return check_message(msg)
+
+
+def peek(head: memoryview) -> tuple[int, str | None]:
+    """(number of fields, message type or None) from a header's first bytes, without decoding the rest: the type
+    is known when the header starts ``{"v": <int>, "t": <str>, ...}``, as ``encode`` writes every header."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=PEEK_BYTES, max_str_len=PEEK_BYTES, max_bin_len=0,
+                                max_array_len=0, max_map_len=0, max_ext_len=0)  # fmt: skip
+    unpacker.feed(bytes(head[:PEEK_BYTES]))
+    try:
+        fields = unpacker.read_map_header()
+    except Exception as exc:
+        raise WireError("header is not a map") from exc
+    try:
+        first = [unpacker.unpack() for _ in range(min(fields, 2) * 2)]
+    except Exception:
+        return fields, None  # over PEEK_BYTES or not plain scalars: the type stays unknown
+    if len(first) == 4 and first[0] == "v" and first[2] == "t" and isinstance(first[3], str):
+        return fields, first[3]
+    return fields, None
+
+
+def check_shape(head: memoryview, limits: WireLimits) -> None:
+    """The checks that cost nothing, made before msgpack sees the header: how many fields, and whether a header
+    this large is allowed for its type (a header that hides its type gets the small limit)."""
+    fields, mtype = peek(head)
+    if fields > limits.max_fields:
+        raise WireError(f"header has {fields} fields; at most {limits.max_fields}")
+    if head.nbytes > limits.small_header:
+        if mtype is None:
+            raise WireError(
+                f"header of {head.nbytes} bytes does not start with its version and type (over "
+                f"{limits.small_header} bytes it must)"
+            )
+        if mtype in SMALL_TYPES:
+            raise WireError(f"{mtype} header of {head.nbytes} bytes exceeds the limit of {limits.small_header}")
 
 
 def _buffer(frame: Any) -> Any:

@@ -82,3 +82,7 @@ class FunctionRefused(WireError):
 
     def __reduce__(self) -> tuple[type[FunctionRefused], tuple[str, str]]:
         return FunctionRefused, (self.ref, self.reason)
+
+
+class LimitExceeded(WireError):
+    """A message over one of the receiver's size limits (header bytes, fields, frames): refused before decoding."""

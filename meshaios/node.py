@@ -26,7 +26,7 @@ from typing import Any
 
 from meshaios.clock import Clock, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
-from meshaios.errors import ConfigError, WireError
+from meshaios.errors import ConfigError, LimitExceeded, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
@@ -150,6 +150,7 @@ class Node:
                 max_frame_bytes=config.max_frame_bytes,
                 node_id=self.node_id,
                 handshake_ivl=config.handshake_ivl,
+                router_handover=self.keys is not None,  # no identity theft on an insecure node (ZmqOptions)
             ),
             self.keys,
         )
@@ -422,12 +423,9 @@ class Node:
     def _bad_input(self, ident: bytes, exc: WireError) -> None:
         self.counters["bad_frames"] += 1
         self._badlog.warn((ident, "wire"), "rejected a malformed message from %r: %s", ident[:12], exc)
-        if self._throttle.refused(ident, self.clock.now()):
-            self._badlog.warn(
-                (ident, "throttle"),
-                "dropping messages from %r for %.0f s: %d refused within %.0f s",
-                ident[:12], self._throttle.cooldown, self._throttle.strikes, self._throttle.window,
-            )  # fmt: skip
+        if isinstance(exc, LimitExceeded) and self._throttle.refused(ident, self.clock.now()):
+            # visible in status ("throttle"); at debug level here: the warning above is this sender's one line
+            log.debug("dropping messages from %r for %.0f s: oversized again", ident[:12], self._throttle.cooldown)
         if not ident.startswith(b"n:"):
             self.transport.reply(ident, encode({"t": M.ERROR, "msg": str(exc)}))
 

@@ -6,6 +6,7 @@ tracked while the client holds their futures). Its progress is finished / tracke
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,7 +32,7 @@ def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20, max_scan: int =
         client = t.client
         j = jobs.get(client)
         if j is None:
-            name = client.decode("utf-8", "replace") if isinstance(client, bytes) else str(client)
+            name = client_label(client)
             j = jobs[client] = {"client": name, "total": 0, "started": t.submitted_at, **dict.fromkeys(_STATES, 0)}
         state = str(getattr(t.state, "value", t.state))
         if state in j:
@@ -46,3 +47,10 @@ def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20, max_scan: int =
             j["partial"] = True
     out.sort(key=lambda j: (j["pending"] == 0, j["age"]))
     return out[:limit]
+
+
+def client_label(client: Any) -> str:
+    """A stable label for a client that does not reveal its id: on an insecure node the routing id is all another
+    local process would need to pose as that client."""
+    raw = client if isinstance(client, bytes) else str(client).encode()
+    return "c:" + hashlib.blake2b(raw, digest_size=6, person=b"meshaios/job").hexdigest()

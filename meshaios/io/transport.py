@@ -119,6 +119,10 @@ class ZmqOptions:
     dealer_max_inbound: int = 1 << 20  # nodes never receive on their DEALERs: any larger frame is hostile
     # libzmq I/O threads: CURVE handshakes (a flood of them, even) and frame I/O run there, not in Python
     io_threads: int = 2
+    # A second connection with a connected client's routing id takes its place (a client reconnecting over a
+    # half-open TCP connection gets through at once). Only where identities are proven (a token mesh): on an
+    # insecure node it would let any local process take over a client's id, its results and its connection.
+    router_handover: bool = True
 
 
 def default_max_dealers() -> int:
@@ -168,7 +172,7 @@ class ZmqTransport:
         r.setsockopt(zmq.SNDHWM, o.hwm)
         r.setsockopt(zmq.MAXMSGSIZE, o.max_frame_bytes)
         r.setsockopt(zmq.HANDSHAKE_IVL, int(o.handshake_ivl * 1000))
-        r.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        r.setsockopt(zmq.ROUTER_HANDOVER, int(o.router_handover))
         # ZAP on in both modes: besides checking keys, an enabled ZAP makes libzmq refuse ZMTP 1.0/2.0 peers.
         # Bound before the ROUTER listens, closed after it; enforced, so that no ZAP socket means no admission.
         self._zap = self._sync_ctx.socket(zmq.ROUTER)

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from meshaios.errors import WireError
+from meshaios.errors import LimitExceeded, WireError
 from meshaios.wire import messages as M
 from meshaios.wire.messages import PROTOCOL_VERSION, check_message
 from meshaios.wire.payload import Payload
@@ -77,14 +77,14 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
     if not frames:
         raise WireError("empty message")
     if len(frames) > limits.max_frames:
-        raise WireError(f"{len(frames)} frames exceed the limit of {limits.max_frames}")
+        raise LimitExceeded(f"{len(frames)} frames exceed the limit of {limits.max_frames}")
     try:
         head = memoryview(_buffer(frames[0]))
     except TypeError as exc:
         raise WireError(f"header frame is not a buffer: {type(frames[0]).__name__}") from exc
     # measure before copying anything: a hostile peer's 1 GiB "header" is refused, not materialised
     if head.nbytes > limits.max_header:
-        raise WireError(f"header of {head.nbytes} bytes exceeds the limit of {limits.max_header}")
+        raise LimitExceeded(f"header of {head.nbytes} bytes exceeds the limit of {limits.max_header}")
     check_shape(head, limits)
     header = head.tobytes()
     bufs = frames[1:]
@@ -161,15 +161,15 @@ def check_shape(head: memoryview, limits: WireLimits) -> None:
     this large is allowed for its type (a header that hides its type gets the small limit)."""
     fields, mtype = peek(head)
     if fields > limits.max_fields:
-        raise WireError(f"header has {fields} fields; at most {limits.max_fields}")
+        raise LimitExceeded(f"header has {fields} fields; at most {limits.max_fields}")
     if head.nbytes > limits.small_header:
         if mtype is None:
-            raise WireError(
+            raise LimitExceeded(
                 f"header of {head.nbytes} bytes does not start with its version and type (over "
                 f"{limits.small_header} bytes it must)"
             )
         if mtype in SMALL_TYPES:
-            raise WireError(f"{mtype} header of {head.nbytes} bytes exceeds the limit of {limits.small_header}")
+            raise LimitExceeded(f"{mtype} header of {head.nbytes} bytes exceeds the limit of {limits.small_header}")
 
 
 def _buffer(frame: Any) -> Any:

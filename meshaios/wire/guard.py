@@ -1,7 +1,7 @@
-"""Throttling peers that keep sending messages the codec refuses. Pure: time is passed in.
+"""Throttling peers that keep sending oversized messages (``LimitExceeded``). Pure: time is passed in.
 
-A refused message already costs little (``codec.check_shape`` reads a few bytes before msgpack runs), but a peer
-that sends nothing else still costs a reply and a log line each time. After ``strikes`` refusals within ``window``
+A refused message already costs little (``codec.check_shape`` reads a few bytes before msgpack runs), but its bytes
+still cross the network and libzmq, and each costs a reply and a log line. After ``strikes`` refusals within ``window``
 seconds its messages are dropped unread for ``cooldown`` seconds, and counted.
 
 >>> t = Throttle(strikes=2, window=10.0, cooldown=5.0)

@@ -30,6 +30,7 @@ from meshaios.errors import (
     MeshError,
     MeshTimeoutError,
     MeshUnavailable,
+    ObjectLost,
     SerializationError,
     TaskError,
     WireError,
@@ -37,6 +38,15 @@ from meshaios.errors import (
 from meshaios.ids import new_id
 from meshaios.io.connection import ZmqConnection
 from meshaios.security import MeshKeys, derive_keys, read_token
+from meshaios.store.stream import (
+    Delivered,
+    Emit,
+    StreamAction,
+    StreamFailed,
+    StreamReceiver,
+    StreamSender,
+    assemble,
+)
 from meshaios.tasks.functions import encode_function
 from meshaios.wire import messages as M
 from meshaios.wire.codec import decode, encode
@@ -47,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
+_NODE = "node"  # the client's one stream endpoint: the node it is attached to
 
 
 class _Remote:
@@ -289,8 +300,13 @@ class AsyncClient:
         self._broken: MeshError | None = None
         self._next_req = 0
         self._by_req: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._gets: dict[int, dict[str, Any]] = {}  # GETs awaiting an answer: asked again after a failover
         self._loop_thread = 0
         self.stats = {"results": 0, "duplicates": 0}
+        # large messages both ways as bounded chunks (store/stream.py): the node stays heard while they move
+        self._streams_out = StreamSender()
+        self._streams_in = StreamReceiver()
+        self._puts: dict[str, tuple[int, list[str]]] = {}  # live put futures: size and holders, for failover
 
     @property
     def address(self) -> str:
@@ -326,6 +342,8 @@ class AsyncClient:
         assert self._loop is not None
         conn = self._connection_factory(address, self.keys, self.client_id)
         self._conn = conn
+        self._stream_actions(self._streams_out.dest_gone(_NODE, f"left node {self._address}"))
+        self._streams_in.src_gone(_NODE)
         self._welcome = self._loop.create_future()
         if self._reader is not None:
             self._reader.cancel()
@@ -362,6 +380,9 @@ class AsyncClient:
                 self._conn.send(encode({"t": M.PING}))
             if self._retired and time.monotonic() - self._retired[0][0] > RETIRED_CONNECTION_S:
                 await self._close_retired()
+            now = time.monotonic()
+            self._stream_actions(self._streams_out.tick(now))
+            self._streams_in.tick(now)
             if n % 8 == 1 and silent < 1.0:
                 with contextlib.suppress(MeshError):
                     st = await self._request({"t": M.STATUS}, M.STATUS_REPLY, 2.0)
@@ -460,6 +481,16 @@ class AsyncClient:
             stack.extend(d.split("#", 1)[0] for d in spec["deps"])
         order = _topological(need)
         self.resubmitted += len(order)
+        if self._puts and self._conn is not None:
+            # the new node never saw our puts: it takes them with their holders, or fails them as lost at once
+            puts = [[oid, size, locs] for oid, (size, locs) in self._puts.items()]
+            self._conn.send(encode({"t": M.ADOPT, "puts": puts}))
+        for req, fut in list(self._by_req.items()):
+            msg = self._gets.get(req)
+            if msg is not None:
+                self._send({**msg, "req": req}, tag=req)  # a read is asked again, of the new node
+            elif not fut.done():  # a put in flight: the client still has the value, the caller may put again
+                fut.set_exception(MeshUnavailable("the entry node was lost while this put was in flight: put again"))
         queued = {s["id"] for s in self._outbox} | {s["id"] for _, _, s in self._urgent}
         self._outbox.extendleft(reversed([need[t] for t in order if t not in queued]))
         self._inflight = 0
@@ -573,7 +604,7 @@ class AsyncClient:
         out.extend(self._outbox.popleft() for _ in range(max(0, min(len(self._outbox), room - len(out)))))
         self._inflight += len(out)
         for i in range(0, len(out), SUBMIT_BATCH):
-            self._conn.send(encode({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH], "ep": self.epoch}))
+            self._send({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH], "ep": self.epoch})
         if self._releases:
             rel, self._releases = self._releases, []
             self._conn.send(encode({"t": M.RELEASE, "ids": rel}))
@@ -605,6 +636,7 @@ class AsyncClient:
         loop.call_soon_threadsafe(self._add_release, key)
 
     def _add_release(self, key: str) -> None:
+        self._puts.pop(key, None)
         self._released.add(key)
         self._drop_spec(key)
         if not self._closed:
@@ -650,11 +682,16 @@ class AsyncClient:
         reply = await self._request_req({"t": M.PUT, "id": oid, "val": payload}, timeout)
         if not reply.get("ok"):
             raise MeshError(f"put failed: {reply.get('err', '')}")
+        locs = reply.get("loc")
+        holders = [x for x in locs if isinstance(x, str)] if isinstance(locs, list) else []
+        self._puts[oid] = (payload.nbytes, holders or [str(self.node.get("node", ""))])
         fut._cf.set_result(_Remote(payload.nbytes, 0))
         return fut
 
     async def _fetch(self, obj_id: str, timeout: float | None = None) -> Any:
         reply = await self._request_req({"t": M.GET, "id": obj_id}, timeout or 300.0)
+        if isinstance(reply.get("lost"), str):
+            raise ObjectLost(reply["lost"], task_id=obj_id)
         if not reply.get("ok") or not isinstance(reply.get("val"), Payload):
             raise MeshError(f"cannot get {obj_id}: {reply.get('err', 'no value')}")
         try:
@@ -681,7 +718,9 @@ class AsyncClient:
         req = self._next_req
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._by_req[req] = fut
-        self._conn.send(encode({**msg, "req": req}))
+        if msg["t"] == M.GET:
+            self._gets[req] = msg
+        self._send({**msg, "req": req}, tag=req)
         try:
             async with asyncio.timeout(timeout):
                 return await fut
@@ -689,6 +728,7 @@ class AsyncClient:
             raise MeshTimeoutError(f"no answer to {msg['t']} from {self._address} within {timeout} s") from None
         finally:
             self._by_req.pop(req, None)
+            self._gets.pop(req, None)
 
     def _shuffle_tasks(
         self,
@@ -819,6 +859,41 @@ class AsyncClient:
         except TimeoutError:
             raise MeshTimeoutError(f"no {reply_type} from {self._address} within {timeout} s") from None
 
+    def _send(self, msg: dict[str, Any], tag: Any = None) -> None:
+        """To the node: as one message, or streamed in flow-controlled chunks when large."""
+        assert self._conn is not None
+        frames = encode(msg)
+        if self._streams_out.should_stream(frames):
+            self._stream_actions(self._streams_out.open(_NODE, frames, time.monotonic(), tag))
+        else:
+            self._conn.send(frames)
+
+    def _assembled(self, fut: asyncio.Future[list[Any]]) -> None:
+        if fut.cancelled():
+            return
+        try:
+            msg = decode(fut.result())
+        except WireError as exc:
+            log.warning("malformed message from node: %s", exc)
+            return
+        if msg["t"] not in (M.XHEAD, M.XCHUNK, M.XACK):
+            self._on_message(msg)
+
+    def _stream_actions(self, actions: list[StreamAction]) -> None:
+        for a in actions:
+            if isinstance(a, Emit):
+                if self._conn is not None:
+                    self._conn.send(encode(a.msg))
+            elif isinstance(a, Delivered):
+                assert self._loop is not None
+                # one copy into place, on a thread: the loop keeps hearing the node (heartbeats) meanwhile
+                done = self._loop.run_in_executor(None, assemble, a.sizes, a.parts)
+                done.add_done_callback(self._assembled)
+            elif isinstance(a, StreamFailed) and type(a.tag) is int:
+                fut = self._by_req.get(a.tag)
+                if fut is not None and not fut.done():
+                    fut.set_exception(MeshUnavailable(f"sending to {self._address} failed: {a.reason}"))
+
     # ---- receiving ------------------------------------------------------------------------------------
     async def _read_loop(self, conn: Any) -> None:
         while True:
@@ -836,7 +911,18 @@ class AsyncClient:
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         t = msg["t"]
-        if t == M.RESULTS:
+        if t == M.XCHUNK:
+            d = msg["d"]
+            if not d.blob and len(d.buffers) == 1:
+                now = time.monotonic()
+                self._stream_actions(self._streams_in.on_chunk(_NODE, msg["x"], msg["o"], d.buffers[0], now))
+        elif t == M.XHEAD:
+            self._stream_actions(self._streams_in.on_head(_NODE, msg["x"], msg["sizes"], time.monotonic()))
+        elif t == M.XACK:
+            err = msg.get("err")
+            now = time.monotonic()
+            self._stream_actions(self._streams_out.on_ack(_NODE, msg["x"], msg["n"], str(err) if err else None, now))
+        elif t == M.RESULTS:
             for r in msg["results"]:
                 self._on_result(r)
         elif t == M.WELCOME:
@@ -878,6 +964,9 @@ class AsyncClient:
         else:
             raw_err = r.get("err")
             err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
+            if err.get("type") == "meshaios.ObjectLost" and isinstance(err.get("obj"), str):
+                fut._cf.set_exception(ObjectLost(err["obj"], task_id=r["id"]))
+                return
             cause = None
             if self.allow_pickle and isinstance(err.get("exc"), Payload):
                 with contextlib.suppress(Exception):
@@ -914,7 +1003,13 @@ class Client:
             raise
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        # a margin over the coroutine's own timeout, which raises the clearer error (with what timed out)
+        cf = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return cf.result(None if timeout is None else timeout + 5.0)
+        except concurrent.futures.TimeoutError:
+            cf.cancel()
+            raise MeshTimeoutError(f"the client got no answer from {self.address} within {timeout} s") from None
 
     @property
     def address(self) -> str:

@@ -86,3 +86,17 @@ class FunctionRefused(WireError):
 
 class LimitExceeded(WireError):
     """A message over one of the receiver's size limits (header bytes, fields, frames): refused before decoding."""
+
+
+class ObjectLost(MeshError):
+    """Every node that held an object died, and it has no lineage to recompute it from (a ``put``'s data).
+
+    Raised at once to whoever reads the object -- the put's own future, or a task that takes it as an input
+    (``task_id``) -- instead of leaving them waiting. ``object_id`` names the object that was lost.
+    """
+
+    def __init__(self, object_id: str, message: str = "", task_id: str = "") -> None:
+        self.object_id = object_id
+        self.task_id = task_id
+        what = f"task {task_id}: input " if task_id and task_id != object_id else ""
+        super().__init__(f"{what}object {object_id} is lost: {message or 'every node holding it died'}")

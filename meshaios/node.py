@@ -39,6 +39,17 @@ from meshaios.sched.stealing import Send as StealSend
 from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.objects import ObjectStore
+from meshaios.store.puts import AckPut, PutAction, PutTracker, Replicate
+from meshaios.store.stream import (
+    Delivered,
+    Emit,
+    StreamAction,
+    StreamDone,
+    StreamFailed,
+    StreamReceiver,
+    StreamSender,
+    assemble,
+)
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.fencing import Run, RunFence, Verdict
 from meshaios.tasks.functions import FunctionResolver
@@ -62,6 +73,7 @@ MAX_KERNELS = 4096  # measured run times kept per node (oldest forgotten first)
 # shorter than the steal gate's margin anyway.
 PREFETCH_SECONDS = 0.05
 PREFETCH_MAX = 64
+ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
 
 
 class RateLimitedLog:
@@ -198,6 +210,11 @@ class Node:
             Path(config.spill_dir) / self.node_id if config.spill_dir else state_dir(config) / "spill" / self.node_id,
         )
         self.fetcher = FetchPlanner(config.fetch_bytes_in_flight)
+        # large messages travel as bounded, flow-controlled chunks (store/stream.py); endpoints are ROUTER
+        # identities: b"n:" + node id for a peer, the client's own for a client
+        self.streams_out = StreamSender()
+        self.streams_in = StreamReceiver()
+        self.puts = PutTracker(self.node_id, rng=random.Random(self.rng.random()))
         self._get_waiters: list[tuple[bytes, int, str]] = []
         # fetched copies of other nodes' objects, and how many local tasks still need each: dropped at zero
         self._fetched: set[str] = set()
@@ -430,13 +447,17 @@ class Node:
             self.transport.reply(ident, encode({"t": M.ERROR, "msg": str(exc)}))
 
     # ---- message handling -----------------------------------------------------------------------------------
-    def _handle(self, ident: bytes, frames: list[Any]) -> None:
+    def _handle(self, ident: bytes, frames: list[Any], streamed: bool = False) -> None:
         msg = decode(frames, self._limits)
         t = msg["t"]
         assert self.swim is not None
         if ident[:2] != b"n:":  # a client spoke: its lease is renewed (tasks/fencing.py)
             self._owner_actions(self.owner.heard(ident, self.clock.now()))
-        if t == M.SWIM:
+        if t in _STREAM_TYPES:
+            if streamed:
+                raise WireError("a stream cannot carry a stream message")
+            self._on_stream_msg(ident, msg)
+        elif t == M.SWIM:
             self._swim_actions(self.swim.handle(msg["m"], self.clock.now()))
         # nested tasks and results were checked item by item by ``decode`` (messages.NESTED)
         elif t == M.RUN:
@@ -494,6 +515,9 @@ class Node:
                 self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]}))
         elif t == M.STORED:
             self.owner.add_location(msg["id"], msg["src"])
+            self._put_actions(self.puts.stored(msg["id"], msg["src"], self._replica_candidates()))
+        elif t == M.ADOPT:
+            self._on_adopt(ident, msg)
         elif t == M.FREE:
             for obj in msg["ids"]:
                 if isinstance(obj, str):
@@ -535,6 +559,10 @@ class Node:
             self._ld_heard.pop(ev.node_id, None)
             self._start_queued()
             self._fetch_actions(self.fetcher.holder_dead(ev.node_id, self.clock.now()))
+            peer = b"n:" + ev.node_id.encode()
+            self._stream_actions(self.streams_out.dest_gone(peer, f"node {short(ev.node_id)} is {ev.new.value}"))
+            self.streams_in.src_gone(peer)
+            self._put_actions(self.puts.node_down(ev.node_id, self._replica_candidates()))
             self.transport.forget(ev.addr)
 
     def _owner_actions(self, actions: list[OwnerAction]) -> None:
@@ -547,10 +575,10 @@ class Node:
                 if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
                     self._owner_actions(self.owner.node_down(a.node))
                     continue
-                self.transport.send(member.addr, encode({"t": M.RUN, "owner": self.node_id, "tasks": a.tasks}))
+                self._send_to(_peer(a.node), {"t": M.RUN, "owner": self.node_id, "tasks": a.tasks})
                 self.counters["dispatched_remote"] += len(a.tasks)
             elif isinstance(a, Deliver) and a.client:
-                self.transport.reply(a.client, encode({"t": M.RESULTS, "results": a.results}))
+                self._send_to(a.client, {"t": M.RESULTS, "results": a.results})
 
     # ---- execution ------------------------------------------------------------------------------------------
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
@@ -956,7 +984,7 @@ class Node:
         if obj is not None:
             reply["val"] = obj
             self.counters["served_bytes"] += obj.nbytes
-        self.transport.send(member.addr, encode(reply))
+        self._send_to(_peer(member.node_id), reply)
 
     def _on_obj(self, msg: dict[str, Any]) -> None:
         val = msg.get("val")
@@ -981,13 +1009,16 @@ class Node:
                 # fetched only to hand on: no second copy stays here -- unless a task queued here shares that
                 # fetch, in which case the copy is that task's input (released with it, in _release_inputs)
                 self.store.delete(obj_id)
-            self.transport.reply(ident, encode(reply))
+            self._send_to(ident, reply)
             return
         t = self.owner.lookup(obj_id)
         if t is None:
             reply["err"] = f"object {obj_id} is not known to this node (released, or owned elsewhere)"
         elif t.state is TaskState.FAILED:
-            reply["err"] = f"object {obj_id} failed: {(t.error or {}).get('msg', '')}"
+            err = t.error or {}
+            reply["err"] = f"object {obj_id} failed: {err.get('msg', '')}"
+            if err.get("type") == "meshaios.ObjectLost":
+                reply["lost"] = str(err.get("obj", obj_id))
         elif t.state is TaskState.DONE and t.result is not None and obj_id == t.id:
             reply.update(ok=True, val=t.result)
         elif t.available:
@@ -1004,16 +1035,112 @@ class Node:
         val: Payload = msg["val"]
         self.store.put(msg["id"], val)
         self.owner.register_put(ident, msg["id"], [self.node_id], val.nbytes)
-        # a second copy elsewhere: put data has no lineage to recompute it from
-        others = [m for m in (self.swim.members() if self.swim else []) if m.state is MemberState.ALIVE]
-        if others:
-            replica = self.rng.choice(others)
-            self.transport.send(replica.addr, encode({"t": M.STORE, "src": self.node_id, "id": msg["id"], "val": val}))
-        self.transport.reply(ident, encode({"t": M.PUT_ACK, "req": msg["req"], "id": msg["id"], "ok": True}))
+        # a second copy elsewhere before the client hears it is safe: put data has no lineage to recompute it from
+        self._put_actions(self.puts.begin(ident, msg["req"], msg["id"], self._replica_candidates()))
+
+    def _replica_candidates(self) -> list[str]:
+        return [m.node_id for m in (self.swim.members() if self.swim else []) if m.state is MemberState.ALIVE]
+
+    def _put_actions(self, actions: list[PutAction]) -> None:
+        for a in actions:
+            if isinstance(a, Replicate):
+                val = self.store.get(a.obj)
+                if val is None:  # released meanwhile: nothing left to copy
+                    self._put_actions(self.puts.failed(a.obj, a.node, []))
+                    continue
+                msg = {"t": M.STORE, "src": self.node_id, "id": a.obj, "val": val}
+                if not self._send_to(_peer(a.node), msg, tag=("store", a.obj, a.node)):
+                    self._put_actions(self.puts.failed(a.obj, a.node, self._replica_candidates()))
+            elif isinstance(a, AckPut):
+                ack = {"t": M.PUT_ACK, "req": a.req, "id": a.obj, "ok": True, "loc": a.holders}
+                self.transport.reply(a.client, encode(ack))
+
+    def _on_adopt(self, ident: bytes, msg: dict[str, Any]) -> None:
+        """A client failed over to us: its puts, with the nodes that held them (still-live ones are kept)."""
+        for item in msg["puts"]:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
+                raise WireError("adopt: each put must be [id, size, [holder ids]]")
+            oid, size, locs = item
+            if type(size) is not int or not isinstance(locs, list) or not all(isinstance(x, str) for x in locs):
+                raise WireError("adopt: each put must be [id, size, [holder ids]]")
+            self.owner.register_put(ident, oid, locs, size)
+
+    # ---- streams ----------------------------------------------------------------------------------------
+    def _send_to(self, dest: bytes, msg: dict[str, Any], tag: Any = None) -> bool:
+        """Send ``msg`` to a peer (``b"n:" + id``) or a client (its identity): streamed in chunks when large."""
+        frames = encode(msg)
+        if self.streams_out.should_stream(frames):
+            if dest.startswith(b"n:") and self._peer_addr(dest) is None:
+                return False
+            self._stream_actions(self.streams_out.open(dest, frames, self.clock.now(), tag))
+            return True
+        return self._send_raw(dest, frames)
+
+    def _peer_addr(self, dest: bytes) -> str | None:
+        member = self.swim.get(dest[2:].decode(errors="replace")) if self.swim else None
+        if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            return None
+        return member.addr
+
+    def _send_raw(self, dest: bytes, frames: list[Any]) -> bool:
+        if dest.startswith(b"n:"):
+            addr = self._peer_addr(dest)
+            return addr is not None and self.transport.send(addr, frames)
+        return self.transport.reply(dest, frames)
+
+    def _on_stream_msg(self, ident: bytes, msg: dict[str, Any]) -> None:
+        now = self.clock.now()
+        t = msg["t"]
+        if t == M.XHEAD:
+            self._stream_actions(self.streams_in.on_head(ident, msg["x"], msg["sizes"], now))
+        elif t == M.XCHUNK:
+            d: Payload = msg["d"]
+            if d.blob or len(d.buffers) != 1:
+                raise WireError("xchunk: the data must be exactly one raw frame")
+            self._stream_actions(self.streams_in.on_chunk(ident, msg["x"], msg["o"], d.buffers[0], now))
+        else:
+            err = msg.get("err")
+            self._stream_actions(self.streams_out.on_ack(ident, msg["x"], msg["n"], str(err) if err else None, now))
+
+    def _assembled(self, src: bytes, fut: asyncio.Future[list[Any]]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        try:
+            if exc is not None:
+                raise exc
+            self._handle(src, fut.result(), streamed=True)
+        except WireError as err:
+            self._bad_input(src, err)
+        except Exception:
+            log.exception("error handling a streamed message from %r", src[:12])
+            self.counters["handler_errors"] += 1
+
+    def _stream_actions(self, actions: list[StreamAction]) -> None:
+        for a in actions:
+            if isinstance(a, Emit):
+                self._send_raw(a.dest, encode(a.msg))  # type: ignore[arg-type]
+            elif isinstance(a, Delivered):
+                src: bytes = a.src  # type: ignore[assignment]
+                if a.nbytes <= ASSEMBLE_INLINE:
+                    self._handle(src, assemble(a.sizes, a.parts), streamed=True)
+                    continue
+                # one copy of a large message into place: on a thread, so the loop keeps serving SWIM and clients
+                fut = asyncio.get_running_loop().run_in_executor(None, assemble, a.sizes, a.parts)
+                fut.add_done_callback(functools.partial(self._assembled, src))
+            elif isinstance(a, StreamFailed):
+                self.counters["streams_failed"] += 1
+                log.warning("transfer to %r failed: %s", a.dest, a.reason)
+                if isinstance(a.tag, tuple) and a.tag[0] == "store":
+                    self._put_actions(self.puts.failed(a.tag[1], a.tag[2], self._replica_candidates()))
+            elif isinstance(a, StreamDone):
+                self.counters["streams_done"] += 1
 
     def _data_tick(self) -> None:
         now = self.clock.now()
         self._fetch_actions(self.fetcher.tick(now))
+        self._stream_actions(self.streams_out.tick(now))
+        self.streams_in.tick(now)
         if self._get_waiters:
             waiters, self._get_waiters = self._get_waiters, []
             for ident, req, obj_id in waiters:
@@ -1113,6 +1240,17 @@ class Node:
             "steal": self._steal_status(),
             "memory_limit": self.store.memory_limit,
             "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
+            "streams": {
+                "out_open": self.streams_out.open_streams,
+                "out_bytes": self.streams_out.bytes_sent,
+                "out_failed": self.streams_out.failed,
+                "in_open": self.streams_in.open_streams,
+                "in_bytes": self.streams_in.bytes_received,
+                "in_refused": self.streams_in.refused,
+                "in_dropped": self.streams_in.dropped,
+                "puts_pending": self.puts.pending,
+                "replicas_replaced": self.puts.replaced,
+            },
             "transport": self.transport.stats.as_dict(),
             "fence": self.resolver.fence.describe(),
             "throttle": {"peers": self._throttle.throttled, "dropped": self._throttle.dropped},
@@ -1139,6 +1277,14 @@ class Node:
             for m in self.swim.members()
         ]
         return {"node": me, "members": members}
+
+
+_STREAM_TYPES = frozenset((M.XHEAD, M.XCHUNK, M.XACK))
+
+
+def _peer(node_id: str) -> bytes:
+    """A peer's endpoint for ``Node._send_to``: the identity its messages arrive with."""
+    return b"n:" + node_id.encode()
 
 
 def _steal_msg(src: str, kind: str, rid: int, **fields: Any) -> dict[str, Any]:

@@ -338,6 +338,10 @@ class Owner:
                     "NodeLost", f"the nodes running this task died {t.node_failures} times (last: {node_id})", node_id
                 )
                 failed.append(t)
+            elif (gone := self._failed_dep(t)) is not None:
+                t.state = TaskState.FAILED
+                t.error = _dep_error(gone)
+                failed.append(t)
             else:
                 self.counters["replaced"] += 1
                 if self._requeue(t, enqueue=False):
@@ -455,14 +459,20 @@ class Owner:
         return _merge(out)
 
     def register_put(self, client: bytes, obj_id: str, locations: list[str], size: int) -> None:
-        """Data the client scattered into the mesh: a finished task with no lineage (hence the replica)."""
+        """Data the client scattered into the mesh: a finished task with no lineage (hence the replica).
+
+        Also how a client that failed over hands its puts to a new owner: holders this owner does not know as
+        live are dropped, and a put none of whose holders is left fails as ``ObjectLost`` at once."""
         if obj_id in self.tasks:
             return
         t = OwnedTask(id=obj_id, client=client, fn=Payload(b""), args=Payload(b""), deps=[])
         t.state = TaskState.DONE
-        t.locations = list(locations)
+        t.locations = [n for n in locations if n in self.nodes]
         t.size = size
         t.delivered = True
+        if not t.locations:
+            t.state = TaskState.FAILED
+            t.error = _lost(obj_id)
         self.tasks[obj_id] = t
 
     def add_location(self, obj_id: str, node_id: str) -> None:
@@ -602,7 +612,11 @@ class Owner:
                         if dep.result is None:
                             self._became_unavailable(dep)
                             out.extend(self._recompute(dep))
-                self._requeue(t)
+                gone = self._failed_dep(t)
+                if gone is not None:  # an input that cannot be recomputed (a lost put): fail now, naming it
+                    out.extend(self._fail_from_dep(t, gone))
+                else:
+                    self._requeue(t)
             elif t.retries > 0 and not r.get("fatal", False):
                 t.retries -= 1
                 t.attempt += 1
@@ -699,6 +713,13 @@ class Owner:
             self.ready.append(t.id)
         return True
 
+    def _failed_dep(self, t: OwnedTask) -> OwnedTask | None:
+        for d in t.deps:
+            dep = self.tasks.get(base_id(d))
+            if dep is not None and dep.state is TaskState.FAILED:
+                return dep
+        return None
+
     def _became_unavailable(self, t: OwnedTask) -> None:
         """Keep ``missing`` exact for dependents that have not started yet."""
         for did in t.dependents:
@@ -726,7 +747,7 @@ class Owner:
                 continue
             if not cur.deps and not cur.fn.blob:  # put data has no lineage: both copies are gone
                 cur.state = TaskState.FAILED
-                cur.error = _error("ObjectLost", f"every copy of {cur.id} was lost")
+                cur.error = _lost(cur.id)
                 out.extend(self._finish(cur))
                 continue
             self.counters["recomputed"] += 1
@@ -1029,14 +1050,24 @@ def _error(kind: str, msg: str, node: str | None = None) -> dict[str, Any]:
     return err
 
 
+def _lost(obj_id: str) -> dict[str, Any]:
+    """A put whose every holder died: it has no lineage, so its readers fail at once, naming it."""
+    err = _error("ObjectLost", f"every node holding {obj_id} died, and a put cannot be recomputed")
+    err["obj"] = obj_id
+    return err
+
+
 def _dep_error(dep: OwnedTask) -> dict[str, Any]:
     err = dep.error or {}
-    return {
+    out = {
         "type": err.get("type", "Exception"),
         "msg": f"dependency {dep.id} failed: {err.get('msg', '')}",
         "tb": err.get("tb", ""),
         "node": err.get("node", ""),
     }
+    if "obj" in err:
+        out["obj"] = err["obj"]
+    return out
 
 
 def _unknown_dep(dep_id: str) -> OwnedTask:

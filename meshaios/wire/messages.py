@@ -43,7 +43,12 @@ FREE = "free"  # owner -> holder: {"src", "ids"}
 GET = "get"  # client -> node: {"req", "id"}
 GOT = "got"  # node -> client: {"req", "id", "ok", "val"? | "err"?}
 PUT = "put"  # client -> node: {"req", "id", "val"}
-PUT_ACK = "put_ack"  # node -> client: {"req", "id", "ok"}
+PUT_ACK = "put_ack"  # node -> client: {"req", "id", "ok", "loc"?: [holder ids] | "err"?}
+ADOPT = "adopt"  # client -> node after a failover: its puts, {"puts": [[id, size, [holder ids]], ...]}
+# streams (``store/stream.py``): any large message, between any two parties, as bounded chunks with flow control
+XHEAD = "xhead"  # {"x": stream id, "sizes": [bytes of each frame of the message]}
+XCHUNK = "xchunk"  # {"x", "o": offset in the stream, "d": the bytes (one raw frame)}
+XACK = "xack"  # receiver -> sender: {"x", "n": bytes received so far, "err"?: why the stream is refused}
 
 _STR = (str,)
 _INT = (int,)
@@ -80,6 +85,10 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     GOT: {"req": _INT, "id": _STR, "ok": _BOOL},
     PUT: {"req": _INT, "id": _STR, "val": _PAYLOAD},
     PUT_ACK: {"req": _INT, "id": _STR, "ok": _BOOL},
+    ADOPT: {"puts": _LIST},
+    XHEAD: {"x": _INT, "sizes": _LIST},
+    XCHUNK: {"x": _INT, "o": _INT, "d": _PAYLOAD},
+    XACK: {"x": _INT, "n": _INT},
 }
 
 # The shape of one task inside RUN (owner -> executor).

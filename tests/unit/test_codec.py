@@ -81,7 +81,11 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.GET, "req": 2, "id": "a"},
         {"t": M.GOT, "req": 2, "id": "a", "ok": True, "val": res},
         {"t": M.PUT, "req": 3, "id": "p", "val": payload_of(b"x" * 100_000)},
-        {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True},
+        {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True, "loc": ["n1", "n2"]},
+        {"t": M.ADOPT, "puts": [["p", 100, ["n1", "n2"]]]},
+        {"t": M.XHEAD, "x": 1, "sizes": [20, 4096]},
+        {"t": M.XCHUNK, "x": 1, "o": 0, "d": payload_of(b"x" * 1000)},
+        {"t": M.XACK, "x": 1, "n": 4116},
     ]
 
 

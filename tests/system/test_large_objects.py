@@ -1,0 +1,83 @@
+"""Large objects are routine (issue 17): a big put and its readers never make a busy node look dead, and readers
+of a put whose holders all died get ``ObjectLost`` at once. Real node processes, CurveZMQ, default settings."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from meshaios import ObjectLost
+from meshaios.testing.localmesh import LocalMesh, wait_for
+from tests.integration import funcs
+
+pytestmark = pytest.mark.system
+
+
+def membership_trouble(mesh: LocalMesh) -> dict[str, dict[str, int]]:
+    """Per node, every SWIM transition other than 'alive' it has seen: suspicions, deaths, departures."""
+    out = {}
+    for p in mesh.procs:
+        with mesh.client(p.index) as c:
+            counters = c.status()["node"]["counters"]
+        bad = {k: v for k, v in counters.items() if k.startswith("member_") and k != "member_alive"}
+        if bad:
+            out[p.name] = bad
+    return out
+
+
+def put_then_read(mesh: LocalMesh, nbytes: int, rounds: int) -> None:
+    with mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == len(mesh.procs) - 1, timeout=20, what="full membership")
+        for i in range(rounds):
+            value = np.full(nbytes // 8, float(i))
+            f = c.put(value, timeout=600)
+            holders = c._async._puts[f.key][1]
+            assert len(holders) == 2, f"round {i}: the put was acknowledged with holders {holders}"
+            readers = [c.submit(funcs.total, f) for _ in range(3)]
+            assert c.gather(readers, timeout=600, progress=False) == [float(i) * (nbytes // 8)] * 3, f"round {i}"
+            del f, readers, value
+        assert c._async.failovers == 0
+    assert membership_trouble(mesh) == {}
+
+
+def test_a_large_put_and_three_readers_never_make_a_node_look_dead() -> None:
+    with LocalMesh(3) as mesh:
+        put_then_read(mesh, 128 << 20, rounds=2)
+
+
+@pytest.mark.slow
+def test_a_1gb_put_and_three_readers_twenty_times_in_a_row() -> None:
+    with LocalMesh(3) as mesh:
+        put_then_read(mesh, 1 << 30, rounds=20)
+
+
+def holder_indices(mesh: LocalMesh, holders: list[str]) -> list[int]:
+    return [p.index for p in mesh.procs if p.node_id in holders]
+
+
+def test_readers_of_a_put_whose_holders_were_killed_get_object_lost_within_10s() -> None:
+    with LocalMesh(4) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 3, timeout=20, what="full membership")
+        f = c.put(np.ones((32 << 20) // 8), timeout=120)
+        holders = c._async._puts[f.key][1]
+        assert len(holders) == 2
+        killed = holder_indices(mesh, holders)
+        assert 0 in killed  # the entry node keeps a copy
+        t0 = time.monotonic()
+        for i in killed:
+            mesh.kill(i)
+        readers = [c.submit(funcs.total, f) for _ in range(3)]
+        outcomes: list[Any] = []
+        for r in readers:
+            with pytest.raises(ObjectLost) as info:
+                r.result(timeout=30)
+            outcomes.append(info.value)
+        with pytest.raises(ObjectLost) as direct:
+            f.result(timeout=30)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 10.0, f"readers learned of the loss after {elapsed:.1f} s"
+        assert all(e.object_id == f.key for e in [*outcomes, direct.value])
+        assert f.key in str(direct.value)

@@ -67,7 +67,7 @@ def deliver(
 
 
 def test_a_large_message_arrives_whole_in_bounded_chunks() -> None:
-    msg, frames = big_message()
+    _msg, frames = big_message()
     s, r = StreamSender(CFG), StreamReceiver(CFG)
     assert s.should_stream(frames)
     first = s.open("r", frames, 0.0, tag="t1")
@@ -80,9 +80,11 @@ def test_a_large_message_arrives_whole_in_bounded_chunks() -> None:
     assert outcomes == [StreamDone("r", 1, "t1")]
     (d,) = delivered
     out = decode(assemble(d.sizes, d.parts))
-    assert out["id"] == "p1" and out["val"].blob == b"blob"
+    assert out["id"] == "p1"
+    assert out["val"].blob == b"blob"
     assert [bytes(b) for b in out["val"].buffers] == [bytes(np.arange(3000, dtype=np.uint8)), bytes(range(5))]
-    assert s.open_streams == 0 and r.open_streams == 0
+    assert s.open_streams == 0
+    assert r.open_streams == 0
 
 
 def test_small_messages_are_not_streamed() -> None:
@@ -101,27 +103,33 @@ def test_assemble_handles_empty_frames_and_chunks_spanning_frames() -> None:
 def test_the_receiver_refuses_too_large_or_too_many_streams() -> None:
     r = StreamReceiver(CFG)
     (refusal,) = r.on_head("s", 1, [CFG.max_bytes + 1], 0.0)
-    assert isinstance(refusal, Emit) and "exceed" in refusal.msg["err"]
+    assert isinstance(refusal, Emit)
+    assert "exceed" in refusal.msg["err"]
     assert r.on_head("s", 2, [10], 0.0) == []
     assert r.on_head("s", 3, [10], 0.0) == []
     (refusal,) = r.on_head("s", 4, [10], 0.0)
-    assert isinstance(refusal, Emit) and "open transfers" in refusal.msg["err"]
+    assert isinstance(refusal, Emit)
+    assert "open transfers" in refusal.msg["err"]
     assert r.on_head("other", 5, [10], 0.0) == []  # the cap is per sender
     (refusal,) = r.on_head("s", 6, [-1], 0.0)
-    assert isinstance(refusal, Emit) and refusal.msg["err"]
+    assert isinstance(refusal, Emit)
+    assert refusal.msg["err"]
 
 
 def test_a_chunk_out_of_order_ends_the_stream_with_a_reason_for_the_sender() -> None:
     _msg, frames = big_message()
     s, r = StreamSender(CFG), StreamReceiver(CFG)
-    head, c0, c1, _c2 = s.open("r", frames, 0.0)
-    assert isinstance(head, Emit) and isinstance(c1, Emit)
+    head, _c0, c1, _c2 = s.open("r", frames, 0.0)
+    assert isinstance(head, Emit)
+    assert isinstance(c1, Emit)
     r.on_head("s", head.msg["x"], head.msg["sizes"], 0.0)
     (refusal,) = r.on_chunk("s", c1.msg["x"], c1.msg["o"], c1.msg["d"].buffers[0], 0.0)
-    assert isinstance(refusal, Emit) and "does not follow" in refusal.msg["err"]
+    assert isinstance(refusal, Emit)
+    assert "does not follow" in refusal.msg["err"]
     assert r.open_streams == 0
     (failed,) = s.on_ack("r", refusal.msg["x"], 0, refusal.msg["err"], 0.0)
-    assert isinstance(failed, StreamFailed) and "refused" in failed.reason
+    assert isinstance(failed, StreamFailed)
+    assert "refused" in failed.reason
 
 
 def test_a_stalled_stream_fails_on_both_sides_and_a_dead_peer_fails_at_once() -> None:
@@ -132,12 +140,17 @@ def test_a_stalled_stream_fails_on_both_sides_and_a_dead_peer_fails_at_once() ->
     r.on_head("s", head.msg["x"], head.msg["sizes"], 0.0)
     assert s.tick(CFG.stall_timeout - 0.1) == []
     (failed,) = s.tick(CFG.stall_timeout + 0.1)
-    assert isinstance(failed, StreamFailed) and failed.tag == "a" and "no progress" in failed.reason
+    assert isinstance(failed, StreamFailed)
+    assert failed.tag == "a"
+    assert "no progress" in failed.reason
     r.tick(CFG.stall_timeout + 0.1)
-    assert r.open_streams == 0 and r.dropped == 1
+    assert r.open_streams == 0
+    assert r.dropped == 1
     s.open("r", frames, 10.0, tag="b")
     (gone,) = s.dest_gone("r", "node r is dead")
-    assert isinstance(gone, StreamFailed) and gone.tag == "b" and gone.reason == "node r is dead"
+    assert isinstance(gone, StreamFailed)
+    assert gone.tag == "b"
+    assert gone.reason == "node r is dead"
     assert s.open_streams == 0
 
 
@@ -157,4 +170,5 @@ def test_sizes_around_chunk_boundaries_round_trip(n: int) -> None:
     delivered, outcomes, _ = deliver(s, r, s.open("r", frames, 0.0))
     (d,) = delivered
     assert isinstance(outcomes[0], StreamDone)
-    assert bytes(memoryview(decode(assemble(d.sizes, d.parts))["val"].buffers[0])) == bytes(np.arange(n, dtype=np.uint8))
+    out = decode(assemble(d.sizes, d.parts))
+    assert bytes(memoryview(out["val"].buffers[0])) == bytes(np.arange(n, dtype=np.uint8))

@@ -215,6 +215,10 @@ class Node:
         self.streams_out = StreamSender()
         self.streams_in = StreamReceiver()
         self.puts = PutTracker(self.node_id, rng=random.Random(self.rng.random()))
+        # membership traffic has a connection of its own where the transport offers one: never behind a transfer
+        self._send_control: Callable[[str, list[Any]], bool] = getattr(
+            self.transport, "send_control", self.transport.send
+        )
         self._get_waiters: list[tuple[bytes, int, str]] = []
         # fetched copies of other nodes' objects, and how many local tasks still need each: dropped at zero
         self._fetched: set[str] = set()
@@ -443,7 +447,7 @@ class Node:
         if isinstance(exc, LimitExceeded) and self._throttle.refused(ident, self.clock.now()):
             # visible in status ("throttle"); at debug level here: the warning above is this sender's one line
             log.debug("dropping messages from %r for %.0f s: oversized again", ident[:12], self._throttle.cooldown)
-        if not ident.startswith(b"n:"):
+        if ident[:2] not in _NODE_IDENTS:
             self.transport.reply(ident, encode({"t": M.ERROR, "msg": str(exc)}))
 
     # ---- message handling -----------------------------------------------------------------------------------
@@ -451,7 +455,7 @@ class Node:
         msg = decode(frames, self._limits)
         t = msg["t"]
         assert self.swim is not None
-        if ident[:2] != b"n:":  # a client spoke: its lease is renewed (tasks/fencing.py)
+        if ident[:2] not in _NODE_IDENTS:  # a client spoke: its lease is renewed (tasks/fencing.py)
             self._owner_actions(self.owner.heard(ident, self.clock.now()))
         if t in _STREAM_TYPES:
             if streamed:
@@ -533,7 +537,7 @@ class Node:
         for a in actions:
             if isinstance(a, Send):
                 if a.addr and a.addr != self.address:
-                    self.transport.send(a.addr, encode({"t": M.SWIM, "m": a.msg}))
+                    self._send_control(a.addr, encode({"t": M.SWIM, "m": a.msg}))
             elif isinstance(a, MemberChanged):
                 self._member_changed(a)
 
@@ -1280,6 +1284,8 @@ class Node:
 
 
 _STREAM_TYPES = frozenset((M.XHEAD, M.XCHUNK, M.XACK))
+# a peer's identity: "n:" on its data connection, "s:" on its control lane (SWIM, ``ZmqTransport.send_control``)
+_NODE_IDENTS = (b"n:", b"s:")
 
 
 def _peer(node_id: str) -> bytes:

@@ -44,6 +44,7 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = "meshaios"
 
 Incoming = tuple[bytes, list[Any]]  # (sender routing identity, frames)
+_CONTROL = "control "  # key prefix of a peer's second DEALER: SWIM's own lane (``send_control``)
 
 
 # Two events per connection and no more: libzmq drops monitor events that the reader is too slow to take (the
@@ -313,10 +314,11 @@ class ZmqTransport:
             states[-1] = True
             self.stats.unproven_open -= 1
 
-    def _dealer(self, addr: str) -> zmq.Socket[bytes]:
-        d = self._dealers.get(addr)
+    def _dealer(self, addr: str, control: bool = False) -> zmq.Socket[bytes]:
+        key = _CONTROL + addr if control else addr
+        d = self._dealers.get(key)
         if d is not None:
-            self._dealers.move_to_end(addr)
+            self._dealers.move_to_end(key)
             return d
         while len(self._dealers) >= self.max_dealers:
             # mDNS hints and seeds are unbounded input: the oldest socket goes (the next send re-creates it)
@@ -334,17 +336,21 @@ class ZmqTransport:
         d.setsockopt(zmq.HANDSHAKE_IVL, int(o.handshake_ivl * 1000))
         d.setsockopt(zmq.RECONNECT_IVL, 100)
         d.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        if o.node_id:
-            d.setsockopt(zmq.ROUTING_ID, b"n:" + o.node_id.encode())
+        if o.node_id:  # the control lane has an identity of its own: one identity per connection (ROUTER_HANDOVER)
+            d.setsockopt(zmq.ROUTING_ID, (b"s:" if control else b"n:") + o.node_id.encode())
         if self.keys is not None:
             apply_client_curve(d, self.keys)
         d.connect(addr)
-        self._dealers[addr] = d
+        self._dealers[key] = d
         return d
 
-    def send(self, addr: str, frames: Sequence[Any]) -> bool:
+    def send_control(self, addr: str, frames: Sequence[Any]) -> bool:
+        """Like ``send``, on a connection of its own: membership traffic never queues behind a data transfer."""
+        return self.send(addr, frames, control=True)
+
+    def send(self, addr: str, frames: Sequence[Any], control: bool = False) -> bool:
         try:
-            self._dealer(addr).send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self._dealer(addr, control).send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self.stats.dropped += 1
             return False
@@ -392,9 +398,10 @@ class ZmqTransport:
         return out
 
     def forget(self, addr: str) -> None:
-        d = self._dealers.pop(addr, None)
-        if d is not None:
-            d.close(linger=0)
+        for key in (addr, _CONTROL + addr):
+            d = self._dealers.pop(key, None)
+            if d is not None:
+                d.close(linger=0)
 
     async def close(self, linger: float = 0.0) -> None:
         if linger > 0 and self._dealers:

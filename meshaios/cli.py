@@ -110,6 +110,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "http": False if args.no_http else None,
         "http_bind": args.http_bind,
         "http_port": args.http_port,
+        "fault_injection": True if args.fault_injection else None,
     }
     config = load_node_config(cli, args.config)
     _setup_logging(config.log_level, config.log_format)
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--state-dir", help="where the node advertises itself to local clients")
     sp.add_argument("--http-bind", help="dashboard and /metrics address (default 127.0.0.1; else a token is needed)")
     sp.add_argument("--http-port", type=int, help="dashboard and /metrics port (default 0: a free port)")
+    sp.add_argument("--fault-injection", action="store_true", help=argparse.SUPPRESS)  # meshaios chaos only
     sp.add_argument("--no-http", action="store_true", help="no dashboard, no /api/status, no /metrics")
     sp.add_argument("--config", help="config file (TOML, [node] table)")
     sp.add_argument("--log-level", help="debug, info, warning, error")

@@ -53,6 +53,7 @@ class NodeConfig:
     # seconds a client with work here may be silent (it pings every 0.5 s) before its work is held back: one cut
     # off by a partition, or failed over elsewhere, gets nothing run that nobody will collect; 0: no leases
     client_lease: float = 2.0
+    fault_injection: bool = False  # testing aid (meshaios chaos): obey FAULT messages that cut links on loopback
     fake_gpus: tuple[str, ...] = ()
     no_gpu: bool = False  # skip looking for real GPUs (cupy)
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM

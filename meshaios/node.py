@@ -528,10 +528,25 @@ class Node:
                     self.store.delete(obj)
         elif t == M.PING:
             self.transport.reply(ident, encode({"t": M.PONG}))
+        elif t == M.FAULT:
+            self._on_fault(ident, msg)
         elif t == M.STATUS:
             self.transport.reply(ident, encode({"t": M.STATUS_REPLY, **self.status()}))
         else:
             raise WireError(f"message type {t!r} is not accepted by a node")
+
+    def _on_fault(self, ident: bytes, msg: dict[str, Any]) -> None:
+        """Fault injection for ``meshaios chaos`` (only with --fault-injection): cut the links to some peers and
+        clients, as a network partition would; empty lists heal. Answered with PONG."""
+        block = getattr(self.transport, "block", None)
+        if not self.config.fault_injection or block is None:
+            raise WireError("fault injection is off on this node (start it with --fault-injection)")
+        nodes = [n for n in msg["nodes"] if isinstance(n, str)]
+        clients = [c for c in msg["clients"] if isinstance(c, str)]
+        idents = [b"n:" + n.encode() for n in nodes] + [b"c:" + c.encode() for c in clients]
+        block(idents, [a for a in msg["addrs"] if isinstance(a, str)])
+        log.warning("fault injection: cut off %d nodes and %d clients", len(nodes), len(clients))
+        self.transport.reply(ident, encode({"t": M.PONG}))
 
     def _swim_actions(self, actions: list[Any]) -> None:
         for a in actions:

@@ -2,8 +2,11 @@
 
 Real node processes on loopback (LocalMesh), real SIGKILL / SIGSTOP. The workload mixes independent tasks, a DAG
 (a tree reduction over part of them) and a shuffle (a group-by mapreduce). Faults are injected by a thread
-following ``make_plan``; killed nodes are restarted under the same name. Detection times are measured by polling
-the survivors' status. The verdict: lost, duplicated and wrong must all be zero.
+following ``make_plan``; killed nodes are restarted under the same name. Partitions are cut inside the nodes
+(``--fault-injection``: each node drops the traffic of the peers, and of the client, on the other side), since
+loopback has no links to cut; tests/system/test_partition_netns.py cuts real ones. Detection times are measured by
+polling the survivors' status. The verdict: lost, hung, duplicated and wrong must all be zero; wasted work (task
+executions beyond one per task, counted by the executors) is reported beside them.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from meshaios.chaos import workload as W
 from meshaios.chaos.account import Account
 from meshaios.chaos.plan import Fault, make_plan
 from meshaios.client import Client, Future
+from meshaios.errors import MeshUnavailable, TaskError
 from meshaios.testing.localmesh import LocalMesh, wait_for
+from meshaios.wire import messages as M
 
 
 class Injector(threading.Thread):
     """Applies the plan to the mesh and measures how long survivors take to call a killed node dead."""
 
-    def __init__(self, mesh: LocalMesh, plan: list[Fault], t0: float) -> None:
+    def __init__(self, mesh: LocalMesh, plan: list[Fault], t0: float, client_id: str = "") -> None:
         super().__init__(name="chaos-injector", daemon=True)
         self.mesh = mesh
+        self.client_id = client_id
+        self.executions_lost = 0  # tasks run by nodes before they were killed (their counters die with them)
         self.plan = plan
         self.t0 = t0
         self.done = threading.Event()
@@ -41,7 +48,8 @@ class Injector(threading.Thread):
         timers: list[tuple[float, str, int]] = []
         for f in self.plan:
             timers.append((f.at, f.kind, f.node))
-            timers.append((f.at + f.duration, "restart" if f.kind == "kill" else "resume", f.node))
+            end = {"kill": "restart", "pause": "resume", "pause_entry": "resume"}.get(f.kind, "heal")
+            timers.append((f.at + f.duration, end, f.node))
         for at, kind, node in sorted(timers):
             while time.monotonic() - self.t0 < at:
                 if self.done.wait(0.02):
@@ -57,15 +65,35 @@ class Injector(threading.Thread):
         self.log.append(f"{t:6.2f}s {kind:7} node{node}")
         if kind == "kill":
             victim = p.node_id
+            with contextlib.suppress(Exception):
+                self.executions_lost += _status(self.mesh, node)["finished"]
             self.mesh.kill(node, signal.SIGKILL)
             threading.Thread(target=self._measure, args=(victim, time.monotonic()), daemon=True).start()
         elif kind == "restart":
             self.mesh.spawn(node, name=f"node{node}")
             self.mesh.wait_ready(20)
-        elif kind == "pause":
+        elif kind in ("pause", "pause_entry"):
             self.mesh.kill(node, signal.SIGSTOP)
         elif kind == "resume":
             self.mesh.kill(node, signal.SIGCONT)
+        elif kind in ("partition_with", "partition_away"):
+            self.partition(client_with_entry=kind == "partition_with")
+        elif kind == "heal":
+            for q in self.mesh.procs:
+                _fault(self.mesh, q.index, [], [])
+
+    def partition(self, client_with_entry: bool) -> None:
+        """Split the nodes into halves, the entry node (0) in the first; the client is cut off from the half it
+        is not on."""
+        procs = sorted(self.mesh.procs, key=lambda q: q.index)
+        k = max(1, len(procs) // 2)
+        halves = [procs[:k], procs[k:]]
+        for i, half in enumerate(halves):
+            other = halves[1 - i]
+            client_here = (i == 0) == client_with_entry
+            for q in half:
+                clients = [] if client_here else [self.client_id]
+                _fault(self.mesh, q.index, other, clients)
 
     def _measure(self, victim: str, t_kill: float) -> None:
         """Time until every live survivor's status shows the victim dead (or left)."""
@@ -87,7 +115,23 @@ class Injector(threading.Thread):
             self.detection.append(time.monotonic() - t_kill)
 
 
-def run_workload(c: Client, tasks: int, delay: float, shuffle_chunks: int) -> tuple[Account, float]:
+def _fault(mesh: LocalMesh, index: int, cut: list[Any], clients: list[str]) -> None:
+    """Tell node ``index`` to drop the traffic of the nodes in ``cut`` and of these clients (nothing: heal)."""
+    msg = {"t": M.FAULT, "nodes": [q.node_id for q in cut], "addrs": [q.address for q in cut], "clients": clients}
+    with mesh.client(index, connect_timeout=2.0) as c:
+        c._call(c._async._request(msg, M.PONG, 2.0), timeout=5.0)
+
+
+def _status(mesh: LocalMesh, index: int) -> dict[str, Any]:
+    with mesh.client(index, connect_timeout=1.0) as c:
+        node: dict[str, Any] = c.status(timeout=1.0)["node"]
+        return node
+
+
+def run_workload(
+    c: Client, tasks: int, delay: float, shuffle_chunks: int, deadline_s: float = 300.0
+) -> tuple[Account, float, int]:
+    """The job, its account, its run time and how many tasks it submitted (each should run once)."""
     t0 = time.perf_counter()
     account = Account()
     completions: dict[str, int] = {}
@@ -98,8 +142,10 @@ def run_workload(c: Client, tasks: int, delay: float, shuffle_chunks: int) -> tu
     futs = c.map(W.work, range(tasks), [delay] * tasks)
     dag_n = min(256, tasks)
     level: list[Future] = futs[:dag_n]
+    n_tasks = tasks + shuffle_chunks + 4  # the map, the mapreduce's map and reduce tasks; the DAG's adds below
     while len(level) > 1:
         nxt = [c.submit(W.add, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        n_tasks += len(nxt)
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -108,7 +154,7 @@ def run_workload(c: Client, tasks: int, delay: float, shuffle_chunks: int) -> tu
     for f in [*futs, dag, *shuffle]:
         f.add_done_callback(count)
 
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + deadline_s
     for i, f in enumerate(futs):
         account.record(f"task{i}", W.expected_work(i), *_outcome(f, deadline), completions=completions.get(f.key, 1))
     account.record("dag", sum(W.expected_work(i) for i in range(dag_n)), *_outcome(dag, deadline))
@@ -122,20 +168,32 @@ def run_workload(c: Client, tasks: int, delay: float, shuffle_chunks: int) -> tu
             break
         merged.update(v)
     account.record("shuffle", W.expected_group_sum(range(shuffle_chunks)), outcome, merged)
-    return account, time.perf_counter() - t0
+    return account, time.perf_counter() - t0, n_tasks
+
+
+LOSS_ERRORS = frozenset({"meshaios.NodeLost", "meshaios.ObjectLost", "meshaios.LineageLost"})
 
 
 def _outcome(f: Future, deadline: float) -> tuple[str, Any]:
     try:
         return "ok", f.result(timeout=max(0.1, deadline - time.monotonic()))
     except TimeoutError:
-        return "lost", None
+        return "hung", None
     except Exception as exc:
-        return "failed", f"{type(exc).__name__}: {exc}"
+        lost = isinstance(exc, MeshUnavailable) or (isinstance(exc, TaskError) and exc.remote_type in LOSS_ERRORS)
+        return "lost" if lost else "failed", f"{type(exc).__name__}: {exc}"
 
 
 def chaos(args: argparse.Namespace) -> dict[str, Any]:
-    plan = make_plan(args.seed, args.nodes, args.kills, args.window, pauses=args.pauses)
+    plan = make_plan(
+        args.seed,
+        args.nodes,
+        args.kills,
+        args.window,
+        pauses=args.pauses,
+        entry_pauses=args.entry_pauses,
+        partitions=args.partitions,
+    )
     report: dict[str, Any] = {
         "seed": args.seed,
         "nodes": args.nodes,
@@ -144,17 +202,20 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.delay is None:  # stretch the job over the fault window, so that faults land mid-job
         args.delay = args.window * args.nodes * args.workers / max(1, args.tasks)
-    with LocalMesh(args.nodes, workers=args.workers) as mesh:
+    extra = ["--fault-injection"] if any(f.kind.startswith("partition") for f in plan) else []
+    with LocalMesh(args.nodes, workers=args.workers, extra_args=extra) as mesh:
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) >= args.nodes - 1, timeout=20, what="discovery")
         if not args.no_baseline:
             with mesh.client(0) as c:
-                _, report["baseline_s"] = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
+                _, report["baseline_s"], _ = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
+            _wait_idle(mesh)
+        executions_before = _executions(mesh)
         with mesh.client(0, heartbeat_timeout=args.failover_after) as c:
             wait_for(lambda: len(c._async._known_nodes) >= args.nodes, timeout=10, what="client learns the mesh")
-            injector = Injector(mesh, plan, time.monotonic())
+            injector = Injector(mesh, plan, time.monotonic(), c._async.client_id)
             injector.start()
-            account, elapsed = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
+            account, elapsed, n_tasks = run_workload(c, args.tasks, args.delay, args.shuffle_chunks, args.deadline)
             injector.done.set()
             injector.join(timeout=30)
             report.update(
@@ -167,6 +228,11 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
         report["slots_free_after_s"] = _wait_idle(mesh)
         report["slots_free_after_s"] = round(time.monotonic() - t_idle, 3) if report["slots_free_after_s"] else None
         report["re_executions"] = _re_executions(mesh)
+        executions = _executions(mesh) + injector.executions_lost - executions_before
+        report["job_tasks"] = n_tasks
+        report["executions"] = executions
+        report["wasted"] = executions - n_tasks  # runs beyond one per task (a killed node's count is taken at kill)
+        report["wasted_pct"] = round(100.0 * report["wasted"] / max(1, n_tasks), 2)
     det = sorted(injector.detection)
     report.update(
         account=asdict(account),
@@ -199,6 +265,16 @@ def _wait_idle(mesh: LocalMesh) -> bool:
     return False
 
 
+def _executions(mesh: LocalMesh) -> int:
+    """Tasks run so far by the live nodes (finished, with a value or an error), as each executor counts them."""
+    total = 0
+    for p in mesh.procs:
+        if p.alive():
+            with contextlib.suppress(Exception):
+                total += _status(mesh, p.index)["finished"]
+    return total
+
+
 def _re_executions(mesh: LocalMesh) -> int:
     total = 0
     for p in mesh.procs:
@@ -215,8 +291,10 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"meshaios chaos: seed {report['seed']}, {report['nodes']} nodes, {report['tasks']} tasks + a DAG + a shuffle",
         "faults: " + ("; ".join(s.strip() for s in report["faults"]) or "none"),
-        f"submitted {a['submitted']}  ok {a['ok']}  failed {a['failed']}  lost {a['lost']}  "
+        f"submitted {a['submitted']}  ok {a['ok']}  failed {a['failed']}  lost {a['lost']}  hung {a['hung']}  "
         f"duplicated {a['duplicated']}  wrong {a['wrong']}",
+        f"wasted work: {report['executions']} executions for {report['job_tasks']} tasks, "
+        f"{report['wasted']} beyond one each ({report['wasted_pct']}%)",
         f"client failovers {report['failovers']}, tasks resubmitted {report['resubmitted']}, "
         f"re-executions on owners {report['re_executions']}",
         f"detection of killed nodes: p50 {report['detection_s']['p50']} s, p99 {report['detection_s']['p99']} s "
@@ -229,7 +307,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append("examples: " + "; ".join(a["examples"]))
     if report["injector_errors"]:
         lines.append("injector errors: " + "; ".join(report["injector_errors"]))
-    lines.append("VALID: nothing lost, duplicated or wrong" if report["valid"] else "INVALID")
+    lines.append("VALID: nothing lost, hung, duplicated or wrong" if report["valid"] else "INVALID")
     return "\n".join(lines)
 
 
@@ -237,7 +315,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--tasks", type=int, default=10_000)
     p.add_argument("--kills", type=int, default=4)
-    p.add_argument("--pauses", type=int, default=0, help="SIGSTOP/SIGCONT faults (gray failures)")
+    p.add_argument("--pauses", type=int, default=0, help="SIGSTOP/SIGCONT faults of non-entry nodes (gray failures)")
+    p.add_argument("--entry-pauses", type=int, default=0, help="SIGSTOP/SIGCONT of the client's entry node, 5-10 s")
+    p.add_argument(
+        "--partitions", type=int, default=0, help="split the mesh in halves for 5-10 s, the client on either side"
+    )
+    p.add_argument("--deadline", type=float, default=300.0, help="seconds the job may take; then pending is 'hung'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=float, default=8.0, help="seconds over which faults are spread")
     p.add_argument("--delay", type=float, help="seconds each tiny task sleeps (default: spread over the window)")

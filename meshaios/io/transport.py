@@ -27,7 +27,7 @@ import resource
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -152,6 +152,10 @@ class ZmqTransport:
         self.router: zmq.asyncio.Socket | None = None
         self._router_sync: zmq.Socket[bytes] | None = None
         self._dealers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()  # least recently used first
+        # fault injection (``meshaios chaos`` partitions on loopback; a node takes it only with --fault-injection):
+        # messages to these addresses and from/to these routing ids are dropped, as a cut link would
+        self.blocked_addrs: frozenset[str] = frozenset()
+        self.blocked_idents: frozenset[bytes] = frozenset()
         # ZAP requests and monitor events are taken by a thread of their own (``meshaios.io.zap``), never the loop
         self._zap: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
@@ -348,7 +352,15 @@ class ZmqTransport:
         """Like ``send``, on a connection of its own: membership traffic never queues behind a data transfer."""
         return self.send(addr, frames, control=True)
 
+    def block(self, idents: Iterable[bytes], addrs: Iterable[str]) -> None:
+        """Fault injection: act as if the links to these peers and clients were cut (empty: heal)."""
+        self.blocked_idents = frozenset(idents)
+        self.blocked_addrs = frozenset(addrs)
+
     def send(self, addr: str, frames: Sequence[Any], control: bool = False) -> bool:
+        if self.blocked_addrs and addr in self.blocked_addrs:
+            self.stats.dropped += 1
+            return False
         try:
             self._dealer(addr, control).send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -364,6 +376,9 @@ class ZmqTransport:
 
     def reply(self, ident: bytes, frames: Sequence[Any]) -> bool:
         assert self.router is not None
+        if self.blocked_idents and ident in self.blocked_idents:
+            self.stats.dropped += 1
+            return False
         # Through the asyncio socket, not the sync shadow: a send processes the socket's pending commands and
         # can consume the edge of ZeroMQ's edge-triggered FD; pyzmq's async send then re-checks for readable
         # messages, a shadow send would leave the pending recv asleep until the next edge.
@@ -392,6 +407,8 @@ class ZmqTransport:
                 break
             out.append((msg[0].bytes, msg[1:]))
         self.stats.received += len(out)
+        if self.blocked_idents:
+            out = [m for m in out if m[0] not in self.blocked_idents]
         if self.stats.unproven_open > 0:  # almost never: only while some connection is still handshaking
             for _ident, frames in out:
                 self._prove(frames)

@@ -26,6 +26,7 @@ FENCED = "fenced"  # executor -> owner: {"src", "c": client, "ep": its newer epo
 HELLO = "hello"  # {"client": id}
 WELCOME = "welcome"  # {"node", "name", "mesh", "pickle"}
 SUBMIT = "submit"  # {"tasks": [client task], "ep"?: the client's epoch (failovers so far)}
+FAULT = "fault"  # chaos runner -> node started with --fault-injection: {"nodes", "addrs", "clients"} to cut off
 DETACH = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved on; drop my older work
 RESULTS = "results"  # {"results": [result]}
 RELEASE = "release"  # {"ids": [...]}
@@ -66,6 +67,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     MOVED: {"src": _STR, "moves": _LIST},
     FENCED: {"src": _STR, "c": _STR, "ep": _INT},
     DETACH: {"ep": _INT},
+    FAULT: {"nodes": _LIST, "addrs": _LIST, "clients": _LIST},
     HELLO: {"client": _STR},
     WELCOME: {"node": _STR, "name": _STR, "mesh": _STR, "pickle": _BOOL},
     SUBMIT: {"tasks": _LIST},

@@ -63,6 +63,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.MOVED, "src": "n1", "moves": [["a", 0, "n3"]]},
         {"t": M.FENCED, "src": "n2", "c": "c:1", "ep": 2},
         {"t": M.DETACH, "ep": 1},
+        {"t": M.FAULT, "nodes": ["n2"], "addrs": ["tcp://127.0.0.1:1"], "clients": []},
         {"t": M.HELLO, "client": "c1"},
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}], "ep": 1},

@@ -288,6 +288,9 @@ class AsyncClient:
         self._specs: dict[str, dict[str, Any]] = {}  # lineage kept by the client, for failover
         self._spec_users: dict[str, int] = {}  # kept specs that name this task as an input
         self._released: set[str] = set()
+        # what we know of finished tasks whose specs we keep (inputs of unfinished ones): after a failover they go
+        # to the new owner as done -- their value, or where it lives -- and are not run again
+        self._finished: dict[str, dict[str, Any]] = {}
         self.failovers = 0
         self.epoch = 0  # bumped on every failover: the fence against owners we have left (tasks/fencing.py)
         self._retired: list[tuple[float, Any, str]] = []  # (since, connection, address) of former entry nodes
@@ -477,8 +480,12 @@ class AsyncClient:
             if tid in need or tid not in self._specs:
                 continue
             spec = self._specs[tid]
+            done = self._finished.get(tid) if tid not in self._pending else None
+            if done is not None:  # finished: the new owner gets what we know of it, and need not run it again
+                spec = {**spec, "done": done, "rel": tid in self._released}
             need[tid] = spec
-            stack.extend(d.split("#", 1)[0] for d in spec["deps"])
+            if done is None or "v" not in done:  # its lineage, should it have to be recomputed
+                stack.extend(d.split("#", 1)[0] for d in spec["deps"])
         order = _topological(need)
         self.resubmitted += len(order)
         if self._puts and self._conn is not None:
@@ -617,6 +624,7 @@ class AsyncClient:
             if k not in self._released or self._spec_users.get(k, 0) > 0:
                 continue
             self._released.discard(k)
+            self._finished.pop(k, None)
             spec = self._specs.pop(k, None)
             if spec is None:
                 continue
@@ -951,6 +959,11 @@ class AsyncClient:
         if (self._outbox or self._urgent) and not self._flush_scheduled:
             self._schedule_flush()
         fut.node = str(r.get("node", ""))
+        if r.get("ok") and r["id"] in self._specs:
+            if isinstance(r.get("v"), Payload):
+                self._finished[r["id"]] = {"v": r["v"]}
+            elif type(r.get("size")) is int and fut.node:
+                self._finished[r["id"]] = {"loc": [fut.node], "size": r["size"], "parts": r.get("parts") or 0}
         if r.get("ok") and r.get("v") is None and type(r.get("size")) is int:
             parts = r.get("parts")
             fut._cf.set_result(_Remote(r["size"], parts if type(parts) is int else 0))

@@ -32,10 +32,10 @@ from meshaios.wire import messages as M
 class Injector(threading.Thread):
     """Applies the plan to the mesh and measures how long survivors take to call a killed node dead."""
 
-    def __init__(self, mesh: LocalMesh, plan: list[Fault], t0: float, client_id: str = "") -> None:
+    def __init__(self, mesh: LocalMesh, plan: list[Fault], t0: float, client: Client | None = None) -> None:
         super().__init__(name="chaos-injector", daemon=True)
         self.mesh = mesh
-        self.client_id = client_id
+        self.client = client
         self.executions_lost = 0  # tasks run by nodes before they were killed (their counters die with them)
         self.plan = plan
         self.t0 = t0
@@ -83,17 +83,20 @@ class Injector(threading.Thread):
                 _fault(self.mesh, q.index, [], [])
 
     def partition(self, client_with_entry: bool) -> None:
-        """Split the nodes into halves, the entry node (0) in the first; the client is cut off from the half it
-        is not on."""
+        """Split the nodes into halves, the client's current entry node in the first; the client is cut off from
+        the half it is not on."""
         procs = sorted(self.mesh.procs, key=lambda q: q.index)
+        entry = self.client.address if self.client is not None else procs[0].address
+        procs.sort(key=lambda q: q.address != entry)  # stable: the entry node first, the others in index order
         k = max(1, len(procs) // 2)
         halves = [procs[:k], procs[k:]]
+        self.log.append(f"        halves {[q.index for q in halves[0]]} | {[q.index for q in halves[1]]}")
+        client_id = self.client._async.client_id if self.client is not None else ""
         for i, half in enumerate(halves):
             other = halves[1 - i]
             client_here = (i == 0) == client_with_entry
             for q in half:
-                clients = [] if client_here else [self.client_id]
-                _fault(self.mesh, q.index, other, clients)
+                _fault(self.mesh, q.index, other, [] if client_here else [client_id])
 
     def _measure(self, victim: str, t_kill: float) -> None:
         """Time until every live survivor's status shows the victim dead (or left)."""
@@ -213,7 +216,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
         executions_before = _executions(mesh)
         with mesh.client(0, heartbeat_timeout=args.failover_after) as c:
             wait_for(lambda: len(c._async._known_nodes) >= args.nodes, timeout=10, what="client learns the mesh")
-            injector = Injector(mesh, plan, time.monotonic(), c._async.client_id)
+            injector = Injector(mesh, plan, time.monotonic(), c)
             injector.start()
             account, elapsed, n_tasks = run_workload(c, args.tasks, args.delay, args.shuffle_chunks, args.deadline)
             injector.done.set()

@@ -288,6 +288,7 @@ class Owner:
             "abandoned": 0,  # tasks given up because their client moved on to a newer epoch (another owner)
             "stale_submits": 0,  # SUBMITs of an epoch the client had already left
             "held": 0,  # dispatches held back while their client was silent past its lease
+            "adopted_done": 0,  # finished tasks a failed-over client brought along (not run again)
         }
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
@@ -385,8 +386,10 @@ class Owner:
                     self._count_pending(client, +1)
                 known.client = client
                 known.ep = max(known.ep, ep)
-                if known.state in (TaskState.DONE, TaskState.FAILED):
+                if known.state in (TaskState.DONE, TaskState.FAILED) and "done" not in spec:
                     redeliver.append(self._result_msg(known))
+                continue
+            if "done" in spec and self._adopt_done(client, spec, ep):
                 continue
             if self._pending_by_client.get(client, 0) >= self.config.max_pending_per_client:
                 # bounded memory against a client that ignores its window: refuse, do not queue
@@ -457,6 +460,36 @@ class Owner:
             out.append(Deliver(client, redeliver))
         out.extend(self._pump())
         return _merge(out)
+
+    def _adopt_done(self, client: bytes, spec: dict[str, Any], ep: int) -> bool:
+        """A task the client saw finish under its former owner, resubmitted after a failover as an input of
+        unfinished ones: it is taken as done -- with its value, or on the node that holds it -- and its spec kept
+        as lineage, so it runs again only if that copy is lost. False when it cannot be (no value and no live
+        holder): then it is submitted like any task."""
+        done = spec["done"]
+        if not isinstance(done, dict):
+            return False
+        v = done.get("v")
+        locs = [n for n in done.get("loc", ()) if isinstance(n, str) and n in self.nodes]
+        if not isinstance(v, Payload) and not locs:
+            return False
+        size, parts = done.get("size"), done.get("parts")
+        t = OwnedTask(id=spec["id"], client=client, fn=spec["fn"], args=spec["args"], deps=list(spec["deps"]), ep=ep)
+        t.key = fn_key(t.fn)
+        t.state, t.delivered, t.released = TaskState.DONE, True, spec.get("rel") is True
+        if isinstance(v, Payload):
+            t.result, t.size = v, v.nbytes
+        else:
+            t.locations = locs
+            t.size = size if type(size) is int else 0
+            t.parts = parts if type(parts) is int and 0 < parts <= 65536 else 0
+        for d in t.deps:
+            dep = self.tasks.get(base_id(d))
+            if dep is not None:
+                dep.dependents.append(t.id)
+        self.tasks[t.id] = t
+        self.counters["adopted_done"] += 1
+        return True
 
     def register_put(self, client: bytes, obj_id: str, locations: list[str], size: int) -> None:
         """Data the client scattered into the mesh: a finished task with no lineage (hence the replica).

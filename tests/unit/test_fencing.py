@@ -160,3 +160,22 @@ def test_module_examples() -> None:
     from meshaios.tasks import fencing
 
     assert doctest.testmod(fencing).failed == 0
+
+
+def test_a_failed_over_client_brings_finished_inputs_along_and_they_do_not_run_again() -> None:
+    o = owner()
+    o.node_up("n1", 2)
+    inline = {**spec("a"), "done": {"v": Payload(b"1")}, "rel": False}
+    remote = {**spec("b"), "done": {"loc": ["n1"], "size": 10, "parts": 0}, "rel": True}
+    gone = {**spec("c"), "done": {"loc": ["n9"], "size": 10, "parts": 0}, "rel": False}  # its holder is unknown
+    out = o.submit(C, [inline, remote, gone, spec("d", deps=("a", "b", "c"))], ep=1)
+    assert dispatched(out) == ["c"]  # only what nobody has runs again; d waits for it
+    assert not [a for a in out if isinstance(a, Deliver)]  # the client has these results already
+    assert (o.tasks["a"].state, o.tasks["b"].state, o.tasks["d"].state) == (
+        TaskState.DONE,
+        TaskState.DONE,
+        TaskState.WAITING,
+    )
+    assert o.tasks["b"].locations == ["n1"]
+    assert o.counters["adopted_done"] == 2
+    assert o.pending == 2

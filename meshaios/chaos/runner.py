@@ -206,7 +206,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
     if args.delay is None:  # stretch the job over the fault window, so that faults land mid-job
         args.delay = args.window * args.nodes * args.workers / max(1, args.tasks)
     extra = ["--fault-injection"] if any(f.kind.startswith("partition") for f in plan) else []
-    with LocalMesh(args.nodes, workers=args.workers, extra_args=extra) as mesh:
+    with LocalMesh(args.nodes, workers=args.workers, extra_args=extra, startup_timeout=60.0) as mesh:
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) >= args.nodes - 1, timeout=20, what="discovery")
         if not args.no_baseline:

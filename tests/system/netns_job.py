@@ -1,4 +1,4 @@
-"""Run inside a namespace by test_partition_netns: a job with a known answer, its account printed as JSON."""
+"""Run inside a namespace by the netns system tests: a job with a known answer, its account printed as JSON."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ with Client(address, token_file=token_file, heartbeat_timeout=3.0) as c:
                 "tasks": tasks,
                 "duplicate_deliveries": c._async.stats["duplicates"],
                 "results": c._async.stats["results"],
+                "failovers": c._async.failovers,
                 "nodes": sorted({f.node for f in futs}),
             }
         )

@@ -21,7 +21,10 @@ EXT_PAYLOAD = 42
 BLOB_IN_HEADER = 64 << 10  # larger value blobs travel in a frame of their own
 # Messages that never carry data: their headers are small, whoever sends them. Checked before decoding (the type is
 # read from the header's first bytes), so a 9 MB ``ping`` costs a few microseconds, not seconds of msgpack.
-SMALL_TYPES = frozenset({M.PING, M.PONG, M.HELLO, M.WELCOME, M.STATUS, M.FETCH, M.STORED, M.GET, M.PUT_ACK, M.ERROR})
+SMALL_TYPES = frozenset(
+    {M.PING, M.PONG, M.HELLO, M.WELCOME, M.STATUS, M.FETCH, M.STORED, M.GET, M.PUT_ACK, M.ERROR}
+    | {M.DETACH, M.FENCED, M.FAULT}
+)
 PEEK_BYTES = 64  # enough for a map header, "v": <int>, "t": <type name>
 
 

@@ -11,6 +11,7 @@ from meshaios.client import AsyncClient, Client, Future
 from meshaios.errors import (
     AuthError,
     ConfigError,
+    InvalidAddress,
     MeshError,
     MeshTimeoutError,
     MeshUnavailable,
@@ -28,6 +29,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "Future",
+    "InvalidAddress",
     "MeshError",
     "MeshTimeoutError",
     "MeshUnavailable",

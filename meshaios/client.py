@@ -24,9 +24,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from meshaios.config import state_dir
 from meshaios.errors import (
     AuthError,
+    CancelledTaskError,
+    InvalidAddress,
     MeshError,
     MeshTimeoutError,
     MeshUnavailable,
@@ -208,6 +212,34 @@ def _topological(specs: dict[str, dict[str, Any]]) -> list[str]:
     return order
 
 
+def node_endpoint(address: str) -> str:
+    """``host:port`` or ``tcp://host:port`` (``ipc://`` and ``inproc://`` pass) -> the ZeroMQ endpoint to connect to;
+    anything else raises ``InvalidAddress`` naming it, before ZeroMQ sees it."""
+    addr = address.strip() if isinstance(address, str) else ""
+    if "://" not in addr:
+        addr = f"tcp://{addr}"
+    scheme, rest = addr.split("://", 1)
+    if scheme in ("ipc", "inproc") and rest:
+        return addr
+    if scheme != "tcp":
+        raise InvalidAddress(f"{address!r} is not a node address: unknown scheme {scheme!r} (use host:port)")
+    host, sep, port = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if (
+        not sep
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or any(c.isspace() or c in "/[]@" for c in host)
+    ):
+        raise InvalidAddress(
+            f"{address!r} is not a node address: expected host:port, e.g. 192.168.1.5:5577, node1.lan:5577 or "
+            "tcp://[::1]:5577 (or no address at all, to find a node of this machine)"
+        )
+    return addr
+
+
 def _fn_arg(fn: Any) -> Any:
     """A function as a task argument: by import reference where it has one (works on insecure meshes)."""
     if fn is None:
@@ -328,8 +360,8 @@ class AsyncClient:
         if self._address is None:
             mesh_id = self.keys.mesh_id if self.keys else None
             self._address = await asyncio.to_thread(find_local_node, 2.0, mesh_id)
-        elif "://" not in self._address and self._connection_factory is ZmqConnection:
-            self._address = f"tcp://{self._address}"
+        elif self._connection_factory is ZmqConnection:
+            self._address = node_endpoint(self._address)
         try:
             await self._attach(self._address)
         except BaseException:
@@ -343,7 +375,10 @@ class AsyncClient:
     async def _attach(self, address: str) -> None:
         """Connect to one node and wait for its WELCOME; on failure the most specific error we can name."""
         assert self._loop is not None
-        conn = self._connection_factory(address, self.keys, self.client_id)
+        try:
+            conn = self._connection_factory(address, self.keys, self.client_id)
+        except zmq.ZMQError as exc:
+            raise InvalidAddress(f"cannot connect to {address!r}: {exc}") from exc
         self._conn = conn
         self._stream_actions(self._streams_out.dest_gone(_NODE, f"left node {self._address}"))
         self._streams_in.src_gone(_NODE)
@@ -526,6 +561,11 @@ class AsyncClient:
         if self._conn is not None:
             await self._conn.close()
 
+    def _check_open(self) -> None:
+        """Every API call after ``close()`` (or after failover gave up) raises this, before it does anything."""
+        if self._closed or self._broken is not None:
+            raise self._broken or MeshUnavailable("client is closed")
+
     # ---- submission (any thread: encoding; loop thread: enqueue) --------------------------------------
     def _fn_payload(self, fn: Callable[..., Any]) -> Payload:
         try:
@@ -556,8 +596,7 @@ class AsyncClient:
         task_timeout: float | None = None,
         priority: int = 0,
     ) -> tuple[dict[str, Any], Future]:
-        if self._closed or self._broken is not None:
-            raise self._broken or MeshUnavailable("client is closed")
+        self._check_open()
         args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
         tid = key or new_id("t")
         spec: dict[str, Any] = {
@@ -684,6 +723,7 @@ class AsyncClient:
     # ---- data plane -----------------------------------------------------------------------------------
     async def put(self, value: Any, timeout: float = 60.0) -> Future:
         """Scatter ``value`` into the mesh (kept by the entry node and replicated to a second one)."""
+        self._check_open()
         payload, _ = dumps(value, allow_pickle=self.allow_pickle)
         oid = new_id("p")
         fut = Future(oid, self)
@@ -711,6 +751,7 @@ class AsyncClient:
         loop = self._loop
         if loop is None:
             raise MeshUnavailable("client is not connected")
+        self._check_open()
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("Future.result() would block the client's event loop: use `await future` there")
         try:
@@ -720,6 +761,7 @@ class AsyncClient:
 
     async def _request_req(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
         """A request answered by a reply carrying the same ``req`` number."""
+        self._check_open()
         assert self._conn is not None
         assert self._loop is not None
         self._next_req += 1
@@ -831,11 +873,27 @@ class AsyncClient:
             _progress(futures, _name(fn))
         return futures
 
-    async def gather(self, futures: Iterable[Future], progress: bool = True) -> list[Any]:
-        """Every result, in order. ``progress``: a bar in a terminal or notebook while it waits."""
+    async def gather(self, futures: Iterable[Future], progress: bool = True, errors: str = "raise") -> list[Any]:
+        """Every result, in order. ``progress``: a bar in a terminal or notebook while it waits. ``errors``: as
+        in Dask, ``"raise"`` the first failed task's error, or ``"skip"`` failed (and cancelled) tasks, leaving
+        their results out of the list."""
+        skip = _errors_mode(errors)
         futures = list(futures)
+        out = []
         with _progress(futures, "gather") if progress else contextlib.nullcontext():
-            return [await f for f in futures]
+            for f in futures:
+                try:
+                    out.append(await f)
+                except TASK_FAILURES:
+                    if not skip:
+                        raise
+                except asyncio.CancelledError:
+                    # a cancelled meshaios future reaches us as asyncio's CancelledError: skip it only when it is
+                    # that future's, never when this coroutine itself is being cancelled
+                    me = asyncio.current_task()
+                    if not (skip and f._cf.cancelled() and (me is None or not me.cancelling())):
+                        raise
+        return out
 
     async def as_completed(self, futures: Iterable[Future]) -> AsyncIterator[Future]:
         by_cf = {asyncio.wrap_future(f._cf): f for f in futures}
@@ -854,6 +912,7 @@ class AsyncClient:
         return time.perf_counter() - t0
 
     async def _request(self, msg: dict[str, Any], reply_type: str, timeout: float) -> dict[str, Any]:
+        self._check_open()
         assert self._conn is not None
         assert self._loop is not None
         fut = self._replies.get(reply_type)
@@ -1016,6 +1075,9 @@ class Client:
             raise
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        if self._loop.is_closed() or self._async._closed:
+            coro.close()  # never scheduled: close it, or Python warns that it was never awaited
+            raise MeshUnavailable("client is closed")
         # a margin over the coroutine's own timeout, which raises the clearer error (with what timed out)
         cf = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
@@ -1155,16 +1217,25 @@ class Client:
             _progress(futures, _name(fn))
         return futures
 
-    def gather(self, futures: Iterable[Future], timeout: float | None = None, progress: bool = True) -> list[Any]:
+    def gather(
+        self, futures: Iterable[Future], timeout: float | None = None, progress: bool = True, errors: str = "raise"
+    ) -> list[Any]:
         """Every result, in order. ``progress``: a bar in a terminal or notebook while it waits (none for work done
-        within half a second; ``MESHAIOS_PROGRESS=0`` turns bars off everywhere)."""
+        within half a second; ``MESHAIOS_PROGRESS=0`` turns bars off everywhere). ``errors``: as in Dask,
+        ``"raise"`` the first failed task's error (``TaskError``), or ``"skip"`` failed and cancelled tasks, leaving
+        their results out of the list (a timeout, or the mesh becoming unreachable, still raises)."""
+        skip = _errors_mode(errors)
         futures = list(futures)
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
         with _progress(futures, "gather") if progress else contextlib.nullcontext():
             for f in futures:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                out.append(f.result(remaining))
+                try:
+                    out.append(f.result(remaining))
+                except TASK_FAILURES:
+                    if not skip:
+                        raise
         return out
 
     def as_completed(self, futures: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
@@ -1182,6 +1253,16 @@ class Client:
     def ping(self, timeout: float = 5.0) -> float:
         result: float = self._call(self._async.ping(timeout))
         return result
+
+
+#: What ``gather(errors="skip")`` leaves out: the task failed or was cancelled (not a timeout, not a lost mesh).
+TASK_FAILURES: tuple[type[BaseException], ...] = (TaskError, CancelledTaskError, concurrent.futures.CancelledError)
+
+
+def _errors_mode(errors: str) -> bool:
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+    return errors == "skip"
 
 
 def _progress(futures: list[Future], desc: str) -> Any:

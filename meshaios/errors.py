@@ -28,6 +28,10 @@ class SerializationError(MeshError):
     """A value cannot travel on this mesh (e.g. arbitrary objects on an insecure mesh, where pickle is off)."""
 
 
+class InvalidAddress(ConfigError, ValueError):
+    """An address that names no node: not ``host:port`` (or ``tcp://host:port``), or an unknown scheme."""
+
+
 class MeshUnavailable(MeshError):
     """No node could be reached, or every node that could run the work is gone."""
 

@@ -54,6 +54,21 @@ def test_shuffle_kernels_agree_with_reference(bt: ModuleType) -> None:
         assert bt.reduce_array(np.concatenate(slices)) == want[j]
 
 
+def test_word_count_corpus_repeats_words_and_the_map_steps_agree(bt: ModuleType) -> None:
+    parts = [bt.make_docs(i, 20_000) for i in range(3)]
+    assert parts[0] == bt.make_docs(0, 20_000)
+    assert 15_000 <= bt.corpus_bytes(parts[:1]) <= 25_000
+    want = bt.wordcount_local(parts)
+    assert max(want.values()) > sum(want.values()) // 20  # the commonest word is a few percent of the text
+    from collections import Counter
+
+    assert Counter(w for docs in parts for w, _ in bt.word_pairs(docs)) == want
+    total: Counter[str] = Counter()
+    for docs in parts:
+        total.update(bt.count_words(docs))
+    assert total == want
+
+
 def test_dag_reference_is_deterministic(bt: ModuleType) -> None:
     length = bt.DAG_COLS * 32
     want = bt.dag_reference(length)
@@ -87,6 +102,10 @@ def test_meshaios_adapter_runs_every_workload(bt: ModuleType, monkeypatch: pytes
         inputs = eng.shuffle_inputs(length, timeout=30)
         assert eng.shuffle(inputs, timeout=30) == bt.shuffle_reference(length)
         assert bt.dag_matches(eng.dag(eng.dag_inputs(dag_len, timeout=30), timeout=30), bt.dag_reference(dag_len))
+        docs = eng.wordcount_inputs(2048, timeout=30)
+        want = bt.wordcount_local([bt.make_docs(i, 2048) for i in range(bt.NPARTS)])
+        assert eng.wordcount(docs, timeout=30) == want
+        assert eng.wordcount_pairs(docs, timeout=30) == want
 
 
 def test_ratios_and_targets_are_oriented() -> None:

@@ -31,10 +31,14 @@ reducer's signature: ``combiner(key, values) -> value``. The reducer then receiv
 task that emitted the key. It is for associative, commutative reductions (a sum, a max, a count) where it shrinks
 what moves from ``len(records)`` values to one per distinct key; the reducer is usually the same function.
 
+What travels between a map task and a reducer (internal; ``Future.part(j)`` references it): a key-value part is
+``[MANY, {key: [values...]}]``, or ``[ONE, {key: value}]`` where every key has exactly one value (a dict map output,
+or combined values) -- no list per key to build, send and decode; an array part is ``(keys, values)`` or ``keys``.
+
 >>> parts = partition([("the", 1), ("cat", 1), ("the", 1)], 1)
 >>> parts
-[{'the': [1, 1], 'cat': [1]}]
->>> reduce_partition(lambda word, counts: sum(counts), *parts, {"cat": [2]})
+[[0, {'the': [1, 1], 'cat': [1]}]]
+>>> reduce_partition(lambda word, counts: sum(counts), *parts, partition({"cat": 2}, 1)[0])
 {'cat': 3, 'the': 2}
 """
 
@@ -50,6 +54,8 @@ import numpy as np
 
 from meshaios.devices.kernels import hash_partition
 
+MANY = 0  # part kinds: {key: [values...]}
+ONE = 1  # {key: value}
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
@@ -122,8 +128,8 @@ def _short(x: Any) -> str:
 def partition(records: Any, partitions: int, combiner: Any = None) -> list[Any]:
     """Split one map output into ``partitions`` parts.
 
-    Key-value records become ``partitions`` dicts ``{key: [values...]}`` (one combined value per key when
-    ``combiner`` is given); arrays become ``partitions`` ``(keys, values)`` pairs (or key arrays).
+    Key-value records become ``partitions`` parts ``[MANY, {key: [values...]}]``, or ``[ONE, {key: value}]`` for
+    a dict or with a ``combiner``; arrays become ``partitions`` ``(keys, values)`` pairs (or key arrays).
     """
     if partitions < 1:
         raise ValueError("partitions must be at least 1")
@@ -136,16 +142,30 @@ def partition(records: Any, partitions: int, combiner: Any = None) -> list[Any]:
         return [
             (np.ascontiguousarray(k), np.ascontiguousarray(v)) for k, v in hash_partition(np, keys, values, partitions)
         ]
-    grouped = group(records)
     if combiner is not None:
         fn = _resolve(combiner)
-        grouped = {k: [fn(k, vs)] for k, vs in grouped.items()}
+        return _split({k: fn(k, vs) for k, vs in group(records).items()}, partitions, ONE)
+    if isinstance(records, dict):
+        return _split(records, partitions, ONE)
+    return _split(group(records), partitions, MANY)
+
+
+def _split(d: dict[Any, Any], partitions: int, kind: int) -> list[Any]:
+    """One pass over the distinct keys: each to the part its stable hash names."""
     if partitions == 1:
-        return [grouped]
-    parts: list[dict[Any, list[Any]]] = [{} for _ in range(partitions)]
-    for k, vs in grouped.items():
-        parts[stable_hash(k) % partitions][k] = vs
-    return parts
+        return [[kind, d]]
+    parts: list[dict[Any, Any]] = [{} for _ in range(partitions)]
+    crc = zlib.crc32
+    for k, v in d.items():
+        if type(k) is str:  # the common case inlined: stable_hash's answer for a str, without the call
+            try:
+                h = crc(k.encode())
+            except UnicodeEncodeError:  # a lone surrogate
+                h = stable_hash(k)
+        else:
+            h = stable_hash(k)
+        parts[h % partitions][k] = v
+    return [[kind, p] for p in parts]
 
 
 def map_partition(mapper: Any, chunk: Any, partitions: int, combiner: Any = None) -> list[Any]:
@@ -175,13 +195,22 @@ def reduce_partition(reducer: Any, *parts: Any) -> Any:
         keys = np.concatenate(list(parts))
         return fn(keys) if fn is not None else keys
     grouped: dict[Any, list[Any]] = {}
-    for p in parts:
-        for k, vs in p.items():
-            have = grouped.get(k)
-            if have is None:
-                grouped[k] = list(vs)
-            else:
-                have.extend(vs)
+    for part in parts:
+        kind, d = (MANY, part) if isinstance(part, dict) else part
+        if kind == ONE:
+            for k, v in d.items():
+                have = grouped.get(k)
+                if have is None:
+                    grouped[k] = [v]
+                else:
+                    have.append(v)
+        else:
+            for k, vs in d.items():
+                have = grouped.get(k)
+                if have is None:
+                    grouped[k] = list(vs)
+                else:
+                    have.extend(vs)
     keys_in_order = _sorted_keys(grouped)
     if fn is None:
         return {k: grouped[k] for k in keys_in_order}

@@ -1100,6 +1100,8 @@ def _dep_error(dep: OwnedTask) -> dict[str, Any]:
     }
     if "obj" in err:
         out["obj"] = err["obj"]
+    if err.get("exc") is not None:  # the original exception (pickled, on a mesh with a token): the client's cause
+        out["exc"] = err["exc"]
     return out
 
 

@@ -227,6 +227,22 @@ def test_submitting_on_top_of_a_failed_task_fails_at_once() -> None:
     assert "dependency a failed" in r["err"]["msg"]
 
 
+def test_dependents_of_a_failed_task_carry_its_original_exception() -> None:
+    """The pickled exception (``exc``, on a mesh with a token) becomes every dependent's ``TaskError.cause``."""
+    o = make()
+    o.node_up("n1", 1)
+    o.submit(C1, [spec("a"), spec("b", ("a",)), spec("c", ("b",))])
+    failure = err("a")
+    failure["err"]["exc"] = Payload(b"pickled ValueError")
+    results = {r["id"]: r for r in delivered(o.completed("n1", [failure]))}
+    assert {tid: r["err"].get("exc") for tid, r in results.items()} == {t: failure["err"]["exc"] for t in "abc"}
+    [late] = delivered(o.submit(C1, [spec("d", ("c",))]))  # on top of the failed task, later
+    assert late["err"]["exc"] == failure["err"]["exc"]
+    o.submit(C1, [spec("e")])
+    [plain] = [r for r in delivered(o.completed("n1", [err("e")]))]
+    assert "exc" not in plain["err"]  # none made up where the failure had none
+
+
 def test_unknown_dependency_fails_the_task() -> None:
     o = make()
     o.node_up("n1", 1)

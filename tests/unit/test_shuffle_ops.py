@@ -71,7 +71,7 @@ def test_word_count_accumulates_every_value(mapper: Any, combiner: Any, partitio
 
 def test_repeated_keys_in_one_map_output_keep_every_value_in_emission_order() -> None:
     (part,) = ops.partition([("k", 3), ("j", 1), ("k", 1), ("k", 2)], 1)
-    assert part == {"k": [3, 1, 2], "j": [1]}
+    assert part == [ops.MANY, {"k": [3, 1, 2], "j": [1]}]
     # without a reducer the values of every map task, in map-task order, then emission order
     out = ops.reduce_partition(None, wire(part), {"k": [9]})
     assert out == {"j": [1], "k": [3, 1, 2, 9]}
@@ -91,6 +91,24 @@ def test_the_reducer_gets_one_combined_value_per_map_task() -> None:
     seen.clear()
     run(pairs_list, record, DOCS, 2)
     assert seen["the"] == [1, 1, 1, 1, 1]
+
+
+def test_a_dict_map_output_travels_as_one_value_per_key() -> None:
+    parts = ops.partition({"a": 1, "b": 2, "c": 3}, 2)
+    assert [kind for kind, _ in parts] == [ops.ONE, ops.ONE]
+    assert {k: v for _, d in parts for k, v in d.items()} == {"a": 1, "b": 2, "c": 3}
+    one = wire(ops.partition({"a": 1, "b": 2}, 1)[0])
+    many = wire(ops.partition([("a", 10), ("a", 20)], 1)[0])
+    assert ops.reduce_partition(None, one, many) == {"a": [1, 10, 20], "b": [2]}
+    assert ops.reduce_partition(None, many, one) == {"a": [10, 20, 1], "b": [2]}
+    assert ops.reduce_partition(add, many, one) == {"a": 31, "b": 2}
+
+
+def test_a_str_key_with_a_lone_surrogate_lands_where_stable_hash_says() -> None:
+    odd = "bad\udc80"
+    parts = ops.partition({odd: 1, "plain": 2}, 4)
+    assert parts[ops.stable_partition(odd, 4)][1][odd] == 1
+    assert parts[ops.stable_partition("plain", 4)][1]["plain"] == 2
 
 
 def test_the_combiner_runs_once_per_key_per_map_task() -> None:
@@ -204,5 +222,6 @@ def test_many_keys_per_map_output_group_in_one_pass() -> None:
     rng = np.random.default_rng(1)
     words = [f"w{i}" for i in rng.integers(0, 20_000, 200_000)]
     parts = ops.partition(((w, 1) for w in words), 16, combiner=add)
-    assert sum(len(p) for p in parts) == len(set(words))
+    assert all(kind == ops.ONE for kind, _ in parts)  # one combined value per key: no list per key travels
+    assert sum(len(d) for _, d in parts) == len(set(words))
     assert merged([ops.reduce_partition(add, p) for p in parts]) == Counter(words)

@@ -7,6 +7,8 @@ the same code. It imports nothing but numpy.
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,8 @@ NPARTS = 16  # shuffle: input partitions, map outputs per partition, reducers
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 DAG_ARRAYS = 4
 DAG_COLS = 64
+VOCAB = 50_000  # word count: distinct words in the generated corpus (at most)
+DOC_WORDS = 100  # words per document (line)
 
 
 def noop(x: Any) -> Any:
@@ -120,3 +124,57 @@ def dag_matches(got: Any, want: tuple[float, float]) -> bool:
         and len(got) == 2
         and all(abs(float(g) - w) <= 1e-9 * max(1.0, abs(w)) for g, w in zip(got, want, strict=True))
     )
+
+
+# ---- word count ---------------------------------------------------------------------------------------------
+#
+# A generated text corpus: NPARTS partitions, each a list of documents (lines) of DOC_WORDS words drawn from a
+# VOCAB-word vocabulary with Zipf-distributed frequencies (the most common word is ~9% of the text, as "the" is in
+# English prose), so every word repeats many times within a partition.
+
+
+@cache
+def vocabulary() -> np.ndarray[Any, Any]:
+    rng = np.random.default_rng(12345)
+    raw = rng.integers(ord("a"), ord("z") + 1, (VOCAB, 10), dtype=np.uint8)
+    lengths = rng.integers(2, 11, VOCAB)
+    return np.array([raw[k, : lengths[k]].tobytes().decode() for k in range(VOCAB)], dtype=object)
+
+
+def make_docs(i: int, nbytes: int) -> list[str]:
+    """Partition ``i`` of the corpus: about ``nbytes`` of text as a list of lines, reproducible from ``i``."""
+    rng = np.random.default_rng(3_000_003 + i)
+    n = max(DOC_WORDS, nbytes // 7)  # 6 letters and a space per word on average
+    words = vocabulary()[(rng.zipf(1.1, n) - 1) % VOCAB]
+    return [" ".join(words[j : j + DOC_WORDS]) for j in range(0, n, DOC_WORDS)]
+
+
+def count_words(docs: list[str]) -> dict[str, int]:
+    """The map step, as a Python programmer writes it: ``collections.Counter`` over each line's words."""
+    counts: Counter[str] = Counter()
+    for line in docs:
+        counts.update(line.split())
+    return dict(counts)
+
+
+def word_pairs(docs: list[str]) -> list[tuple[str, int]]:
+    """The map step as the MapReduce textbook writes it: one ``(word, 1)`` pair per word occurrence."""
+    return [(w, 1) for line in docs for w in line.split()]
+
+
+def add_counts(word: str, counts: list[int]) -> int:
+    """The reducer (and the combiner) of the word count."""
+    return sum(counts)
+
+
+def wordcount_local(parts: list[list[str]]) -> dict[str, int]:
+    """The whole word count in one plain Python process: one ``Counter`` over every line, no engine."""
+    counts: Counter[str] = Counter()
+    for docs in parts:
+        for line in docs:
+            counts.update(line.split())
+    return dict(counts)
+
+
+def corpus_bytes(parts: list[list[str]]) -> int:
+    return sum(len(line) + 1 for docs in parts for line in docs)

@@ -62,6 +62,14 @@ class Engine(Managed):
     def dag(self, inputs: Any, timeout: float) -> Any:
         raise NotImplementedError
 
+    def wordcount_inputs(self, part_bytes: int, timeout: float) -> Any:
+        """The 16 partitions of the text corpus (lists of lines), materialised on the workers before the clock."""
+        raise NotImplementedError
+
+    def wordcount(self, inputs: Any, timeout: float) -> dict[str, int]:
+        """Word frequencies of the whole corpus, as the engine's documentation recommends computing them."""
+        raise NotImplementedError
+
 
 # ---- meshaios ---------------------------------------------------------------------------------------------
 
@@ -139,6 +147,29 @@ class MeshaiosEngine(Engine):
 
     def dag(self, inputs: Any, timeout: float) -> Any:
         return _dag(self.client.submit, inputs).result(timeout)
+
+    def wordcount_inputs(self, part_bytes: int, timeout: float) -> Any:
+        futs = self.client.map(bt.make_docs, range(bt.NPARTS), [part_bytes] * bt.NPARTS)
+        self._wait(futs, timeout)
+        return futs
+
+    def wordcount(self, inputs: Any, timeout: float) -> dict[str, int]:
+        # MapReduce: a Counter per partition (the map), hash-partitioned by word into 16 parts that stay on the
+        # mapper's node, reducer j pulls part j of every map output peer to peer and sums per word
+        outs = self.client.mapreduce(bt.count_words, bt.add_counts, inputs, partitions=bt.NPARTS)
+        return _merge(self.client.gather(outs, timeout=timeout))
+
+    def wordcount_pairs(self, inputs: Any, timeout: float) -> dict[str, int]:
+        """The textbook form: ``(word, 1)`` pairs, summed map-side by a combiner before the shuffle."""
+        outs = self.client.mapreduce(bt.word_pairs, bt.add_counts, inputs, partitions=bt.NPARTS, combiner=bt.add_counts)
+        return _merge(self.client.gather(outs, timeout=timeout))
+
+
+def _merge(parts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in parts:
+        out.update(p)
+    return out
 
 
 def _dag(submit: Callable[..., Any], xs: list[Any]) -> Any:
@@ -239,6 +270,23 @@ class DaskEngine(Engine):
             return self.client.submit(fn, *args, pure=False)
 
         return _dag(submit, inputs).result(timeout)
+
+    def wordcount_inputs(self, part_bytes: int, timeout: float) -> Any:
+        from distributed import wait
+
+        futs = [self.client.submit(bt.make_docs, i, part_bytes, pure=False) for i in range(bt.NPARTS)]
+        wait(futs, timeout=timeout)
+        return futs
+
+    def wordcount(self, inputs: Any, timeout: float) -> dict[str, int]:
+        # Dask's documented word count: a bag of lines, split, flattened, ``frequencies()`` (a per-partition
+        # count and a tree reduction of the counts)
+        import dask.bag as db
+        from dask import delayed
+
+        bag = db.from_delayed([delayed(f) for f in inputs])
+        freqs = self.client.compute(bag.str.split().flatten().frequencies())
+        return dict(freqs.result(timeout))
 
 
 # ---- Ray --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
     .bench-venv/bin/python tools/bench/run.py --only noop,latency,ray,meshaios --repeat 5
     .bench-venv/bin/python tools/bench/run.py --only shuffle,meshaios --profile prof/   # py-spy the nodes
     .bench-venv/bin/python tools/bench/run.py --sizes 1,4,8    # scaling mode (many cores): every engine at 1/4/8
+    .bench-venv/bin/python tools/bench/run.py --only wordcount,meshaios,dask --wordcount-mb 20 --repeat 1
 
 Workloads (``../shared/baselines.md`` has the peers' reference figures; docs/performance.md has the results):
   noop     10,000 no-op tasks submitted at once from one client, waited for: tasks/s
@@ -16,6 +17,12 @@ Workloads (``../shared/baselines.md`` has the peers' reference figures; docs/per
            output and returns (count, wrapping int64 sum); checked against a one-process reference
   dag      numpy kernels over 100 MiB float64 arrays (elementwise, a 64x64 matmul, pairwise adds) whose inputs
            come from different tasks, so data moves between workers; checked against a local reference
+  wordcount  a generated text corpus (100 MB: 16 partitions of lines of Zipf-distributed words, ~50,000
+           distinct) materialised on the workers before the clock; word frequencies of the whole corpus. meshaios:
+           ``mapreduce`` with a Counter per partition as mapper, 16 hash partitions, a summing reducer (and, as a
+           second figure, the textbook form: (word, 1) pairs with a map-side combiner); Dask: a bag of lines,
+           ``.str.split().flatten().frequencies()``; both checked against collections.Counter in one plain Python
+           process, whose time is the "word count in one process" raw figure
   raw      pyzmq DEALER/ROUTER round trip (blocking, and zmq.asyncio on uvloop), 8 MiB zero-copy multipart
            GB/s between two processes, np.copyto memcpy GB/s, msgpack pack/unpack rates
 Peak RSS per worker process (and of all the engine's processes together) is sampled during shuffle and dag, as is
@@ -63,7 +70,7 @@ ROOT = HERE.parents[1]
 SANDBOX_ENV = "MESHAIOS_BENCH_CHILD"
 WARMUP_TIMEOUT = 60.0  # a broken engine shows here, before the long timeouts of the measured runs
 
-WORKLOADS = ("raw", "noop", "latency", "shuffle", "dag")
+WORKLOADS = ("raw", "noop", "latency", "shuffle", "dag", "wordcount")
 ENGINE_NAMES = ("meshaios", "meshaios-plain", "dask", "dask-tuned", "ray")
 PEERS = ("dask", "dask-tuned", "ray")
 MESH = ("meshaios", "meshaios-plain")
@@ -71,13 +78,14 @@ MESH = ("meshaios", "meshaios-plain")
 # (engine, size, workloads): one cluster per line, started once, every workload of the line run on it
 PLAN: list[tuple[str, int, tuple[str, ...]]] = [
     ("meshaios", 1, ("noop", "latency")),
-    ("meshaios", 2, ("noop", "latency", "shuffle", "dag")),
-    ("meshaios", 3, ("noop", "latency", "shuffle", "dag")),
-    ("meshaios-plain", 2, ("noop", "latency", "shuffle", "dag")),  # no token: no CurveZMQ, like the peers
+    ("meshaios", 2, ("noop", "latency", "shuffle", "dag", "wordcount")),
+    ("meshaios", 3, ("noop", "latency", "shuffle", "dag", "wordcount")),
+    # no token: no CurveZMQ, like the peers
+    ("meshaios-plain", 2, ("noop", "latency", "shuffle", "dag", "wordcount")),
     ("dask", 1, ("noop", "latency")),
-    ("dask", 2, ("noop", "latency", "shuffle", "dag")),
+    ("dask", 2, ("noop", "latency", "shuffle", "dag", "wordcount")),
     ("dask-tuned", 1, ("noop",)),  # worker-saturation only changes how queued tasks are handed out
-    ("dask-tuned", 2, ("noop", "shuffle", "dag")),
+    ("dask-tuned", 2, ("noop", "shuffle", "dag", "wordcount")),
     ("ray", 1, ("noop", "latency")),
     ("ray", 2, ("noop", "latency", "shuffle", "dag")),
 ]
@@ -90,6 +98,7 @@ class Params:
     latency_samples: int
     shuffle_part_bytes: int
     dag_array_bytes: int
+    wordcount_bytes: int
     raw_round_trips: int
     raw_bulk_messages: int
     timeout: float
@@ -102,6 +111,7 @@ FULL = Params(
     latency_samples=500,
     shuffle_part_bytes=25 << 20,
     dag_array_bytes=100 << 20,
+    wordcount_bytes=100_000_000,
     raw_round_trips=2000,
     raw_bulk_messages=100,
     timeout=300,
@@ -113,6 +123,7 @@ QUICK = Params(
     latency_samples=100,
     shuffle_part_bytes=1 << 20,
     dag_array_bytes=4 << 20,
+    wordcount_bytes=4_000_000,
     raw_round_trips=300,
     raw_bulk_messages=16,
     timeout=60,
@@ -332,6 +343,51 @@ def run_dag(eng: Any, res: Results, p: Params, probe: Probe, rep: int, reference
     _settle()
 
 
+def wordcount_one_process(p: Params) -> tuple[float, dict[str, int]]:
+    """The word count in one plain Python process (collections.Counter): the time, and the reference answer."""
+    import benchtasks as bt
+
+    parts = [bt.make_docs(i, p.wordcount_bytes // bt.NPARTS) for i in range(bt.NPARTS)]
+    t = time.perf_counter()
+    counts = bt.wordcount_local(parts)
+    return time.perf_counter() - t, counts
+
+
+def run_wordcount(eng: Any, res: Results, p: Params, probe: Probe, rep: int, reference: dict[str, int]) -> None:
+    import benchtasks as bt
+    from sampling import RssSampler
+
+    total_mb = p.wordcount_bytes / 1e6
+    variants = [("time", eng.wordcount)]
+    if hasattr(eng, "wordcount_pairs"):
+        variants.append(("time, (word, 1) pairs + combiner", eng.wordcount_pairs))
+    eng.wordcount(eng.wordcount_inputs(4096, WARMUP_TIMEOUT), WARMUP_TIMEOUT)  # warm-up
+    _settle()
+    with RssSampler(eng.worker_pids) as rss:
+        inputs = eng.wordcount_inputs(p.wordcount_bytes // bt.NPARTS, p.timeout)
+        times: dict[str, float] = {}
+        for metric, fn in variants:
+            with probe.timed(eng, "wordcount", rep) as box:
+                t = time.perf_counter()
+                out = fn(inputs, p.timeout)
+                secs = times[metric] = time.perf_counter() - t
+            ok = out == reference
+            res.checks.append({"workload": "wordcount", "engine": eng.name, "size": eng.size, "rep": rep, "ok": ok})
+            if not ok:
+                raise RuntimeError(f"{eng.label} word count ({metric}) does not match collections.Counter")
+            if metric == "time":
+                res.add("wordcount", "CPU time, all processes", "s", False, eng.name, eng.size, box["cpu"])
+                res.add("wordcount", "throughput", "MB/s", True, eng.name, eng.size, total_mb / secs)
+            res.add("wordcount", metric, "s", False, eng.name, eng.size, secs)
+            del out
+        del inputs
+    peaks = rss.peaks.summary()
+    res.add("wordcount", "peak RSS per worker (max)", "MB", False, eng.name, eng.size, peaks["worker_rss_max_mb"])
+    detail = ", ".join(f"{m}: {s:.3f} s" for m, s in times.items())
+    log(f"{eng.label} wordcount {total_mb:.0f} MB: {detail}, {_rss_line(rss)} ({rep + 1}/{p.repeat})")
+    _settle()
+
+
 def _add_data_figures(res: Results, workload: str, eng: Any, secs: float, cpu: float, rss: dict[str, float]) -> None:
     res.add(workload, "time", "s", False, eng.name, eng.size, secs)
     res.add(workload, "CPU time, all processes", "s", False, eng.name, eng.size, cpu)
@@ -377,6 +433,8 @@ def run_engine(name: str, size: int, workloads: tuple[str, ...], res: Results, p
                     run_shuffle(eng, res, p, probe, rep, refs["shuffle"])
                 elif w == "dag":
                     run_dag(eng, res, p, probe, rep, refs["dag"])
+                elif w == "wordcount":
+                    run_wordcount(eng, res, p, probe, rep, refs["wordcount"])
             except Exception as exc:
                 res.error(f"{eng.label} {w}", exc)
                 eng.__exit__(None, None, None)
@@ -411,10 +469,10 @@ def scaling_plan(sizes: tuple[int, ...]) -> list[tuple[str, int, tuple[str, ...]
     plan: list[tuple[str, int, tuple[str, ...]]] = []
     for size in sizes:
         plan += [
-            ("meshaios", size, ALL_WORKLOADS),
-            ("dask", size, ALL_WORKLOADS),
-            ("dask-tuned", size, ("noop", "shuffle", "dag")),
-            ("ray", size, ALL_WORKLOADS),
+            ("meshaios", size, (*ALL_WORKLOADS, "wordcount")),
+            ("dask", size, (*ALL_WORKLOADS, "wordcount")),
+            ("dask-tuned", size, ("noop", "shuffle", "dag", "wordcount")),
+            ("ray", size, ALL_WORKLOADS),  # no word count for Ray: the comparison asked for is Dask bag's
         ]
     return plan
 
@@ -568,6 +626,17 @@ def targets(res: Results) -> list[Target]:
                         f"{frac:.1%} ({tput.median:.0f} of {best_bulk:.0f} MB/s)",
                     )
                 )
+    one = res.get("raw", "word count in one process, collections.Counter", "raw", 0)
+    for eng in MESH:
+        for size in (2, 3):
+            mesh = res.get("wordcount", "time", eng, size)
+            if mesh is None:
+                continue
+            n = f"{eng} {size} nodes vs 2 workers"
+            bd = best_dask("wordcount", "time", 2)
+            how = bd.engine if bd else ""
+            add(f"word count faster than Dask bag frequencies (best config), {n}", mesh, bd, 1.0, how)
+            add(f"word count faster than one plain Python process, {eng} {size} nodes", mesh, one, 1.0, "Counter")
     return out
 
 
@@ -757,6 +826,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, help="repetitions per figure (default 3; 1 with --quick)")
     ap.add_argument("--json", type=Path, help="where to write the JSON (default bench-results/<UTC time>.json)")
     ap.add_argument("--only", default="", help=f"comma-separated workloads {WORKLOADS} and/or engines {ENGINE_NAMES}")
+    ap.add_argument("--wordcount-mb", type=float, help="size of the word-count corpus in MB (default 100; 4 quick)")
     ap.add_argument("--profile", type=Path, help="py-spy the meshaios nodes and the client into this folder")
     ap.add_argument("--no-sandbox", action="store_true", help="do not run in a loopback-only network namespace")
     ap.add_argument("--sizes", help="scaling mode: every engine at these node/worker counts, e.g. 1,4,8 (many cores)")
@@ -793,6 +863,8 @@ def main(argv: list[str] | None = None) -> int:
     p = QUICK if args.quick else FULL
     if args.repeat:
         p = Params(**{**asdict(p), "repeat": args.repeat})
+    if args.wordcount_mb:
+        p = Params(**{**asdict(p), "wordcount_bytes": int(args.wordcount_mb * 1e6)})
     watchdog(p.deadline)
 
     started = time.time()
@@ -815,6 +887,10 @@ def main(argv: list[str] | None = None) -> int:
             refs["shuffle"] = bt.shuffle_reference(p.shuffle_part_bytes // 8)
         if "dag" in want_w:
             refs["dag"] = bt.dag_reference(p.dag_array_bytes // 8)
+        if "wordcount" in want_w:
+            secs, refs["wordcount"] = wordcount_one_process(p)
+            res.add("raw", "word count in one process, collections.Counter", "s", False, "raw", 0, secs)
+            log(f"word count of {p.wordcount_bytes / 1e6:.0f} MB in one process (collections.Counter): {secs:.3f} s")
         gc.collect()
         # rounds: every engine once per round, so that load on a shared machine drifting over the run falls on
         # every engine alike instead of on whichever ran last

@@ -93,6 +93,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "join": tuple(args.join or ()),
         "token_file": args.token_file,
         "insecure": True if args.insecure else None,
+        "mesh_name": args.mesh_name,
         "workers": args.workers,
         "discovery": False if args.no_discovery else None,
         "log_level": args.log_level,
@@ -234,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--token-file", help="mesh token file (default: ~/.config/meshaios/token or MESHAIOS_TOKEN)")
     sp.add_argument("--workers", type=int, help="task threads (default: one per core)")
     sp.add_argument("--insecure", action="store_true", help="no token, no encryption, no pickled code")
+    sp.add_argument(
+        "--mesh-name", help="insecure meshes: nodes with the same name find each other (default: a random name, logged)"
+    )
     sp.add_argument("--no-discovery", action="store_true", help="no mDNS: static seeds only")
     sp.add_argument(
         "--placement", help="placement policy: least-loaded (default), eft (learned), power-of-two, round-robin, random"

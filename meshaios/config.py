@@ -29,6 +29,7 @@ class NodeConfig:
     token_file: str | None = None
     token: str | None = field(default=None, repr=False)
     insecure: bool = False
+    mesh_name: str = ""  # insecure meshes: nodes with the same name form one mesh by mDNS; empty: a random name
     workers: int = 0  # 0: one per core
     process_workers: int = 0  # 0: as many as workers, started on first use
     discovery: bool = True

@@ -36,7 +36,7 @@ from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import WithTaskInfo, make_policy
 from meshaios.sched.stealing import Moved, QueuedTask, StealConfig, StealEngine, TasksArrived, TState, WorkQueue
 from meshaios.sched.stealing import Send as StealSend
-from meshaios.security import MeshKeys, derive_keys, insecure_mesh_id, read_token
+from meshaios.security import MeshKeys, derive_keys, exposure_warning, insecure_mesh_id, new_mesh_name, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.objects import ObjectStore
 from meshaios.store.puts import AckPut, PutAction, PutTracker, Replicate
@@ -150,7 +150,14 @@ class Node:
         self.config = config
         self.keys: MeshKeys | None = resolve_keys(config) if keys is True else (keys or None)
         self.secure = self.keys is not None
-        self.mesh_id = self.keys.mesh_id if self.keys is not None else insecure_mesh_id()
+        self.mesh_name = ""  # insecure meshes only: what other nodes pass as --mesh-name to join this one
+        if self.keys is not None:
+            if config.mesh_name:
+                raise ConfigError("--mesh-name is for insecure meshes: a token mesh's id comes from its token")
+            self.mesh_id = self.keys.mesh_id
+        else:
+            self.mesh_name = config.mesh_name or new_mesh_name()
+            self.mesh_id = insecure_mesh_id(self.mesh_name)
         self.node_id = new_id(rng=rng)
         self.name = config.display_name
         self.clock = clock or MonotonicClock()
@@ -270,6 +277,11 @@ class Node:
             "CURVE" if self.secure else "INSECURE",
             self.workers,
         )
+        if not self.secure:
+            log.info("insecure mesh name %s: start other nodes with --mesh-name %s to join it", *[self.mesh_name] * 2)
+            exposed = exposure_warning(self.config.bind_address)
+            if exposed is not None:
+                log.warning("%s", exposed)
         log.info("clients connect with Client(%r%s)", self.address, "" if self.secure else ", insecure=True")
         try:
             async with asyncio.TaskGroup() as tg:

@@ -56,9 +56,28 @@ def derive_keys(token: str) -> MeshKeys:
     return MeshKeys(public=public, secret=secret, mesh_id=mesh_id)
 
 
-def insecure_mesh_id(salt: str = "") -> str:
-    """Insecure meshes still need an id so that they don't mix with secure ones in mDNS."""
-    return "insecure" + hashlib.sha256(b"meshaios/insecure" + salt.encode()).hexdigest()[:8]
+def insecure_mesh_id(name: str = "") -> str:
+    """The id of the insecure mesh called ``name``: never like a secure one's, and one per name, so that two
+    insecure meshes on one LAN never merge by accident (mDNS matches ids). A node started without a name makes up
+    a random one (:func:`new_mesh_name`) and logs it."""
+    return "insecure" + hashlib.sha256(b"meshaios/insecure" + name.encode()).hexdigest()[:8]
+
+
+def new_mesh_name() -> str:
+    return secrets.token_hex(6)
+
+
+def exposure_warning(bind: str) -> str | None:
+    """What an insecure node bound to ``bind`` exposes, if it is reachable from other machines; None on loopback."""
+    host = bind.strip("[]")
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        return None
+    where = "every network interface" if host in ("0.0.0.0", "*", "::", "") else host
+    return (
+        f"insecure node bound to {where}: anyone who can reach its port can submit tasks that run the functions "
+        "it allows as this user, read every result and object, and see all traffic in clear text (no token, no "
+        "encryption); use a mesh token (`meshaios init`) anywhere but loopback"
+    )
 
 
 def config_dir() -> Path:

@@ -44,9 +44,11 @@ StatusSource = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 @dataclass(frozen=True)
 class HttpLimits:
     max_request_bytes: int = 16 << 10  # request line + headers
-    request_timeout: float = 10.0  # to receive a whole request
+    request_timeout: float = 5.0  # to receive a whole request
     write_timeout: float = 10.0  # to hand a response to a slow reader
-    max_connections: int = 64  # beyond this, new connections get 503 at once
+    # Beyond this, a new connection takes the place of the oldest one still sending its request (a slow client
+    # cannot hold a slot against a fresh one); 503 only when every connection is being answered.
+    max_connections: int = 256
     status_timeout: float = 5.0  # get_status must answer within this
     history_interval: float = 1.0  # how often the throughput history samples the status (0: no history)
     history_samples: int = 300  # how many samples it keeps
@@ -110,23 +112,43 @@ async def serve_http(
             f"the dashboard would serve {host} without a token: bind it to 127.0.0.1, or run a mesh with a token"
         )
     handlers: set[asyncio.Task[Any]] = set()
+    reading: dict[asyncio.Task[Any], None] = {}  # handlers still receiving their request, oldest first
     history = History(limits.history_samples)
+    evicted = 0
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal evicted
         task = asyncio.current_task()
         assert task is not None
         handlers.add(task)
         try:
             if len(handlers) > limits.max_connections:
-                await _respond(writer, 503, "text/plain; charset=utf-8", b"too many connections\n", limits, head=False)
-                return
-            await _serve_one(reader, writer, get_status, token, loopback, limits, history, get_jobs)
+                oldest = next(iter(reading), None)
+                if oldest is None:
+                    await _respond(
+                        writer, 503, "text/plain; charset=utf-8", b"too many connections\n", limits, head=False
+                    )
+                    return
+                reading.pop(oldest)
+                oldest.cancel()  # its ``finally`` closes its connection
+                evicted += 1
+                if evicted in (1, 100) or evicted % 10_000 == 0:
+                    log.warning(
+                        "dashboard: %d connections open; closed %d slow to send a request",
+                        limits.max_connections,
+                        evicted,
+                    )
+            reading[task] = None
+            await _serve_one(
+                reader, writer, get_status, token, loopback, limits, history, get_jobs, lambda: reading.pop(task, None)
+            )
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
         except Exception:
             log.exception("dashboard: error serving a request")
         finally:
             handlers.discard(task)
+            reading.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -166,10 +188,12 @@ async def _serve_one(
     limits: HttpLimits,
     history: History,
     get_jobs: Callable[[], list[dict[str, Any]]] | None,
+    request_read: Callable[[], Any] = lambda: None,
 ) -> None:
     try:
         async with asyncio.timeout(limits.request_timeout):
             raw = await reader.readuntil(b"\r\n\r\n")
+        request_read()
     except asyncio.LimitOverrunError:
         await _respond(writer, 431, "text/plain; charset=utf-8", b"request header too large\n", limits, head=False)
         return

@@ -7,6 +7,7 @@ process started here is ended here -- by PID, SIGKILL if it will not go -- even 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -88,8 +89,8 @@ class LocalMesh(Managed):
             "--workers", str(self.workers),
             "--state-dir", str(self.state / name),
         ]  # fmt: skip
-        if self.insecure:
-            cmd.append("--insecure")
+        if self.insecure:  # one name per LocalMesh: its nodes find each other by mDNS, and no other mesh's
+            cmd += ["--insecure", "--mesh-name", "local-" + hashlib.sha256(self.token.encode()).hexdigest()[:12]]
         else:
             cmd += ["--token-file", str(self.token_file)]
         if not self.discovery:

@@ -180,3 +180,28 @@ def test_unreadable_token_files_are_config_errors(tmp_path: Path) -> None:
     (tmp_path / "binary").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError):
         read_token(tmp_path / "binary")
+
+
+def test_each_insecure_mesh_name_has_its_own_id() -> None:
+    from meshaios.security import new_mesh_name
+
+    a, b = new_mesh_name(), new_mesh_name()
+    assert a != b
+    assert insecure_mesh_id(a) != insecure_mesh_id(b)
+    assert insecure_mesh_id(a) == insecure_mesh_id(a)
+    assert insecure_mesh_id(a).startswith("insecure")
+
+
+@pytest.mark.parametrize(
+    ("bind", "exposed"),
+    [("127.0.0.1", False), ("127.0.0.2", False), ("::1", False), ("localhost", False),
+     ("0.0.0.0", True), ("192.168.1.5", True), ("::", True)],
+)  # fmt: skip
+def test_binding_an_insecure_node_beyond_loopback_says_what_it_exposes(bind: str, exposed: bool) -> None:
+    from meshaios.security import exposure_warning
+
+    text = exposure_warning(bind)
+    assert (text is not None) == exposed
+    if text is not None:
+        assert "submit tasks" in text
+        assert "clear text" in text

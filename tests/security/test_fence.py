@@ -45,30 +45,35 @@ def _payload(value: Any) -> Payload:
 
 
 def submit_refs(sock: zmq.Socket[Any], calls: list[tuple[str, tuple[Any, ...]]], timeout: float = 60) -> list[Any]:
-    """Submit (reference, args) pairs as bare messages, in batches; the result dicts in order."""
+    """Submit (reference, args) pairs as bare messages, in batches, pinging as a client does (an owner holds back
+    a silent client's work); the result dicts in order."""
     stamp = time.monotonic_ns()
     ids = [f"f{stamp}x{i}" for i in range(len(calls))]
     got: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
-    for lo in range(0, len(calls), 1000):
-        specs = [
-            {"id": ids[i], "fn": _payload({"ref": ref}), "args": _payload([list(a), {}]), "deps": []}
-            for i, (ref, a) in enumerate(calls[lo : lo + 1000], start=lo)
-        ]
-        sock.send_multipart(encode({"t": M.SUBMIT, "tasks": specs}))
-        while len(got) < min(len(calls), lo + 1000) - 500 and time.monotonic() < deadline:  # keep ~1,500 in flight
-            _drain(sock, got)
+    pinged = 0.0
+    sent = 0
     while len(got) < len(ids) and time.monotonic() < deadline:
-        _drain(sock, got)
+        if sent < len(calls) and sent - len(got) < 1000:  # at most ~1,000 in flight
+            specs = [
+                {"id": ids[i], "fn": _payload({"ref": ref}), "args": _payload([list(a), {}]), "deps": []}
+                for i, (ref, a) in enumerate(calls[sent : sent + 500], start=sent)
+            ]
+            sock.send_multipart(encode({"t": M.SUBMIT, "tasks": specs}))
+            sent += len(specs)
+        if time.monotonic() - pinged > 0.3:
+            sock.send_multipart(encode({"t": M.PING}))
+            pinged = time.monotonic()
+        if sock.poll(50):
+            while True:
+                try:
+                    msg = decode(sock.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                if msg["t"] == M.RESULTS:
+                    got.update({r["id"]: r for r in msg["results"]})
     assert len(got) == len(ids), f"{len(ids) - len(got)} results missing"
     return [got[i] for i in ids]
-
-
-def _drain(sock: zmq.Socket[Any], got: dict[str, dict[str, Any]]) -> None:
-    if sock.poll(100):
-        msg = decode(sock.recv_multipart())
-        if msg["t"] == M.RESULTS:
-            got.update({r["id"]: r for r in msg["results"]})
 
 
 def modules_in_node(sock: zmq.Socket[Any]) -> set[str]:

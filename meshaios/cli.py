@@ -106,6 +106,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "allowed_modules": tuple(args.allow_module or ()),
         "allowed_functions": tuple(args.allow_function or ()),
         "memory_limit": _size(args.memory_limit),
+        **({"memory_lease": args.memory_lease} if args.memory_lease is not None else {}),
         "spill_dir": args.spill_dir,
         "no_gpu": True if args.no_gpu else None,
         "http": False if args.no_http else None,
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="eft may keep a task waiting for a busy node that finishes it much sooner (default on)")
     sp.add_argument("--fake-gpu", action="append", metavar="SPEC", help="fake accelerator, e.g. speed=8,memory=16GiB")
     sp.add_argument("--memory-limit", help="object store memory before spilling to disk, e.g. 4GiB (default: half RAM)")
+    sp.add_argument(
+        "--memory-lease", type=float, help="seconds a silent client keeps what it held before it is freed (15)"
+    )
     sp.add_argument("--spill-dir", help="where objects beyond the memory limit go (default: under the state dir)")
     sp.add_argument("--no-gpu", action="store_true", help="do not look for GPUs (cupy)")
     sp.add_argument(

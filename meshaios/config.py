@@ -55,6 +55,9 @@ class NodeConfig:
     # off by a partition, or failed over elsewhere, gets nothing run that nobody will collect; 0: no leases
     client_lease: float = 2.0
     fault_injection: bool = False  # testing aid (meshaios chaos): obey FAULT messages that cut links on loopback
+    # seconds a client may be silent before everything it held here is released (its futures and puts): one that
+    # crashed or was killed never says goodbye; 0: never
+    memory_lease: float = 15.0
     fake_gpus: tuple[str, ...] = ()
     no_gpu: bool = False  # skip looking for real GPUs (cupy)
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM

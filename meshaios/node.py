@@ -38,6 +38,7 @@ from meshaios.sched.stealing import Moved, QueuedTask, StealConfig, StealEngine,
 from meshaios.sched.stealing import Send as StealSend
 from meshaios.security import MeshKeys, derive_keys, exposure_warning, insecure_mesh_id, new_mesh_name, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
+from meshaios.store.leases import HolderLeases
 from meshaios.store.objects import ObjectStore
 from meshaios.store.puts import AckPut, PutAction, PutTracker, Replicate
 from meshaios.store.stream import (
@@ -215,7 +216,10 @@ class Node:
         self.store = ObjectStore(
             config.memory_limit or int(self.inventory.memory * 0.5),
             Path(config.spill_dir) / self.node_id if config.spill_dir else state_dir(config) / "spill" / self.node_id,
+            background=True,  # spilling never blocks the event loop
         )
+        # clients that hold objects here: released on BYE, or after ``memory_lease`` seconds of silence
+        self.holders = HolderLeases(config.memory_lease)
         self.fetcher = FetchPlanner(config.fetch_bytes_in_flight)
         # large messages travel as bounded, flow-controlled chunks (store/stream.py); endpoints are ROUTER
         # identities: b"n:" + node id for a peer, the client's own for a client
@@ -467,8 +471,9 @@ class Node:
         msg = decode(frames, self._limits)
         t = msg["t"]
         assert self.swim is not None
-        if ident[:2] not in _NODE_IDENTS:  # a client spoke: its lease is renewed (tasks/fencing.py)
+        if ident[:2] not in _NODE_IDENTS:  # a client spoke: its leases are renewed (tasks/fencing.py, store/leases.py)
             self._owner_actions(self.owner.heard(ident, self.clock.now()))
+            self.holders.heard(ident, self.clock.now())
         if t in _STREAM_TYPES:
             if streamed:
                 raise WireError("a stream cannot carry a stream message")
@@ -534,6 +539,9 @@ class Node:
             self._put_actions(self.puts.stored(msg["id"], msg["src"], self._replica_candidates()))
         elif t == M.ADOPT:
             self._on_adopt(ident, msg)
+        elif t == M.BYE:
+            self.holders.bye(ident)
+            self._release_client(ident, "closed")
         elif t == M.FREE:
             for obj in msg["ids"]:
                 if isinstance(obj, str):
@@ -734,9 +742,10 @@ class Node:
     def _start_task(self, task: dict[str, Any], owner: str) -> None:
         inputs = task.pop("_inputs", ())
         key = (task["id"], task["att"])
-        for d, v in list(task["deps"].items()):
-            if not isinstance(v, Payload):
-                task["deps"][d] = self.store.get(d)
+        if task.get("pure"):  # the process pool gets values: spilled ones are read here (worker threads read their own)
+            for d, v in list(task["deps"].items()):
+                if not isinstance(v, Payload):
+                    task["deps"][d] = self.store.get(d)
         want_gpu = (task.get("resources") or {}).get("gpu", 0) > 0
         if want_gpu and self._gpu_pools:
             device = self._gpu_order[self._gpu_next % len(self._gpu_order)]
@@ -781,6 +790,9 @@ class Node:
 
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
         """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
+        for d, v in list(task["deps"].items()):
+            if not isinstance(v, Payload):  # from the store, here: reading back a spilled input blocks no event loop
+                task["deps"][d] = self.store.get(d)
         result = run_task(task, self.resolver, allow_pickle=self.secure)
         if self.config.slowdown > 1.0 and isinstance(result.get("dt"), float):
             # a deliberately slow machine, for scheduler experiments: the task takes `slowdown` times as long
@@ -1004,7 +1016,11 @@ class Node:
         member = self.swim.get(msg["src"]) if self.swim else None
         if member is None:
             return
-        obj = self.store.get(msg["id"])
+        if self._unspill(msg["id"], functools.partial(self._serve_fetch, member.node_id, msg)):
+            return
+        self._serve_fetch(member.node_id, msg, self.store.get(msg["id"]))
+
+    def _serve_fetch(self, peer: str, msg: dict[str, Any], obj: Payload | None) -> None:
         reply: dict[str, Any] = {
             "t": M.OBJ,
             "src": self.node_id,
@@ -1015,7 +1031,32 @@ class Node:
         if obj is not None:
             reply["val"] = obj
             self.counters["served_bytes"] += obj.nbytes
-        self._send_to(_peer(member.node_id), reply)
+        self._send_to(_peer(peer), reply)
+
+    def _unspill(self, key: str, then: Callable[[Payload | None], None]) -> bool:
+        """If ``key`` is spilled, read it back on a thread and call ``then`` with it on the loop; True if so."""
+        if not self.store.on_disk(key):
+            return False
+        fut = asyncio.get_running_loop().run_in_executor(None, self.store.get, key)
+
+        def done(f: asyncio.Future[Payload | None]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            try:
+                then(None if exc is not None else f.result())
+            except Exception:
+                log.exception("error after reading %s back from disk", key)
+                self.counters["handler_errors"] += 1
+
+        fut.add_done_callback(done)
+        return True
+
+    def _release_client(self, client: bytes, why: str) -> None:
+        n = self.owner.release_client(client)
+        self.counters["clients_released"] += 1
+        if n:
+            log.info("client %r %s: released %d objects and results it held", client[:14], why, n)
 
     def _on_obj(self, msg: dict[str, Any]) -> None:
         val = msg.get("val")
@@ -1030,10 +1071,15 @@ class Node:
     def _on_get(self, ident: bytes, msg: dict[str, Any]) -> None:
         self._answer_get(ident, msg["req"], msg["id"])
 
-    def _answer_get(self, ident: bytes, req: int, obj_id: str, relayed: bool = False) -> None:
+    def _answer_get(
+        self, ident: bytes, req: int, obj_id: str, relayed: bool = False, loaded: Payload | None = None
+    ) -> None:
         """A client wants a value: from our store, the owner's inline copy, or fetched from its holder."""
+        then = functools.partial(self._answer_loaded, ident, req, obj_id, relayed)
+        if loaded is None and self._unspill(obj_id, then):
+            return  # answered once the spilled copy has been read back, on a thread
         reply: dict[str, Any] = {"t": M.GOT, "req": req, "id": obj_id, "ok": False}
-        local = self.store.get(obj_id)
+        local = loaded if loaded is not None else self.store.get(obj_id)
         if local is not None:
             reply.update(ok=True, val=local)
             if relayed and obj_id not in self._input_refs:
@@ -1062,6 +1108,13 @@ class Node:
             return
         self.transport.reply(ident, encode(reply))
 
+    def _answer_loaded(self, ident: bytes, req: int, obj_id: str, relayed: bool, val: Payload | None) -> None:
+        if val is not None or obj_id not in self.store:
+            self._answer_get(ident, req, obj_id, relayed, val)
+            return
+        err = f"object {obj_id} could not be read back from this node's spill directory"
+        self.transport.reply(ident, encode({"t": M.GOT, "req": req, "id": obj_id, "ok": False, "err": err}))
+
     def _on_put(self, ident: bytes, msg: dict[str, Any]) -> None:
         val: Payload = msg["val"]
         self.store.put(msg["id"], val)
@@ -1075,16 +1128,19 @@ class Node:
     def _put_actions(self, actions: list[PutAction]) -> None:
         for a in actions:
             if isinstance(a, Replicate):
-                val = self.store.get(a.obj)
-                if val is None:  # released meanwhile: nothing left to copy
-                    self._put_actions(self.puts.failed(a.obj, a.node, []))
-                    continue
-                msg = {"t": M.STORE, "src": self.node_id, "id": a.obj, "val": val}
-                if not self._send_to(_peer(a.node), msg, tag=("store", a.obj, a.node)):
-                    self._put_actions(self.puts.failed(a.obj, a.node, self._replica_candidates()))
+                if not self._unspill(a.obj, functools.partial(self._replicate, a)):
+                    self._replicate(a, self.store.get(a.obj))
             elif isinstance(a, AckPut):
                 ack = {"t": M.PUT_ACK, "req": a.req, "id": a.obj, "ok": True, "loc": a.holders}
                 self.transport.reply(a.client, encode(ack))
+
+    def _replicate(self, a: Replicate, val: Payload | None) -> None:
+        if val is None:  # released meanwhile: nothing left to copy
+            self._put_actions(self.puts.failed(a.obj, a.node, []))
+            return
+        msg = {"t": M.STORE, "src": self.node_id, "id": a.obj, "val": val}
+        if not self._send_to(_peer(a.node), msg, tag=("store", a.obj, a.node)):
+            self._put_actions(self.puts.failed(a.obj, a.node, self._replica_candidates()))
 
     def _on_adopt(self, ident: bytes, msg: dict[str, Any]) -> None:
         """A client failed over to us: its puts, with the nodes that held them (still-live ones are kept)."""
@@ -1172,6 +1228,8 @@ class Node:
         self._fetch_actions(self.fetcher.tick(now))
         self._stream_actions(self.streams_out.tick(now))
         self.streams_in.tick(now)
+        for client in self.holders.expired(now):
+            self._release_client(client, f"silent for {self.holders.lease:g} s")
         if self._get_waiters:
             waiters, self._get_waiters = self._get_waiters, []
             for ident, req, obj_id in waiters:

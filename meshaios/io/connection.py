@@ -115,11 +115,12 @@ class ZmqConnection:
                 break
         return out
 
-    async def close(self) -> None:
+    async def close(self, linger: float = 0.0) -> None:
+        """``linger``: seconds that messages still queued may take to leave (a goodbye); 0 drops them."""
         with contextlib.suppress(Exception):
             self.sock.disable_monitor()
         self._monitor.close(linger=0)
-        self.sock.close(linger=0)
+        self.sock.close(linger=int(linger * 1000))
         await asyncio.sleep(0)
         with contextlib.suppress(Exception):
             self.ctx.term()

@@ -2,13 +2,19 @@
 
 Objects are ``Payload``s (a msgpack blob + raw buffers), keyed by object id (a task id, ``task#part`` for one
 partition of a shuffle map output, or a ``put`` id). Beyond ``memory_limit`` bytes, the least recently used
-objects are written to ``spill_dir`` and read back on demand, so a shuffle larger than RAM still completes. The
-store is synchronous and local; the node decides when to call it (from executor threads for large writes).
+objects are written to ``spill_dir`` and read back on demand, so a shuffle larger than RAM still completes.
+
+Spilling runs on a thread of the store's own (``background=True``, what a node uses): a ``put`` from the event
+loop never waits for a disk. Reading a spilled object back is ``get``, which reads the file: callers on an event
+loop ask ``on_disk`` first and call ``get`` from a thread. Spill files are named by a hash of the id, so no two
+ids share a file whatever characters they contain.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import os
 import struct
@@ -43,9 +49,12 @@ class StoreStats:
 class ObjectStore:
     """Thread-safe: executor threads put results while the event loop serves fetches."""
 
-    def __init__(self, memory_limit: int, spill_dir: Path | None) -> None:
+    def __init__(self, memory_limit: int, spill_dir: Path | None, background: bool = False) -> None:
         self.memory_limit = memory_limit
         self.spill_dir = spill_dir
+        self._spiller = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="meshaios-spill") if background else None
+        )
         self._mem: OrderedDict[str, Payload] = OrderedDict()  # LRU order: oldest first
         self._disk: dict[str, tuple[Path, int]] = {}
         self._lock = threading.Lock()
@@ -59,6 +68,11 @@ class ObjectStore:
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._mem) + list(self._disk)
+
+    def on_disk(self, key: str) -> bool:
+        """Spilled: ``get`` would read a file."""
+        with self._lock:
+            return key in self._disk
 
     def size_of(self, key: str) -> int | None:
         with self._lock:
@@ -77,7 +91,10 @@ class ObjectStore:
             self.stats.peak_memory = max(self.stats.peak_memory, self.stats.bytes_in_memory)
             victims = self._choose_victims_locked(keep=key)
         for k, p in victims:
-            self._spill(k, p)
+            if self._spiller is not None:
+                self._spiller.submit(self._spill, k, p)
+            else:
+                self._spill(k, p)
 
     def get(self, key: str) -> Payload | None:
         with self._lock:
@@ -89,13 +106,22 @@ class ObjectStore:
         if d is None:
             return None
         self.stats.unspill_events += 1
-        return _read(d[0])
+        try:
+            return _read(d[0])
+        except OSError as exc:  # deleted meanwhile, or the disk failed: the object is not here
+            if key in self:
+                log.warning("cannot read spilled %s back from %s: %s", key, d[0], exc)
+            return None
 
     def delete(self, key: str) -> bool:
         with self._lock:
             return self._drop_locked(key)
 
     def clear(self) -> None:
+        """Drop everything and stop the spill thread (the node calls this when it stops)."""
+        if self._spiller is not None:
+            self._spiller.shutdown(wait=True, cancel_futures=True)
+            self._spiller = None
         with self._lock:
             for k in list(self._mem) + list(self._disk):
                 self._drop_locked(k)
@@ -134,11 +160,11 @@ class ObjectStore:
 
     def _spill(self, key: str, payload: Payload) -> None:
         assert self.spill_dir is not None
-        path = self.spill_dir / (key.replace("/", "_").replace("#", "_p") + ".obj")
+        path = self.spill_dir / spill_name(key)
         try:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             _write(path, payload)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             with self._lock:
                 self._spilling.discard(key)
             self.stats.spill_failures += 1
@@ -156,6 +182,11 @@ class ObjectStore:
             self.stats.bytes_spilled += payload.nbytes
             self.stats.spilled_objects += 1
             self.stats.spill_events += 1
+
+
+def spill_name(key: str) -> str:
+    """The file an object spills to: a hash of its id, so ``coll/a`` and ``coll_a`` never share one."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() + ".obj"
 
 
 _HEAD = struct.Struct("<II")

@@ -592,6 +592,13 @@ class Owner:
         frees, self._frees = self._frees, {}
         return [Free(n, ids) for n, ids in frees.items()]
 
+    def release_client(self, client: bytes) -> int:
+        """The client closed, crashed or went silent past its memory lease: everything it held is released (puts
+        and results alike; work still pending runs on and is forgotten when it ends). Returns how many."""
+        mine = [t for t in self.tasks.values() if t.client == client and not t.released]
+        self.release(t.id for t in mine)
+        return len(mine)
+
     def release(self, ids: Iterable[str]) -> None:
         """The client no longer holds these futures: forget results nobody waits for."""
         for tid in ids:

@@ -45,6 +45,7 @@ GET = "get"  # client -> node: {"req", "id"}
 GOT = "got"  # node -> client: {"req", "id", "ok", "val"? | "err"?}
 PUT = "put"  # client -> node: {"req", "id", "val"}
 PUT_ACK = "put_ack"  # node -> client: {"req", "id", "ok", "loc"?: [holder ids] | "err"?}
+BYE = "bye"  # client -> node when it closes: release everything I held here ({})
 ADOPT = "adopt"  # client -> node after a failover: its puts, {"puts": [[id, size, [holder ids]], ...]}
 # streams (``store/stream.py``): any large message, between any two parties, as bounded chunks with flow control
 XHEAD = "xhead"  # {"x": stream id, "sizes": [bytes of each frame of the message]}
@@ -88,6 +89,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     PUT: {"req": _INT, "id": _STR, "val": _PAYLOAD},
     PUT_ACK: {"req": _INT, "id": _STR, "ok": _BOOL},
     ADOPT: {"puts": _LIST},
+    BYE: {},
     XHEAD: {"x": _INT, "sizes": _LIST},
     XCHUNK: {"x": _INT, "o": _INT, "d": _PAYLOAD},
     XACK: {"x": _INT, "n": _INT},
@@ -241,6 +243,39 @@ def check_moves(moves: list[Any]) -> None:
         raise WireError("moved: each move must be [task id, attempt, node id]")
 
 
+MAX_ID = 256  # characters in a task or object id: ids name files, log lines and map keys on every node
+
+
+def check_id(x: Any, what: str) -> None:
+    """A task or object id: a non-empty string of at most ``MAX_ID`` characters, without NUL."""
+    if not isinstance(x, str) or not 0 < len(x) <= MAX_ID or "\x00" in x:
+        shown = repr(x)[:60]
+        raise WireError(f"{what}: an id must be 1 to {MAX_ID} characters without NUL bytes, got {shown}")
+
+
+# where a message carries ids that name objects or tasks: one id, a list of them, or those of its nested tasks
+_ID_FIELDS = {FETCH, OBJ, STORE, STORED, GET, GOT, PUT, PUT_ACK}
+_ID_LISTS = {FREE, RELEASE}
+
+
+def _check_ids(mtype: str, msg: dict[str, Any]) -> None:
+    if mtype in _ID_FIELDS:
+        check_id(msg["id"], mtype)
+    elif mtype in _ID_LISTS:
+        for x in msg["ids"]:
+            if isinstance(x, str):  # handlers skip non-strings
+                check_id(x, mtype)
+    elif mtype in (SUBMIT, RUN):
+        for task in msg["tasks"]:
+            check_id(task["id"], f"{mtype} task")
+            for d in task["deps"]:
+                check_id(d, f"{mtype} task dependency")
+    elif mtype == ADOPT:
+        for item in msg["puts"]:
+            if isinstance(item, list) and item:
+                check_id(item[0], mtype)
+
+
 def check_message(msg: dict[str, Any]) -> dict[str, Any]:
     mtype = msg.get("t")
     schema = SCHEMAS.get(mtype) if isinstance(mtype, str) else None
@@ -262,4 +297,5 @@ def check_message(msg: dict[str, Any]) -> dict[str, Any]:
                 check_fields(item, item_schema, what)
         if mtype == SUBMIT and not all(isinstance(d, str) for x in msg[key] for d in x["deps"]):
             raise WireError("submit task: deps must be task ids")
+    _check_ids(mtype, msg)  # type: ignore[arg-type]
     return msg

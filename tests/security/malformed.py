@@ -67,6 +67,7 @@ def valid_examples() -> dict[str, dict[str, Any]]:
         M.PUT: {"t": M.PUT, "req": 3, "id": "p", "val": val},
         M.PUT_ACK: {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True},
         M.ADOPT: {"t": M.ADOPT, "puts": [["p", 32, ["n1"]]]},
+        M.BYE: {"t": M.BYE},
         M.XHEAD: {"t": M.XHEAD, "x": 1, "sizes": [10, 32]},
         M.XCHUNK: {"t": M.XCHUNK, "x": 1, "o": 0, "d": _payload(np.arange(4))},
         M.XACK: {"t": M.XACK, "x": 1, "n": 10},

@@ -84,6 +84,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.PUT, "req": 3, "id": "p", "val": payload_of(b"x" * 100_000)},
         {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True, "loc": ["n1", "n2"]},
         {"t": M.ADOPT, "puts": [["p", 100, ["n1", "n2"]]]},
+        {"t": M.BYE},
         {"t": M.XHEAD, "x": 1, "sizes": [20, 4096]},
         {"t": M.XCHUNK, "x": 1, "o": 0, "d": payload_of(b"x" * 1000)},
         {"t": M.XACK, "x": 1, "n": 4116},
@@ -360,3 +361,21 @@ def test_property_random_msgpack_maps_only_ever_raise_wire_error(header: dict[st
     # whatever got through obeys its schema
     assert out["v"] == M.PROTOCOL_VERSION
     M.check_fields(out, M.SCHEMAS[out["t"]], out["t"])
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"t": M.PUT, "req": 1, "id": "a\x00b", "val": payload_of(1)},
+        {"t": M.GET, "req": 1, "id": "x" * (M.MAX_ID + 1)},
+        {"t": M.GET, "req": 1, "id": ""},
+        {"t": M.FREE, "src": "n1", "ids": ["ok", "bad\x00"]},
+        {"t": M.SUBMIT, "tasks": [{"id": "t\x00", "fn": payload_of(1), "args": payload_of(2), "deps": []}]},
+        {"t": M.SUBMIT, "tasks": [{"id": "t", "fn": payload_of(1), "args": payload_of(2), "deps": ["y" * 999]}]},
+        {"t": M.ADOPT, "puts": [["p\x00", 1, []]]},
+    ],
+    ids=["nul-put", "long-get", "empty-get", "nul-free", "nul-task", "long-dep", "nul-adopt"],
+)
+def test_ids_with_nul_bytes_or_beyond_the_length_cap_are_refused_at_the_wire(msg: dict[str, Any]) -> None:
+    with pytest.raises(WireError, match="an id must be 1 to 256 characters without NUL bytes"):
+        decode([bytes(memoryview(f)) for f in encode(msg)])

@@ -1,0 +1,72 @@
+"""Memory freed as soon as nothing needs it (issue 17): clients that put and leave -- half close, half are
+SIGKILLed -- leave the nodes' stores where they started, within the memory lease. Real processes, real SIGKILL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from meshaios.testing.localmesh import LocalMesh, wait_for
+
+pytestmark = pytest.mark.system
+
+CLIENT = """
+import os, signal, sys
+import numpy as np
+from meshaios import Client
+addr, token, mb, mode = sys.argv[1:]
+c = Client(addr, token=token)
+f = c.put(np.ones(int(mb) * 2**20 // 8), timeout=300)
+print("held by", len(c._async._puts[f.key][1]), flush=True)
+if mode == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+c.close()
+"""
+
+
+def store_bytes(mesh: LocalMesh) -> list[int]:
+    out = []
+    for p in mesh.procs:
+        with mesh.client(p.index) as c:
+            st = c.status()["node"]["store"]
+        out.append(st["bytes_in_memory"] + st["bytes_spilled"])
+    return out
+
+
+def put_and_leave(mesh: LocalMesh, clients: int, mb: int, lease: float, batch: int) -> None:
+    with mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == len(mesh.procs) - 1, timeout=30, what="full membership")
+    before = store_bytes(mesh)
+    for start in range(0, clients, batch):
+        procs = []
+        for i in range(start, min(clients, start + batch)):
+            mode = "close" if i % 2 == 0 else "kill"
+            cmd = [sys.executable, "-c", CLIENT, mesh.address(i % len(mesh.procs)), mesh.token, str(mb), mode]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mesh.client_env()))
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            assert b"held by 2" in out, err.decode(errors="replace")[-2000:]
+    left = time.monotonic()
+    slack = 10 << 20
+    wait_for(
+        lambda: all(now <= b + slack for now, b in zip(store_bytes(mesh), before, strict=True)),
+        timeout=lease + 20,
+        interval=0.5,
+        what="store bytes back to where they started",
+    )
+    assert time.monotonic() - left < lease + 20
+
+
+def test_clients_that_put_and_leave_hand_their_memory_back_within_the_lease() -> None:
+    lease = 3.0
+    with LocalMesh(3, extra_args=["--memory-lease", str(lease)]) as mesh:
+        put_and_leave(mesh, clients=6, mb=16, lease=lease, batch=6)
+
+
+@pytest.mark.slow
+def test_a_hundred_clients_of_100mb_each() -> None:
+    with LocalMesh(3) as mesh:
+        put_and_leave(mesh, clients=100, mb=100, lease=15.0, batch=10)

@@ -44,13 +44,13 @@ def put_then_read(mesh: LocalMesh, nbytes: int, rounds: int) -> None:
 
 
 def test_a_large_put_and_three_readers_never_make_a_node_look_dead() -> None:
-    with LocalMesh(3) as mesh:
+    with LocalMesh(3, startup_timeout=60) as mesh:
         put_then_read(mesh, 128 << 20, rounds=2)
 
 
 @pytest.mark.slow
 def test_a_1gb_put_and_three_readers_twenty_times_in_a_row() -> None:
-    with LocalMesh(3) as mesh:
+    with LocalMesh(3, startup_timeout=60) as mesh:
         put_then_read(mesh, 1 << 30, rounds=20)
 
 
@@ -59,7 +59,7 @@ def holder_indices(mesh: LocalMesh, holders: list[str]) -> list[int]:
 
 
 def test_readers_of_a_put_whose_holders_were_killed_get_object_lost_within_10s() -> None:
-    with LocalMesh(4) as mesh, mesh.client(0) as c:
+    with LocalMesh(4, startup_timeout=60) as mesh, mesh.client(0) as c:
         wait_for(lambda: len(c.status()["members"]) == 3, timeout=20, what="full membership")
         f = c.put(np.ones((32 << 20) // 8), timeout=120)
         holders = c._async._puts[f.key][1]

@@ -62,11 +62,11 @@ def put_and_leave(mesh: LocalMesh, clients: int, mb: int, lease: float, batch: i
 
 def test_clients_that_put_and_leave_hand_their_memory_back_within_the_lease() -> None:
     lease = 3.0
-    with LocalMesh(3, extra_args=["--memory-lease", str(lease)]) as mesh:
+    with LocalMesh(3, extra_args=["--memory-lease", str(lease)], startup_timeout=60) as mesh:
         put_and_leave(mesh, clients=6, mb=16, lease=lease, batch=6)
 
 
 @pytest.mark.slow
 def test_a_hundred_clients_of_100mb_each() -> None:
-    with LocalMesh(3) as mesh:
+    with LocalMesh(3, startup_timeout=60) as mesh:
         put_and_leave(mesh, clients=100, mb=100, lease=15.0, batch=10)

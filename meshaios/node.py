@@ -563,7 +563,7 @@ class Node:
             raise WireError("fault injection is off on this node (start it with --fault-injection)")
         nodes = [n for n in msg["nodes"] if isinstance(n, str)]
         clients = [c for c in msg["clients"] if isinstance(c, str)]
-        idents = [b"n:" + n.encode() for n in nodes] + [b"c:" + c.encode() for c in clients]
+        idents = [p + n.encode() for n in nodes for p in _NODE_IDENTS] + [b"c:" + c.encode() for c in clients]
         block(idents, [a for a in msg["addrs"] if isinstance(a, str)])
         log.warning("fault injection: cut off %d nodes and %d clients", len(nodes), len(clients))
         self.transport.reply(ident, encode({"t": M.PONG}))

@@ -60,6 +60,7 @@ from meshaios.wire.values import TaskRef, dumps, loads
 log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
+PING_INTERVAL = 0.25  # the client's heartbeat to its entry node, which renews its lease there (tasks/fencing.py)
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
 _NODE = "node"  # the client's one stream endpoint: the node it is attached to
 
@@ -409,13 +410,17 @@ class AsyncClient:
     async def _watch(self) -> None:
         """Heartbeats, the list of other nodes to fail over to, and failover when the entry node goes silent."""
         n = 0
+        tick = 0
         while not self._closed:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(PING_INTERVAL)
+            tick += 1
+            if self._conn is not None:
+                # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s)
+                self._conn.send(encode({"t": M.PING}))
+            if tick % 2:
+                continue  # the rest every 0.5 s
             n += 1
             silent = time.monotonic() - self._last_heard
-            if self._conn is not None:
-                # every 0.5 s, busy or not: the owner holds our work back when we fall silent (its client lease)
-                self._conn.send(encode({"t": M.PING}))
             if self._retired and time.monotonic() - self._retired[0][0] > RETIRED_CONNECTION_S:
                 await self._close_retired()
             now = time.monotonic()

@@ -51,9 +51,9 @@ class NodeConfig:
     placement: str = "least-loaded"
     steal: bool = True  # idle nodes take queued work from busy ones (sched/stealing.py); --no-steal turns it off
     late_binding: bool = OwnerConfig.late_binding  # eft may keep a task waiting for a busy, faster node
-    # seconds a client with work here may be silent (it pings every 0.5 s) before its work is held back: one cut
-    # off by a partition, or failed over elsewhere, gets nothing run that nobody will collect; 0: no leases
-    client_lease: float = 2.0
+    # seconds a client with work here may be silent (it pings every 0.25 s) before its work is held back: one cut
+    # off by a partition, or failed over elsewhere, gets little run that nobody will collect; 0: no leases
+    client_lease: float = 1.0
     fault_injection: bool = False  # testing aid (meshaios chaos): obey FAULT messages that cut links on loopback
     # seconds a client may be silent before everything it held here is released (its futures and puts): one that
     # crashed or was killed never says goodbye; 0: never

@@ -252,7 +252,7 @@ class OwnerConfig:
     rank_aging: float = 0.1
     # A client silent this long (seconds) has its work held back until it speaks again: one on the far side of a
     # partition, or one that has failed over elsewhere, gets nothing run that nobody will collect (tasks/fencing.py).
-    # 0: no leases (the node sets one; clients ping every 0.5 s).
+    # 0: no leases (the node sets one; clients ping every 0.25 s).
     client_lease: float = 0.0
 
 

@@ -11,6 +11,7 @@ from meshaios.chaos import workload as W
 address, token_file, tasks, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 with Client(address, token_file=token_file, heartbeat_timeout=3.0) as c:
     futs = c.map(W.work, range(tasks), [delay] * tasks)
+    print("submitted", flush=True)  # the caller may inject its fault now
     got = c.gather(futs, timeout=300)
     print(
         json.dumps(

@@ -28,7 +28,7 @@ PORT = 5578
 NODES = 4
 CLIENT = 4  # the client's host
 TASKS = 3000
-DELAY = 0.015
+DELAY = 0.03
 
 
 def status(lan: netns.NetnsLan, h: int, token_file: Path) -> dict[str, Any]:
@@ -71,7 +71,9 @@ def run_job(lan: netns.NetnsLan, token_file: Path, fault: Action, heal: Action) 
         cwd=os.getcwd(),
     )
     try:
-        time.sleep(2.0)  # the job is under way
+        assert job.stdout is not None
+        assert job.stdout.readline().strip() == b"submitted", "the job did not start"
+        time.sleep(1.5)  # the job is under way
         fault()
         time.sleep(8.0)
         heal()
@@ -85,6 +87,7 @@ def run_job(lan: netns.NetnsLan, token_file: Path, fault: Action, heal: Action) 
     return result
 
 
+@pytest.mark.timeout(600)
 def test_entry_node_pause_and_partitions_on_either_side(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(new_token())
@@ -98,7 +101,7 @@ def test_entry_node_pause_and_partitions_on_either_side(tmp_path: Path) -> None:
                 cmd += ["--state-dir", str(tmp_path / f"s{h}"), "--no-gpu", "--no-http"]
                 log = open(tmp_path / f"h{h}.log", "wb")  # noqa: SIM115 - owned by the child
                 procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd()))
-            wait(lambda: converged(lan, token_file), 30, "the four hosts finding each other by mDNS")
+            wait(lambda: converged(lan, token_file), 90, "the four hosts finding each other by mDNS")
             entry = procs[0].pid
             cases: list[tuple[str, Action, Action]] = [
                 ("entry node paused 8 s", lambda: os.kill(entry, signal.SIGSTOP), lambda: os.kill(entry, signal.SIGCONT)),  # noqa: E501

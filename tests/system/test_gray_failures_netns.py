@@ -2,7 +2,7 @@
 namespaces on a bridge, mDNS discovery, no seeds. One mesh, three faults in turn, each during a job of its own:
 the entry node SIGSTOPped for 8 s; a partition with the client on its entry node's side; the same partition with
 the client on the other side. Every result arrives, exactly once as the client sees it, and the executors ran
-under 10% of the tasks twice."""
+under 10% of the tasks twice. Run with ``pytest -m slow tests/system/test_gray_failures_netns.py -s``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def run_job(lan: netns.NetnsLan, token_file: Path, fault: Action, heal: Action) 
     return result
 
 
+@pytest.mark.slow  # ~4.5 minutes on a loaded 2-core box: three jobs of 3,000 30-ms tasks, and the mesh converging
 @pytest.mark.timeout(600)
 def test_entry_node_pause_and_partitions_on_either_side(tmp_path: Path) -> None:
     token_file = tmp_path / "token"

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.system
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalMesh]:
-    with LocalMesh(2, discovery=False) as m:
+    with LocalMesh(2, discovery=False, startup_timeout=60) as m:
         yield m
 
 

@@ -19,7 +19,7 @@ SEEDS = range(24)
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with LocalMesh(3, discovery=False) as mesh, mesh.client(0) as c:
+    with LocalMesh(3, discovery=False, startup_timeout=60) as mesh, mesh.client(0) as c:
         wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="three nodes")
         yield c
 

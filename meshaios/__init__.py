@@ -10,6 +10,7 @@ Start ``meshaios node`` on each machine (they find each other by mDNS), then fro
 from meshaios.client import AsyncClient, Client, Future
 from meshaios.errors import (
     AuthError,
+    CancelledTaskError,
     ConfigError,
     InvalidAddress,
     MeshError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "AuthError",
+    "CancelledTaskError",
     "Client",
     "ConfigError",
     "Future",

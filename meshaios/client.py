@@ -98,14 +98,29 @@ class Future:
     def task_id(self) -> str:
         return self.key
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None, *, cancel_on_interrupt: bool = True) -> Any:
+        """The task's value; raises its error (``TaskError``), ``CancelledTaskError`` if it was cancelled, or
+        ``MeshTimeoutError``. Ctrl-C (``KeyboardInterrupt``) while waiting cancels the task, unless
+        ``cancel_on_interrupt=False``."""
         if self._value is not _NOTHING:
             return self._value
+        try:
+            return self._result(timeout)
+        except KeyboardInterrupt:
+            if cancel_on_interrupt:
+                self.cancel()
+            raise
+
+    def _result(self, timeout: float | None) -> Any:
         t0 = time.monotonic()
         try:
             value = self._cf.result(timeout)
         except concurrent.futures.TimeoutError:
             raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
+        except concurrent.futures.CancelledError as exc:
+            if isinstance(exc, CancelledTaskError):
+                raise
+            raise CancelledTaskError(f"task {self.key} was cancelled") from None
         if isinstance(value, _Remote):
             remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - t0))
             value = self._client._fetch_blocking(self.key, remaining)
@@ -117,9 +132,31 @@ class Future:
             return self._cf.exception(timeout)
         except concurrent.futures.TimeoutError:
             raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
+        except concurrent.futures.CancelledError:
+            raise CancelledTaskError(f"task {self.key} was cancelled") from None
 
     def done(self) -> bool:
         return self._cf.done()
+
+    def cancel(self) -> bool:
+        """Cancel the task; False if it has finished already. Wherever it waits (in this client, at its owner, in
+        a node's queue, in a steal on its way to another node) it will never start; if it is running on a thread,
+        it finishes and its result is dropped; in a node's process pool (``pure=True``) its process is
+        terminated. Tasks that depend on it fail with ``CancelledTaskError`` (a ``concurrent.futures``
+        ``CancelledError``), as ``result()`` on this future does."""
+        if self._cf.cancelled():
+            return True  # as concurrent.futures answers
+        if not self._cf.cancel():
+            return False
+        self._client._cancel_threadsafe([self.key])
+        return True
+
+    def _cancel_local(self) -> bool:
+        """``cancel`` without telling the mesh yet: the caller sends one CANCEL for many (``Client.cancel``)."""
+        return not self._cf.cancelled() and self._cf.cancel()
+
+    def cancelled(self) -> bool:
+        return self._cf.cancelled()
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         self._cf.add_done_callback(lambda _cf: fn(self))
@@ -130,7 +167,12 @@ class Future:
     async def _result_async(self) -> Any:
         if self._value is not _NOTHING:
             return self._value
-        value = await asyncio.wrap_future(self._cf)
+        try:
+            value = await asyncio.wrap_future(self._cf)
+        except asyncio.CancelledError:
+            if self._cf.cancelled():  # this task was cancelled, not the coroutine awaiting it
+                raise CancelledTaskError(f"task {self.key} was cancelled") from None
+            raise
         if isinstance(value, _Remote):
             value = await self._client._fetch(self.key)
             self._value = value
@@ -312,6 +354,7 @@ class AsyncClient:
         self._pending: dict[str, Future] = {}
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._urgent: list[tuple[int, int, dict[str, Any]]] = []  # priority > 0, waiting for the window: a heap
+        self._cancels: list[str] = []  # ids to send in the next CANCEL
         self._seq = 0
         self._releases: list[str] = []
         self._flush_scheduled = False
@@ -547,6 +590,12 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        if self._conn is not None and self._pending and self._broken is None:
+            # nobody can collect these results any more: cancel them now rather than when our lease runs out; the
+            # answer to a ping says the node has read the cancel (one socket, in order) before we hang up
+            self._conn.send(encode({"t": M.CANCEL, "ids": list(self._pending)}))
+            with contextlib.suppress(MeshError, AssertionError):
+                await self._request({"t": M.PING}, M.PONG, 1.0)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -656,12 +705,17 @@ class AsyncClient:
             return
         room = self.window - self._inflight  # backpressure: the rest waits for results
         out: list[dict[str, Any]] = []
-        while self._urgent and len(out) < room:
+        # tasks of priority > 0 may also use a reserve of a tenth of the window: a full window of ordinary work
+        # must not hold them here until some of it has finished
+        while self._urgent and len(out) < room + self.window // 10:
             out.append(heapq.heappop(self._urgent)[2])
         out.extend(self._outbox.popleft() for _ in range(max(0, min(len(self._outbox), room - len(out)))))
         self._inflight += len(out)
         for i in range(0, len(out), SUBMIT_BATCH):
             self._send({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH], "ep": self.epoch})
+        if self._cancels:
+            ids, self._cancels = self._cancels, []
+            self._send({"t": M.CANCEL, "ids": ids})
         if self._releases:
             rel, self._releases = self._releases, []
             self._conn.send(encode({"t": M.RELEASE, "ids": rel}))
@@ -686,6 +740,32 @@ class AsyncClient:
                     stack.append(b)
                 else:
                     self._spec_users[b] = n
+
+    def _cancel_threadsafe(self, keys: list[str]) -> None:
+        loop = self._loop
+        if loop is None or self._closed or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._cancel(keys)
+        else:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(self._cancel, keys)
+
+    def _cancel(self, keys: list[str]) -> None:
+        """Loop thread. A spec not sent yet goes marked (its owner registers it as cancelled, and so does a new owner
+        after a failover); one sent already is named in a CANCEL, which follows the SUBMITs in order. The future
+        stays pending here until the owner's answer, so the window's count stays right."""
+        for key in keys:
+            spec = self._specs.get(key)
+            if spec is not None and key in self._pending:
+                spec["cancel"] = True
+                self._cancels.append(key)
+        if self._cancels:
+            self._schedule_flush()
+
+    def cancel(self, futures: Iterable[Future]) -> int:
+        """Cancel these futures (``Future.cancel``), in one message; how many were still unfinished."""
+        return _cancel_all(self, futures)
 
     def _release_threadsafe(self, key: str) -> None:
         loop = self._loop
@@ -1034,6 +1114,8 @@ class AsyncClient:
                 self._finished[r["id"]] = {"v": r["v"]}
             elif type(r.get("size")) is int and fut.node:
                 self._finished[r["id"]] = {"loc": [fut.node], "size": r["size"], "parts": r.get("parts") or 0}
+        if fut._cf.done():  # cancelled here: the owner's answer only settles the accounts
+            return
         if r.get("ok") and r.get("v") is None and type(r.get("size")) is int:
             parts = r.get("parts")
             fut._cf.set_result(_Remote(r["size"], parts if type(parts) is int else 0))
@@ -1049,6 +1131,9 @@ class AsyncClient:
             err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
             if err.get("type") == "meshaios.ObjectLost" and isinstance(err.get("obj"), str):
                 fut._cf.set_exception(ObjectLost(err["obj"], task_id=r["id"]))
+                return
+            if err.get("type") == "meshaios.Cancelled":  # it, or a task it depends on, was cancelled
+                fut._cf.set_exception(CancelledTaskError(str(err.get("msg", ""))))
                 return
             cause = None
             if self.allow_pickle and isinstance(err.get("exc"), Payload):
@@ -1229,25 +1314,48 @@ class Client:
         return futures
 
     def gather(
-        self, futures: Iterable[Future], timeout: float | None = None, progress: bool = True, errors: str = "raise"
+        self,
+        futures: Iterable[Future],
+        timeout: float | None = None,
+        progress: bool = True,
+        errors: str = "raise",
+        *,
+        cancel_on_interrupt: bool = True,
     ) -> list[Any]:
         """Every result, in order. ``progress``: a bar in a terminal or notebook while it waits (none for work done
         within half a second; ``MESHAIOS_PROGRESS=0`` turns bars off everywhere). ``errors``: as in Dask,
         ``"raise"`` the first failed task's error (``TaskError``), or ``"skip"`` failed and cancelled tasks, leaving
-        their results out of the list (a timeout, or the mesh becoming unreachable, still raises)."""
+        their results out of the list (a timeout, or the mesh becoming unreachable, still raises). Ctrl-C
+        (``KeyboardInterrupt``) while it waits cancels every one of these tasks that has not finished, unless
+        ``cancel_on_interrupt=False`` (then they run on, and their futures stay valid)."""
         skip = _errors_mode(errors)
         futures = list(futures)
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
-        with _progress(futures, "gather") if progress else contextlib.nullcontext():
-            for f in futures:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    out.append(f.result(remaining))
-                except TASK_FAILURES:
-                    if not skip:
-                        raise
+        try:
+            with _progress(futures, "gather") if progress else contextlib.nullcontext():
+                for f in futures:
+                    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        out.append(f.result(remaining, cancel_on_interrupt=False))
+                    except TASK_FAILURES:
+                        if not skip:
+                            raise
+        except KeyboardInterrupt:
+            if cancel_on_interrupt:
+                self.cancel(futures)
+            raise
         return out
+
+    def cancel(self, futures: Iterable[Future]) -> int:
+        """Cancel these futures (see ``Future.cancel``), in one message; returns how many had not finished. Returns
+        once the entry node has read the message (a ping's answer follows it): from then on, none of these tasks
+        is dispatched any more, and the aborts for those already on nodes are on their way."""
+        n = _cancel_all(self._async, futures)
+        if n:
+            with contextlib.suppress(MeshError):
+                self.ping()
+        return n
 
     def as_completed(self, futures: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
         by_cf = {f._cf: f for f in futures}
@@ -1274,6 +1382,13 @@ def _errors_mode(errors: str) -> bool:
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
     return errors == "skip"
+
+
+def _cancel_all(client: AsyncClient, futures: Iterable[Future]) -> int:
+    keys = [f.key for f in futures if f._cancel_local()]
+    if keys:
+        client._cancel_threadsafe(keys)
+    return len(keys)
 
 
 def _progress(futures: list[Future], desc: str) -> Any:

@@ -7,6 +7,8 @@ sub-class tells whether the fault lies with their own code (``TaskError``), a pe
 
 from __future__ import annotations
 
+import concurrent.futures
+
 
 class MeshError(Exception):
     """Root of every error meshaios raises on purpose."""
@@ -72,8 +74,9 @@ class TaskError(MeshError):
         return head
 
 
-class CancelledTaskError(MeshError):
-    """The task was cancelled before it produced a result."""
+class CancelledTaskError(MeshError, concurrent.futures.CancelledError):
+    """The task was cancelled (``Future.cancel``, ``Client.cancel``, Ctrl-C in ``gather``, its client went away),
+    or a task it depends on was. A ``concurrent.futures.CancelledError`` too, as executors raise."""
 
 
 class FunctionRefused(WireError):

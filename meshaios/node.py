@@ -54,7 +54,7 @@ from meshaios.store.stream import (
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.fencing import Run, RunFence, Verdict
 from meshaios.tasks.functions import FunctionResolver
-from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, TaskState, fn_key
+from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, TaskState, fn_key
 from meshaios.tasks.workers import WorkerPool
 from meshaios.wire import messages as M
 from meshaios.wire.codec import WireLimits, decode, encode
@@ -75,6 +75,7 @@ MAX_KERNELS = 4096  # measured run times kept per node (oldest forgotten first)
 PREFETCH_SECONDS = 0.05
 PREFETCH_MAX = 64
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
+MAX_ABORTED = 100_000  # aborted attempts remembered (a late RUN, commit or result of one is dropped)
 
 
 class RateLimitedLog:
@@ -251,6 +252,12 @@ class Node:
         self._runtime: dict[str, float] = {}  # kernel -> measured seconds here (EWMA): the queue's predictions
         self._kernels: dict[bytes, str] = {}  # function payload -> kernel id, for small payloads
         self._steal_counts: dict[str, int] = defaultdict(int)
+        # Cancellation (``_abort``): attempts aborted by their owner -> that owner; tasks given to thieves -> thief
+        self._aborted: dict[tuple[str, int], str] = {}
+        self._given: dict[tuple[str, int], str] = {}
+        # pure tasks in the process pool: key -> (owner, inputs, packed task), to resubmit the innocent ones when
+        # the pool is terminated to stop an aborted one
+        self._proc_tasks: dict[tuple[str, int], tuple[str, Any, Any]] = {}
         self._discovery: Any = None
         self._node_file: Any = None
         self.http_url = ""
@@ -521,6 +528,11 @@ class Node:
             )
         elif t == M.RELEASE:
             self.owner.release(i for i in msg["ids"] if isinstance(i, str))
+        elif t == M.CANCEL:
+            self._owner_actions(self.owner.cancel(ident, msg["ids"]))
+        elif t == M.ABORT:
+            if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
+                self._abort(msg["owner"], msg["ids"])
         elif t == M.FETCH:
             self._on_fetch(msg)
         elif t == M.OBJ:
@@ -618,6 +630,8 @@ class Node:
                 self.counters["dispatched_remote"] += len(a.tasks)
             elif isinstance(a, Deliver) and a.client:
                 self._send_to(a.client, {"t": M.RESULTS, "results": a.results})
+            elif isinstance(a, Abort):
+                self._send_abort(a.node, self.node_id, a.keys)
 
     # ---- execution ------------------------------------------------------------------------------------------
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
@@ -625,6 +639,8 @@ class Node:
         fenced: dict[str, int] = {}
         for task in tasks:
             key = (task["id"], task["att"])
+            if self._aborted and self._aborted.get(key) == owner:
+                continue  # aborted already (a late RUN of it): never started
             verdict = self.fence.offer(key, Run(owner, task.get("c", ""), task.get("ep", 0)))
             if verdict is Verdict.FENCED:  # from an owner its client has left: refused, and that owner told
                 fenced[task["c"]] = self.fence.epoch(task["c"])
@@ -682,7 +698,7 @@ class Node:
                 if "_get" in a.task:
                     ident, req, obj_id = a.task["_get"]
                     self._answer_get(ident, req, obj_id, relayed=True)
-                else:
+                elif not self._was_aborted(a.task):
                     self._enqueue(a.task)
                     self._start_queued()
             elif isinstance(a, InputsLost):
@@ -690,6 +706,8 @@ class Node:
                     self._get_waiters.append(a.task["_get"])  # the owner recomputes; try again on a later tick
                     continue
                 t = a.task
+                if self._was_aborted(t):
+                    continue
                 run = self.fence.done((t["id"], t["att"]))
                 self.exec.queued -= 1
                 self._release_inputs(t.get("_inputs", ()))
@@ -754,15 +772,9 @@ class Node:
             self._gpu_pools[device].submit((owner, key, inputs), self._run_one, task)
             return
         if task.get("pure"):
-            loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(
-                self._process_pool(),
-                run_in_process,
-                pack_for_process(task),
-                self.secure,
-                self.resolver.fence,
-            )
-            fut.add_done_callback(functools.partial(self._task_finished, owner, key, inputs))
+            packed = pack_for_process(task)
+            self._proc_tasks[key] = (owner, inputs, packed)
+            self._submit_to_processes(key, packed)
             return
         assert self._pool is not None
         self._pool.submit((owner, key, inputs), self._run_one, task)
@@ -790,6 +802,9 @@ class Node:
 
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
         """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
+        if self._aborted and (task["id"], task["att"]) in self._aborted:
+            # prefetched into the workers' queue, then cancelled: never started (the loop drops the result)
+            return {"id": task["id"], "att": task["att"], "ok": False, "err": {}}
         for d, v in list(task["deps"].items()):
             if not isinstance(v, Payload):  # from the store, here: reading back a spilled input blocks no event loop
                 task["deps"][d] = self.store.get(d)
@@ -827,15 +842,36 @@ class Node:
             )
         return self._procs
 
-    def _task_finished(
-        self, owner: str, key: tuple[str, int], inputs: Any, fut: asyncio.Future[dict[str, Any]]
-    ) -> None:
+    def _submit_to_processes(self, key: tuple[str, int], packed: Any) -> None:
+        cf = self._process_pool().submit(run_in_process, packed, self.secure, self.resolver.fence)
+        loop = asyncio.get_running_loop()
+
+        def done(f: concurrent.futures.Future[dict[str, Any]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the node is gone
+                loop.call_soon_threadsafe(self._task_finished, key, f)
+
+        cf.add_done_callback(done)
+
+    def _task_finished(self, key: tuple[str, int], fut: concurrent.futures.Future[dict[str, Any]]) -> None:
+        entry = self._proc_tasks.get(key)
+        if entry is None:
+            return
+        owner, inputs, packed = entry
+        exc = None if fut.cancelled() else fut.exception()
+        if (
+            isinstance(exc, concurrent.futures.process.BrokenProcessPool)
+            and self._aborted.get(key) != owner
+            and getattr(fut, "_meshaios_innocent", False)
+        ):
+            # the pool was terminated to stop an aborted task, not by this one: run it again in a fresh pool
+            self._submit_to_processes(key, packed)
+            return
+        del self._proc_tasks[key]
         if fut.cancelled():
             self.fence.done(key)
             self.queue.finish(key)
             self.exec.queued -= 1
             return
-        exc = fut.exception()
         self._finish_one(owner, key, inputs, exc if exc is not None else fut.result())
         self._after_finish()
 
@@ -845,6 +881,15 @@ class Node:
             owner = run.owner  # the newest owner that asked for this run (a superseded one's was adopted)
         qt = self.queue.finish(key)
         self.exec.queued -= 1
+        if self._aborted and self._aborted.get(key) == owner:
+            # cancelled while it ran: its owner has forgotten it; the result (kept here if large) is dropped
+            self.counters["aborted_results_dropped"] += 1
+            self._release_inputs(inputs)
+            if isinstance(outcome, dict) and outcome.get("ok"):
+                self.store.delete(key[0])
+                for j in range(outcome.get("parts") or 0):
+                    self.store.delete(f"{key[0]}#{j}")
+            return
         if qt is not None and isinstance(outcome, dict) and type(outcome.get("dt")) is float:
             self._measured(qt.kernel, outcome["dt"])
         self._release_inputs(inputs)
@@ -879,6 +924,73 @@ class Node:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_done)
+
+    # ---- cancellation ---------------------------------------------------------------------------------------
+    def _send_abort(self, node: str, owner: str, keys: list[list[Any]]) -> None:
+        if node == self.node_id:
+            self._abort(owner, keys)
+            return
+        member = self.swim.get(node) if self.swim else None
+        if member is not None:  # a dead node runs nothing; its successor never heard of the task
+            self.transport.send(member.addr, encode({"t": M.ABORT, "src": self.node_id, "owner": owner, "ids": keys}))
+
+    def _abort(self, owner: str, keys: list[list[Any]]) -> None:
+        """``owner`` cancelled these attempts. Queued here (waiting for inputs, in the work queue, reserved for a
+        thief): removed, never started. Given to a thief: the abort follows. Running on a thread: it finishes and
+        its result is dropped (``_finish_one``). Running in the process pool: the pool's processes are terminated
+        and the other tasks that were in it run again in a fresh one. Remembered, so that a RUN, a steal commit or
+        a prefetched start of the same attempt arriving later is dropped too."""
+        forward: dict[str, list[list[Any]]] = defaultdict(list)
+        kill_pool = False
+        for tid, att in keys:
+            key = (tid, att)
+            self._aborted[key] = owner
+            if len(self._aborted) > MAX_ABORTED:
+                del self._aborted[next(iter(self._aborted))]
+            self.counters["aborted"] += 1
+            qt = self.queue.get(key)
+            if qt is not None and qt.owner == owner and qt.state is not TState.RUNNING:
+                self.queue.take(key)
+                self.fence.done(key)
+                self.exec.queued -= 1
+                self._release_inputs(qt.spec.get("_inputs", ()) if isinstance(qt.spec, dict) else ())
+                continue
+            if key in self._proc_tasks and self._proc_tasks[key][0] == owner:
+                kill_pool = True
+                continue
+            thief = self._given.pop(key, None)
+            if thief is not None:
+                forward[thief].append([tid, att])
+        for thief, ks in forward.items():
+            self._send_abort(thief, owner, ks)
+        if kill_pool:
+            self._terminate_process_pool()
+
+    def _terminate_process_pool(self) -> None:
+        """A process cannot be told to stop one task: stop them all. The tasks that were not aborted are marked
+        innocent and resubmitted to a fresh pool when their futures fail (``_task_finished``)."""
+        pool, self._procs = self._procs, None
+        if pool is None:
+            return
+        self.counters["process_pool_terminations"] += 1
+        for item in list(getattr(pool, "_pending_work_items", {}).values()):
+            fut = getattr(item, "future", None)
+            if fut is not None:
+                fut._meshaios_innocent = True
+        for p in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(Exception):
+                p.terminate()
+        pool.shutdown(wait=False, cancel_futures=False)
+
+    def _was_aborted(self, task: dict[str, Any]) -> bool:
+        """A task that waited for its inputs and was aborted meanwhile: forget it (its inputs are released)."""
+        key = (task["id"], task["att"])
+        if not self._aborted or self._aborted.get(key) != task.get("_owner"):
+            return False
+        self.fence.done(key)
+        self.exec.queued -= 1
+        self._release_inputs(task.get("_inputs", ()))
+        return True
 
     # ---- work stealing --------------------------------------------------------------------------------------
     def _kernel(self, fn: Payload) -> str:
@@ -968,6 +1080,9 @@ class Node:
                 run = self.fence.done((a.task_id, a.att))
                 self.exec.queued -= 1
                 moves[run.owner if run is not None else a.owner].append([a.task_id, a.att, a.to])
+                self._given[(a.task_id, a.att)] = a.to  # an abort from its owner follows it there
+                if len(self._given) > MAX_ABORTED:
+                    del self._given[next(iter(self._given))]
                 log.debug("task %s handed to %s", a.task_id[:12], short(a.to))
         if arrived:
             self._start_queued()
@@ -984,6 +1099,9 @@ class Node:
     def _arrived(self, qt: QueuedTask) -> bool:
         """Thief side: a stolen task is in our queue (the engine put it there, deduplicated by id and attempt)."""
         spec = qt.spec
+        if self._aborted.get(qt.key) == qt.owner:  # its abort overtook the commit: never started
+            self.queue.take(qt.key)
+            return False
         verdict = self.fence.offer(qt.key, Run(qt.owner, spec.get("c", ""), spec.get("ep", 0)))
         if verdict is not Verdict.NEW:  # here already by another route (it runs once), or its owner was fenced
             self.queue.take(qt.key)
@@ -1053,6 +1171,8 @@ class Node:
         return True
 
     def _release_client(self, client: bytes, why: str) -> None:
+        # nobody can collect its results any more: its unfinished tasks are cancelled (and so never run, if queued)
+        self._owner_actions(self.owner.cancel_client(client))
         n = self.owner.release_client(client)
         self.counters["clients_released"] += 1
         if n:

@@ -231,7 +231,16 @@ class Free:
     ids: list[str]
 
 
-OwnerAction = Dispatch | Deliver
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Tell ``node`` to drop these attempts ``[task id, attempt]`` of ours: cancelled. A queued one never starts; a
+    running one's result is dropped (a thread cannot be stopped) or its worker process is terminated."""
+
+    node: str
+    keys: list[list[Any]]
+
+
+OwnerAction = Dispatch | Deliver | Abort
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,7 @@ class Owner:
             "stale_submits": 0,  # SUBMITs of an epoch the client had already left
             "held": 0,  # dispatches held back while their client was silent past its lease
             "adopted_done": 0,  # finished tasks a failed-over client brought along (not run again)
+            "cancelled": 0,  # tasks cancelled by their client (or because it went away)
         }
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
@@ -453,6 +463,8 @@ class Owner:
                 t.state = TaskState.FAILED
                 t.error = _error("ResourceError", impossible, self.node_id)
                 out.extend(self._finish(t))
+            elif spec.get("cancel") is True:  # cancelled by its client before it could be sent
+                out.extend(self._cancel_one(t, []))
             elif t.missing == 0:
                 t.state = TaskState.READY
                 self.ready.append(tid)
@@ -563,10 +575,10 @@ class Owner:
         """
         self.now = max(self.now, now)
         self.clients.expire(now)  # silent clients: their ready work is held back at the next dispatch pass
+        out: list[OwnerAction] = []
         expired = [tid for tid, d in self._deadlines.items() if d <= now]
         if not expired:
-            return []
-        out: list[OwnerAction] = []
+            return out
         for tid in expired:
             del self._deadlines[tid]
             t = self.tasks.get(tid)
@@ -607,6 +619,36 @@ class Owner:
                 continue
             t.released = True
             self._maybe_forget(t)
+
+    def cancel(self, client: bytes, ids: Iterable[str]) -> list[OwnerAction]:
+        """The client cancels these tasks of its own: queued ones never run, dispatched ones are aborted on their
+        node; each is delivered as failed (``meshaios.Cancelled``), and so are its dependents. Finished tasks,
+        other clients' tasks and unknown ids are left alone."""
+        out: list[OwnerAction] = []
+        aborts: list[OwnerAction] = []
+        for tid in ids:
+            t = self.tasks.get(tid) if isinstance(tid, str) else None
+            if t is None or t.client != client or t.state not in _PENDING:
+                continue
+            out.extend(self._cancel_one(t, aborts))
+        out.extend(self._pump())
+        return _merge(out + aborts)
+
+    def cancel_client(self, client: bytes) -> list[OwnerAction]:
+        """``client`` closed or went silent past its lease (the node decides, ``Node._release_client``): nobody can
+        collect its results any more, so its unfinished tasks are cancelled."""
+        return self.cancel(client, [t.id for t in list(self.tasks.values()) if t.client == client])
+
+    def _cancel_one(self, t: OwnedTask, aborts: list[OwnerAction]) -> list[OwnerAction]:
+        if t.state is TaskState.DISPATCHED and t.node is not None:
+            aborts.append(Abort(t.node, [[t.id, t.attempt]]))
+            self._unassign(t.id, t.node)
+        self._deadlines.pop(t.id, None)
+        self._ranks.pop(t.id, None)
+        t.state = TaskState.FAILED  # a READY one is skipped by the ready queue
+        t.error = _error("Cancelled", f"task {t.id} was cancelled by its client")
+        self.counters["cancelled"] += 1
+        return self._finish(t)
 
     # ---- executors --------------------------------------------------------------------------------------
     def completed(self, node_id: str, results: Iterable[dict[str, Any]]) -> list[OwnerAction]:
@@ -1120,12 +1162,15 @@ def _unknown_dep(dep_id: str) -> OwnedTask:
 
 
 def _merge(actions: list[OwnerAction]) -> list[OwnerAction]:
-    """One Deliver per client and one Dispatch per node: fewer, larger messages."""
+    """One Deliver per client and one Dispatch per node: fewer, larger messages (aborts pass through, last)."""
     delivers: dict[bytes, list[dict[str, Any]]] = {}
     dispatches: dict[str, list[dict[str, Any]]] = {}
+    aborts: list[OwnerAction] = []
     for a in actions:
         if isinstance(a, Deliver):
             delivers.setdefault(a.client, []).extend(a.results)
-        else:
+        elif isinstance(a, Dispatch):
             dispatches.setdefault(a.node, []).extend(a.tasks)
-    return [Deliver(c, r) for c, r in delivers.items()] + [Dispatch(n, t) for n, t in dispatches.items()]
+        else:
+            aborts.append(a)
+    return [Deliver(c, r) for c, r in delivers.items()] + [Dispatch(n, t) for n, t in dispatches.items()] + aborts

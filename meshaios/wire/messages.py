@@ -18,7 +18,7 @@ PROTOCOL_VERSION = 1
 SWIM = "swim"  # membership traffic; {"m": swim message}
 RUN = "run"  # owner -> executor: {"owner": node id, "tasks": [task]}
 DONE = "done"  # executor -> owner: {"results": [result]}
-CANCEL = "cancel"  # owner -> executor: {"ids": [...]}
+ABORT = "abort"  # owner -> executor (-> thief): {"src": sender, "owner": owner id, "ids": [[task id, attempt]]}
 STEAL = "steal"  # thief <-> victim, work stealing: {"src": node id, "m": steal message (see ``check_steal``)}
 MOVED = "moved"  # victim -> owner: {"src": victim id, "moves": [[task id, attempt, thief id], ...]}
 FENCED = "fenced"  # executor -> owner: {"src", "c": client, "ep": its newer epoch} -- your run came too late
@@ -30,6 +30,7 @@ FAULT = "fault"  # chaos runner -> node started with --fault-injection: {"nodes"
 DETACH = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved on; drop my older work
 RESULTS = "results"  # {"results": [result]}
 RELEASE = "release"  # {"ids": [...]}
+CANCEL = "cancel"  # {"ids": [task ids]}: the client cancels these tasks of its own
 STATUS = "status"  # {} -> STATUS_REPLY
 STATUS_REPLY = "status_reply"
 PING = "ping"
@@ -63,7 +64,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     SWIM: {"m": _DICT},
     RUN: {"owner": _STR, "tasks": _LIST},
     DONE: {"src": _STR, "results": _LIST},
-    CANCEL: {"ids": _LIST},
+    ABORT: {"src": _STR, "owner": _STR, "ids": _LIST},
     STEAL: {"src": _STR, "m": _DICT},
     MOVED: {"src": _STR, "moves": _LIST},
     FENCED: {"src": _STR, "c": _STR, "ep": _INT},
@@ -74,6 +75,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     SUBMIT: {"tasks": _LIST},
     RESULTS: {"results": _LIST},
     RELEASE: {"ids": _LIST},
+    CANCEL: {"ids": _LIST},
     STATUS: {},
     STATUS_REPLY: {"node": _DICT, "members": _LIST},
     PING: {},
@@ -284,6 +286,10 @@ def check_message(msg: dict[str, Any]) -> dict[str, Any]:
     check_fields(msg, schema, mtype)  # type: ignore[arg-type]
     if mtype == STEAL:
         check_steal(msg["m"])
+    elif mtype == ABORT:
+        if not all(isinstance(k, list) and len(k) == 2 and isinstance(k[0], str) and type(k[1]) is int
+                   for k in msg["ids"]):
+            raise WireError("abort: each id must be [task id, attempt]")
     elif mtype == MOVED:
         check_moves(msg["moves"])
     nested = NESTED.get(mtype)  # type: ignore[arg-type]

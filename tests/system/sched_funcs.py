@@ -26,3 +26,34 @@ def started(path: str) -> list[str]:
             return fh.read().split()
     except FileNotFoundError:
         return []
+
+
+def gated(path: str, tag: str, gate: str, limit: float = 600.0) -> str:
+    """Starts (recorded), then holds its slot until the file ``gate`` exists (at most ``limit`` s), then records
+    that it ended."""
+    mark(path, tag)
+    end = time.monotonic() + limit
+    while not os.path.exists(gate) and time.monotonic() < end:
+        time.sleep(0.005)
+    mark(path, tag + ":end")
+    return tag
+
+
+def spin(path: str, tag: str, seconds: float) -> int:
+    """CPU-bound, in a worker process (``pure=True``): records ``tag pid``, spins, records its end."""
+    mark(path, f"{tag}:{os.getpid()}")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    mark(path, tag + ":end")
+    return os.getpid()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

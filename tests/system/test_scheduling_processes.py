@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshaios.client import Client
+from meshaios.errors import CancelledTaskError
 from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.system import sched_funcs
 
@@ -42,3 +43,93 @@ def test_high_priority_tasks_overtake_ten_thousand_queued_ones(client: Client, t
     print(f"low-priority tasks started before the last high-priority one: {lows_before}")
     assert lows_before < 500
     del low
+
+
+def node_status(c: Client) -> list[dict[str, int]]:
+    st = c.status()
+    return [st["node"], *st["members"]]
+
+
+def idle(c: Client) -> bool:
+    """Nothing queued or running anywhere, nothing pending at the owner: nothing left that could still start."""
+    st = c.status()
+    return st["node"]["pending"] == 0 and all(n["queued"] == 0 and n["running"] == 0 for n in node_status(c))
+
+
+def own(mesh: LocalMesh, index: int, what: str) -> int:
+    """What a node says itself (a peer's view of it is gossip, seconds old): ``queued`` (tasks it holds, queued or
+    running) or one of its counters."""
+    with mesh.client(index) as c:
+        me = c.status()["node"]
+        return int(me["queued"] if what == "queued" else me["counters"].get(what, 0))
+
+
+def test_ten_thousand_cancelled_tasks_never_run(mesh2: LocalMesh, client: Client, tmp_path: Path) -> None:
+    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+    submitted, cancelled = (client.status()["node"]["owner"][k] for k in ("submitted", "cancelled"))
+    aborted = [own(mesh2, i, "aborted") for i in range(2)]
+    blockers = client.map(sched_funcs.gated, [log] * 4, [f"B{i}" for i in range(4)], [gate] * 4)
+    wait_for(lambda: len(sched_funcs.started(log)) == 4, 30, what="four blockers holding every slot")
+    queued = client.map(sched_funcs.mark, [log] * 10_000, [f"C{i}" for i in range(10_000)])
+    # all at the owner (the last four wait in the client: its window is 10,000), some in the nodes' queues
+    wait_for(lambda: client.status()["node"]["owner"]["submitted"] - submitted >= 10_000, 120, what="submitted")
+    assert client.cancel(queued) == 10_000
+    # the owner has read the cancel when ``cancel`` returns; the nodes drop what they had queued as its aborts come
+    assert client.status()["node"]["owner"]["cancelled"] - cancelled == 10_000
+    wait_for(lambda: all(own(mesh2, i, "queued") - 2 <= own(mesh2, i, "aborted") - aborted[i] for i in range(2)), 30,
+             what="every C task the nodes hold aborted (prefetched ones stay counted until a worker drops them)")
+    Path(gate).touch()
+    client.gather(blockers, timeout=60)
+    wait_for(lambda: idle(client), 60, what="nothing queued, running or pending")
+    ran = [tag for tag in sched_funcs.started(log) if tag.startswith("C")]
+    assert ran == []
+    assert client.status()["node"]["owner"]["cancelled"] >= 10_000
+    with pytest.raises(CancelledTaskError):
+        queued[-1].result(timeout=10)
+
+
+def test_a_running_thread_task_finishes_but_its_result_is_dropped_and_dependents_fail(
+    client: Client, tmp_path: Path
+) -> None:
+    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+    a = client.submit(sched_funcs.gated, log, "A", gate)
+    b = client.submit(sched_funcs.mark, log, a)  # depends on a
+    wait_for(lambda: "A" in sched_funcs.started(log), 30, what="A running")
+    assert a.cancel()
+    assert a.cancelled()
+    assert a.cancel()  # again: True, as concurrent.futures answers
+    with pytest.raises(CancelledTaskError):
+        b.result(timeout=30)
+    with pytest.raises(CancelledTaskError):
+        a.result(timeout=1)
+    Path(gate).touch()
+    wait_for(lambda: "A:end" in sched_funcs.started(log), 30, what="A ran to its end on its thread")
+    wait_for(lambda: idle(client), 30, what="idle")
+    assert sched_funcs.started(log).count("A") == 1  # b (which would record a's value, "A") never ran
+
+
+def test_a_process_pool_task_is_terminated(client: Client, tmp_path: Path) -> None:
+    log = str(tmp_path / "starts")
+    f = client.submit(sched_funcs.spin, log, "S", 60.0, pure=True)
+    line = wait_for(lambda: next((x for x in sched_funcs.started(log) if x.startswith("S:")), None), 60, what="S")
+    pid = int(line.split(":")[1])
+    assert f.cancel()
+    wait_for(lambda: not sched_funcs.pid_alive(pid), 30, what=f"worker process {pid} terminated")
+    assert "S:end" not in sched_funcs.started(log)
+    # the node's process pool works again afterwards
+    assert client.submit(sched_funcs.spin, log, "T", 0.0, pure=True).result(timeout=60) > 0
+
+
+def test_a_client_that_closes_cancels_its_queued_tasks(mesh2: LocalMesh, client: Client, tmp_path: Path) -> None:
+    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+    blockers = client.map(sched_funcs.gated, [log] * 4, [f"B{i}" for i in range(4)], [gate] * 4)
+    wait_for(lambda: len(sched_funcs.started(log)) == 4, 30, what="four blockers holding every slot")
+    before = client.status()["node"]["owner"]
+    with mesh2.client(0) as other:
+        other.map(sched_funcs.mark, [log] * 500, [f"D{i}" for i in range(500)])
+        wait_for(lambda: other.status()["node"]["owner"]["submitted"] - before["submitted"] >= 500, 30, what="sent")
+    assert client.status()["node"]["owner"]["cancelled"] - before["cancelled"] == 500
+    Path(gate).touch()
+    client.gather(blockers, timeout=60)
+    wait_for(lambda: idle(client), 60, what="idle")
+    assert [t for t in sched_funcs.started(log) if t.startswith("D")] == []

@@ -48,6 +48,7 @@ def valid_messages() -> list[dict[str, Any]]:
         },
         {"t": M.DONE, "src": "n2", "results": [{"id": "a", "ok": True, "v": res}, {"id": "b", "ok": False}]},
         {"t": M.CANCEL, "ids": ["a", "b"]},
+        {"t": M.ABORT, "src": "n1", "owner": "n1", "ids": [["a", 0], ["b", 2]]},
         {
             "t": M.STEAL,
             "src": "n3",

@@ -172,6 +172,7 @@ class Node:
                 node_id=self.node_id,
                 handshake_ivl=config.handshake_ivl,
                 router_handover=self.keys is not None,  # no identity theft on an insecure node (ZmqOptions)
+                max_unproven=config.max_unproven,
             ),
             self.keys,
         )

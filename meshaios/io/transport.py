@@ -24,8 +24,10 @@ import contextlib
 import logging
 import os
 import resource
+import socket
 import struct
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,9 +51,11 @@ _CONTROL = "control "  # key prefix of a peer's second DEALER: SWIM's own lane (
 
 # Two events per connection and no more: libzmq drops monitor events that the reader is too slow to take (the
 # reader is the ZAP thread, ``meshaios.io.zap``, which is also answering the storm's ZAP requests).
-_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPT_FAILED
 _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_ACCEPT_FAILED = int(zmq.EVENT_ACCEPT_FAILED)
+_WARN_EVERY = 10.0  # seconds between two warnings about the same connection budget
 # a monitor event's first frame: event id (u16), value (i32, here a file descriptor). Parsed by hand: pyzmq's
 # ``parse_monitor_message`` makes ``zmq.Event`` flags of both, and an unknown flag value (any descriptor) costs an
 # enum composite each time -- most of what an event cost before
@@ -73,6 +77,8 @@ class TransportStats:
     disconnected: int = 0  # ... and that have closed since
     unproven_open: int = 0  # open connections that have not delivered a message yet (handshaking, or garbage)
     dealers_evicted: int = 0  # outbound sockets closed to stay under ``max_dealers``
+    unproven_evicted: int = 0  # connections closed, oldest first, to stay under ``max_unproven``
+    accept_failed: int = 0  # connections the ROUTER could not accept (the open-files limit, mostly)
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -120,10 +126,47 @@ class ZmqOptions:
     dealer_max_inbound: int = 1 << 20  # nodes never receive on their DEALERs: any larger frame is hostile
     # libzmq I/O threads: CURVE handshakes (a flood of them, even) and frame I/O run there, not in Python
     io_threads: int = 2
+    # Connections that have not delivered a message yet (handshaking, idle, or garbage): beyond this many the oldest
+    # is closed. Each may make libzmq buffer up to max_frame_bytes before authentication, and each holds a file
+    # descriptor: without a cap, 2,000 idle connections ran a node out of descriptors. 0: from the open-files limit.
+    max_unproven: int = 0
     # A second connection with a connected client's routing id takes its place (a client reconnecting over a
     # half-open TCP connection gets through at once). Only where identities are proven (a token mesh): on an
     # insecure node it would let any local process take over a client's id, its results and its connection.
     router_handover: bool = True
+
+
+def default_max_unproven() -> int:
+    """A quarter of the descriptors, at most 1,024: legitimate handshakes take milliseconds."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):  # pragma: no cover
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(16, min(1024, soft // 4))
+
+
+def _peer_of(fd: int) -> Any:
+    """The remote address of a socket descriptor (libzmq's), or None; through a duplicate, which we own."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            return s.getpeername()
+    except OSError:
+        return None
+
+
+def _hang_up(fd: int, peer: Any) -> bool:
+    """Shut down libzmq's connection on ``fd`` if it is still the one to ``peer`` (a descriptor can be reused):
+    libzmq then sees the connection end and cleans up as for any peer that hung up."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            if s.getpeername() != peer:
+                return False
+            s.shutdown(socket.SHUT_RDWR)
+            return True
+    except OSError:
+        return False
 
 
 def default_max_dealers() -> int:
@@ -144,6 +187,9 @@ class ZmqTransport:
         self.options = options
         self.keys = keys
         self.max_dealers = options.max_dealers or default_max_dealers()
+        self.max_unproven = options.max_unproven or default_max_unproven()
+        self._unproven: OrderedDict[int, Any] = OrderedDict()  # fd -> peer address, oldest first
+        self._warned: dict[str, float] = {}
         self._mesh_key = z85.decode(keys.public) if keys is not None else b""
         self.ctx = zmq.asyncio.Context(io_threads=options.io_threads)
         # libzmq's default of 1023 sockets per context would otherwise be the real cap on peers
@@ -272,9 +318,25 @@ class ZmqTransport:
         with self._lock:
             self._count_locked(ev, value)
 
+    def _warn(self, what: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(what, -1e9) >= _WARN_EVERY:
+            self._warned[what] = now
+            log.warning(msg, *args)
+
     def _count_locked(self, ev: int, value: int) -> None:
         st = self.stats
-        if ev == _ACCEPTED:
+        if ev == _ACCEPT_FAILED:
+            st.accept_failed += 1
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            self._warn(
+                "accept",
+                "cannot accept connections (%s): open-files limit %s; %d open, %d not authenticated (cap %d); "
+                "raise the limit (ulimit -n) or find who holds them",
+                os.strerror(value) if value > 0 else "error", soft, st.accepted - st.disconnected,
+                st.unproven_open, self.max_unproven,
+            )  # fmt: skip
+        elif ev == _ACCEPTED:
             st.accepted += 1
             proven = value in self._proven_early
             self._proven_early.discard(value)
@@ -284,6 +346,8 @@ class ZmqTransport:
             else:
                 self._conns.setdefault(value, []).append(proven)
                 st.unproven_open += not proven
+                if not proven:
+                    self._admit_unproven(value)
         elif ev == _DISCONNECTED:
             st.disconnected += 1
             states = self._conns.get(value)
@@ -298,6 +362,22 @@ class ZmqTransport:
             if not proven:
                 st.unproven_open -= 1
                 st.auth_rejected += 1
+                self._unproven.pop(value, None)
+
+    def _admit_unproven(self, fd: int) -> None:
+        """Keep at most ``max_unproven`` connections that have not delivered a message: the oldest goes."""
+        self._unproven[fd] = _peer_of(fd)
+        self._unproven.move_to_end(fd)
+        while len(self._unproven) > self.max_unproven:
+            old_fd, peer = self._unproven.popitem(last=False)
+            if peer is not None and _hang_up(old_fd, peer):
+                self.stats.unproven_evicted += 1
+        if self.stats.unproven_evicted:
+            self._warn(
+                "unproven",
+                "%d connections not authenticated (cap %d): closed %d so far, oldest first (a connection flood?)",
+                self.stats.unproven_open, self.max_unproven, self.stats.unproven_evicted,
+            )  # fmt: skip
 
     def _prove(self, frames: list[Any]) -> None:
         """A message came in: the connection it came through has authenticated (called only while some are not)."""
@@ -317,6 +397,7 @@ class ZmqTransport:
         elif not states[-1]:  # the newest holder of the descriptor is the one that is open now
             states[-1] = True
             self.stats.unproven_open -= 1
+            self._unproven.pop(fd, None)
 
     def _dealer(self, addr: str, control: bool = False) -> zmq.Socket[bytes]:
         key = _CONTROL + addr if control else addr

@@ -146,14 +146,6 @@ class Fence:
         return cls(fenced=insecure or bool(modules) or bool(functions), modules=tuple(modules),
                    functions=frozenset(functions))  # fmt: skip
 
-    def module_allowed(self, mod: str) -> bool:
-        """Whether functions of ``mod`` may run at all here (by any rule): the test for importing it."""
-        if not self.fenced:
-            return True
-        return _module_matches(mod, self.modules + EXPOSED_MODULES) or any(
-            f.partition(":")[0] == mod for f in self.functions | EXPOSED_FUNCTIONS
-        )
-
     def check(self, ref: str) -> Allowed:
         """Which rule lets ``ref`` through, or :class:`FunctionRefused`. Pure: imports nothing."""
         mod, parts = parse_ref(ref)

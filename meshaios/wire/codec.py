@@ -159,9 +159,26 @@ def peek(head: memoryview) -> tuple[int, str | None]:
     return fields, None
 
 
+def _map_size(head: memoryview) -> int:
+    """Entries of the msgpack map a header starts with (fixmap, map 16, map 32)."""
+    first = head[0] if head.nbytes else -1
+    if 0x80 <= first <= 0x8F:
+        return first & 0x0F
+    if first == 0xDE and head.nbytes >= 3:
+        return int.from_bytes(head[1:3], "big")
+    if first == 0xDF and head.nbytes >= 5:
+        return int.from_bytes(head[1:5], "big")
+    raise WireError("header is not a map")
+
+
 def check_shape(head: memoryview, limits: WireLimits) -> None:
     """The checks that cost nothing, made before msgpack sees the header: how many fields, and whether a header
     this large is allowed for its type (a header that hides its type gets the small limit)."""
+    if head.nbytes <= limits.small_header:  # the common case: the map's size from its first bytes, nothing else
+        fields = _map_size(head)
+        if fields > limits.max_fields:
+            raise LimitExceeded(f"header has {fields} fields; at most {limits.max_fields}")
+        return
     fields, mtype = peek(head)
     if fields > limits.max_fields:
         raise LimitExceeded(f"header has {fields} fields; at most {limits.max_fields}")

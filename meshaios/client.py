@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import heapq
+import inspect
 import json
 import logging
 import os
@@ -628,6 +629,10 @@ class AsyncClient:
 
     # ---- submission (any thread: encoding; loop thread: enqueue) --------------------------------------
     def _fn_payload(self, fn: Callable[..., Any]) -> Payload:
+        if inspect.ismethod(fn):
+            # a bound method is made afresh at each attribute access, so a cache keyed by it never hits; kept, it
+            # would keep its object alive (concurrent.futures' "no stale references")
+            return encode_function(fn, allow_pickle=self.allow_pickle)
         try:
             cached = self._fn_cache.get(fn)
         except TypeError:
@@ -1227,10 +1232,15 @@ class Client:
         **kwargs: Any,
     ) -> Future:
         """See ``AsyncClient.submit``."""
-        item = self._async._prepare(
+        return self._submit_call(
             fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
             priority=priority,
         )
+
+    def _submit_call(self, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any], **options: Any) -> Future:
+        """``fn(*args, **kwargs)`` with meshaios's ``options`` kept apart: every keyword in ``kwargs`` reaches
+        ``fn`` (the executor submits this way)."""
+        item = self._async._prepare(fn, args, kwargs, **options)
         self._loop.call_soon_threadsafe(self._async._enqueue, [item])
         return item[1]
 
@@ -1254,11 +1264,23 @@ class Client:
             return futures.result(timeout)
         return self.gather(futures, timeout)
 
-    def executor(self, *, pure: bool = False, retries: int = 0) -> Any:
-        """A ``concurrent.futures.Executor`` that runs on the mesh (``meshaios.compat.executor.MeshExecutor``)."""
+    def executor(
+        self,
+        *,
+        pure: bool = False,
+        retries: int = 0,
+        priority: int = 0,
+        resources: dict[str, Any] | None = None,
+        task_timeout: float | None = None,
+    ) -> Any:
+        """A ``concurrent.futures.Executor`` that runs on the mesh (``meshaios.compat.executor.MeshExecutor``).
+        These options apply to every call it submits; ``executor.submit(f, x, retries=3)`` passes ``retries`` to
+        ``f``, as any executor would."""
         from meshaios.compat.executor import MeshExecutor
 
-        return MeshExecutor(self, pure=pure, retries=retries)
+        return MeshExecutor(
+            self, pure=pure, retries=retries, priority=priority, resources=resources, task_timeout=task_timeout
+        )
 
     def mapreduce(
         self,

@@ -8,14 +8,20 @@ What it returns are real ``concurrent.futures.Future`` objects, so ``concurrent.
 ``asyncio.wrap_future`` and libraries that take an executor (Dask's ``scheduler=`` included) work with them. A task
 that raised re-raises its original exception where the mesh could send it (a mesh with a token); otherwise the
 ``meshaios.TaskError`` that describes it. ``map(..., chunksize=n)`` sends ``n`` calls per task, as
-``ProcessPoolExecutor`` does. ``cancel()`` succeeds while the task has not finished, and the mesh's result is then
-dropped; a task already running somewhere runs to its end (meshaios cannot interrupt a thread).
+``ProcessPoolExecutor`` does. ``cancel()`` succeeds while the call has not finished and cancels its task in the mesh
+(``meshaios.Future.cancel``): a queued call never runs, so ``shutdown(cancel_futures=True)`` runs nothing more; one
+already running on a node's thread runs to its end with its result dropped (a ``pure=True`` one's process is
+terminated). Not (yet) as ``concurrent.futures`` has it: nodes do not report when a call starts, so ``running()``
+stays False and ``cancel()`` of a running call returns True. The executor's own options are given to
+``client.executor(pure=, retries=, priority=, resources=, task_timeout=)``; every keyword of ``submit`` goes to the
+function.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import threading
 import time
@@ -40,11 +46,11 @@ class MeshExecutor(concurrent.futures.Executor):
     """``concurrent.futures.Executor`` over a ``meshaios.Client``. It does not own the client: ``shutdown`` waits
     for (or cancels) this executor's futures and leaves the client open."""
 
-    def __init__(self, client: Any, *, pure: bool = False, retries: int = 0) -> None:
+    def __init__(self, client: Any, *, pure: bool = False, retries: int = 0, **options: Any) -> None:
         self._client = client
         self._loop: asyncio.AbstractEventLoop = client._loop
-        self._pure = pure
-        self._retries = retries
+        # meshaios's options for every call (``Client.executor``): never mixed with the call's own keywords
+        self._options: dict[str, Any] = {"pure": pure, "retries": retries, **options}
         self._lock = threading.Lock()
         self._shutdown = False
         self._pending: set[concurrent.futures.Future[Any]] = set()
@@ -64,15 +70,17 @@ class MeshExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            mesh_future = self._client.submit(fn, *args, pure=self._pure, retries=self._retries, **kwargs)
+            mesh_future = self._client._submit_call(fn, args, kwargs, **self._options)
             cf: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(_result_of(mesh_future), self._loop)
             self._pending.add(cf)
-        cf.add_done_callback(self._forget)
+        cf.add_done_callback(functools.partial(self._forget, mesh_future))
         return cf
 
-    def _forget(self, cf: concurrent.futures.Future[Any]) -> None:
+    def _forget(self, mesh_future: Any, cf: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._pending.discard(cf)
+        if cf.cancelled():
+            mesh_future.cancel()  # the call is cancelled in the mesh too: queued, it never runs
 
     def map(
         self,
@@ -117,8 +125,11 @@ async def _result_of(mesh_future: Any) -> Any:
     Shielded: cancelling the ``concurrent.futures.Future`` must not cancel the client's own future, which the
     client still resolves when the result arrives.
     """
+    inner = asyncio.ensure_future(mesh_future)
+    # when the call is cancelled its mesh task is too, and ``inner`` ends in CancelledTaskError that nobody awaits
+    inner.add_done_callback(lambda t: t.cancelled() or t.exception())
     try:
-        return await asyncio.shield(mesh_future)
+        return await asyncio.shield(inner)
     except TaskError as exc:
         if exc.cause is not None:
             raise exc.cause from exc
@@ -137,12 +148,13 @@ def _in_order(futures: list[concurrent.futures.Future[Any]], end: float | None, 
         try:
             futures.reverse()  # pop() from the end is O(1) and drops our reference to each result as we go
             while futures:
-                f = futures.pop()
-                value = f.result() if end is None else f.result(max(0.0, end - time.monotonic()))
+                # no local name holds the future or its value while the caller has it (CPython's
+                # test_free_reference: map() must not keep its last result alive)
+                timeout = None if end is None else max(0.0, end - time.monotonic())
                 if chunked:
-                    yield from value
+                    yield from futures.pop().result(timeout)
                 else:
-                    yield value
+                    yield futures.pop().result(timeout)
         finally:
             for f in futures:
                 f.cancel()

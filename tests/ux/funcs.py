@@ -36,3 +36,14 @@ def gated_square(x: int, delay: float, gate: str) -> int:
     if not os.path.exists(gate):
         time.sleep(delay)
     return x * x
+
+
+def keywords(**kwargs: object) -> dict[str, object]:
+    return dict(kwargs)
+
+
+class Holder:
+    """Its bound method is submitted; the test checks that the client does not keep the object alive."""
+
+    def method(self) -> int:
+        return 7

@@ -114,3 +114,72 @@ def test_cancel_before_the_result_and_dask_takes_it_as_a_scheduler(client: Clien
     x = da.arange(1000, chunks=100)
     assert dask.compute((x * 2).sum(), scheduler=ex)[0] == 999_000  # Dask's own executor path
     ex.shutdown()
+
+
+# ---- concurrent.futures semantics (adapted from CPython's Lib/test/test_concurrent_futures) -------------------
+
+
+def test_keywords_reach_the_function_and_options_stay_the_executors(client: Client) -> None:
+    with client.executor(retries=1) as ex:
+        got = ex.submit(funcs.keywords, retries=3, pure=True, priority=5, timeout=1).result(timeout=60)
+    assert got == {"retries": 3, "pure": True, "priority": 5, "timeout": 1}
+
+
+def test_no_stale_references(client: Client) -> None:
+    """CPython's test_no_stale_references: a bound method's object is not kept alive by the executor."""
+    import gc
+    import threading
+    import weakref
+
+    obj = funcs.Holder()
+    collected = threading.Event()
+    ref = weakref.ref(obj, lambda _: collected.set())
+    with client.executor() as ex:
+        assert ex.submit(obj.method).result(timeout=60) == 7
+        del obj
+        gc.collect()
+        assert collected.wait(10)
+    assert ref() is None
+
+
+def test_map_does_not_hold_its_last_result(client: Client) -> None:
+    """CPython's test_free_reference (adapted): what map() yielded is not kept alive by the iterator."""
+    import gc
+    import weakref
+
+    with client.executor() as ex:
+        it = ex.map(funcs.big, [10, 20])
+        first = next(it)
+        ref = weakref.ref(first)
+        del first
+        gc.collect()
+        assert ref() is None
+        assert len(next(it)) == 20
+
+
+def test_cancelled_queued_calls_never_run_and_shutdown_cancels(client: Client, tmp_path: Any) -> None:
+    from tests.system import sched_funcs
+
+    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+    from meshaios.testing.localmesh import wait_for
+
+    # every slot of the mesh held, by tasks outside the executor (its shutdown(cancel_futures=True) would cancel
+    # running calls too: nodes do not report starts, see meshaios.compat.executor)
+    blockers = client.map(sched_funcs.gated, [log] * 6, [f"B{i}" for i in range(6)], [gate] * 6)
+    ex = client.executor()
+
+    wait_for(lambda: len(sched_funcs.started(log)) == 6, 30, what="every slot held")
+    queued = [ex.submit(sched_funcs.mark, log, f"Q{i}") for i in range(20)]
+    assert queued[0].cancel()
+    assert queued[0].cancelled()
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued[0].result()
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued)
+    with pytest.raises(RuntimeError):
+        ex.submit(funcs.square, 1)
+    client.ping()  # the cancels were sent before this ping: the owner has them
+    (tmp_path / "gate").touch()
+    assert client.gather(blockers, timeout=60) == [f"B{i}" for i in range(6)]
+    wait_for(lambda: client.status()["node"]["pending"] == 0, 30, what="nothing pending")
+    assert [t for t in sched_funcs.started(log) if t.startswith("Q")] == []

@@ -31,6 +31,7 @@ from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
 from meshaios.rate import RateMeter
+from meshaios.sched.inputs import Links
 from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
 from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import WithTaskInfo, make_policy
@@ -56,6 +57,7 @@ from meshaios.tasks.fencing import Run, RunFence, Verdict
 from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, TaskState, fn_key
 from meshaios.tasks.workers import WorkerPool
+from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
 from meshaios.wire.codec import WireLimits, decode, encode
 from meshaios.wire.guard import Throttle
@@ -178,15 +180,18 @@ class Node:
         )
         self.model = _load_model(self._model_path())
         self.loadview = LoadView()
+        self.links = Links()  # link bandwidths measured by this node's fetches (``sched/inputs.py``)
+        self.timeline = Timeline(self.node_id)  # per-task times here, bounded (``meshaios/timeline.py``)
         inner = make_policy(
-            config.placement, model=self.model, view=self.loadview, clock=self.clock, node_id=self.node_id
+            config.placement, model=self.model, view=self.loadview, clock=self.clock, node_id=self.node_id,
+            links=self.links,
         )
         owner_config = dataclasses.replace(
             config.owner, late_binding=config.late_binding, client_lease=config.client_lease
         )
         self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()))
-        if config.placement == "eft":  # the learned policy wants to know what each task is and where its inputs are
-            self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
+        # every policy weighs where a task's inputs are (``sched.placement.Locality``, EFT): the owner says
+        self.owner.policy = WithTaskInfo(inner, self.owner.task_info, keep=False)
         self.owner.model = self.model
         self._limits = WireLimits.from_config(config)
         self.resolver = FunctionResolver(
@@ -654,6 +659,7 @@ class Node:
             if verdict is Verdict.DUPLICATE:
                 continue  # the same attempt delivered twice: run it once
             self.exec.queued += 1
+            self.timeline.queued(key[0], key[1], owner, now)
             task["_owner"] = owner
             remote: dict[str, tuple[list[str], int]] = {}
             for d, v in task["deps"].items():
@@ -668,6 +674,7 @@ class Node:
                 for d in remote:
                     self._input_refs[d] += 1
                 have = {d for d in remote if d in self.store}
+                self.timeline.inputs_requested(key[0], key[1], sum(remote[d][1] for d in remote if d not in have), now)
                 self._fetch_actions(self.fetcher.need(task, remote, have, now))
             else:
                 self._enqueue(task)
@@ -700,6 +707,7 @@ class Node:
                     ident, req, obj_id = a.task["_get"]
                     self._answer_get(ident, req, obj_id, relayed=True)
                 elif not self._was_aborted(a.task):
+                    self.timeline.inputs_arrived(a.task["id"], a.task["att"], self.clock.now())
                     self._enqueue(a.task)
                     self._start_queued()
             elif isinstance(a, InputsLost):
@@ -709,6 +717,7 @@ class Node:
                 t = a.task
                 if self._was_aborted(t):
                     continue
+                self.timeline.finished(t["id"], t["att"], False, self.clock.now(), outcome="lost")
                 run = self.fence.done((t["id"], t["att"]))
                 self.exec.queued -= 1
                 self._release_inputs(t.get("_inputs", ()))
@@ -869,6 +878,7 @@ class Node:
             return
         del self._proc_tasks[key]
         if fut.cancelled():
+            self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
             self.fence.done(key)
             self.queue.finish(key)
             self.exec.queued -= 1
@@ -885,6 +895,7 @@ class Node:
         if self._aborted and self._aborted.get(key) == owner:
             # cancelled while it ran: its owner has forgotten it; the result (kept here if large) is dropped
             self.counters["aborted_results_dropped"] += 1
+            self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
             self._release_inputs(inputs)
             if isinstance(outcome, dict) and outcome.get("ok"):
                 self.store.delete(key[0])
@@ -911,6 +922,9 @@ class Node:
         if not result["ok"]:
             self.exec.failed += 1
             self._fence_refused(result.get("err"))
+        dt = result.get("dt")
+        self.timeline.finished(key[0], key[1], bool(result["ok"]), self.clock.now(),
+                               run_s=dt if type(dt) is float else None, device=str(result.get("dev", "cpu")))
         self._push_result(owner, result)
 
     def _fence_refused(self, err: Any) -> None:
@@ -954,6 +968,7 @@ class Node:
                 self.queue.take(key)
                 self.fence.done(key)
                 self.exec.queued -= 1
+                self.timeline.finished(tid, att, False, self.clock.now(), outcome="cancelled")
                 self._release_inputs(qt.spec.get("_inputs", ()) if isinstance(qt.spec, dict) else ())
                 continue
             if key in self._proc_tasks and self._proc_tasks[key][0] == owner:
@@ -990,6 +1005,7 @@ class Node:
             return False
         self.fence.done(key)
         self.exec.queued -= 1
+        self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
         self._release_inputs(task.get("_inputs", ()))
         return True
 
@@ -1035,7 +1051,8 @@ class Node:
         q = self.queue
         stealable = sum(1 for t in q.queued() if t.state is TState.QUEUED and not t.pinned and not t.path)
         cpu = DeviceLoad(q.slots["cpu"], max(0, q.free("cpu")), q.backlog("cpu", now), 1.0)
-        return make_summary({"cpu": cpu}, queued=q.n_queued(), stealable=stealable)
+        return make_summary({"cpu": cpu}, queued=q.n_queued(), stealable=stealable,
+                            bandwidth=self.links.ingress(self.node_id))
 
     def _heard_load(self, node_id: str, meta: Any, heard: float) -> None:
         """A peer's summary from its SWIM meta, timed by when we last heard from it directly (not by gossip)."""
@@ -1080,6 +1097,7 @@ class Node:
                 # given away for good: no longer ours to run, and its owner must hear where it went
                 run = self.fence.done((a.task_id, a.att))
                 self.exec.queued -= 1
+                self.timeline.moved(a.task_id, a.att, self.clock.now())
                 moves[run.owner if run is not None else a.owner].append([a.task_id, a.att, a.to])
                 self._given[(a.task_id, a.att)] = a.to  # an abort from its owner follows it there
                 if len(self._given) > MAX_ABORTED:
@@ -1110,6 +1128,7 @@ class Node:
                 self._send_fenced(qt.owner, spec["c"], self.fence.epoch(spec["c"]))
             return False
         self.exec.queued += 1
+        self.timeline.queued(qt.id, qt.att, qt.owner, self.clock.now())
         qt.predicted = self._predict(qt.kernel, qt.nbytes)
         return True
 
@@ -1187,6 +1206,9 @@ class Node:
                 self._fetched.add(msg["id"])
             self.store.put(msg["id"], val)
             self.counters["fetched_bytes"] += val.nbytes
+            sent = self.fetcher.request(msg["req"])
+            if sent is not None:  # a measurement of the link from that holder to here (placement prices moves by it)
+                self.links.observe(sent[0], self.node_id, val.nbytes, self.clock.now() - sent[2])
         self._fetch_actions(self.fetcher.arrived(msg["req"], ok, self.clock.now()))
 
     def _on_get(self, ident: bytes, msg: dict[str, Any]) -> None:
@@ -1449,7 +1471,10 @@ class Node:
             "placement": self.config.placement,
             "steal": self._steal_status(),
             "memory_limit": self.store.memory_limit,
-            "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes},
+            "fetch": {"pending": self.fetcher.pending, "fetched_bytes": self.fetcher.fetched_bytes,
+                      "links": self.links.snapshot()},
+            "timeline_summary": self.timeline.summary(),
+            "timeline": self.timeline.recent(200, offset=time.time() - self.clock.now()),
             "streams": {
                 "out_open": self.streams_out.open_streams,
                 "out_bytes": self.streams_out.bytes_sent,

@@ -106,6 +106,14 @@ def test_meshaios_adapter_runs_every_workload(bt: ModuleType, monkeypatch: pytes
         want = bt.wordcount_local([bt.make_docs(i, 2048) for i in range(bt.NPARTS)])
         assert eng.wordcount(docs, timeout=30) == want
         assert eng.wordcount_pairs(docs, timeout=30) == want
+        (summary,) = eng.timelines().values()  # what --profile reports per node
+        assert summary["tasks"] >= 50
+        assert summary["run_s"] > 0
+    run = _load("run")
+    lines = run.timeline_report({"node0": {"tasks": 1, "run_s": 1.0}}, {"node0": {"tasks": 3, "wait_s": 0.5,
+                                                                                "run_s": 2.0, "bytes_in": 2e6}})
+    assert lines == ["node0 task timeline: 2 tasks; queued 0.50 s, fetching inputs 0.00 s (2 MB), running 1.00 s "
+                     "(task-seconds)"]
 
 
 def test_ratios_and_targets_are_oriented() -> None:

@@ -60,6 +60,14 @@ ul#failures li.bad .n { color:var(--bad); font-weight:600; } ul#failures li.warn
   font-weight:600; }
 dl.kv { display:grid; grid-template-columns: auto 1fr auto 1fr; gap:4px 16px; margin:0; font-size:13px; }
 dl.kv dt { color:var(--dim); } dl.kv dd { margin:0; font-variant-numeric: tabular-nums; }
+#sec-stream { grid-column: span 12; }
+svg#stream { width:100%; height:160px; display:block; background:#0b1016; border-radius:4px; }
+svg#stream .tw { fill:#2a3644; } svg#stream .tf { fill:var(--warn); } svg#stream .tr { fill:var(--accent); }
+svg#stream .te { fill:var(--bad); } svg#stream .tm { fill:var(--dim); }
+.legend span { margin-left:12px; } .legend i { display:inline-block; width:10px; height:10px; margin-right:4px;
+  vertical-align:middle; border-radius:2px; }
+.legend .w { background:#2a3644; } .legend .f { background:var(--warn); } .legend .r { background:var(--accent); }
+.legend .e { background:var(--bad); }
 #error { display:none; grid-column: span 12; background:#3a1616; color:var(--bad); border-color:#5a2020; }
 body.stale #error { display:block; }
 """
@@ -337,6 +345,63 @@ SCRIPT = r"""
     for (const [k, v] of items) { dl.appendChild(el("dt", k)); dl.appendChild(el("dd", v)); }
   }
 
+  // The task stream: this node's most recent task attempts (status ``node.timeline``), one lane per worker
+  // slot: queued (dark), fetching inputs (amber), running (blue; red if it failed or lost its inputs).
+  function renderStream(me) {
+    const svg = $("stream");
+    const recs = Array.isArray(me.timeline) ? me.timeline.filter((r) => r && typeof r.queued === "number") : [];
+    const sum = me.timeline_summary || {};
+    const share = sum.share || {};
+    setText("stream-sum", fmtInt(sum.tasks) + " tasks here: " + Math.round(100 * num(share.wait_s)) + "% queued, "
+      + Math.round(100 * num(share.fetch_s)) + "% fetching inputs, " + Math.round(100 * num(share.run_s))
+      + "% running; " + fmtBytes(num(sum.bytes_in)) + " fetched");
+    const NS = "http://www.w3.org/2000/svg";
+    svg.replaceChildren();
+    if (!recs.length) return;
+    const fin = (r) => (typeof r.finished === "number" ? r.finished : r.queued);
+    const start = (r) => (typeof r.started === "number" ? r.started : fin(r));
+    let t0 = Infinity, t1 = -Infinity;
+    for (const r of recs) { t0 = Math.min(t0, r.queued); t1 = Math.max(t1, fin(r)); }
+    const span = Math.max(1e-3, t1 - t0);
+    // lanes: a run occupies its lane from start to finish (greedy interval partitioning)
+    const sorted = recs.slice().sort((a, b) => start(a) - start(b));
+    const laneEnd = [];
+    const lane = new Map();
+    for (const r of sorted) {
+      let i = laneEnd.findIndex((e) => e <= start(r) + 1e-9);
+      if (i < 0) { i = laneEnd.length; laneEnd.push(0); }
+      laneEnd[i] = fin(r);
+      lane.set(r, i);
+    }
+    const W = 600, H = 160, lanes = Math.max(1, laneEnd.length), lh = H / lanes;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    const x = (t) => ((t - t0) / span) * W;
+    const rect = (a, b, y, h, cls, tip) => {
+      const e = document.createElementNS(NS, "rect");
+      e.setAttribute("x", x(a).toFixed(2));
+      e.setAttribute("y", y.toFixed(2));
+      e.setAttribute("width", Math.max(0.5, x(b) - x(a)).toFixed(2));
+      e.setAttribute("height", Math.max(1, h).toFixed(2));
+      e.setAttribute("class", cls);
+      const t = document.createElementNS(NS, "title");
+      t.textContent = tip;
+      e.appendChild(t);
+      svg.appendChild(e);
+    };
+    for (const r of recs) {
+      const y = lane.get(r) * lh;
+      const tip = String(r.task).slice(0, 24) + " #" + r.attempt + " on " + r.device + ": queued "
+        + num(r.wait_s).toFixed(3) + " s, inputs " + num(r.fetch_s).toFixed(3) + " s (" + fmtBytes(num(r.bytes_in))
+        + "), ran " + num(r.run_s).toFixed(3) + " s, " + r.outcome;
+      rect(r.queued, start(r), y + lh * 0.35, lh * 0.3, "tw", tip);
+      if (typeof r.inputs_requested === "number" && typeof r.inputs_arrived === "number") {
+        rect(r.inputs_requested, r.inputs_arrived, y + lh * 0.2, lh * 0.6, "tf", tip);
+      }
+      const bad = r.outcome === "error" || r.outcome === "lost";
+      rect(start(r), fin(r), y + lh * 0.1, lh * 0.8, bad ? "te" : (r.outcome === "moved" ? "tm" : "tr"), tip);
+    }
+  }
+
   async function poll() {
     try {
       const r = await fetch("api/status", { headers: headers, cache: "no-store" });
@@ -355,6 +420,7 @@ SCRIPT = r"""
       renderWork(me, pts);
       renderFailures(me);
       renderIO(me);
+      renderStream(me);
       prev = me;
       setText("updated", "updated " + clock());
       document.body.classList.remove("stale");
@@ -421,6 +487,12 @@ _BODY = """<!doctype html>
     <table id="nodes"><thead><tr><th>node</th><th>name</th><th>address</th><th>state</th><th>devices</th>
       <th class="num">workers</th><th class="num">running</th><th class="num">queued</th><th>load</th>
       <th>memory</th><th class="num">since/uptime</th></tr></thead><tbody></tbody></table>
+  </section>
+  <section id="sec-stream">
+    <h2>Task stream: this node's recent tasks, one lane per slot <span class="dim legend"><span id="stream-sum">
+      </span><span><i class="w"></i>queued</span><span><i class="f"></i>inputs</span><span><i
+      class="r"></i>running</span><span><i class="e"></i>failed</span></span></h2>
+    <svg id="stream" viewBox="0 0 600 160" preserveAspectRatio="none"></svg>
   </section>
   <section id="sec-failures">
     <h2>Recent failures</h2>

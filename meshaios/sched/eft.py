@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshaios.clock import Clock, MonotonicClock
+from meshaios.sched.inputs import Links, TaskInputs, parse_inputs, transfer_seconds
 from meshaios.sched.loadview import DeviceLoad, LoadView, parse_summary
 from meshaios.sched.model import RuntimeModel, device_kind, task_features
 from meshaios.sched.placement import NodeLoad
@@ -105,6 +106,7 @@ class EftPolicy:
         node_id: str | None = None,
         config: EftConfig | None = None,
         bandwidth: Callable[[str, str], float | None] | None = None,
+        links: Links | None = None,
     ) -> None:
         self.model = model or RuntimeModel()
         self.view = view or LoadView()
@@ -112,6 +114,7 @@ class EftPolicy:
         self.node_id = node_id
         self.config = config or EftConfig()
         self._bandwidth = bandwidth
+        self.links = links  # measured link bandwidths (``sched/inputs.py``), before the gossiped ingress
         self.last: Estimate | None = None
         self.decisions = 0
         self.evaluated = 0
@@ -243,20 +246,20 @@ class EftPolicy:
         return Estimate(nid, best[0], best[1], xfer, best[2], best_f)
 
     def _transfer(self, inputs: _Inputs, nid: str, ingress: float | None) -> float:
-        cfg = self.config
-        total = 0.0
-        if inputs.inline and self.node_id is not None and nid != self.node_id:
-            total += cfg.latency + inputs.inline / self._bw(self.node_id, nid, ingress)
-        for holders, nbytes in inputs.remote:
-            if nid not in holders:  # any replica will do; the first is as good a guess as any
-                total += cfg.latency + nbytes / self._bw(holders[0], nid, ingress)
-        return total
+        if not inputs.total:
+            return 0.0
+        return transfer_seconds(inputs.inputs, nid, self.node_id, lambda src, dst: self._bw(src, dst, ingress),
+                                self.config.latency)
 
     def _bw(self, src: str, dst: str, ingress: float | None) -> float:
         if self._bandwidth is not None:
             b = self._bandwidth(src, dst)
             if b:
                 return b
+        if self.links is not None:
+            m = self.links.measured(src, dst)
+            if m:
+                return m
         return ingress or self.config.bandwidth
 
     def _devices(self, nl: NodeLoad, now: float) -> dict[str, DeviceLoad]:
@@ -354,24 +357,11 @@ _LOG_RANK_STEP = math.log(1.25)
 
 
 class _Inputs:
-    """A task's inputs, parsed once per decision: inline bytes (at the owner) and ``(holders, bytes)`` pairs."""
+    """A task's inputs, parsed once per decision (``sched/inputs.py``), and its kernel."""
 
-    __slots__ = ("inline", "kernel", "remote", "total")
+    __slots__ = ("inputs", "kernel", "total")
 
     def __init__(self, task: dict[str, Any]) -> None:
-        raw = task.get("nbytes", 0)
-        self.inline = float(raw) if isinstance(raw, int | float) and raw > 0 else 0.0
+        self.inputs: TaskInputs = parse_inputs(task)
         self.kernel = str(task.get("fn_key") or "?")
-        self.remote: list[tuple[tuple[str, ...], float]] = []
-        locs = task.get("locations")
-        if isinstance(locs, dict):
-            for src, nbytes in locs.items():
-                if isinstance(nbytes, int | float) and nbytes > 0:
-                    self.remote.append(((str(src),), float(nbytes)))
-        inputs = task.get("inputs")
-        if isinstance(inputs, list):
-            for item in inputs[:10_000]:
-                if (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], list | tuple)
-                        and item[0] and isinstance(item[1], int | float) and item[1] > 0):
-                    self.remote.append((tuple(str(h) for h in item[0]), float(item[1])))
-        self.total = self.inline + sum(b for _, b in self.remote)
+        self.total = self.inputs.total

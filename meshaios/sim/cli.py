@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="work stealing: auto = on for eft, off for the baselines")
     p.add_argument("--late-binding", choices=("on", "off"), default="on" if OwnerConfig.late_binding else "off",
                    help="eft is offered full nodes too and a task may wait for its best node (as meshaios node)")
+    p.add_argument("--locality", choices=("on", "off"), default="on",
+                   help="baselines weigh moving a task's inputs against waiting for their holder, as in meshaios "
+                        "node (default on); off: the bare policies")
     p.add_argument("--liars", type=float, default=0.0,
                    help="fraction of slow nodes that declare full speed (default 0)")
     p.add_argument("--kill", action="append", default=[], metavar="N@T",
@@ -99,7 +102,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any
         cfg = SimConfig(
             policy=name, seed=args.seed, stealing=steal, membership=args.membership, owners=args.owners,
             window_per_slot=args.window, kills=_kills(args.kill), default_device=args.default_device,
-            late_binding=args.late_binding == "on",
+            late_binding=args.late_binding == "on", locality=args.locality == "on",
         )
         r = Simulation(nodes, make_workload(args.workload, args.tasks, args.seed), cfg).run()
         d = r.as_dict()
@@ -196,12 +199,12 @@ def _table(doc: dict[str, Any]) -> str:
         lines.append(f"offline HEFT (true runtimes) {doc['heft']:.2f} s; same in FIFO order {doc['heft_fifo']:.2f} s; "
                      f"lower bound {doc['lower_bound']:.2f} s")
     lines.append(f"{'policy':<14}{'makespan':>10}{'xHEFT':>7}{'mean':>8}{'job':>8}{'steals':>8}{'wasted':>7}"
-                 f"{'lost':>6}{'dup':>5}{'MAPE':>7}{'us/dec':>8}")
+                 f"{'lost':>6}{'dup':>5}{'MAPE':>7}{'us/dec':>8}{'moved MB':>10}")
     for d in doc["results"]:
         lines.append(
             f"{d['policy']:<14}{d['makespan']:>10.2f}{d.get('vs_heft', 0):>7.2f}{d['mean_completion']:>8.2f}"
             f"{d['mean_job_completion']:>8.2f}{d['steals']:>8}{d['wasted_steals']:>7}{d['lost']:>6}"
-            f"{d['duplicate_executions']:>5}{d['mape']:>7.3f}{d['decision_us']:>8.1f}"
+            f"{d['duplicate_executions']:>5}{d['mape']:>7.3f}{d['decision_us']:>8.1f}{d['bytes_moved'] / 1e6:>10.0f}"
         )
     return "\n".join(lines)
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from meshaios.clock import ManualClock
 from meshaios.membership.simnet import SimNet
 from meshaios.membership.swim import MemberState, SwimConfig
@@ -37,6 +39,13 @@ from meshaios.wire.payload import Payload
 __all__ = ["SimConfig", "SimResult", "Simulation"]
 
 _EMPTY = Payload(b"")
+_ZERO = np.zeros(1, np.uint8)
+
+
+def _sized(nbytes: int) -> Payload:
+    """A payload that says it is ``nbytes`` long without holding them (a zero-stride view of one byte): the owner
+    prices inline arguments by ``Payload.nbytes``, and the simulator never reads them."""
+    return Payload(b"", (np.broadcast_to(_ZERO, (nbytes,)),)) if nbytes > 0 else _EMPTY
 
 # event kinds, in tie-break order at equal times
 _MEMBER = 0
@@ -71,6 +80,7 @@ class SimConfig:
     # does today (a GPU only for tasks that ask for one); "jsq" picks the shorter queue per slot
     default_device: str = "cpu"
     late_binding: bool = OwnerConfig.late_binding  # for policies that ask, as in a live node
+    locality: bool = True  # baselines weigh moving inputs against waiting for their holder (``sched.Locality``)
     swim: SwimConfig = field(default_factory=SwimConfig)
 
 
@@ -204,14 +214,11 @@ class Simulation:
     def _make_owner(self, node: _Node) -> None:
         cfg = self.config
         nid = node.spec.node_id
-        kwargs: dict[str, Any] = {}
-        if cfg.policy == "eft":
-            kwargs = {"model": node.model, "view": node.view, "clock": self.clock, "node_id": nid}
-        elif cfg.policy == "local":
-            kwargs = {"node_id": nid}
-        inner = make_policy(cfg.policy, **kwargs)
+        # what a live node passes (``node.py``): every policy may read the model, the view and the clock
+        inner = make_policy(cfg.policy, model=node.model, view=node.view, clock=self.clock, node_id=nid,
+                            locality=cfg.locality)
         timer = _TimedPolicy(inner)
-        info = WithTaskInfo(timer, self._task_info)
+        info = WithTaskInfo(timer, lambda tid: self._task_info(node, tid))
         node.owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding),
                            info, random.Random(f"owner/{cfg.seed}/{nid}"))
         node.info = info
@@ -226,16 +233,14 @@ class Simulation:
 
         return estimate
 
-    def _task_info(self, tid: str) -> dict[str, Any] | None:
+    def _task_info(self, node: _Node, tid: str) -> dict[str, Any] | None:
+        """The owner's own account of the task's inputs (``Owner.inputs``, as in a live node), with the kernel and
+        device hint a live task would carry."""
         t = self.tasks.get(tid)
-        if t is None:
+        inputs = node.owner.inputs(tid) if node.owner is not None else None
+        if t is None or inputs is None:
             return None
-        locs: dict[str, int] = {}
-        for d, b in t.dep_bytes.items():
-            where = self.location.get(d)
-            if where is not None:
-                locs[where] = locs.get(where, 0) + b
-        return {"fn_key": t.kernel, "nbytes": t.nbytes, "locations": locs, "device": t.device}
+        return inputs.info(t.kernel, t.device)
 
     # ---- event queue --------------------------------------------------------------------------------------
 
@@ -459,7 +464,13 @@ class Simulation:
         job, tasks = data
         owner_node = self.nodes[self.owner_ids[job % len(self.owner_ids)]]
         assert owner_node.owner is not None
-        specs = [{"id": t.id, "fn": _EMPTY, "args": _EMPTY, "deps": list(t.deps)} for t in tasks]
+        specs = []
+        for t in tasks:
+            spec: dict[str, Any] = {"id": t.id, "fn": Payload(t.kernel.encode()), "args": _sized(t.nbytes),
+                                    "deps": t.dep_refs()}
+            if t.parts:
+                spec["parts"] = t.parts
+            specs.append(spec)
         self._owner_actions(owner_node, owner_node.owner.submit(b"client", specs, self.now))
 
     def _owner_actions(self, node: _Node, actions: list[OwnerAction]) -> None:
@@ -489,13 +500,16 @@ class Simulation:
         target = self.nodes.get(target_id)
         if target is None or not target.alive:
             return  # lost in the void; the owner re-places it when membership says the node is dead
-        t = self.tasks[tid]
         oid = owner_node.spec.node_id
         arrive = self.now if target_id == oid else self.now + self.config.latency
         if target_id != oid:
-            arrive = self._transfer(target, t.nbytes, arrive)
-        # the inputs that live elsewhere come over the target's link after the RUN arrived (one batch of fetches)
-        remote = sum(nbytes for dep, nbytes in t.dep_bytes.items() if self.location.get(dep) != target_id)
+            arrive = self._transfer(target, td["args"].nbytes, arrive)
+        # what the RUN message says, read as node.py reads it: inputs held elsewhere come over the target's link
+        # after the RUN arrived (one batch of fetches); those the target holds cost nothing
+        remote = 0
+        for v in td["deps"].values():
+            if isinstance(v, dict) and target_id not in v.get("loc", ()):
+                remote += int(v.get("size", 0))
         ready = self._transfer(target, remote, arrive)
         self._push(ready, _READY, (target_id, tid, att, oid, device))
 
@@ -584,7 +598,8 @@ class Simulation:
             committed, here = gate
             if self.now - committed > here:
                 self.wasted += 1
-        result = {"id": tid, "att": key[1], "ok": True, "v": _EMPTY}
+        # the result stays on this node, as a live node keeps anything but small values: the owner records where
+        result = {"id": tid, "att": key[1], "ok": True, "size": t.out_bytes}
         obs = {"rt": rt, "dev": device}
         self._push(self.now + (0.0 if nid == qt.owner else self.config.latency), _DONE, (qt.owner, nid, result, obs))
         self._start(node)
@@ -640,7 +655,12 @@ class Simulation:
                         self._push(self.now + self.config.detect_delay, _DETECT, (other.spec.node_id, nid))
             for tid, where in list(self.location.items()):
                 if where == nid:
-                    self.location[tid] = self.owner_ids[0]  # stands in for a re-fetch (see module docstring)
+                    # stands in for a re-fetch (see module docstring): the first owner has a copy now
+                    self.location[tid] = self.owner_ids[0]
+                    for oid in self.owner_ids:
+                        owner = self.nodes[oid].owner
+                        if owner is not None:
+                            owner.add_location(tid, self.owner_ids[0])
 
     def _on_detect(self, data: tuple[str, str]) -> None:
         observer, dead = data

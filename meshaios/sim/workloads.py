@@ -92,6 +92,12 @@ class SimTask:
     dep_bytes: dict[str, int] = field(default_factory=dict)  # bytes of each dependency's output it reads
     submit_at: float = 0.0
     job: int = 0
+    parts: int = 0  # >0: its output is stored in this many parts (a shuffle map output)
+    dep_part: dict[str, int] = field(default_factory=dict)  # dependency -> the part of it this task reads
+
+    def dep_refs(self) -> list[str]:
+        """The object ids it names as a live client would: ``task`` for a whole output, ``task#j`` for a part."""
+        return [f"{d}#{self.dep_part[d]}" if d in self.dep_part else d for d in self.deps]
 
     def runtime(self, node: NodeSpec, device: str) -> float:
         """The true runtime on ``node``'s ``device`` (the simulator's secret)."""
@@ -168,11 +174,11 @@ def _size(rng: random.Random, lo: float = 0.25, hi: float = 16.0) -> int:
 
 
 def _task(rng: random.Random, tid: str, k: KernelSpec, in_bytes: int, inline: int, job: int, at: float,
-          ) -> SimTask:
+          max_out: int = 32 * MB) -> SimTask:
     work = k.base * (in_bytes / MB) ** k.alpha * math.exp(rng.gauss(0.0, k.sigma))
     return SimTask(
         id=tid, kernel=k.name, nbytes=inline, work=work, device="any" if k.gpu else "cpu",
-        out_bytes=max(64, min(32 * MB, int(in_bytes * k.out_ratio))), submit_at=at, job=job,
+        out_bytes=max(64, min(max_out, int(in_bytes * k.out_ratio))), submit_at=at, job=job,
     )
 
 
@@ -191,8 +197,9 @@ def independent(n: int, seed: int, waves: int = 1, gap: float = 0.0, prefix: str
 
 def layered_dag(n: int, seed: int, width: int | None = None, job: int = 0, at: float = 0.0,
                 prefix: str = "d") -> Workload:
-    """A layered DAG: each task of layer l reads the outputs of 1-3 tasks of layer l-1 (which stay on the
-    nodes that computed them, so placement must weigh locality against speed)."""
+    """A layered DAG: each task of layer l reads the whole outputs of 1-3 tasks of layer l-1 (which stay on the
+    nodes that computed them, so placement must weigh locality against speed). Outputs are capped at 8 MB, so
+    inputs stay under 24 MB and sizes do not snowball with depth."""
     rng = random.Random(f"dag/{seed}/{job}")
     width = width or max(2, int(math.sqrt(n) * 1.5))
     tasks: list[SimTask] = []
@@ -204,14 +211,12 @@ def layered_dag(n: int, seed: int, width: int | None = None, job: int = 0, at: f
             k = _kernel(rng)
             if not prev:
                 size = _size(rng, 1.0, 32.0)
-                t = _task(rng, f"{prefix}{job}-{i:05d}", k, size, size, job, at)
+                t = _task(rng, f"{prefix}{job}-{i:05d}", k, size, size, job, at, max_out=8 * MB)
             else:
                 deps = rng.sample(prev, min(len(prev), rng.randint(1, 3)))
-                # each reads its dependencies' outputs, up to 16 MB in all, so sizes do not snowball with depth
-                share = min(1.0, 16 * MB / max(1, sum(d.out_bytes for d in deps)))
-                dep_bytes = {d.id: max(1, int(d.out_bytes * share)) for d in deps}
+                dep_bytes = {d.id: d.out_bytes for d in deps}
                 size = sum(dep_bytes.values())
-                t = _task(rng, f"{prefix}{job}-{i:05d}", k, size, 4096, job, at)
+                t = _task(rng, f"{prefix}{job}-{i:05d}", k, size, 4096, job, at, max_out=8 * MB)
                 t.deps = [d.id for d in deps]
                 t.dep_bytes = dep_bytes
             layer.append(t)
@@ -222,8 +227,8 @@ def layered_dag(n: int, seed: int, width: int | None = None, job: int = 0, at: f
 
 
 def mapreduce(n: int, seed: int, job: int = 0, at: float = 0.0, prefix: str = "m") -> Workload:
-    """Map-reduce: ~85% mappers over skewed input splits, each reducer reads its partition of every mapper's
-    output (an all-to-all shuffle)."""
+    """Map-reduce: ~85% mappers over skewed input splits, each storing its output in one part per reducer;
+    reducer r reads part r of every mapper's output (an all-to-all shuffle)."""
     rng = random.Random(f"mapreduce/{seed}/{job}")
     n_red = max(1, n // 8)
     n_map = max(1, n - n_red)
@@ -231,7 +236,9 @@ def mapreduce(n: int, seed: int, job: int = 0, at: float = 0.0, prefix: str = "m
     maps = []
     for i in range(n_map):
         size = _size(rng, 1.0, 48.0)
-        maps.append(_task(rng, f"{prefix}{job}-map{i:05d}", parse, size, size, job, at))
+        m = _task(rng, f"{prefix}{job}-map{i:05d}", parse, size, size, job, at)
+        m.parts = n_red
+        maps.append(m)
     reduce_k = _BY_NAME["meshaios.reduce_sum"]
     tasks = list(maps)
     for r in range(n_red):
@@ -241,6 +248,7 @@ def mapreduce(n: int, seed: int, job: int = 0, at: float = 0.0, prefix: str = "m
         t.work *= 20  # merging sorted runs is heavier than a plain sum
         t.deps = [m.id for m in maps]
         t.dep_bytes = dep_bytes
+        t.dep_part = {m.id: r for m in maps}
         tasks.append(t)
     return Workload("mapreduce", tasks)
 

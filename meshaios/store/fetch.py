@@ -95,6 +95,13 @@ class FetchPlanner:
         out.extend(self._start(now))
         return out
 
+    def request(self, req: int) -> tuple[str, int, float] | None:
+        """``(holder, bytes, sent at)`` of a fetch still in flight: with the reply's arrival time, a measurement of
+        that link's bandwidth (``sched.inputs.Links``)."""
+        obj = self._by_req.get(req)
+        w = self._wants.get(obj) if obj is not None else None
+        return None if w is None else (w.holder, w.size, w.started)
+
     def arrived(self, req: int, ok: bool, now: float) -> list[FetchAction]:
         """A reply to ``req``: the object is now in the store (ok) or the holder did not have it."""
         obj = self._by_req.pop(req, None)

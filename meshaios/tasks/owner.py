@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from meshaios.sched.inputs import TaskInputs, task_inputs
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy
 from meshaios.tasks.fencing import ClientLeases
 from meshaios.wire.payload import Payload
@@ -1033,26 +1034,22 @@ class Owner:
 
         raw_dev = r.get("dev")
         dev = raw_dev if isinstance(raw_dev, str) else "cpu"
-        nbytes = t.args.nbytes + sum((d.size for x in t.deps if (d := self.tasks.get(base_id(x)))), 0)
+        nbytes = task_inputs(t.args.nbytes, t.deps, self.tasks.get).total
         self.model.learn_one(task_features(t.key, nbytes, dev, node=node_id), dt)
 
+    def inputs(self, tid: str) -> TaskInputs | None:
+        """Task ``tid``'s inline bytes and the inputs held on nodes (``sched.inputs.task_inputs``: the one place
+        that computes them, for the live node and the simulator alike)."""
+        t = self.tasks.get(tid)
+        return None if t is None else task_inputs(t.args.nbytes, t.deps, self.tasks.get)
+
     def task_info(self, tid: str) -> dict[str, Any] | None:
-        """What a learned placement policy wants to know about a task (see ``sched.placement.WithTaskInfo``)."""
+        """What a placement policy wants to know about a task (see ``sched.placement.WithTaskInfo``)."""
         t = self.tasks.get(tid)
         if t is None:
             return None
-        inputs = []
-        nbytes = t.args.nbytes
-        for d in t.deps:
-            dep = self.tasks.get(base_id(d))
-            if dep is None:
-                continue
-            size = dep.size // dep.parts if dep.parts else dep.size
-            nbytes += size
-            if dep.locations:
-                inputs.append([list(dep.locations), size])
         device = "gpu" if t.resources.get("gpu") else "cpu"
-        return {"fn_key": t.key, "nbytes": nbytes, "inputs": inputs, "device": device}
+        return task_inputs(t.args.nbytes, t.deps, self.tasks.get).info(t.key, device)
 
     def _unassign(self, tid: str, node_id: str) -> None:
         nt = self.node_tasks.get(node_id)

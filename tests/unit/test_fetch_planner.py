@@ -50,3 +50,12 @@ def test_timeout_retries_elsewhere() -> None:
     assert fp.tick(4.0) == []
     assert fp.tick(6.0) == [SendFetch("n2", "x", 2)]
     assert fp.arrived(2, True, 6.5) == [Runnable(task("a"))]
+
+
+def test_a_fetch_in_flight_says_where_from_how_big_and_since_when() -> None:
+    fp = FetchPlanner()
+    assert fp.need(task("a"), {"x": (["n1"], 10)}, set(), 2.0) == [SendFetch("n1", "x", 1)]
+    assert fp.request(1) == ("n1", 10, 2.0)
+    fp.arrived(1, True, 2.5)
+    assert fp.request(1) is None
+    assert fp.request(99) is None

@@ -115,6 +115,15 @@ class MeshaiosEngine(Engine):
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self.mesh.procs]
 
+    def timelines(self) -> dict[str, dict[str, Any]]:
+        """Each node's task-timeline totals (``meshaios status``: ``node.timeline_summary``): where its task time
+        went -- queued, fetching inputs, running -- and the input bytes it fetched."""
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.mesh.procs:
+            with contextlib.suppress(Exception), self.mesh.client(p.index) as c:
+                out[p.name] = dict(c.status()["node"].get("timeline_summary") or {})
+        return out
+
     def noop(self, n: int, timeout: float) -> None:
         self.client.gather(self.client.map(bt.noop, range(n)), timeout=timeout)
 

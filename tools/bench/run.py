@@ -242,6 +242,7 @@ class Probe:
             assert self.profile_dir is not None
             pids = {f"node{i}": pid for i, pid in enumerate(eng.worker_pids())}
             pids["client"] = os.getpid()
+            tl0 = eng.timelines() if hasattr(eng, "timelines") else {}
             spy = PySpy(pids, self.profile_dir / f"{eng.name}-{eng.size}-{workload}-{rep}")
             spy.__enter__()
             tc0 = thread_cpu(pids)
@@ -257,6 +258,21 @@ class Probe:
                 spy.__exit__(None, None, None)
                 self.report.append(f"{eng.label} {workload} rep {rep + 1}, per process:")
                 self.report += [f"  {line}" for line in thread_cpu_report(tc0, tc1, wall)]
+                if hasattr(eng, "timelines"):
+                    self.report += [f"  {line}" for line in timeline_report(tl0, eng.timelines())]
+
+
+def timeline_report(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:
+    """Where each node's task time went during the timed region (the difference of its timeline totals)."""
+    out = []
+    for name, a in sorted(after.items()):
+        b = before.get(name, {})
+        d = {k: float(a.get(k, 0)) - float(b.get(k, 0)) for k in ("tasks", "wait_s", "fetch_s", "run_s", "bytes_in")}
+        if d["tasks"] <= 0:
+            continue
+        out.append(f"{name} task timeline: {d['tasks']:.0f} tasks; queued {d['wait_s']:.2f} s, fetching inputs "
+                   f"{d['fetch_s']:.2f} s ({d['bytes_in'] / 1e6:.0f} MB), running {d['run_s']:.2f} s (task-seconds)")
+    return out
 
 
 def run_noop(eng: Any, res: Results, p: Params, probe: Probe, rep: int) -> None:

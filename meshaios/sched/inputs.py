@@ -1,0 +1,182 @@
+"""Where a task's inputs are, and what moving them costs: the one description every placement policy prices.
+
+``task_inputs`` is the only code that turns a task's dependencies into what placement sees; the owner
+(``Owner.inputs``, ``Owner.task_info``) calls it in a live node, and the simulator asks that same owner, so the
+simulated locality is the live one. A task reads two kinds of bytes:
+
+* **inline**: its arguments, and the small dependency results the owner holds itself; they travel with the
+  RUN message from the owner;
+* **held**: dependency results stored on nodes (``holders``); the executor fetches each from any holder, so a
+  holder pays nothing for it and any other node pays ``latency + bytes / bandwidth(holder -> node)``.
+
+``Links`` is the bandwidth model: measured throughput per (source, destination) pair where a transfer has been
+seen, else what the destination reports for its incoming link (``bw`` in its gossiped load summary), else an
+assumed 1 Gb/s. ``transfer_seconds`` prices moving a task's inputs to a node; ``Locality`` (``placement.py``) and
+``EftPolicy`` (``eft.py``) both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Held", "Links", "Produced", "TaskInputs", "parse_inputs", "task_inputs", "transfer_seconds"]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One input stored on nodes: any of ``holders`` can serve its ``nbytes``."""
+
+    holders: tuple[str, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInputs:
+    inline: int = 0  # bytes that travel with the task from its owner
+    held: tuple[Held, ...] = ()
+
+    @property
+    def total(self) -> int:
+        """All input bytes: the runtime model's size feature."""
+        return self.inline + sum(h.nbytes for h in self.held)
+
+    def holders(self) -> set[str]:
+        return {n for h in self.held for n in h.holders}
+
+    def info(self, fn_key: str, device: str) -> dict[str, Any]:
+        """The task-dict keys placement policies read (``docs/scheduling.md`` section 5)."""
+        return {
+            "fn_key": fn_key,
+            "nbytes": self.inline,
+            "inputs": [[list(h.holders), h.nbytes] for h in self.held],
+            "device": device,
+        }
+
+
+class Produced(Protocol):
+    """What the owner knows of a dependency's result (``OwnedTask`` has these fields)."""
+
+    id: str
+    result: Any  # the value, when the owner holds it inline; None when it lives on nodes
+    locations: list[str]
+    size: int
+    parts: int
+
+
+def task_inputs(args_bytes: int, deps: Iterable[str], lookup: Callable[[str], Produced | None]) -> TaskInputs:
+    """A task's inline bytes (``args_bytes`` plus dependency values held inline by the owner) and the inputs held
+    on nodes. ``deps`` are object ids: ``task`` for a whole result, ``task#j`` for part j of a shuffle map output
+    (``size / parts`` bytes). A dependency the owner no longer knows, or whose every copy is lost, is skipped: the
+    task is not ready then, and placement must not price an input nobody can serve."""
+    inline = max(0, args_bytes)
+    held: list[Held] = []
+    for d in deps:
+        base = d.split("#", 1)[0]
+        p = lookup(base)
+        if p is None:
+            continue
+        if d == p.id and p.result is not None:
+            nb = getattr(p.result, "nbytes", 0)
+            inline += nb if isinstance(nb, int) else 0
+            continue
+        if not p.locations:
+            continue
+        size = p.size // p.parts if p.parts and d != p.id else p.size
+        held.append(Held(tuple(p.locations), max(0, size)))
+    return TaskInputs(inline, tuple(held))
+
+
+def parse_inputs(task: dict[str, Any]) -> TaskInputs:
+    """The inputs described by a policy's task dict (``nbytes``; ``inputs`` as ``[[holders], bytes]``, or the
+    older ``locations`` as ``{node: bytes}``); malformed entries are ignored, at most 10,000 are read."""
+    raw = task.get("nbytes", 0)
+    inline = int(raw) if isinstance(raw, int | float) and raw > 0 else 0
+    held: list[Held] = []
+    locs = task.get("locations")
+    if isinstance(locs, dict):
+        for src, nbytes in list(locs.items())[:10_000]:
+            if isinstance(nbytes, int | float) and nbytes > 0:
+                held.append(Held((str(src),), int(nbytes)))
+    items = task.get("inputs")
+    if isinstance(items, list):
+        for item in items[:10_000]:
+            if (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], list | tuple)
+                    and item[0] and isinstance(item[1], int | float) and item[1] > 0):
+                held.append(Held(tuple(str(h) for h in item[0]), int(item[1])))
+    return TaskInputs(inline, tuple(held))
+
+
+class Links:
+    """Link bandwidth between nodes, bytes/s: measured where seen, else reported, else assumed.
+
+    ``observe(src, dst, nbytes, seconds)`` folds one finished transfer into an exponentially weighted estimate
+    for that pair (transfers under ``min_bytes`` are ignored: their time is latency, not bandwidth). Bounded:
+    at most ``max_pairs`` pairs are kept (the oldest observed are dropped first)."""
+
+    def __init__(self, default: float = 125e6, latency: float = 0.0005, alpha: float = 0.3,
+                 min_bytes: int = 1 << 20, max_pairs: int = 4096) -> None:
+        if default <= 0:
+            raise ValueError("default bandwidth must be positive")
+        self.default = default
+        self.latency = latency
+        self.alpha = alpha
+        self.min_bytes = min_bytes
+        self.max_pairs = max_pairs
+        self._measured: dict[tuple[str, str], float] = {}
+
+    def observe(self, src: str, dst: str, nbytes: int, seconds: float) -> None:
+        if nbytes < self.min_bytes or not seconds > 0 or src == dst:
+            return
+        rate = nbytes / seconds
+        key = (src, dst)
+        old = self._measured.pop(key, None)
+        self._measured[key] = rate if old is None else old + self.alpha * (rate - old)
+        while len(self._measured) > self.max_pairs:
+            del self._measured[next(iter(self._measured))]
+
+    def measured(self, src: str, dst: str) -> float | None:
+        return self._measured.get((src, dst))
+
+    def bandwidth(self, src: str, dst: str, reported: float | None = None) -> float:
+        """Measured for this pair, else ``reported`` (the destination's gossiped ingress), else the default."""
+        m = self._measured.get((src, dst))
+        if m:
+            return m
+        return reported if reported and reported > 0 else self.default
+
+    def ingress(self, dst: str) -> float | None:
+        """What ``dst`` receives at, as measured from all its sources (their mean); None before any measurement.
+        A node gossips this for itself (``bw`` in its load summary)."""
+        rates = [v for (_s, d), v in self._measured.items() if d == dst]
+        return sum(rates) / len(rates) if rates else None
+
+    def snapshot(self) -> dict[str, float]:
+        """``"src->dst": bytes/s`` for what has been measured (status output)."""
+        return {f"{s}->{d}": round(v) for (s, d), v in self._measured.items()}
+
+
+def transfer_seconds(inputs: TaskInputs, node: str, owner: str | None,
+                     bandwidth: Callable[[str, str], float], latency: float) -> float:
+    """Seconds to bring ``inputs`` to ``node``: inline bytes from ``owner`` (free on the owner), each held input
+    from its first holder (free on any holder). Transfers from different sources are summed: they share the
+    destination's link (the conservative online estimate; the offline HEFT lets them overlap)."""
+    total = 0.0
+    if inputs.inline and owner is not None and node != owner:
+        total += latency + inputs.inline / bandwidth(owner, node)
+    per_source: dict[str, int] = {}  # one bandwidth look-up per source, not per input (a reducer has thousands)
+    for h in inputs.held:
+        if node not in h.holders:
+            src = h.holders[0]
+            per_source[src] = per_source.get(src, 0) + h.nbytes
+            total += latency
+    for src, nbytes in per_source.items():
+        total += nbytes / bandwidth(src, node)
+    return total
+
+
+def holders_in(inputs: TaskInputs, candidates: Sequence[Any]) -> list[Any]:
+    """The candidates (objects with ``node_id``) that hold at least one of the inputs, in candidate order."""
+    hs = inputs.holders()
+    return [c for c in candidates if c.node_id in hs] if hs else []

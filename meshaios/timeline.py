@@ -1,0 +1,162 @@
+"""A per-task timeline on each node: where a task's time went, in bounded memory.
+
+For every task attempt a node runs it records when the task was queued here (its RUN arrived), when it asked
+peers for its inputs and when they had all arrived, when it started and finished, on which device, and how many
+input bytes it moved. ``meshaios status --json`` shows the most recent ones (``node.timeline``) and a summary of
+where the time went (``node.timeline_summary``: queueing, waiting for inputs, running); the dashboard draws them as
+a task stream, one lane per worker slot; ``tools/bench/run.py --profile`` prints the summary of each node.
+
+Pure bookkeeping: times are passed in (the node's monotonic clock); ``recent(offset=...)`` converts to wall time
+for people. Bounded: at most ``capacity`` finished records (a ring buffer: the oldest go first) and ``max_open``
+records of tasks still in flight (beyond that the oldest open record is dropped and counted in ``dropped``).
+
+    >>> tl = Timeline("n1", capacity=2)
+    >>> tl.queued("t", 0, "owner", now=1.0)
+    >>> tl.finished("t", 0, ok=True, run_s=0.5, device="cpu", now=2.0)
+    >>> r = tl.recent()[0]
+    >>> (r["queued"], r["started"], r["finished"], r["wait_s"], r["run_s"])
+    (1.0, 1.5, 2.0, 0.5, 0.5)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TaskTimes", "Timeline"]
+
+
+@dataclass(slots=True)
+class TaskTimes:
+    task: str
+    attempt: int
+    owner: str
+    node: str
+    queued: float
+    inputs_requested: float | None = None
+    inputs_arrived: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    device: str = "cpu"
+    bytes_in: int = 0  # input bytes fetched from peers for this task
+    outcome: str = ""  # "ok", "error", "lost" (inputs could not be fetched), "moved" (stolen), "cancelled"
+
+    def as_dict(self, offset: float = 0.0) -> dict[str, Any]:
+        def at(t: float | None) -> float | None:
+            return None if t is None else round(t + offset, 6)
+
+        fetch = (self.inputs_arrived - self.inputs_requested
+                 if self.inputs_arrived is not None and self.inputs_requested is not None else 0.0)
+        start = self.started if self.started is not None else self.finished
+        return {
+            "task": self.task,
+            "attempt": self.attempt,
+            "owner": self.owner,
+            "node": self.node,
+            "device": self.device,
+            "queued": at(self.queued),
+            "inputs_requested": at(self.inputs_requested),
+            "inputs_arrived": at(self.inputs_arrived),
+            "started": at(self.started),
+            "finished": at(self.finished),
+            "bytes_in": self.bytes_in,
+            "outcome": self.outcome,
+            "fetch_s": round(fetch, 6),
+            "wait_s": round(max(0.0, (start if start is not None else self.queued) - self.queued - fetch), 6),
+            "run_s": round(self.finished - self.started, 6)
+            if self.finished is not None and self.started is not None else 0.0,
+        }
+
+
+class Timeline:
+    def __init__(self, node: str, capacity: int = 2048, max_open: int = 65_536) -> None:
+        if capacity < 1 or max_open < 1:
+            raise ValueError("capacity and max_open must be at least 1")
+        self.node = node
+        self.capacity = capacity
+        self.max_open = max_open
+        self._open: OrderedDict[tuple[str, int], TaskTimes] = OrderedDict()
+        self._done: deque[TaskTimes] = deque(maxlen=capacity)
+        self.dropped = 0
+        # running totals over every finished record, not only those still in the ring
+        self.totals = {"tasks": 0, "wait_s": 0.0, "fetch_s": 0.0, "run_s": 0.0, "bytes_in": 0}
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    def queued(self, task: str, attempt: int, owner: str, now: float) -> None:
+        key = (task, attempt)
+        if key in self._open:
+            return
+        self._open[key] = TaskTimes(task, attempt, owner, self.node, now)
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+            self.dropped += 1
+
+    def inputs_requested(self, task: str, attempt: int, nbytes: int, now: float) -> None:
+        r = self._open.get((task, attempt))
+        if r is not None and r.inputs_requested is None:
+            r.inputs_requested = now
+            r.bytes_in += max(0, nbytes)
+
+    def inputs_arrived(self, task: str, attempt: int, now: float) -> None:
+        r = self._open.get((task, attempt))
+        if r is not None and r.inputs_requested is not None and r.inputs_arrived is None:
+            r.inputs_arrived = now
+
+    def started(self, task: str, attempt: int, device: str, now: float) -> None:
+        r = self._open.get((task, attempt))
+        if r is not None and r.started is None:
+            r.started, r.device = now, device
+
+    def finished(self, task: str, attempt: int, ok: bool, now: float, run_s: float | None = None,
+                 device: str | None = None, outcome: str | None = None) -> None:
+        """The attempt is over. ``run_s``: how long it ran (the worker's own measurement): the start is then
+        ``now - run_s`` (a task handed to a worker ahead of its slot starts when the worker takes it)."""
+        r = self._open.pop((task, attempt), None)
+        if r is None:
+            return
+        r.finished = now
+        if run_s is not None and run_s >= 0:
+            r.started = max(r.queued, now - run_s)
+        if device is not None:
+            r.device = device
+        r.outcome = outcome or ("ok" if ok else "error")
+        self._done.append(r)
+        d = r.as_dict()
+        self.totals["tasks"] += 1
+        self.totals["wait_s"] += d["wait_s"]
+        self.totals["fetch_s"] += d["fetch_s"]
+        self.totals["run_s"] += d["run_s"]
+        self.totals["bytes_in"] += r.bytes_in
+
+    def moved(self, task: str, attempt: int, now: float) -> None:
+        """Stolen by a peer before it started: it ends here, and starts a new record there."""
+        self.finished(task, attempt, ok=True, now=now, outcome="moved")
+
+    def recent(self, limit: int = 500, offset: float = 0.0) -> list[dict[str, Any]]:
+        """The last ``limit`` finished records, oldest first (``offset`` is added to every time)."""
+        items = list(self._done)[-max(0, limit):] if limit else []
+        return [r.as_dict(offset) for r in items]
+
+    def summary(self) -> dict[str, Any]:
+        """Where this node's task time went, over every task it finished (not only those still recorded)."""
+        t = self.totals
+        n = t["tasks"]
+        busy = t["wait_s"] + t["fetch_s"] + t["run_s"]
+        return {
+            "tasks": n,
+            "in_flight": len(self._open),
+            "recorded": len(self._done),
+            "dropped": self.dropped,
+            "wait_s": round(t["wait_s"], 4),
+            "fetch_s": round(t["fetch_s"], 4),
+            "run_s": round(t["run_s"], 4),
+            "bytes_in": t["bytes_in"],
+            "share": {k: round(t[k] / busy, 3) if busy else 0.0 for k in ("wait_s", "fetch_s", "run_s")},
+        }

@@ -28,7 +28,7 @@ def _fetched(mesh: LocalMesh) -> int:
 @pytest.mark.parametrize("placement", ["least-loaded", "eft"])
 def test_consumers_of_a_200mb_array_run_where_it_is(placement: str) -> None:
     gpu = ["--fake-gpu", "speed=1,memory=8GiB"]
-    with LocalMesh(3, extra_args=["--placement", placement], per_node_args={1: gpu}) as mesh, \
+    with LocalMesh(3, extra_args=["--placement", placement], per_node_args={1: gpu}, startup_timeout=60) as mesh, \
             mesh.client(0) as c:
         wait_for(lambda: len(c.status()["members"]) == 2, timeout=10)
         x = mesh.by_index(1).node_id
@@ -57,7 +57,7 @@ def test_consumers_leave_a_far_busier_holder() -> None:
     The input is 32 MB here: on a loaded 2-core machine a 200 MB transfer can still get its holder suspected (issue
     17 item 3, the data plane's), which would test that rather than placement."""
     gpu = ["--fake-gpu", "speed=1,memory=8GiB", "--placement", "local"]
-    with LocalMesh(3, per_node_args={1: gpu}) as mesh, mesh.client(0) as c, mesh.client(1) as cx:
+    with LocalMesh(3, per_node_args={1: gpu}, startup_timeout=60) as mesh, mesh.client(0) as c, mesh.client(1) as cx:
         wait_for(lambda: len(c.status()["members"]) == 2, timeout=10)
         x = mesh.by_index(1).node_id
         a = c.submit(funcs.make_array, 4 * 2**20, 1, resources={"gpu": 1})

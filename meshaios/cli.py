@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fake-gpu", action="append", metavar="SPEC", help="fake accelerator, e.g. speed=8,memory=16GiB")
     sp.add_argument("--memory-limit", help="object store memory before spilling to disk, e.g. 4GiB (default: half RAM)")
     sp.add_argument(
-        "--memory-lease", type=float, help="seconds a silent client keeps what it held before it is freed (15)"
+        "--memory-lease", type=float, help="seconds a silent client keeps what it held before it is freed (30)"
     )
     sp.add_argument("--spill-dir", help="where objects beyond the memory limit go (default: under the state dir)")
     sp.add_argument("--no-gpu", action="store_true", help="do not look for GPUs (cupy)")

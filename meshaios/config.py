@@ -58,7 +58,7 @@ class NodeConfig:
     fault_injection: bool = False  # testing aid (meshaios chaos): obey FAULT messages that cut links on loopback
     # seconds a client may be silent before everything it held here is released (its futures and puts): one that
     # crashed or was killed never says goodbye; 0: never
-    memory_lease: float = 15.0
+    memory_lease: float = 30.0
     fake_gpus: tuple[str, ...] = ()
     no_gpu: bool = False  # skip looking for real GPUs (cupy)
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM

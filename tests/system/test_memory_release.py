@@ -69,4 +69,4 @@ def test_clients_that_put_and_leave_hand_their_memory_back_within_the_lease() ->
 @pytest.mark.slow
 def test_a_hundred_clients_of_100mb_each() -> None:
     with LocalMesh(3, startup_timeout=60) as mesh:
-        put_and_leave(mesh, clients=100, mb=100, lease=15.0, batch=10)
+        put_and_leave(mesh, clients=100, mb=100, lease=30.0, batch=10)

@@ -70,7 +70,8 @@ def test_status_command_lists_all_three_alive(mesh3: LocalMesh) -> None:
             env=mesh3.client_env(),
             check=True,
         ).stdout
-        assert table.count("alive") == 3
+        assert "3 alive |" in table  # the mesh line
+        assert table.count(" alive ") == 3  # one row per node
         for p in mesh3.procs:
             assert p.name in table
 

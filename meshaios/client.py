@@ -293,6 +293,17 @@ def _fn_arg(fn: Any) -> Any:
     return import_ref(fn) or fn
 
 
+def _deadline_in(deadline: Any) -> float:
+    """A deadline as seconds from now: a number is that already; a ``datetime`` is a moment (naive: local time)."""
+    import datetime
+
+    if isinstance(deadline, datetime.datetime):
+        return max(1e-3, deadline.timestamp() - time.time())
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0:
+        raise ValueError(f"deadline must be a positive number of seconds or a datetime, not {deadline!r}")
+    return float(deadline)
+
+
 def _check_priority(priority: Any) -> int:
     if type(priority) is not int:
         raise TypeError(f"priority must be an int, not {type(priority).__name__}")
@@ -660,6 +671,7 @@ class AsyncClient:
         parts: int = 0,
         task_timeout: float | None = None,
         priority: int = 0,
+        deadline: Any = None,
     ) -> tuple[dict[str, Any], Future]:
         self._check_open()
         args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
@@ -680,6 +692,8 @@ class AsyncClient:
             spec["timeout"] = float(task_timeout)
         if priority:
             spec["priority"] = _check_priority(priority)
+        if deadline is not None:
+            spec["deadline"] = _deadline_in(deadline)
         return spec, Future(tid, self)
 
     def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
@@ -796,6 +810,7 @@ class AsyncClient:
         resources: dict[str, Any] | None = None,
         task_timeout: float | None = None,
         priority: int = 0,
+        deadline: Any = None,
         **kwargs: Any,
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies.
@@ -806,12 +821,14 @@ class AsyncClient:
 
         ``priority`` (an int, default 0): among tasks waiting for a slot, higher ones start first -- at the owner,
         in the executing node's queue, and on their way out of this client when its window is full; work stealing
-        gives away the lowest first. Tasks of equal priority from different clients take turns. These keywords
-        are meshaios's: they never reach ``fn``.
+        gives away the lowest first. Tasks of equal priority from different clients take turns. ``deadline``:
+        seconds from now (a number) or a ``datetime``; ready tasks with deadlines are hurried (earliest deadline
+        first, docs/scheduling.md 10.3) and the owner counts deadlines met and missed (``meshaios status``,
+        ``/metrics``). These keywords are meshaios's: they never reach ``fn``.
         """
         item = self._prepare(
             fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
-            priority=priority,
+            priority=priority, deadline=deadline,
         )
         self._enqueue([item])
         return item[1]
@@ -956,11 +973,12 @@ class AsyncClient:
         retries: int = 0,
         progress: bool = False,
         priority: int = 0,
+        deadline: Any = None,
     ) -> list[Future]:
         """One task per call; ``priority`` as in ``submit``."""
         fp = self._fn_payload(fn)
         items = [
-            self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp, priority=priority)
+            self._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp, priority=priority, deadline=deadline)
             for a in zip(*iterables, strict=False)
         ]
         self._enqueue(items)
@@ -1229,12 +1247,13 @@ class Client:
         resources: dict[str, Any] | None = None,
         task_timeout: float | None = None,
         priority: int = 0,
+        deadline: Any = None,
         **kwargs: Any,
     ) -> Future:
         """See ``AsyncClient.submit``."""
         return self._submit_call(
             fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
-            priority=priority,
+            priority=priority, deadline=deadline,
         )
 
     def _submit_call(self, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any], **options: Any) -> Future:
@@ -1320,12 +1339,15 @@ class Client:
         retries: int = 0,
         progress: bool = False,
         priority: int = 0,
+        deadline: Any = None,
     ) -> list[Future]:
         """``progress``: a bar in a terminal or notebook that runs until every task has finished. ``priority``: as
         in ``AsyncClient.submit``."""
         fp = self._async._fn_payload(fn)
         items = [
-            self._async._prepare(fn, a, {}, pure=pure, retries=retries, fn_payload=fp, priority=priority)
+            self._async._prepare(
+                fn, a, {}, pure=pure, retries=retries, fn_payload=fp, priority=priority, deadline=deadline
+            )
             for a in zip(*iterables, strict=False)
         ]
         for i in range(0, len(items), SUBMIT_BATCH):

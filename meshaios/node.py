@@ -748,6 +748,7 @@ class Node:
             enqueued=self.clock.now(),
             pinned="_inputs" in task or bool(task.get("resources")),
             priority=task.get("prio", 0),
+            urgent=task.get("urg", False),
         )
         self.queue.push(qt)
 

@@ -82,6 +82,7 @@ class QueuedTask:
     # may not move: its inputs were fetched to this node already, or it asks for resources a thief may lack
     pinned: bool = False
     priority: int = 0  # higher starts first; thieves are offered the lowest first
+    urgent: bool = False  # its owner hurried it for its deadline: first within its priority here
 
     @property
     def key(self) -> tuple[str, int]:
@@ -109,7 +110,10 @@ class _PrioFifo:
             q = self._levels[t.priority] = deque()
             self._prios.append(t.priority)
             self._prios.sort(reverse=True)
-        q.append(t)
+        if t.urgent:
+            q.appendleft(t)
+        else:
+            q.append(t)
         self._n += 1
 
     def remove(self, t: QueuedTask) -> None:

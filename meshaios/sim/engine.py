@@ -81,6 +81,7 @@ class SimConfig:
     default_device: str = "cpu"
     late_binding: bool = OwnerConfig.late_binding  # for policies that ask, as in a live node
     locality: bool = True  # baselines weigh moving inputs against waiting for their holder (``sched.Locality``)
+    deadline_order: str = OwnerConfig.deadline_order  # "fifo", "edf" or "model" (docs/scheduling.md 10.3)
     swim: SwimConfig = field(default_factory=SwimConfig)
 
 
@@ -108,6 +109,9 @@ class SimResult:
     mape: float = 0.0
     mape_curve: list[list[float]] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
+    deadline_tasks: int = 0
+    deadline_met: int = 0  # finished by their deadline (counted from the simulator's own clock)
+    deadline_at_risk: int = 0  # reported by the owners as predicted to miss
     events: int = 0
     wall_s: float = 0.0
 
@@ -219,7 +223,8 @@ class Simulation:
                             locality=cfg.locality)
         timer = _TimedPolicy(inner)
         info = WithTaskInfo(timer, lambda tid: self._task_info(node, tid))
-        node.owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding),
+        node.owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding,
+                                            deadline_order=cfg.deadline_order),
                            info, random.Random(f"owner/{cfg.seed}/{nid}"))
         node.info = info
         node.timer = timer
@@ -311,6 +316,13 @@ class Simulation:
                 r.decision_us += n.timer.seconds * 1e6
             if n.owner is not None:
                 r.replaced += n.owner.counters["replaced"]
+                r.deadline_at_risk += n.owner.counters["deadline_at_risk"]
+        for t in self.workload.tasks:
+            if t.deadline:
+                r.deadline_tasks += 1
+                due = self.start + t.submit_at - self.first_submit + t.deadline
+                done = self.completed_at.get(t.id)
+                r.deadline_met += done is not None and done <= due + 1e-9
         r.decision_us = r.decision_us / r.decisions if r.decisions else 0.0
         r.wasted_steals = self.wasted
         r.max_moves = max((len(v) for v in self.moves.values()), default=0)
@@ -470,6 +482,8 @@ class Simulation:
                                     "deps": t.dep_refs()}
             if t.parts:
                 spec["parts"] = t.parts
+            if t.deadline:
+                spec["deadline"] = t.deadline
             specs.append(spec)
         self._owner_actions(owner_node, owner_node.owner.submit(b"client", specs, self.now))
 
@@ -511,7 +525,7 @@ class Simulation:
             if isinstance(v, dict) and target_id not in v.get("loc", ()):
                 remote += int(v.get("size", 0))
         ready = self._transfer(target, remote, arrive)
-        self._push(ready, _READY, (target_id, tid, att, oid, device))
+        self._push(ready, _READY, (target_id, tid, att, oid, device, td.get("urg", False)))
 
     def _on_done(self, data: tuple[str, str, dict[str, Any], dict[str, Any]]) -> None:
         owner_id, exec_id, result, obs = data
@@ -524,7 +538,7 @@ class Simulation:
         node.model.learn_one(x, obs["rt"])
         if owner_id == self.owner_ids[0] and node.model.n_seen % 50 == 0:
             self.mape_curve.append([node.model.n_seen, round(node.model.mape, 4)])
-        self._owner_actions(node, node.owner.completed(exec_id, [result]))
+        self._owner_actions(node, node.owner.completed(exec_id, [result], self.now))
 
     def _on_moved(self, data: Moved) -> None:
         """The owner learns that a task of its moved from ``src`` to ``to`` (``Owner.moved``, as in a live node)."""
@@ -535,8 +549,8 @@ class Simulation:
 
     # ---- executors ----------------------------------------------------------------------------------------
 
-    def _on_ready(self, data: tuple[str, str, int, str, str | None]) -> None:
-        nid, tid, att, owner_id, device = data
+    def _on_ready(self, data: tuple[str, str, int, str, str | None, bool]) -> None:
+        nid, tid, att, owner_id, device, urgent = data
         node = self.nodes[nid]
         if not node.alive:
             return
@@ -553,6 +567,7 @@ class Simulation:
         qt = QueuedTask(
             id=tid, att=att, owner=owner_id, kernel=t.kernel, device=device, devices=devices,
             nbytes=t.input_bytes(), predicted=self._predict_local(node, t, device), spec={}, enqueued=self.now,
+            urgent=urgent,
         )
         q.push(qt)
         self._start(node)
@@ -599,7 +614,7 @@ class Simulation:
             if self.now - committed > here:
                 self.wasted += 1
         # the result stays on this node, as a live node keeps anything but small values: the owner records where
-        result = {"id": tid, "att": key[1], "ok": True, "size": t.out_bytes}
+        result = {"id": tid, "att": key[1], "ok": True, "size": t.out_bytes, "dt": float(rt)}
         obs = {"rt": rt, "dev": device}
         self._push(self.now + (0.0 if nid == qt.owner else self.config.latency), _DONE, (qt.owner, nid, result, obs))
         self._start(node)

@@ -94,6 +94,7 @@ class SimTask:
     job: int = 0
     parts: int = 0  # >0: its output is stored in this many parts (a shuffle map output)
     dep_part: dict[str, int] = field(default_factory=dict)  # dependency -> the part of it this task reads
+    deadline: float = 0.0  # seconds after its submission it should have finished by; 0: none
 
     def dep_refs(self) -> list[str]:
         """The object ids it names as a live client would: ``task`` for a whole output, ``task#j`` for a part."""
@@ -277,7 +278,31 @@ def mixed(n: int, seed: int) -> Workload:
     return Workload("mixed", tasks)
 
 
-WORKLOADS = ("independent", "burst", "dag", "mapreduce", "mixed")
+def deadlines(n: int, seed: int) -> Workload:
+    """Interactive requests with deadlines among batch work, in bursts that overload the mesh for a while.
+
+    A batch of long tasks (no deadline, 40% of ``n``) is submitted at t = 0; then every 0.5 s a burst of short
+    requests arrives, each with a deadline of 2-6x its own run time on a speed-1 CPU plus 0.5-2 s. Some kernels
+    run 10x longer than others, so "earliest deadline" and "least slack" disagree, and in the bursts not every
+    deadline can be met."""
+    rng = random.Random(seed)
+    tasks: list[SimTask] = []
+    n_batch = int(0.4 * n)
+    for i in range(n_batch):
+        tasks.append(SimTask(f"b{i}", "batch", 1024, 1.5 * rng.uniform(0.5, 1.5), "cpu", 1024))
+    waves = max(1, (n - n_batch) // 50)
+    per = (n - n_batch) // waves
+    for w in range(waves):
+        for j in range(per):
+            kernel, mean = ("req_slow", 0.2) if rng.random() < 0.3 else ("req_fast", 0.02)
+            work = mean * rng.uniform(0.5, 1.5)
+            slack = work * rng.uniform(2.0, 6.0) + rng.uniform(0.5, 2.0)
+            tasks.append(SimTask(f"r{w}.{j}", kernel, 1024, work, "cpu", 1024, submit_at=0.5 * w, job=1 + w,
+                                 deadline=slack))
+    return Workload("deadlines", tasks)
+
+
+WORKLOADS = ("independent", "burst", "dag", "mapreduce", "mixed", "deadlines")
 
 
 def make_workload(name: str, n: int, seed: int = 0) -> Workload:
@@ -291,4 +316,6 @@ def make_workload(name: str, n: int, seed: int = 0) -> Workload:
         return mapreduce(n, seed)
     if name == "mixed":
         return mixed(n, seed)
+    if name == "deadlines":
+        return deadlines(n, seed)
     raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")

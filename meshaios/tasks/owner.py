@@ -204,6 +204,7 @@ class OwnedTask:
     timeout: float = 0.0  # seconds a dispatched attempt may run; 0: no limit
     key: str = ""  # what the runtime model knows this function by
     priority: int = 0  # higher runs first among ready tasks (here, in the executor's queue, and when stealing)
+    deadline: float = 0.0  # when it should have finished, on this owner's clock; 0: none
     ep: int = 0  # the client's epoch this task is owned under (tasks/fencing.py)
 
     @property
@@ -260,6 +261,13 @@ class OwnerConfig:
     # undo the order of a big batch, whose submission alone takes about as long as its short tasks run.)
     rank_order: bool = True
     rank_aging: float = 0.1
+    # Tasks with a deadline (docs/scheduling.md 10.3): "fifo" ignores deadlines when ordering (they are only
+    # counted); "edf" (default) takes ready tasks with a deadline first, earliest deadline first; "model" takes one
+    # ahead of its turn only when the runtime model predicts it would otherwise miss it -- when its slack (deadline
+    # - now - predicted runtime) is below the expected wait of a task dispatched now -- least slack first, and
+    # reports a task predicted to miss anyway (``deadline_at_risk``), hurried only after every task that can still
+    # make its deadline. (Measured: "model" loses to "edf" while the model is young; see the docs.)
+    deadline_order: str = "edf"
     # A client silent this long (seconds) has its work held back until it speaks again: one on the far side of a
     # partition, or one that has failed over elsewhere, gets nothing run that nobody will collect (tasks/fencing.py).
     # 0: no leases (the node sets one; clients ping every 0.25 s).
@@ -300,6 +308,9 @@ class Owner:
             "held": 0,  # dispatches held back while their client was silent past its lease
             "adopted_done": 0,  # finished tasks a failed-over client brought along (not run again)
             "cancelled": 0,  # tasks cancelled by their client (or because it went away)
+            "deadline_met": 0,
+            "deadline_missed": 0,
+            "deadline_at_risk": 0,  # predicted to miss before they started (model order)
         }
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
@@ -308,6 +319,10 @@ class Owner:
         self.model: Any = None
         self._learned = 0
         self._pending_by_client: dict[bytes, int] = {}
+        self._by_deadline: list[str] = []  # submitted tasks with a deadline not yet dispatched (see _urgent)
+        self._dl_predicted: dict[str, float] = {}  # their predicted run times
+        self._at_risk: set[str] = set()  # those predicted to miss (counted once)
+        self._mean_dt = 0.0  # EWMA of reported run times: the expected wait behind a window
         self.clients = ClientLeases(self.config.client_lease)
         self._held: dict[bytes, list[str]] = {}  # ready tasks of suspended clients, in order
 
@@ -435,6 +450,9 @@ class Owner:
                 else 0.0,
                 parts=spec["parts"] if type(spec.get("parts")) is int and 0 < spec["parts"] <= 65536 else 0,
                 priority=_priority(spec.get("priority")),
+                deadline=now + float(spec["deadline"])
+                if type(spec.get("deadline")) in (int, float) and 0 < spec["deadline"] < 1e9
+                else 0.0,
                 ep=ep,
             )
             self.counters["submitted"] += 1
@@ -469,6 +487,8 @@ class Owner:
             elif t.missing == 0:
                 t.state = TaskState.READY
                 self.ready.append(tid)
+            if t.deadline and self.config.deadline_order != "fifo":
+                self._by_deadline.append(tid)
         if redeliver:
             out.append(Deliver(client, redeliver))
         out.extend(self._pump())
@@ -652,9 +672,16 @@ class Owner:
         return self._finish(t)
 
     # ---- executors --------------------------------------------------------------------------------------
-    def completed(self, node_id: str, results: Iterable[dict[str, Any]]) -> list[OwnerAction]:
+    def completed(
+        self, node_id: str, results: Iterable[dict[str, Any]], now: float | None = None
+    ) -> list[OwnerAction]:
+        if now is not None:
+            self.now = max(self.now, now)
         out: list[OwnerAction] = []
         for r in results:
+            dt = r.get("dt")
+            if type(dt) is float and dt >= 0:
+                self._mean_dt += 0.05 * (dt - self._mean_dt)
             tid = r["id"]
             self._unassign(tid, node_id)
             t = self.tasks.get(tid)
@@ -758,6 +785,9 @@ class Owner:
             cur = stack.pop()
             if not cur.delivered:
                 cur.delivered = True
+                if cur.deadline:
+                    met = cur.state is TaskState.DONE and self.now <= cur.deadline
+                    self.counters["deadline_met" if met else "deadline_missed"] += 1
                 self._count_pending(cur.client, -1)
                 self.counters["done" if cur.state is TaskState.DONE else "failed"] += 1
                 out.append(Deliver(cur.client, [self._result_msg(cur)]))
@@ -930,7 +960,16 @@ class Owner:
         skipped: list[str] = []
         deferred = 0
         suspended = self.clients.suspended
+        urgent = self._urgent(open_nodes) if self._by_deadline else []
+        hurried: set[str] = set()
         while self.ready and open_nodes:
+            if urgent:
+                tid = urgent.pop()
+                hurried.add(tid)
+                t = self.tasks.get(tid)
+                if t is None or t.state is not TaskState.READY:
+                    continue
+                self.ready.appendleft(tid)  # taken ahead of its turn: its old entry is skipped as stale later
             tid = self.ready[0]
             t = self.tasks.get(tid)
             if t is None or t.state is not TaskState.READY:
@@ -982,6 +1021,8 @@ class Owner:
                 task["resources"] = t.resources
             if t.priority:
                 task["prio"] = t.priority
+            if tid in hurried:
+                task["urg"] = True  # ahead of its turn for its deadline: first in its priority at the node too
             batches.setdefault(target.node_id, []).append(task)
             if target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
@@ -989,6 +1030,51 @@ class Owner:
         self.ready.extendleft(reversed(skipped))
         self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
         return [Dispatch(node, tasks) for node, tasks in batches.items()]
+
+    def _urgent(self, open_nodes: list[NodeLoad]) -> list[str]:
+        """Ready tasks with a deadline to take ahead of their turn this pass, the most urgent last (popped first).
+
+        "edf": all of them, earliest deadline first. "model": those whose slack -- deadline - now - predicted
+        runtime -- is below the expected wait of a task dispatched now (the in-flight work per slot, at the mean
+        run time), least slack first; a task whose predicted finish is past its deadline already is reported
+        (``deadline_at_risk``) and hurried only after every task that can still make its deadline."""
+        mode = self.config.deadline_order
+        keep: list[str] = []
+        cands: list[tuple[float, str]] = []
+        ranker: Any = self.policy if getattr(self.policy, "ranks", False) else None
+        slots = sum(n.slots for n in self.nodes.values()) or 1
+        wait = sum(n.inflight for n in self.nodes.values()) / slots * self._mean_dt
+        for tid in self._by_deadline:
+            t = self.tasks.get(tid)
+            if t is None or t.state in (TaskState.DONE, TaskState.FAILED) or t.state is TaskState.DISPATCHED:
+                continue  # gone, or placed: not ours to hurry any more
+            keep.append(tid)
+            if t.state is not TaskState.READY:
+                continue
+            if mode == "edf":  # no model: earliest deadline first, whatever the tasks' run times
+                cands.append((t.deadline, tid))
+                continue
+            predicted = self._dl_predicted.get(tid)
+            if predicted is None:  # once per task: a prediction costs a model evaluation
+                predicted = self._dl_predicted[tid] = (ranker.rank(tid) if ranker is not None else None) or 0.0
+            predicted = predicted or self._mean_dt
+            slack = t.deadline - self.now - predicted
+            if slack < 0:
+                if tid not in self._at_risk:
+                    self._at_risk.add(tid)
+                    self.counters["deadline_at_risk"] += 1
+                cands.append((1e18 + t.deadline, tid))  # after every task that can still make its deadline
+            elif slack <= wait + predicted:
+                cands.append((slack, tid))
+        if len(keep) < len(self._by_deadline):
+            kept = set(keep)
+            for tid in self._by_deadline:
+                if tid not in kept:
+                    self._dl_predicted.pop(tid, None)
+                    self._at_risk.discard(tid)
+        self._by_deadline = keep
+        cands.sort(reverse=True)
+        return [tid for _, tid in cands]
 
     def _order_ready(self, ranker: Any) -> None:
         """Sort the ready queue by ``rank_aging x submitted_at - predicted runtime`` (stable: FIFO among equals).

@@ -137,6 +137,7 @@ RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {
     "parts": _INT,
     "device": _STR,
     "prio": _INT,
+    "urg": _BOOL,  # hurried by its owner for its deadline
     "c": _STR,  # the client, and its epoch under the sending owner (tasks/fencing.py)
     "ep": _INT,
 }

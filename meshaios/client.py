@@ -349,6 +349,7 @@ class AsyncClient:
         failover_timeout: float = 30.0,
         connection_factory: Callable[[str, MeshKeys | None, str], Any] | None = None,
         window: int = 10_000,
+        reconcile_after: float = 60.0,
     ) -> None:
         self.keys = _client_keys(token, token_file, insecure)
         self._address = address
@@ -358,6 +359,11 @@ class AsyncClient:
         self.connect_timeout = connect_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.failover_timeout = failover_timeout
+        # no result for this long while futures are pending and the entry node answers: reconcile with it (resubmit
+        # what is pending; it redelivers what it has done, ignores what it runs, runs what it has lost); 0: never
+        self.reconcile_after = reconcile_after
+        self.reconciles = 0
+        self._last_progress = time.monotonic()
         self.client_id = new_id("c")
         self.allow_pickle = self.keys is not None
         self.node: dict[str, Any] = {}
@@ -488,6 +494,17 @@ class AsyncClient:
                     self._known_nodes = [self.address, *(a for a in alive if a != self.address)]
             if silent > self.heartbeat_timeout:
                 await self._failover(silent)
+            elif (
+                self._pending
+                and self.reconcile_after > 0
+                and time.monotonic() - self._last_progress > self.reconcile_after
+            ):
+                # the entry node answers but nothing has finished for a long while: nobody may have our work (a
+                # node restarted behind the same address, an owner that let it go); idempotent by task id
+                self._last_progress = time.monotonic()
+                self.reconciles += 1
+                log.warning("no result in %.0f s: reconciling %d tasks", self.reconcile_after, len(self._pending))
+                self._resubmit()
 
     async def _failover(self, silent: float) -> None:
         """The entry node is gone: attach to another node and resubmit what is unfinished (ids make it idempotent).
@@ -698,6 +715,8 @@ class AsyncClient:
 
     def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
         """Loop thread only."""
+        if not self._pending:
+            self._last_progress = time.monotonic()
         for spec, fut in items:
             self._pending[spec["id"]] = fut
             self._specs[spec["id"]] = spec
@@ -1128,6 +1147,7 @@ class AsyncClient:
             self.stats["duplicates"] += 1
             return
         self.stats["results"] += 1
+        self._last_progress = time.monotonic()
         self._inflight -= 1
         if (self._outbox or self._urgent) and not self._flush_scheduled:
             self._schedule_flush()

@@ -271,3 +271,26 @@ def test_eft_hears_its_peers_load_with_stealing_off_too() -> None:
             assert all(node.loadview.get(p, node.clock.now()) is not None for p in peers)
 
     run(main)
+
+
+def test_a_future_its_owner_forgot_is_reconciled_not_left_hanging() -> None:
+    """The entry node answers pings but no longer has the task (here: its owner drops it, as a node restarted
+    behind the same address would have): after ``reconcile_after`` without progress the client resubmits what is
+    pending, and the owner runs what it lost."""
+
+    async def main() -> None:
+        async with InProcessMesh(2) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, reconcile_after=1.0)
+            fut = c.submit(funcs.slow_square, 7, 0.3)
+            owner = mesh.nodes[0].owner
+            while fut.key not in owner.tasks:  # noqa: ASYNC110 - the owner has no event for a submit
+                await asyncio.sleep(0.01)
+            lost = owner.tasks.pop(fut.key)  # amnesia: its result, when it comes, is dropped as unknown
+            owner._count_pending(lost.client, -1)
+            if lost.node is not None:
+                owner._unassign(lost.id, lost.node)
+            assert await fut == 49
+            assert c.reconciles >= 1
+
+    run(main)

@@ -1123,10 +1123,16 @@ class Node:
             self.queue.take(qt.key)
             return False
         verdict = self.fence.offer(qt.key, Run(qt.owner, spec.get("c", ""), spec.get("ep", 0)))
-        if verdict is not Verdict.NEW:  # here already by another route (it runs once), or its owner was fenced
+        newest = self.fence.newest(spec["c"]) if verdict is Verdict.FENCED else None
+        if newest is not None:
+            # taken from a queue that still held it for an owner its client has left; that queue's node has told
+            # the owner owed its result (the newest, where it had adopted the run) that it moved here: so it runs
+            # here, for the newest owner -- dropped, it would leave that owner waiting for ever
+            self._send_fenced(qt.owner, spec["c"], newest.ep)
+            qt.owner, spec["ep"] = newest.owner, newest.ep
+            verdict = self.fence.offer(qt.key, newest)
+        if verdict is not Verdict.NEW:  # here already by another route: it runs once
             self.queue.take(qt.key)
-            if verdict is Verdict.FENCED:
-                self._send_fenced(qt.owner, spec["c"], self.fence.epoch(spec["c"]))
             return False
         self.exec.queued += 1
         self.timeline.queued(qt.id, qt.att, qt.owner, self.clock.now())

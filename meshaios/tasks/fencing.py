@@ -58,11 +58,17 @@ class RunFence:
     def __init__(self, max_clients: int = 4096) -> None:
         self.max_clients = max_clients
         self._epochs: OrderedDict[str, int] = OrderedDict()
+        self._owners: dict[str, str] = {}  # client -> the owner that sent its newest epoch
         self.runs: dict[tuple[str, int], Run] = {}
         self.counters = {"fenced": 0, "adopted": 0, "duplicates": 0}
 
     def epoch(self, client: str) -> int:
         return self._epochs.get(client, 0)
+
+    def newest(self, client: str) -> Run | None:
+        """The owner of the client's newest epoch seen here, as a run to report to (None: none seen)."""
+        owner = self._owners.get(client)
+        return Run(owner, client, self._epochs[client]) if owner is not None else None
 
     def __contains__(self, key: object) -> bool:
         return key in self.runs
@@ -78,8 +84,10 @@ class RunFence:
                 return Verdict.FENCED
             if known is None or run.ep > known:
                 self._epochs[run.client] = run.ep
+                self._owners[run.client] = run.owner
                 if len(self._epochs) > self.max_clients:
-                    self._epochs.popitem(last=False)
+                    gone, _ = self._epochs.popitem(last=False)
+                    self._owners.pop(gone, None)
             self._epochs.move_to_end(run.client)
         cur = self.runs.get(key)
         if cur is None:

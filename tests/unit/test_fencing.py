@@ -179,3 +179,14 @@ def test_a_failed_over_client_brings_finished_inputs_along_and_they_do_not_run_a
     assert o.tasks["b"].locations == ["n1"]
     assert o.counters["adopted_done"] == 2
     assert o.pending == 2
+
+
+def test_the_newest_owner_of_a_client_is_remembered_for_stolen_runs() -> None:
+    f = RunFence()
+    assert f.newest("c") is None
+    f.offer(("t1", 0), Run("A", "c", 0))
+    f.offer(("t2", 0), Run("B", "c", 1))
+    assert f.newest("c") == Run("B", "c", 1)
+    # a stolen run of the old epoch is refused as A's; offered again for B, it runs here
+    assert f.offer(("t3", 0), Run("A", "c", 0)) is Verdict.FENCED
+    assert f.offer(("t3", 0), Run("B", "c", 1)) is Verdict.NEW

@@ -504,7 +504,7 @@ class AsyncClient:
                 self._last_progress = time.monotonic()
                 self.reconciles += 1
                 log.warning("no result in %.0f s: reconciling %d tasks", self.reconcile_after, len(self._pending))
-                self._resubmit()
+                self._resubmit(reconcile=True)
 
     async def _failover(self, silent: float) -> None:
         """The entry node is gone: attach to another node and resubmit what is unfinished (ids make it idempotent).
@@ -583,8 +583,11 @@ class AsyncClient:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    def _resubmit(self) -> None:
-        """Every unfinished task, with the specs of the inputs it needs (the new owner never saw them)."""
+    def _resubmit(self, reconcile: bool = False) -> None:
+        """Every unfinished task, with the specs of the inputs it needs (the new owner never saw them).
+
+        ``reconcile``: to the same owner, after nothing finished for ``reconcile_after``: each pending task is
+        marked (``rc``), and the owner runs again what it believes in flight (a run it will never hear of)."""
         need: dict[str, dict[str, Any]] = {}
         stack = [tid for tid in self._pending if tid in self._specs]
         while stack:
@@ -595,6 +598,8 @@ class AsyncClient:
             done = self._finished.get(tid) if tid not in self._pending else None
             if done is not None:  # finished: the new owner gets what we know of it, and need not run it again
                 spec = {**spec, "done": done, "rel": tid in self._released}
+            elif reconcile and tid in self._pending:
+                spec = {**spec, "rc": True}
             need[tid] = spec
             if done is None or "v" not in done:  # its lineage, should it have to be recomputed
                 stack.extend(d.split("#", 1)[0] for d in spec["deps"])

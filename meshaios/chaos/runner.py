@@ -214,7 +214,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
                 _, report["baseline_s"], _ = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
             _wait_idle(mesh)
         executions_before = _executions(mesh)
-        with mesh.client(0, heartbeat_timeout=args.failover_after) as c:
+        with mesh.client(0, heartbeat_timeout=args.failover_after, reconcile_after=args.reconcile_after) as c:
             wait_for(lambda: len(c._async._known_nodes) >= args.nodes, timeout=10, what="client learns the mesh")
             injector = Injector(mesh, plan, time.monotonic(), c)
             injector.start()
@@ -224,6 +224,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
             report.update(
                 faulty_s=elapsed,
                 failovers=c._async.failovers,
+                reconciles=c._async.reconciles,
                 resubmitted=c._async.resubmitted,
                 client_duplicate_deliveries=c._async.stats["duplicates"],
             )
@@ -298,7 +299,8 @@ def render(report: dict[str, Any]) -> str:
         f"duplicated {a['duplicated']}  wrong {a['wrong']}",
         f"wasted work: {report['executions']} executions for {report['job_tasks']} tasks, "
         f"{report['wasted']} beyond one each ({report['wasted_pct']}%)",
-        f"client failovers {report['failovers']}, tasks resubmitted {report['resubmitted']}, "
+        f"client failovers {report['failovers']}, reconciles {report['reconciles']}, "
+        f"tasks resubmitted {report['resubmitted']}, "
         f"re-executions on owners {report['re_executions']}",
         f"detection of killed nodes: p50 {report['detection_s']['p50']} s, p99 {report['detection_s']['p99']} s "
         f"({report['detection_s']['count']} kills measured)",
@@ -323,6 +325,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--partitions", type=int, default=0, help="split the mesh in halves for 5-10 s, the client on either side"
     )
+    p.add_argument("--reconcile-after", type=float, default=15.0, help="client: reconcile after this long idle")
     p.add_argument("--deadline", type=float, default=300.0, help="seconds the job may take; then pending is 'hung'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=float, default=8.0, help="seconds over which faults are spread")

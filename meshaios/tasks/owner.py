@@ -307,6 +307,7 @@ class Owner:
             "stale_submits": 0,  # SUBMITs of an epoch the client had already left
             "held": 0,  # dispatches held back while their client was silent past its lease
             "adopted_done": 0,  # finished tasks a failed-over client brought along (not run again)
+            "reconciled": 0,  # in-flight tasks run again because their client waited long without any result
             "cancelled": 0,  # tasks cancelled by their client (or because it went away)
             "deadline_met": 0,
             "deadline_missed": 0,
@@ -414,6 +415,17 @@ class Owner:
                 known.ep = max(known.ep, ep)
                 if known.state in (TaskState.DONE, TaskState.FAILED) and "done" not in spec:
                     redeliver.append(self._result_msg(known))
+                elif known.state is TaskState.DISPATCHED and spec.get("rc") is True:
+                    # the client has waited long without any result: the run it waits on may be one nobody will
+                    # report (lost between owners and executors); a new attempt, the first result wins
+                    self.counters["reconciled"] += 1
+                    if known.node is not None:
+                        self._unassign(tid, known.node)
+                    known.node = None
+                    known.attempt += 1
+                    self._deadlines.pop(tid, None)
+                    if self._requeue(known, enqueue=False):
+                        self.ready.appendleft(tid)
                 continue
             if "done" in spec and self._adopt_done(client, spec, ep):
                 continue

@@ -190,3 +190,16 @@ def test_the_newest_owner_of_a_client_is_remembered_for_stolen_runs() -> None:
     # a stolen run of the old epoch is refused as A's; offered again for B, it runs here
     assert f.offer(("t3", 0), Run("A", "c", 0)) is Verdict.FENCED
     assert f.offer(("t3", 0), Run("B", "c", 1)) is Verdict.NEW
+
+
+def test_a_reconciling_client_gets_its_in_flight_tasks_run_again() -> None:
+    o = owner()
+    o.node_up("n1", 2)
+    o.submit(C, [spec("a")], ep=0)
+    again = o.submit(C, [{**spec("a"), "rc": True}], ep=0)  # nothing finished for long: the run may be lost
+    assert [(t["id"], t["att"]) for a in again if isinstance(a, Dispatch) for t in a.tasks] == [("a", 1)]
+    assert o.counters["reconciled"] == 1
+    assert o.nodes["n1"].inflight == 1
+    # the first attempt's result, should it come after all, is as good (first result wins)
+    out = o.completed("n1", [{"id": "a", "att": 0, "ok": True, "v": Payload(b"1")}])
+    assert [a for a in out if isinstance(a, Deliver)]

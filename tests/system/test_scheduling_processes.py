@@ -133,3 +133,20 @@ def test_a_client_that_closes_cancels_its_queued_tasks(mesh2: LocalMesh, client:
     client.gather(blockers, timeout=60)
     wait_for(lambda: idle(client), 60, what="idle")
     assert [t for t in sched_funcs.started(log) if t.startswith("D")] == []
+
+
+def test_deadlines_are_hurried_and_counted(client: Client, tmp_path: Path) -> None:
+    """Requests with a 1 s deadline behind 2 s of batch work (40 x 0.2 s on 4 slots, most already in the nodes'
+    queues): hurried (edf, the default) to the front of those queues, and counted in status."""
+    log = str(tmp_path / "starts")
+    owner0 = client.status()["node"]["owner"]
+    batch = client.map(sched_funcs.mark, [log] * 40, [f"B{i}" for i in range(40)], [0.2] * 40)
+    requests = client.map(sched_funcs.mark, [log] * 20, [f"R{i}" for i in range(20)], [0.01] * 20, deadline=1.0)
+    client.gather(requests, timeout=60)
+    client.gather(batch, timeout=60)
+    owner = client.status()["node"]["owner"]
+    met = owner["deadline_met"] - owner0["deadline_met"]
+    missed = owner["deadline_missed"] - owner0["deadline_missed"]
+    print(f"deadlines met {met} of {met + missed} (batch: 40 x 0.2 s on 4 slots, submitted first)")
+    assert met + missed == 20
+    assert met >= 15

@@ -61,7 +61,7 @@ from meshaios.wire.values import TaskRef, dumps, loads
 log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
-PING_INTERVAL = 0.25  # the client's heartbeat to its entry node, which renews its lease there (tasks/fencing.py)
+PING_INTERVAL = 0.25  # the client's heartbeat to its entry node, which renews its lease there (tasks/epochs.py)
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
 _NODE = "node"  # the client's one stream endpoint: the node it is attached to
 
@@ -386,7 +386,7 @@ class AsyncClient:
         # to the new owner as done -- their value, or where it lives -- and are not run again
         self._finished: dict[str, dict[str, Any]] = {}
         self.failovers = 0
-        self.epoch = 0  # bumped on every failover: the fence against owners we have left (tasks/fencing.py)
+        self.epoch = 0  # bumped on every failover: the fence against owners we have left (tasks/epochs.py)
         self._retired: list[tuple[float, Any, str]] = []  # (since, connection, address) of former entry nodes
         self.resubmitted = 0
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}

@@ -80,7 +80,7 @@ class CancelledTaskError(MeshError, concurrent.futures.CancelledError):
 
 
 class FunctionRefused(WireError):
-    """A function reference this node's fence does not allow (``tasks/fence.py``); ``ref`` is what was refused."""
+    """A function reference this node's fence does not allow (``tasks/allowlist.py``); ``ref`` is what was refused."""
 
     def __init__(self, ref: str, reason: str) -> None:
         super().__init__(f"function {ref!r} refused: {reason}")

@@ -52,8 +52,8 @@ from meshaios.store.stream import (
     StreamSender,
     assemble,
 )
+from meshaios.tasks.epochs import Run, RunFence, Verdict
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
-from meshaios.tasks.fencing import Run, RunFence, Verdict
 from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, TaskState, fn_key
 from meshaios.tasks.workers import WorkerPool
@@ -484,7 +484,7 @@ class Node:
         msg = decode(frames, self._limits)
         t = msg["t"]
         assert self.swim is not None
-        if ident[:2] not in _NODE_IDENTS:  # a client spoke: its leases are renewed (tasks/fencing.py, store/leases.py)
+        if ident[:2] not in _NODE_IDENTS:  # a client spoke: its leases are renewed (tasks/epochs.py, store/leases.py)
             self._owner_actions(self.owner.heard(ident, self.clock.now()))
             self.holders.heard(ident, self.clock.now())
         if t in _STREAM_TYPES:

@@ -12,7 +12,7 @@ import traceback
 from typing import Any
 
 from meshaios.errors import FunctionRefused, MeshError, WireError
-from meshaios.tasks.fence import Fence
+from meshaios.tasks.allowlist import Fence
 from meshaios.tasks.functions import FunctionResolver, running_under
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads

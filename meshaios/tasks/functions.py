@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from meshaios.errors import FunctionRefused, SerializationError, WireError
-from meshaios.tasks.fence import Fence
+from meshaios.tasks.allowlist import Fence
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
@@ -87,7 +87,7 @@ def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
 class FunctionResolver:
     """Decodes function payloads on an executing node, with a cache: a map sends one function 10,000 times.
 
-    What resolves is decided by the node's :class:`~meshaios.tasks.fence.Fence`: on an insecure node, or one with
+    What resolves is decided by the node's :class:`~meshaios.tasks.allowlist.Fence`: on an insecure node, or one with
     ``allowed_modules`` / ``allowed_functions``, only registered kernels, meshaios's own task functions and what the
     operator allowed; pickled functions never. The check reads the reference's text before anything is imported.
     """

@@ -25,7 +25,7 @@ from typing import Any
 
 from meshaios.sched.inputs import TaskInputs, task_inputs
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy
-from meshaios.tasks.fencing import ClientLeases
+from meshaios.tasks.epochs import ClientLeases
 from meshaios.wire.payload import Payload
 
 
@@ -205,7 +205,7 @@ class OwnedTask:
     key: str = ""  # what the runtime model knows this function by
     priority: int = 0  # higher runs first among ready tasks (here, in the executor's queue, and when stealing)
     deadline: float = 0.0  # when it should have finished, on this owner's clock; 0: none
-    ep: int = 0  # the client's epoch this task is owned under (tasks/fencing.py)
+    ep: int = 0  # the client's epoch this task is owned under (tasks/epochs.py)
 
     @property
     def available(self) -> bool:
@@ -269,7 +269,7 @@ class OwnerConfig:
     # make its deadline. (Measured: "model" loses to "edf" while the model is young; see the docs.)
     deadline_order: str = "edf"
     # A client silent this long (seconds) has its work held back until it speaks again: one on the far side of a
-    # partition, or one that has failed over elsewhere, gets nothing run that nobody will collect (tasks/fencing.py).
+    # partition, or one that has failed over elsewhere, gets nothing run that nobody will collect (tasks/epochs.py).
     # 0: no leases (the node sets one; clients ping every 0.25 s).
     client_lease: float = 0.0
 
@@ -561,7 +561,7 @@ class Owner:
     def lookup(self, obj_id: str) -> OwnedTask | None:
         return self.tasks.get(base_id(obj_id))
 
-    # ---- fencing (tasks/fencing.py) ----------------------------------------------------------------------
+    # ---- fencing (tasks/epochs.py) ----------------------------------------------------------------------
     def heard(self, client: bytes, now: float) -> list[OwnerAction]:
         """Any message from ``client``: its lease is renewed; work held back while it was silent goes out."""
         if self.clients.heard(client, now):

@@ -138,7 +138,7 @@ RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {
     "device": _STR,
     "prio": _INT,
     "urg": _BOOL,  # hurried by its owner for its deadline
-    "c": _STR,  # the client, and its epoch under the sending owner (tasks/fencing.py)
+    "c": _STR,  # the client, and its epoch under the sending owner (tasks/epochs.py)
     "ep": _INT,
 }
 

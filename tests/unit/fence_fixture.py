@@ -1,4 +1,4 @@
-"""A module an operator might allow that re-exports functions of modules it does not own (test_fence.py)."""
+"""A module an operator might allow that re-exports functions of modules it does not own (test_allowlist.py)."""
 
 from os import getcwd  # noqa: F401 - re-exported on purpose
 from posixpath import join  # noqa: F401 - re-exported on purpose

@@ -14,8 +14,8 @@ import pytest
 
 from meshaios.errors import SerializationError, WireError
 from meshaios.tasks import execute
+from meshaios.tasks.allowlist import Fence
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
-from meshaios.tasks.fence import Fence
 from meshaios.tasks.functions import FunctionResolver, encode_function, import_ref
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import TaskRef, dumps, loads
@@ -116,7 +116,7 @@ def task(
 )
 def test_import_ref_names_importable_callables(fn: Any, ref: str) -> None:
     assert import_ref(fn) == ref
-    # and a resolver finds that very object again (an unfenced one: tests/unit/test_fence.py has the fence)
+    # and a resolver finds that very object again (an unfenced one: tests/unit/test_allowlist.py has the fence)
     resolved = FunctionResolver(allow_pickle=True).resolve(spec_payload({"ref": ref}))
     assert resolved is fn or resolved == fn
 

@@ -1,4 +1,4 @@
-"""The fence (``tasks/fence.py``): which references a fenced node resolves, decided before any import."""
+"""The fence (``tasks/allowlist.py``): which references a fenced node resolves, decided before any import."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from meshaios.errors import ConfigError, FunctionRefused, WireError
 from meshaios.shuffle import ops
-from meshaios.tasks.fence import EXPOSED_FUNCTIONS, Fence
+from meshaios.tasks.allowlist import EXPOSED_FUNCTIONS, Fence
 from meshaios.tasks.functions import FunctionResolver, resolve_argument, running_under
 
 FIXTURE = "tests.unit.fence_fixture"

@@ -1,11 +1,11 @@
-"""Fenced ownership (tasks/fencing.py): executors' RunFence and the owner's epochs and client leases."""
+"""Fenced ownership (tasks/epochs.py): executors' RunFence and the owner's epochs and client leases."""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
-from meshaios.tasks.fencing import ClientLeases, Run, RunFence, Verdict
+from meshaios.tasks.epochs import ClientLeases, Run, RunFence, Verdict
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerConfig, TaskState
 from meshaios.wire.payload import Payload
 
@@ -157,7 +157,7 @@ def test_leases_are_off_in_the_pure_owner_by_default() -> None:
 def test_module_examples() -> None:
     import doctest
 
-    from meshaios.tasks import fencing
+    from meshaios.tasks import epochs as fencing
 
     assert doctest.testmod(fencing).failed == 0
 

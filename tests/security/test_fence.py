@@ -25,7 +25,7 @@ from meshaios.wire.codec import decode, encode
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 from tests.security.conftest import canary_path, node_view
-from tests.unit.test_fence import REGRESSIONS
+from tests.unit.test_allowlist import REGRESSIONS
 
 pytestmark = pytest.mark.system
 

@@ -33,7 +33,8 @@ from tests.security.malformed import bad_values, corpus, valid_examples
 
 pytestmark = pytest.mark.system
 
-WRONG_DIRECTION = [M.WELCOME, M.RESULTS, M.STATUS_REPLY, M.PONG, M.ERROR, M.GOT, M.PUT_ACK]  # (cancel is a client request since issue 13)
+# (cancel is a client's request since issue 13, not a wrong-direction message)
+WRONG_DIRECTION = [M.WELCOME, M.RESULTS, M.STATUS_REPLY, M.PONG, M.ERROR, M.GOT, M.PUT_ACK]
 
 
 def _replies(sock: zmq.Socket[Any], n: int, timeout: float = 10.0) -> list[dict[str, Any]]:

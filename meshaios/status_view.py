@@ -54,42 +54,30 @@ def _float(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
+def _row(d: Mapping[str, Any], state: str, store: Any, self_: bool) -> Row:
+    return Row(
+        node=str(d["id"])[:8] + ("*" if self_ else ""),
+        name=str(d.get("name", "")),
+        address=str(d.get("addr", "")).split("://", 1)[-1],
+        state=state,
+        devices=str(d.get("devices") or "cpu"),
+        workers=_num(d.get("workers")),
+        running=_num(d.get("running")),
+        queued=_num(d.get("queued")),
+        done=_num(d.get("finished")),
+        store=_num(store),
+        up=_float(d.get("uptime")),
+        self_=self_,
+    )
+
+
 def rows(data: Mapping[str, Any]) -> list[Row]:
+    """The answering node first (its own figures), then the members it knows, by state and name."""
     me = data["node"]
     store = me.get("store") if isinstance(me.get("store"), dict) else {}
-    out = [
-        Row(
-            node=str(me["id"])[:8] + "*",
-            name=str(me.get("name", "")),
-            address=str(me.get("addr", "")).split("://", 1)[-1],
-            state="alive",
-            devices=str(me.get("devices") or "cpu"),
-            workers=_num(me.get("workers")),
-            running=_num(me.get("running")),
-            queued=_num(me.get("queued")),
-            done=_num(me.get("finished")),
-            store=_num(store.get("bytes_in_memory")),
-            up=_float(me.get("uptime")),
-            self_=True,
-        )
-    ]
-    for m in sorted(data.get("members", ()), key=lambda m: (m.get("state", ""), m.get("name", ""))):
-        out.append(
-            Row(
-                node=str(m["id"])[:8],
-                name=str(m.get("name", "")),
-                address=str(m.get("addr", "")).split("://", 1)[-1],
-                state=str(m.get("state", "?")),
-                devices=str(m.get("devices") or "cpu"),
-                workers=_num(m.get("workers")),
-                running=_num(m.get("running")),
-                queued=_num(m.get("queued")),
-                done=_num(m.get("finished")),
-                store=_num(m.get("store_bytes")),
-                up=_float(m.get("uptime")),
-                self_=False,
-            )
-        )
+    out = [_row(me, "alive", store.get("bytes_in_memory"), True)]
+    members = sorted(data.get("members", ()), key=lambda m: (m.get("state", ""), m.get("name", "")))
+    out += [_row(m, str(m.get("state", "?")), m.get("store_bytes"), False) for m in members]
     return out
 
 

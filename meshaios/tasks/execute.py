@@ -11,7 +11,7 @@ import time
 import traceback
 from typing import Any
 
-from meshaios.errors import FunctionRefused, MeshError, WireError
+from meshaios.errors import FunctionRefused, WireError
 from meshaios.tasks.allowlist import Fence
 from meshaios.tasks.functions import FunctionResolver, running_under
 from meshaios.wire.payload import Payload
@@ -63,15 +63,8 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
             and all(isinstance(k, str) for k in call[1])
         ):
             raise WireError("task arguments must be [args, kwargs] with string keywords")
-    except (MeshError, Exception) as exc:
-        return {
-            "id": tid,
-            "att": task["att"],
-            "ok": False,
-            "fatal": True,
-            "err": error_info(exc, allow_pickle=False),
-            "dt": time.perf_counter() - start,
-        }
+    except Exception as exc:  # a bad spec or argument: retrying cannot fix it
+        return _failed(task, exc, time.perf_counter() - start, fatal=True)
     try:
         from meshaios.devices.registry import Kernel
 
@@ -81,23 +74,10 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
             else:
                 value = fn(*call[0], **call[1])
     except FunctionRefused as exc:  # retrying cannot change the fence's answer
-        return {
-            "id": tid,
-            "att": task["att"],
-            "ok": False,
-            "fatal": True,
-            "err": error_info(exc, allow_pickle=False),
-            "dt": time.perf_counter() - start,
-        }
+        return _failed(task, exc, time.perf_counter() - start, fatal=True)
     except Exception as exc:
         tb = traceback.format_exc()
-        return {
-            "id": tid,
-            "att": task["att"],
-            "ok": False,
-            "err": error_info(exc, allow_pickle=allow_pickle, tb=tb),
-            "dt": time.perf_counter() - start,
-        }
+        return _failed(task, exc, time.perf_counter() - start, allow_pickle=allow_pickle, tb=tb)
     dt = time.perf_counter() - start
     parts = task.get("parts")
     try:
@@ -108,16 +88,21 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
             vparts = [dumps(v, allow_pickle=allow_pickle)[0] for v in value]
             return {"id": tid, "att": task["att"], "ok": True, "vparts": vparts, "dt": dt}
         payload, _ = dumps(value, allow_pickle=allow_pickle)
-    except Exception as exc:
-        return {
-            "id": tid,
-            "att": task["att"],
-            "ok": False,
-            "fatal": True,
-            "err": error_info(exc, allow_pickle=False),
-            "dt": dt,
-        }
+    except Exception as exc:  # a result that will not serialise: running again makes the same one
+        return _failed(task, exc, dt, fatal=True)
     return {"id": tid, "att": task["att"], "ok": True, "v": payload, "dt": dt}
+
+
+def _failed(
+    task: dict[str, Any], exc: BaseException, dt: float, *, fatal: bool = False, allow_pickle: bool = False,
+    tb: str | None = None,
+) -> dict[str, Any]:
+    """The DONE result of a task that failed; ``fatal`` when retrying cannot help."""
+    out = {"id": task["id"], "att": task["att"], "ok": False, "err": error_info(exc, allow_pickle=allow_pickle, tb=tb),
+           "dt": dt}  # fmt: skip
+    if fatal:
+        out["fatal"] = True
+    return out
 
 
 # ---- process pool: everything crossing the process boundary is plain bytes ---------------------------------

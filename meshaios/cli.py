@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import signal
@@ -290,8 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _whole_writes() -> None:
+    """``PYTHONUNBUFFERED=1`` puts ``sys.stdout`` straight on the file descriptor, and a write to a pipe that is
+    full may be cut short (a signal, a reader that is slow): the raw file reports it, ``print`` drops the rest.
+    ``meshaios status --json`` lost everything past 64 KiB that way. A buffered writer loops until all is out."""
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper) and isinstance(out.buffer, io.RawIOBase):
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(out.buffer), encoding=out.encoding, errors=out.errors, line_buffering=True
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _whole_writes()
     if argv[:1] == ["sim"]:  # the simulator has its own argument parser
         from meshaios.sim.cli import main as sim_main
 

@@ -470,28 +470,22 @@ class AsyncClient:
 
     async def _watch(self) -> None:
         """Heartbeats, the list of other nodes to fail over to, and failover when the entry node goes silent."""
-        n = 0
         tick = 0
         while not self._closed:
             await asyncio.sleep(PING_INTERVAL)
             tick += 1
             if self._conn is not None:
-                # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s)
-                self._conn.send(encode({"t": M.PING}))
+                # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s); every
+                # 2 s the PONG also lists the live members: where to fail over to is never more than 2 s stale
+                self._conn.send(encode({"t": M.PING, "peers": True} if tick % 8 == 1 else {"t": M.PING}))
             if tick % 2:
                 continue  # the rest every 0.5 s
-            n += 1
             silent = time.monotonic() - self._last_heard
             if self._retired and time.monotonic() - self._retired[0][0] > RETIRED_CONNECTION_S:
                 await self._close_retired()
             now = time.monotonic()
             self._stream_actions(self._streams_out.tick(now))
             self._streams_in.tick(now)
-            if n % 8 == 1 and silent < 1.0:
-                with contextlib.suppress(MeshError):
-                    st = await self._request({"t": M.STATUS}, M.STATUS_REPLY, 2.0)
-                    alive = [m["addr"] for m in st["members"] if m.get("state") in ("alive", "suspect")]
-                    self._known_nodes = [self.address, *(a for a in alive if a != self.address)]
             if silent > self.heartbeat_timeout:
                 await self._failover(silent)
             elif (
@@ -1140,9 +1134,18 @@ class AsyncClient:
         elif t == M.ERROR:
             log.error("node reports an error: %s", msg["msg"])
         else:
+            if t == M.PONG and isinstance(msg.get("peers"), list):
+                self._learn_peers([a for a in msg["peers"] if isinstance(a, str)])
+            elif t == M.STATUS_REPLY:
+                live = [m for m in msg["members"] if isinstance(m, dict) and m.get("state") in ("alive", "suspect")]
+                self._learn_peers([m["addr"] for m in live if isinstance(m.get("addr"), str)])
             fut = self._replies.pop(t, None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+
+    def _learn_peers(self, alive: list[str]) -> None:
+        """The failover candidates: our entry node first, then the members it last reported live."""
+        self._known_nodes = [self.address, *(a for a in alive if a != self.address)]
 
     def _on_result(self, r: Any) -> None:
         if not isinstance(r, dict) or not isinstance(r.get("id"), str):

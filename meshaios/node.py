@@ -565,7 +565,11 @@ class Node:
                 if isinstance(obj, str):
                     self.store.delete(obj)
         elif t == M.PING:
-            self.transport.reply(ident, encode({"t": M.PONG}))
+            pong: dict[str, Any] = {"t": M.PONG}
+            if msg.get("peers") and self.swim is not None:
+                # where the client can fail over to: live members as this node sees them (a few addresses)
+                pong["peers"] = [m.addr for m in self.swim.members() if m.state in _REACHABLE and m.addr]
+            self.transport.reply(ident, encode(pong))
         elif t == M.FAULT:
             self._on_fault(ident, msg)
         elif t == M.STATUS:
@@ -1522,6 +1526,7 @@ class Node:
 
 
 _STREAM_TYPES = frozenset((M.XHEAD, M.XCHUNK, M.XACK))
+_REACHABLE = frozenset((MemberState.ALIVE, MemberState.SUSPECT))
 # a peer's identity: "n:" on its data connection, "s:" on its control lane (SWIM, ``ZmqTransport.send_control``)
 _NODE_IDENTS = (b"n:", b"s:")
 

@@ -239,16 +239,20 @@ class WorkQueue:
 
     def backlog(self, device: str, now: float = 0.0) -> float:
         """Predicted seconds of work on ``device``: everything queued, plus what is left of the running tasks."""
-        total = sum(t.predicted for t in self._fifo.get(device, ()))
-        for key, started in self._run_started.items():
-            t = self._tasks[key]
-            if t.device == device:
-                total += max(0.0, t.predicted - (now - started))
-        return total
+        return sum(t.predicted for t in self._fifo.get(device, ())) + sum(self.running_left(device, now))
 
     def running_left(self, device: str, now: float) -> list[float]:
-        return [max(0.0, self._tasks[k].predicted - (now - s)) for k, s in self._run_started.items()
+        """What is left of each running task on ``device`` (see ``time_left``)."""
+        return [time_left(self._tasks[k].predicted, now - s) for k, s in self._run_started.items()
                 if self._tasks[k].device == device]
+
+
+def time_left(predicted: float, elapsed: float) -> float:
+    """Seconds a task still runs, ``elapsed`` s after it started. Never less than half of ``elapsed``: a task far
+    past its prediction (an unknown kernel priced at the prior, a stuck input, a gate) is likely to run on about
+    as long again. Counting it as finishing "now" would keep the tasks queued behind it from ever being stolen:
+    the thief would seem to gain nothing."""
+    return max(predicted - elapsed, 0.5 * elapsed, 0.0)
 
 
 @dataclass(frozen=True)

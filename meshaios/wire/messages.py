@@ -33,8 +33,8 @@ RELEASE = "release"  # {"ids": [...]}
 CANCEL = "cancel"  # {"ids": [task ids]}: the client cancels these tasks of its own
 STATUS = "status"  # {} -> STATUS_REPLY
 STATUS_REPLY = "status_reply"
-PING = "ping"
-PONG = "pong"
+PING = "ping"  # {"peers"?: true -> PONG lists the live members' addresses}
+PONG = "pong"  # {"peers"?: [address]}
 ERROR = "error"  # {"msg": str, "ref": optional id}
 # data plane
 FETCH = "fetch"  # node -> holder: {"src", "req", "id"}

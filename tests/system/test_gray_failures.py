@@ -79,3 +79,19 @@ def test_entry_node_paused_for_8_s_every_future_resolves() -> None:
 @pytest.mark.parametrize("seed", range(10))
 def test_entry_node_paused_ten_seeds(seed: int) -> None:
     check(pause_entry_node(seed, delay=0.02))
+
+
+def test_a_client_fails_over_to_nodes_that_joined_after_it_connected() -> None:
+    """The failover candidates follow the membership (PONGs list it every 2 s), not the mesh as it was when the
+    client connected: here the entry node was alone then, and is killed after two others joined."""
+    with LocalMesh(1) as mesh, mesh.client(0, heartbeat_timeout=2.0) as c:
+        assert c.submit(W.work, 1, 0.0).result(timeout=30) == W.expected_work(1)
+        for i in (1, 2):
+            mesh.spawn(i)
+        mesh.wait_ready()
+        wait_for(lambda: len(c._async._known_nodes) == 3, 30, what="the client learns them without asking")
+        mesh.kill(0)
+        futs = c.map(W.work, range(20), [0.0] * 20)
+        assert c.gather(futs, timeout=60) == [W.expected_work(i) for i in range(20)]
+        assert c._async.failovers == 1
+

@@ -15,9 +15,7 @@ from meshaios.errors import CancelledTaskError
 from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.system import sched_funcs
 
-# slow until the leak between these tests is found: under CI load the cancellation and deadline tests failed
-# after the priority test (tasks of one test still holding slots in the next), though each passes alone
-pytestmark = [pytest.mark.system, pytest.mark.slow]
+pytestmark = pytest.mark.system
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +32,15 @@ def client(mesh2: LocalMesh) -> Iterator[Client]:
         # would hold the slots that this one counts on)
         wait_for(lambda: idle(c), 300, what="an idle mesh")
         yield c
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[str]:
+    """The file that lets ``sched_funcs.gated`` tasks end: created at teardown whatever the test did, so that its
+    blockers never hold the shared mesh's slots in the next test."""
+    path = tmp_path / "gate"
+    yield str(path)
+    path.touch()
 
 
 def test_high_priority_tasks_overtake_ten_thousand_queued_ones(client: Client, tmp_path: Path) -> None:
@@ -69,8 +76,8 @@ def own(mesh: LocalMesh, index: int, what: str) -> int:
         return int(me["queued"] if what == "queued" else me["counters"].get(what, 0))
 
 
-def test_ten_thousand_cancelled_tasks_never_run(mesh2: LocalMesh, client: Client, tmp_path: Path) -> None:
-    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+def test_ten_thousand_cancelled_tasks_never_run(mesh2: LocalMesh, client: Client, tmp_path: Path, gate: str) -> None:
+    log = str(tmp_path / "starts")
     submitted, cancelled = (client.status()["node"]["owner"][k] for k in ("submitted", "cancelled"))
     aborted = [own(mesh2, i, "aborted") for i in range(2)]
     blockers = client.map(sched_funcs.gated, [log] * 4, [f"B{i}" for i in range(4)], [gate] * 4)
@@ -94,9 +101,9 @@ def test_ten_thousand_cancelled_tasks_never_run(mesh2: LocalMesh, client: Client
 
 
 def test_a_running_thread_task_finishes_but_its_result_is_dropped_and_dependents_fail(
-    client: Client, tmp_path: Path
+    client: Client, tmp_path: Path, gate: str
 ) -> None:
-    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+    log = str(tmp_path / "starts")
     a = client.submit(sched_funcs.gated, log, "A", gate)
     b = client.submit(sched_funcs.mark, log, a)  # depends on a
     wait_for(lambda: "A" in sched_funcs.started(log), 30, what="A running")
@@ -125,8 +132,10 @@ def test_a_process_pool_task_is_terminated(client: Client, tmp_path: Path) -> No
     assert client.submit(sched_funcs.spin, log, "T", 0.0, pure=True).result(timeout=60) > 0
 
 
-def test_a_client_that_closes_cancels_its_queued_tasks(mesh2: LocalMesh, client: Client, tmp_path: Path) -> None:
-    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+def test_a_client_that_closes_cancels_its_queued_tasks(
+    mesh2: LocalMesh, client: Client, tmp_path: Path, gate: str
+) -> None:
+    log = str(tmp_path / "starts")
     blockers = client.map(sched_funcs.gated, [log] * 4, [f"B{i}" for i in range(4)], [gate] * 4)
     wait_for(lambda: len(sched_funcs.started(log)) == 4, 30, what="four blockers holding every slot")
     before = client.status()["node"]["owner"]

@@ -389,3 +389,18 @@ def test_no_task_ever_runs_twice_or_gets_lost_under_loss_duplication_and_reorder
     for eng in m.engines.values():
         for t in eng.queue.queued():
             assert len(t.path) == len(set(t.path))
+
+
+def test_a_task_queued_behind_overrunning_ones_is_stolen() -> None:
+    """Running tasks past their prediction (an unknown kernel priced at the 0.5 s prior, that has run 20 s) are
+    not taken as about to finish: the task queued behind them goes to an idle thief."""
+    vq = WorkQueue({"cpu": 2})
+    for i in range(3):
+        vq.push(_task(i, predicted=0.5))
+    vq.start_next("cpu", 0.0)
+    vq.start_next("cpu", 0.0)
+    victim = StealEngine("victim", vq)
+    info = {"free": {"cpu": 1}, "speed": {"cpu": 1.0}}
+    assert victim.select("thief", info, 0.4) == []  # both about to finish: the queued one barely waits
+    assert vq.running_left("cpu", 20.0) == [10.0, 10.0]
+    assert [t.id for t, *_ in victim.select("thief", info, 20.0)] == ["t2"]

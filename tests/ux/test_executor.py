@@ -166,20 +166,21 @@ def test_cancelled_queued_calls_never_run_and_shutdown_cancels(client: Client, t
     # every slot of the mesh held, by tasks outside the executor (its shutdown(cancel_futures=True) would cancel
     # running calls too: nodes do not report starts, see meshaios.compat.executor)
     blockers = client.map(sched_funcs.gated, [log] * 6, [f"B{i}" for i in range(6)], [gate] * 6)
-    ex = client.executor()
-
-    wait_for(lambda: len(sched_funcs.started(log)) == 6, 30, what="every slot held")
-    queued = [ex.submit(sched_funcs.mark, log, f"Q{i}") for i in range(20)]
-    assert queued[0].cancel()
-    assert queued[0].cancelled()
-    with pytest.raises(concurrent.futures.CancelledError):
-        queued[0].result()
-    ex.shutdown(wait=False, cancel_futures=True)
-    assert all(f.cancelled() for f in queued)
-    with pytest.raises(RuntimeError):
-        ex.submit(funcs.square, 1)
-    client.ping()  # the cancels were sent before this ping: the owner has them
-    (tmp_path / "gate").touch()
+    try:
+        ex = client.executor()
+        wait_for(lambda: len(sched_funcs.started(log)) == 6, 30, what="every slot held")
+        queued = [ex.submit(sched_funcs.mark, log, f"Q{i}") for i in range(20)]
+        assert queued[0].cancel()
+        assert queued[0].cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued[0].result()
+        ex.shutdown(wait=False, cancel_futures=True)
+        assert all(f.cancelled() for f in queued)
+        with pytest.raises(RuntimeError):
+            ex.submit(funcs.square, 1)
+        client.ping()  # the cancels were sent before this ping: the owner has them
+    finally:
+        (tmp_path / "gate").touch()  # whatever happened: the mesh is shared by the session's later tests
     assert client.gather(blockers, timeout=60) == [f"B{i}" for i in range(6)]
     wait_for(lambda: client.status()["node"]["pending"] == 0, 30, what="nothing pending")
     assert [t for t in sched_funcs.started(log) if t.startswith("Q")] == []

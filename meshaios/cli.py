@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -129,7 +130,12 @@ def cmd_node(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
-        await node.run()
+        watch = asyncio.create_task(_exit_with_parent(node.stop)) if os.environ.get(PARENT_ENV) else None
+        try:
+            await node.run()
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     import errno
 
@@ -147,6 +153,35 @@ def cmd_node(args: argparse.Namespace) -> int:
             "with --port N (--port 0 picks a free one)"
         ) from None
     return 0
+
+
+#: Set by ``LocalMesh`` (and anyone who starts nodes for a while): the node stops when the process with this pid has
+#: ended. Nodes run in a session of their own, so a killed test run would otherwise leave them behind.
+PARENT_ENV = "MESHAIOS_PARENT_PID"
+
+
+async def _exit_with_parent(stop: Any) -> None:
+    """Call ``stop`` when the process ``$MESHAIOS_PARENT_PID`` ends: a pidfd becomes readable then (Linux 5.3+)."""
+    log = logging.getLogger("meshaios.node")
+    parent = int(os.environ[PARENT_ENV])
+    try:
+        fd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        fd = -1
+    except OSError as exc:  # no pidfd here: the node runs on without the watch
+        log.warning("cannot watch process %d (%s): this node will not stop with it", parent, exc)
+        return
+    if fd >= 0:
+        ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, ended.set)
+        try:
+            await ended.wait()
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+    log.warning("process %d, which started this node, has ended: stopping", parent)
+    stop()
 
 
 def _status_data(args: argparse.Namespace) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class LocalMesh(Managed):
     def client_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["XDG_STATE_HOME"] = str(self.root / "xdg-state")
+        env["MESHAIOS_PARENT_PID"] = str(os.getpid())  # nodes stop when this process dies (meshaios.cli.PARENT_ENV)
         env.update(self.env)
         return env
 

@@ -191,7 +191,7 @@ class Node:
         )
         self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()))
         # every policy weighs where a task's inputs are (``sched.placement.Locality``, EFT): the owner says
-        self.owner.policy = WithTaskInfo(inner, self.owner.task_info, keep=False)
+        self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
         self.owner.model = self.model
         self._limits = WireLimits.from_config(config)
         self.resolver = FunctionResolver(

@@ -188,16 +188,15 @@ class WithTaskInfo:
     The owner calls ``choose({"id": tid}, ...)``; a policy like EFT wants the kernel, the input bytes and where
     the inputs live. ``lookup(tid)`` supplies them (the node or the simulator keeps that table), and whatever
     the inner policy writes back (EFT's ``placed_device``, ``predicted_s``) is kept in ``placed[tid]`` until the
-    caller ``pop``s it when it sends the task."""
+    owner ``take``s it, in the same placement pass: with the task's ``Dispatch`` when it sends the task, or to
+    drop it when the task waits (late binding). So nothing outlives the pass that chose it, live or simulated,
+    whatever then becomes of the task (finished, failed, cancelled, abandoned)."""
 
-    def __init__(self, inner: PlacementPolicy, lookup: Callable[[str], dict[str, Any] | None],
-                 keep: bool = True) -> None:
+    def __init__(self, inner: PlacementPolicy, lookup: Callable[[str], dict[str, Any] | None]) -> None:
         self.inner = inner
-        self.keep = keep  # False: the caller never ``pop``s what the policy wrote back (nothing is kept)
         self.name = inner.name
         self.lookup = lookup
         self.placed: dict[str, dict[str, Any]] = {}
-        self.max_placed = 65_536
         # an inner policy (possibly wrapped again) that predicts runtimes lets the owner take longest tasks first
         self._ranker: Any = _innermost_with(inner, "priority")
         self.ranks = self._ranker is not None
@@ -218,13 +217,12 @@ class WithTaskInfo:
         info = self.lookup(tid) if isinstance(tid, str) else None
         full = {**info, **task} if info else dict(task)
         target = self.inner.choose(full, candidates, rng)
-        if self.keep and isinstance(tid, str):
+        if isinstance(tid, str):
             self.placed[tid] = full
-            if len(self.placed) > self.max_placed:  # bounded: a caller that never pops loses the oldest
-                del self.placed[next(iter(self.placed))]
         return target
 
-    def pop(self, tid: str) -> dict[str, Any] | None:
+    def take(self, tid: str) -> dict[str, Any] | None:
+        """What the last ``choose`` for ``tid`` saw and the inner policy wrote back; forgotten here."""
         return self.placed.pop(tid, None)
 
 

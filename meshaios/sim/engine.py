@@ -491,7 +491,7 @@ class Simulation:
         for a in actions:
             if isinstance(a, Dispatch):
                 for td in a.tasks:
-                    self._dispatch(node, a.node, td)
+                    self._dispatch(node, a.node, td, a.placed.get(td["id"]))
             elif isinstance(a, Deliver):
                 for r in a.results:
                     if r.get("ok") and r["id"] not in self.completed_at:
@@ -507,9 +507,10 @@ class Simulation:
         self.bytes_moved += nbytes
         return end
 
-    def _dispatch(self, owner_node: _Node, target_id: str, td: dict[str, Any]) -> None:
+    def _dispatch(
+        self, owner_node: _Node, target_id: str, td: dict[str, Any], placed: dict[str, Any] | None
+    ) -> None:
         tid, att = td["id"], td["att"]
-        placed = owner_node.info.pop(tid) if owner_node.info is not None else None
         device = placed.get("placed_device") if placed else None
         target = self.nodes.get(target_id)
         if target is None or not target.alive:

@@ -217,6 +217,9 @@ class OwnedTask:
 class Dispatch:
     node: str
     tasks: list[dict[str, Any]]
+    # per task id, what the placement policy saw and wrote back when it chose ``node`` (``WithTaskInfo.take``:
+    # EFT's ``placed_device``, ``predicted_s``); empty for policies that keep nothing
+    placed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -974,6 +977,9 @@ class Owner:
         suspended = self.clients.suspended
         urgent = self._urgent(open_nodes) if self._by_deadline else []
         hurried: set[str] = set()
+        # what the policy noted per choice is taken in this very pass, sent or not, so it never piles up
+        take = getattr(self.policy, "take", None)
+        placed: dict[str, dict[str, dict[str, Any]]] = {}
         while self.ready and open_nodes:
             if urgent:
                 tid = urgent.pop()
@@ -1002,6 +1008,8 @@ class Owner:
             if target.inflight >= target.slots * wps:
                 # late binding: its best node is busy; it waits for that node rather than go somewhere worse
                 skipped.append(self.ready.popleft())
+                if take is not None:
+                    take(tid)
                 retract = getattr(late, "retract", None)
                 if retract is not None:
                     retract(target.node_id)
@@ -1036,12 +1044,14 @@ class Owner:
             if tid in hurried:
                 task["urg"] = True  # ahead of its turn for its deadline: first in its priority at the node too
             batches.setdefault(target.node_id, []).append(task)
+            if take is not None and (note := take(tid)) is not None:
+                placed.setdefault(target.node_id, {})[tid] = note
             if target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
         dirty = self.ready.dirty
         self.ready.extendleft(reversed(skipped))
         self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
-        return [Dispatch(node, tasks) for node, tasks in batches.items()]
+        return [Dispatch(node, tasks, placed.get(node, {})) for node, tasks in batches.items()]
 
     def _urgent(self, open_nodes: list[NodeLoad]) -> list[str]:
         """Ready tasks with a deadline to take ahead of their turn this pass, the most urgent last (popped first).
@@ -1260,12 +1270,19 @@ def _merge(actions: list[OwnerAction]) -> list[OwnerAction]:
     """One Deliver per client and one Dispatch per node: fewer, larger messages (aborts pass through, last)."""
     delivers: dict[bytes, list[dict[str, Any]]] = {}
     dispatches: dict[str, list[dict[str, Any]]] = {}
+    placed: dict[str, dict[str, dict[str, Any]]] = {}
     aborts: list[OwnerAction] = []
     for a in actions:
         if isinstance(a, Deliver):
             delivers.setdefault(a.client, []).extend(a.results)
         elif isinstance(a, Dispatch):
             dispatches.setdefault(a.node, []).extend(a.tasks)
+            if a.placed:
+                placed.setdefault(a.node, {}).update(a.placed)
         else:
             aborts.append(a)
-    return [Deliver(c, r) for c, r in delivers.items()] + [Dispatch(n, t) for n, t in dispatches.items()] + aborts
+    return (
+        [Deliver(c, r) for c, r in delivers.items()]
+        + [Dispatch(n, t, placed.get(n, {})) for n, t in dispatches.items()]
+        + aborts
+    )

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -368,13 +368,13 @@ class Node:
                 await asyncio.shield(disc.stop())
 
     async def _http_task(self, ready: asyncio.Event) -> None:
-        from meshaios.dashboard import jobs_view, serve_http
+        from meshaios.dashboard import serve_http, work_view
 
         def listening(url: str) -> None:
             self.http_url = url
 
-        def jobs() -> list[dict[str, Any]]:
-            return jobs_view(self.owner.tasks.values(), self.clock.now())
+        def work(task_ids: Collection[str]) -> dict[str, Any]:
+            return work_view(self.owner.tasks, self.clock.now(), name_tasks=task_ids)
 
         await serve_http(
             self.status,
@@ -383,7 +383,7 @@ class Node:
             self._http_token,
             ready=ready,
             on_listen=listening,
-            get_jobs=jobs,
+            get_work=work,
         )
 
     def _node_file_path(self) -> Any:

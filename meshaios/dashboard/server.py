@@ -1,8 +1,9 @@
 """A small read-only HTTP/1.1 server on ``asyncio.start_server``: the dashboard, ``/api/status``, ``/metrics``.
 
-Three GET routes do not justify a web framework (and a new dependency in every node): requests are parsed by hand,
-bounded in size and time, answered, and the connection is closed. Every connection handler belongs to
-``serve_http``: cancelling it (the node's TaskGroup does, on stop) closes the listening socket and cancels them.
+Three GET routes do not justify a web framework: h11 (sans-I/O HTTP/1.1) parses each request and writes its
+answer; this module bounds the request in size and time, routes it, and closes the connection. Every connection
+handler belongs to ``serve_http``: cancelling it (the node's TaskGroup does, on stop) closes the listening socket
+and cancels them.
 
 Security:
 - bound to loopback (the default) the server needs no credential, but answers only requests whose ``Host`` is a
@@ -25,20 +26,25 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import h11
 
 from meshaios.dashboard.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshaios.dashboard.metrics import render_metrics
 from meshaios.dashboard.page import PAGE, csp_header
+from meshaios.dashboard.views import duration_histogram, mesh_view
 from meshaios.errors import ConfigError
 from meshaios.security import MeshKeys
 
 log = logging.getLogger(__name__)
 
 StatusSource = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
+WorkSource = Callable[[Collection[str]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class HttpLimits:
     max_request_bytes: int = 16 << 10  # request line + headers
     request_timeout: float = 5.0  # to receive a whole request
     write_timeout: float = 10.0  # to hand a response to a slow reader
+    linger: float = 1.0  # after the answer, how long to wait for the client to close (see ``_linger``)
     # Beyond this, a new connection takes the place of the oldest one still sending its request (a slow client
     # cannot hold a slot against a fresh one); 503 only when every connection is being answered.
     max_connections: int = 256
@@ -96,15 +103,16 @@ async def serve_http(
     ready: asyncio.Event | None = None,
     on_listen: Callable[[str], None] | None = None,
     require_token: bool = False,
-    get_jobs: Callable[[], list[dict[str, Any]]] | None = None,
+    get_work: WorkSource | None = None,
     limits: HttpLimits = HttpLimits(),
 ) -> None:
     """Serve until cancelled. ``get_status`` is ``Node.status`` (or any callable giving that dict, or an awaitable).
 
     ``on_listen`` gets the base URL (``http://127.0.0.1:40123``) once the socket is bound, before ``ready`` is set:
     with ``port=0`` that is how the caller learns the port. ``require_token`` asks for the token on loopback too.
-    ``get_jobs`` (e.g. ``jobs_view`` over the node's owner) is called only for ``/api/status``, when someone looks:
-    it may cost more than the status, which the throughput history also samples once a second.
+    ``get_work`` (``work_view`` over the node's owner: jobs, per-function progress, recent errors) is called only
+    for ``/api/status``, when someone looks: it may cost more than the status, which the throughput history also
+    samples once a second. It is given the ids of the tasks in the status's timeline, to name their functions.
     """
     loopback = is_loopback_host(host) and not require_token
     if not loopback and not token:
@@ -112,7 +120,9 @@ async def serve_http(
             f"the dashboard would serve {host} without a token: bind it to 127.0.0.1, or run a mesh with a token"
         )
     handlers: set[asyncio.Task[Any]] = set()
-    reading: dict[asyncio.Task[Any], None] = {}  # handlers still receiving their request, oldest first
+    # handlers still receiving their request, oldest first, with their connection (closed to evict them: a
+    # cancelled handler task would be reported as an error by asyncio's stream callback)
+    reading: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
     history = History(limits.history_samples)
     evicted = 0
 
@@ -125,12 +135,11 @@ async def serve_http(
             if len(handlers) > limits.max_connections:
                 oldest = next(iter(reading), None)
                 if oldest is None:
-                    await _respond(
-                        writer, 503, "text/plain; charset=utf-8", b"too many connections\n", limits, head=False
-                    )
+                    writer.write(_TOO_MANY)  # before any request: h11 has nothing to answer yet
+                    async with asyncio.timeout(limits.write_timeout):
+                        await writer.drain()
                     return
-                reading.pop(oldest)
-                oldest.cancel()  # its ``finally`` closes its connection
+                reading.pop(oldest).transport.abort()  # its read ends, and so does its handler
                 evicted += 1
                 if evicted in (1, 100) or evicted % 10_000 == 0:
                     log.warning(
@@ -138,9 +147,9 @@ async def serve_http(
                         limits.max_connections,
                         evicted,
                     )
-            reading[task] = None
+            reading[task] = writer
             await _serve_one(
-                reader, writer, get_status, token, loopback, limits, history, get_jobs, lambda: reading.pop(task, None)
+                reader, writer, get_status, token, loopback, limits, history, get_work, lambda: reading.pop(task, None)
             )
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
@@ -149,6 +158,8 @@ async def serve_http(
         finally:
             handlers.discard(task)
             reading.pop(task, None)
+            if not task.cancelling():
+                await _linger(reader, writer, limits)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -179,6 +190,50 @@ async def serve_http(
                 await server.wait_closed()
 
 
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: HttpLimits) -> None:
+    """Close our side, then read (and drop) what the client still sends until it closes too, for at most
+    ``limits.linger`` seconds and ``limits.max_request_bytes`` bytes: closing a socket with unread input resets
+    the connection, and the client may lose the answer it was sent (a 400 or 431 sent before its request ended).
+    h11's example server does the same."""
+    if writer.is_closing():
+        return
+    with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+        if writer.can_write_eof():
+            writer.write_eof()
+        left = limits.max_request_bytes
+        async with asyncio.timeout(limits.linger):
+            while left > 0:
+                data = await reader.read(min(_READ_CHUNK, left))
+                if not data:
+                    return
+                left -= len(data)
+
+
+async def _read_request(reader: asyncio.StreamReader, conn: h11.Connection, limits: HttpLimits) -> h11.Request:
+    """Feed the connection's bytes to h11 until it has a whole request head, reading at most
+    ``limits.max_request_bytes + 1`` bytes (h11 finds a head of any size if it arrives in one read: the bound is
+    ours). Raises ``h11.RemoteProtocolError`` (with the status to answer) for what is not a request, and
+    ``ConnectionError`` if the client leaves first."""
+    received = 0
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Request):
+            if received > limits.max_request_bytes:
+                raise h11.RemoteProtocolError("request header too large", error_status_hint=431)
+            return event
+        if event is h11.NEED_DATA:
+            if received > limits.max_request_bytes:
+                raise h11.RemoteProtocolError("request header too large", error_status_hint=431)
+            data = await reader.read(min(_READ_CHUNK, limits.max_request_bytes + 1 - received))
+            if not data:
+                raise ConnectionResetError("the client closed the connection before sending a request")
+            received += len(data)
+            conn.receive_data(data)
+            continue
+        # ConnectionClosed (an empty read was fed), or anything else before a request: nothing to answer
+        raise ConnectionResetError(f"no request: {event!r}")
+
+
 async def _serve_one(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -187,70 +242,53 @@ async def _serve_one(
     loopback: bool,
     limits: HttpLimits,
     history: History,
-    get_jobs: Callable[[], list[dict[str, Any]]] | None,
+    get_work: WorkSource | None,
     request_read: Callable[[], Any] = lambda: None,
 ) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_request_bytes)
+    out = _Responder(conn, writer, limits)
     try:
         async with asyncio.timeout(limits.request_timeout):
-            raw = await reader.readuntil(b"\r\n\r\n")
+            request = await _read_request(reader, conn, limits)
         request_read()
-    except asyncio.LimitOverrunError:
-        await _respond(writer, 431, "text/plain; charset=utf-8", b"request header too large\n", limits, head=False)
+    except h11.RemoteProtocolError as exc:
+        code = exc.error_status_hint
+        message = "request header too large" if code == 431 else f"bad request: {exc}"
+        await out.respond(code, _TEXT, message.encode() + b"\n")
         return
-    try:
-        request_line, *header_lines = raw.decode("latin-1").split("\r\n")
-        method, target, version = request_line.split(" ")
-    except ValueError:
-        await _respond(writer, 400, "text/plain; charset=utf-8", b"bad request\n", limits, head=False)
+    if not request.http_version.startswith(b"1."):
+        await out.respond(505, _TEXT, b"HTTP/1.x only\n")
         return
-    if not version.startswith("HTTP/1."):
-        await _respond(writer, 505, "text/plain; charset=utf-8", b"HTTP/1.x only\n", limits, head=False)
-        return
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}  # names lowered
+    method = request.method.decode("latin-1")
     head = method == "HEAD"
     if method not in ("GET", "HEAD"):
-        await _respond(
-            writer, 405, "text/plain; charset=utf-8", b"read-only: GET only\n", limits, extra={"Allow": "GET, HEAD"}
-        )
+        await out.respond(405, _TEXT, b"read-only: GET only\n", extra={"Allow": "GET, HEAD"})
         return
-    url = urlsplit(target)
+    url = urlsplit(request.target.decode("latin-1"))
     if loopback:
         host = headers.get("host")
         if host is not None and not is_loopback_host(_host_of(host)):
             # DNS rebinding: a foreign name resolving to 127.0.0.1 must not make this readable to its page
-            await _respond(writer, 403, "text/plain; charset=utf-8", b"loopback names only\n", limits, head=head)
+            await out.respond(403, _TEXT, b"loopback names only\n", head=head)
             return
     elif token is not None and not _authorized(headers, url.query, token):
-        await _respond(
-            writer,
+        await out.respond(
             401,
-            "text/plain; charset=utf-8",
+            _TEXT,
             b"this dashboard needs the mesh's dashboard token: Authorization: Bearer <token>, or ?token=<token>\n",
-            limits,
             head=head,
             extra={"WWW-Authenticate": 'Bearer realm="meshaios"'},
         )
         return
     path = url.path.rstrip("/") or "/"
     if path in ("/", "/index.html"):
-        await _respond(
-            writer,
-            200,
-            "text/html; charset=utf-8",
-            PAGE,
-            limits,
-            head=head,
-            extra={"Content-Security-Policy": csp_header()},
+        await out.respond(
+            200, "text/html; charset=utf-8", PAGE, head=head, extra={"Content-Security-Policy": csp_header()}
         )
         return
     if path not in ("/api/status", "/metrics"):
-        await _respond(
-            writer, 404, "text/plain; charset=utf-8", b"not found: /, /api/status, /metrics\n", limits, head=head
-        )
+        await out.respond(404, _TEXT, b"not found: /, /api/status, /metrics\n", head=head)
         return
     try:
         async with asyncio.timeout(limits.status_timeout):
@@ -259,37 +297,53 @@ async def _serve_one(
         if isinstance(exc, asyncio.CancelledError):
             raise
         body = json.dumps({"error": f"status unavailable: {type(exc).__name__}: {exc}"}).encode()
-        await _respond(writer, 503, "application/json", body, limits, head=head)
+        await out.respond(503, "application/json", body, head=head)
         return
     if path == "/metrics":
-        await _respond(writer, 200, METRICS_CONTENT_TYPE, render_metrics(status).encode(), limits, head=head)
+        await out.respond(200, METRICS_CONTENT_TYPE, render_metrics(status).encode(), head=head)
     else:
-        doc = dict(status)
-        if history.samples:
-            doc["history"] = history.view()
-        if get_jobs is not None and isinstance(doc.get("node"), Mapping):
-            try:
-                doc["node"] = {**doc["node"], "jobs": get_jobs()}
-            except Exception as exc:
-                log.debug("dashboard: no jobs view: %s", exc)
+        doc = dashboard_doc(status, history, get_work)
         body = json.dumps(_jsonable(doc), separators=(",", ":")).encode()
-        await _respond(writer, 200, "application/json", body, limits, head=head)
+        await out.respond(200, "application/json", body, head=head)
+
+
+def dashboard_doc(status: Mapping[str, Any], history: History, get_work: WorkSource | None) -> dict[str, Any]:
+    """``/api/status``: the node's status, plus what the page draws from it: the mesh merged from the members'
+    gossiped figures (``mesh``), the server's throughput history, the owner's work (``node.jobs``,
+    ``node.functions``, ``node.errors``) and the task-duration histogram of the tasks run here (``durations``)."""
+    doc = dict(status)
+    if history.samples:
+        doc["history"] = history.view()
+    doc["mesh"] = mesh_view(status)
+    me = doc.get("node")
+    if not isinstance(me, Mapping):
+        return doc
+    timeline = me.get("timeline")
+    records = [r for r in timeline if isinstance(r, Mapping)] if isinstance(timeline, list) else []
+    names: Mapping[str, str] = {}
+    if get_work is not None:
+        try:
+            work = get_work([str(r.get("task")) for r in records])
+            names = work.get("task_functions") or {}
+            doc["node"] = {**me, **{k: work[k] for k in ("jobs", "functions", "errors") if k in work}}
+        except Exception as exc:
+            log.debug("dashboard: no work view: %s", exc)
+    doc["durations"] = duration_histogram(records, names)
+    return doc
 
 
 class History:
-    """The owner's counters once a second, so that a page opened now shows the last minutes of throughput and
-    when the current work began. Kept by the server (bounded), not by the node."""
+    """The mesh's task counters once a second (``mesh_view`` totals: the same whichever node keeps them), so
+    that a page opened now shows the last minutes of throughput and when the current work began. Kept by the
+    server (bounded), not by the node."""
 
     def __init__(self, maxlen: int) -> None:
         self.samples: deque[tuple[float, int, int, int]] = deque(maxlen=maxlen)  # (time, finished, submitted, pending)
 
     def add(self, now: float, status: Mapping[str, Any]) -> None:
-        me = status.get("node")
-        me = me if isinstance(me, Mapping) else {}
-        owner = me.get("owner")
-        owner = owner if isinstance(owner, Mapping) else {}
-        self.samples.append((now, _int(owner.get("done")) + _int(owner.get("failed")), _int(owner.get("submitted")),
-                             _int(me.get("pending"))))  # fmt: skip
+        t = mesh_view(status)["totals"]
+        # "submitted" as far as the mesh can tell: what has finished plus what its owners still wait for
+        self.samples.append((now, t["finished"], t["finished"] + t["pending"], t["pending"]))
 
     def view(self) -> dict[str, Any]:
         """Samples as ``[seconds ago (<= 0), finished, submitted, pending]``, oldest first."""
@@ -306,10 +360,6 @@ class History:
             except Exception as exc:  # the node is not ready, or busy: the next sample tries again
                 log.debug("dashboard: no history sample: %s", exc)
             await asyncio.sleep(limits.history_interval)
-
-
-def _int(x: Any) -> int:
-    return x if type(x) is int else 0
 
 
 def _authorized(headers: Mapping[str, str], query: str, token: str) -> bool:
@@ -342,41 +392,46 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
+_TEXT = "text/plain; charset=utf-8"
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
+    b"Cache-Control: no-store\r\nConnection: close\r\n\r\ntoo many connections\n"
+)
+_READ_CHUNK = 64 << 10
 
 
-async def _respond(
-    writer: asyncio.StreamWriter,
-    code: int,
-    content_type: str,
-    body: bytes,
-    limits: HttpLimits,
-    *,
-    head: bool = False,
-    extra: Mapping[str, str] | None = None,
-) -> None:
-    lines = [
-        f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Cache-Control: no-store",
-        "X-Content-Type-Options: nosniff",
-        "Referrer-Policy: no-referrer",
-        "Connection: close",
-    ]
-    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    if not head:
-        writer.write(body)
-    async with asyncio.timeout(limits.write_timeout):
-        await writer.drain()
+class _Responder:
+    """One response on a connection, written by h11 (``Connection: close``: one request per connection)."""
+
+    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, limits: HttpLimits) -> None:
+        self.conn = conn
+        self.writer = writer
+        self.limits = limits
+
+    async def respond(
+        self,
+        code: int,
+        content_type: str,
+        body: bytes,
+        *,
+        head: bool = False,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        """``head``: the headers of ``body`` (its length) without it; h11 knows a HEAD request's answer has none."""
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Connection", "close"),
+            *(extra or {}).items(),
+        ]
+        reason = HTTPStatus(code).phrase.encode() if code in HTTPStatus._value2member_map_ else b"Error"
+        data = self.conn.send(h11.Response(status_code=code, headers=headers, reason=reason)) or b""
+        if body and not head and self.conn.our_state is h11.SEND_BODY:
+            data += self.conn.send(h11.Data(data=body)) or b""
+        data += self.conn.send(h11.EndOfMessage()) or b""
+        self.writer.write(data)
+        async with asyncio.timeout(self.limits.write_timeout):
+            await self.writer.drain()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import pytest
 import uvloop
 
-from meshaios.dashboard import dashboard_token, jobs_view, serve_http
+from meshaios.dashboard import dashboard_token, jobs_view, serve_http, work_view
 from meshaios.dashboard.server import HttpLimits, is_loopback_host
 from meshaios.errors import ConfigError
 from meshaios.security import derive_keys, new_token
@@ -73,10 +73,15 @@ def test_status_metrics_and_page_routes() -> None:
             assert hdrs["content-type"] == "application/json"
             doc = json.loads(body)
             history = doc.pop("history")
+            mesh = doc.pop("mesh")
+            durations = doc.pop("durations")
             assert doc == SAMPLE_STATUS
             ((ago, finished, submitted, pending),) = history["samples"]  # sampled once as the server started
             assert ago <= 0
-            assert (finished, submitted, pending) == (122, 130, 8)
+            assert (finished, submitted, pending) == (500, 508, 8)  # the mesh's totals: members gossip none here
+            assert mesh["nodes"][0]["name"] == "gpu-box"
+            assert mesh["totals"]["alive"] == 3
+            assert durations["series"] == []
             assert "access-control-allow-origin" not in hdrs  # no page elsewhere may read it
 
             code, hdrs, body = await http(url, "/metrics")
@@ -176,7 +181,8 @@ def test_status_source_errors_bad_requests_and_limits() -> None:
             broken["now"] = False
             assert (await http(url, "/api/status"))[0] == 200
             assert (await http(url, raw=b"GARBAGE\r\n\r\n"))[0] == 400
-            assert (await http(url, raw=b"GET / SPDY/3\r\n\r\n"))[0] == 505
+            assert (await http(url, raw=b"GET / SPDY/3\r\n\r\n"))[0] == 400  # not an HTTP request line
+            assert (await http(url, raw=b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n"))[0] == 505
             big = b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * 4000 + b"\r\n\r\n"
             assert (await http(url, raw=big))[0] == 431
             # a client that never finishes its request is cut off
@@ -209,7 +215,7 @@ def test_cancelling_the_server_closes_its_port_and_its_connections() -> None:
 
 
 def test_served_by_a_running_in_process_mesh_node() -> None:
-    """``serve_http(node.status)`` in the node's own loop, as the node runs it; plus the jobs view of its owner."""
+    """``serve_http(node.status)`` in the node's own loop, as the node runs it; plus the work view of its owner."""
 
     async def main() -> None:
         async with InProcessMesh(3) as mesh:
@@ -231,16 +237,32 @@ def test_served_by_a_running_in_process_mesh_node() -> None:
             assert capped[0]["total"] == 10
             assert capped[0]["partial"] is True
 
-            def jobs() -> list[dict[str, Any]]:
-                return jobs_view(node.owner.tasks.values(), node.clock.now())
+            def work(task_ids: Collection[str]) -> dict[str, Any]:
+                return work_view(node.owner.tasks, node.clock.now(), name_tasks=task_ids)
 
-            async with serving(node.status, get_jobs=jobs) as url:
+            async with serving(node.status, get_work=work) as url:
                 code, _, body = await http(url, "/api/status")
                 st = json.loads(body)
                 assert code == 200
                 assert st["node"]["id"] == node.node_id
                 assert sorted(m["state"] for m in st["members"]) == ["alive", "alive"]
                 assert st["node"]["jobs"][0]["done"] == 40
+                fns = {f["function"]: f for f in st["node"]["functions"]}
+                assert set(fns) == {"tests.ux.funcs:square", "tests.ux.funcs:boom"}
+                assert (fns["tests.ux.funcs:square"]["done"], fns["tests.ux.funcs:square"]["total"]) == (40, 40)
+                assert (fns["tests.ux.funcs:boom"]["failed"], fns["tests.ux.funcs:boom"]["pending"]) == (1, 0)
+                (err,) = st["node"]["errors"]
+                assert (err["function"], err["type"], err["msg"]) == ("tests.ux.funcs:boom", "ValueError", "kaput")
+                assert "raise ValueError(msg)" in err["tb"]
+                assert st["mesh"]["nodes"][0]["id"] == node.node_id
+                assert st["mesh"]["totals"]["nodes"] == 3
+                # the tasks node 0 ran are in its histogram, named by function: it owns them all
+                ran_here = [r for r in st["node"]["timeline"] if r["outcome"] in ("ok", "error")]
+                series = st["durations"]["series"]
+                assert sum(s["n"] for s in series) == len(ran_here)
+                assert {s["name"] for s in series} <= set(fns)
+                for s in series:
+                    assert sum(s["counts"]) == s["n"]
 
                 _, _, body = await http(url, "/metrics")
                 fams = parse_exposition(body.decode())
@@ -259,12 +281,13 @@ def test_served_by_a_running_in_process_mesh_node() -> None:
     run(main)
 
 
-def test_history_samples_the_owner_counters_over_time() -> None:
+def test_history_samples_the_mesh_counters_over_time() -> None:
     counter = {"done": 0}
 
     def rising() -> Mapping[str, Any]:
         counter["done"] += 5
-        return {"node": {"owner": {"done": counter["done"], "failed": 1, "submitted": 100}, "pending": 7}}
+        member = {"id": "b", "state": "alive", "finished": 1000, "pending": 3}
+        return {"node": {"finished": counter["done"], "pending": 4}, "members": [member]}
 
     async def main() -> None:
         limits = HttpLimits(history_interval=0.02, history_samples=10)
@@ -279,9 +302,135 @@ def test_history_samples_the_owner_counters_over_time() -> None:
             finished = [s[1] for s in samples]
             assert finished == sorted(finished)
             assert finished[-1] > finished[0]
-            assert {(s[2], s[3]) for s in samples} == {(100, 7)}
+            assert {s[3] for s in samples} == {7}  # 4 owned here + 3 by the member
+            assert {s[2] - s[1] for s in samples} == {7}
+            assert finished[0] > 1000  # the member's 1000 finished count too
         async with serving(rising, limits=HttpLimits(history_interval=0)) as url:
             _, _, body = await http(url, "/api/status")
             assert "history" not in json.loads(body)
+
+    run(main)
+
+
+async def raw_exchange(url: str, parts: list[bytes]) -> bytes:
+    """Send ``parts`` one write at a time (each drained), then read the answer until the server closes."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_malformed_and_oversized_requests_are_refused_by_h11() -> None:
+    """Every request is parsed by h11 on a real socket: what is not HTTP/1.x gets a 4xx/5xx and the connection is
+    closed; a head over ``max_request_bytes`` gets 431 however it arrives (one write, or dribbled)."""
+
+    async def main() -> None:
+        limits = HttpLimits(max_request_bytes=2048, request_timeout=5.0)
+        async with serving(lambda: SAMPLE_STATUS, limits=limits) as url:
+            bad = [
+                b"GET / HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+                b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n",  # two Hosts
+                b"GET / HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",  # not a header line
+                b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n\r\n",  # space in a header name
+                b"GET /\x00 HTTP/1.1\r\nHost: localhost\r\n\r\n",  # a control byte in the target
+                b"GET  HTTP/1.1\r\nHost: localhost\r\n\r\n",  # no target
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS hello on the plain port
+            ]
+            for raw in bad:
+                answer = await raw_exchange(url, [raw])
+                assert status_of(answer) == 400, (raw, answer[:200])
+                assert b"Connection: close" in answer
+                assert answer.endswith(b"\n")  # a whole answer, body included
+            # the head over the limit, in one write and dribbled in 100-byte pieces: 431 either way
+            big = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 3000 + b"\r\n\r\n"
+            assert status_of(await raw_exchange(url, [big])) == 431
+            assert status_of(await raw_exchange(url, [big[i : i + 100] for i in range(0, len(big), 100)])) == 431
+            many = b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"X-A: b\r\n" * 400 + b"\r\n"  # many small headers
+            assert status_of(await raw_exchange(url, [many])) == 431
+            # just under the limit, sent a byte at a time: answered
+            ok = b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 1900 + b"\r\n\r\n"
+            assert len(ok) < 2048
+            answer = await raw_exchange(url, [ok[i : i + 1] for i in range(len(ok))])
+            assert status_of(answer) == 200
+            assert json.loads(answer.partition(b"\r\n\r\n")[2])["node"]["name"] == "gpu-box"
+            # HTTP/1.0 needs no Host; a GET with a body is answered; a pipelined second request is not
+            assert status_of(await raw_exchange(url, [b"GET / HTTP/1.0\r\n\r\n"])) == 200
+            with_body = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
+            assert status_of(await raw_exchange(url, [with_body])) == 200
+            two = b"GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\nGET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            answer = await raw_exchange(url, [two])
+            assert status_of(answer) == 404
+            assert answer.count(b"HTTP/1.1 ") == 1
+
+    async def half_close() -> None:
+        async with serving(lambda: SAMPLE_STATUS) as url:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET / HTTP/1.1\r\nHo")
+            writer.write_eof()  # the client gives up mid-request: the server closes without an answer
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""
+            writer.close()
+            assert (await http(url, "/api/status"))[0] == 200
+
+    run(main)
+    run(half_close)
+
+
+def test_connection_limit_evicts_slow_clients_then_refuses() -> None:
+    """Past ``max_connections``, a new connection takes the place of the oldest one still sending its request;
+    when every connection is being answered, the newcomer gets 503."""
+    arrived: asyncio.Queue[None] | None = None
+    release: asyncio.Event | None = None
+
+    async def held() -> Mapping[str, Any]:
+        assert arrived is not None
+        assert release is not None
+        arrived.put_nowait(None)
+        await release.wait()
+        return SAMPLE_STATUS
+
+    async def main() -> None:
+        nonlocal arrived, release
+        arrived, release = asyncio.Queue(), asyncio.Event()
+        limits = HttpLimits(max_connections=2, history_interval=0, status_timeout=30)
+        async with serving(held, limits=limits) as url:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            slow = []
+            for _ in range(2):  # two clients that never finish their request
+                r, w = await asyncio.open_connection(host, int(port))
+                w.write(b"GET / HTTP/1.1\r\n")
+                await w.drain()
+                slow.append((r, w))
+            # a third one is answered: the oldest slow client is closed to make room
+            assert (await http(url, "/"))[0] == 200
+            async with asyncio.timeout(5):
+                assert await slow[0][0].read() == b""
+            # two requests being answered (their status is held), and the last slow client still reading
+            answering = [asyncio.create_task(http(url, "/api/status")) for _ in range(2)]
+            for _ in range(2):
+                async with asyncio.timeout(5):
+                    await arrived.get()
+            async with asyncio.timeout(5):
+                assert await slow[1][0].read() == b""  # evicted for the second of them
+            answer = await raw_exchange(url, [])  # answered at once, before any request
+            assert status_of(answer) == 503
+            assert answer.endswith(b"too many connections\n")
+            release.set()
+            assert [(await t)[0] for t in answering] == [200, 200]
+            for _, w in slow:
+                w.close()
 
     run(main)

@@ -1,0 +1,253 @@
+"""What the dashboard page draws, computed from a node's status (and its owner's tasks): pure functions.
+
+- ``mesh_view``: every node of the mesh in one table, and the mesh's totals. A node knows its own figures and
+  its members' gossiped ones (SWIM metadata: tasks run, failed, owned and unfinished, tasks/s, memory), so any
+  node's page shows the same totals (up to a gossip round of lag) without asking anyone else.
+- ``work_view``: one scan of the owner's tasks: jobs per client, progress per function, recent errors.
+- ``duration_histogram``: how long the tasks run here took, per function (where this node owns the task) or
+  per device, in log-spaced buckets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from meshaios.dashboard.jobs import client_label
+
+_STATES = ("waiting", "ready", "dispatched", "done", "failed")
+_UP = ("alive", "suspect")  # members whose figures count in the totals (the dead and departed keep their last)
+# upper bounds of the duration buckets, seconds (the last bucket is "more")
+BUCKETS: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+_TOTALS = ("finished", "failed", "pending", "running", "queued", "workers", "memory")
+
+
+def _num(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x else 0.0
+
+
+def _int(x: Any) -> int:
+    return x if type(x) is int else int(x) if type(x) is float and x == x and abs(x) < 2**62 else 0
+
+
+def mesh_view(status: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"nodes": [...], "totals": {...}}`` from a status dict (``Node.status()``).
+
+    Each node row: ``id, name, addr, state, self, devices, workers, running, queued, finished, failed, pending,
+    tasks_per_s, memory`` (bytes of results in memory) and, for this node only, ``memory_limit`` and ``spilled``.
+    Totals add up the nodes alive or suspect: ``finished`` (task attempts run, failed ones included), ``failed``,
+    ``pending`` (tasks owned and unfinished), ``running``, ``queued``, ``workers``, ``memory``, ``tasks_per_s``,
+    and count ``alive`` and ``nodes``.
+
+    >>> v = mesh_view({"node": {"id": "a", "finished": 5, "pending": 2},
+    ...                "members": [{"id": "b", "state": "alive", "finished": 3, "pending": 1},
+    ...                            {"id": "c", "state": "dead", "finished": 9}]})
+    >>> (v["totals"]["finished"], v["totals"]["pending"], v["totals"]["alive"], v["totals"]["nodes"])
+    (8, 3, 2, 3)
+    """
+    me = status.get("node")
+    me = me if isinstance(me, Mapping) else {}
+    store = me.get("store")
+    store = store if isinstance(store, Mapping) else {}
+    rows: list[dict[str, Any]] = [
+        {
+            "id": str(me.get("id", "")),
+            "name": str(me.get("name", "")),
+            "addr": str(me.get("addr", "")),
+            "state": "alive",
+            "self": True,
+            "devices": str(me.get("devices", "")),
+            "workers": _int(me.get("workers")),
+            "running": _int(me.get("running")),
+            "queued": _int(me.get("queued")),
+            "finished": _int(me.get("finished")),
+            "failed": _int(me.get("failed")),
+            "pending": _int(me.get("pending")),
+            "tasks_per_s": _num(me.get("tasks_per_s")),
+            "memory": _int(store.get("bytes_in_memory")),
+            "memory_limit": _int(me.get("memory_limit")),
+            "spilled": _int(store.get("bytes_spilled")),
+            "since": _num(me.get("uptime")),
+        }
+    ]
+    members = status.get("members")
+    for m in members if isinstance(members, list) else []:
+        if not isinstance(m, Mapping):
+            continue
+        rows.append(
+            {
+                "id": str(m.get("id", "")),
+                "name": str(m.get("name", "")),
+                "addr": str(m.get("addr", "")),
+                "state": str(m.get("state", "")),
+                "self": False,
+                "devices": str(m.get("devices", "")),
+                "workers": _int(m.get("workers")),
+                "running": _int(m.get("running")),
+                "queued": _int(m.get("queued")),
+                "finished": _int(m.get("finished")),
+                "failed": _int(m.get("failed")),
+                "pending": _int(m.get("pending")),
+                "tasks_per_s": _num(m.get("tasks_per_s")),
+                "memory": _int(m.get("store_bytes")),
+                "since": _num(m.get("since")),
+            }
+        )
+    up = [r for r in rows if r["state"] in _UP]
+    totals: dict[str, Any] = {k: sum(r[k] for r in up) for k in _TOTALS}
+    totals["tasks_per_s"] = round(sum(r["tasks_per_s"] for r in up), 3)
+    totals["alive"] = sum(r["state"] == "alive" for r in rows)
+    totals["nodes"] = len(rows)
+    return {"nodes": rows, "totals": totals}
+
+
+def fn_label(fn: Any) -> str:
+    """A person's name for a task's function payload, read without importing or unpickling anything:
+    ``module:qualname`` for a function sent by reference, the kernel's name for a kernel, else ``pickled:<hash>``.
+
+    >>> from meshaios.tasks.functions import encode_function
+    >>> import json
+    >>> fn_label(encode_function(json.dumps, allow_pickle=False))
+    'json:dumps'
+    """
+    from meshaios.wire.values import loads
+
+    try:
+        spec = loads(fn, allow_pickle=False)
+    except Exception:
+        spec = None
+    if isinstance(spec, Mapping):
+        for key in ("ref", "kernel"):
+            if isinstance(spec.get(key), str):
+                return str(spec[key])[:120]
+    blob = getattr(fn, "blob", b"")
+    digest = hashlib.blake2b(bytes(blob) if isinstance(blob, (bytes, bytearray, memoryview)) else b"", digest_size=4)
+    return "pickled:" + digest.hexdigest()
+
+
+def work_view(
+    tasks: Mapping[str, Any],
+    now: float,
+    *,
+    name_tasks: Iterable[str] = (),
+    limit: int = 20,
+    max_scan: int = 200_000,
+    max_errors: int = 20,
+) -> dict[str, Any]:
+    """One bounded scan of ``Owner.tasks`` (id -> task with ``client``, ``state``, ``submitted_at``, ``fn``,
+    ``key``, ``error``): ``{"jobs", "functions", "errors", "task_functions"}``.
+
+    ``jobs``: as ``jobs_view``. ``functions``: per function, the counts by state, ``total`` and ``pending``, the
+    unfinished first, then by most tasks (up to ``limit``). ``errors``: the ``max_errors`` failed tasks submitted
+    most recently, with their function, exception type, message and traceback (the traceback's last 4,000
+    characters). ``task_functions``: the function of each id in ``name_tasks`` that this owner holds (the page
+    labels its task stream and duration histogram with them). At most ``max_scan`` tasks are looked at; past
+    that, ``partial`` is true.
+    """
+    from meshaios.dashboard.jobs import jobs_view
+
+    labels: dict[str, str] = {}  # the function's key (a hash of its payload) -> its label, decoded once per call
+
+    def label(t: Any) -> str:
+        key = str(getattr(t, "key", "") or "")
+        name = labels.get(key) if key else None
+        if name is None:
+            name = fn_label(getattr(t, "fn", None))
+            if key:
+                labels[key] = name
+        return name
+
+    funcs: dict[str, dict[str, Any]] = {}
+    failed: list[Any] = []
+    scanned: list[Any] = []
+    partial = False
+    for i, t in enumerate(tasks.values()):
+        if i >= max_scan:
+            partial = True
+            break
+        scanned.append(t)
+        name = label(t)
+        f = funcs.get(name)
+        if f is None:
+            f = funcs[name] = {"function": name, "total": 0, **dict.fromkeys(_STATES, 0)}
+        state = str(getattr(t.state, "value", t.state))
+        if state in f:
+            f[state] += 1
+        f["total"] += 1
+        if state == "failed" and getattr(t, "error", None) is not None:
+            failed.append(t)
+    out = list(funcs.values())
+    for f in out:
+        f["pending"] = f["waiting"] + f["ready"] + f["dispatched"]
+    out.sort(key=lambda f: (f["pending"] == 0, -f["total"], f["function"]))
+    failed.sort(key=lambda t: t.submitted_at, reverse=True)
+    errors = []
+    for t in failed[:max_errors]:
+        err = t.error if isinstance(t.error, Mapping) else {}
+        errors.append(
+            {
+                "task": str(t.id),
+                "function": label(t),
+                "client": client_label(t.client),
+                "type": str(err.get("type", "Error"))[:200],
+                "msg": str(err.get("msg", ""))[:1000],
+                "tb": str(err.get("tb", ""))[-4000:],
+                "age": max(0.0, now - t.submitted_at),
+            }
+        )
+    named = {}
+    for tid in name_tasks:
+        t = tasks.get(tid)
+        if t is not None:
+            named[tid] = label(t)
+    jobs = jobs_view(scanned, now, limit=limit, max_scan=max_scan)
+    for j in jobs if partial else ():
+        j["partial"] = True
+    return {
+        "jobs": jobs,
+        "functions": out[:limit],
+        "errors": errors,
+        "task_functions": named,
+        "partial": partial,
+    }
+
+
+def duration_histogram(records: Iterable[Mapping[str, Any]], names: Mapping[str, str] | None = None,
+                       limit: int = 8) -> dict[str, Any]:  # fmt: skip
+    """Run times of finished task records (``node.timeline``: ``task``, ``run_s``, ``device``, ``outcome``),
+    counted in ``BUCKETS`` per series: the task's function when ``names`` has it, else ``other@<device>``.
+
+    ``{"buckets": [upper bounds...], "series": [{"name", "counts": [...one per bucket, plus one "more"], "n",
+    "sum"}]}``, the ``limit`` series with most tasks (the rest are added into ``"(others)"``). Moved and
+    cancelled attempts did not run here and are left out.
+
+    >>> h = duration_histogram([{"task": "t", "run_s": 0.02, "device": "cpu", "outcome": "ok"}], {"t": "m:f"})
+    >>> h["series"][0]["name"], h["series"][0]["counts"][BUCKETS.index(0.03)]
+    ('m:f', 1)
+    """
+    names = names or {}
+    series: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("outcome") not in ("ok", "error"):
+            continue
+        run = _num(r.get("run_s"))
+        name = names.get(str(r.get("task"))) or "other@" + str(r.get("device") or "cpu")
+        s = series.get(name)
+        if s is None:
+            s = series[name] = {"name": name, "counts": [0] * (len(BUCKETS) + 1), "n": 0, "sum": 0.0}
+        i = next((j for j, ub in enumerate(BUCKETS) if run <= ub), len(BUCKETS))
+        s["counts"][i] += 1
+        s["n"] += 1
+        s["sum"] += run
+    ordered = sorted(series.values(), key=lambda s: (-s["n"], s["name"]))
+    if len(ordered) > limit:
+        rest: dict[str, Any] = {"name": "(others)", "counts": [0] * (len(BUCKETS) + 1), "n": 0, "sum": 0.0}
+        for s in ordered[limit - 1 :]:
+            rest["counts"] = [a + b for a, b in zip(rest["counts"], s["counts"], strict=True)]
+            rest["n"] += s["n"]
+            rest["sum"] += s["sum"]
+        ordered = [*ordered[: limit - 1], rest]
+    for s in ordered:
+        s["sum"] = round(s["sum"], 6)
+    return {"buckets": list(BUCKETS), "series": ordered}

@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
 PING_INTERVAL = 0.25  # the client's heartbeat to its entry node, which renews its lease there (tasks/epochs.py)
+PEERS_EVERY = 8  # every 8th ping (2 s) asks for the live members: the failover candidates
+WATCH_EVERY = 2  # pings between two checks for silence (0.5 s)
+FAILOVER_CONNECT_S = 2.0  # at most this long to attach to one failover candidate
+FAILOVER_ROUND_S = 0.5  # pause between two rounds over the candidates
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
 _NODE = "node"  # the client's one stream endpoint: the node it is attached to
 
@@ -477,8 +481,8 @@ class AsyncClient:
             if self._conn is not None:
                 # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s); every
                 # 2 s the PONG also lists the live members: where to fail over to is never more than 2 s stale
-                self._conn.send(encode({"t": M.PING, "peers": True} if tick % 8 == 1 else {"t": M.PING}))
-            if tick % 2:
+                self._conn.send(encode({"t": M.PING, "peers": True} if tick % PEERS_EVERY == 1 else {"t": M.PING}))
+            if tick % WATCH_EVERY:
                 continue  # the rest every 0.5 s
             silent = time.monotonic() - self._last_heard
             if self._retired and time.monotonic() - self._retired[0][0] > RETIRED_CONNECTION_S:
@@ -514,7 +518,7 @@ class AsyncClient:
         errors: dict[str, str] = {}
         deadline = time.monotonic() + self.failover_timeout
         saved_timeout = self.connect_timeout
-        self.connect_timeout = min(saved_timeout, 2.0)
+        self.connect_timeout = min(saved_timeout, FAILOVER_CONNECT_S)
         try:
             while time.monotonic() < deadline and not self._closed:
                 for addr in [*candidates, dead]:
@@ -533,7 +537,7 @@ class AsyncClient:
                     self._known_nodes = [addr, *(a for a in candidates if a != addr)]
                     self._resubmit()
                     return
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(FAILOVER_ROUND_S)
         finally:
             self.connect_timeout = saved_timeout
         detail = "; ".join(f"{a}: {e}" for a, e in errors.items())

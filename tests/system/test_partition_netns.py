@@ -85,7 +85,7 @@ def test_partition_2_plus_2_then_heal(tmp_path: Path) -> None:
             result = json.loads(out.decode().strip().splitlines()[-1])
             assert result["ok"] == result["tasks"] == 600
             assert result["results"] == 600  # each future completed exactly once
-            # converges in 3-8 s on a quiet machine; the bound is for a loaded CI box (a timing, not a benchmark)
+            # 4.0-8.2 s on a quiet machine (docs/reliability.md), 15.6 s seen at load 6: a bound, not a figure
             assert converged is not None, "membership did not converge to 4 alive within 20 s of healing"
             print(f"membership converged {converged:.1f} s after healing; job ran on {len(result['nodes'])} nodes")
         finally:

@@ -30,13 +30,34 @@ section h2 { margin:0 0 10px; font-size:13px; text-transform:uppercase; letter-s
              font-weight:600; }
 section h2 { display:flex; justify-content:space-between; gap:12px; }
 section h2 span.dim { text-transform:none; letter-spacing:0; font-weight:400; }
-.cards { grid-column: span 12; display:grid; grid-template-columns: repeat(7, 1fr); gap:12px; background:none;
+.cards { grid-column: span 12; display:grid; grid-template-columns: repeat(8, 1fr); gap:12px; background:none;
          border:none; padding:0; }
 .card { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:10px 14px; }
 .card .v { font-size:24px; font-weight:600; font-variant-numeric: tabular-nums; }
 .card .k { color:var(--dim); font-size:12px; }
 #sec-throughput { grid-column: span 7; } #sec-work { grid-column: span 5; }
-#sec-nodes { grid-column: span 12; } #sec-failures { grid-column: span 6; } #sec-io { grid-column: span 6; }
+#sec-nodes { grid-column: span 12; } #sec-failures { grid-column: span 6; } #sec-io { grid-column: span 12; }
+#sec-functions { grid-column: span 6; } #sec-hist { grid-column: span 6; } #sec-errors { grid-column: span 6; }
+.chart { position:relative; } .chart .axl { position:absolute; font-size:10px; color:var(--dim);
+  font-family:var(--mono); } .axl.top { left:2px; top:0; } .axl.mid { left:2px; top:52px; }
+.axl.left { left:0; bottom:-14px; } .axl.half { left:50%; bottom:-14px; } .axl.now { right:0; bottom:-14px; }
+svg#hist { width:100%; height:150px; display:block; } svg#hist .ax { fill:var(--dim); font-size:10px;
+  font-family:var(--mono); }
+i.sw { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; vertical-align:middle; }
+#hist-legend { font-size:12px; color:var(--dim); display:flex; flex-wrap:wrap; gap:4px 14px; margin-top:6px; }
+.bar.stack > div { position:static; float:left; height:100%; border-radius:0; }
+.bar.stack > .d { background:var(--ok); } .bar.stack > .x { background:var(--bad); }
+.bar.stack > .r { background:var(--accent); }
+td.badnum { color:var(--bad); font-weight:600; }
+td.name { max-width:220px; overflow:hidden; text-overflow:ellipsis; }
+td.mem { min-width:150px; } td.mem .bar { display:inline-block; width:60px; min-width:60px; margin-right:8px;
+  vertical-align:middle; } #sec-nodes { overflow-x:auto; }
+ul#errors { list-style:none; padding:0; margin:0; max-height:260px; overflow:auto; font-size:13px; }
+ul#errors li { padding:4px 0; border-bottom:1px solid #1d2630; }
+ul#errors summary { cursor:pointer; } ul#errors .n { color:var(--bad); } ul#errors .fnname { font-family:var(--mono);
+  font-size:12px; } ul#errors .t { color:var(--dim); font-family:var(--mono); font-size:11px; }
+ul#errors pre { white-space:pre-wrap; font-size:11px; background:#0b1016; padding:8px; border-radius:4px;
+  max-height:200px; overflow:auto; margin:6px 0 2px; }
 svg#throughput { width:100%; height:120px; display:block; }
 svg#throughput .area { fill: rgba(79,179,255,.15); } svg#throughput .line { fill:none; stroke:var(--accent);
   stroke-width:1.5; } svg#throughput .grid { stroke:var(--line); stroke-width:1; }
@@ -130,51 +151,50 @@ SCRIPT = r"""
     b.className = "badge " + (me.secure ? "secure" : "insecure");
   }
 
+  // every node of the mesh: this node's own figures and its members' gossiped ones (``mesh.nodes``)
   function renderNodes(st) {
-    const me = st.node || {};
-    const store = me.store || {};
-    const rows = [{
-      id: me.id, name: me.name, addr: me.addr, state: "alive", devices: me.devices, workers: me.workers,
-      queued: me.queued, running: me.running, since: me.uptime, self: true,
-      mem: num(store.bytes_in_memory), memLimit: num(me.memory_limit), spilled: num(store.bytes_spilled),
-    }];
+    const mesh = st.mesh || {};
     const order = { alive: 0, suspect: 1, dead: 2, left: 3 };
-    const members = (st.members || []).slice().sort((a, b) =>
-      (order[a.state] ?? 9) - (order[b.state] ?? 9) || String(a.name).localeCompare(String(b.name)));
-    for (const m of members) rows.push(Object.assign({ self: false, since: m.since }, m));
+    const all = Array.isArray(mesh.nodes) ? mesh.nodes : [];
+    const rows = all.filter((r) => r.self).concat(all.filter((r) => !r.self).sort((a, b) =>
+      (order[a.state] ?? 9) - (order[b.state] ?? 9) || String(a.name).localeCompare(String(b.name))));
     const tbody = $("nodes").tBodies[0];
     tbody.replaceChildren();
-    let alive = 0;
+    let alive = 0, maxMem = 1;
+    for (const r of rows) maxMem = Math.max(maxMem, num(r.memory));
     for (const r of rows) {
       if (r.state === "alive") alive++;
       const tr = el("tr", null, "node");
       tr.dataset.state = r.state;
       tr.dataset.name = r.name || "";
       tr.dataset.id = r.id || "";
+      tr.dataset.memory = num(r.memory);
+      tr.dataset.finished = num(r.finished);
       tr.appendChild(el("td", String(r.id || "").slice(0, 8) + (r.self ? " *" : ""), "mono"));
-      tr.appendChild(el("td", r.name || ""));
+      const tdName = el("td", r.name || "", "name");
+      tdName.title = r.name || "";
+      tr.appendChild(tdName);
       tr.appendChild(el("td", String(r.addr || "").replace(/^[a-z]+:\/\//, ""), "mono"));
       tr.appendChild(el("td", r.state, "state " + r.state));
-      tr.appendChild(el("td", r.devices || "cpu", "mono"));
-      tr.appendChild(el("td", fmtInt(r.workers), "num"));
-      tr.appendChild(el("td", r.self ? fmtInt(r.running) : "\u2013", "num"));
+      tr.appendChild(el("td", String(r.devices || "cpu").replace(/,/g, " "), "mono"));
+      const busy = num(r.running) / Math.max(1, num(r.workers));
+      const tdBusy = el("td");
+      tdBusy.title = fmtInt(r.running) + " of " + fmtInt(r.workers) + " workers busy, " + fmtInt(r.queued) + " queued";
+      tdBusy.appendChild(bar(busy, "load" + (num(r.queued) > num(r.workers) ? " hot" : "")));
+      tr.appendChild(tdBusy);
+      tr.appendChild(el("td", fmtInt(r.running) + "/" + fmtInt(r.workers), "num"));
       tr.appendChild(el("td", fmtInt(r.queued), "num"));
-      const load = num(r.queued) / Math.max(1, num(r.workers));
-      const tdLoad = el("td");
-      tdLoad.title = load.toFixed(2) + " tasks per worker";
-      tdLoad.appendChild(bar(load / 2, "load" + (load > 1.5 ? " hot" : "")));
-      tr.appendChild(tdLoad);
-      if (r.self) {
-        const tdMem = el("td");
-        tdMem.title = fmtBytes(r.mem) + " of " + fmtBytes(r.memLimit)
-          + (r.spilled ? ", " + fmtBytes(r.spilled) + " spilled" : "");
-        tdMem.appendChild(bar(r.memLimit ? r.mem / r.memLimit : 0));
-        const cap = el("span", fmtBytes(r.mem) + (r.spilled ? " +" + fmtBytes(r.spilled) + " disk" : ""), "dim");
-        tdMem.appendChild(cap);
-        tr.appendChild(tdMem);
-      } else {
-        tr.appendChild(el("td", "\u2013", "dim"));
-      }
+      tr.appendChild(el("td", fmtInt(r.finished), "num"));
+      tr.appendChild(el("td", fmtInt(r.failed), "num" + (num(r.failed) ? " badnum" : "")));
+      tr.appendChild(el("td", num(r.tasks_per_s).toFixed(1), "num"));
+      const tdMem = el("td", null, "mem");
+      const lim = num(r.memory_limit);
+      tdMem.title = fmtBytes(r.memory) + " of results in memory" + (lim ? " of " + fmtBytes(lim) : "")
+        + (num(r.spilled) ? ", " + fmtBytes(r.spilled) + " spilled" : "");
+      tdMem.appendChild(bar(num(r.memory) / maxMem));  // relative to the fullest node: comparable across rows
+      tdMem.appendChild(el("span", fmtBytes(r.memory) + (num(r.spilled) ? " +" + fmtBytes(r.spilled) + " disk" : ""),
+        "dim"));
+      tr.appendChild(tdMem);
       tr.appendChild(el("td", fmtDur(r.since), "num"));
       tbody.appendChild(tr);
     }
@@ -182,14 +202,15 @@ SCRIPT = r"""
     setText("member-count", rows.length);
   }
 
-  function renderCards(me, rate) {
-    const o = me.owner || {};
-    setText("c-running", fmtInt(me.running));
-    setText("c-queued", fmtInt(me.queued));
-    setText("c-pending", fmtInt(me.pending));
-    setText("c-submitted", fmtInt(o.submitted));
-    setText("c-done", fmtInt(o.done));
-    setText("c-failed", fmtInt(o.failed));
+  // the mesh's totals (``mesh.totals``: every node alive or suspect), the same whichever node serves the page
+  function renderCards(t, rate) {
+    setText("c-running", fmtInt(t.running));
+    setText("c-workers", fmtInt(t.workers));
+    setText("c-queued", fmtInt(t.queued));
+    setText("c-pending", fmtInt(t.pending));
+    setText("c-done", fmtInt(num(t.finished) - num(t.failed)));
+    setText("c-failed", fmtInt(t.failed));
+    setText("c-memory", fmtBytes(t.memory));
     setText("rate", rate.toFixed(rate < 10 ? 1 : 0));
   }
 
@@ -226,21 +247,24 @@ SCRIPT = r"""
     const area = xy.length ? [[xy[0][0], H], ...xy, [xy[xy.length - 1][0], H]] : [];
     svg.querySelector(".area").setAttribute("points", fmt(area));
     setText("rate-max", "peak " + max.toFixed(max < 10 ? 1 : 0) + "/s over the last " + fmtDur(WINDOW));
+    setText("ax-top", max.toFixed(max < 10 ? 1 : 0) + "/s");
+    setText("ax-mid", (max / 2).toFixed(max < 20 ? 1 : 0) + "/s");
+    setText("ax-left", "\u2212" + fmtDur(WINDOW));
+    setText("ax-half", "\u2212" + fmtDur(WINDOW / 2));
     return last;
   }
 
-  function renderWork(me, pts0) {
-    const o = me.owner || {};
-    const finished = num(o.done) + num(o.failed);
-    const submitted = num(o.submitted);
-    const pending = num(me.pending);
+  function renderWork(me, t, pts0) {
+    const finished = num(t.finished);
+    const pending = num(t.pending);
+    const submitted = finished + pending;
     const jobs = Array.isArray(me.jobs) ? me.jobs : null;
     const work = $("work");
     let done = 0, total = 0;
     if (pending === 0) {
       batch = null;
     } else {
-      // the work began after the last moment this node owned nothing unfinished
+      // the work began after the last moment the mesh owned nothing unfinished
       let base = null;
       for (const x of pts0) if (x.pending === 0) base = x;
       if (base !== null) batch = { fin0: base.finished, sub0: base.submitted };
@@ -253,10 +277,10 @@ SCRIPT = r"""
     work.dataset.pending = pending;
     work.replaceChildren();
     if (total === 0) {
-      work.appendChild(el("div", "idle: no unfinished tasks owned by this node", "dim"));
+      work.appendChild(el("div", "idle: no unfinished tasks in the mesh", "dim"));
     } else {
-      work.appendChild(el("div", fmtInt(done) + " of " + fmtInt(total) + " tasks finished since this work began \u00b7 "
-        + fmtInt(pending) + " to go"));
+      work.appendChild(el("div", fmtInt(done) + " of " + fmtInt(total) + " tasks finished in the mesh since this work "
+        + "began \u00b7 " + fmtInt(pending) + " to go"));
       work.appendChild(bar(done / total, "big"));
     }
     const tbody = $("jobs").tBodies[0];
@@ -277,6 +301,138 @@ SCRIPT = r"""
       tr.appendChild(el("td", fmtDur(j.age), "num"));
       tbody.appendChild(tr);
     }
+  }
+
+  // a stable colour per function name (the same in the progress table, the histogram and the task stream)
+  const PALETTE = ["#4fb3ff", "#3fcf8e", "#c792ea", "#f5c04a", "#ff9e64", "#7dcfff", "#e0af68", "#9ece6a",
+    "#bb9af7", "#2ac3de"];
+  function colour(name) {
+    if (!name) return "#5c6b7a";
+    let h = 0;
+    for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
+    return PALETTE[h % PALETTE.length];
+  }
+  function swatch(name) {
+    const i = el("i", null, "sw");
+    i.style.background = colour(name);
+    return i;
+  }
+  function shortFn(name) {
+    const s = String(name || "");
+    const i = s.lastIndexOf(":");
+    return i >= 0 ? s.slice(i + 1) + " (" + s.slice(0, i) + ")" : s;
+  }
+
+  function renderFunctions(me) {
+    const fns = Array.isArray(me.functions) ? me.functions : [];
+    const tbody = $("functions").tBodies[0];
+    tbody.replaceChildren();
+    $("functions").style.display = fns.length ? "" : "none";
+    setText("functions-none", fns.length ? "" : "no tasks owned by this node");
+    for (const f of fns) {
+      const tr = el("tr", null, "fn");
+      const fin = num(f.done) + num(f.failed);
+      tr.dataset.name = f.function || "";
+      tr.dataset.done = num(f.done);
+      tr.dataset.failed = num(f.failed);
+      tr.dataset.pending = num(f.pending);
+      tr.dataset.total = num(f.total);
+      const td0 = el("td", null, "mono");
+      td0.appendChild(swatch(f.function));
+      td0.appendChild(document.createTextNode(shortFn(f.function)));
+      td0.title = f.function || "";
+      tr.appendChild(td0);
+      const td = el("td");
+      const b = el("div", null, "bar stack");
+      const tot = Math.max(1, num(f.total));
+      for (const [k, cls] of [["done", "d"], ["failed", "x"], ["dispatched", "r"]]) {
+        const seg = el("div", null, cls);
+        seg.style.width = (100 * num(f[k]) / tot).toFixed(1) + "%";
+        b.appendChild(seg);
+      }
+      td.appendChild(b);
+      tr.appendChild(td);
+      tr.appendChild(el("td", fmtInt(fin) + " / " + fmtInt(f.total), "num"));
+      tr.appendChild(el("td", fmtInt(f.dispatched), "num"));
+      tr.appendChild(el("td", fmtInt(num(f.waiting) + num(f.ready)), "num"));
+      tr.appendChild(el("td", fmtInt(f.failed), "num" + (num(f.failed) ? " badnum" : "")));
+      tbody.appendChild(tr);
+    }
+  }
+
+  // run times of the tasks run on this node, log-spaced buckets, stacked by function (``durations``)
+  function renderHistogram(h) {
+    const svg = $("hist");
+    const NS = "http://www.w3.org/2000/svg";
+    svg.replaceChildren();
+    const bounds = Array.isArray(h && h.buckets) ? h.buckets : [];
+    const series = Array.isArray(h && h.series) ? h.series : [];
+    const nb = bounds.length + 1;
+    const tot = new Array(nb).fill(0);
+    let n = 0;
+    for (const s of series) {
+      for (let i = 0; i < nb; i++) { const c = num((s.counts || [])[i]); tot[i] += c; n += c; }
+    }
+    const max = Math.max(1, ...tot);
+    const W = 600, H = 150, B = 18, bw = W / nb;
+    const label = (b) => (b < 1 ? (b * 1000).toFixed(0) + "ms" : b.toFixed(0) + "s");
+    const txt = (x, y, t, anchor) => {
+      const e = document.createElementNS(NS, "text");
+      e.setAttribute("x", x.toFixed(1)); e.setAttribute("y", y.toFixed(1));
+      e.setAttribute("text-anchor", anchor || "middle"); e.setAttribute("class", "ax");
+      e.textContent = t; svg.appendChild(e);
+    };
+    for (let i = 0; i < nb; i++) {
+      txt(i * bw + bw / 2, H - 4, i < bounds.length ? "\u2264" + label(bounds[i]) : ">" + label(bounds[nb - 2] || 0));
+      let y = H - B;
+      for (const s of series) {
+        const c = num((s.counts || [])[i]);
+        if (!c) continue;
+        const hgt = (c / max) * (H - B - 14);
+        const r = document.createElementNS(NS, "rect");
+        r.setAttribute("x", (i * bw + 3).toFixed(1)); r.setAttribute("width", (bw - 6).toFixed(1));
+        r.setAttribute("y", (y - hgt).toFixed(1)); r.setAttribute("height", Math.max(0.5, hgt).toFixed(1));
+        r.setAttribute("fill", s.name && s.name.startsWith("other@") ? "#5c6b7a" : colour(s.name));
+        const t = document.createElementNS(NS, "title");
+        t.textContent = c + " \u00d7 " + s.name;
+        r.appendChild(t); svg.appendChild(r);
+        y -= hgt;
+      }
+      if (tot[i]) txt(i * bw + bw / 2, y - 3, fmtInt(tot[i]));
+    }
+    svg.dataset.tasks = n;
+    const leg = $("hist-legend");
+    leg.replaceChildren();
+    for (const s of series) {
+      const sp = el("span");
+      sp.appendChild(swatch(s.name && s.name.startsWith("other@") ? "" : s.name));
+      sp.appendChild(document.createTextNode(shortFn(s.name) + " " + fmtInt(s.n) + " \u00b7 mean "
+        + (num(s.sum) / Math.max(1, num(s.n))).toFixed(3) + " s"));
+      leg.appendChild(sp);
+    }
+    setText("hist-sum", n ? fmtInt(n) + " recent tasks run here" : "no task run here yet");
+  }
+
+  // the owner's failed tasks, most recent first, each with its traceback (``node.errors``)
+  function renderErrors(me) {
+    const errs = Array.isArray(me.errors) ? me.errors : [];
+    const ul = $("errors");
+    ul.replaceChildren();
+    for (const e of errs) {
+      const li = el("li", null, "err");
+      const d = el("details");
+      const sm = el("summary");
+      sm.appendChild(swatch(e.function));
+      sm.appendChild(el("span", shortFn(e.function), "fnname"));
+      sm.appendChild(el("span", " " + (e.type || "Error") + ": " + (e.msg || ""), "n"));
+      sm.appendChild(el("span", " " + String(e.task || "").slice(0, 12) + " \u00b7 " + fmtDur(e.age) + " ago", "t"));
+      d.appendChild(sm);
+      d.appendChild(el("pre", e.tb || "(no traceback)"));
+      li.appendChild(d);
+      ul.appendChild(li);
+    }
+    setText("errors-count", errs.length ? fmtInt(errs.length) + " most recent" : "");
+    if (!errs.length) ul.appendChild(el("li", "no failed task among those this node owns", "dim"));
   }
 
   const FAILURE_COUNTERS = [
@@ -312,13 +468,6 @@ SCRIPT = r"""
     failures.splice(50);
     const ul = $("failures");
     ul.replaceChildren();
-    const recent = Array.isArray(me.recent_failures) ? me.recent_failures : [];
-    for (const f of recent.slice(-20).reverse()) {
-      const li = el("li", null, "bad");
-      li.appendChild(el("span", f.task ? String(f.task).slice(0, 12) : "task", "t"));
-      li.appendChild(el("span", (f.type || "Error") + ": " + (f.msg || ""), "n"));
-      ul.appendChild(li);
-    }
     for (const f of failures) {
       const li = el("li", null, f.cls);
       li.appendChild(el("span", f.t, "t"));
@@ -387,6 +536,7 @@ SCRIPT = r"""
       t.textContent = tip;
       e.appendChild(t);
       svg.appendChild(e);
+      return e;
     };
     for (const r of recs) {
       const y = lane.get(r) * lh;
@@ -398,7 +548,9 @@ SCRIPT = r"""
         rect(r.inputs_requested, r.inputs_arrived, y + lh * 0.2, lh * 0.6, "tf", tip);
       }
       const bad = r.outcome === "error" || r.outcome === "lost";
-      rect(start(r), fin(r), y + lh * 0.1, lh * 0.8, bad ? "te" : (r.outcome === "moved" ? "tm" : "tr"), tip);
+      const run = rect(start(r), fin(r), y + lh * 0.1, lh * 0.8, bad ? "te" : (r.outcome === "moved" ? "tm" : "tr"),
+        (r.function ? r.function + " \u00b7 " : "") + tip);
+      if (!bad && r.outcome !== "moved" && r.function) run.style.fill = colour(r.function);
     }
   }
 
@@ -408,16 +560,19 @@ SCRIPT = r"""
       if (!r.ok) throw new Error("HTTP " + r.status + " " + (await r.text()).slice(0, 200));
       const st = await r.json();
       const me = st.node || {};
-      const o = me.owner || {};
-      samples.push({ t: performance.now() / 1000, finished: num(o.done) + num(o.failed), submitted: num(o.submitted),
-        pending: num(me.pending) });
+      const tot = (st.mesh || {}).totals || {};
+      samples.push({ t: performance.now() / 1000, finished: num(tot.finished),
+        submitted: num(tot.finished) + num(tot.pending), pending: num(tot.pending) });
       if (samples.length > HISTORY) samples.shift();
       const pts = series(st);
       renderHeader(me);
       renderNodes(st);
       const rate = renderThroughput(pts);
-      renderCards(me, rate);
-      renderWork(me, pts);
+      renderCards(tot, rate);
+      renderWork(me, tot, pts);
+      renderFunctions(me);
+      renderHistogram(st.durations);
+      renderErrors(me);
       renderFailures(me);
       renderIO(me);
       renderStream(me);
@@ -461,38 +616,59 @@ _BODY = """<!doctype html>
     <div class="card"><div class="v"><span id="alive-count">0</span><span class="dim"> / <span
       id="member-count">0</span></span></div><div class="k">nodes alive</div></div>
     <div class="card"><div class="v" id="rate">0</div><div class="k">tasks / s</div></div>
-    <div class="card"><div class="v" id="c-running">0</div><div class="k">running here</div></div>
-    <div class="card"><div class="v" id="c-queued">0</div><div class="k">queued here</div></div>
-    <div class="card"><div class="v" id="c-pending">0</div><div class="k">owned, unfinished</div></div>
-    <div class="card"><div class="v" id="c-done">0</div><div class="k">done (of <span
-      id="c-submitted">0</span> submitted)</div></div>
-    <div class="card"><div class="v" id="c-failed">0</div><div class="k">failed</div></div>
+    <div class="card"><div class="v"><span id="c-running">0</span><span class="dim"> / <span
+      id="c-workers">0</span></span></div><div class="k">workers busy</div></div>
+    <div class="card"><div class="v" id="c-queued">0</div><div class="k">queued</div></div>
+    <div class="card"><div class="v" id="c-pending">0</div><div class="k">unfinished</div></div>
+    <div class="card"><div class="v" id="c-done">0</div><div class="k">tasks done</div></div>
+    <div class="card"><div class="v" id="c-failed">0</div><div class="k">tasks failed</div></div>
+    <div class="card"><div class="v" id="c-memory">0</div><div class="k">results in memory</div></div>
   </div>
   <section id="sec-throughput">
-    <h2>Throughput: owned tasks finished / s <span class="dim" id="rate-max"></span></h2>
-    <svg id="throughput" viewBox="0 0 600 120" preserveAspectRatio="none">
-      <line class="grid" x1="0" y1="60" x2="600" y2="60"></line>
+    <h2>Throughput: tasks finished / s, whole mesh <span class="dim" id="rate-max"></span></h2>
+    <div class="chart"><svg id="throughput" viewBox="0 0 600 120" preserveAspectRatio="none">
+      <line class="grid" x1="0" y1="8" x2="600" y2="8"></line>
+      <line class="grid" x1="0" y1="62" x2="600" y2="62"></line>
+      <line class="grid" x1="300" y1="0" x2="300" y2="120"></line>
       <polygon class="area" points=""></polygon><polyline class="line" points=""></polyline>
-    </svg>
+    </svg><span class="axl top" id="ax-top"></span><span class="axl mid" id="ax-mid"></span><span
+      class="axl left" id="ax-left"></span><span class="axl half" id="ax-half"></span><span
+      class="axl now">now</span></div>
   </section>
   <section id="sec-work">
-    <h2>Running jobs</h2>
+    <h2>Work in the mesh, and this node's jobs</h2>
     <div id="work" data-finished="0" data-total="0" data-pending="0"></div>
     <table id="jobs"><thead><tr><th>client</th><th>progress</th><th class="num">finished</th>
       <th class="num">dispatched</th><th class="num">failed</th><th class="num">age</th></tr></thead>
       <tbody></tbody></table>
   </section>
   <section id="sec-nodes">
-    <h2>Nodes (this node's view of the mesh; * is this node)</h2>
+    <h2>Nodes of the mesh (* serves this page; the others' figures are gossiped, a second or two old)</h2>
     <table id="nodes"><thead><tr><th>node</th><th>name</th><th>address</th><th>state</th><th>devices</th>
-      <th class="num">workers</th><th class="num">running</th><th class="num">queued</th><th>load</th>
-      <th>memory</th><th class="num">since/uptime</th></tr></thead><tbody></tbody></table>
+      <th>busy</th><th class="num">running</th><th class="num">queued</th><th class="num">finished</th>
+      <th class="num">failed</th><th class="num">tasks/s</th><th>memory</th><th class="num">since/uptime</th>
+      </tr></thead><tbody></tbody></table>
+  </section>
+  <section id="sec-functions">
+    <h2>Progress per function (tasks this node owns) <span class="dim" id="functions-none"></span></h2>
+    <table id="functions"><thead><tr><th>function</th><th>done / failed / running</th>
+      <th class="num">finished</th><th class="num">running</th><th class="num">waiting</th>
+      <th class="num">failed</th></tr></thead><tbody></tbody></table>
+  </section>
+  <section id="sec-hist">
+    <h2>Task run times here <span class="dim" id="hist-sum"></span></h2>
+    <svg id="hist" viewBox="0 0 600 150" preserveAspectRatio="none"></svg>
+    <div id="hist-legend"></div>
   </section>
   <section id="sec-stream">
-    <h2>Task stream: this node's recent tasks, one lane per slot <span class="dim legend"><span id="stream-sum">
-      </span><span><i class="w"></i>queued</span><span><i class="f"></i>inputs</span><span><i
-      class="r"></i>running</span><span><i class="e"></i>failed</span></span></h2>
+    <h2>Task stream: this node's recent tasks, one lane per slot, coloured by function <span
+      class="dim legend"><span id="stream-sum"></span><span><i class="w"></i>queued</span><span><i
+      class="f"></i>inputs</span><span><i class="r"></i>running</span><span><i class="e"></i>failed</span></span></h2>
     <svg id="stream" viewBox="0 0 600 160" preserveAspectRatio="none"></svg>
+  </section>
+  <section id="sec-errors">
+    <h2>Task errors (click for the traceback) <span class="dim" id="errors-count"></span></h2>
+    <ul id="errors"></ul>
   </section>
   <section id="sec-failures">
     <h2>Recent failures</h2>

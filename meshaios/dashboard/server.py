@@ -329,6 +329,9 @@ def dashboard_doc(status: Mapping[str, Any], history: History, get_work: WorkSou
         except Exception as exc:
             log.debug("dashboard: no work view: %s", exc)
     doc["durations"] = duration_histogram(records, names)
+    if names:  # the task stream colours each attempt by its function
+        me = doc["node"]
+        doc["node"] = {**me, "timeline": [{**r, "function": names.get(str(r.get("task")))} for r in records]}
     return doc
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,7 +23,8 @@ from typing import Any
 import pytest
 
 from meshaios.client import Client
-from meshaios.testing.localmesh import LocalMesh
+from meshaios.errors import TaskError
+from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.ux import funcs
 from tests.ux.conftest import ServerThread, mesh_status_source
 
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)"
 )
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard.png"
+DOCS_PANELS = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard_panels.png"
 
 
 def chromium(url: str, profile: Path, *args: str, budget_ms: int = 3000) -> str:
@@ -66,6 +69,8 @@ class Dom(HTMLParser):
         self.by_id: dict[str, dict[str, Any]] = {}
         self.rows: list[dict[str, Any]] = []
         self.jobs: list[dict[str, Any]] = []
+        self.functions: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
         self.body: dict[str, str] = {}
         self.failures: list[str] = []
         self.tags: list[str] = []
@@ -84,6 +89,10 @@ class Dom(HTMLParser):
             self.rows.append(el)
         if tag == "tr" and "job" in a.get("class", "").split():
             self.jobs.append(el)
+        if tag == "tr" and "fn" in a.get("class", "").split():
+            self.functions.append(el)
+        if tag == "li" and "err" in a.get("class", "").split():
+            self.errors.append(el)
         if tag == "li" and self._open and self._open[-1]["attrs"].get("id") == "failures":
             self.failures.append("")
         if tag not in ("br", "meta", "link", "img", "input", "line", "polygon", "polyline"):
@@ -121,48 +130,119 @@ def dashboard_of_node0(mesh: LocalMesh, client: Client) -> Iterator[str]:
         yield server.url
 
 
-def test_dashboard_shows_three_nodes_and_a_job_advancing(ux_mesh: LocalMesh, client: Client, tmp_path: Path) -> None:
+def node_dashboards(mesh: LocalMesh) -> list[str]:
+    """Each node's own dashboard URL, from its node file."""
+    urls = []
+    for i in range(3):
+        node = mesh.by_index(i)
+        for f in (mesh.state / node.name / "nodes").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(f.read_text())
+                if info.get("pid") == node.pid and info.get("http"):
+                    urls.append(str(info["http"]))
+    return urls
+
+
+def api_status(url: str) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    with opener.open(url + "/api/status", timeout=10) as r:
+        doc: dict[str, Any] = json.loads(r.read())
+        return doc
+
+
+def test_dashboard_shows_three_nodes_and_a_mixed_job_advancing(
+    ux_mesh: LocalMesh, client: Client, tmp_path: Path
+) -> None:
+    """A mixed job (a long map, results kept on the nodes, failures): the page shows every node with its memory,
+    progress per function, the errors with their tracebacks and the task stream, and advances; the screenshot is
+    the one the guide shows."""
     gate = tmp_path / "gate"
     shot = tmp_path / "dashboard.png"
     n = 600
     with dashboard_of_node0(ux_mesh, client) as url:
-        futs = client.map(funcs.gated_square, range(n), [0.2] * n, [str(gate)] * n)  # up to 20 s on 6 workers
+        bigs = client.map(funcs.big, [200_000] * 6)  # 1.6 MB each: kept on the node that made it
+        booms = [client.submit(funcs.boom, f"bad input {i}") for i in range(2)]
+        for f in booms:
+            with pytest.raises(TaskError, match="ValueError: bad input"):
+                f.result(timeout=60)
+        client.gather(bigs, timeout=60)
+        # up to 50 s on 6 workers, however slow the browser: the gate ends it as soon as the checks are done
+        futs = client.map(funcs.gated_square, range(n), [0.5] * n, [str(gate)] * n)
         try:
             first = Dom(chromium(url + "/", tmp_path / "p1", "--dump-dom"))
             assert first.body.get("data-ready") == "1", first.text("error") if "error" in first.by_id else first.body
             assert [r["attrs"]["data-state"] for r in first.rows] == ["alive"] * 3
             assert sorted(r["attrs"]["data-name"] for r in first.rows) == ["node0", "node1", "node2"]
+            assert sum(int(r["attrs"]["data-memory"]) for r in first.rows) >= 6 * 1_600_000  # every node's memory
             assert first.text("alive-count") == "3"
             assert "CURVE" in first.text("security")
             work = first.by_id["work"]["attrs"]
             assert int(work["data-pending"]) > 0
             assert int(work["data-total"]) >= int(work["data-pending"])
             assert "tasks finished" in first.text("work")
+            fns = {f["attrs"]["data-name"]: f["attrs"] for f in first.functions}
+            gated = fns["tests.ux.funcs:gated_square"]
+            assert int(gated["data-total"]) == n
+            assert int(gated["data-pending"]) > 0
+            assert fns["tests.ux.funcs:boom"]["data-failed"] == "2"
+            assert fns["tests.ux.funcs:big"]["data-done"] == "6"
+            assert len(first.errors) == 2
+            assert all("ValueError: bad input" in e["text"] and "Traceback" in e["text"] for e in first.errors)
 
+            chromium(url + "/", tmp_path / "p3", f"--screenshot={shot}", "--window-size=1280,1380", budget_ms=2000)
             second = Dom(chromium(url + "/", tmp_path / "p2", "--dump-dom"))
             assert second.number("c-done") > first.number("c-done"), "the job's progress did not advance"
             assert int(second.by_id["work"]["attrs"]["data-finished"]) > int(work["data-finished"])
-            chromium(url + "/", tmp_path / "p3", f"--screenshot={shot}", budget_ms=2000)
         finally:
             gate.touch()  # the rest of the job finishes at once, whatever happened above
         assert client.gather(futs, timeout=60) == [x * x for x in range(n)]
 
+    # once the mesh is quiet, every node's page shows the same totals (members' figures arrive by gossip)
+    urls = node_dashboards(ux_mesh)
+    assert len(urls) == 3
+
+    def same_totals() -> bool:
+        totals = [api_status(u)["mesh"]["totals"] for u in urls]
+        keys = ("finished", "failed", "pending", "workers", "alive")
+        return all(t[k] == totals[0][k] for t in totals for k in keys) and totals[0]["pending"] == 0
+
+    wait_for(same_totals, 30, interval=0.2, what="the same mesh totals on every node's page")
+
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(png[16:20], "big") == 1280
-    assert int.from_bytes(png[20:24], "big") == 800
+    assert int.from_bytes(png[20:24], "big") == 1380
     if os.environ.get("MESHAIOS_UPDATE_SCREENSHOTS"):
         DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
         DOCS_IMAGE.write_bytes(png)
 
 
 def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> None:
-    """A crafted status: every panel the node may feed, and a member name that is markup (it must stay text)."""
+    """A crafted status: every panel the node may feed, and names and messages that are markup (they stay text)."""
+    from meshaios.dashboard.views import work_view
+    from meshaios.tasks.functions import encode_function
     from tests.ux.test_metrics import SAMPLE_STATUS
+    from tests.ux.test_views import FakeTask
 
     hostile = '<img src=x onerror="document.body.dataset.pwned=1">'
     status = json.loads(json.dumps(SAMPLE_STATUS))
     status["members"][0]["name"] = hostile
+    status["members"][0]["store_bytes"] = 3 << 20
+    sq = encode_function(funcs.square, allow_pickle=False)
+    boom = encode_function(funcs.boom, allow_pickle=False)
+    tasks = {f"s{i}": FakeTask(f"s{i}", sq, "done" if i < 30 else "dispatched", float(i)) for i in range(40)}
+    err = {"type": "ValueError", "msg": hostile, "tb": "Traceback (most recent call last):\n" + hostile}
+    tasks["b0"] = FakeTask("b0", boom, "failed", 50.0, error=err)
+    status["node"]["timeline"] = [
+        {"task": f"s{i}", "attempt": 0, "queued": 100.0 + i * 0.1, "started": 100.05 + i * 0.1,
+         "finished": 100.05 + i * 0.1 + 0.02 * (1 + i % 5), "run_s": 0.02 * (1 + i % 5), "device": "cpu",
+         "outcome": "ok", "owner": "x", "node": "y", "bytes_in": 0, "fetch_s": 0.0, "wait_s": 0.05}
+        for i in range(30)
+    ]  # fmt: skip
+
+    def work(ids: Any) -> dict[str, Any]:  # the crafted jobs above stand for the owner's
+        return {k: v for k, v in work_view(tasks, 60.0, name_tasks=ids).items() if k != "jobs"}
+
     status["node"]["jobs"] = [
         {
             "client": "c:7f3a9b2c11d0",
@@ -187,10 +267,26 @@ def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> No
             "age": 60.0,
         },
     ]
-    with ServerThread(lambda: status) as server:
+    with ServerThread(lambda: status, get_work=work) as server:
         dom = Dom(chromium(server.url + "/", tmp_path / "p", "--dump-dom"))
+        if os.environ.get("MESHAIOS_UPDATE_SCREENSHOTS"):
+            chromium(server.url + "/", tmp_path / "p2", f"--screenshot={DOCS_PANELS}", "--window-size=1280,1380")
     assert "data-pwned" not in str(dom.body)
     assert "img" not in dom.tags
+    fns = {f["attrs"]["data-name"]: f["attrs"] for f in dom.functions}
+    assert set(fns) == {"tests.ux.funcs:square", "tests.ux.funcs:boom"}
+    sq_row = fns["tests.ux.funcs:square"]
+    assert (sq_row["data-done"], sq_row["data-pending"], sq_row["data-total"]) == ("30", "10", "40")
+    assert fns["tests.ux.funcs:boom"]["data-failed"] == "1"
+    (error,) = dom.errors
+    assert "ValueError" in error["text"]
+    assert hostile in error["text"]  # shown as text, traceback included
+    assert "Traceback (most recent call last)" in error["text"]
+    assert dom.by_id["hist"]["attrs"]["data-tasks"] == "30"
+    assert "square" in dom.text("hist-legend")
+    memory = {r["attrs"]["data-name"]: int(r["attrs"]["data-memory"]) for r in dom.rows}
+    assert memory[hostile] == 3 << 20
+    assert memory["gpu-box"] == 4096
     names = [r["attrs"]["data-name"] for r in dom.rows]
     assert hostile in names
     assert len(names) == 4
@@ -200,8 +296,9 @@ def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> No
     assert "tasks failed" in failures
     assert "members declared dead" in failures
     assert "wrong token" in failures
-    assert dom.text("c-failed") == "2"
-    assert dom.text("c-done") == "120"
+    # the cards show the mesh's totals: this node's 500 finished (3 failed); the members gossiped none
+    assert dom.text("c-failed") == "3"
+    assert dom.text("c-done") == "497"
 
 
 def test_dashboard_with_a_token(tmp_path: Path) -> None:

@@ -60,3 +60,72 @@ def set_node(label: str) -> None:
     """From now on, log lines carry ``label`` (the node's short id and name)."""
     global _node
     _node = label
+
+
+class RateLimitedLog:
+    """Say each key's message at most once per ``interval`` seconds, and at most ``budget`` messages per interval in
+    all (``None``: no overall budget): a peer spraying garbage, or coming back under fresh identities for a fresh
+    allowance, cannot flood the log. What is held back is counted in ``suppressed``; with a budget, the count is
+    logged once per interval ("N similar messages suppressed"). Memory is bounded: the key table starts afresh past
+    ``max_keys``. Time comes from ``clock`` (``time.monotonic`` unless given), so tests need not sleep.
+
+    >>> t = [0.0]
+    >>> rl = RateLimitedLog(logging.getLogger("doc"), interval=10.0, clock=lambda: t[0])
+    >>> rl.warning("peer-a", "bad frame from %s", "a"), rl.warning("peer-a", "bad frame from %s", "a")
+    (True, False)
+    >>> t[0] = 10.0
+    >>> rl.warning("peer-a", "bad frame from %s", "a"), rl.suppressed
+    (True, 1)
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        budget: int | None = 20,
+        max_keys: int = 10_000,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.budget = budget
+        self.max_keys = max_keys
+        self.clock = clock
+        self.suppressed = 0
+        self._last: dict[Any, float] = {}
+        self._window_start = -float("inf")
+        self._window_count = 0
+        self._reported = 0
+
+    def warning(self, key: Any, msg: str, *args: Any) -> bool:
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def debug(self, key: Any, msg: str, *args: Any) -> bool:
+        return self.log(logging.DEBUG, key, msg, *args)
+
+    def log(self, level: int, key: Any, msg: str, *args: Any) -> bool:
+        """Log ``msg % args`` at ``level`` unless ``key`` spoke within the interval or the budget is spent; True if
+        it was logged. Nothing is counted or kept when the logger would not emit ``level`` anyway."""
+        if not self.logger.isEnabledFor(level):
+            return False
+        now = self.clock()
+        if now - self._window_start >= self.interval:
+            if self.budget is not None and self.suppressed > self._reported:
+                self.logger.log(
+                    level, "%d similar messages suppressed in the last %.0f s", self.suppressed - self._reported,
+                    self.interval,
+                )
+            self._reported = self.suppressed
+            self._window_start, self._window_count = now, 0
+        last = self._last.get(key)
+        if (last is not None and now - last < self.interval) or (
+            self.budget is not None and self._window_count >= self.budget
+        ):
+            self.suppressed += 1
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = now
+        self._window_count += 1
+        self.logger.log(level, msg, *args)
+        return True

@@ -29,6 +29,7 @@ from meshaios.config import NodeConfig, state_dir
 from meshaios.errors import ConfigError, LimitExceeded, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
+from meshaios.logs import RateLimitedLog
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
 from meshaios.rate import RateMeter
 from meshaios.sched.inputs import Links
@@ -78,38 +79,6 @@ PREFETCH_SECONDS = 0.05
 PREFETCH_MAX = 64
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
 MAX_ABORTED = 100_000  # aborted attempts remembered (a late RUN, commit or result of one is dropped)
-
-
-class RateLimitedLog:
-    """One warning per (peer, kind) per interval, and at most ``budget`` warnings per interval in all: a peer
-    spraying garbage, or reconnecting under fresh identities to get a fresh allowance, cannot flood the log."""
-
-    def __init__(self, interval: float = 10.0, budget: int = 20) -> None:
-        self.interval = interval
-        self.budget = budget
-        self._last: dict[tuple[bytes, str], float] = {}
-        self._window_start = -1e9
-        self._window_count = 0
-        self.suppressed = 0
-        self._reported = 0
-
-    def warn(self, key: tuple[bytes, str], msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= self.interval:
-            if self.suppressed > self._reported:
-                log.warning(
-                    "%d similar warnings suppressed in the last %.0f s", self.suppressed - self._reported, self.interval
-                )
-                self._reported = self.suppressed
-            self._window_start, self._window_count = now, 0
-        if now - self._last.get(key, -1e9) >= self.interval and self._window_count < self.budget:
-            if len(self._last) > 10_000:
-                self._last.clear()
-            self._last[key] = now
-            self._window_count += 1
-            log.warning(msg, *args)
-        else:
-            self.suppressed += 1
 
 
 @dataclass
@@ -212,7 +181,7 @@ class Node:
         self.fence = RunFence()
         self._done_buffer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._flush_scheduled = False
-        self._badlog = RateLimitedLog()
+        self._badlog = RateLimitedLog(log)  # one warning per (peer, kind) per 10 s, 20 per 10 s in all
         self._throttle = Throttle()  # peers that keep sending what the codec refuses (wire/guard.py)
         self.counters: dict[str, int] = defaultdict(int)
         self.inventory = _detect(config)
@@ -472,7 +441,7 @@ class Node:
 
     def _bad_input(self, ident: bytes, exc: WireError) -> None:
         self.counters["bad_frames"] += 1
-        self._badlog.warn((ident, "wire"), "rejected a malformed message from %r: %s", ident[:12], exc)
+        self._badlog.warning((ident, "wire"), "rejected a malformed message from %r: %s", ident[:12], exc)
         if isinstance(exc, LimitExceeded) and self._throttle.refused(ident, self.clock.now()):
             # visible in status ("throttle"); at debug level here: the warning above is this sender's one line
             log.debug("dropping messages from %r for %.0f s: oversized again", ident[:12], self._throttle.cooldown)
@@ -937,7 +906,7 @@ class Node:
         if isinstance(err, dict) and err.get("type") == "meshaios.errors.FunctionRefused":
             self.counters["functions_refused"] += 1
             msg = str(err.get("msg"))[:300]
-            self._badlog.warn((msg.encode(), "fence"), "refused to run a function: %s", msg)
+            self._badlog.warning((msg.encode(), "fence"), "refused to run a function: %s", msg)
 
     def _push_result(self, owner: str, result: dict[str, Any]) -> None:
         self._done_buffer[owner].append(result)

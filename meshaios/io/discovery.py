@@ -31,7 +31,6 @@ import ipaddress
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +47,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from meshaios.errors import ConfigError, MeshUnavailable
 from meshaios.ids import short
+from meshaios.logs import RateLimitedLog
 
 __all__ = [
     "SERVICE_TYPE",
@@ -263,28 +263,6 @@ def _pick_host(addresses: list[str], loopback_bound: bool) -> str | None:
     return candidates[0] if candidates else None
 
 
-class _RateLimitedLog:
-    """Debug logging that says each (reason, source) at most once a minute, with a bounded memory."""
-
-    def __init__(self, interval: float = _LOG_INTERVAL, max_keys: int = _LOG_KEYS) -> None:
-        self._interval = interval
-        self._max_keys = max_keys
-        self._last: dict[tuple[str, str], float] = {}
-
-    def debug(self, reason: str, source: str, msg: str, *args: object) -> None:
-        if not log.isEnabledFor(logging.DEBUG):
-            return
-        now = time.monotonic()
-        key = (reason, source)
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            return
-        if len(self._last) >= self._max_keys:
-            self._last.clear()
-        self._last[key] = now
-        log.debug(msg, *args)
-
-
 # --------------------------------------------------------------------------------------------------------
 # The browsing half, shared by ZeroconfDiscovery and browse().
 # --------------------------------------------------------------------------------------------------------
@@ -317,7 +295,8 @@ class _Watcher:
         self._browser: AsyncServiceBrowser | None = None
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._peers: dict[str, Announcement] = {}  # service name -> announcement
-        self._limited = _RateLimitedLog()
+        # each (reason, source) at most once a minute, in bounded memory
+        self._limited = RateLimitedLog(log, interval=_LOG_INTERVAL, budget=None, max_keys=_LOG_KEYS)
         self._closed = False
         self._other_mesh = 0
         self._other_version = 0
@@ -376,7 +355,7 @@ class _Watcher:
         # Added or Updated: (re)resolve; the newest event wins.
         self._cancel_resolve(name)
         if len(self._resolving) >= MAX_RESOLVING:
-            self._limited.debug("busy", "", "[%s] mDNS: too many resolutions, skip %s", self._tag, name)
+            self._limited.debug(("busy", ""), "[%s] mDNS: too many resolutions, skip %s", self._tag, name)
             return
         task = asyncio.ensure_future(self._resolve(name))
         self._resolving[name] = task
@@ -398,7 +377,7 @@ class _Watcher:
         ok = await info.async_request(self._zc, self._resolve_timeout_ms, question_type=DNSQuestionType.QM)
         if not ok:
             self._unresolved += 1
-            self._limited.debug("unresolved", name, "[%s] mDNS: could not resolve %s", self._tag, name)
+            self._limited.debug(("unresolved", name), "[%s] mDNS: could not resolve %s", self._tag, name)
             return
         host = _pick_host(info.parsed_addresses(IPVersion.V4Only), self._loopback_bound)
         try:
@@ -408,7 +387,7 @@ class _Watcher:
         except ValueError as e:
             self._malformed += 1
             self._forget(name)
-            self._limited.debug("malformed", name, "[%s] mDNS: ignoring %s: %s", self._tag, name, e)
+            self._limited.debug(("malformed", name), "[%s] mDNS: ignoring %s: %s", self._tag, name, e)
             return
         self._accept(name, ann)
 
@@ -424,14 +403,13 @@ class _Watcher:
         if ann.mesh_id != self._mesh_id:
             self._other_mesh += 1
             self._forget(name)
-            self._limited.debug("mesh", name, "[%s] mDNS: ignoring %s of another mesh", self._tag, short(ann.node_id))
+            self._limited.debug(("mesh", name), "[%s] mDNS: ignoring %s of another mesh", self._tag, short(ann.node_id))
             return
         if ann.version != self._version:
             self._other_version += 1
             self._forget(name)
             self._limited.debug(
-                "version",
-                name,
+                ("version", name),
                 "[%s] mDNS: ignoring %s speaking protocol v%d (we speak v%d)",
                 self._tag,
                 short(ann.node_id),
@@ -442,7 +420,7 @@ class _Watcher:
         if self._peers.get(name) == ann:
             return
         if name not in self._peers and len(self._peers) >= MAX_PEERS:
-            self._limited.debug("full", "", "[%s] mDNS: %d peers known, ignoring more", self._tag, MAX_PEERS)
+            self._limited.debug(("full", ""), "[%s] mDNS: %d peers known, ignoring more", self._tag, MAX_PEERS)
             return
         self._peers[name] = ann
         log.debug("[%s] mDNS: peer %s at %s", self._tag, short(ann.node_id), ann.address)

@@ -22,6 +22,7 @@ from meshaios import client
 from meshaios.config import DEFAULT_PORT, NodeConfig
 from meshaios.io import discovery
 from meshaios.io.transport import ZmqOptions
+from meshaios.logs import RateLimitedLog
 from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
 from meshaios.node import TICK
@@ -49,6 +50,13 @@ GUARD = Throttle()  # as node.py makes it
 def client_default(name: str) -> float:
     """A keyword default of ``AsyncClient`` (``heartbeat_timeout``, ``failover_timeout``, ...)."""
     default = inspect.signature(client.AsyncClient.__init__).parameters[name].default
+    assert isinstance(default, int | float)
+    return float(default)
+
+
+def log_default(name: str) -> float:
+    """A keyword default of ``logs.RateLimitedLog``, as the node makes it (``RateLimitedLog(log)``)."""
+    default = inspect.signature(RateLimitedLog.__init__).parameters[name].default
     assert isinstance(default, int | float)
     return float(default)
 
@@ -197,6 +205,9 @@ QUOTES = [
     Quote(PROTO, r"from one sender \| (\d+) in \d+ s", lambda: GUARD.strikes),
     Quote(PROTO, r"from one sender \| \d+ in (\d+) s", lambda: GUARD.window),
     Quote(PROTO, r"dropped unread for (\d+) s", lambda: GUARD.cooldown),
+    Quote(PROTO, r"one warning per sender identity per (\d+) s", lambda: log_default("interval")),
+    Quote(PROTO, r"at most (\d+) per \d+ s in all \(`logs.RateLimitedLog`\)", lambda: log_default("budget")),
+    Quote(PROTO, r"at most \d+ per (\d+) s in all \(`logs.RateLimitedLog`\)", lambda: log_default("interval")),
     Quote(SEC, r"throttled: (\d+) within \d+ s", lambda: GUARD.strikes),
     Quote(SEC, r"throttled: \d+ within (\d+) s", lambda: GUARD.window),
     Quote(SEC, r"dropped unread for (\d+) s", lambda: GUARD.cooldown),

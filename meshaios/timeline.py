@@ -20,11 +20,17 @@ records of tasks still in flight (beyond that the oldest open record is dropped 
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TaskTimes", "Timeline"]
+__all__ = ["RUN_BUCKETS", "TaskTimes", "Timeline"]
+
+# upper bounds (seconds) of the run-time histogram: ``summary()["run_hist"]``, the dashboard's chart and the
+# ``meshaios_task_duration_seconds`` metric
+RUN_BUCKETS: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+_MAX_HIST_DEVICES = 64
 
 
 @dataclass(slots=True)
@@ -81,6 +87,9 @@ class Timeline:
         self.dropped = 0
         # running totals over every finished record, not only those still in the ring
         self.totals = {"tasks": 0, "wait_s": 0.0, "fetch_s": 0.0, "run_s": 0.0, "bytes_in": 0}
+        # run times of every attempt that ran here (ok or error), by device: counts per RUN_BUCKETS (+ one over)
+        self.run_hist: dict[str, list[int]] = {}
+        self.run_sum: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._done)
@@ -134,6 +143,11 @@ class Timeline:
         self.totals["fetch_s"] += d["fetch_s"]
         self.totals["run_s"] += d["run_s"]
         self.totals["bytes_in"] += r.bytes_in
+        if r.outcome in ("ok", "error") and r.started is not None:
+            dev = r.device if r.device in self.run_hist or len(self.run_hist) < _MAX_HIST_DEVICES else "other"
+            counts = self.run_hist.setdefault(dev, [0] * (len(RUN_BUCKETS) + 1))
+            counts[bisect.bisect_left(RUN_BUCKETS, d["run_s"])] += 1
+            self.run_sum[dev] = self.run_sum.get(dev, 0.0) + d["run_s"]
 
     def moved(self, task: str, attempt: int, now: float) -> None:
         """Stolen by a peer before it started: it ends here, and starts a new record there."""
@@ -159,4 +173,8 @@ class Timeline:
             "run_s": round(t["run_s"], 4),
             "bytes_in": t["bytes_in"],
             "share": {k: round(t[k] / busy, 3) if busy else 0.0 for k in ("wait_s", "fetch_s", "run_s")},
+            "run_hist": {
+                "buckets": list(RUN_BUCKETS),
+                "devices": {d: {"counts": list(c), "sum": round(self.run_sum[d], 6)} for d, c in self.run_hist.items()},
+            },
         }

@@ -28,9 +28,9 @@ _CONSUMED_COUNTERS = frozenset({"served_bytes", "fetched_bytes"})
 @dataclass
 class _Family:
     name: str
-    kind: str  # counter | gauge
+    kind: str  # counter | gauge | histogram
     help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)  # (name suffix, labels, value)
 
 
 class MetricsBuilder:
@@ -39,22 +39,44 @@ class MetricsBuilder:
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
 
-    def add(self, name: str, kind: str, help_: str, value: Any, labels: Mapping[str, Any] | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        kind: str,
+        help_: str,
+        value: Any,
+        labels: Mapping[str, Any] | None = None,
+        suffix: str = "",
+    ) -> None:
+        """``suffix``: a histogram's sample (``_bucket``, ``_sum``, ``_count``) in family ``name``."""
         v = _number(value)
         if v is None:
             return
         fam = self._families.get(name)
         if fam is None:
             fam = self._families[name] = _Family(name, kind, help_)
-        fam.samples.append(({k: str(x) for k, x in (labels or {}).items()}, v))
+        fam.samples.append((suffix, {k: str(x) for k, x in (labels or {}).items()}, v))
+
+    def histogram(
+        self, name: str, help_: str, bounds: list[float], counts: list[Any], total: Any, labels: Mapping[str, Any]
+    ) -> None:
+        """One histogram series from per-bucket counts (``len(bounds) + 1``: the last is over every bound)."""
+        if len(counts) != len(bounds) + 1 or any(_number(c) is None for c in counts) or _number(total) is None:
+            return
+        cumulative = 0.0
+        for bound, c in zip([*bounds, math.inf], counts, strict=True):
+            cumulative += float(c)
+            self.add(name, "histogram", help_, cumulative, {**labels, "le": _format(float(bound))}, "_bucket")
+        self.add(name, "histogram", help_, total, labels, "_sum")
+        self.add(name, "histogram", help_, cumulative, labels, "_count")
 
     def render(self) -> str:
         lines: list[str] = []
         for fam in self._families.values():
             lines.append(f"# HELP {fam.name} {_escape_help(fam.help)}")
             lines.append(f"# TYPE {fam.name} {fam.kind}")
-            for labels, value in fam.samples:
-                lines.append(f"{fam.name}{_labels(labels)} {_format(value)}")
+            for suffix, labels, value in fam.samples:
+                lines.append(f"{fam.name}{suffix}{_labels(labels)} {_format(value)}")
         return "\n".join(lines) + "\n"
 
 
@@ -237,6 +259,20 @@ def render_metrics(status: Mapping[str, Any]) -> str:
         "Store memory before spilling to disk.",
         me.get("memory_limit", 0),
     )
+
+    # ---- task run times (the node's timeline: every attempt that ran here, ok or failed) --------------------
+    run_hist = _dict(_dict(me.get("timeline_summary")).get("run_hist"))
+    bounds = [float(x) for x in _list(run_hist.get("buckets")) if _number(x) is not None]
+    for device, h in sorted(_dict(run_hist.get("devices")).items()):
+        h = _dict(h)
+        b.histogram(
+            "meshaios_task_duration_seconds",
+            "Run time of the task attempts this node ran (ok or failed), by device.",
+            bounds,
+            list(_list(h.get("counts"))),
+            h.get("sum", 0),
+            {"device": device},
+        )
 
     # ---- scheduler model (when the node reports one) ------------------------------------------------------
     for stat, v in sorted(_dict(me.get("model")).items()):

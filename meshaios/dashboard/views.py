@@ -10,16 +10,17 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meshaios.dashboard.jobs import client_label
+from meshaios.timeline import RUN_BUCKETS
 
 _STATES = ("waiting", "ready", "dispatched", "done", "failed")
 _UP = ("alive", "suspect")  # members whose figures count in the totals (the dead and departed keep their last)
-# upper bounds of the duration buckets, seconds (the last bucket is "more")
-BUCKETS: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+BUCKETS = RUN_BUCKETS  # upper bounds of the duration buckets, seconds (the last bucket is "more")
 _TOTALS = ("finished", "failed", "pending", "running", "queued", "workers", "memory")
 
 
@@ -236,7 +237,7 @@ def duration_histogram(records: Iterable[Mapping[str, Any]], names: Mapping[str,
         s = series.get(name)
         if s is None:
             s = series[name] = {"name": name, "counts": [0] * (len(BUCKETS) + 1), "n": 0, "sum": 0.0}
-        i = next((j for j, ub in enumerate(BUCKETS) if run <= ub), len(BUCKETS))
+        i = bisect.bisect_left(BUCKETS, run)  # the first bound >= run (Prometheus's "le")
         s["counts"][i] += 1
         s["n"] += 1
         s["sum"] += run

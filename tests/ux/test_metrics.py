@@ -110,7 +110,9 @@ def _unescape(v: str) -> str:
 
 def parse_exposition(text: str) -> dict[str, dict[str, Any]]:
     """A strict reader of the text format 0.0.4: HELP and TYPE once per family and before its samples, samples of a
-    family contiguous, no (name, labels) twice, counters named ``*_total``, values that parse as floats."""
+    family contiguous, no (name, labels) twice, counters named ``*_total``, values that parse as floats; a
+    histogram's samples are ``_bucket`` (with ``le``, cumulative, ending at ``+Inf``), ``_sum`` and ``_count`` (equal
+    to its ``+Inf`` bucket), keyed with ``("__name__", sample name)`` first."""
     assert text.endswith("\n")
     families: dict[str, dict[str, Any]] = {}
     current = ""
@@ -128,7 +130,7 @@ def parse_exposition(text: str) -> dict[str, dict[str, Any]]:
             assert name == current
             assert families[name]["type"] is None
             assert not families[name]["samples"]
-            assert kind in ("counter", "gauge"), kind
+            assert kind in ("counter", "gauge", "histogram"), kind
             if kind == "counter":
                 assert name.endswith("_total"), name
             families[name]["type"] = kind
@@ -136,14 +138,38 @@ def parse_exposition(text: str) -> dict[str, dict[str, Any]]:
             m = _SAMPLE.match(line)
             assert m, f"bad sample line {line!r}"
             name, labels, value = m.groups()
-            assert name == current, f"{name} outside its family block"
-            assert name not in closed, f"{name} sampled again after its block"
             key = tuple((k, _unescape(v)) for k, v in _LABEL_RE.findall(labels or ""))
+            if current and families[current]["type"] == "histogram":
+                suffix = name.removeprefix(current)
+                assert suffix in ("_bucket", "_sum", "_count"), f"{name} in histogram {current}"
+                assert (suffix == "_bucket") == any(k == "le" for k, _ in key), f"le on {name} only on buckets"
+                key = (("__name__", name), *key)
+                name = current
             assert key not in families[name]["samples"], f"duplicate sample {name}{labels}"
             v = float(value.replace("+Inf", "inf").replace("-Inf", "-inf"))
             assert not math.isnan(v) or value == "NaN"
             families[name]["samples"][key] = v
+    for name, fam in families.items():
+        if fam["type"] == "histogram":
+            _check_histogram(name, fam["samples"])
     return families
+
+
+def _check_histogram(name: str, samples: dict[tuple[tuple[str, str], ...], float]) -> None:
+    """Each series (labels but ``le``): buckets cumulative in ``le`` order, ``+Inf`` last and equal to ``_count``."""
+    series: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+    for key, v in samples.items():
+        if key[0][1] == name + "_bucket":
+            labels = tuple(kv for kv in key[1:] if kv[0] != "le")
+            le = float(dict(key[1:])["le"].replace("+Inf", "inf"))
+            series.setdefault(labels, []).append((le, v))
+    for labels, buckets in series.items():
+        counts = [c for _, c in buckets]
+        assert [le for le, _ in buckets] == sorted(le for le, _ in buckets), "buckets out of order"
+        assert counts == sorted(counts), f"{name}{labels}: buckets not cumulative"
+        assert buckets[-1][0] == math.inf
+        assert samples[(("__name__", name + "_count"), *labels)] == counts[-1]
+        assert (("__name__", name + "_sum"), *labels) in samples
 
 
 def test_every_family_from_a_full_status() -> None:
@@ -220,6 +246,38 @@ def test_optional_sections_appear_when_the_node_reports_them() -> None:
     assert s["meshaios_transport_events_total"] == {(("kind", "hwm_drops"),): 2, (("kind", "zap_denied"),): 3}
 
 
+def test_task_duration_histogram_from_the_timeline() -> None:
+    from meshaios.timeline import RUN_BUCKETS, Timeline
+
+    tl = Timeline("n")
+    runs = [(0.0005, "cpu"), (0.002, "cpu"), (0.003, "cpu"), (0.5, "cpu"), (250.0, "cpu"), (0.04, "cuda:0")]
+    for i, (run, dev) in enumerate(runs):
+        tl.queued(f"t{i}", 0, "o", now=0.0)
+        tl.finished(f"t{i}", 0, ok=i != 3, now=300.0, run_s=run, device=dev)
+    tl.queued("moved", 0, "o", now=0.0)
+    tl.moved("moved", 0, now=1.0)  # did not run here: not counted
+    status = {"node": {"timeline_summary": tl.summary()}}
+    fams = parse_exposition(render_metrics(status))
+    fam = fams["meshaios_task_duration_seconds"]
+    assert fam["type"] == "histogram"
+    s = fam["samples"]
+
+    def bucket(le: str, dev: str = "cpu") -> float:
+        return s[(("__name__", "meshaios_task_duration_seconds_bucket"), ("device", dev), ("le", le))]
+
+    assert bucket("0.001") == 1
+    assert bucket("0.003") == 3  # le: 0.003 itself counts in the 0.003 bucket
+    assert bucket("1") == 4
+    assert bucket("100") == 4
+    assert bucket("+Inf") == 5
+    assert bucket("0.03", "cuda:0") == 0
+    assert bucket("0.1", "cuda:0") == 1
+    assert s[(("__name__", "meshaios_task_duration_seconds_count"), ("device", "cpu"))] == 5
+    assert round(s[(("__name__", "meshaios_task_duration_seconds_sum"), ("device", "cpu"))], 4) == 250.5055
+    assert len(RUN_BUCKETS) + 1 == len([k for k in s if k[0][1].endswith("_bucket") and k[1] == ("device", "cpu")])
+    assert "meshaios_task_duration_seconds" not in parse_exposition(render_metrics({"node": {}}))
+
+
 def test_an_empty_or_odd_status_still_renders() -> None:
     for status in ({}, {"node": None, "members": None}, {"node": {"uptime": float("nan"), "queued": "x"}}):
         fams = parse_exposition(render_metrics(status))
@@ -241,6 +299,10 @@ def test_metrics_of_a_real_mesh_node(client: Client) -> None:
     assert s["meshaios_transport_auth_total"][(("result", "ok"),)] >= 1  # CURVE handshakes were checked
     assert s["meshaios_membership_events_total"][(("state", "alive"),)] >= 2
     assert len(s["meshaios_queue_length"]) == 3
+    # the attempts this node ran (none, if placement sent all 30 elsewhere), never more than its timeline saw
+    runs = fams.get("meshaios_task_duration_seconds", {"samples": {}})["samples"]
+    ran = sum(v for k, v in runs.items() if k[0][1] == "meshaios_task_duration_seconds_count")
+    assert ran <= client.status()["node"]["timeline_summary"]["tasks"]
 
 
 def test_byte_counters_count_what_they_name(client: Client) -> None:

@@ -4,7 +4,9 @@ For every task attempt a node runs it records when the task was queued here (its
 peers for its inputs and when they had all arrived, when it started and finished, on which device, and how many
 input bytes it moved. ``meshaios status --json`` shows the most recent ones (``node.timeline``) and a summary of
 where the time went (``node.timeline_summary``: queueing, waiting for inputs, running); the dashboard draws them as
-a task stream, one lane per worker slot; ``tools/bench/run.py --profile`` prints the summary of each node.
+a task stream, one lane per worker slot; ``tools/bench/run.py --profile`` prints the summary of each node. The
+summary also counts the run time of every attempt that ran here in ``RUN_BUCKETS``, per device (``run_hist``):
+the ``meshaios_task_duration_seconds`` histogram of ``/metrics``.
 
 Pure bookkeeping: times are passed in (the node's monotonic clock); ``recent(offset=...)`` converts to wall time
 for people. Bounded: at most ``capacity`` finished records (a ring buffer: the oldest go first) and ``max_open``

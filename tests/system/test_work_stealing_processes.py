@@ -81,6 +81,7 @@ def pile_up(
         return makespan, runs_in(log), [p.pid for p in mesh.procs], status
 
 
+@pytest.mark.timeout(300)  # two 3-node meshes, one after the other: 29 s on a quiet box, 120+ s seen at load 7
 def test_idle_nodes_steal_from_a_pile_up_faster_and_every_task_runs_exactly_once(tmp_path: Path) -> None:
     seconds = 0.5
     on, runs, pids, status = pile_up(True, tmp_path / "on.log", seconds)

@@ -20,6 +20,7 @@ import pytest
 
 from meshaios import client
 from meshaios.config import DEFAULT_PORT, NodeConfig
+from meshaios.dashboard.server import HttpLimits
 from meshaios.io import discovery
 from meshaios.io.transport import ZmqOptions
 from meshaios.logs import RateLimitedLog
@@ -44,6 +45,7 @@ OWNER = OwnerConfig()
 LIMITS = WireLimits()
 ZMQ = ZmqOptions()
 STREAM = StreamConfig()
+HTTP = HttpLimits()
 GUARD = Throttle()  # as node.py makes it
 
 
@@ -216,6 +218,10 @@ QUOTES = [
     Quote(SEC, r"a header over (\d+) KiB must start", lambda: LIMITS.small_header, KiB),
     Quote(SEC, r"maps anywhere at most ([\d,]+) entries", lambda: LIMITS.max_map_items),
     Quote(SEC, r"`max_header_bytes`, (\d+) MiB", lambda: NODE.max_header_bytes, MiB),
+    Quote(SEC, r"dashboard: ([\d,]+) connections", lambda: HTTP.max_connections),
+    Quote(SEC, r"dashboard: [\d,]+ connections; .*?; (\d+) s to send a request", lambda: HTTP.request_timeout),
+    Quote(SEC, r"Fixed: ([\d,]+) connections, slow senders", lambda: HTTP.max_connections),
+    Quote(SEC, r"(\d+) s per request\.", lambda: HTTP.request_timeout),
     # ---- sockets and streams (io/transport.py, io/discovery.py, store/stream.py)
     Quote(PROTO, r"SNDHWM = RCVHWM = ([\d,]+), `MAXMSGSIZE` = `max_frame_bytes`", lambda: ZMQ.hwm),
     Quote(PROTO, r"SNDHWM ([\d,]+), RCVHWM", lambda: ZMQ.hwm),

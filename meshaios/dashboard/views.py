@@ -146,43 +146,31 @@ def work_view(
     labels its task stream and duration histogram with them). At most ``max_scan`` tasks are looked at; past
     that, ``partial`` is true.
     """
-    from meshaios.dashboard.jobs import jobs_view
+    from meshaios.dashboard.jobs import jobs_from, scan, state_name
 
-    labels: dict[str, str] = {}  # the function's key (a hash of its payload) -> its label, decoded once per call
-
-    def label(t: Any) -> str:
-        key = str(getattr(t, "key", "") or "")
-        name = labels.get(key) if key else None
-        if name is None:
-            name = fn_label(getattr(t, "fn", None))
-            if key:
-                labels[key] = name
-        return name
-
+    sc = scan(tasks.values(), max_scan)
+    labels = {key: fn_label(getattr(t, "fn", None)) for key, t in sc.by_key.items()}  # one decode per function
     funcs: dict[str, dict[str, Any]] = {}
-    failed: list[Any] = []
-    scanned: list[Any] = []
-    partial = False
-    for i, t in enumerate(tasks.values()):
-        if i >= max_scan:
-            partial = True
-            break
-        scanned.append(t)
-        name = label(t)
+    for (_client, key, state), n in sc.counts.items():
+        name = labels[key]
         f = funcs.get(name)
         if f is None:
             f = funcs[name] = {"function": name, "total": 0, **dict.fromkeys(_STATES, 0)}
-        state = str(getattr(t.state, "value", t.state))
-        if state in f:
-            f[state] += 1
-        f["total"] += 1
-        if state == "failed" and getattr(t, "error", None) is not None:
-            failed.append(t)
+        st = state_name(state)
+        if st in f:
+            f[st] += n
+        f["total"] += n
     out = list(funcs.values())
     for f in out:
         f["pending"] = f["waiting"] + f["ready"] + f["dispatched"]
     out.sort(key=lambda f: (f["pending"] == 0, -f["total"], f["function"]))
+    failed_states = {state for (_c, _k, state) in sc.counts if state_name(state) == "failed"}
+    failed = [t for t in sc.tasks if t.state in failed_states and t.error is not None] if failed_states else []
     failed.sort(key=lambda t: t.submitted_at, reverse=True)
+
+    def label(t: Any) -> str:
+        return labels.get(t.key) or fn_label(getattr(t, "fn", None))
+
     errors = []
     for t in failed[:max_errors]:
         err = t.error if isinstance(t.error, Mapping) else {}
@@ -202,15 +190,12 @@ def work_view(
         t = tasks.get(tid)
         if t is not None:
             named[tid] = label(t)
-    jobs = jobs_view(scanned, now, limit=limit, max_scan=max_scan)
-    for j in jobs if partial else ():
-        j["partial"] = True
     return {
-        "jobs": jobs,
+        "jobs": jobs_from(sc, now, limit),
         "functions": out[:limit],
         "errors": errors,
         "task_functions": named,
-        "partial": partial,
+        "partial": sc.partial,
     }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from meshaios.dashboard.views import BUCKETS, duration_histogram, fn_label, mesh_view, work_view
 from meshaios.tasks.functions import encode_function
+from meshaios.tasks.owner import fn_key
 from meshaios.wire.values import dumps
 from tests.ux import funcs
 
@@ -76,6 +77,9 @@ class FakeTask:
     key: str = ""
     error: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.key = self.key or fn_key(self.fn)  # as the owner does on submit
 
 
 def test_work_view_progress_per_function_and_recent_errors() -> None:

@@ -8,6 +8,7 @@ Start ``meshaios node`` on each machine (they find each other by mDNS), then fro
 """
 
 from meshaios.client import AsyncClient, Client, Future
+from meshaios.compat.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from meshaios.errors import (
     AuthError,
     CancelledTaskError,
@@ -25,6 +26,9 @@ from meshaios.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "AsyncClient",
     "AuthError",
     "CancelledTaskError",
@@ -40,4 +44,6 @@ __all__ = [
     "TaskError",
     "WireError",
     "__version__",
+    "as_completed",
+    "wait",
 ]

@@ -151,14 +151,25 @@ class Future:
         ``CancelledError``), as ``result()`` on this future does."""
         if self._cf.cancelled():
             return True  # as concurrent.futures answers
-        if not self._cf.cancel():
+        if not self._cancel_local():
             return False
         self._client._cancel_threadsafe([self.key])
         return True
 
     def _cancel_local(self) -> bool:
         """``cancel`` without telling the mesh yet: the caller sends one CANCEL for many (``Client.cancel``)."""
-        return not self._cf.cancelled() and self._cf.cancel()
+        if self._cf.cancelled() or not self._cf.cancel():
+            return False
+        self._cf.set_running_or_notify_cancel()  # wakes ``meshaios.wait``/``as_completed`` (``cancel`` does not)
+        return True
+
+    @property
+    def _condition(self) -> Any:
+        # what ``concurrent.futures.wait``/``as_completed`` look for first: say what to use instead
+        raise AttributeError(
+            "a meshaios.Future is not a concurrent.futures.Future: use meshaios.wait / meshaios.as_completed (same "
+            "signature, any mix of both kinds), or client.executor(), whose futures are concurrent.futures futures"
+        )
 
     def cancelled(self) -> bool:
         return self._cf.cancelled()
@@ -1434,12 +1445,10 @@ class Client:
         return n
 
     def as_completed(self, futures: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
-        by_cf = {f._cf: f for f in futures}
-        try:
-            for cf in concurrent.futures.as_completed(by_cf, timeout=timeout):
-                yield by_cf[cf]
-        except concurrent.futures.TimeoutError:
-            raise MeshTimeoutError(f"futures not finished within {timeout} s") from None
+        """``meshaios.as_completed``: each future as it finishes; ``MeshTimeoutError`` after ``timeout`` s."""
+        from meshaios.compat.futures import as_completed
+
+        return as_completed(futures, timeout)
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         result: dict[str, Any] = self._call(self._async.status(timeout))

@@ -4,31 +4,45 @@
 ...     print(list(ex.map(pow, range(5), [2] * 5)))
 [0, 1, 4, 9, 16]
 
-What it returns are real ``concurrent.futures.Future`` objects, so ``concurrent.futures.wait``/``as_completed``,
-``asyncio.wrap_future`` and libraries that take an executor (Dask's ``scheduler=`` included) work with them. A task
-that raised re-raises its original exception where the mesh could send it (a mesh with a token); otherwise the
-``meshaios.TaskError`` that describes it. ``map(..., chunksize=n)`` sends ``n`` calls per task, as
-``ProcessPoolExecutor`` does. ``cancel()`` succeeds while the call has not finished and cancels its task in the mesh
-(``meshaios.Future.cancel``): a queued call never runs, so ``shutdown(cancel_futures=True)`` runs nothing more; one
-already running on a node's thread runs to its end with its result dropped (a ``pure=True`` one's process is
-terminated). Not (yet) as ``concurrent.futures`` has it: nodes do not report when a call starts, so ``running()``
-stays False and ``cancel()`` of a running call returns True. The executor's own options are given to
-``client.executor(pure=, retries=, priority=, resources=, task_timeout=)``; every keyword of ``submit`` goes to the
-function.
+What ``submit`` returns is a real ``concurrent.futures.Future`` (a ``MeshCallFuture``), so
+``concurrent.futures.wait``/``as_completed``, ``asyncio.wrap_future`` and libraries that take an executor (Dask's
+``scheduler=`` included) work with it. A call that raised re-raises its original exception where the mesh could send
+it (a mesh with a token); otherwise the ``meshaios.TaskError`` that describes it. ``map(..., chunksize=n)`` sends
+``n`` calls per task, as ``ProcessPoolExecutor`` does; ``timeout`` counts from the ``map`` call. The executor's own
+options are given to ``client.executor(pure=, retries=, priority=, resources=, task_timeout=)``; every keyword of
+``submit`` goes to the function.
+
+States, and the one deliberate difference from ``concurrent.futures``. A thread pool knows when a worker picks a call
+up (``running()`` becomes True, and from then on ``cancel()`` returns False). The mesh does not tell the client: a
+node reports a task when it ends, never when it starts (see docs/protocol.md; a start report would be one more
+message per task from the node that runs it, through the task's owner, to the client, for a state that is stale on
+arrival). So here:
+
+- ``running()`` is False until the call finishes. It never claims a start the client has not seen.
+- ``cancel()`` returns True for every call that has not finished, queued or already running, because it can keep
+  its promise for both: the future is cancelled at once (``result()`` raises ``CancelledError``, ``wait`` and
+  ``as_completed`` see it done) and the call's task is cancelled in the mesh (``meshaios.Future.cancel``): a
+  queued call never runs; a running one runs to its end on its node's thread with its result dropped, or, with
+  ``pure=True``, its worker process is terminated. What True cannot promise here, unlike a thread pool, is that the
+  call never started: code whose side effects must not happen half-way should not rely on ``cancel()`` to stop it.
+- ``shutdown(cancel_futures=True)`` therefore cancels every unfinished call of the executor, not only those still
+  queued, and a cancelled future wakes ``wait``/``as_completed`` at once (a thread pool wakes them only when a worker
+  dequeues the call).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
+import contextlib
 import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from meshaios.errors import TaskError
+from meshaios.client import Future, _Remote
+from meshaios.errors import MeshUnavailable, TaskError
 
 T = TypeVar("T")
 
@@ -42,13 +56,83 @@ def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
     return [fn(*args) for args in chunk]
 
 
+class MeshCallFuture(concurrent.futures.Future[T]):
+    """The ``concurrent.futures.Future`` of one executor call (one task in the mesh; one chunk for a chunked
+    ``map``). Settled from the task's ``meshaios.Future``, with a large result fetched from its node first, so
+    ``result()`` never waits on the network once ``done()`` is True. See the module's docstring for ``running()``
+    and ``cancel()``."""
+
+    def __init__(self, mesh_future: Future, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        # held until the call settles: the task's result stays in the mesh while it may still be fetched
+        self._mesh: Future | None = mesh_future
+        self._loop = loop  # the client's: where a large result is fetched
+
+    @property
+    def task_id(self) -> str | None:
+        """The mesh task's id while the call is unfinished (for ``meshaios status`` and the logs), else None."""
+        mesh = self._mesh
+        return None if mesh is None else mesh.key
+
+    def cancel(self) -> bool:
+        """Cancel the call unless it has finished (True then, whether it was queued or running: see the module's
+        docstring); waiters in ``wait``/``as_completed`` wake at once, and the task is cancelled in the mesh."""
+        if not super().cancel():
+            return False
+        mesh, self._mesh = self._mesh, None
+        self.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED: what wakes wait()
+        if mesh is not None:
+            mesh.cancel()
+        return True
+
+    def _settle_from(self, mesh: Future) -> None:
+        """``mesh`` is done (a done-callback, usually on the client's loop thread): copy its outcome here."""
+        if self.done():
+            return  # cancelled by the caller; the mesh was told then
+        try:
+            error = mesh.exception(0)
+        except concurrent.futures.CancelledError:  # cancelled elsewhere (``client.cancel``, a cancelled dependency)
+            self.cancel()
+            return
+        if error is not None:
+            if isinstance(error, TaskError) and error.cause is not None:
+                cause = error.cause
+                cause.__cause__ = error  # the remote traceback stays reachable, as ``raise cause from error`` does
+                error = cause
+            self._finish(self.set_exception, error)
+        elif not isinstance(value := mesh._cf.result(), _Remote):
+            self._finish(self.set_result, value)
+        else:  # a large result, still on the node that made it: fetched on the client's loop, not on this thread
+            try:
+                fetch = asyncio.run_coroutine_threadsafe(_fetch(mesh), self._loop)
+            except RuntimeError:  # the loop is closed: the client was closed
+                self._finish(self.set_exception, MeshUnavailable("client closed before the result was fetched"))
+                return
+            fetch.add_done_callback(self._settle_fetched)
+
+    def _settle_fetched(self, fetch: concurrent.futures.Future[Any]) -> None:
+        error = fetch.exception()
+        if error is not None:
+            self._finish(self.set_exception, error)
+        else:
+            self._finish(self.set_result, fetch.result())
+
+    def _finish(self, setter: Callable[[Any], None], outcome: Any) -> None:
+        self._mesh = None
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile: cancel() won
+            setter(outcome)
+
+
+async def _fetch(mesh: Future) -> Any:
+    return await mesh
+
+
 class MeshExecutor(concurrent.futures.Executor):
     """``concurrent.futures.Executor`` over a ``meshaios.Client``. It does not own the client: ``shutdown`` waits
     for (or cancels) this executor's futures and leaves the client open."""
 
     def __init__(self, client: Any, *, pure: bool = False, retries: int = 0, **options: Any) -> None:
         self._client = client
-        self._loop: asyncio.AbstractEventLoop = client._loop
         # meshaios's options for every call (``Client.executor``): never mixed with the call's own keywords
         self._options: dict[str, Any] = {"pure": pure, "retries": retries, **options}
         self._lock = threading.Lock()
@@ -66,21 +150,20 @@ class MeshExecutor(concurrent.futures.Executor):
         alive = [m for m in status.get("members", []) if m.get("state") == "alive"]
         return max(1, int(me.get("workers", 1)) + sum(int(m.get("workers", 0)) for m in alive))
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> MeshCallFuture[T]:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             mesh_future = self._client._submit_call(fn, args, kwargs, **self._options)
-            cf: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(_result_of(mesh_future), self._loop)
+            cf: MeshCallFuture[T] = MeshCallFuture(mesh_future, self._client._loop)
             self._pending.add(cf)
-        cf.add_done_callback(functools.partial(self._forget, mesh_future))
+        cf.add_done_callback(self._forget)
+        mesh_future.add_done_callback(cf._settle_from)
         return cf
 
-    def _forget(self, mesh_future: Any, cf: concurrent.futures.Future[Any]) -> None:
+    def _forget(self, cf: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._pending.discard(cf)
-        if cf.cancelled():
-            mesh_future.cancel()  # the call is cancelled in the mesh too: queued, it never runs
 
     def map(
         self,
@@ -91,7 +174,7 @@ class MeshExecutor(concurrent.futures.Executor):
         **kwargs: Any,
     ) -> Iterator[T]:
         """Like ``Executor.map``: every call is submitted now; results come in order; ``timeout`` counts from this
-        call; leaving the iterator early cancels what has not finished."""
+        call; leaving the iterator early (or its ``TimeoutError``) cancels what has not finished."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
         if kwargs:
@@ -100,15 +183,19 @@ class MeshExecutor(concurrent.futures.Executor):
         end = None if timeout is None else time.monotonic() + timeout
         calls = zip(*iterables, strict=False)
         if chunksize == 1:
-            futures = [self.submit(fn, *args) for args in calls]
+            futures: list[concurrent.futures.Future[Any]] = [self.submit(fn, *args) for args in calls]
             return _in_order(futures, end, chunked=False)
         from meshaios.tasks.functions import import_ref
 
         ref = import_ref(fn) or fn  # by reference where possible: insecure meshes cannot take pickled code
-        chunks = [self.submit(run_chunk, ref, list(c)) for c in _batched(calls, chunksize)]
+        chunks: list[concurrent.futures.Future[Any]] = [
+            self.submit(run_chunk, ref, list(c)) for c in _batched(calls, chunksize)
+        ]
         return _in_order(chunks, end, chunked=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more submissions; ``cancel_futures=True`` cancels every unfinished call (queued or running, see the
+        module's docstring); ``wait=True`` returns when every call has finished or been cancelled."""
         with self._lock:
             self._shutdown = True
             pending = list(self._pending)
@@ -117,23 +204,6 @@ class MeshExecutor(concurrent.futures.Executor):
                 f.cancel()
         if wait:
             concurrent.futures.wait(pending)
-
-
-async def _result_of(mesh_future: Any) -> Any:
-    """On the client's loop: the task's value (fetched from the node that holds it, if large), or its error.
-
-    Shielded: cancelling the ``concurrent.futures.Future`` must not cancel the client's own future, which the
-    client still resolves when the result arrives.
-    """
-    inner = asyncio.ensure_future(mesh_future)
-    # when the call is cancelled its mesh task is too, and ``inner`` ends in CancelledTaskError that nobody awaits
-    inner.add_done_callback(lambda t: t.cancelled() or t.exception())
-    try:
-        return await asyncio.shield(inner)
-    except TaskError as exc:
-        if exc.cause is not None:
-            raise exc.cause from exc
-        raise
 
 
 def _batched(it: Iterable[T], n: int) -> Iterator[tuple[T, ...]]:

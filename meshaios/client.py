@@ -160,7 +160,8 @@ class Future:
         """``cancel`` without telling the mesh yet: the caller sends one CANCEL for many (``Client.cancel``)."""
         if self._cf.cancelled() or not self._cf.cancel():
             return False
-        self._cf.set_running_or_notify_cancel()  # wakes ``meshaios.wait``/``as_completed`` (``cancel`` does not)
+        with contextlib.suppress(RuntimeError):  # RuntimeError: another thread's cancel got there first
+            self._cf.set_running_or_notify_cancel()  # wakes ``meshaios.wait``/``as_completed`` (``cancel`` does not)
         return True
 
     @property

@@ -77,10 +77,13 @@ class MeshCallFuture(concurrent.futures.Future[T]):
     def cancel(self) -> bool:
         """Cancel the call unless it has finished (True then, whether it was queued or running: see the module's
         docstring); waiters in ``wait``/``as_completed`` wake at once, and the task is cancelled in the mesh."""
+        if self.cancelled():
+            return True
         if not super().cancel():
             return False
         mesh, self._mesh = self._mesh, None
-        self.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED: what wakes wait()
+        with contextlib.suppress(RuntimeError):  # RuntimeError: another thread's cancel() got there first
+            self.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED: what wakes wait()
         if mesh is not None:
             mesh.cancel()
         return True
@@ -222,11 +225,21 @@ def _in_order(futures: list[concurrent.futures.Future[Any]], end: float | None, 
                 # test_free_reference: map() must not keep its last result alive)
                 timeout = None if end is None else max(0.0, end - time.monotonic())
                 if chunked:
-                    yield from futures.pop().result(timeout)
+                    yield from _result_or_cancel(futures.pop(), timeout)
                 else:
-                    yield futures.pop().result(timeout)
+                    yield _result_or_cancel(futures.pop(), timeout)
         finally:
             for f in futures:
                 f.cancel()
 
     return results()
+
+
+def _result_or_cancel(future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
+    """The result; if it times out (or the wait is interrupted), the call is cancelled too: popped from ``map``'s
+    list already, it would otherwise escape the cancelling of the rest (CPython's
+    test_executor_map_current_future_cancel)."""
+    try:
+        return future.result(timeout)
+    finally:
+        future.cancel()  # a no-op on a finished call

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from meshaios.client import Future, _Remote
-from meshaios.errors import MeshUnavailable, TaskError
+from meshaios.errors import CancelledTaskError, MeshUnavailable, TaskError
 
 T = TypeVar("T")
 
@@ -93,11 +93,18 @@ class MeshCallFuture(concurrent.futures.Future[T]):
         if self.done():
             return  # cancelled by the caller; the mesh was told then
         try:
+            self._copy(mesh)
+        except Exception as exc:  # never leave the call pending: whoever waits for it gets the reason
+            self._finish(self.set_exception, exc)
+
+    def _copy(self, mesh: Future) -> None:
+        try:
             error = mesh.exception(0)
-        except concurrent.futures.CancelledError:  # cancelled elsewhere (``client.cancel``, a cancelled dependency)
+        except concurrent.futures.CancelledError:  # its meshaios future was cancelled (``client.cancel``)
+            error = CancelledTaskError("")
+        if isinstance(error, concurrent.futures.CancelledError):  # ... or the mesh cancelled it (a dependency was)
             self.cancel()
-            return
-        if error is not None:
+        elif error is not None:
             if isinstance(error, TaskError) and error.cause is not None:
                 cause = error.cause
                 cause.__cause__ = error  # the remote traceback stays reachable, as ``raise cause from error`` does

@@ -229,6 +229,8 @@ class Node:
         self._steal_counts: dict[str, int] = defaultdict(int)
         # Cancellation (``_abort``): attempts aborted by their owner -> that owner; tasks given to thieves -> thief
         self._aborted: dict[tuple[str, int], str] = {}
+        # prefetched to the worker threads, not finished: (kernel, inputs), for ``_recall_prefetched``
+        self._prefetched: dict[tuple[str, int], tuple[str, Any]] = {}
         self._given: dict[tuple[str, int], str] = {}
         # pure tasks in the process pool: key -> (owner, inputs, packed task), to resubmit the innocent ones when
         # the pool is terminated to stop an aborted one
@@ -739,7 +741,26 @@ class Node:
             qt = q.start_next("cpu", now, per_slot * q.slots["cpu"])
             if qt is None:
                 return
+            if not qt.spec.get("pure") and "resources" not in qt.spec:
+                self._prefetched[qt.key] = (qt.kernel, qt.spec.get("_inputs", ()))
             self._start_task(qt.spec, qt.owner)
+
+    def _recall_prefetched(self, kernel: str) -> None:
+        """``kernel`` turned out not to be short (its measured run time is past PREFETCH_SECONDS: the same function
+        with other arguments, say): what was prefetched of it and has not started goes back to the queue, where
+        thieves, priorities and deadlines can reach it again. Without this, 100 tasks of 0.2 s predicted at 1 ms
+        sat in the workers' queue for 10 s, unstealable, with urgent work queued behind them."""
+        keys = [k for k, (kern, _) in self._prefetched.items() if kern == kernel]
+        if not keys or self._pool is None:
+            return
+        back = self._pool.recall(keys)
+        for key in back:
+            _, inputs = self._prefetched.pop(key)
+            t = self.queue.get(key)
+            if t is not None:
+                t.spec["_inputs"] = inputs
+        self.queue.unstart(back)
+        self.counters["prefetch_recalled"] += len(back)
 
     def _start_task(self, task: dict[str, Any], owner: str) -> None:
         inputs = task.pop("_inputs", ())
@@ -761,7 +782,7 @@ class Node:
             self._submit_to_processes(key, packed)
             return
         assert self._pool is not None
-        self._pool.submit((owner, key, inputs), self._run_one, task)
+        self._pool.submit((owner, key, inputs), self._run_one, task, key if key in self._prefetched else None)
 
     def _tasks_done(self, batch: list[tuple[Any, Any]]) -> None:
         """Completions from worker threads, a burst at a time (see WorkerPool)."""
@@ -865,6 +886,7 @@ class Node:
         if run is not None:
             owner = run.owner  # the newest owner that asked for this run (a superseded one's was adopted)
         qt = self.queue.finish(key)
+        self._prefetched.pop(key, None)
         self.exec.queued -= 1
         if self._aborted and self._aborted.get(key) == owner:
             # cancelled while it ran: its owner has forgotten it; the result (kept here if large) is dropped
@@ -878,6 +900,8 @@ class Node:
             return
         if qt is not None and isinstance(outcome, dict) and type(outcome.get("dt")) is float:
             self._measured(qt.kernel, outcome["dt"])
+            if self._prefetched and self._runtime[qt.kernel] >= PREFETCH_SECONDS:
+                self._recall_prefetched(qt.kernel)
         self._release_inputs(inputs)
         if isinstance(outcome, BaseException):
             exc = outcome

@@ -116,6 +116,24 @@ class _PrioFifo:
             q.append(t)
         self._n += 1
 
+    def put_back(self, tasks: list[QueuedTask]) -> None:
+        """``tasks``, in order, at the head of their priority level, behind the urgent tasks there."""
+        at: dict[int, int] = {}  # priority -> where the next one of that level goes
+        for t in tasks:
+            q = self._levels.get(t.priority)
+            if q is None:
+                q = self._levels[t.priority] = deque()
+                self._prios.append(t.priority)
+                self._prios.sort(reverse=True)
+            if t.priority not in at:
+                i = 0
+                while i < len(q) and q[i].urgent:
+                    i += 1
+                at[t.priority] = i
+            q.insert(at[t.priority], t)
+            at[t.priority] += 1
+            self._n += 1
+
     def remove(self, t: QueuedTask) -> None:
         q = self._levels[t.priority]
         q.remove(t)
@@ -195,6 +213,23 @@ class WorkQueue:
                 self._run_started[t.key] = now
                 return t
         return None
+
+    def unstart(self, keys: list[tuple[str, int]]) -> list[QueuedTask]:
+        """RUNNING tasks that never really started (prefetches taken back from the workers) are QUEUED again, in
+        the given order, ahead of the rest of their priority but behind its urgent tasks: stealable and
+        reorderable as if they had never left the queue. Returns those put back."""
+        back = []
+        for key in keys:
+            t = self._tasks.get(key)
+            if t is None or t.state is not TState.RUNNING:
+                continue
+            self._running[t.device] -= 1
+            self._run_started.pop(key, None)
+            t.state = TState.QUEUED
+            back.append(t)
+        for dev in {t.device for t in back}:
+            self._fifo[dev].put_back([t for t in back if t.device == dev])
+        return back
 
     def peek(self, device: str) -> QueuedTask | None:
         """The task ``start_next`` would start next (slots aside), without starting it. O(1) unless the head of

@@ -33,21 +33,38 @@ class WorkerPool:
         self._on_done = on_done
         self._lock = threading.Lock()
         self._done: list[tuple[Any, Any]] = []
+        self._waiting: set[Any] = set()  # keys of items submitted with one and not started yet (see ``recall``)
         self.busy = 0
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(n)]
         for t in self._threads:
             t.start()
 
-    def submit(self, ctx: Any, fn: Callable[[Any], Any], arg: Any) -> None:
-        self._queue.put((ctx, fn, arg))
+    def submit(self, ctx: Any, fn: Callable[[Any], Any], arg: Any, key: Any = None) -> None:
+        """Queue ``fn(arg)``; with a ``key``, it may be taken back by ``recall`` until a worker starts it."""
+        if key is not None:
+            with self._lock:
+                self._waiting.add(key)
+        self._queue.put((ctx, fn, arg, key))
+
+    def recall(self, keys: list[Any]) -> list[Any]:
+        """Take back the items of ``keys`` that no worker has started: they will never run (a worker skips them).
+        Returns those taken back; the others run (or ran) as usual. Atomic with a worker's start."""
+        with self._lock:
+            back = [k for k in keys if k in self._waiting]
+            self._waiting.difference_update(back)
+        return back
 
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
-            ctx, fn, arg = item
+            ctx, fn, arg, key = item
             with self._lock:
+                if key is not None:
+                    if key not in self._waiting:
+                        continue  # recalled
+                    self._waiting.discard(key)
                 self.busy += 1
             try:
                 result: Any = fn(arg)

@@ -164,3 +164,51 @@ def test_deadlines_are_hurried_and_counted(client: Client, tmp_path: Path) -> No
     print(f"deadlines met {met} of {met + missed} (batch: 40 x 0.2 s on 4 slots, submitted first)")
     assert met + missed == 20
     assert met >= 15
+
+
+CTRL_C_CLIENT = """
+import sys
+from meshaios.client import Client
+from tests.system import sched_funcs
+address, token_file, log = sys.argv[1:4]
+with Client(address, token_file=token_file) as c:
+    queued = c.map(sched_funcs.mark, [log] * 300, [f"Q{i}" for i in range(300)])
+    print("waiting", flush=True)
+    try:
+        c.gather(queued, timeout=300)
+    except KeyboardInterrupt:
+        print("interrupted", sum(f.cancelled() for f in queued), flush=True)
+"""
+
+
+def test_ctrl_c_in_gather_cancels_the_tasks_it_waits_for(
+    mesh2: LocalMesh, client: Client, tmp_path: Path, gate: str
+) -> None:
+    """A user's script waiting in ``gather`` gets Ctrl-C (a real SIGINT to its process): the 300 tasks it waited
+    for are cancelled at the owner and never run, while the mesh's slots were all held by someone else's work."""
+    import signal
+    import subprocess
+    import sys
+
+    log = str(tmp_path / "starts")
+    blockers = client.map(sched_funcs.gated, [log] * 4, [f"B{i}" for i in range(4)], [gate] * 4)
+    wait_for(lambda: len(sched_funcs.started(log)) == 4, 30, what="four blockers holding every slot")
+    before = client.status()["node"]["owner"]["cancelled"]
+    cmd = [sys.executable, "-c", CTRL_C_CLIENT, mesh2.address(0), str(mesh2.token_file), log]
+    user = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=mesh2.client_env())
+    try:
+        assert user.stdout is not None
+        assert user.stdout.readline().strip() == "waiting"
+        wait_for(lambda: client.status()["node"]["pending"] >= 304, 30, what="300 tasks + 4 blockers at the owner")
+        user.send_signal(signal.SIGINT)
+        out, _ = user.communicate(timeout=60)
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.wait()
+    assert out.split() == ["interrupted", "300"]
+    wait_for(lambda: client.status()["node"]["owner"]["cancelled"] - before >= 300, 30, what="cancelled at the owner")
+    Path(gate).touch()
+    client.gather(blockers, timeout=60)
+    wait_for(lambda: idle(client), 60, what="idle")
+    assert [t for t in sched_funcs.started(log) if t.startswith("Q")] == []

@@ -404,3 +404,21 @@ def test_a_task_queued_behind_overrunning_ones_is_stolen() -> None:
     assert victim.select("thief", info, 0.4) == []  # both about to finish: the queued one barely waits
     assert vq.running_left("cpu", 20.0) == [10.0, 10.0]
     assert [t.id for t, *_ in victim.select("thief", info, 20.0)] == ["t2"]
+
+
+def test_prefetched_tasks_taken_back_queue_again_behind_urgent_ones() -> None:
+    q = WorkQueue({"cpu": 1})
+    for i in range(4):
+        q.push(_task(i, predicted=0.001))
+    started = [q.start_next("cpu", 0.0, extra=3) for _ in range(4)]  # one in its slot, three prefetched
+    assert [t.id for t in started if t] == ["t0", "t1", "t2", "t3"]
+    urgent = _task(9)
+    urgent.urgent = True
+    q.push(urgent)
+    q.push(_task(10))
+    back = q.unstart([("t2", 0), ("t3", 0), ("t0", 9)])  # an attempt that is not here: ignored
+    assert [t.id for t in back] == ["t2", "t3"]
+    assert q.free("cpu") == -1  # t0 runs, t1 still prefetched
+    assert [t.id for t in q.queued()] == ["t9", "t2", "t3", "t10"]
+    victim = StealEngine("victim", q)
+    assert {t.id for t, *_ in victim.select("thief", {"free": {"cpu": 4}}, 0.0)} <= {"t9", "t2", "t3", "t10"}

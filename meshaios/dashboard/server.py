@@ -253,7 +253,7 @@ async def _serve_one(
         request_read()
     except h11.RemoteProtocolError as exc:
         code = exc.error_status_hint
-        message = "request header too large" if code == 431 else f"bad request: {exc}"
+        message = "request header too large" if code == 431 else f"bad request: {str(exc)[:200]}"
         await out.respond(code, _TEXT, message.encode() + b"\n")
         return
     if not request.http_version.startswith(b"1."):

@@ -283,18 +283,21 @@ def test_served_by_a_running_in_process_mesh_node() -> None:
 
 def test_history_samples_the_mesh_counters_over_time() -> None:
     counter = {"done": 0}
+    full: list[asyncio.Event] = []  # made in the test's loop
 
     def rising() -> Mapping[str, Any]:
         counter["done"] += 5
+        if counter["done"] >= 5 * 12 and full:  # sampled 12 times: the 10-sample history is full
+            full[0].set()
         member = {"id": "b", "state": "alive", "finished": 1000, "pending": 3}
         return {"node": {"finished": counter["done"], "pending": 4}, "members": [member]}
 
     async def main() -> None:
         limits = HttpLimits(history_interval=0.02, history_samples=10)
+        full.append(asyncio.Event())
         async with serving(rising, limits=limits) as url:
-            async with asyncio.timeout(20):  # until the history is full, however loaded the machine
-                while counter["done"] < 5 * 12:
-                    await asyncio.sleep(0.02)
+            async with asyncio.timeout(20):  # however loaded the machine
+                await full[0].wait()
             _, _, body = await http(url, "/api/status")
             samples = json.loads(body)["history"]["samples"]
             assert len(samples) == 10  # bounded

@@ -224,8 +224,9 @@ def test_served_by_a_running_in_process_mesh_node() -> None:
             c = await mesh.client(0)
             futs = c.map(funcs.square, range(40))
             assert await c.gather(futs) == [x * x for x in range(40)]
+            bad = c.submit(funcs.boom, "kaput")  # held: a future dropped is released, and its owner forgets it
             with pytest.raises(Exception, match="kaput"):
-                await c.submit(funcs.boom, "kaput")
+                await bad
 
             jobs = jobs_view(node.owner.tasks.values(), node.clock.now())
             assert len(jobs) == 1
@@ -277,6 +278,7 @@ def test_served_by_a_running_in_process_mesh_node() -> None:
                 ((labels, one),) = info.items()
                 assert dict(labels)["node"] == node.node_id
                 assert one == 1
+            assert bad.done()  # (and held until here)
 
     run(main)
 

@@ -152,7 +152,7 @@ class Future:
         if self._cf.cancelled():
             return True  # as concurrent.futures answers
         if not self._cancel_local():
-            return False
+            return self._cf.cancelled()  # cancelled by another thread meanwhile: True, as above
         self._client._cancel_threadsafe([self.key])
         return True
 

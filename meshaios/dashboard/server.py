@@ -59,6 +59,8 @@ class HttpLimits:
     status_timeout: float = 5.0  # get_status must answer within this
     history_interval: float = 1.0  # how often the throughput history samples the status (0: no history)
     history_samples: int = 300  # how many samples it keeps
+    # the work view (a scan of up to 200,000 owned tasks) is reused for this long: ten open pages cost one scan
+    work_reuse: float = 0.5
 
 
 def dashboard_token(mesh: str | MeshKeys) -> str:
@@ -112,7 +114,8 @@ async def serve_http(
     with ``port=0`` that is how the caller learns the port. ``require_token`` asks for the token on loopback too.
     ``get_work`` (``work_view`` over the node's owner: jobs, per-function progress, recent errors) is called only
     for ``/api/status``, when someone looks: it may cost more than the status, which the throughput history also
-    samples once a second. It is given the ids of the tasks in the status's timeline, to name their functions.
+    samples once a second; its answer is reused for ``limits.work_reuse`` seconds, however many pages are open. It
+    is given the ids of the tasks in the status's timeline, to name their functions.
     """
     loopback = is_loopback_host(host) and not require_token
     if not loopback and not token:
@@ -124,6 +127,8 @@ async def serve_http(
     # cancelled handler task would be reported as an error by asyncio's stream callback)
     reading: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
     history = History(limits.history_samples)
+    if get_work is not None and limits.work_reuse > 0:
+        get_work = _Reused(get_work, limits.work_reuse)
     evicted = 0
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -333,6 +338,23 @@ def dashboard_doc(status: Mapping[str, Any], history: History, get_work: WorkSou
         me = doc["node"]
         doc["node"] = {**me, "timeline": [{**r, "function": names.get(str(r.get("task")))} for r in records]}
     return doc
+
+
+class _Reused:
+    """A work source whose answer is reused for ``seconds`` (on the loop's clock)."""
+
+    def __init__(self, source: WorkSource, seconds: float) -> None:
+        self.source = source
+        self.seconds = seconds
+        self.at = -math.inf
+        self.value: Mapping[str, Any] = {}
+
+    def __call__(self, task_ids: Collection[str]) -> Mapping[str, Any]:
+        now = asyncio.get_running_loop().time()
+        if now - self.at >= self.seconds:
+            self.value = self.source(task_ids)
+            self.at = now
+        return self.value
 
 
 class History:

@@ -441,3 +441,26 @@ def test_connection_limit_evicts_slow_clients_then_refuses() -> None:
                 w.close()
 
     run(main)
+
+
+def test_the_work_view_is_reused_for_a_moment_across_requests() -> None:
+    calls: list[int] = []
+
+    def work(task_ids: Collection[str]) -> dict[str, Any]:
+        calls.append(len(task_ids))
+        return {"functions": [{"function": "m:f", "total": len(calls)}]}
+
+    async def main() -> None:
+        async with serving(lambda: SAMPLE_STATUS, get_work=work, limits=HttpLimits(work_reuse=3600)) as url:
+            docs = [json.loads((await http(url, "/api/status"))[2]) for _ in range(3)]
+            assert calls == [0]  # one scan for three pages
+            assert {d["node"]["functions"][0]["total"] for d in docs} == {1}
+            assert (await http(url, "/metrics"))[0] == 200
+            assert calls == [0]  # a scrape never asks for it
+        calls.clear()
+        async with serving(lambda: SAMPLE_STATUS, get_work=work, limits=HttpLimits(work_reuse=0)) as url:
+            for _ in range(3):
+                await http(url, "/api/status")
+            assert calls == [0, 0, 0]
+
+    run(main)

@@ -87,7 +87,8 @@ def test_ten_thousand_cancelled_tasks_never_run(mesh2: LocalMesh, client: Client
     wait_for(lambda: client.status()["node"]["owner"]["submitted"] - submitted >= 10_000, 120, what="submitted")
     assert client.cancel(queued) == 10_000
     # the owner has read the cancel when ``cancel`` returns; the nodes drop what they had queued as its aborts come
-    assert client.status()["node"]["owner"]["cancelled"] - cancelled == 10_000
+    # (9,996 or 10,000: the four the client still held may be cancelled there, before they were ever sent)
+    assert 10_000 - 4 <= client.status()["node"]["owner"]["cancelled"] - cancelled <= 10_000
     wait_for(lambda: all(own(mesh2, i, "queued") - 2 <= own(mesh2, i, "aborted") - aborted[i] for i in range(2)), 30,
              what="every C task the nodes hold aborted (prefetched ones stay counted until a worker drops them)")
     Path(gate).touch()
@@ -95,7 +96,7 @@ def test_ten_thousand_cancelled_tasks_never_run(mesh2: LocalMesh, client: Client
     wait_for(lambda: idle(client), 60, what="nothing queued, running or pending")
     ran = [tag for tag in sched_funcs.started(log) if tag.startswith("C")]
     assert ran == []
-    assert client.status()["node"]["owner"]["cancelled"] >= 10_000
+    assert client.status()["node"]["owner"]["cancelled"] - cancelled >= 10_000 - 4
     with pytest.raises(CancelledTaskError):
         queued[-1].result(timeout=10)
 

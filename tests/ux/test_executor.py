@@ -14,7 +14,7 @@ import pytest
 
 from meshaios.client import Client
 from meshaios.compat.executor import MeshExecutor
-from meshaios.testing.localmesh import wait_for
+from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.ux import cf_funcs, funcs
 
 
@@ -166,10 +166,19 @@ def test_map_does_not_hold_its_last_result(client: Client) -> None:
         assert len(next(it)) == 20
 
 
-def test_cancelled_queued_calls_never_run_and_shutdown_cancels(client: Client, tmp_path: Any) -> None:
+def _node(mesh: LocalMesh, index: int) -> dict[str, Any]:
+    with mesh.client(index) as c:
+        me: dict[str, Any] = c.status()["node"]
+        return me
+
+
+def test_cancelled_queued_calls_never_run_and_shutdown_cancels(
+    client: Client, ux_mesh: LocalMesh, tmp_path: Any
+) -> None:
     from tests.system import sched_funcs
 
     log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+    aborted = [_node(ux_mesh, i)["counters"].get("aborted", 0) for i in range(3)]
 
     # every slot of the mesh held, by tasks outside the executor (its shutdown(cancel_futures=True) would cancel
     # running calls too: nodes do not report starts, see meshaios.compat.executor)
@@ -187,6 +196,16 @@ def test_cancelled_queued_calls_never_run_and_shutdown_cancels(client: Client, t
         with pytest.raises(RuntimeError):
             ex.submit(funcs.square, 1)
         client.ping()  # the cancels were sent before this ping: the owner has them
+        # ... and its aborts reach the nodes a moment later: each holds its two blockers and nothing it has not
+        # aborted (calls prefetched to its workers stay counted until a worker drops them, so: at most that many)
+        wait_for(
+            lambda: all(
+                (me := _node(ux_mesh, i))["queued"] - 2 <= me["counters"].get("aborted", 0) - aborted[i]
+                for i in range(3)
+            ),
+            30,
+            what="every queued call the nodes hold aborted",
+        )
     finally:
         (tmp_path / "gate").touch()  # whatever happened: the mesh is shared by the session's later tests
     assert client.gather(blockers, timeout=60) == [f"B{i}" for i in range(6)]

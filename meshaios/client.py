@@ -1183,6 +1183,13 @@ class AsyncClient:
                 self._finished[r["id"]] = {"loc": [fut.node], "size": r["size"], "parts": r.get("parts") or 0}
         if fut._cf.done():  # cancelled here: the owner's answer only settles the accounts
             return
+        try:
+            self._settle(fut, r)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled by another thread between the check above and now: the cancel stands
+
+    def _settle(self, fut: Future, r: dict[str, Any]) -> None:
+        """A task's result, ``r``, into its future: a value, a remote reference, or the error it names."""
         if r.get("ok") and r.get("v") is None and type(r.get("size")) is int:
             parts = r.get("parts")
             fut._cf.set_result(_Remote(r["size"], parts if type(parts) is int else 0))

@@ -77,6 +77,7 @@ MAX_KERNELS = 4096  # measured run times kept per node (oldest forgotten first)
 # shorter than the steal gate's margin anyway.
 PREFETCH_SECONDS = 0.05
 PREFETCH_MAX = 64
+PREFETCH_STUCK = 0.5  # a prefetched task not started after this long is taken back (see Node._recall_stuck_prefetch)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
 MAX_ABORTED = 100_000  # aborted attempts remembered (a late RUN, commit or result of one is dropped)
 
@@ -230,7 +231,8 @@ class Node:
         # Cancellation (``_abort``): attempts aborted by their owner -> that owner; tasks given to thieves -> thief
         self._aborted: dict[tuple[str, int], str] = {}
         # prefetched to the worker threads, not finished: (kernel, inputs), for ``_recall_prefetched``
-        self._prefetched: dict[tuple[str, int], tuple[str, Any]] = {}
+        self._prefetched: dict[tuple[str, int], tuple[str, Any, float]] = {}  # + when it was handed over
+        self._prefetch_paused = False  # after a stuck prefetch was taken back, until a worker finishes a task
         self._given: dict[tuple[str, int], str] = {}
         # pure tasks in the process pool: key -> (owner, inputs, packed task), to resubmit the innocent ones when
         # the pool is terminated to stop an aborted one
@@ -420,6 +422,8 @@ class Node:
                         self._heard_load(m.node_id, m.meta, m.last_heard)
         self._swim_actions(self.swim.tick(now))
         self._owner_actions(self.owner.tick(now))
+        if self._prefetched:
+            self._recall_stuck_prefetch(now)
         if self.steal_enabled:
             self._steal_actions(self.steal.tick(now, self.steal_view))
             self._start_queued()  # reservations that lapsed are runnable here again
@@ -733,7 +737,7 @@ class Node:
         now = self.clock.now()
         while (qt := q.start_next("cpu", now)) is not None:
             self._start_task(qt.spec, qt.owner)
-        while (head := q.peek("cpu")) is not None:
+        while not self._prefetch_paused and (head := q.peek("cpu")) is not None:
             predicted = self._runtime.get(head.kernel, head.predicted)  # queued before its kernel first ran here?
             if predicted >= PREFETCH_SECONDS:
                 return
@@ -742,7 +746,7 @@ class Node:
             if qt is None:
                 return
             if not qt.spec.get("pure") and "resources" not in qt.spec:
-                self._prefetched[qt.key] = (qt.kernel, qt.spec.get("_inputs", ()))
+                self._prefetched[qt.key] = (qt.kernel, qt.spec.get("_inputs", ()), now)
             self._start_task(qt.spec, qt.owner)
 
     def _recall_prefetched(self, kernel: str) -> None:
@@ -750,17 +754,28 @@ class Node:
         with other arguments, say): what was prefetched of it and has not started goes back to the queue, where
         thieves, priorities and deadlines can reach it again. Without this, 100 tasks of 0.2 s predicted at 1 ms
         sat in the workers' queue for 10 s, unstealable, with urgent work queued behind them."""
-        keys = [k for k, (kern, _) in self._prefetched.items() if kern == kernel]
+        self._recall([k for k, (kern, _, _) in self._prefetched.items() if kern == kernel])
+
+    def _recall_stuck_prefetch(self, now: float) -> None:
+        """Tasks prefetched more than PREFETCH_STUCK s ago and still not started: every worker is held by something
+        long (a task far past its prediction, a blocking call), and the short tasks behind it would wait for it,
+        unstealable. They go back to the queue, and nothing more is prefetched until a worker finishes a task."""
+        stuck = any(now - t > PREFETCH_STUCK for _, _, t in self._prefetched.values())
+        if stuck and self._recall(list(self._prefetched)):
+            self._prefetch_paused = True
+
+    def _recall(self, keys: list[tuple[str, int]]) -> int:
         if not keys or self._pool is None:
-            return
+            return 0
         back = self._pool.recall(keys)
         for key in back:
-            _, inputs = self._prefetched.pop(key)
+            _, inputs, _ = self._prefetched.pop(key)
             t = self.queue.get(key)
             if t is not None:
                 t.spec["_inputs"] = inputs
         self.queue.unstart(back)
         self.counters["prefetch_recalled"] += len(back)
+        return len(back)
 
     def _start_task(self, task: dict[str, Any], owner: str) -> None:
         inputs = task.pop("_inputs", ())
@@ -786,6 +801,7 @@ class Node:
 
     def _tasks_done(self, batch: list[tuple[Any, Any]]) -> None:
         """Completions from worker threads, a burst at a time (see WorkerPool)."""
+        self._prefetch_paused = False  # a worker is free again
         for (owner, key, inputs), result in batch:
             self._finish_one(owner, key, inputs, result)
         self._after_finish()

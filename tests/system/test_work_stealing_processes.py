@@ -134,3 +134,30 @@ def test_a_thief_killed_after_it_stole_loses_nothing_and_duplicates_nothing(tmp_
         # after its first steal), and what it held ran once elsewhere
         assert sorted(i for i, _ in runs) == list(range(N_TASKS))
         assert thief.pid not in {pid for _, pid in runs}
+
+
+def test_short_tasks_prefetched_behind_blocking_ones_are_taken_back_and_stolen(tmp_path: Path) -> None:
+    """Node 0's two workers are held by tasks that block (until a file exists); 20 tasks of a kernel known to be
+    tiny were prefetched to those workers behind them. They are taken back (PREFETCH_STUCK) and an idle node
+    steals and runs them while the blockers still block -- before, they waited for the blockers."""
+    from tests.system import sched_funcs
+
+    log, gate = str(tmp_path / "starts"), str(tmp_path / "gate")
+    with LocalMesh(2, workers=2, discovery=False, extra_args=["--placement", "local"]) as mesh:
+        for i in range(2):
+            with mesh.client(i) as c:
+                wait_for(lambda c=c: sum(m["state"] == "alive" for m in c.status()["members"]) == 1, timeout=15)
+        with mesh.client(0) as c:
+            try:
+                assert len(c.gather(c.map(sched_funcs.mark, [log] * 50, [f"W{i}" for i in range(50)]))) == 50
+                blockers = c.map(sched_funcs.gated, [log] * 2, ["B0", "B1"], [gate] * 2)
+                wait_for(lambda: {"B0", "B1"} <= set(sched_funcs.started(log)), 30, what="both workers blocked")
+                short = c.map(sched_funcs.mark, [log] * 20, [f"S{i}" for i in range(20)])
+                assert len(c.gather(short, timeout=60)) == 20
+                assert "B0:end" not in sched_funcs.started(log)  # the blockers still block
+                node0 = c.status()["node"]
+                assert node0["counters"].get("prefetch_recalled", 0) >= 1
+                assert node0["steal"]["stolen_out"] >= 1
+            finally:
+                Path(gate).touch()
+            assert c.gather(blockers, timeout=60) == ["B0", "B1"]

@@ -1319,6 +1319,28 @@ class Client:
         fut: Future = self._call(self._async.put(value, timeout), timeout)
         return fut
 
+    def scatter(self, data: Any, timeout: float = 60.0) -> Any:
+        """Dask's ``client.scatter``: each value ``put`` into the mesh. A list or tuple gives a list of futures, a
+        dict a dict of futures under the same keys, anything else one future (an array is one value, not its
+        rows). Pass the futures to tasks instead of the values."""
+        if isinstance(data, dict):
+            return {k: self.put(v, timeout) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.put(v, timeout) for v in data]
+        return self.put(data, timeout)
+
+    @property
+    def dashboard_link(self) -> str:
+        """The entry node's dashboard (``http://host:port/``), as Dask's ``client.dashboard_link``; "" when that
+        node serves none (``--no-http``)."""
+        return str(self.status()["node"].get("http") or "")
+
+    def wait(self, futures: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:
+        """``meshaios.wait`` (Dask's ``distributed.wait``, ``concurrent.futures.wait``): ``(done, not_done)``."""
+        from meshaios.compat.futures import wait
+
+        return wait([futures] if isinstance(futures, Future) else futures, timeout, return_when)
+
     asynchronous = False  # for Dask: ``dask.compute(x, scheduler=client)`` takes a synchronous client's ``get``
 
     def get(self, futures: Any, timeout: Any = None, **kwargs: Any) -> Any:

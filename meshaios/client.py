@@ -387,6 +387,7 @@ class AsyncClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, Future] = {}
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._kept: set[str] = set()  # fire_and_forget: not cancelled when we close
         self._urgent: list[tuple[int, int, dict[str, Any]]] = []  # priority > 0, waiting for the window: a heap
         self._cancels: list[str] = []  # ids to send in the next CANCEL
         self._seq = 0
@@ -635,9 +636,15 @@ class AsyncClient:
             return
         self._closed = True
         if self._conn is not None and self._pending and self._broken is None:
+            # fire-and-forget work still waiting for room in our window goes out now, whatever the window
+            unsent = [sp for sp in [*self._outbox, *(sp for _, _, sp in self._urgent)] if sp["id"] in self._kept]
+            for i in range(0, len(unsent), SUBMIT_BATCH):
+                self._conn.send(encode({"t": M.SUBMIT, "tasks": unsent[i : i + SUBMIT_BATCH], "ep": self.epoch}))
             # nobody can collect these results any more: cancel them now rather than when our lease runs out; the
             # answer to a ping says the node has read the cancel (one socket, in order) before we hang up
-            self._conn.send(encode({"t": M.CANCEL, "ids": list(self._pending)}))
+            doomed = [k for k in self._pending if k not in self._kept]
+            if doomed:
+                self._conn.send(encode({"t": M.CANCEL, "ids": doomed}))
             with contextlib.suppress(MeshError, AssertionError):
                 await self._request({"t": M.PING}, M.PONG, 1.0)
         if self._watcher is not None:
@@ -664,6 +671,20 @@ class AsyncClient:
                 await self._conn.close(linger=0.5)  # the goodbye leaves before the socket closes
             else:
                 await self._conn.close()
+
+    def _fire_and_forget(self, keys: list[str]) -> None:
+        """Loop thread only. The owner keeps these tasks (and their dependencies) running if we leave; a resubmit
+        after failover carries the mark (``ff`` in the spec)."""
+        todo = list(keys)
+        while todo:  # what they depend on is kept too (not cancelled at close): they cannot run without it
+            k = todo.pop()
+            spec = self._specs.get(k)
+            if spec is not None and k in self._pending and k not in self._kept:
+                spec["ff"] = True
+                self._kept.add(k)
+                todo.extend(d.split("#", 1)[0] for d in spec["deps"])
+        if self._conn is not None and keys:
+            self._send({"t": M.KEEP, "ids": keys})
 
     def _check_open(self) -> None:
         """Every API call after ``close()`` (or after failover gave up) raises this, before it does anything."""
@@ -1318,6 +1339,13 @@ class Client:
         """Scatter ``value`` into the mesh; pass the returned future to tasks instead of the value."""
         fut: Future = self._call(self._async.put(value, timeout), timeout)
         return fut
+
+    def fire_and_forget(self, futures: Any) -> None:
+        """Dask's ``fire_and_forget``: these tasks, and the tasks they depend on, run to the end even if this
+        client closes or dies (its other unfinished tasks are cancelled then). Their results are not kept."""
+        fs = [futures] if isinstance(futures, Future) else list(futures)
+        self._async._check_open()
+        self._loop.call_soon_threadsafe(self._async._fire_and_forget, [f.key for f in fs])
 
     def scatter(self, data: Any, timeout: float = 60.0) -> Any:
         """Dask's ``client.scatter``: each value ``put`` into the mesh. A list or tuple gives a list of futures, a

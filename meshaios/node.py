@@ -511,6 +511,8 @@ class Node:
             self.owner.release(i for i in msg["ids"] if isinstance(i, str))
         elif t == M.CANCEL:
             self._owner_actions(self.owner.cancel(ident, msg["ids"]))
+        elif t == M.KEEP:
+            self.owner.keep(ident, msg["ids"])
         elif t == M.ABORT:
             if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
                 self._abort(msg["owner"], msg["ids"])

@@ -206,6 +206,7 @@ class OwnedTask:
     priority: int = 0  # higher runs first among ready tasks (here, in the executor's queue, and when stealing)
     deadline: float = 0.0  # when it should have finished, on this owner's clock; 0: none
     ep: int = 0  # the client's epoch this task is owned under (tasks/epochs.py)
+    kept: bool = False  # fire and forget: runs even if its client leaves (it, and what it depends on)
 
     @property
     def available(self) -> bool:
@@ -490,6 +491,8 @@ class Owner:
                         out.extend(self._recompute(dep))
             t.key = fn_key(t.fn)
             self.tasks[tid] = t
+            if spec.get("ff") is True:
+                self._keep(t)
             impossible = self._unsatisfiable(t)
             if failed_dep is not None:
                 out.extend(self._fail_from_dep(t, failed_dep))
@@ -672,8 +675,31 @@ class Owner:
 
     def cancel_client(self, client: bytes) -> list[OwnerAction]:
         """``client`` closed or went silent past its lease (the node decides, ``Node._release_client``): nobody can
-        collect its results any more, so its unfinished tasks are cancelled."""
-        return self.cancel(client, [t.id for t in list(self.tasks.values()) if t.client == client])
+        collect its results any more, so its unfinished tasks are cancelled -- except those it let go with
+        ``fire_and_forget`` (``keep``), which run on, no longer held back for a silent client."""
+        mine = [t for t in list(self.tasks.values()) if t.client == client]
+        out = self.cancel(client, [t.id for t in mine if not t.kept])
+        if any(t.kept for t in mine):
+            self.clients.forget(client)
+            self._unhold(client)
+            out.extend(self._pump())
+        return out
+
+    def keep(self, client: bytes, ids: Iterable[Any]) -> None:
+        """Fire and forget: these tasks of ``client``'s, and every task they depend on, run even if it leaves."""
+        for tid in ids:
+            t = self.tasks.get(tid) if isinstance(tid, str) else None
+            if t is not None and t.client == client:
+                self._keep(t)
+
+    def _keep(self, t: OwnedTask) -> None:
+        todo = [t]
+        while todo:
+            cur = todo.pop()
+            if cur.kept:
+                continue
+            cur.kept = True
+            todo.extend(d for d in (self.tasks.get(base_id(x)) for x in cur.deps) if d is not None and not d.kept)
 
     def _cancel_one(self, t: OwnedTask, aborts: list[OwnerAction]) -> list[OwnerAction]:
         if t.state is TaskState.DISPATCHED and t.node is not None:

@@ -31,6 +31,7 @@ DETACH = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved o
 RESULTS = "results"  # {"results": [result]}
 RELEASE = "release"  # {"ids": [...]}
 CANCEL = "cancel"  # {"ids": [task ids]}: the client cancels these tasks of its own
+KEEP = "keep"  # {"ids": [task ids]}: fire and forget -- these (and what they need) run even if the client leaves
 STATUS = "status"  # {} -> STATUS_REPLY
 STATUS_REPLY = "status_reply"
 PING = "ping"  # {"peers"?: true -> PONG lists the live members' addresses}
@@ -76,6 +77,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     RESULTS: {"results": _LIST},
     RELEASE: {"ids": _LIST},
     CANCEL: {"ids": _LIST},
+    KEEP: {"ids": _LIST},
     STATUS: {},
     STATUS_REPLY: {"node": _DICT, "members": _LIST},
     PING: {},

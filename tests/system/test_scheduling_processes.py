@@ -213,3 +213,24 @@ def test_ctrl_c_in_gather_cancels_the_tasks_it_waits_for(
     client.gather(blockers, timeout=60)
     wait_for(lambda: idle(client), 60, what="idle")
     assert [t for t in sched_funcs.started(log) if t.startswith("Q")] == []
+
+
+def test_fire_and_forget_tasks_run_after_their_client_closed(
+    mesh2: LocalMesh, client: Client, tmp_path: Path, gate: str
+) -> None:
+    """Queued behind blockers when their client closes: the fire-and-forget task and the task it depends on run
+    once the slots free; the client's other queued task is cancelled, as for any client that leaves."""
+    log = str(tmp_path / "starts")
+    blockers = client.map(sched_funcs.gated, [log] * 4, [f"B{i}" for i in range(4)], [gate] * 4)
+    wait_for(lambda: len(sched_funcs.started(log)) == 4, 30, what="four blockers holding every slot")
+    with mesh2.client(0) as other:
+        dep = other.submit(sched_funcs.mark, log, "DEP")
+        kept = other.submit(sched_funcs.mark, log, dep)  # records the dependency's result: "DEP" again
+        other.submit(sched_funcs.mark, log, "DROPPED")
+        other.fire_and_forget(kept)
+        del dep, kept
+    Path(gate).touch()
+    client.gather(blockers, timeout=60)
+    wait_for(lambda: sched_funcs.started(log).count("DEP") == 2, 30, what="the kept task and its dependency ran")
+    wait_for(lambda: idle(client), 60, what="idle")
+    assert "DROPPED" not in sched_funcs.started(log)

@@ -32,6 +32,22 @@ def _int(x: Any) -> int:
     return x if type(x) is int else int(x) if type(x) is float and x == x and abs(x) < 2**62 else 0
 
 
+def _row(m: Mapping[str, Any], state: str, me: bool, memory: int, since: float) -> dict[str, Any]:
+    """One node's row, from its own status (``me``) or a member's gossiped figures: the keys both share."""
+    return {
+        "id": str(m.get("id", "")),
+        "name": str(m.get("name", "")),
+        "addr": str(m.get("addr", "")),
+        "state": state,
+        "self": me,
+        "devices": str(m.get("devices", "")),
+        **{k: _int(m.get(k)) for k in ("workers", "running", "queued", "finished", "failed", "pending")},
+        "tasks_per_s": _num(m.get("tasks_per_s")),
+        "memory": memory,
+        "since": since,
+    }
+
+
 def mesh_view(status: Mapping[str, Any]) -> dict[str, Any]:
     """``{"nodes": [...], "totals": {...}}`` from a status dict (``Node.status()``).
 
@@ -51,50 +67,14 @@ def mesh_view(status: Mapping[str, Any]) -> dict[str, Any]:
     me = me if isinstance(me, Mapping) else {}
     store = me.get("store")
     store = store if isinstance(store, Mapping) else {}
-    rows: list[dict[str, Any]] = [
-        {
-            "id": str(me.get("id", "")),
-            "name": str(me.get("name", "")),
-            "addr": str(me.get("addr", "")),
-            "state": "alive",
-            "self": True,
-            "devices": str(me.get("devices", "")),
-            "workers": _int(me.get("workers")),
-            "running": _int(me.get("running")),
-            "queued": _int(me.get("queued")),
-            "finished": _int(me.get("finished")),
-            "failed": _int(me.get("failed")),
-            "pending": _int(me.get("pending")),
-            "tasks_per_s": _num(me.get("tasks_per_s")),
-            "memory": _int(store.get("bytes_in_memory")),
-            "memory_limit": _int(me.get("memory_limit")),
-            "spilled": _int(store.get("bytes_spilled")),
-            "since": _num(me.get("uptime")),
-        }
+    rows = [
+        _row(me, "alive", True, memory=_int(store.get("bytes_in_memory")), since=_num(me.get("uptime")))
+        | {"memory_limit": _int(me.get("memory_limit")), "spilled": _int(store.get("bytes_spilled"))}
     ]
     members = status.get("members")
     for m in members if isinstance(members, list) else []:
-        if not isinstance(m, Mapping):
-            continue
-        rows.append(
-            {
-                "id": str(m.get("id", "")),
-                "name": str(m.get("name", "")),
-                "addr": str(m.get("addr", "")),
-                "state": str(m.get("state", "")),
-                "self": False,
-                "devices": str(m.get("devices", "")),
-                "workers": _int(m.get("workers")),
-                "running": _int(m.get("running")),
-                "queued": _int(m.get("queued")),
-                "finished": _int(m.get("finished")),
-                "failed": _int(m.get("failed")),
-                "pending": _int(m.get("pending")),
-                "tasks_per_s": _num(m.get("tasks_per_s")),
-                "memory": _int(m.get("store_bytes")),
-                "since": _num(m.get("since")),
-            }
-        )
+        if isinstance(m, Mapping):
+            rows.append(_row(m, str(m.get("state", "")), False, _int(m.get("store_bytes")), _num(m.get("since"))))
     up = [r for r in rows if r["state"] in _UP]
     totals: dict[str, Any] = {k: sum(r[k] for r in up) for k in _TOTALS}
     totals["tasks_per_s"] = round(sum(r["tasks_per_s"] for r in up), 3)

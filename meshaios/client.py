@@ -90,7 +90,7 @@ class Future:
     store, other tasks fetch it from there peer to peer, and ``result()`` fetches it only when asked.
     """
 
-    __slots__ = ("__weakref__", "_cf", "_client", "_value", "key", "node")
+    __slots__ = ("__weakref__", "_cf", "_client", "_on_start", "_started", "_value", "key", "node")
 
     def __init__(self, key: str, client: AsyncClient) -> None:
         self.key = key
@@ -98,6 +98,8 @@ class Future:
         self._cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._client = client
         self._value: Any = _NOTHING
+        self._started = False  # reported started (only tasks submitted with report_start=True are)
+        self._on_start: list[Callable[[Future], Any]] | None = None
 
     @property
     def task_id(self) -> str:
@@ -142,6 +144,30 @@ class Future:
 
     def done(self) -> bool:
         return self._cf.done()
+
+    def running(self) -> bool:
+        """True from the node's start report until the task finishes; only tasks submitted with
+        ``report_start=True`` (the executor's) are reported, others stay False until done."""
+        return self._started and not self._cf.done()
+
+    def _add_start_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Loop thread only: ``fn(self)`` when the task is reported started (at once if it was)."""
+        if self._started:
+            fn(self)
+        else:
+            self._on_start = [*(self._on_start or []), fn]
+
+    def _mark_started(self) -> None:
+        """Loop thread only."""
+        if self._started:
+            return
+        self._started = True
+        callbacks, self._on_start = self._on_start or [], None
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:  # a caller's callback must not break the client's message handling
+                log.exception("start callback of %s failed", self.key)
 
     def cancel(self) -> bool:
         """Cancel the task; False if it has finished already. Wherever it waits (in this client, at its owner, in
@@ -725,6 +751,7 @@ class AsyncClient:
         task_timeout: float | None = None,
         priority: int = 0,
         deadline: Any = None,
+        report_start: bool = False,
     ) -> tuple[dict[str, Any], Future]:
         self._check_open()
         args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
@@ -747,6 +774,8 @@ class AsyncClient:
             spec["priority"] = _check_priority(priority)
         if deadline is not None:
             spec["deadline"] = _deadline_in(deadline)
+        if report_start:
+            spec["rs"] = True  # the node that runs it tells us when it starts (Future.running)
         return spec, Future(tid, self)
 
     def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
@@ -1161,6 +1190,11 @@ class AsyncClient:
         elif t == M.RESULTS:
             for r in msg["results"]:
                 self._on_result(r)
+        elif t == M.RUNNING:
+            for tid in msg["ids"]:
+                started = self._pending.get(tid) if isinstance(tid, str) else None
+                if started is not None:
+                    started._mark_started()
         elif t == M.WELCOME:
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_result(msg)

@@ -56,7 +56,7 @@ from meshaios.store.stream import (
 from meshaios.tasks.epochs import Run, RunFence, Verdict
 from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.functions import FunctionResolver
-from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, TaskState, fn_key
+from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, Started, TaskState, fn_key
 from meshaios.tasks.workers import WorkerPool
 from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
@@ -233,6 +233,7 @@ class Node:
         # prefetched to the worker threads, not finished: (kernel, inputs), for ``_recall_prefetched``
         self._prefetched: dict[tuple[str, int], tuple[str, Any, float]] = {}  # + when it was handed over
         self._prefetch_paused = False  # after a stuck prefetch was taken back, until a worker finishes a task
+        self._loop_ref: asyncio.AbstractEventLoop | None = None  # set by run(): worker threads report starts to it
         self._given: dict[tuple[str, int], str] = {}
         # pure tasks in the process pool: key -> (owner, inputs, packed task), to resubmit the innocent ones when
         # the pool is terminated to stop an aborted one
@@ -253,7 +254,7 @@ class Node:
         self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
         self.swim.set_meta(self._meta())
         self.owner.node_up(self.node_id, self.workers, self._meta())
-        loop = asyncio.get_running_loop()
+        loop = self._loop_ref = asyncio.get_running_loop()
         self._pool = WorkerPool(self.workers, f"mesh-{short(self.node_id)}", loop, self._tasks_done)
         self._gpu_pools = {
             d: WorkerPool(1, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
@@ -491,6 +492,9 @@ class Node:
         elif t == M.DETACH:  # the client failed over elsewhere and is at epoch ``ep`` there
             self.counters["detached"] += 1
             self._owner_actions(self.owner.detach(ident, msg["ep"]))
+        elif t == M.STARTED:
+            if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
+                self._owner_actions(self.owner.started(msg["src"], msg["ids"]))
         elif t == M.FENCED:  # an executor refused our run: the client is at a newer epoch under another owner
             self.counters["fenced_by_peers"] += 1
             self._owner_actions(self.owner.detach(msg["c"].encode("latin-1"), msg["ep"]))
@@ -619,6 +623,8 @@ class Node:
                 self._send_to(a.client, {"t": M.RESULTS, "results": a.results})
             elif isinstance(a, Abort):
                 self._send_abort(a.node, self.node_id, a.keys)
+            elif isinstance(a, Started) and a.client:
+                self._send_to(a.client, {"t": M.RUNNING, "ids": a.ids})
 
     # ---- execution ------------------------------------------------------------------------------------------
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
@@ -799,7 +805,24 @@ class Node:
             self._submit_to_processes(key, packed)
             return
         assert self._pool is not None
-        self._pool.submit((owner, key, inputs), self._run_one, task, key if key in self._prefetched else None)
+        run = functools.partial(self._run_reporting, owner) if task.get("rs") else self._run_one
+        self._pool.submit((owner, key, inputs), run, task, key if key in self._prefetched else None)
+
+    def _run_reporting(self, owner: str, task: dict[str, Any]) -> dict[str, Any]:
+        """``_run_one`` for a task whose client wants to know when it starts (``rs``): told first, from the loop."""
+        loop = self._loop_ref
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(self._report_start, owner, [task["id"], task["att"]])
+        return self._run_one(task)
+
+    def _report_start(self, owner: str, key: list[Any]) -> None:
+        if owner == self.node_id:
+            self._owner_actions(self.owner.started(self.node_id, [key]))
+            return
+        member = self.swim.get(owner) if self.swim else None
+        if member is not None:
+            self.transport.send(member.addr, encode({"t": M.STARTED, "src": self.node_id, "ids": [key]}))
 
     def _tasks_done(self, batch: list[tuple[Any, Any]]) -> None:
         """Completions from worker threads, a burst at a time (see WorkerPool)."""

@@ -12,22 +12,18 @@ it (a mesh with a token); otherwise the ``meshaios.TaskError`` that describes it
 options are given to ``client.executor(pure=, retries=, priority=, resources=, task_timeout=)``; every keyword of
 ``submit`` goes to the function.
 
-States, and the one deliberate difference from ``concurrent.futures``. A thread pool knows when a worker picks a call
-up (``running()`` becomes True, and from then on ``cancel()`` returns False). The mesh does not tell the client: a
-node reports a task when it ends, never when it starts (see docs/protocol.md; a start report would be one more
-message per task from the node that runs it, through the task's owner, to the client, for a state that is stale on
-arrival). So here:
+States, as in ``concurrent.futures``. Each call asks the node that runs it to report its start (``rs``: the node
+tells the task's owner, the owner tells the client): from then on ``running()`` is True and ``cancel()`` returns
+False; the call runs to its end and its result is delivered.
 
-- ``running()`` is False until the call finishes. It never claims a start the client has not seen.
-- ``cancel()`` returns True for every call that has not finished, queued or already running, because it can keep
-  its promise for both: the future is cancelled at once (``result()`` raises ``CancelledError``, ``wait`` and
-  ``as_completed`` see it done) and the call's task is cancelled in the mesh (``meshaios.Future.cancel``): a
-  queued call never runs; a running one runs to its end on its node's thread with its result dropped, or, with
-  ``pure=True``, its worker process is terminated. What True cannot promise here, unlike a thread pool, is that the
-  call never started: code whose side effects must not happen half-way should not rely on ``cancel()`` to stop it.
-- ``shutdown(cancel_futures=True)`` therefore cancels every unfinished call of the executor, not only those still
-  queued, and a cancelled future wakes ``wait``/``as_completed`` at once (a thread pool wakes them only when a worker
-  dequeues the call).
+- Until the report arrives (a millisecond or two after a worker picks the call up) the call counts as pending:
+  ``cancel()`` returns True, the future is cancelled at once (``result()`` raises ``CancelledError``, ``wait`` and
+  ``as_completed`` see it done, where a thread pool wakes them only when a worker dequeues the call) and its task
+  is cancelled in the mesh: a queued call never runs; one that had just started runs to its end, its result
+  dropped.
+- ``pure=True`` calls run in worker processes, which do not report starts: they stay pending until they finish (a
+  cancelled one's process is terminated).
+- ``shutdown(cancel_futures=True)`` cancels the calls not reported running.
 """
 
 from __future__ import annotations
@@ -87,6 +83,13 @@ class MeshCallFuture(concurrent.futures.Future[T]):
         if mesh is not None:
             mesh.cancel()
         return True
+
+    def _started(self, mesh: Future) -> None:
+        """The node began the call (loop thread): RUNNING, so ``cancel()`` now returns False -- unless the caller
+        cancelled it first."""
+        with contextlib.suppress(RuntimeError):  # finished or already running: nothing to do
+            if not self.done():
+                self.set_running_or_notify_cancel()
 
     def _settle_from(self, mesh: Future) -> None:
         """``mesh`` is done (a done-callback, usually on the client's loop thread): copy its outcome here."""
@@ -164,10 +167,11 @@ class MeshExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            mesh_future = self._client._submit_call(fn, args, kwargs, **self._options)
+            mesh_future = self._client._submit_call(fn, args, kwargs, report_start=True, **self._options)
             cf: MeshCallFuture[T] = MeshCallFuture(mesh_future, self._client._loop)
             self._pending.add(cf)
         cf.add_done_callback(self._forget)
+        self._client._loop.call_soon_threadsafe(mesh_future._add_start_callback, cf._started)
         mesh_future.add_done_callback(cf._settle_from)
         return cf
 

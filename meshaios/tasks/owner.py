@@ -207,6 +207,7 @@ class OwnedTask:
     deadline: float = 0.0  # when it should have finished, on this owner's clock; 0: none
     ep: int = 0  # the client's epoch this task is owned under (tasks/epochs.py)
     kept: bool = False  # fire and forget: runs even if its client leaves (it, and what it depends on)
+    report_start: bool = False  # the client wants to know when it starts (``concurrent.futures`` running())
 
     @property
     def available(self) -> bool:
@@ -246,7 +247,15 @@ class Abort:
     keys: list[list[Any]]
 
 
-OwnerAction = Dispatch | Deliver | Abort
+@dataclass(frozen=True, slots=True)
+class Started:
+    """Tell ``client`` these tasks of its own began running (they asked to be told: ``rs``)."""
+
+    client: bytes
+    ids: list[str]
+
+
+OwnerAction = Dispatch | Deliver | Abort | Started
 
 
 @dataclass(frozen=True)
@@ -493,6 +502,7 @@ class Owner:
             self.tasks[tid] = t
             if spec.get("ff") is True:
                 self._keep(t)
+            t.report_start = spec.get("rs") is True
             impossible = self._unsatisfiable(t)
             if failed_dep is not None:
                 out.extend(self._fail_from_dep(t, failed_dep))
@@ -684,6 +694,18 @@ class Owner:
             self._unhold(client)
             out.extend(self._pump())
         return out
+
+    def started(self, node_id: str, keys: Iterable[Any]) -> list[OwnerAction]:
+        """``node_id`` began running these attempts ``[task id, attempt]``: the clients that asked are told. Stale
+        ones (another attempt, another node, a task no longer owned) are ignored."""
+        by_client: dict[bytes, list[str]] = {}
+        for k in keys:
+            if not (isinstance(k, list) and len(k) == 2 and isinstance(k[0], str) and type(k[1]) is int):
+                continue
+            t = self.tasks.get(k[0])
+            if t is not None and t.report_start and t.attempt == k[1] and t.state is TaskState.DISPATCHED:
+                by_client.setdefault(t.client, []).append(t.id)
+        return [Started(c, ids) for c, ids in by_client.items()]
 
     def keep(self, client: bytes, ids: Iterable[Any]) -> None:
         """Fire and forget: these tasks of ``client``'s, and every task they depend on, run even if it leaves."""
@@ -1067,6 +1089,8 @@ class Owner:
                 task["resources"] = t.resources
             if t.priority:
                 task["prio"] = t.priority
+            if t.report_start:
+                task["rs"] = True
             if tid in hurried:
                 task["urg"] = True  # ahead of its turn for its deadline: first in its priority at the node too
             batches.setdefault(target.node_id, []).append(task)

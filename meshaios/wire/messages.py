@@ -21,6 +21,7 @@ DONE = "done"  # executor -> owner: {"results": [result]}
 ABORT = "abort"  # owner -> executor (-> thief): {"src": sender, "owner": owner id, "ids": [[task id, attempt]]}
 STEAL = "steal"  # thief <-> victim, work stealing: {"src": node id, "m": steal message (see ``check_steal``)}
 MOVED = "moved"  # victim -> owner: {"src": victim id, "moves": [[task id, attempt, thief id], ...]}
+STARTED = "started"  # executor -> owner: {"src", "ids": [[task id, attempt]]} -- tasks that asked for it began
 FENCED = "fenced"  # executor -> owner: {"src", "c": client, "ep": its newer epoch} -- your run came too late
 # client <-> node
 HELLO = "hello"  # {"client": id}
@@ -29,6 +30,7 @@ SUBMIT = "submit"  # {"tasks": [client task], "ep"?: the client's epoch (failove
 FAULT = "fault"  # chaos runner -> node started with --fault-injection: {"nodes", "addrs", "clients"} to cut off
 DETACH = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved on; drop my older work
 RESULTS = "results"  # {"results": [result]}
+RUNNING = "running"  # node -> client: {"ids": [task ids]} -- began running (only for tasks submitted with "rs")
 RELEASE = "release"  # {"ids": [...]}
 CANCEL = "cancel"  # {"ids": [task ids]}: the client cancels these tasks of its own
 KEEP = "keep"  # {"ids": [task ids]}: fire and forget -- these (and what they need) run even if the client leaves
@@ -69,6 +71,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     STEAL: {"src": _STR, "m": _DICT},
     MOVED: {"src": _STR, "moves": _LIST},
     FENCED: {"src": _STR, "c": _STR, "ep": _INT},
+    STARTED: {"src": _STR, "ids": _LIST},
+    RUNNING: {"ids": _LIST},
     DETACH: {"ep": _INT},
     FAULT: {"nodes": _LIST, "addrs": _LIST, "clients": _LIST},
     HELLO: {"client": _STR},

@@ -901,3 +901,36 @@ def test_ranks_are_recomputed_when_the_model_has_learned_more() -> None:
     o.completed("n", [ok("b")])
     # with a's old rank (1 s) c (3 s) would go first; recomputed, a (9 s) does
     assert [t.id for t in o.tasks.values() if t.state is TaskState.DISPATCHED] == ["a"]
+
+
+# ------------------------------------------------------------------------------- start reports, fire and forget
+def test_start_reports_reach_only_the_clients_that_asked_and_only_for_the_current_attempt() -> None:
+    from meshaios.tasks.owner import Started
+
+    o = make()
+    o.node_up("n1", 4)
+    actions = o.submit(C1, [spec("a", rs=True), spec("b")])
+    tasks = {t["id"]: t for a in actions if isinstance(a, Dispatch) for t in a.tasks}
+    assert tasks["a"]["rs"] is True
+    assert "rs" not in tasks["b"]
+    assert o.started("n1", [["a", 0], ["b", 0]]) == [Started(C1, ["a"])]
+    assert o.started("n1", [["a", 1], ["zz", 0], "junk", ["a"]]) == []  # another attempt, unknown, malformed
+    o.completed("n1", [ok("a")])
+    assert o.started("n1", [["a", 0]]) == []  # finished: a late report is dropped
+
+
+def test_a_leaving_client_keeps_its_fire_and_forget_tasks_and_their_dependencies() -> None:
+    o = make()
+    o.node_up("n1", 1)
+    o.submit(C1, [spec("blocker"), spec("dep"), spec("kept", ("dep",)), spec("other")])
+    o.keep(C1, ["kept", "unknown"])
+    assert o.tasks["dep"].kept
+    assert o.tasks["kept"].kept
+    assert not o.tasks["other"].kept
+    o.cancel_client(C1)
+    assert o.tasks["other"].state is TaskState.FAILED
+    assert o.tasks["dep"].state is not TaskState.FAILED
+    assert o.tasks["kept"].state is not TaskState.FAILED
+    o.completed("n1", [ok("blocker")])
+    actions = o.completed("n1", [ok("dep")])
+    assert dispatched(actions) == {"n1": ["kept"]}

@@ -8,9 +8,9 @@ futures with ``concurrent.futures.wait``/``as_completed``; executor futures with
 ``meshaios.as_completed``, mixed with ``concurrent.futures`` futures in every state, as CPython mixes them.
 
 Adapted with a difference, on purpose (see ``meshaios.compat.executor``):
-- ``test_cancel_futures``: ``shutdown(cancel_futures=True)`` cancels every unfinished call, running ones included
-  (nodes do not report starts): every future ends cancelled or finished without error; one call is awaited first
-  so that "some finished" holds without a race.
+- ``test_cancel_futures``: ``shutdown(cancel_futures=True)`` cancels every call not yet reported running (a start
+  report takes a moment to arrive): every future ends cancelled or finished without error; one call is awaited
+  first so that "some finished" holds without a race.
 - ``test_executor_map_current_future_cancel``: the pool's one worker is the mesh's every slot, held by gated
   tasks submitted outside the executor.
 - ``test_map_timeout``: the blocking call is gated, and the timeout 3 s instead of 5 s.
@@ -507,9 +507,19 @@ def test_shutdown_no_wait_and_del(client: Client, how: str) -> None:
 
 def test_future_states_of_a_call(ex: MeshExecutor, client: Client, gate: str) -> None:
     called: list[Any] = []
-    pending = ex.submit(wait_for_file, gate)
+    blocked = client.submit(wait_for_file, gate)
+    running = ex.submit(wait_for_file, gate)
+    pending = ex.submit(mul, blocked, 2)  # cannot start before its input exists: queued at the owner
     try:
-        assert not pending.running()  # never True: nodes do not report starts (meshaios.compat.executor)
+        wait_for(running.running, T, what="the call reported running")  # its node tells us (start report)
+        assert not running.done()
+        assert not running.cancelled()
+        assert "running" in repr(running)
+        assert not running.cancel()  # as in a thread pool: a running call cannot be cancelled
+        assert running.running()
+        assert not running.cancelled()
+
+        assert not pending.running()
         assert not pending.done()
         assert not pending.cancelled()
         assert "pending" in repr(pending)
@@ -530,6 +540,9 @@ def test_future_states_of_a_call(ex: MeshExecutor, client: Client, gate: str) ->
         assert list(concurrent.futures.as_completed([pending], timeout=0)) == [pending]
     finally:
         open_gate(gate)
+    running.result(timeout=T)
+    assert not running.running()
+    blocked.result(timeout=T)
 
     finished = ex.submit(mul, 6, 7)
     assert finished.result(timeout=T) == 42
@@ -547,21 +560,20 @@ def test_future_states_of_a_call(ex: MeshExecutor, client: Client, gate: str) ->
     assert not failed.cancel()
 
 
-def test_cancel_of_a_running_call_is_the_documented_difference(ex: MeshExecutor, tmp_path: Path, gate: str) -> None:
-    """A thread pool answers False; the mesh cannot know the call started, so it answers True, drops the result,
-    and the call itself runs to its end on its node's thread."""
+def test_a_running_call_cannot_be_cancelled(ex: MeshExecutor, tmp_path: Path, gate: str) -> None:
+    """As in a thread pool: once its node reports the start, ``running()`` is True and ``cancel()`` False; the call
+    runs to its end and its result is delivered."""
     log = str(tmp_path / "log")
     f = ex.submit(sched_funcs.gated, log, "run", gate)
     try:
         wait_for(lambda: "run" in sched_funcs.started(log), T, what="the call started on a node")
-        assert not f.running()
-        assert f.cancel()
-        assert f.cancelled()
+        wait_for(f.running, T, what="its start reported")
+        assert not f.cancel()
+        assert not f.cancelled()
     finally:
         open_gate(gate)
-    wait_for(lambda: "run:end" in sched_funcs.started(log), T, what="the call ran to its end")
-    with pytest.raises(concurrent.futures.CancelledError):
-        f.result()
+    assert f.result(timeout=T) == "run"
+    assert not f.running()
 
 
 def test_a_call_whose_input_was_cancelled_is_cancelled(ex: MeshExecutor, client: Client, gate: str) -> None:

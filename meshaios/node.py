@@ -760,8 +760,9 @@ class Node:
     def _recall_prefetched(self, kernel: str) -> None:
         """``kernel`` turned out not to be short (its measured run time is past PREFETCH_SECONDS: the same function
         with other arguments, say): what was prefetched of it and has not started goes back to the queue, where
-        thieves, priorities and deadlines can reach it again. Without this, 100 tasks of 0.2 s predicted at 1 ms
-        sat in the workers' queue for 10 s, unstealable, with urgent work queued behind them."""
+        thieves, priorities and deadlines can reach it again. Without this, tasks of 0.2 s predicted at 1 ms (up
+        to 50 per slot) sat in the workers' queue, unstealable, with urgent work behind them: the deadline test of
+        tests/system/test_scheduling_processes.py met 0 of 20 deadlines."""
         self._recall([k for k, (kern, _, _) in self._prefetched.items() if kern == kernel])
 
     def _recall_stuck_prefetch(self, now: float) -> None:

@@ -35,7 +35,7 @@ class ZmqConnection:
         address: str,
         keys: MeshKeys | None,
         client_id: str,
-        max_frame_bytes: int = 1 << 30,
+        max_frame_bytes: int = 64 << 20,
         handshake_ivl: float = 10.0,
     ) -> None:
         self.address = address

@@ -139,9 +139,10 @@ def _preauth_stream(port: int, frame: int, chunk_mib: int) -> socket.socket:
 
 
 @pytest.mark.slow
-def test_unauthenticated_handshake_buffering_with_default_limits() -> None:
-    """The figure for docs/security.md: 4 connections x 290 MiB with the default 1 GiB frame limit."""
-    with LocalMesh(1, discovery=False) as mesh, mesh.client(0) as c:
+def test_unauthenticated_handshake_buffering_with_1gib_frames() -> None:
+    """The figure for docs/security.md: 4 connections x 290 MiB with the former default, 1 GiB frames."""
+    env = {"MESHAIOS_MAX_FRAME_BYTES": str(1 << 30)}
+    with LocalMesh(1, discovery=False, env=env) as mesh, mesh.client(0) as c:
         pid = mesh.procs[0].pid
         port = int(mesh.address(0).rsplit(":", 1)[1])
         base = rss_mib(pid)
@@ -152,7 +153,7 @@ def test_unauthenticated_handshake_buffering_with_default_limits() -> None:
         back = time.monotonic() - t0
         for s in socks:
             s.close()
-        print(f"pre-auth, default limits: +{peak:.0f} MiB in {took:.1f} s, back to +64 MiB after {back:.1f} s")
+        print(f"pre-auth, 1 GiB frames: +{peak:.0f} MiB in {took:.1f} s, back to +64 MiB after {back:.1f} s")
         assert c.submit(canary.noop, 1).result(timeout=10) == 1
 
 

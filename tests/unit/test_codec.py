@@ -48,6 +48,9 @@ def valid_messages() -> list[dict[str, Any]]:
         },
         {"t": M.DONE, "src": "n2", "results": [{"id": "a", "ok": True, "v": res}, {"id": "b", "ok": False}]},
         {"t": M.CANCEL, "ids": ["a", "b"]},
+        {"t": M.KEEP, "ids": ["a"]},
+        {"t": M.STARTED, "src": "n2", "ids": [["a", 0]]},
+        {"t": M.RUNNING, "ids": ["a"]},
         {"t": M.ABORT, "src": "n1", "owner": "n1", "ids": [["a", 0], ["b", 2]]},
         {
             "t": M.STEAL,

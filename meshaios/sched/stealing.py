@@ -104,12 +104,16 @@ class _PrioFifo:
         self._prios: list[int] = []  # highest first
         self._n = 0
 
-    def append(self, t: QueuedTask) -> None:
-        q = self._levels.get(t.priority)
+    def _level(self, priority: int) -> deque[QueuedTask]:
+        q = self._levels.get(priority)
         if q is None:
-            q = self._levels[t.priority] = deque()
-            self._prios.append(t.priority)
+            q = self._levels[priority] = deque()
+            self._prios.append(priority)
             self._prios.sort(reverse=True)
+        return q
+
+    def append(self, t: QueuedTask) -> None:
+        q = self._level(t.priority)
         if t.urgent:
             q.appendleft(t)
         else:
@@ -120,11 +124,7 @@ class _PrioFifo:
         """``tasks``, in order, at the head of their priority level, behind the urgent tasks there."""
         at: dict[int, int] = {}  # priority -> where the next one of that level goes
         for t in tasks:
-            q = self._levels.get(t.priority)
-            if q is None:
-                q = self._levels[t.priority] = deque()
-                self._prios.append(t.priority)
-                self._prios.sort(reverse=True)
+            q = self._level(t.priority)
             if t.priority not in at:
                 i = 0
                 while i < len(q) and q[i].urgent:

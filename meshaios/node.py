@@ -991,10 +991,11 @@ class Node:
 
     def _abort(self, owner: str, keys: list[list[Any]]) -> None:
         """``owner`` cancelled these attempts. Queued here (waiting for inputs, in the work queue, reserved for a
-        thief): removed, never started. Given to a thief: the abort follows. Running on a thread: it finishes and
-        its result is dropped (``_finish_one``). Running in the process pool: the pool's processes are terminated
-        and the other tasks that were in it run again in a fresh one. Remembered, so that a RUN, a steal commit or
-        a prefetched start of the same attempt arriving later is dropped too."""
+        thief, prefetched to the worker threads but not started): removed, never started. Given to a thief: the
+        abort follows. Running on a thread: it finishes and its result is dropped (``_finish_one``). Running in the
+        process pool: the pool's processes are terminated and the other tasks that were in it run again in a fresh
+        one. Remembered, so that a RUN, a steal commit or a prefetched start of the same attempt arriving later is
+        dropped too."""
         forward: dict[str, list[list[Any]]] = defaultdict(list)
         kill_pool = False
         for tid, att in keys:
@@ -1006,10 +1007,13 @@ class Node:
             qt = self.queue.get(key)
             if qt is not None and qt.owner == owner and qt.state is not TState.RUNNING:
                 self.queue.take(key)
-                self.fence.done(key)
-                self.exec.queued -= 1
-                self.timeline.finished(tid, att, False, self.clock.now(), outcome="cancelled")
-                self._release_inputs(qt.spec.get("_inputs", ()) if isinstance(qt.spec, dict) else ())
+                self._cancelled_here(key, qt.spec.get("_inputs", ()) if isinstance(qt.spec, dict) else ())
+                continue
+            prefetched = qt is not None and qt.owner == owner and key in self._prefetched and self._pool is not None
+            if prefetched and self._pool is not None and self._pool.recall([key]):  # not started: it never will be
+                _, inputs, _ = self._prefetched.pop(key)
+                self.queue.finish(key)
+                self._cancelled_here(key, inputs)
                 continue
             if key in self._proc_tasks and self._proc_tasks[key][0] == owner:
                 kill_pool = True
@@ -1021,6 +1025,13 @@ class Node:
             self._send_abort(thief, owner, ks)
         if kill_pool:
             self._terminate_process_pool()
+
+    def _cancelled_here(self, key: tuple[str, int], inputs: Any) -> None:
+        """An aborted attempt that never started here is forgotten: fence, count, timeline, inputs."""
+        self.fence.done(key)
+        self.exec.queued -= 1
+        self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
+        self._release_inputs(inputs)
 
     def _terminate_process_pool(self) -> None:
         """A process cannot be told to stop one task: stop them all. The tasks that were not aborted are marked
@@ -1043,10 +1054,7 @@ class Node:
         key = (task["id"], task["att"])
         if not self._aborted or self._aborted.get(key) != task.get("_owner"):
             return False
-        self.fence.done(key)
-        self.exec.queued -= 1
-        self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
-        self._release_inputs(task.get("_inputs", ()))
+        self._cancelled_here(key, task.get("_inputs", ()))
         return True
 
     # ---- work stealing --------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from meshaios.errors import (
     TaskError,
     WireError,
 )
+from meshaios.testing.localmesh import LocalMesh
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "Future",
     "InvalidAddress",
+    "LocalMesh",
     "MeshError",
     "MeshTimeoutError",
     "MeshUnavailable",

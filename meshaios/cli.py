@@ -115,6 +115,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         "http_bind": args.http_bind,
         "http_port": args.http_port,
         "fault_injection": True if args.fault_injection else None,
+        "shm": False if args.no_shm else None,
+        "shm_fault": args.shm_fault,
     }
     config = load_node_config(cli, args.config)
     _setup_logging(config.log_level, config.log_format)
@@ -300,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--http-bind", help="dashboard and /metrics address (default 127.0.0.1; else a token is needed)")
     sp.add_argument("--http-port", type=int, help="dashboard and /metrics port (default 0: a free port)")
     sp.add_argument("--fault-injection", action="store_true", help=argparse.SUPPRESS)  # meshaios chaos only
+    sp.add_argument("--shm-fault", choices=("keep", "drop", "mode"), help=argparse.SUPPRESS)  # tests, with the above
+    sp.add_argument(
+        "--no-shm", action="store_true", help="move objects to nodes of this machine over the socket, not /dev/shm"
+    )
     sp.add_argument("--no-http", action="store_true", help="no dashboard, no /api/status, no /metrics")
     sp.add_argument("--config", help="config file (TOML, [node] table)")
     sp.add_argument("--log-level", help="debug, info, warning, error")

@@ -65,6 +65,10 @@ class NodeConfig:
     spill_dir: str | None = None
     inline_bytes: int = 64 << 10  # results up to this size travel inline to the owner; larger stay put
     fetch_bytes_in_flight: int = 64 << 20
+    shm: bool = True  # objects >= 1 MiB move between nodes of one machine through /dev/shm (store/shm.py)
+    # testing aid, obeyed only with fault_injection: "keep" (write a file for a fetch, never answer), "drop" (ignore
+    # shared-memory answers), "mode" (write files 0644): the crash and refusal paths of store/shm.py, on demand
+    shm_fault: str = ""
     state_dir: str | None = None
     swim: SwimConfig = field(default_factory=SwimConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)

@@ -43,6 +43,8 @@ from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable
 from meshaios.store.leases import HolderLeases
 from meshaios.store.objects import ObjectStore
 from meshaios.store.puts import AckPut, PutAction, PutTracker, Replicate
+from meshaios.store.shm import MIN_BYTES as SHM_MIN_BYTES
+from meshaios.store.shm import ShmArea, ShmError, ShmRef, buffer_bytes, host_id, open_ref, parse_ref, write_file
 from meshaios.store.stream import (
     Delivered,
     Emit,
@@ -208,6 +210,14 @@ class Node:
             self.transport, "send_control", self.transport.send
         )
         self._get_waiters: list[tuple[bytes, int, str]] = []
+        # same-host transfers through /dev/shm (store/shm.py): our host id, published in SWIM meta once the
+        # shared-memory directory is usable; fetches that asked for shared memory (req -> holder); holders whose
+        # file we refused (asked over the socket from then on)
+        self.shm = ShmArea(self.mesh_id, self.node_id)
+        self.host_id = ""
+        self._shm_asked: dict[int, str] = {}
+        self._shm_off: set[str] = set()
+        self._shm_fault = config.shm_fault if config.fault_injection else ""
         # fetched copies of other nodes' objects, and how many local tasks still need each: dropped at zero
         self._fetched: set[str] = set()
         self._input_refs: dict[str, int] = defaultdict(int)
@@ -250,6 +260,8 @@ class Node:
 
     async def run(self, on_ready: Callable[[Node], None] | None = None) -> None:
         self.address = await self.transport.start()
+        if self.config.shm and self.shm.open():  # before SWIM starts: peers learn our host id with our first meta
+            self.host_id = host_id()
         now = self.clock.now()
         self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
         self.swim.set_meta(self._meta())
@@ -311,6 +323,7 @@ class Node:
             for gp in self._gpu_pools.values():
                 gp.shutdown()
             self.store.clear()
+            self.shm.close()
             await self.transport.close(linger=0.2)
             self.stopped.set()
 
@@ -605,6 +618,7 @@ class Node:
             self._stream_actions(self.streams_out.dest_gone(peer, f"node {short(ev.node_id)} is {ev.new.value}"))
             self.streams_in.src_gone(peer)
             self._put_actions(self.puts.node_down(ev.node_id, self._replica_candidates()))
+            self.shm.receiver_gone(ev.node_id)  # files written for it will never be claimed
             self.transport.forget(ev.addr)
 
     def _owner_actions(self, actions: list[OwnerAction]) -> None:
@@ -688,7 +702,7 @@ class Node:
                 if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
                     self._fetch_actions(self.fetcher.arrived(a.req, False, self.clock.now()))
                     continue
-                self.transport.send(member.addr, encode({"t": M.FETCH, "src": self.node_id, "req": a.req, "id": a.obj}))
+                self._send_fetch(member.node_id, member.addr, a.req, a.obj)
             elif isinstance(a, Runnable):
                 if "_get" in a.task:
                     ident, req, obj_id = a.task["_get"]
@@ -1208,6 +1222,8 @@ class Node:
         member = self.swim.get(msg["src"]) if self.swim else None
         if member is None:
             return
+        if self.shm.pending:
+            self.shm.asked_again(member.node_id, msg["req"])
         if self._unspill(msg["id"], functools.partial(self._serve_fetch, member.node_id, msg)):
             return
         self._serve_fetch(member.node_id, msg, self.store.get(msg["id"]))
@@ -1221,9 +1237,77 @@ class Node:
             "ok": obj is not None,
         }
         if obj is not None:
+            if msg.get("shm") is True and self._same_host(peer) and buffer_bytes(obj) >= SHM_MIN_BYTES:
+                self._serve_shm(peer, reply, obj)
+                return
             reply["val"] = obj
             self.counters["served_bytes"] += obj.nbytes
         self._send_to(_peer(peer), reply)
+
+    # ---- same-host transfers (store/shm.py) -------------------------------------------------------------------
+    def _same_host(self, node_id: str) -> bool:
+        """Both of us can use one /dev/shm: shared memory on at both ends, and the same host id."""
+        if not self.host_id or node_id in self._shm_off:
+            return False
+        member = self.swim.get(node_id) if self.swim else None
+        return member is not None and isinstance(member.meta, dict) and member.meta.get("hid") == self.host_id
+
+    def _send_fetch(self, holder: str, addr: str, req: int, obj: str) -> None:
+        msg: dict[str, Any] = {"t": M.FETCH, "src": self.node_id, "req": req, "id": obj}
+        if self._same_host(holder):
+            msg["shm"] = True  # a holder on this machine may answer with a file in /dev/shm
+            self._shm_asked[req] = holder
+        self.transport.send(addr, encode(msg))
+
+    def _serve_shm(self, peer: str, reply: dict[str, Any], obj: Payload) -> None:
+        """Write the object's buffers into a new file on a thread, then name it in the answer."""
+        path = self.shm.new_path()
+        mode = 0o644 if self._shm_fault == "mode" else 0o600
+        fut = asyncio.get_running_loop().run_in_executor(None, write_file, path, obj, mode)
+
+        def written(f: asyncio.Future[list[int]]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:  # /dev/shm full, say: the socket still works
+                self.counters["shm_write_failed"] += 1
+                self._badlog.warning(("shm", "write"), "cannot write %s, sending over the socket: %s", path, exc)
+                reply["val"] = obj
+                self.counters["served_bytes"] += obj.nbytes
+                self._send_to(_peer(peer), reply)
+                return
+            self.shm.track(path.name, peer, reply["req"], self.clock.now())
+            if self._shm_fault == "keep":
+                return  # testing aid: the holder "dies" between writing the file and answering
+            reply["shm"] = ShmRef(path.name, obj.blob, f.result()).to_wire()
+            self.counters["shm_sent"] += 1
+            self.counters["shm_sent_bytes"] += obj.nbytes
+            self.counters["served_bytes"] += obj.nbytes
+            self._send_to(_peer(peer), reply)
+
+        fut.add_done_callback(written)
+
+    def _claim_shm(self, msg: dict[str, Any]) -> Payload | None:
+        """The payload of a shared-memory answer, mapped; None if it was refused (then asked again, by socket)."""
+        holder = self._shm_asked.pop(msg["req"], None)
+        if holder is None or holder != msg["src"]:
+            raise WireError("obj: a shared-memory answer to a fetch that did not ask for one")
+        ref = parse_ref(msg["shm"], self.shm.tag, holder)
+        try:
+            val = open_ref(self.shm.dir, ref)
+        except ShmError as exc:
+            self.counters["shm_refused"] += 1
+            self._shm_off.add(holder)
+            log.warning(
+                "shared memory from %s refused, fetching %s over the socket instead: %s", short(holder), msg["id"], exc
+            )
+            member = self.swim.get(holder) if self.swim else None
+            if member is not None:
+                self._send_fetch(holder, member.addr, msg["req"], msg["id"])
+            return None
+        self.counters["shm_received"] += 1
+        self.counters["shm_received_bytes"] += val.nbytes
+        return val
 
     def _unspill(self, key: str, then: Callable[[Payload | None], None]) -> bool:
         """If ``key`` is spilled, read it back on a thread and call ``then`` with it on the loop; True if so."""
@@ -1253,6 +1337,15 @@ class Node:
             log.info("client %r %s: released %d objects and results it held", client[:14], why, n)
 
     def _on_obj(self, msg: dict[str, Any]) -> None:
+        if "shm" in msg and msg["ok"] is True:
+            if self._shm_fault == "drop":
+                return  # testing aid: a consumer that dies before it claims the file
+            shm_val = self._claim_shm(msg)
+            if shm_val is None:
+                return  # asked again over the socket
+            msg["val"] = shm_val
+        else:
+            self._shm_asked.pop(msg["req"], None)
         val = msg.get("val")
         ok = bool(msg["ok"]) and isinstance(val, Payload)
         if isinstance(val, Payload) and ok:
@@ -1422,6 +1515,10 @@ class Node:
 
     def _data_tick(self) -> None:
         now = self.clock.now()
+        self.shm.tick(now)
+        if self._shm_asked:  # fetches given up on (timed out, holder dead) are answered by nobody
+            for req in [r for r in self._shm_asked if self.fetcher.request(r) is None]:
+                del self._shm_asked[req]
         self._fetch_actions(self.fetcher.tick(now))
         self._stream_actions(self.streams_out.tick(now))
         self.streams_in.tick(now)
@@ -1476,6 +1573,7 @@ class Node:
             "pend": self.owner.pending,
             "tps": round(self._rate.rate(self.clock.now(), self.exec.finished), 1),
             **({"ld": self._summary} if self._summary else {}),
+            **({"hid": self.host_id} if self.host_id else {}),
         }
 
     def _model_path(self) -> Path:
@@ -1541,6 +1639,19 @@ class Node:
                 "replicas_replaced": self.puts.replaced,
             },
             "transport": self.transport.stats.as_dict(),
+            "shm": {
+                "enabled": bool(self.host_id),
+                "host": self.host_id,
+                "min_bytes": SHM_MIN_BYTES,
+                "sent": self.counters["shm_sent"],
+                "sent_bytes": self.counters["shm_sent_bytes"],
+                "received": self.counters["shm_received"],
+                "received_bytes": self.counters["shm_received_bytes"],
+                "refused": self.counters["shm_refused"],
+                "files_pending": len(self.shm.pending),
+                "expired": self.shm.expired,
+                "swept": self.shm.swept,
+            },
             "fence": self.resolver.fence.describe(),
             "throttle": {"peers": self._throttle.throttled, "dropped": self._throttle.dropped},
         }

@@ -22,7 +22,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")
 
 # node counters that other families already expose, or that are bytes rather than events
-_CONSUMED_COUNTERS = frozenset({"served_bytes", "fetched_bytes"})
+_CONSUMED_COUNTERS = frozenset({"served_bytes", "fetched_bytes", "shm_sent_bytes", "shm_received_bytes"})
 
 
 @dataclass
@@ -215,6 +215,10 @@ def render_metrics(status: Mapping[str, Any]) -> str:
     help_b = "Object bytes moved peer to peer: served to other nodes, fetched from them."
     b.add("meshaios_data_bytes_total", "counter", help_b, counters.get("served_bytes", 0), {"direction": "served"})
     b.add("meshaios_data_bytes_total", "counter", help_b, counters.get("fetched_bytes", 0), {"direction": "fetched"})
+    help_shm = "Of those, object bytes handed to or taken from nodes of this machine through /dev/shm."
+    for direction in ("sent", "received"):
+        n = counters.get(f"shm_{direction}_bytes", 0)
+        b.add("meshaios_shm_bytes_total", "counter", help_shm, n, {"direction": direction})
 
     # ---- work stealing (0 until the node reports it) ------------------------------------------------------
     steal = _dict(me.get("steal"))

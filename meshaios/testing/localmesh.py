@@ -81,6 +81,20 @@ class LocalMesh(Managed):
                 self.wait_ready()  # later nodes need an earlier one's address as a seed
         self.wait_ready()
 
+    def mesh_id(self) -> str:
+        from meshaios.security import derive_keys, insecure_mesh_id
+
+        return insecure_mesh_id(self._mesh_name()) if self.insecure else derive_keys(self.token).mesh_id
+
+    def _mesh_name(self) -> str:
+        return "local-" + hashlib.sha256(self.token.encode()).hexdigest()[:12]
+
+    def _sweep_shm(self) -> None:
+        """Every node is gone: what any of them left in /dev/shm (one SIGKILLed with a file unclaimed) goes too."""
+        from meshaios.store import shm
+
+        shm.sweep(shm.user_dir(), shm.mesh_tag(self.mesh_id()))
+
     def spawn(self, index: int, name: str | None = None) -> NodeProc:
         name = name or f"node{index}"
         cmd = [
@@ -91,7 +105,7 @@ class LocalMesh(Managed):
             "--state-dir", str(self.state / name),
         ]  # fmt: skip
         if self.insecure:  # one name per LocalMesh: its nodes find each other by mDNS, and no other mesh's
-            cmd += ["--insecure", "--mesh-name", "local-" + hashlib.sha256(self.token.encode()).hexdigest()[:12]]
+            cmd += ["--insecure", "--mesh-name", self._mesh_name()]
         else:
             cmd += ["--token-file", str(self.token_file)]
         if not self.discovery:
@@ -172,6 +186,7 @@ class LocalMesh(Managed):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGKILL)
                 p.proc.wait(timeout=10)
+        self._sweep_shm()
         if os.environ.get("MESHAIOS_KEEP_LOGS"):
             log.warning("logs kept in %s", self.root)
         else:

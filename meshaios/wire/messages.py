@@ -40,8 +40,8 @@ PING = "ping"  # {"peers"?: true -> PONG lists the live members' addresses}
 PONG = "pong"  # {"peers"?: [address]}
 ERROR = "error"  # {"msg": str, "ref": optional id}
 # data plane
-FETCH = "fetch"  # node -> holder: {"src", "req", "id"}
-OBJ = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"?}
+FETCH = "fetch"  # node -> holder: {"src", "req", "id", "shm"?: true -- same host, a /dev/shm file will do}
+OBJ = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"? | "shm"?: {"name", "blob", "sizes"} (store/shm.py)}
 STORE = "store"  # node -> replica: {"src", "id", "val"}
 STORED = "stored"  # replica -> node: {"src", "id"}
 FREE = "free"  # owner -> holder: {"src", "ids"}

@@ -47,6 +47,16 @@ def total(*arrays: np.ndarray) -> float:
     return float(sum(float(a.sum()) for a in arrays))
 
 
+def inspect_input(a: np.ndarray) -> tuple[float, bool, str]:
+    """The array's sum, whether it is writeable, and what holds its bytes (``mmap``: a shared-memory mapping)."""
+    base: object = a
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return float(a.sum()), bool(a.flags.writeable), type(base).__name__
+
+
 def word_counts(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for w in text.split():

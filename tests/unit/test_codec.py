@@ -80,6 +80,8 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.ERROR, "msg": "nope"},
         {"t": M.FETCH, "src": "n1", "req": 1, "id": "a"},
         {"t": M.OBJ, "src": "n2", "req": 1, "id": "a", "ok": True, "val": res},
+        {"t": M.FETCH, "src": "n1", "req": 2, "id": "a", "shm": True},  # same host: a /dev/shm file will do
+        {"t": M.OBJ, "src": "n2", "req": 2, "id": "a", "ok": True, "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},
         {"t": M.STORE, "src": "n1", "id": "p", "val": res},
         {"t": M.STORED, "src": "n2", "id": "p"},
         {"t": M.FREE, "src": "n1", "ids": ["a"]},

@@ -28,6 +28,7 @@ from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
 from meshaios.node import TICK
 from meshaios.security import TOKEN_BYTES
+from meshaios.store import shm
 from meshaios.store.stream import StreamConfig
 from meshaios.tasks.owner import OwnerConfig
 from meshaios.testing.inproc import FAST_SWIM
@@ -80,6 +81,7 @@ class Quote:
         return f"{self.doc}: {self.pattern}"
 
 
+DATA = "docs/dataplane.md"
 ARCH, PROTO, REL, SEC, README = (
     "docs/architecture.md", "docs/protocol.md", "docs/reliability.md", "docs/security.md", "README.md"
 )
@@ -248,6 +250,11 @@ QUOTES = [
     Quote(PROTO, r"at most (\d+) TiB \(`max_bytes`\)", lambda: STREAM.max_bytes, 1 << 40),
     Quote(PROTO, r"(\d+) open streams per sender \(`max_incoming`\)", lambda: STREAM.max_incoming),
     Quote(PROTO, r"no progress for (\d+) s fails", lambda: STREAM.stall_timeout),
+    # ---- same-host transfers (store/shm.py)
+    Quote(DATA, r"hold at least (\d+) MiB \(`shm.MIN_BYTES`", lambda: shm.MIN_BYTES, MiB),
+    Quote(PROTO, r"buffers hold at least (\d+) MiB comes as `shm", lambda: shm.MIN_BYTES, MiB),
+    Quote(DATA, r"nobody claimed after (\d+) s \(`shm.CLAIM_TIMEOUT`\)", lambda: shm.CLAIM_TIMEOUT),
+    Quote(DATA, r"at start and every (\d+) s\s+\(`shm.SWEEP_EVERY`\)", lambda: shm.SWEEP_EVERY),
 ]
 
 

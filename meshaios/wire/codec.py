@@ -7,6 +7,7 @@ exactly once, in order. Any violation is a ``WireError``; nothing else escapes `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import msgpack
 
 from meshaios.errors import LimitExceeded, WireError
 from meshaios.wire import messages as M
-from meshaios.wire.messages import PROTOCOL_VERSION, check_message
+from meshaios.wire.messages import PROTOCOL_VERSION, Message, check_message
 from meshaios.wire.payload import Payload
 
 EXT_PAYLOAD = 42
@@ -54,8 +55,9 @@ class WireLimits:
 DEFAULT_LIMITS = WireLimits()
 
 
-def encode(msg: dict[str, Any]) -> list[Any]:
-    """Frames for ``msg``; the caller sends them with ``copy=False`` so array buffers are never copied."""
+def encode(msg: Mapping[str, Any]) -> list[Any]:
+    """Frames for ``msg`` (a ``Message``, or any map of one's shape); the caller sends them with ``copy=False`` so
+    array buffers are never copied."""
     frames: list[Any] = [b""]
 
     def default(obj: Any) -> Any:
@@ -76,7 +78,9 @@ def encode(msg: dict[str, Any]) -> list[Any]:
     return frames
 
 
-def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+def decode_message(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> Message:
+    """The message in ``frames``, checked against its type's definition (``messages.py``): ``msg["t"] == RUN``
+    narrows it to a ``Run``. Any violation is a ``WireError``."""
     if not frames:
         raise WireError("empty message")
     if len(frames) > limits.max_frames:
@@ -138,6 +142,11 @@ def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, 
     if used[0] != len(bufs):
         raise WireError(f"{len(bufs) - used[0]} unreferenced extra frames")
     return check_message(msg)
+
+
+def decode(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """``decode_message`` as an untyped map, for callers not yet written against ``Message`` (the node)."""
+    return decode_message(frames, limits)  # type: ignore[return-value]
 
 
 def peek(head: memoryview) -> tuple[int, str | None]:

@@ -1,159 +1,719 @@
-"""Message types and their schemas: the whole vocabulary nodes and clients speak.
+"""Message types: the whole vocabulary nodes and clients speak, defined once.
 
-Messages are plain dicts (msgpack maps) rather than dataclasses: the hot path builds and reads tens of
-thousands per second, and a dict costs nothing to encode. What a dataclass would give -- a checked shape -- is
-given instead by ``SCHEMAS``, applied to every message decoded from the wire before anything acts on it.
+Every message type is a ``TypedDict`` below, with ``t: Literal[...]`` naming its type; ``Message`` is the union of
+them all, so ``if msg["t"] == RUN:`` narrows a decoded message in a handler and mypy checks each field read and
+written. Nested shapes (a task inside RUN or SUBMIT, a result, the steal engine's messages, SWIM's, STATUS_REPLY's
+node) are TypedDicts too, and the steal task header, which travels as a list, is the ``StealTask`` NamedTuple.
+
+Messages stay plain dicts (msgpack maps) at run time: the hot path builds and reads tens of thousands per second,
+and a dict costs nothing to encode. The runtime validation that ``decode`` applies to every message -- ``SCHEMAS``
+and the nested tables -- is *derived from these definitions* (``typing.get_type_hints`` and a small mapping from
+annotations to ``isinstance`` checks, ``_types_of``), so there is no second, hand-written layout to drift:
+
+* a message's ``Required`` fields must be present with their types (``bool`` never passes for ``int``);
+* its ``NotRequired`` fields are not checked on decode (their handlers read them defensively: ``retries`` that is
+  not an int means 0), except in a RUN task, where every declared field present must have its type;
+* the steal messages and the id lists of ABORT and MOVED are checked in depth (``checker``), including
+  what an ``Annotated`` predicate adds (non-negative, non-empty).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import types
+from collections.abc import Callable
+from typing import (
+    Annotated,
+    Any,
+    Final,
+    Literal,
+    NamedTuple,
+    NotRequired,
+    Required,
+    TypeAlias,
+    TypedDict,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 from meshaios.errors import WireError
 from meshaios.wire.payload import Payload
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 
 # node <-> node
-SWIM = "swim"  # membership traffic; {"m": swim message}
-RUN = "run"  # owner -> executor: {"owner": node id, "tasks": [task]}
-DONE = "done"  # executor -> owner: {"results": [result]}
-ABORT = "abort"  # owner -> executor (-> thief): {"src": sender, "owner": owner id, "ids": [[task id, attempt]]}
-STEAL = "steal"  # thief <-> victim, work stealing: {"src": node id, "m": steal message (see ``check_steal``)}
-MOVED = "moved"  # victim -> owner: {"src": victim id, "moves": [[task id, attempt, thief id], ...]}
-STARTED = "started"  # executor -> owner: {"src", "ids": [[task id, attempt]]} -- tasks that asked for it began
-FENCED = "fenced"  # executor -> owner: {"src", "c": client, "ep": its newer epoch} -- your run came too late
+SWIM: Final = "swim"  # membership traffic; {"m": swim message}
+RUN: Final = "run"  # owner -> executor: {"owner": node id, "tasks": [task]}
+DONE: Final = "done"  # executor -> owner: {"results": [result]}
+ABORT: Final = "abort"  # owner -> executor (-> thief): {"src": sender, "owner": owner id, "ids": [[task id, attempt]]}
+STEAL: Final = "steal"  # thief <-> victim, work stealing: {"src": node id, "m": steal message (``StealMsg``)}
+MOVED: Final = "moved"  # victim -> owner: {"src": victim id, "moves": [[task id, attempt, thief id], ...]}
+STARTED: Final = "started"  # executor -> owner: {"src", "ids": [[task id, attempt]]} -- tasks that asked for it began
+FENCED: Final = "fenced"  # executor -> owner: {"src", "c": client, "ep": its newer epoch} -- your run came too late
 # client <-> node
-HELLO = "hello"  # {"client": id}
-WELCOME = "welcome"  # {"node", "name", "mesh", "pickle"}
-SUBMIT = "submit"  # {"tasks": [client task], "ep"?: the client's epoch (failovers so far)}
-FAULT = "fault"  # chaos runner -> node started with --fault-injection: {"nodes", "addrs", "clients"} to cut off
-DETACH = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved on; drop my older work
-RESULTS = "results"  # {"results": [result]}
-RUNNING = "running"  # node -> client: {"ids": [task ids]} -- began running (only for tasks submitted with "rs")
-RELEASE = "release"  # {"ids": [...]}
-CANCEL = "cancel"  # {"ids": [task ids]}: the client cancels these tasks of its own
-KEEP = "keep"  # {"ids": [task ids]}: fire and forget -- these (and what they need) run even if the client leaves
-STATUS = "status"  # {} -> STATUS_REPLY
-STATUS_REPLY = "status_reply"
-PING = "ping"  # {"peers"?: true -> PONG lists the live members' addresses}
-PONG = "pong"  # {"peers"?: [address]}
-ERROR = "error"  # {"msg": str, "ref": optional id}
+HELLO: Final = "hello"  # {"client": id}
+WELCOME: Final = "welcome"  # {"node", "name", "mesh", "pickle"}
+SUBMIT: Final = "submit"  # {"tasks": [client task], "ep"?: the client's epoch (failovers so far)}
+FAULT: Final = "fault"  # chaos runner -> node started with --fault-injection: {"nodes", "addrs", "clients"} to cut off
+DETACH: Final = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved on; drop my older work
+RESULTS: Final = "results"  # {"results": [result]}
+RUNNING: Final = "running"  # node -> client: {"ids": [task ids]} -- began running (only for tasks submitted with "rs")
+RELEASE: Final = "release"  # {"ids": [...]}
+CANCEL: Final = "cancel"  # {"ids": [task ids]}: the client cancels these tasks of its own
+KEEP: Final = "keep"  # {"ids": [task ids]}: fire and forget -- these (and what they need) run even if the client leaves
+STATUS: Final = "status"  # {} -> STATUS_REPLY
+STATUS_REPLY: Final = "status_reply"
+PING: Final = "ping"  # {"peers"?: true -> PONG lists the live members' addresses}
+PONG: Final = "pong"  # {"peers"?: [address]}
+ERROR: Final = "error"  # {"msg": str, "ref": optional id}
 # data plane
-FETCH = "fetch"  # node -> holder: {"src", "req", "id", "shm"?: true -- same host, a /dev/shm file will do}
-OBJ = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"? | "shm"?: {"name", "blob", "sizes"} (store/shm.py)}
-STORE = "store"  # node -> replica: {"src", "id", "val"}
-STORED = "stored"  # replica -> node: {"src", "id"}
-FREE = "free"  # owner -> holder: {"src", "ids"}
-GET = "get"  # client -> node: {"req", "id"}
-GOT = "got"  # node -> client: {"req", "id", "ok", "val"? | "err"?}
-PUT = "put"  # client -> node: {"req", "id", "val"}
-PUT_ACK = "put_ack"  # node -> client: {"req", "id", "ok", "loc"?: [holder ids] | "err"?}
-BYE = "bye"  # client -> node when it closes: release everything I held here ({})
-ADOPT = "adopt"  # client -> node after a failover: its puts, {"puts": [[id, size, [holder ids]], ...]}
+FETCH: Final = "fetch"  # node -> holder: {"src", "req", "id", "shm"?: true -- same host, a /dev/shm file will do}
+OBJ: Final = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"? | "shm"?: {"name", "blob", "sizes"}}
+STORE: Final = "store"  # node -> replica: {"src", "id", "val"}
+STORED: Final = "stored"  # replica -> node: {"src", "id"}
+FREE: Final = "free"  # owner -> holder: {"src", "ids"}
+GET: Final = "get"  # client -> node: {"req", "id"}
+GOT: Final = "got"  # node -> client: {"req", "id", "ok", "val"? | "err"?}
+PUT: Final = "put"  # client -> node: {"req", "id", "val"}
+PUT_ACK: Final = "put_ack"  # node -> client: {"req", "id", "ok", "loc"?: [holder ids] | "err"?}
+BYE: Final = "bye"  # client -> node when it closes: release everything I held here ({})
+ADOPT: Final = "adopt"  # client -> node after a failover: its puts, {"puts": [[id, size, [holder ids]], ...]}
 # streams (``store/stream.py``): any large message, between any two parties, as bounded chunks with flow control
-XHEAD = "xhead"  # {"x": stream id, "sizes": [bytes of each frame of the message]}
-XCHUNK = "xchunk"  # {"x", "o": offset in the stream, "d": the bytes (one raw frame)}
-XACK = "xack"  # receiver -> sender: {"x", "n": bytes received so far, "err"?: why the stream is refused}
+XHEAD: Final = "xhead"  # {"x": stream id, "sizes": [bytes of each frame of the message]}
+XCHUNK: Final = "xchunk"  # {"x", "o": offset in the stream, "d": the bytes (one raw frame)}
+XACK: Final = "xack"  # receiver -> sender: {"x", "n": bytes received so far, "err"?: why the stream is refused}
 
-_STR = (str,)
-_INT = (int,)
-_LIST = (list,)
-_DICT = (dict,)
-_BOOL = (bool,)
-_PAYLOAD = (Payload,)
+MAX_ID = 256  # characters in a task or object id: ids name files, log lines and map keys on every node
+MAX_STEAL_BATCH = 256  # tasks in one offer or commit (the engine sends at most 16)
 
-SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
-    SWIM: {"m": _DICT},
-    RUN: {"owner": _STR, "tasks": _LIST},
-    DONE: {"src": _STR, "results": _LIST},
-    ABORT: {"src": _STR, "owner": _STR, "ids": _LIST},
-    STEAL: {"src": _STR, "m": _DICT},
-    MOVED: {"src": _STR, "moves": _LIST},
-    FENCED: {"src": _STR, "c": _STR, "ep": _INT},
-    STARTED: {"src": _STR, "ids": _LIST},
-    RUNNING: {"ids": _LIST},
-    DETACH: {"ep": _INT},
-    FAULT: {"nodes": _LIST, "addrs": _LIST, "clients": _LIST},
-    HELLO: {"client": _STR},
-    WELCOME: {"node": _STR, "name": _STR, "mesh": _STR, "pickle": _BOOL},
-    SUBMIT: {"tasks": _LIST},
-    RESULTS: {"results": _LIST},
-    RELEASE: {"ids": _LIST},
-    CANCEL: {"ids": _LIST},
-    KEEP: {"ids": _LIST},
-    STATUS: {},
-    STATUS_REPLY: {"node": _DICT, "members": _LIST},
-    PING: {},
-    PONG: {},
-    ERROR: {"msg": _STR},
-    FETCH: {"src": _STR, "req": _INT, "id": _STR},
-    OBJ: {"src": _STR, "req": _INT, "id": _STR, "ok": _BOOL},
-    STORE: {"src": _STR, "id": _STR, "val": _PAYLOAD},
-    STORED: {"src": _STR, "id": _STR},
-    FREE: {"src": _STR, "ids": _LIST},
-    GET: {"req": _INT, "id": _STR},
-    GOT: {"req": _INT, "id": _STR, "ok": _BOOL},
-    PUT: {"req": _INT, "id": _STR, "val": _PAYLOAD},
-    PUT_ACK: {"req": _INT, "id": _STR, "ok": _BOOL},
-    ADOPT: {"puts": _LIST},
-    BYE: {},
-    XHEAD: {"x": _INT, "sizes": _LIST},
-    XCHUNK: {"x": _INT, "o": _INT, "d": _PAYLOAD},
-    XACK: {"x": _INT, "n": _INT},
+
+# ---- predicates that an ``Annotated`` field adds to its type (checked in depth only: ``checker``) ------------
+
+
+def _non_negative(x: Any) -> bool:
+    return bool(x >= 0)  # False for NaN too
+
+
+def _non_empty(x: Any) -> bool:
+    return len(x) > 0
+
+
+def _at_most_steal_batch(x: Any) -> bool:
+    return len(x) <= MAX_STEAL_BATCH
+
+
+# ---- shapes nested in messages --------------------------------------------------------------------------------
+
+Device: TypeAlias = Literal["cpu", "gpu"]
+TaskKey: TypeAlias = tuple[str, int]  # [task id, attempt]; a list on the wire
+
+
+class ErrorInfo(TypedDict):
+    """Why a task failed: ``err`` of a result."""
+
+    type: str  # qualified class name, bare for builtins
+    msg: str
+    tb: NotRequired[str]  # formatted remote traceback
+    exc: NotRequired[Payload]  # the pickled exception, where pickle is allowed and it pickles
+    node: NotRequired[str]  # the node that reported it
+    obj: NotRequired[str]  # meshaios.ObjectLost: the object that is gone
+
+
+class Location(TypedDict, total=False):
+    """Where a value lives when it did not travel inline: a dependency in a RUN task, ``done`` in a SUBMIT task."""
+
+    loc: list[str]  # holder node ids
+    size: int
+    parts: int  # a shuffle map output: its parts are ``id#j``
+
+
+class InlineValue(TypedDict):
+    """``done`` of a resubmitted SUBMIT task whose value is small: the value itself."""
+
+    v: Payload
+
+
+DepValue: TypeAlias = Payload | Location | None  # a dependency inside a RUN task
+
+
+class RunTask(TypedDict):
+    """One task inside RUN (owner -> executor), and the spec a steal commit hands to the thief."""
+
+    id: str
+    att: int  # attempt
+    fn: Payload
+    args: Payload  # [args, kwargs]
+    deps: dict[str, DepValue]
+    pure: bool
+    resources: NotRequired[dict[str, int]]
+    parts: NotRequired[int]
+    device: NotRequired[str]
+    prio: NotRequired[int]
+    urg: NotRequired[bool]  # hurried by its owner for its deadline
+    rs: NotRequired[bool]  # report its start (STARTED)
+    c: NotRequired[str]  # the client, and its epoch under the sending owner (tasks/epochs.py)
+    ep: NotRequired[int]
+
+
+class SubmitTask(TypedDict):
+    """One task inside SUBMIT (client -> owner). Its optional fields are read defensively by the owner."""
+
+    id: str
+    fn: Payload
+    args: Payload
+    deps: list[str]
+    pure: NotRequired[bool]  # only true counts
+    retries: NotRequired[int]  # anything but an int >= 0 means 0
+    resources: NotRequired[dict[str, int]]
+    parts: NotRequired[int]
+    timeout: NotRequired[float]
+    priority: NotRequired[int]
+    deadline: NotRequired[float]  # seconds from now
+    rs: NotRequired[bool]  # tell the client when it starts (RUNNING)
+    ff: NotRequired[bool]  # fire and forget
+    cancel: NotRequired[bool]  # cancelled before it was sent
+    rc: NotRequired[bool]  # reconcile: the client has waited long; a new attempt may run
+    done: NotRequired[InlineValue | Location]  # after a failover: it finished under the former owner
+    rel: NotRequired[bool]  # ... and the client has released it
+
+
+class Result(TypedDict):
+    """One result inside DONE (executor -> owner) and RESULTS (owner -> client)."""
+
+    id: str
+    ok: bool
+    att: NotRequired[int]  # the attempt that produced it
+    v: NotRequired[Payload]  # the value, when ok and small
+    size: NotRequired[int]  # a large value stays on its producer (``node``)
+    parts: NotRequired[int]
+    err: NotRequired[ErrorInfo]
+    fatal: NotRequired[bool]  # retrying cannot help
+    dt: NotRequired[float]  # seconds in the call
+    dev: NotRequired[str]  # the device kind it ran on
+    node: NotRequired[str]  # who ran it (RESULTS)
+    lost: NotRequired[str]  # an input that is gone (DONE)
+
+
+# ---- work stealing (``sched/stealing.py``): the five kinds travel inside STEAL's ``m`` ----------------------
+
+
+class StealTask(NamedTuple):
+    """A task as the steal engine moves it: a list on the wire, of these fields in this order -- 9 in an offer,
+    10 (with ``spec``) in a commit. The one definition of that layout (``QueuedTask.header``, the thief's
+    ``_from_wire`` and the validation use it)."""
+
+    id: str
+    att: int
+    owner: str
+    kernel: str
+    device: Device
+    devices: Annotated[list[Device], _non_empty]
+    nbytes: Annotated[int, _non_negative]  # bytes that move with the task
+    predicted: Annotated[float, _non_negative]  # runtime on the victim
+    path: list[str]  # nodes it was stolen from, oldest first
+    spec: RunTask | None = None  # in a commit only
+
+
+STEAL_HEADER_LEN = len(StealTask._fields) - 1  # an offer's entries; a commit's carry the spec too
+
+
+class StealReq(TypedDict):
+    k: Literal["steal_req"]
+    rid: int
+    free: dict[Device, int]  # free slots per device kind
+    speed: dict[Device, float]
+    bw: NotRequired[float | None]  # bytes/s the thief sees
+
+
+class StealOffer(TypedDict):
+    k: Literal["steal_offer"]
+    rid: int
+    tasks: Annotated[list[StealTask], _at_most_steal_batch]  # 9 fields each; empty: a refusal
+
+
+class StealAccept(TypedDict):
+    k: Literal["steal_accept"]
+    rid: int
+    ids: Annotated[list[TaskKey], _at_most_steal_batch]
+
+
+class StealCommit(TypedDict):
+    k: Literal["steal_commit"]
+    rid: int
+    tasks: Annotated[list[StealTask], _at_most_steal_batch]  # 10 fields each: with the spec
+
+
+class StealAck(TypedDict):
+    k: Literal["steal_ack"]
+    rid: int
+
+
+StealMsg: TypeAlias = StealReq | StealOffer | StealAccept | StealCommit | StealAck
+
+
+# ---- SWIM (``membership/swim.py``, which validates these in full itself: ``_parse``) ---------------------------
+
+
+class NodeMeta(TypedDict, total=False):
+    """A node's SWIM metadata: short keys, it rides on every membership message."""
+
+    name: str
+    w: int  # workers
+    q: int  # tasks queued
+    r: int  # running
+    mem: int  # bytes in memory
+    dev: str  # devices
+    res: dict[str, int]  # what one task may have
+    up: float  # uptime
+    fin: int
+    fail: int
+    pend: int
+    tps: float
+    rm: dict[str, Any]  # runtime observations (sched/model.py)
+    ld: dict[str, Any]  # load summary (sched/loadview.py)
+    hid: str  # host id: same-host transfers through /dev/shm (store/shm.py)
+
+
+SwimKind: TypeAlias = Literal["ping", "ack", "ping_req", "nack", "gossip", "sync", "leave"]
+# [node_id, addr, state, incarnation, meta]; a list on the wire, extra trailing elements ignored
+SwimUpdate: TypeAlias = list[Any]
+
+
+# "from" is a Python keyword, hence the functional form
+SwimMsg = TypedDict(
+    "SwimMsg",
+    {
+        "k": SwimKind,
+        "seq": int,
+        "from": str,  # the sender's node id
+        "addr": str,  # where answers go
+        "inc": int,  # the sender's incarnation
+        "meta": NodeMeta | None,
+        "gossip": list[SwimUpdate],
+        "to": NotRequired[str],  # ping
+        "join": NotRequired[bool],  # ping
+        "target": NotRequired[str],  # ack, ping_req, nack
+        "target_addr": NotRequired[str],  # ping_req
+        "members": NotRequired[list[SwimUpdate]],  # sync
+        "reply": NotRequired[bool],  # sync
+    },
+)
+
+
+# ---- STATUS_REPLY -----------------------------------------------------------------------------------------------
+
+
+class StatusNode(TypedDict, total=False):
+    """``node`` of STATUS_REPLY: the answering node as it sees itself (``Node.status``)."""
+
+    id: Required[str]
+    name: str
+    addr: str
+    state: str
+    mesh: str
+    secure: bool
+    workers: int
+    queued: int
+    running: int
+    finished: int
+    failed: int
+    devices: str
+    uptime: float
+    tasks_per_s: float
+    incarnation: int
+    http: str | None
+    owner: dict[str, int]  # owner counters
+    pending: int
+    counters: dict[str, int]  # node counters (bad_frames, ...)
+    store: dict[str, Any]
+    model: dict[str, Any]
+    placement: str
+    steal: dict[str, Any]
+    memory_limit: int
+    fetch: dict[str, Any]
+    timeline_summary: dict[str, Any]
+    timeline: list[dict[str, Any]]
+    streams: dict[str, int]
+    transport: dict[str, int]  # sent, received, dropped, auth_ok, auth_rejected
+    shm: dict[str, Any]  # same-host transfers: enabled, host, counters
+    fence: str
+    throttle: dict[str, int]
+
+
+class StatusMember(TypedDict, total=False):
+    """One entry of STATUS_REPLY's ``members``: a member as the answering node sees it."""
+
+    id: Required[str]
+    name: str
+    addr: str
+    state: str
+    incarnation: int
+    workers: int
+    queued: int
+    running: int
+    store_bytes: int
+    devices: str
+    since: float  # seconds in that state
+    uptime: float | None
+    finished: int
+    failed: int
+    pending: int
+    tasks_per_s: float
+
+
+# ---- the messages -----------------------------------------------------------------------------------------------
+
+
+class _Header(TypedDict, total=False):
+    v: int  # PROTOCOL_VERSION: ``encode`` adds it, ``decode`` checks it
+
+
+class SwimMessage(_Header, total=False):
+    t: Required[Literal["swim"]]
+    m: Required[SwimMsg]
+
+
+class Run(_Header, total=False):
+    t: Required[Literal["run"]]
+    owner: Required[str]
+    tasks: Required[list[RunTask]]
+
+
+class Done(_Header, total=False):
+    t: Required[Literal["done"]]
+    src: Required[str]
+    results: Required[list[Result]]
+    q: int  # the executor's queue length, fresher than SWIM meta
+    ld: dict[str, Any]  # its load summary (sched/loadview.py)
+
+
+class Abort(_Header, total=False):
+    t: Required[Literal["abort"]]
+    src: Required[str]
+    owner: Required[str]
+    ids: Required[list[TaskKey]]
+
+
+class Steal(_Header, total=False):
+    t: Required[Literal["steal"]]
+    src: Required[str]
+    m: Required[StealMsg]
+
+
+class Moved(_Header, total=False):
+    t: Required[Literal["moved"]]
+    src: Required[str]
+    moves: Required[list[tuple[str, int, str]]]  # [task id, attempt, thief id]
+
+
+class Started(_Header, total=False):
+    t: Required[Literal["started"]]
+    src: Required[str]
+    ids: Required[list[Any]]  # [task id, attempt] each; the owner skips a malformed one
+
+
+class Fenced(_Header, total=False):
+    t: Required[Literal["fenced"]]
+    src: Required[str]
+    c: Required[str]
+    ep: Required[int]
+
+
+class Hello(_Header, total=False):
+    t: Required[Literal["hello"]]
+    client: Required[str]
+
+
+class Welcome(_Header, total=False):
+    t: Required[Literal["welcome"]]
+    node: Required[str]
+    name: Required[str]
+    mesh: Required[str]
+    pickle: Required[bool]
+
+
+class Submit(_Header, total=False):
+    t: Required[Literal["submit"]]
+    tasks: Required[list[SubmitTask]]
+    ep: int  # 0 if absent or not an int >= 0
+
+
+class Fault(_Header, total=False):
+    t: Required[Literal["fault"]]
+    nodes: Required[list[str]]
+    addrs: Required[list[str]]
+    clients: Required[list[str]]
+
+
+class Detach(_Header, total=False):
+    t: Required[Literal["detach"]]
+    ep: Required[int]
+
+
+class Results(_Header, total=False):
+    t: Required[Literal["results"]]
+    results: Required[list[Result]]  # checked item by item by the client, which fails one future on a bad one
+
+
+class Running(_Header, total=False):
+    t: Required[Literal["running"]]
+    ids: Required[list[str]]
+
+
+class Release(_Header, total=False):
+    t: Required[Literal["release"]]
+    ids: Required[list[str]]  # non-strings are skipped
+
+
+class Cancel(_Header, total=False):
+    t: Required[Literal["cancel"]]
+    ids: Required[list[str]]
+
+
+class Keep(_Header, total=False):
+    t: Required[Literal["keep"]]
+    ids: Required[list[str]]
+
+
+class Status(_Header, total=False):
+    t: Required[Literal["status"]]
+
+
+class StatusReply(_Header, total=False):
+    t: Required[Literal["status_reply"]]
+    node: Required[StatusNode]
+    members: Required[list[StatusMember]]
+
+
+class Ping(_Header, total=False):
+    t: Required[Literal["ping"]]
+    peers: bool
+
+
+class Pong(_Header, total=False):
+    t: Required[Literal["pong"]]
+    peers: list[str]
+
+
+class Error(_Header, total=False):
+    t: Required[Literal["error"]]
+    msg: Required[str]
+    ref: str
+
+
+class _Request(_Header, total=False):
+    """The data plane's requests and answers: ``req`` pairs an answer with its request, ``id`` names the object."""
+
+    req: Required[int]
+    id: Required[str]
+
+
+class Fetch(_Request, total=False):
+    t: Required[Literal["fetch"]]
+    src: Required[str]
+    shm: bool  # same host: a /dev/shm file will do
+
+
+class ShmWire(TypedDict):
+    """``shm`` of an ``obj`` answer instead of ``val``: the object in a /dev/shm file (checked by
+    ``store.shm.parse_ref``)."""
+
+    name: str
+    blob: bytes
+    sizes: list[int]
+
+
+class Obj(_Request, total=False):
+    t: Required[Literal["obj"]]
+    src: Required[str]
+    ok: Required[bool]
+    val: Payload  # the object, when ok
+    shm: ShmWire  # ... or where it lies on this host
+
+
+class Store(_Header, total=False):
+    t: Required[Literal["store"]]
+    src: Required[str]
+    id: Required[str]
+    val: Required[Payload]
+
+
+class Stored(_Header, total=False):
+    t: Required[Literal["stored"]]
+    src: Required[str]
+    id: Required[str]
+
+
+class Free(_Header, total=False):
+    t: Required[Literal["free"]]
+    src: Required[str]
+    ids: Required[list[str]]
+
+
+class Get(_Request, total=False):
+    t: Required[Literal["get"]]
+
+
+class Got(_Request, total=False):
+    t: Required[Literal["got"]]
+    ok: Required[bool]
+    val: Payload
+    err: str
+    lost: str  # the object is gone: its id
+
+
+class Put(_Request, total=False):
+    t: Required[Literal["put"]]
+    val: Required[Payload]
+
+
+class PutAck(_Request, total=False):
+    t: Required[Literal["put_ack"]]
+    ok: Required[bool]
+    loc: list[str]  # holder ids
+    err: str
+
+
+class Adopt(_Header, total=False):
+    t: Required[Literal["adopt"]]
+    puts: Required[list[list[Any]]]  # [id, size, [holder ids]]; a malformed item is skipped by the node
+
+
+class Bye(_Header, total=False):
+    t: Required[Literal["bye"]]
+
+
+class XHead(_Header, total=False):
+    t: Required[Literal["xhead"]]
+    x: Required[int]
+    sizes: Required[list[int]]
+
+
+class XChunk(_Header, total=False):
+    t: Required[Literal["xchunk"]]
+    x: Required[int]
+    o: Required[int]
+    d: Required[Payload]
+
+
+class XAck(_Header, total=False):
+    t: Required[Literal["xack"]]
+    x: Required[int]
+    n: Required[int]
+    err: str
+
+
+Message: TypeAlias = (
+    SwimMessage | Run | Done | Abort | Steal | Moved | Started | Fenced | Hello | Welcome | Submit | Fault | Detach
+    | Results | Running | Release | Cancel | Keep | Status | StatusReply | Ping | Pong | Error | Fetch | Obj | Store
+    | Stored | Free | Get | Got | Put | PutAck | Adopt | Bye | XHead | XChunk | XAck
+)
+
+
+# ---- validation, derived from the definitions above -----------------------------------------------------------
+
+Schema: TypeAlias = dict[str, tuple[type, ...]]
+
+
+def _hints(td: Any) -> dict[str, Any]:
+    return get_type_hints(td, include_extras=True)
+
+
+def _fields(td: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(required, optional) fields of a TypedDict, each name -> its annotation (``Required``/``NotRequired`` and
+    ``Annotated`` unwrapped). Read from the annotations, not ``__required_keys__``: under ``from __future__ import
+    annotations`` Python 3.11 takes every ``NotRequired`` field for a required one."""
+    required: dict[str, Any] = {}
+    optional: dict[str, Any] = {}
+    for name, ann in _hints(td).items():
+        origin = get_origin(ann)
+        is_required = td.__total__
+        if origin is Required or origin is NotRequired:
+            is_required = origin is Required
+            (ann,) = get_args(ann)
+        (required if is_required else optional)[name] = ann
+    return required, optional
+
+
+def _types_of(ann: Any) -> tuple[type, ...]:
+    """The ``isinstance`` check one annotation stands for at the top level: ``list[...]`` is a list, a TypedDict or
+    ``dict[...]`` a dict, ``float`` an int or a float, a ``Literal`` the types of its values, a union the union."""
+    origin = get_origin(ann)
+    if origin is Annotated:
+        return _types_of(get_args(ann)[0])
+    if origin is Literal:
+        return tuple(dict.fromkeys(type(a) for a in get_args(ann)))
+    if origin is Union or origin is types.UnionType:
+        return tuple(dict.fromkeys(t for a in get_args(ann) for t in _types_of(a)))
+    if origin in (list, tuple) or (isinstance(ann, type) and issubclass(ann, tuple)):
+        return (list,)  # msgpack has arrays only: a tuple or a NamedTuple arrives as a list
+    if origin is dict or is_typeddict(ann):
+        return (dict,)
+    if ann is float:
+        return (int, float)
+    if ann is None or ann is type(None):
+        return (type(None),)
+    if ann is Any or ann is object:
+        return (object, bool)
+    if isinstance(ann, type):
+        return (ann,)
+    raise TypeError(f"no runtime check for the annotation {ann!r}")
+
+
+def schema_of(td: Any, optional: bool = False) -> Schema:
+    """The ``check_fields`` table of a TypedDict: its required fields, or its optional ones (``t`` and ``v`` are
+    the codec's: the type is how the table was found, the version is checked before)."""
+    fields = _fields(td)[1 if optional else 0]
+    return {name: _types_of(ann) for name, ann in fields.items() if name not in ("t", "v")}
+
+
+def _message_type(td: Any) -> str:
+    (mtype,) = get_args(_fields(td)[0]["t"])
+    return str(mtype)
+
+
+# message type -> its definition, and the required fields that ``decode`` checks on every message of that type
+DEFINITIONS: dict[str, Any] = {_message_type(td): td for td in get_args(Message)}
+SCHEMAS: dict[str, Schema] = {mtype: schema_of(td) for mtype, td in DEFINITIONS.items()}
+
+RUN_TASK: Schema = schema_of(RunTask)
+# Optional fields of a run task that the executor reads: when present they must have these types (a stray float
+# for ``resources`` once left a task half-accepted on its executor, counted as queued for ever).
+RUN_TASK_OPTIONAL: Schema = schema_of(RunTask, optional=True)
+SUBMIT_TASK: Schema = schema_of(SubmitTask)
+RESULT: Schema = schema_of(Result)
+
+# Lists of maps inside a message, checked item by item: the whole vocabulary is checked here, on decode, so that
+# the node's handlers never meet a task or result of the wrong shape. (``results`` in RESULTS is the client's to
+# check: it fails one future on a bad item rather than dropping the whole batch.)
+NESTED: dict[str, tuple[str, Schema]] = {
+    RUN: ("tasks", RUN_TASK),
+    SUBMIT: ("tasks", SUBMIT_TASK),
+    DONE: ("results", RESULT),
 }
 
-# The shape of one task inside RUN (owner -> executor).
-RUN_TASK: dict[str, tuple[type, ...]] = {
-    "id": _STR,
-    "att": _INT,
-    "fn": _PAYLOAD,
-    "args": _PAYLOAD,
-    "deps": _DICT,
-    "pure": _BOOL,
-}
-# One task inside SUBMIT (client -> owner).
-SUBMIT_TASK: dict[str, tuple[type, ...]] = {
-    "id": _STR,
-    "fn": _PAYLOAD,
-    "args": _PAYLOAD,
-    "deps": _LIST,
-}
-# One result inside DONE / RESULTS.
-RESULT: dict[str, tuple[type, ...]] = {"id": _STR, "ok": _BOOL}
 
-
-def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
+def check_fields(obj: Any, schema: Schema, what: str) -> Any:
     """Reject a dict that lacks a field or carries one of the wrong type. ``bool`` is not an ``int`` here."""
     if not isinstance(obj, dict):
         raise WireError(f"{what}: expected a map, got {type(obj).__name__}")
-    for key, types in schema.items():
+    for key, want in schema.items():
         if key not in obj:
             raise WireError(f"{what}: missing field {key!r}")
         val = obj[key]
-        if not isinstance(val, types) or (isinstance(val, bool) and bool not in types):
+        if not isinstance(val, want) or (isinstance(val, bool) and bool not in want):
             raise WireError(f"{what}: field {key!r} has type {type(val).__name__}")
     return obj
 
 
-# Optional fields of a run task that the executor reads: when present they must have these types (a stray float
-# for ``resources`` once left a task half-accepted on its executor, counted as queued for ever).
-RUN_TASK_OPTIONAL: dict[str, tuple[type, ...]] = {
-    "resources": _DICT,
-    "parts": _INT,
-    "device": _STR,
-    "prio": _INT,
-    "urg": _BOOL,  # hurried by its owner for its deadline
-    "c": _STR,  # the client, and its epoch under the sending owner (tasks/epochs.py)
-    "ep": _INT,
-}
-
-
-def check_run_task(task: Any) -> dict[str, Any]:
+def check_run_task(task: Any) -> RunTask:
     check_fields(task, RUN_TASK, "run task")
-    for key, types in RUN_TASK_OPTIONAL.items():
+    for key, want in RUN_TASK_OPTIONAL.items():
         if key in task:
-            check_fields(task, {key: types}, "run task")
+            check_fields(task, {key: want}, "run task")
     res = task.get("resources", {})
     if not all(isinstance(k, str) and type(v) is int for k, v in res.items()):
         raise WireError("run task: resources must map names to integers")
@@ -171,88 +731,105 @@ def _is_location(val: Any) -> bool:
     return isinstance(loc, list) and all(isinstance(x, str) for x in loc) and type(val.get("size", 0)) is int
 
 
-# Lists of maps inside a message, checked item by item: the whole vocabulary is checked here, on decode, so that
-# the node's handlers never meet a task or result of the wrong shape. (``results`` in RESULTS is the client's to
-# check: it fails one future on a bad item rather than dropping the whole batch.)
-NESTED: dict[str, tuple[str, dict[str, tuple[type, ...]]]] = {
-    RUN: ("tasks", RUN_TASK),
-    SUBMIT: ("tasks", SUBMIT_TASK),
-    DONE: ("results", RESULT),
+Check: TypeAlias = Callable[[Any], bool]
+
+
+@functools.cache
+def checker(ann: Any) -> Check:
+    """A function telling whether a value has the type ``ann`` stands for, in depth: list items, map keys and
+    values, tuples (lists on the wire) of the right length, NamedTuples field by field, TypedDicts (their required
+    fields), ``Literal`` values and ``Annotated`` predicates. ``bool`` is never an int or a float. Built once per
+    annotation, so a long list of ids costs one closure call per item."""
+    origin = get_origin(ann)
+    if origin is Annotated:
+        base, *preds = get_args(ann)
+        check_base = checker(base)
+        return lambda v: check_base(v) and all(p(v) for p in preds)
+    if origin is Literal:
+        allowed = get_args(ann)
+        return lambda v: any(v == a and type(v) is type(a) for a in allowed)
+    if origin is Union or origin is types.UnionType:
+        alternatives = [checker(a) for a in get_args(ann)]
+        return lambda v: any(c(v) for c in alternatives)
+    if origin is list:
+        check_item = checker(get_args(ann)[0])
+        return lambda v: isinstance(v, list) and all(map(check_item, v))
+    if origin is tuple:
+        items = [checker(a) for a in get_args(ann)]
+        return lambda v: isinstance(v, list) and len(v) == len(items) and all(c(x) for c, x in zip(items, v))  # noqa: B905
+    if origin is dict:
+        check_key, check_value = (checker(a) for a in get_args(ann))
+        return lambda v: isinstance(v, dict) and all(check_key(k) and check_value(x) for k, x in v.items())
+    if ann is RunTask:
+        return _run_task_conforms
+    if is_typeddict(ann):
+        fields = [(k, checker(a)) for k, a in _fields(ann)[0].items()]
+        return lambda v: isinstance(v, dict) and all(k in v and c(v[k]) for k, c in fields)
+    if isinstance(ann, type) and issubclass(ann, tuple) and hasattr(ann, "_fields"):  # a NamedTuple
+        hints = _hints(ann)
+        cols = [checker(hints[f]) for f in ann._fields]
+        shortest = len(cols) - len(getattr(ann, "_field_defaults", ()))
+        return lambda v: (
+            isinstance(v, list) and shortest <= len(v) <= len(cols) and all(c(x) for c, x in zip(cols, v))  # noqa: B905
+        )
+    if ann is float:
+        return lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+    if ann is int:
+        return lambda v: type(v) is int
+    if ann is None or ann is type(None):
+        return lambda v: v is None
+    if ann is Any or ann is object:
+        return lambda v: True
+    if isinstance(ann, type):
+        return lambda v: isinstance(v, ann) and not (isinstance(v, bool) and ann is not bool)
+    raise TypeError(f"no runtime check for the annotation {ann!r}")
+
+
+def _run_task_conforms(v: Any) -> bool:
+    check_run_task(v)  # a stolen task's spec is checked exactly like a task inside RUN (and says why not)
+    return True
+
+
+STEAL_KINDS: tuple[str, ...] = tuple(_fields(td)[0]["k"].__args__[0] for td in get_args(StealMsg))
+_STEAL_DEFS: dict[str, Any] = dict(zip(STEAL_KINDS, get_args(StealMsg), strict=True))
+_STEAL_FIELDS = {
+    k: tuple([(f, a) for f, a in fields.items() if f not in ("k", "rid")] for fields in _fields(td))
+    for k, td in _STEAL_DEFS.items()
 }
 
 
-# Work stealing (``sched/stealing.py``): the engine's five message kinds travel inside STEAL's ``m``. Checked in
-# full here, as every other message is, so that the engine and the node only ever see well-formed ones; a stolen
-# task's spec is checked exactly like a task inside RUN, since the thief runs it as one.
-STEAL_KINDS = ("steal_req", "steal_offer", "steal_accept", "steal_commit", "steal_ack")
-MAX_STEAL_BATCH = 256  # tasks in one offer or commit (the engine sends at most 16)
-_STEAL_DEVICES = ("cpu", "gpu")
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _check_steal_header(h: Any, length: int) -> None:
-    """``[id, att, owner, kernel, device, devices, nbytes, predicted, path]`` (+ the spec in a commit)."""
-    if not isinstance(h, list) or len(h) != length:
-        raise WireError(f"steal: a task entry must be a list of {length} items")
-    tid, att, owner, kernel, device, devices, nbytes, predicted, path = h[:9]
-    if not (isinstance(tid, str) and type(att) is int and isinstance(owner, str) and isinstance(kernel, str)):
-        raise WireError("steal: task id, attempt, owner and kernel must be str, int, str, str")
-    if device not in _STEAL_DEVICES or not (
-        isinstance(devices, list) and devices and all(d in _STEAL_DEVICES for d in devices)
-    ):
-        raise WireError("steal: devices must be cpu or gpu")
-    if type(nbytes) is not int or nbytes < 0 or not _is_num(predicted) or not predicted >= 0:
-        raise WireError("steal: nbytes and predicted must be non-negative numbers")
-    if not (isinstance(path, list) and all(isinstance(p, str) for p in path)):
-        raise WireError("steal: path must be a list of node ids")
-
-
-def check_steal(m: dict[str, Any]) -> dict[str, Any]:
-    """The inner message of STEAL, by kind (extra keys are tolerated, as everywhere)."""
+def check_steal(m: Any) -> StealMsg:
+    """The inner message of STEAL, by kind, in depth (extra keys are tolerated, as everywhere). An offer's tasks are
+    headers (``StealTask`` without ``spec``), a commit's carry the spec."""
     k, rid = m.get("k"), m.get("rid")
-    if k not in STEAL_KINDS:
+    td = _STEAL_DEFS.get(k) if isinstance(k, str) else None
+    if td is None:
         raise WireError(f"steal: unknown kind {k!r}")
     if type(rid) is not int:
         raise WireError("steal: rid must be an integer")
-    if k == "steal_req":
-        free, speed, bw = m.get("free"), m.get("speed"), m.get("bw")
-        if not isinstance(free, dict) or not all(d in _STEAL_DEVICES and type(n) is int for d, n in free.items()):
-            raise WireError("steal_req: free must map cpu/gpu to integers")
-        if not isinstance(speed, dict) or not all(d in _STEAL_DEVICES and _is_num(s) for d, s in speed.items()):
-            raise WireError("steal_req: speed must map cpu/gpu to numbers")
-        if bw is not None and not _is_num(bw):
-            raise WireError("steal_req: bw must be a number")
-    elif k in ("steal_offer", "steal_commit"):
-        tasks = m.get("tasks")
-        if not isinstance(tasks, list) or len(tasks) > MAX_STEAL_BATCH:
-            raise WireError(f"{k}: tasks must be a list of at most {MAX_STEAL_BATCH}")
-        for h in tasks:
-            _check_steal_header(h, 9 if k == "steal_offer" else 10)
-            if k == "steal_commit":
-                check_run_task(h[9])
-    elif k == "steal_accept":
-        ids = m.get("ids")
-        if (
-            not isinstance(ids, list)
-            or len(ids) > MAX_STEAL_BATCH
-            or not all(isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and type(i[1]) is int for i in ids)
-        ):
-            raise WireError("steal_accept: ids must be a list of [task id, attempt]")
-    return m
+    required, optional = _STEAL_FIELDS[k]
+    for key, ann in required:
+        if not checker(ann)(m.get(key)):
+            raise WireError(f"{k}: field {key!r} is not {_describe(ann)}")
+    for key, ann in optional:
+        if m.get(key) is not None and not checker(ann)(m[key]):
+            raise WireError(f"{k}: field {key!r} is not {_describe(ann)}")
+    if k in ("steal_offer", "steal_commit"):
+        length = STEAL_HEADER_LEN + (k == "steal_commit")
+        if any(len(h) != length or (length > STEAL_HEADER_LEN and h[-1] is None) for h in m["tasks"]):
+            raise WireError(f"{k}: a task entry must be a list of {length} items")
+    return m  # type: ignore[no-any-return]
 
 
-def check_moves(moves: list[Any]) -> None:
-    if not all(
-        isinstance(x, list) and len(x) == 3 and isinstance(x[0], str) and type(x[1]) is int and isinstance(x[2], str)
-        for x in moves
-    ):
-        raise WireError("moved: each move must be [task id, attempt, node id]")
+def _describe(ann: Any) -> str:
+    return str(ann).replace("typing.", "").replace("meshaios.wire.messages.", "")
 
 
-MAX_ID = 256  # characters in a task or object id: ids name files, log lines and map keys on every node
+# In-depth checks of some top-level fields, beyond their isinstance (the annotations say what)
+_DEEP: dict[str, tuple[str, ...]] = {ABORT: ("ids",), MOVED: ("moves",)}
+_DEEP_CHECKS: dict[str, list[tuple[str, Any]]] = {
+    mtype: [(f, _fields(DEFINITIONS[mtype])[0][f]) for f in fs] for mtype, fs in _DEEP.items()
+}
 
 
 def check_id(x: Any, what: str) -> None:
@@ -285,21 +862,21 @@ def _check_ids(mtype: str, msg: dict[str, Any]) -> None:
                 check_id(item[0], mtype)
 
 
-def check_message(msg: dict[str, Any]) -> dict[str, Any]:
+def check_message(msg: dict[str, Any]) -> Message:
+    """``msg`` as the message its ``t`` names, checked (``WireError`` if it is not one)."""
     mtype = msg.get("t")
     schema = SCHEMAS.get(mtype) if isinstance(mtype, str) else None
     if schema is None:
         raise WireError(f"unknown message type {mtype!r}")
-    check_fields(msg, schema, mtype)  # type: ignore[arg-type]
+    assert isinstance(mtype, str)
+    check_fields(msg, schema, mtype)
     if mtype == STEAL:
         check_steal(msg["m"])
-    elif mtype == ABORT:
-        if not all(isinstance(k, list) and len(k) == 2 and isinstance(k[0], str) and type(k[1]) is int
-                   for k in msg["ids"]):
-            raise WireError("abort: each id must be [task id, attempt]")
-    elif mtype == MOVED:
-        check_moves(msg["moves"])
-    nested = NESTED.get(mtype)  # type: ignore[arg-type]
+    else:
+        for key, ann in _DEEP_CHECKS.get(mtype, ()):
+            if not checker(ann)(msg[key]):
+                raise WireError(f"{mtype}: field {key!r} is not {_describe(ann)}")
+    nested = NESTED.get(mtype)
     if nested is not None:
         key, item_schema = nested
         what = f"{mtype} {key[:-1]}"
@@ -310,5 +887,5 @@ def check_message(msg: dict[str, Any]) -> dict[str, Any]:
                 check_fields(item, item_schema, what)
         if mtype == SUBMIT and not all(isinstance(d, str) for x in msg[key] for d in x["deps"]):
             raise WireError("submit task: deps must be task ids")
-    _check_ids(mtype, msg)  # type: ignore[arg-type]
-    return msg
+    _check_ids(mtype, msg)
+    return msg  # type: ignore[return-value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import msgpack
@@ -385,3 +386,62 @@ def test_property_random_msgpack_maps_only_ever_raise_wire_error(header: dict[st
 def test_ids_with_nul_bytes_or_beyond_the_length_cap_are_refused_at_the_wire(msg: dict[str, Any]) -> None:
     with pytest.raises(WireError, match="an id must be 1 to 256 characters without NUL bytes"):
         decode([bytes(memoryview(f)) for f in encode(msg)])
+
+
+# ---- the validation tables are derived from the TypedDict definitions in messages.py ----------------------------
+
+
+def test_each_schema_is_its_definitions_required_fields() -> None:
+    """``SCHEMAS`` is not written by hand: each message type's table is its TypedDict's required fields (less the
+    codec's ``t`` and ``v``), and its ``t`` is the constant of that name."""
+    for mtype, td in M.DEFINITIONS.items():
+        hints = typing.get_type_hints(td, include_extras=True)
+        required = {k for k, a in hints.items() if typing.get_origin(a) is typing.Required} - {"t"}
+        assert set(M.SCHEMAS[mtype]) == required, mtype
+    assert set(M.RUN_TASK) | set(M.RUN_TASK_OPTIONAL) == set(typing.get_type_hints(M.RunTask))
+
+
+def test_a_new_definition_yields_its_checks() -> None:
+    class Probe(typing.TypedDict):
+        a: str
+        b: int
+        c: float
+        d: list[str]
+        e: M.Location
+        f: typing.NotRequired[bool]
+        g: typing.Literal["x", "y"]
+        h: M.Payload | None
+
+    assert M.schema_of(Probe) == {
+        "a": (str,), "b": (int,), "c": (int, float), "d": (list,), "e": (dict,), "g": (str,),
+        "h": (M.Payload, type(None)),
+    }  # fmt: skip
+    assert M.schema_of(Probe, optional=True) == {"f": (bool,)}
+    with pytest.raises(WireError, match="'b'"):
+        M.check_fields({"a": "s", "b": True, "c": 1, "d": [], "e": {}, "g": "x", "h": None}, M.schema_of(Probe), "p")
+
+
+@pytest.mark.parametrize(
+    ("ann", "good", "bad"),
+    [
+        (M.TaskKey, [["a", 1]], [["a", True], ["a", 1, 2], ("a", 1), ["a"]]),
+        (list[M.Device], [[], ["cpu", "gpu"]], [["tpu"], "cpu", [1]]),
+        (dict[M.Device, int], [{"cpu": 2}], [{"cpu": True}, {"tpu": 1}, {"cpu": 1.5}]),
+        (float, [1, 1.5], [True, "1", None]),
+        (M.StealTask, [["a", 0, "o", "k", "cpu", ["cpu"], 0, 0.5, []]],
+         [["a", 0, "o", "k", "cpu", [], 0, 0.5, []], ["a", 0, "o", "k", "cpu", ["cpu"], -1, 0.5, []],
+          ["a", 0, "o", "k", "cpu", ["cpu"], 0, float("nan"), []], ["a", 0, "o", "k", "cpu", ["cpu"], 0, 0.5]]),
+    ],
+    ids=["task-key", "devices", "free", "float", "steal-task"],
+)
+def test_in_depth_checks_follow_the_annotations(ann: Any, good: list[Any], bad: list[Any]) -> None:
+    check = M.checker(ann)
+    assert all(check(x) for x in good)
+    assert not any(check(x) for x in bad)
+
+
+def test_the_steal_layout_is_the_named_tuple() -> None:
+    assert M.StealTask._fields == ("id", "att", "owner", "kernel", "device", "devices", "nbytes", "predicted", "path",
+                                   "spec")  # fmt: skip
+    assert M.STEAL_HEADER_LEN == 9
+    assert M.STEAL_KINDS == ("steal_req", "steal_offer", "steal_accept", "steal_commit", "steal_ack")

@@ -12,6 +12,7 @@ import functools
 import inspect
 import math
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,6 +319,21 @@ def test_protocol_md_documents_every_message_type_and_no_other() -> None:
     schemas = set(messages.SCHEMAS)
     assert not schemas - documented, f"types without a row in docs/protocol.md section 4: {schemas - documented}"
     assert not documented - schemas, f"docs/protocol.md section 4 documents unknown types: {documented - schemas}"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "definition"),
+    [
+        ("Run task (`RunTask`", "Result (`Result`)", messages.RunTask),
+        ("Result (`Result`)", "### Client and node", messages.Result),
+    ],
+    ids=["run-task", "result"],
+)
+def test_protocol_md_field_tables_name_the_fields_of_their_definitions(start: str, end: str, definition: type) -> None:
+    """A row may name several fields (`` `c`, `ep` ``); together the rows name exactly the TypedDict's fields."""
+    rows = section(PROTO, start, end).splitlines()
+    documented = {f for row in rows if row.startswith("| `") for f in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == set(typing.get_type_hints(definition))
 
 
 def test_protocol_md_documents_every_swim_kind() -> None:

@@ -20,7 +20,6 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,9 @@ from meshaios.logs import RateLimitedLog
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
 from meshaios.rate import RateMeter
 from meshaios.sched.inputs import Links
-from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
-from meshaios.sched.model import RuntimeModel, task_features
+from meshaios.sched.loadview import LoadView
+from meshaios.sched.model import RuntimeModel
 from meshaios.sched.placement import WithTaskInfo, make_policy
-from meshaios.sched.stealing import Moved, QueuedTask, StealConfig, StealEngine, TasksArrived, TState, WorkQueue
-from meshaios.sched.stealing import Send as StealSend
 from meshaios.security import MeshKeys, derive_keys, exposure_warning, insecure_mesh_id, new_mesh_name, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.leases import HolderLeases
@@ -55,10 +52,35 @@ from meshaios.store.stream import (
     StreamSender,
     assemble,
 )
-from meshaios.tasks.epochs import Run, RunFence, Verdict
-from meshaios.tasks.execute import pack_for_process, run_in_process, run_task, unpack_from_process
+from meshaios.tasks.execcore import (
+    AbortRuns,
+    DropResult,
+    Event,
+    ExecCore,
+    FetchInputs,
+    Finished,
+    InputsMissing,
+    InputsReady,
+    Instruction,
+    PeerDown,
+    ProcessCancelled,
+    Recalled,
+    RecallFromWorkers,
+    ReleaseInputs,
+    RunTasks,
+    SendAbort,
+    SendFenced,
+    SendMoved,
+    SendResult,
+    SendSteal,
+    StartOnWorker,
+    StealMessage,
+    TerminateProcessPool,
+    Tick,
+)
+from meshaios.tasks.execute import error_info, pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.functions import FunctionResolver
-from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, Started, TaskState, fn_key
+from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, Started, TaskState
 from meshaios.tasks.workers import WorkerPool
 from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
@@ -69,26 +91,7 @@ from meshaios.wire.payload import Payload
 log = logging.getLogger(__name__)
 
 TICK = 0.05
-RUNTIME_EWMA = 0.3  # weight of the newest measured run time of a kernel on this node
-MAX_KERNELS = 4096  # measured run times kept per node (oldest forgotten first)
-# Prefetch: short tasks are handed to the workers ahead of their slot, up to this many predicted seconds per slot
-# (and at most PREFETCH_MAX per slot). Tiny tasks need it: gated one completion at a time, a worker waits an event
-# loop round trip for each next task, and completions, DONE messages and the owner's dispatches stop coming in
-# batches (measured: +40% node CPU on 10,000 tiny tasks with one per slot). Longer tasks are not prefetched at all:
-# they gain nothing from it and would only be hidden from thieves -- and a thief never gains from taking a task
-# shorter than the steal gate's margin anyway.
-PREFETCH_SECONDS = 0.05
-PREFETCH_MAX = 64
-PREFETCH_STUCK = 0.5  # a prefetched task not started after this long is taken back (see Node._recall_stuck_prefetch)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
-MAX_ABORTED = 100_000  # aborted attempts remembered (a late RUN, commit or result of one is dropped)
-
-
-@dataclass
-class ExecStats:
-    queued: int = 0
-    finished: int = 0
-    failed: int = 0
 
 
 def resolve_keys(config: NodeConfig) -> MeshKeys | None:
@@ -170,7 +173,6 @@ class Node:
             allow_pickle=self.secure, allowed_modules=config.allowed_modules, allowed_functions=config.allowed_functions
         )
         self.workers = config.worker_count
-        self.exec = ExecStats()
         self.swim: Swim | None = None
         self.address = ""
         self.started_at = time.time()
@@ -180,8 +182,6 @@ class Node:
         self._stop_requested = asyncio.Event()
         self._pool: WorkerPool | None = None
         self._procs: concurrent.futures.ProcessPoolExecutor | None = None
-        # runs accepted here and not yet reported, each with the owner owed its result; epochs per client
-        self.fence = RunFence()
         self._done_buffer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._flush_scheduled = False
         self._badlog = RateLimitedLog(log)  # one warning per (peer, kind) per 10 s, 20 per 10 s in all
@@ -190,7 +190,6 @@ class Node:
         self.inventory = _detect(config)
         self.devices = self.inventory.summary()
         self._gpu_order = [g.device for g in self.inventory.gpus]
-        self._gpu_next = 0
         self._gpu_pools: dict[str, WorkerPool] = {}
         self.store = ObjectStore(
             config.memory_limit or int(self.inventory.memory * 0.5),
@@ -218,36 +217,38 @@ class Node:
         self._shm_asked: dict[int, str] = {}
         self._shm_off: set[str] = set()
         self._shm_fault = config.shm_fault if config.fault_injection else ""
-        # fetched copies of other nodes' objects, and how many local tasks still need each: dropped at zero
+        # fetched copies of other nodes' objects: dropped when no task here needs them (``ReleaseInputs``)
         self._fetched: set[str] = set()
-        self._input_refs: dict[str, int] = defaultdict(int)
-        # Work stealing (sched/stealing.py): tasks wait in ``queue`` and reach the worker threads only as slots free
-        # (plus one prefetched per slot), so that an idle peer can still take the ones not started.
-        self.queue = WorkQueue({"cpu": self.workers})
         self.steal_enabled = config.steal
         # load summaries (``ld``) are built and read when someone uses them: the thieves, or EFT's queue term
         self._share_load = config.steal or config.placement == "eft"
-        self.steal = StealEngine(
-            self.node_id, self.queue, StealConfig(), random.Random(f"steal/{self.node_id}"), speed={"cpu": 1.0}
-        )
         # peers' load summaries (SWIM meta ``ld``, DONE ``ld``): where to steal from, and EFT's view of each peer's
         # devices and backlog from all owners (its own placement ledger only knows what this owner sent)
         self.steal_view = self.loadview
+        # The executing node's task bookkeeping (tasks/execcore.py): fence, inputs, the work queue (tasks reach
+        # the worker threads only as slots free, plus short ones prefetched, so that an idle peer can still take
+        # the ones not started), work stealing, aborts. The node carries out what it asks for (``_do``).
+        self.core = ExecCore(
+            self.node_id, {"cpu": self.workers}, model=self.model, view=self.steal_view, timeline=self.timeline,
+            counters=self.counters, steal=config.steal, gpus=self._gpu_order,
+        )  # fmt: skip
+        self.exec = self.core.stats  # queued, finished, failed
+        self.fence = self.core.fence  # runs accepted here and not yet reported; epochs per client
+        self.queue = self.core.queue
+        self.steal = self.core.steal
+        self._instr: dict[type, Callable[[Any], None]] = {
+            StartOnWorker: self._i_start, SendResult: self._i_result, FetchInputs: self._i_fetch,
+            ReleaseInputs: self._i_release, RecallFromWorkers: self._i_recall, SendSteal: self._i_steal,
+            SendMoved: self._i_moved, SendFenced: self._i_fenced, SendAbort: self._i_abort, DropResult: self._i_drop,
+            TerminateProcessPool: self._terminate_process_pool,
+        }  # fmt: skip
         self._ld_heard: dict[str, float] = {}
         self._summary: dict[str, Any] = {}
-        self._runtime: dict[str, float] = {}  # kernel -> measured seconds here (EWMA): the queue's predictions
-        self._kernels: dict[bytes, str] = {}  # function payload -> kernel id, for small payloads
         self._steal_counts: dict[str, int] = defaultdict(int)
-        # Cancellation (``_abort``): attempts aborted by their owner -> that owner; tasks given to thieves -> thief
-        self._aborted: dict[tuple[str, int], str] = {}
-        # prefetched to the worker threads, not finished: (kernel, inputs), for ``_recall_prefetched``
-        self._prefetched: dict[tuple[str, int], tuple[str, Any, float]] = {}  # + when it was handed over
-        self._prefetch_paused = False  # after a stuck prefetch was taken back, until a worker finishes a task
         self._loop_ref: asyncio.AbstractEventLoop | None = None  # set by run(): worker threads report starts to it
-        self._given: dict[tuple[str, int], str] = {}
-        # pure tasks in the process pool: key -> (owner, inputs, packed task), to resubmit the innocent ones when
-        # the pool is terminated to stop an aborted one
-        self._proc_tasks: dict[tuple[str, int], tuple[str, Any, Any]] = {}
+        # pure tasks in the process pool: key -> (owner, packed task), to resubmit the innocent ones when the pool
+        # is terminated to stop an aborted one
+        self._proc_tasks: dict[tuple[str, int], tuple[str, Any]] = {}
         self._discovery: Any = None
         self._node_file: Any = None
         self.http_url = ""
@@ -436,11 +437,7 @@ class Node:
                         self._heard_load(m.node_id, m.meta, m.last_heard)
         self._swim_actions(self.swim.tick(now))
         self._owner_actions(self.owner.tick(now))
-        if self._prefetched:
-            self._recall_stuck_prefetch(now)
-        if self.steal_enabled:
-            self._steal_actions(self.steal.tick(now, self.steal_view))
-            self._start_queued()  # reservations that lapsed are runnable here again
+        self._do(self.core.handle(Tick(), now))  # stuck prefetches, steal timers and requests
         self._data_tick()
 
     async def _recv_loop(self) -> None:
@@ -609,10 +606,9 @@ class Node:
                     "member %s %s: %d of the tasks this node owns re-placed, %d results recomputed from lineage",
                     short(ev.node_id), ev.new.value, replaced, recomputed,
                 )  # fmt: skip
-            self.steal.peer_down(ev.node_id, self.clock.now())  # its reservations here are runnable again
+            self._core(PeerDown(ev.node_id))  # its reservations here are runnable again
             self.steal_view.remove(ev.node_id)
             self._ld_heard.pop(ev.node_id, None)
-            self._start_queued()
             self._fetch_actions(self.fetcher.holder_dead(ev.node_id, self.clock.now()))
             peer = b"n:" + ev.node_id.encode()
             self._stream_actions(self.streams_out.dest_gone(peer, f"node {short(ev.node_id)} is {ev.new.value}"))
@@ -640,48 +636,18 @@ class Node:
             elif isinstance(a, Started) and a.client:
                 self._send_to(a.client, {"t": M.RUNNING, "ids": a.ids})
 
-    # ---- execution ------------------------------------------------------------------------------------------
+    # ---- execution: the shell around the executing node's core (tasks/execcore.py) --------------------------
+    def _core(self, event: Event) -> None:
+        """One event for the executing node's core; what it asks for is done at once, in order."""
+        self._do(self.core.handle(event, self.clock.now()))
+
+    def _do(self, instructions: list[Instruction]) -> None:
+        run = self._instr
+        for ins in instructions:
+            run[type(ins)](ins)
+
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
-        now = self.clock.now()
-        fenced: dict[str, int] = {}
-        for task in tasks:
-            key = (task["id"], task["att"])
-            if self._aborted and self._aborted.get(key) == owner:
-                continue  # aborted already (a late RUN of it): never started
-            verdict = self.fence.offer(key, Run(owner, task.get("c", ""), task.get("ep", 0)))
-            if verdict is Verdict.FENCED:  # from an owner its client has left: refused, and that owner told
-                fenced[task["c"]] = self.fence.epoch(task["c"])
-                continue
-            if verdict is Verdict.ADOPT:  # here already for an owner the client has left: runs once, for this one
-                qt = self.queue.get(key)
-                if qt is not None:
-                    qt.owner = owner  # a thief that takes it reports to the new owner too
-                continue
-            if verdict is Verdict.DUPLICATE:
-                continue  # the same attempt delivered twice: run it once
-            self.exec.queued += 1
-            self.timeline.queued(key[0], key[1], owner, now)
-            task["_owner"] = owner
-            remote: dict[str, tuple[list[str], int]] = {}
-            for d, v in task["deps"].items():
-                if isinstance(v, dict):
-                    locs = [x for x in v.get("loc", ()) if isinstance(x, str)]
-                    size = v.get("size", 0)
-                    remote[d] = (locs, size if type(size) is int else 0)
-                elif v is None:
-                    remote[d] = ([], 0)
-            if remote:
-                task["_inputs"] = list(remote)
-                for d in remote:
-                    self._input_refs[d] += 1
-                have = {d for d in remote if d in self.store}
-                self.timeline.inputs_requested(key[0], key[1], sum(remote[d][1] for d in remote if d not in have), now)
-                self._fetch_actions(self.fetcher.need(task, remote, have, now))
-            else:
-                self._enqueue(task)
-        for client, ep in fenced.items():
-            self._send_fenced(owner, client, ep)
-        self._start_queued()
+        self._core(RunTasks(owner, tasks))
 
     def _send_fenced(self, owner: str, client: str, ep: int) -> None:
         if owner == self.node_id:
@@ -691,6 +657,15 @@ class Node:
         if member is not None:
             msg = {"t": M.FENCED, "src": self.node_id, "c": client, "ep": ep}
             self.transport.send(member.addr, encode(msg))
+
+    def _i_fenced(self, ins: SendFenced) -> None:
+        self._send_fenced(ins.owner, ins.client, ins.ep)
+
+    def _i_fetch(self, ins: FetchInputs) -> None:
+        key, remote, now = ins.key, ins.remote, self.clock.now()
+        have = {d for d in remote if d in self.store}
+        self.timeline.inputs_requested(key[0], key[1], sum(remote[d][1] for d in remote if d not in have), now)
+        self._fetch_actions(self.fetcher.need(ins.spec, remote, have, now))
 
     def _fetch_actions(self, actions: list[FetchAction]) -> None:
         for a in actions:
@@ -707,121 +682,36 @@ class Node:
                 if "_get" in a.task:
                     ident, req, obj_id = a.task["_get"]
                     self._answer_get(ident, req, obj_id, relayed=True)
-                elif not self._was_aborted(a.task):
-                    self.timeline.inputs_arrived(a.task["id"], a.task["att"], self.clock.now())
-                    self._enqueue(a.task)
-                    self._start_queued()
+                else:
+                    self._core(InputsReady((a.task["id"], a.task["att"])))
             elif isinstance(a, InputsLost):
                 if "_get" in a.task:
                     self._get_waiters.append(a.task["_get"])  # the owner recomputes; try again on a later tick
                     continue
-                t = a.task
-                if self._was_aborted(t):
-                    continue
-                self.timeline.finished(t["id"], t["att"], False, self.clock.now(), outcome="lost")
-                run = self.fence.done((t["id"], t["att"]))
-                self.exec.queued -= 1
-                self._release_inputs(t.get("_inputs", ()))
-                owner = run.owner if run is not None else t["_owner"]
-                self._push_result(owner, {"id": t["id"], "att": t["att"], "ok": False, "lost": a.lost})
+                self._core(InputsMissing((a.task["id"], a.task["att"]), a.lost))
 
-    def _enqueue(self, task: dict[str, Any]) -> None:
-        """Into the local run queue, from which ``_start_queued`` feeds the workers as slots free.
-
-        A task for a GPU goes straight to its GPU's thread (one stream per GPU is its own queue). A task whose
-        inputs were fetched here, or that asks for resources, is queued but pinned: a thief may not have them."""
-        owner = task.pop("_owner")
-        if (task.get("resources") or {}).get("gpu", 0) > 0 and self._gpu_pools:
-            self._start_task(task, owner)
-            return
-        kernel = self._kernel(task["fn"])
-        nbytes = task["args"].nbytes
-        if task["deps"]:
-            nbytes += sum(v.nbytes for v in task["deps"].values() if isinstance(v, Payload))
-        qt = QueuedTask(
-            id=task["id"],
-            att=task["att"],
-            owner=owner,
-            kernel=kernel,
-            nbytes=nbytes,
-            predicted=self._predict(kernel, nbytes),
-            spec=task,
-            enqueued=self.clock.now(),
-            pinned="_inputs" in task or bool(task.get("resources")),
-            priority=task.get("prio", 0),
-            urgent=task.get("urg", False),
-        )
-        self.queue.push(qt)
-
-    def _start_queued(self) -> None:
-        """Hand queued tasks to the workers while slots allow, then prefetch short ones (see PREFETCH_SECONDS)."""
-        q = self.queue
-        now = self.clock.now()
-        while (qt := q.start_next("cpu", now)) is not None:
-            self._start_task(qt.spec, qt.owner)
-        while not self._prefetch_paused and (head := q.peek("cpu")) is not None:
-            predicted = self._runtime.get(head.kernel, head.predicted)  # queued before its kernel first ran here?
-            if predicted >= PREFETCH_SECONDS:
-                return
-            per_slot = min(PREFETCH_MAX, int(PREFETCH_SECONDS / max(predicted, 1e-6)))
-            qt = q.start_next("cpu", now, per_slot * q.slots["cpu"])
-            if qt is None:
-                return
-            if not qt.spec.get("pure") and "resources" not in qt.spec:
-                self._prefetched[qt.key] = (qt.kernel, qt.spec.get("_inputs", ()), now)
-            self._start_task(qt.spec, qt.owner)
-
-    def _recall_prefetched(self, kernel: str) -> None:
-        """``kernel`` turned out not to be short (its measured run time is past PREFETCH_SECONDS: the same function
-        with other arguments, say): what was prefetched of it and has not started goes back to the queue, where
-        thieves, priorities and deadlines can reach it again. Without this, tasks of 0.2 s predicted at 1 ms (up
-        to 50 per slot) sat in the workers' queue, unstealable, with urgent work behind them: the deadline test of
-        tests/system/test_scheduling_processes.py met 0 of 20 deadlines."""
-        self._recall([k for k, (kern, _, _) in self._prefetched.items() if kern == kernel])
-
-    def _recall_stuck_prefetch(self, now: float) -> None:
-        """Tasks prefetched more than PREFETCH_STUCK s ago and still not started: every worker is held by something
-        long (a task far past its prediction, a blocking call), and the short tasks behind it would wait for it,
-        unstealable. They go back to the queue, and nothing more is prefetched until a worker finishes a task."""
-        stuck = any(now - t > PREFETCH_STUCK for _, _, t in self._prefetched.values())
-        if stuck and self._recall(list(self._prefetched)):
-            self._prefetch_paused = True
-
-    def _recall(self, keys: list[tuple[str, int]]) -> int:
-        if not keys or self._pool is None:
-            return 0
-        back = self._pool.recall(keys)
-        for key in back:
-            _, inputs, _ = self._prefetched.pop(key)
-            t = self.queue.get(key)
-            if t is not None:
-                t.spec["_inputs"] = inputs
-        self.queue.unstart(back)
-        self.counters["prefetch_recalled"] += len(back)
-        return len(back)
-
-    def _start_task(self, task: dict[str, Any], owner: str) -> None:
-        inputs = task.pop("_inputs", ())
-        key = (task["id"], task["att"])
+    def _i_start(self, ins: StartOnWorker) -> None:
+        task, owner, key = ins.spec, ins.owner, ins.key
         if task.get("pure"):  # the process pool gets values: spilled ones are read here (worker threads read their own)
             for d, v in list(task["deps"].items()):
                 if not isinstance(v, Payload):
                     task["deps"][d] = self.store.get(d)
-        want_gpu = (task.get("resources") or {}).get("gpu", 0) > 0
-        if want_gpu and self._gpu_pools:
-            device = self._gpu_order[self._gpu_next % len(self._gpu_order)]
-            self._gpu_next += 1
-            task["device"] = device
-            self._gpu_pools[device].submit((owner, key, inputs), self._run_one, task)
+        if ins.device != "cpu":  # a GPU: its own thread, one stream
+            task["device"] = ins.device
+            self._gpu_pools[ins.device].submit((owner, key), self._run_one, task)
             return
         if task.get("pure"):
             packed = pack_for_process(task)
-            self._proc_tasks[key] = (owner, inputs, packed)
+            self._proc_tasks[key] = (owner, packed)
             self._submit_to_processes(key, packed)
             return
         assert self._pool is not None
         run = functools.partial(self._run_reporting, owner) if task.get("rs") else self._run_one
-        self._pool.submit((owner, key, inputs), run, task, key if key in self._prefetched else None)
+        self._pool.submit((owner, key), run, task, key if ins.prefetch else None)
+
+    def _i_recall(self, ins: RecallFromWorkers) -> None:
+        back = self._pool.recall(ins.keys) if self._pool is not None else []
+        self._core(Recalled(back, ins.stuck))
 
     def _run_reporting(self, owner: str, task: dict[str, Any]) -> dict[str, Any]:
         """``_run_one`` for a task whose client wants to know when it starts (``rs``): told first, from the loop."""
@@ -841,29 +731,37 @@ class Node:
 
     def _tasks_done(self, batch: list[tuple[Any, Any]]) -> None:
         """Completions from worker threads, a burst at a time (see WorkerPool)."""
-        self._prefetch_paused = False  # a worker is free again
-        for (owner, key, inputs), result in batch:
-            self._finish_one(owner, key, inputs, result)
-        self._after_finish()
+        self._core(Finished([(owner, key, self._outcome(key, out)) for (owner, key), out in batch]))
 
-    def _after_finish(self) -> None:
-        """Refill the freed slots; if that leaves one idle, look for work to steal now rather than next tick."""
-        self._start_queued()
-        if self.steal_enabled and not self.steal.requesting and self.steal.idle():
-            self._steal_actions(self.steal.tick(self.clock.now(), self.steal_view))
+    def _outcome(self, key: tuple[str, int], outcome: Any) -> dict[str, Any]:
+        """A worker's or a process's outcome as a result: an exception becomes an error result; a process's
+        result is unpacked (and a large one kept here)."""
+        if isinstance(outcome, BaseException):
+            err = error_info(outcome, allow_pickle=False)
+            if isinstance(outcome, concurrent.futures.process.BrokenProcessPool):
+                self._procs = None  # the pool is dead: the next pure task gets a fresh one
+                err["msg"] = "the worker process running this task died: " + err["msg"]
+            return {"id": key[0], "att": key[1], "ok": False, "err": err}
+        if "vparts" in outcome or isinstance(outcome.get("v"), tuple):
+            return self._keep_large(unpack_from_process(outcome))
+        result: dict[str, Any] = outcome
+        return result
 
-    def _release_inputs(self, inputs: Any) -> None:
-        for d in inputs:
-            self._input_refs[d] -= 1
-            if self._input_refs[d] <= 0:
-                del self._input_refs[d]
-                if d in self._fetched:
-                    self._fetched.discard(d)
-                    self.store.delete(d)
+    def _i_release(self, ins: ReleaseInputs) -> None:
+        for d in ins.ids:
+            if d in self._fetched:
+                self._fetched.discard(d)
+                self.store.delete(d)
+
+    def _i_drop(self, ins: DropResult) -> None:
+        self.store.delete(ins.obj)
+        for j in range(ins.parts):
+            self.store.delete(f"{ins.obj}#{j}")
 
     def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
         """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
-        if self._aborted and (task["id"], task["att"]) in self._aborted:
+        aborted = self.core.aborted
+        if aborted and (task["id"], task["att"]) in aborted:
             # prefetched into the workers' queue, then cancelled: never started (the loop drops the result)
             return {"id": task["id"], "att": task["att"], "ok": False, "err": {}}
         for d, v in list(task["deps"].items()):
@@ -917,11 +815,11 @@ class Node:
         entry = self._proc_tasks.get(key)
         if entry is None:
             return
-        owner, inputs, packed = entry
+        owner, packed = entry
         exc = None if fut.cancelled() else fut.exception()
         if (
             isinstance(exc, concurrent.futures.process.BrokenProcessPool)
-            and self._aborted.get(key) != owner
+            and not self.core.was_aborted(key, owner)
             and getattr(fut, "_meshaios_innocent", False)
         ):
             # the pool was terminated to stop an aborted task, not by this one: run it again in a fresh pool
@@ -929,57 +827,9 @@ class Node:
             return
         del self._proc_tasks[key]
         if fut.cancelled():
-            self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
-            self.fence.done(key)
-            self.queue.finish(key)
-            self.exec.queued -= 1
+            self._core(ProcessCancelled(key))
             return
-        self._finish_one(owner, key, inputs, exc if exc is not None else fut.result())
-        self._after_finish()
-
-    def _finish_one(self, owner: str, key: tuple[str, int], inputs: Any, outcome: Any) -> None:
-        run = self.fence.done(key)
-        if run is not None:
-            owner = run.owner  # the newest owner that asked for this run (a superseded one's was adopted)
-        qt = self.queue.finish(key)
-        self._prefetched.pop(key, None)
-        self.exec.queued -= 1
-        if self._aborted and self._aborted.get(key) == owner:
-            # cancelled while it ran: its owner has forgotten it; the result (kept here if large) is dropped
-            self.counters["aborted_results_dropped"] += 1
-            self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
-            self._release_inputs(inputs)
-            if isinstance(outcome, dict) and outcome.get("ok"):
-                self.store.delete(key[0])
-                for j in range(outcome.get("parts") or 0):
-                    self.store.delete(f"{key[0]}#{j}")
-            return
-        if qt is not None and isinstance(outcome, dict) and type(outcome.get("dt")) is float:
-            self._measured(qt.kernel, outcome["dt"])
-            if self._prefetched and self._runtime[qt.kernel] >= PREFETCH_SECONDS:
-                self._recall_prefetched(qt.kernel)
-        self._release_inputs(inputs)
-        if isinstance(outcome, BaseException):
-            exc = outcome
-            from meshaios.tasks.execute import error_info
-
-            err = error_info(exc, allow_pickle=False)
-            if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
-                self._procs = None  # the pool is dead: the next pure task gets a fresh one
-                err["msg"] = "the worker process running this task died: " + err["msg"]
-            result = {"id": key[0], "att": key[1], "ok": False, "err": err}
-        else:
-            result = outcome
-            if "vparts" in result or (isinstance(result.get("v"), tuple)):
-                result = self._keep_large(unpack_from_process(result))
-        self.exec.finished += 1
-        if not result["ok"]:
-            self.exec.failed += 1
-            self._fence_refused(result.get("err"))
-        dt = result.get("dt")
-        self.timeline.finished(key[0], key[1], bool(result["ok"]), self.clock.now(),
-                               run_s=dt if type(dt) is float else None, device=str(result.get("dev", "cpu")))
-        self._push_result(owner, result)
+        self._core(Finished([(owner, key, self._outcome(key, exc if exc is not None else fut.result()))], False))
 
     def _fence_refused(self, err: Any) -> None:
         """Count and log (rate-limited) a function the fence refused, with the reference that was refused."""
@@ -987,6 +837,12 @@ class Node:
             self.counters["functions_refused"] += 1
             msg = str(err.get("msg"))[:300]
             self._badlog.warning((msg.encode(), "fence"), "refused to run a function: %s", msg)
+
+    def _i_result(self, ins: SendResult) -> None:
+        result = ins.result
+        if not result["ok"]:
+            self._fence_refused(result.get("err"))
+        self._push_result(ins.owner, result)
 
     def _push_result(self, owner: str, result: dict[str, Any]) -> None:
         self._done_buffer[owner].append(result)
@@ -1003,51 +859,14 @@ class Node:
         if member is not None:  # a dead node runs nothing; its successor never heard of the task
             self.transport.send(member.addr, encode({"t": M.ABORT, "src": self.node_id, "owner": owner, "ids": keys}))
 
+    def _i_abort(self, ins: SendAbort) -> None:
+        self._send_abort(ins.node, ins.owner, ins.keys)
+
     def _abort(self, owner: str, keys: list[list[Any]]) -> None:
-        """``owner`` cancelled these attempts. Queued here (waiting for inputs, in the work queue, reserved for a
-        thief, prefetched to the worker threads but not started): removed, never started. Given to a thief: the
-        abort follows. Running on a thread: it finishes and its result is dropped (``_finish_one``). Running in the
-        process pool: the pool's processes are terminated and the other tasks that were in it run again in a fresh
-        one. Remembered, so that a RUN, a steal commit or a prefetched start of the same attempt arriving later is
-        dropped too."""
-        forward: dict[str, list[list[Any]]] = defaultdict(list)
-        kill_pool = False
-        for tid, att in keys:
-            key = (tid, att)
-            self._aborted[key] = owner
-            if len(self._aborted) > MAX_ABORTED:
-                del self._aborted[next(iter(self._aborted))]
-            self.counters["aborted"] += 1
-            qt = self.queue.get(key)
-            if qt is not None and qt.owner == owner and qt.state is not TState.RUNNING:
-                self.queue.take(key)
-                self._cancelled_here(key, qt.spec.get("_inputs", ()) if isinstance(qt.spec, dict) else ())
-                continue
-            prefetched = qt is not None and qt.owner == owner and key in self._prefetched and self._pool is not None
-            if prefetched and self._pool is not None and self._pool.recall([key]):  # not started: it never will be
-                _, inputs, _ = self._prefetched.pop(key)
-                self.queue.finish(key)
-                self._cancelled_here(key, inputs)
-                continue
-            if key in self._proc_tasks and self._proc_tasks[key][0] == owner:
-                kill_pool = True
-                continue
-            thief = self._given.pop(key, None)
-            if thief is not None:
-                forward[thief].append([tid, att])
-        for thief, ks in forward.items():
-            self._send_abort(thief, owner, ks)
-        if kill_pool:
-            self._terminate_process_pool()
+        """``owner`` cancelled these attempts: ``ExecCore`` (``AbortRuns``) says what that means in each state."""
+        self._core(AbortRuns(owner, keys))
 
-    def _cancelled_here(self, key: tuple[str, int], inputs: Any) -> None:
-        """An aborted attempt that never started here is forgotten: fence, count, timeline, inputs."""
-        self.fence.done(key)
-        self.exec.queued -= 1
-        self.timeline.finished(key[0], key[1], False, self.clock.now(), outcome="cancelled")
-        self._release_inputs(inputs)
-
-    def _terminate_process_pool(self) -> None:
+    def _terminate_process_pool(self, _: TerminateProcessPool | None = None) -> None:
         """A process cannot be told to stop one task: stop them all. The tasks that were not aborted are marked
         innocent and resubmitted to a fresh pool when their futures fail (``_task_finished``)."""
         pool, self._procs = self._procs, None
@@ -1063,58 +882,10 @@ class Node:
                 p.terminate()
         pool.shutdown(wait=False, cancel_futures=False)
 
-    def _was_aborted(self, task: dict[str, Any]) -> bool:
-        """A task that waited for its inputs and was aborted meanwhile: forget it (its inputs are released)."""
-        key = (task["id"], task["att"])
-        if not self._aborted or self._aborted.get(key) != task.get("_owner"):
-            return False
-        self._cancelled_here(key, task.get("_inputs", ()))
-        return True
-
     # ---- work stealing --------------------------------------------------------------------------------------
-    def _kernel(self, fn: Payload) -> str:
-        """``fn_key`` of a function payload, remembered for small ones: a map of tiny tasks sends the same few
-        bytes thousands of times, and a dict lookup costs a tenth of the hash."""
-        blob = fn.blob
-        if len(blob) > 4096:
-            return fn_key(fn)
-        key = self._kernels.get(blob)
-        if key is None:
-            if len(self._kernels) >= MAX_KERNELS:
-                self._kernels.clear()
-            key = self._kernels[blob] = fn_key(fn)
-        return key
-
-    def _predict(self, kernel: str, nbytes: int) -> float:
-        """Seconds a task of ``kernel`` takes here: what this node measured last (it ran the kernel), else what
-        the runtime model says (gossip, or its prior). Only the queue's backlog and the steal gate use it."""
-        rt = self._runtime.get(kernel)
-        if rt is not None:
-            return rt
-        return self.model.predict_one(task_features(kernel, nbytes, "cpu", node=self.node_id))
-
-    def _measured(self, kernel: str, seconds: float) -> None:
-        old = self._runtime.pop(kernel, None)  # re-inserted last: the dict stays in least-recently-run order
-        self._runtime[kernel] = seconds if old is None else old + RUNTIME_EWMA * (seconds - old)
-        if len(self._runtime) > MAX_KERNELS:
-            del self._runtime[next(iter(self._runtime))]
-
-    def _refresh_predictions(self) -> None:
-        """Tasks queued before their kernel's first run here were predicted from the prior (0.5 s for the unknown):
-        bring them up to date before they are summed into a backlog or weighed by the steal gate. O(queue)."""
-        for t in self.queue.queued():
-            rt = self._runtime.get(t.kernel)
-            if rt is not None:
-                t.predicted = rt
-
     def _load_summary(self, now: float) -> dict[str, Any]:
         """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
-        self._refresh_predictions()
-        q = self.queue
-        stealable = sum(1 for t in q.queued() if t.state is TState.QUEUED and not t.pinned and not t.path)
-        cpu = DeviceLoad(q.slots["cpu"], max(0, q.free("cpu")), q.backlog("cpu", now), 1.0)
-        return make_summary({"cpu": cpu}, queued=q.n_queued(), stealable=stealable,
-                            bandwidth=self.links.ingress(self.node_id))
+        return self.core.load_summary(now, bandwidth=self.links.ingress(self.node_id))
 
     def _heard_load(self, node_id: str, meta: Any, heard: float) -> None:
         """A peer's summary from its SWIM meta, timed by when we last heard from it directly (not by gossip)."""
@@ -1136,69 +907,28 @@ class Node:
                 self._steal_counts["refusals"] += 1
                 self.transport.send(member.addr, encode(_steal_msg(self.node_id, "steal_offer", m["rid"], tasks=[])))
             return
-        if m["k"] == "steal_req":
-            self._refresh_predictions()
-        self._steal_actions(self.steal.handle(src, m, self.clock.now()))
-        self._start_queued()  # tasks whose reservation the thief declined are runnable here again
+        self._core(StealMessage(src, m))
 
-    def _steal_actions(self, actions: list[Any]) -> None:
-        moves: dict[str, list[list[Any]]] = defaultdict(list)
-        arrived = False
-        for a in actions:
-            if isinstance(a, StealSend):
-                member = self.swim.get(a.to) if self.swim else None
-                if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
-                    continue  # the engine's timeouts take care of it
-                if a.msg["k"] == "steal_offer" and not a.msg["tasks"]:
-                    self._steal_counts["refusals"] += 1
-                self.transport.send(member.addr, encode({"t": M.STEAL, "src": self.node_id, "m": a.msg}))
-            elif isinstance(a, TasksArrived):
-                for qt in a.tasks:
-                    arrived |= self._arrived(qt)
-            elif isinstance(a, Moved):
-                # given away for good: no longer ours to run, and its owner must hear where it went
-                run = self.fence.done((a.task_id, a.att))
-                self.exec.queued -= 1
-                self.timeline.moved(a.task_id, a.att, self.clock.now())
-                moves[run.owner if run is not None else a.owner].append([a.task_id, a.att, a.to])
-                self._given[(a.task_id, a.att)] = a.to  # an abort from its owner follows it there
-                if len(self._given) > MAX_ABORTED:
-                    del self._given[next(iter(self._given))]
-                log.debug("task %s handed to %s", a.task_id[:12], short(a.to))
-        if arrived:
-            self._start_queued()
-        for owner, items in moves.items():
-            if owner == self.node_id:
-                for tid, att, dst in items:
-                    self._owner_actions(self.owner.moved(tid, self.node_id, dst, att))
-                continue
-            member = self.swim.get(owner) if self.swim else None
-            if member is None:
-                continue  # the owner is gone: nobody waits for these results any more
-            self.transport.send(member.addr, encode({"t": M.MOVED, "src": self.node_id, "moves": items}))
+    def _i_steal(self, ins: SendSteal) -> None:
+        member = self.swim.get(ins.to) if self.swim else None
+        if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            return  # the engine's timeouts take care of it
+        if ins.msg["k"] == "steal_offer" and not ins.msg["tasks"]:
+            self._steal_counts["refusals"] += 1
+        self.transport.send(member.addr, encode({"t": M.STEAL, "src": self.node_id, "m": ins.msg}))
 
-    def _arrived(self, qt: QueuedTask) -> bool:
-        """Thief side: a stolen task is in our queue (the engine put it there, deduplicated by id and attempt)."""
-        spec = qt.spec
-        if self._aborted.get(qt.key) == qt.owner:  # its abort overtook the commit: never started
-            self.queue.take(qt.key)
-            return False
-        verdict = self.fence.offer(qt.key, Run(qt.owner, spec.get("c", ""), spec.get("ep", 0)))
-        newest = self.fence.newest(spec["c"]) if verdict is Verdict.FENCED else None
-        if newest is not None:
-            # taken from a queue that still held it for an owner its client has left; that queue's node has told
-            # the owner owed its result (the newest, where it had adopted the run) that it moved here: so it runs
-            # here, for the newest owner -- dropped, it would leave that owner waiting for ever
-            self._send_fenced(qt.owner, spec["c"], newest.ep)
-            qt.owner, spec["ep"] = newest.owner, newest.ep
-            verdict = self.fence.offer(qt.key, newest)
-        if verdict is not Verdict.NEW:  # here already by another route: it runs once
-            self.queue.take(qt.key)
-            return False
-        self.exec.queued += 1
-        self.timeline.queued(qt.id, qt.att, qt.owner, self.clock.now())
-        qt.predicted = self._predict(qt.kernel, qt.nbytes)
-        return True
+    def _i_moved(self, ins: SendMoved) -> None:
+        """Tasks given to thieves for good: their owner must hear where they went."""
+        for tid, _, dst in ins.moves:
+            log.debug("task %s handed to %s", tid[:12], short(dst))
+        if ins.owner == self.node_id:
+            for tid, att, dst in ins.moves:
+                self._owner_actions(self.owner.moved(tid, self.node_id, dst, att))
+            return
+        member = self.swim.get(ins.owner) if self.swim else None
+        if member is None:
+            return  # the owner is gone: nobody waits for these results any more
+        self.transport.send(member.addr, encode({"t": M.MOVED, "src": self.node_id, "moves": ins.moves}))
 
     def _steal_status(self) -> dict[str, Any]:
         c = self.steal.counters
@@ -1372,9 +1102,9 @@ class Node:
         local = loaded if loaded is not None else self.store.get(obj_id)
         if local is not None:
             reply.update(ok=True, val=local)
-            if relayed and obj_id not in self._input_refs:
+            if relayed and obj_id not in self.core.input_refs:
                 # fetched only to hand on: no second copy stays here -- unless a task queued here shares that
-                # fetch, in which case the copy is that task's input (released with it, in _release_inputs)
+                # fetch, in which case the copy is that task's input (released with it: ``ReleaseInputs`` from the core)
                 self.store.delete(obj_id)
             self._send_to(ident, reply)
             return

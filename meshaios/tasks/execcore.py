@@ -1,0 +1,783 @@
+"""The executing node's task bookkeeping as one pure state machine: what the live node and the simulator both run.
+
+A task reaches an executing node in a RUN (from its owner) or in a steal commit (from a busier peer); from then
+until its result leaves, or it is aborted or handed to a thief, ``ExecCore`` holds everything about it: the fence
+(``tasks/epochs.py``: one run per task and attempt, stale client epochs refused), the inputs it waits for and
+holds, the local run queue (``sched.stealing.WorkQueue``) and the thief/victim protocol (``StealEngine``), the
+prefetch rule, aborts, the tasks given to thieves, and the ``queued`` counter that a node gossips.
+
+Shape: ``handle(event, now) -> list[Instruction]``. Events are frozen dataclasses (a RUN arrived, inputs are
+local, workers finished a batch, an abort, a timer tick, a steal message, a peer died); instructions are frozen
+dataclasses (start this on a worker, take these back from the workers' queue, fetch these inputs, send this
+result, ...). No I/O, no asyncio, no clock: time comes in as ``now``. ``meshaios.node.Node`` turns sockets,
+worker completions and ticks into events and carries out the instructions with real threads and sockets;
+``meshaios.sim.engine`` carries them out in simulated time. Where an instruction has an answer (which prefetched
+tasks the workers gave back), the executor feeds it back as an event (``Recalled``).
+
+The task spec is the RUN message's task dict (``TaskSpec``), untouched: what this core knows about a task lives
+in its own tables, never in private keys of that dict.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
+from meshaios.sched.model import RuntimeModel, task_features
+from meshaios.sched.stealing import (
+    Action as StealAction,
+)
+from meshaios.sched.stealing import (
+    Estimator,
+    Moved,
+    QueuedTask,
+    StealConfig,
+    StealEngine,
+    TasksArrived,
+    TState,
+    WorkQueue,
+)
+from meshaios.sched.stealing import Send as StealSend
+from meshaios.tasks.epochs import Run, RunFence, Verdict
+from meshaios.tasks.owner import fn_key
+from meshaios.timeline import Timeline
+from meshaios.wire.payload import Payload
+
+__all__ = [
+    "MAX_ABORTED",
+    "MAX_KERNELS",
+    "PREFETCH_MAX",
+    "PREFETCH_SECONDS",
+    "PREFETCH_STUCK",
+    "RUNTIME_EWMA",
+    "AbortRuns",
+    "DropResult",
+    "Event",
+    "ExecCore",
+    "ExecStats",
+    "FetchInputs",
+    "Finished",
+    "InputsMissing",
+    "InputsReady",
+    "Instruction",
+    "PeerDown",
+    "ProcessCancelled",
+    "RecallFromWorkers",
+    "Recalled",
+    "ReleaseInputs",
+    "RunTasks",
+    "SendAbort",
+    "SendFenced",
+    "SendMoved",
+    "SendResult",
+    "SendSteal",
+    "StartOnWorker",
+    "StealMessage",
+    "TerminateProcessPool",
+    "Tick",
+]
+
+Key: TypeAlias = tuple[str, int]  # (task id, attempt)
+TaskSpec: TypeAlias = dict[str, Any]  # one task of a RUN message (wire/messages.py), as decoded
+TaskResult: TypeAlias = dict[str, Any]  # one result of a DONE message
+StealMsg: TypeAlias = dict[str, Any]  # the inner ``m`` of a STEAL message (sched/stealing.py)
+
+RUNTIME_EWMA = 0.3  # weight of the newest measured run time of a kernel on this node
+MAX_KERNELS = 4096  # measured run times (and function payload -> kernel ids) kept per node, oldest forgotten first
+# Prefetch: short tasks are handed to the workers ahead of their slot, up to this many predicted seconds per slot
+# (and at most PREFETCH_MAX per slot). Tiny tasks need it: gated one completion at a time, a worker waits an event
+# loop round trip for each next task, and completions, DONE messages and the owner's dispatches stop coming in
+# batches (measured: +40% node CPU on 10,000 tiny tasks with one per slot). Longer tasks are not prefetched at all:
+# they gain nothing from it and would only be hidden from thieves -- and a thief never gains from taking a task
+# shorter than the steal gate's margin anyway.
+PREFETCH_SECONDS = 0.05
+PREFETCH_MAX = 64
+PREFETCH_STUCK = 0.5  # a prefetched task not started after this long is taken back (see ExecCore._tick)
+MAX_ABORTED = 100_000  # aborted attempts (and tasks given to thieves) remembered
+
+
+@dataclass
+class ExecStats:
+    queued: int = 0  # accepted here and not finished, aborted, lost or given away: waiting, queued or running
+    finished: int = 0
+    failed: int = 0
+
+
+# ---- events ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunTasks:
+    """A RUN from ``owner`` (or this node's own owner dispatching to itself)."""
+
+    owner: str
+    tasks: list[TaskSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class InputsReady:
+    """Every input that ``FetchInputs`` named for ``key`` is now in the local store."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class InputsMissing:
+    """No holder could deliver these inputs of ``key``: its owner must recompute them."""
+
+    key: Key
+    lost: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """Workers finished these runs: ``(owner the start named, key, result)``, a burst at a time. ``threads``:
+    from the worker threads (a worker is free again: prefetching resumes), not the process pool."""
+
+    done: list[tuple[str, Key, TaskResult]]
+    threads: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessCancelled:
+    """The process pool cancelled a run before it started (the pool was shut down)."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """The answer to ``RecallFromWorkers``: the keys no worker had started (they never will)."""
+
+    keys: list[Key]
+    stuck: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AbortRuns:
+    """``owner`` cancelled these attempts (``[[id, attempt], ...]``)."""
+
+    owner: str
+    keys: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Timers: stuck prefetches, steal timeouts and requests."""
+
+
+@dataclass(frozen=True, slots=True)
+class StealMessage:
+    """A steal protocol message from peer ``src`` (shape checked by the decoder)."""
+
+    src: str
+    msg: StealMsg
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    """Membership says ``node`` is dead or left."""
+
+    node: str
+
+
+Event: TypeAlias = (
+    RunTasks | InputsReady | InputsMissing | Finished | ProcessCancelled | Recalled | AbortRuns | Tick
+    | StealMessage | PeerDown
+)
+
+# ---- instructions ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartOnWorker:
+    """Run ``spec`` on ``device`` ("cpu": the worker threads, or the process pool for a ``pure`` task; a GPU's
+    name: its own thread). ``prefetch``: ahead of a free slot, into the workers' own queue, from which
+    ``RecallFromWorkers`` may take it back until a worker starts it. Report its end as ``Finished`` with
+    ``owner``."""
+
+    key: Key
+    spec: TaskSpec
+    owner: str
+    device: str = "cpu"
+    prefetch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecallFromWorkers:
+    """Take these prefetched runs back from the workers' queue where no worker has started them; answer with
+    ``Recalled`` (the ones taken back), at once."""
+
+    keys: list[Key]
+    stuck: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FetchInputs:
+    """Make ``remote`` (input id -> (holders, bytes)) local for the task ``key``; then ``InputsReady`` (or
+    ``InputsMissing``)."""
+
+    key: Key
+    spec: TaskSpec
+    remote: dict[str, tuple[list[str], int]]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    owner: str
+    result: TaskResult
+
+
+@dataclass(frozen=True, slots=True)
+class SendAbort:
+    """Forward ``owner``'s abort of ``keys`` to ``node`` (a thief we gave them to)."""
+
+    node: str
+    owner: str
+    keys: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SendMoved:
+    """Tell ``owner`` where its tasks went: ``[[id, attempt, thief], ...]``."""
+
+    owner: str
+    moves: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SendFenced:
+    """Tell ``owner`` that its runs for ``client`` were refused: that client is at epoch ``ep`` elsewhere."""
+
+    owner: str
+    client: str
+    ep: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendSteal:
+    to: str
+    msg: StealMsg
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseInputs:
+    """No task here needs these inputs any more: a fetched copy of one may go."""
+
+    ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DropResult:
+    """The result of an aborted run is not wanted: delete what of it was kept here (``obj``, and its parts)."""
+
+    obj: str
+    parts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TerminateProcessPool:
+    """A process cannot be told to stop one task: stop the pool; the innocent tasks in it run again."""
+
+
+Instruction: TypeAlias = (
+    StartOnWorker | RecallFromWorkers | FetchInputs | SendResult | SendAbort | SendMoved | SendFenced | SendSteal
+    | ReleaseInputs | DropResult | TerminateProcessPool
+)
+
+_NO_INPUTS: tuple[str, ...] = ()
+
+
+class ExecCore:
+    """One executing node's task bookkeeping. Call ``handle`` from one thread (the node's loop, or the
+    simulator); ``aborted`` may be read from a worker thread (a prefetched run checks it before starting)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        slots: dict[str, int],
+        *,
+        model: RuntimeModel,
+        view: LoadView,
+        timeline: Timeline | None = None,
+        counters: MutableMapping[str, int] | None = None,
+        steal: bool = True,
+        steal_config: StealConfig | None = None,
+        steal_seed: str | None = None,
+        speed: dict[str, float] | None = None,
+        gpus: Iterable[str] = (),
+        estimate: Estimator | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.model = model
+        self.view = view
+        self.timeline = timeline if timeline is not None else Timeline(node_id)
+        self.counters: MutableMapping[str, int] = counters if counters is not None else defaultdict(int)
+        self.stats = ExecStats()
+        self.speed = dict(speed or {"cpu": 1.0})
+        self.queue = WorkQueue(slots)
+        self.steal_enabled = steal
+        self.steal = StealEngine(
+            node_id, self.queue, steal_config or StealConfig(),
+            random.Random(steal_seed if steal_seed is not None else f"steal/{node_id}"),
+            speed=self.speed, estimate=estimate,
+        )  # fmt: skip
+        self.fence = RunFence()
+        self.gpus = list(gpus)  # GPU device names: a task that asks for a GPU goes straight to one, round robin
+        self._gpu_next = 0
+        # attempts aborted by their owner -> that owner (a late RUN, commit, result or prefetched start is dropped)
+        self.aborted: dict[Key, str] = {}
+        self._given: dict[Key, str] = {}  # tasks handed to thieves -> thief: an abort follows them there
+        self._waiting: dict[Key, tuple[str, TaskSpec]] = {}  # waiting for inputs: (owner, spec)
+        self._inputs: dict[Key, tuple[str, ...]] = {}  # remote inputs a task holds here, until it is done
+        self.input_refs: dict[str, int] = {}  # input id -> how many tasks here hold it
+        self._prefetched: dict[Key, tuple[str, float]] = {}  # handed to the workers early: (kernel, when)
+        self._prefetch_paused = False  # after a stuck prefetch was taken back, until a worker finishes a task
+        self._procs: dict[Key, str] = {}  # pure tasks in the process pool -> the owner their start named
+        self.runtime: dict[str, float] = {}  # kernel -> measured seconds here (EWMA): the queue's predictions
+        self._kernels: dict[bytes, str] = {}  # function payload -> kernel id, for small payloads
+        self._handlers: dict[type, Callable[[Any, float], list[Instruction]]] = {
+            RunTasks: self._run, InputsReady: self._inputs_ready, InputsMissing: self._inputs_missing,
+            Finished: self._finished, ProcessCancelled: self._process_cancelled, Recalled: self._recalled,
+            AbortRuns: self._abort, Tick: self._tick, StealMessage: self._steal_message, PeerDown: self._peer_down,
+        }  # fmt: skip
+
+    # ---- the entry point ------------------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Instruction]:
+        return self._handlers[type(event)](event, now)
+
+    # ---- queries (status, the shell) ------------------------------------------------------------------------
+
+    def was_aborted(self, key: Key, owner: str) -> bool:
+        """``owner`` aborted this attempt (so a process-pool run of it is not resubmitted)."""
+        return self.aborted.get(key) == owner
+
+    @property
+    def prefetched(self) -> int:
+        return len(self._prefetched)
+
+    def predict(self, kernel: str, nbytes: int, device: str = "cpu") -> float:
+        """Seconds a task of ``kernel`` takes here: what this node measured last (it ran the kernel), else what
+        the runtime model says (gossip, or its prior). Only the queue's backlog and the steal gate use it."""
+        rt = self.runtime.get(kernel)
+        if rt is not None:
+            return rt
+        x = task_features(kernel, nbytes, device, speed=self.speed.get(device, 1.0), node=self.node_id)
+        return self.model.predict_one(x)
+
+    def kernel(self, fn: Payload) -> str:
+        """``fn_key`` of a function payload, remembered for small ones: a map of tiny tasks sends the same few
+        bytes thousands of times, and a dict lookup costs a tenth of the hash."""
+        blob = fn.blob
+        if len(blob) > 4096:
+            return fn_key(fn)
+        key = self._kernels.get(blob)
+        if key is None:
+            if len(self._kernels) >= MAX_KERNELS:
+                self._kernels.clear()
+            key = self._kernels[blob] = fn_key(fn)
+        return key
+
+    def refresh_predictions(self) -> None:
+        """Tasks queued before their kernel's first run here were predicted from the prior (0.5 s for the unknown):
+        bring them up to date before they are summed into a backlog or weighed by the steal gate. O(queue)."""
+        for t in self.queue.queued():
+            rt = self.runtime.get(t.kernel)
+            if rt is not None:
+                t.predicted = rt
+
+    def load_summary(
+        self, now: float, bandwidth: float | None = None, kernel_factors: Mapping[str, float] | None = None
+    ) -> dict[str, Any]:
+        """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
+        self.refresh_predictions()
+        q = self.queue
+        stealable = sum(1 for t in q.queued() if t.state is TState.QUEUED and not t.pinned and not t.path)
+        devices = {
+            d: DeviceLoad(n, max(0, q.free(d)), q.backlog(d, now), self.speed.get(d, 1.0))
+            for d, n in q.slots.items() if n > 0
+        }  # fmt: skip
+        return make_summary(devices, queued=q.n_queued(), stealable=stealable, bandwidth=bandwidth,
+                            kernel_factors=kernel_factors)
+
+    # ---- RUN and inputs -------------------------------------------------------------------------------------
+
+    def _run(self, ev: RunTasks, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        owner = ev.owner
+        fenced: dict[str, int] = {}
+        fence = self.fence
+        for task in ev.tasks:
+            key = (task["id"], task["att"])
+            if self.aborted and self.aborted.get(key) == owner:
+                continue  # aborted already (a late RUN of it): never started
+            verdict = fence.offer(key, Run(owner, task.get("c", ""), task.get("ep", 0)))
+            if verdict is not Verdict.NEW:
+                if verdict is Verdict.FENCED:  # from an owner its client has left: refused, and that owner told
+                    fenced[task["c"]] = fence.epoch(task["c"])
+                elif verdict is Verdict.ADOPT:  # here already for an owner the client has left: runs once, for this one
+                    qt = self.queue.get(key)
+                    if qt is not None:
+                        qt.owner = owner  # a thief that takes it reports to the new owner too
+                continue  # DUPLICATE: the same attempt delivered twice runs once
+            self.stats.queued += 1
+            self.timeline.queued(key[0], key[1], owner, now)
+            remote: dict[str, tuple[list[str], int]] = {}
+            for d, v in task["deps"].items():
+                if isinstance(v, dict):
+                    locs = [x for x in v.get("loc", ()) if isinstance(x, str)]
+                    size = v.get("size", 0)
+                    remote[d] = (locs, size if type(size) is int else 0)
+                elif v is None:
+                    remote[d] = ([], 0)
+            if remote:
+                self._inputs[key] = tuple(remote)
+                refs = self.input_refs
+                for d in remote:
+                    refs[d] = refs.get(d, 0) + 1
+                self._waiting[key] = (owner, task)
+                out.append(FetchInputs(key, task, remote))
+            else:
+                self._enqueue(key, task, owner, now, out)
+        for client, ep in fenced.items():
+            out.append(SendFenced(owner, client, ep))
+        self._start_queued(now, out)
+        return out
+
+    def _inputs_ready(self, ev: InputsReady, now: float) -> list[Instruction]:
+        w = self._waiting.pop(ev.key, None)
+        if w is None:
+            return []
+        out: list[Instruction] = []
+        owner, task = w
+        if self._was_aborted(ev.key, owner, now, out):
+            return out
+        self.timeline.inputs_arrived(ev.key[0], ev.key[1], now)
+        self._enqueue(ev.key, task, owner, now, out)
+        self._start_queued(now, out)
+        return out
+
+    def _inputs_missing(self, ev: InputsMissing, now: float) -> list[Instruction]:
+        key = ev.key
+        w = self._waiting.pop(key, None)
+        if w is None:
+            return []
+        out: list[Instruction] = []
+        owner = w[0]
+        if self._was_aborted(key, owner, now, out):
+            return out
+        self.timeline.finished(key[0], key[1], False, now, outcome="lost")
+        run = self.fence.done(key)
+        self.stats.queued -= 1
+        self._release(key, out)
+        out.append(SendResult(run.owner if run is not None else owner,
+                              {"id": key[0], "att": key[1], "ok": False, "lost": ev.lost}))
+        return out
+
+    def _enqueue(self, key: Key, task: TaskSpec, owner: str, now: float, out: list[Instruction]) -> None:
+        """Into the local run queue, from which ``_start_queued`` feeds the workers as slots free.
+
+        A task for a GPU goes straight to a GPU's thread (one stream per GPU is its own queue). A task whose
+        inputs were fetched here, or that asks for resources, is queued but pinned: a thief may not have them."""
+        res = task.get("resources")
+        if res and res.get("gpu", 0) > 0 and self.gpus:
+            device = self.gpus[self._gpu_next % len(self.gpus)]
+            self._gpu_next += 1
+            out.append(StartOnWorker(key, task, owner, device))
+            return
+        kernel = self.kernel(task["fn"])
+        nbytes = task["args"].nbytes
+        if task["deps"]:
+            nbytes += sum(v.nbytes for v in task["deps"].values() if isinstance(v, Payload))
+        qt = QueuedTask(
+            id=key[0],
+            att=key[1],
+            owner=owner,
+            kernel=kernel,
+            nbytes=nbytes,
+            predicted=self.predict(kernel, nbytes),
+            spec=task,
+            enqueued=now,
+            pinned=key in self._inputs or bool(res),
+            priority=task.get("prio", 0),
+            urgent=task.get("urg", False),
+        )
+        self.queue.push(qt)
+
+    def _start_queued(self, now: float, out: list[Instruction]) -> None:
+        """Hand queued tasks to the workers while slots allow, then prefetch short ones (see PREFETCH_SECONDS)."""
+        q = self.queue
+        for device in q.slots:
+            while (qt := q.start_next(device, now)) is not None:
+                self._start(qt, device, False, out)
+        while not self._prefetch_paused and (head := q.peek("cpu")) is not None:
+            predicted = self.runtime.get(head.kernel, head.predicted)  # queued before its kernel first ran here?
+            if predicted >= PREFETCH_SECONDS:
+                return
+            per_slot = min(PREFETCH_MAX, int(PREFETCH_SECONDS / max(predicted, 1e-6)))
+            qt = q.start_next("cpu", now, per_slot * q.slots["cpu"])
+            if qt is None:
+                return
+            spec = qt.spec
+            prefetch = not spec.get("pure") and "resources" not in spec
+            if prefetch:
+                self._prefetched[qt.key] = (qt.kernel, now)
+            self._start(qt, "cpu", prefetch, out)
+
+    def _start(self, qt: QueuedTask, device: str, prefetch: bool, out: list[Instruction]) -> None:
+        if qt.spec.get("pure"):
+            self._procs[qt.key] = qt.owner
+        out.append(StartOnWorker(qt.key, qt.spec, qt.owner, device, prefetch))
+
+    # ---- completions ----------------------------------------------------------------------------------------
+
+    def _finished(self, ev: Finished, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        if ev.threads:
+            self._prefetch_paused = False  # a worker is free again
+        long: set[str] = set()  # kernels that turned out not to be short
+        for owner, key, result in ev.done:
+            self._finish_one(owner, key, result, now, out, long)
+        if long and self._prefetched:
+            # what was prefetched of them and has not started goes back to the queue, where thieves, priorities
+            # and deadlines reach it again (the same function with other arguments, say). Without this, tasks of
+            # 0.2 s predicted at 1 ms (up to 50 per slot) sat in the workers' queue, unstealable, with urgent work
+            # behind them: the deadline test of tests/system/test_scheduling_processes.py met 0 of 20 deadlines.
+            keys = [k for k, (kern, _) in self._prefetched.items() if kern in long]
+            if keys:
+                out.append(RecallFromWorkers(keys))
+        self._after_finish(now, out)
+        return out
+
+    def _finish_one(
+        self, owner: str, key: Key, result: TaskResult, now: float, out: list[Instruction], long: set[str]
+    ) -> None:
+        run = self.fence.done(key)
+        if run is not None:
+            owner = run.owner  # the newest owner that asked for this run (a superseded one's was adopted)
+        qt = self.queue.finish(key)
+        if self._prefetched:
+            self._prefetched.pop(key, None)
+        if self._procs:
+            self._procs.pop(key, None)
+        self.stats.queued -= 1
+        if self.aborted and self.aborted.get(key) == owner:
+            # cancelled while it ran: its owner has forgotten it; the result (kept here if large) is dropped
+            self.counters["aborted_results_dropped"] += 1
+            self.timeline.finished(key[0], key[1], False, now, outcome="cancelled")
+            self._release(key, out)
+            if result.get("ok"):
+                out.append(DropResult(key[0], result.get("parts") or 0))
+            return
+        dt = result.get("dt")
+        if qt is not None and type(dt) is float:
+            self._measured(qt.kernel, dt)
+            if self._prefetched and self.runtime[qt.kernel] >= PREFETCH_SECONDS:
+                long.add(qt.kernel)
+        if self._inputs:
+            self._release(key, out)
+        self.stats.finished += 1
+        ok = bool(result["ok"])
+        if not ok:
+            self.stats.failed += 1
+        self.timeline.finished(key[0], key[1], ok, now, run_s=dt if type(dt) is float else None,
+                               device=str(result.get("dev", "cpu")))
+        out.append(SendResult(owner, result))
+
+    def _after_finish(self, now: float, out: list[Instruction]) -> None:
+        """Refill the freed slots; if that leaves one idle, look for work to steal now rather than next tick."""
+        self._start_queued(now, out)
+        if self.steal_enabled and not self.steal.requesting and self.steal.idle():
+            self._steal_actions(self.steal.tick(now, self.view), now, out)
+
+    def _process_cancelled(self, ev: ProcessCancelled, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        if self._procs.pop(ev.key, None) is None:
+            return out
+        self.queue.finish(ev.key)
+        self._cancelled_here(ev.key, now, out)
+        return out
+
+    def _measured(self, kernel: str, seconds: float) -> None:
+        old = self.runtime.pop(kernel, None)  # re-inserted last: the dict stays in least-recently-run order
+        self.runtime[kernel] = seconds if old is None else old + RUNTIME_EWMA * (seconds - old)
+        if len(self.runtime) > MAX_KERNELS:
+            del self.runtime[next(iter(self.runtime))]
+
+    def _release(self, key: Key, out: list[Instruction]) -> None:
+        inputs = self._inputs.pop(key, _NO_INPUTS)
+        if not inputs:
+            return
+        refs = self.input_refs
+        gone = []
+        for d in inputs:
+            n = refs.get(d, 0) - 1
+            if n <= 0:
+                refs.pop(d, None)
+                gone.append(d)
+            else:
+                refs[d] = n
+        if gone:
+            out.append(ReleaseInputs(gone))
+
+    # ---- prefetch recall ------------------------------------------------------------------------------------
+
+    def _recalled(self, ev: Recalled, now: float) -> list[Instruction]:
+        """Prefetched runs the workers gave back: an aborted one is forgotten; the others are queued again,
+        ahead of their priority level (``WorkQueue.unstart``), stealable and reorderable."""
+        out: list[Instruction] = []
+        back: list[Key] = []
+        for key in ev.keys:
+            if self._prefetched.pop(key, None) is None:
+                continue
+            qt = self.queue.get(key)
+            if qt is not None and self.aborted.get(key) == qt.owner:
+                self.queue.finish(key)
+                self._cancelled_here(key, now, out)
+            else:
+                back.append(key)
+        if back:
+            self.queue.unstart(back)
+            self.counters["prefetch_recalled"] += len(back)
+        if ev.stuck and ev.keys:
+            self._prefetch_paused = True
+        if back:
+            self._start_queued(now, out)
+        return out
+
+    # ---- timers, stealing, membership ---------------------------------------------------------------------
+
+    def _tick(self, ev: Tick, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        if self._prefetched and any(now - t > PREFETCH_STUCK for _, t in self._prefetched.values()):
+            # every worker is held by something long (a task far past its prediction, a blocking call), and the
+            # short tasks prefetched behind it would wait for it, unstealable: they go back to the queue, and
+            # nothing more is prefetched until a worker finishes a task
+            out.append(RecallFromWorkers(list(self._prefetched), stuck=True))
+        if self.steal_enabled:
+            self._steal_actions(self.steal.tick(now, self.view), now, out)
+            self._start_queued(now, out)  # reservations that lapsed are runnable here again
+        return out
+
+    def _steal_message(self, ev: StealMessage, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        if ev.msg.get("k") == "steal_req":
+            self.refresh_predictions()
+        self._steal_actions(self.steal.handle(ev.src, ev.msg, now), now, out)
+        self._start_queued(now, out)  # tasks whose reservation the thief declined are runnable here again
+        return out
+
+    def _peer_down(self, ev: PeerDown, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        self._steal_actions(self.steal.peer_down(ev.node, now), now, out)  # its reservations here: runnable again
+        self._start_queued(now, out)
+        return out
+
+    def _steal_actions(self, actions: list[StealAction], now: float, out: list[Instruction]) -> None:
+        moves: dict[str, list[list[Any]]] = {}
+        arrived = False
+        for a in actions:
+            if isinstance(a, StealSend):
+                out.append(SendSteal(a.to, a.msg))
+            elif isinstance(a, TasksArrived):
+                for qt in a.tasks:
+                    arrived |= self._arrived(qt, now, out)
+            elif isinstance(a, Moved):
+                # given away for good: no longer ours to run, and its owner must hear where it went
+                key = (a.task_id, a.att)
+                run = self.fence.done(key)
+                self.stats.queued -= 1
+                self.timeline.moved(a.task_id, a.att, now)
+                moves.setdefault(run.owner if run is not None else a.owner, []).append([a.task_id, a.att, a.to])
+                self._given[key] = a.to  # an abort from its owner follows it there
+                if len(self._given) > MAX_ABORTED:
+                    del self._given[next(iter(self._given))]
+        if arrived:
+            self._start_queued(now, out)
+        for owner, items in moves.items():
+            out.append(SendMoved(owner, items))
+
+    def _arrived(self, qt: QueuedTask, now: float, out: list[Instruction]) -> bool:
+        """Thief side: a stolen task is in our queue (the engine put it there, deduplicated by id and attempt)."""
+        spec = qt.spec
+        if self.aborted.get(qt.key) == qt.owner:  # its abort overtook the commit: never started
+            self.queue.take(qt.key)
+            return False
+        verdict = self.fence.offer(qt.key, Run(qt.owner, spec.get("c", ""), spec.get("ep", 0)))
+        newest = self.fence.newest(spec["c"]) if verdict is Verdict.FENCED else None
+        if newest is not None:
+            # taken from a queue that still held it for an owner its client has left; that queue's node has told
+            # the owner owed its result (the newest, where it had adopted the run) that it moved here: so it runs
+            # here, for the newest owner -- dropped, it would leave that owner waiting for ever
+            out.append(SendFenced(qt.owner, spec["c"], newest.ep))
+            qt.owner, spec["ep"] = newest.owner, newest.ep
+            verdict = self.fence.offer(qt.key, newest)
+        if verdict is not Verdict.NEW:  # here already by another route: it runs once
+            self.queue.take(qt.key)
+            return False
+        self.stats.queued += 1
+        self.timeline.queued(qt.id, qt.att, qt.owner, now)
+        qt.predicted = self.predict(qt.kernel, qt.nbytes, qt.device)
+        return True
+
+    # ---- cancellation ---------------------------------------------------------------------------------------
+
+    def _abort(self, ev: AbortRuns, now: float) -> list[Instruction]:
+        """``owner`` cancelled these attempts. Queued here (in the work queue, reserved for a thief): removed,
+        never started. Prefetched to the worker threads: taken back (``Recalled``) if no worker started it.
+        Waiting for inputs: forgotten when they arrive (or are lost). Given to a thief: the abort follows.
+        Running on a thread: it finishes and its result is dropped (``_finish_one``). Running in the process pool:
+        the pool is terminated and the other tasks that were in it run again in a fresh one. Remembered, so that
+        a RUN, a steal commit or a prefetched start of the same attempt arriving later is dropped too."""
+        out: list[Instruction] = []
+        owner = ev.owner
+        forward: dict[str, list[list[Any]]] = {}
+        recall: list[Key] = []
+        kill_pool = False
+        for tid, att in ev.keys:
+            key = (tid, att)
+            self.aborted[key] = owner
+            if len(self.aborted) > MAX_ABORTED:
+                del self.aborted[next(iter(self.aborted))]
+            self.counters["aborted"] += 1
+            qt = self.queue.get(key)
+            if qt is not None and qt.owner == owner:
+                if qt.state is not TState.RUNNING:
+                    self.queue.take(key)
+                    self._cancelled_here(key, now, out)
+                    continue
+                if key in self._prefetched:  # not started, perhaps: then it never will be
+                    recall.append(key)
+                    continue
+            if self._procs.get(key) == owner:
+                kill_pool = True
+                continue
+            thief = self._given.pop(key, None)
+            if thief is not None:
+                forward.setdefault(thief, []).append([tid, att])
+        if recall:
+            out.append(RecallFromWorkers(recall))
+        for thief, ks in forward.items():
+            out.append(SendAbort(thief, owner, ks))
+        if kill_pool:
+            out.append(TerminateProcessPool())
+        return out
+
+    def _was_aborted(self, key: Key, owner: str, now: float, out: list[Instruction]) -> bool:
+        """A task that waited for its inputs and was aborted meanwhile: forget it (its inputs are released)."""
+        if not self.aborted or self.aborted.get(key) != owner:
+            return False
+        self._cancelled_here(key, now, out)
+        return True
+
+    def _cancelled_here(self, key: Key, now: float, out: list[Instruction]) -> None:
+        """An aborted attempt that never started here is forgotten: fence, count, timeline, inputs."""
+        self.fence.done(key)
+        self.stats.queued -= 1
+        self.timeline.finished(key[0], key[1], False, now, outcome="cancelled")
+        self._release(key, out)

@@ -1,0 +1,498 @@
+"""The executing node's core (``meshaios.tasks.execcore``) as a state machine: events in, instructions out.
+
+These are the rules that ``Node`` and the simulator both run: the fence (duplicate, adopted, fenced RUNs),
+inputs, the work queue and prefetch, recall, aborts in every state a task can be in here, work stealing's hand
+over, and the ``queued`` counter that a node gossips.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from meshaios.sched.loadview import LoadView
+from meshaios.sched.model import RuntimeModel
+from meshaios.sched.stealing import TState
+from meshaios.tasks.execcore import (
+    PREFETCH_STUCK,
+    AbortRuns,
+    DropResult,
+    ExecCore,
+    FetchInputs,
+    Finished,
+    InputsMissing,
+    InputsReady,
+    Instruction,
+    PeerDown,
+    Recalled,
+    RecallFromWorkers,
+    ReleaseInputs,
+    RunTasks,
+    SendAbort,
+    SendFenced,
+    SendMoved,
+    SendResult,
+    SendSteal,
+    StartOnWorker,
+    StealMessage,
+    TerminateProcessPool,
+    Tick,
+)
+from meshaios.wire.payload import Payload
+
+FN = Payload(b"kernel-a")
+FN_B = Payload(b"kernel-b")
+
+
+def core(slots: int = 2, steal: bool = False, gpus: tuple[str, ...] = ()) -> ExecCore:
+    return ExecCore("me", {"cpu": slots}, model=RuntimeModel(), view=LoadView(), steal=steal, gpus=gpus)
+
+
+def task(
+    tid: str, att: int = 0, *, fn: Payload = FN, deps: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {"id": tid, "att": att, "fn": fn, "args": Payload(b"x"), "deps": deps or {}, **extra}
+
+
+def of(kind: type, out: list[Instruction]) -> list[Any]:
+    return [i for i in out if isinstance(i, kind)]
+
+
+def started(out: list[Instruction]) -> list[tuple[str, int]]:
+    return [i.key for i in of(StartOnWorker, out)]
+
+
+def ok(key: tuple[str, int], dt: float = 0.001, **extra: Any) -> dict[str, Any]:
+    return {"id": key[0], "att": key[1], "ok": True, "v": None, "dt": dt, **extra}
+
+
+def finish(c: ExecCore, out: list[Instruction], now: float = 1.0, dt: float = 0.001) -> list[Instruction]:
+    """Every start in ``out`` finishes."""
+    return c.handle(Finished([(s.owner, s.key, ok(s.key, dt)) for s in of(StartOnWorker, out)]), now)
+
+
+def make_tiny(c: ExecCore, fn: Payload = FN) -> None:
+    """Measure ``fn``'s kernel as tiny here: from now on its tasks are prefetched."""
+    out = c.handle(RunTasks("o", [task("warm", fn=fn)]), 0.0)
+    finish(c, out, 0.0)
+    assert c.stats.queued == 0
+
+
+# ---- RUN: accept, duplicate, adopt, fenced -------------------------------------------------------------------
+
+
+def test_a_run_fills_the_free_slots_and_queues_the_rest() -> None:
+    c = core(slots=2)
+    out = c.handle(RunTasks("o", [task("a"), task("b"), task("c")]), 0.0)
+    assert started(out) == [("a", 0), ("b", 0)]
+    assert all(not s.prefetch and s.owner == "o" and s.device == "cpu" for s in of(StartOnWorker, out))
+    assert c.stats.queued == 3
+    assert c.queue.n_queued() == 1
+    out = c.handle(Finished([("o", ("a", 0), ok(("a", 0), dt=0.5))]), 1.0)
+    assert [r.result["id"] for r in of(SendResult, out)] == ["a"]
+    assert started(out) == [("c", 0)]
+    assert c.stats.queued == 2
+    assert c.stats.finished == 1
+
+
+def test_a_run_delivered_twice_runs_once() -> None:
+    c = core(slots=1)
+    first = c.handle(RunTasks("o", [task("a"), task("b")]), 0.0)
+    again = c.handle(RunTasks("o", [task("a"), task("b")]), 0.1)
+    assert started(first) == [("a", 0)]
+    assert started(again) == []
+    assert c.stats.queued == 2
+    assert c.fence.counters["duplicates"] == 2
+
+
+def test_a_newer_owner_of_the_client_adopts_the_run_and_gets_its_result() -> None:
+    c = core(slots=1)
+    c.handle(RunTasks("old", [task("a", c="cl", ep=0), task("b", c="cl", ep=0)]), 0.0)
+    out = c.handle(RunTasks("new", [task("a", c="cl", ep=1), task("b", c="cl", ep=1)]), 0.1)
+    assert started(out) == []
+    assert c.stats.queued == 2
+    qt = c.queue.get(("b", 0))
+    assert qt is not None
+    assert qt.owner == "new"
+    out = c.handle(Finished([("old", ("a", 0), ok(("a", 0)))]), 0.2)  # started for "old"
+    assert [(r.owner, r.result["id"]) for r in of(SendResult, out)] == [("new", "a")]
+
+
+def test_a_run_from_an_owner_its_client_has_left_is_refused_and_that_owner_told() -> None:
+    c = core()
+    c.handle(RunTasks("new", [task("a", c="cl", ep=2)]), 0.0)
+    out = c.handle(RunTasks("old", [task("b", c="cl", ep=1), task("c", c="cl", ep=1)]), 0.1)
+    assert started(out) == []
+    assert c.stats.queued == 1
+    assert of(SendFenced, out) == [SendFenced("old", "cl", 2)]  # once per client, not per task
+
+
+def test_a_gpu_task_goes_straight_to_a_gpu_round_robin_and_is_counted() -> None:
+    c = core(slots=1, gpus=("gpu0", "gpu1"))
+    out = c.handle(RunTasks("o", [task(f"g{i}", resources={"gpu": 1}) for i in range(3)]), 0.0)
+    assert [s.device for s in of(StartOnWorker, out)] == ["gpu0", "gpu1", "gpu0"]
+    assert c.stats.queued == 3
+    assert len(c.queue) == 0
+    finish(c, out)
+    assert c.stats.queued == 0
+
+
+# ---- inputs -------------------------------------------------------------------------------------------------
+
+
+def test_remote_inputs_are_fetched_then_the_task_is_queued_pinned_and_its_inputs_released_after() -> None:
+    c = core(slots=1)
+    busy = c.handle(RunTasks("o", [task("busy")]), 0.0)
+    deps = {"x": {"loc": ["h"], "size": 10}, "y": None, "z": Payload(b"inline")}
+    out = c.handle(RunTasks("o", [task("a", deps=deps), task("b", deps={"x": {"loc": ["h"], "size": 10}})]), 0.0)
+    fetches = of(FetchInputs, out)
+    assert [f.key for f in fetches] == [("a", 0), ("b", 0)]
+    assert fetches[0].remote == {"x": (["h"], 10), "y": ([], 0)}
+    assert c.input_refs == {"x": 2, "y": 1}
+    assert c.stats.queued == 3
+    assert c.handle(InputsReady(("a", 0)), 0.1) == []  # queued behind "busy"
+    qt = c.queue.get(("a", 0))
+    assert qt is not None
+    assert qt.pinned
+    out = finish(c, busy)
+    assert started(out) == [("a", 0)]
+    out = finish(c, out)
+    assert of(ReleaseInputs, out) == [ReleaseInputs(["y"])]  # "x" is still needed by "b"
+    out = c.handle(InputsMissing(("b", 0), ["x"]), 0.3)
+    assert [r.result for r in of(SendResult, out)] == [{"id": "b", "att": 0, "ok": False, "lost": ["x"]}]
+    assert of(ReleaseInputs, out) == [ReleaseInputs(["x"])]
+    assert c.input_refs == {}
+    assert c.stats.queued == 0
+
+
+# ---- prefetch and recall ------------------------------------------------------------------------------------
+
+
+def test_tiny_tasks_are_prefetched_past_the_slots_and_a_kernel_that_turns_out_long_is_recalled() -> None:
+    c = core(slots=2)
+    make_tiny(c)
+    out = c.handle(RunTasks("o", [task(f"t{i}") for i in range(10)]), 1.0)
+    starts = of(StartOnWorker, out)
+    assert len(starts) == 10  # 2 in the slots, the rest prefetched (50 ms of 1 ms tasks per slot)
+    assert [s.prefetch for s in starts] == [False, False] + [True] * 8
+    assert c.prefetched == 8
+    assert c.queue.n_queued() == 0
+    # t0 ran 0.2 s: the kernel is not tiny after all; what no worker has started comes back
+    out = c.handle(Finished([("o", ("t0", 0), ok(("t0", 0), dt=0.2))]), 1.2)
+    recall = of(RecallFromWorkers, out)
+    assert len(recall) == 1
+    assert not recall[0].stuck
+    assert sorted(recall[0].keys) == sorted(s.key for s in starts[2:])
+    back = recall[0].keys[2:]  # the workers had started two of them
+    out = c.handle(Recalled(back), 1.2)
+    assert c.counters["prefetch_recalled"] == 6
+    assert c.prefetched == 2
+    assert started(out) == []  # t1 and the two begun hold both slots; nothing is prefetched of a long kernel
+    assert [t.key for t in c.queue.queued()] == back
+    assert all(t.state is TState.QUEUED for t in c.queue.queued())
+    assert c.stats.queued == 9
+    out = c.handle(Finished([("o", ("t1", 0), ok(("t1", 0), dt=0.2))]), 1.4)
+    assert started(out) == []  # t1's slot: still two begun
+    out = c.handle(Finished([("o", k, ok(k, dt=0.2)) for k in recall[0].keys[:2]]), 1.6)
+    assert started(out) == back[:2]  # the slots free: the ones put back start first, one per slot
+
+
+def test_a_stuck_prefetch_is_taken_back_and_prefetching_pauses_until_a_worker_finishes() -> None:
+    c = core(slots=1)
+    make_tiny(c)
+    out = c.handle(RunTasks("o", [task(f"t{i}") for i in range(4)]), 1.0)
+    assert [s.prefetch for s in of(StartOnWorker, out)] == [False, True, True, True]
+    assert of(RecallFromWorkers, c.handle(Tick(), 1.0 + PREFETCH_STUCK / 2)) == []
+    out = c.handle(Tick(), 1.0 + PREFETCH_STUCK * 2)
+    recall = of(RecallFromWorkers, out)
+    assert recall
+    assert recall[0].stuck
+    out = c.handle(Recalled(recall[0].keys, stuck=True), 2.1)
+    assert started(out) == []
+    assert c.queue.n_queued() == 3
+    out = c.handle(Finished([("o", ("t0", 0), ok(("t0", 0)))]), 2.2)
+    assert started(out) == [("t1", 0), ("t2", 0), ("t3", 0)]  # a worker is free: prefetching resumes
+
+
+def test_a_recall_answered_empty_changes_nothing() -> None:
+    c = core(slots=1)
+    make_tiny(c)
+    c.handle(RunTasks("o", [task("t0"), task("t1")]), 1.0)
+    assert c.handle(Recalled([], stuck=True), 2.0) == []
+    assert c.prefetched == 1
+    assert c.stats.queued == 2
+
+
+# ---- aborts, in every state ---------------------------------------------------------------------------------
+
+
+def test_abort_of_a_queued_task_removes_it_and_a_late_run_of_it_is_dropped() -> None:
+    c = core(slots=1)
+    c.handle(RunTasks("o", [task("a"), task("b")]), 0.0)
+    out = c.handle(AbortRuns("o", [["b", 0]]), 0.1)
+    assert out == []
+    assert c.stats.queued == 1
+    assert ("b", 0) not in c.queue
+    assert started(c.handle(RunTasks("o", [task("b")]), 0.2)) == []  # late RUN of the aborted attempt
+    assert c.stats.queued == 1
+    assert c.counters["aborted"] == 1
+
+
+def test_abort_from_another_owner_does_not_touch_the_task() -> None:
+    c = core(slots=1)
+    c.handle(RunTasks("o", [task("a"), task("b")]), 0.0)
+    c.handle(AbortRuns("someone", [["b", 0]]), 0.1)
+    assert ("b", 0) in c.queue
+    assert c.stats.queued == 2
+
+
+def test_abort_of_a_task_waiting_for_inputs_forgets_it_when_they_arrive() -> None:
+    c = core()
+    c.handle(RunTasks("o", [task("a", deps={"x": {"loc": ["h"], "size": 1}})]), 0.0)
+    assert c.handle(AbortRuns("o", [["a", 0]]), 0.1) == []
+    out = c.handle(InputsReady(("a", 0)), 0.2)
+    assert out == [ReleaseInputs(["x"])]
+    assert c.stats.queued == 0
+    assert c.input_refs == {}
+    assert c.fence.done(("a", 0)) is None
+
+
+def test_abort_of_a_prefetched_task_takes_it_back_or_drops_its_result() -> None:
+    c = core(slots=1)
+    make_tiny(c)
+    c.handle(RunTasks("o", [task("t0"), task("t1"), task("t2")]), 1.0)
+    out = c.handle(AbortRuns("o", [["t1", 0], ["t2", 0]]), 1.1)
+    assert of(RecallFromWorkers, out) == [RecallFromWorkers([("t1", 0), ("t2", 0)])]
+    # t1 had not started: it never will; t2 had: it runs, and its result is dropped
+    assert c.handle(Recalled([("t1", 0)]), 1.1) == []
+    assert c.stats.queued == 2
+    assert c.counters.get("prefetch_recalled", 0) == 0
+    out = c.handle(Finished([("o", ("t2", 0), ok(("t2", 0), parts=2))]), 1.2)
+    assert of(SendResult, out) == []
+    assert of(DropResult, out) == [DropResult("t2", 2)]
+    assert c.counters["aborted_results_dropped"] == 1
+    assert c.stats.queued == 1
+
+
+def test_abort_of_a_running_task_drops_its_result_and_releases_its_inputs() -> None:
+    c = core(slots=1)
+    c.handle(RunTasks("o", [task("a", deps={"x": {"loc": ["h"], "size": 1}})]), 0.0)
+    out = c.handle(InputsReady(("a", 0)), 0.1)
+    assert started(out) == [("a", 0)]
+    assert c.handle(AbortRuns("o", [["a", 0]]), 0.2) == []  # running on a thread: nothing to do now
+    out = c.handle(Finished([("o", ("a", 0), ok(("a", 0)))]), 0.3)
+    assert of(SendResult, out) == []
+    assert of(ReleaseInputs, out) == [ReleaseInputs(["x"])]
+    assert of(DropResult, out) == [DropResult("a", 0)]
+    assert c.stats.queued == 0
+    assert c.stats.finished == 0
+
+
+def test_abort_of_a_pure_task_in_the_process_pool_terminates_the_pool() -> None:
+    c = core(slots=2)
+    c.handle(RunTasks("o", [task("p", pure=True), task("q", pure=True)]), 0.0)
+    out = c.handle(AbortRuns("o", [["p", 0]]), 0.1)
+    assert of(TerminateProcessPool, out) == [TerminateProcessPool()]
+    assert c.was_aborted(("p", 0), "o")
+    assert not c.was_aborted(("q", 0), "o")
+
+
+def test_a_failed_result_counts_as_failed() -> None:
+    c = core()
+    out = c.handle(RunTasks("o", [task("a")]), 0.0)
+    err = {"id": "a", "att": 0, "ok": False, "err": {"type": "ValueError"}}
+    out = c.handle(Finished([("o", ("a", 0), err)]), 0.1)
+    assert of(SendResult, out) == [SendResult("o", err)]
+    assert (c.stats.finished, c.stats.failed, c.stats.queued) == (1, 1, 0)
+
+
+# ---- work stealing ------------------------------------------------------------------------------------------
+
+
+def _steal(victim: ExecCore, thief: str = "thief", rid: int = 1) -> tuple[list[Any], list[Instruction]]:
+    """One hand-over from ``victim`` to ``thief``: request, offer, accept; returns the commit and all output."""
+    req = {"k": "steal_req", "rid": rid, "free": {"cpu": 4}, "speed": {"cpu": 1.0}}
+    out = victim.handle(StealMessage(thief, req), 1.0)
+    offer = of(SendSteal, out)[0].msg
+    assert offer["k"] == "steal_offer"
+    assert offer["tasks"]
+    accept = {"k": "steal_accept", "rid": rid, "ids": [h[:2] for h in offer["tasks"]]}
+    out = victim.handle(StealMessage(thief, accept), 1.01)
+    commit = next(i.msg for i in of(SendSteal, out) if i.msg["k"] == "steal_commit")
+    return commit["tasks"], out
+
+
+def test_tasks_given_to_a_thief_leave_the_count_their_owner_is_told_and_an_abort_follows_them() -> None:
+    victim = core(slots=1, steal=True)
+    victim.handle(RunTasks("o", [task(f"t{i}") for i in range(6)]), 0.0)
+    given, out = _steal(victim)
+    moved = of(SendMoved, out)
+    assert len(moved) == 1
+    assert moved[0].owner == "o"
+    assert sorted(m[0] for m in moved[0].moves) == sorted(g[0] for g in given)
+    assert victim.stats.queued == 6 - len(given)
+    tid = given[0][0]
+    out = victim.handle(AbortRuns("o", [[tid, 0]]), 1.1)
+    assert of(SendAbort, out) == [SendAbort("thief", "o", [[tid, 0]])]
+
+
+def test_the_thief_runs_what_a_commit_carries_once_unless_its_abort_overtook_it() -> None:
+    victim = core(slots=1, steal=True)
+    victim.handle(RunTasks("o", [task(f"t{i}") for i in range(6)]), 0.0)
+    given, _ = _steal(victim)
+    thief = core(slots=4, steal=True)
+    thief.handle(AbortRuns("o", [[given[0][0], 0]]), 1.0)  # the abort reached the thief before the commit
+    commit = {"k": "steal_commit", "rid": 1, "tasks": given}
+    out = thief.handle(StealMessage("me", commit), 1.02)
+    assert sorted(started(out)) == sorted((g[0], 0) for g in given[1:])
+    assert thief.stats.queued == len(given) - 1
+    again = thief.handle(StealMessage("me", commit), 1.03)  # retransmitted: acknowledged, not run again
+    assert started(again) == []
+    assert thief.stats.queued == len(given) - 1
+
+
+def test_a_dead_thiefs_reservations_are_runnable_again() -> None:
+    victim = core(slots=1, steal=True)
+    victim.handle(RunTasks("o", [task(f"t{i}") for i in range(6)]), 0.0)
+    req = {"k": "steal_req", "rid": 1, "free": {"cpu": 4}, "speed": {"cpu": 1.0}}
+    victim.handle(StealMessage("thief", req), 1.0)
+    assert any(t.state is TState.OFFERED for t in victim.queue.queued())
+    victim.handle(PeerDown("thief"), 1.1)
+    assert all(t.state is TState.QUEUED for t in victim.queue.queued())
+    assert victim.stats.queued == 6
+
+
+# ---- the stateful test --------------------------------------------------------------------------------------
+
+KEYS = [(f"t{i}", a) for i in range(6) for a in (0, 1)]
+OWNERS = ["o1", "o2"]
+
+
+class ExecCoreMachine(RuleBasedStateMachine):
+    """Random RUNs (duplicated, re-owned, with inputs), completions, aborts, recalls, ticks and lost inputs, with
+    an executor that plays the worker pool honestly (a recall returns what no worker has started). No key is
+    ever on a worker twice at once, no attempt is reported twice, ``queued`` never goes negative, and once every
+    worker and fetch has answered, ``queued`` is back to 0 and nothing is left behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = core(slots=2)
+        make_tiny(self.c)
+        make_tiny(self.c, FN_B)
+        self.now = 1.0
+        self.on_worker: dict[tuple[str, int], StartOnWorker] = {}  # started, not finished
+        self.worker_started: set[tuple[str, int]] = set()  # ... and begun by a worker (cannot be recalled)
+        self.fetching: set[tuple[str, int]] = set()
+        self.reported: set[tuple[str, int]] = set()
+        self.recalls: list[RecallFromWorkers] = []
+
+    def _do(self, out: list[Instruction]) -> None:
+        for ins in out:
+            if isinstance(ins, StartOnWorker):
+                assert ins.key not in self.on_worker, f"{ins.key} started twice"
+                self.on_worker[ins.key] = ins
+            elif isinstance(ins, FetchInputs):
+                assert ins.key not in self.fetching
+                self.fetching.add(ins.key)
+            elif isinstance(ins, SendResult):
+                key = (ins.result["id"], ins.result["att"])
+                assert key not in self.reported, f"{key} reported twice"
+                self.reported.add(key)
+            elif isinstance(ins, RecallFromWorkers):
+                self.recalls.append(ins)
+        while self.recalls:  # the pool answers a recall at once
+            r = self.recalls.pop(0)
+            back = [k for k in r.keys if k in self.on_worker and self.on_worker[k].prefetch
+                    and k not in self.worker_started]
+            for k in back:
+                del self.on_worker[k]
+            self._do(self.c.handle(Recalled(back, r.stuck), self.now))
+
+    def _step(self) -> None:
+        self.now += 0.01
+
+    @rule(
+        keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=4, unique=True),
+        owner=st.sampled_from(OWNERS),
+        inputs=st.booleans(),
+        b=st.booleans(),
+    )
+    def run(self, keys: list[tuple[str, int]], owner: str, inputs: bool, b: bool) -> None:
+        self._step()
+        keys = [k for k in keys if k not in self.reported]  # a finished attempt is not sent again
+        deps = {"x": {"loc": ["h"], "size": 8}} if inputs else {}
+        tasks = [task(k[0], k[1], fn=FN_B if b else FN, deps=deps, c="cl", ep=OWNERS.index(owner)) for k in keys]
+        self._do(self.c.handle(RunTasks(owner, tasks), self.now))
+
+    @precondition(lambda self: self.on_worker)
+    @rule(data=st.data(), dt=st.sampled_from([0.001, 0.2]))
+    def finish(self, data: st.DataObject, dt: float) -> None:
+        self._step()
+        keys = sorted(self.on_worker)
+        done = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True))
+        batch = []
+        for k in done:
+            s = self.on_worker.pop(k)
+            self.worker_started.discard(k)
+            batch.append((s.owner, k, ok(k, dt)))
+        self._do(self.c.handle(Finished(batch), self.now))
+
+    @precondition(lambda self: self.on_worker)
+    @rule(data=st.data())
+    def worker_begins(self, data: st.DataObject) -> None:
+        self.worker_started.add(data.draw(st.sampled_from(sorted(self.on_worker))))
+
+    @precondition(lambda self: self.fetching)
+    @rule(data=st.data(), lost=st.booleans())
+    def inputs(self, data: st.DataObject, lost: bool) -> None:
+        self._step()
+        k = data.draw(st.sampled_from(sorted(self.fetching)))
+        self.fetching.discard(k)
+        self._do(self.c.handle(InputsMissing(k, ["x"]) if lost else InputsReady(k), self.now))
+
+    @rule(keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True), owner=st.sampled_from(OWNERS))
+    def abort(self, keys: list[tuple[str, int]], owner: str) -> None:
+        self._step()
+        self._do(self.c.handle(AbortRuns(owner, [list(k) for k in keys]), self.now))
+
+    @rule(dt=st.sampled_from([0.01, PREFETCH_STUCK + 0.1]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self._do(self.c.handle(Tick(), self.now))
+
+    @invariant()
+    def counters_never_negative(self) -> None:
+        s = self.c.stats
+        assert s.queued >= 0
+        assert s.finished >= 0
+        assert s.failed >= 0
+        assert all(n > 0 for n in self.c.input_refs.values())
+        assert self.c.queue.n_running() >= 0
+
+    def teardown(self) -> None:
+        # every fetch answers and every worker finishes: nothing may be left counted or held
+        for _ in range(100):
+            if not (self.fetching or self.on_worker):
+                break
+            for k in sorted(self.fetching):
+                self.fetching.discard(k)
+                self._do(self.c.handle(InputsReady(k), self.now))
+            batch = [(s.owner, k, ok(k)) for k, s in sorted(self.on_worker.items())]
+            self.on_worker.clear()
+            self.worker_started.clear()
+            if batch:
+                self._do(self.c.handle(Finished(batch), self.now))
+        assert self.c.stats.queued == 0
+        assert len(self.c.queue) == 0
+        assert len(self.c.fence) == 0
+        assert self.c.input_refs == {}
+        assert self.c.prefetched == 0
+
+
+TestExecCoreMachine = ExecCoreMachine.TestCase
+TestExecCoreMachine.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

@@ -18,13 +18,15 @@ import math
 import os
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from meshaios.clock import Clock, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
+from meshaios.dashboard.jobs import client_label
+from meshaios.dashboard.views import fn_label, work_view
 from meshaios.errors import ConfigError, LimitExceeded, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
@@ -91,6 +93,11 @@ from meshaios.wire.payload import Payload
 log = logging.getLogger(__name__)
 
 TICK = 0.05
+MAX_PEEK_IDS = 4096  # task ids one ``peek`` asks to name
+VIEW_REUSE = 1.0  # seconds a ``peer_view`` is reused: it scans the owner's tasks, and any number of pages may ask
+PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
+RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
+STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
 
 
@@ -209,6 +216,12 @@ class Node:
             self.transport, "send_control", self.transport.send
         )
         self._get_waiters: list[tuple[bytes, int, str]] = []
+        # the dashboard's mesh-wide view: failures of tasks this node owned (kept after the client let them go),
+        # and PEEKs waiting for their answers (req -> asked node, its future)
+        self._recent_errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
+        self._peeks: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self._peek_req = 0
+        self._view_cache: tuple[float, dict[str, Any]] | None = None  # (when, ``peer_view``): pages poll every second
         # same-host transfers through /dev/shm (store/shm.py): our host id, published in SWIM meta once the
         # shared-memory directory is usable; fetches that asked for shared memory (req -> holder); holders whose
         # file we refused (asked over the socket from then on)
@@ -372,6 +385,7 @@ class Node:
             ready=ready,
             on_listen=listening,
             get_work=work,
+            get_mesh=self.mesh_views,
         )
 
     def _node_file_path(self) -> Any:
@@ -530,6 +544,12 @@ class Node:
         elif t == M.ABORT:
             if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
                 self._abort(msg["owner"], msg["ids"])
+        elif t == M.PEEK:
+            if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
+                self._on_peek(msg)
+        elif t == M.PEEKED:
+            if ident == b"n:" + msg["src"].encode():
+                self._on_peeked(msg)
         elif t == M.FETCH:
             self._on_fetch(msg)
         elif t == M.OBJ:
@@ -629,8 +649,10 @@ class Node:
                     continue
                 self._send_to(_peer(a.node), {"t": M.RUN, "owner": self.node_id, "tasks": a.tasks})
                 self.counters["dispatched_remote"] += len(a.tasks)
-            elif isinstance(a, Deliver) and a.client:
-                self._send_to(a.client, {"t": M.RESULTS, "results": a.results})
+            elif isinstance(a, Deliver):
+                self._note_failures(a.results)
+                if a.client:
+                    self._send_to(a.client, {"t": M.RESULTS, "results": a.results})
             elif isinstance(a, Abort):
                 self._send_abort(a.node, self.node_id, a.keys)
             elif isinstance(a, Started) and a.client:
@@ -1305,6 +1327,131 @@ class Node:
             **({"ld": self._summary} if self._summary else {}),
             **({"hid": self.host_id} if self.host_id else {}),
         }
+
+    # ---- the mesh-wide view (the dashboard's task stream, errors and progress) -------------------------------
+    def _note_failures(self, results: list[dict[str, Any]]) -> None:
+        """Failures of tasks this node owns, as their clients hear of them: kept (``RECENT_ERRORS``) so that the
+        dashboard still shows them once the futures are gone. Cancellations, and dependents failing because of
+        a failure already kept, are left out."""
+        for r in results:
+            if r.get("ok") is not False:
+                continue
+            raw = r.get("err")
+            err: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            etype, msg = str(err.get("type", "Error")), str(err.get("msg", ""))
+            if etype == "meshaios.Cancelled" or msg.startswith("dependency "):
+                continue
+            t = self.owner.tasks.get(r.get("id", ""))
+            self._recent_errors.append(
+                {
+                    "at": time.time(),
+                    "task": str(r.get("id", "")),
+                    "function": fn_label(t.fn) if t is not None else "",
+                    "client": client_label(t.client) if t is not None else "",
+                    "type": etype[:200],
+                    "msg": msg[:1000],
+                    "tb": str(err.get("tb", ""))[-4000:],
+                    "node": str(err.get("node") or r.get("node") or ""),
+                }
+            )
+
+    def peer_view(self) -> dict[str, Any]:
+        """What this node tells a ``peek``: its most recent task attempts (with the functions of those it owns),
+        the failures it owns, and the per-function progress and jobs of the tasks it owns."""
+        now = self.clock.now()
+        if self._view_cache is not None and now - self._view_cache[0] < VIEW_REUSE:
+            return dict(self._view_cache[1])
+        records = self.timeline.recent(STREAM_RECORDS, offset=time.time() - now)
+        work = work_view(self.owner.tasks, now, name_tasks=[str(r["task"]) for r in records])
+        view = {
+            "node": self.node_id,
+            "name": self.name,
+            "workers": self.workers,
+            "timeline": records,
+            "names": work["task_functions"],
+            "functions": work["functions"],
+            "jobs": work["jobs"],
+            "errors": list(self._recent_errors),
+        }
+        self._view_cache = (now, view)
+        return dict(view)
+
+    def _names(self, ids: Collection[str]) -> dict[str, str]:
+        """The functions of the tasks among ``ids`` that this node owns."""
+        out: dict[str, str] = {}
+        for tid in ids:
+            t = self.owner.tasks.get(tid)
+            if t is not None:
+                out[tid] = fn_label(t.fn)
+        return out
+
+    def _on_peek(self, msg: dict[str, Any]) -> None:
+        member = self.swim.get(msg["src"]) if self.swim else None
+        if member is None:
+            return
+        ids = msg.get("ids")
+        reply: dict[str, Any] = {"t": M.PEEKED, "src": self.node_id, "req": msg["req"]}
+        if isinstance(ids, list):
+            reply["names"] = self._names([i for i in ids[:MAX_PEEK_IDS] if isinstance(i, str)])
+        else:
+            reply["view"] = self.peer_view()
+        self._send_to(_peer(member.node_id), reply)
+
+    def _on_peeked(self, msg: dict[str, Any]) -> None:
+        waiting = self._peeks.get(msg["req"])
+        if waiting is not None and waiting[0] == msg["src"] and not waiting[1].done():
+            waiting[1].set_result(msg)
+
+    async def _peek_all(self, asks: dict[str, list[str] | None], timeout: float) -> dict[str, dict[str, Any]]:
+        """Send a ``peek`` to each node of ``asks`` (with the ids to name, or None for its view); the answers that
+        came within ``timeout`` seconds, by node."""
+        loop = asyncio.get_running_loop()
+        sent: dict[int, str] = {}
+        for node_id, ids in asks.items():
+            self._peek_req += 1
+            req = self._peek_req
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._peeks[req] = (node_id, fut)
+            sent[req] = node_id
+            peek: dict[str, Any] = {"t": M.PEEK, "src": self.node_id, "req": req}
+            if ids is not None:
+                peek["ids"] = ids
+            self._send_to(_peer(node_id), peek)
+        try:
+            futs = [self._peeks[r][1] for r in sent]
+            if futs:
+                await asyncio.wait(futs, timeout=timeout)
+            return {sent[r]: self._peeks[r][1].result() for r in sent if self._peeks[r][1].done()}
+        finally:
+            for r in sent:
+                self._peeks.pop(r, None)
+
+    async def mesh_views(self, timeout: float = PEEK_TIMEOUT) -> list[dict[str, Any]]:
+        """Every live node's ``peer_view``, this one's first, with each task of their streams named by the node that
+        owns it (a second round of ``peek``s, to the owners, for the tasks their executors could not name)."""
+        assert self.swim is not None
+        live = [m.node_id for m in self.swim.members() if m.state in _REACHABLE]
+        answers = await self._peek_all(dict.fromkeys(live), timeout)
+        views = [self.peer_view()] + [a["view"] for a in answers.values() if isinstance(a.get("view"), dict)]
+        unnamed: dict[str, list[str]] = defaultdict(list)
+        for v in views:
+            names = v.get("names")
+            names = names if isinstance(names, dict) else {}
+            for r in v.get("timeline") or ():
+                if isinstance(r, dict) and r.get("task") not in names:
+                    unnamed[str(r.get("owner", ""))].append(str(r.get("task")))
+        found: dict[str, str] = self._names(unnamed.pop(self.node_id, ()))
+        asks = {o: ids[:MAX_PEEK_IDS] for o, ids in unnamed.items() if o in live}
+        if asks:
+            for a in (await self._peek_all(dict(asks), timeout)).values():
+                got = a.get("names")
+                if isinstance(got, dict):
+                    found.update((str(k), str(v)) for k, v in got.items())
+        if found:
+            for v in views:
+                own = v.get("names")
+                v["names"] = {**found, **(own if isinstance(own, dict) else {})}
+        return views
 
     def _model_path(self) -> Path:
         return state_dir(self.config) / f"runtime-model-{_safe(self.name)}.msgpack"

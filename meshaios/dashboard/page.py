@@ -82,7 +82,11 @@ ul#failures li.bad .n { color:var(--bad); font-weight:600; } ul#failures li.warn
 dl.kv { display:grid; grid-template-columns: auto 1fr auto 1fr; gap:4px 16px; margin:0; font-size:13px; }
 dl.kv dt { color:var(--dim); } dl.kv dd { margin:0; font-variant-numeric: tabular-nums; }
 #sec-stream { grid-column: span 12; }
-svg#stream { width:100%; height:160px; display:block; background:#0b1016; border-radius:4px; }
+#stream-wrap { display:flex; gap:6px; }
+#stream-labels { position:relative; width:96px; flex:none; font-family:var(--mono); font-size:11px; }
+#stream-labels div { position:absolute; left:0; right:0; overflow:hidden; white-space:nowrap;
+  text-overflow:ellipsis; border-top:1px solid #1d2630; color:var(--dim); }
+svg#stream { flex:1; min-width:0; height:160px; display:block; background:#0b1016; border-radius:4px; }
 svg#stream .tw { fill:#2a3644; } svg#stream .tf { fill:var(--warn); } svg#stream .tr { fill:var(--accent); }
 svg#stream .te { fill:var(--bad); } svg#stream .tm { fill:var(--dim); }
 .legend span { margin-left:12px; } .legend i { display:inline-block; width:10px; height:10px; margin-right:4px;
@@ -328,7 +332,7 @@ SCRIPT = r"""
     const tbody = $("functions").tBodies[0];
     tbody.replaceChildren();
     $("functions").style.display = fns.length ? "" : "none";
-    setText("functions-none", fns.length ? "" : "no tasks owned by this node");
+    setText("functions-none", fns.length ? "" : "no tasks in the mesh");
     for (const f of fns) {
       const tr = el("tr", null, "fn");
       const fin = num(f.done) + num(f.failed);
@@ -410,7 +414,7 @@ SCRIPT = r"""
         + (num(s.sum) / Math.max(1, num(s.n))).toFixed(3) + " s"));
       leg.appendChild(sp);
     }
-    setText("hist-sum", n ? fmtInt(n) + " recent tasks run here" : "no task run here yet");
+    setText("hist-sum", n ? fmtInt(n) + " recent tasks" : "no task run yet");
   }
 
   // the owner's failed tasks, most recent first, each with its traceback (``node.errors``)
@@ -425,14 +429,15 @@ SCRIPT = r"""
       sm.appendChild(swatch(e.function));
       sm.appendChild(el("span", shortFn(e.function), "fnname"));
       sm.appendChild(el("span", " " + (e.type || "Error") + ": " + (e.msg || ""), "n"));
-      sm.appendChild(el("span", " " + String(e.task || "").slice(0, 12) + " \u00b7 " + fmtDur(e.age) + " ago", "t"));
+      sm.appendChild(el("span", " " + String(e.task || "").slice(0, 12) + (e.owner ? " \u00b7 owner " + e.owner : "")
+        + " \u00b7 " + fmtDur(e.age) + " ago", "t"));
       d.appendChild(sm);
       d.appendChild(el("pre", e.tb || "(no traceback)"));
       li.appendChild(d);
       ul.appendChild(li);
     }
     setText("errors-count", errs.length ? fmtInt(errs.length) + " most recent" : "");
-    if (!errs.length) ul.appendChild(el("li", "no failed task among those this node owns", "dim"));
+    if (!errs.length) ul.appendChild(el("li", "no failed task", "dim"));
   }
 
   const FAILURE_COUNTERS = [
@@ -494,11 +499,14 @@ SCRIPT = r"""
     for (const [k, v] of items) { dl.appendChild(el("dt", k)); dl.appendChild(el("dd", v)); }
   }
 
-  // The task stream: this node's most recent task attempts (status ``node.timeline``), one lane per worker
-  // slot: queued (dark), fetching inputs (amber), running (blue; red if it failed or lost its inputs).
-  function renderStream(me) {
+  // The task stream: the most recent task attempts of every node (``work.stream``; this node's own ``node.timeline``
+  // when its members could not be asked), one group of lanes per node, one lane per busy slot: queued (dark),
+  // fetching inputs (amber), running (coloured by function; red if it failed or lost its inputs).
+  function renderStream(me, work) {
     const svg = $("stream");
-    const recs = Array.isArray(me.timeline) ? me.timeline.filter((r) => r && typeof r.queued === "number") : [];
+    const labels = $("stream-labels");
+    const raw = work && Array.isArray(work.stream) ? work.stream : (Array.isArray(me.timeline) ? me.timeline : []);
+    const recs = raw.filter((r) => r && typeof r.queued === "number");
     const sum = me.timeline_summary || {};
     const share = sum.share || {};
     setText("stream-sum", fmtInt(sum.tasks) + " tasks here: " + Math.round(100 * num(share.wait_s)) + "% queued, "
@@ -506,24 +514,49 @@ SCRIPT = r"""
       + "% running; " + fmtBytes(num(sum.bytes_in)) + " fetched");
     const NS = "http://www.w3.org/2000/svg";
     svg.replaceChildren();
+    labels.replaceChildren();
     if (!recs.length) return;
     const fin = (r) => (typeof r.finished === "number" ? r.finished : r.queued);
     const start = (r) => (typeof r.started === "number" ? r.started : fin(r));
     let t0 = Infinity, t1 = -Infinity;
     for (const r of recs) { t0 = Math.min(t0, r.queued); t1 = Math.max(t1, fin(r)); }
     const span = Math.max(1e-3, t1 - t0);
-    // lanes: a run occupies its lane from start to finish (greedy interval partitioning)
-    const sorted = recs.slice().sort((a, b) => start(a) - start(b));
-    const laneEnd = [];
-    const lane = new Map();
-    for (const r of sorted) {
-      let i = laneEnd.findIndex((e) => e <= start(r) + 1e-9);
-      if (i < 0) { i = laneEnd.length; laneEnd.push(0); }
-      laneEnd[i] = fin(r);
-      lane.set(r, i);
+    // per node (in the order the nodes answered), lanes: a run occupies its lane from start to finish (greedy
+    // interval partitioning)
+    const order = (work && Array.isArray(work.nodes) ? work.nodes.map((n) => n.id) : []);
+    const groups = new Map(order.map((id) => [id, []]));
+    for (const r of recs) {
+      const id = r.node || "";
+      if (!groups.has(id)) groups.set(id, []);
+      groups.get(id).push(r);
     }
-    const W = 600, H = 160, lanes = Math.max(1, laneEnd.length), lh = H / lanes;
+    const lane = new Map();
+    const bands = [];
+    let lanes = 0;
+    for (const [id, rs] of groups) {
+      if (!rs.length) continue;
+      const laneEnd = [];
+      for (const r of rs.slice().sort((a, b) => start(a) - start(b))) {
+        let i = laneEnd.findIndex((e) => e <= start(r) + 1e-9);
+        if (i < 0) { i = laneEnd.length; laneEnd.push(0); }
+        laneEnd[i] = fin(r);
+        lane.set(r, lanes + i);
+      }
+      bands.push({ id: id, name: rs[0].node_name || String(id).slice(0, 8), first: lanes, n: laneEnd.length });
+      lanes += laneEnd.length;
+    }
+    const W = 600, H = Math.max(160, 14 * lanes), lh = H / Math.max(1, lanes);
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    svg.style.height = H + "px";
+    labels.style.height = H + "px";
+    for (const b of bands) {
+      const d = el("div", b.name);
+      d.title = b.name + " (" + b.id + "): " + b.n + " lane" + (b.n === 1 ? "" : "s");
+      d.style.top = (b.first * lh) + "px";
+      d.style.height = (b.n * lh) + "px";
+      d.dataset.node = b.id;
+      labels.appendChild(d);
+    }
     const x = (t) => ((t - t0) / span) * W;
     const rect = (a, b, y, h, cls, tip) => {
       const e = document.createElementNS(NS, "rect");
@@ -540,9 +573,9 @@ SCRIPT = r"""
     };
     for (const r of recs) {
       const y = lane.get(r) * lh;
-      const tip = String(r.task).slice(0, 24) + " #" + r.attempt + " on " + r.device + ": queued "
-        + num(r.wait_s).toFixed(3) + " s, inputs " + num(r.fetch_s).toFixed(3) + " s (" + fmtBytes(num(r.bytes_in))
-        + "), ran " + num(r.run_s).toFixed(3) + " s, " + r.outcome;
+      const tip = String(r.task).slice(0, 24) + " #" + r.attempt + " on " + (r.node_name || "this node") + " ("
+        + r.device + "): queued " + num(r.wait_s).toFixed(3) + " s, inputs " + num(r.fetch_s).toFixed(3) + " s ("
+        + fmtBytes(num(r.bytes_in)) + "), ran " + num(r.run_s).toFixed(3) + " s, " + r.outcome;
       rect(r.queued, start(r), y + lh * 0.35, lh * 0.3, "tw", tip);
       if (typeof r.inputs_requested === "number" && typeof r.inputs_arrived === "number") {
         rect(r.inputs_requested, r.inputs_arrived, y + lh * 0.2, lh * 0.6, "tf", tip);
@@ -550,6 +583,7 @@ SCRIPT = r"""
       const bad = r.outcome === "error" || r.outcome === "lost";
       const run = rect(start(r), fin(r), y + lh * 0.1, lh * 0.8, bad ? "te" : (r.outcome === "moved" ? "tm" : "tr"),
         (r.function ? r.function + " \u00b7 " : "") + tip);
+      run.dataset.node = r.node || "";
       if (!bad && r.outcome !== "moved" && r.function) run.style.fill = colour(r.function);
     }
   }
@@ -569,13 +603,17 @@ SCRIPT = r"""
       renderNodes(st);
       const rate = renderThroughput(pts);
       renderCards(tot, rate);
-      renderWork(me, tot, pts);
-      renderFunctions(me);
+      // the whole mesh's work (every node's stream, every owner's progress and kept errors: ``work``), or this
+      // node's alone when the members could not be asked
+      const w = st.work || null;
+      const mesh = w ? { ...me, jobs: w.jobs, functions: w.functions, errors: w.errors } : me;
+      renderWork(mesh, tot, pts);
+      renderFunctions(mesh);
       renderHistogram(st.durations);
-      renderErrors(me);
+      renderErrors(mesh);
       renderFailures(me);
       renderIO(me);
-      renderStream(me);
+      renderStream(me, w);
       prev = me;
       setText("updated", "updated " + clock());
       document.body.classList.remove("stale");
@@ -650,24 +688,26 @@ _BODY = """<!doctype html>
       </tr></thead><tbody></tbody></table>
   </section>
   <section id="sec-functions">
-    <h2>Progress per function (tasks this node owns) <span class="dim" id="functions-none"></span></h2>
+    <h2>Progress per function (every owner's tasks) <span class="dim" id="functions-none"></span></h2>
     <table id="functions"><thead><tr><th>function</th><th>done / failed / running</th>
       <th class="num">finished</th><th class="num">running</th><th class="num">waiting</th>
       <th class="num">failed</th></tr></thead><tbody></tbody></table>
   </section>
   <section id="sec-hist">
-    <h2>Task run times here <span class="dim" id="hist-sum"></span></h2>
+    <h2>Task run times (every node's recent tasks) <span class="dim" id="hist-sum"></span></h2>
     <svg id="hist" viewBox="0 0 600 150" preserveAspectRatio="none"></svg>
     <div id="hist-legend"></div>
   </section>
   <section id="sec-stream">
-    <h2>Task stream: this node's recent tasks, one lane per slot, coloured by function <span
+    <h2>Task stream: every node's recent tasks, one lane per slot, coloured by function <span
       class="dim legend"><span id="stream-sum"></span><span><i class="w"></i>queued</span><span><i
       class="f"></i>inputs</span><span><i class="r"></i>running</span><span><i class="e"></i>failed</span></span></h2>
-    <svg id="stream" viewBox="0 0 600 160" preserveAspectRatio="none"></svg>
+    <div id="stream-wrap"><div id="stream-labels"></div>
+      <svg id="stream" viewBox="0 0 600 160" preserveAspectRatio="none"></svg></div>
   </section>
   <section id="sec-errors">
-    <h2>Task errors (click for the traceback) <span class="dim" id="errors-count"></span></h2>
+    <h2>Task errors in the mesh, kept after their futures are gone (click for the traceback) <span class="dim"
+      id="errors-count"></span></h2>
     <ul id="errors"></ul>
   </section>
   <section id="sec-failures">

@@ -25,6 +25,7 @@ import ipaddress
 import json
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ import h11
 from meshaios.dashboard.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshaios.dashboard.metrics import render_metrics
 from meshaios.dashboard.page import PAGE, csp_header
-from meshaios.dashboard.views import duration_histogram, mesh_view
+from meshaios.dashboard.views import duration_histogram, mesh_view, mesh_work
 from meshaios.errors import ConfigError
 from meshaios.security import MeshKeys
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 StatusSource = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 WorkSource = Callable[[Collection[str]], Mapping[str, Any]]
+MeshSource = Callable[[], Awaitable[list[dict[str, Any]]]]  # ``Node.mesh_views``: every live node's ``peer_view``
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ async def serve_http(
     on_listen: Callable[[str], None] | None = None,
     require_token: bool = False,
     get_work: WorkSource | None = None,
+    get_mesh: MeshSource | None = None,
     limits: HttpLimits = HttpLimits(),
 ) -> None:
     """Serve until cancelled. ``get_status`` is ``Node.status`` (or any callable giving that dict, or an awaitable).
@@ -115,7 +118,9 @@ async def serve_http(
     ``get_work`` (``work_view`` over the node's owner: jobs, per-function progress, recent errors) is called only
     for ``/api/status``, when someone looks: it may cost more than the status, which the throughput history also
     samples once a second; its answer is reused for ``limits.work_reuse`` seconds, however many pages are open. It
-    is given the ids of the tasks in the status's timeline, to name their functions.
+    is given the ids of the tasks in the status's timeline, to name their functions. ``get_mesh`` (``Node.mesh_views``)
+    gives every live node's task stream, the failures its owner kept and its per-function progress, for
+    ``/api/status`` only: the page then shows the whole mesh's (``mesh_work``), whichever node serves it.
     """
     loopback = is_loopback_host(host) and not require_token
     if not loopback and not token:
@@ -154,7 +159,8 @@ async def serve_http(
                     )
             reading[task] = writer
             await _serve_one(
-                reader, writer, get_status, token, loopback, limits, history, get_work, lambda: reading.pop(task, None)
+                reader, writer, get_status, token, loopback, limits, history, get_work, get_mesh,
+                lambda: reading.pop(task, None),
             )
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
@@ -248,6 +254,7 @@ async def _serve_one(
     limits: HttpLimits,
     history: History,
     get_work: WorkSource | None,
+    get_mesh: MeshSource | None = None,
     request_read: Callable[[], Any] = lambda: None,
 ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_request_bytes)
@@ -307,15 +314,32 @@ async def _serve_one(
     if path == "/metrics":
         await out.respond(200, METRICS_CONTENT_TYPE, render_metrics(status).encode(), head=head)
     else:
-        doc = dashboard_doc(status, history, get_work)
+        views = None
+        if get_mesh is not None:
+            try:
+                async with asyncio.timeout(limits.status_timeout):
+                    views = await get_mesh()
+            except Exception as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.debug("dashboard: no mesh view: %s", exc)
+        doc = dashboard_doc(status, history, get_work, views)
         body = json.dumps(_jsonable(doc), separators=(",", ":")).encode()
         await out.respond(200, "application/json", body, head=head)
 
 
-def dashboard_doc(status: Mapping[str, Any], history: History, get_work: WorkSource | None) -> dict[str, Any]:
+def dashboard_doc(
+    status: Mapping[str, Any],
+    history: History,
+    get_work: WorkSource | None,
+    views: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """``/api/status``: the node's status, plus what the page draws from it: the mesh merged from the members'
     gossiped figures (``mesh``), the server's throughput history, the owner's work (``node.jobs``,
-    ``node.functions``, ``node.errors``) and the task-duration histogram of the tasks run here (``durations``)."""
+    ``node.functions``, ``node.errors``) and the task-duration histogram of the tasks run here (``durations``).
+    With ``views`` (``Node.mesh_views``), the whole mesh's: ``work`` (``mesh_work``: the task stream of every node,
+    the failures every owner kept, per-function progress and jobs summed over the owners) and ``durations`` over
+    every node's recent tasks."""
     doc = dict(status)
     if history.samples:
         doc["history"] = history.view()
@@ -337,6 +361,11 @@ def dashboard_doc(status: Mapping[str, Any], history: History, get_work: WorkSou
     if names:  # the task stream colours each attempt by its function
         me = doc["node"]
         doc["node"] = {**me, "timeline": [{**r, "function": names.get(str(r.get("task")))} for r in records]}
+    if views:
+        work = mesh_work(views, time.time())
+        doc["work"] = work
+        doc["durations"] = duration_histogram(work["stream"], {r["task"]: r["function"] for r in work["stream"]
+                                                               if r.get("function")})
     return doc
 
 

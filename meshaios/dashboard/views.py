@@ -4,6 +4,7 @@
   its members' gossiped ones (SWIM metadata: tasks run, failed, owned and unfinished, tasks/s, memory), so any
   node's page shows the same totals (up to a gossip round of lag) without asking anyone else.
 - ``work_view``: one scan of the owner's tasks: jobs per client, progress per function, recent errors.
+- ``mesh_work``: the same, and the task stream, over every node's ``peer_view`` (the dashboard's mesh-wide page).
 - ``duration_histogram``: how long the tasks run here took, per function (where this node owns the task) or
   per device, in log-spaced buckets.
 """
@@ -217,3 +218,61 @@ def duration_histogram(records: Iterable[Mapping[str, Any]], names: Mapping[str,
     for s in ordered:
         s["sum"] = round(s["sum"], 6)
     return {"buckets": list(BUCKETS), "series": ordered}
+
+
+_COUNTS = ("total", "pending", *_STATES)
+
+
+def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: int = 3000,
+              max_errors: int = 20, limit: int = 20) -> dict[str, Any]:  # fmt: skip
+    """The whole mesh's work from every node's ``Node.peer_view`` (``now``: wall-clock seconds).
+
+    ``stream``: every node's recent task attempts (times in wall-clock seconds), each with ``node_name`` and its
+    ``function`` where its owner could name it, oldest first, at most ``stream_limit``. ``nodes``: ``id, name,
+    workers`` of the nodes that answered, in that order. ``functions``: per-function counts summed over the owners,
+    the unfinished first. ``jobs``: every owner's, with its ``owner`` name. ``errors``: the ``max_errors`` most
+    recent failures any owner kept, newest first, with their ``age`` in seconds.
+
+    >>> w = mesh_work([{"node": "a", "name": "n0", "timeline": [{"task": "t", "queued": 1.0, "owner": "a"}],
+    ...                 "names": {"t": "m:f"}, "functions": [{"function": "m:f", "total": 1, "done": 1}],
+    ...                 "errors": [{"at": 9.0, "task": "t", "type": "ValueError"}]}], now=10.0)
+    >>> w["stream"][0]["function"], w["functions"][0]["done"], w["errors"][0]["age"]
+    ('m:f', 1, 1.0)
+    """
+    nodes: list[dict[str, Any]] = []
+    stream: list[dict[str, Any]] = []
+    funcs: dict[str, dict[str, Any]] = {}
+    jobs: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for v in views:
+        if not isinstance(v, Mapping):
+            continue
+        name = str(v.get("name", ""))
+        nodes.append({"id": str(v.get("node", "")), "name": name, "workers": _int(v.get("workers"))})
+        raw = v.get("names")
+        names: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        for r in v.get("timeline") or ():
+            if isinstance(r, Mapping) and isinstance(r.get("queued"), (int, float)):
+                stream.append({**r, "node_name": name, "function": names.get(str(r.get("task"))) or None})
+        for f in v.get("functions") or ():
+            if not isinstance(f, Mapping):
+                continue
+            key = str(f.get("function", ""))
+            acc = funcs.setdefault(key, {"function": key, **dict.fromkeys(_COUNTS, 0)})
+            for k in _COUNTS:
+                acc[k] += _int(f.get(k))
+        jobs.extend({**j, "owner": name} for j in v.get("jobs") or () if isinstance(j, Mapping))
+        for e in v.get("errors") or ():
+            if isinstance(e, Mapping):
+                errors.append({**e, "owner": name, "age": max(0.0, now - _num(e.get("at")))})
+    stream.sort(key=lambda r: _num(r.get("queued")))
+    out = list(funcs.values())
+    out.sort(key=lambda f: (f["pending"] == 0, -f["total"], f["function"]))
+    errors.sort(key=lambda e: e["age"])
+    return {
+        "nodes": nodes,
+        "stream": stream[-stream_limit:],
+        "functions": out[:limit],
+        "jobs": jobs[: limit * 4],
+        "errors": errors[:max_errors],
+    }

@@ -53,6 +53,8 @@ STEAL: Final = "steal"  # thief <-> victim, work stealing: {"src": node id, "m":
 MOVED: Final = "moved"  # victim -> owner: {"src": victim id, "moves": [[task id, attempt, thief id], ...]}
 STARTED: Final = "started"  # executor -> owner: {"src", "ids": [[task id, attempt]]} -- tasks that asked for it began
 FENCED: Final = "fenced"  # executor -> owner: {"src", "c": client, "ep": its newer epoch} -- your run came too late
+PEEK: Final = "peek"  # node -> node, for a mesh-wide dashboard: {"src", "req", "ids"?: [task ids to name]}
+PEEKED: Final = "peeked"  # the answer: {"src", "req", "view"?: the peer's stream and errors, "names"?: {id: fn}}
 # client <-> node
 HELLO: Final = "hello"  # {"client": id}
 WELCOME: Final = "welcome"  # {"node", "name", "mesh", "pickle"}
@@ -498,6 +500,21 @@ class Pong(_Header, total=False):
     peers: list[str]
 
 
+class Peek(_Header, total=False):
+    t: Required[Literal["peek"]]
+    src: Required[str]
+    req: Required[int]
+    ids: list[str]  # name these tasks (of the answering node's own) instead of sending its view
+
+
+class Peeked(_Header, total=False):
+    t: Required[Literal["peeked"]]
+    src: Required[str]
+    req: Required[int]
+    view: dict[str, Any]  # ``Node.peer_view``: its recent task stream, the failures it owns, per-function progress
+    names: dict[str, str]  # task id -> function, for the ids asked
+
+
 class Error(_Header, total=False):
     t: Required[Literal["error"]]
     msg: Required[str]
@@ -607,7 +624,8 @@ class XAck(_Header, total=False):
 
 
 Message: TypeAlias = (
-    SwimMessage | Run | Done | Abort | Steal | Moved | Started | Fenced | Hello | Welcome | Submit | Fault | Detach
+    SwimMessage | Run | Done | Abort | Steal | Moved | Started | Fenced | Peek | Peeked | Hello | Welcome | Submit
+    | Fault | Detach
     | Results | Running | Release | Cancel | Keep | Status | StatusReply | Ping | Pong | Error | Fetch | Obj | Store
     | Stored | Free | Get | Got | Put | PutAck | Adopt | Bye | XHead | XChunk | XAck
 )

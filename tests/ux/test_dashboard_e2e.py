@@ -73,6 +73,8 @@ class Dom(HTMLParser):
         self.errors: list[dict[str, Any]] = []
         self.body: dict[str, str] = {}
         self.failures: list[str] = []
+        self.lanes: list[dict[str, Any]] = []  # the task stream's node labels (one per node with recent tasks)
+        self.runs: list[dict[str, str]] = []  # the task stream's rectangles, with the node each ran on
         self.tags: list[str] = []
         self._open: list[dict[str, Any]] = []
         self.feed(html)
@@ -95,6 +97,10 @@ class Dom(HTMLParser):
             self.errors.append(el)
         if tag == "li" and self._open and self._open[-1]["attrs"].get("id") == "failures":
             self.failures.append("")
+        if tag == "div" and self._open and self._open[-1]["attrs"].get("id") == "stream-labels":
+            self.lanes.append(el)
+        if tag == "rect" and "data-node" in a:
+            self.runs.append(a)
         if tag not in ("br", "meta", "link", "img", "input", "line", "polygon", "polyline"):
             self._open.append(el)
 
@@ -169,6 +175,9 @@ def test_dashboard_shows_three_nodes_and_a_mixed_job_advancing(
         # up to 50 s on 6 workers, however slow the browser: the gate ends it as soon as the checks are done
         futs = client.map(funcs.gated_square, range(n), [0.5] * n, [str(gate)] * n)
         try:
+            # the other nodes' memory reaches this page by gossip (a probe period or two): wait for it first
+            wait_for(lambda: sum(r["memory"] for r in api_status(url)["mesh"]["nodes"]) >= 6 * 1_600_000, 15,
+                     interval=0.1, what="the six results' memory gossiped to node 0")  # fmt: skip
             first = Dom(chromium(url + "/", tmp_path / "p1", "--dump-dom"))
             assert first.body.get("data-ready") == "1", first.text("error") if "error" in first.by_id else first.body
             assert [r["attrs"]["data-state"] for r in first.rows] == ["alive"] * 3
@@ -186,8 +195,10 @@ def test_dashboard_shows_three_nodes_and_a_mixed_job_advancing(
             assert int(gated["data-pending"]) > 0
             assert fns["tests.ux.funcs:boom"]["data-failed"] == "2"
             assert fns["tests.ux.funcs:big"]["data-done"] == "6"
-            assert len(first.errors) == 2
-            assert all("ValueError: bad input" in e["text"] and "Traceback" in e["text"] for e in first.errors)
+            # the mesh's errors, newest first: other tests of the session may have left older ones
+            bad_input = [e for e in first.errors if "ValueError: bad input" in e["text"]]
+            assert len(bad_input) == 2
+            assert all("Traceback" in e["text"] for e in bad_input)
 
             chromium(url + "/", tmp_path / "p3", f"--screenshot={shot}", "--window-size=1280,1380", budget_ms=2000)
             second = Dom(chromium(url + "/", tmp_path / "p2", "--dump-dom"))
@@ -215,6 +226,50 @@ def test_dashboard_shows_three_nodes_and_a_mixed_job_advancing(
     if os.environ.get("MESHAIOS_UPDATE_SCREENSHOTS"):
         DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
         DOCS_IMAGE.write_bytes(png)
+
+
+def test_any_nodes_page_shows_the_whole_mesh_and_errors_that_outlive_their_futures(
+    ux_mesh: LocalMesh, client: Client, tmp_path: Path
+) -> None:
+    """Node 2's page, while node 0 owns a job whose tasks run on all three nodes: the task stream has a band of
+    lanes per node with every node's runs named by function, the per-function progress counts node 0's tasks,
+    and node 0's failures are listed with their tracebacks -- still, after their client has closed."""
+    urls = node_dashboards(ux_mesh)
+    assert len(urls) == 3
+    n = 60
+    with ux_mesh.client(0) as c:  # a client of its own: node 0 owns its tasks
+        booms = [c.submit(funcs.boom, f"kept error {i}") for i in range(2)]
+        for f in booms:
+            with pytest.raises(TaskError, match="ValueError: kept error"):
+                f.result(timeout=60)
+        futs = c.map(funcs.gated_square, range(n), [0.05] * n, [str(tmp_path / "never")] * n)
+        assert c.gather(futs, timeout=120) == [x * x for x in range(n)]
+        ran_on = {f.node for f in futs}
+        assert len(ran_on) >= 2, "the job did not spread over the mesh"
+
+        def streamed() -> Any:
+            work = api_status(urls[2]).get("work") or {}
+            named = {r["node"] for r in work.get("stream", []) if r.get("function") == "tests.ux.funcs:gated_square"}
+            return work if named >= ran_on else None
+
+        work = wait_for(streamed, 30, interval=0.2, what="every node's runs of the job in node 2's stream")
+        assert next(v["name"] for v in work["nodes"]) == "node2"  # the serving node first
+        assert {v["name"] for v in work["nodes"]} == {"node0", "node1", "node2"}
+        fn = {f["function"]: f for f in work["functions"]}["tests.ux.funcs:gated_square"]
+        assert fn["total"] >= n
+        page = Dom(chromium(urls[2] + "/", tmp_path / "p", "--dump-dom"))
+        assert page.body.get("data-ready") == "1"
+        names = {lane["text"].strip() for lane in page.lanes}
+        assert {ux_mesh.by_index(i).name for i in range(3) if ux_mesh.by_index(i).node_id in ran_on} <= names
+        assert {r["data-node"] for r in page.runs} >= ran_on
+    # the client is gone and its owner has forgotten its tasks: the failures are still on every node's page
+    for url in urls:
+        kept = [e for e in api_status(url)["work"]["errors"] if e["msg"].startswith("kept error")]
+        assert sorted(e["msg"] for e in kept) == ["kept error 0", "kept error 1"], url
+        assert all(e["function"] == "tests.ux.funcs:boom" and "Traceback" in e["tb"] for e in kept)
+        assert {e["owner"] for e in kept} == {"node0"}
+    page = Dom(chromium(urls[1] + "/", tmp_path / "q", "--dump-dom"))
+    assert sum("ValueError: kept error" in e["text"] for e in page.errors) == 2
 
 
 def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshaios.dashboard.views import BUCKETS, duration_histogram, fn_label, mesh_view, work_view
+from meshaios.dashboard import views
+from meshaios.dashboard.views import BUCKETS, duration_histogram, fn_label, mesh_view, mesh_work, work_view
 from meshaios.tasks.functions import encode_function
 from meshaios.tasks.owner import fn_key
 from meshaios.wire.values import dumps
@@ -133,3 +135,37 @@ def test_duration_histogram_per_function_then_device() -> None:
     assert len(h["series"]) == 4
     assert h["series"][-1]["name"] == "(others)"
     assert sum(s["n"] for s in h["series"]) == 30
+
+
+def _view(node: str, tasks: list[tuple[str, float, str]], functions: list[dict[str, Any]],
+          errors: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """A ``Node.peer_view``: (task id, queued at, owner) records, the functions its owner names."""
+    return {
+        "node": node, "name": "node-" + node, "workers": 2,
+        "timeline": [{"task": t, "queued": q, "owner": o, "node": node} for t, q, o in tasks],
+        "names": {t: "m:f" for t, _, o in tasks if o == node}, "functions": functions, "jobs": [], "errors": errors,
+    }  # fmt: skip
+
+
+def test_mesh_work_merges_every_nodes_stream_progress_and_errors() -> None:
+    a = _view("a", [("t1", 5.0, "a"), ("t2", 1.0, "a")], [{"function": "m:f", "total": 3, "done": 2, "pending": 1}],
+              [{"at": 90.0, "task": "t9", "msg": "old"}, {"at": 99.0, "task": "t8", "msg": "new"}])  # fmt: skip
+    b = _view("b", [("t3", 3.0, "a")], [{"function": "m:f", "total": 2, "done": 2}, {"function": "m:g", "total": 1}],
+              [{"at": 95.0, "task": "t7", "msg": "middle"}])  # fmt: skip
+    w = mesh_work([a, b, "not a view", {"timeline": [{"task": "x"}]}], now=100.0)  # type: ignore[list-item]
+    assert [r["task"] for r in w["stream"]] == ["t2", "t3", "t1"]  # oldest first, over every node
+    assert [r["node_name"] for r in w["stream"]] == ["node-a", "node-b", "node-a"]
+    assert w["stream"][1]["function"] is None  # t3 is a's: b could not name it (Node.mesh_views asks a)
+    fns = {f["function"]: f for f in w["functions"]}
+    assert (fns["m:f"]["total"], fns["m:f"]["done"], fns["m:f"]["pending"]) == (5, 4, 1)
+    assert [f["function"] for f in w["functions"]] == ["m:f", "m:g"]  # unfinished first
+    assert [e["msg"] for e in w["errors"]] == ["new", "middle", "old"]
+    assert [e["age"] for e in w["errors"]] == [1.0, 5.0, 10.0]
+    assert [e["owner"] for e in w["errors"]] == ["node-a", "node-b", "node-a"]
+    assert [n["name"] for n in w["nodes"]] == ["node-a", "node-b", ""]
+    assert len(mesh_work([a] * 50, now=100.0, stream_limit=7, max_errors=3)["errors"]) == 3
+    assert len(mesh_work([a] * 50, now=100.0, stream_limit=7)["stream"]) == 7
+
+
+def test_the_views_examples_hold() -> None:
+    assert doctest.testmod(views).failed == 0

@@ -12,9 +12,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshaios.errors import ConfigError, MeshError
+
+if TYPE_CHECKING:
+    from meshaios.wire.messages import StatusData, StatusReply
 
 log = logging.getLogger("meshaios.cli")
 
@@ -186,14 +189,14 @@ async def _exit_with_parent(stop: Any) -> None:
     stop()
 
 
-def _status_data(args: argparse.Namespace) -> dict[str, Any]:
+def _status_data(args: argparse.Namespace) -> StatusReply:
     from meshaios.client import Client
 
     with Client(args.address, token_file=args.token_file, insecure=args.insecure, connect_timeout=args.timeout) as c:
         return c.status(timeout=args.timeout)
 
 
-def render_status(data: dict[str, Any], width: int = 80) -> Any:
+def render_status(data: StatusData, width: int = 80) -> Any:
     """The status screen (see meshaios.status_view): fits ``width`` columns, 80 included."""
     from meshaios.status_view import render
 
@@ -206,7 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # a pipe or a file: never squeeze the table to 80 columns
-    data: dict[str, Any] | None = None
+    data: StatusReply | None = None
     tried: set[str] = set()
     while True:
         try:
@@ -214,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             tried.clear()
         except MeshError as exc:
             # --watch outlives the node it asks: the next live member it knew of answers instead
-            tried.add(str(args.address or (data or {}).get("node", {}).get("addr")))
+            tried.add(str(args.address or (data["node"].get("addr") if data is not None else None)))
             fallback = _another_member(data, tried) if args.watch else None
             if fallback is None:
                 raise
@@ -232,13 +235,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         time.sleep(args.watch)
 
 
-def _another_member(data: dict[str, Any] | None, tried: set[str]) -> str | None:
+def _another_member(data: StatusData | None, tried: set[str]) -> str | None:
     """An alive member of the last status seen that has not failed to answer since."""
     if data is None:
         return None
-    for m in data.get("members", ()):
+    for m in data["members"]:
         if m.get("state") == "alive" and str(m.get("addr")) not in tried:
-            return str(m["addr"])
+            return str(m.get("addr"))
     return None
 
 

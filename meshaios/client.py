@@ -21,9 +21,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import zmq
 
@@ -54,7 +54,7 @@ from meshaios.store.stream import (
 )
 from meshaios.tasks.functions import encode_function
 from meshaios.wire import messages as M
-from meshaios.wire.codec import decode, encode
+from meshaios.wire.codec import decode_message, encode
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import TaskRef, dumps, loads
 
@@ -276,7 +276,7 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
     )
 
 
-def _topological(specs: dict[str, dict[str, Any]]) -> list[str]:
+def _topological(specs: dict[str, M.SubmitTask]) -> list[str]:
     """Dependencies before dependents, so the new owner knows every input when a task arrives."""
     order: list[str] = []
     seen: set[str] = set()
@@ -354,7 +354,11 @@ def _check_priority(priority: Any) -> int:
     return priority
 
 
-def parse_resources(resources: dict[str, Any]) -> dict[str, int]:
+#: A task's hard constraints as a caller writes them: counts, and sizes as bytes or text (``"4GiB"``).
+ResourceSpec: TypeAlias = Mapping[str, int | str]
+
+
+def parse_resources(resources: ResourceSpec) -> dict[str, int]:
     from meshaios.devices.detect import parse_size
 
     out: dict[str, int] = {}
@@ -408,13 +412,13 @@ class AsyncClient:
         self._last_progress = time.monotonic()
         self.client_id = new_id("c")
         self.allow_pickle = self.keys is not None
-        self.node: dict[str, Any] = {}
+        self.node: M.Welcome | None = None  # the entry node's WELCOME
         self._conn: Any = None  # ZmqConnection, or an in-memory one in tests
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, Future] = {}
-        self._outbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._outbox: collections.deque[M.SubmitTask] = collections.deque()
         self._kept: set[str] = set()  # fire_and_forget: not cancelled when we close
-        self._urgent: list[tuple[int, int, dict[str, Any]]] = []  # priority > 0, waiting for the window: a heap
+        self._urgent: list[tuple[int, int, M.SubmitTask]] = []  # priority > 0, waiting for the window: a heap
         self._cancels: list[str] = []  # ids to send in the next CANCEL
         self._seq = 0
         self._releases: list[str] = []
@@ -422,25 +426,25 @@ class AsyncClient:
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._known_nodes: list[str] = []
-        self._specs: dict[str, dict[str, Any]] = {}  # lineage kept by the client, for failover
+        self._specs: dict[str, M.SubmitTask] = {}  # lineage kept by the client, for failover
         self._spec_users: dict[str, int] = {}  # kept specs that name this task as an input
         self._released: set[str] = set()
         # what we know of finished tasks whose specs we keep (inputs of unfinished ones): after a failover they go
         # to the new owner as done -- their value, or where it lives -- and are not run again
-        self._finished: dict[str, dict[str, Any]] = {}
+        self._finished: dict[str, M.InlineValue | M.Location] = {}
         self.failovers = 0
         self.epoch = 0  # bumped on every failover: the fence against owners we have left (tasks/epochs.py)
         self._retired: list[tuple[float, Any, str]] = []  # (since, connection, address) of former entry nodes
         self.resubmitted = 0
-        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._welcome: asyncio.Future[dict[str, Any]] | None = None
+        self._replies: dict[str, asyncio.Future[M.Message]] = {}
+        self._welcome: asyncio.Future[M.Welcome] | None = None
         self._last_heard = 0.0
         self._fn_cache: dict[Any, Payload] = {}
         self._closed = False
         self._broken: MeshError | None = None
         self._next_req = 0
-        self._by_req: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._gets: dict[int, dict[str, Any]] = {}  # GETs awaiting an answer: asked again after a failover
+        self._by_req: dict[int, asyncio.Future[M.Got | M.PutAck]] = {}
+        self._gets: dict[int, M.Get] = {}  # GETs awaiting an answer: asked again after a failover
         self._loop_thread = 0
         self.stats = {"results": 0, "duplicates": 0}
         # large messages both ways as bounded chunks (store/stream.py): the node stays heard while they move
@@ -472,10 +476,10 @@ class AsyncClient:
         except BaseException:
             await self.close()
             raise
-        self.allow_pickle = bool(self.node.get("pickle")) and self.keys is not None
+        self.allow_pickle = self.node is not None and self.node["pickle"] and self.keys is not None
         self._known_nodes = [self._address]
         self._watcher = asyncio.create_task(self._watch(), name="meshaios-client-watch")
-        log.debug("connected to node %s at %s", self.node.get("node"), self._address)
+        log.debug("connected to node %s at %s", self._node_id, self._address)
 
     async def _attach(self, address: str) -> None:
         """Connect to one node and wait for its WELCOME; on failure the most specific error we can name."""
@@ -505,11 +509,16 @@ class AsyncClient:
                 conn._poll_monitor()
                 if conn.handshake_failed:
                     raise conn.diagnose() from None
-        if self.keys is not None and node.get("mesh") != self.keys.mesh_id:
-            raise AuthError(f"node {address} belongs to mesh {node.get('mesh')}, not ours")
+        if self.keys is not None and node["mesh"] != self.keys.mesh_id:
+            raise AuthError(f"node {address} belongs to mesh {node['mesh']}, not ours")
         self.node = node
         self._address = address
         self._last_heard = time.monotonic()
+
+    @property
+    def _node_id(self) -> str | None:
+        """The entry node's id, once it has welcomed us."""
+        return self.node["node"] if self.node is not None else None
 
     async def _watch(self) -> None:
         """Heartbeats, the list of other nodes to fail over to, and failover when the entry node goes silent."""
@@ -520,7 +529,8 @@ class AsyncClient:
             if self._conn is not None:
                 # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s); every
                 # 2 s the PONG also lists the live members: where to fail over to is never more than 2 s stale
-                self._conn.send(encode({"t": M.PING, "peers": True} if tick % PEERS_EVERY == 1 else {"t": M.PING}))
+                ping: M.Ping = {"t": M.PING, "peers": True} if tick % PEERS_EVERY == 1 else {"t": M.PING}
+                self._conn.send(encode(ping))
             if tick % WATCH_EVERY:
                 continue  # the rest every 0.5 s
             silent = time.monotonic() - self._last_heard
@@ -550,7 +560,7 @@ class AsyncClient:
         re-placing work, and a restarted node may need a moment before it answers.
         """
         dead = self.address
-        dead_node = self.node.get("node")
+        dead_node = self._node_id
         candidates = [a for a in self._known_nodes if a != dead] or [dead]
         log.warning("node %s silent for %.1f s; failing over (%d candidates)", dead, silent, len(candidates))
         old = self._conn
@@ -589,10 +599,10 @@ class AsyncClient:
                 f._cf.set_exception(err)
         self._pending.clear()
 
-    async def _retire(self, conn: Any, address: str, node_id: Any) -> None:
+    async def _retire(self, conn: Any, address: str, node_id: str | None) -> None:
         """The connection to our former entry node: DETACH goes out on it, and it stays open a while, so that a
         node that was only paused or cut off reads it when it comes back (then it stops running our old work)."""
-        if node_id is not None and node_id == self.node.get("node"):
+        if node_id is not None and node_id == self._node_id:
             with contextlib.suppress(Exception):
                 await conn.close()  # we are back on the same node: the newer SUBMIT is all it needs
             return
@@ -625,7 +635,7 @@ class AsyncClient:
 
         ``reconcile``: to the same owner, after nothing finished for ``reconcile_after``: each pending task is
         marked (``rc``), and the owner runs again what it believes in flight (a run it will never hear of)."""
-        need: dict[str, dict[str, Any]] = {}
+        need: dict[str, M.SubmitTask] = {}
         stack = [tid for tid in self._pending if tid in self._specs]
         while stack:
             tid = stack.pop()
@@ -645,11 +655,12 @@ class AsyncClient:
         if self._puts and self._conn is not None:
             # the new node never saw our puts: it takes them with their holders, or fails them as lost at once
             puts = [[oid, size, locs] for oid, (size, locs) in self._puts.items()]
-            self._conn.send(encode({"t": M.ADOPT, "puts": puts}))
+            adopt: M.Adopt = {"t": M.ADOPT, "puts": puts}
+            self._conn.send(encode(adopt))
         for req, fut in list(self._by_req.items()):
-            msg = self._gets.get(req)
-            if msg is not None:
-                self._send({**msg, "req": req}, tag=req)  # a read is asked again, of the new node
+            get = self._gets.get(req)
+            if get is not None:
+                self._send(get, tag=req)  # a read is asked again, of the new node
             elif not fut.done():  # a put in flight: the client still has the value, the caller may put again
                 fut.set_exception(MeshUnavailable("the entry node was lost while this put was in flight: put again"))
         queued = {s["id"] for s in self._outbox} | {s["id"] for _, _, s in self._urgent}
@@ -740,23 +751,23 @@ class AsyncClient:
         self,
         fn: Callable[..., Any],
         args: Sequence[Any],
-        kwargs: dict[str, Any],
+        kwargs: Mapping[str, object],
         *,
         pure: bool = False,
         retries: int = 0,
         key: str | None = None,
         fn_payload: Payload | None = None,
-        resources: dict[str, Any] | None = None,
+        resources: ResourceSpec | None = None,
         parts: int = 0,
         task_timeout: float | None = None,
         priority: int = 0,
         deadline: Any = None,
         report_start: bool = False,
-    ) -> tuple[dict[str, Any], Future]:
+    ) -> tuple[M.SubmitTask, Future]:
         self._check_open()
         args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
         tid = key or new_id("t")
-        spec: dict[str, Any] = {
+        spec: M.SubmitTask = {
             "id": tid,
             "fn": fn_payload or self._fn_payload(fn),
             "args": args_payload,
@@ -778,7 +789,7 @@ class AsyncClient:
             spec["rs"] = True  # the node that runs it tells us when it starts (Future.running)
         return spec, Future(tid, self)
 
-    def _enqueue(self, items: list[tuple[dict[str, Any], Future]]) -> None:
+    def _enqueue(self, items: list[tuple[M.SubmitTask, Future]]) -> None:
         """Loop thread only."""
         if not self._pending:
             self._last_progress = time.monotonic()
@@ -807,7 +818,7 @@ class AsyncClient:
         if self._conn is None:
             return
         room = self.window - self._inflight  # backpressure: the rest waits for results
-        out: list[dict[str, Any]] = []
+        out: list[M.SubmitTask] = []
         # tasks of priority > 0 may also use a reserve of a tenth of the window: a full window of ordinary work
         # must not hold them here until some of it has finished
         while self._urgent and len(out) < room + self.window // 10:
@@ -821,7 +832,8 @@ class AsyncClient:
             self._send({"t": M.CANCEL, "ids": ids})
         if self._releases:
             rel, self._releases = self._releases, []
-            self._conn.send(encode({"t": M.RELEASE, "ids": rel}))
+            release: M.Release = {"t": M.RELEASE, "ids": rel}
+            self._conn.send(encode(release))
 
     def _drop_spec(self, key: str) -> None:
         """Forget a released task's spec once no kept spec needs it as an input (failover resubmits lineage)."""
@@ -891,7 +903,7 @@ class AsyncClient:
         *args: Any,
         pure: bool = False,
         retries: int = 0,
-        resources: dict[str, Any] | None = None,
+        resources: ResourceSpec | None = None,
         task_timeout: float | None = None,
         priority: int = 0,
         deadline: Any = None,
@@ -924,23 +936,27 @@ class AsyncClient:
         payload, _ = dumps(value, allow_pickle=self.allow_pickle)
         oid = new_id("p")
         fut = Future(oid, self)
-        reply = await self._request_req({"t": M.PUT, "id": oid, "val": payload}, timeout)
-        if not reply.get("ok"):
+        reply = await self._request_req({"t": M.PUT, "req": 0, "id": oid, "val": payload}, timeout)
+        if reply["t"] != M.PUT_ACK or not reply["ok"]:
             raise MeshError(f"put failed: {reply.get('err', '')}")
         locs = reply.get("loc")
         holders = [x for x in locs if isinstance(x, str)] if isinstance(locs, list) else []
-        self._puts[oid] = (payload.nbytes, holders or [str(self.node.get("node", ""))])
+        self._puts[oid] = (payload.nbytes, holders or [self._node_id or ""])
         fut._cf.set_result(_Remote(payload.nbytes, 0))
         return fut
 
     async def _fetch(self, obj_id: str, timeout: float | None = None) -> Any:
-        reply = await self._request_req({"t": M.GET, "id": obj_id}, timeout or 300.0)
-        if isinstance(reply.get("lost"), str):
-            raise ObjectLost(reply["lost"], task_id=obj_id)
-        if not reply.get("ok") or not isinstance(reply.get("val"), Payload):
+        reply = await self._request_req({"t": M.GET, "req": 0, "id": obj_id}, timeout or 300.0)
+        if reply["t"] != M.GOT:
+            raise MeshError(f"cannot get {obj_id}: the node answered {reply['t']}")
+        lost = reply.get("lost")
+        if isinstance(lost, str):
+            raise ObjectLost(lost, task_id=obj_id)
+        val = reply.get("val")
+        if not reply["ok"] or not isinstance(val, Payload):
             raise MeshError(f"cannot get {obj_id}: {reply.get('err', 'no value')}")
         try:
-            return loads(reply["val"], allow_pickle=self.allow_pickle)
+            return loads(val, allow_pickle=self.allow_pickle)
         except WireError as exc:
             raise SerializationError(f"value of {obj_id} could not be decoded: {exc}") from exc
 
@@ -956,18 +972,19 @@ class AsyncClient:
         except concurrent.futures.TimeoutError:
             raise MeshTimeoutError(f"fetching {obj_id} took longer than {timeout} s") from None
 
-    async def _request_req(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """A request answered by a reply carrying the same ``req`` number."""
+    async def _request_req(self, msg: M.Get | M.Put, timeout: float) -> M.Got | M.PutAck:
+        """A request answered by a reply carrying the same ``req`` number (set here: ``msg["req"]`` is replaced)."""
         self._check_open()
         assert self._conn is not None
         assert self._loop is not None
         self._next_req += 1
         req = self._next_req
-        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        fut: asyncio.Future[M.Got | M.PutAck] = self._loop.create_future()
         self._by_req[req] = fut
+        msg["req"] = req
         if msg["t"] == M.GET:
             self._gets[req] = msg
-        self._send({**msg, "req": req}, tag=req)
+        self._send(msg, tag=req)
         try:
             async with asyncio.timeout(timeout):
                 return await fut
@@ -1002,7 +1019,7 @@ class AsyncClient:
         self._enqueue_any(items)
         return [f for _, f in items[len(maps) :]]
 
-    def _enqueue_any(self, items: list[tuple[dict[str, Any], Future]]) -> None:
+    def _enqueue_any(self, items: list[tuple[M.SubmitTask, Future]]) -> None:
         self._enqueue(items)
 
     def mapreduce(
@@ -1101,15 +1118,17 @@ class AsyncClient:
             for d in done:
                 yield by_cf[d]
 
-    async def status(self, timeout: float = 5.0) -> dict[str, Any]:
-        return await self._request({"t": M.STATUS}, M.STATUS_REPLY, timeout)
+    async def status(self, timeout: float = 5.0) -> M.StatusReply:
+        reply = await self._request({"t": M.STATUS}, M.STATUS_REPLY, timeout)
+        assert reply["t"] == M.STATUS_REPLY  # replies are matched by their type
+        return reply
 
     async def ping(self, timeout: float = 5.0) -> float:
         t0 = time.perf_counter()
         await self._request({"t": M.PING}, M.PONG, timeout)
         return time.perf_counter() - t0
 
-    async def _request(self, msg: dict[str, Any], reply_type: str, timeout: float) -> dict[str, Any]:
+    async def _request(self, msg: M.Message, reply_type: str, timeout: float) -> M.Message:
         self._check_open()
         assert self._conn is not None
         assert self._loop is not None
@@ -1124,7 +1143,7 @@ class AsyncClient:
         except TimeoutError:
             raise MeshTimeoutError(f"no {reply_type} from {self._address} within {timeout} s") from None
 
-    def _send(self, msg: dict[str, Any], tag: Any = None) -> None:
+    def _send(self, msg: M.Message, tag: object = None) -> None:
         """To the node: as one message, or streamed in flow-controlled chunks when large."""
         assert self._conn is not None
         frames = encode(msg)
@@ -1137,7 +1156,7 @@ class AsyncClient:
         if fut.cancelled():
             return
         try:
-            msg = decode(fut.result())
+            msg = decode_message(fut.result())
         except WireError as exc:
             log.warning("malformed message from node: %s", exc)
             return
@@ -1168,57 +1187,59 @@ class AsyncClient:
             self._last_heard = time.monotonic()
             for frames in batch:
                 try:
-                    msg = decode(frames)
+                    msg = decode_message(frames)
                 except WireError as exc:
                     log.warning("malformed message from node: %s", exc)
                     continue
                 self._on_message(msg)
 
-    def _on_message(self, msg: dict[str, Any]) -> None:
+    def _on_message(self, msg: M.Message) -> None:
         t = msg["t"]
-        if t == M.XCHUNK:
+        if msg["t"] == M.XCHUNK:
             d = msg["d"]
             if not d.blob and len(d.buffers) == 1:
                 now = time.monotonic()
                 self._stream_actions(self._streams_in.on_chunk(_NODE, msg["x"], msg["o"], d.buffers[0], now))
-        elif t == M.XHEAD:
+        elif msg["t"] == M.XHEAD:
             self._stream_actions(self._streams_in.on_head(_NODE, msg["x"], msg["sizes"], time.monotonic()))
-        elif t == M.XACK:
+        elif msg["t"] == M.XACK:
             err = msg.get("err")
             now = time.monotonic()
             self._stream_actions(self._streams_out.on_ack(_NODE, msg["x"], msg["n"], str(err) if err else None, now))
-        elif t == M.RESULTS:
+        elif msg["t"] == M.RESULTS:
             for r in msg["results"]:
                 self._on_result(r)
-        elif t == M.RUNNING:
+        elif msg["t"] == M.RUNNING:
             for tid in msg["ids"]:
                 started = self._pending.get(tid) if isinstance(tid, str) else None
                 if started is not None:
                     started._mark_started()
-        elif t == M.WELCOME:
+        elif msg["t"] == M.WELCOME:
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_result(msg)
-        elif t in (M.GOT, M.PUT_ACK):
+        elif msg["t"] == M.GOT or msg["t"] == M.PUT_ACK:
             fut = self._by_req.get(msg["req"])
             if fut is not None and not fut.done():
                 fut.set_result(msg)
-        elif t == M.ERROR:
+        elif msg["t"] == M.ERROR:
             log.error("node reports an error: %s", msg["msg"])
         else:
-            if t == M.PONG and isinstance(msg.get("peers"), list):
-                self._learn_peers([a for a in msg["peers"] if isinstance(a, str)])
-            elif t == M.STATUS_REPLY:
+            if msg["t"] == M.PONG and isinstance(peers := msg.get("peers"), list):
+                self._learn_peers([a for a in peers if isinstance(a, str)])
+            elif msg["t"] == M.STATUS_REPLY:
                 live = [m for m in msg["members"] if isinstance(m, dict) and m.get("state") in ("alive", "suspect")]
                 self._learn_peers([m["addr"] for m in live if isinstance(m.get("addr"), str)])
-            fut = self._replies.pop(t, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
+            waiting = self._replies.pop(t, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(msg)
 
     def _learn_peers(self, alive: list[str]) -> None:
         """The failover candidates: our entry node first, then the members it last reported live."""
         self._known_nodes = [self.address, *(a for a in alive if a != self.address)]
 
-    def _on_result(self, r: Any) -> None:
+    def _on_result(self, r: M.Result) -> None:
+        """One item of RESULTS: not checked by ``decode`` (a bad one fails its own future, not the batch), so read
+        defensively."""
         if not isinstance(r, dict) or not isinstance(r.get("id"), str):
             return
         fut = self._pending.pop(r["id"], None)
@@ -1232,10 +1253,11 @@ class AsyncClient:
             self._schedule_flush()
         fut.node = str(r.get("node", ""))
         if r.get("ok") and r["id"] in self._specs:
-            if isinstance(r.get("v"), Payload):
-                self._finished[r["id"]] = {"v": r["v"]}
-            elif type(r.get("size")) is int and fut.node:
-                self._finished[r["id"]] = {"loc": [fut.node], "size": r["size"], "parts": r.get("parts") or 0}
+            v, size = r.get("v"), r.get("size")
+            if isinstance(v, Payload):
+                self._finished[r["id"]] = {"v": v}
+            elif type(size) is int and fut.node:
+                self._finished[r["id"]] = {"loc": [fut.node], "size": size, "parts": r.get("parts") or 0}
         if fut._cf.done():  # cancelled here: the owner's answer only settles the accounts
             return
         try:
@@ -1243,11 +1265,12 @@ class AsyncClient:
         except concurrent.futures.InvalidStateError:
             pass  # cancelled by another thread between the check above and now: the cancel stands
 
-    def _settle(self, fut: Future, r: dict[str, Any]) -> None:
+    def _settle(self, fut: Future, r: M.Result) -> None:
         """A task's result, ``r``, into its future: a value, a remote reference, or the error it names."""
-        if r.get("ok") and r.get("v") is None and type(r.get("size")) is int:
+        size = r.get("size")
+        if r.get("ok") and r.get("v") is None and type(size) is int:
             parts = r.get("parts")
-            fut._cf.set_result(_Remote(r["size"], parts if type(parts) is int else 0))
+            fut._cf.set_result(_Remote(size, parts if type(parts) is int else 0))
         elif r.get("ok"):
             try:
                 value = loads(r.get("v") or Payload(b"\xc0"), allow_pickle=self.allow_pickle)
@@ -1257,17 +1280,19 @@ class AsyncClient:
             fut._cf.set_result(value)
         else:
             raw_err = r.get("err")
-            err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
-            if err.get("type") == "meshaios.ObjectLost" and isinstance(err.get("obj"), str):
-                fut._cf.set_exception(ObjectLost(err["obj"], task_id=r["id"]))
+            err: Mapping[str, object] = raw_err if isinstance(raw_err, dict) else {}
+            obj = err.get("obj")
+            if err.get("type") == "meshaios.ObjectLost" and isinstance(obj, str):
+                fut._cf.set_exception(ObjectLost(obj, task_id=r["id"]))
                 return
             if err.get("type") == "meshaios.Cancelled":  # it, or a task it depends on, was cancelled
                 fut._cf.set_exception(CancelledTaskError(str(err.get("msg", ""))))
                 return
             cause = None
-            if self.allow_pickle and isinstance(err.get("exc"), Payload):
+            pickled = err.get("exc")
+            if self.allow_pickle and isinstance(pickled, Payload):
                 with contextlib.suppress(Exception):
-                    cause = loads(err["exc"], allow_pickle=True)
+                    cause = loads(pickled, allow_pickle=True)
             fut._cf.set_exception(
                 TaskError(
                     r["id"],
@@ -1316,7 +1341,9 @@ class Client:
         return self._async.address
 
     @property
-    def node(self) -> dict[str, Any]:
+    def node(self) -> M.Welcome:
+        """The entry node's WELCOME: ``node`` (id), ``name``, ``mesh``, ``pickle``."""
+        assert self._async.node is not None  # attached in __init__
         return self._async.node
 
     @property
@@ -1350,7 +1377,7 @@ class Client:
         *args: Any,
         pure: bool = False,
         retries: int = 0,
-        resources: dict[str, Any] | None = None,
+        resources: ResourceSpec | None = None,
         task_timeout: float | None = None,
         priority: int = 0,
         deadline: Any = None,
@@ -1362,7 +1389,7 @@ class Client:
             priority=priority, deadline=deadline,
         )
 
-    def _submit_call(self, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any], **options: Any) -> Future:
+    def _submit_call(self, fn: Callable[..., Any], args: Any, kwargs: Mapping[str, object], **options: Any) -> Future:
         """``fn(*args, **kwargs)`` with meshaios's ``options`` kept apart: every keyword in ``kwargs`` reaches
         ``fn`` (the executor submits this way)."""
         item = self._async._prepare(fn, args, kwargs, **options)
@@ -1424,7 +1451,7 @@ class Client:
         pure: bool = False,
         retries: int = 0,
         priority: int = 0,
-        resources: dict[str, Any] | None = None,
+        resources: ResourceSpec | None = None,
         task_timeout: float | None = None,
     ) -> Any:
         """A ``concurrent.futures.Executor`` that runs on the mesh (``meshaios.compat.executor.MeshExecutor``).
@@ -1542,8 +1569,8 @@ class Client:
 
         return as_completed(futures, timeout)
 
-    def status(self, timeout: float = 5.0) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(self._async.status(timeout))
+    def status(self, timeout: float = 5.0) -> M.StatusReply:
+        result: M.StatusReply = self._call(self._async.status(timeout))
         return result
 
     def ping(self, timeout: float = 5.0) -> float:

@@ -366,6 +366,14 @@ class StatusMember(TypedDict, total=False):
     tasks_per_s: float
 
 
+class StatusData(TypedDict, total=False):
+    """What ``Node.status()`` returns and STATUS_REPLY carries: the dashboard, ``meshaios status`` and the chaos
+    runner read it."""
+
+    node: Required[StatusNode]
+    members: Required[list[StatusMember]]
+
+
 # ---- the messages -----------------------------------------------------------------------------------------------
 
 
@@ -484,10 +492,8 @@ class Status(_Header, total=False):
     t: Required[Literal["status"]]
 
 
-class StatusReply(_Header, total=False):
+class StatusReply(_Header, StatusData, total=False):
     t: Required[Literal["status_reply"]]
-    node: Required[StatusNode]
-    members: Required[list[StatusMember]]
 
 
 class Ping(_Header, total=False):
@@ -646,6 +652,8 @@ def _fields(td: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     annotations`` Python 3.11 takes every ``NotRequired`` field for a required one."""
     required: dict[str, Any] = {}
     optional: dict[str, Any] = {}
+    # one ``__total__`` for all keys, inherited ones too (3.11 keeps no per-base totality): a definition that
+    # inherits is total=False, as its bases are, and marks its required fields ``Required``
     for name, ann in _hints(td).items():
         origin = get_origin(ann)
         is_required = td.__total__

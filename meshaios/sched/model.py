@@ -44,18 +44,73 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import msgpack
 from river import linear_model, optim, utils
 
-__all__ = ["ModelConfig", "RuntimeModel", "device_kind", "task_features"]
+__all__ = ["Features", "ModelConfig", "RuntimeModel", "device_kind", "task_features"]
 
 STATE_VERSION = 1
 _LB_CENTER = 14.0  # log bytes of ~1.2 MB: the regression sees (lb - 14) / 4, about -1.5..+1.5 for 4 KB..1 GB,
 _LB_SCALE = 0.25  # so that a slope of 1 (runtime proportional to bytes) is a weight of 4, quick for SGD to reach
 _MIN_SECONDS = 1e-6
+
+
+class Features(TypedDict):
+    """What the model consumes for one task (river style: a plain dict); built by ``task_features``."""
+
+    kernel: str  # function or kernel id
+    lb: float  # log1p of the input bytes
+    device: str  # kind: cpu or gpu
+    le: float  # log1p of the array elements
+    nd: int  # largest ndim
+    conc: int  # tasks running at once on that device when it started
+    speed: float  # the node's declared speed for that device
+    node: NotRequired[str]  # who ran it: lets the model learn that node's own factor
+
+
+class ModelStats(TypedDict):
+    """``RuntimeModel.stats()``: in ``status`` (``node.model``) and on the dashboard."""
+
+    observations: int
+    mape: float
+    mape_all: float
+    kernels: int
+    peer_kernels: int
+    nodes: int
+    per_kernel: list[tuple[str, int, float]]  # the kernels predicted most recently: [kernel@device, n, mape]
+
+
+class ModelSummary(TypedDict):
+    """``RuntimeModel.summary()``: ``rm`` in SWIM metadata, merged by peers (``merge_gossip``)."""
+
+    v: int
+    k: list[tuple[str, str, int, float, float, float]]  # [kernel, device, n, y_ref, slope, mean log bytes]
+
+
+class RegState(TypedDict):
+    """The river regression in a ``ModelState``."""
+
+    w: dict[str, float]  # weights
+    b: float  # intercept
+    it: int  # optimizer iterations
+
+
+class ModelState(TypedDict):
+    """``RuntimeModel.to_state()``: what the node persists (msgpack), read back by ``from_state``."""
+
+    v: int
+    config: dict[str, float]  # ModelConfig's fields
+    n: int
+    stats: list[list[str | float]]  # [kernel, device, *_KStat.row()]
+    peers: list[list[str | float]]  # [kernel, device, source, n, my, slope, mx]
+    nodes: list[list[str | float]]  # [node, device, n, delta]
+    shift: dict[str, list[float]]
+    reg: RegState
+    ape: list[float]
 
 
 def device_kind(device: str | None) -> str:
@@ -75,7 +130,7 @@ def task_features(
     concurrency: int = 1,
     speed: float = 1.0,
     node: str | None = None,
-) -> dict[str, Any]:
+) -> Features:
     """The feature dict the model consumes (river style: a plain dict).
 
     ``kernel`` is the function or kernel id (``"meshaios.matmul"``, ``"mymod.f"``); ``nbytes`` the task's input
@@ -85,7 +140,7 @@ def task_features(
     that node's own factor; leave None for "a typical node").
     """
     elements, ndim = _shape_summary(shape)
-    x: dict[str, Any] = {
+    x: Features = {
         "kernel": kernel,
         "lb": math.log1p(max(0.0, float(nbytes))),
         "device": device_kind(device),
@@ -166,7 +221,7 @@ class _KStat:
         return [self.n, self.my, self.mx, self.cxy, self.cxx, self.e_stat, self.e_reg]
 
     @classmethod
-    def from_row(cls, r: list[Any]) -> _KStat:
+    def from_row(cls, r: Sequence[float | str]) -> _KStat:
         return cls(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), float(r[6]))
 
 
@@ -190,7 +245,7 @@ class RuntimeModel:
         self._ape: deque[float] = deque(maxlen=c.mape_window)
         self._ape_sum = 0.0
         self._ape_all = 0.0
-        self._kernel_ape: dict[tuple[str, str], list[Any]] = {}  # (kernel, device) -> [n, running MAPE]
+        self._kernel_ape: dict[tuple[str, str], list[float]] = {}  # (kernel, device) -> [n, running MAPE]
 
     # ---- river contract -----------------------------------------------------------------------------------
 
@@ -198,15 +253,15 @@ class RuntimeModel:
         """A fresh, untrained model with the same hyper-parameters."""
         return RuntimeModel(self.config)
 
-    def predict_one(self, x: dict[str, Any]) -> float:
+    def predict_one(self, x: Features) -> float:
         """Predicted seconds (the median of a log-normal: errors are symmetric in log space)."""
         return math.exp(self.predict_log(x))
 
-    def predict_log(self, x: dict[str, Any]) -> float:
+    def predict_log(self, x: Features) -> float:
         """Predicted log seconds for the node and declared speed in ``x``."""
         return self._predict_ref(x) - math.log(x.get("speed", 1.0) or 1.0) + self._node_delta(x)
 
-    def learn_one(self, x: dict[str, Any], seconds: float) -> None:
+    def learn_one(self, x: Features, seconds: float) -> None:
         """Learn one execution. Cost: a few dict updates plus one river SGD step (~15-30 us in all)."""
         seconds = max(_MIN_SECONDS, float(seconds))
         k, d, lb = x["kernel"], x["device"], x["lb"]
@@ -250,12 +305,12 @@ class RuntimeModel:
             return st.n if st else 0
         return sum(st.n for (k, _), st in self._stats.items() if k == kernel)
 
-    def reference_log(self, x: dict[str, Any]) -> float:
+    def reference_log(self, x: Features) -> float:
         """Log seconds at reference speed on a typical node (``speed`` and ``node`` in ``x`` are ignored): the part
         of a prediction that is the same for every candidate node, so placement computes it once per decision."""
         return self._predict_ref(x)
 
-    def spread(self, x: dict[str, Any]) -> float:
+    def spread(self, x: Features) -> float:
         """Variance of this task's log runtime around ``reference_log``: the kernel's running squared error once
         it has been seen (it includes the per-task scatter that no feature explains), larger for what is only
         known second-hand, ``unseen_var`` for a kernel nobody has reported. Placement uses it to prefer fast,
@@ -297,7 +352,7 @@ class RuntimeModel:
         """Mean absolute percentage error over the last ``mape_window`` predictions (0.25 = 25%)."""
         return self._ape_sum / len(self._ape) if self._ape else 0.0
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ModelStats:
         return {
             "observations": self.n_seen,
             "mape": self.mape,
@@ -307,22 +362,22 @@ class RuntimeModel:
             "nodes": len(self._nodes),
             # the kernels predicted most recently, with their own running MAPE: [kernel@device, n, mape]
             "per_kernel": [
-                [f"{k}@{d}", n, round(m, 4)] for (k, d), (n, m) in list(reversed(self._kernel_ape.items()))[:8]
+                (f"{k}@{d}", int(n), round(m, 4)) for (k, d), (n, m) in list(reversed(self._kernel_ape.items()))[:8]
             ],
         }
 
     # ---- gossip -------------------------------------------------------------------------------------------
 
-    def summary(self, limit: int = 8) -> dict[str, Any]:
+    def summary(self, limit: int = 8) -> ModelSummary:
         """What this node has measured itself, most recently used kernels first, for piggybacking on gossip.
 
         Rows ``[kernel, device, n, y_ref, slope, mean log bytes]`` (about 60 bytes each in msgpack): only local
         observations, never what peers told us, so that nothing is counted twice as it spreads."""
-        rows: list[list[Any]] = []
+        rows: list[tuple[str, str, int, float, float, float]] = []
         for (k, d), st in reversed(self._stats.items()):
             if len(rows) >= limit:
                 break
-            rows.append([k, d, st.n, round(st.my, 3), round(st.slope(), 3), round(st.mx, 2)])
+            rows.append((k, d, st.n, round(st.my, 3), round(st.slope(), 3), round(st.mx, 2)))
         return {"v": STATE_VERSION, "k": rows}
 
     def kernel_factors(self, limit: int = 8, min_obs: int = 3) -> dict[str, float]:
@@ -342,7 +397,7 @@ class RuntimeModel:
             out[k if d == "cpu" else k + "@gpu"] = round(math.exp(max(-5.0, min(5.0, peer[1] - st.my))), 3)
         return out
 
-    def merge_gossip(self, summary: Any, source: str) -> int:
+    def merge_gossip(self, summary: object, source: str) -> int:
         """Take a peer's ``summary()``; returns how many rows were used. Malformed input is ignored (it comes
         off the wire), and a peer's word never outweighs ``peer_cap`` local observations."""
         if not isinstance(summary, dict) or not isinstance(summary.get("k"), list):
@@ -369,7 +424,7 @@ class RuntimeModel:
 
     # ---- persistence --------------------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> ModelState:
         """Plain dicts, lists, strings and floats: msgpack- and JSON-safe, never pickle (a state file is data
         that a later version must be able to read, and must not be able to run code)."""
         return {
@@ -403,20 +458,23 @@ class RuntimeModel:
         return cls.from_state(state)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RuntimeModel:
+    def from_state(cls, state: object) -> RuntimeModel:
         """Rebuild from ``to_state()``. Unknown config keys (a newer writer) are dropped; another state version
         or a corrupt state raises ``ValueError`` so the caller can start afresh rather than mis-read."""
         if not isinstance(state, dict) or state.get("v") != STATE_VERSION:
             raise ValueError("runtime model state: unknown version")
         try:
-            return cls._from_state(state)
+            return cls._from_state(state)  # type: ignore[arg-type]  # checked as it is read
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             raise ValueError(f"runtime model state: corrupt ({exc})") from None
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> RuntimeModel:
+    def _from_state(cls, state: ModelState) -> RuntimeModel:
+        default = ModelConfig()  # each known setting read with its default's type: a newer writer's extras dropped
         known = set(ModelConfig.__dataclass_fields__)
-        cfg = ModelConfig(**{k: v for k, v in dict(state.get("config", {})).items() if k in known})
+        cfg = ModelConfig(**{
+            k: type(getattr(default, k))(v) for k, v in dict(state.get("config", {})).items() if k in known
+        })
         m = cls(cfg)
         m.n_seen = int(state.get("n", 0))
         for r in state.get("stats", []):
@@ -435,7 +493,7 @@ class RuntimeModel:
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _reg_features(self, x: dict[str, Any]) -> dict[str, float]:
+    def _reg_features(self, x: Features) -> dict[str, float]:
         """One-hot kernel (and kernel x GPU) offsets plus *shared* size, shape and contention effects. Per-kernel
         size slopes are left to the statistics: here one global slope is what an unseen kernel inherits."""
         k = x["kernel"]
@@ -452,7 +510,7 @@ class RuntimeModel:
             xr["kg:" + k] = 1.0
         return xr
 
-    def _predict_ref(self, x: dict[str, Any]) -> float:
+    def _predict_ref(self, x: Features) -> float:
         """Log seconds at reference speed on a typical node: the blend described in the module docstring."""
         k, d, lb = x["kernel"], x["device"], x["lb"]
         reg = float(self._reg.predict_one(self._reg_features(x)))
@@ -490,7 +548,7 @@ class RuntimeModel:
             acc += n * (my + slope * (lb - mx))
         return min(tot, self.config.peer_cap), acc / tot
 
-    def _node_delta(self, x: dict[str, Any]) -> float:
+    def _node_delta(self, x: Features) -> float:
         node = x.get("node")
         # shrunk towards 0 while evidence is thin (see node_delta): two unlucky samples must not brand a node slow
         return 0.0 if node is None else self.node_delta(node, x["device"])

@@ -25,14 +25,59 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
-__all__ = ["RUN_BUCKETS", "TaskTimes", "Timeline"]
+__all__ = ["RUN_BUCKETS", "TaskRecord", "TaskTimes", "Timeline", "TimelineSummary"]
 
 # upper bounds (seconds) of the run-time histogram: ``summary()["run_hist"]``, the dashboard's chart and the
 # ``meshaios_task_duration_seconds`` metric
 RUN_BUCKETS: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 _MAX_HIST_DEVICES = 64
+
+
+class TaskRecord(TypedDict):
+    """One finished attempt as ``recent()`` gives it: in ``status`` (``node.timeline``) and on the dashboard."""
+
+    task: str
+    attempt: int
+    owner: str
+    node: str
+    device: str
+    queued: float | None
+    inputs_requested: float | None
+    inputs_arrived: float | None
+    started: float | None
+    finished: float | None
+    bytes_in: int
+    outcome: str
+    fetch_s: float
+    wait_s: float
+    run_s: float
+
+
+class DeviceHistogram(TypedDict):
+    counts: list[int]  # per ``RUN_BUCKETS`` bucket, and one beyond
+    sum: float
+
+
+class RunHistogram(TypedDict):
+    buckets: list[float]
+    devices: dict[str, DeviceHistogram]
+
+
+class TimelineSummary(TypedDict):
+    """``summary()``: where this node's task time went (``status``'s ``node.timeline_summary``)."""
+
+    tasks: int
+    in_flight: int
+    recorded: int
+    dropped: int
+    wait_s: float
+    fetch_s: float
+    run_s: float
+    bytes_in: int
+    share: dict[str, float]
+    run_hist: RunHistogram
 
 
 @dataclass(slots=True)
@@ -50,7 +95,7 @@ class TaskTimes:
     bytes_in: int = 0  # input bytes fetched from peers for this task
     outcome: str = ""  # "ok", "error", "lost" (inputs could not be fetched), "moved" (stolen), "cancelled"
 
-    def as_dict(self, offset: float = 0.0) -> dict[str, Any]:
+    def as_dict(self, offset: float = 0.0) -> TaskRecord:
         def at(t: float | None) -> float | None:
             return None if t is None else round(t + offset, 6)
 
@@ -155,25 +200,25 @@ class Timeline:
         """Stolen by a peer before it started: it ends here, and starts a new record there."""
         self.finished(task, attempt, ok=True, now=now, outcome="moved")
 
-    def recent(self, limit: int = 500, offset: float = 0.0) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 500, offset: float = 0.0) -> list[TaskRecord]:
         """The last ``limit`` finished records, oldest first (``offset`` is added to every time)."""
         items = list(self._done)[-max(0, limit):] if limit else []
         return [r.as_dict(offset) for r in items]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> TimelineSummary:
         """Where this node's task time went, over every task it finished (not only those still recorded)."""
         t = self.totals
         n = t["tasks"]
         busy = t["wait_s"] + t["fetch_s"] + t["run_s"]
         return {
-            "tasks": n,
+            "tasks": int(n),
             "in_flight": len(self._open),
             "recorded": len(self._done),
             "dropped": self.dropped,
             "wait_s": round(t["wait_s"], 4),
             "fetch_s": round(t["fetch_s"], 4),
             "run_s": round(t["run_s"], 4),
-            "bytes_in": t["bytes_in"],
+            "bytes_in": int(t["bytes_in"]),
             "share": {k: round(t[k] / busy, 3) if busy else 0.0 for k in ("wait_s", "fetch_s", "run_s")},
             "run_hist": {
                 "buckets": list(RUN_BUCKETS),

@@ -18,7 +18,7 @@ import statistics
 import threading
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypedDict
 
 from meshaios.chaos import workload as W
 from meshaios.chaos.account import Account
@@ -120,14 +120,16 @@ class Injector(threading.Thread):
 
 def _fault(mesh: LocalMesh, index: int, cut: list[Any], clients: list[str]) -> None:
     """Tell node ``index`` to drop the traffic of the nodes in ``cut`` and of these clients (nothing: heal)."""
-    msg = {"t": M.FAULT, "nodes": [q.node_id for q in cut], "addrs": [q.address for q in cut], "clients": clients}
+    msg: M.Fault = {
+        "t": M.FAULT, "nodes": [q.node_id for q in cut], "addrs": [q.address for q in cut], "clients": clients
+    }
     with mesh.client(index, connect_timeout=2.0) as c:
         c._call(c._async._request(msg, M.PONG, 2.0), timeout=5.0)
 
 
-def _status(mesh: LocalMesh, index: int) -> dict[str, Any]:
+def _status(mesh: LocalMesh, index: int) -> M.StatusNode:
     with mesh.client(index, connect_timeout=1.0) as c:
-        node: dict[str, Any] = c.status(timeout=1.0)["node"]
+        node: M.StatusNode = c.status(timeout=1.0)["node"]
         return node
 
 
@@ -187,7 +189,40 @@ def _outcome(f: Future, deadline: float) -> tuple[str, Any]:
         return "lost" if lost else "failed", f"{type(exc).__name__}: {exc}"
 
 
-def chaos(args: argparse.Namespace) -> dict[str, Any]:
+class Detection(TypedDict):
+    count: int  # kills whose detection was measured
+    p50: float | None
+    p99: float | None
+
+
+class ChaosReport(TypedDict, total=False):
+    """What ``chaos`` returns (and ``meshaios chaos --json`` writes)."""
+
+    seed: int
+    nodes: int
+    tasks: int
+    plan: list[dict[str, object]]  # the faults planned (``chaos.plan.Fault``)
+    baseline_s: float  # the job without faults (not with --no-baseline)
+    faulty_s: float
+    overhead: float  # faulty_s / baseline_s
+    failovers: int
+    reconciles: int
+    resubmitted: int
+    client_duplicate_deliveries: int
+    slots_free_after_s: float | None
+    re_executions: int
+    job_tasks: int
+    executions: int
+    wasted: int  # runs beyond one per task
+    wasted_pct: float
+    account: dict[str, object]  # ``chaos.account.Account``: submitted, ok, failed, lost, hung, ... examples
+    valid: bool
+    faults: list[str]
+    injector_errors: list[str]
+    detection_s: Detection
+
+
+def chaos(args: argparse.Namespace) -> ChaosReport:
     plan = make_plan(
         args.seed,
         args.nodes,
@@ -197,7 +232,7 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
         entry_pauses=args.entry_pauses,
         partitions=args.partitions,
     )
-    report: dict[str, Any] = {
+    report: ChaosReport = {
         "seed": args.seed,
         "nodes": args.nodes,
         "tasks": args.tasks,
@@ -221,16 +256,14 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
             account, elapsed, n_tasks = run_workload(c, args.tasks, args.delay, args.shuffle_chunks, args.deadline)
             injector.done.set()
             injector.join(timeout=30)
-            report.update(
-                faulty_s=elapsed,
-                failovers=c._async.failovers,
-                reconciles=c._async.reconciles,
-                resubmitted=c._async.resubmitted,
-                client_duplicate_deliveries=c._async.stats["duplicates"],
-            )
+            report["faulty_s"] = elapsed
+            report["failovers"] = c._async.failovers
+            report["reconciles"] = c._async.reconciles
+            report["resubmitted"] = c._async.resubmitted
+            report["client_duplicate_deliveries"] = c._async.stats["duplicates"]
         t_idle = time.monotonic()
-        report["slots_free_after_s"] = _wait_idle(mesh)
-        report["slots_free_after_s"] = round(time.monotonic() - t_idle, 3) if report["slots_free_after_s"] else None
+        idle = _wait_idle(mesh)
+        report["slots_free_after_s"] = round(time.monotonic() - t_idle, 3) if idle else None
         report["re_executions"] = _re_executions(mesh)
         executions = _executions(mesh) + injector.executions_lost - executions_before
         report["job_tasks"] = n_tasks
@@ -238,17 +271,15 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
         report["wasted"] = executions - n_tasks  # runs beyond one per task (a killed node's count is taken at kill)
         report["wasted_pct"] = round(100.0 * report["wasted"] / max(1, n_tasks), 2)
     det = sorted(injector.detection)
-    report.update(
-        account=asdict(account),
-        valid=account.valid,
-        faults=injector.log,
-        injector_errors=injector.errors,
-        detection_s={
-            "count": len(det),
-            "p50": round(statistics.median(det), 3) if det else None,
-            "p99": round(det[min(len(det) - 1, int(0.99 * len(det)))], 3) if det else None,
-        },
-    )
+    report["account"] = asdict(account)
+    report["valid"] = account.valid
+    report["faults"] = injector.log
+    report["injector_errors"] = injector.errors
+    report["detection_s"] = {
+        "count": len(det),
+        "p50": round(statistics.median(det), 3) if det else None,
+        "p99": round(det[min(len(det) - 1, int(0.99 * len(det)))], 3) if det else None,
+    }
     if "baseline_s" in report:
         report["overhead"] = round(report["faulty_s"] / report["baseline_s"], 2)
     return report
@@ -275,7 +306,7 @@ def _executions(mesh: LocalMesh) -> int:
     for p in mesh.procs:
         if p.alive():
             with contextlib.suppress(Exception):
-                total += _status(mesh, p.index)["finished"]
+                total += _status(mesh, p.index).get("finished", 0)
     return total
 
 
@@ -290,7 +321,7 @@ def _re_executions(mesh: LocalMesh) -> int:
     return total
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: ChaosReport) -> str:
     a = report["account"]
     lines = [
         f"meshaios chaos: seed {report['seed']}, {report['nodes']} nodes, {report['tasks']} tasks + a DAG + a shuffle",
@@ -308,8 +339,9 @@ def render(report: dict[str, Any]) -> str:
         + (f" vs {report['baseline_s']:.2f} s fault-free (x{report['overhead']})" if "baseline_s" in report else "")
         + f"; slots free again {report['slots_free_after_s']} s after the job",
     ]
-    if a["examples"]:
-        lines.append("examples: " + "; ".join(a["examples"]))
+    examples = a.get("examples")
+    if isinstance(examples, list) and examples:
+        lines.append("examples: " + "; ".join(map(str, examples)))
     if report["injector_errors"]:
         lines.append("injector errors: " + "; ".join(report["injector_errors"]))
     lines.append("VALID: nothing lost, hung, duplicated or wrong" if report["valid"] else "INVALID")

@@ -12,10 +12,11 @@ import contextvars
 import importlib
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from meshaios.errors import FunctionRefused, SerializationError, WireError
 from meshaios.tasks.allowlist import Fence
+from meshaios.wire.messages import FunctionSpec
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
@@ -61,7 +62,7 @@ def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
 
     if isinstance(fn, Kernel):
         # by name: the executing node runs its own registry's kernel on the device it picks
-        spec: dict[str, Any] = {"kernel": fn.name}
+        spec: FunctionSpec = {"kernel": fn.name}
         if allow_pickle and not fn.name.startswith("meshaios."):
             import cloudpickle
 
@@ -69,7 +70,8 @@ def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
         return dumps(spec, allow_pickle=False)[0]
     ref = import_ref(fn)
     if ref is not None:
-        return dumps({"ref": ref}, allow_pickle=False)[0]
+        by_ref: FunctionSpec = {"ref": ref}
+        return dumps(by_ref, allow_pickle=False)[0]
     if not allow_pickle:
         raise SerializationError(
             f"{getattr(fn, '__qualname__', fn)!r} has no import path, and this mesh is insecure, so functions are "
@@ -118,9 +120,10 @@ class FunctionResolver:
         fn = self._cache.get(payload.blob)
         if fn is not None:
             return fn
-        spec = loads(payload, allow_pickle=False)
-        if not isinstance(spec, dict):
+        raw = loads(payload, allow_pickle=False)
+        if not isinstance(raw, dict):
             raise WireError("function spec is not a map")
+        spec = cast(FunctionSpec, raw)  # each field's type is checked below before it is used
         if "kernel" in spec and isinstance(spec["kernel"], str):
             fn = self._kernel(spec)
         elif "ref" in spec and isinstance(spec["ref"], str):
@@ -143,7 +146,7 @@ class FunctionResolver:
         self._cache[payload.blob] = fn
         return fn
 
-    def _kernel(self, spec: dict[str, Any]) -> Callable[..., Any]:
+    def _kernel(self, spec: FunctionSpec) -> Callable[..., Any]:
         from meshaios.devices.registry import default_registry
 
         registry = self.kernels if self.kernels is not None else default_registry()

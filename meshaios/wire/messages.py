@@ -113,6 +113,14 @@ Device: TypeAlias = Literal["cpu", "gpu"]
 TaskKey: TypeAlias = tuple[str, int]  # [task id, attempt]; a list on the wire
 
 
+class FunctionSpec(TypedDict, total=False):
+    """A task's function, the value inside ``fn`` (protocol.md section 3): one of these three."""
+
+    ref: str  # "module:qualname", resolved through the node's fence
+    kernel: str  # a registered kernel, by name
+    pickle: bytes  # cloudpickle, only where pickle is allowed (with ``kernel``: a user's kernel)
+
+
 class ErrorInfo(TypedDict):
     """Why a task failed: ``err`` of a result."""
 

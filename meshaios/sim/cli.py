@@ -58,8 +58,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kill", action="append", default=[], metavar="N@T",
                    help="SIGKILL N random non-owner nodes T seconds after the start (repeatable)")
     p.add_argument("--owners", type=int, default=1, help="nodes that clients submit to (default 1)")
-    p.add_argument("--default-device", choices=("cpu", "jsq"), default="cpu",
-                   help="device for soft-GPU tasks when placement does not choose (default cpu, as node.py)")
     p.add_argument("--no-heft", action="store_true", help="skip the offline HEFT reference")
     p.add_argument("--bench-placement", metavar="N,N,...",
                    help="instead of a workload: placement cost per decision for these mesh sizes")
@@ -101,7 +99,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any
         steal = None if args.steal == "auto" else args.steal == "on"
         cfg = SimConfig(
             policy=name, seed=args.seed, stealing=steal, membership=args.membership, owners=args.owners,
-            window_per_slot=args.window, kills=_kills(args.kill), default_device=args.default_device,
+            window_per_slot=args.window, kills=_kills(args.kill),
             late_binding=args.late_binding == "on", locality=args.locality == "on",
         )
         r = Simulation(nodes, make_workload(args.workload, args.tasks, args.seed), cfg).run()

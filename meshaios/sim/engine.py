@@ -2,11 +2,15 @@
 
 Why: whether learned placement beats round-robin, how close it gets to HEFT, whether stealing helps or hurts and
 whether a decision's cost stays flat as the mesh grows can only be measured over many simulated minutes on many
-nodes. Everything that decides is the production code -- ``Owner`` (``meshaios.tasks.owner``), the placement
-policies, ``RuntimeModel``, ``LoadView``, ``StealEngine``/``WorkQueue`` and, with ``membership="swim"``, the SWIM
-state machine on ``SimNet``. What is simulated is only what the I/O shell would do: messages (latency, plus
-bytes over the receiver's link, one transfer at a time per link), executors (slots per device; a task occupies a
-slot for its true runtime) and the clock.
+nodes. Everything that decides is the production code -- ``Owner`` (``meshaios.tasks.owner``, wired as
+``node.py`` wires it: ``Owner.task_info`` for placement, the owner's model learning from results), the placement
+policies, ``RuntimeModel``, ``LoadView``, the executing node's ``ExecCore`` (``meshaios.tasks.execcore``: fence,
+inputs, ``WorkQueue``, prefetch and recall, ``StealEngine``) and, with ``membership="swim"``, the SWIM state
+machine on ``SimNet``. What is simulated is only what the I/O shell would do, carrying out ``ExecCore``'s
+instructions as ``node.py`` does: messages (latency, plus bytes over the receiver's link, one transfer at a time
+per link), input fetches (the bytes of inputs not held here, over that link), executors (a node's worker threads
+and one thread per GPU: a started task holds a worker for its true runtime, a prefetched one waits in the
+workers' queue, from which a recall takes back what no worker has started) and the clock.
 
 Simplifications, stated: a link's bandwidth is only shared on the receiving side; a result whose node died is
 fetched "from the owner" at the same cost (lineage recomputation is the object store's job, not modelled); the
@@ -19,6 +23,7 @@ import heapq
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +33,28 @@ import numpy as np
 from meshaios.clock import ManualClock
 from meshaios.membership.simnet import SimNet
 from meshaios.membership.swim import MemberState, SwimConfig
-from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
-from meshaios.sched.model import RuntimeModel, task_features
+from meshaios.sched.loadview import LoadView
+from meshaios.sched.model import RuntimeModel
 from meshaios.sched.placement import NodeLoad, PlacementPolicy, WithTaskInfo, make_policy
-from meshaios.sched.stealing import Moved, QueuedTask, Send, StealConfig, StealEngine, TasksArrived, TState, WorkQueue
+from meshaios.sched.stealing import StealConfig
 from meshaios.sim.workloads import NodeSpec, SimTask, Workload
+from meshaios.tasks.execcore import (
+    ExecCore,
+    FetchInputs,
+    Finished,
+    InputsReady,
+    Instruction,
+    PeerDown,
+    Recalled,
+    RecallFromWorkers,
+    RunTasks,
+    SendMoved,
+    SendResult,
+    SendSteal,
+    StartOnWorker,
+    StealMessage,
+    Tick,
+)
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
 from meshaios.wire.payload import Payload
 
@@ -52,13 +74,14 @@ _MEMBER = 0
 _LOAD = 1
 _STEAL_TICK = 2
 _SUBMIT = 3
-_READY = 4
+_RUN = 4
 _FINISH = 5
 _DONE = 6
 _STEAL_MSG = 7
 _MOVED = 8
 _KILL = 9
 _DETECT = 10
+_INPUTS = 11
 
 
 @dataclass(frozen=True)
@@ -71,14 +94,11 @@ class SimConfig:
     window_per_slot: int = OwnerConfig().window_per_slot  # the owner's in-flight window per slot
     latency: float = 0.0005  # one-way message latency, seconds
     load_interval: float = 0.5  # how often nodes refresh their gossiped summary
-    steal_tick: float = 0.25
+    steal_tick: float = 0.05  # the executing node's timer tick (``node.TICK``): steal requests, stuck prefetches
     detect_delay: float = 2.0  # oracle membership: how long until owners learn that a node died
     kills: tuple[tuple[float, int], ...] = ()  # (seconds after the start, how many nodes) to SIGKILL
     thief_sample: int = 8  # peers an idle node refreshes its view of, per load interval
     max_time: float = 1e6  # give up (and count the rest as lost) after this many simulated seconds
-    # where a node runs a task that may use either device when placement did not say: "cpu" is what node.py
-    # does today (a GPU only for tasks that ask for one); "jsq" picks the shorter queue per slot
-    default_device: str = "cpu"
     late_binding: bool = OwnerConfig.late_binding  # for policies that ask, as in a live node
     locality: bool = True  # baselines weigh moving inputs against waiting for their holder (``sched.Locality``)
     deadline_order: str = OwnerConfig.deadline_order  # "fifo", "edf" or "model" (docs/scheduling.md 10.3)
@@ -147,20 +167,62 @@ class _TimedPolicy:
         return out
 
 
+Key = tuple[str, int]
+
+
+@dataclass
+class _Pool:
+    """A node's worker threads (``cpu``) or one GPU's thread, in simulated time, as ``tasks.workers.WorkerPool``
+    behaves: ``workers`` run at once, the rest wait in submission order; a waiting prefetched start can be taken
+    back (``recall``) until a worker starts it."""
+
+    kind: str  # the device kind its tasks run on: "cpu" or "gpu"
+    workers: int
+    running: dict[Key, StartOnWorker] = field(default_factory=dict)
+    waiting: deque[StartOnWorker] = field(default_factory=deque)
+    recallable: set[Key] = field(default_factory=set)
+
+    def submit(self, ins: StartOnWorker) -> bool:
+        """Queue ``ins``; True if a worker was free (it starts now: the caller times it)."""
+        if len(self.running) < self.workers:
+            self.running[ins.key] = ins
+            return True
+        self.waiting.append(ins)
+        if ins.prefetch:
+            self.recallable.add(ins.key)
+        return False
+
+    def recall(self, keys: list[Key]) -> list[Key]:
+        back = [k for k in keys if k in self.recallable]
+        self.recallable.difference_update(back)
+        return back
+
+    def next(self) -> StartOnWorker | None:
+        """A worker is free: the next waiting start that was not recalled (now running), if any."""
+        while self.waiting:
+            ins = self.waiting.popleft()
+            if ins.prefetch:
+                if ins.key not in self.recallable:
+                    continue  # recalled
+                self.recallable.discard(ins.key)
+            self.running[ins.key] = ins
+            return ins
+        return None
+
+
 @dataclass
 class _Node:
     spec: NodeSpec
-    queue: WorkQueue
+    core: ExecCore
     model: RuntimeModel
     view: LoadView
-    steal: StealEngine
     rng: random.Random
+    pools: dict[str, _Pool]
     alive: bool = True
     owner: Owner | None = None
     info: WithTaskInfo | None = None
     timer: _TimedPolicy | None = None
     ingress_free: float = 0.0
-    running: dict[tuple[str, int], tuple[float, str]] = field(default_factory=dict)  # key -> (start, device)
     summary: dict[str, Any] = field(default_factory=dict)
     published_at: float = 0.0
 
@@ -183,7 +245,8 @@ class Simulation:
         self.completed_at: dict[str, float] = {}
         self.bytes_moved = 0
         self.killed: list[str] = []
-        self.steal_gate: dict[tuple[str, int], tuple[float, float]] = {}  # key -> (commit time, predicted here)
+        self.steal_gate: dict[Key, tuple[float, float]] = {}  # key -> (commit time, predicted here)
+        self._mape_seen = 0
         self.wasted = 0
         self.moves: dict[str, list[str]] = {}  # task id -> nodes it was stolen from, in order
         self.mape_curve: list[list[float]] = []
@@ -195,14 +258,16 @@ class Simulation:
         for nid in ids:
             spec = self.specs[nid]
             model = RuntimeModel()
-            queue = WorkQueue(spec.slots())
-            node = _Node(
-                spec=spec, queue=queue, model=model, view=LoadView(max_age=10.0),
-                steal=StealEngine(nid, queue, steal_cfg, random.Random(f"steal/{cfg.seed}/{nid}"),
-                                  {"cpu": spec.cpu_declared, "gpu": spec.gpu_declared},
-                                  self._thief_estimator(model)),
-                rng=random.Random(f"node/{cfg.seed}/{nid}"),
-            )
+            view = LoadView(max_age=10.0)
+            gpus = [f"gpu{i}" for i in range(spec.gpu_slots)]
+            # what ``node.py`` builds: CPU slots = worker threads, one thread per GPU; speeds as declared
+            core = ExecCore(
+                nid, {"cpu": spec.cpu_slots}, model=model, view=view, steal=self.stealing, steal_config=steal_cfg,
+                steal_seed=f"steal/{cfg.seed}/{nid}", speed={"cpu": spec.cpu_declared}, gpus=gpus,
+            )  # fmt: skip
+            pools = {"cpu": _Pool("cpu", spec.cpu_slots), **{g: _Pool("gpu", 1) for g in gpus}}
+            node = _Node(spec=spec, core=core, model=model, view=view, rng=random.Random(f"node/{cfg.seed}/{nid}"),
+                         pools=pools)
             self.nodes[nid] = node
         for oid in self.owner_ids:
             self._make_owner(self.nodes[oid])
@@ -222,30 +287,16 @@ class Simulation:
         inner = make_policy(cfg.policy, model=node.model, view=node.view, clock=self.clock, node_id=nid,
                             locality=cfg.locality)
         timer = _TimedPolicy(inner)
-        info = WithTaskInfo(timer, lambda tid: self._task_info(node, tid))
-        node.owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding,
-                                            deadline_order=cfg.deadline_order),
-                           info, random.Random(f"owner/{cfg.seed}/{nid}"))
+        owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding,
+                                       deadline_order=cfg.deadline_order),
+                      timer, random.Random(f"owner/{cfg.seed}/{nid}"))
+        # as node.py wires it: placement reads the owner's account of each task; the owner's model learns
+        info = WithTaskInfo(timer, owner.task_info)
+        owner.policy = info
+        owner.model = node.model
+        node.owner = owner
         node.info = info
         node.timer = timer
-
-    def _thief_estimator(self, model: RuntimeModel) -> Callable[[QueuedTask, dict[str, Any], str], float]:
-        def estimate(task: QueuedTask, info: dict[str, Any], device: str) -> float:
-            speeds = info.get("speed") or {}
-            sp = speeds.get(device, 1.0) if isinstance(speeds, dict) else 1.0
-            x = task_features(task.kernel, task.nbytes, device, speed=float(sp) if sp else 1.0)
-            return model.predict_one(x)
-
-        return estimate
-
-    def _task_info(self, node: _Node, tid: str) -> dict[str, Any] | None:
-        """The owner's own account of the task's inputs (``Owner.inputs``, as in a live node), with the kernel and
-        device hint a live task would carry."""
-        t = self.tasks.get(tid)
-        inputs = node.owner.inputs(tid) if node.owner is not None else None
-        if t is None or inputs is None:
-            return None
-        return inputs.info(t.kernel, t.device)
 
     # ---- event queue --------------------------------------------------------------------------------------
 
@@ -276,9 +327,9 @@ class Simulation:
         total = len(self.tasks)
         handlers: dict[int, Callable[[Any], None]] = {
             _MEMBER: self._on_member_tick, _LOAD: self._on_load, _STEAL_TICK: self._on_steal_tick,
-            _SUBMIT: self._on_submit, _READY: self._on_ready, _FINISH: self._on_finish, _DONE: self._on_done,
+            _SUBMIT: self._on_submit, _RUN: self._on_run, _FINISH: self._on_finish, _DONE: self._on_done,
             _STEAL_MSG: self._on_steal_msg, _MOVED: self._on_moved, _KILL: self._on_kill,
-            _DETECT: self._on_detect,
+            _DETECT: self._on_detect, _INPUTS: self._on_inputs,
         }
         deadline = self.start + cfg.max_time
         while self._events and len(self.completed_at) < total:
@@ -308,7 +359,7 @@ class Simulation:
                     jobs.append(max(self.completed_at[t.id] for t in tasks) - sub)
             r.mean_job_completion = sum(jobs) / len(jobs) if jobs else 0.0
         for n in self.nodes.values():
-            c = n.steal.counters
+            c = n.core.steal.counters
             r.steals += c["given"]
             r.steal_requests += c["requests"]
             if n.timer is not None:
@@ -369,7 +420,7 @@ class Simulation:
         self._member_changes()
 
     def _meta(self, n: _Node) -> dict[str, Any]:
-        return {"w": n.spec.cpu_slots, "q": n.queue.n_queued(), "ld": n.summary, "rm": n.model.summary(8)}
+        return {"w": n.spec.cpu_slots, "q": n.core.stats.queued, "ld": n.summary, "rm": n.model.summary(8)}
 
     def _on_member_tick(self, _: Any) -> None:
         assert self.net is not None
@@ -394,7 +445,7 @@ class Simulation:
                     self._owner_actions(node, node.owner.node_up(c.node_id, peer.spec.cpu_slots, self._meta(peer)))
 
     def _peer_down(self, node: _Node, peer: str) -> None:
-        node.steal.peer_down(peer, self.now)
+        self._do(node, node.core.handle(PeerDown(peer), self.now))
         node.view.remove(peer)
         if node.owner is not None:
             self._owner_actions(node, node.owner.node_down(peer))
@@ -402,17 +453,9 @@ class Simulation:
     # ---- load gossip --------------------------------------------------------------------------------------
 
     def _publish(self, n: _Node) -> None:
-        now = self.now
-        q = n.queue
-        devices = {}
-        for d, slots in q.slots.items():
-            if slots > 0:
-                devices[d] = DeviceLoad(slots, q.free(d), q.backlog(d, now), n.spec.declared(d))
-        stealable = sum(1 for t in q.queued() if t.state is TState.QUEUED and not t.path)
-        n.summary = make_summary(devices, queued=q.n_queued(), stealable=stealable, bandwidth=n.spec.bandwidth,
-                                 kernel_factors=n.model.kernel_factors(8))
-        n.published_at = now
-        n.view.update(n.spec.node_id, n.summary, now)
+        n.summary = n.core.load_summary(self.now, bandwidth=n.spec.bandwidth)
+        n.published_at = self.now
+        n.view.update(n.spec.node_id, n.summary, self.now)
 
     def _lookup(self, observer: _Node, peer_id: str) -> tuple[dict[str, Any], float] | None:
         """What ``observer`` knows of ``peer_id``'s load, and since when: via SWIM meta, or the oracle."""
@@ -463,7 +506,7 @@ class Simulation:
                 for pid in self.alive_ids:
                     if pid != n.spec.node_id:
                         self._refresh(n, pid, merge_model=True)
-            elif self.stealing and n.steal.idle():
+            elif self.stealing and n.core.steal.idle():
                 k = min(cfg.thief_sample, len(self.alive_ids))
                 for pid in n.rng.sample(self.alive_ids, k):
                     if pid != n.spec.node_id:
@@ -490,8 +533,7 @@ class Simulation:
     def _owner_actions(self, node: _Node, actions: list[OwnerAction]) -> None:
         for a in actions:
             if isinstance(a, Dispatch):
-                for td in a.tasks:
-                    self._dispatch(node, a.node, td, a.placed.get(td["id"]))
+                self._dispatch(node, a.node, a.tasks)
             elif isinstance(a, Deliver):
                 for r in a.results:
                     if r.get("ok") and r["id"] not in self.completed_at:
@@ -507,150 +549,134 @@ class Simulation:
         self.bytes_moved += nbytes
         return end
 
-    def _dispatch(
-        self, owner_node: _Node, target_id: str, td: dict[str, Any], placed: dict[str, Any] | None
-    ) -> None:
-        tid, att = td["id"], td["att"]
-        device = placed.get("placed_device") if placed else None
+    def _dispatch(self, owner_node: _Node, target_id: str, tasks: list[dict[str, Any]]) -> None:
+        """A RUN message: the tasks' inline arguments travel with it, over the target's link."""
         target = self.nodes.get(target_id)
         if target is None or not target.alive:
             return  # lost in the void; the owner re-places it when membership says the node is dead
         oid = owner_node.spec.node_id
-        arrive = self.now if target_id == oid else self.now + self.config.latency
-        if target_id != oid:
-            arrive = self._transfer(target, td["args"].nbytes, arrive)
-        # what the RUN message says, read as node.py reads it: inputs held elsewhere come over the target's link
-        # after the RUN arrived (one batch of fetches); those the target holds cost nothing
-        remote = 0
-        for v in td["deps"].values():
-            if isinstance(v, dict) and target_id not in v.get("loc", ()):
-                remote += int(v.get("size", 0))
-        ready = self._transfer(target, remote, arrive)
-        self._push(ready, _READY, (target_id, tid, att, oid, device, td.get("urg", False)))
+        if target_id == oid:
+            self._push(self.now, _RUN, (target_id, oid, tasks))
+            return
+        arrive = self._transfer(target, sum(td["args"].nbytes for td in tasks), self.now + self.config.latency)
+        self._push(arrive, _RUN, (target_id, oid, tasks))
 
-    def _on_done(self, data: tuple[str, str, dict[str, Any], dict[str, Any]]) -> None:
-        owner_id, exec_id, result, obs = data
+    def _on_run(self, data: tuple[str, str, list[dict[str, Any]]]) -> None:
+        nid, owner_id, tasks = data
+        node = self.nodes[nid]
+        if node.alive:
+            self._do(node, node.core.handle(RunTasks(owner_id, tasks), self.now))
+
+    def _on_done(self, data: tuple[str, str, dict[str, Any]]) -> None:
+        owner_id, exec_id, result = data
         node = self.nodes[owner_id]
         if not node.alive or node.owner is None:
             return
-        spec = self.specs[exec_id]
-        t = self.tasks[result["id"]]
-        x = task_features(t.kernel, t.input_bytes(), obs["dev"], speed=spec.declared(obs["dev"]), node=exec_id)
-        node.model.learn_one(x, obs["rt"])
-        if owner_id == self.owner_ids[0] and node.model.n_seen % 50 == 0:
-            self.mape_curve.append([node.model.n_seen, round(node.model.mape, 4)])
         self._owner_actions(node, node.owner.completed(exec_id, [result], self.now))
+        seen = node.model.n_seen  # the owner's model learned from the result (``Owner``, as in a live node)
+        if owner_id == self.owner_ids[0] and seen != self._mape_seen and seen % 50 == 0:
+            self._mape_seen = seen
+            self.mape_curve.append([seen, round(node.model.mape, 4)])
 
-    def _on_moved(self, data: Moved) -> None:
-        """The owner learns that a task of its moved from ``src`` to ``to`` (``Owner.moved``, as in a live node)."""
-        node = self.nodes.get(data.owner)
+    def _on_moved(self, data: tuple[str, str, list[list[Any]]]) -> None:
+        """The owner learns that tasks of its moved from ``src`` (``Owner.moved``, as in a live node)."""
+        owner_id, src, moves = data
+        node = self.nodes.get(owner_id)
         if node is None or not node.alive or node.owner is None:
             return
-        self._owner_actions(node, node.owner.moved(data.task_id, data.src, data.to))
+        for tid, att, dst in moves:
+            self._owner_actions(node, node.owner.moved(tid, src, dst, att))
 
-    # ---- executors ----------------------------------------------------------------------------------------
+    # ---- the executing node's shell: ExecCore's instructions in simulated time -----------------------------
 
-    def _on_ready(self, data: tuple[str, str, int, str, str | None, bool]) -> None:
-        nid, tid, att, owner_id, device, urgent = data
+    def _do(self, node: _Node, instructions: list[Instruction]) -> None:
+        nid = node.spec.node_id
+        for ins in instructions:
+            if isinstance(ins, StartOnWorker):
+                pool = node.pools[ins.device]
+                if pool.submit(ins):
+                    self._begin(node, pool, ins)
+            elif isinstance(ins, SendResult):
+                delay = 0.0 if ins.owner == nid else self.config.latency
+                self._push(self.now + delay, _DONE, (ins.owner, nid, ins.result))
+            elif isinstance(ins, FetchInputs):
+                # the inputs held elsewhere come over this node's link (one batch of fetches); those held here
+                # cost nothing
+                nbytes = sum(size for holders, size in ins.remote.values() if nid not in holders)
+                self._push(self._transfer(node, nbytes, self.now), _INPUTS, (nid, ins.key))
+            elif isinstance(ins, RecallFromWorkers):
+                back = node.pools["cpu"].recall(ins.keys)
+                self._do(node, node.core.handle(Recalled(back, ins.stuck), self.now))
+            elif isinstance(ins, SendSteal):
+                self._send_steal(node, ins)
+            elif isinstance(ins, SendMoved):
+                for (tid, att, _), here in zip(ins.moves, ins.here, strict=False):
+                    self.moves.setdefault(tid, []).append(nid)
+                    self.steal_gate[(tid, att)] = (self.now, here)
+                delay = 0.0 if ins.owner == nid else self.config.latency
+                self._push(self.now + delay, _MOVED, (ins.owner, nid, ins.moves))
+            # SendAbort, SendFenced, ReleaseInputs, DropResult, TerminateProcessPool: nothing is cancelled, no
+            # client fails over and no store or process pool is modelled here
+
+    def _begin(self, node: _Node, pool: _Pool, ins: StartOnWorker) -> None:
+        rt = self.tasks[ins.key[0]].runtime(node.spec, pool.kind)
+        self._push(self.now + rt, _FINISH, (node.spec.node_id, ins.device, ins.key, rt))
+
+    def _on_inputs(self, data: tuple[str, Key]) -> None:
+        nid, key = data
         node = self.nodes[nid]
-        if not node.alive:
-            return
-        t = self.tasks[tid]
-        devices = ("cpu", "gpu") if t.device == "any" else ("cpu",)
-        q = node.queue
-        usable = [d for d in devices if q.slots.get(d, 0) > 0]
-        if device not in usable:
-            # no placement hint (baseline policies): the CPU, as node.py does, or the shorter queue per slot
-            if self.config.default_device == "jsq":
-                device = min(usable, key=lambda d: ((q.n_queued(d) + q.n_running(d)) / q.slots[d], d != "gpu"))
-            else:
-                device = "cpu" if "cpu" in usable else usable[0]
-        qt = QueuedTask(
-            id=tid, att=att, owner=owner_id, kernel=t.kernel, device=device, devices=devices,
-            nbytes=t.input_bytes(), predicted=self._predict_local(node, t, device), spec={}, enqueued=self.now,
-            urgent=urgent,
-        )
-        q.push(qt)
-        self._start(node)
+        if node.alive:
+            self._do(node, node.core.handle(InputsReady(key), self.now))
 
-    def _predict_local(self, node: _Node, t: SimTask, device: str) -> float:
-        x = task_features(t.kernel, t.input_bytes(), device, speed=node.spec.declared(device), node=node.spec.node_id)
-        return node.model.predict_one(x)
-
-    def _start(self, node: _Node) -> None:
-        q = node.queue
-        for d in q.slots:
-            while True:
-                qt = q.start_next(d, self.now)
-                if qt is None:
-                    break
-                begin = self.now
-                fetch = qt.spec.get("fetch") if isinstance(qt.spec, dict) else None
-                if fetch:
-                    begin = self._transfer(node, int(fetch), begin)
-                rt = self.tasks[qt.id].runtime(node.spec, d)
-                node.running[qt.key] = (self.now, d)
-                self._push(begin + rt, _FINISH, (node.spec.node_id, qt.key, begin, rt))
-        if self.stealing and node.steal.idle() and not node.steal.requesting:
-            self._steal_actions(node, node.steal.tick(self.now, node.view))
-
-    def _on_finish(self, data: tuple[str, tuple[str, int], float, float]) -> None:
-        nid, key, _begin, rt = data
+    def _on_finish(self, data: tuple[str, str, Key, float]) -> None:
+        nid, device, key, rt = data
         node = self.nodes[nid]
-        if not node.alive or key not in node.running:
+        pool = node.pools[device]
+        ins = pool.running.pop(key, None) if node.alive else None
+        if ins is None:
             return
-        _, device = node.running.pop(key)
-        qt = node.queue.finish(key)
-        assert qt is not None
-        tid = qt.id
+        nxt = pool.next()  # the freed worker takes the next task in its queue, as a worker thread does
+        if nxt is not None:
+            self._begin(node, pool, nxt)
+        tid = key[0]
         self.exec_count[tid] = self.exec_count.get(tid, 0) + 1
         self.location[tid] = nid
-        t = self.tasks[tid]
-        if nid != qt.owner:
-            x = task_features(t.kernel, t.input_bytes(), device, speed=node.spec.declared(device), node=nid)
-            node.model.learn_one(x, rt)
         gate = self.steal_gate.pop(key, None)
         if gate is not None:
             committed, here = gate
             if self.now - committed > here:
                 self.wasted += 1
         # the result stays on this node, as a live node keeps anything but small values: the owner records where
-        result = {"id": tid, "att": key[1], "ok": True, "size": t.out_bytes, "dt": float(rt)}
-        obs = {"rt": rt, "dev": device}
-        self._push(self.now + (0.0 if nid == qt.owner else self.config.latency), _DONE, (qt.owner, nid, result, obs))
-        self._start(node)
+        result: dict[str, Any] = {"id": tid, "att": key[1], "ok": True, "size": self.tasks[tid].out_bytes,
+                                  "dt": float(rt)}
+        if pool.kind == "gpu":
+            result["dev"] = "gpu"
+        self._do(node, node.core.handle(Finished([(ins.owner, key, result)]), self.now))
 
     # ---- stealing -----------------------------------------------------------------------------------------
 
     def _on_steal_tick(self, _: Any) -> None:
-        if self.stealing:
-            for n in self.nodes.values():
-                if n.alive:
-                    self._steal_actions(n, n.steal.tick(self.now, n.view))
+        """The node's timer tick for its core: stuck prefetches, steal timeouts and requests."""
+        for n in self.nodes.values():
+            if n.alive:
+                self._do(n, n.core.handle(Tick(), self.now))
         self._push(self.now + self.config.steal_tick, _STEAL_TICK, None)
 
-    def _steal_actions(self, node: _Node, actions: list[Any]) -> None:
-        for a in actions:
-            if isinstance(a, Send):
-                self._push(self.now + self.config.latency, _STEAL_MSG, (a.to, node.spec.node_id, a.msg))
-            elif isinstance(a, TasksArrived):
-                victim = a.tasks[0].path[-1] if a.tasks and a.tasks[0].path else ""
-                for qt in a.tasks:
-                    qt.predicted = self._predict_local(node, self.tasks[qt.id], qt.device)
-                    qt.spec = {"fetch": qt.nbytes if victim else 0}
-                self._start(node)
-            elif isinstance(a, Moved):
-                self.moves.setdefault(a.task_id, []).append(a.src)
-                self.steal_gate[(a.task_id, a.att)] = (self.now, a.here)
-                self._push(self.now + self.config.latency, _MOVED, a)
+    def _send_steal(self, node: _Node, ins: SendSteal) -> None:
+        """A steal message; a commit carries the tasks' specs (their inline arguments) over the thief's link."""
+        arrive = self.now + self.config.latency
+        dst = self.nodes.get(ins.to)
+        if ins.msg.get("k") == "steal_commit" and dst is not None:
+            nbytes = sum(int(item[6]) for item in ins.msg.get("tasks", ()))
+            arrive = self._transfer(dst, nbytes, arrive)
+        self._push(arrive, _STEAL_MSG, (ins.to, node.spec.node_id, ins.msg))
 
     def _on_steal_msg(self, data: tuple[str, str, dict[str, Any]]) -> None:
         dst, src, msg = data
         node = self.nodes.get(dst)
         if node is None or not node.alive:
             return
-        self._steal_actions(node, node.steal.handle(src, msg, self.now))
-        self._start(node)  # tasks whose reservation was declined are runnable again
+        self._do(node, node.core.handle(StealMessage(src, msg), self.now))
 
     # ---- faults -------------------------------------------------------------------------------------------
 
@@ -660,7 +686,9 @@ class Simulation:
         for nid in sorted(victims[:count]):
             node = self.nodes[nid]
             node.alive = False
-            node.running.clear()
+            for pool in node.pools.values():
+                pool.running.clear()
+                pool.waiting.clear()
             self.alive_ids.remove(nid)
             self.killed.append(nid)
             if self.net is not None:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
@@ -243,10 +243,13 @@ class SendAbort:
 
 @dataclass(frozen=True, slots=True)
 class SendMoved:
-    """Tell ``owner`` where its tasks went: ``[[id, attempt, thief], ...]``."""
+    """Tell ``owner`` where its tasks went: ``[[id, attempt, thief], ...]``. ``here``: for each, the seconds this
+    node predicted it would take to finish it itself when the steal gate let it go (the simulator's "wasted
+    steal" measure; not sent)."""
 
     owner: str
     moves: list[list[Any]]
+    here: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,9 +394,7 @@ class ExecCore:
             if rt is not None:
                 t.predicted = rt
 
-    def load_summary(
-        self, now: float, bandwidth: float | None = None, kernel_factors: Mapping[str, float] | None = None
-    ) -> dict[str, Any]:
+    def load_summary(self, now: float, bandwidth: float | None = None) -> dict[str, Any]:
         """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
         self.refresh_predictions()
         q = self.queue
@@ -402,8 +403,7 @@ class ExecCore:
             d: DeviceLoad(n, max(0, q.free(d)), q.backlog(d, now), self.speed.get(d, 1.0))
             for d, n in q.slots.items() if n > 0
         }  # fmt: skip
-        return make_summary(devices, queued=q.n_queued(), stealable=stealable, bandwidth=bandwidth,
-                            kernel_factors=kernel_factors)
+        return make_summary(devices, queued=q.n_queued(), stealable=stealable, bandwidth=bandwidth)
 
     # ---- RUN and inputs -------------------------------------------------------------------------------------
 
@@ -680,6 +680,7 @@ class ExecCore:
 
     def _steal_actions(self, actions: list[StealAction], now: float, out: list[Instruction]) -> None:
         moves: dict[str, list[list[Any]]] = {}
+        here: dict[str, list[float]] = {}
         arrived = False
         for a in actions:
             if isinstance(a, StealSend):
@@ -693,14 +694,16 @@ class ExecCore:
                 run = self.fence.done(key)
                 self.stats.queued -= 1
                 self.timeline.moved(a.task_id, a.att, now)
-                moves.setdefault(run.owner if run is not None else a.owner, []).append([a.task_id, a.att, a.to])
+                owner = run.owner if run is not None else a.owner
+                moves.setdefault(owner, []).append([a.task_id, a.att, a.to])
+                here.setdefault(owner, []).append(a.here)
                 self._given[key] = a.to  # an abort from its owner follows it there
                 if len(self._given) > MAX_ABORTED:
                     del self._given[next(iter(self._given))]
         if arrived:
             self._start_queued(now, out)
         for owner, items in moves.items():
-            out.append(SendMoved(owner, items))
+            out.append(SendMoved(owner, items, here[owner]))
 
     def _arrived(self, qt: QueuedTask, now: float, out: list[Instruction]) -> bool:
         """Thief side: a stolen task is in our queue (the engine put it there, deduplicated by id and attempt)."""

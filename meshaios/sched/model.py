@@ -51,6 +51,8 @@ from typing import Any, NotRequired, TypedDict
 import msgpack
 from river import linear_model, optim, utils
 
+from meshaios.wire.messages import ModelStats, ModelSummary
+
 __all__ = ["Features", "ModelConfig", "RuntimeModel", "device_kind", "task_features"]
 
 STATE_VERSION = 1
@@ -70,25 +72,6 @@ class Features(TypedDict):
     conc: int  # tasks running at once on that device when it started
     speed: float  # the node's declared speed for that device
     node: NotRequired[str]  # who ran it: lets the model learn that node's own factor
-
-
-class ModelStats(TypedDict):
-    """``RuntimeModel.stats()``: in ``status`` (``node.model``) and on the dashboard."""
-
-    observations: int
-    mape: float
-    mape_all: float
-    kernels: int
-    peer_kernels: int
-    nodes: int
-    per_kernel: list[tuple[str, int, float]]  # the kernels predicted most recently: [kernel@device, n, mape]
-
-
-class ModelSummary(TypedDict):
-    """``RuntimeModel.summary()``: ``rm`` in SWIM metadata, merged by peers (``merge_gossip``)."""
-
-    v: int
-    k: list[tuple[str, str, int, float, float, float]]  # [kernel, device, n, y_ref, slope, mean log bytes]
 
 
 class RegState(TypedDict):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import (
     Annotated,
     Any,
@@ -40,6 +40,7 @@ from typing import (
 )
 
 from meshaios.errors import WireError
+from meshaios.timeline import TaskRecord, TimelineSummary
 from meshaios.wire.payload import Payload
 
 PROTOCOL_VERSION: Final = 1
@@ -267,6 +268,26 @@ StealMsg: TypeAlias = StealReq | StealOffer | StealAccept | StealCommit | StealA
 # ---- SWIM (``membership/swim.py``, which validates these in full itself: ``_parse``) ---------------------------
 
 
+class ModelSummary(TypedDict):
+    """``RuntimeModel.summary()``: ``rm`` in SWIM metadata, merged by peers (``merge_gossip``, which reads it
+    defensively)."""
+
+    v: int
+    k: list[tuple[str, str, int, float, float, float]]  # [kernel, device, n, y_ref, slope, mean log bytes]
+
+
+class LoadSummary(TypedDict, total=False):
+    """``sched.loadview.make_summary``: ``ld`` in SWIM metadata and DONE (read by ``parse_summary``, which checks
+    it)."""
+
+    v: Required[int]
+    d: Required[dict[str, list[float]]]  # device kind -> [slots, free, backlog seconds, speed]
+    q: Required[int]  # queued
+    st: Required[int]  # stealable
+    bw: int  # bytes/s this node sees
+    kf: dict[str, float]  # kernel factors
+
+
 class NodeMeta(TypedDict, total=False):
     """A node's SWIM metadata: short keys, it rides on every membership message."""
 
@@ -282,8 +303,8 @@ class NodeMeta(TypedDict, total=False):
     fail: int
     pend: int
     tps: float
-    rm: dict[str, Any]  # runtime observations (sched/model.py)
-    ld: dict[str, Any]  # load summary (sched/loadview.py)
+    rm: ModelSummary  # runtime observations (sched/model.py)
+    ld: LoadSummary  # load summary (sched/loadview.py)
     hid: str  # host id: same-host transfers through /dev/shm (store/shm.py)
 
 
@@ -316,6 +337,28 @@ SwimMsg = TypedDict(
 # ---- STATUS_REPLY -----------------------------------------------------------------------------------------------
 
 
+StatValue: TypeAlias = int | float | str | bool | None
+StatMap: TypeAlias = dict[str, StatValue]  # a flat map of counters and settings in a status
+
+
+class ModelStats(TypedDict):
+    """``RuntimeModel.stats()``: ``node.model`` in a status."""
+
+    observations: int
+    mape: float
+    mape_all: float
+    kernels: int
+    peer_kernels: int
+    nodes: int
+    per_kernel: list[tuple[str, int, float]]  # the kernels predicted most recently: [kernel@device, n, mape]
+
+
+class FetchStatus(TypedDict):
+    pending: int
+    fetched_bytes: int
+    links: dict[str, float]  # "src->dst": bytes/s measured
+
+
 class StatusNode(TypedDict, total=False):
     """``node`` of STATUS_REPLY: the answering node as it sees itself (``Node.status``)."""
 
@@ -338,17 +381,17 @@ class StatusNode(TypedDict, total=False):
     owner: dict[str, int]  # owner counters
     pending: int
     counters: dict[str, int]  # node counters (bad_frames, ...)
-    store: dict[str, Any]
-    model: dict[str, Any]
+    store: dict[str, int]  # store.objects.StoreStats
+    model: ModelStats
     placement: str
-    steal: dict[str, Any]
+    steal: StatMap
     memory_limit: int
-    fetch: dict[str, Any]
-    timeline_summary: dict[str, Any]
-    timeline: list[dict[str, Any]]
+    fetch: FetchStatus
+    timeline_summary: TimelineSummary
+    timeline: list[TaskRecord]
     streams: dict[str, int]
     transport: dict[str, int]  # sent, received, dropped, auth_ok, auth_rejected
-    shm: dict[str, Any]  # same-host transfers: enabled, host, counters
+    shm: StatMap  # same-host transfers: enabled, host, counters
     fence: str
     throttle: dict[str, int]
 
@@ -405,7 +448,7 @@ class Done(_Header, total=False):
     src: Required[str]
     results: Required[list[Result]]
     q: int  # the executor's queue length, fresher than SWIM meta
-    ld: dict[str, Any]  # its load summary (sched/loadview.py)
+    ld: LoadSummary  # its load summary (sched/loadview.py)
 
 
 class Abort(_Header, total=False):
@@ -525,7 +568,7 @@ class Peeked(_Header, total=False):
     t: Required[Literal["peeked"]]
     src: Required[str]
     req: Required[int]
-    view: dict[str, Any]  # ``Node.peer_view``: its recent task stream, the failures it owns, per-function progress
+    view: dict[str, object]  # ``Node.peer_view``: its recent task stream, the failures it owns, per-function progress
     names: dict[str, str]  # task id -> function, for the ids asked
 
 
@@ -650,16 +693,16 @@ Message: TypeAlias = (
 Schema: TypeAlias = dict[str, tuple[type, ...]]
 
 
-def _hints(td: Any) -> dict[str, Any]:
+def _hints(td: Any) -> dict[str, object]:
     return get_type_hints(td, include_extras=True)
 
 
-def _fields(td: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fields(td: Any) -> tuple[dict[str, object], dict[str, object]]:
     """(required, optional) fields of a TypedDict, each name -> its annotation (``Required``/``NotRequired`` and
     ``Annotated`` unwrapped). Read from the annotations, not ``__required_keys__``: under ``from __future__ import
     annotations`` Python 3.11 takes every ``NotRequired`` field for a required one."""
-    required: dict[str, Any] = {}
-    optional: dict[str, Any] = {}
+    required: dict[str, object] = {}
+    optional: dict[str, object] = {}
     # one ``__total__`` for all keys, inherited ones too (3.11 keeps no per-base totality): a definition that
     # inherits is total=False, as its bases are, and marks its required fields ``Required``
     for name, ann in _hints(td).items():
@@ -710,7 +753,7 @@ def _message_type(td: Any) -> str:
 
 
 # message type -> its definition, and the required fields that ``decode`` checks on every message of that type
-DEFINITIONS: dict[str, Any] = {_message_type(td): td for td in get_args(Message)}
+DEFINITIONS: dict[str, type] = {_message_type(td): td for td in get_args(Message)}
 SCHEMAS: dict[str, Schema] = {mtype: schema_of(td) for mtype, td in DEFINITIONS.items()}
 
 RUN_TASK: Schema = schema_of(RunTask)
@@ -824,8 +867,8 @@ def _run_task_conforms(v: Any) -> bool:
     return True
 
 
-STEAL_KINDS: tuple[str, ...] = tuple(_fields(td)[0]["k"].__args__[0] for td in get_args(StealMsg))
-_STEAL_DEFS: dict[str, Any] = dict(zip(STEAL_KINDS, get_args(StealMsg), strict=True))
+STEAL_KINDS: tuple[str, ...] = tuple(str(get_args(_fields(td)[0]["k"])[0]) for td in get_args(StealMsg))
+_STEAL_DEFS: dict[str, type] = dict(zip(STEAL_KINDS, get_args(StealMsg), strict=True))
 _STEAL_FIELDS = {
     k: tuple([(f, a) for f, a in fields.items() if f not in ("k", "rid")] for fields in _fields(td))
     for k, td in _STEAL_DEFS.items()
@@ -878,7 +921,7 @@ _ID_FIELDS = {FETCH, OBJ, STORE, STORED, GET, GOT, PUT, PUT_ACK}
 _ID_LISTS = {FREE, RELEASE}
 
 
-def _check_ids(mtype: str, msg: dict[str, Any]) -> None:
+def _check_ids(mtype: str, msg: Mapping[str, Any]) -> None:
     if mtype in _ID_FIELDS:
         check_id(msg["id"], mtype)
     elif mtype in _ID_LISTS:
@@ -896,7 +939,7 @@ def _check_ids(mtype: str, msg: dict[str, Any]) -> None:
                 check_id(item[0], mtype)
 
 
-def check_message(msg: dict[str, Any]) -> Message:
+def check_message(msg: Mapping[str, Any]) -> Message:
     """``msg`` as the message its ``t`` names, checked (``WireError`` if it is not one)."""
     mtype = msg.get("t")
     schema = SCHEMAS.get(mtype) if isinstance(mtype, str) else None

@@ -24,13 +24,14 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim, SwimConfig
+from meshaios.wire.messages import SwimMsg
 
 __all__ = ["Change", "NetStats", "SimNet"]
 
@@ -93,7 +94,7 @@ class SimNet:
         self._wake: dict[str, float] = {}
         self._group: dict[str, int] = {}
         self._blocked: set[tuple[str, str]] = set()
-        self._paused: dict[str, list[dict[str, Any]]] = {}
+        self._paused: dict[str, list[SwimMsg]] = {}
         self._next_id = 0
 
     # ---- topology -----------------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class SimNet:
         *,
         addr: str | None = None,
         seeds: Iterable[str] = (),
-        meta: dict[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
         config: SwimConfig | None = None,
     ) -> str:
         """Start a node (a fresh process: incarnation 0), optionally pointing it at static seed addresses."""

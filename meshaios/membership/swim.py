@@ -36,12 +36,13 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeAlias, TypedDict, TypeGuard, Unpack, cast
 
 from meshaios.errors import ConfigError
+from meshaios.wire.messages import NodeMeta, SwimKind, SwimMsg
 
 __all__ = [
     "Action",
@@ -132,7 +133,7 @@ class Member:
     addr: str
     state: MemberState
     incarnation: int
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # a NodeMeta; untyped until node.py and sim/engine.py read it as one
     state_since: float
     last_heard: float
 
@@ -143,7 +144,7 @@ class Send:
 
     to: str
     addr: str
-    msg: dict[str, Any]
+    msg: SwimMsg
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class MemberChanged:
     addr: str
     old: MemberState | None
     new: MemberState
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # as Member.meta
 
 
 Action: TypeAlias = Send | MemberChanged
@@ -318,6 +319,15 @@ class _Msg:
     join: bool = False
 
 
+class _Extra(TypedDict, total=False):
+    """The fields of ``SwimMsg`` that only some kinds carry (``Swim._send``'s keywords)."""
+
+    to: str
+    join: bool
+    target: str
+    target_addr: str
+
+
 def _is_id(x: object) -> TypeGuard[str]:
     return isinstance(x, str) and 0 < len(x) <= MAX_ID_LEN
 
@@ -346,6 +356,7 @@ def _parse(msg: object) -> _Msg | None:
     gossip = msg.get("gossip", [])
     if not isinstance(meta, dict) or not isinstance(gossip, list | tuple):
         return None
+    # a map; its fields are read defensively by whoever reads them (a peer's ``w`` may be anything)
     out = _Msg(kind, seq, sender, addr, inc, meta, list(gossip))
     if kind == "ping":
         to, join = msg.get("to", ""), msg.get("join", False)
@@ -408,7 +419,7 @@ class Swim:
         config: SwimConfig,
         rng: random.Random,
         now: float,
-        meta: dict[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         if not _is_id(node_id) or not _is_addr(addr):
             raise ConfigError("swim: node_id and addr must be non-empty strings of sane length")
@@ -506,7 +517,7 @@ class Swim:
 
     # ---- inputs -------------------------------------------------------------------------------------------
 
-    def set_meta(self, meta: dict[str, Any]) -> None:
+    def set_meta(self, meta: Mapping[str, Any]) -> None:
         # Copied and replaced, never mutated in place, because the dict is shared with messages in flight.
         self._meta = dict(meta)
 
@@ -534,7 +545,7 @@ class Swim:
             c.node_id = node_id or c.node_id
         return [self._ping_contact(c, now)]
 
-    def handle(self, msg: dict[str, Any], now: float) -> list[Action]:
+    def handle(self, msg: object, now: float) -> list[Action]:
         """A message some other ``Swim`` put in ``Send.msg``. Malformed input is ignored, never raised on."""
         if self._left:
             return []
@@ -606,25 +617,24 @@ class Swim:
         self._seq = self._seq + 1 if self._seq < MAX_SEQ else 0
         return self._seq
 
-    def _base(self, kind: str, seq: int) -> dict[str, Any]:
+    def _base(self, kind: SwimKind, seq: int) -> SwimMsg:
         return {
             "k": kind,
             "seq": seq,
             "from": self.node_id,
             "addr": self.addr,
             "inc": self._inc,
-            "meta": self._meta,
+            "meta": cast(NodeMeta, self._meta),  # the node's own (Node._meta)
             "gossip": [],
         }
 
     def _n(self) -> int:
         return len(self._live) + 1
 
-    def _send(self, dest: str, addr: str, kind: str, seq: int, **extra: Any) -> Send:
+    def _send(self, dest: str, addr: str, kind: SwimKind, seq: int, **extra: Unpack[_Extra]) -> Send:
         """Every message carries gossip. A peer we consider SUSPECT, DEAD or LEFT gets its own state first,
         since it alone can refute it, and a refutation is the cheapest way to stop a wrong verdict spreading."""
-        msg = self._base(kind, seq)
-        msg.update(extra)
+        msg: SwimMsg = {**self._base(kind, seq), **extra}
         first = self._tell.pop(dest, None)
         if first is None:
             m = self._members.get(dest)

@@ -21,11 +21,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from meshaios.sched.inputs import TaskInputs, task_inputs
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy
 from meshaios.tasks.epochs import ClientLeases
+from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
 
 
@@ -215,10 +216,15 @@ class OwnedTask:
         return self.state is TaskState.DONE and (self.result is not None or bool(self.locations))
 
 
+# The actions below carry RunTasks and Results (wire/messages.py) typed as plain maps, and ``submit``/``completed``
+# take maps, because node.py and sim/engine.py still handle them so (issue 16: they adopt the types next); the
+# owner builds and reads them as the TypedDicts, through ``cast`` at those edges only.
+
+
 @dataclass(frozen=True, slots=True)
 class Dispatch:
     node: str
-    tasks: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]  # M.RunTask each
     # per task id, what the placement policy saw and wrote back when it chose ``node`` (``WithTaskInfo.take``:
     # EFT's ``placed_device``, ``predicted_s``); empty for policies that keep nothing
     placed: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -227,7 +233,7 @@ class Dispatch:
 @dataclass(frozen=True, slots=True)
 class Deliver:
     client: bytes
-    results: list[dict[str, Any]]
+    results: list[dict[str, Any]]  # M.Result each
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +408,7 @@ class Owner:
 
     # ---- client side ------------------------------------------------------------------------------------
     def submit(
-        self, client: bytes, tasks: Iterable[dict[str, Any]], now: float = 0.0, ep: int = 0
+        self, client: bytes, tasks: Iterable[Mapping[str, Any]], now: float = 0.0, ep: int = 0
     ) -> list[OwnerAction]:
         """``tasks`` are SUBMIT_TASK dicts, already schema-checked. Re-submitting a known id is idempotent.
 
@@ -416,8 +422,9 @@ class Owner:
         self._unhold(client)
         self.clients.track(client, now)
         out: list[OwnerAction] = []
-        redeliver: list[dict[str, Any]] = []
-        for spec in tasks:
+        redeliver: list[M.Result] = []
+        for raw in tasks:
+            spec = cast(M.SubmitTask, raw)  # checked by decode (messages.SUBMIT_TASK), optional fields read with care
             tid = spec["id"]
             known = self.tasks.get(tid)
             if known is not None:
@@ -449,11 +456,11 @@ class Owner:
                         "id": tid,
                         "ok": False,
                         "node": self.node_id,
-                        "err": _error(
+                        "err": cast(M.ErrorInfo, _error(
                             "Busy",
                             f"this node holds {self.config.max_pending_per_client} unfinished tasks of "
                             "yours already; submit more when some finish",
-                        ),
+                        )),
                     }
                 )
                 continue
@@ -518,20 +525,21 @@ class Owner:
             if t.deadline and self.config.deadline_order != "fifo":
                 self._by_deadline.append(tid)
         if redeliver:
-            out.append(Deliver(client, redeliver))
+            out.append(_deliver(client, redeliver))
         out.extend(self._pump())
         return _merge(out)
 
-    def _adopt_done(self, client: bytes, spec: dict[str, Any], ep: int) -> bool:
+    def _adopt_done(self, client: bytes, spec: M.SubmitTask, ep: int) -> bool:
         """A task the client saw finish under its former owner, resubmitted after a failover as an input of
         unfinished ones: it is taken as done -- with its value, or on the node that holds it -- and its spec kept
         as lineage, so it runs again only if that copy is lost. False when it cannot be (no value and no live
         holder): then it is submitted like any task."""
-        done = spec["done"]
-        if not isinstance(done, dict):
+        raw = spec.get("done")
+        if not isinstance(raw, dict):  # optional fields of a submit task are not checked by decode
             return False
-        v = done.get("v")
-        locs = [n for n in done.get("loc", ()) if isinstance(n, str) and n in self.nodes]
+        done: Mapping[str, object] = raw
+        v, loc = done.get("v"), done.get("loc")
+        locs = [n for n in loc if isinstance(n, str) and n in self.nodes] if isinstance(loc, list) else []
         if not isinstance(v, Payload) and not locs:
             return False
         size, parts = done.get("size"), done.get("parts")
@@ -736,12 +744,13 @@ class Owner:
 
     # ---- executors --------------------------------------------------------------------------------------
     def completed(
-        self, node_id: str, results: Iterable[dict[str, Any]], now: float | None = None
+        self, node_id: str, results: Iterable[Mapping[str, Any]], now: float | None = None
     ) -> list[OwnerAction]:
         if now is not None:
             self.now = max(self.now, now)
         out: list[OwnerAction] = []
-        for r in results:
+        for raw in results:
+            r = cast(M.Result, raw)  # checked by decode (messages.RESULT), optional fields read with care
             dt = r.get("dt")
             if type(dt) is float and dt >= 0:
                 self._mean_dt += 0.05 * (dt - self._mean_dt)
@@ -853,7 +862,7 @@ class Owner:
                     self.counters["deadline_met" if met else "deadline_missed"] += 1
                 self._count_pending(cur.client, -1)
                 self.counters["done" if cur.state is TaskState.DONE else "failed"] += 1
-                out.append(Deliver(cur.client, [self._result_msg(cur)]))
+                out.append(_deliver(cur.client, [self._result_msg(cur)]))
             for did in cur.dependents:  # one entry per reference: a task may use two parts of one map output
                 d = self.tasks.get(did)
                 if d is None or d.state is not TaskState.WAITING:
@@ -986,14 +995,15 @@ class Owner:
             ids = [f"{t.id}#{j}" for j in range(t.parts)] if t.parts else [t.id]
             self._frees.setdefault(node, []).extend(ids)
 
-    def _result_msg(self, t: OwnedTask) -> dict[str, Any]:
+    def _result_msg(self, t: OwnedTask) -> M.Result:
         if t.state is TaskState.DONE:
             if t.result is not None:
                 return {"id": t.id, "ok": True, "v": t.result, "node": t.node or ""}
             return {"id": t.id, "ok": True, "size": t.size, "parts": t.parts, "node": t.node or ""}
-        return {"id": t.id, "ok": False, "err": t.error or {}, "node": (t.error or {}).get("node", "")}
+        err = cast(M.ErrorInfo, t.error or {})
+        return {"id": t.id, "ok": False, "err": err, "node": err.get("node", "")}
 
-    def _dep_value(self, d: str) -> Any:
+    def _dep_value(self, d: str) -> M.DepValue:
         dep = self.tasks.get(base_id(d))
         if dep is None:
             return None
@@ -1015,7 +1025,7 @@ class Owner:
         ranker = self.policy if self.config.rank_order and getattr(self.policy, "ranks", False) else None
         if ranker is not None:
             self._order_ready(ranker)
-        batches: dict[str, list[dict[str, Any]]] = {}
+        batches: dict[str, list[M.RunTask]] = {}
         wps = self.config.window_per_slot
         open_nodes = [n for n in self.nodes.values() if n.inflight < n.slots * wps]
         late = _late_binder(self.policy) if self.config.late_binding else None
@@ -1073,7 +1083,7 @@ class Owner:
                 self._deadlines[tid] = self.now + t.timeout
             target.inflight += 1
             self.node_tasks.setdefault(target.node_id, set()).add(tid)
-            task: dict[str, Any] = {
+            task: M.RunTask = {
                 "id": tid,
                 "att": t.attempt,
                 "c": t.client.decode("latin-1"),  # the fence: executors refuse runs of a client's older epochs
@@ -1101,7 +1111,9 @@ class Owner:
         dirty = self.ready.dirty
         self.ready.extendleft(reversed(skipped))
         self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
-        return [Dispatch(node, tasks, placed.get(node, {})) for node, tasks in batches.items()]
+        return [
+            Dispatch(node, cast(list[dict[str, Any]], tasks), placed.get(node, {})) for node, tasks in batches.items()
+        ]
 
     def _urgent(self, open_nodes: list[NodeLoad]) -> list[str]:
         """Ready tasks with a deadline to take ahead of their turn this pass, the most urgent last (popped first).
@@ -1181,7 +1193,7 @@ class Owner:
             self._pending_by_client.pop(client, None)
             self.clients.forget(client)  # nothing of it left to hold back
 
-    def _learn(self, t: OwnedTask, node_id: str, r: dict[str, Any]) -> None:
+    def _learn(self, t: OwnedTask, node_id: str, r: M.Result) -> None:
         dt = r.get("dt")
         if self.model is None or type(dt) is not float or dt < 0:
             return
@@ -1247,7 +1259,7 @@ def base_id(obj_id: str) -> str:
 _RESOURCE_KEYS = ("cpu", "gpu", "gpu_memory", "memory")
 
 
-def _resources(raw: Any) -> dict[str, int]:
+def _resources(raw: object) -> dict[str, int]:
     if not isinstance(raw, dict):
         return {}
     return {k: v for k, v in raw.items() if k in _RESOURCE_KEYS and type(v) is int and v > 0}
@@ -1256,7 +1268,7 @@ def _resources(raw: Any) -> dict[str, int]:
 MAX_PRIORITY = 2**31 - 1
 
 
-def _priority(raw: Any) -> int:
+def _priority(raw: object) -> int:
     """A task's priority: an integer (clamped to 32 bits); anything else is the default, 0."""
     if type(raw) is not int:
         return 0
@@ -1314,6 +1326,10 @@ def _unknown_dep(dep_id: str) -> OwnedTask:
     stub.state = TaskState.FAILED
     stub.error = _error("UnknownDependency", f"task {dep_id} is not known to this node")
     return stub
+
+
+def _deliver(client: bytes, results: list[M.Result]) -> Deliver:
+    return Deliver(client, cast(list[dict[str, Any]], results))
 
 
 def _merge(actions: list[OwnerAction]) -> list[OwnerAction]:

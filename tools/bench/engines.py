@@ -80,10 +80,11 @@ class MeshaiosEngine(Engine):
     ``insecure=False`` is what a user gets by default (a token: CurveZMQ encryption on every link).
     """
 
-    def __init__(self, size: int, *, insecure: bool = False) -> None:
+    def __init__(self, size: int, *, insecure: bool = False, shm: bool = True) -> None:
         super().__init__(size)
         self.insecure = insecure
-        self.name = "meshaios-plain" if insecure else "meshaios"
+        self.shm = shm
+        self.name = "meshaios-plain" if insecure else "meshaios" if shm else "meshaios-noshm"
         self.mesh: Any = None
         self.client: Any = None
 
@@ -92,6 +93,7 @@ class MeshaiosEngine(Engine):
 
         # an insecure node runs only what its operator allowed: the benchmark's tasks, and operator.getitem
         allow = ["--allow-module", "benchtasks", "--allow-function", "_operator:getitem"] if self.insecure else []
+        allow += [] if self.shm else ["--no-shm"]  # same-host transfers over the socket, as before issue 17 item 2
         self.mesh = LocalMesh(self.size, workers=1, discovery=False, insecure=self.insecure, extra_args=allow)
         self.mesh.__enter__()
         self.client = self.mesh.client(0)
@@ -393,6 +395,7 @@ class RayEngine(Engine):
 ENGINES: dict[str, Callable[[int], Engine]] = {
     "meshaios": MeshaiosEngine,
     "meshaios-plain": lambda n: MeshaiosEngine(n, insecure=True),
+    "meshaios-noshm": lambda n: MeshaiosEngine(n, shm=False),
     "dask": DaskEngine,
     "dask-tuned": lambda n: DaskEngine(n, tuned=True),
     "ray": RayEngine,

@@ -71,9 +71,9 @@ SANDBOX_ENV = "MESHAIOS_BENCH_CHILD"
 WARMUP_TIMEOUT = 60.0  # a broken engine shows here, before the long timeouts of the measured runs
 
 WORKLOADS = ("raw", "noop", "latency", "shuffle", "dag", "wordcount")
-ENGINE_NAMES = ("meshaios", "meshaios-plain", "dask", "dask-tuned", "ray")
+ENGINE_NAMES = ("meshaios", "meshaios-plain", "meshaios-noshm", "dask", "dask-tuned", "ray")
 PEERS = ("dask", "dask-tuned", "ray")
-MESH = ("meshaios", "meshaios-plain")
+MESH = ("meshaios", "meshaios-plain", "meshaios-noshm")
 
 # (engine, size, workloads): one cluster per line, started once, every workload of the line run on it
 PLAN: list[tuple[str, int, tuple[str, ...]]] = [
@@ -82,6 +82,9 @@ PLAN: list[tuple[str, int, tuple[str, ...]]] = [
     ("meshaios", 3, ("noop", "latency", "shuffle", "dag", "wordcount")),
     # no token: no CurveZMQ, like the peers
     ("meshaios-plain", 2, ("noop", "latency", "shuffle", "dag", "wordcount")),
+    # same-host objects over the socket (--no-shm): the data plane before /dev/shm transfers, for before/after
+    ("meshaios-noshm", 2, ("shuffle", "dag")),
+    ("meshaios-noshm", 3, ("shuffle", "dag")),
     ("dask", 1, ("noop", "latency")),
     ("dask", 2, ("noop", "latency", "shuffle", "dag", "wordcount")),
     ("dask-tuned", 1, ("noop",)),  # worker-saturation only changes how queued tasks are handed out

@@ -111,9 +111,10 @@ def test_meshaios_adapter_runs_every_workload(bt: ModuleType, monkeypatch: pytes
         assert summary["run_s"] > 0
     run = _load("run")
     lines = run.timeline_report({"node0": {"tasks": 1, "run_s": 1.0}}, {"node0": {"tasks": 3, "wait_s": 0.5,
-                                                                                "run_s": 2.0, "bytes_in": 2e6}})
-    assert lines == ["node0 task timeline: 2 tasks; queued 0.50 s, fetching inputs 0.00 s (2 MB), running 1.00 s "
-                     "(task-seconds)"]
+                                                                                "run_s": 2.0, "bytes_in": 2e6,
+                                                                                "shm_in": 1e6}})
+    assert lines == ["node0 task timeline: 2 tasks; queued 0.50 s, fetching inputs 0.00 s (2 MB, 1 MB of it through "
+                     "/dev/shm), running 1.00 s (task-seconds)"]
 
 
 def test_ratios_and_targets_are_oriented() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import pytest
 
 from meshaios.dashboard.metrics import render_metrics
@@ -133,3 +134,23 @@ def test_a_file_with_the_wrong_mode_is_refused_and_the_fetch_falls_back_to_the_s
         assert data_files(tag) == []  # the holder removed the refused file when asked again
         assert node_status(mesh, 1)["transport"]["bytes_sent"] >= N * 8
         del a, got
+
+
+def test_a_client_on_the_same_machine_gets_a_200mb_result_through_shared_memory() -> None:
+    with two_nodes() as (mesh, c, tag):
+        a = c.submit(funcs.make_array, N, 5)
+        sent_before = node_status(mesh, 1)["transport"]["bytes_sent"]
+        arr = a.result(timeout=120)
+        np.testing.assert_array_equal(arr, funcs.make_array(N, 5))
+        assert not arr.flags.writeable
+        base = arr
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        assert isinstance(base, memoryview)
+        assert type(base.obj).__name__ == "mmap"  # zero-copy in the client too
+        holder = node_status(mesh, 1)
+        assert holder["shm"]["sent"] == 1
+        assert holder["transport"]["bytes_sent"] - sent_before < 1 << 20
+        assert c.stats["shm_received"] == 1
+        assert data_files(tag) == []
+        del arr, base

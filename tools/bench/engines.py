@@ -123,7 +123,9 @@ class MeshaiosEngine(Engine):
         out: dict[str, dict[str, Any]] = {}
         for p in self.mesh.procs:
             with contextlib.suppress(Exception), self.mesh.client(p.index) as c:
-                out[p.name] = dict(c.status()["node"].get("timeline_summary") or {})
+                node = c.status()["node"]
+                out[p.name] = dict(node.get("timeline_summary") or {})
+                out[p.name]["shm_in"] = (node.get("shm") or {}).get("received_bytes", 0)
         return out
 
     def noop(self, n: int, timeout: float) -> None:

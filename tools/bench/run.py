@@ -270,11 +270,13 @@ def timeline_report(before: dict[str, dict[str, Any]], after: dict[str, dict[str
     out = []
     for name, a in sorted(after.items()):
         b = before.get(name, {})
-        d = {k: float(a.get(k, 0)) - float(b.get(k, 0)) for k in ("tasks", "wait_s", "fetch_s", "run_s", "bytes_in")}
+        keys = ("tasks", "wait_s", "fetch_s", "run_s", "bytes_in", "shm_in")
+        d = {k: float(a.get(k, 0)) - float(b.get(k, 0)) for k in keys}
         if d["tasks"] <= 0:
             continue
         out.append(f"{name} task timeline: {d['tasks']:.0f} tasks; queued {d['wait_s']:.2f} s, fetching inputs "
-                   f"{d['fetch_s']:.2f} s ({d['bytes_in'] / 1e6:.0f} MB), running {d['run_s']:.2f} s (task-seconds)")
+                   f"{d['fetch_s']:.2f} s ({d['bytes_in'] / 1e6:.0f} MB, {d['shm_in'] / 1e6:.0f} MB of it through "
+                   f"/dev/shm), running {d['run_s']:.2f} s (task-seconds)")
     return out
 
 

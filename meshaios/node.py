@@ -229,6 +229,7 @@ class Node:
         self.host_id = ""
         self._shm_asked: dict[int, str] = {}
         self._shm_off: set[str] = set()
+        self._get_shm: set[tuple[bytes, int]] = set()  # GETs from clients of this machine: (client, req)
         self._shm_fault = config.shm_fault if config.fault_injection else ""
         # fetched copies of other nodes' objects: dropped when no task here needs them (``ReleaseInputs``)
         self._fetched: set[str] = set()
@@ -634,7 +635,7 @@ class Node:
             self._stream_actions(self.streams_out.dest_gone(peer, f"node {short(ev.node_id)} is {ev.new.value}"))
             self.streams_in.src_gone(peer)
             self._put_actions(self.puts.node_down(ev.node_id, self._replica_candidates()))
-            self.shm.receiver_gone(ev.node_id)  # files written for it will never be claimed
+            self.shm.receiver_gone(_receiver(_peer(ev.node_id)))  # files written for it will never be claimed
             self.transport.forget(ev.addr)
 
     def _owner_actions(self, actions: list[OwnerAction]) -> None:
@@ -975,7 +976,7 @@ class Node:
         if member is None:
             return
         if self.shm.pending:
-            self.shm.asked_again(member.node_id, msg["req"])
+            self.shm.asked_again(_receiver(_peer(member.node_id)), msg["req"])
         if self._unspill(msg["id"], functools.partial(self._serve_fetch, member.node_id, msg)):
             return
         self._serve_fetch(member.node_id, msg, self.store.get(msg["id"]))
@@ -990,7 +991,7 @@ class Node:
         }
         if obj is not None:
             if msg.get("shm") is True and self._same_host(peer) and buffer_bytes(obj) >= SHM_MIN_BYTES:
-                self._serve_shm(peer, reply, obj)
+                self._serve_shm(_peer(peer), reply, obj)
                 return
             reply["val"] = obj
             self.counters["served_bytes"] += obj.nbytes
@@ -1011,9 +1012,11 @@ class Node:
             self._shm_asked[req] = holder
         self.transport.send(addr, encode(msg))
 
-    def _serve_shm(self, peer: str, reply: dict[str, Any], obj: Payload) -> None:
-        """Write the object's buffers into a new file on a thread, then name it in the answer."""
+    def _serve_shm(self, dest: bytes, reply: dict[str, Any], obj: Payload) -> None:
+        """Write the object's buffers into a new file on a thread, then name it in the answer (an ``obj`` to a
+        peer, ``b"n:" + id``, or a ``got`` to a client of this machine, its identity)."""
         path = self.shm.new_path()
+        to_peer = dest.startswith(b"n:")
         mode = 0o644 if self._shm_fault == "mode" else 0o600
         fut = asyncio.get_running_loop().run_in_executor(None, write_file, path, obj, mode)
 
@@ -1025,17 +1028,17 @@ class Node:
                 self.counters["shm_write_failed"] += 1
                 self._badlog.warning(("shm", "write"), "cannot write %s, sending over the socket: %s", path, exc)
                 reply["val"] = obj
-                self.counters["served_bytes"] += obj.nbytes
-                self._send_to(_peer(peer), reply)
+                self.counters["served_bytes"] += obj.nbytes if to_peer else 0
+                self._send_to(dest, reply)
                 return
-            self.shm.track(path.name, peer, reply["req"], self.clock.now())
+            self.shm.track(path.name, _receiver(dest), reply["req"], self.clock.now())
             if self._shm_fault == "keep":
                 return  # testing aid: the holder "dies" between writing the file and answering
             reply["shm"] = ShmRef(path.name, obj.blob, f.result()).to_wire()
             self.counters["shm_sent"] += 1
             self.counters["shm_sent_bytes"] += obj.nbytes
-            self.counters["served_bytes"] += obj.nbytes
-            self._send_to(_peer(peer), reply)
+            self.counters["served_bytes"] += obj.nbytes if to_peer else 0
+            self._send_to(dest, reply)
 
         fut.add_done_callback(written)
 
@@ -1084,6 +1087,8 @@ class Node:
         # nobody can collect its results any more: its unfinished tasks are cancelled (and so never run, if queued)
         self._owner_actions(self.owner.cancel_client(client))
         n = self.owner.release_client(client)
+        self.shm.receiver_gone(_receiver(client))
+        self._get_shm = {g for g in self._get_shm if g[0] != client}
         self.counters["clients_released"] += 1
         if n:
             log.info("client %r %s: released %d objects and results it held", client[:14], why, n)
@@ -1111,6 +1116,10 @@ class Node:
         self._fetch_actions(self.fetcher.arrived(msg["req"], ok, self.clock.now()))
 
     def _on_get(self, ident: bytes, msg: dict[str, Any]) -> None:
+        if self.host_id and msg.get("shm") == self.host_id:  # a client of this machine and user
+            self._get_shm.add((ident, msg["req"]))
+        elif self.shm.pending:  # a client asks over the socket after it refused a file: that file is not wanted
+            self.shm.receiver_gone(_receiver(ident))
         self._answer_get(ident, msg["req"], msg["id"])
 
     def _answer_get(
@@ -1123,11 +1132,17 @@ class Node:
         reply: dict[str, Any] = {"t": M.GOT, "req": req, "id": obj_id, "ok": False}
         local = loaded if loaded is not None else self.store.get(obj_id)
         if local is not None:
-            reply.update(ok=True, val=local)
+            reply["ok"] = True
             if relayed and obj_id not in self.core.input_refs:
                 # fetched only to hand on: no second copy stays here -- unless a task queued here shares that
                 # fetch, in which case the copy is that task's input (released with it: ``ReleaseInputs`` from the core)
                 self.store.delete(obj_id)
+            if (ident, req) in self._get_shm:
+                self._get_shm.discard((ident, req))
+                if buffer_bytes(local) >= SHM_MIN_BYTES:
+                    self._serve_shm(ident, reply, local)
+                    return
+            reply["val"] = local
             self._send_to(ident, reply)
             return
         t = self.owner.lookup(obj_id)
@@ -1148,6 +1163,7 @@ class Node:
         else:
             self._get_waiters.append((ident, req, obj_id))  # being (re)computed: answered on a later tick
             return
+        self._get_shm.discard((ident, req))
         self.transport.reply(ident, encode(reply))
 
     def _answer_loaded(self, ident: bytes, req: int, obj_id: str, relayed: bool, val: Payload | None) -> None:
@@ -1155,6 +1171,7 @@ class Node:
             self._answer_get(ident, req, obj_id, relayed, val)
             return
         err = f"object {obj_id} could not be read back from this node's spill directory"
+        self._get_shm.discard((ident, req))
         self.transport.reply(ident, encode({"t": M.GOT, "req": req, "id": obj_id, "ok": False, "err": err}))
 
     def _on_put(self, ident: bytes, msg: dict[str, Any]) -> None:
@@ -1565,6 +1582,11 @@ _NODE_IDENTS = (b"n:", b"s:")
 def _peer(node_id: str) -> bytes:
     """A peer's endpoint for ``Node._send_to``: the identity its messages arrive with."""
     return b"n:" + node_id.encode()
+
+
+def _receiver(dest: bytes) -> str:
+    """Who a shared-memory file was written for (``ShmArea.track``): a peer's or a client's identity."""
+    return dest.decode("latin-1")
 
 
 def _steal_msg(src: str, kind: str, rid: int, **fields: Any) -> dict[str, Any]:

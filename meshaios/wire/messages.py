@@ -78,8 +78,8 @@ OBJ: Final = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"? | "shm"?
 STORE: Final = "store"  # node -> replica: {"src", "id", "val"}
 STORED: Final = "stored"  # replica -> node: {"src", "id"}
 FREE: Final = "free"  # owner -> holder: {"src", "ids"}
-GET: Final = "get"  # client -> node: {"req", "id"}
-GOT: Final = "got"  # node -> client: {"req", "id", "ok", "val"? | "err"?}
+GET: Final = "get"  # client -> node: {"req", "id", "shm"?: the client's host id (store/shm.py)}
+GOT: Final = "got"  # node -> client: {"req", "id", "ok", "val"? | "shm"? (as in OBJ) | "err"?}
 PUT: Final = "put"  # client -> node: {"req", "id", "val"}
 PUT_ACK: Final = "put_ack"  # node -> client: {"req", "id", "ok", "loc"?: [holder ids] | "err"?}
 BYE: Final = "bye"  # client -> node when it closes: release everything I held here ({})
@@ -629,12 +629,14 @@ class Free(_Header, total=False):
 
 class Get(_Request, total=False):
     t: Required[Literal["get"]]
+    shm: str  # the client's host id: a node with the same one may answer through /dev/shm
 
 
 class Got(_Request, total=False):
     t: Required[Literal["got"]]
     ok: Required[bool]
     val: Payload
+    shm: ShmWire  # ... or where it lies on this host (a client of this machine)
     err: str
     lost: str  # the object is gone: its id
 

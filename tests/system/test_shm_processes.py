@@ -133,6 +133,10 @@ def test_a_file_with_the_wrong_mode_is_refused_and_the_fetch_falls_back_to_the_s
         assert re.search(r"shared memory from \w+ refused.*mode 0644, not 0600", mesh.log(0))
         assert data_files(tag) == []  # the holder removed the refused file when asked again
         assert node_status(mesh, 1)["transport"]["bytes_sent"] >= N * 8
+        # a client of this machine refuses it too, and gets the value over the socket
+        np.testing.assert_array_equal(a.result(timeout=120), funcs.make_array(N, 4))
+        assert (c.stats["shm_refused"], c.stats["shm_received"]) == (1, 0)
+        assert data_files(tag) == []
         del a, got
 
 

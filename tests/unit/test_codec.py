@@ -92,6 +92,8 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.FREE, "src": "n1", "ids": ["a"]},
         {"t": M.GET, "req": 2, "id": "a"},
         {"t": M.GOT, "req": 2, "id": "a", "ok": True, "val": res},
+        {"t": M.GET, "req": 3, "id": "a", "shm": "0123456789abcdef"},  # the client's host id
+        {"t": M.GOT, "req": 3, "id": "a", "ok": True, "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},
         {"t": M.PUT, "req": 3, "id": "p", "val": payload_of(b"x" * 100_000)},
         {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True, "loc": ["n1", "n2"]},
         {"t": M.ADOPT, "puts": [["p", 100, ["n1", "n2"]]]},

@@ -34,12 +34,13 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from meshaios.sched.loadview import LoadView
+from meshaios.wire import messages as M
 
 __all__ = [
     "Moved",
@@ -52,7 +53,7 @@ __all__ = [
     "WorkQueue",
 ]
 
-KINDS = ("steal_req", "steal_offer", "steal_accept", "steal_commit", "steal_ack")
+KINDS = M.STEAL_KINDS
 
 
 class TState(StrEnum):
@@ -88,9 +89,12 @@ class QueuedTask:
     def key(self) -> tuple[str, int]:
         return (self.id, self.att)
 
-    def header(self) -> list[Any]:
-        return [self.id, self.att, self.owner, self.kernel, self.device, list(self.devices), self.nbytes,
-                self.predicted, list(self.path)]
+    def wire(self, device: str | None = None, spec: bool = False) -> M.StealTask:
+        """As the steal messages carry it (``messages.StealTask``): ``device`` the kind it would use on the thief;
+        with its ``spec`` in a commit."""
+        return M.StealTask(self.id, self.att, self.owner, self.kernel, cast(M.Device, device or self.device),
+                           cast(list[M.Device], list(self.devices)), self.nbytes, self.predicted, list(self.path),
+                           self.spec if spec else None)
 
 
 class _PrioFifo:
@@ -311,10 +315,15 @@ class StealConfig:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``msg`` to node ``to`` (the node wraps it in its own envelope)."""
+    """Send ``msg`` to node ``to`` (the node wraps it in its own envelope). ``msg`` is a ``messages.StealMsg``,
+    handed over as a plain map until tasks/execcore.py and sim/engine.py take the type (``_send``)."""
 
     to: str
     msg: dict[str, Any]
+
+
+def _send(to: str, msg: M.StealMsg) -> Send:
+    return Send(to, cast(dict[str, Any], msg))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +367,7 @@ class _Offer:
 class _Handed:
     thief: str
     rid: int
-    tasks: list[list[Any]]  # what the commit carries (headers + specs)
+    tasks: list[list[object]]  # what the commit carries (StealTasks with their specs)
     next_retry: float
     give_up: float
 
@@ -423,7 +432,7 @@ class StealEngine:
             elif now >= h.next_retry:
                 h.next_retry = now + cfg.commit_retry
                 self.counters["retransmits"] += 1
-                out.append(Send(h.thief, {"k": "steal_commit", "rid": h.rid, "tasks": h.tasks}))
+                out.append(_commit(h.thief, h.rid, h.tasks))
         tables = {"done": self._done, "got": self._got, "answered": self._answered}
         while self._done_order and now - self._done_order[0][0] > cfg.retention:
             _, table, k = self._done_order.popleft()
@@ -440,19 +449,21 @@ class StealEngine:
         """A free slot and nothing queued for it: this node would sit idle until new work arrives."""
         return any(self.queue.free(d) > 0 and self.queue.n_queued(d) == 0 for d, n in self.queue.slots.items() if n)
 
-    def handle(self, src: str, msg: dict[str, Any], now: float) -> list[Action]:
-        """A steal message from node ``src``. Malformed messages are ignored (they came off the wire)."""
-        k = msg.get("k")
-        rid = msg.get("rid")
+    def handle(self, src: str, raw: Mapping[str, Any], now: float) -> list[Action]:
+        """A steal message from node ``src``: checked in full by ``decode`` (``messages.check_steal``) when it came
+        off the wire; the handlers still read its lists with care."""
+        k = raw.get("k")
+        rid = raw.get("rid")
         if k not in KINDS or type(rid) is not int:
             return []
-        if k == "steal_req":
+        msg = cast(M.StealMsg, raw)
+        if msg["k"] == "steal_req":
             return self._on_request(src, rid, msg, now)
-        if k == "steal_offer":
+        if msg["k"] == "steal_offer":
             return self._on_offer(src, rid, msg, now)
-        if k == "steal_accept":
+        if msg["k"] == "steal_accept":
             return self._on_accept(src, rid, msg, now)
-        if k == "steal_commit":
+        if msg["k"] == "steal_commit":
             return self._on_commit(src, rid, msg, now)
         self._handed.pop((src, rid), None)  # steal_ack
         return []
@@ -484,14 +495,14 @@ class StealEngine:
             self.counters["requests"] += 1
             free = {d: self.queue.free(d) for d in self.queue.slots if self.queue.free(d) > 0}
             me = view.get(self.node_id, now)
-            msg: dict[str, Any] = {"k": "steal_req", "rid": self._rid, "free": free,
-                                   "speed": {d: self.speed.get(d, 1.0) for d in self.queue.slots}}
+            msg: M.StealReq = {"k": "steal_req", "rid": self._rid, "free": cast(dict[M.Device, int], free),
+                               "speed": {cast(M.Device, d): self.speed.get(d, 1.0) for d in self.queue.slots}}
             if me is not None and me.bandwidth:
                 msg["bw"] = me.bandwidth
-            return [Send(victim, msg)]
+            return [_send(victim, msg)]
         return []
 
-    def _on_offer(self, src: str, rid: int, msg: dict[str, Any], now: float) -> list[Action]:
+    def _on_offer(self, src: str, rid: int, msg: M.StealOffer, now: float) -> list[Action]:
         req = self._request
         tasks = msg.get("tasks")
         if req is None or req.victim != src or req.rid != rid or req.accepted or not isinstance(tasks, list):
@@ -503,22 +514,23 @@ class StealEngine:
             self._request = None
             return []
         # take all that we can run, unless work arrived meanwhile and no slot is free any more
-        take: list[list[Any]] = []
+        take: list[M.TaskKey] = []
         if any(self.queue.free(d) > 0 for d in self.queue.slots):
-            for h in tasks[: self.config.max_batch]:
-                if not (isinstance(h, list) and len(h) >= 5 and isinstance(h[0], str) and type(h[1]) is int):
+            for raw in tasks[: self.config.max_batch]:
+                if not (isinstance(raw, list) and len(raw) == M.STEAL_HEADER_LEN):
                     continue
-                if self.queue.slots.get(str(h[4]), 0) > 0:
-                    take.append([h[0], h[1]])
+                h = M.StealTask(*raw)
+                if isinstance(h.id, str) and type(h.att) is int and self.queue.slots.get(str(h.device), 0) > 0:
+                    take.append((h.id, h.att))
         req.accepted = True
         req.deadline = now + self.config.request_timeout
         self._cool.pop(src, None)
-        return [Send(src, {"k": "steal_accept", "rid": rid, "ids": take})]
+        return [_send(src, {"k": "steal_accept", "rid": rid, "ids": take})]
 
-    def _on_commit(self, src: str, rid: int, msg: dict[str, Any], now: float) -> list[Action]:
+    def _on_commit(self, src: str, rid: int, msg: M.StealCommit, now: float) -> list[Action]:
         """Always honoured, even late or unasked-for: the victim has given these tasks away for good, so
         ignoring a commit would lose them. Deduplicated, so a retransmission never runs a task twice."""
-        out: list[Action] = [Send(src, {"k": "steal_ack", "rid": rid})]
+        out: list[Action] = [_send(src, {"k": "steal_ack", "rid": rid})]
         req = self._request
         if req is not None and req.victim == src and req.rid == rid:
             self._request = None
@@ -557,7 +569,7 @@ class StealEngine:
 
     # ---- victim -------------------------------------------------------------------------------------------
 
-    def _on_request(self, thief: str, rid: int, msg: dict[str, Any], now: float) -> list[Action]:
+    def _on_request(self, thief: str, rid: int, msg: M.StealReq, now: float) -> list[Action]:
         if (thief, rid) in self._answered:
             # a duplicated or stale request: answering it again could re-offer under a request id whose commit
             # the thief has already seen
@@ -565,7 +577,7 @@ class StealEngine:
         self._remember("answered", self._answered, (thief, rid), now)
         info = {"free": msg.get("free"), "speed": msg.get("speed"), "bw": msg.get("bw")}
         chosen = self.select(thief, info, now)
-        headers: list[list[Any]] = []
+        headers: list[list[object]] = []
         if chosen:
             off = _Offer(thief, rid, [], now + self.config.offer_timeout)
             for t, dev, here, there in chosen:
@@ -574,12 +586,11 @@ class StealEngine:
                 off.keys.append(t.key)
                 off.devices[t.key] = dev
                 off.gate[t.key] = (here, there)
-                h = t.header()
-                h[4] = dev
-                headers.append(h)
+                headers.append(t.wire(device=dev).header())
             self._offers[(thief, rid)] = off
             self.counters["offered"] += len(chosen)
-        return [Send(thief, {"k": "steal_offer", "rid": rid, "tasks": headers})]
+        offer: M.StealOffer = {"k": "steal_offer", "rid": rid, "tasks": cast(list[M.StealTask], headers)}
+        return [_send(thief, offer)]
 
     def select(self, thief: str, info: dict[str, Any], now: float) -> list[tuple[QueuedTask, str, float, float]]:
         """The cost gate: queued tasks that finish earlier on ``thief`` by more than transfer plus margin.
@@ -632,11 +643,11 @@ class StealEngine:
                     thief_busy[td] += rt_there
         return chosen
 
-    def _on_accept(self, thief: str, rid: int, msg: dict[str, Any], now: float) -> list[Action]:
+    def _on_accept(self, thief: str, rid: int, msg: M.StealAccept, now: float) -> list[Action]:
         key = (thief, rid)
         h = self._handed.get(key)
         if h is not None:  # a duplicated accept: the same commit again
-            return [Send(thief, {"k": "steal_commit", "rid": rid, "tasks": h.tasks})]
+            return [_commit(thief, rid, h.tasks)]
         off = self._offers.pop(key, None)
         ids = msg.get("ids")
         wanted = {(i[0], i[1]) for i in ids if isinstance(i, list | tuple) and len(i) >= 2} if isinstance(
@@ -659,8 +670,8 @@ class StealEngine:
                 else:
                     t.state = TState.QUEUED
                     t.rid = None
-        wire = [_to_wire(t) for t in given]
-        out: list[Action] = [Send(thief, {"k": "steal_commit", "rid": rid, "tasks": wire})]
+        wire: list[list[object]] = [list(t.wire(spec=True)) for t in given]
+        out: list[Action] = [_commit(thief, rid, wire)]
         if given:
             self._handed[key] = _Handed(thief, rid, wire, now + self.config.commit_retry,
                                         now + self.config.commit_give_up)
@@ -708,14 +719,15 @@ def _start_times(running_left: list[float], predicted: list[float], slots: int) 
     return out
 
 
-def _to_wire(t: QueuedTask) -> list[Any]:
-    return [*t.header(), t.spec]
+def _commit(thief: str, rid: int, tasks: list[list[object]]) -> Send:
+    """A commit: ``tasks`` are ``StealTask``s with their specs, as lists (what msgpack makes of them anyway)."""
+    return _send(thief, {"k": "steal_commit", "rid": rid, "tasks": cast(list[M.StealTask], tasks)})
 
 
-def _from_wire(item: Any, now: float) -> QueuedTask | None:
-    if not isinstance(item, list | tuple) or len(item) < 10:
+def _from_wire(item: object, now: float) -> QueuedTask | None:
+    if not isinstance(item, list | tuple) or len(item) != len(M.StealTask._fields):
         return None
-    tid, att, owner, kernel, device, devices, nbytes, predicted, path, spec = item[:10]
+    tid, att, owner, kernel, device, devices, nbytes, predicted, path, spec = M.StealTask(*item)
     if not (isinstance(tid, str) and type(att) is int and isinstance(owner, str) and isinstance(kernel, str)):
         return None
     if not (isinstance(device, str) and isinstance(devices, list | tuple) and isinstance(path, list | tuple)):

@@ -212,9 +212,9 @@ class Result(TypedDict):
 
 
 class StealTask(NamedTuple):
-    """A task as the steal engine moves it: a list on the wire, of these fields in this order -- 9 in an offer,
-    10 (with ``spec``) in a commit. The one definition of that layout (``QueuedTask.header``, the thief's
-    ``_from_wire`` and the validation use it)."""
+    """A task as the steal engine moves it: a list on the wire, of these fields in this order -- 9 in an offer
+    (``header()``), 10 (with ``spec``) in a commit (``list(task)``). The one definition of that layout:
+    ``sched/stealing.py`` builds and reads it through this, and the validation is derived from it."""
 
     id: str
     att: int
@@ -227,8 +227,12 @@ class StealTask(NamedTuple):
     path: list[str]  # nodes it was stolen from, oldest first
     spec: RunTask | None = None  # in a commit only
 
+    def header(self) -> list[object]:
+        """The entry of an offer: every field but ``spec``."""
+        return list(self[:STEAL_HEADER_LEN])
 
-STEAL_HEADER_LEN = len(StealTask._fields) - 1  # an offer's entries; a commit's carry the spec too
+
+STEAL_HEADER_LEN: Final = len(StealTask._fields) - 1  # an offer's entries; a commit's carry the spec too
 
 
 class StealReq(TypedDict):

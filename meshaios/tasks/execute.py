@@ -9,19 +9,41 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeAlias, TypedDict, cast
 
 from meshaios.errors import FunctionRefused, WireError
 from meshaios.tasks.allowlist import Fence
 from meshaios.tasks.functions import FunctionResolver, running_under
+from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
 
-def error_info(exc: BaseException, *, allow_pickle: bool, tb: str | None = None) -> dict[str, Any]:
+class LocalResult(M.Result, total=False):
+    """A result as the executor makes it: a shuffle map task's parts travel no further than this node (it stores
+    part *j* as ``task#j`` and reports their sizes)."""
+
+    vparts: list[Payload]
+
+
+Bytes: TypeAlias = tuple[bytes, list[bytes]]  # a Payload across the process boundary: blob, buffers
+
+
+class ProcessTask(TypedDict):
+    """A RunTask as it crosses into a pool process (``pack_for_process``): plain bytes only."""
+
+    id: str
+    att: int
+    fn: Bytes
+    args: Bytes
+    deps: dict[str, Bytes | None]
+
+
+def error_info(exc: BaseException, *, allow_pickle: bool, tb: str | None = None) -> M.ErrorInfo:
     cls = type(exc)
     mod = cls.__module__
-    err: dict[str, Any] = {
+    err: M.ErrorInfo = {
         "type": cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}",
         "msg": str(exc),
         "tb": tb if tb is not None else "".join(traceback.format_exception(exc)),
@@ -34,8 +56,13 @@ def error_info(exc: BaseException, *, allow_pickle: bool, tb: str | None = None)
     return err
 
 
-def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: bool) -> dict[str, Any]:
-    """Returns a DONE result dict; ``fatal`` marks errors that retrying cannot fix."""
+def run_task(task: Mapping[str, Any], resolver: FunctionResolver, *, allow_pickle: bool) -> dict[str, Any]:
+    """Returns a DONE result (``LocalResult``, a plain map until node.py takes the type); ``fatal`` marks errors
+    that retrying cannot fix."""
+    return cast(dict[str, Any], _run(cast(M.RunTask, task), resolver, allow_pickle))
+
+
+def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool) -> LocalResult:
     # a node restricted to some modules refuses pickled functions, and so pickled arguments too: a pickle can
     # call anything while it loads
     allow_pickle = allow_pickle and resolver.allow_pickle
@@ -43,13 +70,13 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
     start = time.perf_counter()
     try:
         fn = resolver.resolve(task["fn"])
-        deps: dict[str, Payload | None] = task["deps"]
-        cache: dict[str, Any] = {}
+        deps = task["deps"]
+        cache: dict[str, object] = {}
 
-        def resolve_ref(dep_id: str) -> Any:
+        def resolve_ref(dep_id: str) -> object:
             if dep_id not in cache:
                 p = deps.get(dep_id)
-                if p is None:
+                if not isinstance(p, Payload):  # the node put every value in place before the call
                     raise WireError(f"dependency {dep_id} was not sent with the task")
                 cache[dep_id] = loads(p, allow_pickle=allow_pickle)
             return cache[dep_id]
@@ -94,12 +121,12 @@ def run_task(task: dict[str, Any], resolver: FunctionResolver, *, allow_pickle: 
 
 
 def _failed(
-    task: dict[str, Any], exc: BaseException, dt: float, *, fatal: bool = False, allow_pickle: bool = False,
+    task: M.RunTask, exc: BaseException, dt: float, *, fatal: bool = False, allow_pickle: bool = False,
     tb: str | None = None,
-) -> dict[str, Any]:
+) -> LocalResult:
     """The DONE result of a task that failed; ``fatal`` when retrying cannot help."""
-    out = {"id": task["id"], "att": task["att"], "ok": False, "err": error_info(exc, allow_pickle=allow_pickle, tb=tb),
-           "dt": dt}  # fmt: skip
+    err = error_info(exc, allow_pickle=allow_pickle, tb=tb)
+    out: LocalResult = {"id": task["id"], "att": task["att"], "ok": False, "err": err, "dt": dt}
     if fatal:
         out["fatal"] = True
     return out
@@ -108,23 +135,21 @@ def _failed(
 # ---- process pool: everything crossing the process boundary is plain bytes ---------------------------------
 
 
-def _to_bytes(p: Payload | None) -> tuple[bytes, list[bytes]] | None:
-    if p is None:
-        return None
+def _to_bytes(p: Payload) -> Bytes:
     return p.blob, [bytes(memoryview(b)) for b in p.buffers]
 
 
-def _from_bytes(t: tuple[bytes, list[bytes]] | None) -> Payload | None:
-    return None if t is None else Payload(t[0], tuple(t[1]))
+def _from_bytes(t: Bytes) -> Payload:
+    return Payload(t[0], tuple(t[1]))
 
 
-def pack_for_process(task: dict[str, Any]) -> dict[str, Any]:
+def pack_for_process(task: Mapping[str, Any]) -> ProcessTask:
     return {
         "id": task["id"],
         "att": task["att"],
         "fn": _to_bytes(task["fn"]),
         "args": _to_bytes(task["args"]),
-        "deps": {k: _to_bytes(v) for k, v in task["deps"].items()},
+        "deps": {k: _to_bytes(v) if isinstance(v, Payload) else None for k, v in task["deps"].items()},
     }
 
 
@@ -134,19 +159,20 @@ def pack_for_process(task: dict[str, Any]) -> dict[str, Any]:
 _process_resolvers: dict[tuple[bool, Fence], FunctionResolver] = {}
 
 
-def run_in_process(packed: dict[str, Any], allow_pickle: bool, fence: Fence) -> dict[str, Any]:
+def run_in_process(packed: ProcessTask, allow_pickle: bool, fence: Fence) -> dict[str, Any]:
     """Entry point in a pool process."""
     settings = (bool(allow_pickle), fence)
     resolver = _process_resolvers.get(settings)
     if resolver is None:
         resolver = FunctionResolver(allow_pickle=settings[0], fence=fence)
         _process_resolvers[settings] = resolver
-    task = {
+    task: M.RunTask = {
         "id": packed["id"],
         "att": packed["att"],
         "fn": _from_bytes(packed["fn"]),
         "args": _from_bytes(packed["args"]),
-        "deps": {k: _from_bytes(v) for k, v in packed["deps"].items()},
+        "deps": {k: _from_bytes(v) if v is not None else None for k, v in packed["deps"].items()},
+        "pure": True,
     }
     result = run_task(task, resolver, allow_pickle=allow_pickle)
     for key in ("v",):

@@ -277,6 +277,7 @@ class Node:
         self.address = await self.transport.start()
         if self.config.shm and self.shm.open():  # before SWIM starts: peers learn our host id with our first meta
             self.host_id = host_id()
+            self.links.hosts[self.node_id] = self.host_id
         now = self.clock.now()
         self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
         self.swim.set_meta(self._meta())
@@ -448,6 +449,11 @@ class Node:
                     q = m.meta.get("q") if isinstance(m.meta, dict) else None
                     if isinstance(q, int):
                         self.owner.node_load(m.node_id, q)
+                    hid = m.meta.get("hid") if isinstance(m.meta, dict) else None
+                    if self.host_id and isinstance(hid, str) and m.node_id not in self._shm_off:
+                        self.links.hosts[m.node_id] = hid  # same host id: placement prices /dev/shm, not the LAN
+                    else:
+                        self.links.hosts.pop(m.node_id, None)
                     if self._share_load:
                         self._heard_load(m.node_id, m.meta, m.last_heard)
         self._swim_actions(self.swim.tick(now))

@@ -109,17 +109,23 @@ def parse_inputs(task: dict[str, Any]) -> TaskInputs:
 
 
 class Links:
-    """Link bandwidth between nodes, bytes/s: measured where seen, else reported, else assumed.
+    """Link bandwidth between nodes, bytes/s: measured where seen, else same-host, else reported, else assumed.
 
     ``observe(src, dst, nbytes, seconds)`` folds one finished transfer into an exponentially weighted estimate
     for that pair (transfers under ``min_bytes`` are ignored: their time is latency, not bandwidth). Bounded:
-    at most ``max_pairs`` pairs are kept (the oldest observed are dropped first)."""
+    at most ``max_pairs`` pairs are kept (the oldest observed are dropped first). ``hosts`` maps node ids to the
+    host ids they gossip: two nodes of one host hand objects over through /dev/shm (``store/shm.py``), so an
+    unmeasured pair of them is priced at ``local`` bytes/s, not at the network's ``default``. (Without it an idle
+    node that never fetched had no measured ingress, was priced at the network's rate, and so never got the
+    consumers that would have measured it: 13 of a DAG's 15 tasks piled on one of two nodes.)"""
 
     def __init__(self, default: float = 125e6, latency: float = 0.0005, alpha: float = 0.3,
-                 min_bytes: int = 1 << 20, max_pairs: int = 4096) -> None:
-        if default <= 0:
-            raise ValueError("default bandwidth must be positive")
+                 min_bytes: int = 1 << 20, max_pairs: int = 4096, local: float = 1e9) -> None:
+        if default <= 0 or local <= 0:
+            raise ValueError("bandwidths must be positive")
         self.default = default
+        self.local = local
+        self.hosts: dict[str, str] = {}
         self.latency = latency
         self.alpha = alpha
         self.min_bytes = min_bytes
@@ -140,10 +146,14 @@ class Links:
         return self._measured.get((src, dst))
 
     def bandwidth(self, src: str, dst: str, reported: float | None = None) -> float:
-        """Measured for this pair, else ``reported`` (the destination's gossiped ingress), else the default."""
+        """Measured for this pair, else ``local`` for two nodes of one host, else ``reported`` (the destination's
+        gossiped ingress), else the default."""
         m = self._measured.get((src, dst))
         if m:
             return m
+        host = self.hosts.get(src)
+        if host and host == self.hosts.get(dst):
+            return self.local
         return reported if reported and reported > 0 else self.default
 
     def ingress(self, dst: str) -> float | None:

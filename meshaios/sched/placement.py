@@ -110,11 +110,17 @@ class LocalFirst:
         return LeastLoaded().choose(task, candidates, rng)
 
 
+# A copy is weighed twice its estimated time against a wait: the wait is an estimate too (an unseen function is
+# priced at ``task_s``), and a copy also doubles the memory the input takes and the bytes on the link. So a holder
+# keeps its consumers unless it is busier by clearly more than the copy costs (issue 17: "unless X is far busier").
+MOVE_WEIGHT = 2.0
+
+
 class Locality:
     """Data-aware placement around any policy: the inner policy's pick competes with the nodes that hold the
     task's inputs, and the cheaper wins::
 
-        cost(n) = wait(n) + transfer(inputs to n)      (transfer: zero for what n holds; ``inputs.transfer_seconds``)
+        cost(n) = wait(n) + MOVE_WEIGHT x transfer(inputs to n)   (zero for what n holds; ``inputs.transfer_seconds``)
         wait(n) = max(tasks ahead of it per slot beyond the free slots x its estimated runtime,
                       n's gossiped backlog in seconds, when a load view is given)
 
@@ -171,7 +177,7 @@ class Locality:
                 nv = self.view.get(c.node_id, now)
                 if nv is not None:
                     wait = max(wait, nv.wait("cpu", now))
-            return wait + transfer_seconds(inputs, c.node_id, self.node_id, bw, lat)
+            return wait + MOVE_WEIGHT * transfer_seconds(inputs, c.node_id, self.node_id, bw, lat)
 
         best, best_cost = pick, cost(pick)
         for h in holders:

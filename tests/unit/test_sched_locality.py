@@ -101,6 +101,29 @@ def test_links_prefer_a_measurement_then_the_reported_ingress_then_the_default()
         Links(default=0)
 
 
+def test_an_unmeasured_pair_of_one_host_is_priced_at_shared_memory_speed() -> None:
+    links = Links(default=125e6, local=1e9)
+    links.hosts.update({"a": "h1", "b": "h1", "c": "h2"})
+    assert links.bandwidth("a", "b", reported=2e8) == 1e9  # /dev/shm, whatever b measured from elsewhere
+    assert links.bandwidth("a", "c", reported=2e8) == 2e8  # another host: the network
+    assert links.bandwidth("a", "d") == 125e6  # a node whose host nobody told us
+    links.observe("a", "b", 100 * MB, 0.05)
+    assert links.bandwidth("a", "b") == pytest.approx(100 * MB / 0.05)  # a measurement beats the assumption
+
+
+def test_a_consumer_leaves_its_busy_holder_for_an_idle_node_of_the_same_host() -> None:
+    """Two nodes of one machine, 200 MB input on x with 3 tasks ahead per slot: priced at the network's 1 Gb/s the
+    copy (1.7 s) costs more than waiting behind them, so x keeps the consumer -- and y, never fetching, never
+    measures that it could have had it in 0.2 s. Priced at shared-memory speed, y takes it."""
+    cands = [NodeLoad("x", 1, inflight=3), NodeLoad("y", 1, inflight=0)]
+    task = {"id": "use", "nbytes": 64, "inputs": [[["x"], 200 * MB]]}
+    apart = Locality(make_policy("least-loaded", locality=False), node_id="x", task_s=0.5)
+    assert apart.choose(dict(task), cands, random.Random(0)).node_id == "x"
+    together = Locality(make_policy("least-loaded", locality=False), node_id="x", task_s=0.5)
+    together.links.hosts.update({"x": "h", "y": "h"})
+    assert together.choose(dict(task), cands, random.Random(0)).node_id == "y"
+
+
 def _cands(holder_inflight: int, other_inflight: int = 0) -> list[NodeLoad]:
     return [NodeLoad("owner", 2, inflight=other_inflight), NodeLoad("x", 2, inflight=holder_inflight),
             NodeLoad("y", 2, inflight=other_inflight)]

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from meshaios.clock import Clock, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
@@ -88,6 +88,7 @@ from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
 from meshaios.wire.codec import WireLimits, decode, encode
 from meshaios.wire.guard import Throttle
+from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
 log = logging.getLogger(__name__)
@@ -676,7 +677,8 @@ class Node:
             run[type(ins)](ins)
 
     def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
-        self._core(RunTasks(owner, tasks))
+        # each task was checked against RunTask by the decoder (messages.RUN_TASK), or built by our own Owner
+        self._core(RunTasks(owner, cast("list[RunTask]", tasks)))
 
     def _send_fenced(self, owner: str, client: str, ep: int) -> None:
         if owner == self.node_id:
@@ -694,7 +696,7 @@ class Node:
         key, remote, now = ins.key, ins.remote, self.clock.now()
         have = {d for d in remote if d in self.store}
         self.timeline.inputs_requested(key[0], key[1], sum(remote[d][1] for d in remote if d not in have), now)
-        self._fetch_actions(self.fetcher.need(ins.spec, remote, have, now))
+        self._fetch_actions(self.fetcher.need(cast("dict[str, Any]", ins.spec), remote, have, now))
 
     def _fetch_actions(self, actions: list[FetchAction]) -> None:
         for a in actions:

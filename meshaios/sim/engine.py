@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,6 +56,7 @@ from meshaios.tasks.execcore import (
     Tick,
 )
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
+from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
 __all__ = ["SimConfig", "SimResult", "Simulation"]
@@ -565,7 +566,7 @@ class Simulation:
         nid, owner_id, tasks = data
         node = self.nodes[nid]
         if node.alive:
-            self._do(node, node.core.handle(RunTasks(owner_id, tasks), self.now))
+            self._do(node, node.core.handle(RunTasks(owner_id, cast("list[RunTask]", tasks)), self.now))  # Owner's
 
     def _on_done(self, data: tuple[str, str, dict[str, Any]]) -> None:
         owner_id, exec_id, result = data

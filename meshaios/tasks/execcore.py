@@ -45,6 +45,7 @@ from meshaios.sched.stealing import Send as StealSend
 from meshaios.tasks.epochs import Run, RunFence, Verdict
 from meshaios.tasks.owner import fn_key
 from meshaios.timeline import Timeline
+from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
 __all__ = [
@@ -82,7 +83,7 @@ __all__ = [
 ]
 
 Key: TypeAlias = tuple[str, int]  # (task id, attempt)
-TaskSpec: TypeAlias = dict[str, Any]  # one task of a RUN message (wire/messages.py), as decoded
+TaskSpec: TypeAlias = RunTask  # one task of a RUN message (wire/messages.py), as decoded
 TaskResult: TypeAlias = dict[str, Any]  # one result of a DONE message
 StealMsg: TypeAlias = dict[str, Any]  # the inner ``m`` of a STEAL message (sched/stealing.py)
 

@@ -7,7 +7,7 @@ over, and the ``queued`` counter that a node gossips.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -41,6 +41,7 @@ from meshaios.tasks.execcore import (
     TerminateProcessPool,
     Tick,
 )
+from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
 FN = Payload(b"kernel-a")
@@ -51,10 +52,9 @@ def core(slots: int = 2, steal: bool = False, gpus: tuple[str, ...] = ()) -> Exe
     return ExecCore("me", {"cpu": slots}, model=RuntimeModel(), view=LoadView(), steal=steal, gpus=gpus)
 
 
-def task(
-    tid: str, att: int = 0, *, fn: Payload = FN, deps: dict[str, Any] | None = None, **extra: Any
-) -> dict[str, Any]:
-    return {"id": tid, "att": att, "fn": fn, "args": Payload(b"x"), "deps": deps or {}, **extra}
+def task(tid: str, att: int = 0, *, fn: Payload = FN, deps: dict[str, Any] | None = None, **extra: Any) -> RunTask:
+    return cast(RunTask, {"id": tid, "att": att, "fn": fn, "args": Payload(b"x"), "deps": deps or {}, "pure": False,
+                          **extra})
 
 
 def of(kind: type, out: list[Instruction]) -> list[Any]:
@@ -352,6 +352,21 @@ def test_the_thief_runs_what_a_commit_carries_once_unless_its_abort_overtook_it(
     again = thief.handle(StealMessage("me", commit), 1.03)  # retransmitted: acknowledged, not run again
     assert started(again) == []
     assert thief.stats.queued == len(given) - 1
+
+
+def test_abort_of_a_task_reserved_for_a_thief_removes_it_and_the_thiefs_accept_commits_nothing() -> None:
+    victim = core(slots=1, steal=True)
+    victim.handle(RunTasks("o", [task(f"t{i}") for i in range(6)]), 0.0)
+    req = {"k": "steal_req", "rid": 1, "free": {"cpu": 4}, "speed": {"cpu": 1.0}}
+    offer = of(SendSteal, victim.handle(StealMessage("thief", req), 1.0))[0].msg
+    offered = [h[:2] for h in offer["tasks"]]
+    assert offered
+    victim.handle(AbortRuns("o", offered), 1.1)
+    assert victim.stats.queued == 6 - len(offered)
+    out = victim.handle(StealMessage("thief", {"k": "steal_accept", "rid": 1, "ids": offered}), 1.2)
+    commits = [i.msg for i in of(SendSteal, out) if i.msg["k"] == "steal_commit"]
+    assert all(not c["tasks"] for c in commits)
+    assert of(SendMoved, out) == []
 
 
 def test_a_dead_thiefs_reservations_are_runnable_again() -> None:

@@ -447,9 +447,11 @@ class AsyncClient:
         self._by_req: dict[int, asyncio.Future[M.Got | M.PutAck]] = {}
         self._gets: dict[int, M.Get] = {}  # GETs awaiting an answer: asked again after a failover
         self._loop_thread = 0
-        self.stats = {"results": 0, "duplicates": 0, "shm_received": 0, "shm_refused": 0}
-        # large values from a node of this machine come through /dev/shm (store/shm.py): our host id, sent with GET
+        self.stats = {"results": 0, "duplicates": 0, "shm_received": 0, "shm_sent": 0, "shm_refused": 0}
+        # large values to and from a node of this machine go through /dev/shm (store/shm.py): our host id, sent
+        # with GET, compared with the node's (WELCOME) for PUT; our files' lock, made on the first such put
         self._shm_host = shm.host_id()
+        self._shm_area: shm.ShmArea | None = None
         # large messages both ways as bounded chunks (store/stream.py): the node stays heard while they move
         self._streams_out = StreamSender()
         self._streams_in = StreamReceiver()
@@ -703,6 +705,8 @@ class AsyncClient:
             with contextlib.suppress(Exception):
                 await conn.close()
         self._retired.clear()
+        if self._shm_area is not None:
+            self._shm_area.close()  # our lock, and any file of a put cut short
         if self._conn is not None:
             # what we held is freed at once (a client that cannot say so is freed after the node's memory lease)
             with contextlib.suppress(Exception):
@@ -939,7 +943,9 @@ class AsyncClient:
         payload, _ = dumps(value, allow_pickle=self.allow_pickle)
         oid = new_id("p")
         fut = Future(oid, self)
-        reply = await self._request_req({"t": M.PUT, "req": 0, "id": oid, "val": payload}, timeout)
+        reply = await self._put_shm(oid, payload, timeout)
+        if reply is None or (reply["t"] == M.PUT_ACK and reply.get("noshm") is True):
+            reply = await self._request_req({"t": M.PUT, "req": 0, "id": oid, "val": payload}, timeout)
         if reply["t"] != M.PUT_ACK or not reply["ok"]:
             raise MeshError(f"put failed: {reply.get('err', '')}")
         locs = reply.get("loc")
@@ -973,6 +979,41 @@ class AsyncClient:
             return loads(val, allow_pickle=self.allow_pickle)
         except WireError as exc:
             raise SerializationError(f"value of {obj_id} could not be decoded: {exc}") from exc
+
+    async def _put_shm(self, oid: str, payload: Payload, timeout: float) -> M.Got | M.PutAck | None:
+        """A put to a node of this machine: the buffers go into a file of ours that the node maps (None: not
+        possible here, send the value itself). The file is gone once the node has it, or when we give up."""
+        node = self.node
+        if not self._shm_host or node is None or node.get("hid") != self._shm_host:
+            return None
+        if shm.buffer_bytes(payload) < shm.MIN_BYTES:
+            return None
+        if self._shm_area is None:
+            area = shm.ShmArea(node["mesh"], self.client_id)
+            self._shm_area = area if area.open() else None  # our lock: nodes sweep our files if we die
+            if self._shm_area is None:
+                self._shm_host = ""
+                return None
+        assert self._loop is not None
+        path = self._shm_area.new_path()
+        try:
+            sizes = await self._loop.run_in_executor(None, shm.write_file, path, payload)
+        except OSError as exc:
+            log.warning("cannot write %s, putting over the socket instead: %s", path, exc)
+            return None
+        put: M.Put = {"t": M.PUT, "req": 0, "id": oid, "shm": shm.ShmRef(path.name, payload.blob, sizes).to_wire()}
+        try:
+            reply = await self._request_req(put, timeout)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # the node unlinked it when it mapped it; if it never did, nobody will
+        if reply["t"] == M.PUT_ACK and reply.get("noshm") is True:
+            self.stats["shm_refused"] += 1
+            self._shm_host = ""
+            log.warning("the node refused the put's shared memory, putting over the socket: %s", reply.get("err"))
+        else:
+            self.stats["shm_sent"] += 1
+        return reply
 
     def _claim_shm(self, reply: M.Got) -> Payload:
         """Map the file the node named (checked: this mesh's, made by our node, ours, 0600), as in node-to-node

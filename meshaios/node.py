@@ -540,6 +540,7 @@ class Node:
                         "name": self.name,
                         "mesh": self.mesh_id,
                         "pickle": self.resolver.allow_pickle,
+                        **({"hid": self.host_id} if self.host_id else {}),
                     }
                 ),
             )
@@ -1183,7 +1184,23 @@ class Node:
         self.transport.reply(ident, encode({"t": M.GOT, "req": req, "id": obj_id, "ok": False, "err": err}))
 
     def _on_put(self, ident: bytes, msg: dict[str, Any]) -> None:
-        val: Payload = msg["val"]
+        val = msg.get("val")
+        if "shm" in msg:  # a client of this machine wrote the value into a file of its own
+            if not self.host_id or not ident.startswith(b"c:"):
+                raise WireError("put: shared memory is off on this node")
+            ref = parse_ref(msg["shm"], self.shm.tag, ident[2:].decode("latin-1"))
+            try:
+                val = open_ref(self.shm.dir, ref)
+            except ShmError as exc:
+                self.counters["shm_refused"] += 1
+                log.warning("shared memory from client %r refused, asking it for the value itself: %s", ident[:14], exc)
+                nack = {"t": M.PUT_ACK, "req": msg["req"], "id": msg["id"], "ok": False, "err": str(exc), "noshm": True}
+                self.transport.reply(ident, encode(nack))
+                return
+            self.counters["shm_received"] += 1
+            self.counters["shm_received_bytes"] += val.nbytes
+        if not isinstance(val, Payload):
+            raise WireError("put: a value (val) or a shared-memory file (shm) is required")
         self.store.put(msg["id"], val)
         self.owner.register_put(ident, msg["id"], [self.node_id], val.nbytes)
         # a second copy elsewhere before the client hears it is safe: put data has no lineage to recompute it from

@@ -38,10 +38,13 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshaios.errors import WireError
 from meshaios.wire.payload import Payload
+
+if TYPE_CHECKING:
+    from meshaios.wire.messages import ShmWire
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ class ShmRef:
     blob: bytes
     sizes: list[int]
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> ShmWire:
         return {"name": self.name, "blob": self.blob, "sizes": self.sizes}
 
 

@@ -80,8 +80,8 @@ STORED: Final = "stored"  # replica -> node: {"src", "id"}
 FREE: Final = "free"  # owner -> holder: {"src", "ids"}
 GET: Final = "get"  # client -> node: {"req", "id", "shm"?: the client's host id (store/shm.py)}
 GOT: Final = "got"  # node -> client: {"req", "id", "ok", "val"? | "shm"? (as in OBJ) | "err"?}
-PUT: Final = "put"  # client -> node: {"req", "id", "val"}
-PUT_ACK: Final = "put_ack"  # node -> client: {"req", "id", "ok", "loc"?: [holder ids] | "err"?}
+PUT: Final = "put"  # client -> node: {"req", "id", "val" | "shm" (a client of this machine, as in OBJ)}
+PUT_ACK: Final = "put_ack"  # node -> client: {"req", "id", "ok", "loc"?: [holder ids] | "err"?, "noshm"?}
 BYE: Final = "bye"  # client -> node when it closes: release everything I held here ({})
 ADOPT: Final = "adopt"  # client -> node after a failover: its puts, {"puts": [[id, size, [holder ids]], ...]}
 # streams (``store/stream.py``): any large message, between any two parties, as bounded chunks with flow control
@@ -498,6 +498,7 @@ class Welcome(_Header, total=False):
     name: Required[str]
     mesh: Required[str]
     pickle: Required[bool]
+    hid: str  # the node's host id, when it takes /dev/shm files (store/shm.py): a client with the same may put that way
 
 
 class Submit(_Header, total=False):
@@ -647,7 +648,8 @@ class Got(_Request, total=False):
 
 class Put(_Request, total=False):
     t: Required[Literal["put"]]
-    val: Required[Payload]
+    val: Payload  # the value (one of val and shm is required: ``Node._on_put``)
+    shm: ShmWire  # ... or where it lies on this host: a client of the node's machine wrote it (store/shm.py)
 
 
 class PutAck(_Request, total=False):
@@ -655,6 +657,7 @@ class PutAck(_Request, total=False):
     ok: Required[bool]
     loc: list[str]  # holder ids
     err: str
+    noshm: bool  # the put's /dev/shm file was refused: send the value itself
 
 
 class Adopt(_Header, total=False):

@@ -11,6 +11,7 @@ file and answering."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from collections.abc import Iterator
@@ -158,3 +159,21 @@ def test_a_client_on_the_same_machine_gets_a_200mb_result_through_shared_memory(
         assert c.stats["shm_received"] == 1
         assert data_files(tag) == []
         del arr, base
+
+
+def test_a_client_on_the_same_machine_puts_a_200mb_array_through_shared_memory() -> None:
+    with two_nodes() as (mesh, c, tag):
+        received_before = node_status(mesh, 1)["transport"]["received"]
+        ref = c.put(funcs.make_array(N, 6))
+        assert c.stats["shm_sent"] == 1
+        entry = node_status(mesh, 1)  # the client's node: it mapped the file (and streamed the replica to node 0)
+        assert entry["shm"]["received"] == 1
+        assert entry["shm"]["received_bytes"] >= N * 8
+        assert entry["transport"]["received"] - received_before < 100  # a name, not 200 MB of chunks
+        assert data_files(tag) == []
+        total, _, _ = c.submit(funcs.inspect_input, ref).result(timeout=120)
+        assert total == pytest.approx(float(funcs.make_array(N, 6).sum()))
+        client_files = re.compile(rf"^{tag}\.c[0-9a-f]{{24}}\.")  # a client's id is "c" + 24 hex digits
+        assert [n for n in os.listdir(shm.user_dir()) if client_files.match(n)]  # its lock, while it runs
+        c.close()  # the lock goes with it
+        assert not [n for n in os.listdir(shm.user_dir()) if client_files.match(n)]

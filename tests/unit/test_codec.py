@@ -75,6 +75,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.FAULT, "nodes": ["n2"], "addrs": ["tcp://127.0.0.1:1"], "clients": []},
         {"t": M.HELLO, "client": "c1"},
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False},
+        {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False, "hid": "0123456789abcdef"},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}], "ep": 1},
         {"t": M.RESULTS, "results": [{"id": "a", "ok": True, "v": res}]},
         {"t": M.RELEASE, "ids": ["a"]},
@@ -96,6 +97,8 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.GOT, "req": 3, "id": "a", "ok": True, "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},
         {"t": M.PUT, "req": 3, "id": "p", "val": payload_of(b"x" * 100_000)},
         {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True, "loc": ["n1", "n2"]},
+        {"t": M.PUT, "req": 4, "id": "p", "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},  # same machine
+        {"t": M.PUT_ACK, "req": 4, "id": "p", "ok": False, "err": "mode 0644", "noshm": True},
         {"t": M.ADOPT, "puts": [["p", 100, ["n1", "n2"]]]},
         {"t": M.BYE},
         {"t": M.XHEAD, "x": 1, "sizes": [20, 4096]},

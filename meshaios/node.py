@@ -27,6 +27,7 @@ from meshaios.clock import Clock, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
 from meshaios.dashboard.jobs import client_label
 from meshaios.dashboard.views import fn_label, work_view
+from meshaios.devices.resident import DEVICE_RESIDENT_FRACTION, DeviceTier
 from meshaios.errors import ConfigError, LimitExceeded, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
@@ -204,6 +205,9 @@ class Node:
             Path(config.spill_dir) / self.node_id if config.spill_dir else state_dir(config) / "spill" / self.node_id,
             background=True,  # spilling never blocks the event loop
         )
+        # large GPU results stay on their GPU, under the host store (devices/resident.py)
+        self.gpu = _device_tier(self.inventory, config.inline_bytes, self.secure, self.store.put)
+        self.store.device = self.gpu
         # clients that hold objects here: released on BYE, or after ``memory_lease`` seconds of silence
         self.holders = HolderLeases(config.memory_lease)
         self.fetcher = FetchPlanner(config.fetch_bytes_in_flight)
@@ -796,10 +800,12 @@ class Node:
         if aborted and (task["id"], task["att"]) in aborted:
             # prefetched into the workers' queue, then cancelled: never started (the loop drops the result)
             return {"id": task["id"], "att": task["att"], "ok": False, "err": {}}
+        # a GPU task reads its inputs through its device: those kept there are taken with no copy
+        gpu = self.gpu.runner(task["device"], self.store.get) if "device" in task else None
         for d, v in list(task["deps"].items()):
-            if not isinstance(v, Payload):  # from the store, here: reading back a spilled input blocks no event loop
-                task["deps"][d] = self.store.get(d)
-        result = run_task(task, self.resolver, allow_pickle=self.secure)
+            if not isinstance(v, Payload) and gpu is None:  # from the store, here: reading back a spilled input
+                task["deps"][d] = self.store.get(d)  # blocks no event loop
+        result = run_task(task, self.resolver, allow_pickle=self.secure, gpu=gpu)
         if self.config.slowdown > 1.0 and isinstance(result.get("dt"), float):
             # a deliberately slow machine, for scheduler experiments: the task takes `slowdown` times as long
             extra = result["dt"] * (self.config.slowdown - 1.0)
@@ -1538,6 +1544,7 @@ class Node:
             "pending": self.owner.pending,
             "counters": dict(self.counters),
             "store": dataclasses.asdict(self.store.stats),
+            "gpu": self.gpu.status(),  # per device: host<->device copies, objects kept there, evictions
             "model": self.model.stats(),
             "placement": self.config.placement,
             "steal": self._steal_status(),
@@ -1640,6 +1647,17 @@ def _detect(config: NodeConfig) -> Any:
     if config.no_gpu:
         return detect_devices(fakes, cupy_module=None)
     return detect_devices(fakes)
+
+
+def _device_tier(inventory: Any, inline_bytes: int, allow_pickle: bool, host_put: Any) -> DeviceTier:
+    """The node's GPU results kept on their GPUs; a fake GPU gets a ``FakeCupy`` of its declared memory."""
+    from meshaios.devices.fakecupy import FakeCupy
+
+    limits = {g.device: int(g.total_memory * DEVICE_RESIDENT_FRACTION) for g in inventory.gpus}
+    fakes = {g.device: FakeCupy(device_count=g.index + 1, memory=g.total_memory) for g in inventory.gpus if g.fake}
+    return DeviceTier(
+        limits, inline_bytes=inline_bytes, allow_pickle=allow_pickle, host_put=host_put, cupy_modules=fakes
+    )
 
 
 def _http_token(config: NodeConfig, keys: MeshKeys | None) -> str | None:

@@ -220,6 +220,25 @@ def render_metrics(status: Mapping[str, Any]) -> str:
         n = counters.get(f"shm_{direction}_bytes", 0)
         b.add("meshaios_shm_bytes_total", "counter", help_shm, n, {"direction": direction})
 
+    # ---- GPUs: copies between host and device, objects kept on each device (devices/resident.py) -----------
+    for device, g in sorted(_dict(me.get("gpu")).items()):
+        g = _dict(g)
+        for direction in ("h2d", "d2h"):
+            labels = {"device": device, "direction": direction}
+            help_c = "Copies between host and device memory (h2d: host to device), by device."
+            b.add("meshaios_gpu_copies_total", "counter", help_c, g.get(direction, 0), labels)
+            help_cb = "Bytes copied between host and device memory, by device."
+            b.add("meshaios_gpu_copied_bytes_total", "counter", help_cb, g.get(f"{direction}_bytes", 0), labels)
+        help_r = "Bytes of task results kept on the device between tasks."
+        b.add("meshaios_gpu_resident_bytes", "gauge", help_r, g.get("resident_bytes", 0), {"device": device})
+        help_l = "Bytes of device memory that results kept between tasks may use."
+        b.add("meshaios_gpu_resident_limit_bytes", "gauge", help_l, g.get("limit", 0), {"device": device})
+        help_e = "Objects moved from the device to host memory under device memory pressure."
+        b.add("meshaios_gpu_evictions_total", "counter", help_e, g.get("evictions", 0), {"device": device})
+        help_o = "Kernels that ran out of device memory: retried after evicting, and failed after the retry."
+        for outcome, key in (("retried", "oom_retries"), ("failed", "oom_failures")):
+            b.add("meshaios_gpu_oom_total", "counter", help_o, g.get(key, 0), {"device": device, "outcome": outcome})
+
     # ---- work stealing (0 until the node reports it) ------------------------------------------------------
     steal = _dict(me.get("steal"))
     b.add("meshaios_steals_total", "counter", "Tasks this node stole from peers.", steal.get("stolen", 0))

@@ -10,7 +10,8 @@ cupy is what our code could get wrong without a GPU to catch it:
   "installed but no driver" failure, which raises a ``RuntimeError`` subclass like cupy's ``CUDARuntimeError``;
 * cupy's documented differences from numpy that kernels must respect: ``sort``/``argsort`` are always stable
   and accept no ``kind`` other than ``None``/``"stable"``; ``argpartition`` sorts fully;
-* out-of-memory: copies to the device larger than ``memory`` raise ``cuda.memory.OutOfMemoryError``.
+* out-of-memory: a copy to the device that does not fit in ``memory`` beside the ``held`` bytes (what a node
+  keeps on the device between tasks, ``devices/resident.py``) raises ``cuda.memory.OutOfMemoryError``.
 
 Hand it to ``detect_devices(cupy_module=...)`` or ``Kernel.call(..., cupy_module=...)``.
 """
@@ -127,6 +128,7 @@ class FakeCupy:
         self.synchronized = 0
         self.to_device_copies = 0
         self.to_host_copies = 0
+        self.held = 0  # bytes already in use on the device, set by whoever keeps arrays there
         self.pool = _MemoryPool()
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(
@@ -160,8 +162,8 @@ class FakeCupy:
     def asarray(self, a: Any, dtype: Any = None) -> FakeDeviceArray:
         arr = np.asarray(a, dtype=dtype)
         if not isinstance(a, FakeDeviceArray):
-            if arr.nbytes > self.memory:
-                raise OutOfMemoryError(f"Out of memory allocating {arr.nbytes:,} bytes")
+            if arr.nbytes + self.held > self.memory:
+                raise OutOfMemoryError(f"Out of memory allocating {arr.nbytes:,} bytes ({self.held:,} in use)")
             self.to_device_copies += 1
             arr = arr.copy()
         return arr.view(FakeDeviceArray)

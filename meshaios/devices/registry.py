@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar, overload
+from typing import Any, Final, Literal, Protocol, TypeVar, overload
 
 import numpy as np
 
@@ -40,6 +40,7 @@ __all__ = [
     "Device",
     "Kernel",
     "KernelRegistry",
+    "TransferMeter",
     "default_registry",
     "kernel",
     "parse_device",
@@ -125,6 +126,41 @@ def payload_nbytes(obj: Any) -> int:
         nbytes = getattr(x, "nbytes", None)
         if isinstance(nbytes, int) and hasattr(x, "shape"):
             total += nbytes
+        return x
+
+    _walk(obj, leaf)
+    return total
+
+
+class TransferMeter(Protocol):
+    """Counts the copies a kernel call makes between host and device (``devices/resident.py`` keeps them)."""
+
+    def h2d(self, nbytes: int) -> None: ...
+
+    def d2h(self, nbytes: int) -> None: ...
+
+
+def device_to_host(cp: Any, out: Any, meter: TransferMeter | None = None) -> Any:
+    """``out`` with every array of ``cp`` copied to the host (one counted device->host copy each)."""
+
+    def to_host(x: Any) -> Any:
+        if isinstance(x, cp.ndarray):
+            if meter is not None:
+                meter.d2h(int(x.nbytes))
+            x = cp.asnumpy(x)
+        return _normalise_host(x)
+
+    return _walk(out, to_host)
+
+
+def device_nbytes(cp: Any, obj: Any) -> int:
+    """Bytes of ``cp`` arrays (device arrays) in a nested value."""
+    total = 0
+
+    def leaf(x: Any) -> Any:
+        nonlocal total
+        if isinstance(x, cp.ndarray):
+            total += int(x.nbytes)
         return x
 
     _walk(obj, leaf)
@@ -233,21 +269,29 @@ class Kernel:
         kwargs: Mapping[str, Any] | None = None,
         *,
         cupy_module: Any = None,
+        on_device: bool = False,
+        meter: TransferMeter | None = None,
     ) -> Any:
         """The explicit form of ``run``, for executors: no clash between kernel keywords and our own.
 
         On a real GPU the work runs on cupy's *current* stream of device N: an executor that owns a stream per
         GPU enters ``with cupy.cuda.Device(n), stream:`` around this call. ``cupy_module`` stands in for
-        ``import cupy`` (tests pass a fake; ``None`` imports the real one when a GPU is asked for).
+        ``import cupy`` (tests pass a fake; ``None`` imports the real one when a GPU is asked for). A fake GPU
+        given a ``cupy_module`` (a node's ``FakeCupy``) runs the GPU path on it, copies and all.
 
         Results come back as numpy arrays, numpy scalars (for 0-d results, on every device alike) and plain
-        Python values, nested in the same lists, tuples and dicts the kernel returned.
+        Python values, nested in the same lists, tuples and dicts the kernel returned -- or, with ``on_device``
+        on a GPU, as the kernel returned them (device arrays stay on the device, for the next kernel). Arguments
+        that are already device arrays of that module are used where they are, with no copy. ``meter`` counts
+        the host<->device copies.
         """
         dev = parse_device(device)
         impl = self.implementation(dev.kind)
         kw = dict(kwargs) if kwargs is not None else {}
         if dev.kind == "cpu":
             return _walk(impl(np, *args, **kw), _normalise_host)
+        if dev.kind == "fakegpu" and cupy_module is not None:
+            return self._call_cupy(dev, self.implementation("gpu"), args, kw, cupy_module, on_device, meter)
         if dev.kind == "fakegpu":
             # A fake GPU runs numpy but keeps GPU semantics: the kernel works on private copies of its inputs,
             # exactly as it would on device copies, so a kernel that mutates its arguments behaves the same.
@@ -256,7 +300,7 @@ class Kernel:
 
             out = impl(np, *_walk(list(args), copy_in), **_walk(kw, copy_in))
             return _walk(out, _normalise_host)
-        return self._call_cupy(dev, impl, args, kw, cupy_module)
+        return self._call_cupy(dev, impl, args, kw, cupy_module, on_device, meter)
 
     def _call_cupy(
         self,
@@ -265,6 +309,8 @@ class Kernel:
         args: tuple[Any, ...] | list[Any],
         kw: dict[str, Any],
         cupy_module: Any,
+        on_device: bool = False,
+        meter: TransferMeter | None = None,
     ) -> Any:
         cp = cupy_module if cupy_module is not None else _import_cupy()
         assert dev.index is not None
@@ -276,19 +322,19 @@ class Kernel:
         try:
 
             def to_device(x: Any) -> Any:
-                return cp.asarray(x) if isinstance(x, np.ndarray) else x
-
-            def to_host(x: Any) -> Any:
-                if isinstance(x, cp.ndarray):
-                    x = cp.asnumpy(x)
-                return _normalise_host(x)
+                if isinstance(x, cp.ndarray) or not isinstance(x, np.ndarray):
+                    return x  # already there (a device-resident input), or not an array
+                y = cp.asarray(x)
+                if meter is not None:
+                    meter.h2d(int(x.nbytes))
+                return y
 
             try:
                 dev_args = _walk(list(args), to_device)
                 dev_kw = _walk(kw, to_device)
                 out = impl(cp, *dev_args, **dev_kw)
                 del dev_args, dev_kw
-                return _walk(out, to_host)
+                return out if on_device else device_to_host(cp, out, meter)
             except Exception as exc:
                 if not _is_cupy_oom(cp, exc):
                     raise

@@ -8,6 +8,10 @@ Spilling runs on a thread of the store's own (``background=True``, what a node u
 loop never waits for a disk. Reading a spilled object back is ``get``, which reads the file: callers on an event
 loop ask ``on_disk`` first and call ``get`` from a thread. Spill files are named by a hash of the id, so no two
 ids share a file whatever characters they contain.
+
+Under the host tiers a node may have a device tier (``device``, ``devices/resident.py``): GPU results kept on
+their GPU. The store answers for them too -- ``in``, ``size_of``, ``delete`` -- and ``get`` returns a host copy
+(one device->host copy); ``on_disk`` is true for them as well, so event-loop callers make that copy on a thread.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from meshaios.errors import MeshError
 from meshaios.wire.payload import Payload
@@ -32,6 +36,22 @@ log = logging.getLogger(__name__)
 
 class SpillError(MeshError):
     """Spilling failed (disk full, unwritable directory): the object stays in memory; the limit is exceeded."""
+
+
+class DeviceTier(Protocol):
+    """What the store asks of the objects kept on devices (``meshaios.devices.resident.DeviceTier``)."""
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def keys(self) -> list[str]: ...
+
+    def size_of(self, key: str) -> int | None: ...
+
+    def payload(self, key: str) -> Payload | None: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def clear(self) -> None: ...
 
 
 @dataclass
@@ -60,19 +80,27 @@ class ObjectStore:
         self._lock = threading.Lock()
         self._spilling: set[str] = set()  # chosen as victims by one thread: no other thread writes them too
         self.stats = StoreStats()
+        self.device: DeviceTier | None = None  # objects kept on GPUs, under the host tiers
 
     def __contains__(self, key: str) -> bool:
         with self._lock:
-            return key in self._mem or key in self._disk
+            if key in self._mem or key in self._disk:
+                return True
+        return self.device is not None and key in self.device
 
     def keys(self) -> list[str]:
         with self._lock:
-            return list(self._mem) + list(self._disk)
+            keys = list(self._mem) + list(self._disk)
+        return keys + (self.device.keys() if self.device is not None else [])
 
     def on_disk(self, key: str) -> bool:
-        """Spilled: ``get`` would read a file."""
+        """Spilled, or kept on a device only: ``get`` would read a file or copy from the device."""
         with self._lock:
-            return key in self._disk
+            if key in self._disk:
+                return True
+            if key in self._mem:
+                return False
+        return self.device is not None and key in self.device
 
     def size_of(self, key: str) -> int | None:
         with self._lock:
@@ -80,7 +108,9 @@ class ObjectStore:
             if p is not None:
                 return p.nbytes
             d = self._disk.get(key)
-            return d[1] if d is not None else None
+            if d is not None:
+                return d[1]
+        return self.device.size_of(key) if self.device is not None else None
 
     def put(self, key: str, payload: Payload) -> None:
         with self._lock:
@@ -104,7 +134,7 @@ class ObjectStore:
                 return p
             d = self._disk.get(key)
         if d is None:
-            return None
+            return self.device.payload(key) if self.device is not None else None
         self.stats.unspill_events += 1
         try:
             return _read(d[0])
@@ -115,7 +145,10 @@ class ObjectStore:
 
     def delete(self, key: str) -> bool:
         with self._lock:
-            return self._drop_locked(key)
+            dropped = self._drop_locked(key)
+        if self.device is not None:
+            dropped = self.device.delete(key) or dropped
+        return dropped
 
     def clear(self) -> None:
         """Drop everything and stop the spill thread (the node calls this when it stops)."""
@@ -125,6 +158,8 @@ class ObjectStore:
         with self._lock:
             for k in list(self._mem) + list(self._disk):
                 self._drop_locked(k)
+        if self.device is not None:
+            self.device.clear()
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _drop_locked(self, key: str) -> bool:

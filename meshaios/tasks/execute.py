@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Mapping
-from typing import Any, TypeAlias, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
 
 from meshaios.errors import FunctionRefused, WireError
 from meshaios.tasks.allowlist import Fence
@@ -18,6 +18,9 @@ from meshaios.tasks.functions import FunctionResolver, running_under
 from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
+
+if TYPE_CHECKING:
+    from meshaios.devices.resident import DeviceRunner
 
 
 class LocalResult(M.Result, total=False):
@@ -56,26 +59,41 @@ def error_info(exc: BaseException, *, allow_pickle: bool, tb: str | None = None)
     return err
 
 
-def run_task(task: Mapping[str, Any], resolver: FunctionResolver, *, allow_pickle: bool) -> dict[str, Any]:
+def run_task(
+    task: Mapping[str, Any], resolver: FunctionResolver, *, allow_pickle: bool, gpu: DeviceRunner | None = None
+) -> dict[str, Any]:
     """Returns a DONE result (``LocalResult``, a plain map until node.py takes the type); ``fatal`` marks errors
-    that retrying cannot fix."""
-    return cast(dict[str, Any], _run(cast(M.RunTask, task), resolver, allow_pickle))
+    that retrying cannot fix.
+
+    ``gpu``: the task runs on that GPU (``devices/resident.py``). Inputs not sent with the task come from it --
+    a kernel's as device arrays where they are kept on that device -- and a kernel's large result stays there
+    (the result then carries only its ``size``, as a large result kept in the host store does).
+    """
+    return cast(dict[str, Any], _run(cast(M.RunTask, task), resolver, allow_pickle, gpu))
 
 
-def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool) -> LocalResult:
+def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool, gpu: DeviceRunner | None) -> LocalResult:
     # a node restricted to some modules refuses pickled functions, and so pickled arguments too: a pickle can
     # call anything while it loads
     allow_pickle = allow_pickle and resolver.allow_pickle
     tid = task["id"]
     start = time.perf_counter()
+    from meshaios.devices.registry import Kernel
+
     try:
         fn = resolver.resolve(task["fn"])
         deps = task["deps"]
         cache: dict[str, object] = {}
+        on_device = gpu is not None and isinstance(fn, Kernel)
 
         def resolve_ref(dep_id: str) -> object:
             if dep_id not in cache:
-                p = deps.get(dep_id)
+                p: object = deps.get(dep_id)
+                if gpu is not None and not isinstance(p, Payload):  # a GPU task reads them through its device
+                    found, p = gpu.dep(dep_id, on_device)
+                    if found:  # a device array kept on this GPU: taken as it is
+                        cache[dep_id] = p
+                        return p
                 if not isinstance(p, Payload):  # the node put every value in place before the call
                     raise WireError(f"dependency {dep_id} was not sent with the task")
                 cache[dep_id] = loads(p, allow_pickle=allow_pickle)
@@ -92,11 +110,16 @@ def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool) -> Loc
             raise WireError("task arguments must be [args, kwargs] with string keywords")
     except Exception as exc:  # a bad spec or argument: retrying cannot fix it
         return _failed(task, exc, time.perf_counter() - start, fatal=True)
+    size = 0
     try:
-        from meshaios.devices.registry import Kernel
-
         with running_under(resolver):  # a function argument (a shuffle's reducer) meets the same fence
-            if isinstance(fn, Kernel):
+            if gpu is not None and isinstance(fn, Kernel):
+                value = gpu.call(fn, tuple(call[0]), call[1])
+                if task.get("parts"):
+                    value = gpu.to_host(value)
+                else:
+                    size, value = gpu.finish(tid, value)
+            elif isinstance(fn, Kernel):
                 value = fn.call(task.get("device") or "cpu", tuple(call[0]), call[1])
             else:
                 value = fn(*call[0], **call[1])
@@ -106,6 +129,8 @@ def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool) -> Loc
         tb = traceback.format_exc()
         return _failed(task, exc, time.perf_counter() - start, allow_pickle=allow_pickle, tb=tb)
     dt = time.perf_counter() - start
+    if size:  # kept on the device
+        return {"id": tid, "att": task["att"], "ok": True, "size": size, "dt": dt}
     parts = task.get("parts")
     try:
         if parts:

@@ -228,6 +228,11 @@ def test_optional_sections_appear_when_the_node_reports_them() -> None:
             "steal": {"stolen": 17, "offered": 20, "refused": 3},
             "model": {"mae_seconds": 0.012, "samples": 4000},
             "jobs": [{"client": "c:1", "total": 3}],
+            "gpu": {
+                "fakegpu:0": {"h2d": 5, "h2d_bytes": 5 << 18, "d2h": 1, "d2h_bytes": 1024, "evictions": 2,
+                              "evicted_bytes": 2 << 20, "oom_retries": 1, "oom_failures": 0,
+                              "resident_bytes": 3 << 20, "resident_objects": 3, "limit": 4 << 20},
+            },
             "transport": {
                 **SAMPLE_STATUS["node"]["transport"],
                 "bytes_sent": 123456,
@@ -243,6 +248,13 @@ def test_optional_sections_appear_when_the_node_reports_them() -> None:
     assert s["meshaios_model"][(("stat", "mae_seconds"),)] == 0.012
     assert s["meshaios_jobs"][()] == 1
     assert s["meshaios_transport_sent_bytes_total"][()] == 123456
+    dev = ("device", "fakegpu:0")
+    assert s["meshaios_gpu_copies_total"] == {(dev, ("direction", "h2d")): 5, (dev, ("direction", "d2h")): 1}
+    assert s["meshaios_gpu_copied_bytes_total"][(dev, ("direction", "h2d"))] == 5 << 18
+    assert s["meshaios_gpu_resident_bytes"][(dev,)] == 3 << 20
+    assert s["meshaios_gpu_resident_limit_bytes"][(dev,)] == 4 << 20
+    assert s["meshaios_gpu_evictions_total"][(dev,)] == 2
+    assert s["meshaios_gpu_oom_total"] == {(dev, ("outcome", "retried")): 1, (dev, ("outcome", "failed")): 0}
     assert s["meshaios_transport_events_total"] == {(("kind", "hwm_drops"),): 2, (("kind", "zap_denied"),): 3}
 
 

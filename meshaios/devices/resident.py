@@ -7,6 +7,10 @@ same device takes it as the device array it is, with no copy at all. Anyone else
 for a host ``Payload``: one device->host copy, made when the value is wanted (``payload``). Small results come
 back to the host at once and travel inline, as before.
 
+The other way round, a host object (a ``put``, a fetched input) of more than ``inline_bytes`` that a kernel task
+reads on a GPU is copied to that device once and kept there too (``DeviceRunner.dep``), beside its host copy: the
+next kernel on that device reads it with no copy, and evicting it only drops the device copy.
+
 Device memory is accounted per device, apart from host memory: each device may hold ``limit`` bytes of objects
 (``DEVICE_RESIDENT_FRACTION`` of its memory). Beyond that, or when a kernel runs out of device memory, objects
 move to the host store least recently used first (where they spill to disk as any object does); a kernel that
@@ -26,8 +30,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+
 from meshaios.devices.errors import DeviceMemoryError
-from meshaios.devices.registry import Kernel, _import_cupy, device_nbytes, device_to_host
+from meshaios.devices.registry import Kernel, _import_cupy, _walk, device_nbytes, device_to_host
 from meshaios.wire.payload import Payload
 
 __all__ = ["DEVICE_RESIDENT_FRACTION", "DeviceLedger", "DeviceRunner", "DeviceTier", "TransferCounts"]
@@ -160,6 +166,7 @@ class DeviceTier:
         self._cp: dict[str, Any] = dict(cupy_modules or {})
         self._values: dict[str, Any] = {}
         self._leaving: set[str] = set()  # being copied to the host by one thread: no other thread moves them too
+        self._host_backed: set[str] = set()  # device copies of objects the host store holds as well
         self._lock = threading.Lock()
         self.counts = {d: TransferCounts() for d in limits}
         self._meters = {d: _Meter(c, self._lock) for d, c in self.counts.items()}
@@ -193,6 +200,7 @@ class DeviceTier:
                 return False
             self.ledger.remove(key)
             del self._values[key]
+            self._host_backed.discard(key)
             self._held_changed(device)
             return True
 
@@ -241,6 +249,43 @@ class DeviceTier:
         self._evict(device, victims)
         return nbytes
 
+    def cache_input(self, key: str, device: str, payload: Payload) -> tuple[bool, Any]:
+        """Copy a host object to ``device`` and keep the copy there beside the host one: (True, device value), or
+        (False, None) if it is small, does not fit, or will not decode or copy (the kernel then copies it)."""
+        with self._lock:  # (a result kept on another GPU of this node is no host object: it stays where it is)
+            if (
+                payload.nbytes <= self.inline_bytes
+                or not self.ledger.fits(device, payload.nbytes)
+                or key in self.ledger
+            ):
+                return False, None
+        from meshaios.wire.values import loads
+
+        cp = self.module(device)
+        meter = self._meters[device]
+
+        def to_device(x: Any) -> Any:
+            if isinstance(x, np.ndarray) and not isinstance(x, cp.ndarray):
+                y = cp.asarray(x)
+                meter.h2d(int(x.nbytes))
+                return y
+            return x
+
+        try:
+            with cp.cuda.Device(_index(device)):
+                value = _walk(loads(payload, allow_pickle=self.allow_pickle), to_device)
+        except Exception:  # out of device memory, say: the kernel call copies it (and evicts) as usual
+            return False, None
+        nbytes = device_nbytes(cp, value)
+        with self._lock:
+            self.ledger.add(key, device, nbytes)
+            self._values[key] = value
+            self._host_backed.add(key)
+            self._held_changed(device)
+            victims = self._choose_locked(device, 0, {key}, everything=False)
+        self._evict(device, victims)
+        return True, value
+
     def get_device(self, key: str, device: str) -> tuple[bool, Any]:
         """(True, the device value) if ``key`` is kept on ``device`` (now its most recently used object)."""
         with self._lock:
@@ -287,12 +332,13 @@ class DeviceTier:
             try:
                 if value is None:
                     continue
-                p = self._to_payload(device, value)
-                self._host_put(key, p)
+                if key not in self._host_backed:  # the host store has its own copy of the others
+                    self._host_put(key, self._to_payload(device, value))
                 with self._lock:
                     if self._values.get(key) is value:
                         nbytes = self.ledger.remove(key) or 0
                         del self._values[key]
+                        self._host_backed.discard(key)
                         self.counts[device].evictions += 1
                         self.counts[device].evicted_bytes += nbytes
                         self._held_changed(device)
@@ -326,14 +372,20 @@ class DeviceRunner:
 
     def dep(self, key: str, on_device: bool) -> tuple[bool, Any]:
         """An input that was not sent with the task: (True, its device value) when ``on_device`` and it is kept
-        on this device (a kernel takes it with no copy); else (False, its host ``Payload`` from the store, or
-        None if it is in neither)."""
+        on this device (a kernel takes it with no copy) or, being a large host object, has just been copied there
+        to stay; else (False, its host ``Payload`` from the store, or None if it is in neither)."""
         self.inputs.add(key)
-        if on_device:
-            found, value = self.tier.get_device(key, self.device)
+        if not on_device:
+            return False, self._get(key)
+        found, value = self.tier.get_device(key, self.device)
+        if found:
+            return True, value
+        p = self._get(key)
+        if isinstance(p, Payload):
+            found, value = self.tier.cache_input(key, self.device, p)
             if found:
                 return True, value
-        return False, self._get(key)
+        return False, p
 
     def call(self, kernel: Kernel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         tier, device = self.tier, self.device

@@ -183,3 +183,24 @@ def test_status_reports_each_device() -> None:
     assert st_["h2d"] == 1
     assert st_["d2h"] == 0
     assert st_["evictions"] == 0
+
+
+def test_a_large_host_input_is_copied_to_the_device_once_and_stays_beside_its_host_copy() -> None:
+    from meshaios.wire.values import dumps
+
+    t, store, cp = tier(8 * MiB)
+    store.put("w", dumps(f32(1, 2.0), allow_pickle=False)[0])
+    store.put("tiny", dumps(f32(0.01), allow_pickle=False)[0])
+    for i in range(3):
+        assert run(t, store, f"r{i}", "meshaios.multiply", 1.0, deps=("w",)) == MiB
+    run(t, store, "s", "meshaios.sum", deps=("tiny",))
+    c = t.counts[DEV]
+    assert (c.h2d, c.h2d_bytes) == (2, MiB + f32(0.01).nbytes)  # w once; tiny (not kept) by its kernel
+    assert "w" in t
+    assert "tiny" not in t
+    assert store.stats.objects == 2  # both still on the host
+    t.evict_all(DEV)  # a device copy of a host object is dropped, not copied back
+    assert c.d2h == 1 + 3  # the sum; then the three results, moved to the host
+    assert "w" not in t
+    np.testing.assert_array_equal(loads(store.get("w"), allow_pickle=False), f32(1, 2.0))  # type: ignore[arg-type]
+    assert cp.held == 0

@@ -5,9 +5,16 @@ Run on any machine with an NVIDIA GPU and cupy (``pip install -e '.[gpu]'``)::
 
     python tools/gpu_check.py            # full check; exit status 1 if any kernel disagrees
     python tools/gpu_check.py --small    # quick sizes
+    python tools/gpu_check.py --chain-only --chain 4096,2048   # only the chain (issue 18), at these sizes
 
 On a machine without a GPU it runs the CPU half and the mesh half on a *fake* GPU (a node started with
 ``--fake-gpu``), so the script itself is exercised everywhere; the GPU columns then say "n/a".
+
+The chain (issue 18): 4 x (matmul NxN float32 + gelu) + layer_norm + a row sum, four ways -- cupy with the data
+resident on the GPU; ``Kernel.call`` on the GPU with host copies around each kernel; chained tasks on a 2-node
+local mesh pinned to the GPU node (inputs ``put`` once, so they are copied to the device once and stay there);
+numpy on the CPU -- with the host<->device copies each way made per run. Without a GPU (or with ``--fake``) the
+GPU rows run on the numpy-backed FakeCupy: their times are numpy's, and the copy counts are the evidence.
 """
 
 from __future__ import annotations
@@ -119,18 +126,197 @@ def through_mesh(small: bool, have_gpu: bool) -> list[dict[str, Any]]:
     return rows
 
 
+# ---- the chain (issue 18) ------------------------------------------------------------------------------------
+
+CHAIN = "4 x (matmul NxN float32 + gelu) + layer_norm + row sum"
+CHAIN_ROWS = (
+    ("resident", "cupy, data resident on the GPU"),
+    ("kernel_call", "Kernel.call on the GPU, host copies around each kernel"),
+    ("mesh", "chained tasks on a 2-node mesh, pinned to the GPU node"),
+    ("cpu", "numpy on the CPU"),
+)
+
+
+def chain_inputs(n: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, n), dtype=np.float32)
+    ws = [rng.standard_normal((n, n), dtype=np.float32) / np.float32(np.sqrt(n)) for _ in range(4)]
+    return x, ws
+
+
+def _chain_on(xp: Any, x: Any, ws: list[Any]) -> Any:
+    """The chain composed from the library's kernels on one array module: nothing moves."""
+    reg = default_registry()
+    matmul, gelu, layer_norm, total = (reg.get(f"meshaios.{k}") for k in ("matmul", "gelu", "layer_norm", "sum"))
+    h = x
+    for w in ws:
+        h = gelu(xp, matmul(xp, h, w))
+    return total(xp, layer_norm(xp, h), axis=1)
+
+
+def _copies(counts: Any, before: tuple[int, int]) -> tuple[int, int]:
+    return counts.h2d - before[0], counts.d2h - before[1]
+
+
+def chain_direct(n: int, cp: Any, device: str, repeat: int) -> dict[str, dict[str, Any]]:
+    """The resident, Kernel.call and CPU rows: one process, no mesh. ``cp`` is cupy or a FakeCupy."""
+    import threading
+
+    from meshaios.devices.resident import TransferCounts, _Meter
+
+    reg = default_registry()
+    x, ws = chain_inputs(n)
+    rows: dict[str, dict[str, Any]] = {}
+    t, out = timed(lambda: _chain_on(np, x, ws), repeat)
+    rows["cpu"] = {"s": t, "h2d": 0, "d2h": 0, "out": out}
+
+    counts = TransferCounts()
+    meter = _Meter(counts, threading.Lock())
+    with cp.cuda.Device(int(device.split(":")[1])):
+        dx, dws = cp.asarray(x), [cp.asarray(w) for w in ws]  # put on the device once, before the clock
+        start = (counts.h2d, counts.d2h)
+
+        def resident() -> Any:
+            s = _chain_on(cp, dx, dws)
+            meter.d2h(int(s.nbytes))
+            return cp.asnumpy(s)  # the row sums come back: this also waits for the GPU
+
+        t, out = timed(resident, repeat)
+    h2d, d2h = _copies(counts, start)
+    rows["resident"] = {"s": t, "h2d": 0, "d2h": d2h // (repeat + 1), "setup_h2d": len(ws) + 1, "out": out}
+
+    def call(name: str, *args: Any, **kw: Any) -> Any:
+        return reg.get(name).call(device, args, kw, cupy_module=cp, meter=meter)
+
+    def with_copies() -> Any:
+        h = x
+        for w in ws:
+            h = call("meshaios.gelu", call("meshaios.matmul", h, w))
+        return call("meshaios.sum", call("meshaios.layer_norm", h), axis=1)
+
+    start = (counts.h2d, counts.d2h)
+    t, out = timed(with_copies, repeat)
+    h2d, d2h = _copies(counts, start)
+    rows["kernel_call"] = {"s": t, "h2d": h2d // (repeat + 1), "d2h": d2h // (repeat + 1), "out": out}
+    return rows
+
+
+def chain_mesh(n: int, fake: bool, repeat: int) -> dict[str, Any]:
+    """The chain as mesh tasks pinned to node 1, the GPU node (node 0 ignores any GPU); inputs put once."""
+    from meshaios.testing.localmesh import LocalMesh, wait_for
+
+    gpu_args = ["--no-gpu", "--fake-gpu", "speed=8,memory=64GiB"] if fake else []
+    reg = default_registry()
+    gpu = {"gpu": 1}
+    x, ws = chain_inputs(n)
+    with LocalMesh(2, per_node_args={0: ["--no-gpu"], 1: gpu_args}) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 1, timeout=15, what="discovery")
+        with mesh.client(1) as c1:
+            device = next(iter(c1.status()["node"]["gpu"]))
+            refs = [c.put(a) for a in (x, *ws)]
+
+            def counts() -> tuple[int, int]:
+                g = c1.status()["node"]["gpu"][device]
+                return int(g["h2d"]), int(g["d2h"])
+
+            def run() -> Any:
+                h = refs[0]
+                for w in refs[1:]:
+                    h = c.submit(reg.get("meshaios.gelu"), c.submit(reg.get("meshaios.matmul"), h, w, resources=gpu),
+                                 resources=gpu)  # fmt: skip
+                h = c.submit(reg.get("meshaios.layer_norm"), h, resources=gpu)
+                f = c.submit(reg.get("meshaios.sum"), h, axis=1, resources=gpu)
+                out = f.result(timeout=600)
+                if f.node != mesh.by_index(1).node_id:
+                    raise RuntimeError(f"the chain's last task ran on {f.node}, not on the GPU node")
+                return out
+
+            first = counts()
+            out = run()  # warm-up: the inputs go to the device here, once
+            after_first = counts()
+            best = float("inf")
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                out = run()
+                best = min(best, time.perf_counter() - t0)
+            last = counts()
+    return {
+        "s": best,
+        "h2d": (last[0] - after_first[0]) // repeat,
+        "d2h": (last[1] - after_first[1]) // repeat,
+        "setup_h2d": after_first[0] - first[0],
+        "out": out,
+        "device": device,
+    }
+
+
+def chain(n: int, repeat: int, fake: bool, mesh: bool) -> list[dict[str, Any]]:
+    if fake:
+        from meshaios.devices.fakecupy import FakeCupy
+
+        cp: Any = FakeCupy(memory=64 * 2**30)
+        device = "fakegpu:0"
+    else:
+        import cupy
+
+        cp, device = cupy, "gpu:0"
+    rows = chain_direct(n, cp, device, repeat)
+    if mesh:
+        rows["mesh"] = chain_mesh(n, fake, repeat)
+    ref = rows["cpu"]["out"]
+    resident = rows["resident"]["s"]
+    out = []
+    for key, label in CHAIN_ROWS:
+        if key not in rows:
+            continue
+        r = rows[key]
+        out.append({"n": n, "row": key, "how": label, "s": r["s"], "vs_resident": r["s"] / resident,
+                    "h2d": r["h2d"], "d2h": r["d2h"], "setup_h2d": r.get("setup_h2d", 0),
+                    "agree": agree(r["out"], ref), "fake": fake})  # fmt: skip
+    return out
+
+
+def print_chain(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    fake = rows[0]["fake"]
+    print(f"\nchain: {CHAIN}, best of the runs" + (" -- FAKE GPU: times are numpy's; the copies count" if fake else ""))
+    print(f"{'N':>6} {'how it ran':56} {'time s':>9} {'vs resident':>12} {'h2d/run':>8} {'d2h/run':>8} "
+          f"{'once':>5} {'agree':>6}")  # fmt: skip
+    for r in rows:
+        print(f"{r['n']:>6} {r['how']:56} {r['s']:9.4f} {r['vs_resident']:11.1f}x {r['h2d']:>8} {r['d2h']:>8} "
+              f"{r['setup_h2d']:>5} {'yes' if r['agree'] else 'NO':>6}")  # fmt: skip
+    print("(h2d/d2h per run: host->device / device->host copies of one run; once: inputs copied to the device once")
+    print(" before the timed runs. Mesh row: counters of the GPU node, from meshaios status)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="small inputs (a quick run)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-mesh", action="store_true", help="skip the local-mesh half")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--chain", default=None, help="sizes N of the chain, comma-separated (default 4096; 512 with "
+                    "--small; 0 skips it)")  # fmt: skip
+    ap.add_argument("--chain-only", action="store_true", help="only the chain")
+    ap.add_argument("--fake", action="store_true", help="run the GPU rows of the chain on a fake GPU even here")
     args = ap.parse_args(argv)
 
     inv = detect_devices()
     real = [g for g in inv.gpus if not g.fake]
     gpu = real[0].device if real else None
     print(f"devices: {inv.summary()}" + (f" ({real[0].name}, cc {real[0].compute_capability})" if real else ""))
+    sizes = [int(v) for v in (args.chain or ("512" if args.small else "4096")).split(",") if int(v) > 0]
+    chain_rows = [r for n in sizes for r in chain(n, args.repeat, args.fake or not real, not args.no_mesh)]
+    print_chain(chain_rows)
+    bad_chain = [f"chain {r['row']} N={r['n']}" for r in chain_rows if not r["agree"]]
+    if args.chain_only:
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"devices": inv.summary(), "chain": chain_rows}, fh, indent=2)
+        if bad_chain:
+            print(f"\nFAILED: {', '.join(bad_chain)}")
+        return 1 if bad_chain else 0
     rows = direct(args.small, gpu, args.repeat)
     print(f"\n{'kernel':28} {'cpu s':>10} {'gpu s':>10} {'speed-up':>9} {'agree':>6}")
     for r in rows:
@@ -148,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['kernel']:28} {r['gpu_node']!s:>16} {ag:>6} {r['round_trip_s']:13.3f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"devices": inv.summary(), "direct": rows, "mesh": mesh_rows}, fh, indent=2)
-    bad = [r["kernel"] for r in rows if r["agree"] is False] + [
+            json.dump({"devices": inv.summary(), "direct": rows, "mesh": mesh_rows, "chain": chain_rows}, fh, indent=2)
+    bad = bad_chain + [r["kernel"] for r in rows if r["agree"] is False] + [
         r["kernel"] for r in mesh_rows if not (r["agree"] and r["gpu_node"])
     ]
     if bad:

@@ -136,3 +136,21 @@ def test_device_memory_pressure_moves_objects_to_host_and_an_oom_leaves_the_node
         )
         assert c.submit(funcs.square, 7).result(timeout=60) == 49
         np.testing.assert_array_equal(futs[0].result(timeout=60), xs[0] * 3.0)
+
+
+def test_gpu_check_chain_rows_on_a_fake_gpu() -> None:
+    """tools/gpu_check.py's chain (the issue's four rows) at a toy size: the copies each row makes per run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("meshaios_gpu_check", path)
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = {r["row"]: r for r in mod.chain(160, 1, fake=True, mesh=True)}  # 100 KiB matrices: kept on the device
+    assert list(rows) == ["resident", "kernel_call", "mesh", "cpu"]
+    assert all(r["agree"] for r in rows.values())
+    copies = {k: (r["h2d"], r["d2h"], r["setup_h2d"]) for k, r in rows.items()}
+    assert copies == {"resident": (0, 1, 5), "kernel_call": (14, 10, 0), "mesh": (0, 1, 5), "cpu": (0, 0, 0)}

@@ -511,3 +511,127 @@ TestExecCoreMachine = ExecCoreMachine.TestCase
 TestExecCoreMachine.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+class TwoNodeStealMachine(RuleBasedStateMachine):
+    """Two cores, a busy victim and an idle thief, stealing over a network that drops, duplicates and reorders
+    steal messages, while the owner aborts tasks (its aborts reach the victim, which forwards them). A task is
+    never on two workers at once nor reported twice, no count goes negative, and once the network is drained and
+    every worker done, every task that was not aborted was reported exactly once and both cores hold nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view = LoadView()
+        self.cores = {
+            "A": ExecCore("A", {"cpu": 1}, model=RuntimeModel(), view=self.view, steal=True),
+            "B": ExecCore("B", {"cpu": 2}, model=RuntimeModel(), view=self.view, steal=True),
+        }
+        self.now = 0.0
+        self.sent = 0
+        self.net: list[tuple[str, str, Any]] = []  # (to, src, message or AbortRuns)
+        self.on_worker: dict[tuple[str, int], tuple[str, StartOnWorker]] = {}
+        self.reported: set[tuple[str, int]] = set()
+        self.aborted: set[tuple[str, int]] = set()
+
+    def _do(self, nid: str, out: list[Instruction]) -> None:
+        for ins in out:
+            if isinstance(ins, StartOnWorker):
+                assert ins.key not in self.on_worker, f"{ins.key} on two workers"
+                self.on_worker[ins.key] = (nid, ins)
+            elif isinstance(ins, SendResult):
+                key = (ins.result["id"], ins.result["att"])
+                assert key not in self.reported, f"{key} reported twice"
+                self.reported.add(key)
+            elif isinstance(ins, SendSteal):
+                self.net.append((ins.to, nid, ins.msg))
+            elif isinstance(ins, SendAbort):
+                self.net.append((ins.node, nid, AbortRuns(ins.owner, ins.keys)))
+            elif isinstance(ins, RecallFromWorkers):
+                back = [k for k in ins.keys if k in self.on_worker and self.on_worker[k][1].prefetch]
+                for k in back:
+                    del self.on_worker[k]
+                self._do(nid, self.cores[nid].handle(Recalled(back, ins.stuck), self.now))
+
+    def _deliver(self, to: str, src: str, m: Any) -> None:
+        ev = m if isinstance(m, AbortRuns) else StealMessage(src, m)
+        self._do(to, self.cores[to].handle(ev, self.now))
+
+    @rule(n=st.integers(1, 6))
+    def run(self, n: int) -> None:
+        tasks = [task(f"t{self.sent + i}") for i in range(n)]  # an unknown kernel: 0.5 s predicted, never prefetched
+        self.sent += n
+        self._do("A", self.cores["A"].handle(RunTasks("o", tasks), self.now))
+
+    @rule()
+    def publish(self) -> None:
+        for nid, c in self.cores.items():
+            self.view.update(nid, c.load_summary(self.now), self.now)
+
+    @rule(nid=st.sampled_from(["A", "B"]), dt=st.sampled_from([0.01, 0.3, 1.1]))
+    def tick(self, nid: str, dt: float) -> None:
+        self.now += dt
+        self.publish()  # a node's summary is fresh at every tick (node.py: every 0.1 s)
+        self._do(nid, self.cores[nid].handle(Tick(), self.now))
+
+    @precondition(lambda self: self.net)
+    @rule(data=st.data(), fate=st.sampled_from(["deliver", "deliver", "deliver", "duplicate", "drop"]))
+    def network(self, data: st.DataObject, fate: str) -> None:
+        i = data.draw(st.integers(0, len(self.net) - 1))  # any message: reordering
+        to, src, m = self.net[i] if fate == "duplicate" else self.net.pop(i)
+        if fate != "drop" or isinstance(m, AbortRuns):  # an abort travels on the reliable data connection
+            self._deliver(to, src, m)
+
+    @precondition(lambda self: self.on_worker)
+    @rule(data=st.data())
+    def finish(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.on_worker)))
+        nid, s = self.on_worker.pop(key)
+        self.now += 0.01
+        self._do(nid, self.cores[nid].handle(Finished([(s.owner, key, ok(key, 0.5))]), self.now))
+
+    @precondition(lambda self: self.sent)
+    @rule(data=st.data())
+    def abort(self, data: st.DataObject) -> None:
+        key = (f"t{data.draw(st.integers(0, self.sent - 1))}", 0)
+        self.aborted.add(key)
+        self._do("A", self.cores["A"].handle(AbortRuns("o", [list(key)]), self.now))
+
+    @precondition(lambda self: len(self.cores["B"].fence))
+    @rule(data=st.data(), via=st.sampled_from(["A", "B"]))
+    def abort_stolen(self, data: st.DataObject, via: str) -> None:
+        """The owner aborts a task the thief holds: through the victim (it has not heard of the move yet), or
+        straight to the thief."""
+        key = data.draw(st.sampled_from(sorted(self.cores["B"].fence.runs)))
+        self.aborted.add(key)
+        self._do(via, self.cores[via].handle(AbortRuns("o", [list(key)]), self.now))
+
+    @invariant()
+    def counts_never_negative(self) -> None:
+        for c in self.cores.values():
+            assert c.stats.queued >= 0
+            assert c.queue.n_running() >= 0
+
+    def teardown(self) -> None:
+        for _ in range(200):
+            while self.net:
+                self._deliver(*self.net.pop(0))
+            for key in sorted(self.on_worker):
+                nid, s = self.on_worker.pop(key)
+                self._do(nid, self.cores[nid].handle(Finished([(s.owner, key, ok(key, 0.5))]), self.now))
+            self.now += 0.3
+            for nid, c in self.cores.items():
+                self._do(nid, c.handle(Tick(), self.now))
+            if not self.net and not self.on_worker and all(c.stats.queued == 0 for c in self.cores.values()):
+                break
+        for c in self.cores.values():
+            assert c.stats.queued == 0
+            assert len(c.queue) == 0
+            assert len(c.fence) == 0
+        expected = {(f"t{i}", 0) for i in range(self.sent)} - self.aborted
+        assert expected <= self.reported
+
+
+TestTwoNodeSteal = TwoNodeStealMachine.TestCase
+TestTwoNodeSteal.settings = settings(
+    max_examples=150, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

@@ -937,15 +937,22 @@ class AsyncClient:
         return item[1]
 
     # ---- data plane -----------------------------------------------------------------------------------
-    async def put(self, value: Any, timeout: float = 60.0) -> Future:
-        """Scatter ``value`` into the mesh (kept by the entry node and replicated to a second one)."""
+    async def put(self, value: Any, timeout: float = 60.0, device: str | None = None) -> Future:
+        """Scatter ``value`` into the mesh (kept by the entry node and replicated to a second one). With
+        ``device="gpu"`` the copy goes to a GPU node, which keeps it on its device too (docs/devices.md)."""
         self._check_open()
+        if device not in (None, "cpu", "gpu"):
+            raise ValueError(f"device must be None, 'cpu' or 'gpu', not {device!r}")
+        gpu = device == "gpu"
         payload, _ = dumps(value, allow_pickle=self.allow_pickle)
         oid = new_id("p")
         fut = Future(oid, self)
-        reply = await self._put_shm(oid, payload, timeout)
+        reply = await self._put_shm(oid, payload, timeout, gpu)
         if reply is None or (reply["t"] == M.PUT_ACK and reply.get("noshm") is True):
-            reply = await self._request_req({"t": M.PUT, "req": 0, "id": oid, "val": payload}, timeout)
+            put: M.Put = {"t": M.PUT, "req": 0, "id": oid, "val": payload}
+            if gpu:
+                put["dev"] = "gpu"
+            reply = await self._request_req(put, timeout)
         if reply["t"] != M.PUT_ACK or not reply["ok"]:
             raise MeshError(f"put failed: {reply.get('err', '')}")
         locs = reply.get("loc")
@@ -980,7 +987,7 @@ class AsyncClient:
         except WireError as exc:
             raise SerializationError(f"value of {obj_id} could not be decoded: {exc}") from exc
 
-    async def _put_shm(self, oid: str, payload: Payload, timeout: float) -> M.Got | M.PutAck | None:
+    async def _put_shm(self, oid: str, payload: Payload, timeout: float, gpu: bool) -> M.Got | M.PutAck | None:
         """A put to a node of this machine: the buffers go into a file of ours that the node maps (None: not
         possible here, send the value itself). The file is gone once the node has it, or when we give up."""
         node = self.node
@@ -1002,6 +1009,8 @@ class AsyncClient:
             log.warning("cannot write %s, putting over the socket instead: %s", path, exc)
             return None
         put: M.Put = {"t": M.PUT, "req": 0, "id": oid, "shm": shm.ShmRef(path.name, payload.blob, sizes).to_wire()}
+        if gpu:
+            put["dev"] = "gpu"
         try:
             reply = await self._request_req(put, timeout)
         finally:
@@ -1461,9 +1470,10 @@ class Client:
         self._loop.call_soon_threadsafe(self._async._enqueue, [item])
         return item[1]
 
-    def put(self, value: Any, timeout: float = 60.0) -> Future:
-        """Scatter ``value`` into the mesh; pass the returned future to tasks instead of the value."""
-        fut: Future = self._call(self._async.put(value, timeout), timeout)
+    def put(self, value: Any, timeout: float = 60.0, device: str | None = None) -> Future:
+        """Scatter ``value`` into the mesh; pass the returned future to tasks instead of the value.
+        ``device="gpu"``: a GPU node holds a copy on its device, ready for kernel tasks there."""
+        fut: Future = self._call(self._async.put(value, timeout, device), timeout)
         return fut
 
     def fire_and_forget(self, futures: Any) -> None:

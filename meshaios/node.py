@@ -208,6 +208,7 @@ class Node:
         # large GPU results stay on their GPU, under the host store (devices/resident.py)
         self.gpu = _device_tier(self.inventory, config.inline_bytes, self.secure, self.store.put)
         self.store.device = self.gpu
+        self._gpu_puts: set[str] = set()  # puts asked for a GPU, being replicated (to a GPU node)
         # clients that hold objects here: released on BYE, or after ``memory_lease`` seconds of silence
         self.holders = HolderLeases(config.memory_lease)
         self.fetcher = FetchPlanner(config.fetch_bytes_in_flight)
@@ -575,7 +576,12 @@ class Node:
             self.store.put(msg["id"], msg["val"])
             member = self.swim.get(msg["src"])
             if member is not None:
-                self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]}))
+                stored = encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]})
+                answer = functools.partial(self.transport.send, member.addr, stored)
+                if msg.get("dev") == "gpu":
+                    self._to_device(msg["id"], msg["val"], answer)  # answered once it is on the device
+                else:
+                    answer()
         elif t == M.STORED:
             self.owner.add_location(msg["id"], msg["src"])
             self._put_actions(self.puts.stored(msg["id"], msg["src"], self._replica_candidates()))
@@ -1209,11 +1215,28 @@ class Node:
             raise WireError("put: a value (val) or a shared-memory file (shm) is required")
         self.store.put(msg["id"], val)
         self.owner.register_put(ident, msg["id"], [self.node_id], val.nbytes)
+        gpu = msg.get("dev") == "gpu"
+        if gpu:  # wanted on a GPU: on ours now, and the second copy goes to a GPU node
+            self._gpu_puts.add(msg["id"])
+            self._to_device(msg["id"], val, lambda: None)
         # a second copy elsewhere before the client hears it is safe: put data has no lineage to recompute it from
-        self._put_actions(self.puts.begin(ident, msg["req"], msg["id"], self._replica_candidates()))
+        self._put_actions(self.puts.begin(ident, msg["req"], msg["id"], self._replica_candidates(gpu)))
 
-    def _replica_candidates(self) -> list[str]:
-        return [m.node_id for m in (self.swim.members() if self.swim else []) if m.state is MemberState.ALIVE]
+    def _replica_candidates(self, gpu: bool = False) -> list[str]:
+        """Live peers; with ``gpu``, those with a GPU if there are any (a put asked for a device copy)."""
+        live = [m for m in (self.swim.members() if self.swim else []) if m.state is MemberState.ALIVE]
+        if gpu:
+            with_gpu = [m for m in live if isinstance(m.meta, dict) and _gpus(m.meta.get("res")) > 0]
+            live = with_gpu or live
+        return [m.node_id for m in live]
+
+    def _to_device(self, obj: str, val: Payload, then: Callable[[], object]) -> None:
+        """Copy a put onto this node's first GPU (on a thread), then call ``then``; at once without a GPU."""
+        if not self._gpu_order:
+            then()
+            return
+        fut = asyncio.get_running_loop().run_in_executor(None, self.gpu.cache_input, obj, self._gpu_order[0], val)
+        fut.add_done_callback(lambda _: then())
 
     def _put_actions(self, actions: list[PutAction]) -> None:
         for a in actions:
@@ -1221,6 +1244,7 @@ class Node:
                 if not self._unspill(a.obj, functools.partial(self._replicate, a)):
                     self._replicate(a, self.store.get(a.obj))
             elif isinstance(a, AckPut):
+                self._gpu_puts.discard(a.obj)
                 ack = {"t": M.PUT_ACK, "req": a.req, "id": a.obj, "ok": True, "loc": a.holders}
                 self.transport.reply(a.client, encode(ack))
 
@@ -1229,8 +1253,11 @@ class Node:
             self._put_actions(self.puts.failed(a.obj, a.node, []))
             return
         msg = {"t": M.STORE, "src": self.node_id, "id": a.obj, "val": val}
+        gpu = a.obj in self._gpu_puts
+        if gpu:
+            msg["dev"] = "gpu"
         if not self._send_to(_peer(a.node), msg, tag=("store", a.obj, a.node)):
-            self._put_actions(self.puts.failed(a.obj, a.node, self._replica_candidates()))
+            self._put_actions(self.puts.failed(a.obj, a.node, self._replica_candidates(gpu)))
 
     def _on_adopt(self, ident: bytes, msg: dict[str, Any]) -> None:
         """A client failed over to us: its puts, with the nodes that held them (still-live ones are kept)."""
@@ -1309,7 +1336,8 @@ class Node:
                 self.counters["streams_failed"] += 1
                 log.warning("transfer to %r failed: %s", a.dest, a.reason)
                 if isinstance(a.tag, tuple) and a.tag[0] == "store":
-                    self._put_actions(self.puts.failed(a.tag[1], a.tag[2], self._replica_candidates()))
+                    gpu = a.tag[1] in self._gpu_puts
+                    self._put_actions(self.puts.failed(a.tag[1], a.tag[2], self._replica_candidates(gpu)))
             elif isinstance(a, StreamDone):
                 self.counters["streams_done"] += 1
 
@@ -1658,6 +1686,12 @@ def _device_tier(inventory: Any, inline_bytes: int, allow_pickle: bool, host_put
     return DeviceTier(
         limits, inline_bytes=inline_bytes, allow_pickle=allow_pickle, host_put=host_put, cupy_modules=fakes
     )
+
+
+def _gpus(res: Any) -> int:
+    """GPUs in a peer's gossiped ``res`` (anything odd counts as none)."""
+    n = res.get("gpu", 0) if isinstance(res, dict) else 0
+    return n if type(n) is int else 0
 
 
 def _http_token(config: NodeConfig, keys: MeshKeys | None) -> str | None:

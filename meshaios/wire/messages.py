@@ -618,6 +618,7 @@ class Store(_Header, total=False):
     src: Required[str]
     id: Required[str]
     val: Required[Payload]
+    dev: Literal["gpu"]  # a put asked for a GPU: copy it onto this node's device before answering STORED
 
 
 class Stored(_Header, total=False):
@@ -650,6 +651,7 @@ class Put(_Request, total=False):
     t: Required[Literal["put"]]
     val: Payload  # the value (one of val and shm is required: ``Node._on_put``)
     shm: ShmWire  # ... or where it lies on this host: a client of the node's machine wrote it (store/shm.py)
+    dev: Literal["gpu"]  # keep a copy on a GPU node's device too (devices/resident.py)
 
 
 class PutAck(_Request, total=False):

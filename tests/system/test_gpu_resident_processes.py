@@ -94,6 +94,28 @@ def test_across_two_nodes_a_device_object_leaves_its_gpu_once_when_fetched() -> 
         assert c.status()["node"]["counters"]["fetched_bytes"] >= N * N * 4
 
 
+def test_a_put_for_the_gpu_lands_on_a_gpu_nodes_device_and_kernels_there_read_it_without_a_copy() -> None:
+    """The client's node has no GPU: the put's second copy goes to the GPU node, onto its device, before the put
+    returns; kernel tasks there read it with no copy (1 MiB: through /dev/shm from the client, as any put)."""
+    gpu = ["--fake-gpu", "speed=4,memory=1GiB"]
+    with LocalMesh(2, per_node_args={1: gpu}) as mesh, mesh.client(0) as c, mesh.client(1) as c1:
+        wait_for(lambda: len(c.status()["members"]) == 1, timeout=15, what="discovery")
+        x = np.random.default_rng(3).standard_normal((512, 512)).astype(np.float32)
+        before = gpu_counts(c1)
+        ref = c.put(x, device="gpu")
+        put = gpu_counts(c1)
+        assert put["h2d"] - before["h2d"] == 1
+        assert put["resident_objects"] - before["resident_objects"] == 1
+        futs = [c.submit(K.get("meshaios.matmul"), ref, ref, resources=GPU) for _ in range(3)]
+        for f in futs:
+            np.testing.assert_allclose(f.result(timeout=60), x @ x, rtol=1e-4, atol=1e-3)
+        after = gpu_counts(c1)
+        assert after["h2d"] == put["h2d"]  # the put was already there, three times
+        assert after["d2h"] - put["d2h"] == 3  # the three products, to the client
+        with pytest.raises(ValueError, match="device must be"):
+            c.put(x, device="tpu")
+
+
 def test_device_memory_pressure_moves_objects_to_host_and_an_oom_leaves_the_node_serving() -> None:
     """8 MiB of fake device memory: 4 MiB for objects kept between tasks. Six 1 MiB results push the two least
     recently used to host memory; a 5 MiB input that does not fit beside the four kept evicts them and is retried;

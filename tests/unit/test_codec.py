@@ -89,6 +89,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.FETCH, "src": "n1", "req": 2, "id": "a", "shm": True},  # same host: a /dev/shm file will do
         {"t": M.OBJ, "src": "n2", "req": 2, "id": "a", "ok": True, "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},
         {"t": M.STORE, "src": "n1", "id": "p", "val": res},
+        {"t": M.STORE, "src": "n1", "id": "p", "val": res, "dev": "gpu"},  # a put for the GPU
         {"t": M.STORED, "src": "n2", "id": "p"},
         {"t": M.FREE, "src": "n1", "ids": ["a"]},
         {"t": M.GET, "req": 2, "id": "a"},
@@ -98,6 +99,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.PUT, "req": 3, "id": "p", "val": payload_of(b"x" * 100_000)},
         {"t": M.PUT_ACK, "req": 3, "id": "p", "ok": True, "loc": ["n1", "n2"]},
         {"t": M.PUT, "req": 4, "id": "p", "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},  # same machine
+        {"t": M.PUT, "req": 5, "id": "p", "val": payload_of(1), "dev": "gpu"},  # client.put(x, device="gpu")
         {"t": M.PUT_ACK, "req": 4, "id": "p", "ok": False, "err": "mode 0644", "noshm": True},
         {"t": M.ADOPT, "puts": [["p", 100, ["n1", "n2"]]]},
         {"t": M.BYE},

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from meshaios.dashboard.jobs import client_label
 from meshaios.timeline import RUN_BUCKETS
@@ -22,7 +22,62 @@ from meshaios.timeline import RUN_BUCKETS
 _STATES = ("waiting", "ready", "dispatched", "done", "failed")
 _UP = ("alive", "suspect")  # members whose figures count in the totals (the dead and departed keep their last)
 BUCKETS = RUN_BUCKETS  # upper bounds of the duration buckets, seconds (the last bucket is "more")
-_TOTALS = ("finished", "failed", "pending", "running", "queued", "workers", "memory")
+
+
+class NodeRow(TypedDict):
+    """One node in ``mesh_view``: from its own status (``self``) or a member's gossiped figures."""
+
+    id: str
+    name: str
+    addr: str
+    state: str
+    self: bool
+    devices: str
+    workers: int
+    running: int
+    queued: int
+    finished: int
+    failed: int
+    pending: int
+    tasks_per_s: float
+    memory: int  # bytes of results in memory
+    since: float
+    memory_limit: NotRequired[int]  # this node only
+    spilled: NotRequired[int]
+
+
+class Totals(TypedDict):
+    """``mesh_view``'s sums over the nodes alive or suspect, and how many nodes there are."""
+
+    finished: int
+    failed: int
+    pending: int
+    running: int
+    queued: int
+    workers: int
+    memory: int
+    tasks_per_s: float
+    alive: int
+    nodes: int
+
+
+class MeshView(TypedDict):
+    nodes: list[NodeRow]
+    totals: Totals
+
+
+class Series(TypedDict):
+    """One series of ``duration_histogram``."""
+
+    name: str
+    counts: list[int]  # one per bucket, plus one "more"
+    n: int
+    sum: float
+
+
+class Histogram(TypedDict):
+    buckets: list[float]
+    series: list[Series]
 
 
 def _num(x: Any) -> float:
@@ -33,7 +88,7 @@ def _int(x: Any) -> int:
     return x if type(x) is int else int(x) if type(x) is float and x == x and abs(x) < 2**62 else 0
 
 
-def _row(m: Mapping[str, Any], state: str, me: bool, memory: int, since: float) -> dict[str, Any]:
+def _row(m: Mapping[str, Any], state: str, me: bool, memory: int, since: float) -> NodeRow:
     """One node's row, from its own status (``me``) or a member's gossiped figures: the keys both share."""
     return {
         "id": str(m.get("id", "")),
@@ -42,14 +97,19 @@ def _row(m: Mapping[str, Any], state: str, me: bool, memory: int, since: float) 
         "state": state,
         "self": me,
         "devices": str(m.get("devices", "")),
-        **{k: _int(m.get(k)) for k in ("workers", "running", "queued", "finished", "failed", "pending")},
+        "workers": _int(m.get("workers")),
+        "running": _int(m.get("running")),
+        "queued": _int(m.get("queued")),
+        "finished": _int(m.get("finished")),
+        "failed": _int(m.get("failed")),
+        "pending": _int(m.get("pending")),
         "tasks_per_s": _num(m.get("tasks_per_s")),
         "memory": memory,
         "since": since,
     }
 
 
-def mesh_view(status: Mapping[str, Any]) -> dict[str, Any]:
+def mesh_view(status: Mapping[str, Any]) -> MeshView:
     """``{"nodes": [...], "totals": {...}}`` from a status dict (``Node.status()``).
 
     Each node row: ``id, name, addr, state, self, devices, workers, running, queued, finished, failed, pending,
@@ -68,19 +128,27 @@ def mesh_view(status: Mapping[str, Any]) -> dict[str, Any]:
     me = me if isinstance(me, Mapping) else {}
     store = me.get("store")
     store = store if isinstance(store, Mapping) else {}
-    rows = [
-        _row(me, "alive", True, memory=_int(store.get("bytes_in_memory")), since=_num(me.get("uptime")))
-        | {"memory_limit": _int(me.get("memory_limit")), "spilled": _int(store.get("bytes_spilled"))}
-    ]
+    mine = _row(me, "alive", True, memory=_int(store.get("bytes_in_memory")), since=_num(me.get("uptime")))
+    mine["memory_limit"] = _int(me.get("memory_limit"))
+    mine["spilled"] = _int(store.get("bytes_spilled"))
+    rows = [mine]
     members = status.get("members")
     for m in members if isinstance(members, list) else []:
         if isinstance(m, Mapping):
             rows.append(_row(m, str(m.get("state", "")), False, _int(m.get("store_bytes")), _num(m.get("since"))))
     up = [r for r in rows if r["state"] in _UP]
-    totals: dict[str, Any] = {k: sum(r[k] for r in up) for k in _TOTALS}
-    totals["tasks_per_s"] = round(sum(r["tasks_per_s"] for r in up), 3)
-    totals["alive"] = sum(r["state"] == "alive" for r in rows)
-    totals["nodes"] = len(rows)
+    totals: Totals = {
+        "finished": sum(r["finished"] for r in up),
+        "failed": sum(r["failed"] for r in up),
+        "pending": sum(r["pending"] for r in up),
+        "running": sum(r["running"] for r in up),
+        "queued": sum(r["queued"] for r in up),
+        "workers": sum(r["workers"] for r in up),
+        "memory": sum(r["memory"] for r in up),
+        "tasks_per_s": round(sum(r["tasks_per_s"] for r in up), 3),
+        "alive": sum(r["state"] == "alive" for r in rows),
+        "nodes": len(rows),
+    }
     return {"nodes": rows, "totals": totals}
 
 
@@ -181,7 +249,7 @@ def work_view(
 
 
 def duration_histogram(records: Iterable[Mapping[str, Any]], names: Mapping[str, str] | None = None,
-                       limit: int = 8) -> dict[str, Any]:  # fmt: skip
+                       limit: int = 8) -> Histogram:  # fmt: skip
     """Run times of finished task records (``node.timeline``: ``task``, ``run_s``, ``device``, ``outcome``),
     counted in ``BUCKETS`` per series: the task's function when ``names`` has it, else ``other@<device>``.
 
@@ -194,7 +262,7 @@ def duration_histogram(records: Iterable[Mapping[str, Any]], names: Mapping[str,
     ('m:f', 1)
     """
     names = names or {}
-    series: dict[str, dict[str, Any]] = {}
+    series: dict[str, Series] = {}
     for r in records:
         if r.get("outcome") not in ("ok", "error"):
             continue
@@ -209,7 +277,7 @@ def duration_histogram(records: Iterable[Mapping[str, Any]], names: Mapping[str,
         s["sum"] += run
     ordered = sorted(series.values(), key=lambda s: (-s["n"], s["name"]))
     if len(ordered) > limit:
-        rest: dict[str, Any] = {"name": "(others)", "counts": [0] * (len(BUCKETS) + 1), "n": 0, "sum": 0.0}
+        rest: Series = {"name": "(others)", "counts": [0] * (len(BUCKETS) + 1), "n": 0, "sum": 0.0}
         for s in ordered[limit - 1 :]:
             rest["counts"] = [a + b for a, b in zip(rest["counts"], s["counts"], strict=True)]
             rest["n"] += s["n"]

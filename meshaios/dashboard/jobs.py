@@ -16,9 +16,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-_STATES = ("waiting", "ready", "dispatched", "done", "failed")
 _CLIENT_KEY_STATE = attrgetter("client", "key", "state")
 _CLIENT = attrgetter("client")
 _SUBMITTED = attrgetter("submitted_at")
@@ -31,7 +30,7 @@ class Scan:
 
     counts: Counter[tuple[Any, str, Any]]  # (client, function key, state) -> tasks
     started: dict[Any, float]  # client -> submission time of its first tracked task (the owner keeps them in order)
-    by_key: dict[str, Any]  # function key -> one task of it (its payload names the function)
+    by_key: dict[str, object]  # function key -> one task of it (its payload names the function)
     tasks: list[Any]  # the tasks looked at
     partial: bool  # more than max_scan tasks: the rest were not looked at
 
@@ -52,27 +51,40 @@ def state_name(state: Any) -> str:
     return str(getattr(state, "value", state))
 
 
-def jobs_from(s: Scan, now: float, limit: int = 20) -> list[dict[str, Any]]:
-    jobs: dict[Any, dict[str, Any]] = {}
+class JobRow(TypedDict):
+    """One client's job on the dashboard (``jobs_view``): its tasks by state."""
+
+    client: str  # ``client_label``
+    total: int
+    waiting: int
+    ready: int
+    dispatched: int
+    done: int
+    failed: int
+    pending: int  # waiting + ready + dispatched
+    age: float  # seconds since its first tracked task was submitted
+    partial: NotRequired[bool]  # more tasks than the scan looked at
+
+
+def jobs_from(s: Scan, now: float, limit: int = 20) -> list[JobRow]:
+    by_client: dict[Any, Counter[str]] = {}
     for (client, _key, state), n in s.counts.items():
-        j = jobs.get(client)
-        if j is None:
-            j = jobs[client] = {"client": client_label(client), "total": 0, **dict.fromkeys(_STATES, 0)}
-        name = state_name(state)
-        if name in j:
-            j[name] += n
-        j["total"] += n
-    out = list(jobs.items())
-    for client, j in out:
-        j["pending"] = j["waiting"] + j["ready"] + j["dispatched"]
-        j["age"] = max(0.0, now - s.started.get(client, now))
+        by_client.setdefault(client, Counter())[state_name(state)] += n
+    out: list[JobRow] = []
+    for client, c in by_client.items():
+        j: JobRow = {
+            "client": client_label(client), "total": c.total(), "waiting": c["waiting"], "ready": c["ready"],
+            "dispatched": c["dispatched"], "done": c["done"], "failed": c["failed"],
+            "pending": c["waiting"] + c["ready"] + c["dispatched"], "age": max(0.0, now - s.started.get(client, now)),
+        }  # fmt: skip
         if s.partial:
             j["partial"] = True
-    out.sort(key=lambda cj: (cj[1]["pending"] == 0, cj[1]["age"]))
-    return [j for _, j in out[:limit]]
+        out.append(j)
+    out.sort(key=lambda j: (j["pending"] == 0, j["age"]))
+    return out[:limit]
 
 
-def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20, max_scan: int = 200_000) -> list[dict[str, Any]]:
+def jobs_view(tasks: Iterable[Any], now: float, limit: int = 20, max_scan: int = 200_000) -> list[JobRow]:
     """``tasks`` are ``Owner.tasks.values()`` (objects with ``client``, ``key``, ``state`` and ``submitted_at``);
     ``now`` is the clock the owner was given times from (the node's ``clock.now()``).
 

@@ -24,6 +24,7 @@ ran out of memory is retried once after the move, then fails with ``DeviceMemory
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,8 @@ import numpy as np
 from meshaios.devices.errors import DeviceMemoryError
 from meshaios.devices.registry import Kernel, _import_cupy, _walk, device_nbytes, device_to_host
 from meshaios.wire.payload import Payload
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEVICE_RESIDENT_FRACTION", "DeviceLedger", "DeviceRunner", "DeviceTier", "TransferCounts"]
 
@@ -324,18 +327,28 @@ class DeviceTier:
         return victims
 
     def _evict(self, device: str, victims: list[str]) -> int:
-        """Copy each victim to the host store, then forget its device copy (the key is always somewhere)."""
+        """Copy each victim to the host store, then forget its device copy (the key is always somewhere).
+
+        The copy is made outside the lock; it is handed to the host store under it, and only if the object is
+        still here: one deleted meanwhile leaves nothing behind (``ObjectStore.delete`` asks this tier first).
+        """
         moved = 0
         for key in victims:
             with self._lock:
                 value = self._values.get(key)
+                host_backed = key in self._host_backed  # the host store has its own copy of those
             try:
                 if value is None:
                     continue
-                if key not in self._host_backed:  # the host store has its own copy of the others
-                    self._host_put(key, self._to_payload(device, value))
+                try:
+                    p = None if host_backed else self._to_payload(device, value)
+                except Exception as exc:  # it stays on the device, over the limit, rather than fail a task
+                    log.warning("cannot move %s off %s: %s: %s", key, device, type(exc).__name__, exc)
+                    continue
                 with self._lock:
                     if self._values.get(key) is value:
+                        if p is not None:
+                            self._host_put(key, p)
                         nbytes = self.ledger.remove(key) or 0
                         del self._values[key]
                         self._host_backed.discard(key)

@@ -144,11 +144,11 @@ class ObjectStore:
             return None
 
     def delete(self, key: str) -> bool:
+        # the device tier first: an object it is moving to host memory meanwhile then lands here before the
+        # drop below, or not at all
+        dropped = self.device.delete(key) if self.device is not None else False
         with self._lock:
-            dropped = self._drop_locked(key)
-        if self.device is not None:
-            dropped = self.device.delete(key) or dropped
-        return dropped
+            return self._drop_locked(key) or dropped
 
     def clear(self) -> None:
         """Drop everything and stop the spill thread (the node calls this when it stops)."""

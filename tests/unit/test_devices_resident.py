@@ -204,3 +204,37 @@ def test_a_large_host_input_is_copied_to_the_device_once_and_stays_beside_its_ho
     assert "w" not in t
     np.testing.assert_array_equal(loads(store.get("w"), allow_pickle=False), f32(1, 2.0))  # type: ignore[arg-type]
     assert cp.held == 0
+
+
+def test_deleting_while_objects_move_to_the_host_leaves_nothing_behind() -> None:
+    """A GPU thread keeps 1 MiB results (each one pushing older ones to host memory) while another thread frees
+    them as fast as it can: once both are done and the rest freed, no copy is left anywhere."""
+    import threading
+
+    t, store, cp = tier(8 * MiB)
+    keys = [f"k{i}" for i in range(150)]
+    done = threading.Event()
+
+    def produce() -> None:
+        for k in keys:
+            t.keep(k, DEV, cp.asarray(f32(1)))
+        done.set()
+
+    def free() -> None:
+        i = 0
+        while not done.is_set():
+            store.delete(keys[i % len(keys)])
+            i += 1
+
+    threads = [threading.Thread(target=produce), threading.Thread(target=free)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k in keys:
+        store.delete(k)
+    assert store.keys() == []
+    assert store.stats.objects == 0
+    assert store.stats.bytes_in_memory == 0
+    assert t.ledger.used[DEV] == 0
+    assert cp.held == 0

@@ -177,6 +177,23 @@ def _mesh_line(data: Mapping[str, Any], table_rows: Sequence[Row]) -> str:
     )
 
 
+def _gpu_lines(me: Mapping[str, Any]) -> list[str]:
+    """The answering node's GPUs: what is kept on each, and the copies made to and from it."""
+    gpus = me.get("gpu")
+    if not isinstance(gpus, Mapping):
+        return []
+    out = []
+    for dev, g in sorted(gpus.items()):
+        if not isinstance(g, Mapping):
+            continue
+        out.append(
+            f"{dev} kept {_num(g.get('resident_objects'))} {human_bytes(g.get('resident_bytes'))}/"
+            f"{human_bytes(g.get('limit'))}, copies in {human_count(_num(g.get('h2d')))} "
+            f"out {human_count(_num(g.get('d2h')))}, evicted {human_count(_num(g.get('evictions')))}"
+        )
+    return out
+
+
 def render(data: Mapping[str, Any], width: int = 80, now: float | None = None) -> Group:
     """The status screen for a terminal ``width`` columns wide."""
     me = data["node"]
@@ -209,6 +226,7 @@ def render(data: Mapping[str, Any], width: int = 80, now: float | None = None) -
                 cells.append(text.replace("[", r"\["))
         table.add_row(*cells)
     parts: list[Any] = [head, Text(_mesh_line(data, table_rows)), table]
+    parts += [Text(line[:width]) for line in _gpu_lines(me)]
     dropped = [t for t in _ORDER if t not in {c.title for c in cols}]
     if dropped:
         parts.append(Text(f"(narrow terminal: {', '.join(dropped)} not shown)", style="dim"))

@@ -386,6 +386,7 @@ class StatusNode(TypedDict, total=False):
     pending: int
     counters: dict[str, int]  # node counters (bad_frames, ...)
     store: dict[str, int]  # store.objects.StoreStats
+    gpu: dict[str, dict[str, int]]  # per device: devices.resident.TransferCounts + resident_bytes/objects, limit
     model: ModelStats
     placement: str
     steal: StatMap

@@ -161,7 +161,9 @@ def test_render_never_exceeds_the_width(width: int) -> None:
     me = {"id": "a" * 32, "name": "a-very-long-host-name.example.org", "addr": "tcp://192.168.100.200:5577",
           "mesh": "m" * 16, "secure": True, "workers": 64, "running": 64, "queued": 123456, "finished": 9876543,
           "failed": 3, "devices": "cpu:64,gpu:8(2 fake)", "uptime": 400000.0, "pending": 5000,
-          "store": {"bytes_in_memory": 5 * 2**40}, "http": "http://127.0.0.1:1234", "tasks_per_s": 12345.6}
+          "store": {"bytes_in_memory": 5 * 2**40}, "http": "http://127.0.0.1:1234", "tasks_per_s": 12345.6,
+          "gpu": {f"gpu:{i}": {"resident_objects": 123456, "resident_bytes": 70 * 2**30, "limit": 71 * 2**30,
+                               "h2d": 98765432, "d2h": 12345678, "evictions": 4567890} for i in range(2)}}
     members = [{"id": f"{i:032x}", "name": f"worker-{i}-of-the-cluster", "addr": f"tcp://10.0.0.{i}:5577",
                 "state": ("alive", "suspect", "dead", "left")[i % 4], "devices": "cpu:16", "workers": 16,
                 "running": 3, "queued": 10, "finished": 1000 * i, "failed": 0, "pending": 1, "store_bytes": 2**30,
@@ -170,5 +172,6 @@ def test_render_never_exceeds_the_width(width: int) -> None:
     console.print(render({"node": me, "members": members}, width))
     text = console.export_text()
     assert all(len(ln) <= width for ln in text.splitlines()), text
+    assert any(ln.startswith("gpu:1 kept ") for ln in text.splitlines()), text
     header = next(ln for ln in text.splitlines() if ln.startswith("node "))
     assert {"node", "state", "name", "run", "queue"} <= set(header.split())

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import zmq
 
@@ -355,6 +355,23 @@ def _check_priority(priority: Any) -> int:
     return priority
 
 
+class Connection(Protocol):
+    """What the client needs of its connection to a node: ``io.connection.ZmqConnection``, or
+    ``io.inmem.InMemoryConnection`` in an in-process mesh."""
+
+    handshake_failed: int
+
+    def send(self, frames: list[Any]) -> None: ...
+
+    async def recv_batch(self, limit: int = 256) -> list[list[Any]]: ...
+
+    async def close(self) -> None: ...
+
+    def diagnose(self) -> Exception: ...
+
+    def _poll_monitor(self) -> None: ...
+
+
 #: A task's hard constraints as a caller writes them: counts, and sizes as bytes or text (``"4GiB"``).
 ResourceSpec: TypeAlias = Mapping[str, int | str]
 
@@ -394,7 +411,7 @@ class AsyncClient:
         connect_timeout: float = 5.0,
         heartbeat_timeout: float = 5.0,
         failover_timeout: float = 30.0,
-        connection_factory: Callable[[str, MeshKeys | None, str], Any] | None = None,
+        connection_factory: Callable[[str, MeshKeys | None, str], Connection] | None = None,
         window: int = 10_000,
         reconcile_after: float = 60.0,
     ) -> None:
@@ -414,7 +431,7 @@ class AsyncClient:
         self.client_id = new_id("c")
         self.allow_pickle = self.keys is not None
         self.node: M.Welcome | None = None  # the entry node's WELCOME
-        self._conn: Any = None  # ZmqConnection, or an in-memory one in tests
+        self._conn: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, Future] = {}
         self._outbox: collections.deque[M.SubmitTask] = collections.deque()
@@ -435,7 +452,7 @@ class AsyncClient:
         self._finished: dict[str, M.InlineValue | M.Location] = {}
         self.failovers = 0
         self.epoch = 0  # bumped on every failover: the fence against owners we have left (tasks/epochs.py)
-        self._retired: list[tuple[float, Any, str]] = []  # (since, connection, address) of former entry nodes
+        self._retired: list[tuple[float, Connection, str]] = []  # (since, connection, address) of former entry nodes
         self.resubmitted = 0
         self._replies: dict[str, asyncio.Future[M.Message]] = {}
         self._welcome: asyncio.Future[M.Welcome] | None = None
@@ -604,7 +621,7 @@ class AsyncClient:
                 f._cf.set_exception(err)
         self._pending.clear()
 
-    async def _retire(self, conn: Any, address: str, node_id: str | None) -> None:
+    async def _retire(self, conn: Connection, address: str, node_id: str | None) -> None:
         """The connection to our former entry node: DETACH goes out on it, and it stays open a while, so that a
         node that was only paused or cut off reads it when it comes back (then it stops running our old work)."""
         if node_id is not None and node_id == self._node_id:
@@ -1253,7 +1270,7 @@ class AsyncClient:
                     fut.set_exception(MeshUnavailable(f"sending to {self._address} failed: {a.reason}"))
 
     # ---- receiving ------------------------------------------------------------------------------------
-    async def _read_loop(self, conn: Any) -> None:
+    async def _read_loop(self, conn: Connection) -> None:
         while True:
             batch = await conn.recv_batch()
             if conn is not self._conn:

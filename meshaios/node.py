@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -84,6 +83,7 @@ from meshaios.tasks.execcore import (
 from meshaios.tasks.execute import error_info, pack_for_process, run_in_process, run_task, unpack_from_process
 from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, Started, TaskState
+from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.tasks.workers import WorkerPool
 from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
@@ -262,7 +262,7 @@ class Node:
             SendMoved: self._i_moved, SendFenced: self._i_fenced, SendAbort: self._i_abort, DropResult: self._i_drop,
             TerminateProcessPool: self._terminate_process_pool,
         }  # fmt: skip
-        self._ld_heard: dict[str, float] = {}
+        self.peers = PeerFeed(self.owner, self.steal_view, self.model, self._share_load)  # peers' meta, membership
         self._summary: dict[str, Any] = {}
         self._steal_counts: dict[str, int] = defaultdict(int)
         self._loop_ref: asyncio.AbstractEventLoop | None = None  # set by run(): worker threads report starts to it
@@ -441,9 +441,7 @@ class Node:
         now = self.clock.now()
         if n % 40 == 0:  # every ~2 s: peers' runtime observations, so we can predict what we never ran
             for m in self.swim.members():
-                rm = m.meta.get("rm") if isinstance(m.meta, dict) else None
-                if rm:
-                    self.model.merge_gossip(rm, m.node_id)
+                self.peers.models(m.node_id, m.meta)
         if n % 1200 == 0:
             self._save_model()
         if n % 2 == 0:
@@ -451,17 +449,13 @@ class Node:
                 self._summary = self._load_summary(now)
             self.swim.set_meta(self._meta())
             for m in self.swim.members():
-                if m.state in (MemberState.ALIVE, MemberState.SUSPECT):
-                    q = m.meta.get("q") if isinstance(m.meta, dict) else None
-                    if isinstance(q, int):
-                        self.owner.node_load(m.node_id, q)
+                if m.state in USABLE:
+                    self.peers.heard(m.node_id, m.meta, m.last_heard)  # its load, for the owner and the thieves
                     hid = m.meta.get("hid") if isinstance(m.meta, dict) else None
                     if self.host_id and isinstance(hid, str) and m.node_id not in self._shm_off:
                         self.links.hosts[m.node_id] = hid  # same host id: placement prices /dev/shm, not the LAN
                     else:
                         self.links.hosts.pop(m.node_id, None)
-                    if self._share_load:
-                        self._heard_load(m.node_id, m.meta, m.last_heard)
         self._swim_actions(self.swim.tick(now))
         self._owner_actions(self.owner.tick(now))
         self._do(self.core.handle(Tick(), now))  # stuck prefetches, steal timers and requests
@@ -631,13 +625,9 @@ class Node:
     def _member_changed(self, ev: MemberChanged) -> None:
         log.info("member %s (%s) %s -> %s", short(ev.node_id), ev.addr, ev.old.value if ev.old else "new", ev.new.value)
         self.counters[f"member_{ev.new.value}"] += 1
-        if ev.new in (MemberState.ALIVE, MemberState.SUSPECT) and ev.node_id not in self.owner.nodes:
-            # first sight may be SUSPECT (learned by gossip): it is usable either way
-            slots = ev.meta.get("w", 1) if isinstance(ev.meta, dict) else 1
-            self._owner_actions(self.owner.node_up(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta))
-        elif ev.new in (MemberState.DEAD, MemberState.LEFT):
-            before = (self.owner.counters["replaced"], self.owner.counters["recomputed"])
-            self._owner_actions(self.owner.node_down(ev.node_id))
+        before = (self.owner.counters["replaced"], self.owner.counters["recomputed"])
+        self._owner_actions(self.peers.member_changed(ev))  # node_up when first usable, node_down when gone
+        if ev.new in (MemberState.DEAD, MemberState.LEFT):
             replaced = self.owner.counters["replaced"] - before[0]
             recomputed = self.owner.counters["recomputed"] - before[1]
             if replaced or recomputed:
@@ -646,8 +636,6 @@ class Node:
                     short(ev.node_id), ev.new.value, replaced, recomputed,
                 )  # fmt: skip
             self._core(PeerDown(ev.node_id))  # its reservations here are runnable again
-            self.steal_view.remove(ev.node_id)
-            self._ld_heard.pop(ev.node_id, None)
             self._fetch_actions(self.fetcher.holder_dead(ev.node_id, self.clock.now()))
             peer = b"n:" + ev.node_id.encode()
             self._stream_actions(self.streams_out.dest_gone(peer, f"node {short(ev.node_id)} is {ev.new.value}"))
@@ -930,15 +918,6 @@ class Node:
     def _load_summary(self, now: float) -> dict[str, Any]:
         """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
         return self.core.load_summary(now, bandwidth=self.links.ingress(self.node_id))
-
-    def _heard_load(self, node_id: str, meta: Any, heard: float) -> None:
-        """A peer's summary from its SWIM meta, timed by when we last heard from it directly (not by gossip)."""
-        if not isinstance(meta, dict) or "ld" not in meta or not math.isfinite(heard):
-            return
-        if self._ld_heard.get(node_id) == heard:
-            return  # nothing new since the last tick
-        self._ld_heard[node_id] = heard
-        self.steal_view.update(node_id, meta["ld"], heard)
 
     def _on_steal(self, msg: dict[str, Any]) -> None:
         src, m = msg["src"], msg["m"]  # shapes checked by decode (messages.check_steal)

@@ -20,7 +20,6 @@ owner nodes themselves never die (a client would resubmit elsewhere: that is the
 from __future__ import annotations
 
 import heapq
-import math
 import random
 import time
 from collections import deque
@@ -32,7 +31,7 @@ import numpy as np
 
 from meshaios.clock import ManualClock
 from meshaios.membership.simnet import SimNet
-from meshaios.membership.swim import MemberState, SwimConfig
+from meshaios.membership.swim import MemberChanged, MemberState, SwimConfig
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
 from meshaios.sched.placement import NodeLoad, PlacementPolicy, WithTaskInfo, make_policy
@@ -56,6 +55,7 @@ from meshaios.tasks.execcore import (
     Tick,
 )
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
+from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
@@ -95,6 +95,7 @@ class SimConfig:
     window_per_slot: int = OwnerConfig().window_per_slot  # the owner's in-flight window per slot
     latency: float = 0.0005  # one-way message latency, seconds
     load_interval: float = 0.5  # how often nodes refresh their gossiped summary
+    model_interval: float = 2.0  # how often nodes merge their peers' runtime observations (node.py: ~2 s)
     steal_tick: float = 0.05  # the executing node's timer tick (``node.TICK``): steal requests, stuck prefetches
     detect_delay: float = 2.0  # oracle membership: how long until owners learn that a node died
     kills: tuple[tuple[float, int], ...] = ()  # (seconds after the start, how many nodes) to SIGKILL
@@ -226,6 +227,7 @@ class _Node:
     ingress_free: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
     published_at: float = 0.0
+    feed: PeerFeed = field(init=False)  # peers' gossiped meta and membership changes, as node.py takes them
 
 
 class Simulation:
@@ -272,6 +274,9 @@ class Simulation:
             self.nodes[nid] = node
         for oid in self.owner_ids:
             self._make_owner(self.nodes[oid])
+        for n in self.nodes.values():
+            n.feed = PeerFeed(n.owner, n.view, n.model)
+        self._next_models = 0.0
         self.net: SimNet | None = None
         self._change_pos = 0
         self.alive_ids = list(ids)
@@ -399,8 +404,10 @@ class Simulation:
             for oid in self.owner_ids:
                 owner = self.nodes[oid].owner
                 assert owner is not None
-                for nid, n in self.nodes.items():
-                    owner.node_up(nid, n.spec.cpu_slots, self._meta(n))
+                owner.node_up(oid, self.nodes[oid].spec.cpu_slots, self._meta(self.nodes[oid]))
+                for nid in self.nodes:
+                    if nid != oid:
+                        self._member(self.nodes[oid], nid, None, MemberState.ALIVE)
             return
         if cfg.membership != "swim":
             raise ValueError(f"unknown membership {cfg.membership!r}: oracle or swim")
@@ -438,18 +445,16 @@ class Simulation:
             node = self.nodes.get(c.observer)
             if node is None or not node.alive:
                 continue
-            if c.new in (MemberState.DEAD, MemberState.LEFT):
-                self._peer_down(node, c.node_id)
-            elif c.new is MemberState.ALIVE and c.old is not MemberState.SUSPECT and node.owner is not None:
-                peer = self.nodes.get(c.node_id)
-                if peer is not None:
-                    self._owner_actions(node, node.owner.node_up(c.node_id, peer.spec.cpu_slots, self._meta(peer)))
+            self._member(node, c.node_id, c.old, c.new)
 
-    def _peer_down(self, node: _Node, peer: str) -> None:
-        self._do(node, node.core.handle(PeerDown(peer), self.now))
-        node.view.remove(peer)
-        if node.owner is not None:
-            self._owner_actions(node, node.owner.node_down(peer))
+    def _member(self, node: _Node, peer_id: str, old: MemberState | None, new: MemberState) -> None:
+        """``node`` learns that ``peer_id`` changed state: what ``Node._member_changed`` does with it (the owner,
+        the load view, then its reservations and requests)."""
+        peer = self.nodes.get(peer_id)
+        ev = MemberChanged(peer_id, "", old, new, self._meta(peer) if peer is not None else {})
+        self._owner_actions(node, node.feed.member_changed(ev))
+        if new in (MemberState.DEAD, MemberState.LEFT):
+            self._do(node, node.core.handle(PeerDown(peer_id), self.now))
 
     # ---- load gossip --------------------------------------------------------------------------------------
 
@@ -463,7 +468,7 @@ class Simulation:
         if self.net is not None:
             swim = self.net.nodes.get(observer.spec.node_id)
             m = swim.get(peer_id) if swim is not None else None
-            if m is None or m.state is not MemberState.ALIVE or not isinstance(m.meta, dict):
+            if m is None or m.state not in USABLE or not isinstance(m.meta, dict):
                 return None
             return m.meta, m.last_heard
         peer = self.nodes.get(peer_id)
@@ -471,23 +476,14 @@ class Simulation:
             return None
         return self._meta(peer), peer.published_at
 
-    def _refresh(self, observer: _Node, peer_id: str, merge_model: bool) -> None:
+    def _refresh(self, observer: _Node, peer_id: str, models: bool) -> None:
         got = self._lookup(observer, peer_id)
         if got is None:
             return
         meta, heard = got
-        if not math.isfinite(heard):
-            return  # known from gossip only: its meta is as old as its last incarnation change
-        known = observer.view.get(peer_id, self.now)
-        if known is not None and known.heard >= heard:
-            return
-        observer.view.update(peer_id, meta.get("ld"), heard)
-        if merge_model and peer_id != observer.spec.node_id:
-            observer.model.merge_gossip(meta.get("rm"), peer_id)
-        if observer.owner is not None:
-            q = meta.get("q")
-            if isinstance(q, int):
-                observer.owner.node_load(peer_id, q)
+        observer.feed.heard(peer_id, meta, heard)
+        if models:
+            observer.feed.models(peer_id, meta)
 
     def _on_load(self, _: Any) -> None:
         cfg = self.config
@@ -502,16 +498,19 @@ class Simulation:
         # sample. Which peers to look at comes from the simulator's list (a shortcut that keeps a 1,000-node run
         # fast); what it learns about them comes only from its own SWIM view (or, with the oracle, the summary
         # as last published), with the time it was heard.
+        models = self.now >= self._next_models  # peers' runtime observations, every model_interval
+        if models:
+            self._next_models = self.now + cfg.model_interval
         for n in live:
             if n.owner is not None:
                 for pid in self.alive_ids:
                     if pid != n.spec.node_id:
-                        self._refresh(n, pid, merge_model=True)
+                        self._refresh(n, pid, models)
             elif self.stealing and n.core.steal.idle():
                 k = min(cfg.thief_sample, len(self.alive_ids))
                 for pid in n.rng.sample(self.alive_ids, k):
                     if pid != n.spec.node_id:
-                        self._refresh(n, pid, merge_model=False)
+                        self._refresh(n, pid, models)
         self._push(self.now + cfg.load_interval, _LOAD, None)
 
     # ---- owners -------------------------------------------------------------------------------------------
@@ -711,4 +710,4 @@ class Simulation:
         observer, dead = data
         node = self.nodes[observer]
         if node.alive:
-            self._peer_down(node, dead)
+            self._member(node, dead, MemberState.ALIVE, MemberState.DEAD)

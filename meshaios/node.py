@@ -567,15 +567,11 @@ class Node:
         elif t == M.PUT:
             self._on_put(ident, msg)
         elif t == M.STORE:
-            self.store.put(msg["id"], msg["val"])
-            member = self.swim.get(msg["src"])
-            if member is not None:
-                stored = encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]})
-                answer = functools.partial(self.transport.send, member.addr, stored)
-                if msg.get("dev") == "gpu":
-                    self._to_device(msg["id"], msg["val"], answer)  # answered once it is on the device
-                else:
-                    answer()
+            self._on_store(ident, msg)
+        elif t == M.STORED and msg.get("noshm") is True:  # the replica refused our file: send the copy itself
+            self._shm_off.add(msg["src"])
+            self.shm.receiver_gone(_receiver(_peer(msg["src"])))
+            self._put_actions([Replicate(msg["id"], msg["src"])])
         elif t == M.STORED:
             self.owner.add_location(msg["id"], msg["src"])
             self._put_actions(self.puts.stored(msg["id"], msg["src"], self._replica_candidates()))
@@ -1012,11 +1008,12 @@ class Node:
             self._shm_asked[req] = holder
         self.transport.send(addr, encode(msg))
 
-    def _serve_shm(self, dest: bytes, reply: dict[str, Any], obj: Payload) -> None:
-        """Write the object's buffers into a new file on a thread, then name it in the answer (an ``obj`` to a
-        peer, ``b"n:" + id``, or a ``got`` to a client of this machine, its identity)."""
+    def _serve_shm(self, dest: bytes, reply: dict[str, Any], obj: Payload, served: bool = True) -> None:
+        """Write the object's buffers into a new file on a thread, then name it in the message: an ``obj`` to a
+        peer, ``b"n:" + id``, or a ``got`` to a client of this machine (its identity), or a ``store`` to a replica
+        (not counted as served bytes, as over the socket)."""
         path = self.shm.new_path()
-        to_peer = dest.startswith(b"n:")
+        to_peer = served and dest.startswith(b"n:")
         mode = 0o644 if self._shm_fault == "mode" else 0o600
         fut = asyncio.get_running_loop().run_in_executor(None, write_file, path, obj, mode)
 
@@ -1031,7 +1028,7 @@ class Node:
                 self.counters["served_bytes"] += obj.nbytes if to_peer else 0
                 self._send_to(dest, reply)
                 return
-            self.shm.track(path.name, _receiver(dest), reply["req"], self.clock.now())
+            self.shm.track(path.name, _receiver(dest), reply.get("req", -1), self.clock.now())
             if self._shm_fault == "keep":
                 return  # testing aid: the holder "dies" between writing the file and answering
             reply["shm"] = ShmRef(path.name, obj.blob, f.result()).to_wire()
@@ -1042,24 +1039,56 @@ class Node:
 
         fut.add_done_callback(written)
 
+    def _on_store(self, ident: bytes, msg: dict[str, Any]) -> None:
+        """Keep a replica of a put: its value in the message, or in a /dev/shm file of the sender's."""
+        assert self.swim is not None
+        member = self.swim.get(msg["src"])
+        val = msg.get("val")
+        if "shm" in msg:
+            if not self.host_id or ident != _peer(msg["src"]):
+                raise WireError("store: a shared-memory copy from someone other than its sender, or shm is off")
+            try:
+                val = self._map_shm(msg["shm"], msg["src"], short(msg["src"]))
+            except ShmError:
+                if member is not None:
+                    nack = {"t": M.STORED, "src": self.node_id, "id": msg["id"], "noshm": True}
+                    self.transport.send(member.addr, encode(nack))
+                return
+        if not isinstance(val, Payload):
+            raise WireError("store: a value (val) or a shared-memory file (shm) is required")
+        self.store.put(msg["id"], val)
+        if member is not None:
+            stored = encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]})
+            answer = functools.partial(self.transport.send, member.addr, stored)
+            if msg.get("dev") == "gpu":
+                self._to_device(msg["id"], val, answer)  # answered once it is on the device
+            else:
+                answer()
+
     def _claim_shm(self, msg: dict[str, Any]) -> Payload | None:
         """The payload of a shared-memory answer, mapped; None if it was refused (then asked again, by socket)."""
         holder = self._shm_asked.pop(msg["req"], None)
         if holder is None or holder != msg["src"]:
             raise WireError("obj: a shared-memory answer to a fetch that did not ask for one")
-        ref = parse_ref(msg["shm"], self.shm.tag, holder)
         try:
-            val = open_ref(self.shm.dir, ref)
-        except ShmError as exc:
-            self.counters["shm_refused"] += 1
+            return self._map_shm(msg["shm"], holder, short(holder))
+        except ShmError:
             self._shm_off.add(holder)
-            log.warning(
-                "shared memory from %s refused, fetching %s over the socket instead: %s", short(holder), msg["id"], exc
-            )
             member = self.swim.get(holder) if self.swim else None
             if member is not None:
                 self._send_fetch(holder, member.addr, msg["req"], msg["id"])
             return None
+
+    def _map_shm(self, raw: Any, src: str, who: str) -> Payload:
+        """Map the /dev/shm file that a message from ``src`` (a node or a client id) names, counted; ShmError,
+        counted and logged, if it is refused: the caller then asks for the bytes over the socket."""
+        ref = parse_ref(raw, self.shm.tag, src)
+        try:
+            val = open_ref(self.shm.dir, ref)
+        except ShmError as exc:
+            self.counters["shm_refused"] += 1
+            log.warning("shared memory from %s refused, asking for the bytes over the socket instead: %s", who, exc)
+            raise
         self.counters["shm_received"] += 1
         self.counters["shm_received_bytes"] += val.nbytes
         return val
@@ -1179,17 +1208,13 @@ class Node:
         if "shm" in msg:  # a client of this machine wrote the value into a file of its own
             if not self.host_id or not ident.startswith(b"c:"):
                 raise WireError("put: shared memory is off on this node")
-            ref = parse_ref(msg["shm"], self.shm.tag, ident[2:].decode("latin-1"))
+            client = ident[2:].decode("latin-1")
             try:
-                val = open_ref(self.shm.dir, ref)
+                val = self._map_shm(msg["shm"], client, f"client {client[:9]}")
             except ShmError as exc:
-                self.counters["shm_refused"] += 1
-                log.warning("shared memory from client %r refused, asking it for the value itself: %s", ident[:14], exc)
                 nack = {"t": M.PUT_ACK, "req": msg["req"], "id": msg["id"], "ok": False, "err": str(exc), "noshm": True}
                 self.transport.reply(ident, encode(nack))
                 return
-            self.counters["shm_received"] += 1
-            self.counters["shm_received_bytes"] += val.nbytes
         if not isinstance(val, Payload):
             raise WireError("put: a value (val) or a shared-memory file (shm) is required")
         self.store.put(msg["id"], val)
@@ -1231,10 +1256,14 @@ class Node:
         if val is None:  # released meanwhile: nothing left to copy
             self._put_actions(self.puts.failed(a.obj, a.node, []))
             return
-        msg = {"t": M.STORE, "src": self.node_id, "id": a.obj, "val": val}
+        msg: dict[str, Any] = {"t": M.STORE, "src": self.node_id, "id": a.obj}
         gpu = a.obj in self._gpu_puts
         if gpu:
             msg["dev"] = "gpu"
+        if self._same_host(a.node) and buffer_bytes(val) >= SHM_MIN_BYTES:
+            self._serve_shm(_peer(a.node), msg, val, served=False)  # a replica on this machine: through /dev/shm
+            return
+        msg["val"] = val
         if not self._send_to(_peer(a.node), msg, tag=("store", a.obj, a.node)):
             self._put_actions(self.puts.failed(a.obj, a.node, self._replica_candidates(gpu)))
 

@@ -75,8 +75,8 @@ ERROR: Final = "error"  # {"msg": str, "ref": optional id}
 # data plane
 FETCH: Final = "fetch"  # node -> holder: {"src", "req", "id", "shm"?: true -- same host, a /dev/shm file will do}
 OBJ: Final = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"? | "shm"?: {"name", "blob", "sizes"}}
-STORE: Final = "store"  # node -> replica: {"src", "id", "val"}
-STORED: Final = "stored"  # replica -> node: {"src", "id"}
+STORE: Final = "store"  # node -> replica: {"src", "id", "val" | "shm" (same host, as in OBJ)}
+STORED: Final = "stored"  # replica -> node: {"src", "id", "noshm"?: refused the file, send the copy itself}
 FREE: Final = "free"  # owner -> holder: {"src", "ids"}
 GET: Final = "get"  # client -> node: {"req", "id", "shm"?: the client's host id (store/shm.py)}
 GOT: Final = "got"  # node -> client: {"req", "id", "ok", "val"? | "shm"? (as in OBJ) | "err"?}
@@ -618,7 +618,8 @@ class Store(_Header, total=False):
     t: Required[Literal["store"]]
     src: Required[str]
     id: Required[str]
-    val: Required[Payload]
+    val: Payload  # the copy (one of val and shm is required: ``Node._on_store``)
+    shm: ShmWire  # ... or where it lies on this host (store/shm.py)
     dev: Literal["gpu"]  # a put asked for a GPU: copy it onto this node's device before answering STORED
 
 
@@ -626,6 +627,7 @@ class Stored(_Header, total=False):
     t: Required[Literal["stored"]]
     src: Required[str]
     id: Required[str]
+    noshm: bool  # not stored: the store's /dev/shm file was refused, send the copy itself
 
 
 class Free(_Header, total=False):

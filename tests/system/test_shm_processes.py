@@ -138,6 +138,13 @@ def test_a_file_with_the_wrong_mode_is_refused_and_the_fetch_falls_back_to_the_s
         np.testing.assert_array_equal(a.result(timeout=120), funcs.make_array(N, 4))
         assert (c.stats["shm_refused"], c.stats["shm_received"]) == (1, 0)
         assert data_files(tag) == []
+        # a put's replica (node 1 to node 0) is refused too, and sent over the socket: the put completes
+        p = c.put(funcs.make_array(N, 7))
+        assert node_status(mesh, 0)["shm"]["refused"] == 2
+        assert c.submit(funcs.total, p, resources={"gpu": 1}).result(timeout=120) == pytest.approx(
+            float(funcs.make_array(N, 7).sum())
+        )
+        assert data_files(tag) == []
         del a, got
 
 
@@ -163,13 +170,16 @@ def test_a_client_on_the_same_machine_gets_a_200mb_result_through_shared_memory(
 
 def test_a_client_on_the_same_machine_puts_a_200mb_array_through_shared_memory() -> None:
     with two_nodes() as (mesh, c, tag):
-        received_before = node_status(mesh, 1)["transport"]["received"]
+        before = node_status(mesh, 1)["transport"]
         ref = c.put(funcs.make_array(N, 6))
         assert c.stats["shm_sent"] == 1
-        entry = node_status(mesh, 1)  # the client's node: it mapped the file (and streamed the replica to node 0)
-        assert entry["shm"]["received"] == 1
+        entry, replica = node_status(mesh, 1), node_status(mesh, 0)
+        assert entry["shm"]["received"] == 1  # the client's node mapped the client's file
         assert entry["shm"]["received_bytes"] >= N * 8
-        assert entry["transport"]["received"] - received_before < 100  # a name, not 200 MB of chunks
+        assert entry["shm"]["sent"] == 1  # and handed the replica to node 0 the same way
+        assert replica["shm"]["received"] == 1
+        assert entry["transport"]["received"] - before["received"] < 100  # names, not 200 MB of chunks
+        assert entry["transport"]["bytes_sent"] - before["bytes_sent"] < 1 << 20
         assert data_files(tag) == []
         total, _, _ = c.submit(funcs.inspect_input, ref).result(timeout=120)
         assert total == pytest.approx(float(funcs.make_array(N, 6).sum()))

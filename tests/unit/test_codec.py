@@ -91,6 +91,8 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.STORE, "src": "n1", "id": "p", "val": res},
         {"t": M.STORE, "src": "n1", "id": "p", "val": res, "dev": "gpu"},  # a put for the GPU
         {"t": M.STORED, "src": "n2", "id": "p"},
+        {"t": M.STORE, "src": "n1", "id": "p", "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},  # same host
+        {"t": M.STORED, "src": "n2", "id": "p", "noshm": True},  # its file was refused: send the copy itself
         {"t": M.FREE, "src": "n1", "ids": ["a"]},
         {"t": M.GET, "req": 2, "id": "a"},
         {"t": M.GOT, "req": 2, "id": "a", "ok": True, "val": res},

@@ -218,3 +218,23 @@ def test_a_directory_of_another_user_or_open_to_others_turns_shm_off(tmp_path: P
     assert not shm.ShmArea("m", "n", root=tmp_path).open()
     os.chmod(d, 0o700)
     assert shm.ShmArea("m", "n", root=tmp_path).open()
+
+
+def test_a_mapped_object_spills_and_reads_back_like_any_other(tmp_path: Path) -> None:
+    from meshaios.store.objects import ObjectStore
+
+    a = area(tmp_path)
+    value = np.arange(200_000, dtype=np.float64)  # 1.6 MB
+    payload, _ = dumps(value, allow_pickle=False)
+    path = a.new_path()
+    mapped = shm.open_ref(a.dir, shm.ShmRef(path.name, payload.blob, shm.write_file(path, payload)))
+    store = ObjectStore(2 << 20, tmp_path / "spill")
+    store.put("mapped", mapped)
+    assert store.stats.bytes_in_memory == mapped.nbytes  # counted like any fetched copy
+    store.put("other", dumps(np.ones(200_000), allow_pickle=False)[0])  # over the limit: the older one spills
+    assert store.on_disk("mapped")
+    del mapped
+    back = store.get("mapped")
+    assert back is not None
+    np.testing.assert_array_equal(loads(back, allow_pickle=False), value)
+    assert store.delete("mapped")

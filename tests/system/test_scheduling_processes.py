@@ -99,7 +99,7 @@ def test_ten_thousand_cancelled_tasks_never_run(mesh2: LocalMesh, client: Client
     # (9,996 or 10,000: the four the client still held may be cancelled there, before they were ever sent)
     assert 10_000 - 4 <= client.status()["node"]["owner"]["cancelled"] - cancelled <= 10_000
     # each node holds its two blockers and nothing else: queued and prefetched C tasks alike are dropped as their
-    # aborts come (a prefetched one is taken back from the worker threads' queue, ``Node._abort``)
+    # aborts come (a prefetched one is taken back from the worker threads' queue, ``ExecCore`` on ``AbortRuns``)
     try:
         wait_for(lambda: all(own(mesh2, i, "queued") == 2 for i in range(2)), 30, what="every C task aborted")
     except TimeoutError as exc:

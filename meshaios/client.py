@@ -787,6 +787,7 @@ class AsyncClient:
         priority: int = 0,
         deadline: Any = None,
         report_start: bool = False,
+        keep_on_device: bool = False,
     ) -> tuple[M.SubmitTask, Future]:
         self._check_open()
         args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
@@ -811,6 +812,8 @@ class AsyncClient:
             spec["deadline"] = _deadline_in(deadline)
         if report_start:
             spec["rs"] = True  # the node that runs it tells us when it starts (Future.running)
+        if keep_on_device:
+            spec["kd"] = True  # a kernel's result stays on its GPU however small (docs/devices.md)
         return spec, Future(tid, self)
 
     def _enqueue(self, items: list[tuple[M.SubmitTask, Future]]) -> None:
@@ -931,6 +934,7 @@ class AsyncClient:
         task_timeout: float | None = None,
         priority: int = 0,
         deadline: Any = None,
+        keep_on_device: bool = False,
         **kwargs: Any,
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies.
@@ -944,11 +948,13 @@ class AsyncClient:
         gives away the lowest first. Tasks of equal priority from different clients take turns. ``deadline``:
         seconds from now (a number) or a ``datetime``; ready tasks with deadlines are hurried (earliest deadline
         first, docs/scheduling.md 10.3) and the owner counts deadlines met and missed (``meshaios status``,
-        ``/metrics``). These keywords are meshaios's: they never reach ``fn``.
+        ``/metrics``). ``keep_on_device``: a kernel run on a GPU keeps its result there even when it is small
+        (large ones always stay), for the next kernel on that GPU; this client still receives numpy. These
+        keywords are meshaios's: they never reach ``fn``.
         """
         item = self._prepare(
             fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
-            priority=priority, deadline=deadline,
+            priority=priority, deadline=deadline, keep_on_device=keep_on_device,
         )
         self._enqueue([item])
         return item[1]
@@ -1472,12 +1478,13 @@ class Client:
         task_timeout: float | None = None,
         priority: int = 0,
         deadline: Any = None,
+        keep_on_device: bool = False,
         **kwargs: Any,
     ) -> Future:
         """See ``AsyncClient.submit``."""
         return self._submit_call(
             fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
-            priority=priority, deadline=deadline,
+            priority=priority, deadline=deadline, keep_on_device=keep_on_device,
         )
 
     def _submit_call(self, fn: Callable[..., Any], args: Any, kwargs: Mapping[str, object], **options: Any) -> Future:

@@ -7,8 +7,8 @@ same device takes it as the device array it is, with no copy at all. Anyone else
 for a host ``Payload``: one device->host copy, made when the value is wanted (``payload``). Small results come
 back to the host at once and travel inline, as before.
 
-The other way round, a host object (a ``put``, a fetched input) of more than ``inline_bytes`` that a kernel task
-reads on a GPU is copied to that device once and kept there too (``DeviceRunner.dep``), beside its host copy: the
+The other way round, a host object (a ``put``, a fetched input) that a kernel task reads on a GPU is copied to
+that device once and kept there too (``DeviceRunner.dep``), beside its host copy: the
 next kernel on that device reads it with no copy, and evicting it only drops the device copy.
 
 Device memory is accounted per device, apart from host memory: each device may hold ``limit`` bytes of objects
@@ -235,12 +235,12 @@ class DeviceTier:
                 for d, c in self.counts.items()
             }
 
-    def keep(self, key: str, device: str, value: Any) -> int:
+    def keep(self, key: str, device: str, value: Any, small: bool = False) -> int:
         """Keep ``value`` (holding device arrays) on ``device`` as ``key``, moving older objects to the host if
-        it does not fit beside them. Returns its device bytes, or 0 if it is not kept (too small: it travels
-        inline; too large for the device's share: it goes to the host)."""
+        it does not fit beside them. Returns its device bytes, or 0 if it is not kept (too small, unless
+        ``small``: it travels inline; too large for the device's share: it goes to the host)."""
         nbytes = device_nbytes(self.module(device), value)
-        if nbytes <= self.inline_bytes:
+        if nbytes == 0 or (nbytes <= self.inline_bytes and not small):
             return 0
         with self._lock:
             if not self.ledger.fits(device, nbytes):
@@ -254,13 +254,9 @@ class DeviceTier:
 
     def cache_input(self, key: str, device: str, payload: Payload) -> tuple[bool, Any]:
         """Copy a host object to ``device`` and keep the copy there beside the host one: (True, device value), or
-        (False, None) if it is small, does not fit, or will not decode or copy (the kernel then copies it)."""
+        (False, None) if it holds no array, does not fit, or will not decode or copy (the kernel then copies it)."""
         with self._lock:  # (a result kept on another GPU of this node is no host object: it stays where it is)
-            if (
-                payload.nbytes <= self.inline_bytes
-                or not self.ledger.fits(device, payload.nbytes)
-                or key in self.ledger
-            ):
+            if key in self.ledger or not self.ledger.fits(device, payload.nbytes):
                 return False, None
         from meshaios.wire.values import loads
 
@@ -280,6 +276,8 @@ class DeviceTier:
         except Exception:  # out of device memory, say: the kernel call copies it (and evicts) as usual
             return False, None
         nbytes = device_nbytes(cp, value)
+        if nbytes == 0:  # no arrays in it: nothing to keep on a device
+            return False, None
         with self._lock:
             self.ledger.add(key, device, nbytes)
             self._values[key] = value
@@ -419,9 +417,10 @@ class DeviceRunner:
             tier.count_oom(device, failed=True)
             raise
 
-    def finish(self, key: str, value: Any) -> tuple[int, Any]:
-        """(device bytes, None) if the result stays on the device; else (0, the value on the host)."""
-        kept = self.tier.keep(key, self.device, value)
+    def finish(self, key: str, value: Any, keep: bool = False) -> tuple[int, Any]:
+        """(device bytes, None) if the result stays on the device (large, or ``keep``: the task asked to);
+        else (0, the value on the host)."""
+        kept = self.tier.keep(key, self.device, value, small=keep)
         if kept:
             return kept, None
         return 0, self.tier.to_host(self.device, value)

@@ -118,7 +118,7 @@ def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool, gpu: D
                 if task.get("parts"):
                     value = gpu.to_host(value)
                 else:
-                    size, value = gpu.finish(tid, value)
+                    size, value = gpu.finish(tid, value, keep=task.get("kd") is True)
             elif isinstance(fn, Kernel):
                 value = fn.call(task.get("device") or "cpu", tuple(call[0]), call[1])
             else:

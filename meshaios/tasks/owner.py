@@ -209,6 +209,7 @@ class OwnedTask:
     ep: int = 0  # the client's epoch this task is owned under (tasks/epochs.py)
     kept: bool = False  # fire and forget: runs even if its client leaves (it, and what it depends on)
     report_start: bool = False  # the client wants to know when it starts (``concurrent.futures`` running())
+    keep_on_device: bool = False  # a kernel's result stays on its GPU however small (``kd``)
 
     @property
     def available(self) -> bool:
@@ -510,6 +511,7 @@ class Owner:
             if spec.get("ff") is True:
                 self._keep(t)
             t.report_start = spec.get("rs") is True
+            t.keep_on_device = spec.get("kd") is True
             impossible = self._unsatisfiable(t)
             if failed_dep is not None:
                 out.extend(self._fail_from_dep(t, failed_dep))
@@ -1101,6 +1103,8 @@ class Owner:
                 task["prio"] = t.priority
             if t.report_start:
                 task["rs"] = True
+            if t.keep_on_device:
+                task["kd"] = True
             if tid in hurried:
                 task["urg"] = True  # ahead of its turn for its deadline: first in its priority at the node too
             batches.setdefault(target.node_id, []).append(task)

@@ -165,6 +165,7 @@ class RunTask(TypedDict):
     prio: NotRequired[int]
     urg: NotRequired[bool]  # hurried by its owner for its deadline
     rs: NotRequired[bool]  # report its start (STARTED)
+    kd: NotRequired[bool]  # a kernel on a GPU keeps its result there however small (devices/resident.py)
     c: NotRequired[str]  # the client, and its epoch under the sending owner (tasks/epochs.py)
     ep: NotRequired[int]
 
@@ -184,6 +185,7 @@ class SubmitTask(TypedDict):
     priority: NotRequired[int]
     deadline: NotRequired[float]  # seconds from now
     rs: NotRequired[bool]  # tell the client when it starts (RUNNING)
+    kd: NotRequired[bool]  # keep_on_device: a kernel's result stays on its GPU however small
     ff: NotRequired[bool]  # fire and forget
     cancel: NotRequired[bool]  # cancelled before it was sent
     rc: NotRequired[bool]  # reconcile: the client has waited long; a new attempt may run

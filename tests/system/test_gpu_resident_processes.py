@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,17 @@ pytestmark = pytest.mark.system
 K = default_registry()
 GPU = {"gpu": 1}
 N = 256  # 256 KiB per float32 matrix: above the 64 KiB inline limit, so results stay where they are made
+
+
+def load_script(relpath: str) -> ModuleType:
+    """A script of the repository (tools/, examples/: not packages), imported by path."""
+    path = Path(__file__).resolve().parents[2] / relpath
+    spec = importlib.util.spec_from_file_location("meshaios_script_" + path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def gpu_counts(c: Any, device: str = "fakegpu:0") -> dict[str, int]:
@@ -162,17 +176,19 @@ def test_device_memory_pressure_moves_objects_to_host_and_an_oom_leaves_the_node
 
 def test_gpu_check_chain_rows_on_a_fake_gpu() -> None:
     """tools/gpu_check.py's chain (the issue's four rows) at a toy size: the copies each row makes per run."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "tools" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("meshaios_gpu_check", path)
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("tools/gpu_check.py")
     rows = {r["row"]: r for r in mod.chain(160, 1, fake=True, mesh=True)}  # 100 KiB matrices: kept on the device
     assert list(rows) == ["resident", "kernel_call", "mesh", "cpu"]
     assert all(r["agree"] for r in rows.values())
     copies = {k: (r["h2d"], r["d2h"], r["setup_h2d"]) for k, r in rows.items()}
     assert copies == {"resident": (0, 1, 5), "kernel_call": (14, 10, 0), "mesh": (0, 1, 5), "cpu": (0, 0, 0)}
+
+
+def test_the_mlp_inference_example_copies_weights_in_once_and_each_batch_in_and_out_once() -> None:
+    """examples/mlp_inference.py: weights put on the GPU once, batches streamed through two layers; the logits
+    (small) stay on the device because the task asks (keep_on_device=True)."""
+    mod = load_script("examples/mlp_inference.py")
+    r = mod.run(batches=4, batch=64, features=128, hidden=512, cpu=False)
+    assert r["ok"]
+    assert r["on_gpu_node"]
+    assert (r["h2d"], r["d2h"]) == (2 + 4, 4)

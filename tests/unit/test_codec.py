@@ -47,6 +47,8 @@ def valid_messages() -> list[dict[str, Any]]:
             "owner": "n1",
             "tasks": [{"id": "a", "att": 0, "fn": fn, "args": args, "deps": {"d": res, "e": None}, "pure": False}],
         },
+        {"t": M.RUN, "owner": "n1", "tasks": [{"id": "a", "att": 0, "fn": fn, "args": args, "deps": {}, "pure": False,
+                                               "kd": True}]},
         {"t": M.DONE, "src": "n2", "results": [{"id": "a", "ok": True, "v": res}, {"id": "b", "ok": False}]},
         {"t": M.CANCEL, "ids": ["a", "b"]},
         {"t": M.KEEP, "ids": ["a"]},
@@ -77,6 +79,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False},
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False, "hid": "0123456789abcdef"},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}], "ep": 1},
+        {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": [], "kd": True}]},  # keep_on_device
         {"t": M.RESULTS, "results": [{"id": "a", "ok": True, "v": res}]},
         {"t": M.RELEASE, "ids": ["a"]},
         {"t": M.STATUS},

@@ -188,19 +188,20 @@ def test_status_reports_each_device() -> None:
 def test_a_large_host_input_is_copied_to_the_device_once_and_stays_beside_its_host_copy() -> None:
     from meshaios.wire.values import dumps
 
-    t, store, cp = tier(8 * MiB)
+    t, store, cp = tier(16 * MiB)
     store.put("w", dumps(f32(1, 2.0), allow_pickle=False)[0])
     store.put("tiny", dumps(f32(0.01), allow_pickle=False)[0])
     for i in range(3):
         assert run(t, store, f"r{i}", "meshaios.multiply", 1.0, deps=("w",)) == MiB
     run(t, store, "s", "meshaios.sum", deps=("tiny",))
+    run(t, store, "s2", "meshaios.sum", deps=("tiny",))
     c = t.counts[DEV]
-    assert (c.h2d, c.h2d_bytes) == (2, MiB + f32(0.01).nbytes)  # w once; tiny (not kept) by its kernel
+    assert (c.h2d, c.h2d_bytes) == (2, MiB + f32(0.01).nbytes)  # w once, tiny once
     assert "w" in t
-    assert "tiny" not in t
+    assert "tiny" in t
     assert store.stats.objects == 2  # both still on the host
     t.evict_all(DEV)  # a device copy of a host object is dropped, not copied back
-    assert c.d2h == 1 + 3  # the sum; then the three results, moved to the host
+    assert c.d2h == 2 + 3  # the two sums; then the three results, moved to the host
     assert "w" not in t
     np.testing.assert_array_equal(loads(store.get("w"), allow_pickle=False), f32(1, 2.0))  # type: ignore[arg-type]
     assert cp.held == 0
@@ -238,3 +239,14 @@ def test_deleting_while_objects_move_to_the_host_leaves_nothing_behind() -> None
     assert store.stats.bytes_in_memory == 0
     assert t.ledger.used[DEV] == 0
     assert cp.held == 0
+
+
+def test_a_small_result_asked_to_stay_stays_on_the_device() -> None:
+    t, store, _ = tier()
+    r = t.runner(DEV, store.get)
+    size, host = r.finish("small", r.call(K.get("meshaios.multiply"), (f32(0.01), 2.0), {}), keep=True)
+    assert size == f32(0.01).nbytes
+    assert host is None
+    assert "small" in t
+    assert t.counts[DEV].d2h == 0
+    np.testing.assert_array_equal(loads(store.get("small"), allow_pickle=False), f32(0.01, 2.0))  # type: ignore[arg-type]

@@ -157,6 +157,9 @@ def test_a_client_that_closes_cancels_its_queued_tasks(
         other.map(sched_funcs.mark, [log] * 500, [f"D{i}" for i in range(500)])
         wait_for(lambda: other.status()["node"]["owner"]["submitted"] - before["submitted"] >= 500, 30, what="sent")
     assert client.status()["node"]["owner"]["cancelled"] - before["cancelled"] == 500
+    # the owner has read the cancel; the D tasks it had dispatched are dropped as its aborts reach their nodes:
+    # opening the gate before then would race those aborts
+    wait_for(lambda: sum(own(mesh2, i, "queued") for i in range(2)) == 4, 30, what="only the blockers held")
     Path(gate).touch()
     client.gather(blockers, timeout=60)
     wait_for(lambda: idle(client), 60, what="idle")
@@ -242,6 +245,9 @@ def test_fire_and_forget_tasks_run_after_their_client_closed(
         other.submit(sched_funcs.mark, log, "DROPPED")
         other.fire_and_forget(kept)
         del dep, kept
+    # DROPPED's abort reaches its node before the gate opens (else it could start first): the nodes hold the
+    # blockers and DEP (``kept`` waits for DEP at the owner)
+    wait_for(lambda: sum(own(mesh2, i, "queued") for i in range(2)) == 5, 30, what="DROPPED aborted on its node")
     Path(gate).touch()
     client.gather(blockers, timeout=60)
     wait_for(lambda: sched_funcs.started(log).count("DEP") == 2, 30, what="the kept task and its dependency ran")

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import datetime
 import heapq
 import inspect
 import json
@@ -21,9 +22,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import zmq
 
@@ -336,10 +337,8 @@ def _fn_arg(fn: Any) -> Any:
     return import_ref(fn) or fn
 
 
-def _deadline_in(deadline: Any) -> float:
+def _deadline_in(deadline: object) -> float:
     """A deadline as seconds from now: a number is that already; a ``datetime`` is a moment (naive: local time)."""
-    import datetime
-
     if isinstance(deadline, datetime.datetime):
         return max(1e-3, deadline.timestamp() - time.time())
     if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0:
@@ -347,7 +346,7 @@ def _deadline_in(deadline: Any) -> float:
     return float(deadline)
 
 
-def _check_priority(priority: Any) -> int:
+def _check_priority(priority: object) -> int:
     if type(priority) is not int:
         raise TypeError(f"priority must be an int, not {type(priority).__name__}")
     if abs(priority) > 2**31 - 1:
@@ -371,6 +370,11 @@ class Connection(Protocol):
 
     def _poll_monitor(self) -> None: ...
 
+
+T = TypeVar("T")
+
+#: When a task should be done: seconds from now, or a moment (a naive ``datetime`` is local time); None: no deadline.
+Deadline: TypeAlias = float | datetime.datetime | None
 
 #: A task's hard constraints as a caller writes them: counts, and sizes as bytes or text (``"4GiB"``).
 ResourceSpec: TypeAlias = Mapping[str, int | str]
@@ -457,7 +461,7 @@ class AsyncClient:
         self._replies: dict[str, asyncio.Future[M.Message]] = {}
         self._welcome: asyncio.Future[M.Welcome] | None = None
         self._last_heard = 0.0
-        self._fn_cache: dict[Any, Payload] = {}
+        self._fn_cache: dict[Callable[..., Any], Payload] = {}
         self._closed = False
         self._broken: MeshError | None = None
         self._next_req = 0
@@ -785,7 +789,7 @@ class AsyncClient:
         parts: int = 0,
         task_timeout: float | None = None,
         priority: int = 0,
-        deadline: Any = None,
+        deadline: Deadline = None,
         report_start: bool = False,
         keep_on_device: bool = False,
     ) -> tuple[M.SubmitTask, Future]:
@@ -933,7 +937,7 @@ class AsyncClient:
         resources: ResourceSpec | None = None,
         task_timeout: float | None = None,
         priority: int = 0,
-        deadline: Any = None,
+        deadline: Deadline = None,
         keep_on_device: bool = False,
         **kwargs: Any,
     ) -> Future:
@@ -1171,7 +1175,7 @@ class AsyncClient:
         retries: int = 0,
         progress: bool = False,
         priority: int = 0,
-        deadline: Any = None,
+        deadline: Deadline = None,
     ) -> list[Future]:
         """One task per call; ``priority`` as in ``submit``."""
         fp = self._fn_payload(fn)
@@ -1421,7 +1425,7 @@ class Client:
             self._stop_loop()
             raise
 
-    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._loop.is_closed() or self._async._closed:
             coro.close()  # never scheduled: close it, or Python warns that it was never awaited
             raise MeshUnavailable("client is closed")
@@ -1477,7 +1481,7 @@ class Client:
         resources: ResourceSpec | None = None,
         task_timeout: float | None = None,
         priority: int = 0,
-        deadline: Any = None,
+        deadline: Deadline = None,
         keep_on_device: bool = False,
         **kwargs: Any,
     ) -> Future:
@@ -1600,7 +1604,7 @@ class Client:
         retries: int = 0,
         progress: bool = False,
         priority: int = 0,
-        deadline: Any = None,
+        deadline: Deadline = None,
     ) -> list[Future]:
         """``progress``: a bar in a terminal or notebook that runs until every task has finished. ``priority``: as
         in ``AsyncClient.submit``."""

@@ -55,30 +55,36 @@ class WorkerPool:
         return back
 
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            ctx, fn, arg, key = item
-            with self._lock:
-                if key is not None:
-                    if key not in self._waiting:
-                        continue  # recalled
-                    self._waiting.discard(key)
-                self.busy += 1
+        while self._work_one(self._queue.get()):
+            pass
+
+    def _work_one(self, item: Any) -> bool:
+        """One item; False to stop. A function of its own so that nothing of a finished task -- its arguments, its
+        inputs, its result -- stays referenced from this thread's frame while it waits for the next one (a quiet
+        node held the last task's 100 MiB inputs until another task came)."""
+        if item is _STOP:
+            return False
+        ctx, fn, arg, key = item
+        with self._lock:
+            if key is not None:
+                if key not in self._waiting:
+                    return True  # recalled
+                self._waiting.discard(key)
+            self.busy += 1
+        try:
+            result: Any = fn(arg)
+        except BaseException as exc:  # handed to the loop: a task must never kill its worker thread
+            result = exc
+        with self._lock:
+            self.busy -= 1
+            first = not self._done
+            self._done.append((ctx, result))
+        if first:
             try:
-                result: Any = fn(arg)
-            except BaseException as exc:  # handed to the loop: a task must never kill its worker thread
-                result = exc
-            with self._lock:
-                self.busy -= 1
-                first = not self._done
-                self._done.append((ctx, result))
-            if first:
-                try:
-                    self._loop.call_soon_threadsafe(self._drain)
-                except RuntimeError:  # the loop is closed: the node is gone, nobody wants the result
-                    return
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: the node is gone, nobody wants the result
+                return False
+        return True
 
     def _drain(self) -> None:
         with self._lock:

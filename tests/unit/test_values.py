@@ -544,3 +544,29 @@ def test_property_structured_garbage_only_ever_raises_wire_error(body: Any, fram
         loads(Payload(msgpack.packb(body), tuple(frames)), allow_pickle=False)
     except WireError:
         pass
+
+
+def test_encoding_and_decoding_keep_no_array_alive_through_a_cycle() -> None:
+    """A node frees a result as soon as nothing refers to it. With the cyclic GC off (it runs by allocation count,
+    and a quiet node allocates little), the encoder's packer and the decoder's closures used to keep every array
+    they had touched: a node's RSS stayed at its peak after the store had freed everything."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        a = np.arange(1000.0)
+        encoded = weakref.ref(a)
+        payload, _ = dumps(a, allow_pickle=False)
+        del a, payload
+        assert encoded() is None
+
+        deps = {"t": np.arange(10.0)}
+        resolved = weakref.ref(deps["t"])
+        ref_payload, _ = dumps([TaskRef("t"), 1], allow_pickle=False)
+        value = loads(ref_payload, allow_pickle=False, resolve_ref=deps.__getitem__)
+        assert value[0] is deps["t"]
+        del value, deps
+        assert resolved() is None
+    finally:
+        gc.enable()

@@ -46,3 +46,35 @@ def test_recalled_items_never_run_and_the_rest_run_once() -> None:
     assert {k[1] for k in back} >= set(range(2, 100, 2))
     assert sorted(ran) == sorted(done)
     assert sorted(ran + [k[1] for k in back]) == list(range(100))  # each item exactly once: recalled or ran
+
+
+def test_a_finished_item_is_not_kept_alive_by_its_idle_worker() -> None:
+    """The worker's frame held the last item's argument and result until the next item came: a quiet node kept the
+    last task's inputs (100 MiB arrays) after everyone had let them go."""
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    async def main() -> tuple[Any, Any]:
+        loop = asyncio.get_running_loop()
+        finished = asyncio.Event()
+        pool = WorkerPool(1, "t", loop, lambda batch: finished.set())
+        try:
+            arg, out = Big(), Big()
+            refs = weakref.ref(arg), weakref.ref(out)
+            pool.submit("ctx", lambda a, r=out: r, arg)
+            del arg, out
+            await asyncio.wait_for(finished.wait(), 10)
+            return refs
+        finally:
+            pool.shutdown()
+
+    gc.disable()
+    try:
+        arg_ref, out_ref = asyncio.run(main())
+        assert arg_ref() is None
+        assert out_ref() is None
+    finally:
+        gc.enable()

@@ -54,8 +54,10 @@ CLAIM_TIMEOUT = 30.0  # seconds a written file may wait for its receiver before 
 SWEEP_EVERY = 5.0  # seconds between looks for the files of dead nodes of this mesh
 ALIGN = 64  # each buffer starts at a multiple of this many bytes in the file (numpy views stay aligned)
 MAX_BUFFERS = 1 << 16  # buffers in one file (the codec's frame limit)
-_NAME = re.compile(r"^([0-9a-f]{12})\.([0-9A-Za-z_-]{1,64})\.([0-9a-f]{32})$")
-_LOCK = re.compile(r"^([0-9a-f]{12})\.([0-9A-Za-z_-]{1,64})\.lock$")
+# <mesh tag>.<node or client id>.<instance>.<128 random bits>, and <mesh tag>.<id>.<instance>.lock: the instance
+# (random per process) keeps two processes apart even if they share an id (tests seed their ids)
+_NAME = re.compile(r"^([0-9a-f]{12})\.([0-9A-Za-z_-]{1,64})\.([0-9a-f]{8})\.([0-9a-f]{32})$")
+_LOCK = re.compile(r"^([0-9a-f]{12})\.([0-9A-Za-z_-]{1,64})\.([0-9a-f]{8})\.lock$")
 
 
 class ShmError(Exception):
@@ -202,7 +204,8 @@ def _lock_free(path: Path) -> bool:
 
 
 def sweep(directory: Path, tag: str, me: str = "") -> int:
-    """Remove the files of dead nodes of the mesh ``tag`` (and their lock files); how many data files went."""
+    """Remove the files of dead nodes (and clients) of the mesh ``tag``, and their lock files; ``me``: the
+    caller's own ``<id>.<instance>``. How many data files went."""
     try:
         names = os.listdir(directory)
     except OSError:
@@ -212,11 +215,11 @@ def sweep(directory: Path, tag: str, me: str = "") -> int:
     for n in names:
         m = _NAME.match(n)
         if m is not None and m.group(1) == tag:
-            owners.setdefault(m.group(2), []).append(n)
+            owners.setdefault(f"{m.group(2)}.{m.group(3)}", []).append(n)
             continue
         lm = _LOCK.match(n)
         if lm is not None and lm.group(1) == tag:
-            locks.add(lm.group(2))
+            locks.add(f"{lm.group(2)}.{lm.group(3)}")
     removed = 0
     for node in sorted(set(owners) | locks):
         if node == me:
@@ -243,6 +246,8 @@ class ShmArea:
         self.dir = user_dir(root)
         self.tag = mesh_tag(mesh_id)
         self.node_id = node_id
+        self.me = f"{node_id}.{secrets.token_hex(4)}"  # this process's instance of that id
+        self.prefix = f"{self.tag}.{self.me}"
         self.enabled = False
         self._lock_fd = -1
         self.pending: dict[str, tuple[float, str, int]] = {}  # file name -> (written at, receiver, its request)
@@ -266,18 +271,18 @@ class ShmArea:
             tmp = self.dir / f"tmp-{secrets.token_hex(16)}"
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(tmp, self.dir / f"{self.tag}.{self.node_id}.lock")
+            os.rename(tmp, self.dir / f"{self.prefix}.lock")
         except OSError as exc:
             log.warning("shared memory off: cannot use %s: %s", self.dir, exc)
             return False
         self._lock_fd = fd
         self.enabled = True
-        self.swept += sweep(self.dir, self.tag, self.node_id)
+        self.swept += sweep(self.dir, self.tag, self.me)
         return True
 
     def new_path(self) -> Path:
         """A fresh, unguessable name for a file of this node."""
-        return self.dir / f"{self.tag}.{self.node_id}.{secrets.token_hex(16)}"
+        return self.dir / f"{self.prefix}.{secrets.token_hex(16)}"
 
     def track(self, name: str, receiver: str, req: int, now: float) -> None:
         """A file written for ``receiver``'s request ``req``: removed if still there after the claim timeout."""
@@ -299,7 +304,7 @@ class ShmArea:
                     del self.pending[name]  # claimed: its receiver unlinked it
         if self.enabled and now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
-            self.swept += sweep(self.dir, self.tag, self.node_id)
+            self.swept += sweep(self.dir, self.tag, self.me)
 
     def receiver_gone(self, node_id: str) -> None:
         for name, (_, rcv, _) in list(self.pending.items()):
@@ -315,7 +320,7 @@ class ShmArea:
     def close(self) -> None:
         for name in list(self.pending):
             self._remove(name)
-        mine = f"{self.tag}.{self.node_id}."
+        mine = f"{self.prefix}."
         with contextlib.suppress(OSError):
             for name in os.listdir(self.dir):  # written but never answered with (a write cut short by the stop)
                 if name.startswith(mine) and _NAME.match(name):
@@ -323,7 +328,7 @@ class ShmArea:
                         os.unlink(self.dir / name)
         if self._lock_fd >= 0:
             with contextlib.suppress(OSError):
-                os.unlink(self.dir / f"{self.tag}.{self.node_id}.lock")
+                os.unlink(self.dir / f"{self.prefix}.lock")
             os.close(self._lock_fd)
             self._lock_fd = -1
         self.enabled = False

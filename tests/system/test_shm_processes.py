@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 N = 200 * 2**20 // 8  # float64: 200 MB
-DATA = re.compile(r"^[0-9a-f]{12}\.[0-9A-Za-z_-]+\.[0-9a-f]{32}$")
+DATA = re.compile(r"^[0-9a-f]{12}\.[0-9A-Za-z_-]+\.[0-9a-f]{8}\.[0-9a-f]{32}$")
 
 
 def data_files(tag: str) -> list[str]:

@@ -80,12 +80,12 @@ def test_new_paths_are_unguessable_and_never_reused(tmp_path: Path) -> None:
         ("x", "must be a map"),
         ({"name": "a", "blob": b""}, "must be a map"),
         ({"name": 1, "blob": b"", "sizes": []}, "name \\(str\\)"),
-        ({"name": f"{TAG}.n1.{'0' * 32}", "blob": b"", "sizes": [-1]}, "byte counts"),
-        ({"name": f"{TAG}.n1.{'0' * 32}", "blob": b"", "sizes": [True]}, "byte counts"),
-        ({"name": f"../{TAG}.n1.{'0' * 32}", "blob": b"", "sizes": []}, "not a shared-memory file"),
-        ({"name": f"{shm.mesh_tag('other')}.n1.{'0' * 32}", "blob": b"", "sizes": []}, "of this mesh"),
-        ({"name": f"{TAG}.n2.{'0' * 32}", "blob": b"", "sizes": []}, "made by its sender"),
-        ({"name": f"{TAG}.n1.lock", "blob": b"", "sizes": []}, "not a shared-memory file"),
+        ({"name": f"{TAG}.n1.{'0' * 8}.{'0' * 32}", "blob": b"", "sizes": [-1]}, "byte counts"),
+        ({"name": f"{TAG}.n1.{'0' * 8}.{'0' * 32}", "blob": b"", "sizes": [True]}, "byte counts"),
+        ({"name": f"../{TAG}.n1.{'0' * 8}.{'0' * 32}", "blob": b"", "sizes": []}, "not a shared-memory file"),
+        ({"name": f"{shm.mesh_tag('other')}.n1.{'0' * 8}.{'0' * 32}", "blob": b"", "sizes": []}, "of this mesh"),
+        ({"name": f"{TAG}.n2.{'0' * 8}.{'0' * 32}", "blob": b"", "sizes": []}, "made by its sender"),
+        ({"name": f"{TAG}.n1.{'0' * 8}.lock", "blob": b"", "sizes": []}, "not a shared-memory file"),
     ],
 )
 def test_parse_ref_refuses_what_is_not_a_file_of_this_mesh_from_its_sender(raw: object, why: str) -> None:
@@ -194,7 +194,7 @@ def test_files_of_a_killed_node_are_swept_by_a_live_one_and_nobody_elses(tmp_pat
         assert proc.stdout.readline().strip() == b"ready"
         dead_files = [n for n in os.listdir(live.dir) if ".dead1." in n]
         assert len(dead_files) == 2  # its data file and its lock
-        assert shm.sweep(live.dir, live.tag, "live1") == 0  # alive: its lock is held
+        assert shm.sweep(live.dir, live.tag, live.me) == 0  # alive: its lock is held
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -204,11 +204,23 @@ def test_files_of_a_killed_node_are_swept_by_a_live_one_and_nobody_elses(tmp_pat
     starting = area(tmp_path, node="new1")  # a node of the mesh that starts sweeps at once
     assert starting.swept == 1
     assert not [n for n in os.listdir(live.dir) if ".dead1." in n]
-    assert shm.sweep(live.dir, live.tag, "live1") == 0
+    assert shm.sweep(live.dir, live.tag, live.me) == 0
     assert mine.exists()  # a live node's file
     assert theirs.exists()  # another mesh's file
     live.close()  # a node that stops leaves nothing of its own, claimed or not, tracked or not
     assert not list(live.dir.glob(f"{live.tag}.live1.*"))
+
+
+def test_two_processes_with_one_id_keep_apart(tmp_path: Path) -> None:
+    """Tests seed their ids: two areas with the same mesh and id (two processes) never take each other's files."""
+    a, b = area(tmp_path, node="same"), area(tmp_path, node="same")
+    pa, _ = _written(a)
+    pb, _ = _written(b)
+    assert shm.sweep(a.dir, a.tag, a.me) == 0  # b is alive
+    b.close()
+    assert pa.exists()
+    assert not pb.exists()
+    assert [n for n in os.listdir(a.dir) if n.endswith(".lock")] == [f"{a.prefix}.lock"]
 
 
 def test_a_directory_of_another_user_or_open_to_others_turns_shm_off(tmp_path: Path) -> None:

@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--http-bind", help="dashboard and /metrics address (default 127.0.0.1; else a token is needed)")
     sp.add_argument("--http-port", type=int, help="dashboard and /metrics port (default 0: a free port)")
     sp.add_argument("--fault-injection", action="store_true", help=argparse.SUPPRESS)  # meshaios chaos only
-    sp.add_argument("--shm-fault", choices=("keep", "drop", "mode"), help=argparse.SUPPRESS)  # tests, with the above
+    sp.add_argument("--shm-fault", choices=("keep", "drop", "mode", "name"), help=argparse.SUPPRESS)  # tests
     sp.add_argument(
         "--no-shm", action="store_true", help="move objects to nodes of this machine over the socket, not /dev/shm"
     )

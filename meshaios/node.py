@@ -1031,7 +1031,8 @@ class Node:
             self.shm.track(path.name, _receiver(dest), reply.get("req", -1), self.clock.now())
             if self._shm_fault == "keep":
                 return  # testing aid: the holder "dies" between writing the file and answering
-            reply["shm"] = ShmRef(path.name, obj.blob, f.result()).to_wire()
+            name = "v0-" + path.name if self._shm_fault == "name" else path.name  # testing aid: another version
+            reply["shm"] = ShmRef(name, obj.blob, f.result()).to_wire()
             self.counters["shm_sent"] += 1
             self.counters["shm_sent_bytes"] += obj.nbytes
             self.counters["served_bytes"] += obj.nbytes if to_peer else 0
@@ -1082,8 +1083,11 @@ class Node:
     def _map_shm(self, raw: Any, src: str, who: str) -> Payload:
         """Map the /dev/shm file that a message from ``src`` (a node or a client id) names, counted; ShmError,
         counted and logged, if it is refused: the caller then asks for the bytes over the socket."""
-        ref = parse_ref(raw, self.shm.tag, src)
         try:
+            try:
+                ref = parse_ref(raw, self.shm.tag, src)
+            except WireError as exc:  # a peer of another version names its files otherwise: not fatal, not lost
+                raise ShmError(f"unusable reference: {exc}") from None
             val = open_ref(self.shm.dir, ref)
         except ShmError as exc:
             self.counters["shm_refused"] += 1

@@ -187,3 +187,21 @@ def test_a_client_on_the_same_machine_puts_a_200mb_array_through_shared_memory()
         assert [n for n in os.listdir(shm.user_dir()) if client_files.match(n)]  # its lock, while it runs
         c.close()  # the lock goes with it
         assert not [n for n in os.listdir(shm.user_dir()) if client_files.match(n)]
+
+
+def test_a_reference_this_node_cannot_read_falls_back_to_the_socket_at_once() -> None:
+    """A holder of another version names its files otherwise (the naming changed on 2026-12-04): the consumer takes
+    the answer as a refusal and asks over the socket -- it used to raise on it, drop the answer, and wait out the
+    fetch timeout (60 s) before declaring the input lost, which failed a DAG with ``LineageLost``."""
+    with two_nodes(holder_args=("--fault-injection", "--shm-fault", "name")) as (mesh, c, tag):
+        a = c.submit(funcs.make_array, N, 5)
+        assert a.exception(timeout=120) is None
+        got = c.submit(funcs.inspect_input, a, resources={"gpu": 1})
+        total, _writeable, backing = got.result(timeout=30)  # well inside the 60 s fetch timeout
+        assert total == pytest.approx(float(funcs.make_array(N, 5).sum()))
+        assert backing != "mmap"
+        consumer = node_status(mesh, 0)
+        assert (consumer["shm"]["refused"], consumer["shm"]["received"]) == (1, 0)
+        assert re.search(r"shared memory from \w+ refused.*unusable reference", mesh.log(0))
+        wait_for(lambda: data_files(tag) == [], 10, what="the holder removed the file when asked again")
+        del a, got

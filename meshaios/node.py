@@ -1460,9 +1460,19 @@ class Node:
             "functions": work["functions"],
             "jobs": work["jobs"],
             "errors": list(self._recent_errors),
+            "gpus": self._gpu_view(),
         }
         self._view_cache = (now, view)
         return dict(view)
+
+    def _gpu_view(self) -> dict[str, dict[str, Any]]:
+        """Per GPU of this node: what the device tier keeps there (bytes, objects, against its share of the
+        device), its copies each way and evictions, and whether its task thread is busy (one stream per GPU)."""
+        out: dict[str, dict[str, Any]] = {}
+        for dev, st in self.gpu.status().items():
+            pool = self._gpu_pools.get(dev)
+            out[dev] = {**st, "busy": pool.busy if pool is not None else 0}
+        return out
 
     def _names(self, ids: Collection[str]) -> dict[str, str]:
         """The functions of the tasks among ``ids`` that this node owns."""

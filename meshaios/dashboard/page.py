@@ -37,6 +37,7 @@ section h2 span.dim { text-transform:none; letter-spacing:0; font-weight:400; }
 .card .k { color:var(--dim); font-size:12px; }
 #sec-throughput { grid-column: span 7; } #sec-work { grid-column: span 5; }
 #sec-nodes { grid-column: span 12; } #sec-failures { grid-column: span 6; } #sec-io { grid-column: span 12; }
+#sec-gpus { grid-column: span 12; }
 #sec-functions { grid-column: span 6; } #sec-hist { grid-column: span 6; } #sec-errors { grid-column: span 6; }
 .chart { position:relative; } .chart .axl { position:absolute; font-size:10px; color:var(--dim);
   font-family:var(--mono); } .axl.top { left:2px; top:0; } .axl.mid { left:2px; top:52px; }
@@ -327,6 +328,36 @@ SCRIPT = r"""
     return i >= 0 ? s.slice(i + 1) + " (" + s.slice(0, i) + ")" : s;
   }
 
+  // GPUs of the mesh (``work.gpus``, from every node's view): what the device tier keeps on each, against its
+  // share of the device, the copies each way and the evictions; hidden where the mesh has no GPU
+  function renderGpus(work) {
+    const rows = work && Array.isArray(work.gpus) ? work.gpus : [];
+    $("sec-gpus").style.display = rows.length ? "" : "none";
+    const tbody = $("gpus").tBodies[0];
+    tbody.replaceChildren();
+    for (const g of rows) {
+      const tr = el("tr", null, "gpu");
+      tr.dataset.node = g.node || "";
+      tr.dataset.device = g.device || "";
+      tr.dataset.resident = num(g.resident_bytes);
+      tr.dataset.h2d = num(g.h2d);
+      tr.dataset.d2h = num(g.d2h);
+      tr.appendChild(el("td", g.node || ""));
+      tr.appendChild(el("td", g.device || "", "mono"));
+      tr.appendChild(el("td", num(g.busy) ? "busy" : "idle", num(g.busy) ? null : "dim"));
+      const td = el("td");
+      td.appendChild(bar(num(g.limit) ? num(g.resident_bytes) / num(g.limit) : 0));
+      td.appendChild(el("span", " " + fmtBytes(num(g.resident_bytes)) + " / " + fmtBytes(num(g.limit))
+        + " \u00b7 " + fmtInt(g.resident_objects) + " objects", "dim"));
+      tr.appendChild(td);
+      tr.appendChild(el("td", fmtInt(g.h2d) + " (" + fmtBytes(num(g.h2d_bytes)) + ")", "num"));
+      tr.appendChild(el("td", fmtInt(g.d2h) + " (" + fmtBytes(num(g.d2h_bytes)) + ")", "num"));
+      tr.appendChild(el("td", fmtInt(g.evictions), "num"));
+      tr.appendChild(el("td", fmtInt(g.oom_failures), num(g.oom_failures) ? "num badnum" : "num"));
+      tbody.appendChild(tr);
+    }
+  }
+
   function renderFunctions(me) {
     const fns = Array.isArray(me.functions) ? me.functions : [];
     const tbody = $("functions").tBodies[0];
@@ -609,6 +640,7 @@ SCRIPT = r"""
       const mesh = w ? { ...me, jobs: w.jobs, functions: w.functions, errors: w.errors } : me;
       renderWork(mesh, tot, pts);
       renderFunctions(mesh);
+      renderGpus(w);
       renderHistogram(st.durations);
       renderErrors(mesh);
       renderFailures(me);
@@ -686,6 +718,12 @@ _BODY = """<!doctype html>
       <th>busy</th><th class="num">running</th><th class="num">queued</th><th class="num">finished</th>
       <th class="num">failed</th><th class="num">tasks/s</th><th>memory</th><th class="num">since/uptime</th>
       </tr></thead><tbody></tbody></table>
+  </section>
+  <section id="sec-gpus" style="display:none">
+    <h2>GPUs of the mesh (objects kept on the device between tasks, against the device tier's share)</h2>
+    <table id="gpus"><thead><tr><th>node</th><th>device</th><th>task</th><th>kept on the device</th>
+      <th class="num">host to device</th><th class="num">device to host</th><th class="num">evicted</th>
+      <th class="num">out of memory</th></tr></thead><tbody></tbody></table>
   </section>
   <section id="sec-functions">
     <h2>Progress per function (every owner's tasks) <span class="dim" id="functions-none"></span></h2>

@@ -289,6 +289,8 @@ def duration_histogram(records: Iterable[Mapping[str, Any]], names: Mapping[str,
 
 
 _COUNTS = ("total", "pending", *_STATES)
+_GPU_FIELDS = ("busy", "resident_bytes", "resident_objects", "limit", "h2d", "h2d_bytes", "d2h", "d2h_bytes",
+               "evictions", "oom_failures")  # fmt: skip
 
 
 def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: int = 3000,
@@ -297,7 +299,9 @@ def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: i
 
     ``stream``: every node's recent task attempts (times in wall-clock seconds), each with ``node_name`` and its
     ``function`` where its owner could name it, oldest first, at most ``stream_limit``. ``nodes``: ``id, name,
-    workers`` of the nodes that answered, in that order. ``functions``: per-function counts summed over the owners,
+    workers`` of the nodes that answered, in that order. ``gpus``: one row per GPU of those nodes (``node``,
+    ``device``, its busy task thread, the bytes and objects kept there against their ``limit``, copies each way,
+    evictions, out-of-memory failures). ``functions``: per-function counts summed over the owners,
     the unfinished first. ``jobs``: every owner's, with its ``owner`` name. ``errors``: the ``max_errors`` most
     recent failures any owner kept, newest first, with their ``age`` in seconds.
 
@@ -308,6 +312,7 @@ def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: i
     ('m:f', 1, 1.0)
     """
     nodes: list[dict[str, Any]] = []
+    devices: list[dict[str, Any]] = []
     stream: list[dict[str, Any]] = []
     funcs: dict[str, dict[str, Any]] = {}
     jobs: list[dict[str, Any]] = []
@@ -317,6 +322,12 @@ def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: i
             continue
         name = str(v.get("name", ""))
         nodes.append({"id": str(v.get("node", "")), "name": name, "workers": _int(v.get("workers"))})
+        gpus = v.get("gpus")
+        if isinstance(gpus, Mapping):
+            for dev, g in list(gpus.items())[:64]:
+                if isinstance(g, Mapping):
+                    devices.append({"node": name, "device": str(dev),
+                                    **{k: _int(g.get(k)) for k in _GPU_FIELDS}})  # fmt: skip
         raw = v.get("names")
         names: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         for r in v.get("timeline") or ():
@@ -339,6 +350,7 @@ def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: i
     errors.sort(key=lambda e: e["age"])
     return {
         "nodes": nodes,
+        "gpus": devices,
         "stream": stream[-stream_limit:],
         "functions": out[:limit],
         "jobs": jobs[: limit * 4],

@@ -20,6 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from meshaios.client import Client
@@ -75,6 +76,7 @@ class Dom(HTMLParser):
         self.failures: list[str] = []
         self.lanes: list[dict[str, Any]] = []  # the task stream's node labels (one per node with recent tasks)
         self.runs: list[dict[str, str]] = []  # the task stream's rectangles, with the node each ran on
+        self.gpus: list[dict[str, Any]] = []  # the GPUs table's rows
         self.tags: list[str] = []
         self._open: list[dict[str, Any]] = []
         self.feed(html)
@@ -99,6 +101,8 @@ class Dom(HTMLParser):
             self.failures.append("")
         if tag == "div" and self._open and self._open[-1]["attrs"].get("id") == "stream-labels":
             self.lanes.append(el)
+        if tag == "tr" and "gpu" in a.get("class", "").split():
+            self.gpus.append(el)
         if tag == "rect" and "data-node" in a:
             self.runs.append(a)
         if tag not in ("br", "meta", "link", "img", "input", "line", "polygon", "polyline"):
@@ -136,10 +140,10 @@ def dashboard_of_node0(mesh: LocalMesh, client: Client) -> Iterator[str]:
         yield server.url
 
 
-def node_dashboards(mesh: LocalMesh) -> list[str]:
+def node_dashboards(mesh: LocalMesh, nodes: int = 3) -> list[str]:
     """Each node's own dashboard URL, from its node file."""
     urls = []
-    for i in range(3):
+    for i in range(nodes):
         node = mesh.by_index(i)
         for f in (mesh.state / node.name / "nodes").glob("*.json"):
             with contextlib.suppress(OSError, ValueError):
@@ -270,6 +274,31 @@ def test_any_nodes_page_shows_the_whole_mesh_and_errors_that_outlive_their_futur
         assert {e["owner"] for e in kept} == {"node0"}
     page = Dom(chromium(urls[1] + "/", tmp_path / "q", "--dump-dom"))
     assert sum("ValueError: kept error" in e["text"] for e in page.errors) == 2
+
+
+def test_a_node_without_a_gpu_shows_the_gpus_of_the_mesh(tmp_path: Path) -> None:
+    """Node 1 has a (fake) GPU and runs a chain of GPU kernel tasks that keeps its intermediates on the device;
+    node 0's page, which has no GPU, lists node 1's: what is kept there and the copies each way."""
+    from meshaios.devices import default_registry
+
+    k = default_registry()
+    gpu = {"gpu": 1}
+    with LocalMesh(2, per_node_args={1: ["--fake-gpu", "speed=4,memory=1GiB"]}) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 1, 15, what="two nodes")
+        x = np.ones((256, 256), np.float32)
+        h = c.submit(k.get("meshaios.matmul"), x, x, resources=gpu)
+        kept = c.submit(k.get("meshaios.gelu"), h, resources=gpu)  # held: it stays on the device
+        assert kept.exception(timeout=120) is None
+        url = node_dashboards(mesh, 2)[0]
+        rows = wait_for(lambda: api_status(url).get("work", {}).get("gpus"), 15, what="node 1's GPU on node 0's page")
+        assert [(r["node"], r["device"]) for r in rows] == [("node1", "fakegpu:0")]
+        assert rows[0]["resident_bytes"] >= 256 * 256 * 4
+        assert rows[0]["h2d"] >= 1
+        page = Dom(chromium(url + "/", tmp_path / "p", "--dump-dom"))
+        assert [(g["attrs"]["data-node"], g["attrs"]["data-device"]) for g in page.gpus] == [("node1", "fakegpu:0")]
+        assert int(page.gpus[0]["attrs"]["data-resident"]) >= 256 * 256 * 4
+        assert "kept on the device" in page.text("sec-gpus")
+        del h, kept
 
 
 def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> None:

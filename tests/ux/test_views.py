@@ -163,6 +163,11 @@ def test_mesh_work_merges_every_nodes_stream_progress_and_errors() -> None:
     assert [e["age"] for e in w["errors"]] == [1.0, 5.0, 10.0]
     assert [e["owner"] for e in w["errors"]] == ["node-a", "node-b", "node-a"]
     assert [n["name"] for n in w["nodes"]] == ["node-a", "node-b", ""]
+    assert w["gpus"] == []
+    b["gpus"] = {"gpu0": {"resident_bytes": 5, "limit": 10, "h2d": 2, "busy": 1}, "junk": "x"}
+    (g,) = mesh_work([a, b], now=100.0)["gpus"]
+    assert (g["node"], g["device"], g["resident_bytes"], g["limit"], g["h2d"], g["d2h"], g["busy"]) == (
+        "node-b", "gpu0", 5, 10, 2, 0, 1)
     assert len(mesh_work([a] * 50, now=100.0, stream_limit=7, max_errors=3)["errors"]) == 3
     assert len(mesh_work([a] * 50, now=100.0, stream_limit=7)["stream"]) == 7
 

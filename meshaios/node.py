@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -263,7 +263,7 @@ class Node:
             TerminateProcessPool: self._terminate_process_pool,
         }  # fmt: skip
         self.peers = PeerFeed(self.owner, self.steal_view, self.model, self._share_load)  # peers' meta, membership
-        self._summary: dict[str, Any] = {}
+        self._summary: M.LoadSummary | None = None
         self._steal_counts: dict[str, int] = defaultdict(int)
         self._loop_ref: asyncio.AbstractEventLoop | None = None  # set by run(): worker threads report starts to it
         # pure tasks in the process pool: key -> (owner, packed task), to resubmit the innocent ones when the pool
@@ -671,9 +671,9 @@ class Node:
         for ins in instructions:
             run[type(ins)](ins)
 
-    def _accept_run(self, owner: str, tasks: list[dict[str, Any]]) -> None:
+    def _accept_run(self, owner: str, tasks: list[RunTask]) -> None:
         # each task was checked against RunTask by the decoder (messages.RUN_TASK), or built by our own Owner
-        self._core(RunTasks(owner, cast("list[RunTask]", tasks)))
+        self._core(RunTasks(owner, tasks))
 
     def _send_fenced(self, owner: str, client: str, ep: int) -> None:
         if owner == self.node_id:
@@ -879,7 +879,7 @@ class Node:
             asyncio.get_running_loop().call_soon(self._flush_done)
 
     # ---- cancellation ---------------------------------------------------------------------------------------
-    def _send_abort(self, node: str, owner: str, keys: list[list[Any]]) -> None:
+    def _send_abort(self, node: str, owner: str, keys: list[M.TaskKey]) -> None:
         if node == self.node_id:
             self._abort(owner, keys)
             return
@@ -890,7 +890,7 @@ class Node:
     def _i_abort(self, ins: SendAbort) -> None:
         self._send_abort(ins.node, ins.owner, ins.keys)
 
-    def _abort(self, owner: str, keys: list[list[Any]]) -> None:
+    def _abort(self, owner: str, keys: list[M.TaskKey]) -> None:
         """``owner`` cancelled these attempts: ``ExecCore`` (``AbortRuns``) says what that means in each state."""
         self._core(AbortRuns(owner, keys))
 
@@ -911,7 +911,7 @@ class Node:
         pool.shutdown(wait=False, cancel_futures=False)
 
     # ---- work stealing --------------------------------------------------------------------------------------
-    def _load_summary(self, now: float) -> dict[str, Any]:
+    def _load_summary(self, now: float) -> M.LoadSummary:
         """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
         return self.core.load_summary(now, bandwidth=self.links.ingress(self.node_id))
 
@@ -1182,7 +1182,7 @@ class Node:
         if t is None:
             reply["err"] = f"object {obj_id} is not known to this node (released, or owned elsewhere)"
         elif t.state is TaskState.FAILED:
-            err = t.error or {}
+            err: Mapping[str, object] = t.error or {}
             reply["err"] = f"object {obj_id} failed: {err.get('msg', '')}"
             if err.get("type") == "meshaios.ObjectLost":
                 reply["lost"] = str(err.get("obj", obj_id))
@@ -1417,7 +1417,7 @@ class Node:
         }
 
     # ---- the mesh-wide view (the dashboard's task stream, errors and progress) -------------------------------
-    def _note_failures(self, results: list[dict[str, Any]]) -> None:
+    def _note_failures(self, results: list[M.Result]) -> None:
         """Failures of tasks this node owns, as their clients hear of them: kept (``RECENT_ERRORS``) so that the
         dashboard still shows them once the futures are gone. Cancellations, and dependents failing because of
         a failure already kept, are left out."""
@@ -1425,7 +1425,7 @@ class Node:
             if r.get("ok") is not False:
                 continue
             raw = r.get("err")
-            err: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            err: Mapping[str, object] = raw if isinstance(raw, dict) else {}
             etype, msg = str(err.get("type", "Error")), str(err.get("msg", ""))
             if etype == "meshaios.Cancelled" or msg.startswith("dependency "):
                 continue

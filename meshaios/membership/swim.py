@@ -133,7 +133,7 @@ class Member:
     addr: str
     state: MemberState
     incarnation: int
-    meta: dict[str, Any]  # a NodeMeta; untyped until node.py and sim/engine.py read it as one
+    meta: NodeMeta
     state_since: float
     last_heard: float
 
@@ -155,7 +155,7 @@ class MemberChanged:
     addr: str
     old: MemberState | None
     new: MemberState
-    meta: dict[str, Any]  # as Member.meta
+    meta: NodeMeta
 
 
 Action: TypeAlias = Send | MemberChanged
@@ -309,7 +309,7 @@ class _Msg:
     sender: str
     addr: str
     inc: int
-    meta: dict[str, Any]
+    meta: NodeMeta
     gossip: list[Any]
     to: str = ""
     target: str = ""
@@ -357,7 +357,7 @@ def _parse(msg: object) -> _Msg | None:
     if not isinstance(meta, dict) or not isinstance(gossip, list | tuple):
         return None
     # a map; its fields are read defensively by whoever reads them (a peer's ``w`` may be anything)
-    out = _Msg(kind, seq, sender, addr, inc, meta, list(gossip))
+    out = _Msg(kind, seq, sender, addr, inc, cast(NodeMeta, meta), list(gossip))
     if kind == "ping":
         to, join = msg.get("to", ""), msg.get("join", False)
         if not isinstance(to, str) or not isinstance(join, bool):
@@ -384,7 +384,7 @@ def _parse(msg: object) -> _Msg | None:
     return out
 
 
-def _parse_update(u: object) -> tuple[str, str, MemberState, int, dict[str, Any] | None] | None:
+def _parse_update(u: object) -> tuple[str, str, MemberState, int, NodeMeta | None] | None:
     """One gossip entry ``[node_id, addr, state, incarnation, meta]``; extra trailing fields are tolerated so
     that a later protocol version can add some."""
     if not isinstance(u, list | tuple) or len(u) < 5:
@@ -395,7 +395,7 @@ def _parse_update(u: object) -> tuple[str, str, MemberState, int, dict[str, Any]
     st = _BY_NAME.get(state) if isinstance(state, str) else None
     if st is None or not (meta is None or isinstance(meta, dict)):
         return None
-    return node_id, addr, st, inc, meta
+    return node_id, addr, st, inc, cast(NodeMeta | None, meta)
 
 
 def _update_of(m: Member) -> list[Any]:
@@ -428,7 +428,7 @@ class Swim:
         self.config = config
         self._rng = rng
         self._inc = 0
-        self._meta: dict[str, Any] = dict(meta or {})
+        self._meta: NodeMeta = cast(NodeMeta, dict(meta or {}))
         self._left = False
         self._members: dict[str, Member] = {}
         self._by_addr: dict[str, str] = {}
@@ -470,7 +470,7 @@ class Swim:
         return self._health
 
     @property
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> NodeMeta:
         return self._meta
 
     def members(self) -> list[Member]:
@@ -519,7 +519,7 @@ class Swim:
 
     def set_meta(self, meta: Mapping[str, Any]) -> None:
         # Copied and replaced, never mutated in place, because the dict is shared with messages in flight.
-        self._meta = dict(meta)
+        self._meta = cast(NodeMeta, dict(meta))
 
     def discovered(self, node_id: str | None, addr: str, now: float) -> list[Action]:
         """A hint that someone lives at ``addr`` (mDNS: id known; static seed: id None). We only ping: a
@@ -624,7 +624,7 @@ class Swim:
             "from": self.node_id,
             "addr": self.addr,
             "inc": self._inc,
-            "meta": cast(NodeMeta, self._meta),  # the node's own (Node._meta)
+            "meta": self._meta,
             "gossip": [],
         }
 
@@ -699,7 +699,7 @@ class Swim:
         addr: str,
         state: MemberState,
         inc: int,
-        meta: dict[str, Any],
+        meta: NodeMeta,
         now: float,
         out: list[Action],
         heard: bool,

@@ -52,7 +52,7 @@ from meshaios.clock import Clock, MonotonicClock
 from meshaios.sched.inputs import Links, TaskInputs, parse_inputs, transfer_seconds
 from meshaios.sched.loadview import DeviceLoad, LoadView, parse_summary
 from meshaios.sched.model import RuntimeModel, device_kind, task_features
-from meshaios.sched.placement import NodeLoad
+from meshaios.sched.placement import NodeLoad, PlacementTask
 
 __all__ = ["EftConfig", "EftPolicy", "Estimate", "allowed_devices"]
 
@@ -82,7 +82,7 @@ class Estimate:
     finish: float
 
 
-def allowed_devices(task: dict[str, Any]) -> tuple[str, ...]:
+def allowed_devices(task: PlacementTask) -> tuple[str, ...]:
     dev = task.get("device", "cpu")
     if dev == "any":
         return ("cpu", "gpu")
@@ -130,7 +130,7 @@ class EftPolicy:
 
     # ---- the policy interface -----------------------------------------------------------------------------
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         now = self.clock.now()
         devices = allowed_devices(task)
         pool = self._pool(task, candidates, devices, rng)
@@ -169,7 +169,7 @@ class EftPolicy:
         self.decisions += 1
         return best_nl
 
-    def priority(self, task: dict[str, Any]) -> float:
+    def priority(self, task: PlacementTask) -> float:
         """Predicted seconds at reference speed on the best device the task may use (risk-adjusted, as placement
         sees it): the owner takes the longest tasks first, which is HEFT's upward rank for independent tasks."""
         devices = allowed_devices(task)
@@ -192,7 +192,7 @@ class EftPolicy:
         key = (node_id, d)
         self._work[key] = max(0.0, self._work.get(key, 0.0) - rt)
 
-    def estimate(self, task: dict[str, Any], node: NodeLoad, now: float | None = None) -> Estimate | None:
+    def estimate(self, task: PlacementTask, node: NodeLoad, now: float | None = None) -> Estimate | None:
         """The best (device, finish) for ``task`` on ``node``; None if it has no device the task may use."""
         devices = allowed_devices(task)
         inputs = _Inputs(task)
@@ -201,7 +201,7 @@ class EftPolicy:
 
     # ---- internals ----------------------------------------------------------------------------------------
 
-    def _reference(self, task: dict[str, Any], devices: tuple[str, ...], inputs: _Inputs) -> dict[str, float]:
+    def _reference(self, task: PlacementTask, devices: tuple[str, ...], inputs: _Inputs) -> dict[str, float]:
         """Log runtime at reference speed (risk-adjusted), once per device: the part common to all nodes."""
         kernel = str(task.get("fn_key") or "?")
         out: dict[str, float] = {}
@@ -312,7 +312,7 @@ class EftPolicy:
         if not self._winners or self._winners[-1] != nl.node_id:
             self._winners.append(nl.node_id)
 
-    def _pool(self, task: dict[str, Any], candidates: list[NodeLoad], devices: tuple[str, ...],
+    def _pool(self, task: PlacementTask, candidates: list[NodeLoad], devices: tuple[str, ...],
               rng: random.Random) -> list[NodeLoad]:
         cfg = self.config
         if len(candidates) <= cfg.scan_below:
@@ -361,7 +361,7 @@ class _Inputs:
 
     __slots__ = ("inputs", "kernel", "total")
 
-    def __init__(self, task: dict[str, Any]) -> None:
+    def __init__(self, task: PlacementTask) -> None:
         self.inputs: TaskInputs = parse_inputs(task)
         self.kernel = str(task.get("fn_key") or "?")
         self.total = self.inputs.total

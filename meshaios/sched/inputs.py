@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from meshaios.sched.placement import PlacementTask
 
 __all__ = ["Held", "Links", "Produced", "TaskInputs", "parse_inputs", "task_inputs", "transfer_seconds"]
 
@@ -45,12 +48,12 @@ class TaskInputs:
     def holders(self) -> set[str]:
         return {n for h in self.held for n in h.holders}
 
-    def info(self, fn_key: str, device: str) -> dict[str, Any]:
+    def info(self, fn_key: str, device: str) -> PlacementTask:
         """The task-dict keys placement policies read (``docs/scheduling.md`` section 5)."""
         return {
             "fn_key": fn_key,
             "nbytes": self.inline,
-            "inputs": [[list(h.holders), h.nbytes] for h in self.held],
+            "inputs": [(list(h.holders), h.nbytes) for h in self.held],
             "device": device,
         }
 
@@ -88,7 +91,7 @@ def task_inputs(args_bytes: int, deps: Iterable[str], lookup: Callable[[str], Pr
     return TaskInputs(inline, tuple(held))
 
 
-def parse_inputs(task: dict[str, Any]) -> TaskInputs:
+def parse_inputs(task: PlacementTask) -> TaskInputs:
     """The inputs described by a policy's task dict (``nbytes``; ``inputs`` as ``[[holders], bytes]``, or the
     older ``locations`` as ``{node: bytes}``); malformed entries are ignored, at most 10,000 are read."""
     raw = task.get("nbytes", 0)

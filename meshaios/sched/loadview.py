@@ -23,6 +23,8 @@ from typing import Any
 
 import msgpack
 
+from meshaios.wire import messages as M
+
 __all__ = ["MAX_SUMMARY_BYTES", "DeviceLoad", "LoadView", "NodeView", "make_summary", "summary_size"]
 
 MAX_SUMMARY_BYTES = 1024
@@ -74,10 +76,10 @@ def make_summary(
     kernel_factors: Mapping[str, float] | None = None,
     bandwidth: float | None = None,
     max_bytes: int = MAX_SUMMARY_BYTES,
-) -> dict[str, Any]:
+) -> M.LoadSummary:
     """Build the dict a node puts in its SWIM meta (under ``"ld"``). Short keys and rounded numbers: it is sent
     on every membership message. Kernel factors (the most expendable part) are dropped until it fits."""
-    s: dict[str, Any] = {
+    s: M.LoadSummary = {
         "v": SUMMARY_VERSION,
         "d": {
             k: [int(d.slots), int(d.free), round(float(d.backlog), 3), round(float(d.speed), 3)]
@@ -91,8 +93,7 @@ def make_summary(
         s["bw"] = round(float(bandwidth))
     if kernel_factors:
         s["kf"] = {k[:64]: round(float(v), 3) for k, v in list(kernel_factors.items())[:16]}
-    while summary_size(s) > max_bytes and s.get("kf"):
-        kf = s["kf"]
+    while summary_size(s) > max_bytes and (kf := s.get("kf")):
         s["kf"] = dict(list(kf.items())[: len(kf) // 2])
     if not s.get("kf"):
         s.pop("kf", None)

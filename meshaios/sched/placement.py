@@ -13,9 +13,29 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from meshaios.sched.inputs import Links, holders_in, parse_inputs, transfer_seconds
+from meshaios.wire.messages import NodeMeta
+
+
+class PlacementTask(TypedDict, total=False):
+    """What a policy is told about a task: the owner's ``{"id", "resources"}``, the rest filled in by
+    ``WithTaskInfo`` from its lookup (``TaskInputs.info``), and what the policy writes back (kept by
+    ``WithTaskInfo`` until the owner ``take``s it). A policy must cope with ``{"id": ...}`` alone."""
+
+    id: str
+    resources: dict[str, int]  # hard constraints
+    fn_key: str  # what the runtime model knows the function by
+    nbytes: int  # input bytes that travel inline
+    inputs: list[tuple[list[str], int]]  # inputs held on nodes: [[holder ids], bytes]
+    locations: dict[str, int]  # the older form of ``inputs``: holder -> bytes
+    device: str  # the device kind it asks for: cpu, gpu, or any
+    shape: list[int]  # an array shape, when known (the model's shape features)
+    # written back by EftPolicy.choose
+    placed_device: str
+    predicted_s: float
+    eft: float  # predicted finish, on the owner's clock
 
 
 @dataclass(slots=True)
@@ -26,7 +46,7 @@ class NodeLoad:
     slots: int
     inflight: int = 0  # tasks this owner has dispatched there and not yet seen finish
     reported: int = 0  # queued + running on that node, as gossiped (all owners together)
-    meta: dict[str, Any] | None = None
+    meta: NodeMeta | None = None
     window: int = 0  # tasks the owner lets be in flight there at once (0: no limit); a late-binding policy may
     # pick a node whose window is full, which makes the task wait for that node
 
@@ -42,7 +62,7 @@ class NodeLoad:
 class PlacementPolicy(Protocol):
     name: str
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad: ...
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad: ...
 
 
 class LeastLoaded:
@@ -51,7 +71,7 @@ class LeastLoaded:
 
     name = "least-loaded"
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         best: list[NodeLoad] = []
         best_load = float("inf")
         for c in candidates:
@@ -68,7 +88,7 @@ class PowerOfTwo:
 
     name = "power-of-two"
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         if len(candidates) <= 2:
             return LeastLoaded().choose(task, candidates, rng)
         a, b = rng.sample(candidates, 2)
@@ -81,7 +101,7 @@ class RoundRobin:
     def __init__(self) -> None:
         self._i = 0
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         self._i += 1
         return sorted(candidates, key=lambda c: c.node_id)[self._i % len(candidates)]
 
@@ -89,7 +109,7 @@ class RoundRobin:
 class RandomPlacement:
     name = "random"
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         return rng.choice(candidates)
 
 
@@ -103,7 +123,7 @@ class LocalFirst:
     def __init__(self, node_id: str | None = None) -> None:
         self.node_id = node_id
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         for c in candidates:
             if c.node_id == self.node_id:
                 return c
@@ -130,7 +150,7 @@ class Locality:
     when given (the node passes its learned model), else ``task_s``."""
 
     def __init__(self, inner: PlacementPolicy, node_id: str | None = None, links: Links | None = None,
-                 view: Any = None, clock: Any = None, runtime: Callable[[dict[str, Any]], float] | None = None,
+                 view: Any = None, clock: Any = None, runtime: Callable[[PlacementTask], float] | None = None,
                  min_bytes: int = 1 << 20, task_s: float = 0.5) -> None:
         self.inner = inner
         self.name = inner.name
@@ -143,7 +163,7 @@ class Locality:
         self.task_s = task_s
         self.kept = 0  # decisions where a holder beat the inner policy's pick
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         pick = self.inner.choose(task, candidates, rng)
         if not task.get("inputs") and not task.get("locations"):
             return pick
@@ -198,11 +218,11 @@ class WithTaskInfo:
     drop it when the task waits (late binding). So nothing outlives the pass that chose it, live or simulated,
     whatever then becomes of the task (finished, failed, cancelled, abandoned)."""
 
-    def __init__(self, inner: PlacementPolicy, lookup: Callable[[str], dict[str, Any] | None]) -> None:
+    def __init__(self, inner: PlacementPolicy, lookup: Callable[[str], PlacementTask | None]) -> None:
         self.inner = inner
         self.name = inner.name
         self.lookup = lookup
-        self.placed: dict[str, dict[str, Any]] = {}
+        self.placed: dict[str, PlacementTask] = {}
         # an inner policy (possibly wrapped again) that predicts runtimes lets the owner take longest tasks first
         self._ranker: Any = _innermost_with(inner, "priority")
         self.ranks = self._ranker is not None
@@ -218,16 +238,16 @@ class WithTaskInfo:
         """Changes when the inner policy's predictions have changed enough for earlier ranks to be stale."""
         return int(self._ranker.rank_epoch()) if self._ranker is not None else 0
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         tid = task.get("id")
         info = self.lookup(tid) if isinstance(tid, str) else None
-        full = {**info, **task} if info else dict(task)
+        full: PlacementTask = {**info, **task} if info else task.copy()
         target = self.inner.choose(full, candidates, rng)
         if isinstance(tid, str):
             self.placed[tid] = full
         return target
 
-    def take(self, tid: str) -> dict[str, Any] | None:
+    def take(self, tid: str) -> PlacementTask | None:
         """What the last ``choose`` for ``tid`` saw and the inner policy wrote back; forgotten here."""
         return self.placed.pop(tid, None)
 
@@ -275,7 +295,7 @@ def make_policy(name: str, **kwargs: Any) -> PlacementPolicy:
                     clock=kwargs.get("clock"), runtime=runtime)
 
 
-def _model_runtime(model: Any) -> Callable[[dict[str, Any]], float]:
+def _model_runtime(model: Any) -> Callable[[PlacementTask], float]:
     """The model's estimate for a task, cached per (kernel, size within a factor of two) and refreshed as the
     model's observations grow by a quarter: a prediction costs ~20 us, a cached one a dict lookup."""
     from meshaios.sched.model import task_features
@@ -283,7 +303,7 @@ def _model_runtime(model: Any) -> Callable[[dict[str, Any]], float]:
     cache: dict[tuple[str, int], float] = {}
     epoch = [-1]
 
-    def runtime(task: dict[str, Any]) -> float:
+    def runtime(task: PlacementTask) -> float:
         e = int(math.log(model.n_seen + 1) / math.log(1.25))
         if e != epoch[0] or len(cache) > 4096:
             cache.clear()

@@ -22,7 +22,7 @@ from typing import Any
 from meshaios.sched.eft import EftPolicy
 from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
 from meshaios.sched.model import RuntimeModel, task_features
-from meshaios.sched.placement import NodeLoad, WithTaskInfo, make_policy
+from meshaios.sched.placement import NodeLoad, PlacementTask, WithTaskInfo, make_policy
 from meshaios.sim.engine import SimConfig, Simulation
 from meshaios.sim.heft import heft, lower_bound
 from meshaios.sim.workloads import CATALOG, WORKLOADS, heterogeneous_cluster, make_workload
@@ -148,7 +148,7 @@ def bench_placement(sizes: Sequence[int], decisions: int = 1000, seed: int = 0, 
             summ = make_summary(devs, queued=3, stealable=2, bandwidth=s.bandwidth)
             view.update(s.node_id, summ, 0.0)
             loads.append(NodeLoad(s.node_id, s.cpu_slots, meta={"ld": summ}))
-        tasks = []
+        tasks: list[PlacementTask] = []
         for i in range(decisions):
             k = rng.choice(CATALOG)
             holders = rng.sample(specs, min(2, n))

@@ -23,9 +23,9 @@ import heapq
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from meshaios.membership.simnet import SimNet
 from meshaios.membership.swim import MemberChanged, MemberState, SwimConfig
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
-from meshaios.sched.placement import NodeLoad, PlacementPolicy, WithTaskInfo, make_policy
+from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, WithTaskInfo, make_policy
 from meshaios.sched.stealing import StealConfig
 from meshaios.sim.workloads import NodeSpec, SimTask, Workload
 from meshaios.tasks.execcore import (
@@ -56,6 +56,7 @@ from meshaios.tasks.execcore import (
 )
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
 from meshaios.tasks.peers import USABLE, PeerFeed
+from meshaios.wire import messages as M
 from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
@@ -161,7 +162,7 @@ class _TimedPolicy:
         self.calls = 0
         self.seconds = 0.0
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         t0 = time.perf_counter()
         out = self.inner.choose(task, candidates, rng)
         self.seconds += time.perf_counter() - t0
@@ -225,7 +226,7 @@ class _Node:
     info: WithTaskInfo | None = None
     timer: _TimedPolicy | None = None
     ingress_free: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: M.LoadSummary | None = None
     published_at: float = 0.0
     feed: PeerFeed = field(init=False)  # peers' gossiped meta and membership changes, as node.py takes them
 
@@ -427,8 +428,11 @@ class Simulation:
             owner.node_up(oid, self.nodes[oid].spec.cpu_slots, self._meta(self.nodes[oid]))
         self._member_changes()
 
-    def _meta(self, n: _Node) -> dict[str, Any]:
-        return {"w": n.spec.cpu_slots, "q": n.core.stats.queued, "ld": n.summary, "rm": n.model.summary(8)}
+    def _meta(self, n: _Node) -> M.NodeMeta:
+        meta: M.NodeMeta = {"w": n.spec.cpu_slots, "q": n.core.stats.queued, "rm": n.model.summary(8)}
+        if n.summary is not None:
+            meta["ld"] = n.summary
+        return meta
 
     def _on_member_tick(self, _: Any) -> None:
         assert self.net is not None
@@ -463,7 +467,7 @@ class Simulation:
         n.published_at = self.now
         n.view.update(n.spec.node_id, n.summary, self.now)
 
-    def _lookup(self, observer: _Node, peer_id: str) -> tuple[dict[str, Any], float] | None:
+    def _lookup(self, observer: _Node, peer_id: str) -> tuple[Mapping[str, Any], float] | None:
         """What ``observer`` knows of ``peer_id``'s load, and since when: via SWIM meta, or the oracle."""
         if self.net is not None:
             swim = self.net.nodes.get(observer.spec.node_id)
@@ -549,7 +553,7 @@ class Simulation:
         self.bytes_moved += nbytes
         return end
 
-    def _dispatch(self, owner_node: _Node, target_id: str, tasks: list[dict[str, Any]]) -> None:
+    def _dispatch(self, owner_node: _Node, target_id: str, tasks: list[RunTask]) -> None:
         """A RUN message: the tasks' inline arguments travel with it, over the target's link."""
         target = self.nodes.get(target_id)
         if target is None or not target.alive:
@@ -561,11 +565,11 @@ class Simulation:
         arrive = self._transfer(target, sum(td["args"].nbytes for td in tasks), self.now + self.config.latency)
         self._push(arrive, _RUN, (target_id, oid, tasks))
 
-    def _on_run(self, data: tuple[str, str, list[dict[str, Any]]]) -> None:
+    def _on_run(self, data: tuple[str, str, list[RunTask]]) -> None:
         nid, owner_id, tasks = data
         node = self.nodes[nid]
         if node.alive:
-            self._do(node, node.core.handle(RunTasks(owner_id, cast("list[RunTask]", tasks)), self.now))  # Owner's
+            self._do(node, node.core.handle(RunTasks(owner_id, tasks), self.now))
 
     def _on_done(self, data: tuple[str, str, dict[str, Any]]) -> None:
         owner_id, exec_id, result = data

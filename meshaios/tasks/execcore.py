@@ -45,6 +45,7 @@ from meshaios.sched.stealing import Send as StealSend
 from meshaios.tasks.epochs import Run, RunFence, Verdict
 from meshaios.tasks.owner import fn_key
 from meshaios.timeline import Timeline
+from meshaios.wire import messages as M
 from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
@@ -163,7 +164,7 @@ class AbortRuns:
     """``owner`` cancelled these attempts (``[[id, attempt], ...]``)."""
 
     owner: str
-    keys: list[list[Any]]
+    keys: list[M.TaskKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +240,7 @@ class SendAbort:
 
     node: str
     owner: str
-    keys: list[list[Any]]
+    keys: list[M.TaskKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +396,7 @@ class ExecCore:
             if rt is not None:
                 t.predicted = rt
 
-    def load_summary(self, now: float, bandwidth: float | None = None) -> dict[str, Any]:
+    def load_summary(self, now: float, bandwidth: float | None = None) -> M.LoadSummary:
         """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
         self.refresh_predictions()
         q = self.queue
@@ -740,7 +741,7 @@ class ExecCore:
         a RUN, a steal commit or a prefetched start of the same attempt arriving later is dropped too."""
         out: list[Instruction] = []
         owner = ev.owner
-        forward: dict[str, list[list[Any]]] = {}
+        forward: dict[str, list[M.TaskKey]] = {}
         recall: list[Key] = []
         kill_pool = False
         for tid, att in ev.keys:
@@ -763,7 +764,7 @@ class ExecCore:
                 continue
             thief = self._given.pop(key, None)
             if thief is not None:
-                forward.setdefault(thief, []).append([tid, att])
+                forward.setdefault(thief, []).append((tid, att))
         if recall:
             out.append(RecallFromWorkers(recall))
         for thief, ks in forward.items():

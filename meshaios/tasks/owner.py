@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from meshaios.sched.inputs import TaskInputs, task_inputs
-from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy
+from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy, PlacementTask
 from meshaios.tasks.epochs import ClientLeases
 from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
@@ -192,7 +192,7 @@ class OwnedTask:
     missing: int = 0
     dependents: list[str] = field(default_factory=list)
     result: Payload | None = None
-    error: dict[str, Any] | None = None
+    error: M.ErrorInfo | None = None
     released: bool = False
     node_failures: int = 0
     submitted_at: float = 0.0
@@ -217,24 +217,19 @@ class OwnedTask:
         return self.state is TaskState.DONE and (self.result is not None or bool(self.locations))
 
 
-# The actions below carry RunTasks and Results (wire/messages.py) typed as plain maps, and ``submit``/``completed``
-# take maps, because node.py and sim/engine.py still handle them so (issue 16: they adopt the types next); the
-# owner builds and reads them as the TypedDicts, through ``cast`` at those edges only.
-
-
 @dataclass(frozen=True, slots=True)
 class Dispatch:
     node: str
-    tasks: list[dict[str, Any]]  # M.RunTask each
+    tasks: list[M.RunTask]
     # per task id, what the placement policy saw and wrote back when it chose ``node`` (``WithTaskInfo.take``:
     # EFT's ``placed_device``, ``predicted_s``); empty for policies that keep nothing
-    placed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    placed: dict[str, PlacementTask] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
     client: bytes
-    results: list[dict[str, Any]]  # M.Result each
+    results: list[M.Result]
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +246,7 @@ class Abort:
     running one's result is dropped (a thread cannot be stopped) or its worker process is terminated."""
 
     node: str
-    keys: list[list[Any]]
+    keys: list[M.TaskKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,14 +343,16 @@ class Owner:
         self._held: dict[bytes, list[str]] = {}  # ready tasks of suspended clients, in order
 
     # ---- membership -------------------------------------------------------------------------------------
-    def node_up(self, node_id: str, slots: int, meta: dict[str, Any] | None = None) -> list[OwnerAction]:
+    def node_up(self, node_id: str, slots: int, meta: Mapping[str, Any] | None = None) -> list[OwnerAction]:
+        """``meta``: the node's SWIM metadata (``messages.NodeMeta``), as gossip brought it."""
+        node_meta = cast(M.NodeMeta | None, meta)  # a map: its fields are read with care (``_capacity``)
         nl = self.nodes.get(node_id)
         if nl is None:
-            nl = self.nodes[node_id] = NodeLoad(node_id, max(1, slots), meta=meta)
+            nl = self.nodes[node_id] = NodeLoad(node_id, max(1, slots), meta=node_meta)
             self.node_tasks.setdefault(node_id, set())
         else:
             nl.slots = max(1, slots)
-            nl.meta = meta
+            nl.meta = node_meta
         nl.window = nl.slots * self.config.window_per_slot
         return self._pump()
 
@@ -457,11 +454,11 @@ class Owner:
                         "id": tid,
                         "ok": False,
                         "node": self.node_id,
-                        "err": cast(M.ErrorInfo, _error(
+                        "err": _error(
                             "Busy",
                             f"this node holds {self.config.max_pending_per_client} unfinished tasks of "
                             "yours already; submit more when some finish",
-                        )),
+                        ),
                     }
                 )
                 continue
@@ -527,7 +524,7 @@ class Owner:
             if t.deadline and self.config.deadline_order != "fifo":
                 self._by_deadline.append(tid)
         if redeliver:
-            out.append(_deliver(client, redeliver))
+            out.append(Deliver(client, redeliver))
         out.extend(self._pump())
         return _merge(out)
 
@@ -735,7 +732,7 @@ class Owner:
 
     def _cancel_one(self, t: OwnedTask, aborts: list[OwnerAction]) -> list[OwnerAction]:
         if t.state is TaskState.DISPATCHED and t.node is not None:
-            aborts.append(Abort(t.node, [[t.id, t.attempt]]))
+            aborts.append(Abort(t.node, [(t.id, t.attempt)]))
             self._unassign(t.id, t.node)
         self._deadlines.pop(t.id, None)
         self._ranks.pop(t.id, None)
@@ -809,7 +806,8 @@ class Owner:
                 self._requeue(t)
             else:
                 t.state = TaskState.FAILED
-                t.error = dict(r.get("err") or {})
+                err = r.get("err")
+                t.error = {**err} if isinstance(err, dict) else {"type": "Exception", "msg": ""}
                 t.error.setdefault("node", node_id)
                 out.extend(self._finish(t))
         out.extend(self._pump())
@@ -864,7 +862,7 @@ class Owner:
                     self.counters["deadline_met" if met else "deadline_missed"] += 1
                 self._count_pending(cur.client, -1)
                 self.counters["done" if cur.state is TaskState.DONE else "failed"] += 1
-                out.append(_deliver(cur.client, [self._result_msg(cur)]))
+                out.append(Deliver(cur.client, [self._result_msg(cur)]))
             for did in cur.dependents:  # one entry per reference: a task may use two parts of one map output
                 d = self.tasks.get(did)
                 if d is None or d.state is not TaskState.WAITING:
@@ -1002,7 +1000,7 @@ class Owner:
             if t.result is not None:
                 return {"id": t.id, "ok": True, "v": t.result, "node": t.node or ""}
             return {"id": t.id, "ok": True, "size": t.size, "parts": t.parts, "node": t.node or ""}
-        err = cast(M.ErrorInfo, t.error or {})
+        err = t.error if t.error is not None else _NO_ERROR
         return {"id": t.id, "ok": False, "err": err, "node": err.get("node", "")}
 
     def _dep_value(self, d: str) -> M.DepValue:
@@ -1039,7 +1037,7 @@ class Owner:
         hurried: set[str] = set()
         # what the policy noted per choice is taken in this very pass, sent or not, so it never piles up
         take = getattr(self.policy, "take", None)
-        placed: dict[str, dict[str, dict[str, Any]]] = {}
+        placed: dict[str, dict[str, PlacementTask]] = {}
         while self.ready and open_nodes:
             if urgent:
                 tid = urgent.pop()
@@ -1115,9 +1113,7 @@ class Owner:
         dirty = self.ready.dirty
         self.ready.extendleft(reversed(skipped))
         self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
-        return [
-            Dispatch(node, cast(list[dict[str, Any]], tasks), placed.get(node, {})) for node, tasks in batches.items()
-        ]
+        return [Dispatch(node, tasks, placed.get(node, {})) for node, tasks in batches.items()]
 
     def _urgent(self, open_nodes: list[NodeLoad]) -> list[str]:
         """Ready tasks with a deadline to take ahead of their turn this pass, the most urgent last (popped first).
@@ -1217,7 +1213,7 @@ class Owner:
         t = self.tasks.get(tid)
         return None if t is None else task_inputs(t.args.nbytes, t.deps, self.tasks.get)
 
-    def task_info(self, tid: str) -> dict[str, Any] | None:
+    def task_info(self, tid: str) -> PlacementTask | None:
         """What a placement policy wants to know about a task (see ``sched.placement.WithTaskInfo``)."""
         t = self.tasks.get(tid)
         if t is None:
@@ -1279,12 +1275,12 @@ def _priority(raw: object) -> int:
     return max(-MAX_PRIORITY, min(MAX_PRIORITY, raw))
 
 
-def _capacity(meta: dict[str, Any] | None) -> dict[str, int]:
-    res = (meta or {}).get("res")
+def _capacity(meta: M.NodeMeta | None) -> dict[str, int]:
+    res = meta.get("res") if meta is not None else None
     return _resources(res) if isinstance(res, dict) else {}
 
 
-def _fits(want: dict[str, int], meta: dict[str, Any] | None) -> bool:
+def _fits(want: dict[str, int], meta: M.NodeMeta | None) -> bool:
     cap = _capacity(meta)
     return all(cap.get(k, 0) >= v for k, v in want.items())
 
@@ -1295,32 +1291,35 @@ def _fmt(key: str, value: int) -> str:
     return str(value)
 
 
-def _error(kind: str, msg: str, node: str | None = None) -> dict[str, Any]:
+def _error(kind: str, msg: str, node: str | None = None) -> M.ErrorInfo:
     """A task error the mesh itself raised (no remote traceback): ``meshaios.<kind>`` on the client's side."""
-    err: dict[str, Any] = {"type": f"meshaios.{kind}", "msg": msg, "tb": ""}
+    err: M.ErrorInfo = {"type": f"meshaios.{kind}", "msg": msg, "tb": ""}
     if node is not None:
         err["node"] = node
     return err
 
 
-def _lost(obj_id: str) -> dict[str, Any]:
+_NO_ERROR: M.ErrorInfo = {"type": "Exception", "msg": ""}  # a failure that came without an error (never expected)
+
+
+def _lost(obj_id: str) -> M.ErrorInfo:
     """A put whose every holder died: it has no lineage, so its readers fail at once, naming it."""
     err = _error("ObjectLost", f"every node holding {obj_id} died, and a put cannot be recomputed")
     err["obj"] = obj_id
     return err
 
 
-def _dep_error(dep: OwnedTask) -> dict[str, Any]:
-    err = dep.error or {}
-    out = {
-        "type": err.get("type", "Exception"),
-        "msg": f"dependency {dep.id} failed: {err.get('msg', '')}",
+def _dep_error(dep: OwnedTask) -> M.ErrorInfo:
+    err = dep.error if dep.error is not None else _NO_ERROR
+    out: M.ErrorInfo = {
+        "type": err["type"],
+        "msg": f"dependency {dep.id} failed: {err['msg']}",
         "tb": err.get("tb", ""),
         "node": err.get("node", ""),
     }
     if "obj" in err:
         out["obj"] = err["obj"]
-    if err.get("exc") is not None:  # the original exception (pickled, on a mesh with a token): the client's cause
+    if "exc" in err:  # the original exception (pickled, on a mesh with a token): the client's cause
         out["exc"] = err["exc"]
     return out
 
@@ -1332,15 +1331,11 @@ def _unknown_dep(dep_id: str) -> OwnedTask:
     return stub
 
 
-def _deliver(client: bytes, results: list[M.Result]) -> Deliver:
-    return Deliver(client, cast(list[dict[str, Any]], results))
-
-
 def _merge(actions: list[OwnerAction]) -> list[OwnerAction]:
     """One Deliver per client and one Dispatch per node: fewer, larger messages (aborts pass through, last)."""
-    delivers: dict[bytes, list[dict[str, Any]]] = {}
-    dispatches: dict[str, list[dict[str, Any]]] = {}
-    placed: dict[str, dict[str, dict[str, Any]]] = {}
+    delivers: dict[bytes, list[M.Result]] = {}
+    dispatches: dict[str, list[M.RunTask]] = {}
+    placed: dict[str, dict[str, PlacementTask]] = {}
     aborts: list[OwnerAction] = []
     for a in actions:
         if isinstance(a, Deliver):

@@ -35,7 +35,7 @@ def test_a_dispatched_task_is_aborted_on_its_node_and_its_slot_reopens() -> None
     o = make()
     o.submit(C1, [spec("a"), spec("b")])
     out = o.cancel(C1, ["a"])
-    assert aborts(out) == [("n1", [["a", 0]])]
+    assert aborts(out) == [("n1", [("a", 0)])]
     assert dispatched(out) == {"n1": ["b"]}  # the window the aborted task held goes to the next one
     assert o.nodes["n1"].inflight == 1
     later = o.completed("n1", [ok("a")])  # the node finished it before the abort arrived: dropped
@@ -73,6 +73,6 @@ def test_a_client_that_went_away_has_its_unfinished_tasks_cancelled() -> None:
     o.submit(C1, [spec("a"), spec("b")])
     o.submit(C2, [spec("x")])
     out = o.cancel_client(C1)
-    assert aborts(out) == [("n1", [["a", 0]])]
+    assert aborts(out) == [("n1", [("a", 0)])]
     assert {r["id"] for r in delivered(out)} == {"a", "b"}
     assert o.tasks["x"].state is not TaskState.FAILED  # C2's

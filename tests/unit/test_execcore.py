@@ -336,7 +336,7 @@ def test_tasks_given_to_a_thief_leave_the_count_their_owner_is_told_and_an_abort
     assert victim.stats.queued == 6 - len(given)
     tid = given[0][0]
     out = victim.handle(AbortRuns("o", [[tid, 0]]), 1.1)
-    assert of(SendAbort, out) == [SendAbort("thief", "o", [[tid, 0]])]
+    assert of(SendAbort, out) == [SendAbort("thief", "o", [(tid, 0)])]
 
 
 def test_the_thief_runs_what_a_commit_carries_once_unless_its_abort_overtook_it() -> None:

@@ -53,7 +53,7 @@ def test_a_dependency_held_on_a_node_is_an_input_there_not_inline_bytes_at_the_o
     info = o.task_info("use")
     assert info is not None
     assert info["nbytes"] == SMALL.nbytes  # the bug was 200 MB + args here, priced as if the owner held it
-    assert info["inputs"] == [[["x"], 200 * MB]]
+    assert info["inputs"] == [(["x"], 200 * MB)]
 
 
 def test_inline_results_and_shuffle_parts() -> None:

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead of a workload: placement cost per decision for these mesh sizes")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.add_argument("--curve", action="store_true", help="keep the MAPE-over-time curve in the JSON")
+    p.add_argument("--replay-seed", type=int, metavar="N",
+                   help="instead of a workload: replay seed N of the fault-injection property test (sim/chaos.py) "
+                        "and print its faults, the invariants it broke and its last events")
     return p
 
 
@@ -215,6 +218,10 @@ def _out(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.replay_seed is not None:
+        from meshaios.sim.chaos import replay
+
+        return 1 if replay(args.replay_seed).problems else 0
     if args.bench_placement:
         sizes = [int(x) for x in args.bench_placement.split(",") if x.strip()]
         rows = bench_placement(sizes, seed=args.seed)

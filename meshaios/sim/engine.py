@@ -14,7 +14,11 @@ workers' queue, from which a recall takes back what no worker has started) and t
 
 Simplifications, stated: a link's bandwidth is only shared on the receiving side; a result whose node died is
 fetched "from the owner" at the same cost (lineage recomputation is the object store's job, not modelled); the
-owner nodes themselves never die (a client would resubmit elsewhere: that is the chaos test's subject).
+owner nodes themselves are never killed (a client would resubmit elsewhere: that is the chaos test's subject).
+
+Faults (``Faults``, ``SimConfig.kills``): kills, pauses, SWIM message loss, links that race, and the messages lost
+when a node closes its connection to a paused peer it declared dead; ``meshaios.sim.chaos`` runs them over many
+seeds and checks exactly-once delivery and leaks (docs/scheduling.md 6.6).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, W
 from meshaios.sched.stealing import StealConfig
 from meshaios.sim.workloads import NodeSpec, SimTask, Workload
 from meshaios.tasks.execcore import (
+    AbortRuns,
     ExecCore,
     FetchInputs,
     Finished,
@@ -47,6 +52,7 @@ from meshaios.tasks.execcore import (
     Recalled,
     RecallFromWorkers,
     RunTasks,
+    SendAbort,
     SendMoved,
     SendResult,
     SendSteal,
@@ -54,13 +60,13 @@ from meshaios.tasks.execcore import (
     StealMessage,
     Tick,
 )
-from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
+from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
 from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.wire import messages as M
 from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
-__all__ = ["SimConfig", "SimResult", "Simulation"]
+__all__ = ["Faults", "SimConfig", "SimResult", "Simulation"]
 
 _EMPTY = Payload(b"")
 _ZERO = np.zeros(1, np.uint8)
@@ -84,6 +90,29 @@ _MOVED = 8
 _KILL = 9
 _DETECT = 10
 _INPUTS = 11
+_PAUSE = 12
+_RESUME = 13
+_ABORT = 14
+KIND_NAMES = ("member", "load", "tick", "submit", "run", "finish", "done", "steal", "moved", "kill", "detect",
+              "inputs", "pause", "resume", "abort")
+_MESSAGES = (_RUN, _DONE, _STEAL_MSG, _MOVED, _ABORT)  # between two nodes, over a link: (dst, src, ...) first
+_LOCAL = (_FINISH, _INPUTS, _DETECT, _SUBMIT)  # happen at one node: that node first
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults injected into a run, seeded by ``SimConfig.seed`` (docs/scheduling.md 6.6). The links are modelled as
+    the node's ZeroMQ-over-TCP links behave: a message between two live, running nodes is never lost, duplicated or
+    overtaken on its link, but links race (``jitter``); a node that is paused (SIGSTOP, a stalled loop) receives
+    nothing until it resumes, then everything queued for it, in order; a peer that declares it dead meanwhile
+    closes its connection to it (``transport.forget``), which loses what was still queued there (each such message
+    with probability ``forget_loss``: some had reached the paused node's socket buffer). SWIM's own messages may
+    also be lost at random (``swim_drop``)."""
+
+    jitter: float = 0.0  # extra delay per message, uniform in [0, jitter) seconds: different links race
+    pauses: tuple[tuple[float, str, float], ...] = ()  # (seconds after the start, node id, seconds paused)
+    swim_drop: float = 0.0  # probability that a SWIM message is lost (SimNet)
+    forget_loss: float = 0.5  # a message queued for a paused peer, lost when its sender declares that peer dead
 
 
 @dataclass(frozen=True)
@@ -106,6 +135,9 @@ class SimConfig:
     locality: bool = True  # baselines weigh moving inputs against waiting for their holder (``sched.Locality``)
     deadline_order: str = OwnerConfig.deadline_order  # "fifo", "edf" or "model" (docs/scheduling.md 10.3)
     swim: SwimConfig = field(default_factory=SwimConfig)
+    faults: Faults = field(default_factory=Faults)
+    drain: float = 0.0  # after the last result, keep running this many simulated seconds (to look for leaks)
+    trace: int = 0  # keep the last ``trace`` events but ticks (``Simulation.trace``), for replaying a failure
 
 
 @dataclass
@@ -222,6 +254,7 @@ class _Node:
     rng: random.Random
     pools: dict[str, _Pool]
     alive: bool = True
+    paused: bool = False
     owner: Owner | None = None
     info: WithTaskInfo | None = None
     timer: _TimedPolicy | None = None
@@ -284,6 +317,19 @@ class Simulation:
         self.first_submit = min((t.submit_at for t in workload.tasks), default=0.0)
         self.start = 0.0
         self.events = 0
+        # faults: per-link arrival order, messages held for paused nodes, connections closed to paused peers
+        self.fault_rng = random.Random(f"faults/{cfg.seed}")
+        self._link_last: dict[tuple[str, str], float] = {}
+        self._sent_at: dict[int, float] = {}  # seq of a message event -> when it was sent
+        self._held: dict[str, list[tuple[int, Any, float]]] = {}  # paused node -> (kind, data, sent at)
+        self._forgot: dict[tuple[str, str], float] = {}  # (node, paused peer) -> when node declared it dead
+        self.paused_ids: set[str] = set()  # nodes paused at some point
+        self.false_dead: set[str] = set()  # nodes declared dead by a peer while alive
+        self.forget_lost = 0  # messages lost when a sender closed its connection to a paused peer
+        self.runs: dict[str, list[str]] = {}  # task id -> nodes whose worker finished it, in order
+        self.delivered: dict[str, int] = {}  # task id -> results the client received for it
+        self.failed: list[dict[str, Any]] = []  # error results the client received
+        self.trace: deque[tuple[float, str, Any]] = deque(maxlen=max(1, cfg.trace))
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
@@ -311,6 +357,21 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._events, (t, kind, self._seq, data))
 
+    def _send(self, src: str, dst: str, arrive: float, kind: int, data: Any) -> None:
+        """A message from ``src`` to ``dst`` that would arrive at ``arrive``: plus the injected jitter, and never
+        before an earlier message on the same link (TCP keeps a link in order; different links race)."""
+        jitter = self.config.faults.jitter
+        if src != dst:
+            if jitter:
+                arrive += self.fault_rng.random() * jitter
+            link = (src, dst)
+            last = self._link_last.get(link)
+            if last is not None and arrive <= last:
+                arrive = last + 1e-9
+            self._link_last[link] = arrive
+        self._push(arrive, kind, data)
+        self._sent_at[self._seq] = self.now
+
     @property
     def now(self) -> float:
         return self.clock.now()
@@ -327,6 +388,8 @@ class Simulation:
             self._push(at, _SUBMIT, (job, tasks))
         for when, count in cfg.kills:
             self._push(self.start + when, _KILL, count)
+        for when, nid, length in cfg.faults.pauses:
+            self._push(self.start + when, _PAUSE, (nid, length))
         self._push(self.now, _LOAD, None)
         self._push(self.now + cfg.steal_tick, _STEAL_TICK, None)
         if self.net is not None:
@@ -336,18 +399,52 @@ class Simulation:
             _MEMBER: self._on_member_tick, _LOAD: self._on_load, _STEAL_TICK: self._on_steal_tick,
             _SUBMIT: self._on_submit, _RUN: self._on_run, _FINISH: self._on_finish, _DONE: self._on_done,
             _STEAL_MSG: self._on_steal_msg, _MOVED: self._on_moved, _KILL: self._on_kill,
-            _DETECT: self._on_detect, _INPUTS: self._on_inputs,
+            _DETECT: self._on_detect, _INPUTS: self._on_inputs, _PAUSE: self._on_pause, _RESUME: self._on_resume,
+            _ABORT: self._on_abort,
         }
-        deadline = self.start + cfg.max_time
-        while self._events and len(self.completed_at) < total:
-            t, kind, _, data = heapq.heappop(self._events)
-            if t > deadline:
-                break
+        end = deadline = self.start + cfg.max_time
+        tracing = cfg.trace > 0
+        draining = False
+        while self._events and (len(self.completed_at) < total or cfg.drain > 0):
+            t, kind, seq, data = heapq.heappop(self._events)
+            if t > end or (t > deadline and self._workers_idle()):
+                break  # the time limit, or drained: ``drain`` seconds after the last result, and no worker busy
             if t > self.now:
                 self.clock.set(t)
+            sent = self._sent_at.pop(seq, None)
+            if (kind in _MESSAGES or kind in _LOCAL) and not self._arrives(kind, data, sent):
+                continue
             self.events += 1
+            if tracing and kind > _STEAL_TICK:  # not the periodic ticks
+                self.trace.append((t, KIND_NAMES[kind], data))
             handlers[kind](data)
+            if cfg.drain > 0 and not draining and len(self.completed_at) >= total:
+                draining = True
+                deadline = min(deadline, self.now + cfg.drain)
         return self._result(time.perf_counter() - wall0)
+
+    def _workers_idle(self) -> bool:
+        return not any(p.running or p.waiting for n in self.nodes.values() if n.alive for p in n.pools.values())
+
+    def _arrives(self, kind: int, data: Any, sent: float | None) -> bool:
+        """Whether an event for one node happens now: not while that node is paused (it is held, in order, until
+        the node resumes), and not for a message lost because its sender closed its connection to a paused
+        peer."""
+        dst = data[0] if kind != _SUBMIT else self.owner_ids[data[0] % len(self.owner_ids)]
+        node = self.nodes.get(dst)
+        if node is None or not node.alive:
+            return True  # the handlers drop what reaches a dead node
+        if node.paused:
+            self._held[dst].append((kind, data, sent if sent is not None else self.now))
+            return False
+        if kind in _MESSAGES and sent is not None:
+            closed = self._forgot.get((data[1], dst))
+            if closed is not None and sent <= closed and self.fault_rng.random() < self.config.faults.forget_loss:
+                self.forget_lost += 1
+                if self.config.trace:
+                    self.trace.append((self.now, "lost", (KIND_NAMES[kind], data)))
+                return False
+        return True
 
     def _result(self, wall: float) -> SimResult:
         cfg = self.config
@@ -412,7 +509,8 @@ class Simulation:
             return
         if cfg.membership != "swim":
             raise ValueError(f"unknown membership {cfg.membership!r}: oracle or swim")
-        net = SimNet(cfg.swim, seed=cfg.seed, latency=cfg.latency, jitter=cfg.latency, roundtrip=False)
+        net = SimNet(cfg.swim, seed=cfg.seed, latency=cfg.latency, jitter=cfg.latency, drop=cfg.faults.swim_drop,
+                     roundtrip=False)
         self.net = net
         first = sorted(self.nodes)[0]
         for nid, n in sorted(self.nodes.items()):
@@ -458,6 +556,10 @@ class Simulation:
         ev = MemberChanged(peer_id, "", old, new, self._meta(peer) if peer is not None else {})
         self._owner_actions(node, node.feed.member_changed(ev))
         if new in (MemberState.DEAD, MemberState.LEFT):
+            if peer is not None and peer.alive:
+                self.false_dead.add(peer_id)
+                if peer.paused:  # ``transport.forget``: what was still queued for it is lost (see ``Faults``)
+                    self._forgot[(node.spec.node_id, peer_id)] = self.now
             self._do(node, node.core.handle(PeerDown(peer_id), self.now))
 
     # ---- load gossip --------------------------------------------------------------------------------------
@@ -491,7 +593,7 @@ class Simulation:
 
     def _on_load(self, _: Any) -> None:
         cfg = self.config
-        live = [n for n in self.nodes.values() if n.alive]
+        live = [n for n in self.nodes.values() if n.alive and not n.paused]
         for n in live:
             self._publish(n)
             if self.net is not None:
@@ -540,8 +642,14 @@ class Simulation:
                 self._dispatch(node, a.node, a.tasks)
             elif isinstance(a, Deliver):
                 for r in a.results:
-                    if r.get("ok") and r["id"] not in self.completed_at:
-                        self.completed_at[r["id"]] = self.now
+                    tid = r["id"]
+                    self.delivered[tid] = self.delivered.get(tid, 0) + 1
+                    if not r.get("ok"):
+                        self.failed.append(dict(r))
+                    elif tid not in self.completed_at:
+                        self.completed_at[tid] = self.now
+            elif isinstance(a, Abort):
+                self._send_abort(node, a.node, node.spec.node_id, a.keys)
 
     def _transfer(self, dst: _Node, nbytes: int, earliest: float) -> float:
         """Reserve ``dst``'s incoming link for ``nbytes`` from ``earliest``; returns when they have arrived."""
@@ -555,15 +663,23 @@ class Simulation:
 
     def _dispatch(self, owner_node: _Node, target_id: str, tasks: list[RunTask]) -> None:
         """A RUN message: the tasks' inline arguments travel with it, over the target's link."""
+        oid = owner_node.spec.node_id
+        if self.net is not None and target_id != oid:
+            # as ``Node._owner_actions``: a RUN only to a member this node sees ALIVE or SUSPECT, else node_down
+            swim = self.net.nodes.get(oid)
+            m = swim.get(target_id) if swim is not None else None
+            if m is None or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                assert owner_node.owner is not None
+                self._owner_actions(owner_node, owner_node.owner.node_down(target_id))
+                return
         target = self.nodes.get(target_id)
         if target is None or not target.alive:
             return  # lost in the void; the owner re-places it when membership says the node is dead
-        oid = owner_node.spec.node_id
         if target_id == oid:
             self._push(self.now, _RUN, (target_id, oid, tasks))
             return
         arrive = self._transfer(target, sum(td["args"].nbytes for td in tasks), self.now + self.config.latency)
-        self._push(arrive, _RUN, (target_id, oid, tasks))
+        self._send(oid, target_id, arrive, _RUN, (target_id, oid, tasks))
 
     def _on_run(self, data: tuple[str, str, list[RunTask]]) -> None:
         nid, owner_id, tasks = data
@@ -602,7 +718,7 @@ class Simulation:
                     self._begin(node, pool, ins)
             elif isinstance(ins, SendResult):
                 delay = 0.0 if ins.owner == nid else self.config.latency
-                self._push(self.now + delay, _DONE, (ins.owner, nid, ins.result))
+                self._send(nid, ins.owner, self.now + delay, _DONE, (ins.owner, nid, ins.result))
             elif isinstance(ins, FetchInputs):
                 # the inputs held elsewhere come over this node's link (one batch of fetches); those held here
                 # cost nothing
@@ -618,9 +734,23 @@ class Simulation:
                     self.moves.setdefault(tid, []).append(nid)
                     self.steal_gate[(tid, att)] = (self.now, here)
                 delay = 0.0 if ins.owner == nid else self.config.latency
-                self._push(self.now + delay, _MOVED, (ins.owner, nid, ins.moves))
-            # SendAbort, SendFenced, ReleaseInputs, DropResult, TerminateProcessPool: nothing is cancelled, no
-            # client fails over and no store or process pool is modelled here
+                self._send(nid, ins.owner, self.now + delay, _MOVED, (ins.owner, nid, ins.moves))
+            elif isinstance(ins, SendAbort):
+                self._send_abort(node, ins.node, ins.owner, ins.keys)
+            # SendFenced, ReleaseInputs, DropResult, TerminateProcessPool: no client fails over and no store or
+            # process pool is modelled here
+
+    def _send_abort(self, node: _Node, to: str, owner: str, keys: list[list[Any]]) -> None:
+        """An ABORT (``Node._send_abort``): to this node's own core at once, else a message to ``to``."""
+        nid = node.spec.node_id
+        delay = 0.0 if to == nid else self.config.latency
+        self._send(nid, to, self.now + delay, _ABORT, (to, nid, owner, keys))
+
+    def _on_abort(self, data: tuple[str, str, str, list[list[Any]]]) -> None:
+        dst, _, owner, keys = data
+        node = self.nodes.get(dst)
+        if node is not None and node.alive:
+            self._do(node, node.core.handle(AbortRuns(owner, keys), self.now))
 
     def _begin(self, node: _Node, pool: _Pool, ins: StartOnWorker) -> None:
         rt = self.tasks[ins.key[0]].runtime(node.spec, pool.kind)
@@ -644,6 +774,7 @@ class Simulation:
             self._begin(node, pool, nxt)
         tid = key[0]
         self.exec_count[tid] = self.exec_count.get(tid, 0) + 1
+        self.runs.setdefault(tid, []).append(nid)
         self.location[tid] = nid
         gate = self.steal_gate.pop(key, None)
         if gate is not None:
@@ -662,7 +793,7 @@ class Simulation:
     def _on_steal_tick(self, _: Any) -> None:
         """The node's timer tick for its core: stuck prefetches, steal timeouts and requests."""
         for n in self.nodes.values():
-            if n.alive:
+            if n.alive and not n.paused:
                 self._do(n, n.core.handle(Tick(), self.now))
         self._push(self.now + self.config.steal_tick, _STEAL_TICK, None)
 
@@ -673,7 +804,7 @@ class Simulation:
         if ins.msg.get("k") == "steal_commit" and dst is not None:
             nbytes = sum(int(item[6]) for item in ins.msg.get("tasks", ()))
             arrive = self._transfer(dst, nbytes, arrive)
-        self._push(arrive, _STEAL_MSG, (ins.to, node.spec.node_id, ins.msg))
+        self._send(node.spec.node_id, ins.to, arrive, _STEAL_MSG, (ins.to, node.spec.node_id, ins.msg))
 
     def _on_steal_msg(self, data: tuple[str, str, dict[str, Any]]) -> None:
         dst, src, msg = data
@@ -690,6 +821,8 @@ class Simulation:
         for nid in sorted(victims[:count]):
             node = self.nodes[nid]
             node.alive = False
+            node.paused = False
+            self._held.pop(nid, None)
             for pool in node.pools.values():
                 pool.running.clear()
                 pool.waiting.clear()
@@ -715,3 +848,31 @@ class Simulation:
         node = self.nodes[observer]
         if node.alive:
             self._member(node, dead, MemberState.ALIVE, MemberState.DEAD)
+
+    def _on_pause(self, data: tuple[str, float]) -> None:
+        """SIGSTOP (or a loop that stalls): the node handles nothing -- messages, timers, its workers' results --
+        until it resumes; SWIM stops too, so its peers may declare it dead meanwhile."""
+        nid, length = data
+        node = self.nodes.get(nid)
+        if node is None or not node.alive or node.paused:
+            return
+        node.paused = True
+        self.paused_ids.add(nid)
+        self._held[nid] = []
+        if self.net is not None:
+            self.net.run(self.now)
+            self.net.pause(nid)
+        self._push(self.now + length, _RESUME, nid)
+
+    def _on_resume(self, nid: str) -> None:
+        """Everything held for the node happens now, in the order it arrived."""
+        node = self.nodes[nid]
+        if not node.alive or not node.paused:
+            return
+        node.paused = False
+        if self.net is not None:
+            self.net.run(self.now)
+            self.net.resume(nid)
+        for i, (kind, data, sent) in enumerate(self._held.pop(nid, [])):
+            self._push(self.now + i * 1e-9, kind, data)
+            self._sent_at[self._seq] = sent

@@ -740,13 +740,13 @@ class Simulation:
             # SendFenced, ReleaseInputs, DropResult, TerminateProcessPool: no client fails over and no store or
             # process pool is modelled here
 
-    def _send_abort(self, node: _Node, to: str, owner: str, keys: list[list[Any]]) -> None:
+    def _send_abort(self, node: _Node, to: str, owner: str, keys: list[M.TaskKey]) -> None:
         """An ABORT (``Node._send_abort``): to this node's own core at once, else a message to ``to``."""
         nid = node.spec.node_id
         delay = 0.0 if to == nid else self.config.latency
         self._send(nid, to, self.now + delay, _ABORT, (to, nid, owner, keys))
 
-    def _on_abort(self, data: tuple[str, str, str, list[list[Any]]]) -> None:
+    def _on_abort(self, data: tuple[str, str, str, list[M.TaskKey]]) -> None:
         dst, _, owner, keys = data
         node = self.nodes.get(dst)
         if node is not None and node.alive:

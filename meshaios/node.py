@@ -65,6 +65,7 @@ from meshaios.tasks.execcore import (
     InputsReady,
     Instruction,
     PeerDown,
+    PeerUp,
     ProcessCancelled,
     Recalled,
     RecallFromWorkers,
@@ -639,6 +640,8 @@ class Node:
             self._put_actions(self.puts.node_down(ev.node_id, self._replica_candidates()))
             self.shm.receiver_gone(_receiver(_peer(ev.node_id)))  # files written for it will never be claimed
             self.transport.forget(ev.addr)
+        elif ev.old in (MemberState.DEAD, MemberState.LEFT):
+            self._core(PeerUp(ev.node_id))  # back: what we sent it lately goes again (execcore.RESEND_WINDOW)
 
     def _owner_actions(self, actions: list[OwnerAction]) -> None:
         for a in actions:

@@ -39,7 +39,7 @@ class ChaosRun:
     faults: int = 0  # faults injected: kills + pauses (+ SWIM loss, counted once)
 
 
-def scenario(seed: int, trace: int = 0, pause_owner: bool = False) -> tuple[list[NodeSpec], Workload, SimConfig]:
+def scenario(seed: int, trace: int = 0, pause_owner: bool = True) -> tuple[list[NodeSpec], Workload, SimConfig]:
     """The cluster, workload and faults of one seed (deterministic). ``pause_owner``: now and then pause the node
     that the client submits to as well."""
     rng = random.Random(f"chaos/{seed}")
@@ -70,7 +70,7 @@ def scenario(seed: int, trace: int = 0, pause_owner: bool = False) -> tuple[list
     return nodes, work, cfg
 
 
-def run_seed(seed: int, trace: int = 0, pause_owner: bool = False) -> ChaosRun:
+def run_seed(seed: int, trace: int = 0, pause_owner: bool = True) -> ChaosRun:
     nodes, work, cfg = scenario(seed, trace, pause_owner)
     sim = Simulation(nodes, work, cfg)
     result = sim.run()
@@ -116,7 +116,7 @@ def check(sim: Simulation, result: SimResult) -> list[str]:
     return bad
 
 
-def replay(seed: int, events: int = 60, pause_owner: bool = False) -> ChaosRun:
+def replay(seed: int, events: int = 60, pause_owner: bool = True) -> ChaosRun:
     """Run ``seed`` again and print its faults, its problems and its last ``events`` events."""
     run = run_seed(seed, trace=events, pause_owner=pause_owner)
     sys.stdout.write(describe(run))

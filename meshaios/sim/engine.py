@@ -49,6 +49,7 @@ from meshaios.tasks.execcore import (
     InputsReady,
     Instruction,
     PeerDown,
+    PeerUp,
     Recalled,
     RecallFromWorkers,
     RunTasks,
@@ -326,6 +327,7 @@ class Simulation:
         self.paused_ids: set[str] = set()  # nodes paused at some point
         self.false_dead: set[str] = set()  # nodes declared dead by a peer while alive
         self.forget_lost = 0  # messages lost when a sender closed its connection to a paused peer
+        self.unsendable = 0  # messages not sent: the sender's SWIM listed their peer as dead
         self.runs: dict[str, list[str]] = {}  # task id -> nodes whose worker finished it, in order
         self.delivered: dict[str, int] = {}  # task id -> results the client received for it
         self.failed: list[dict[str, Any]] = []  # error results the client received
@@ -361,6 +363,13 @@ class Simulation:
         """A message from ``src`` to ``dst`` that would arrive at ``arrive``: plus the injected jitter, and never
         before an earlier message on the same link (TCP keeps a link in order; different links race)."""
         jitter = self.config.faults.jitter
+        if src != dst and self.net is not None:
+            # ``Node._peer_addr``: nothing is sent to a peer this node's SWIM lists as neither ALIVE nor SUSPECT
+            swim = self.net.nodes.get(src)
+            m = swim.get(dst) if swim is not None else None
+            if m is None or m.state not in USABLE:
+                self.unsendable += 1
+                return
         if src != dst:
             if jitter:
                 arrive += self.fault_rng.random() * jitter
@@ -561,6 +570,8 @@ class Simulation:
                 if peer.paused:  # ``transport.forget``: what was still queued for it is lost (see ``Faults``)
                     self._forgot[(node.spec.node_id, peer_id)] = self.now
             self._do(node, node.core.handle(PeerDown(peer_id), self.now))
+        elif old in (MemberState.DEAD, MemberState.LEFT):
+            self._do(node, node.core.handle(PeerUp(peer_id), self.now))
 
     # ---- load gossip --------------------------------------------------------------------------------------
 

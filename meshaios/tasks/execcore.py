@@ -21,7 +21,7 @@ in its own tables, never in private keys of that dict.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -55,6 +55,8 @@ __all__ = [
     "PREFETCH_MAX",
     "PREFETCH_SECONDS",
     "PREFETCH_STUCK",
+    "RESEND_MAX",
+    "RESEND_WINDOW",
     "RUNTIME_EWMA",
     "AbortRuns",
     "DropResult",
@@ -67,6 +69,7 @@ __all__ = [
     "InputsReady",
     "Instruction",
     "PeerDown",
+    "PeerUp",
     "ProcessCancelled",
     "RecallFromWorkers",
     "Recalled",
@@ -100,6 +103,12 @@ PREFETCH_SECONDS = 0.05
 PREFETCH_MAX = 64
 PREFETCH_STUCK = 0.5  # a prefetched task not started after this long is taken back (see ExecCore._tick)
 MAX_ABORTED = 100_000  # aborted attempts (and tasks given to thieves) remembered
+# Results sent to another node's owner are remembered this long (at most RESEND_MAX of them, the oldest go first)
+# and sent again if that owner comes back after this node declared it dead: declaring it dead closed the connection
+# to it (``transport.forget``), losing what was queued there, and nothing is sent to a dead peer meanwhile. A paused
+# owner that resumes before its clients fail over would otherwise wait for those results forever.
+RESEND_WINDOW = 30.0
+RESEND_MAX = 10_000
 
 
 @dataclass
@@ -187,9 +196,16 @@ class PeerDown:
     node: str
 
 
+@dataclass(frozen=True, slots=True)
+class PeerUp:
+    """Membership says ``node``, which this node had found dead or gone, is alive again (it refuted, or rejoined)."""
+
+    node: str
+
+
 Event: TypeAlias = (
     RunTasks | InputsReady | InputsMissing | Finished | ProcessCancelled | Recalled | AbortRuns | Tick
-    | StealMessage | PeerDown
+    | StealMessage | PeerDown | PeerUp
 )
 
 # ---- instructions ---------------------------------------------------------------------------------------------
@@ -345,10 +361,13 @@ class ExecCore:
         self._procs: dict[Key, str] = {}  # pure tasks in the process pool -> the owner their start named
         self.runtime: dict[str, float] = {}  # kernel -> measured seconds here (EWMA): the queue's predictions
         self._kernels: dict[bytes, str] = {}  # function payload -> kernel id, for small payloads
+        self._sent: deque[tuple[float, str, TaskResult]] = deque()  # results sent to other owners: (when, owner, it)
+        self._down: dict[str, float] = {}  # peers declared dead or gone -> when: results go again if they come back
         self._handlers: dict[type, Callable[[Any, float], list[Instruction]]] = {
             RunTasks: self._run, InputsReady: self._inputs_ready, InputsMissing: self._inputs_missing,
             Finished: self._finished, ProcessCancelled: self._process_cancelled, Recalled: self._recalled,
             AbortRuns: self._abort, Tick: self._tick, StealMessage: self._steal_message, PeerDown: self._peer_down,
+            PeerUp: self._peer_up,
         }  # fmt: skip
 
     # ---- the entry point ------------------------------------------------------------------------------------
@@ -590,6 +609,11 @@ class ExecCore:
         self.timeline.finished(key[0], key[1], ok, now, run_s=dt if type(dt) is float else None,
                                device=str(result.get("dev", "cpu")))
         out.append(SendResult(owner, result))
+        if owner != self.node_id:
+            sent = self._sent
+            sent.append((now, owner, result))
+            while len(sent) > RESEND_MAX or sent[0][0] < now - RESEND_WINDOW:
+                sent.popleft()
 
     def _after_finish(self, now: float, out: list[Instruction]) -> None:
         """Refill the freed slots; if that leaves one idle, look for work to steal now rather than next tick."""
@@ -676,8 +700,23 @@ class ExecCore:
 
     def _peer_down(self, ev: PeerDown, now: float) -> list[Instruction]:
         out: list[Instruction] = []
+        if len(self._down) >= 64:  # gone for longer than the window: nothing of theirs would be sent again
+            self._down = {n: t for n, t in self._down.items() if t >= now - RESEND_WINDOW}
+        self._down[ev.node] = now
         self._steal_actions(self.steal.peer_down(ev.node, now), now, out)  # its reservations here: runnable again
         self._start_queued(now, out)
+        return out
+
+    def _peer_up(self, ev: PeerUp, now: float) -> list[Instruction]:
+        """A peer this node had declared dead is back: the results sent to it in the last ``RESEND_WINDOW`` go
+        again (see ``RESEND_WINDOW``; its owner takes each result once, ``Owner.completed``)."""
+        down = self._down.pop(ev.node, None)
+        if down is None:
+            return []
+        while self._sent and self._sent[0][0] < now - RESEND_WINDOW:
+            self._sent.popleft()
+        out: list[Instruction] = [SendResult(ev.node, r) for _, owner, r in self._sent if owner == ev.node]
+        self.counters["results_resent"] += len(out)
         return out
 
     def _steal_actions(self, actions: list[StealAction], now: float, out: list[Instruction]) -> None:

@@ -16,7 +16,7 @@ from meshaios.sim.engine import Faults, SimConfig, Simulation
 from meshaios.sim.workloads import heterogeneous_cluster, independent
 
 
-def _sweep(seeds: range, pause_owner: bool = False) -> None:
+def _sweep(seeds: range, pause_owner: bool = True) -> None:
     failures: dict[int, list[str]] = {}
     for seed in seeds:
         run = run_seed(seed, pause_owner=pause_owner)
@@ -53,6 +53,18 @@ def test_the_faults_happen_and_are_survived() -> None:
     assert paused > 30
     assert false_dead > 20
     assert dups > 0
+
+
+def test_a_paused_owner_gets_the_results_its_executors_could_not_send() -> None:
+    """Regression: in these seeds an executor declared the paused owner dead (closing its connection, with a DONE
+    queued; sending nothing more), the owner resumed before its client's failover and, before
+    ``execcore.RESEND_WINDOW``, waited for those results forever."""
+    for seed in (465, 469, 763):
+        run = run_seed(seed)
+        assert run.sim.owner_ids[0] in run.sim.paused_ids
+        assert run.sim.forget_lost + run.sim.unsendable > 0
+        assert sum(n.core.counters["results_resent"] for n in run.sim.nodes.values()) > 0
+        assert run.problems == []
 
 
 def test_a_seed_replays_identically() -> None:

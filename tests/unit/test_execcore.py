@@ -18,6 +18,7 @@ from meshaios.sched.model import RuntimeModel
 from meshaios.sched.stealing import TState
 from meshaios.tasks.execcore import (
     PREFETCH_STUCK,
+    RESEND_WINDOW,
     AbortRuns,
     DropResult,
     ExecCore,
@@ -27,6 +28,7 @@ from meshaios.tasks.execcore import (
     InputsReady,
     Instruction,
     PeerDown,
+    PeerUp,
     Recalled,
     RecallFromWorkers,
     ReleaseInputs,
@@ -307,6 +309,37 @@ def test_a_failed_result_counts_as_failed() -> None:
     out = c.handle(Finished([("o", ("a", 0), err)]), 0.1)
     assert of(SendResult, out) == [SendResult("o", err)]
     assert (c.stats.finished, c.stats.failed, c.stats.queued) == (1, 1, 0)
+
+
+def test_results_sent_to_an_owner_declared_dead_go_again_when_it_comes_back() -> None:
+    """Regression (found by tests/sim/test_chaos.py): declaring a peer dead closes the connection to it, losing the
+    DONEs still queued there, and nothing is sent to a dead peer. A paused owner that resumes and refutes before its
+    client fails over then waited forever for those results; now the executor sends them again when it is back."""
+    c = core(slots=2)
+    out = c.handle(RunTasks("o", [task("a"), task("b"), task("c")]), 0.0)
+    done = c.handle(Finished([("o", ("a", 0), ok(("a", 0)))]), 1.0)  # queued when "o" froze: lost on forget
+    assert [r.result["id"] for r in of(SendResult, done)] == ["a"]
+    assert c.handle(PeerUp("o"), 1.5) == []  # never declared dead: nothing to send again
+    c.handle(PeerDown("o"), 3.0)
+    c.handle(Finished([("o", ("b", 0), ok(("b", 0)))]), 4.0)  # not sent: the shell sends nothing to a dead peer
+    c.handle(PeerDown("other"), 4.5)
+    again = c.handle(PeerUp("o"), 5.0)
+    assert [(i.owner, i.result["id"]) for i in of(SendResult, again)] == [("o", "a"), ("o", "b")]
+    assert c.counters["results_resent"] == 2
+    assert c.handle(PeerUp("o"), 5.5) == []  # once per return
+    c.handle(PeerDown("o"), 6.0)
+    assert [i.result["id"] for i in of(SendResult, c.handle(PeerUp("o"), 6.0 + RESEND_WINDOW - 2.0))] == ["b"]
+    c.handle(PeerDown("o"), 100.0)
+    assert c.handle(PeerUp("o"), 101.0) == []  # older than RESEND_WINDOW: forgotten
+    assert started(out) == [("a", 0), ("b", 0)]
+
+
+def test_results_for_this_nodes_own_owner_are_not_remembered() -> None:
+    c = core(slots=1)
+    c.handle(RunTasks("me", [task("a")]), 0.0)
+    c.handle(Finished([("me", ("a", 0), ok(("a", 0)))]), 1.0)
+    c.handle(PeerDown("me"), 2.0)
+    assert c.handle(PeerUp("me"), 3.0) == []
 
 
 # ---- work stealing ------------------------------------------------------------------------------------------

@@ -81,14 +81,22 @@ from meshaios.tasks.execcore import (
     TerminateProcessPool,
     Tick,
 )
-from meshaios.tasks.execute import error_info, pack_for_process, run_in_process, run_task, unpack_from_process
+from meshaios.tasks.execute import (
+    LocalResult,
+    ProcessResult,
+    error_info,
+    pack_for_process,
+    run_in_process,
+    run_task,
+    unpack_from_process,
+)
 from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, Started, TaskState
 from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.tasks.workers import WorkerPool
 from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
-from meshaios.wire.codec import WireLimits, decode, encode
+from meshaios.wire.codec import WireLimits, decode_message, encode
 from meshaios.wire.guard import Throttle
 from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
@@ -192,7 +200,7 @@ class Node:
         self._stop_requested = asyncio.Event()
         self._pool: WorkerPool | None = None
         self._procs: concurrent.futures.ProcessPoolExecutor | None = None
-        self._done_buffer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._done_buffer: dict[str, list[M.Result]] = defaultdict(list)
         self._flush_scheduled = False
         self._badlog = RateLimitedLog(log)  # one warning per (peer, kind) per 10 s, 20 per 10 s in all
         self._throttle = Throttle()  # peers that keep sending what the codec refuses (wire/guard.py)
@@ -226,7 +234,7 @@ class Node:
         # the dashboard's mesh-wide view: failures of tasks this node owned (kept after the client let them go),
         # and PEEKs waiting for their answers (req -> asked node, its future)
         self._recent_errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
-        self._peeks: dict[int, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self._peeks: dict[int, tuple[str, asyncio.Future[M.Peeked]]] = {}
         self._peek_req = 0
         self._view_cache: tuple[float, dict[str, Any]] | None = None  # (when, ``peer_view``): pages poll every second
         # same-host transfers through /dev/shm (store/shm.py): our host id, published in SWIM meta once the
@@ -489,7 +497,7 @@ class Node:
 
     # ---- message handling -----------------------------------------------------------------------------------
     def _handle(self, ident: bytes, frames: list[Any], streamed: bool = False) -> None:
-        msg = decode(frames, self._limits)
+        msg = decode_message(frames, self._limits)
         t = msg["t"]
         assert self.swim is not None
         if ident[:2] not in _NODE_IDENTS:  # a client spoke: its leases are renewed (tasks/epochs.py, store/leases.py)
@@ -498,13 +506,13 @@ class Node:
         if t in _STREAM_TYPES:
             if streamed:
                 raise WireError("a stream cannot carry a stream message")
-            self._on_stream_msg(ident, msg)
-        elif t == M.SWIM:
+            self._on_stream_msg(ident, cast("M.XHead | M.XChunk | M.XAck", msg))
+        elif msg["t"] == M.SWIM:
             self._swim_actions(self.swim.handle(msg["m"], self.clock.now()))
         # nested tasks and results were checked item by item by ``decode`` (messages.NESTED)
-        elif t == M.RUN:
+        elif msg["t"] == M.RUN:
             self._accept_run(msg["owner"], msg["tasks"])
-        elif t == M.DONE:
+        elif msg["t"] == M.DONE:
             src = msg["src"]
             q = msg.get("q")
             if isinstance(q, int) and not isinstance(q, bool):
@@ -512,25 +520,25 @@ class Node:
             if self._share_load and "ld" in msg:
                 self.steal_view.update(src, msg["ld"], self.clock.now())  # validated by parse_summary
             self._owner_actions(self.owner.completed(src, msg["results"]))
-        elif t == M.STEAL:
+        elif msg["t"] == M.STEAL:
             self._on_steal(msg)
-        elif t == M.MOVED:
+        elif msg["t"] == M.MOVED:
             for tid, att, dst in msg["moves"]:  # shapes checked by decode
                 self._owner_actions(self.owner.moved(tid, msg["src"], dst, att))
-        elif t == M.SUBMIT:
+        elif msg["t"] == M.SUBMIT:
             ep = msg.get("ep", 0)
             ep = ep if type(ep) is int and ep >= 0 else 0
             self._owner_actions(self.owner.submit(ident, msg["tasks"], self.clock.now(), ep))
-        elif t == M.DETACH:  # the client failed over elsewhere and is at epoch ``ep`` there
+        elif msg["t"] == M.DETACH:  # the client failed over elsewhere and is at epoch ``ep`` there
             self.counters["detached"] += 1
             self._owner_actions(self.owner.detach(ident, msg["ep"]))
-        elif t == M.STARTED:
+        elif msg["t"] == M.STARTED:
             if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
                 self._owner_actions(self.owner.started(msg["src"], msg["ids"]))
-        elif t == M.FENCED:  # an executor refused our run: the client is at a newer epoch under another owner
+        elif msg["t"] == M.FENCED:  # an executor refused our run: the client is at a newer epoch under another owner
             self.counters["fenced_by_peers"] += 1
             self._owner_actions(self.owner.detach(msg["c"].encode("latin-1"), msg["ep"]))
-        elif t == M.HELLO:
+        elif msg["t"] == M.HELLO:
             self.transport.reply(
                 ident,
                 encode(
@@ -544,61 +552,61 @@ class Node:
                     }
                 ),
             )
-        elif t == M.RELEASE:
+        elif msg["t"] == M.RELEASE:
             self.owner.release(i for i in msg["ids"] if isinstance(i, str))
-        elif t == M.CANCEL:
+        elif msg["t"] == M.CANCEL:
             self._owner_actions(self.owner.cancel(ident, msg["ids"]))
-        elif t == M.KEEP:
+        elif msg["t"] == M.KEEP:
             self.owner.keep(ident, msg["ids"])
-        elif t == M.ABORT:
+        elif msg["t"] == M.ABORT:
             if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
                 self._abort(msg["owner"], msg["ids"])
-        elif t == M.PEEK:
+        elif msg["t"] == M.PEEK:
             if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
                 self._on_peek(msg)
-        elif t == M.PEEKED:
+        elif msg["t"] == M.PEEKED:
             if ident == b"n:" + msg["src"].encode():
                 self._on_peeked(msg)
-        elif t == M.FETCH:
+        elif msg["t"] == M.FETCH:
             self._on_fetch(msg)
-        elif t == M.OBJ:
+        elif msg["t"] == M.OBJ:
             self._on_obj(msg)
-        elif t == M.GET:
+        elif msg["t"] == M.GET:
             self._on_get(ident, msg)
-        elif t == M.PUT:
+        elif msg["t"] == M.PUT:
             self._on_put(ident, msg)
-        elif t == M.STORE:
+        elif msg["t"] == M.STORE:
             self._on_store(ident, msg)
-        elif t == M.STORED and msg.get("noshm") is True:  # the replica refused our file: send the copy itself
+        elif msg["t"] == M.STORED and msg.get("noshm") is True:  # the replica refused our file: send the copy itself
             self._shm_off.add(msg["src"])
             self.shm.receiver_gone(_receiver(_peer(msg["src"])))
             self._put_actions([Replicate(msg["id"], msg["src"])])
-        elif t == M.STORED:
+        elif msg["t"] == M.STORED:
             self.owner.add_location(msg["id"], msg["src"])
             self._put_actions(self.puts.stored(msg["id"], msg["src"], self._replica_candidates()))
-        elif t == M.ADOPT:
+        elif msg["t"] == M.ADOPT:
             self._on_adopt(ident, msg)
-        elif t == M.BYE:
+        elif msg["t"] == M.BYE:
             self.holders.bye(ident)
             self._release_client(ident, "closed")
-        elif t == M.FREE:
+        elif msg["t"] == M.FREE:
             for obj in msg["ids"]:
                 if isinstance(obj, str):
                     self.store.delete(obj)
-        elif t == M.PING:
-            pong: dict[str, Any] = {"t": M.PONG}
+        elif msg["t"] == M.PING:
+            pong: M.Pong = {"t": M.PONG}
             if msg.get("peers") and self.swim is not None:
                 # where the client can fail over to: live members as this node sees them (a few addresses)
                 pong["peers"] = [m.addr for m in self.swim.members() if m.state in _REACHABLE and m.addr]
             self.transport.reply(ident, encode(pong))
-        elif t == M.FAULT:
+        elif msg["t"] == M.FAULT:
             self._on_fault(ident, msg)
-        elif t == M.STATUS:
+        elif msg["t"] == M.STATUS:
             self.transport.reply(ident, encode({"t": M.STATUS_REPLY, **self.status()}))
         else:
             raise WireError(f"message type {t!r} is not accepted by a node")
 
-    def _on_fault(self, ident: bytes, msg: dict[str, Any]) -> None:
+    def _on_fault(self, ident: bytes, msg: M.Fault) -> None:
         """Fault injection for ``meshaios chaos`` (only with --fault-injection): cut the links to some peers and
         clients, as a network partition would; empty lists heal. Answered with PONG."""
         block = getattr(self.transport, "block", None)
@@ -742,7 +750,7 @@ class Node:
         back = self._pool.recall(ins.keys) if self._pool is not None else []
         self._core(Recalled(back, ins.stuck))
 
-    def _run_reporting(self, owner: str, task: dict[str, Any]) -> dict[str, Any]:
+    def _run_reporting(self, owner: str, task: RunTask) -> M.Result:
         """``_run_one`` for a task whose client wants to know when it starts (``rs``): told first, from the loop."""
         loop = self._loop_ref
         if loop is not None:
@@ -762,7 +770,7 @@ class Node:
         """Completions from worker threads, a burst at a time (see WorkerPool)."""
         self._core(Finished([(owner, key, self._outcome(key, out)) for (owner, key), out in batch]))
 
-    def _outcome(self, key: tuple[str, int], outcome: Any) -> dict[str, Any]:
+    def _outcome(self, key: tuple[str, int], outcome: BaseException | M.Result | ProcessResult) -> M.Result:
         """A worker's or a process's outcome as a result: an exception becomes an error result; a process's
         result is unpacked (and a large one kept here)."""
         if isinstance(outcome, BaseException):
@@ -772,9 +780,8 @@ class Node:
                 err["msg"] = "the worker process running this task died: " + err["msg"]
             return {"id": key[0], "att": key[1], "ok": False, "err": err}
         if "vparts" in outcome or isinstance(outcome.get("v"), tuple):
-            return self._keep_large(unpack_from_process(outcome))
-        result: dict[str, Any] = outcome
-        return result
+            return self._keep_large(unpack_from_process(cast(ProcessResult, outcome)))
+        return cast(M.Result, outcome)  # from a worker thread: ``_run_one``'s
 
     def _i_release(self, ins: ReleaseInputs) -> None:
         for d in ins.ids:
@@ -787,12 +794,12 @@ class Node:
         for j in range(ins.parts):
             self.store.delete(f"{ins.obj}#{j}")
 
-    def _run_one(self, task: dict[str, Any]) -> dict[str, Any]:
+    def _run_one(self, task: RunTask) -> M.Result:
         """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
         aborted = self.core.aborted
         if aborted and (task["id"], task["att"]) in aborted:
             # prefetched into the workers' queue, then cancelled: never started (the loop drops the result)
-            return {"id": task["id"], "att": task["att"], "ok": False, "err": {}}
+            return {"id": task["id"], "att": task["att"], "ok": False, "err": cast("M.ErrorInfo", {})}
         # a GPU task reads its inputs through its device: those kept there are taken with no copy
         gpu = self.gpu.runner(task["device"], self.store.get) if "device" in task else None
         for d, v in list(task["deps"].items()):
@@ -808,7 +815,7 @@ class Node:
             result["dev"] = "gpu"  # the runtime model learns GPU runtimes apart from CPU ones
         return self._keep_large(result)
 
-    def _keep_large(self, result: dict[str, Any]) -> dict[str, Any]:
+    def _keep_large(self, result: LocalResult) -> M.Result:
         vparts = result.pop("vparts", None)
         if vparts is not None:
             for j, p in enumerate(vparts):
@@ -836,13 +843,13 @@ class Node:
         cf = self._process_pool().submit(run_in_process, packed, self.secure, self.resolver.fence)
         loop = asyncio.get_running_loop()
 
-        def done(f: concurrent.futures.Future[dict[str, Any]]) -> None:
+        def done(f: concurrent.futures.Future[ProcessResult]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the node is gone
                 loop.call_soon_threadsafe(self._task_finished, key, f)
 
         cf.add_done_callback(done)
 
-    def _task_finished(self, key: tuple[str, int], fut: concurrent.futures.Future[dict[str, Any]]) -> None:
+    def _task_finished(self, key: tuple[str, int], fut: concurrent.futures.Future[ProcessResult]) -> None:
         entry = self._proc_tasks.get(key)
         if entry is None:
             return
@@ -875,7 +882,7 @@ class Node:
             self._fence_refused(result.get("err"))
         self._push_result(ins.owner, result)
 
-    def _push_result(self, owner: str, result: dict[str, Any]) -> None:
+    def _push_result(self, owner: str, result: M.Result) -> None:
         self._done_buffer[owner].append(result)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -918,7 +925,7 @@ class Node:
         """What this node tells its peers about its queue (``sched/loadview.py``): the thieves' victim list."""
         return self.core.load_summary(now, bandwidth=self.links.ingress(self.node_id))
 
-    def _on_steal(self, msg: dict[str, Any]) -> None:
+    def _on_steal(self, msg: M.Steal) -> None:
         src, m = msg["src"], msg["m"]  # shapes checked by decode (messages.check_steal)
         member = self.swim.get(src) if self.swim else None
         if member is None or src == self.node_id:
@@ -970,7 +977,7 @@ class Node:
         }
 
     # ---- data plane -----------------------------------------------------------------------------------------
-    def _on_fetch(self, msg: dict[str, Any]) -> None:
+    def _on_fetch(self, msg: M.Fetch) -> None:
         member = self.swim.get(msg["src"]) if self.swim else None
         if member is None:
             return
@@ -980,8 +987,8 @@ class Node:
             return
         self._serve_fetch(member.node_id, msg, self.store.get(msg["id"]))
 
-    def _serve_fetch(self, peer: str, msg: dict[str, Any], obj: Payload | None) -> None:
-        reply: dict[str, Any] = {
+    def _serve_fetch(self, peer: str, msg: M.Fetch, obj: Payload | None) -> None:
+        reply: M.Obj = {
             "t": M.OBJ,
             "src": self.node_id,
             "req": msg["req"],
@@ -1005,13 +1012,13 @@ class Node:
         return member is not None and isinstance(member.meta, dict) and member.meta.get("hid") == self.host_id
 
     def _send_fetch(self, holder: str, addr: str, req: int, obj: str) -> None:
-        msg: dict[str, Any] = {"t": M.FETCH, "src": self.node_id, "req": req, "id": obj}
+        msg: M.Fetch = {"t": M.FETCH, "src": self.node_id, "req": req, "id": obj}
         if self._same_host(holder):
             msg["shm"] = True  # a holder on this machine may answer with a file in /dev/shm
             self._shm_asked[req] = holder
         self.transport.send(addr, encode(msg))
 
-    def _serve_shm(self, dest: bytes, reply: dict[str, Any], obj: Payload, served: bool = True) -> None:
+    def _serve_shm(self, dest: bytes, reply: M.Obj | M.Got | M.Store, obj: Payload, served: bool = True) -> None:
         """Write the object's buffers into a new file on a thread, then name it in the message: an ``obj`` to a
         peer, ``b"n:" + id``, or a ``got`` to a client of this machine (its identity), or a ``store`` to a replica
         (not counted as served bytes, as over the socket)."""
@@ -1031,7 +1038,7 @@ class Node:
                 self.counters["served_bytes"] += obj.nbytes if to_peer else 0
                 self._send_to(dest, reply)
                 return
-            self.shm.track(path.name, _receiver(dest), reply.get("req", -1), self.clock.now())
+            self.shm.track(path.name, _receiver(dest), cast(int, reply.get("req", -1)), self.clock.now())
             if self._shm_fault == "keep":
                 return  # testing aid: the holder "dies" between writing the file and answering
             name = "v0-" + path.name if self._shm_fault == "name" else path.name  # testing aid: another version
@@ -1043,7 +1050,7 @@ class Node:
 
         fut.add_done_callback(written)
 
-    def _on_store(self, ident: bytes, msg: dict[str, Any]) -> None:
+    def _on_store(self, ident: bytes, msg: M.Store) -> None:
         """Keep a replica of a put: its value in the message, or in a /dev/shm file of the sender's."""
         assert self.swim is not None
         member = self.swim.get(msg["src"])
@@ -1069,7 +1076,7 @@ class Node:
             else:
                 answer()
 
-    def _claim_shm(self, msg: dict[str, Any]) -> Payload | None:
+    def _claim_shm(self, msg: M.Obj) -> Payload | None:
         """The payload of a shared-memory answer, mapped; None if it was refused (then asked again, by socket)."""
         holder = self._shm_asked.pop(msg["req"], None)
         if holder is None or holder != msg["src"]:
@@ -1129,7 +1136,7 @@ class Node:
         if n:
             log.info("client %r %s: released %d objects and results it held", client[:14], why, n)
 
-    def _on_obj(self, msg: dict[str, Any]) -> None:
+    def _on_obj(self, msg: M.Obj) -> None:
         if "shm" in msg and msg["ok"] is True:
             if self._shm_fault == "drop":
                 return  # testing aid: a consumer that dies before it claims the file
@@ -1151,7 +1158,7 @@ class Node:
                 self.links.observe(sent[0], self.node_id, val.nbytes, self.clock.now() - sent[2])
         self._fetch_actions(self.fetcher.arrived(msg["req"], ok, self.clock.now()))
 
-    def _on_get(self, ident: bytes, msg: dict[str, Any]) -> None:
+    def _on_get(self, ident: bytes, msg: M.Get) -> None:
         if self.host_id and msg.get("shm") == self.host_id:  # a client of this machine and user
             self._get_shm.add((ident, msg["req"]))
         elif self.shm.pending:  # a client asks over the socket after it refused a file: that file is not wanted
@@ -1165,7 +1172,7 @@ class Node:
         then = functools.partial(self._answer_loaded, ident, req, obj_id, relayed)
         if loaded is None and self._unspill(obj_id, then):
             return  # answered once the spilled copy has been read back, on a thread
-        reply: dict[str, Any] = {"t": M.GOT, "req": req, "id": obj_id, "ok": False}
+        reply: M.Got = {"t": M.GOT, "req": req, "id": obj_id, "ok": False}
         local = loaded if loaded is not None else self.store.get(obj_id)
         if local is not None:
             reply["ok"] = True
@@ -1190,7 +1197,8 @@ class Node:
             if err.get("type") == "meshaios.ObjectLost":
                 reply["lost"] = str(err.get("obj", obj_id))
         elif t.state is TaskState.DONE and t.result is not None and obj_id == t.id:
-            reply.update(ok=True, val=t.result)
+            reply["ok"] = True
+            reply["val"] = t.result
         elif t.available:
             size = t.size // t.parts if t.parts else t.size
             pseudo = {"id": f"get:{req}", "_get": (ident, req, obj_id)}
@@ -1210,7 +1218,7 @@ class Node:
         self._get_shm.discard((ident, req))
         self.transport.reply(ident, encode({"t": M.GOT, "req": req, "id": obj_id, "ok": False, "err": err}))
 
-    def _on_put(self, ident: bytes, msg: dict[str, Any]) -> None:
+    def _on_put(self, ident: bytes, msg: M.Put) -> None:
         val = msg.get("val")
         if "shm" in msg:  # a client of this machine wrote the value into a file of its own
             if not self.host_id or not ident.startswith(b"c:"):
@@ -1263,7 +1271,7 @@ class Node:
         if val is None:  # released meanwhile: nothing left to copy
             self._put_actions(self.puts.failed(a.obj, a.node, []))
             return
-        msg: dict[str, Any] = {"t": M.STORE, "src": self.node_id, "id": a.obj}
+        msg: M.Store = {"t": M.STORE, "src": self.node_id, "id": a.obj}
         gpu = a.obj in self._gpu_puts
         if gpu:
             msg["dev"] = "gpu"
@@ -1274,7 +1282,7 @@ class Node:
         if not self._send_to(_peer(a.node), msg, tag=("store", a.obj, a.node)):
             self._put_actions(self.puts.failed(a.obj, a.node, self._replica_candidates(gpu)))
 
-    def _on_adopt(self, ident: bytes, msg: dict[str, Any]) -> None:
+    def _on_adopt(self, ident: bytes, msg: M.Adopt) -> None:
         """A client failed over to us: its puts, with the nodes that held them (still-live ones are kept)."""
         for item in msg["puts"]:
             if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
@@ -1285,7 +1293,7 @@ class Node:
             self.owner.register_put(ident, oid, locs, size)
 
     # ---- streams ----------------------------------------------------------------------------------------
-    def _send_to(self, dest: bytes, msg: dict[str, Any], tag: Any = None) -> bool:
+    def _send_to(self, dest: bytes, msg: M.Message, tag: Any = None) -> bool:
         """Send ``msg`` to a peer (``b"n:" + id``) or a client (its identity): streamed in chunks when large."""
         frames = encode(msg)
         if self.streams_out.should_stream(frames):
@@ -1307,12 +1315,11 @@ class Node:
             return addr is not None and self.transport.send(addr, frames)
         return self.transport.reply(dest, frames)
 
-    def _on_stream_msg(self, ident: bytes, msg: dict[str, Any]) -> None:
+    def _on_stream_msg(self, ident: bytes, msg: M.XHead | M.XChunk | M.XAck) -> None:
         now = self.clock.now()
-        t = msg["t"]
-        if t == M.XHEAD:
+        if msg["t"] == M.XHEAD:
             self._stream_actions(self.streams_in.on_head(ident, msg["x"], msg["sizes"], now))
-        elif t == M.XCHUNK:
+        elif msg["t"] == M.XCHUNK:
             d: Payload = msg["d"]
             if d.blob or len(d.buffers) != 1:
                 raise WireError("xchunk: the data must be exactly one raw frame")
@@ -1486,24 +1493,24 @@ class Node:
                 out[tid] = fn_label(t.fn)
         return out
 
-    def _on_peek(self, msg: dict[str, Any]) -> None:
+    def _on_peek(self, msg: M.Peek) -> None:
         member = self.swim.get(msg["src"]) if self.swim else None
         if member is None:
             return
         ids = msg.get("ids")
-        reply: dict[str, Any] = {"t": M.PEEKED, "src": self.node_id, "req": msg["req"]}
+        reply: M.Peeked = {"t": M.PEEKED, "src": self.node_id, "req": msg["req"]}
         if isinstance(ids, list):
             reply["names"] = self._names([i for i in ids[:MAX_PEEK_IDS] if isinstance(i, str)])
         else:
             reply["view"] = self.peer_view()
         self._send_to(_peer(member.node_id), reply)
 
-    def _on_peeked(self, msg: dict[str, Any]) -> None:
+    def _on_peeked(self, msg: M.Peeked) -> None:
         waiting = self._peeks.get(msg["req"])
         if waiting is not None and waiting[0] == msg["src"] and not waiting[1].done():
             waiting[1].set_result(msg)
 
-    async def _peek_all(self, asks: dict[str, list[str] | None], timeout: float) -> dict[str, dict[str, Any]]:
+    async def _peek_all(self, asks: dict[str, list[str] | None], timeout: float) -> dict[str, M.Peeked]:
         """Send a ``peek`` to each node of ``asks`` (with the ids to name, or None for its view); the answers that
         came within ``timeout`` seconds, by node."""
         loop = asyncio.get_running_loop()
@@ -1511,10 +1518,10 @@ class Node:
         for node_id, ids in asks.items():
             self._peek_req += 1
             req = self._peek_req
-            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            fut: asyncio.Future[M.Peeked] = loop.create_future()
             self._peeks[req] = (node_id, fut)
             sent[req] = node_id
-            peek: dict[str, Any] = {"t": M.PEEK, "src": self.node_id, "req": req}
+            peek: M.Peek = {"t": M.PEEK, "src": self.node_id, "req": req}
             if ids is not None:
                 peek["ids"] = ids
             self._send_to(_peer(node_id), peek)

@@ -315,15 +315,14 @@ class StealConfig:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``msg`` to node ``to`` (the node wraps it in its own envelope). ``msg`` is a ``messages.StealMsg``,
-    handed over as a plain map until tasks/execcore.py and sim/engine.py take the type (``_send``)."""
+    """Send ``msg`` to node ``to`` (the node wraps it in its own envelope)."""
 
     to: str
-    msg: dict[str, Any]
+    msg: M.StealMsg
 
 
 def _send(to: str, msg: M.StealMsg) -> Send:
-    return Send(to, cast(dict[str, Any], msg))
+    return Send(to, msg)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -638,8 +638,8 @@ class Simulation:
         assert owner_node.owner is not None
         specs = []
         for t in tasks:
-            spec: dict[str, Any] = {"id": t.id, "fn": Payload(t.kernel.encode()), "args": _sized(t.nbytes),
-                                    "deps": t.dep_refs()}
+            spec: M.SubmitTask = {"id": t.id, "fn": Payload(t.kernel.encode()), "args": _sized(t.nbytes),
+                                   "deps": t.dep_refs()}
             if t.parts:
                 spec["parts"] = t.parts
             if t.deadline:
@@ -698,7 +698,7 @@ class Simulation:
         if node.alive:
             self._do(node, node.core.handle(RunTasks(owner_id, tasks), self.now))
 
-    def _on_done(self, data: tuple[str, str, dict[str, Any]]) -> None:
+    def _on_done(self, data: tuple[str, str, M.Result]) -> None:
         owner_id, exec_id, result = data
         node = self.nodes[owner_id]
         if not node.alive or node.owner is None:
@@ -793,8 +793,8 @@ class Simulation:
             if self.now - committed > here:
                 self.wasted += 1
         # the result stays on this node, as a live node keeps anything but small values: the owner records where
-        result: dict[str, Any] = {"id": tid, "att": key[1], "ok": True, "size": self.tasks[tid].out_bytes,
-                                  "dt": float(rt)}
+        result: M.Result = {"id": tid, "att": key[1], "ok": True, "size": self.tasks[tid].out_bytes,
+                            "dt": float(rt)}
         if pool.kind == "gpu":
             result["dev"] = "gpu"
         self._do(node, node.core.handle(Finished([(ins.owner, key, result)]), self.now))
@@ -813,11 +813,11 @@ class Simulation:
         arrive = self.now + self.config.latency
         dst = self.nodes.get(ins.to)
         if ins.msg.get("k") == "steal_commit" and dst is not None:
-            nbytes = sum(int(item[6]) for item in ins.msg.get("tasks", ()))
+            nbytes = sum(int(item[6]) for item in cast("list[list[Any]]", ins.msg.get("tasks", ())))
             arrive = self._transfer(dst, nbytes, arrive)
         self._send(node.spec.node_id, ins.to, arrive, _STEAL_MSG, (ins.to, node.spec.node_id, ins.msg))
 
-    def _on_steal_msg(self, data: tuple[str, str, dict[str, Any]]) -> None:
+    def _on_steal_msg(self, data: tuple[str, str, M.StealMsg]) -> None:
         dst, src, msg = data
         node = self.nodes.get(dst)
         if node is None or not node.alive:

@@ -46,7 +46,7 @@ from meshaios.tasks.epochs import Run, RunFence, Verdict
 from meshaios.tasks.owner import fn_key
 from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
-from meshaios.wire.messages import RunTask
+from meshaios.wire.messages import Result, RunTask
 from meshaios.wire.payload import Payload
 
 __all__ = [
@@ -88,8 +88,8 @@ __all__ = [
 
 Key: TypeAlias = tuple[str, int]  # (task id, attempt)
 TaskSpec: TypeAlias = RunTask  # one task of a RUN message (wire/messages.py), as decoded
-TaskResult: TypeAlias = dict[str, Any]  # one result of a DONE message
-StealMsg: TypeAlias = dict[str, Any]  # the inner ``m`` of a STEAL message (sched/stealing.py)
+TaskResult: TypeAlias = Result  # one result of a DONE message
+StealMsg: TypeAlias = M.StealMsg  # the inner ``m`` of a STEAL message (sched/stealing.py)
 
 RUNTIME_EWMA = 0.3  # weight of the newest measured run time of a kernel on this node
 MAX_KERNELS = 4096  # measured run times (and function payload -> kernel ids) kept per node, oldest forgotten first

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Required, TypeAlias, TypedDict, cast
 
 from meshaios.errors import FunctionRefused, WireError
 from meshaios.tasks.allowlist import Fence
@@ -31,6 +31,29 @@ class LocalResult(M.Result, total=False):
 
 
 Bytes: TypeAlias = tuple[bytes, list[bytes]]  # a Payload across the process boundary: blob, buffers
+
+
+class ProcessError(TypedDict, total=False):
+    """``err`` of a ``ProcessResult``: an ``ErrorInfo`` with its pickled exception as plain bytes."""
+
+    type: Required[str]
+    msg: Required[str]
+    tb: str
+    exc: Bytes
+
+
+class ProcessResult(TypedDict, total=False):
+    """A ``LocalResult`` as it leaves a pool process (``run_in_process``): its value and pickled exception as plain
+    bytes, turned back into Payloads by ``unpack_from_process``."""
+
+    id: Required[str]
+    att: int
+    ok: Required[bool]
+    v: Bytes
+    vparts: list[Payload]
+    dt: float
+    err: ProcessError
+    fatal: bool
 
 
 class ProcessTask(TypedDict):
@@ -60,16 +83,15 @@ def error_info(exc: BaseException, *, allow_pickle: bool, tb: str | None = None)
 
 
 def run_task(
-    task: Mapping[str, Any], resolver: FunctionResolver, *, allow_pickle: bool, gpu: DeviceRunner | None = None
-) -> dict[str, Any]:
-    """Returns a DONE result (``LocalResult``, a plain map until node.py takes the type); ``fatal`` marks errors
-    that retrying cannot fix.
+    task: M.RunTask, resolver: FunctionResolver, *, allow_pickle: bool, gpu: DeviceRunner | None = None
+) -> LocalResult:
+    """Returns a DONE result; ``fatal`` marks errors that retrying cannot fix.
 
     ``gpu``: the task runs on that GPU (``devices/resident.py``). Inputs not sent with the task come from it --
     a kernel's as device arrays where they are kept on that device -- and a kernel's large result stays there
     (the result then carries only its ``size``, as a large result kept in the host store does).
     """
-    return cast(dict[str, Any], _run(cast(M.RunTask, task), resolver, allow_pickle, gpu))
+    return _run(task, resolver, allow_pickle, gpu)
 
 
 def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool, gpu: DeviceRunner | None) -> LocalResult:
@@ -184,7 +206,7 @@ def pack_for_process(task: Mapping[str, Any]) -> ProcessTask:
 _process_resolvers: dict[tuple[bool, Fence], FunctionResolver] = {}
 
 
-def run_in_process(packed: ProcessTask, allow_pickle: bool, fence: Fence) -> dict[str, Any]:
+def run_in_process(packed: ProcessTask, allow_pickle: bool, fence: Fence) -> ProcessResult:
     """Entry point in a pool process."""
     settings = (bool(allow_pickle), fence)
     resolver = _process_resolvers.get(settings)
@@ -200,18 +222,22 @@ def run_in_process(packed: ProcessTask, allow_pickle: bool, fence: Fence) -> dic
         "pure": True,
     }
     result = run_task(task, resolver, allow_pickle=allow_pickle)
-    for key in ("v",):
-        if isinstance(result.get(key), Payload):
-            result[key] = _to_bytes(result[key])
-    if isinstance(result.get("err"), dict) and isinstance(result["err"].get("exc"), Payload):
-        result["err"]["exc"] = _to_bytes(result["err"]["exc"])
-    return result
+    out = cast(ProcessResult, result)  # the same map, changed in place: its Payloads become bytes
+    v = result.get("v")
+    if isinstance(v, Payload):
+        out["v"] = _to_bytes(v)
+    err = result.get("err")
+    if isinstance(err, dict) and isinstance(err.get("exc"), Payload):
+        out["err"]["exc"] = _to_bytes(err["exc"])
+    return out
 
 
-def unpack_from_process(result: dict[str, Any]) -> dict[str, Any]:
-    if result.get("v") is not None and not isinstance(result["v"], Payload):
-        result["v"] = _from_bytes(result["v"])
+def unpack_from_process(result: ProcessResult) -> LocalResult:
+    out = cast(LocalResult, result)  # the same map, changed in place: its bytes become Payloads again
+    v = result.get("v")
+    if v is not None and not isinstance(v, Payload):
+        out["v"] = _from_bytes(v)
     err = result.get("err")
     if isinstance(err, dict) and err.get("exc") is not None and not isinstance(err["exc"], Payload):
-        err["exc"] = _from_bytes(err["exc"])
-    return result
+        out["err"]["exc"] = _from_bytes(err["exc"])
+    return out

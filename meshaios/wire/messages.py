@@ -207,7 +207,7 @@ class Result(TypedDict):
     dt: NotRequired[float]  # seconds in the call
     dev: NotRequired[str]  # the device kind it ran on
     node: NotRequired[str]  # who ran it (RESULTS)
-    lost: NotRequired[str]  # an input that is gone (DONE)
+    lost: NotRequired[list[str]]  # the inputs that are gone (DONE)
 
 
 # ---- work stealing (``sched/stealing.py``): the five kinds travel inside STEAL's ``m`` ----------------------

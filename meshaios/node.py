@@ -20,7 +20,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeAlias, TypedDict, cast
 
 from meshaios.clock import Clock, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
@@ -134,6 +134,30 @@ def _path(p: str | None) -> Any:
     return Path(p) if p else None
 
 
+class ClientGet(TypedDict):
+    """A client's GET of an object held elsewhere, waiting in the ``FetchPlanner`` as a task would: answered (relayed)
+    when the object arrives."""
+
+    id: str  # "get:<req>"
+    _get: tuple[bytes, int, str]  # (client, req, object id)
+
+
+FetchFor: TypeAlias = RunTask | ClientGet  # what waits in this node's FetchPlanner for its inputs
+
+
+class ErrorRecord(TypedDict):
+    """A failure of a task this node owns, as ``peer_view`` shows it (``errors``) once the client let it go."""
+
+    at: float  # wall-clock time
+    task: str
+    function: str
+    client: str
+    type: str
+    msg: str
+    tb: str
+    node: str  # who ran it
+
+
 class Node:
     def __init__(
         self,
@@ -220,7 +244,7 @@ class Node:
         self._gpu_puts: set[str] = set()  # puts asked for a GPU, being replicated (to a GPU node)
         # clients that hold objects here: released on BYE, or after ``memory_lease`` seconds of silence
         self.holders = HolderLeases(config.memory_lease)
-        self.fetcher = FetchPlanner(config.fetch_bytes_in_flight)
+        self.fetcher: FetchPlanner[FetchFor] = FetchPlanner(config.fetch_bytes_in_flight)
         # large messages travel as bounded, flow-controlled chunks (store/stream.py); endpoints are ROUTER
         # identities: b"n:" + node id for a peer, the client's own for a client
         self.streams_out = StreamSender()
@@ -233,7 +257,7 @@ class Node:
         self._get_waiters: list[tuple[bytes, int, str]] = []
         # the dashboard's mesh-wide view: failures of tasks this node owned (kept after the client let them go),
         # and PEEKs waiting for their answers (req -> asked node, its future)
-        self._recent_errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
+        self._recent_errors: deque[ErrorRecord] = deque(maxlen=RECENT_ERRORS)
         self._peeks: dict[int, tuple[str, asyncio.Future[M.Peeked]]] = {}
         self._peek_req = 0
         self._view_cache: tuple[float, dict[str, Any]] | None = None  # (when, ``peer_view``): pages poll every second
@@ -702,9 +726,9 @@ class Node:
         key, remote, now = ins.key, ins.remote, self.clock.now()
         have = {d for d in remote if d in self.store}
         self.timeline.inputs_requested(key[0], key[1], sum(remote[d][1] for d in remote if d not in have), now)
-        self._fetch_actions(self.fetcher.need(cast("dict[str, Any]", ins.spec), remote, have, now))
+        self._fetch_actions(self.fetcher.need(ins.spec, remote, have, now))
 
-    def _fetch_actions(self, actions: list[FetchAction]) -> None:
+    def _fetch_actions(self, actions: list[FetchAction[FetchFor]]) -> None:
         for a in actions:
             if isinstance(a, SendFetch):
                 if a.holder == self.node_id:
@@ -716,14 +740,14 @@ class Node:
                     continue
                 self._send_fetch(member.node_id, member.addr, a.req, a.obj)
             elif isinstance(a, Runnable):
-                if "_get" in a.task:
-                    ident, req, obj_id = a.task["_get"]
+                if "_get" in a.task:  # RunTasks have no "_get"
+                    ident, req, obj_id = cast("ClientGet", a.task)["_get"]
                     self._answer_get(ident, req, obj_id, relayed=True)
                 else:
                     self._core(InputsReady((a.task["id"], a.task["att"])))
             elif isinstance(a, InputsLost):
-                if "_get" in a.task:
-                    self._get_waiters.append(a.task["_get"])  # the owner recomputes; try again on a later tick
+                if "_get" in a.task:  # the owner recomputes; try again on a later tick
+                    self._get_waiters.append(cast("ClientGet", a.task)["_get"])
                     continue
                 self._core(InputsMissing((a.task["id"], a.task["att"]), a.lost))
 
@@ -780,8 +804,8 @@ class Node:
                 err["msg"] = "the worker process running this task died: " + err["msg"]
             return {"id": key[0], "att": key[1], "ok": False, "err": err}
         if "vparts" in outcome or isinstance(outcome.get("v"), tuple):
-            return self._keep_large(unpack_from_process(cast(ProcessResult, outcome)))
-        return cast(M.Result, outcome)  # from a worker thread: ``_run_one``'s
+            return self._keep_large(unpack_from_process(cast("ProcessResult", outcome)))
+        return cast("M.Result", outcome)  # from a worker thread: ``_run_one``'s
 
     def _i_release(self, ins: ReleaseInputs) -> None:
         for d in ins.ids:
@@ -934,7 +958,7 @@ class Node:
         if not self.steal_enabled:
             if m["k"] == "steal_req":  # say no at once: the thief cools down instead of waiting for a timeout
                 self._steal_counts["refusals"] += 1
-                self.transport.send(member.addr, encode(_steal_msg(self.node_id, "steal_offer", m["rid"], tasks=[])))
+                self.transport.send(member.addr, encode(_steal_refusal(self.node_id, m["rid"])))
             return
         self._core(StealMessage(src, m))
 
@@ -959,7 +983,7 @@ class Node:
             return  # the owner is gone: nobody waits for these results any more
         self.transport.send(member.addr, encode({"t": M.MOVED, "src": self.node_id, "moves": ins.moves}))
 
-    def _steal_status(self) -> dict[str, Any]:
+    def _steal_status(self) -> M.StatMap:
         c = self.steal.counters
         return {
             "enabled": self.steal_enabled,
@@ -1201,7 +1225,7 @@ class Node:
             reply["val"] = t.result
         elif t.available:
             size = t.size // t.parts if t.parts else t.size
-            pseudo = {"id": f"get:{req}", "_get": (ident, req, obj_id)}
+            pseudo: ClientGet = {"id": f"get:{req}", "_get": (ident, req, obj_id)}
             self._fetch_actions(self.fetcher.need(pseudo, {obj_id: (list(t.locations), size)}, set(), self.clock.now()))
             return
         else:
@@ -1406,7 +1430,7 @@ class Node:
             self.transport.send(member.addr, encode(msg))
 
     # ---- views ----------------------------------------------------------------------------------------------
-    def _meta(self) -> dict[str, Any]:
+    def _meta(self) -> M.NodeMeta:
         running = sum(p.busy for p in (self._pool, *self._gpu_pools.values()) if p is not None)
         return {
             "rm": self.model.summary(4),
@@ -1475,10 +1499,10 @@ class Node:
         self._view_cache = (now, view)
         return dict(view)
 
-    def _gpu_view(self) -> dict[str, dict[str, Any]]:
+    def _gpu_view(self) -> dict[str, dict[str, int]]:
         """Per GPU of this node: what the device tier keeps there (bytes, objects, against its share of the
         device), its copies each way and evictions, and whether its task thread is busy (one stream per GPU)."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, int]] = {}
         for dev, st in self.gpu.status().items():
             pool = self._gpu_pools.get(dev)
             out[dev] = {**st, "busy": pool.busy if pool is not None else 0}
@@ -1581,9 +1605,9 @@ class Node:
         inv = self.inventory
         return {"cpu": inv.cpu_cores, "memory": inv.memory, "gpu": inv.gpu_count, "gpu_memory": inv.max_gpu_memory}
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> M.StatusData:
         assert self.swim is not None
-        me = {
+        me: M.StatusNode = {
             "id": self.node_id,
             "name": self.name,
             "addr": self.address,
@@ -1641,7 +1665,7 @@ class Node:
             "fence": self.resolver.fence.describe(),
             "throttle": {"peers": self._throttle.throttled, "dropped": self._throttle.dropped},
         }
-        members = [
+        members: list[M.StatusMember] = [
             {
                 "id": m.node_id,
                 "name": (m.meta or {}).get("name", ""),
@@ -1681,8 +1705,9 @@ def _receiver(dest: bytes) -> str:
     return dest.decode("latin-1")
 
 
-def _steal_msg(src: str, kind: str, rid: int, **fields: Any) -> dict[str, Any]:
-    return {"t": M.STEAL, "src": src, "m": {"k": kind, "rid": rid, **fields}}
+def _steal_refusal(src: str, rid: int) -> M.Steal:
+    """An empty offer: the answer to a steal request when stealing is off here."""
+    return {"t": M.STEAL, "src": src, "m": {"k": "steal_offer", "rid": rid, "tasks": []}}
 
 
 def _safe(name: str) -> str:

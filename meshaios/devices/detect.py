@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from meshaios.errors import WireError
 
@@ -172,6 +172,27 @@ class FakeGpuSpec:
         return f"speed={self.speed!r},memory={self.memory},name={self.name}"
 
 
+class GpuWire(TypedDict):
+    """``GpuInfo.to_wire()``: one GPU in an ``InventoryWire``."""
+
+    index: int
+    name: str
+    total_memory: int
+    free_memory: int
+    compute_capability: str
+    fake: bool
+    speed: float
+
+
+class InventoryWire(TypedDict):
+    """``DeviceInventory.to_wire()`` (read back, defensively, by ``from_wire``)."""
+
+    v: int  # WIRE_VERSION
+    cpu_cores: int
+    memory: int
+    gpus: list[GpuWire]
+
+
 @dataclass(frozen=True, slots=True)
 class GpuInfo:
     """One GPU as the mesh sees it.
@@ -195,7 +216,7 @@ class GpuInfo:
         """The device string that ``Kernel.run`` accepts for this GPU."""
         return f"{'fakegpu' if self.fake else 'gpu'}:{self.index}"
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> GpuWire:
         return {
             "index": self.index,
             "name": self.name,
@@ -273,7 +294,7 @@ class DeviceInventory:
                 text += f"({fakes} fake)"
         return text
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> InventoryWire:
         """A msgpack-able map; new fields may be added under the same version, old decoders ignore them."""
         return {
             "v": WIRE_VERSION,

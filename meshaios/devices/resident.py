@@ -222,7 +222,7 @@ class DeviceTier:
             cp = self._cp[device] = _import_cupy()
         return cp
 
-    def status(self) -> dict[str, dict[str, Any]]:
+    def status(self) -> dict[str, dict[str, int]]:
         """Per device: the counts, the bytes and objects kept there, and the limit."""
         with self._lock:
             return {

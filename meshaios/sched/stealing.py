@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypedDict, cast
 
 from meshaios.sched.loadview import LoadView
 from meshaios.wire import messages as M
@@ -348,8 +348,17 @@ class Moved:
 
 Action: TypeAlias = Send | TasksArrived | Moved
 
+class ThiefInfo(TypedDict, total=False):
+    """What a steal request says of its thief (``StealReq``'s fields), as the cost gate reads them; an estimator is
+    given ``speed`` only."""
+
+    free: dict[M.Device, int] | None
+    speed: dict[M.Device, float] | None
+    bw: float | None
+
+
 # a node's estimate of how long ``task`` would run on a thief with ``info`` (its request), on device kind ``d``
-Estimator = Callable[[QueuedTask, dict[str, Any], str], float]
+Estimator = Callable[[QueuedTask, ThiefInfo, str], float]
 
 
 @dataclass
@@ -574,7 +583,7 @@ class StealEngine:
             # the thief has already seen
             return []
         self._remember("answered", self._answered, (thief, rid), now)
-        info = {"free": msg.get("free"), "speed": msg.get("speed"), "bw": msg.get("bw")}
+        info: ThiefInfo = {"free": msg.get("free"), "speed": msg.get("speed"), "bw": msg.get("bw")}
         chosen = self.select(thief, info, now)
         headers: list[list[object]] = []
         if chosen:
@@ -591,7 +600,7 @@ class StealEngine:
         offer: M.StealOffer = {"k": "steal_offer", "rid": rid, "tasks": cast(list[M.StealTask], headers)}
         return [_send(thief, offer)]
 
-    def select(self, thief: str, info: dict[str, Any], now: float) -> list[tuple[QueuedTask, str, float, float]]:
+    def select(self, thief: str, info: ThiefInfo, now: float) -> list[tuple[QueuedTask, str, float, float]]:
         """The cost gate: queued tasks that finish earlier on ``thief`` by more than transfer plus margin.
 
         Walks each device's queue from the back (the tasks that would wait longest gain most); returns
@@ -685,10 +694,10 @@ class StealEngine:
                 t.state = TState.QUEUED
                 t.rid = None
 
-    def _default_estimate(self, task: QueuedTask, info: dict[str, Any], device: str) -> float:
+    def _default_estimate(self, task: QueuedTask, info: ThiefInfo, device: str) -> float:
         """Runtime on the thief: ours, scaled by declared speeds. A node with a runtime model passes a better
         ``estimate`` (for a device it does not have itself, for instance)."""
-        speeds = info.get("speed") or {}
+        speeds: Mapping[Any, object] = info.get("speed") or {}  # read defensively: any key, any value
         mine = self.speed.get(task.device, 1.0)
         theirs = speeds.get(device, 1.0) if isinstance(speeds, dict) else 1.0
         if not isinstance(theirs, int | float) or theirs <= 0:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeAlias, TypeVar
+
+T = TypeVar("T")  # what waits for the inputs: the planner only hands it back (the node's RUN task, or a client GET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,21 +24,21 @@ class SendFetch:
 
 
 @dataclass(frozen=True, slots=True)
-class Runnable:
+class Runnable(Generic[T]):
     """Every input of the task is now local."""
 
-    task: dict[str, Any]
+    task: T
 
 
 @dataclass(frozen=True, slots=True)
-class InputsLost:
+class InputsLost(Generic[T]):
     """No holder could deliver these inputs: the owner must recompute them (lineage)."""
 
-    task: dict[str, Any]
+    task: T
     lost: list[str]
 
 
-FetchAction = SendFetch | Runnable | InputsLost
+FetchAction: TypeAlias = SendFetch | Runnable[T] | InputsLost[T]
 
 
 @dataclass(slots=True)
@@ -52,13 +54,13 @@ class _Want:
 
 
 @dataclass(slots=True)
-class _Waiting:
-    task: dict[str, Any]
+class _Waiting(Generic[T]):
+    task: T
     missing: set[str]
     lost: list[str] = field(default_factory=list)
 
 
-class FetchPlanner:
+class FetchPlanner(Generic[T]):
     def __init__(self, max_bytes_in_flight: int = 256 << 20, timeout: float = 60.0) -> None:
         self.max_bytes_in_flight = max_bytes_in_flight
         self.timeout = timeout
@@ -66,7 +68,7 @@ class FetchPlanner:
         self._wants: dict[str, _Want] = {}
         self._queue: deque[str] = deque()  # objects waiting for in-flight budget
         self._by_req: dict[int, str] = {}
-        self._tasks: dict[int, _Waiting] = {}
+        self._tasks: dict[int, _Waiting[T]] = {}
         self._next_req = 0
         self._next_task = 0
         self.fetched = 0
@@ -74,8 +76,8 @@ class FetchPlanner:
         self.failed = 0
 
     def need(
-        self, task: dict[str, Any], remote: dict[str, tuple[list[str], int]], have: set[str], now: float
-    ) -> list[FetchAction]:
+        self, task: T, remote: dict[str, tuple[list[str], int]], have: set[str], now: float
+    ) -> list[FetchAction[T]]:
         """``remote``: obj -> (holders, size) for inputs not inline; ``have``: those already in the local store."""
         missing = {o for o in remote if o not in have}
         if not missing:
@@ -83,7 +85,7 @@ class FetchPlanner:
         tid = self._next_task
         self._next_task += 1
         self._tasks[tid] = _Waiting(task, missing)
-        out: list[FetchAction] = []
+        out: list[FetchAction[T]] = []
         for obj in sorted(missing):
             w = self._wants.get(obj)
             if w is None:
@@ -102,7 +104,7 @@ class FetchPlanner:
         w = self._wants.get(obj) if obj is not None else None
         return None if w is None else (w.holder, w.size, w.started)
 
-    def arrived(self, req: int, ok: bool, now: float) -> list[FetchAction]:
+    def arrived(self, req: int, ok: bool, now: float) -> list[FetchAction[T]]:
         """A reply to ``req``: the object is now in the store (ok) or the holder did not have it."""
         obj = self._by_req.pop(req, None)
         if obj is None:
@@ -119,8 +121,8 @@ class FetchPlanner:
         out.extend(self._start(now))
         return out
 
-    def holder_dead(self, node: str, now: float) -> list[FetchAction]:
-        out: list[FetchAction] = []
+    def holder_dead(self, node: str, now: float) -> list[FetchAction[T]]:
+        out: list[FetchAction[T]] = []
         for w in list(self._wants.values()):
             if node in w.holders:
                 w.holders.remove(node)
@@ -131,8 +133,8 @@ class FetchPlanner:
         out.extend(self._start(now))
         return out
 
-    def tick(self, now: float) -> list[FetchAction]:
-        out: list[FetchAction] = []
+    def tick(self, now: float) -> list[FetchAction[T]]:
+        out: list[FetchAction[T]] = []
         for w in list(self._wants.values()):
             if w.req and now - w.started > self.timeout:
                 self._by_req.pop(w.req, None)
@@ -146,7 +148,7 @@ class FetchPlanner:
         return len(self._wants)
 
     # ---- internals ----------------------------------------------------------------------------------------
-    def _retry(self, w: _Want) -> list[FetchAction]:
+    def _retry(self, w: _Want) -> list[FetchAction[T]]:
         w.req = 0
         w.holder = ""
         if any(h not in w.tried for h in w.holders):
@@ -156,8 +158,8 @@ class FetchPlanner:
         del self._wants[w.obj]
         return self._resolve(w, lost=True)
 
-    def _resolve(self, w: _Want, lost: bool) -> list[FetchAction]:
-        out: list[FetchAction] = []
+    def _resolve(self, w: _Want, lost: bool) -> list[FetchAction[T]]:
+        out: list[FetchAction[T]] = []
         for tid in w.waiters:
             t = self._tasks.get(tid)
             if t is None:
@@ -170,8 +172,8 @@ class FetchPlanner:
                 out.append(InputsLost(t.task, sorted(t.lost)) if t.lost else Runnable(t.task))
         return out
 
-    def _start(self, now: float) -> list[FetchAction]:
-        out: list[FetchAction] = []
+    def _start(self, now: float) -> list[FetchAction[T]]:
+        out: list[FetchAction[T]] = []
         while self._queue:
             obj = self._queue[0]
             w = self._wants.get(obj)

@@ -53,7 +53,7 @@ class Emit:
     """Send ``msg`` (a plain message; chunks carry their bytes as a ``Payload``) to endpoint ``dest``."""
 
     dest: Hashable
-    msg: dict[str, Any]
+    msg: M.XHead | M.XChunk | M.XAck
 
 
 @dataclass(frozen=True, slots=True)

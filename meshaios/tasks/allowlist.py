@@ -41,9 +41,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from meshaios.errors import ConfigError, FunctionRefused
+
+if TYPE_CHECKING:
+    from meshaios.wire.messages import FenceInfo
 
 # Task functions meshaios itself submits by reference; each is harmless whatever its arguments (they resolve any
 # function they are given through this same fence). Kept as text: checking them imports nothing.
@@ -187,7 +190,7 @@ class Fence:
             return " (it runs registered kernels only: start it with --allow-module or --allow-function)"
         return ""
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> FenceInfo:
         """For status pages: what this node runs."""
         return {"fenced": self.fenced, "modules": list(self.modules), "functions": sorted(self.functions)}
 

@@ -365,6 +365,14 @@ class FetchStatus(TypedDict):
     links: dict[str, float]  # "src->dst": bytes/s measured
 
 
+class FenceInfo(TypedDict):
+    """``Fence.describe()`` (tasks/allowlist.py): ``node.fence`` in a status, what the node runs."""
+
+    fenced: bool
+    modules: list[str]
+    functions: list[str]
+
+
 class StatusNode(TypedDict, total=False):
     """``node`` of STATUS_REPLY: the answering node as it sees itself (``Node.status``)."""
 
@@ -399,7 +407,7 @@ class StatusNode(TypedDict, total=False):
     streams: dict[str, int]
     transport: dict[str, int]  # sent, received, dropped, auth_ok, auth_rejected
     shm: StatMap  # same-host transfers: enabled, host, counters
-    fence: str
+    fence: FenceInfo
     throttle: dict[str, int]
 
 

@@ -1,9 +1,9 @@
 """Fault-injection property test of the mesh on a virtual clock: one seed, one random small run, its invariants.
 
 Each seed draws a cluster (3-6 nodes), a small workload (a DAG or independent tasks, a few dozen) and faults --
-node kills, pauses (a gray failure: SWIM may declare the node dead and it comes back), SWIM message loss, links
-that race -- and runs it on ``Simulation`` (the production ``Owner``, ``ExecCore``, ``StealEngine``, placement and
-SWIM on ``SimNet``). ``check`` then asserts what a client and an operator rely on:
+node kills, pauses (a gray failure: SWIM may declare the node dead and it comes back), partitions, SWIM message
+loss, links that race -- and runs it on ``Simulation`` (the production ``Owner``, ``ExecCore``, ``StealEngine``,
+placement and SWIM on ``SimNet``). ``check`` then asserts what a client and an operator rely on:
 
 * every task the client submitted is delivered exactly once, as a success, and nothing else is delivered;
 * a task's worker ran it more than once only if a fault explains it: one of the nodes that ran it was killed,
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from meshaios.sim.engine import Faults, SimConfig, SimResult, Simulation
 from meshaios.sim.workloads import NodeSpec, Workload, heterogeneous_cluster, independent, layered_dag
@@ -36,12 +36,14 @@ class ChaosRun:
     sim: Simulation
     result: SimResult
     problems: list[str] = field(default_factory=list)
-    faults: int = 0  # faults injected: kills + pauses (+ SWIM loss, counted once)
+    faults: int = 0  # faults injected: kills + pauses + partitions (+ SWIM loss, counted once)
 
 
-def scenario(seed: int, trace: int = 0, pause_owner: bool = True) -> tuple[list[NodeSpec], Workload, SimConfig]:
+def scenario(
+    seed: int, trace: int = 0, pause_owner: bool = True, partitions: bool = True
+) -> tuple[list[NodeSpec], Workload, SimConfig]:
     """The cluster, workload and faults of one seed (deterministic). ``pause_owner``: now and then pause the node
-    that the client submits to as well."""
+    that the client submits to as well; ``partitions``: now and then cut some nodes off from the others."""
     rng = random.Random(f"chaos/{seed}")
     n = rng.randint(3, 6)
     nodes = heterogeneous_cluster(n, seed)
@@ -64,18 +66,22 @@ def scenario(seed: int, trace: int = 0, pause_owner: bool = True) -> tuple[list[
         forget_loss=rng.choice((0.0, 0.5, 1.0)),
     )
     policy = rng.choice(("eft", "eft", "round-robin", "least-loaded"))
-    cfg = SimConfig(policy=policy, seed=seed, stealing=rng.random() < 0.7, membership="swim", kills=tuple(kills),
+    stealing = rng.random() < 0.7
+    if partitions and rng.random() < 0.3:  # drawn last: the seeds' other faults stay what they were without
+        group = tuple(sorted(rng.sample(ids, rng.randint(1, n // 2))))
+        faults = replace(faults, partitions=((rng.uniform(0.0, 4.0), group, rng.choice((0.5, 2.0, 5.0))),))
+    cfg = SimConfig(policy=policy, seed=seed, stealing=stealing, membership="swim", kills=tuple(kills),
                     faults=faults, drain=DRAIN, max_time=600.0, trace=trace)
     assert owner == sorted(ids)[0]  # the simulator's owner (its first node id)
     return nodes, work, cfg
 
 
-def run_seed(seed: int, trace: int = 0, pause_owner: bool = True) -> ChaosRun:
-    nodes, work, cfg = scenario(seed, trace, pause_owner)
+def run_seed(seed: int, trace: int = 0, pause_owner: bool = True, partitions: bool = True) -> ChaosRun:
+    nodes, work, cfg = scenario(seed, trace, pause_owner, partitions)
     sim = Simulation(nodes, work, cfg)
     result = sim.run()
     run = ChaosRun(seed, sim, result, check(sim, result))
-    run.faults = len(cfg.kills) + len(cfg.faults.pauses) + (cfg.faults.swim_drop > 0)
+    run.faults = len(cfg.kills) + len(cfg.faults.pauses) + len(cfg.faults.partitions) + (cfg.faults.swim_drop > 0)
     return run
 
 

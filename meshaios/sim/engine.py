@@ -16,9 +16,9 @@ Simplifications, stated: a link's bandwidth is only shared on the receiving side
 fetched "from the owner" at the same cost (lineage recomputation is the object store's job, not modelled); the
 owner nodes themselves are never killed (a client would resubmit elsewhere: that is the chaos test's subject).
 
-Faults (``Faults``, ``SimConfig.kills``): kills, pauses, SWIM message loss, links that race, and the messages lost
-when a node closes its connection to a paused peer it declared dead; ``meshaios.sim.chaos`` runs them over many
-seeds and checks exactly-once delivery and leaks (docs/scheduling.md 6.6).
+Faults (``Faults``, ``SimConfig.kills``): kills, pauses, partitions, SWIM message loss, links that race, and the
+messages lost when a node closes its connection to a paused or cut-off peer it declared dead; ``meshaios.sim.chaos``
+runs them over many seeds and checks exactly-once delivery and leaks (docs/scheduling.md 6.6).
 """
 
 from __future__ import annotations
@@ -94,8 +94,10 @@ _INPUTS = 11
 _PAUSE = 12
 _RESUME = 13
 _ABORT = 14
+_PARTITION = 15
+_HEAL = 16
 KIND_NAMES = ("member", "load", "tick", "submit", "run", "finish", "done", "steal", "moved", "kill", "detect",
-              "inputs", "pause", "resume", "abort")
+              "inputs", "pause", "resume", "abort", "partition", "heal")
 _MESSAGES = (_RUN, _DONE, _STEAL_MSG, _MOVED, _ABORT)  # between two nodes, over a link: (dst, src, ...) first
 _LOCAL = (_FINISH, _INPUTS, _DETECT, _SUBMIT)  # happen at one node: that node first
 
@@ -107,11 +109,16 @@ class Faults:
     overtaken on its link, but links race (``jitter``); a node that is paused (SIGSTOP, a stalled loop) receives
     nothing until it resumes, then everything queued for it, in order; a peer that declares it dead meanwhile
     closes its connection to it (``transport.forget``), which loses what was still queued there (each such message
-    with probability ``forget_loss``: some had reached the paused node's socket buffer). SWIM's own messages may
+    with probability ``forget_loss``: some had reached the paused node's socket buffer); a partition holds the
+    messages that cross it until it heals, and loses them in the same way if their sender declares the peer
+    across it dead. SWIM's own messages may
     also be lost at random (``swim_drop``)."""
 
     jitter: float = 0.0  # extra delay per message, uniform in [0, jitter) seconds: different links race
     pauses: tuple[tuple[float, str, float], ...] = ()  # (seconds after the start, node id, seconds paused)
+    # (seconds after the start, nodes cut off from the others, seconds): messages across the cut wait for the heal
+    # (TCP retransmits), SWIM's are lost; one partition at a time (one that starts during another is skipped)
+    partitions: tuple[tuple[float, tuple[str, ...], float], ...] = ()
     swim_drop: float = 0.0  # probability that a SWIM message is lost (SimNet)
     forget_loss: float = 0.5  # a message queued for a paused peer, lost when its sender declares that peer dead
 
@@ -324,6 +331,9 @@ class Simulation:
         self._sent_at: dict[int, float] = {}  # seq of a message event -> when it was sent
         self._held: dict[str, list[tuple[int, Any, float]]] = {}  # paused node -> (kind, data, sent at)
         self._forgot: dict[tuple[str, str], float] = {}  # (node, paused peer) -> when node declared it dead
+        self._side: dict[str, int] = {}  # during a partition: node -> 1 if cut off, else absent
+        self._cut_held: list[tuple[int, Any, float]] = []  # messages waiting for the partition to heal
+        self.partitioned = 0  # partitions that happened
         self.paused_ids: set[str] = set()  # nodes paused at some point
         self.false_dead: set[str] = set()  # nodes declared dead by a peer while alive
         self.forget_lost = 0  # messages lost when a sender closed its connection to a paused peer
@@ -399,6 +409,8 @@ class Simulation:
             self._push(self.start + when, _KILL, count)
         for when, nid, length in cfg.faults.pauses:
             self._push(self.start + when, _PAUSE, (nid, length))
+        for when, group, length in cfg.faults.partitions:
+            self._push(self.start + when, _PARTITION, (group, length))
         self._push(self.now, _LOAD, None)
         self._push(self.now + cfg.steal_tick, _STEAL_TICK, None)
         if self.net is not None:
@@ -409,7 +421,7 @@ class Simulation:
             _SUBMIT: self._on_submit, _RUN: self._on_run, _FINISH: self._on_finish, _DONE: self._on_done,
             _STEAL_MSG: self._on_steal_msg, _MOVED: self._on_moved, _KILL: self._on_kill,
             _DETECT: self._on_detect, _INPUTS: self._on_inputs, _PAUSE: self._on_pause, _RESUME: self._on_resume,
-            _ABORT: self._on_abort,
+            _ABORT: self._on_abort, _PARTITION: self._on_partition, _HEAL: self._on_heal,
         }
         end = deadline = self.start + cfg.max_time
         tracing = cfg.trace > 0
@@ -443,6 +455,9 @@ class Simulation:
         node = self.nodes.get(dst)
         if node is None or not node.alive:
             return True  # the handlers drop what reaches a dead node
+        if kind in _MESSAGES and self._side and self._cut(data[1], dst):
+            self._cut_held.append((kind, data, sent if sent is not None else self.now))
+            return False
         if node.paused:
             self._held[dst].append((kind, data, sent if sent is not None else self.now))
             return False
@@ -567,7 +582,8 @@ class Simulation:
         if new in (MemberState.DEAD, MemberState.LEFT):
             if peer is not None and peer.alive:
                 self.false_dead.add(peer_id)
-                if peer.paused:  # ``transport.forget``: what was still queued for it is lost (see ``Faults``)
+                if peer.paused or self._cut(node.spec.node_id, peer_id):
+                    # ``transport.forget``: what was still queued for it is lost (see ``Faults``)
                     self._forgot[(node.spec.node_id, peer_id)] = self.now
             self._do(node, node.core.handle(PeerDown(peer_id), self.now))
         elif old in (MemberState.DEAD, MemberState.LEFT):
@@ -885,5 +901,31 @@ class Simulation:
             self.net.run(self.now)
             self.net.resume(nid)
         for i, (kind, data, sent) in enumerate(self._held.pop(nid, [])):
+            self._push(self.now + i * 1e-9, kind, data)
+            self._sent_at[self._seq] = sent
+
+    def _cut(self, a: str, b: str) -> bool:
+        return self._side.get(a, 0) != self._side.get(b, 0)
+
+    def _on_partition(self, data: tuple[tuple[str, ...], float]) -> None:
+        """The nodes in ``group`` can reach each other but no other node, for ``length`` seconds."""
+        group, length = data
+        if self._side:
+            return
+        self._side = dict.fromkeys(group, 1)
+        self.partitioned += 1
+        if self.net is not None:
+            self.net.run(self.now)
+            self.net.partition(group)
+        self._push(self.now + length, _HEAL, None)
+
+    def _on_heal(self, _: Any) -> None:
+        """Everything held at the cut arrives now, in the order it was sent."""
+        self._side = {}
+        if self.net is not None:
+            self.net.run(self.now)
+            self.net.heal()
+        held, self._cut_held = self._cut_held, []
+        for i, (kind, data, sent) in enumerate(held):
             self._push(self.now + i * 1e-9, kind, data)
             self._sent_at[self._seq] = sent

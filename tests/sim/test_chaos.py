@@ -1,5 +1,5 @@
 """Fault injection on a virtual clock: the production owner, executing-node core, stealing, placement and SWIM
-(``meshaios.sim``) under kills, pauses, SWIM message loss and racing links, over many seeds.
+(``meshaios.sim``) under kills, pauses, partitions, SWIM message loss and racing links, over many seeds.
 
 Each seed is a small random mesh and workload (``meshaios.sim.chaos.scenario``); for every seed the client gets
 every result exactly once, a task runs twice only on a node that a fault touched, and nothing leaks once the run
@@ -29,7 +29,7 @@ def _sweep(seeds: range, pause_owner: bool = True) -> None:
                     f"`python -m meshaios.sim --replay-seed {first}`):\n" + "\n".join(lines))
 
 
-def test_a_thousand_seeds_of_kills_pauses_loss_and_racing_links() -> None:
+def test_a_thousand_seeds_of_kills_pauses_partitions_loss_and_racing_links() -> None:
     _sweep(range(1000))
 
 
@@ -41,7 +41,7 @@ def test_ten_thousand_seeds() -> None:
 def test_the_faults_happen_and_are_survived() -> None:
     """The sweep is not vacuous: over these seeds nodes are killed, paused, declared dead while alive and come
     back; tasks run twice because of it (allowed), and every result still reaches the client once."""
-    killed = paused = false_dead = dups = 0
+    killed = paused = false_dead = dups = partitions = 0
     for seed in range(60):
         run = run_seed(seed)
         assert run.problems == []
@@ -49,10 +49,12 @@ def test_the_faults_happen_and_are_survived() -> None:
         paused += len(run.sim.paused_ids)
         false_dead += len(run.sim.false_dead)
         dups += run.result.duplicate_executions
+        partitions += run.sim.partitioned
     assert killed > 5
     assert paused > 30
     assert false_dead > 20
     assert dups > 0
+    assert partitions > 5
 
 
 def test_a_paused_owner_gets_the_results_its_executors_could_not_send() -> None:
@@ -92,6 +94,21 @@ def test_a_paused_node_holds_its_messages_and_handles_them_in_order_when_it_resu
         if kind == "run" and data[0] != data[1]:
             links.setdefault((data[1], data[0]), []).append(t)
     assert all(ts == sorted(ts) for ts in links.values())
+
+
+def test_a_partition_holds_the_messages_across_it_until_it_heals() -> None:
+    nodes = heterogeneous_cluster(4, 0)
+    cfg = SimConfig(policy="round-robin", seed=0, stealing=False, trace=100_000, drain=5.0,
+                    faults=Faults(partitions=((0.0, ("n001", "n002"), 2.0),)))
+    sim = Simulation(nodes, independent(24, 0), cfg)
+    r = sim.run()
+    assert r.completed == r.tasks
+    assert r.duplicate_executions == 0
+    healed = next(t for t, kind, _ in sim.trace if kind == "heal")
+    crossing = [(t, kind) for t, kind, data in sim.trace
+                if kind in ("run", "done") and ({data[0], data[1]} & {"n001", "n002"}) and "n000" in (data[0], data[1])]
+    assert crossing
+    assert all(t >= healed for t, _ in crossing)
 
 
 def test_replay_seed_prints_the_trace(capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,7 +106,8 @@ MAX_ABORTED = 100_000  # aborted attempts (and tasks given to thieves) remembere
 # Results sent to another node's owner are remembered this long (at most RESEND_MAX of them, the oldest go first)
 # and sent again if that owner comes back after this node declared it dead: declaring it dead closed the connection
 # to it (``transport.forget``), losing what was queued there, and nothing is sent to a dead peer meanwhile. A paused
-# owner that resumes before its clients fail over would otherwise wait for those results forever.
+# owner that resumes before its clients fail over would otherwise wait for those results until a client's reconcile
+# (60 s) resubmits them.
 RESEND_WINDOW = 30.0
 RESEND_MAX = 10_000
 

@@ -60,7 +60,8 @@ def test_the_faults_happen_and_are_survived() -> None:
 def test_a_paused_owner_gets_the_results_its_executors_could_not_send() -> None:
     """Regression: in these seeds an executor declared the paused owner dead (closing its connection, with a DONE
     queued; sending nothing more), the owner resumed before its client's failover and, before
-    ``execcore.RESEND_WINDOW``, waited for those results forever."""
+    ``execcore.RESEND_WINDOW``, never heard of those results (a live client resubmits after its 60 s reconcile;
+    no client is simulated)."""
     for seed in (465, 469, 763):
         run = run_seed(seed)
         assert run.sim.owner_ids[0] in run.sim.paused_ids

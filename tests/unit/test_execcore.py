@@ -314,7 +314,8 @@ def test_a_failed_result_counts_as_failed() -> None:
 def test_results_sent_to_an_owner_declared_dead_go_again_when_it_comes_back() -> None:
     """Regression (found by tests/sim/test_chaos.py): declaring a peer dead closes the connection to it, losing the
     DONEs still queued there, and nothing is sent to a dead peer. A paused owner that resumes and refutes before its
-    client fails over then waited forever for those results; now the executor sends them again when it is back."""
+    client fails over then waited for those results until the client's 60 s reconcile; now the executor sends them
+    again when it is back."""
     c = core(slots=2)
     out = c.handle(RunTasks("o", [task("a"), task("b"), task("c")]), 0.0)
     done = c.handle(Finished([("o", ("a", 0), ok(("a", 0)))]), 1.0)  # queued when "o" froze: lost on forget

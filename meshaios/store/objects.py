@@ -66,6 +66,9 @@ class StoreStats:
     peak_memory: int = 0
 
 
+RELEASE_OFF_LOOP = 32 << 20  # objects at least this large are let go on the store's release thread
+
+
 class ObjectStore:
     """Thread-safe: executor threads put results while the event loop serves fetches."""
 
@@ -74,6 +77,11 @@ class ObjectStore:
         self.spill_dir = spill_dir
         self._spiller = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="meshaios-spill") if background else None
+        )
+        # large objects are let go on a thread of their own: unmapping 1 GiB of /dev/shm pages takes ~0.3 s, and on
+        # the event loop that stalled SWIM past its probe timeout (a 1 GiB put made its holder a suspect)
+        self._releaser = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="meshaios-free") if background else None
         )
         self._mem: OrderedDict[str, Payload] = OrderedDict()  # LRU order: oldest first
         self._disk: dict[str, tuple[Path, int]] = {}
@@ -151,22 +159,30 @@ class ObjectStore:
             return self._drop_locked(key) or dropped
 
     def clear(self) -> None:
-        """Drop everything and stop the spill thread (the node calls this when it stops)."""
+        """Drop everything and stop the spill and release threads (the node calls this when it stops)."""
         if self._spiller is not None:
             self._spiller.shutdown(wait=True, cancel_futures=True)
             self._spiller = None
+        releaser, self._releaser = self._releaser, None
         with self._lock:
             for k in list(self._mem) + list(self._disk):
                 self._drop_locked(k)
+        if releaser is not None:
+            releaser.shutdown(wait=True)
         if self.device is not None:
             self.device.clear()
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _drop_locked(self, key: str) -> bool:
-        p = self._mem.pop(key, None)
-        if p is not None:
-            self.stats.bytes_in_memory -= p.nbytes
+        if key in self._mem:
+            held = [self._mem.pop(key)]  # our only reference: the release thread empties the list
+            nbytes = held[0].nbytes
+            self.stats.bytes_in_memory -= nbytes
             self.stats.objects -= 1
+            releaser = self._releaser
+            if releaser is not None and nbytes >= RELEASE_OFF_LOOP:
+                with contextlib.suppress(RuntimeError):  # shut down meanwhile (the node stops): dropped here
+                    releaser.submit(held.clear)  # if ours was the last reference, it dies on that thread
             return True
         d = self._disk.pop(key, None)
         if d is not None:

@@ -116,3 +116,34 @@ def test_background_spills_land_and_read_back(tmp_path: Path) -> None:
     assert s.on_disk("a")
     assert content(s.get("a")) == b"meta" + bytes([7]) * 100
     s.clear()
+
+
+def test_a_large_object_is_let_go_on_the_release_thread_not_the_callers() -> None:
+    """Unmapping 1 GiB of /dev/shm pages takes ~0.3 s: on the event loop that is a SWIM probe timeout. The store's
+    last reference to a large object dies on its release thread; a small one's where it is deleted."""
+    import threading
+
+    from meshaios.store.objects import RELEASE_OFF_LOOP
+
+    died: dict[str, str] = {}
+    gone = threading.Event()
+
+    class Buffer(bytearray):
+        def __del__(self) -> None:
+            died[bytes(self[:1]).decode()] = threading.current_thread().name
+            gone.set()
+
+    s = ObjectStore(1 << 40, None, background=True)
+    try:
+        big, small = Buffer(b"b" * RELEASE_OFF_LOOP), Buffer(b"s" * 1024)
+        s.put("big", Payload(b"", (big,)))
+        s.put("small", Payload(b"", (small,)))
+        del big, small
+        assert s.delete("small")
+        assert died["s"] == threading.current_thread().name
+        gone.clear()
+        assert s.delete("big")
+        assert gone.wait(10)
+        assert died["b"].startswith("meshaios-free")
+    finally:
+        s.clear()

@@ -61,3 +61,47 @@ def test_status_with_the_wrong_token_says_so(
     err = capsys.readouterr().err
     assert err.startswith("meshaios: error:")
     print(err)  # the guide quotes this text
+
+
+def test_status_watch_outlives_the_node_it_asks(tmp_path: Path) -> None:
+    """``meshaios status --watch --json`` keeps printing when its node is SIGKILLed: it asks another live member."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from meshaios.testing.localmesh import wait_for
+
+    with LocalMesh(2) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 1, 15, what="two nodes")
+        out = tmp_path / "watch.out"
+        with open(out, "wb") as fh:
+            watch = subprocess.Popen(
+                [sys.executable, "-m", "meshaios", "status", mesh.address(0), "--token-file", str(mesh.token_file),
+                 "--json", "--watch", "0.3", "--timeout", "2"],
+                stdout=fh, stderr=subprocess.STDOUT, env=mesh.client_env(),
+            )  # fmt: skip
+        try:
+
+            def answered_by() -> list[str]:
+                dec, text, ids = json.JSONDecoder(), out.read_text(errors="replace"), []
+                i = text.find("{")
+                while i >= 0:
+                    try:
+                        doc, end = dec.raw_decode(text, i)
+                    except ValueError:
+                        break
+                    ids.append(doc["node"]["id"])
+                    i = text.find("{", end)
+                return ids
+
+            wait_for(lambda: mesh.by_index(0).node_id in answered_by(), 20, what="node 0 answering")
+            mesh.kill(0, signal.SIGKILL)
+            t0 = time.monotonic()
+            wait_for(lambda: mesh.by_index(1).node_id in answered_by(), 30, what="node 1 answering instead")
+            assert watch.poll() is None  # still watching
+            print(f"node 1 answered {time.monotonic() - t0:.1f} s after node 0 was killed")
+            assert "asking" in out.read_text()  # it said whom it asked instead
+        finally:
+            watch.kill()
+            watch.wait(10)

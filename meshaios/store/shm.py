@@ -238,6 +238,11 @@ def sweep(directory: Path, tag: str, me: str = "") -> int:
     return removed
 
 
+def sweep_mesh(mesh_id: str) -> int:
+    """After every node of mesh ``mesh_id`` on this machine is gone (a test, a benchmark): what they left here."""
+    return sweep(user_dir(), mesh_tag(mesh_id))
+
+
 class ShmArea:
     """A node's files in this user's shared-memory directory: written for peers, claimed or expired."""
 

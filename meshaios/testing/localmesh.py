@@ -93,7 +93,7 @@ class LocalMesh(Managed):
         """Every node is gone: what any of them left in /dev/shm (one SIGKILLed with a file unclaimed) goes too."""
         from meshaios.store import shm
 
-        shm.sweep(shm.user_dir(), shm.mesh_tag(self.mesh_id()))
+        shm.sweep_mesh(self.mesh_id())
 
     def spawn(self, index: int, name: str | None = None) -> NodeProc:
         name = name or f"node{index}"

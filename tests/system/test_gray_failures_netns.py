@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from meshaios.security import new_token
+from meshaios.security import derive_keys, new_token
+from meshaios.store import shm
 from meshaios.testing import netns
 
 pytestmark = [pytest.mark.system, pytest.mark.skipif(not netns.available(), reason="needs root and iproute2")]
@@ -127,3 +128,5 @@ def test_entry_node_pause_and_partitions_on_either_side(tmp_path: Path) -> None:
                     p.send_signal(signal.SIGCONT)
                     p.send_signal(signal.SIGKILL)
                 p.wait(timeout=10)
+            # SIGKILLed nodes leave their lock files (and any unclaimed object) in /dev/shm
+            shm.sweep_mesh(derive_keys(token_file.read_text().strip()).mesh_id)

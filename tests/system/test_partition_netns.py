@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from meshaios.security import new_token
+from meshaios.security import derive_keys, new_token
+from meshaios.store import shm
 from meshaios.testing import netns
 
 pytestmark = [pytest.mark.system, pytest.mark.skipif(not netns.available(), reason="needs root and iproute2")]
@@ -93,3 +94,5 @@ def test_partition_2_plus_2_then_heal(tmp_path: Path) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signal.SIGKILL)
                 p.wait(timeout=10)
+            # SIGKILLed nodes leave their lock files (and any unclaimed object) in /dev/shm
+            shm.sweep_mesh(derive_keys(token_file.read_text().strip()).mesh_id)

@@ -94,7 +94,7 @@ from meshaios.tasks.functions import FunctionResolver
 from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, Started, TaskState
 from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.tasks.workers import WorkerPool
-from meshaios.timeline import Timeline
+from meshaios.timeline import TaskRecord, Timeline
 from meshaios.wire import messages as M
 from meshaios.wire.codec import WireLimits, decode_message, encode
 from meshaios.wire.guard import Throttle
@@ -105,7 +105,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.05
 MAX_PEEK_IDS = 4096  # task ids one ``peek`` asks to name
-VIEW_REUSE = 1.0  # seconds a ``peer_view`` is reused: it scans the owner's tasks, and any number of pages may ask
+VIEW_REUSE = 1.0  # seconds one scan of the owner's tasks serves (the page and peers' peeks): any number may ask
 PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
@@ -260,7 +260,8 @@ class Node:
         self._recent_errors: deque[ErrorRecord] = deque(maxlen=RECENT_ERRORS)
         self._peeks: dict[int, tuple[str, asyncio.Future[M.Peeked]]] = {}
         self._peek_req = 0
-        self._view_cache: tuple[float, dict[str, Any]] | None = None  # (when, ``peer_view``): pages poll every second
+        # (when, recent task records, the owner's work view): pages and peers' peeks poll every second
+        self._work_cache: tuple[float, list[TaskRecord], dict[str, Any]] | None = None
         # same-host transfers through /dev/shm (store/shm.py): our host id, published in SWIM meta once the
         # shared-memory directory is usable; fetches that asked for shared memory (req -> holder); holders whose
         # file we refused (asked over the socket from then on)
@@ -410,13 +411,14 @@ class Node:
                 await asyncio.shield(disc.stop())
 
     async def _http_task(self, ready: asyncio.Event) -> None:
-        from meshaios.dashboard import serve_http, work_view
+        from meshaios.dashboard import serve_http
 
         def listening(url: str) -> None:
             self.http_url = url
 
         def work(task_ids: Collection[str]) -> dict[str, Any]:
-            return work_view(self.owner.tasks, self.clock.now(), name_tasks=task_ids)
+            # the status's timeline is the newest part of the records the shared scan names (one scan, not two)
+            return self._recent_work()[1]
 
         await serve_http(
             self.status,
@@ -1477,15 +1479,20 @@ class Node:
                 }
             )
 
+    def _recent_work(self) -> tuple[list[TaskRecord], dict[str, Any]]:
+        """This node's last ``STREAM_RECORDS`` task attempts, and one scan of its owner's tasks (``work_view``) that
+        names them: made at most every ``VIEW_REUSE`` s, for this node's own page and for its peers' peeks alike."""
+        now = self.clock.now()
+        if self._work_cache is None or now - self._work_cache[0] >= VIEW_REUSE:
+            records = self.timeline.recent(STREAM_RECORDS, offset=time.time() - now)
+            self._work_cache = (now, records, work_view(self.owner.tasks, now, name_tasks=[r["task"] for r in records]))
+        return self._work_cache[1], self._work_cache[2]
+
     def peer_view(self) -> dict[str, Any]:
         """What this node tells a ``peek``: its most recent task attempts (with the functions of those it owns),
         the failures it owns, and the per-function progress and jobs of the tasks it owns."""
-        now = self.clock.now()
-        if self._view_cache is not None and now - self._view_cache[0] < VIEW_REUSE:
-            return dict(self._view_cache[1])
-        records = self.timeline.recent(STREAM_RECORDS, offset=time.time() - now)
-        work = work_view(self.owner.tasks, now, name_tasks=[str(r["task"]) for r in records])
-        view = {
+        records, work = self._recent_work()
+        return {
             "node": self.node_id,
             "name": self.name,
             "workers": self.workers,
@@ -1496,8 +1503,6 @@ class Node:
             "errors": list(self._recent_errors),
             "gpus": self._gpu_view(),
         }
-        self._view_cache = (now, view)
-        return dict(view)
 
     def _gpu_view(self) -> dict[str, dict[str, int]]:
         """Per GPU of this node: what the device tier keeps there (bytes, objects, against its share of the

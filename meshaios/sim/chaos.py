@@ -96,7 +96,7 @@ def check(sim: Simulation, result: SimResult) -> list[str]:
     for tid in sorted(set(sim.delivered) - submitted):
         bad.append(f"a result for {tid}, which the client never submitted")
     for r in sim.failed:
-        bad.append(f"task {r.get('id')} failed: {r.get('error')}")
+        bad.append(f"task {r.get('id')} failed: {r.get('err')}")
     faulty = set(sim.killed) | sim.paused_ids | sim.false_dead
     for tid, where in sorted(sim.runs.items()):
         # the nodes that ran it or handed it to a thief: a paused node's stale attempt may be stolen when it resumes

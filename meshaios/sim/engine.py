@@ -340,7 +340,7 @@ class Simulation:
         self.unsendable = 0  # messages not sent: the sender's SWIM listed their peer as dead
         self.runs: dict[str, list[str]] = {}  # task id -> nodes whose worker finished it, in order
         self.delivered: dict[str, int] = {}  # task id -> results the client received for it
-        self.failed: list[dict[str, Any]] = []  # error results the client received
+        self.failed: list[M.Result] = []  # error results the client received
         self.trace: deque[tuple[float, str, Any]] = deque(maxlen=max(1, cfg.trace))
 
     # ---- set-up -------------------------------------------------------------------------------------------
@@ -672,7 +672,7 @@ class Simulation:
                     tid = r["id"]
                     self.delivered[tid] = self.delivered.get(tid, 0) + 1
                     if not r.get("ok"):
-                        self.failed.append(dict(r))
+                        self.failed.append(r)
                     elif tid not in self.completed_at:
                         self.completed_at[tid] = self.now
             elif isinstance(a, Abort):

@@ -114,6 +114,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         **({"memory_lease": args.memory_lease} if args.memory_lease is not None else {}),
         "spill_dir": args.spill_dir,
         "no_gpu": True if args.no_gpu else None,
+        "gpu_slots": args.gpu_slots,
         "http": False if args.no_http else None,
         "http_bind": args.http_bind,
         "http_port": args.http_port,
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--spill-dir", help="where objects beyond the memory limit go (default: under the state dir)")
     sp.add_argument("--no-gpu", action="store_true", help="do not look for GPUs (cupy)")
+    sp.add_argument("--gpu-slots", type=int, help="GPU tasks each GPU runs at once, a CUDA stream each (default 1)")
     sp.add_argument(
         "--allow-module", action="append", metavar="MOD",
         help="run top-level functions of this module (exactly; MOD.* adds its submodules); repeatable",

@@ -232,6 +232,7 @@ class Node:
         self.inventory = _detect(config)
         self.devices = self.inventory.summary()
         self._gpu_order = [g.device for g in self.inventory.gpus]
+        self.gpu_slots = max(1, config.gpu_slots)  # per GPU: a task thread and a CUDA stream each
         self._gpu_pools: dict[str, WorkerPool] = {}
         self.store = ObjectStore(
             config.memory_limit or int(self.inventory.memory * 0.5),
@@ -284,7 +285,8 @@ class Node:
         # the ones not started), work stealing, aborts. The node carries out what it asks for (``_do``).
         self.core = ExecCore(
             self.node_id, {"cpu": self.workers}, model=self.model, view=self.steal_view, timeline=self.timeline,
-            counters=self.counters, steal=config.steal, gpus=self._gpu_order,
+            counters=self.counters, steal=config.steal, gpus=self._gpu_order, gpu_slots=self.gpu_slots,
+            gpu_affinity=self._gpu_affinity,
         )  # fmt: skip
         self.exec = self.core.stats  # queued, finished, failed
         self.fence = self.core.fence  # runs accepted here and not yet reported; epochs per client
@@ -325,8 +327,8 @@ class Node:
         loop = self._loop_ref = asyncio.get_running_loop()
         self._pool = WorkerPool(self.workers, f"mesh-{short(self.node_id)}", loop, self._tasks_done)
         self._gpu_pools = {
-            d: WorkerPool(1, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
-        }  # one thread (one stream) per GPU: a GPU is not oversubscribed by its own node
+            d: WorkerPool(self.gpu_slots, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
+        }  # a thread (and its own CUDA stream, devices/resident.py) per GPU slot; ExecCore fills the slots
         log.info(
             "node %s (%s) listening on %s, mesh %s, %s, %d workers",
             short(self.node_id),
@@ -759,9 +761,8 @@ class Node:
             for d, v in list(task["deps"].items()):
                 if not isinstance(v, Payload):
                     task["deps"][d] = self.store.get(d)
-        if ins.device != "cpu":  # a GPU: its own thread, one stream
-            task["device"] = ins.device
-            self._gpu_pools[ins.device].submit((owner, key), self._run_one, task)
+        if ins.device != "cpu":  # a GPU slot: a thread of that GPU's pool, with its own stream
+            self._gpu_pools[ins.device].submit((owner, key), functools.partial(self._run_one, device=ins.device), task)
             return
         if task.get("pure"):
             packed = pack_for_process(task)
@@ -820,14 +821,25 @@ class Node:
         for j in range(ins.parts):
             self.store.delete(f"{ins.obj}#{j}")
 
-    def _run_one(self, task: RunTask) -> M.Result:
-        """In an executor thread: run, then keep a large result here (it is fetched peer to peer)."""
+    def _gpu_affinity(self, task: RunTask) -> str | None:
+        """The GPU that keeps one of ``task``'s inputs, if any (ExecCore starts it there when that GPU has a free
+        slot: the input is read with no copy)."""
+        for d, v in task["deps"].items():
+            if not isinstance(v, Payload):
+                where = self.gpu.where(d)
+                if where is not None:
+                    return where
+        return None
+
+    def _run_one(self, task: RunTask, device: str | None = None) -> M.Result:
+        """In an executor thread: run (on the GPU ``device``: a thread of its pool), then keep a large result here
+        (it is fetched peer to peer)."""
         aborted = self.core.aborted
         if aborted and (task["id"], task["att"]) in aborted:
             # prefetched into the workers' queue, then cancelled: never started (the loop drops the result)
             return {"id": task["id"], "att": task["att"], "ok": False, "err": cast("M.ErrorInfo", {})}
         # a GPU task reads its inputs through its device: those kept there are taken with no copy
-        gpu = self.gpu.runner(task["device"], self.store.get) if "device" in task else None
+        gpu = self.gpu.runner(device, self.store.get) if device is not None else None
         for d, v in list(task["deps"].items()):
             if not isinstance(v, Payload) and gpu is None:  # from the store, here: reading back a spilled input
                 task["deps"][d] = self.store.get(d)  # blocks no event loop
@@ -837,7 +849,7 @@ class Node:
             extra = result["dt"] * (self.config.slowdown - 1.0)
             time.sleep(extra)
             result["dt"] += extra
-        if "device" in task:
+        if device is not None:
             result["dev"] = "gpu"  # the runtime model learns GPU runtimes apart from CPU ones
         return self._keep_large(result)
 
@@ -1506,7 +1518,7 @@ class Node:
 
     def _gpu_view(self) -> dict[str, dict[str, int]]:
         """Per GPU of this node: what the device tier keeps there (bytes, objects, against its share of the
-        device), its copies each way and evictions, and whether its task thread is busy (one stream per GPU)."""
+        device), its copies each way and evictions, and how many of its task slots are busy."""
         out: dict[str, dict[str, int]] = {}
         for dev, st in self.gpu.status().items():
             pool = self._gpu_pools.get(dev)

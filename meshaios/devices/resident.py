@@ -187,6 +187,11 @@ class DeviceTier:
         with self._lock:
             return self.ledger.size_of(key)
 
+    def where(self, key: str) -> str | None:
+        """The device that keeps ``key``, if any."""
+        with self._lock:
+            return self.ledger.device_of(key)
+
     def payload(self, key: str) -> Payload | None:
         """A host copy of ``key`` as a ``Payload`` (one device->host copy), or None if it is not on a device."""
         with self._lock:

@@ -312,6 +312,15 @@ Instruction: TypeAlias = (
 )
 
 _NO_INPUTS: tuple[str, ...] = ()
+_CPU: tuple[str, ...] = ("cpu",)
+_GPU: tuple[str, ...] = ("gpu",)
+_GPU_OR_CPU: tuple[str, ...] = ("gpu", "cpu")
+_ONE_GPU = {"gpu": 1}  # the one resource request a thief's free GPU slot satisfies
+
+
+def _rkey(kernel: str, device: str) -> str:
+    """The key of a kernel's measured run time on a device kind (``runtime``)."""
+    return kernel if device == "cpu" else kernel + "@gpu"
 
 
 class ExecCore:
@@ -332,6 +341,8 @@ class ExecCore:
         steal_seed: str | None = None,
         speed: dict[str, float] | None = None,
         gpus: Iterable[str] = (),
+        gpu_slots: int = 1,
+        gpu_affinity: Callable[[TaskSpec], str | None] | None = None,
         estimate: Estimator | None = None,
     ) -> None:
         self.node_id = node_id
@@ -341,6 +352,20 @@ class ExecCore:
         self.counters: MutableMapping[str, int] = counters if counters is not None else defaultdict(int)
         self.stats = ExecStats()
         self.speed = dict(speed or {"cpu": 1.0})
+        # GPU device names (``fakegpu:0``, ``gpu:1``; the simulator's own), each with ``gpu_slots`` slots (a task
+        # thread and its CUDA stream each). GPU tasks wait in the work queue like CPU ones, under the device kind
+        # ``gpu`` with one slot per GPU slot of the node, and a device is chosen when one starts (``_pick_gpu``):
+        # the GPU that holds its inputs (``gpu_affinity``: which device keeps them) if it has a free slot, else
+        # the least busy one
+        self.gpus = list(gpus)
+        self.gpu_slots = max(1, int(gpu_slots))
+        self._affinity = gpu_affinity
+        self._gpu_busy: dict[str, int] = dict.fromkeys(self.gpus, 0)
+        self._on_gpu: dict[Key, str] = {}  # GPU tasks started and not finished -> their device
+        self._gpu_next = 0
+        slots = dict(slots)
+        if self.gpus:
+            slots["gpu"] = len(self.gpus) * self.gpu_slots
         self.queue = WorkQueue(slots)
         self.steal_enabled = steal
         self.steal = StealEngine(
@@ -349,8 +374,6 @@ class ExecCore:
             speed=self.speed, estimate=estimate,
         )  # fmt: skip
         self.fence = RunFence()
-        self.gpus = list(gpus)  # GPU device names: a task that asks for a GPU goes straight to one, round robin
-        self._gpu_next = 0
         # attempts aborted by their owner -> that owner (a late RUN, commit, result or prefetched start is dropped)
         self.aborted: dict[Key, str] = {}
         self._given: dict[Key, str] = {}  # tasks handed to thieves -> thief: an abort follows them there
@@ -360,7 +383,8 @@ class ExecCore:
         self._prefetched: dict[Key, tuple[str, float]] = {}  # handed to the workers early: (kernel, when)
         self._prefetch_paused = False  # after a stuck prefetch was taken back, until a worker finishes a task
         self._procs: dict[Key, str] = {}  # pure tasks in the process pool -> the owner their start named
-        self.runtime: dict[str, float] = {}  # kernel -> measured seconds here (EWMA): the queue's predictions
+        # kernel (``kernel@gpu`` on a GPU) -> measured seconds here (EWMA): the queue's predictions
+        self.runtime: dict[str, float] = {}
         self._kernels: dict[bytes, str] = {}  # function payload -> kernel id, for small payloads
         self._sent: deque[tuple[float, str, TaskResult]] = deque()  # results sent to other owners: (when, owner, it)
         self._down: dict[str, float] = {}  # peers declared dead or gone -> when: results go again if they come back
@@ -389,7 +413,7 @@ class ExecCore:
     def predict(self, kernel: str, nbytes: int, device: str = "cpu") -> float:
         """Seconds a task of ``kernel`` takes here: what this node measured last (it ran the kernel), else what
         the runtime model says (gossip, or its prior). Only the queue's backlog and the steal gate use it."""
-        rt = self.runtime.get(kernel)
+        rt = self.runtime.get(_rkey(kernel, device))
         if rt is not None:
             return rt
         x = task_features(kernel, nbytes, device, speed=self.speed.get(device, 1.0), node=self.node_id)
@@ -412,7 +436,7 @@ class ExecCore:
         """Tasks queued before their kernel's first run here were predicted from the prior (0.5 s for the unknown):
         bring them up to date before they are summed into a backlog or weighed by the steal gate. O(queue)."""
         for t in self.queue.queued():
-            rt = self.runtime.get(t.kernel)
+            rt = self.runtime.get(_rkey(t.kernel, t.device))
             if rt is not None:
                 t.predicted = rt
 
@@ -504,14 +528,17 @@ class ExecCore:
     def _enqueue(self, key: Key, task: TaskSpec, owner: str, now: float, out: list[Instruction]) -> None:
         """Into the local run queue, from which ``_start_queued`` feeds the workers as slots free.
 
-        A task for a GPU goes straight to a GPU's thread (one stream per GPU is its own queue). A task whose
-        inputs were fetched here, or that asks for resources, is queued but pinned: a thief may not have them."""
+        Its device kind: ``gpu`` if it asks for a GPU (``resources``: a GPU only, on a thief too) or its owner
+        placed it on one (the RUN's ``device``, EFT's pick: a thief may weigh its CPU too), and this node has a
+        GPU; else ``cpu``. A task whose inputs were fetched here, or that asks for resources a thief may lack
+        (anything but one GPU, which the steal protocol checks), is queued but pinned."""
         res = task.get("resources")
-        if res and res.get("gpu", 0) > 0 and self.gpus:
-            device = self.gpus[self._gpu_next % len(self.gpus)]
-            self._gpu_next += 1
-            out.append(StartOnWorker(key, task, owner, device))
-            return
+        device, devices = "cpu", _CPU
+        if self.gpus:
+            if res and res.get("gpu", 0) > 0:
+                device, devices = "gpu", _GPU
+            elif task.get("device") == "gpu":
+                device, devices = "gpu", _GPU_OR_CPU
         kernel = self.kernel(task["fn"])
         nbytes = task["args"].nbytes
         if task["deps"]:
@@ -521,11 +548,13 @@ class ExecCore:
             att=key[1],
             owner=owner,
             kernel=kernel,
+            device=device,
+            devices=devices,
             nbytes=nbytes,
-            predicted=self.predict(kernel, nbytes),
+            predicted=self.predict(kernel, nbytes, device),
             spec=task,
             enqueued=now,
-            pinned=key in self._inputs or bool(res),
+            pinned=key in self._inputs or bool(res and res != _ONE_GPU),
             priority=task.get("prio", 0),
             urgent=task.get("urg", False),
         )
@@ -551,10 +580,29 @@ class ExecCore:
                 self._prefetched[qt.key] = (qt.kernel, now)
             self._start(qt, "cpu", prefetch, out)
 
-    def _start(self, qt: QueuedTask, device: str, prefetch: bool, out: list[Instruction]) -> None:
-        if qt.spec.get("pure"):
+    def _start(self, qt: QueuedTask, kind: str, prefetch: bool, out: list[Instruction]) -> None:
+        device = kind
+        if kind == "gpu":
+            device = self._pick_gpu(qt.spec)
+            self._on_gpu[qt.key] = device
+            self._gpu_busy[device] += 1
+        elif qt.spec.get("pure"):
             self._procs[qt.key] = qt.owner
         out.append(StartOnWorker(qt.key, qt.spec, qt.owner, device, prefetch))
+
+    def _pick_gpu(self, spec: TaskSpec) -> str:
+        """The GPU a starting task runs on: the one that keeps its inputs if it has a free slot, else the least
+        busy, taking turns among equals. The queue started it, so some GPU has a free slot."""
+        busy = self._gpu_busy
+        if self._affinity is not None:
+            want = self._affinity(spec)
+            if want is not None and busy.get(want, self.gpu_slots) < self.gpu_slots:
+                return want
+        n = len(self.gpus)
+        order = [self.gpus[(self._gpu_next + i) % n] for i in range(n)]
+        best = min(order, key=lambda g: busy[g])  # the first of the least busy, in turn order
+        self._gpu_next = (self.gpus.index(best) + 1) % n
+        return best
 
     # ---- completions ----------------------------------------------------------------------------------------
 
@@ -583,6 +631,10 @@ class ExecCore:
         if run is not None:
             owner = run.owner  # the newest owner that asked for this run (a superseded one's was adopted)
         qt = self.queue.finish(key)
+        if self._on_gpu:
+            gpu = self._on_gpu.pop(key, None)
+            if gpu is not None:
+                self._gpu_busy[gpu] -= 1
         if self._prefetched:
             self._prefetched.pop(key, None)
         if self._procs:
@@ -598,8 +650,8 @@ class ExecCore:
             return
         dt = result.get("dt")
         if qt is not None and type(dt) is float:
-            self._measured(qt.kernel, dt)
-            if self._prefetched and self.runtime[qt.kernel] >= PREFETCH_SECONDS:
+            self._measured(_rkey(qt.kernel, qt.device), dt)
+            if self._prefetched and qt.device == "cpu" and self.runtime[qt.kernel] >= PREFETCH_SECONDS:
                 long.add(qt.kernel)
         if self._inputs:
             self._release(key, out)
@@ -631,6 +683,7 @@ class ExecCore:
         return out
 
     def _measured(self, kernel: str, seconds: float) -> None:
+        """``kernel``: its ``_rkey`` (a kernel's GPU runs are measured apart from its CPU ones)."""
         old = self.runtime.pop(kernel, None)  # re-inserted last: the dict stays in least-recently-run order
         self.runtime[kernel] = seconds if old is None else old + RUNTIME_EWMA * (seconds - old)
         if len(self.runtime) > MAX_KERNELS:

@@ -142,7 +142,7 @@ def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool, gpu: D
                 else:
                     size, value = gpu.finish(tid, value, keep=task.get("kd") is True)
             elif isinstance(fn, Kernel):
-                value = fn.call(task.get("device") or "cpu", tuple(call[0]), call[1])
+                value = fn.call("cpu", tuple(call[0]), call[1])  # not on a GPU: the CPU, whatever was placed
             else:
                 value = fn(*call[0], **call[1])
     except FunctionRefused as exc:  # retrying cannot change the fence's answer

@@ -1108,6 +1108,8 @@ class Owner:
             batches.setdefault(target.node_id, []).append(task)
             if take is not None and (note := take(tid)) is not None:
                 placed.setdefault(target.node_id, {})[tid] = note
+                if note.get("placed_device") == "gpu":
+                    task["device"] = "gpu"  # EFT's device pick: the executor runs it there (tasks/execcore.py)
             if target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
         dirty = self.ready.dirty

@@ -161,7 +161,7 @@ class RunTask(TypedDict):
     pure: bool
     resources: NotRequired[dict[str, int]]
     parts: NotRequired[int]
-    device: NotRequired[str]
+    device: NotRequired[Device]  # where its owner placed it (EFT's pick); a GPU task's kind without it: resources
     prio: NotRequired[int]
     urg: NotRequired[bool]  # hurried by its owner for its deadline
     rs: NotRequired[bool]  # report its start (STARTED)

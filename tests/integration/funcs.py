@@ -125,3 +125,9 @@ def doc_counts(seed: int) -> dict[str, int]:
 def equal_key(i: int) -> list[tuple[object, int]]:
     """Map task ``i`` emits one of four keys, three of which compare equal (1 == True == 1.0)."""
     return [((1, True, 1.0, 2)[i], i)]
+
+
+def thread_after(delay: float) -> str:
+    """Sleep, then name the executor thread that ran this (``mesh-fakegpu:0-0``: a slot of that node's GPU)."""
+    time.sleep(delay)
+    return threading.current_thread().name

@@ -49,6 +49,8 @@ def valid_messages() -> list[dict[str, Any]]:
         },
         {"t": M.RUN, "owner": "n1", "tasks": [{"id": "a", "att": 0, "fn": fn, "args": args, "deps": {}, "pure": False,
                                                "kd": True}]},
+        {"t": M.RUN, "owner": "n1", "tasks": [{"id": "a", "att": 0, "fn": fn, "args": args, "deps": {}, "pure": False,
+                                               "device": "gpu"}]},  # EFT's device pick
         {"t": M.DONE, "src": "n2", "results": [{"id": "a", "ok": True, "v": res}, {"id": "b", "ok": False}]},
         {"t": M.CANCEL, "ids": ["a", "b"]},
         {"t": M.KEEP, "ids": ["a"]},

@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
-from meshaios.sched.stealing import TState
+from meshaios.sched.stealing import TState, _Request
 from meshaios.tasks.execcore import (
     PREFETCH_STUCK,
     RESEND_WINDOW,
@@ -132,14 +132,103 @@ def test_a_run_from_an_owner_its_client_has_left_is_refused_and_that_owner_told(
     assert of(SendFenced, out) == [SendFenced("old", "cl", 2)]  # once per client, not per task
 
 
-def test_a_gpu_task_goes_straight_to_a_gpu_round_robin_and_is_counted() -> None:
+def test_gpu_tasks_wait_in_the_queue_for_a_gpu_slot_one_per_device_and_are_counted() -> None:
     c = core(slots=1, gpus=("gpu0", "gpu1"))
+    assert c.queue.slots == {"cpu": 1, "gpu": 2}
     out = c.handle(RunTasks("o", [task(f"g{i}", resources={"gpu": 1}) for i in range(3)]), 0.0)
-    assert [s.device for s in of(StartOnWorker, out)] == ["gpu0", "gpu1", "gpu0"]
+    assert [(s.key[0], s.device) for s in of(StartOnWorker, out)] == [("g0", "gpu0"), ("g1", "gpu1")]
     assert c.stats.queued == 3
-    assert len(c.queue) == 0
-    finish(c, out)
+    assert c.queue.n_queued("gpu") == 1  # g2 waits for a GPU slot, in the queue (stealable, abortable)
+    out = c.handle(Finished([("o", ("g1", 0), ok(("g1", 0), dev="gpu"))]), 1.0)
+    assert [(s.key[0], s.device) for s in of(StartOnWorker, out)] == [("g2", "gpu1")]  # the GPU that freed
+    finish(c, [*out, StartOnWorker(("g0", 0), task("g0"), "o", "gpu0")])
     assert c.stats.queued == 0
+    assert c.runtime == {c.kernel(FN) + "@gpu": 0.001}  # measured apart from the kernel's CPU runs
+
+
+def test_gpu_slots_per_device_and_the_device_that_holds_the_inputs_is_preferred() -> None:
+    held = {"x": "gpu1"}
+    c = ExecCore("me", {"cpu": 1}, model=RuntimeModel(), view=LoadView(), steal=False, gpus=("gpu0", "gpu1"),
+                 gpu_slots=2, gpu_affinity=lambda spec: next((held[d] for d in spec["deps"] if d in held), None))
+    assert c.queue.slots["gpu"] == 4
+    tasks = [task(f"g{i}", resources={"gpu": 1}, deps={"x": None}) for i in range(3)]
+    out = c.handle(RunTasks("o", tasks), 0.0)
+    for i in range(3):
+        out += c.handle(InputsReady((f"g{i}", 0)), 0.1)
+    # two slots on the GPU that keeps "x", then the other GPU
+    assert [s.device for s in of(StartOnWorker, out)] == ["gpu1", "gpu1", "gpu0"]
+
+
+def test_a_gpu_task_on_a_node_without_a_gpu_runs_on_its_cpus() -> None:
+    c = core(slots=1)
+    out = c.handle(RunTasks("o", [task("g", resources={"gpu": 1}), task("p", device="gpu")]), 0.0)
+    assert [(s.key[0], s.device) for s in of(StartOnWorker, out)] == [("g", "cpu")]
+    assert c.queue.n_queued("cpu") == 1
+
+
+def test_the_owners_device_pick_in_the_run_is_what_runs() -> None:
+    c = core(slots=2, gpus=("gpu0",))
+    out = c.handle(RunTasks("o", [task("on-gpu", device="gpu"), task("on-cpu", device="cpu"), task("plain")]), 0.0)
+    assert sorted((s.key[0], s.device) for s in of(StartOnWorker, out)) == [
+        ("on-cpu", "cpu"), ("on-gpu", "gpu0"), ("plain", "cpu")]
+
+
+def test_a_queued_gpu_task_is_aborted_and_never_starts() -> None:
+    c = core(slots=1, gpus=("gpu0",))
+    out = c.handle(RunTasks("o", [task("g0", resources={"gpu": 1}), task("g1", resources={"gpu": 1})]), 0.0)
+    assert started(out) == [("g0", 0)]
+    c.handle(AbortRuns("o", [["g1", 0], ["g0", 0]]), 0.1)
+    assert c.queue.n_queued("gpu") == 0
+    assert c.stats.queued == 1  # g0 runs on: its result will be dropped
+    out = c.handle(Finished([("o", ("g0", 0), ok(("g0", 0), dev="gpu"))]), 0.2)
+    assert of(SendResult, out) == []
+    assert started(out) == []
+    assert c.stats.queued == 0
+    out = c.handle(RunTasks("o", [task("g2", resources={"gpu": 1})]), 0.3)
+    assert [s.device for s in of(StartOnWorker, out)] == ["gpu0"]  # the slot was given back
+
+
+def _gpu_victim() -> ExecCore:
+    victim = core(slots=1, steal=True, gpus=("gpu0",))
+    victim.handle(RunTasks("o", [task(f"g{i}", resources={"gpu": 1}) for i in range(6)]), 0.0)
+    assert victim.queue.n_queued("gpu") == 5
+    return victim
+
+
+def test_a_cpu_only_thief_is_never_offered_a_task_that_needs_a_gpu() -> None:
+    victim = _gpu_victim()
+    req = {"k": "steal_req", "rid": 1, "free": {"cpu": 8}, "speed": {"cpu": 4.0}}
+    offer = of(SendSteal, victim.handle(StealMessage("cpu-thief", req), 1.0))[0].msg
+    assert offer == {"k": "steal_offer", "rid": 1, "tasks": []}
+    # and a CPU-only node does not accept one even if a (faulty) victim offered it
+    thief = core(slots=4, steal=True)
+    thief.steal._request = _Request("v", 1, 10.0)
+    bogus = {"k": "steal_offer", "rid": 1, "tasks": [["g1", 0, "o", "k", "gpu", ["gpu"], 1, 1.0, []]]}
+    accepts = [m.msg for m in of(SendSteal, thief.handle(StealMessage("v", bogus), 1.0))]
+    assert accepts == [{"k": "steal_accept", "rid": 1, "ids": []}]
+
+
+def test_a_gpu_thief_steals_queued_gpu_tasks_and_runs_them_on_its_gpu() -> None:
+    victim = _gpu_victim()
+    req = {"k": "steal_req", "rid": 1, "free": {"gpu": 1}, "speed": {"cpu": 1.0, "gpu": 1.0}}
+    offer = of(SendSteal, victim.handle(StealMessage("gpu-thief", req), 1.0))[0].msg
+    assert [h[4] for h in offer["tasks"]] == ["gpu"]  # one per free slot of the thief, for its GPU
+    accept = {"k": "steal_accept", "rid": 1, "ids": [h[:2] for h in offer["tasks"]]}
+    out = victim.handle(StealMessage("gpu-thief", accept), 1.01)
+    given = next(i.msg for i in of(SendSteal, out) if i.msg["k"] == "steal_commit")["tasks"]
+    assert victim.stats.queued == 5
+    thief = core(slots=2, steal=True, gpus=("fakegpu:0",))
+    out = thief.handle(StealMessage("victim", {"k": "steal_commit", "rid": 1, "tasks": given}), 1.02)
+    assert [(s.key, s.device) for s in of(StartOnWorker, out)] == [((given[0][0], 0), "fakegpu:0")]
+
+
+def test_a_task_placed_on_a_gpu_by_choice_may_be_stolen_by_a_cpu_thief() -> None:
+    victim = core(slots=1, steal=True, gpus=("gpu0",))
+    victim.handle(RunTasks("o", [task(f"p{i}", device="gpu") for i in range(6)]), 0.0)
+    req = {"k": "steal_req", "rid": 1, "free": {"cpu": 4}, "speed": {"cpu": 1.0}}
+    offer = of(SendSteal, victim.handle(StealMessage("cpu-thief", req), 1.0))[0].msg
+    assert offer["tasks"]
+    assert {h[4] for h in offer["tasks"]} == {"cpu"}
 
 
 # ---- inputs -------------------------------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""GPU tasks go through the executing node's work queue (issue 18): GPU slots per device, stolen by an idle GPU
+node and never by a CPU-only one, and the device a RUN names is the device that runs the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import numpy as np
+import uvloop
+
+from meshaios.devices.registry import default_registry
+from meshaios.tasks.execcore import RunTasks
+from meshaios.tasks.functions import encode_function
+from meshaios.testing.inproc import InProcessMesh
+from meshaios.wire.messages import RunTask
+from meshaios.wire.values import dumps
+from tests.integration import funcs
+
+GPU = {"gpu": 1}
+FAKE = ("speed=4,memory=1GiB",)
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return uvloop.run(asyncio.wait_for(fn(), 90))
+
+
+async def finished(node: Any) -> None:
+    """Until ``node`` holds no run (its results went to its own owner, which never heard of them)."""
+    for _ in range(3000):
+        if not node.exec.queued:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the node never finished its runs")
+
+
+def test_gpu_tasks_queued_on_one_node_are_stolen_by_an_idle_gpu_node_never_by_a_cpu_only_one() -> None:
+    async def main() -> None:
+        per_node = {0: {"fake_gpus": FAKE, "placement": "local"}, 1: {"fake_gpus": FAKE}, 2: {}}
+        async with InProcessMesh(3, per_node=per_node) as mesh:
+            await mesh.wait_converged()
+            owner, gpu_thief, cpu_only = mesh.nodes
+            c = await mesh.client(0)
+            # all placed on node 0 ("local"), whose one GPU slot runs one at a time: the rest wait in its queue
+            futs = [c.submit(funcs.thread_after, 0.2, resources=GPU) for _ in range(12)]
+            threads = await asyncio.gather(*futs)
+            assert all(t.startswith("mesh-fakegpu:0-") for t in threads)  # every one on a GPU slot's thread
+            ran = {f.node for f in futs}
+            assert ran == {owner.node_id, gpu_thief.node_id}
+            assert gpu_thief.steal.counters["stolen"] >= 1
+            assert owner.steal.counters["given"] == gpu_thief.steal.counters["stolen"]
+            # the CPU-only node sat idle beside a queue of GPU work and took none of it
+            assert cpu_only.steal.counters["stolen"] == 0
+            assert cpu_only.exec.finished == 0
+            assert owner.exec.queued == gpu_thief.exec.queued == 0
+
+    run(main)
+
+
+def test_the_device_a_run_names_runs_the_kernel_and_gpu_slots_are_per_device() -> None:
+    """A node with two fake GPUs and two slots on each: a RUN that names the GPU (EFT's pick, no resources asked)
+    runs the kernel there -- its device's copy counters say so -- and a CPU run of the same kernel copies nothing."""
+
+    async def main() -> None:
+        async with InProcessMesh(1, per_node={0: {"fake_gpus": FAKE * 2, "gpu_slots": 2}}) as mesh:
+            await mesh.wait_converged()
+            (node,) = mesh.nodes
+            assert node.queue.slots == {"cpu": node.workers, "gpu": 4}
+            assert sorted(node._gpu_pools) == ["fakegpu:0", "fakegpu:1"]
+            relu = default_registry().get("meshaios.relu")
+            x = np.arange(-8, 8, dtype=np.float32)
+
+            def spec(tid: str, **extra: Any) -> RunTask:
+                fn = encode_function(relu, allow_pickle=False)
+                return cast(RunTask, {"id": tid, "att": 0, "fn": fn, "args": dumps([[x], {}], allow_pickle=False)[0],
+                                      "deps": {}, "pure": False, **extra})
+
+            def copies() -> int:
+                return sum(st["h2d"] + st["d2h"] for st in node.gpu.status().values())
+
+            node._core(RunTasks(node.node_id, [spec("on-gpu", device="gpu")]))
+            await finished(node)
+            assert copies() == 2  # x in, the result out, on one of the GPUs
+            node._core(RunTasks(node.node_id, [spec("on-cpu", device="cpu")]))
+            await finished(node)
+            assert copies() == 2
+            assert node.exec.finished == 2
+
+    run(main)

@@ -16,6 +16,7 @@ import msgpack
 from meshaios.errors import LimitExceeded, WireError
 from meshaios.wire import messages as M
 from meshaios.wire.messages import PROTOCOL_VERSION, Message, check_message
+from meshaios.wire.packers import packb
 from meshaios.wire.payload import Payload
 
 EXT_PAYLOAD = 42
@@ -67,14 +68,14 @@ def encode(msg: Mapping[str, Any]) -> list[Any]:
                 # a large blob (a big list, a pickled object) gets a frame of its own, so the header stays small
                 frames.append(obj.blob)
                 frames.extend(obj.buffers)
-                return msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([None, start, len(obj.buffers) + 1]))
+                return msgpack.ExtType(EXT_PAYLOAD, packb([None, start, len(obj.buffers) + 1]))
             frames.extend(obj.buffers)
-            return msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([obj.blob, start, len(obj.buffers)]))
+            return msgpack.ExtType(EXT_PAYLOAD, packb([obj.blob, start, len(obj.buffers)]))
         raise TypeError(f"cannot encode {type(obj).__name__} in a message header")
 
     # a copy, the caller's dict left as it was; "v" then "t" first, so a receiver can read the type before decoding
     msg = {"v": msg.get("v", PROTOCOL_VERSION), "t": msg.get("t"), **msg}
-    frames[0] = msgpack.packb(msg, default=default, use_bin_type=True)
+    frames[0] = packb(msg, default)
     return frames
 
 

@@ -14,6 +14,7 @@ import msgpack
 import numpy as np
 
 from meshaios.errors import SerializationError, WireError
+from meshaios.wire.packers import packb
 from meshaios.wire.payload import Payload
 
 EXT_ARRAY = 1
@@ -105,24 +106,22 @@ class ValueEncoder:
         self.buffers: list[Any] = []
         self.refs: list[str] = []
         self._depth = 0
-        self._packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
 
     def encode(self, value: Any) -> Payload:
+        # on this thread's reused packer (wire/packers.py): a Packer made per value cost ~10 us, its buffer kept
+        # alive by the cycle through ``self._default`` until the cyclic GC ran
         try:
-            blob = self._packer.pack(value)
+            blob = packb(value, self._default, strict_types=True)
             return Payload(blob, tuple(self.buffers))
         finally:
-            # the packer holds ``self._default``, a cycle only the cyclic GC frees, and it runs by allocation
-            # count: a quiet node kept every array it had encoded (its result buffers, 100 MiB each) until then
-            self.buffers = []
+            self.buffers = []  # the encoder holds no array it encoded once the payload is made
 
     def _nested(self, value: Any) -> bytes:
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
                 raise SerializationError(f"cannot serialise value: tuples or sets nested more than {MAX_DEPTH} deep")
-            packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
-            return bytes(packer.pack(value))
+            return packb(value, self._default, strict_types=True)
         finally:
             self._depth -= 1
 
@@ -139,10 +138,10 @@ class ValueEncoder:
             idx = len(self.buffers)
             # a uint8 view rather than memoryview(arr): the buffer protocol refuses datetime64/timedelta64
             self.buffers.append(arr.reshape(-1).view(np.uint8).data if arr.nbytes else b"")
-            return msgpack.ExtType(EXT_ARRAY, msgpack.packb([arr.dtype.str, list(obj.shape), idx]))
+            return msgpack.ExtType(EXT_ARRAY, packb([arr.dtype.str, list(obj.shape), idx]))
         if isinstance(obj, np.generic) and obj.dtype.kind in _ALLOWED_KINDS:
             raw = obj.tobytes() if obj.dtype.itemsize else b""  # np.str_("").tobytes() is 4 bytes, not 0
-            return msgpack.ExtType(EXT_SCALAR, msgpack.packb([obj.dtype.str, raw]))
+            return msgpack.ExtType(EXT_SCALAR, packb([obj.dtype.str, raw]))
         if isinstance(obj, TaskRef):
             self.refs.append(obj.task_id)
             return msgpack.ExtType(EXT_REF, obj.task_id.encode())
@@ -158,7 +157,7 @@ class ValueEncoder:
         if type(obj) is frozenset:  # its own code: a frozenset can be a dict key or a set member, a set cannot
             return msgpack.ExtType(EXT_FROZENSET, self._nested(list(obj)))
         if type(obj) is complex:
-            return msgpack.ExtType(EXT_COMPLEX, msgpack.packb([obj.real, obj.imag]))
+            return msgpack.ExtType(EXT_COMPLEX, packb([obj.real, obj.imag]))
         if type(obj) is int:  # beyond 64 bits: msgpack cannot hold it natively
             return msgpack.ExtType(EXT_BIGINT, str(obj).encode())
         base = next((t for t in (int, float, str, bytes, list, dict) if isinstance(obj, t)), None)

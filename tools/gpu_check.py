@@ -6,6 +6,7 @@ Run on any machine with an NVIDIA GPU and cupy (``pip install -e '.[gpu]'``)::
     python tools/gpu_check.py            # full check; exit status 1 if any kernel disagrees
     python tools/gpu_check.py --small    # quick sizes
     python tools/gpu_check.py --chain-only --chain 4096,2048   # only the chain (issue 18), at these sizes
+    python tools/gpu_check.py --overlap-only                   # only the streams and pinned-buffer check
 
 On a machine without a GPU it runs the CPU half and the mesh half on a *fake* GPU (a node started with
 ``--fake-gpu``), so the script itself is exercised everywhere; the GPU columns then say "n/a".
@@ -15,6 +16,13 @@ resident on the GPU; ``Kernel.call`` on the GPU with host copies around each ker
 local mesh pinned to the GPU node (inputs ``put(..., device="gpu")`` once: copied to its device once, kept there);
 numpy on the CPU -- with the host<->device copies each way made per run. Without a GPU (or with ``--fake``) the
 GPU rows run on the numpy-backed FakeCupy: their times are numpy's, and the copy counts are the evidence.
+
+The overlap check (issue 18): K tasks, each copying two NxN float32 inputs to the GPU, multiplying them and
+keeping the product on the device, which is then read back as a fetch would read it (through a pinned host
+buffer) -- run through the node's own device tier (``devices/resident.py``) on one task slot, then on two (a
+thread and a CUDA stream each, as ``--gpu-slots 2`` runs them). It checks the products against numpy, that each
+slot made a stream of its own and that every product left through a pinned buffer, and prints both times: with
+two streams the copies of one task may overlap the other's multiply.
 """
 
 from __future__ import annotations
@@ -251,16 +259,94 @@ def chain_mesh(n: int, fake: bool, repeat: int) -> dict[str, Any]:
     }
 
 
-def chain(n: int, repeat: int, fake: bool, mesh: bool) -> list[dict[str, Any]]:
+def gpu_module(fake: bool) -> tuple[Any, str]:
+    """The array module of the GPU rows and its device: a FakeCupy, or cupy and the first GPU."""
     if fake:
         from meshaios.devices.fakecupy import FakeCupy
 
-        cp: Any = FakeCupy(memory=64 * 2**30)
-        device = "fakegpu:0"
-    else:
-        import cupy
+        return FakeCupy(memory=64 * 2**30), "fakegpu:0"
+    import cupy
 
-        cp, device = cupy, "gpu:0"
+    return cupy, "gpu:0"
+
+
+def overlap(n: int, tasks: int, repeat: int, fake: bool) -> list[dict[str, Any]]:
+    """The overlap check (module docstring): one row per slot count (1, then 2), with its checks."""
+    import threading
+
+    from meshaios.devices.resident import PINNED_MIN_BYTES, DeviceTier
+    from meshaios.wire.values import loads
+
+    cp, device = gpu_module(fake)
+    matmul = default_registry().get("meshaios.matmul")
+    rng = np.random.default_rng(1)
+    pairs = [(rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32))
+             for _ in range(min(tasks, 2))]  # fmt: skip
+    expected = [a @ b for a, b in pairs]
+    rows = []
+    for slots in (1, 2):
+        host: dict[str, Any] = {}
+        tier = DeviceTier({device: 2**62}, inline_bytes=64 << 10, allow_pickle=False, host_put=host.__setitem__,
+                          cupy_modules={device: cp} if fake else None)  # fmt: skip
+
+        def task(i: int, tier: DeviceTier = tier, host: dict[str, Any] = host) -> Any:
+            key = f"t{i}"
+            r = tier.runner(device, host.get)
+            a, b = pairs[i % len(pairs)]
+            size, value = r.finish(key, r.call(matmul, (a, b), {}))  # inputs in, product kept on the device
+            out = loads(tier.payload(key), allow_pickle=False) if size else value  # type: ignore[arg-type]
+            tier.delete(key)  # read back as a fetch reads it: through a pinned buffer
+            return out
+
+        def batch(slots: int = slots) -> list[Any]:
+            outs: list[Any] = [None] * tasks
+
+            def slot(j: int) -> None:  # a thread per slot, as the node's GPU pool: a stream each
+                for i in range(j, tasks, slots):
+                    outs[i] = task(i)
+
+            threads = [threading.Thread(target=slot, args=(j,)) for j in range(slots)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            return outs
+
+        t, outs = timed(batch, repeat)
+        c = tier.counts[device]
+        big = n * n * 4 >= PINNED_MIN_BYTES
+        runs = (repeat + 1) * tasks
+        rows.append({
+            "n": n, "tasks": tasks, "slots": slots, "s": t, "streams": c.streams, "d2h_pinned": c.d2h_pinned,
+            "agree": all(agree(o, expected[i % len(expected)]) for i, o in enumerate(outs)),
+            "streams_ok": c.streams == slots * (repeat + 1),  # each batch's slot threads: a stream each
+            "pinned_ok": c.d2h_pinned == (runs if big else 0), "fake": fake,
+        })  # fmt: skip
+    if len(rows) == 2 and rows[1]["s"]:
+        rows[1]["vs_one_slot"] = rows[0]["s"] / rows[1]["s"]
+    return rows
+
+
+def print_overlap(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    fake = rows[0]["fake"]
+    print(f"\noverlap: {rows[0]['tasks']} x (two NxN float32 in, matmul, product out through a pinned buffer), best "
+          "of the runs" + (" -- FAKE GPU: times are numpy's; the streams and pinned copies count" if fake else ""))
+    print(f"{'N':>6} {'slots':>5} {'time s':>9} {'vs 1 slot':>10} {'streams':>8} {'pinned d2h':>11} {'agree':>6}")
+    for r in rows:
+        vs = f"{r['vs_one_slot']:.2f}x" if "vs_one_slot" in r else ""
+        print(f"{r['n']:>6} {r['slots']:>5} {r['s']:9.4f} {vs:>10} {r['streams']:>8} {r['d2h_pinned']:>11} "
+              f"{'yes' if r['agree'] and r['streams_ok'] and r['pinned_ok'] else 'NO':>6}")  # fmt: skip
+
+
+def overlap_failures(rows: list[dict[str, Any]]) -> list[str]:
+    return [f"overlap {k} slots={r['slots']} N={r['n']}" for r in rows
+            for k in ("agree", "streams_ok", "pinned_ok") if not r[k]]  # fmt: skip
+
+
+def chain(n: int, repeat: int, fake: bool, mesh: bool) -> list[dict[str, Any]]:
+    cp, device = gpu_module(fake)
     rows = chain_direct(n, cp, device, repeat)
     if mesh:
         rows["mesh"] = chain_mesh(n, fake, repeat)
@@ -301,20 +387,36 @@ def main(argv: list[str] | None = None) -> int:
                     "--small; 0 skips it)")  # fmt: skip
     ap.add_argument("--chain-only", action="store_true", help="only the chain")
     ap.add_argument("--fake", action="store_true", help="run the GPU rows of the chain on a fake GPU even here")
+    ap.add_argument("--overlap", default=None, help="N,K of the overlap check: K tasks on NxN matrices (default "
+                    "4096,8; 512,8 with --small; 0 skips it)")  # fmt: skip
+    ap.add_argument("--overlap-only", action="store_true", help="only the overlap check")
     args = ap.parse_args(argv)
 
     inv = detect_devices()
     real = [g for g in inv.gpus if not g.fake]
     gpu = real[0].device if real else None
     print(f"devices: {inv.summary()}" + (f" ({real[0].name}, cc {real[0].compute_capability})" if real else ""))
+    ov = [int(v) for v in (args.overlap or ("512,8" if args.small else "4096,8")).split(",")]
+    run_overlap = ov[0] > 0 and not args.chain_only
+    overlap_rows = overlap(ov[0], ov[1] if len(ov) > 1 else 8, args.repeat, args.fake or not real) if run_overlap \
+        else []
+    print_overlap(overlap_rows)
+    bad_overlap = overlap_failures(overlap_rows)
+    if args.overlap_only:
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"devices": inv.summary(), "overlap": overlap_rows}, fh, indent=2)
+        if bad_overlap:
+            print(f"\nFAILED: {', '.join(bad_overlap)}")
+        return 1 if bad_overlap else 0
     sizes = [int(v) for v in (args.chain or ("512" if args.small else "4096")).split(",") if int(v) > 0]
     chain_rows = [r for n in sizes for r in chain(n, args.repeat, args.fake or not real, not args.no_mesh)]
     print_chain(chain_rows)
-    bad_chain = [f"chain {r['row']} N={r['n']}" for r in chain_rows if not r["agree"]]
+    bad_chain = bad_overlap + [f"chain {r['row']} N={r['n']}" for r in chain_rows if not r["agree"]]
     if args.chain_only:
         if args.json:
             with open(args.json, "w") as fh:
-                json.dump({"devices": inv.summary(), "chain": chain_rows}, fh, indent=2)
+                json.dump({"devices": inv.summary(), "chain": chain_rows, "overlap": overlap_rows}, fh, indent=2)
         if bad_chain:
             print(f"\nFAILED: {', '.join(bad_chain)}")
         return 1 if bad_chain else 0
@@ -335,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['kernel']:28} {r['gpu_node']!s:>16} {ag:>6} {r['round_trip_s']:13.3f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"devices": inv.summary(), "direct": rows, "mesh": mesh_rows, "chain": chain_rows}, fh, indent=2)
+            json.dump({"devices": inv.summary(), "direct": rows, "mesh": mesh_rows, "chain": chain_rows,
+                       "overlap": overlap_rows}, fh, indent=2)  # fmt: skip
     bad = bad_chain + [r["kernel"] for r in rows if r["agree"] is False] + [
         r["kernel"] for r in mesh_rows if not (r["agree"] and r["gpu_node"])
     ]

@@ -6,8 +6,11 @@ cupy is what our code could get wrong without a GPU to catch it:
 * device arrays are a distinct type (``FakeCupy.ndarray``), so a result that never made it back to the host, or
   an argument that never made it to the device, is visible to a test;
 * the CUDA API surface used by detection and execution (``cuda.runtime.getDeviceCount`` and friends,
-  ``cuda.Device`` / ``cuda.Stream`` as context managers, ``get_default_memory_pool``), including the
-  "installed but no driver" failure, which raises a ``RuntimeError`` subclass like cupy's ``CUDARuntimeError``;
+  ``cuda.Device`` / ``cuda.Stream`` as context managers, ``get_default_memory_pool``,
+  ``cuda.alloc_pinned_memory`` and ``asnumpy(..., stream=, out=)``), including the "installed but no driver"
+  failure, which raises a ``RuntimeError`` subclass like cupy's ``CUDARuntimeError``; it counts the streams made
+  (``streams_made``), the copies made while a stream was current (``stream_copies``) and the pinned buffers
+  handed out (``pinned_allocs``), so a test sees the overlap path taken;
 * cupy's documented differences from numpy that kernels must respect: ``sort``/``argsort`` are always stable
   and accept no ``kind`` other than ``None``/``"stable"``; ``argpartition`` sorts fully;
 * out-of-memory: a copy to the device that does not fit in ``memory`` beside the ``held`` bytes (what a node
@@ -75,7 +78,9 @@ class _Stream:
     def __init__(self, owner: FakeCupy, non_blocking: bool = False) -> None:
         self._owner = owner
         self.device_id = owner.current_device
+        self.non_blocking = non_blocking
         self._prev: list[_Stream | None] = []
+        owner.streams_made += 1
 
     def __enter__(self) -> _Stream:
         self._prev.append(self._owner.current_stream)
@@ -128,6 +133,9 @@ class FakeCupy:
         self.synchronized = 0
         self.to_device_copies = 0
         self.to_host_copies = 0
+        self.streams_made = 0
+        self.stream_copies = 0  # copies either way made while a stream of ours was current
+        self.pinned_allocs = 0
         self.held = 0  # bytes already in use on the device, set by whoever keeps arrays there
         self.pool = _MemoryPool()
         self.cuda = types.SimpleNamespace(
@@ -140,6 +148,7 @@ class FakeCupy:
             memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
             Device=lambda index=0: _Device(self, index),
             Stream=lambda non_blocking=False: _Stream(self, non_blocking),
+            alloc_pinned_memory=self._alloc_pinned_memory,
         )
 
     # --- CUDA runtime
@@ -158,6 +167,11 @@ class FakeCupy:
     def get_default_memory_pool(self) -> _MemoryPool:
         return self.pool
 
+    def _alloc_pinned_memory(self, nbytes: int) -> bytearray:
+        """Like ``cupy.cuda.alloc_pinned_memory``: a host buffer ``numpy.frombuffer`` can view."""
+        self.pinned_allocs += 1
+        return bytearray(nbytes)
+
     # --- host <-> device
     def asarray(self, a: Any, dtype: Any = None) -> FakeDeviceArray:
         arr = np.asarray(a, dtype=dtype)
@@ -165,11 +179,16 @@ class FakeCupy:
             if arr.nbytes + self.held > self.memory:
                 raise OutOfMemoryError(f"Out of memory allocating {arr.nbytes:,} bytes ({self.held:,} in use)")
             self.to_device_copies += 1
+            self.stream_copies += self.current_stream is not None
             arr = arr.copy()
         return arr.view(FakeDeviceArray)
 
-    def asnumpy(self, a: Any, stream: Any = None) -> np.ndarray[Any, Any]:
+    def asnumpy(self, a: Any, stream: Any = None, out: Any = None, blocking: bool = True) -> np.ndarray[Any, Any]:
         self.to_host_copies += 1
+        self.stream_copies += stream is not None or self.current_stream is not None
+        if out is not None:
+            out[...] = np.asarray(a).view(np.ndarray)
+            return out  # type: ignore[no-any-return]
         return np.array(a, copy=True).view(np.ndarray)
 
     # --- cupy's deviations from numpy

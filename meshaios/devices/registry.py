@@ -140,14 +140,17 @@ class TransferMeter(Protocol):
     def d2h(self, nbytes: int) -> None: ...
 
 
-def device_to_host(cp: Any, out: Any, meter: TransferMeter | None = None) -> Any:
-    """``out`` with every array of ``cp`` copied to the host (one counted device->host copy each)."""
+def device_to_host(
+    cp: Any, out: Any, meter: TransferMeter | None = None, copy: Callable[[Any], Any] | None = None
+) -> Any:
+    """``out`` with every array of ``cp`` copied to the host (one counted device->host copy each), by ``copy``
+    if given (``devices/resident.py``: through a pinned buffer, on a stream), else ``cp.asnumpy``."""
 
     def to_host(x: Any) -> Any:
         if isinstance(x, cp.ndarray):
             if meter is not None:
                 meter.d2h(int(x.nbytes))
-            x = cp.asnumpy(x)
+            x = copy(x) if copy is not None else cp.asnumpy(x)
         return _normalise_host(x)
 
     return _walk(out, to_host)

@@ -16,6 +16,15 @@ Device memory is accounted per device, apart from host memory: each device may h
 move to the host store least recently used first (where they spill to disk as any object does); a kernel that
 ran out of memory is retried once after the move, then fails with ``DeviceMemoryError``.
 
+Overlap: every thread that works on a device does it on a CUDA stream of its own (``DeviceTier.stream``): a GPU
+task slot (a thread of the node's pool for that GPU, ``--gpu-slots`` of them) copies its inputs in, runs its
+kernel and copies its result out on its stream, so the copies of one task overlap the compute of another; a task
+waits for its stream before it reports, so whatever it leaves on the device is complete for the next task, on any
+stream. A result copied out to answer a fetch or a get (it leaves the node) of ``PINNED_MIN_BYTES`` or more goes
+through a pinned host buffer (``cupy.cuda.alloc_pinned_memory``: cupy's pinned memory pool, the buffer back in
+the pool once the answer is sent); copies whose host value stays here (eviction, shuffle parts) go to pageable
+memory, which is not a scarce resource. On a fake GPU the ``FakeCupy`` stand-ins take the same path.
+
 ``DeviceLedger`` is the pure part (which object is on which device, how big, in what LRU order);
 ``DeviceTier`` holds the arrays, makes the copies and counts them per device (``TransferCounts``, shown in
 ``meshaios status --json`` under ``node.gpu`` and on ``/metrics``).
@@ -23,11 +32,12 @@ ran out of memory is retried once after the move, then fails with ``DeviceMemory
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,10 +49,14 @@ from meshaios.wire.payload import Payload
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEVICE_RESIDENT_FRACTION", "DeviceLedger", "DeviceRunner", "DeviceTier", "TransferCounts"]
+__all__ = [
+    "DEVICE_RESIDENT_FRACTION", "PINNED_MIN_BYTES", "DeviceLedger", "DeviceRunner", "DeviceTier", "TransferCounts",
+]
 
 #: Share of a GPU's memory that objects kept between tasks may use; the rest is the kernels' working memory.
 DEVICE_RESIDENT_FRACTION: Final = 0.5
+#: Arrays at least this large that leave the node (a fetch, a get) are copied out through a pinned host buffer.
+PINNED_MIN_BYTES: Final = 1 << 20
 
 
 @dataclass
@@ -57,6 +71,8 @@ class TransferCounts:
     evicted_bytes: int = 0
     oom_retries: int = 0  # kernels that ran out of device memory and were retried after evicting
     oom_failures: int = 0  # ... and ran out again: failed with DeviceMemoryError
+    streams: int = 0  # CUDA streams made on it: one per task slot, and per thread that copied a result out
+    d2h_pinned: int = 0  # device->host copies (of the ``d2h``) made through a pinned host buffer
 
 
 class _Meter:
@@ -171,6 +187,7 @@ class DeviceTier:
         self._leaving: set[str] = set()  # being copied to the host by one thread: no other thread moves them too
         self._host_backed: set[str] = set()  # device copies of objects the host store holds as well
         self._lock = threading.Lock()
+        self._local = threading.local()  # this thread's stream per device (``stream``)
         self.counts = {d: TransferCounts() for d in limits}
         self._meters = {d: _Meter(c, self._lock) for d, c in self.counts.items()}
 
@@ -199,7 +216,7 @@ class DeviceTier:
             if device is None:
                 return None
             value = self._values[key]
-        return self._to_payload(device, value)
+        return self._to_payload(device, value, pinned=True)  # it leaves the node: through a pinned buffer
 
     def delete(self, key: str) -> bool:
         with self._lock:
@@ -276,8 +293,9 @@ class DeviceTier:
             return x
 
         try:
-            with cp.cuda.Device(_index(device)):
+            with self.on_stream(device) as stream:
                 value = _walk(loads(payload, allow_pickle=self.allow_pickle), to_device)
+                stream.synchronize()  # complete before any other stream (another slot's task) reads it
         except Exception:  # out of device memory, say: the kernel call copies it (and evicts) as usual
             return False, None
         nbytes = device_nbytes(cp, value)
@@ -306,11 +324,46 @@ class DeviceTier:
             victims = self._choose_locked(device, 0, set(keep), everything=True)
         return self._evict(device, victims)
 
-    def to_host(self, device: str, value: Any) -> Any:
-        """``value`` with its device arrays copied to the host, counted."""
+    def to_host(self, device: str, value: Any, pinned: bool = False) -> Any:
+        """``value`` with its device arrays copied to the host on this thread's stream, counted; with ``pinned``,
+        those of ``PINNED_MIN_BYTES`` or more through pinned host buffers (for a value that leaves the node)."""
         cp = self.module(device)
-        with cp.cuda.Device(_index(device)):
-            return device_to_host(cp, value, self._meters[device])
+        with self.on_stream(device) as stream:
+            if not pinned:
+                return device_to_host(cp, value, self._meters[device])
+            counts = self.counts[device]
+
+            def copy(x: Any) -> Any:
+                if x.nbytes < PINNED_MIN_BYTES:
+                    return cp.asnumpy(x, stream=stream)
+                with self._lock:
+                    counts.d2h_pinned += 1
+                return _pinned_copy(cp, stream, x)
+
+            return device_to_host(cp, value, self._meters[device], copy)
+
+    def stream(self, device: str) -> Any:
+        """This thread's CUDA stream on ``device``, made on its first use there (non-blocking: it does not wait
+        for the legacy default stream). A GPU task slot is a thread, so each slot has its stream."""
+        streams: dict[str, Any] | None = getattr(self._local, "streams", None)
+        if streams is None:
+            streams = self._local.streams = {}
+        s = streams.get(device)
+        if s is None:
+            cp = self.module(device)
+            with cp.cuda.Device(_index(device)):
+                s = streams[device] = cp.cuda.Stream(non_blocking=True)
+            with self._lock:
+                self.counts[device].streams += 1
+        return s
+
+    @contextlib.contextmanager
+    def on_stream(self, device: str) -> Iterator[Any]:
+        """``device`` current, and this thread's stream on it: what cupy does inside runs there."""
+        cp = self.module(device)
+        stream = self.stream(device)
+        with cp.cuda.Device(_index(device)), stream:
+            yield stream
 
     def meter(self, device: str) -> _Meter:
         return self._meters[device]
@@ -364,10 +417,10 @@ class DeviceTier:
                     self._leaving.discard(key)
         return moved
 
-    def _to_payload(self, device: str, value: Any) -> Payload:
+    def _to_payload(self, device: str, value: Any, pinned: bool = False) -> Payload:
         from meshaios.wire.values import dumps
 
-        return dumps(self.to_host(device, value), allow_pickle=self.allow_pickle)[0]
+        return dumps(self.to_host(device, value, pinned), allow_pickle=self.allow_pickle)[0]
 
     def _held_changed(self, device: str) -> None:
         """A fake GPU's out-of-memory test counts what is kept on it (a real GPU knows by itself)."""
@@ -408,7 +461,11 @@ class DeviceRunner:
         cp = tier.module(device)
 
         def once() -> Any:
-            return kernel.call(device, args, kwargs, cupy_module=cp, on_device=True, meter=tier.meter(device))
+            # on this slot's stream: its argument copies and kernels overlap other slots' work; done when it returns
+            with tier.on_stream(device) as stream:
+                out = kernel.call(device, args, kwargs, cupy_module=cp, on_device=True, meter=tier.meter(device))
+                stream.synchronize()
+                return out
 
         try:
             return once()
@@ -436,3 +493,12 @@ class DeviceRunner:
 
 def _index(device: str) -> int:
     return int(device.rsplit(":", 1)[1])
+
+
+def _pinned_copy(cp: Any, stream: Any, x: Any) -> Any:
+    """``x`` copied to a host array in a pinned buffer of cupy's pool (back in the pool when the array goes)."""
+    x = cp.ascontiguousarray(x)
+    mem = cp.cuda.alloc_pinned_memory(x.nbytes)
+    host = np.frombuffer(mem, dtype=x.dtype, count=x.size).reshape(x.shape)
+    cp.asnumpy(x, stream=stream, out=host)  # blocking: complete when it returns
+    return host

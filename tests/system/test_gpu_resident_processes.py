@@ -184,6 +184,17 @@ def test_gpu_check_chain_rows_on_a_fake_gpu() -> None:
     assert copies == {"resident": (0, 1, 5), "kernel_call": (14, 10, 0), "mesh": (0, 1, 5), "cpu": (0, 0, 0)}
 
 
+def test_gpu_check_overlap_rows_on_a_fake_gpu() -> None:
+    """tools/gpu_check.py's overlap check (streams per slot, products out through pinned buffers) at a toy size:
+    the same code path a real GPU takes, on FakeCupy's stand-ins."""
+    mod = load_script("tools/gpu_check.py")
+    rows = mod.overlap(512, 4, 1, fake=True)  # 1 MiB products: PINNED_MIN_BYTES
+    assert [r["slots"] for r in rows] == [1, 2]
+    assert all(r["agree"] and r["streams_ok"] and r["pinned_ok"] for r in rows)
+    assert [(r["streams"], r["d2h_pinned"]) for r in rows] == [(2, 8), (4, 8)]  # 2 runs: warm-up and timed
+    assert mod.overlap_failures(rows) == []
+
+
 def test_the_mlp_inference_example_copies_weights_in_once_and_each_batch_in_and_out_once() -> None:
     """examples/mlp_inference.py: weights put on the GPU once, batches streamed through two layers; the logits
     (small) stay on the device because the task asks (keep_on_device=True)."""

@@ -250,3 +250,38 @@ def test_a_small_result_asked_to_stay_stays_on_the_device() -> None:
     assert "small" in t
     assert t.counts[DEV].d2h == 0
     np.testing.assert_array_equal(loads(store.get("small"), allow_pickle=False), f32(0.01, 2.0))  # type: ignore[arg-type]
+
+
+# ---- overlap: a stream per task slot, pinned buffers for results that leave ----------------------------------
+
+
+def test_each_task_slot_thread_runs_its_copies_and_kernels_on_a_stream_of_its_own() -> None:
+    import threading
+
+    t, store, cp = tier(64 * MiB)
+    run(t, store, "a", "meshaios.multiply", f32(1), 2.0)  # this thread: its stream, made once
+    run(t, store, "b", "meshaios.multiply", f32(1), 3.0)
+    assert t.counts[DEV].streams == cp.streams_made == 1
+    assert cp.synchronized >= 2  # each task waited for its stream before reporting
+    slot = threading.Thread(target=run, args=(t, store, "c", "meshaios.add"), kwargs={"deps": ("a", "b")})
+    slot.start()
+    slot.join()
+    assert t.counts[DEV].streams == 2  # another slot (thread): another stream
+    # every copy of the three tasks was made with a task's stream current: 2 inputs in, nothing out yet
+    assert cp.stream_copies == cp.to_device_copies + cp.to_host_copies == 2
+    np.testing.assert_array_equal(loads(store.get("c"), allow_pickle=False), f32(1, 5.0))  # type: ignore[arg-type]
+
+
+def test_a_large_result_read_off_the_device_comes_through_a_pinned_buffer_a_small_one_and_evictions_do_not() -> None:
+    t, store, cp = tier(64 * MiB)
+    run(t, store, "big", "meshaios.multiply", f32(2), 2.0)
+    run(t, store, "small", "meshaios.multiply", f32(0.5), 2.0, deps=())
+    t.keep("tiny", DEV, cp.asarray(f32(0.25)), small=True)
+    for key, value, pinned in (("big", 2.0, 1), ("small", 2.0, 1), ("tiny", 1.0, 1)):
+        got = loads(store.get(key), allow_pickle=False)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(got, f32({"big": 2, "small": 0.5, "tiny": 0.25}[key], value))
+        assert t.counts[DEV].d2h_pinned == pinned  # only "big" is PINNED_MIN_BYTES or more
+    assert cp.pinned_allocs == 1
+    assert t.evict_all(DEV) == 3  # moved to host memory to stay: pageable, not pinned
+    assert t.counts[DEV].d2h_pinned == cp.pinned_allocs == 1
+    np.testing.assert_array_equal(loads(store.get("big"), allow_pickle=False), f32(2, 2.0))  # type: ignore[arg-type]

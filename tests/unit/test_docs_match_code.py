@@ -22,6 +22,7 @@ import pytest
 from meshaios import client
 from meshaios.config import DEFAULT_PORT, NodeConfig
 from meshaios.dashboard.server import HttpLimits
+from meshaios.devices.resident import PINNED_MIN_BYTES
 from meshaios.io import discovery
 from meshaios.io.transport import ZmqOptions
 from meshaios.logs import RateLimitedLog
@@ -86,7 +87,10 @@ DATA = "docs/dataplane.md"
 ARCH, PROTO, REL, SEC, README = (
     "docs/architecture.md", "docs/protocol.md", "docs/reliability.md", "docs/security.md", "README.md"
 )
+DEVICES = "docs/devices.md"
 QUOTES = [
+    # ---- GPUs (devices/resident.py)
+    Quote(DEVICES, r"`PINNED_MIN_BYTES` \(([\d.]+) MiB\)", lambda: PINNED_MIN_BYTES, MiB),
     # ---- SWIM (membership/swim.py SwimConfig)
     Quote(ARCH, r"`probe_interval` \(([\d.]+) s\)", lambda: SWIM.probe_interval),
     Quote(ARCH, r"`probe_timeout` \(([\d.]+) s\)", lambda: SWIM.probe_timeout),

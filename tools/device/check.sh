@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The one prepared run on a lent GPU machine (one NVIDIA H200, 16 cores): the GPU-resident chain (issue 18), the
-# GPU kernel checks, then the many-core scaling benchmark (meshaios at 1, 4 and 8 nodes against Dask at the same
-# sizes). Prepare here, run there:
+# streams and pinned-buffer overlap check (issue 18), the GPU kernel checks, then the many-core scaling benchmark
+# (meshaios at 1, 4 and 8 nodes against Dask at the same sizes). Prepare here, run there:
 #
 #   bash tools/device/wheels.sh                                     # here: .whl/ with what the image lacks
-#   device run: command "bash tools/device/check.sh chain gpu", carry [".whl"], timeout_s 420
-#   (steps: chain, gpu, scaling; none named: all three, about 640 s -- more than one device call may take)
+#   device run: command "bash tools/device/check.sh chain overlap gpu", carry [".whl"], timeout_s 480
+#   (steps: chain, overlap, gpu, scaling; none named: all four, about 700 s -- more than one device call may take)
 #
 # Results land in $OUT (the device tool brings them back): chain.json/chain.log from tools/gpu_check.py
-# --chain-only (N = 4096 and 2048), gpu.json/gpu.log from tools/gpu_check.py and scaling.json/scaling.log from
+# --chain-only (N = 4096 and 2048), overlap.json/overlap.log from tools/gpu_check.py --overlap-only (N = 4096, 16
+# tasks, on 1 and 2 slots), gpu.json/gpu.log from tools/gpu_check.py and scaling.json/scaling.log from
 # tools/bench/run.py --sizes 1,4,8. Each step has its own time limit so that one that hangs cannot cost the other.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,14 +24,19 @@ print(f"cupy {cupy.__version__} ({cupy.cuda.runtime.getDeviceCount()} GPU), nump
       f"pyzmq {zmq.__version__}, river {river.__version__}, dask {dask.__version__}")
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$OUT/env.log"
-STEPS="${*:-chain gpu scaling}"
+STEPS="${*:-chain overlap gpu scaling}"
 if [[ " $STEPS " == *" chain "* ]]; then
     timeout 150 python3 tools/gpu_check.py --chain-only --chain 4096,2048 --json "$OUT/chain.json" 2>&1 \
         | tee "$OUT/chain.log"
     echo "chain exit: ${PIPESTATUS[0]}"
 fi
+if [[ " $STEPS " == *" overlap "* ]]; then
+    timeout 60 python3 tools/gpu_check.py --overlap-only --overlap 4096,16 --json "$OUT/overlap.json" 2>&1 \
+        | tee "$OUT/overlap.log"
+    echo "overlap exit: ${PIPESTATUS[0]}"
+fi
 if [[ " $STEPS " == *" gpu "* ]]; then
-    timeout 200 python3 tools/gpu_check.py --chain 0 --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.log"
+    timeout 200 python3 tools/gpu_check.py --chain 0 --overlap 0 --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.log"
     echo "gpu_check exit: ${PIPESTATUS[0]}"
 fi
 if [[ " $STEPS " == *" scaling "* ]]; then

@@ -110,6 +110,9 @@ PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mes
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
+# Tiny tasks that ExecCore marks ``inline`` run on the event loop, for at most this long per pass: the rest of a
+# burst goes to the worker threads (execcore.INLINE_MAX_S says which tasks qualify)
+INLINE_BUDGET_S = 0.002
 
 
 def resolve_keys(config: NodeConfig) -> MeshKeys | None:
@@ -225,6 +228,8 @@ class Node:
         self._pool: WorkerPool | None = None
         self._procs: concurrent.futures.ProcessPoolExecutor | None = None
         self._done_buffer: dict[str, list[M.Result]] = defaultdict(list)
+        self._inline: deque[tuple[str, tuple[str, int], RunTask]] = deque()  # inline starts (``_run_inline``)
+        self._doing = 0  # depth of ``_do``: inline runs wait for the outermost one to finish
         self._flush_scheduled = False
         self._badlog = RateLimitedLog(log)  # one warning per (peer, kind) per 10 s, 20 per 10 s in all
         self._throttle = Throttle()  # peers that keep sending what the codec refuses (wire/guard.py)
@@ -286,7 +291,7 @@ class Node:
         self.core = ExecCore(
             self.node_id, {"cpu": self.workers}, model=self.model, view=self.steal_view, timeline=self.timeline,
             counters=self.counters, steal=config.steal, gpus=self._gpu_order, gpu_slots=self.gpu_slots,
-            gpu_affinity=self._gpu_affinity,
+            gpu_affinity=self._gpu_affinity, inline=config.slowdown <= 1.0,
         )  # fmt: skip
         self.exec = self.core.stats  # queued, finished, failed
         self.fence = self.core.fence  # runs accepted here and not yet reported; epochs per client
@@ -707,8 +712,34 @@ class Node:
 
     def _do(self, instructions: list[Instruction]) -> None:
         run = self._instr
-        for ins in instructions:
-            run[type(ins)](ins)
+        self._doing += 1
+        try:
+            for ins in instructions:
+                run[type(ins)](ins)
+        finally:
+            self._doing -= 1
+        if self._doing:
+            return
+        if self._inline:
+            self._run_inline()
+        if self._flush_scheduled and not self.exec.queued:
+            self._flush_done()  # nothing else will finish here soon: a lone result goes now, not next iteration
+
+    def _run_inline(self) -> None:
+        """The starts ExecCore marked ``inline``: run here, on the loop, each reported ``Finished`` at once (which may
+        start more), for at most INLINE_BUDGET_S; what remains goes to the worker threads."""
+        end = time.perf_counter() + INLINE_BUDGET_S
+        while self._inline:
+            owner, key, task = self._inline.popleft()
+            if time.perf_counter() > end:
+                assert self._pool is not None
+                self._pool.submit((owner, key), self._run_one, task)
+                continue
+            try:
+                outcome: BaseException | M.Result = self._run_one(task)
+            except Exception as exc:  # as a worker thread would hand it over (``_outcome``)
+                outcome = exc
+            self._core(Finished([(owner, key, self._outcome(key, outcome))], threads=False))
 
     def _accept_run(self, owner: str, tasks: list[RunTask]) -> None:
         # each task was checked against RunTask by the decoder (messages.RUN_TASK), or built by our own Owner
@@ -768,6 +799,9 @@ class Node:
             packed = pack_for_process(task)
             self._proc_tasks[key] = (owner, packed)
             self._submit_to_processes(key, packed)
+            return
+        if ins.inline:
+            self._inline.append((owner, key, task))  # run when this pass of instructions is done (``_do``)
             return
         assert self._pool is not None
         run = functools.partial(self._run_reporting, owner) if task.get("rs") else self._run_one

@@ -50,6 +50,11 @@ from meshaios.wire.messages import Result, RunTask
 from meshaios.wire.payload import Payload
 
 __all__ = [
+    "INLINE_DEMOTE_S",
+    "INLINE_MAX_BYTES",
+    "INLINE_MAX_S",
+    "INLINE_STREAK",
+    "INLINE_STREAK_MAX",
     "MAX_ABORTED",
     "MAX_KERNELS",
     "PREFETCH_MAX",
@@ -110,6 +115,20 @@ MAX_ABORTED = 100_000  # aborted attempts (and tasks given to thieves) remembere
 # (60 s) resubmits them.
 RESEND_WINDOW = 30.0
 RESEND_MAX = 10_000
+# Inline runs (``StartOnWorker.inline``): a tiny task started on a free CPU slot may run on the node's event loop
+# itself, without the hand-off to a worker thread and back (two thread wake-ups and GIL hand-offs, the larger part
+# of a lone tiny task's time on its node). A function qualifies once its measured run time here (the EWMA of
+# ``runtime``) is under INLINE_MAX_S and its last INLINE_STREAK runs each took under INLINE_DEMOTE_S and returned
+# at most INLINE_MAX_BYTES; the task's arguments must be at most INLINE_MAX_BYTES too, with every input in the
+# task. A qualified function's run that takes INLINE_DEMOTE_S or more (or returns more) cannot be stopped -- it
+# holds the loop once -- but demotes the function to the worker threads, and each demotion doubles the runs in a
+# row it needs before it runs inline again (up to INLINE_STREAK_MAX). A run between the two bounds (a tiny task
+# preempted on a loaded machine) only raises the EWMA: the next few go to the workers until it is back down.
+INLINE_MAX_S = 0.0002
+INLINE_DEMOTE_S = 0.002
+INLINE_MAX_BYTES = 64 << 10
+INLINE_STREAK = 8
+INLINE_STREAK_MAX = 4096
 
 
 @dataclass
@@ -148,7 +167,8 @@ class InputsMissing:
 @dataclass(frozen=True, slots=True)
 class Finished:
     """Workers finished these runs: ``(owner the start named, key, result)``, a burst at a time. ``threads``:
-    from the worker threads (a worker is free again: prefetching resumes), not the process pool."""
+    from the worker threads (a worker is free again: prefetching resumes), not the process pool nor runs made
+    inline on the node's loop (``StartOnWorker.inline``: no worker was freed)."""
 
     done: list[tuple[str, Key, TaskResult]]
     threads: bool = True
@@ -216,14 +236,17 @@ Event: TypeAlias = (
 class StartOnWorker:
     """Run ``spec`` on ``device`` ("cpu": the worker threads, or the process pool for a ``pure`` task; a GPU's
     name: its own thread). ``prefetch``: ahead of a free slot, into the workers' own queue, from which
-    ``RecallFromWorkers`` may take it back until a worker starts it. Report its end as ``Finished`` with
-    ``owner``."""
+    ``RecallFromWorkers`` may take it back until a worker starts it. ``inline``: a tiny task (see INLINE_MAX_S)
+    that may run at once on the executor's own thread instead (the node's event loop), its end reported as
+    ``Finished(..., threads=False)`` before any other event; an executor may also give it to a worker. Report its
+    end as ``Finished`` with ``owner``."""
 
     key: Key
     spec: TaskSpec
     owner: str
     device: str = "cpu"
     prefetch: bool = False
+    inline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +367,7 @@ class ExecCore:
         gpu_slots: int = 1,
         gpu_affinity: Callable[[TaskSpec], str | None] | None = None,
         estimate: Estimator | None = None,
+        inline: bool = False,
     ) -> None:
         self.node_id = node_id
         self.model = model
@@ -386,6 +410,10 @@ class ExecCore:
         # kernel (``kernel@gpu`` on a GPU) -> measured seconds here (EWMA): the queue's predictions
         self.runtime: dict[str, float] = {}
         self._kernels: dict[bytes, str] = {}  # function payload -> kernel id, for small payloads
+        # inline runs (INLINE_MAX_S): on for an executor that can run a task on its own thread (the node's loop)
+        self.inline = inline
+        self._fast: dict[str, int] = {}  # kernel -> its runs here in a row that were tiny (see _tiny)
+        self._streak: dict[str, int] = {}  # kernel -> tiny runs in a row it needs to run inline, once demoted
         self._sent: deque[tuple[float, str, TaskResult]] = deque()  # results sent to other owners: (when, owner, it)
         self._down: dict[str, float] = {}  # peers declared dead or gone -> when: results go again if they come back
         self._handlers: dict[type, Callable[[Any, float], list[Instruction]]] = {
@@ -588,7 +616,41 @@ class ExecCore:
             self._gpu_busy[device] += 1
         elif qt.spec.get("pure"):
             self._procs[qt.key] = qt.owner
-        out.append(StartOnWorker(qt.key, qt.spec, qt.owner, device, prefetch))
+        inline = self.inline and not prefetch and kind == "cpu" and self._may_inline(qt)
+        if inline:
+            self.counters["ran_inline"] += 1
+        out.append(StartOnWorker(qt.key, qt.spec, qt.owner, device, prefetch, inline))
+
+    def _may_inline(self, qt: QueuedTask) -> bool:
+        """A task this small, of a function measured tiny here, often enough in a row (INLINE_MAX_S)."""
+        spec = qt.spec
+        return (
+            self._fast.get(qt.kernel, 0) >= self._streak.get(qt.kernel, INLINE_STREAK)
+            and self.runtime.get(qt.kernel, INLINE_MAX_S) < INLINE_MAX_S
+            and qt.nbytes <= INLINE_MAX_BYTES
+            and qt.key not in self._inputs  # every input is in the task: nothing to read from the store
+            and not spec.get("pure")
+            and not spec.get("rs")
+            and "resources" not in spec
+            and "parts" not in spec
+        )
+
+    def _tiny(self, kernel: str, result: TaskResult, dt: float) -> None:
+        """Count a finished CPU run of ``kernel`` towards (or against) running its tasks inline."""
+        v = result.get("v")
+        small = "size" not in result and (not isinstance(v, Payload) or v.nbytes <= INLINE_MAX_BYTES)
+        if dt < INLINE_DEMOTE_S and small:
+            fast = self._fast
+            if len(fast) >= MAX_KERNELS and kernel not in fast:
+                fast.clear()
+            fast[kernel] = fast.get(kernel, 0) + 1
+            return
+        need = self._streak.get(kernel, INLINE_STREAK)
+        if self._fast.pop(kernel, 0) >= need:  # it qualified: it may have held the loop, so it waits longer now
+            if len(self._streak) >= MAX_KERNELS:
+                self._streak.clear()
+            self._streak[kernel] = min(2 * need, INLINE_STREAK_MAX)
+            self.counters["inline_demoted"] += 1
 
     def _pick_gpu(self, spec: TaskSpec) -> str:
         """The GPU a starting task runs on: the one that keeps its inputs if it has a free slot, else the least
@@ -651,6 +713,8 @@ class ExecCore:
         dt = result.get("dt")
         if qt is not None and type(dt) is float:
             self._measured(_rkey(qt.kernel, qt.device), dt)
+            if self.inline and qt.device == "cpu":
+                self._tiny(qt.kernel, result, dt)
             if self._prefetched and qt.device == "cpu" and self.runtime[qt.kernel] >= PREFETCH_SECONDS:
                 long.add(qt.kernel)
         if self._inputs:

@@ -131,3 +131,8 @@ def thread_after(delay: float) -> str:
     """Sleep, then name the executor thread that ran this (``mesh-fakegpu:0-0``: a slot of that node's GPU)."""
     time.sleep(delay)
     return threading.current_thread().name
+
+
+def thread_name() -> str:
+    """The executor thread that ran this: a worker's ``mesh-<node>-<i>``, or the event loop's (an inline run)."""
+    return threading.current_thread().name

@@ -17,6 +17,10 @@ from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
 from meshaios.sched.stealing import TState, _Request
 from meshaios.tasks.execcore import (
+    INLINE_DEMOTE_S,
+    INLINE_MAX_BYTES,
+    INLINE_MAX_S,
+    INLINE_STREAK,
     PREFETCH_STUCK,
     RESEND_WINDOW,
     AbortRuns,
@@ -507,6 +511,100 @@ def test_a_dead_thiefs_reservations_are_runnable_again() -> None:
 
 KEYS = [(f"t{i}", a) for i in range(6) for a in (0, 1)]
 OWNERS = ["o1", "o2"]
+
+
+# ---- inline runs of tiny tasks (StartOnWorker.inline) ---------------------------------------------------------
+
+
+def inline_core(slots: int = 1) -> ExecCore:
+    return ExecCore("me", {"cpu": slots}, model=RuntimeModel(), view=LoadView(), steal=False, inline=True)
+
+
+def run_one(c: ExecCore, t: RunTask, dt: float, now: float = 0.0, **result: Any) -> StartOnWorker:
+    """``t`` arrives alone on an idle core, starts on the free slot and finishes after ``dt``: its start."""
+    out = c.handle(RunTasks("o", [t]), now)
+    (start,) = of(StartOnWorker, out)
+    c.handle(Finished([("o", start.key, ok(start.key, dt, **result))], threads=not start.inline), now)
+    return start
+
+
+def test_a_function_runs_inline_after_enough_tiny_runs_in_a_row_and_only_with_inline_on() -> None:
+    c = inline_core()
+    starts = [run_one(c, task(f"t{i}"), dt=INLINE_MAX_S / 4) for i in range(INLINE_STREAK + 2)]
+    assert [s.inline for s in starts] == [False] * INLINE_STREAK + [True, True]
+    assert c.counters["ran_inline"] == 2
+    assert c.stats.queued == 0
+    assert c.stats.finished == INLINE_STREAK + 2
+    off = core(slots=1)  # the simulator's default: never inline
+    assert not any(run_one(off, task(f"u{i}"), dt=1e-6).inline for i in range(INLINE_STREAK + 2))
+
+
+def test_only_tiny_self_contained_tasks_on_a_free_cpu_slot_run_inline() -> None:
+    c = inline_core(slots=1)
+    for i in range(INLINE_STREAK):
+        run_one(c, task(f"w{i}"), dt=1e-6)
+    big = task("big")
+    big["args"] = Payload(b"x" * (INLINE_MAX_BYTES + 1))
+    for t in (task("pure", pure=True), task("rs", rs=True), task("res", resources={"memory": 1}),
+              task("parts", parts=2), task("remote", deps={"d": {"loc": ["n2"], "size": 10}}), big):
+        out = c.handle(RunTasks("o", [t]), 1.0)
+        assert not any(s.inline for s in of(StartOnWorker, out)), t["id"]
+        for f in of(FetchInputs, out):
+            out = c.handle(InputsReady(f.key), 1.0)
+            assert not any(s.inline for s in of(StartOnWorker, out)), t["id"]
+        finish(c, out, 1.0, dt=1e-6)
+    # a burst: the first takes the free slot and may run inline; those prefetched behind it go to the workers
+    out = c.handle(RunTasks("o", [task(f"b{i}") for i in range(5)]), 2.0)
+    assert [s.inline for s in of(StartOnWorker, out)] == [True, False, False, False, False]
+    assert [s.prefetch for s in of(StartOnWorker, out)] == [False, True, True, True, True]
+
+
+def test_a_slow_run_demotes_its_function_and_each_demotion_doubles_the_wait() -> None:
+    c = inline_core()
+    for i in range(INLINE_STREAK):
+        run_one(c, task(f"w{i}"), dt=1e-6)
+    assert run_one(c, task("slow"), dt=INLINE_DEMOTE_S).inline  # it qualified; it turned out slow
+    assert c.counters["inline_demoted"] == 1
+    # the next runs go to the workers: its measured time must come down under INLINE_MAX_S, then twice the streak
+    starts = [run_one(c, task(f"x{i}"), dt=1e-6) for i in range(2 * INLINE_STREAK + 1)]
+    assert [s.inline for s in starts] == [False] * (2 * INLINE_STREAK) + [True]
+    run_one(c, task("slow2"), dt=0.5)
+    starts = [run_one(c, task(f"y{i}"), dt=1e-6) for i in range(4 * INLINE_STREAK + 1)]
+    assert [s.inline for s in starts] == [False] * (4 * INLINE_STREAK) + [True]
+    assert c.counters["inline_demoted"] == 2
+    # a run between the bounds (preempted, say) demotes nothing: the next go to the workers while the EWMA is high
+    assert run_one(c, task("medium"), dt=INLINE_DEMOTE_S / 2).inline
+    after = [run_one(c, task(f"m{i}"), dt=1e-6).inline for i in range(12)]
+    assert after[0] is False
+    assert after[-1] is True
+    assert c.counters["inline_demoted"] == 2
+    # a large result demotes like a slow run; a slow run before it qualified only restarts the count
+    run_one(c, task("bigresult"), dt=1e-6, v=Payload(b"x" * (INLINE_MAX_BYTES + 1)))
+    assert c.counters["inline_demoted"] == 3
+    run_one(c, task("slow3"), dt=0.5)
+    assert c.counters["inline_demoted"] == 3
+
+
+def test_an_inline_run_is_accounted_like_any_other_and_can_be_aborted_before_it_starts() -> None:
+    c = inline_core(slots=1)
+    for i in range(INLINE_STREAK):
+        run_one(c, task(f"w{i}"), dt=1e-6)
+    c.handle(RunTasks("o", [task("long", fn=FN_B)]), 1.0)  # holds the slot (another function, not tiny)
+    out = c.handle(RunTasks("o", [task("a"), task("b")]), 1.0)
+    assert [(s.key, s.prefetch, s.inline) for s in of(StartOnWorker, out)] == [(("a", 0), True, False),
+                                                                              (("b", 0), True, False)]
+    (recall,) = of(RecallFromWorkers, c.handle(Tick(), 1.0 + PREFETCH_STUCK + 0.1))  # stuck behind "long"
+    c.handle(Recalled(recall.keys, stuck=True), 1.7)  # back in the queue, not started
+    assert c.handle(AbortRuns("o", [("a", 0)]), 1.8) == []
+    out = c.handle(Finished([("o", ("long", 0), ok(("long", 0), 0.5))]), 2.0)
+    (b,) = of(StartOnWorker, out)
+    assert b.key == ("b", 0)
+    assert b.inline
+    out = c.handle(Finished([("o", b.key, ok(b.key, 1e-6))], threads=False), 2.0)
+    assert [r.result["id"] for r in of(SendResult, out)] == ["b"]
+    assert c.stats.queued == 0
+    assert len(c.fence) == 0
+    assert len(c.queue) == 0
 
 
 class ExecCoreMachine(RuleBasedStateMachine):

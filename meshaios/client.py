@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import heapq
 import inspect
 import json
@@ -44,6 +45,7 @@ from meshaios.errors import (
 from meshaios.ids import new_id
 from meshaios.io.connection import ZmqConnection
 from meshaios.security import MeshKeys, derive_keys, read_token
+from meshaios.shards import FailOver, Instruction, Open, Release, Resolve, Shards, Submit
 from meshaios.store import shm
 from meshaios.store.stream import (
     Delivered,
@@ -69,7 +71,7 @@ WATCH_EVERY = 2  # pings between two checks for silence (0.5 s)
 FAILOVER_CONNECT_S = 2.0  # at most this long to attach to one failover candidate
 FAILOVER_ROUND_S = 0.5  # pause between two rounds over the candidates
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
-_NODE = "node"  # the client's one stream endpoint: the node it is attached to
+DEFAULT_SPREAD = 1  # nodes owning one client's tasks (meshaios.shards); at most the nodes of the mesh
 
 
 class _Remote:
@@ -278,28 +280,6 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
     )
 
 
-def _topological(specs: dict[str, M.SubmitTask]) -> list[str]:
-    """Dependencies before dependents, so the new owner knows every input when a task arrives."""
-    order: list[str] = []
-    seen: set[str] = set()
-    for root in specs:
-        stack: list[tuple[str, bool]] = [(root, False)]
-        while stack:
-            tid, expanded = stack.pop()
-            if expanded:
-                order.append(tid)
-                continue
-            if tid in seen:
-                continue
-            seen.add(tid)
-            stack.append((tid, True))
-            for d in specs[tid]["deps"]:
-                b = d.split("#", 1)[0]
-                if b in specs and b not in seen:
-                    stack.append((b, False))
-    return order
-
-
 def node_endpoint(address: str) -> str:
     """``host:port`` or ``tcp://host:port`` (``ipc://`` and ``inproc://`` pass) -> the ZeroMQ endpoint to connect to;
     anything else raises ``InvalidAddress`` naming it, before ZeroMQ sees it."""
@@ -403,7 +383,11 @@ def _client_keys(token: str | None, token_file: str | None, insecure: bool) -> M
 
 
 class AsyncClient:
-    """Async API. ``async with AsyncClient(addr) as c: r = await c.submit(f, x)``."""
+    """Async API. ``async with AsyncClient(addr) as c: r = await c.submit(f, x)``.
+
+    ``spread``: how many nodes own this client's tasks (``meshaios.shards``): the client keeps a connection to each
+    and shares its submissions among them; 1 is one owner, the entry node. Default ``DEFAULT_SPREAD``, never more
+    than the nodes of the mesh."""
 
     def __init__(
         self,
@@ -418,6 +402,7 @@ class AsyncClient:
         connection_factory: Callable[[str, MeshKeys | None, str], Connection] | None = None,
         window: int = 10_000,
         reconcile_after: float = 60.0,
+        spread: int | None = None,
     ) -> None:
         self.keys = _client_keys(token, token_file, insecure)
         self._address = address
@@ -430,12 +415,17 @@ class AsyncClient:
         # no result for this long while futures are pending and the entry node answers: reconcile with it (resubmit
         # what is pending; it redelivers what it has done, ignores what it runs, runs what it has lost); 0: never
         self.reconcile_after = reconcile_after
-        self.reconciles = 0
-        self._last_progress = time.monotonic()
         self.client_id = new_id("c")
+        self.spread = DEFAULT_SPREAD if spread is None else max(1, spread)
+        # routing, lineage and failover decisions: a pure core (meshaios/shards.py); this class does the I/O
+        self.core = Shards(self.client_id, self.spread, heartbeat_timeout, reconcile_after)
         self.allow_pickle = self.keys is not None
         self.node: M.Welcome | None = None  # the entry node's WELCOME
-        self._conn: Connection | None = None
+        self._conns: dict[int, Connection] = {}  # shard -> its connection
+        self._readers: dict[int, asyncio.Task[None]] = {}
+        self._welcomes: dict[int, asyncio.Future[M.Welcome]] = {}
+        self._shard_nodes: dict[int, M.Welcome] = {}
+        self._jobs: set[asyncio.Task[None]] = set()  # shards being opened or failed over
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, Future] = {}
         self._outbox: collections.deque[M.SubmitTask] = collections.deque()
@@ -443,29 +433,17 @@ class AsyncClient:
         self._urgent: list[tuple[int, int, M.SubmitTask]] = []  # priority > 0, waiting for the window: a heap
         self._cancels: list[str] = []  # ids to send in the next CANCEL
         self._seq = 0
-        self._releases: list[str] = []
+        self._releases: dict[int, list[str]] = {}  # shard -> ids for its next RELEASE
         self._flush_scheduled = False
-        self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._known_nodes: list[str] = []
-        self._specs: dict[str, M.SubmitTask] = {}  # lineage kept by the client, for failover
-        self._spec_users: dict[str, int] = {}  # kept specs that name this task as an input
-        self._released: set[str] = set()
-        # what we know of finished tasks whose specs we keep (inputs of unfinished ones): after a failover they go
-        # to the new owner as done -- their value, or where it lives -- and are not run again
-        self._finished: dict[str, M.InlineValue | M.Location] = {}
-        self.failovers = 0
-        self.epoch = 0  # bumped on every failover: the fence against owners we have left (tasks/epochs.py)
-        self._retired: list[tuple[float, Connection, str]] = []  # (since, connection, address) of former entry nodes
-        self.resubmitted = 0
+        self._retired: list[tuple[float, Connection, str, int]] = []  # (since, conn, address, shard): former owners
         self._replies: dict[str, asyncio.Future[M.Message]] = {}
-        self._welcome: asyncio.Future[M.Welcome] | None = None
-        self._last_heard = 0.0
         self._fn_cache: dict[Callable[..., Any], Payload] = {}
         self._closed = False
         self._broken: MeshError | None = None
         self._next_req = 0
         self._by_req: dict[int, asyncio.Future[M.Got | M.PutAck]] = {}
+        self._req_shard: dict[int, int] = {}  # which shard each request went to
         self._gets: dict[int, M.Get] = {}  # GETs awaiting an answer: asked again after a failover
         self._loop_thread = 0
         self.stats = {"results": 0, "duplicates": 0, "shm_received": 0, "shm_sent": 0, "shm_refused": 0}
@@ -473,14 +451,58 @@ class AsyncClient:
         # with GET, compared with the node's (WELCOME) for PUT; our files' lock, made on the first such put
         self._shm_host = shm.host_id()
         self._shm_area: shm.ShmArea | None = None
-        # large messages both ways as bounded chunks (store/stream.py): the node stays heard while they move
+        # large messages both ways as bounded chunks (store/stream.py), per shard: the node stays heard meanwhile
         self._streams_out = StreamSender()
         self._streams_in = StreamReceiver()
-        self._puts: dict[str, tuple[int, list[str]]] = {}  # live put futures: size and holders, for failover
 
     @property
     def address(self) -> str:
         return self._address or ""
+
+    # what the core keeps, under the names tests and tools read
+    @property
+    def failovers(self) -> int:
+        return self.core.failovers
+
+    @property
+    def reconciles(self) -> int:
+        return self.core.reconciles
+
+    @property
+    def resubmitted(self) -> int:
+        return self.core.resubmitted
+
+    @property
+    def epoch(self) -> int:
+        """The entry shard's epoch (tasks/epochs.py): bumped on each of its failovers."""
+        entry = self.core.shards.get(0)
+        return entry.epoch if entry is not None else 0
+
+    @property
+    def _specs(self) -> dict[str, M.SubmitTask]:
+        return self.core.specs
+
+    @property
+    def _puts(self) -> dict[str, tuple[int, list[str]]]:
+        """Live put futures: size and holders, for failover."""
+        return self.core.puts
+
+    @property
+    def _known_nodes(self) -> list[str]:
+        """The failover candidates: our entry node first, then the members last reported live."""
+        return [self.address, *(a for a in self.core.peers if a != self.address)]
+
+    @property
+    def _conn(self) -> Connection | None:
+        """The entry node's connection (shard 0)."""
+        return self._conns.get(0)
+
+    def owners(self) -> dict[str, int]:
+        """Node id -> how many of our unfinished tasks it owns (held ones are counted under their target)."""
+        out: dict[str, int] = {}
+        for s in self.core.shards.values():
+            out[s.node] = out.get(s.node, 0) + len(s.tasks)
+        return out
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -497,39 +519,49 @@ class AsyncClient:
             self._address = await asyncio.to_thread(find_local_node, 2.0, mesh_id)
         elif self._connection_factory is ZmqConnection:
             self._address = node_endpoint(self._address)
+        sid = self.core.new_shard(self._address)
         try:
-            await self._attach(self._address)
+            node = await self._attach(sid, self._address)
         except BaseException:
             await self.close()
             raise
+        self._do(self.core.attached(sid, self._address, node["node"], time.monotonic()))
         self.allow_pickle = self.node is not None and self.node["pickle"] and self.keys is not None
-        self._known_nodes = [self._address]
         self._watcher = asyncio.create_task(self._watch(), name="meshaios-client-watch")
-        log.debug("connected to node %s at %s", self._node_id, self._address)
+        if self.spread > 1:
+            # the other owners at once: the first submissions are spread too (more join as members appear)
+            with contextlib.suppress(MeshError):
+                await self._request({"t": M.PING, "peers": True}, M.PONG, min(2.0, self.connect_timeout))
+            opening = list(self._jobs)
+            if opening:
+                await asyncio.wait(opening, timeout=self.connect_timeout)
+        log.debug("connected to node %s at %s (%d owners)", self._node_id, self._address, len(self.core.shards))
 
-    async def _attach(self, address: str) -> None:
-        """Connect to one node and wait for its WELCOME; on failure the most specific error we can name."""
+    async def _attach(self, sid: int, address: str) -> M.Welcome:
+        """Connect shard ``sid`` to one node and wait for its WELCOME; on failure the most specific error we can
+        name."""
         assert self._loop is not None
         try:
-            conn = self._connection_factory(address, self.keys, self.client_id)
+            conn = self._connection_factory(address, self.keys, self.core.ident(sid))
         except zmq.ZMQError as exc:
             raise InvalidAddress(f"cannot connect to {address!r}: {exc}") from exc
-        self._conn = conn
-        self._stream_actions(self._streams_out.dest_gone(_NODE, f"left node {self._address}"))
-        self._streams_in.src_gone(_NODE)
-        self._welcome = self._loop.create_future()
-        if self._reader is not None:
-            self._reader.cancel()
-        self._reader = asyncio.create_task(self._read_loop(conn), name="meshaios-client-reader")
+        self._conns[sid] = conn
+        self._stream_actions(self._streams_out.dest_gone(sid, f"left node {address}"))
+        self._streams_in.src_gone(sid)
+        welcome = self._welcomes[sid] = self._loop.create_future()
+        old = self._readers.pop(sid, None)
+        if old is not None:
+            old.cancel()
+        self._readers[sid] = asyncio.create_task(self._read_loop(sid, conn), name=f"meshaios-client-reader-{sid}")
         deadline = time.monotonic() + self.connect_timeout
-        conn.send(encode({"t": M.HELLO, "client": self.client_id}))
+        conn.send(encode({"t": M.HELLO, "client": self.core.ident(sid)}))
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise conn.diagnose()
             try:
                 async with asyncio.timeout(min(0.25, remaining)):
-                    node = await asyncio.shield(self._welcome)
+                    node: M.Welcome = await asyncio.shield(welcome)
                 break
             except TimeoutError:
                 conn._poll_monitor()
@@ -537,84 +569,120 @@ class AsyncClient:
                     raise conn.diagnose() from None
         if self.keys is not None and node["mesh"] != self.keys.mesh_id:
             raise AuthError(f"node {address} belongs to mesh {node['mesh']}, not ours")
-        self.node = node
-        self._address = address
-        self._last_heard = time.monotonic()
+        self._shard_nodes[sid] = node
+        if sid == 0:
+            self.node = node
+            self._address = address
+        return node
 
     @property
     def _node_id(self) -> str | None:
         """The entry node's id, once it has welcomed us."""
         return self.node["node"] if self.node is not None else None
 
+    def _do(self, instructions: list[Instruction]) -> None:
+        """Carry out what the core decided."""
+        for ins in instructions:
+            if isinstance(ins, Submit):
+                self._submit_to(ins.sid, ins.specs, ins.puts)
+            elif isinstance(ins, Release):
+                self._releases.setdefault(ins.sid, []).extend(ins.ids)
+                self._schedule_flush()
+            elif isinstance(ins, Resolve):
+                self._on_result(ins.result, None)
+            elif isinstance(ins, Open):
+                self._job(self._open(ins.sid, ins.address), f"meshaios-client-open-{ins.sid}")
+            elif isinstance(ins, FailOver):
+                self._job(self._failover(ins.sid, ins.candidates, ins.silent), f"meshaios-client-failover-{ins.sid}")
+
+    def _job(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.create_task(coro, name=name)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    def _submit_to(self, sid: int, specs: list[M.SubmitTask], puts: list[list[Any]] | None = None) -> None:
+        shard = self.core.shards.get(sid)
+        if shard is None or sid not in self._conns:
+            return
+        if puts:
+            # the node never saw these puts: it takes them with their holders, or fails them as lost at once
+            adopt: M.Adopt = {"t": M.ADOPT, "puts": puts}
+            self._send(adopt, sid=sid)
+        for i in range(0, len(specs), SUBMIT_BATCH):
+            self._send({"t": M.SUBMIT, "tasks": specs[i : i + SUBMIT_BATCH], "ep": shard.epoch}, sid=sid)
+
+    async def _open(self, sid: int, address: str) -> None:
+        """One more owner: shard ``sid`` on the node at ``address``."""
+        try:
+            node = await self._attach(sid, address)
+        except MeshError as exc:
+            log.debug("no shard on %s: %s", address, exc)
+            await self._discard_failed(sid)
+            self._conns.pop(sid, None)
+            self.core.open_failed(sid, address, time.monotonic())
+            return
+        self._do(self.core.attached(sid, address, node["node"], time.monotonic()))
+        if self._outbox or self._urgent:
+            self._schedule_flush()
+
     async def _watch(self) -> None:
-        """Heartbeats, the list of other nodes to fail over to, and failover when the entry node goes silent."""
+        """Heartbeats, the list of other nodes to fail over to, and failover when an owner goes silent."""
         tick = 0
         while not self._closed:
             await asyncio.sleep(PING_INTERVAL)
             tick += 1
-            if self._conn is not None:
-                # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s); every
-                # 2 s the PONG also lists the live members: where to fail over to is never more than 2 s stale
-                ping: M.Ping = {"t": M.PING, "peers": True} if tick % PEERS_EVERY == 1 else {"t": M.PING}
-                self._conn.send(encode(ping))
+            for sid, conn in list(self._conns.items()):
+                if sid in self.core.shards and not self.core.shards[sid].failing:
+                    # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s); every
+                    # 2 s the PONG also lists the live members: where to fail over to is never more than 2 s stale
+                    ping: M.Ping = {"t": M.PING, "peers": True} if tick % PEERS_EVERY == 1 else {"t": M.PING}
+                    conn.send(encode(ping))
             if tick % WATCH_EVERY:
                 continue  # the rest every 0.5 s
-            silent = time.monotonic() - self._last_heard
-            if self._retired and time.monotonic() - self._retired[0][0] > RETIRED_CONNECTION_S:
-                await self._close_retired()
             now = time.monotonic()
+            if self._retired and now - self._retired[0][0] > RETIRED_CONNECTION_S:
+                await self._close_retired()
             self._stream_actions(self._streams_out.tick(now))
             self._streams_in.tick(now)
-            if silent > self.heartbeat_timeout:
-                await self._failover(silent)
-            elif (
-                self._pending
-                and self.reconcile_after > 0
-                and time.monotonic() - self._last_progress > self.reconcile_after
-            ):
-                # the entry node answers but nothing has finished for a long while: nobody may have our work (a
-                # node restarted behind the same address, an owner that let it go); idempotent by task id
-                self._last_progress = time.monotonic()
-                self.reconciles += 1
-                log.warning("no result in %.0f s: reconciling %d tasks", self.reconcile_after, len(self._pending))
-                self._resubmit(reconcile=True)
+            self._do(self.core.tick(now))
 
-    async def _failover(self, silent: float) -> None:
-        """The entry node is gone: attach to another node and resubmit what is unfinished (ids make it idempotent).
-
-        Candidates are tried in rounds until ``failover_timeout``: right after a crash the survivors may be busy
-        re-placing work, and a restarted node may need a moment before it answers.
-        """
-        dead = self.address
-        dead_node = self._node_id
-        candidates = [a for a in self._known_nodes if a != dead] or [dead]
+    async def _failover(self, sid: int, candidates: list[str], silent: float) -> None:
+        """Shard ``sid``'s node is gone: attach the shard to another node and resubmit what it owned (ids make it
+        idempotent). Candidates are tried in rounds until ``failover_timeout``: right after a crash the survivors
+        may be busy re-placing work, and a restarted node may need a moment before it answers."""
+        shard = self.core.shards[sid]
+        dead, dead_node = shard.address, shard.node
         log.warning("node %s silent for %.1f s; failing over (%d candidates)", dead, silent, len(candidates))
-        old = self._conn
+        old = self._conns.get(sid)
         errors: dict[str, str] = {}
         deadline = time.monotonic() + self.failover_timeout
-        saved_timeout = self.connect_timeout
-        self.connect_timeout = min(saved_timeout, FAILOVER_CONNECT_S)
+        timeout = min(self.connect_timeout, FAILOVER_CONNECT_S)
+        saved, self.connect_timeout = self.connect_timeout, timeout
         try:
             while time.monotonic() < deadline and not self._closed:
                 for addr in [*candidates, dead]:
-                    await self._close_retired(addr)  # one connection per node: a node refuses a second of ours
+                    await self._close_retired(addr, sid)  # one connection per node and shard: a second is refused
                     try:
-                        await self._attach(addr)
+                        node = await self._attach(sid, addr)
                     except MeshError as exc:
                         errors[addr] = str(exc)
-                        await self._discard_failed()
+                        await self._discard_failed(sid)
                         continue
-                    # a new epoch: our work belongs to this node now, and our former entry node is told to let go
-                    self.epoch += 1
-                    if old is not None and old is not self._conn:
-                        await self._retire(old, dead, dead_node)
-                    self.failovers += 1
-                    self._known_nodes = [addr, *(a for a in candidates if a != addr)]
-                    self._resubmit()
+                    # a new epoch: this shard's work belongs to this node now; its former node is told to let go
+                    todo = self.core.attached(sid, addr, node["node"], time.monotonic())
+                    if old is not None and old is not self._conns.get(sid):
+                        await self._retire(sid, old, dead, dead_node)
+                    self._resume(sid)
+                    self._do(todo)
                     return
                 await asyncio.sleep(FAILOVER_ROUND_S)
         finally:
-            self.connect_timeout = saved_timeout
+            self.connect_timeout = saved
+        if self._closed:
+            return
         detail = "; ".join(f"{a}: {e}" for a, e in errors.items())
         err = MeshUnavailable(
             f"node {dead} has not answered for {silent:.1f} s and no other node of the mesh answers ({detail})"
@@ -625,117 +693,99 @@ class AsyncClient:
                 f._cf.set_exception(err)
         self._pending.clear()
 
-    async def _retire(self, conn: Connection, address: str, node_id: str | None) -> None:
-        """The connection to our former entry node: DETACH goes out on it, and it stays open a while, so that a
-        node that was only paused or cut off reads it when it comes back (then it stops running our old work)."""
-        if node_id is not None and node_id == self._node_id:
+    def _resume(self, sid: int) -> None:
+        """After shard ``sid`` failed over: its reads are asked again of the new node; its puts in flight fail."""
+        for req, fut in list(self._by_req.items()):
+            if self._req_shard.get(req) != sid:
+                continue
+            get = self._gets.get(req)
+            if get is not None:
+                self._send(get, tag=req, sid=sid)
+            elif not fut.done():  # a put in flight: the client still has the value, the caller may put again
+                fut.set_exception(MeshUnavailable("the entry node was lost while this put was in flight: put again"))
+        if self._outbox or self._urgent:
+            self._schedule_flush()
+
+    async def _retire(self, sid: int, conn: Connection, address: str, node_id: str | None) -> None:
+        """The connection to a former owner: DETACH goes out on it, and it stays open a while, so that a node that
+        was only paused or cut off reads it when it comes back (then it stops running our old work)."""
+        if node_id and node_id == self.core.shards[sid].node:
             with contextlib.suppress(Exception):
                 await conn.close()  # we are back on the same node: the newer SUBMIT is all it needs
             return
         with contextlib.suppress(Exception):
-            conn.send(encode({"t": M.DETACH, "ep": self.epoch}))
-        self._retired.append((time.monotonic(), conn, address))
+            conn.send(encode({"t": M.DETACH, "ep": self.core.shards[sid].epoch}))
+        self._retired.append((time.monotonic(), conn, address, sid))
 
-    async def _close_retired(self, address: str | None = None) -> None:
-        """Close retired connections: those to ``address``, else those retired long enough ago."""
+    async def _close_retired(self, address: str | None = None, sid: int | None = None) -> None:
+        """Close retired connections: shard ``sid``'s to ``address``, else those retired long enough ago."""
         keep = []
-        for since, conn, addr in self._retired:
-            if addr == address or (address is None and time.monotonic() - since > RETIRED_CONNECTION_S):
+        for since, conn, addr, s in self._retired:
+            if (addr == address and s == sid) or (address is None and time.monotonic() - since > RETIRED_CONNECTION_S):
                 with contextlib.suppress(Exception):
                     await conn.close()
             else:
-                keep.append((since, conn, addr))
+                keep.append((since, conn, addr, s))
         self._retired = keep
 
-    async def _discard_failed(self) -> None:
-        conn = self._conn
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
+    async def _discard_failed(self, sid: int) -> None:
+        conn = self._conns.get(sid)
+        reader = self._readers.pop(sid, None)
+        if reader is not None:
+            reader.cancel()
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
-
-    def _resubmit(self, reconcile: bool = False) -> None:
-        """Every unfinished task, with the specs of the inputs it needs (the new owner never saw them).
-
-        ``reconcile``: to the same owner, after nothing finished for ``reconcile_after``: each pending task is
-        marked (``rc``), and the owner runs again what it believes in flight (a run it will never hear of)."""
-        need: dict[str, M.SubmitTask] = {}
-        stack = [tid for tid in self._pending if tid in self._specs]
-        while stack:
-            tid = stack.pop()
-            if tid in need or tid not in self._specs:
-                continue
-            spec = self._specs[tid]
-            done = self._finished.get(tid) if tid not in self._pending else None
-            if done is not None:  # finished: the new owner gets what we know of it, and need not run it again
-                spec = {**spec, "done": done, "rel": tid in self._released}
-            elif reconcile and tid in self._pending:
-                spec = {**spec, "rc": True}
-            need[tid] = spec
-            if done is None or "v" not in done:  # its lineage, should it have to be recomputed
-                stack.extend(d.split("#", 1)[0] for d in spec["deps"])
-        order = _topological(need)
-        self.resubmitted += len(order)
-        if self._puts and self._conn is not None:
-            # the new node never saw our puts: it takes them with their holders, or fails them as lost at once
-            puts = [[oid, size, locs] for oid, (size, locs) in self._puts.items()]
-            adopt: M.Adopt = {"t": M.ADOPT, "puts": puts}
-            self._conn.send(encode(adopt))
-        for req, fut in list(self._by_req.items()):
-            get = self._gets.get(req)
-            if get is not None:
-                self._send(get, tag=req)  # a read is asked again, of the new node
-            elif not fut.done():  # a put in flight: the client still has the value, the caller may put again
-                fut.set_exception(MeshUnavailable("the entry node was lost while this put was in flight: put again"))
-        queued = {s["id"] for s in self._outbox} | {s["id"] for _, _, s in self._urgent}
-        self._outbox.extendleft(reversed([need[t] for t in order if t not in queued]))
-        self._inflight = 0
-        self._schedule_flush()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._conn is not None and self._pending and self._broken is None:
+        for job in list(self._jobs):
+            job.cancel()
+        live = {sid: c for sid, c in self._conns.items() if sid in self.core.shards}
+        if live and self._pending and self._broken is None:
             # fire-and-forget work still waiting for room in our window goes out now, whatever the window
             unsent = [sp for sp in [*self._outbox, *(sp for _, _, sp in self._urgent)] if sp["id"] in self._kept]
-            for i in range(0, len(unsent), SUBMIT_BATCH):
-                self._conn.send(encode({"t": M.SUBMIT, "tasks": unsent[i : i + SUBMIT_BATCH], "ep": self.epoch}))
+            self._outbox.clear()
+            self._urgent.clear()
+            for sp in unsent:
+                sub = self.core.route(sp)
+                if isinstance(sub, Submit):
+                    self._submit_to(sub.sid, sub.specs, sub.puts)
             # nobody can collect these results any more: cancel them now rather than when our lease runs out; the
             # answer to a ping says the node has read the cancel (one socket, in order) before we hang up
             doomed = [k for k in self._pending if k not in self._kept]
-            if doomed:
-                self._conn.send(encode({"t": M.CANCEL, "ids": doomed}))
+            for sid, ids in self.core.by_shard(doomed).items():
+                live[sid].send(encode({"t": M.CANCEL, "ids": ids}))
             with contextlib.suppress(MeshError, AssertionError):
                 await self._request({"t": M.PING}, M.PONG, 1.0)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watcher
-        if self._reader is not None:
-            self._reader.cancel()
+        for reader in list(self._readers.values()):
+            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+                await reader
         for f in list(self._pending.values()):
             if not f.done():
                 f._cf.set_exception(MeshUnavailable("client closed before the task finished"))
         self._pending.clear()
-        for _, conn, _ in self._retired:
+        for _, conn, _, _ in self._retired:
             with contextlib.suppress(Exception):
                 await conn.close()
         self._retired.clear()
         if self._shm_area is not None:
             self._shm_area.close()  # our lock, and any file of a put cut short
-        if self._conn is not None:
+        for conn in self._conns.values():
             # what we held is freed at once (a client that cannot say so is freed after the node's memory lease)
             with contextlib.suppress(Exception):
-                self._conn.send(encode({"t": M.BYE}))
-            if isinstance(self._conn, ZmqConnection):
-                await self._conn.close(linger=0.5)  # the goodbye leaves before the socket closes
+                conn.send(encode({"t": M.BYE}))
+            if isinstance(conn, ZmqConnection):
+                await conn.close(linger=0.5)  # the goodbye leaves before the socket closes
             else:
-                await self._conn.close()
+                await conn.close()
 
     def _fire_and_forget(self, keys: list[str]) -> None:
         """Loop thread only. The owner keeps these tasks (and their dependencies) running if we leave; a resubmit
@@ -748,8 +798,8 @@ class AsyncClient:
                 spec["ff"] = True
                 self._kept.add(k)
                 todo.extend(d.split("#", 1)[0] for d in spec["deps"])
-        if self._conn is not None and keys:
-            self._send({"t": M.KEEP, "ids": keys})
+        for sid, ids in self.core.by_shard(keys).items():
+            self._send({"t": M.KEEP, "ids": ids}, sid=sid)
 
     def _check_open(self) -> None:
         """Every API call after ``close()`` (or after failover gave up) raises this, before it does anything."""
@@ -823,13 +873,11 @@ class AsyncClient:
     def _enqueue(self, items: list[tuple[M.SubmitTask, Future]]) -> None:
         """Loop thread only."""
         if not self._pending:
-            self._last_progress = time.monotonic()
+            for s in self.core.shards.values():
+                s.progress = time.monotonic()
         for spec, fut in items:
             self._pending[spec["id"]] = fut
-            self._specs[spec["id"]] = spec
-            for d in spec["deps"]:
-                b = d.split("#", 1)[0]
-                self._spec_users[b] = self._spec_users.get(b, 0) + 1
+            self.core.add(spec)
             if spec.get("priority", 0) > 0:
                 # ahead of ordinary work still waiting for room in the window (the owner orders the rest)
                 self._seq += 1
@@ -846,7 +894,7 @@ class AsyncClient:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._conn is None:
+        if not self.core.shards:
             return
         room = self.window - self._inflight  # backpressure: the rest waits for results
         out: list[M.SubmitTask] = []
@@ -856,36 +904,35 @@ class AsyncClient:
             out.append(heapq.heappop(self._urgent)[2])
         out.extend(self._outbox.popleft() for _ in range(max(0, min(len(self._outbox), room - len(out)))))
         self._inflight += len(out)
-        for i in range(0, len(out), SUBMIT_BATCH):
-            self._send({"t": M.SUBMIT, "tasks": out[i : i + SUBMIT_BATCH], "ep": self.epoch})
+        by_shard: dict[int, list[M.SubmitTask]] = {}
+        route = self.core.route
+        for spec in out:
+            sub = route(spec)  # None: held until inputs owned by other shards have finished
+            if sub is None:
+                continue
+            if isinstance(sub, Resolve):  # an input failed already
+                self._do([sub])
+                continue
+            if sub.puts:
+                self._submit_to(sub.sid, [], sub.puts)
+            by_shard.setdefault(sub.sid, []).extend(sub.specs)
+        for sid, specs in by_shard.items():
+            self._submit_to(sid, specs)
         if self._cancels:
             ids, self._cancels = self._cancels, []
-            self._send({"t": M.CANCEL, "ids": ids})
+            for tid in ids:
+                settled = self.core.cancel_held(tid)
+                if settled is not None:
+                    self._do([settled])
+            for sid, sent in self.core.by_shard(ids).items():
+                self._send({"t": M.CANCEL, "ids": sent}, sid=sid)
         if self._releases:
-            rel, self._releases = self._releases, []
-            release: M.Release = {"t": M.RELEASE, "ids": rel}
-            self._conn.send(encode(release))
-
-    def _drop_spec(self, key: str) -> None:
-        """Forget a released task's spec once no kept spec needs it as an input (failover resubmits lineage)."""
-        stack = [key]
-        while stack:
-            k = stack.pop()
-            if k not in self._released or self._spec_users.get(k, 0) > 0:
-                continue
-            self._released.discard(k)
-            self._finished.pop(k, None)
-            spec = self._specs.pop(k, None)
-            if spec is None:
-                continue
-            for d in spec["deps"]:
-                b = d.split("#", 1)[0]
-                n = self._spec_users.get(b, 0) - 1
-                if n <= 0:
-                    self._spec_users.pop(b, None)
-                    stack.append(b)
-                else:
-                    self._spec_users[b] = n
+            todo, self._releases = self._releases, {}
+            for sid, rel in todo.items():
+                conn = self._conns.get(sid)
+                if conn is not None:
+                    release: M.Release = {"t": M.RELEASE, "ids": rel}
+                    conn.send(encode(release))
 
     def _cancel_threadsafe(self, keys: list[str]) -> None:
         loop = self._loop
@@ -899,8 +946,9 @@ class AsyncClient:
 
     def _cancel(self, keys: list[str]) -> None:
         """Loop thread. A spec not sent yet goes marked (its owner registers it as cancelled, and so does a new owner
-        after a failover); one sent already is named in a CANCEL, which follows the SUBMITs in order. The future
-        stays pending here until the owner's answer, so the window's count stays right."""
+        after a failover); one sent already is named in a CANCEL to its owner, which follows the SUBMITs in order;
+        one held here for inputs of other owners is settled at once. The future stays pending until then, so the
+        window's count stays right."""
         for key in keys:
             spec = self._specs.get(key)
             if spec is not None and key in self._pending:
@@ -920,12 +968,9 @@ class AsyncClient:
         loop.call_soon_threadsafe(self._add_release, key)
 
     def _add_release(self, key: str) -> None:
-        self._puts.pop(key, None)
-        self._released.add(key)
-        self._drop_spec(key)
+        instructions = self.core.release(key)
         if not self._closed:
-            self._releases.append(key)
-            self._schedule_flush()
+            self._do(instructions)
 
     def submit(
         self,
@@ -984,7 +1029,7 @@ class AsyncClient:
             raise MeshError(f"put failed: {reply.get('err', '')}")
         locs = reply.get("loc")
         holders = [x for x in locs if isinstance(x, str)] if isinstance(locs, list) else []
-        self._puts[oid] = (payload.nbytes, holders or [self._node_id or ""])
+        self.core.put_done(oid, payload.nbytes, holders or [self._node_id or ""], 0)
         fut._cf.set_result(_Remote(payload.nbytes, 0))
         return fut
 
@@ -992,7 +1037,9 @@ class AsyncClient:
         get: M.Get = {"t": M.GET, "req": 0, "id": obj_id}
         if self._shm_host:
             get["shm"] = self._shm_host  # a node of this machine and user may answer with a file in /dev/shm
-        reply = await self._request_req(get, timeout or 300.0)
+        sid = self.core.sid_of(obj_id)  # its owner knows where it lives
+        sid = sid if sid is not None and sid in self._conns else 0
+        reply = await self._request_req(get, timeout or 300.0, sid)
         if reply["t"] != M.GOT:
             raise MeshError(f"cannot get {obj_id}: the node answered {reply['t']}")
         lost = reply.get("lost")
@@ -1001,7 +1048,7 @@ class AsyncClient:
         val = reply.get("val")
         if reply["ok"] is True and "shm" in reply:
             try:
-                val = self._claim_shm(reply)
+                val = self._claim_shm(reply, sid)
             except (shm.ShmError, WireError) as exc:
                 self.stats["shm_refused"] += 1
                 self._shm_host = ""  # from now on over the socket
@@ -1051,12 +1098,13 @@ class AsyncClient:
             self.stats["shm_sent"] += 1
         return reply
 
-    def _claim_shm(self, reply: M.Got) -> Payload:
-        """Map the file the node named (checked: this mesh's, made by our node, ours, 0600), as in node-to-node
-        fetches; the arrays are read-only views of the mapping."""
-        if self.node is None:
+    def _claim_shm(self, reply: M.Got, sid: int = 0) -> Payload:
+        """Map the file the node named (checked: this mesh's, made by the node we asked, ours, 0600), as in
+        node-to-node fetches; the arrays are read-only views of the mapping."""
+        node = self._shard_nodes.get(sid)
+        if node is None:
             raise shm.ShmError("no node to take a file from")
-        ref = shm.parse_ref(reply.get("shm"), shm.mesh_tag(self.node["mesh"]), self.node["node"])
+        ref = shm.parse_ref(reply.get("shm"), shm.mesh_tag(node["mesh"]), node["node"])
         val = shm.open_ref(shm.user_dir(), ref)
         self.stats["shm_received"] += 1
         return val
@@ -1073,26 +1121,29 @@ class AsyncClient:
         except concurrent.futures.TimeoutError:
             raise MeshTimeoutError(f"fetching {obj_id} took longer than {timeout} s") from None
 
-    async def _request_req(self, msg: M.Get | M.Put, timeout: float) -> M.Got | M.PutAck:
-        """A request answered by a reply carrying the same ``req`` number (set here: ``msg["req"]`` is replaced)."""
+    async def _request_req(self, msg: M.Get | M.Put, timeout: float, sid: int = 0) -> M.Got | M.PutAck:
+        """A request to shard ``sid``'s node answered by a reply carrying the same ``req`` number (set here:
+        ``msg["req"]`` is replaced)."""
         self._check_open()
-        assert self._conn is not None
         assert self._loop is not None
         self._next_req += 1
         req = self._next_req
         fut: asyncio.Future[M.Got | M.PutAck] = self._loop.create_future()
         self._by_req[req] = fut
+        self._req_shard[req] = sid
         msg["req"] = req
         if msg["t"] == M.GET:
             self._gets[req] = msg
-        self._send(msg, tag=req)
+        self._send(msg, tag=req, sid=sid)
         try:
             async with asyncio.timeout(timeout):
                 return await fut
         except TimeoutError:
-            raise MeshTimeoutError(f"no answer to {msg['t']} from {self._address} within {timeout} s") from None
+            where = self.core.shards[sid].address if sid in self.core.shards else self._address
+            raise MeshTimeoutError(f"no answer to {msg['t']} from {where} within {timeout} s") from None
         finally:
             self._by_req.pop(req, None)
+            self._req_shard.pop(req, None)
             self._gets.pop(req, None)
 
     def _shuffle_tasks(
@@ -1244,16 +1295,16 @@ class AsyncClient:
         except TimeoutError:
             raise MeshTimeoutError(f"no {reply_type} from {self._address} within {timeout} s") from None
 
-    def _send(self, msg: M.Message, tag: object = None) -> None:
-        """To the node: as one message, or streamed in flow-controlled chunks when large."""
-        assert self._conn is not None
+    def _send(self, msg: M.Message, tag: object = None, sid: int = 0) -> None:
+        """To shard ``sid``'s node: as one message, or streamed in flow-controlled chunks when large."""
+        conn = self._conns[sid]
         frames = encode(msg)
         if self._streams_out.should_stream(frames):
-            self._stream_actions(self._streams_out.open(_NODE, frames, time.monotonic(), tag))
+            self._stream_actions(self._streams_out.open(sid, frames, time.monotonic(), tag))
         else:
-            self._conn.send(frames)
+            conn.send(frames)
 
-    def _assembled(self, fut: asyncio.Future[list[Any]]) -> None:
+    def _assembled(self, sid: int, fut: asyncio.Future[list[Any]]) -> None:
         if fut.cancelled():
             return
         try:
@@ -1262,62 +1313,64 @@ class AsyncClient:
             log.warning("malformed message from node: %s", exc)
             return
         if msg["t"] not in (M.XHEAD, M.XCHUNK, M.XACK):
-            self._on_message(msg)
+            self._on_message(msg, sid)
 
     def _stream_actions(self, actions: list[StreamAction]) -> None:
         for a in actions:
             if isinstance(a, Emit):
-                if self._conn is not None:
-                    self._conn.send(encode(a.msg))
-            elif isinstance(a, Delivered):
+                conn = self._conns.get(a.dest) if type(a.dest) is int else None
+                if conn is not None:
+                    conn.send(encode(a.msg))
+            elif isinstance(a, Delivered) and type(a.src) is int:
                 assert self._loop is not None
                 # one copy into place, on a thread: the loop keeps hearing the node (heartbeats) meanwhile
                 done = self._loop.run_in_executor(None, assemble, a.sizes, a.parts)
-                done.add_done_callback(self._assembled)
+                done.add_done_callback(functools.partial(self._assembled, a.src))
             elif isinstance(a, StreamFailed) and type(a.tag) is int:
                 fut = self._by_req.get(a.tag)
                 if fut is not None and not fut.done():
                     fut.set_exception(MeshUnavailable(f"sending to {self._address} failed: {a.reason}"))
 
     # ---- receiving ------------------------------------------------------------------------------------
-    async def _read_loop(self, conn: Connection) -> None:
+    async def _read_loop(self, sid: int, conn: Connection) -> None:
         while True:
             batch = await conn.recv_batch()
-            if conn is not self._conn:
+            if self._conns.get(sid) is not conn:
                 return  # replaced by a failover
-            self._last_heard = time.monotonic()
+            self.core.heard(sid, time.monotonic())
             for frames in batch:
                 try:
                     msg = decode_message(frames)
                 except WireError as exc:
                     log.warning("malformed message from node: %s", exc)
                     continue
-                self._on_message(msg)
+                self._on_message(msg, sid)
 
-    def _on_message(self, msg: M.Message) -> None:
+    def _on_message(self, msg: M.Message, sid: int = 0) -> None:
         t = msg["t"]
         if msg["t"] == M.XCHUNK:
             d = msg["d"]
             if not d.blob and len(d.buffers) == 1:
                 now = time.monotonic()
-                self._stream_actions(self._streams_in.on_chunk(_NODE, msg["x"], msg["o"], d.buffers[0], now))
+                self._stream_actions(self._streams_in.on_chunk(sid, msg["x"], msg["o"], d.buffers[0], now))
         elif msg["t"] == M.XHEAD:
-            self._stream_actions(self._streams_in.on_head(_NODE, msg["x"], msg["sizes"], time.monotonic()))
+            self._stream_actions(self._streams_in.on_head(sid, msg["x"], msg["sizes"], time.monotonic()))
         elif msg["t"] == M.XACK:
             err = msg.get("err")
             now = time.monotonic()
-            self._stream_actions(self._streams_out.on_ack(_NODE, msg["x"], msg["n"], str(err) if err else None, now))
+            self._stream_actions(self._streams_out.on_ack(sid, msg["x"], msg["n"], str(err) if err else None, now))
         elif msg["t"] == M.RESULTS:
             for r in msg["results"]:
-                self._on_result(r)
+                self._on_result(r, sid)
         elif msg["t"] == M.RUNNING:
             for tid in msg["ids"]:
                 started = self._pending.get(tid) if isinstance(tid, str) else None
                 if started is not None:
                     started._mark_started()
         elif msg["t"] == M.WELCOME:
-            if self._welcome is not None and not self._welcome.done():
-                self._welcome.set_result(msg)
+            welcome = self._welcomes.get(sid)
+            if welcome is not None and not welcome.done():
+                welcome.set_result(msg)
         elif msg["t"] == M.GOT or msg["t"] == M.PUT_ACK:
             fut = self._by_req.get(msg["req"])
             if fut is not None and not fut.done():
@@ -1330,17 +1383,17 @@ class AsyncClient:
             elif msg["t"] == M.STATUS_REPLY:
                 live = [m for m in msg["members"] if isinstance(m, dict) and m.get("state") in ("alive", "suspect")]
                 self._learn_peers([m["addr"] for m in live if isinstance(m.get("addr"), str)])
-            waiting = self._replies.pop(t, None)
+            waiting = self._replies.pop(t, None) if sid == 0 else None  # requests go to the entry node
             if waiting is not None and not waiting.done():
                 waiting.set_result(msg)
 
     def _learn_peers(self, alive: list[str]) -> None:
-        """The failover candidates: our entry node first, then the members it last reported live."""
-        self._known_nodes = [self.address, *(a for a in alive if a != self.address)]
+        """The failover candidates, and where more shards may go: the members a node last reported live."""
+        self._do(self.core.learn_peers(alive, time.monotonic()))
 
-    def _on_result(self, r: M.Result) -> None:
-        """One item of RESULTS: not checked by ``decode`` (a bad one fails its own future, not the batch), so read
-        defensively."""
+    def _on_result(self, r: M.Result, sid: int | None) -> None:
+        """One item of RESULTS (from shard ``sid``; None: made here): not checked by ``decode`` (a bad one fails
+        its own future, not the batch), so read defensively."""
         if not isinstance(r, dict) or not isinstance(r.get("id"), str):
             return
         fut = self._pending.pop(r["id"], None)
@@ -1348,17 +1401,22 @@ class AsyncClient:
             self.stats["duplicates"] += 1
             return
         self.stats["results"] += 1
-        self._last_progress = time.monotonic()
+        if sid is not None:
+            self.core.progress(sid, time.monotonic())
         self._inflight -= 1
         if (self._outbox or self._urgent) and not self._flush_scheduled:
             self._schedule_flush()
         fut.node = str(r.get("node", ""))
-        if r.get("ok") and r["id"] in self._specs:
+        done: M.InlineValue | M.Location | None = None
+        ok = r.get("ok") is True
+        if ok:
             v, size = r.get("v"), r.get("size")
             if isinstance(v, Payload):
-                self._finished[r["id"]] = {"v": v}
+                done = {"v": v}
             elif type(size) is int and fut.node:
-                self._finished[r["id"]] = {"loc": [fut.node], "size": size, "parts": r.get("parts") or 0}
+                done = {"loc": [fut.node], "size": size, "parts": r.get("parts") or 0}
+        raw_err = r.get("err")
+        self._do(self.core.finish(r["id"], ok, done, raw_err if isinstance(raw_err, dict) else None))
         if fut._cf.done():  # cancelled here: the owner's answer only settles the accounts
             return
         try:

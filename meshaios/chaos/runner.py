@@ -91,12 +91,13 @@ class Injector(threading.Thread):
         k = max(1, len(procs) // 2)
         halves = [procs[:k], procs[k:]]
         self.log.append(f"        halves {[q.index for q in halves[0]]} | {[q.index for q in halves[1]]}")
-        client_id = self.client._async.client_id if self.client is not None else ""
+        # every identity the client speaks under: one per node owning its tasks (meshaios/shards.py)
+        idents = [] if self.client is None else [self.client._async.core.ident(s) for s in range(8)]
         for i, half in enumerate(halves):
             other = halves[1 - i]
             client_here = (i == 0) == client_with_entry
             for q in half:
-                _fault(self.mesh, q.index, other, [] if client_here else [client_id])
+                _fault(self.mesh, q.index, other, [] if client_here else idents)
 
     def _measure(self, victim: str, t_kill: float) -> None:
         """Time until every live survivor's status shows the victim dead (or left)."""
@@ -206,6 +207,7 @@ class ChaosReport(TypedDict, total=False):
     faulty_s: float
     overhead: float  # faulty_s / baseline_s
     failovers: int
+    owners: int  # nodes that owned the client's tasks (its shards, meshaios/shards.py)
     reconciles: int
     resubmitted: int
     client_duplicate_deliveries: int
@@ -249,7 +251,8 @@ def chaos(args: argparse.Namespace) -> ChaosReport:
                 _, report["baseline_s"], _ = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
             _wait_idle(mesh)
         executions_before = _executions(mesh)
-        with mesh.client(0, heartbeat_timeout=args.failover_after, reconcile_after=args.reconcile_after) as c:
+        spread = {} if args.spread is None else {"spread": args.spread}
+        with mesh.client(0, heartbeat_timeout=args.failover_after, reconcile_after=args.reconcile_after, **spread) as c:
             wait_for(lambda: len(c._async._known_nodes) >= args.nodes, timeout=10, what="client learns the mesh")
             injector = Injector(mesh, plan, time.monotonic(), c)
             injector.start()
@@ -258,6 +261,7 @@ def chaos(args: argparse.Namespace) -> ChaosReport:
             injector.join(timeout=30)
             report["faulty_s"] = elapsed
             report["failovers"] = c._async.failovers
+            report["owners"] = len(c._async.core.shards)
             report["reconciles"] = c._async.reconciles
             report["resubmitted"] = c._async.resubmitted
             report["client_duplicate_deliveries"] = c._async.stats["duplicates"]
@@ -330,7 +334,7 @@ def render(report: ChaosReport) -> str:
         f"duplicated {a['duplicated']}  wrong {a['wrong']}",
         f"wasted work: {report['executions']} executions for {report['job_tasks']} tasks, "
         f"{report['wasted']} beyond one each ({report['wasted_pct']}%)",
-        f"client failovers {report['failovers']}, reconciles {report['reconciles']}, "
+        f"client owners {report['owners']}, failovers {report['failovers']}, reconciles {report['reconciles']}, "
         f"tasks resubmitted {report['resubmitted']}, "
         f"re-executions on owners {report['re_executions']}",
         f"detection of killed nodes: p50 {report['detection_s']['p50']} s, p99 {report['detection_s']['p99']} s "
@@ -365,5 +369,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--shuffle-chunks", type=int, default=12)
     p.add_argument("--failover-after", type=float, default=3.0, help="client heartbeat timeout")
+    p.add_argument(
+        "--spread", type=int, help="nodes owning the client's tasks (default: the client's, up to the mesh size)"
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip the fault-free reference run")
     p.add_argument("--json", help="write the report here as JSON")

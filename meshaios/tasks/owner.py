@@ -1312,10 +1312,16 @@ def _lost(obj_id: str) -> M.ErrorInfo:
 
 
 def _dep_error(dep: OwnedTask) -> M.ErrorInfo:
-    err = dep.error if dep.error is not None else _NO_ERROR
+    return dep_error(dep.id, dep.error)
+
+
+def dep_error(dep_id: str, error: M.ErrorInfo | None) -> M.ErrorInfo:
+    """The error of a task whose input ``dep_id`` failed with ``error`` (a client holding a task for inputs of
+    other owners says the same: meshaios/shards.py)."""
+    err = error if error is not None else _NO_ERROR
     out: M.ErrorInfo = {
         "type": err["type"],
-        "msg": f"dependency {dep.id} failed: {err['msg']}",
+        "msg": f"dependency {dep_id} failed: {err['msg']}",
         "tb": err.get("tb", ""),
         "node": err.get("node", ""),
     }

@@ -115,6 +115,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "spill_dir": args.spill_dir,
         "no_gpu": True if args.no_gpu else None,
         "gpu_slots": args.gpu_slots,
+        "gpu_choice": True if args.gpu_choice else None,
         "http": False if args.no_http else None,
         "http_bind": args.http_bind,
         "http_port": args.http_port,
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spill-dir", help="where objects beyond the memory limit go (default: under the state dir)")
     sp.add_argument("--no-gpu", action="store_true", help="do not look for GPUs (cupy)")
     sp.add_argument("--gpu-slots", type=int, help="GPU tasks each GPU runs at once, a CUDA stream each (default 1)")
+    sp.add_argument("--gpu-choice", action="store_true",
+                    help="with --placement eft: kernel tasks that do not ask for a GPU may run on one (EFT's pick)")
     sp.add_argument(
         "--allow-module", action="append", metavar="MOD",
         help="run top-level functions of this module (exactly; MOD.* adds its submodules); repeatable",

@@ -62,6 +62,8 @@ class NodeConfig:
     fake_gpus: tuple[str, ...] = ()
     no_gpu: bool = False  # skip looking for real GPUs (cupy)
     gpu_slots: int = 1  # GPU tasks each GPU runs at once: a task thread and a CUDA stream each
+    # --placement eft: a kernel task that does not ask for a GPU may run on one where EFT predicts it finishes sooner
+    gpu_choice: bool = False
     memory_limit: int = 0  # object store bytes before spilling; 0: half of RAM
     spill_dir: str | None = None
     inline_bytes: int = 64 << 10  # results up to this size travel inline to the owner; larger stay put

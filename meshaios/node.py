@@ -217,6 +217,9 @@ class Node:
         self.resolver = FunctionResolver(
             allow_pickle=self.secure, allowed_modules=config.allowed_modules, allowed_functions=config.allowed_functions
         )
+        self._gpu_capable: dict[bytes, bool] = {}
+        if config.gpu_choice:  # EFT may run a kernel that runs on a GPU too on either device (docs/devices.md)
+            self.owner.gpu_capable = self._runs_on_gpu_too
         self.workers = config.worker_count
         self.swim: Swim | None = None
         self.address = ""
@@ -291,7 +294,7 @@ class Node:
         self.core = ExecCore(
             self.node_id, {"cpu": self.workers}, model=self.model, view=self.steal_view, timeline=self.timeline,
             counters=self.counters, steal=config.steal, gpus=self._gpu_order, gpu_slots=self.gpu_slots,
-            gpu_affinity=self._gpu_affinity, inline=config.slowdown <= 1.0,
+            gpu_affinity=self._gpu_affinity, inline=config.slowdown <= 1.0, speed=_speeds(self.inventory),
         )  # fmt: skip
         self.exec = self.core.stats  # queued, finished, failed
         self.fence = self.core.fence  # runs accepted here and not yet reported; epochs per client
@@ -854,6 +857,25 @@ class Node:
         self.store.delete(ins.obj)
         for j in range(ins.parts):
             self.store.delete(f"{ins.obj}#{j}")
+
+    def _runs_on_gpu_too(self, fn: Payload) -> bool:
+        """Whether ``fn`` names a kernel of this node's registry that runs on a GPU (remembered per payload)."""
+        known = self._gpu_capable.get(fn.blob)
+        if known is None:
+            from meshaios.devices.registry import default_registry
+            from meshaios.wire.values import loads
+
+            try:
+                spec = loads(fn, allow_pickle=False)
+            except WireError:
+                spec = None
+            name = spec.get("kernel") if isinstance(spec, dict) else None
+            registry = self.resolver.kernels if self.resolver.kernels is not None else default_registry()
+            known = isinstance(name, str) and name in registry and registry.get(name).supports_gpu
+            if len(self._gpu_capable) >= 4096:
+                self._gpu_capable.clear()
+            self._gpu_capable[fn.blob] = known
+        return known
 
     def _gpu_affinity(self, task: RunTask) -> str | None:
         """The GPU that keeps one of ``task``'s inputs, if any (ExecCore starts it there when that GPU has a free
@@ -1794,6 +1816,13 @@ def _device_tier(inventory: Any, inline_bytes: int, allow_pickle: bool, host_put
     return DeviceTier(
         limits, inline_bytes=inline_bytes, allow_pickle=allow_pickle, host_put=host_put, cupy_modules=fakes
     )
+
+
+def _speeds(inventory: Any) -> dict[str, float]:
+    """Declared speed per device kind, as the node's load summary tells EFT and thieves: the CPU 1.0, its GPUs the
+    slowest one's declared speed (1.0 for a real GPU: the scheduler learns; a fake one's ``speed=``)."""
+    gpus = [float(g.speed) for g in inventory.gpus]
+    return {"cpu": 1.0, "gpu": min(gpus)} if gpus else {"cpu": 1.0}
 
 
 def _gpus(res: Any) -> int:

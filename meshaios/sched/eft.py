@@ -108,8 +108,10 @@ class EftPolicy:
         bandwidth: Callable[[str, str], float | None] | None = None,
         links: Links | None = None,
     ) -> None:
-        self.model = model or RuntimeModel()
-        self.view = view or LoadView()
+        self.model = model if model is not None else RuntimeModel()
+        # not ``view or``: an empty LoadView is falsy, and the node's (the simulator's) view is empty when the policy
+        # is made -- EFT then read a private view nobody fed, blind to its peers' gossiped load and devices
+        self.view = view if view is not None else LoadView()
         self.clock: Clock = clock or MonotonicClock()
         self.node_id = node_id
         self.config = config or EftConfig()

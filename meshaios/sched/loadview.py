@@ -17,7 +17,7 @@ after ``max_age`` seconds without news.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,16 +197,19 @@ class LoadView:
         return gone
 
     def busiest(self, now: float, exclude: Mapping[str, Any] | set[str] | frozenset[str] = frozenset(), limit: int = 3,
-                ) -> list[tuple[float, str]]:
+                devices: Collection[str] | None = None) -> list[tuple[float, str]]:
         """Peers with stealable work, largest *reported* wait per slot first: the thief's victims. Not aged like
         ``wait``: a report a few seconds old still says who had a queue, new work may have arrived since, and
         asking costs one round trip (a victim with nothing left says so, and is left alone for a cooldown).
+        ``devices``: only the backlog on these device kinds counts (those the thief has idle: a node whose GPU
+        idles beside busy CPUs does not ask a victim whose queue is all CPU work, nor a CPU-only one a GPU queue).
         O(n) in the view; a thief calls it only when it has run dry, at most once per request timeout."""
         out: list[tuple[float, str]] = []
         for nv in self._nodes.values():
             if nv.node_id in exclude or now - nv.heard > self.max_age or nv.stealable <= 0:
                 continue
-            w = max((d.backlog / d.slots for d in nv.devices.values() if d.slots > 0), default=0.0)
+            w = max((d.backlog / d.slots for k, d in nv.devices.items()
+                     if d.slots > 0 and (devices is None or k in devices)), default=0.0)  # fmt: skip
             if w > 0:
                 out.append((w, nv.node_id))
         out.sort(reverse=True)

@@ -495,7 +495,8 @@ class StealEngine:
     def _ask(self, now: float, view: LoadView) -> list[Action]:
         cooling = {v for v, (until, _) in self._cool.items() if until > now}
         cooling.add(self.node_id)
-        for wait, victim in view.busiest(now, exclude=cooling, limit=1):
+        idle = [d for d in self.queue.slots if self.queue.free(d) > 0 and self.queue.n_queued(d) == 0]
+        for wait, victim in view.busiest(now, exclude=cooling, limit=1, devices=idle):
             if wait < self.config.min_wait_s:
                 return []
             self._rid += 1

@@ -333,6 +333,10 @@ class Owner:
         self.now = 0.0
         # the runtime model learns from every finished task (sampled for sub-millisecond ones); None: no learning
         self.model: Any = None
+        # a function payload -> whether it may run on either device (a kernel that runs on a GPU too): placement
+        # may then choose (``task_info`` says "any"). None (the default): a task is "gpu" if it asks for one, else
+        # "cpu". ``meshaios node --gpu-choice`` sets it (node.py)
+        self.gpu_capable: Callable[[Payload], bool] | None = None
         self._learned = 0
         self._pending_by_client: dict[bytes, int] = {}
         self._by_deadline: list[str] = []  # submitted tasks with a deadline not yet dispatched (see _urgent)
@@ -1221,6 +1225,8 @@ class Owner:
         if t is None:
             return None
         device = "gpu" if t.resources.get("gpu") else "cpu"
+        if device == "cpu" and self.gpu_capable is not None and self.gpu_capable(t.fn):
+            device = "any"  # EFT chooses; its pick travels in the RUN (``device``)
         return task_inputs(t.args.nbytes, t.deps, self.tasks.get).info(t.key, device)
 
     def _unassign(self, tid: str, node_id: str) -> None:

@@ -35,6 +35,15 @@ async def finished(node: Any) -> None:
     raise AssertionError("the node never finished its runs")
 
 
+async def heard(node: Any, peer: Any) -> None:
+    """Until ``node`` holds ``peer``'s load summary (rebuilt every other tick, it rides on SWIM traffic)."""
+    for _ in range(400):
+        if node.loadview.get(peer.node_id, node.clock.now()) is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the peer's load summary never arrived")
+
+
 def test_gpu_tasks_queued_on_one_node_are_stolen_by_an_idle_gpu_node_never_by_a_cpu_only_one() -> None:
     async def main() -> None:
         per_node = {0: {"fake_gpus": FAKE, "placement": "local"}, 1: {"fake_gpus": FAKE}, 2: {}}
@@ -88,3 +97,25 @@ def test_the_device_a_run_names_runs_the_kernel_and_gpu_slots_are_per_device() -
             assert node.exec.finished == 2
 
     run(main)
+
+
+def test_with_gpu_choice_eft_puts_a_kernel_on_the_gpu_and_the_executor_runs_it_there() -> None:
+    """Node 0 owns the work with EFT; node 1 has a fake GPU declared 8x the CPU. A kernel task that asks for no
+    GPU: without ``gpu_choice`` it is a CPU task wherever it goes (no copies on the GPU); with it, EFT picks node
+    1's GPU, the RUN says so, and node 1 runs it on its fake GPU: its copy counters move."""
+
+    async def main(choice: bool) -> tuple[bool, int]:
+        per_node = {0: {"placement": "eft", "gpu_choice": choice}, 1: {"fake_gpus": ("speed=8,memory=1GiB",)}}
+        async with InProcessMesh(2, per_node=per_node) as mesh:
+            await mesh.wait_converged()
+            owner, gpu_node = mesh.nodes
+            await heard(owner, gpu_node)  # EFT knows the GPU from its gossiped load summary
+            c = await mesh.client(0)
+            x = np.arange(-8, 8, dtype=np.float32)
+            f = c.submit(default_registry().get("meshaios.relu"), x)
+            np.testing.assert_array_equal(await f, np.maximum(x, 0))
+            copies = sum(st["h2d"] + st["d2h"] for st in gpu_node.gpu.status().values())
+            return f.node == gpu_node.node_id, copies
+
+    assert run(lambda: main(False))[1] == 0  # a CPU task, wherever it ran
+    assert run(lambda: main(True)) == (True, 2)  # on the GPU node's GPU: x in, the result out

@@ -511,6 +511,7 @@ def test_a_dead_thiefs_reservations_are_runnable_again() -> None:
 
 KEYS = [(f"t{i}", a) for i in range(6) for a in (0, 1)]
 OWNERS = ["o1", "o2"]
+GPUS = ("g0", "g1")
 
 
 # ---- inline runs of tiny tasks (StartOnWorker.inline) ---------------------------------------------------------
@@ -608,14 +609,15 @@ def test_an_inline_run_is_accounted_like_any_other_and_can_be_aborted_before_it_
 
 
 class ExecCoreMachine(RuleBasedStateMachine):
-    """Random RUNs (duplicated, re-owned, with inputs), completions, aborts, recalls, ticks and lost inputs, with
-    an executor that plays the worker pool honestly (a recall returns what no worker has started). No key is
-    ever on a worker twice at once, no attempt is reported twice, ``queued`` never goes negative, and once every
-    worker and fetch has answered, ``queued`` is back to 0 and nothing is left behind."""
+    """Random RUNs (duplicated, re-owned, with inputs, some for a GPU), completions, aborts, recalls, ticks and lost
+    inputs, with an executor that plays the worker pool honestly (a recall returns what no worker has started). No
+    key is ever on a worker twice at once, no GPU runs more tasks than its slots, no attempt is reported twice,
+    ``queued`` never goes negative, and once every worker and fetch has answered, ``queued`` is back to 0 and
+    nothing is left behind."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.c = core(slots=2)
+        self.c = core(slots=2, gpus=GPUS)
         make_tiny(self.c)
         make_tiny(self.c, FN_B)
         self.now = 1.0
@@ -655,12 +657,14 @@ class ExecCoreMachine(RuleBasedStateMachine):
         owner=st.sampled_from(OWNERS),
         inputs=st.booleans(),
         b=st.booleans(),
+        gpu=st.sampled_from([{}, {"resources": {"gpu": 1}}, {"device": "gpu"}]),
     )
-    def run(self, keys: list[tuple[str, int]], owner: str, inputs: bool, b: bool) -> None:
+    def run(self, keys: list[tuple[str, int]], owner: str, inputs: bool, b: bool, gpu: dict[str, Any]) -> None:
         self._step()
         keys = [k for k in keys if k not in self.reported]  # a finished attempt is not sent again
         deps = {"x": {"loc": ["h"], "size": 8}} if inputs else {}
-        tasks = [task(k[0], k[1], fn=FN_B if b else FN, deps=deps, c="cl", ep=OWNERS.index(owner)) for k in keys]
+        tasks = [task(k[0], k[1], fn=FN_B if b else FN, deps=deps, c="cl", ep=OWNERS.index(owner), **gpu)
+                 for k in keys]
         self._do(self.c.handle(RunTasks(owner, tasks), self.now))
 
     @precondition(lambda self: self.on_worker)
@@ -707,6 +711,9 @@ class ExecCoreMachine(RuleBasedStateMachine):
         assert s.failed >= 0
         assert all(n > 0 for n in self.c.input_refs.values())
         assert self.c.queue.n_running() >= 0
+        on_gpu = [s.device for s in self.on_worker.values() if s.device != "cpu"]
+        assert {g: on_gpu.count(g) for g in GPUS} == self.c._gpu_busy  # one slot each: at most one task
+        assert all(on_gpu.count(g) <= self.c.gpu_slots for g in GPUS)
 
     def teardown(self) -> None:
         # every fetch answers and every worker finishes: nothing may be left counted or held
@@ -726,6 +733,8 @@ class ExecCoreMachine(RuleBasedStateMachine):
         assert len(self.c.fence) == 0
         assert self.c.input_refs == {}
         assert self.c.prefetched == 0
+        assert self.c._gpu_busy == dict.fromkeys(GPUS, 0)
+        assert self.c._on_gpu == {}
 
 
 TestExecCoreMachine = ExecCoreMachine.TestCase
@@ -735,18 +744,22 @@ TestExecCoreMachine.settings = settings(
 
 
 class TwoNodeStealMachine(RuleBasedStateMachine):
-    """Two cores, a busy victim and an idle thief, stealing over a network that drops, duplicates and reorders
-    steal messages, while the owner aborts tasks (its aborts reach the victim, which forwards them). A task is
-    never on two workers at once nor reported twice, no count goes negative, and once the network is drained and
-    every worker done, every task that was not aborted was reported exactly once and both cores hold nothing."""
+    """A busy victim (a CPU slot and a GPU) and two idle thieves, one with a GPU and one without, stealing over a
+    network that drops, duplicates and reorders steal messages, while the owner aborts tasks (its aborts reach the
+    victim, which forwards them); some tasks need a GPU, some were placed on one. A task is never on two workers
+    at once nor reported twice, one that needs a GPU runs on a GPU (so never on the CPU-only node), no count goes
+    negative, and once the network is drained and every worker done, every task that was not aborted was reported
+    exactly once and every core holds nothing."""
 
     def __init__(self) -> None:
         super().__init__()
         self.view = LoadView()
         self.cores = {
-            "A": ExecCore("A", {"cpu": 1}, model=RuntimeModel(), view=self.view, steal=True),
-            "B": ExecCore("B", {"cpu": 2}, model=RuntimeModel(), view=self.view, steal=True),
+            "A": ExecCore("A", {"cpu": 1}, model=RuntimeModel(), view=self.view, steal=True, gpus=("A:gpu",)),
+            "B": ExecCore("B", {"cpu": 2}, model=RuntimeModel(), view=self.view, steal=True, gpus=("B:gpu",)),
+            "C": ExecCore("C", {"cpu": 2}, model=RuntimeModel(), view=self.view, steal=True),
         }
+        self.needs_gpu: set[tuple[str, int]] = set()
         self.now = 0.0
         self.sent = 0
         self.net: list[tuple[str, str, Any]] = []  # (to, src, message or AbortRuns)
@@ -758,6 +771,7 @@ class TwoNodeStealMachine(RuleBasedStateMachine):
         for ins in out:
             if isinstance(ins, StartOnWorker):
                 assert ins.key not in self.on_worker, f"{ins.key} on two workers"
+                assert ins.key not in self.needs_gpu or ins.device == f"{nid}:gpu", f"{ins.key} on {ins.device}"
                 self.on_worker[ins.key] = (nid, ins)
             elif isinstance(ins, SendResult):
                 key = (ins.result["id"], ins.result["att"])
@@ -777,9 +791,12 @@ class TwoNodeStealMachine(RuleBasedStateMachine):
         ev = m if isinstance(m, AbortRuns) else StealMessage(src, m)
         self._do(to, self.cores[to].handle(ev, self.now))
 
-    @rule(n=st.integers(1, 6))
-    def run(self, n: int) -> None:
-        tasks = [task(f"t{self.sent + i}") for i in range(n)]  # an unknown kernel: 0.5 s predicted, never prefetched
+    @rule(n=st.integers(1, 6), gpu=st.sampled_from([{}, {"resources": {"gpu": 1}}, {"device": "gpu"}]))
+    def run(self, n: int, gpu: dict[str, Any]) -> None:
+        # an unknown kernel: 0.5 s predicted, never prefetched
+        tasks = [task(f"t{self.sent + i}", **gpu) for i in range(n)]
+        if "resources" in gpu:
+            self.needs_gpu.update((t["id"], 0) for t in tasks)
         self.sent += n
         self._do("A", self.cores["A"].handle(RunTasks("o", tasks), self.now))
 
@@ -788,7 +805,7 @@ class TwoNodeStealMachine(RuleBasedStateMachine):
         for nid, c in self.cores.items():
             self.view.update(nid, c.load_summary(self.now), self.now)
 
-    @rule(nid=st.sampled_from(["A", "B"]), dt=st.sampled_from([0.01, 0.3, 1.1]))
+    @rule(nid=st.sampled_from(["A", "B", "C"]), dt=st.sampled_from([0.01, 0.3, 1.1]))
     def tick(self, nid: str, dt: float) -> None:
         self.now += dt
         self.publish()  # a node's summary is fresh at every tick (node.py: every 0.1 s)
@@ -817,12 +834,14 @@ class TwoNodeStealMachine(RuleBasedStateMachine):
         self.aborted.add(key)
         self._do("A", self.cores["A"].handle(AbortRuns("o", [list(key)]), self.now))
 
-    @precondition(lambda self: len(self.cores["B"].fence))
-    @rule(data=st.data(), via=st.sampled_from(["A", "B"]))
-    def abort_stolen(self, data: st.DataObject, via: str) -> None:
-        """The owner aborts a task the thief holds: through the victim (it has not heard of the move yet), or
+    @precondition(lambda self: len(self.cores["B"].fence) or len(self.cores["C"].fence))
+    @rule(data=st.data(), straight=st.booleans())
+    def abort_stolen(self, data: st.DataObject, straight: bool) -> None:
+        """The owner aborts a task a thief holds: through the victim (it has not heard of the move yet), or
         straight to the thief."""
-        key = data.draw(st.sampled_from(sorted(self.cores["B"].fence.runs)))
+        thief = data.draw(st.sampled_from([t for t in "BC" if len(self.cores[t].fence)]))
+        via = thief if straight else "A"
+        key = data.draw(st.sampled_from(sorted(self.cores[thief].fence.runs)))
         self.aborted.add(key)
         self._do(via, self.cores[via].handle(AbortRuns("o", [list(key)]), self.now))
 

@@ -87,6 +87,17 @@ def test_busiest_ranks_victims_and_skips_the_useless() -> None:
     assert view.busiest(1.0, limit=1) == [(10.0, "big")]
 
 
+def test_busiest_counts_only_the_backlog_on_the_device_kinds_a_thief_has_idle() -> None:
+    view = LoadView(max_age=10.0)
+    view.update("cpu-queue", _summary(backlog=40.0), 0.0)
+    gpu_queue = make_summary({"cpu": DeviceLoad(4, 4, 0.0, 1.0), "gpu": DeviceLoad(1, 0, 6.0, 8.0)}, stealable=3)
+    view.update("gpu-queue", gpu_queue, 0.0)
+    assert [n for _, n in view.busiest(1.0)] == ["cpu-queue", "gpu-queue"]
+    assert view.busiest(1.0, devices=["gpu"]) == [(6.0, "gpu-queue")]  # a GPU idling beside busy CPUs
+    assert view.busiest(1.0, devices=["cpu"]) == [(10.0, "cpu-queue")]  # a CPU-only thief: no GPU queue
+    assert view.busiest(1.0, devices=[]) == []
+
+
 def test_size_is_bounded() -> None:
     view = LoadView(max_nodes=3)
     for i in range(5):

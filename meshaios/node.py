@@ -796,7 +796,9 @@ class Node:
                 if not isinstance(v, Payload):
                     task["deps"][d] = self.store.get(d)
         if ins.device != "cpu":  # a GPU slot: a thread of that GPU's pool, with its own stream
-            self._gpu_pools[ins.device].submit((owner, key), functools.partial(self._run_one, device=ins.device), task)
+            on_gpu = (functools.partial(self._run_reporting, owner, device=ins.device) if task.get("rs")
+                      else functools.partial(self._run_one, device=ins.device))  # fmt: skip
+            self._gpu_pools[ins.device].submit((owner, key), on_gpu, task)
             return
         if task.get("pure"):
             packed = pack_for_process(task)
@@ -814,13 +816,13 @@ class Node:
         back = self._pool.recall(ins.keys) if self._pool is not None else []
         self._core(Recalled(back, ins.stuck))
 
-    def _run_reporting(self, owner: str, task: RunTask) -> M.Result:
+    def _run_reporting(self, owner: str, task: RunTask, device: str | None = None) -> M.Result:
         """``_run_one`` for a task whose client wants to know when it starts (``rs``): told first, from the loop."""
         loop = self._loop_ref
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
                 loop.call_soon_threadsafe(self._report_start, owner, [task["id"], task["att"]])
-        return self._run_one(task)
+        return self._run_one(task, device)
 
     def _report_start(self, owner: str, key: list[Any]) -> None:
         if owner == self.node_id:

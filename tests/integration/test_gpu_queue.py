@@ -119,3 +119,23 @@ def test_with_gpu_choice_eft_puts_a_kernel_on_the_gpu_and_the_executor_runs_it_t
 
     assert run(lambda: main(False))[1] == 0  # a CPU task, wherever it ran
     assert run(lambda: main(True)) == (True, 2)  # on the GPU node's GPU: x in, the result out
+
+
+def test_a_gpu_task_that_asked_to_report_its_start_is_reported_running() -> None:
+    """``report_start`` (the executor API's ``running()``) holds on a GPU slot too."""
+
+    async def main() -> None:
+        async with InProcessMesh(1, per_node={0: {"fake_gpus": FAKE}}) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            item = c._prepare(funcs.thread_after, (0.5,), {}, resources=GPU, report_start=True)
+            c._enqueue([item])
+            f = item[1]
+            for _ in range(400):
+                if f.running() or f.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert f.running()  # told while it runs, on the GPU slot's thread
+            assert (await f).startswith("mesh-fakegpu:0-")
+
+    run(main)

@@ -174,6 +174,27 @@ def test_device_memory_pressure_moves_objects_to_host_and_an_oom_leaves_the_node
         np.testing.assert_array_equal(futs[0].result(timeout=60), xs[0] * 3.0)
 
 
+def test_gpu_tasks_queued_on_one_node_process_are_stolen_by_the_other_gpu_node_not_by_the_cpu_only_one() -> None:
+    """Three node processes: node 0 places everything on itself and has one fake GPU slot, node 1 has an idle
+    fake GPU, node 2 has none. Twelve GPU tasks queue on node 0; node 1 steals some and runs them on its GPU
+    slot's thread, node 2 none."""
+    gpu = ["--fake-gpu", "speed=4,memory=1GiB"]
+    per_node = {0: [*gpu, "--placement", "local"], 1: gpu}
+    with LocalMesh(3, per_node_args=per_node) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")
+        futs = [c.submit(funcs.thread_after, 0.25, resources=GPU) for _ in range(12)]
+        threads = [f.result(timeout=120) for f in futs]
+        assert all(t.startswith("mesh-fakegpu:0-") for t in threads)  # each on a GPU slot's thread
+        ids = [mesh.by_index(i).node_id for i in range(3)]
+        ran = {f.node for f in futs}
+        assert ran == {ids[0], ids[1]}
+        stolen = sum(f.node == ids[1] for f in futs)
+        with mesh.client(1) as c1, mesh.client(2) as c2:
+            assert c1.status()["node"]["steal"]["stolen_in"] == stolen
+            assert c2.status()["node"]["steal"]["stolen_in"] == 0
+        assert c.status()["node"]["steal"]["stolen_out"] == stolen
+
+
 def test_gpu_check_chain_rows_on_a_fake_gpu() -> None:
     """tools/gpu_check.py's chain (the issue's four rows) at a toy size: the copies each row makes per run."""
     mod = load_script("tools/gpu_check.py")

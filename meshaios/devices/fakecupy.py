@@ -10,7 +10,8 @@ cupy is what our code could get wrong without a GPU to catch it:
   ``cuda.alloc_pinned_memory`` and ``asnumpy(..., stream=, out=)``), including the "installed but no driver"
   failure, which raises a ``RuntimeError`` subclass like cupy's ``CUDARuntimeError``; it counts the streams made
   (``streams_made``), the copies made while a stream was current (``stream_copies``) and the pinned buffers
-  handed out (``pinned_allocs``), so a test sees the overlap path taken;
+  handed out (``pinned_allocs``), so a test sees the overlap path taken; the current device and stream are per
+  thread, as in CUDA, so GPU slots on threads of their own do not see each other's;
 * cupy's documented differences from numpy that kernels must respect: ``sort``/``argsort`` are always stable
   and accept no ``kind`` other than ``None``/``"stable"``; ``argpartition`` sorts fully;
 * out-of-memory: a copy to the device that does not fit in ``memory`` beside the ``held`` bytes (what a node
@@ -21,6 +22,7 @@ Hand it to ``detect_devices(cupy_module=...)`` or ``Kernel.call(..., cupy_module
 
 from __future__ import annotations
 
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -128,8 +130,7 @@ class FakeCupy:
         self.memory = memory
         self.name = name
         self.fail_probe = fail_probe
-        self.current_device = 0
-        self.current_stream: _Stream | None = None
+        self._tls = threading.local()  # the current device and stream are per thread, as in CUDA
         self.synchronized = 0
         self.to_device_copies = 0
         self.to_host_copies = 0
@@ -150,6 +151,23 @@ class FakeCupy:
             Stream=lambda non_blocking=False: _Stream(self, non_blocking),
             alloc_pinned_memory=self._alloc_pinned_memory,
         )
+
+    @property
+    def current_device(self) -> int:
+        return int(getattr(self._tls, "device", 0))
+
+    @current_device.setter
+    def current_device(self, index: int) -> None:
+        self._tls.device = index
+
+    @property
+    def current_stream(self) -> _Stream | None:
+        stream: _Stream | None = getattr(self._tls, "stream", None)
+        return stream
+
+    @current_stream.setter
+    def current_stream(self, stream: _Stream | None) -> None:
+        self._tls.stream = stream
 
     # --- CUDA runtime
     def _get_device_count(self) -> int:

@@ -285,3 +285,29 @@ def test_a_large_result_read_off_the_device_comes_through_a_pinned_buffer_a_smal
     assert t.evict_all(DEV) == 3  # moved to host memory to stay: pageable, not pinned
     assert t.counts[DEV].d2h_pinned == cp.pinned_allocs == 1
     np.testing.assert_array_equal(loads(store.get("big"), allow_pickle=False), f32(2, 2.0))  # type: ignore[arg-type]
+
+
+def test_the_fake_gpus_current_stream_is_per_thread_as_in_cuda() -> None:
+    import threading
+
+    cp = FakeCupy()
+    mine = cp.cuda.Stream(non_blocking=True)
+    entered, leave = threading.Event(), threading.Event()
+    seen: list[Any] = []
+
+    def other_slot() -> None:
+        with cp.cuda.Stream(non_blocking=True) as theirs:
+            seen.append(cp.current_stream is theirs)
+            entered.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=other_slot)
+    with mine:
+        t.start()
+        assert entered.wait(5)
+        assert cp.current_stream is mine  # the other thread's stream did not replace this thread's
+        leave.set()
+        t.join()
+        assert cp.current_stream is mine
+    assert cp.current_stream is None
+    assert seen == [True]

@@ -36,7 +36,7 @@ from meshaios.rate import RateMeter
 from meshaios.sched.inputs import Links
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
-from meshaios.sched.placement import WithTaskInfo, make_policy
+from meshaios.sched.placement import make_policy
 from meshaios.security import MeshKeys, derive_keys, exposure_warning, insecure_mesh_id, new_mesh_name, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.leases import HolderLeases
@@ -209,10 +209,8 @@ class Node:
         owner_config = dataclasses.replace(
             config.owner, late_binding=config.late_binding, client_lease=config.client_lease
         )
-        self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()))
-        # every policy weighs where a task's inputs are (``sched.placement.Locality``, EFT): the owner says
-        self.owner.policy = WithTaskInfo(inner, self.owner.task_info)
-        self.owner.model = self.model
+        # every policy weighs where a task's inputs are (``sched.placement.Locality``, EFT): the owner tells it
+        self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()), model=self.model)
         self._limits = WireLimits.from_config(config)
         self.resolver = FunctionResolver(
             allow_pickle=self.secure, allowed_modules=config.allowed_modules, allowed_functions=config.allowed_functions

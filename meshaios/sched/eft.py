@@ -52,7 +52,7 @@ from meshaios.clock import Clock, MonotonicClock
 from meshaios.sched.inputs import Links, TaskInputs, parse_inputs, transfer_seconds
 from meshaios.sched.loadview import DeviceLoad, LoadView, parse_summary
 from meshaios.sched.model import RuntimeModel, device_kind, task_features
-from meshaios.sched.placement import NodeLoad, PlacementTask
+from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask
 
 __all__ = ["EftConfig", "EftPolicy", "Estimate", "allowed_devices"]
 
@@ -89,7 +89,7 @@ def allowed_devices(task: PlacementTask) -> tuple[str, ...]:
     return (device_kind(dev if isinstance(dev, str) else "cpu"),)
 
 
-class EftPolicy:
+class EftPolicy(PlacementPolicy):
     """Learned earliest-finish-time placement. ``model`` and ``view`` are shared with the node (it trains the
     model and refreshes the view); ``clock`` gives ``now``; ``node_id`` is the owner itself (inline arguments
     need no transfer to it)."""
@@ -97,6 +97,7 @@ class EftPolicy:
     name = "eft"
     # Offer me every node, full windows included, and keep the task waiting if I pick a full one (``Owner._pump``)
     late_binding = True
+    ranks = True  # ``priority`` predicts runtimes: the owner takes the longest tasks first
 
     def __init__(
         self,
@@ -177,6 +178,10 @@ class EftPolicy:
         devices = allowed_devices(task)
         refs = self._reference(task, devices, _Inputs(task))
         return math.exp(min(refs.values()))
+
+    def prefer(self, task: PlacementTask, rng: random.Random) -> list[str]:
+        """The last winners, offered again when the owner samples a large mesh (Sparrow-style memory)."""
+        return list(self._winners)
 
     def rank_epoch(self) -> int:
         """Grows each time the model's observations grow by a quarter: ranks computed before are re-computed

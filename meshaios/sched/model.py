@@ -46,14 +46,14 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import msgpack
 from river import linear_model, optim, utils
 
 from meshaios.wire.messages import ModelStats, ModelSummary
 
-__all__ = ["Features", "ModelConfig", "RuntimeModel", "device_kind", "task_features"]
+__all__ = ["Features", "Learner", "ModelConfig", "RuntimeModel", "device_kind", "task_features"]
 
 STATE_VERSION = 1
 _LB_CENTER = 14.0  # log bytes of ~1.2 MB: the regression sees (lb - 14) / 4, about -1.5..+1.5 for 4 KB..1 GB,
@@ -94,6 +94,13 @@ class ModelState(TypedDict):
     shift: dict[str, list[float]]
     reg: RegState
     ape: list[float]
+
+
+class Learner(Protocol):
+    """What the owner asks of its runtime model (given at construction: ``Owner(..., model=...)``): learn from
+    each finished task. ``RuntimeModel`` is one."""
+
+    def learn_one(self, x: Features, seconds: float) -> None: ...
 
 
 def device_kind(device: str | None) -> str:

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypedDict
 
 from meshaios.sched.inputs import Links, holders_in, parse_inputs, transfer_seconds
+from meshaios.sched.sampling import NodeIndex
 from meshaios.wire.messages import NodeMeta
 
 
 class PlacementTask(TypedDict, total=False):
-    """What a policy is told about a task: the owner's ``{"id", "resources"}``, the rest filled in by
-    ``WithTaskInfo`` from its lookup (``TaskInputs.info``), and what the policy writes back (kept by
-    ``WithTaskInfo`` until the owner ``take``s it). A policy must cope with ``{"id": ...}`` alone."""
+    """What a policy is told about a task: the owner's ``{"id", "resources"}`` plus its task info (``Owner.task_info``:
+    ``TaskInputs.info``), and what the policy writes back (the owner hands it on with the task's ``Dispatch``). A
+    policy must cope with ``{"id": ...}`` alone."""
 
     id: str
     resources: dict[str, int]  # hard constraints
@@ -38,34 +38,104 @@ class PlacementTask(TypedDict, total=False):
     eft: float  # predicted finish, on the owner's clock
 
 
-@dataclass(slots=True)
 class NodeLoad:
-    """What an owner knows of one node: its slots, what it has sent there, and what the node last reported."""
+    """What an owner knows of one node: its slots, what it has sent there, and what the node last reported.
 
-    node_id: str
-    slots: int
-    inflight: int = 0  # tasks this owner has dispatched there and not yet seen finish
-    reported: int = 0  # queued + running on that node, as gossiped (all owners together)
-    meta: NodeMeta | None = None
-    window: int = 0  # tasks the owner lets be in flight there at once (0: no limit); a late-binding policy may
-    # pick a node whose window is full, which makes the task wait for that node
+    ``inflight``, ``window`` and ``slots`` report their changes to the ``NodeIndex`` the node is in (``index``,
+    set by ``NodeIndex.add``), which keeps the owner's open nodes for sampling without a scan."""
+
+    __slots__ = ("_inflight", "_slots", "_window", "index", "meta", "node_id", "reported")
+
+    def __init__(self, node_id: str, slots: int, inflight: int = 0, reported: int = 0, meta: NodeMeta | None = None,
+                 window: int = 0) -> None:
+        self.node_id = node_id
+        self._slots = slots
+        self._inflight = inflight  # tasks this owner has dispatched there and not yet seen finish
+        self.reported = reported  # queued + running on that node, as gossiped (all owners together)
+        self.meta = meta
+        # tasks the owner lets be in flight there at once (0: no limit); a late-binding policy may pick a node
+        # whose window is full, which makes the task wait for that node
+        self._window = window
+        self.index: NodeIndex | None = None
+
+    def __repr__(self) -> str:
+        return (f"NodeLoad({self.node_id!r}, slots={self._slots}, inflight={self._inflight}, "
+                f"reported={self.reported}, window={self._window})")
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    @inflight.setter
+    def inflight(self, value: int) -> None:
+        delta = value - self._inflight
+        self._inflight = value
+        if self.index is not None:
+            self.index.changed(self, inflight=delta)
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @slots.setter
+    def slots(self, value: int) -> None:
+        delta = value - self._slots
+        self._slots = value
+        if self.index is not None:
+            self.index.changed(self, slots=delta)
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        self._window = value
+        if self.index is not None:
+            self.index.changed(self)
 
     @property
     def full(self) -> bool:
-        return 0 < self.window <= self.inflight
+        return 0 < self._window <= self._inflight
 
     @property
     def load(self) -> float:
-        return (max(self.inflight, self.reported) + 1) / max(1, self.slots)
+        return (max(self._inflight, self.reported) + 1) / max(1, self._slots)
 
 
 class PlacementPolicy(Protocol):
+    """What the owner asks of its placement policy (given at construction: ``Owner(node_id, config, policy)``).
+
+    ``choose`` every policy writes. The rest are abilities with a default here: a policy subclasses this
+    protocol and inherits the default of each ability it lacks, so the owner calls them all without probing.
+    A wrapper (``Locality``, the simulator's timer) passes the abilities of the policy it wraps on."""
+
     name: str
+    # offered every node, full windows included; picking a full one means "keep the task waiting for it" (EFT)
+    late_binding: bool = False
+    # ``priority`` predicts runtimes: the owner may take the longest ready tasks first (rank order)
+    ranks: bool = False
 
     def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad: ...
 
+    def priority(self, task: PlacementTask) -> float | None:
+        """Predicted seconds of ``task`` (the owner's rank order); None: no opinion."""
+        return None
 
-class LeastLoaded:
+    def rank_epoch(self) -> int:
+        """Changes when earlier ``priority`` answers are stale (the owner then re-ranks its ready queue)."""
+        return 0
+
+    def retract(self, node_id: str) -> None:
+        """The owner did not send the task just placed on ``node_id`` (late binding: it waits for that node)."""
+        return None
+
+    def prefer(self, task: PlacementTask, rng: random.Random) -> Sequence[str]:
+        """Node ids to offer as candidates beside the random sample in a large mesh (``sched/sampling.py``)."""
+        return ()
+
+
+class LeastLoaded(PlacementPolicy):
     """Lowest (work per slot); ties broken at random so equal nodes share work instead of the first one
     taking everything (Dask's pile-up complaint, distributed#6573)."""
 
@@ -83,7 +153,7 @@ class LeastLoaded:
         return best[0] if len(best) == 1 else rng.choice(best)
 
 
-class PowerOfTwo:
+class PowerOfTwo(PlacementPolicy):
     """Sample two, keep the lighter: near least-loaded quality at O(1) cost in large meshes."""
 
     name = "power-of-two"
@@ -95,7 +165,7 @@ class PowerOfTwo:
         return a if a.load <= b.load else b
 
 
-class RoundRobin:
+class RoundRobin(PlacementPolicy):
     name = "round-robin"
 
     def __init__(self) -> None:
@@ -106,14 +176,14 @@ class RoundRobin:
         return sorted(candidates, key=lambda c: c.node_id)[self._i % len(candidates)]
 
 
-class RandomPlacement:
+class RandomPlacement(PlacementPolicy):
     name = "random"
 
     def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         return rng.choice(candidates)
 
 
-class LocalFirst:
+class LocalFirst(PlacementPolicy):
     """Everything on the owner itself while it has a window open, else least-loaded. Not a sensible policy: it is
     the "all tasks land on one node" case that work stealing must repair, kept here so the simulator and tests
     can produce it on purpose."""
@@ -136,7 +206,30 @@ class LocalFirst:
 MOVE_WEIGHT = 2.0
 
 
-class Locality:
+class Wrapping(PlacementPolicy):
+    """A policy around another (``inner``): its name and every ability are the inner policy's; a subclass
+    writes ``choose``."""
+
+    def __init__(self, inner: PlacementPolicy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.late_binding = inner.late_binding
+        self.ranks = inner.ranks
+
+    def priority(self, task: PlacementTask) -> float | None:
+        return self.inner.priority(task)
+
+    def rank_epoch(self) -> int:
+        return self.inner.rank_epoch()
+
+    def retract(self, node_id: str) -> None:
+        self.inner.retract(node_id)
+
+    def prefer(self, task: PlacementTask, rng: random.Random) -> Sequence[str]:
+        return self.inner.prefer(task, rng)
+
+
+class Locality(Wrapping):
     """Data-aware placement around any policy: the inner policy's pick competes with the nodes that hold the
     task's inputs, and the cheaper wins::
 
@@ -152,8 +245,7 @@ class Locality:
     def __init__(self, inner: PlacementPolicy, node_id: str | None = None, links: Links | None = None,
                  view: Any = None, clock: Any = None, runtime: Callable[[PlacementTask], float] | None = None,
                  min_bytes: int = 1 << 20, task_s: float = 0.5) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.node_id = node_id
         self.links = links or Links()
         self.view = view
@@ -206,59 +298,6 @@ class Locality:
         if best is not pick:
             self.kept += 1
         return best
-
-
-class WithTaskInfo:
-    """Adapter that fills in the task dict before the inner policy sees it.
-
-    The owner calls ``choose({"id": tid}, ...)``; a policy like EFT wants the kernel, the input bytes and where
-    the inputs live. ``lookup(tid)`` supplies them (the node or the simulator keeps that table), and whatever
-    the inner policy writes back (EFT's ``placed_device``, ``predicted_s``) is kept in ``placed[tid]`` until the
-    owner ``take``s it, in the same placement pass: with the task's ``Dispatch`` when it sends the task, or to
-    drop it when the task waits (late binding). So nothing outlives the pass that chose it, live or simulated,
-    whatever then becomes of the task (finished, failed, cancelled, abandoned)."""
-
-    def __init__(self, inner: PlacementPolicy, lookup: Callable[[str], PlacementTask | None]) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.lookup = lookup
-        self.placed: dict[str, PlacementTask] = {}
-        # an inner policy (possibly wrapped again) that predicts runtimes lets the owner take longest tasks first
-        self._ranker: Any = _innermost_with(inner, "priority")
-        self.ranks = self._ranker is not None
-
-    def rank(self, tid: str) -> float | None:
-        """Predicted seconds of task ``tid`` (for the owner's ready-queue order); None if unknown."""
-        info = self.lookup(tid)
-        if info is None or self._ranker is None:
-            return None
-        return float(self._ranker.priority(info))
-
-    def rank_epoch(self) -> int:
-        """Changes when the inner policy's predictions have changed enough for earlier ranks to be stale."""
-        return int(self._ranker.rank_epoch()) if self._ranker is not None else 0
-
-    def choose(self, task: PlacementTask, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
-        tid = task.get("id")
-        info = self.lookup(tid) if isinstance(tid, str) else None
-        full: PlacementTask = {**info, **task} if info else task.copy()
-        target = self.inner.choose(full, candidates, rng)
-        if isinstance(tid, str):
-            self.placed[tid] = full
-        return target
-
-    def take(self, tid: str) -> PlacementTask | None:
-        """What the last ``choose`` for ``tid`` saw and the inner policy wrote back; forgotten here."""
-        return self.placed.pop(tid, None)
-
-
-def _innermost_with(policy: Any, attr: str) -> Any:
-    """``policy``, or the first policy it wraps (via ``inner``), that has ``attr``; None if none has."""
-    for _ in range(8):
-        if policy is None or hasattr(policy, attr):
-            return policy
-        policy = getattr(policy, "inner", None)
-    return None
 
 
 POLICY_NAMES = ("eft", "least-loaded", "power-of-two", "round-robin", "random", "local")

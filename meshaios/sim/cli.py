@@ -14,15 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from meshaios.sched.eft import EftPolicy
+from meshaios.config import NodeConfig
 from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
 from meshaios.sched.model import RuntimeModel, task_features
-from meshaios.sched.placement import NodeLoad, PlacementTask, WithTaskInfo, make_policy
+from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, make_policy
 from meshaios.sim.engine import SimConfig, Simulation
 from meshaios.sim.heft import heft, lower_bound
 from meshaios.sim.workloads import CATALOG, WORKLOADS, heterogeneous_cluster, make_workload
@@ -60,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--owners", type=int, default=1, help="nodes that clients submit to (default 1)")
     p.add_argument("--no-heft", action="store_true", help="skip the offline HEFT reference")
     p.add_argument("--bench-placement", metavar="N,N,...",
-                   help="instead of a workload: placement cost per decision for these mesh sizes")
+                   help="instead of a workload: CPU time per placement decision for these mesh sizes "
+                        "(median and range of 7 runs)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.add_argument("--curve", action="store_true", help="keep the MAPE-over-time curve in the JSON")
     p.add_argument("--replay-seed", type=int, metavar="N",
@@ -128,11 +130,18 @@ def _cluster_summary(nodes: Sequence[Any]) -> dict[str, int]:
     return kinds
 
 
-def bench_placement(sizes: Sequence[int], decisions: int = 1000, seed: int = 0, repeats: int = 5,
+def bench_placement(sizes: Sequence[int], decisions: int = 1000, seed: int = 0, repeats: int = 7,
                     ) -> list[dict[str, Any]]:
-    """Wall-clock cost of one placement decision as the mesh grows: the policy alone (``choose``) and through
-    ``Owner.submit`` (which also builds the candidate list, O(n) per pass). The EFT model and load view are warm:
-    every kernel seen, every node reported."""
+    """CPU time of one placement decision as the mesh grows (``time.thread_time``: the decision's own work,
+    not whatever else the machine runs), median of ``repeats`` runs, with their range under ``<key>_range``.
+
+    ``<policy>_us``: the policy alone, handed every node (what a policy costs when it must see the whole mesh).
+    Through the owner (``Owner.submit``, which builds the candidates: every node in a small mesh, a sample plus
+    the inputs' holders in a large one, ``sched/sampling.py``): ``owner_eft_us`` places all tasks in one pass;
+    ``owner_eft_one_us`` and ``owner_default_one_us`` (the default policy, least-loaded with locality) submit
+    one task at a time, one placement pass per decision, as a steady stream of tasks or results does. The EFT
+    model and load view are warm: every kernel seen, every node reported; every task reads 4 MiB from each of
+    two random nodes."""
     out = []
     for n in sizes:
         rng = random.Random(seed)
@@ -158,32 +167,54 @@ def bench_placement(sizes: Sequence[int], decisions: int = 1000, seed: int = 0, 
             tasks.append({"id": f"t{i}", "fn_key": k.name, "nbytes": 1 << 20, "device": "any" if k.gpu else "cpu",
                           "locations": {h.node_id: 4 << 20 for h in holders}})
         row: dict[str, Any] = {"nodes": n}
+        me = specs[0].node_id
+
         for name in ("eft", *BASELINES):
-            best = float("inf")
-            for _ in range(repeats):  # the minimum of a few runs: the machine may be shared, the code is not slower
-                pol: Any = (EftPolicy(model, view, _FixedClock(), node_id=specs[0].node_id) if name == "eft"
-                            else make_policy(name))
-                t0 = time.perf_counter()
+            times = []
+            for _ in range(repeats):
+                pol = _bench_policy(name, model, view, me)
+                t0 = time.thread_time()
                 for t in tasks:
-                    pol.choose(dict(t), loads, rng)
-                best = min(best, time.perf_counter() - t0)
-            row[f"{name}_us"] = round(best / decisions * 1e6, 2)
-        # through the owner: one submit of all tasks, every node with a window big enough to take them
+                    pol.choose(t.copy(), loads, rng)
+                times.append(time.thread_time() - t0)
+            _record(row, f"{name}_us", times, decisions)
         info = {t["id"]: t for t in tasks}
         empty = Payload(b"")
-        best = float("inf")
-        for _ in range(repeats):
-            eft = EftPolicy(model, view, _FixedClock(), node_id=specs[0].node_id)
-            owner = Owner(specs[0].node_id, OwnerConfig(window_per_slot=decisions), WithTaskInfo(eft, info.get), rng)
-            for nl in loads:
-                owner.node_up(nl.node_id, nl.slots, nl.meta)
-                nl.inflight = 0
-            t0 = time.perf_counter()
-            owner.submit(b"c", [{"id": t["id"], "fn": empty, "args": empty, "deps": []} for t in tasks], 0.0)
-            best = min(best, time.perf_counter() - t0)
-        row["owner_eft_us"] = round(best / decisions * 1e6, 2)
+        specs_msgs = [{"id": t["id"], "fn": empty, "args": empty, "deps": []} for t in tasks]
+        for key, name, one in (("owner_eft_us", "eft", False), ("owner_eft_one_us", "eft", True),
+                               ("owner_default_one_us", NodeConfig.placement, True)):
+            times = []
+            for _ in range(repeats):
+                owner = Owner(me, OwnerConfig(window_per_slot=decisions), _bench_policy(name, model, view, me),
+                              random.Random(seed), info=info.get)
+                for nl in loads:
+                    owner.node_up(nl.node_id, nl.slots, nl.meta)
+                t0 = time.thread_time()
+                if one:
+                    for spec in specs_msgs:
+                        owner.submit(b"c", [spec], 0.0)
+                else:
+                    owner.submit(b"c", specs_msgs, 0.0)
+                times.append(time.thread_time() - t0)
+            _record(row, key, times, decisions)
         out.append(row)
     return out
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    rng = row.get(key + "_range")
+    return f"{row[key]} ({rng[0]}-{rng[1]})" if rng else str(row[key])
+
+
+def _bench_policy(name: str, model: RuntimeModel, view: LoadView, node_id: str) -> PlacementPolicy:
+    """The policy as ``meshaios node`` builds it (``make_policy``), on the benchmark's fixed clock."""
+    return make_policy(name, model=model, view=view, clock=_FixedClock(), node_id=node_id)
+
+
+def _record(row: dict[str, Any], key: str, times: list[float], decisions: int) -> None:
+    us = sorted(t / decisions * 1e6 for t in times)
+    row[key] = round(statistics.median(us), 2)
+    row[key + "_range"] = [round(us[0], 2), round(us[-1], 2)]
 
 
 class _FixedClock:
@@ -228,10 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             _out(json.dumps({"bench_placement": rows}, indent=2))
         else:
-            keys = list(rows[0]) if rows else []
-            _out("  ".join(f"{k:>14}" for k in keys))
+            keys = [k for k in rows[0] if not k.endswith("_range")] if rows else []
+            _out("CPU us per decision (time.thread_time), median (min-max) of 7 runs of 1,000 decisions")
+            _out("  ".join(f"{k:>22}" for k in keys))
             for r in rows:
-                _out("  ".join(f"{r[k]:>14}" for k in keys))
+                _out("  ".join(f"{_cell(r, k):>22}" for k in keys))
         return 0
     if args.policy != "all" and args.policy not in (*ALL_POLICIES, "local"):
         sys.stderr.write(f"unknown policy {args.policy!r}\n")

@@ -38,7 +38,7 @@ from meshaios.membership.simnet import SimNet
 from meshaios.membership.swim import MemberChanged, MemberState, SwimConfig
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
-from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, WithTaskInfo, make_policy
+from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, Wrapping, make_policy
 from meshaios.sched.stealing import StealConfig
 from meshaios.sim.workloads import NodeSpec, SimTask, Workload
 from meshaios.tasks.execcore import (
@@ -192,13 +192,12 @@ class SimResult:
         return d
 
 
-class _TimedPolicy:
+class _TimedPolicy(Wrapping):
     """Measures wall time per placement decision (the only wall-clock read in the simulator; it never feeds
-    back into a decision)."""
+    back into a decision). Everything else is the inner policy's."""
 
     def __init__(self, inner: PlacementPolicy) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.calls = 0
         self.seconds = 0.0
 
@@ -264,7 +263,6 @@ class _Node:
     alive: bool = True
     paused: bool = False
     owner: Owner | None = None
-    info: WithTaskInfo | None = None
     timer: _TimedPolicy | None = None
     ingress_free: float = 0.0
     summary: M.LoadSummary | None = None
@@ -352,15 +350,11 @@ class Simulation:
         inner = make_policy(cfg.policy, model=node.model, view=node.view, clock=self.clock, node_id=nid,
                             locality=cfg.locality)
         timer = _TimedPolicy(inner)
+        # as node.py wires it: placement reads the owner's account of each task; the owner's model learns
         owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding,
                                        deadline_order=cfg.deadline_order),
-                      timer, random.Random(f"owner/{cfg.seed}/{nid}"))
-        # as node.py wires it: placement reads the owner's account of each task; the owner's model learns
-        info = WithTaskInfo(timer, owner.task_info)
-        owner.policy = info
-        owner.model = node.model
+                      timer, random.Random(f"owner/{cfg.seed}/{nid}"), model=node.model)
         node.owner = owner
-        node.info = info
         node.timer = timer
 
     # ---- event queue --------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from enum import StrEnum
 from typing import Any, cast
 
 from meshaios.sched.inputs import TaskInputs, task_inputs
+from meshaios.sched.model import Learner
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy, PlacementTask
+from meshaios.sched.sampling import NodeIndex, SampleConfig, holder_ids, sample
 from meshaios.tasks.epochs import ClientLeases
 from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
@@ -221,9 +223,9 @@ class OwnedTask:
 class Dispatch:
     node: str
     tasks: list[M.RunTask]
-    # per task id, what the placement policy saw and wrote back when it chose ``node`` (``WithTaskInfo.take``:
-    # EFT's ``placed_device``, ``predicted_s``); empty for policies that keep nothing
-    placed: dict[str, PlacementTask] = field(default_factory=dict)
+    # per task id, what the placement policy saw and wrote back when it chose ``node`` (the owner's task info,
+    # EFT's ``placed_device``, ``predicted_s``): advice, not part of what is sent, so not compared
+    placed: dict[str, PlacementTask] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +271,7 @@ class OwnerConfig:
     # full windows included, and a task whose best node is full waits here for it instead of going somewhere worse.
     late_binding: bool = True
     max_deferred_per_pass: int = 32  # bounds one pass's work when many ready tasks all want busy nodes
-    # Rank order, for policies that can predict runtimes (``WithTaskInfo`` over EFT): ready tasks are taken by
+    # Rank order, for policies that can predict runtimes (``PlacementPolicy.ranks``: EFT): ready tasks are taken by
     # ``rank_aging x submission time - predicted runtime``, i.e. longest first among tasks submitted close together
     # (HEFT's upward rank for independent tasks), while a task that has waited 1/rank_aging times longer than the
     # difference in predicted runtime goes first: nobody starves behind ever longer newcomers. (Aging at 1 would
@@ -296,10 +298,22 @@ class Owner:
         config: OwnerConfig | None = None,
         policy: PlacementPolicy | None = None,
         rng: random.Random | None = None,
+        *,
+        model: Learner | None = None,
+        info: Callable[[str], PlacementTask | None] | None = None,
+        sampling: SampleConfig | None = None,
     ) -> None:
+        """``policy`` places ready tasks (``sched.placement.PlacementPolicy``); ``model``, when given, learns from
+        every finished task (sampled for sub-millisecond ones); ``info(task id)`` is what the policy is told
+        about a task (default: ``task_info``); ``sampling``: how many candidates a decision sees in a large mesh
+        (``sched/sampling.py``)."""
         self.node_id = node_id
         self.config = config or OwnerConfig()
         self.policy: PlacementPolicy = policy or LeastLoaded()
+        self.model = model
+        self._info = info or self.task_info
+        self.sampling = sampling or SampleConfig()
+        self._index = NodeIndex()  # the nodes, kept for sampling: no O(nodes) work per decision
         self.rng = rng or random.Random(0)
         self.tasks: dict[str, OwnedTask] = {}
         self.ready: ReadyQueue = ReadyQueue(self.tasks)
@@ -331,8 +345,6 @@ class Owner:
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
         self.now = 0.0
-        # the runtime model learns from every finished task (sampled for sub-millisecond ones); None: no learning
-        self.model: Any = None
         # a function payload -> whether it may run on either device (a kernel that runs on a GPU too): placement
         # may then choose (``task_info`` says "any"). None (the default): a task is "gpu" if it asks for one, else
         # "cpu". ``meshaios node --gpu-choice`` sets it (node.py)
@@ -357,6 +369,7 @@ class Owner:
         else:
             nl.slots = max(1, slots)
             nl.meta = node_meta
+        self._index.add(nl, gpu=_capacity(node_meta).get("gpu", 0) > 0)
         nl.window = nl.slots * self.config.window_per_slot
         return self._pump()
 
@@ -368,7 +381,9 @@ class Owner:
     def node_down(self, node_id: str) -> list[OwnerAction]:
         """Work running there goes back to the ready queue; results that lived only there are recomputed from
         lineage if anyone still needs them."""
-        self.nodes.pop(node_id, None)
+        down = self.nodes.pop(node_id, None)
+        if down is not None:
+            self._index.remove(down)
         lost = self.node_tasks.pop(node_id, set())
         self._frees.pop(node_id, None)
         out: list[OwnerAction] = []
@@ -1026,23 +1041,24 @@ class Owner:
         policy, and a long task started on a slow node at the end of a job is the job's straggler."""
         if not self.ready or not self.nodes:
             return []
-        ranker = self.policy if self.config.rank_order and getattr(self.policy, "ranks", False) else None
-        if ranker is not None:
-            self._order_ready(ranker)
+        if self.config.rank_order and self.policy.ranks:
+            self._order_ready()
         batches: dict[str, list[M.RunTask]] = {}
         wps = self.config.window_per_slot
-        open_nodes = [n for n in self.nodes.values() if n.inflight < n.slots * wps]
-        late = _late_binder(self.policy) if self.config.late_binding else None
-        everyone = list(self.nodes.values()) if late is not None else open_nodes
+        late = self.config.late_binding and self.policy.late_binding
+        # a large mesh: each decision samples its candidates (``sched/sampling.py``); a small one: every node
+        sampled = len(self.nodes) > max(self.sampling.scan_below, self.sampling.d)
+        open_nodes = [] if sampled else [n for n in self.nodes.values() if n.inflight < n.slots * wps]
+        everyone = list(self.nodes.values()) if late and not sampled else open_nodes
+        index = self._index
         skipped: list[str] = []
         deferred = 0
         suspended = self.clients.suspended
-        urgent = self._urgent(open_nodes) if self._by_deadline else []
+        urgent = self._urgent() if self._by_deadline else []
         hurried: set[str] = set()
-        # what the policy noted per choice is taken in this very pass, sent or not, so it never piles up
-        take = getattr(self.policy, "take", None)
+        # what the policy saw and wrote back per choice goes with the task's Dispatch (dropped if it waits)
         placed: dict[str, dict[str, PlacementTask]] = {}
-        while self.ready and open_nodes:
+        while self.ready and (index.open_count if sampled else open_nodes):
             if urgent:
                 tid = urgent.pop()
                 hurried.add(tid)
@@ -1059,22 +1075,24 @@ class Owner:
                 self._held.setdefault(t.client, []).append(self.ready.popleft())
                 self.counters["held"] += 1
                 continue
-            pool = everyone if late is not None else open_nodes
-            candidates = pool if not t.resources else [n for n in pool if _fits(t.resources, n.meta)]
+            info = self._info(tid)
+            note: PlacementTask = {**info, "id": tid, "resources": t.resources} if info else {
+                "id": tid, "resources": t.resources}
+            if sampled:
+                candidates = self._sample(note, t.resources, late)
+            else:
+                pool = everyone if late else open_nodes
+                candidates = pool if not t.resources else [n for n in pool if _fits(t.resources, n.meta)]
             if not candidates or (
-                late is not None and t.resources and not any(n.inflight < n.slots * wps for n in candidates)
+                late and t.resources and not any(n.inflight < n.slots * wps for n in candidates)
             ):
                 skipped.append(self.ready.popleft())  # waits for a node with the resources to free up
                 continue
-            target = self.policy.choose({"id": tid, "resources": t.resources}, candidates, self.rng)
+            target = self.policy.choose(note, candidates, self.rng)
             if target.inflight >= target.slots * wps:
                 # late binding: its best node is busy; it waits for that node rather than go somewhere worse
                 skipped.append(self.ready.popleft())
-                if take is not None:
-                    take(tid)
-                retract = getattr(late, "retract", None)
-                if retract is not None:
-                    retract(target.node_id)
+                self.policy.retract(target.node_id)
                 deferred += 1
                 if deferred >= self.config.max_deferred_per_pass:
                     break
@@ -1110,18 +1128,40 @@ class Owner:
             if tid in hurried:
                 task["urg"] = True  # ahead of its turn for its deadline: first in its priority at the node too
             batches.setdefault(target.node_id, []).append(task)
-            if take is not None and (note := take(tid)) is not None:
-                placed.setdefault(target.node_id, {})[tid] = note
-                if note.get("placed_device") == "gpu":
-                    task["device"] = "gpu"  # EFT's device pick: the executor runs it there (tasks/execcore.py)
-            if target.inflight >= target.slots * wps:
+            placed.setdefault(target.node_id, {})[tid] = note
+            if note.get("placed_device") == "gpu":
+                task["device"] = "gpu"  # EFT's device pick: the executor runs it there (tasks/execcore.py)
+            if not sampled and target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
         dirty = self.ready.dirty
         self.ready.extendleft(reversed(skipped))
         self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
         return [Dispatch(node, tasks, placed.get(node, {})) for node, tasks in batches.items()]
 
-    def _urgent(self, open_nodes: list[NodeLoad]) -> list[str]:
+    def _sample(self, task: PlacementTask, resources: dict[str, int], late: bool) -> list[NodeLoad]:
+        """A large mesh: a few random nodes, the holders of the task's inputs, this node, the policy's
+        favourites and, for a task that may use a GPU, a few GPU nodes (``sched.sampling.sample``), open ones only
+        unless the policy binds late. A task that needs resources no sampled node has scans every node (rare: a
+        resource few nodes offer)."""
+        cfg = self.sampling
+        extra = holder_ids(task, cfg.max_holders)
+        extra.append(self.node_id)
+        extra.extend(self.policy.prefer(task, self.rng))
+        if task.get("device") in ("gpu", "any"):
+            extra.extend(self._index.draw_gpu(self.rng, cfg.gpu))
+        if not resources:
+            return sample(self._index, self.nodes, self.rng, d=cfg.d, open_only=not late, extra=extra)
+
+        def fits(n: NodeLoad) -> bool:
+            return _fits(resources, n.meta)
+
+        got = sample(self._index, self.nodes, self.rng, d=cfg.d, open_only=not late, extra=extra, fits=fits)
+        if got:
+            return got
+        wps = self.config.window_per_slot
+        return [n for n in self.nodes.values() if (late or n.inflight < n.slots * wps) and fits(n)]
+
+    def _urgent(self) -> list[str]:
         """Ready tasks with a deadline to take ahead of their turn this pass, the most urgent last (popped first).
 
         "edf": all of them, earliest deadline first. "model": those whose slack -- deadline - now - predicted
@@ -1131,9 +1171,8 @@ class Owner:
         mode = self.config.deadline_order
         keep: list[str] = []
         cands: list[tuple[float, str]] = []
-        ranker: Any = self.policy if getattr(self.policy, "ranks", False) else None
-        slots = sum(n.slots for n in self.nodes.values()) or 1
-        wait = sum(n.inflight for n in self.nodes.values()) / slots * self._mean_dt
+        ranks = self.policy.ranks
+        wait = self._index.inflight / (self._index.slots or 1) * self._mean_dt
         for tid in self._by_deadline:
             t = self.tasks.get(tid)
             if t is None or t.state in (TaskState.DONE, TaskState.FAILED) or t.state is TaskState.DISPATCHED:
@@ -1146,7 +1185,7 @@ class Owner:
                 continue
             predicted = self._dl_predicted.get(tid)
             if predicted is None:  # once per task: a prediction costs a model evaluation
-                predicted = self._dl_predicted[tid] = (ranker.rank(tid) if ranker is not None else None) or 0.0
+                predicted = self._dl_predicted[tid] = (self._rank(tid) if ranks else None) or 0.0
             predicted = predicted or self._mean_dt
             slack = t.deadline - self.now - predicted
             if slack < 0:
@@ -1166,12 +1205,17 @@ class Owner:
         cands.sort(reverse=True)
         return [tid for _, tid in cands]
 
-    def _order_ready(self, ranker: Any) -> None:
+    def _rank(self, tid: str) -> float | None:
+        """The policy's predicted seconds for task ``tid`` (rank order, deadlines); None if unknown."""
+        info = self._info(tid)
+        return None if info is None else self.policy.priority({**info, "id": tid})
+
+    def _order_ready(self) -> None:
         """Sort the ready queue by ``rank_aging x submitted_at - predicted runtime`` (stable: FIFO among equals).
 
         The key does not change as time passes, so a task sorted once stays in place; keys are computed once per
         task and recomputed for all when the model has learned enough to change its mind (``rank_epoch``)."""
-        epoch = ranker.rank_epoch()
+        epoch = self.policy.rank_epoch()
         if epoch != self._rank_epoch or len(self._ranks) > 4 * len(self.ready) + 1024:
             self._ranks.clear()  # stale predictions, or entries of tasks that left the queue without dispatch
             self._rank_epoch = epoch
@@ -1185,7 +1229,7 @@ class Owner:
             k = ranks.get(tid)
             if k is None:
                 t = tasks.get(tid)
-                predicted = ranker.rank(tid) if t is not None else None
+                predicted = self._rank(tid) if t is not None else None
                 k = ranks[tid] = (t.submitted_at * aging if t is not None else 0.0) - (predicted or 0.0)
             return k
 
@@ -1220,7 +1264,7 @@ class Owner:
         return None if t is None else task_inputs(t.args.nbytes, t.deps, self.tasks.get)
 
     def task_info(self, tid: str) -> PlacementTask | None:
-        """What a placement policy wants to know about a task (see ``sched.placement.WithTaskInfo``)."""
+        """What a placement policy wants to know about a task (the owner adds its ``id`` and ``resources``)."""
         t = self.tasks.get(tid)
         if t is None:
             return None
@@ -1241,17 +1285,6 @@ class Owner:
     def pending(self) -> int:
         """Unfinished tasks, in O(clients): status is asked for often, the task table can be huge."""
         return sum(self._pending_by_client.values())
-
-
-def _late_binder(policy: Any) -> Any:
-    """``policy``, or the policy it wraps (``inner``, as ``WithTaskInfo`` does), that declares ``late_binding``."""
-    for _ in range(8):
-        if policy is None:
-            return None
-        if getattr(policy, "late_binding", False):
-            return policy
-        policy = getattr(policy, "inner", None)
-    return None
 
 
 def fn_key(fn: Payload) -> str:

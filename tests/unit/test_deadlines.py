@@ -63,8 +63,8 @@ def test_model_order_hurries_only_what_would_miss_and_reports_the_hopeless() -> 
         def rank_epoch(self) -> int:
             return 0
 
-        def rank(self, tid: str) -> float:
-            return {"slow": 5.0}.get(tid, 1.0)
+        def priority(self, task: Any) -> float:
+            return {"slow": 5.0}.get(task["id"], 1.0)
 
     o = owner("model", Predicts())
     first = order(o.submit(C1, [spec("busy")], now=0.0))

@@ -29,6 +29,7 @@ from meshaios.logs import RateLimitedLog
 from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
 from meshaios.node import TICK
+from meshaios.sched import sampling
 from meshaios.security import TOKEN_BYTES
 from meshaios.store import shm
 from meshaios.store.stream import StreamConfig
@@ -84,6 +85,7 @@ class Quote:
 
 
 DATA = "docs/dataplane.md"
+SCHED = "docs/scheduling.md"
 ARCH, PROTO, REL, SEC, README = (
     "docs/architecture.md", "docs/protocol.md", "docs/reliability.md", "docs/security.md", "README.md"
 )
@@ -260,6 +262,13 @@ QUOTES = [
     Quote(PROTO, r"buffers hold at least (\d+) MiB comes as `shm", lambda: shm.MIN_BYTES, MiB),
     Quote(DATA, r"nobody claimed after (\d+) s \(`shm.CLAIM_TIMEOUT`\)", lambda: shm.CLAIM_TIMEOUT),
     Quote(DATA, r"at start and every (\d+) s\s+\(`shm.SWEEP_EVERY`\)", lambda: shm.SWEEP_EVERY),
+    # ---- placement in a large mesh (sched/sampling.py)
+    Quote(SCHED, r"`SCAN_BELOW` = (\d+) nodes", lambda: sampling.SCAN_BELOW),
+    Quote(SCHED, r"`SAMPLE_D` = (\d+) random nodes", lambda: sampling.SAMPLE_D),
+    Quote(SCHED, r"`MAX_HOLDERS` = (\d+) nodes", lambda: sampling.MAX_HOLDERS),
+    Quote(SCHED, r"`GPU_SAMPLE` = (\d+) random nodes", lambda: sampling.GPU_SAMPLE),
+    Quote(SCHED, r"every node up to (\d+), a sample above", lambda: sampling.SCAN_BELOW),
+    Quote(SCHED, r"in a mesh of more than (\d+) nodes the owner hands", lambda: sampling.SCAN_BELOW),
 ]
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from meshaios.sched.placement import LeastLoaded, NodeLoad, PowerOfTwo, RoundRobin, make_policy
+from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy, PowerOfTwo, RoundRobin, make_policy
 from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerAction, OwnerConfig, TaskState
 from meshaios.wire.payload import Payload
 
@@ -755,7 +755,7 @@ def test_a_client_over_its_pending_cap_is_refused_not_queued() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- late binding
-class PrefersFast:
+class PrefersFast(PlacementPolicy):
     """A late-binding policy that always wants the node called "fast" (as EFT does when it is much quicker)."""
 
     name = "prefers-fast"
@@ -824,10 +824,11 @@ def test_late_binding_bounds_the_work_of_one_pass() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- rank order
-class Predicts:
-    """Always the first candidate, but it predicts runtimes: ``WithTaskInfo`` turns that into the owner's order."""
+class Predicts(PlacementPolicy):
+    """Always the first candidate, but it predicts runtimes: the owner takes the longest first."""
 
     name = "predicts"
+    ranks = True
 
     def __init__(self, seconds: dict[str, float]) -> None:
         self.seconds = seconds
@@ -844,11 +845,8 @@ class Predicts:
 
 
 def ranked_owner(seconds: dict[str, float], **cfg: Any) -> tuple[Owner, Predicts]:
-    from meshaios.sched.placement import WithTaskInfo
-
     inner = Predicts(seconds)
-    o = Owner("me", OwnerConfig(window_per_slot=1, **cfg))
-    o.policy = WithTaskInfo(inner, lambda tid: {"id": tid})
+    o = Owner("me", OwnerConfig(window_per_slot=1, **cfg), inner, info=lambda tid: {"id": tid})
     o.node_up("n", 1)
     return o, inner
 

@@ -1,8 +1,9 @@
-"""What a placement policy notes per choice (``WithTaskInfo.placed``) lives one placement pass, live or simulated.
+"""What a placement policy notes per choice travels with the task's ``Dispatch`` and nowhere else, live or simulated.
 
-The node and the simulator run the same ``Owner``; it takes each note in the pass that made it: into the task's
-``Dispatch`` when it sends the task, dropped when the task waits. A long-running node therefore keeps nothing per
-task in its policy, whatever becomes of the task afterwards.
+The node and the simulator run the same ``Owner``; it tells its policy what it knows of each task (``info``, by
+default ``Owner.task_info``), and the dict the policy saw and wrote back (EFT's ``placed_device``,
+``predicted_s``) goes into the ``Dispatch`` of the pass that sent the task, or is dropped when the task waits. So
+nothing is kept per task, whatever becomes of the task afterwards.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from meshaios.sched.placement import NodeLoad, WithTaskInfo
+from meshaios.sched.placement import NodeLoad, PlacementPolicy
 from meshaios.tasks.owner import Dispatch, Owner, OwnerAction, OwnerConfig, TaskState
 from meshaios.wire.payload import Payload
 
@@ -23,48 +24,49 @@ def spec(tid: str) -> dict[str, Any]:
     return {"id": tid, "fn": FN, "args": ARGS, "deps": []}
 
 
-class Notes:
+class Notes(PlacementPolicy):
     """Prefers node ``fast``, even when its window is full (late binding), and writes back its pick, as EFT does."""
 
     name = "notes"
     late_binding = True
 
-    def choose(self, task: dict[str, Any], candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
+    def choose(self, task: Any, candidates: list[NodeLoad], rng: random.Random) -> NodeLoad:
         pick = next((c for c in candidates if c.node_id == "fast"), candidates[0])
         task["placed_device"] = "gpu" if pick.node_id == "fast" else "cpu"
         return pick
 
 
-def owner(late_binding: bool) -> tuple[Owner, WithTaskInfo]:
-    policy = WithTaskInfo(Notes(), lambda tid: {"fn_key": "k"})  # as node.py and sim/engine.py wire it
-    o = Owner("me", OwnerConfig(window_per_slot=1, late_binding=late_binding), policy, random.Random(0))
+def owner(late_binding: bool) -> Owner:
+    o = Owner("me", OwnerConfig(window_per_slot=1, late_binding=late_binding), Notes(), random.Random(0),
+              info=lambda tid: {"fn_key": "k"})
     o.node_up("fast", 1)
     o.node_up("slow", 1)
-    return o, policy
+    return o
 
 
 def dispatches(actions: list[OwnerAction]) -> list[Dispatch]:
-    return [a for a in actions if isinstance(a, Dispatch)]
+    out = [a for a in actions if isinstance(a, Dispatch)]
+    for d in out:  # a note for every task a dispatch carries, and for nothing else
+        assert set(d.placed) == {t["id"] for t in d.tasks}
+    return out
 
 
-def test_a_dispatch_carries_what_the_policy_noted_and_the_policy_keeps_nothing() -> None:
-    o, policy = owner(late_binding=False)
+def test_a_dispatch_carries_what_the_policy_noted() -> None:
+    o = owner(late_binding=False)
     out = dispatches(o.submit(CLIENT, [spec("a"), spec("b")], now=0.0))
     by_node = {d.node: d for d in out}
     assert by_node["fast"].placed["a"]["placed_device"] == "gpu"
-    assert by_node["fast"].placed["a"]["fn_key"] == "k"  # the looked-up task info the policy saw
+    assert by_node["fast"].placed["a"]["fn_key"] == "k"  # the task info the policy saw
     assert by_node["slow"].placed["b"]["placed_device"] == "cpu"
-    assert policy.placed == {}
 
 
-def test_notes_of_tasks_that_wait_finish_fail_or_are_abandoned_do_not_pile_up() -> None:
-    """Hundreds of tasks through every end a task can have: the policy's table is empty after every pass."""
-    o, policy = owner(late_binding=True)
+def test_notes_of_tasks_that_wait_finish_fail_or_are_abandoned_go_nowhere() -> None:
+    """Hundreds of tasks through every end a task can have: each dispatch carries the notes of its own tasks."""
+    o = owner(late_binding=True)
     running: list[str] = []
     ends = {TaskState.DONE: 0, TaskState.FAILED: 0}
     for i in range(300):
         out = o.submit(CLIENT, [spec(f"t{i}")], now=float(i))
-        assert policy.placed == {}  # most wait for ``fast`` (late binding): their notes are dropped, not kept
         running += [t["id"] for d in dispatches(out) for t in d.tasks]
         if i % 2 and running:
             tid = running.pop(0)
@@ -75,11 +77,8 @@ def test_notes_of_tasks_that_wait_finish_fail_or_are_abandoned_do_not_pile_up() 
             assert node is not None
             out = o.completed(node, [result], now=float(i))
             ends[o.tasks[tid].state] += 1
-            assert policy.placed == {}
             running += [t["id"] for d in dispatches(out) for t in d.tasks]
     assert ends[TaskState.DONE] > 50
     assert ends[TaskState.FAILED] > 20
-    o.node_down("fast")  # what ran there is placed again, on ``slow``; what waited is placed anew
-    assert policy.placed == {}
+    dispatches(o.node_down("fast"))  # what ran there is placed again, on ``slow``; what waited is placed anew
     o.detach(CLIENT, 1)  # the client moved on: its remaining work is abandoned
-    assert policy.placed == {}

@@ -79,8 +79,8 @@ def test_priority_dominates_the_rank_order() -> None:
         def rank_epoch(self) -> int:
             return 0
 
-        def rank(self, tid: str) -> float:
-            return 100.0 if tid.startswith("long") else 1.0
+        def priority(self, task: Any) -> float:
+            return 100.0 if task["id"].startswith("long") else 1.0
 
     o = Owner("me", OwnerConfig(window_per_slot=1), Ranker(), random.Random(0))
     o.node_up("n1", 1)

@@ -15,7 +15,7 @@ import pytest
 from meshaios.clock import ManualClock
 from meshaios.sched.eft import EftPolicy
 from meshaios.sched.loadview import DeviceLoad, make_summary
-from meshaios.sched.placement import POLICY_NAMES, NodeLoad, PlacementPolicy, WithTaskInfo, make_policy
+from meshaios.sched.placement import POLICY_NAMES, Locality, NodeLoad, PlacementPolicy, make_policy
 from meshaios.tasks.owner import Dispatch, Owner, OwnerConfig
 from meshaios.wire.payload import Payload
 
@@ -29,7 +29,7 @@ def _factory(name: str) -> Callable[[], PlacementPolicy]:
 
 
 POLICIES = [pytest.param(_factory(n), id=n) for n in POLICY_NAMES] + [
-    pytest.param(lambda: WithTaskInfo(EftPolicy(clock=ManualClock()), lambda tid: {"fn_key": "k"}), id="eft+info"),
+    pytest.param(lambda: Locality(EftPolicy(clock=ManualClock())), id="eft+locality"),
 ]
 
 
@@ -81,10 +81,11 @@ def test_is_deterministic_given_the_rng(make: Callable[[], PlacementPolicy]) -> 
 
 
 @pytest.mark.parametrize("make", POLICIES)
-def test_drives_a_real_owner(make: Callable[[], PlacementPolicy]) -> None:
+@pytest.mark.parametrize("nodes", [5, 60])  # 60: the owner samples the candidates (``sched/sampling.py``)
+def test_drives_a_real_owner(make: Callable[[], PlacementPolicy], nodes: int) -> None:
     """Every task submitted is dispatched to a live node, within the windows, and completes."""
     owner = Owner("n0", OwnerConfig(window_per_slot=2), make(), random.Random(1))
-    for i in range(5):
+    for i in range(nodes):
         owner.node_up(f"n{i}", 2)
     empty = Payload(b"")
     actions = owner.submit(b"c", [{"id": f"t{i}", "fn": empty, "args": empty, "deps": []} for i in range(50)])

@@ -14,7 +14,7 @@ import pytest
 from meshaios.clock import ManualClock
 from meshaios.sched.eft import EftPolicy
 from meshaios.sched.inputs import Held, Links, TaskInputs, parse_inputs, task_inputs, transfer_seconds
-from meshaios.sched.placement import POLICY_NAMES, Locality, NodeLoad, WithTaskInfo, make_policy
+from meshaios.sched.placement import POLICY_NAMES, Locality, NodeLoad, make_policy
 from meshaios.tasks.owner import Dispatch, Owner, OwnerAction, OwnerConfig
 from meshaios.wire.payload import Payload
 
@@ -162,11 +162,10 @@ def test_small_inputs_are_left_to_the_inner_policy() -> None:
 
 @pytest.mark.parametrize("policy", ["least-loaded", "eft"])
 def test_through_a_real_owner_consumers_of_a_big_result_run_on_its_holder(policy: str) -> None:
-    """The owner's own task info, as the node wires it (``WithTaskInfo`` over any policy)."""
-    o = _owner()
+    """The owner's own task info, as the node wires it (the owner tells any policy what it knows of a task)."""
     inner = make_policy(policy, node_id="owner", clock=ManualClock()) if policy != "eft" else EftPolicy(
         clock=ManualClock(), node_id="owner")
-    o.policy = WithTaskInfo(inner, o.task_info)
+    o = _owner(inner)
     _produce_on(o, "big", "x", 200 * MB)
     acts = o.submit(b"c", [{"id": f"use{i}", "fn": FN, "args": SMALL, "deps": ["big"]} for i in range(3)])
     assert set(_dispatched(acts).values()) == {"x"}

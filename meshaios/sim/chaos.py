@@ -70,8 +70,11 @@ def scenario(
     if partitions and rng.random() < 0.3:  # drawn last: the seeds' other faults stay what they were without
         group = tuple(sorted(rng.sample(ids, rng.randint(1, n // 2))))
         faults = replace(faults, partitions=((rng.uniform(0.0, 4.0), group, rng.choice((0.5, 2.0, 5.0))),))
+    # half the seeds let EFT put GPU kernels on GPUs (queued for GPU slots, stolen by GPU nodes): drawn apart, so
+    # that every other draw of a seed stays what it was
+    gpu_choice = random.Random(f"chaos-gpu/{seed}").random() < 0.5
     cfg = SimConfig(policy=policy, seed=seed, stealing=stealing, membership="swim", kills=tuple(kills),
-                    faults=faults, drain=DRAIN, max_time=600.0, trace=trace)
+                    faults=faults, drain=DRAIN, max_time=600.0, trace=trace, gpu_choice=gpu_choice)
     assert owner == sorted(ids)[0]  # the simulator's owner (its first node id)
     return nodes, work, cfg
 

@@ -40,7 +40,7 @@ from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
 from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, Wrapping, make_policy
 from meshaios.sched.stealing import StealConfig
-from meshaios.sim.workloads import NodeSpec, SimTask, Workload
+from meshaios.sim.workloads import CATALOG, NodeSpec, SimTask, Workload
 from meshaios.tasks.execcore import (
     AbortRuns,
     ExecCore,
@@ -146,6 +146,9 @@ class SimConfig:
     faults: Faults = field(default_factory=Faults)
     drain: float = 0.0  # after the last result, keep running this many simulated seconds (to look for leaks)
     trace: int = 0  # keep the last ``trace`` events but ticks (``Simulation.trace``), for replaying a failure
+    # kernels with a GPU implementation reach placement as "any" (``Owner.gpu_capable``), as with ``meshaios node
+    # --gpu-choice``: EFT may put them on a GPU, whose ExecCore queues them for its GPU slot
+    gpu_choice: bool = False
 
 
 @dataclass
@@ -306,7 +309,8 @@ class Simulation:
             # what ``node.py`` builds: CPU slots = worker threads, one thread per GPU; speeds as declared
             core = ExecCore(
                 nid, {"cpu": spec.cpu_slots}, model=model, view=view, steal=self.stealing, steal_config=steal_cfg,
-                steal_seed=f"steal/{cfg.seed}/{nid}", speed={"cpu": spec.cpu_declared}, gpus=gpus,
+                steal_seed=f"steal/{cfg.seed}/{nid}", speed={"cpu": spec.cpu_declared, "gpu": spec.gpu_declared},
+                gpus=gpus,
             )  # fmt: skip
             pools = {"cpu": _Pool("cpu", spec.cpu_slots), **{g: _Pool("gpu", 1) for g in gpus}}
             node = _Node(spec=spec, core=core, model=model, view=view, rng=random.Random(f"node/{cfg.seed}/{nid}"),
@@ -337,6 +341,7 @@ class Simulation:
         self.forget_lost = 0  # messages lost when a sender closed its connection to a paused peer
         self.unsendable = 0  # messages not sent: the sender's SWIM listed their peer as dead
         self.runs: dict[str, list[str]] = {}  # task id -> nodes whose worker finished it, in order
+        self.gpu_runs = 0  # runs a GPU finished
         self.delivered: dict[str, int] = {}  # task id -> results the client received for it
         self.failed: list[M.Result] = []  # error results the client received
         self.trace: deque[tuple[float, str, Any]] = deque(maxlen=max(1, cfg.trace))
@@ -354,6 +359,8 @@ class Simulation:
         owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding,
                                        deadline_order=cfg.deadline_order),
                       timer, random.Random(f"owner/{cfg.seed}/{nid}"), model=node.model)
+        if cfg.gpu_choice:
+            owner.gpu_capable = _runs_on_gpu_too
         node.owner = owner
         node.timer = timer
 
@@ -796,6 +803,7 @@ class Simulation:
         tid = key[0]
         self.exec_count[tid] = self.exec_count.get(tid, 0) + 1
         self.runs.setdefault(tid, []).append(nid)
+        self.gpu_runs += pool.kind == "gpu"
         self.location[tid] = nid
         gate = self.steal_gate.pop(key, None)
         if gate is not None:
@@ -923,3 +931,11 @@ class Simulation:
         for i, (kind, data, sent) in enumerate(held):
             self._push(self.now + i * 1e-9, kind, data)
             self._sent_at[self._seq] = sent
+
+
+_GPU_KERNELS = frozenset(k.name.encode() for k in CATALOG if k.gpu is not None)
+
+
+def _runs_on_gpu_too(fn: Payload) -> bool:
+    """A simulated task's function payload is its kernel's name: those with a GPU implementation."""
+    return fn.blob in _GPU_KERNELS

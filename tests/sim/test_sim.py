@@ -51,6 +51,21 @@ def test_idle_peers_steal_when_all_tasks_land_on_one_node() -> None:
     assert stolen.max_moves == 1  # ... and none moved more than once, so none bounced between two nodes
 
 
+def test_with_gpu_choice_eft_puts_gpu_kernels_on_gpus_through_the_executors_gpu_queue() -> None:
+    """As ``meshaios node --gpu-choice``: kernels with a GPU implementation reach EFT as "any"; what it puts on a
+    GPU travels as the RUN's ``device`` and waits in that node's ExecCore for its GPU slot. Without it no task
+    runs on a GPU (none asks for one)."""
+    off = Simulation(heterogeneous_cluster(20, 0), make_workload("burst", 1000, 0), SimConfig(policy="eft"))
+    on = Simulation(heterogeneous_cluster(20, 0), make_workload("burst", 1000, 0),
+                    SimConfig(policy="eft", gpu_choice=True))
+    r_off, r_on = off.run(), on.run()
+    assert off.gpu_runs == 0
+    assert on.gpu_runs > 0
+    for r in (r_off, r_on):
+        assert r.completed == r.tasks
+        assert r.duplicate_executions == 0
+
+
 def test_a_node_dying_mid_run_loses_nothing() -> None:
     r = _run("eft", tasks=800, kills=((3.0, 2),))
     assert len(r.killed) == 2

@@ -65,6 +65,7 @@ from meshaios.wire.values import TaskRef, dumps, loads
 log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
+RELEASE_BATCH = 256  # lazily released ids (small results) that go with the next flush; fewer wait for a heartbeat
 PING_INTERVAL = 0.25  # the client's heartbeat to its entry node, which renews its lease there (tasks/epochs.py)
 PEERS_EVERY = 8  # every 8th ping (2 s) asks for the live members: the failover candidates
 WATCH_EVERY = 2  # pings between two checks for silence (0.5 s)
@@ -85,6 +86,10 @@ class _Remote:
 
 
 _NOTHING = object()
+_PENDING, _RESULT, _ERROR = 0, 1, 2  # a Future's outcome while it has no ``concurrent.futures.Future``
+# Guards the moment a Future's outcome moves into the ``concurrent.futures.Future`` made for it (``Future._cf``):
+# held for a few attribute accesses, by the loop thread settling a future and by a thread that starts waiting.
+_HANDOVER = threading.Lock()
 
 
 class Future:
@@ -92,18 +97,65 @@ class Future:
 
     A large result is not shipped to the client when the task finishes: it stays in the producing node's object
     store, other tasks fetch it from there peer to peer, and ``result()`` fetches it only when asked.
+
+    Light until someone waits: the outcome is kept in two attributes, and the ``concurrent.futures.Future`` that
+    blocking waits, callbacks and cancellation use (its ``Condition``, its lock, its waiter lists) is made only
+    when one of those is asked for (``_cf``); from then on it holds the outcome.
     """
 
-    __slots__ = ("__weakref__", "_cf", "_client", "_on_start", "_started", "_value", "key", "node")
+    __slots__ = (
+        "__weakref__", "_cf_", "_client", "_on_start", "_outcome", "_started", "_state", "_value", "key", "node",
+    )  # fmt: skip
 
     def __init__(self, key: str, client: AsyncClient) -> None:
         self.key = key
         self.node = ""  # id of the node that produced the result, once known
-        self._cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._cf_: concurrent.futures.Future[Any] | None = None
+        self._state = _PENDING
+        self._outcome: Any = None  # the value or the exception, while ``_cf_`` is None
         self._client = client
         self._value: Any = _NOTHING
         self._started = False  # reported started (only tasks submitted with report_start=True are)
         self._on_start: list[Callable[[Future], Any]] | None = None
+
+    @property
+    def _cf(self) -> concurrent.futures.Future[Any]:
+        """The ``concurrent.futures.Future`` behind this one, made (holding the outcome, if there is one yet) the
+        first time a waiter, a callback or a cancellation needs it."""
+        cf = self._cf_
+        if cf is None:
+            with _HANDOVER:
+                cf = self._cf_
+                if cf is None:
+                    cf = concurrent.futures.Future()
+                    if self._state == _RESULT:
+                        cf.set_result(self._outcome)
+                    elif self._state == _ERROR:
+                        cf.set_exception(self._outcome)
+                    self._cf_ = cf
+        return cf
+
+    def _settle_with(self, state: int, outcome: Any) -> None:
+        """The task's outcome (loop thread): kept here, or set on ``_cf`` if one was made (a cancelled one keeps
+        its cancellation)."""
+        with _HANDOVER:
+            cf = self._cf_
+            if cf is None:
+                if self._state == _PENDING:
+                    self._outcome = outcome
+                    self._state = state
+                return
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled by another thread meanwhile
+            if state == _RESULT:
+                cf.set_result(outcome)
+            else:
+                cf.set_exception(outcome)
+
+    def _set_result(self, value: Any) -> None:
+        self._settle_with(_RESULT, value)
+
+    def _set_exception(self, exc: BaseException) -> None:
+        self._settle_with(_ERROR, exc)
 
     @property
     def task_id(self) -> str:
@@ -124,14 +176,20 @@ class Future:
 
     def _result(self, timeout: float | None) -> Any:
         t0 = time.monotonic()
-        try:
-            value = self._cf.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
-        except concurrent.futures.CancelledError as exc:
-            if isinstance(exc, CancelledTaskError):
-                raise
-            raise CancelledTaskError(f"task {self.key} was cancelled") from None
+        state = self._state  # read before the outcome: it is written after it
+        if state == _RESULT:
+            value = self._outcome
+        elif state == _ERROR:
+            raise self._outcome
+        else:
+            try:
+                value = self._cf.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
+            except concurrent.futures.CancelledError as exc:
+                if isinstance(exc, CancelledTaskError):
+                    raise
+                raise CancelledTaskError(f"task {self.key} was cancelled") from None
         if isinstance(value, _Remote):
             remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - t0))
             value = self._client._fetch_blocking(self.key, remaining)
@@ -139,6 +197,9 @@ class Future:
         return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        state = self._state
+        if state != _PENDING:
+            return self._outcome if state == _ERROR else None
         try:
             return self._cf.exception(timeout)
         except concurrent.futures.TimeoutError:
@@ -147,12 +208,15 @@ class Future:
             raise CancelledTaskError(f"task {self.key} was cancelled") from None
 
     def done(self) -> bool:
-        return self._cf.done()
+        if self._state != _PENDING:
+            return True
+        cf = self._cf_
+        return cf is not None and cf.done()
 
     def running(self) -> bool:
         """True from the node's start report until the task finishes; only tasks submitted with
         ``report_start=True`` (the executor's) are reported, others stay False until done."""
-        return self._started and not self._cf.done()
+        return self._started and not self.done()
 
     def _add_start_callback(self, fn: Callable[[Future], Any]) -> None:
         """Loop thread only: ``fn(self)`` when the task is reported started (at once if it was)."""
@@ -179,6 +243,8 @@ class Future:
         it finishes and its result is dropped; in a node's process pool (``pure=True``) its process is
         terminated. Tasks that depend on it fail with ``CancelledTaskError`` (a ``concurrent.futures``
         ``CancelledError``), as ``result()`` on this future does."""
+        if self._state != _PENDING:
+            return False  # finished (a cancelled future has a ``concurrent.futures.Future``)
         if self._cf.cancelled():
             return True  # as concurrent.futures answers
         if not self._cancel_local():
@@ -188,10 +254,11 @@ class Future:
 
     def _cancel_local(self) -> bool:
         """``cancel`` without telling the mesh yet: the caller sends one CANCEL for many (``Client.cancel``)."""
-        if self._cf.cancelled() or not self._cf.cancel():
+        cf = self._cf
+        if cf.cancelled() or not cf.cancel():
             return False
         with contextlib.suppress(RuntimeError):  # RuntimeError: another thread's cancel got there first
-            self._cf.set_running_or_notify_cancel()  # wakes ``meshaios.wait``/``as_completed`` (``cancel`` does not)
+            cf.set_running_or_notify_cancel()  # wakes ``meshaios.wait``/``as_completed`` (``cancel`` does not)
         return True
 
     @property
@@ -203,7 +270,8 @@ class Future:
         )
 
     def cancelled(self) -> bool:
-        return self._cf.cancelled()
+        cf = self._cf_
+        return cf is not None and cf.cancelled()
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         self._cf.add_done_callback(lambda _cf: fn(self))
@@ -214,12 +282,18 @@ class Future:
     async def _result_async(self) -> Any:
         if self._value is not _NOTHING:
             return self._value
-        try:
-            value = await asyncio.wrap_future(self._cf)
-        except asyncio.CancelledError:
-            if self._cf.cancelled():  # this task was cancelled, not the coroutine awaiting it
-                raise CancelledTaskError(f"task {self.key} was cancelled") from None
-            raise
+        state = self._state
+        if state == _ERROR:
+            raise self._outcome
+        if state == _RESULT:
+            value = self._outcome
+        else:
+            try:
+                value = await asyncio.wrap_future(self._cf)
+            except asyncio.CancelledError:
+                if self.cancelled():  # this task was cancelled, not the coroutine awaiting it
+                    raise CancelledTaskError(f"task {self.key} was cancelled") from None
+                raise
         if isinstance(value, _Remote):
             value = await self._client._fetch(self.key)
             self._value = value
@@ -230,14 +304,23 @@ class Future:
         return TaskRef(f"{self.key}#{j}")
 
     def __repr__(self) -> str:
-        state = "finished" if self._cf.done() else "pending"
+        state = "finished" if self.done() else "pending"
         return f"<meshaios.Future {self.key[:12]} {state}>"
 
     def __del__(self) -> None:
         client = getattr(self, "_client", None)
         if client is not None:
+            # a small result that came back with its answer holds nothing large at its owner: that release can wait
+            # for the client's next heartbeat instead of waking its loop now (``_release_threadsafe``)
             with contextlib.suppress(Exception):
-                client._release_threadsafe(self.key)
+                client._release_threadsafe(self.key, lazy=self._small())
+
+    def _small(self) -> bool:
+        """Finished, and not a large result kept at a node (``_Remote``)."""
+        cf = self._cf_
+        if cf is None:
+            return self._state != _PENDING and not isinstance(self._outcome, _Remote)
+        return cf.done() and not cf.cancelled() and (cf.exception() is not None or not isinstance(cf.result(), _Remote))
 
 
 def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
@@ -434,6 +517,7 @@ class AsyncClient:
         self._cancels: list[str] = []  # ids to send in the next CANCEL
         self._seq = 0
         self._releases: dict[int, list[str]] = {}  # shard -> ids for its next RELEASE
+        self._lazy_releases: collections.deque[str] = collections.deque()  # see ``_release_threadsafe``
         self._flush_scheduled = False
         self._watcher: asyncio.Task[None] | None = None
         self._retired: list[tuple[float, Connection, str, int]] = []  # (since, conn, address, shard): former owners
@@ -634,6 +718,7 @@ class AsyncClient:
         while not self._closed:
             await asyncio.sleep(PING_INTERVAL)
             tick += 1
+            self._take_lazy_releases()  # at least once per heartbeat (``_release_threadsafe``)
             for sid, conn in list(self._conns.items()):
                 if sid in self.core.shards and not self.core.shards[sid].failing:
                     # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s); every
@@ -872,7 +957,8 @@ class AsyncClient:
 
     def _enqueue(self, items: list[tuple[M.SubmitTask, Future]]) -> None:
         """Loop thread only."""
-        if not self._pending:
+        idle = not self._pending
+        if idle:
             for s in self.core.shards.values():
                 s.progress = time.monotonic()
         for spec, fut in items:
@@ -884,7 +970,10 @@ class AsyncClient:
                 heapq.heappush(self._urgent, (-spec["priority"], self._seq, spec))
             else:
                 self._outbox.append(spec)
-        self._schedule_flush()
+        if idle and not self._flush_scheduled:
+            self._flush()  # nothing else in flight: no reason to wait for the next loop iteration
+        else:
+            self._schedule_flush()  # more may come in this iteration: one SUBMIT for all of them
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -896,6 +985,8 @@ class AsyncClient:
         self._flush_scheduled = False
         if not self.core.shards:
             return
+        if len(self._lazy_releases) >= RELEASE_BATCH:
+            self._take_lazy_releases()
         room = self.window - self._inflight  # backpressure: the rest waits for results
         out: list[M.SubmitTask] = []
         # tasks of priority > 0 may also use a reserve of a tenth of the window: a full window of ordinary work
@@ -961,11 +1052,24 @@ class AsyncClient:
         """Cancel these futures (``Future.cancel``), in one message; how many were still unfinished."""
         return _cancel_all(self, futures)
 
-    def _release_threadsafe(self, key: str) -> None:
+    def _release_threadsafe(self, key: str, lazy: bool = False) -> None:
+        """A future was dropped: its owner may forget the task. ``lazy``: no hurry (a small result, already here):
+        queued for the next flush of at least RELEASE_BATCH ids or the next heartbeat, whichever comes first,
+        rather than waking the loop and sending one RELEASE per future (a tight loop of ``submit().result()``
+        did both per task)."""
         loop = self._loop
         if loop is None or self._closed or loop.is_closed():
             return
+        if lazy:
+            self._lazy_releases.append(key)  # a deque: appends from any thread are safe
+            return
         loop.call_soon_threadsafe(self._add_release, key)
+
+    def _take_lazy_releases(self) -> None:
+        """Loop thread: the lazily released ids join the next RELEASE."""
+        q = self._lazy_releases
+        while q:
+            self._add_release(q.popleft())
 
     def _add_release(self, key: str) -> None:
         instructions = self.core.release(key)
@@ -1417,42 +1521,39 @@ class AsyncClient:
                 done = {"loc": [fut.node], "size": size, "parts": r.get("parts") or 0}
         raw_err = r.get("err")
         self._do(self.core.finish(r["id"], ok, done, raw_err if isinstance(raw_err, dict) else None))
-        if fut._cf.done():  # cancelled here: the owner's answer only settles the accounts
+        if fut.done():  # cancelled here: the owner's answer only settles the accounts
             return
-        try:
-            self._settle(fut, r)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled by another thread between the check above and now: the cancel stands
+        self._settle(fut, r)  # a cancel by another thread since the check above stands (``_settle_with``)
 
     def _settle(self, fut: Future, r: M.Result) -> None:
         """A task's result, ``r``, into its future: a value, a remote reference, or the error it names."""
         size = r.get("size")
         if r.get("ok") and r.get("v") is None and type(size) is int:
             parts = r.get("parts")
-            fut._cf.set_result(_Remote(size, parts if type(parts) is int else 0))
+            fut._set_result(_Remote(size, parts if type(parts) is int else 0))
         elif r.get("ok"):
             try:
                 value = loads(r.get("v") or Payload(b"\xc0"), allow_pickle=self.allow_pickle)
             except WireError as exc:
-                fut._cf.set_exception(SerializationError(f"result of task {r['id']} could not be decoded: {exc}"))
+                fut._set_exception(SerializationError(f"result of task {r['id']} could not be decoded: {exc}"))
                 return
-            fut._cf.set_result(value)
+            fut._set_result(value)
         else:
             raw_err = r.get("err")
             err: Mapping[str, object] = raw_err if isinstance(raw_err, dict) else {}
             obj = err.get("obj")
             if err.get("type") == "meshaios.ObjectLost" and isinstance(obj, str):
-                fut._cf.set_exception(ObjectLost(obj, task_id=r["id"]))
+                fut._set_exception(ObjectLost(obj, task_id=r["id"]))
                 return
             if err.get("type") == "meshaios.Cancelled":  # it, or a task it depends on, was cancelled
-                fut._cf.set_exception(CancelledTaskError(str(err.get("msg", ""))))
+                fut._set_exception(CancelledTaskError(str(err.get("msg", ""))))
                 return
             cause = None
             pickled = err.get("exc")
             if self.allow_pickle and isinstance(pickled, Payload):
                 with contextlib.suppress(Exception):
                     cause = loads(pickled, allow_pickle=True)
-            fut._cf.set_exception(
+            fut._set_exception(
                 TaskError(
                     r["id"],
                     str(err.get("type", "Exception")),

@@ -8,6 +8,7 @@ token" within seconds instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import Any
@@ -17,10 +18,13 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from meshaios.errors import AuthError, MeshUnavailable
+from meshaios.io.lean import LeanReader
 from meshaios.io.transport import apply_client_curve
 from meshaios.security import MeshKeys
 
 log = logging.getLogger(__name__)
+
+BACKLOG_RETRY_S = 0.01  # how soon a send refused by a full send queue is tried again
 
 _HANDSHAKE_FAILED = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
@@ -54,6 +58,8 @@ class ZmqConnection:
         if keys is not None:
             apply_client_curve(self.sock, keys)
         self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)
+        self._lean = LeanReader(self._sync)  # the socket is read and written through the shadow (io/lean.py)
+        self._backlog: collections.deque[list[Any]] = collections.deque()  # messages the full send queue refused
         self._monitor = self.sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | sum(_HANDSHAKE_FAILED)
         )
@@ -99,24 +105,38 @@ class ZmqConnection:
         return MeshUnavailable(f"node at {self.address} did not answer (connected and handshaken: overloaded?)")
 
     def send(self, frames: list[Any]) -> None:
-        # The asyncio socket's send (not the sync shadow): it re-checks for readable messages after sending, so a
-        # send that consumed the edge of ZeroMQ's edge-triggered FD cannot leave our pending recv asleep.
-        done: Any = self.sock.send_multipart(frames, copy=False)
-        if done.done() and done.exception() is not None:
-            raise done.exception()
+        # Loop thread. A plain non-blocking send, then ``sent()``: a send can consume the signal of a message that
+        # arrived meanwhile (io/lean.py). A full send queue (SNDHWM) keeps the message here, in order, for later.
+        if self._backlog:
+            self._backlog.append(frames)
+            return
+        try:
+            self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self._backlog.append(frames)
+            asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)
+        finally:
+            self._lean.sent()
+
+    def _send_backlog(self) -> None:
+        if self._sync.closed:
+            self._backlog.clear()
+            return
+        try:
+            while self._backlog:
+                self._sync.send_multipart(self._backlog[0], zmq.NOBLOCK, copy=False)
+                self._backlog.popleft()
+        except zmq.Again:
+            asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)
+        finally:
+            self._lean.sent()
 
     async def recv_batch(self, limit: int = 256) -> list[list[Any]]:
-        first = await self.sock.recv_multipart(copy=False)
-        out = [first]
-        while len(out) < limit:
-            try:
-                out.append(self._sync.recv_multipart(zmq.NOBLOCK, copy=False))
-            except zmq.Again:
-                break
-        return out
+        return await self._lean.recv_batch(limit)
 
     async def close(self, linger: float = 0.0) -> None:
         """``linger``: seconds that messages still queued may take to leave (a goodbye); 0 drops them."""
+        self._lean.close()
         with contextlib.suppress(Exception):
             self.sock.disable_monitor()
         self._monitor.close(linger=0)

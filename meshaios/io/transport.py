@@ -37,6 +37,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils import z85
 
+from meshaios.io.lean import LeanReader
 from meshaios.io.zap import AuthThread
 from meshaios.security import MeshKeys
 
@@ -250,6 +251,7 @@ class ZmqTransport:
             port = r.bind_to_random_port(f"tcp://{o.bind}")
         self.router = r
         self._router_sync = zmq.Socket.shadow(r.underlying)
+        self._lean = LeanReader(self._router_sync)
         # the address peers are told to reply to: never 0.0.0.0, which would make every peer dial itself
         host = o.bind if o.bind not in ("0.0.0.0", "*") else primary_ip()
         self.address = f"tcp://{host}:{port}"
@@ -463,33 +465,28 @@ class ZmqTransport:
         if self.blocked_idents and ident in self.blocked_idents:
             self.stats.dropped += 1
             return False
-        # Through the asyncio socket, not the sync shadow: a send processes the socket's pending commands and
-        # can consume the edge of ZeroMQ's edge-triggered FD; pyzmq's async send then re-checks for readable
-        # messages, a shadow send would leave the pending recv asleep until the next edge.
-        done: Any = self.router.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
-        exc = done.exception()
-        if exc is not None:
+        # A send processes the socket's pending commands and can consume the signal of a message that arrived
+        # meanwhile: ``sent()`` then wakes the waiting reader (io/lean.py), or the recv would sleep until the next
+        # signal (the lost wake-ups of docs/performance.md, section 1)
+        assert self._router_sync is not None
+        try:
+            self._router_sync.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
             if not isinstance(exc, zmq.Again):
                 log.warning("reply failed: %s", exc)
             self.stats.dropped += 1
             return False
+        finally:
+            self._lean.sent()
         self.stats.sent += 1
         self.stats.bytes_sent += _nbytes(frames)
         return True
 
     async def recv_batch(self, limit: int = 256) -> list[Incoming]:
-        """Await one message, then drain what is already queued without awaiting: ~5x cheaper per message."""
+        """Await one message, then drain what is already queued without awaiting (io/lean.py)."""
         assert self.router is not None
         assert self._router_sync is not None
-        first = await self.router.recv_multipart(copy=False)
-        out: list[Incoming] = [(first[0].bytes, first[1:])]
-        sync = self._router_sync
-        while len(out) < limit:
-            try:
-                msg = sync.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            out.append((msg[0].bytes, msg[1:]))
+        out: list[Incoming] = [(m[0].bytes, m[1:]) for m in await self._lean.recv_batch(limit)]
         self.stats.received += len(out)
         if self.blocked_idents:
             out = [m for m in out if m[0] not in self.blocked_idents]
@@ -513,6 +510,7 @@ class ZmqTransport:
             d.close()
         self._dealers.clear()
         if self._router_sync is not None:
+            self._lean.close()
             self._router_sync = None
         if self.router is not None and self._monitor is not None:
             with contextlib.suppress(zmq.ZMQError):

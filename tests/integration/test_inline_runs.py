@@ -94,3 +94,27 @@ def test_a_queued_task_of_an_inline_function_can_be_cancelled_and_never_runs(tmp
             assert node.owner.pending == 0
 
     run(main)
+
+
+def test_small_results_are_released_with_the_next_heartbeat_and_the_owner_forgets_them() -> None:
+    async def main() -> None:
+        async with InProcessMesh(1, workers=1) as mesh:
+            owner = mesh.nodes[0].owner
+            c = await mesh.client(0)
+            for i in range(30):
+                assert await c.submit(funcs.square, i) == i * i  # each future dropped at once: a lazy release
+            big = c.submit(funcs.make_array, 100_000, 1)  # kept at the node (a remote result): released at once
+            await c._fetch(big.key)
+            for _ in range(300):  # the heartbeat (PING_INTERVAL) takes the lazy ones
+                if len(owner.tasks) <= 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert list(owner.tasks) == [big.key]
+            del big
+            for _ in range(300):
+                if not owner.tasks:
+                    break
+                await asyncio.sleep(0.01)
+            assert not owner.tasks
+
+    run(main)

@@ -1,0 +1,83 @@
+"""Awaiting a ZeroMQ socket's messages with one reader on its descriptor, instead of pyzmq's asyncio machinery.
+
+``zmq.asyncio`` makes a future and a bookkeeping record per ``recv``/``send``, and asks the socket for its events
+(``ZMQ_EVENTS``: a system call inside libzmq) four or five times per message; for the one-message-at-a-time round
+trip of a tiny task that was a third of the client's and a sixth of the node's CPU (docs/performance.md, section
+2). Here the socket is used through plain non-blocking calls, and the loop watches its descriptor (``ZMQ_FD``) with
+one reader registered once.
+
+The descriptor is edge-like: it signals that libzmq has commands to process, and any call on the socket may
+process them -- a send included -- and so consume the signal of a message that arrived meanwhile (the lost
+wake-ups of docs/performance.md, section 1). So every batch drains until ``ZMQ_EVENTS`` says nothing is left,
+and whoever sends on the socket from the loop calls ``sent()`` afterwards, which wakes a waiting reader if
+messages are there. One thread only: the event loop's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, cast
+
+import zmq
+
+
+class LeanReader:
+    """``recv_batch`` for a (sync, non-blocking) ZeroMQ socket, on the running event loop."""
+
+    def __init__(self, sock: zmq.Socket[Any]) -> None:
+        self.sock = sock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None  # registered with the loop (once, at the first wait)
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _readable(self) -> None:
+        """The descriptor signals: wake the reader; with none waiting, let libzmq take its commands (this clears
+        the descriptor, which would otherwise keep signalling) and leave the messages for the next batch."""
+        if self._waiter is not None:
+            self._wake()
+        else:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.get(zmq.EVENTS)
+
+    def sent(self) -> None:
+        """Call after each send on this socket: the send may have consumed the signal of a message."""
+        if self._waiter is not None and cast(int, self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            self._wake()
+
+    async def recv_batch(self, limit: int) -> list[list[Any]]:
+        """At least one message (a list of frames, ``copy=False``), and up to ``limit`` of those already here."""
+        sock = self.sock
+        while True:
+            out: list[list[Any]] = []
+            while len(out) < limit and cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN:
+                out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            if out:
+                return out
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            if self._fd is None:
+                fd = int(sock.get(zmq.FD))
+                self._loop.add_reader(fd, self._readable)
+                self._fd = fd
+            w = self._waiter = self._loop.create_future()
+            try:
+                await w
+            finally:
+                if self._waiter is w:
+                    self._waiter = None
+
+    def close(self) -> None:
+        """Before the socket closes: the reader leaves the loop; a ``recv_batch`` waiting is cancelled."""
+        if self._fd is not None and self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._fd)
+        self._fd = None
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.cancel()

@@ -1,0 +1,110 @@
+"""``io.lean.LeanReader``: a ROUTER read through one descriptor reader, real ZeroMQ sockets over loopback TCP.
+What must hold: no message is lost or left asleep -- also when a send on the same socket consumed the descriptor's
+signal -- batches drain what is there, and ``close`` cancels a waiting read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import uvloop
+import zmq
+
+from meshaios.io.lean import LeanReader
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return uvloop.run(asyncio.wait_for(fn(), 30))
+
+
+@asynccontextmanager
+async def pair() -> AsyncIterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes], LeanReader]]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    for s in (router, dealer):
+        s.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.ROUTING_ID, b"d")
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    reader = LeanReader(router)
+    try:
+        yield router, dealer, reader
+    finally:
+        reader.close()
+        router.close()
+        dealer.close()
+        ctx.term()
+
+
+async def dealer_recv(dealer: zmq.Socket[bytes]) -> list[bytes]:
+    while True:
+        try:
+            return dealer.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            await asyncio.sleep(0.001)
+
+
+def test_round_trips_one_at_a_time_never_stall() -> None:
+    async def main() -> None:
+        async with pair() as (router, dealer, reader):
+            for i in range(500):
+                dealer.send_multipart([b"ping", str(i).encode()])
+                (msg,) = await reader.recv_batch(16)
+                assert [bytes(f) for f in msg] == [b"d", b"ping", str(i).encode()]
+                router.send_multipart([b"d", b"pong", str(i).encode()], zmq.NOBLOCK)
+                reader.sent()
+                assert await dealer_recv(dealer) == [b"pong", str(i).encode()]
+
+    run(main)
+
+
+def test_a_batch_drains_what_is_there_up_to_the_limit() -> None:
+    async def main() -> None:
+        async with pair() as (_router, dealer, reader):
+            for i in range(10):
+                dealer.send_multipart([str(i).encode()])
+            got: list[bytes] = []
+            while len(got) < 10:
+                batch = await reader.recv_batch(4)
+                assert 1 <= len(batch) <= 4
+                got += [bytes(m[1]) for m in batch]
+            assert got == [str(i).encode() for i in range(10)]
+
+    run(main)
+
+
+def test_a_send_that_consumes_the_signal_still_wakes_the_waiting_reader() -> None:
+    async def main() -> None:
+        async with pair() as (router, dealer, reader):
+            dealer.send_multipart([b"hello"])
+            assert len(await reader.recv_batch(8)) == 1
+            waiting = asyncio.ensure_future(reader.recv_batch(8))
+            await asyncio.sleep(0.01)  # the reader waits on the descriptor
+            dealer.send_multipart([b"second"])
+            # before the loop sees the descriptor, a send on the router processes libzmq's commands: the message's
+            # signal is gone, and only ``sent()`` can tell the reader
+            for _ in range(200):
+                router.send_multipart([b"d", b"x"], zmq.NOBLOCK)
+                reader.sent()
+                if waiting.done():
+                    break
+                await asyncio.sleep(0.001)
+            (msg,) = await waiting
+            assert bytes(msg[1]) == b"second"
+
+    run(main)
+
+
+def test_close_cancels_a_waiting_read() -> None:
+    async def main() -> None:
+        async with pair() as (_router, _dealer, reader):
+            waiting = asyncio.ensure_future(reader.recv_batch(8))
+            await asyncio.sleep(0.01)
+            reader.close()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+
+    run(main)

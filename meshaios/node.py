@@ -91,7 +91,7 @@ from meshaios.tasks.execute import (
     unpack_from_process,
 )
 from meshaios.tasks.functions import FunctionResolver
-from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, Started, TaskState
+from meshaios.tasks.owner import Abort, Deliver, Dispatch, Free, Owner, OwnerAction, OwnerTick, Started, TaskState
 from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.tasks.workers import WorkerPool
 from meshaios.timeline import TaskRecord, Timeline
@@ -500,7 +500,7 @@ class Node:
                     else:
                         self.links.hosts.pop(m.node_id, None)
         self._swim_actions(self.swim.tick(now))
-        self._owner_actions(self.owner.tick(now))
+        self._owner_actions(self.owner.handle(OwnerTick(), now))
         self._do(self.core.handle(Tick(), now))  # stuck prefetches, steal timers and requests
         self._data_tick()
 
@@ -705,6 +705,14 @@ class Node:
                 self._send_abort(a.node, self.node_id, a.keys)
             elif isinstance(a, Started) and a.client:
                 self._send_to(a.client, {"t": M.RUNNING, "ids": a.ids})
+            elif isinstance(a, Free):
+                if a.node == self.node_id:
+                    for obj in a.ids:
+                        self.store.delete(obj)
+                    continue
+                holder = self.swim.get(a.node) if self.swim else None
+                if holder is not None:
+                    self.transport.send(holder.addr, encode({"t": M.FREE, "src": self.node_id, "ids": a.ids}))
 
     # ---- execution: the shell around the executing node's core (tasks/execcore.py) --------------------------
     def _core(self, event: Event) -> None:
@@ -1472,14 +1480,6 @@ class Node:
             waiters, self._get_waiters = self._get_waiters, []
             for ident, req, obj_id in waiters:
                 self._answer_get(ident, req, obj_id)
-        for free in self.owner.take_frees():
-            if free.node == self.node_id:
-                for obj in free.ids:
-                    self.store.delete(obj)
-                continue
-            member = self.swim.get(free.node) if self.swim else None
-            if member is not None:
-                self.transport.send(member.addr, encode({"t": M.FREE, "src": self.node_id, "ids": free.ids}))
 
     def _flush_done(self) -> None:
         """Once per loop iteration: every completion since the last flush goes out in one message per owner."""

@@ -61,7 +61,21 @@ from meshaios.tasks.execcore import (
     StealMessage,
     Tick,
 )
-from meshaios.tasks.owner import Abort, Deliver, Dispatch, Owner, OwnerAction, OwnerConfig
+from meshaios.tasks.owner import (
+    Abort,
+    AddLocation,
+    Completed,
+    Deliver,
+    Dispatch,
+    NodeDown,
+    NodeUp,
+    Owner,
+    OwnerAction,
+    OwnerConfig,
+    OwnerTick,
+    SubmitTasks,
+    TaskMoved,
+)
 from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.wire import messages as M
 from meshaios.wire.messages import RunTask
@@ -527,7 +541,7 @@ class Simulation:
             for oid in self.owner_ids:
                 owner = self.nodes[oid].owner
                 assert owner is not None
-                owner.node_up(oid, self.nodes[oid].spec.cpu_slots, self._meta(self.nodes[oid]))
+                owner.handle(NodeUp(oid, self.nodes[oid].spec.cpu_slots, self._meta(self.nodes[oid])), self.now)
                 for nid in self.nodes:
                     if nid != oid:
                         self._member(self.nodes[oid], nid, None, MemberState.ALIVE)
@@ -548,7 +562,7 @@ class Simulation:
         for oid in self.owner_ids:
             owner = self.nodes[oid].owner
             assert owner is not None
-            owner.node_up(oid, self.nodes[oid].spec.cpu_slots, self._meta(self.nodes[oid]))
+            owner.handle(NodeUp(oid, self.nodes[oid].spec.cpu_slots, self._meta(self.nodes[oid])), self.now)
         self._member_changes()
 
     def _meta(self, n: _Node) -> M.NodeMeta:
@@ -662,7 +676,7 @@ class Simulation:
             if t.deadline:
                 spec["deadline"] = t.deadline
             specs.append(spec)
-        self._owner_actions(owner_node, owner_node.owner.submit(b"client", specs, self.now))
+        self._owner_actions(owner_node, owner_node.owner.handle(SubmitTasks(b"client", specs), self.now))
 
     def _owner_actions(self, node: _Node, actions: list[OwnerAction]) -> None:
         for a in actions:
@@ -698,7 +712,7 @@ class Simulation:
             m = swim.get(target_id) if swim is not None else None
             if m is None or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
                 assert owner_node.owner is not None
-                self._owner_actions(owner_node, owner_node.owner.node_down(target_id))
+                self._owner_actions(owner_node, owner_node.owner.handle(NodeDown(target_id), self.now))
                 return
         target = self.nodes.get(target_id)
         if target is None or not target.alive:
@@ -720,7 +734,7 @@ class Simulation:
         node = self.nodes[owner_id]
         if not node.alive or node.owner is None:
             return
-        self._owner_actions(node, node.owner.completed(exec_id, [result], self.now))
+        self._owner_actions(node, node.owner.handle(Completed(exec_id, [result]), self.now))
         seen = node.model.n_seen  # the owner's model learned from the result (``Owner``, as in a live node)
         if owner_id == self.owner_ids[0] and seen != self._mape_seen and seen % 50 == 0:
             self._mape_seen = seen
@@ -733,7 +747,7 @@ class Simulation:
         if node is None or not node.alive or node.owner is None:
             return
         for tid, att, dst in moves:
-            self._owner_actions(node, node.owner.moved(tid, src, dst, att))
+            self._owner_actions(node, node.owner.handle(TaskMoved(tid, src, dst, att), self.now))
 
     # ---- the executing node's shell: ExecCore's instructions in simulated time -----------------------------
 
@@ -820,9 +834,12 @@ class Simulation:
     # ---- stealing -----------------------------------------------------------------------------------------
 
     def _on_steal_tick(self, _: Any) -> None:
-        """The node's timer tick for its core: stuck prefetches, steal timeouts and requests."""
+        """The node's timer tick, as ``Node._tick``: its owner's (timeouts, leases, objects to free) and its
+        core's (stuck prefetches, steal timeouts and requests)."""
         for n in self.nodes.values():
             if n.alive and not n.paused:
+                if n.owner is not None:
+                    self._owner_actions(n, n.owner.handle(OwnerTick(), self.now))
                 self._do(n, n.core.handle(Tick(), self.now))
         self._push(self.now + self.config.steal_tick, _STEAL_TICK, None)
 
@@ -870,7 +887,7 @@ class Simulation:
                     for oid in self.owner_ids:
                         owner = self.nodes[oid].owner
                         if owner is not None:
-                            owner.add_location(tid, self.owner_ids[0])
+                            owner.handle(AddLocation(tid, self.owner_ids[0]), self.now)
 
     def _on_detect(self, data: tuple[str, str]) -> None:
         observer, dead = data

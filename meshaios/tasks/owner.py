@@ -259,7 +259,128 @@ class Started:
     ids: list[str]
 
 
-OwnerAction = Dispatch | Deliver | Abort | Started
+OwnerAction = Dispatch | Deliver | Abort | Started | Free
+
+
+# ---- events: what the shell (``node.py``, the simulator) hands the owner, through ``Owner.handle(event, now)`` ----
+@dataclass(frozen=True, slots=True)
+class NodeUp:
+    """A member became usable (or its metadata changed): ``slots`` workers, its SWIM ``meta``."""
+
+    node_id: str
+    slots: int
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadHeard:
+    """A member's gossiped task count (``q``: queued and running there, all owners together)."""
+
+    node_id: str
+    reported: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTasks:
+    client: bytes
+    tasks: Iterable[Mapping[str, Any]]  # SUBMIT tasks, schema-checked
+    ep: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHeard:
+    """Any message from ``client``: its lease is renewed."""
+
+    client: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Detach:
+    """``client`` is at epoch ``ep`` under another owner."""
+
+    client: bytes
+    ep: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerTick:
+    """Periodic: timeouts, client leases; the objects to free since the last tick come out as ``Free``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseClient:
+    client: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    ids: Iterable[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    client: bytes
+    ids: Iterable[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelClient:
+    client: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """``node_id`` began running these attempts (``[task id, attempt]``)."""
+
+    node_id: str
+    keys: Iterable[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    client: bytes
+    ids: Iterable[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    node_id: str
+    results: Iterable[Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMoved:
+    """A victim handed ``task_id`` (``attempt``) from ``src`` to the thief ``dst``."""
+
+    task_id: str
+    src: str
+    dst: str
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterPut:
+    client: bytes
+    obj_id: str
+    locations: list[str]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddLocation:
+    obj_id: str
+    node_id: str
+
+
+OwnerEvent = (
+    NodeUp | NodeDown | LoadHeard | SubmitTasks | ClientHeard | Detach | OwnerTick | ReleaseClient | Release | Cancel
+    | CancelClient | RunStarted | Keep | Completed | TaskMoved | RegisterPut | AddLocation
+)
 
 
 @dataclass(frozen=True)
@@ -357,6 +478,50 @@ class Owner:
         self._mean_dt = 0.0  # EWMA of reported run times: the expected wait behind a window
         self.clients = ClientLeases(self.config.client_lease)
         self._held: dict[bytes, list[str]] = {}  # ready tasks of suspended clients, in order
+
+    # ---- the one entry -----------------------------------------------------------------------------------
+    def handle(self, event: OwnerEvent, now: float) -> list[OwnerAction]:
+        """Everything that happens to the owner, as an event at ``now`` (its clock: dispatch deadlines are stamped
+        from it), and what to do about it as actions: ``Dispatch``, ``Deliver``, ``Abort``, ``Started``, and the
+        objects nobody can ask for any more as ``Free`` (out of ``OwnerTick``: batched per tick). The methods
+        below are the per-event handlers ``handle`` calls."""
+        self.now = max(self.now, now)
+        match event:
+            case Completed(node_id, results):
+                return self.completed(node_id, results, now)
+            case SubmitTasks(client, tasks, ep):
+                return self.submit(client, tasks, now, ep)
+            case ClientHeard(client):
+                return self.heard(client, now)
+            case LoadHeard(node_id, reported):
+                self.node_load(node_id, reported)
+            case OwnerTick():
+                return [*self.tick(now), *self._take_frees()]
+            case TaskMoved(task_id, src, dst, attempt):
+                return self.moved(task_id, src, dst, attempt)
+            case RunStarted(node_id, keys):
+                return self.started(node_id, keys)
+            case NodeUp(node_id, slots, meta):
+                return self.node_up(node_id, slots, meta)
+            case NodeDown(node_id):
+                return self.node_down(node_id)
+            case Detach(client, ep):
+                return self.detach(client, ep)
+            case Cancel(client, ids):
+                return self.cancel(client, ids)
+            case CancelClient(client):
+                return self.cancel_client(client)
+            case Release(ids):
+                self.release(ids)
+            case ReleaseClient(client):
+                self.release_client(client)
+            case Keep(client, ids):
+                self.keep(client, ids)
+            case RegisterPut(client, obj_id, locations, size):
+                self.register_put(client, obj_id, locations, size)
+            case AddLocation(obj_id, node_id):
+                self.add_location(obj_id, node_id)
+        return []
 
     # ---- membership -------------------------------------------------------------------------------------
     def node_up(self, node_id: str, slots: int, meta: Mapping[str, Any] | None = None) -> list[OwnerAction]:
@@ -675,7 +840,7 @@ class Owner:
         out.extend(self._pump())
         return _merge(out)
 
-    def take_frees(self) -> list[Free]:
+    def _take_frees(self) -> list[Free]:
         frees, self._frees = self._frees, {}
         return [Free(n, ids) for n, ids in frees.items()]
 

@@ -1,0 +1,103 @@
+"""The owner's one entry, ``Owner.handle(event, now)``: every event carries the time, and objects nobody can ask
+for any more come out as ``Free`` instructions (batched per ``OwnerTick``), not through a polled method."""
+
+from __future__ import annotations
+
+import random
+
+from meshaios.tasks.owner import (
+    AddLocation,
+    Cancel,
+    ClientHeard,
+    Completed,
+    Deliver,
+    Free,
+    Keep,
+    LoadHeard,
+    NodeDown,
+    NodeUp,
+    Owner,
+    OwnerAction,
+    OwnerConfig,
+    OwnerTick,
+    RegisterPut,
+    Release,
+    ReleaseClient,
+    RunStarted,
+    SubmitTasks,
+    TaskMoved,
+    TaskState,
+)
+from tests.unit.test_owner import C1, dispatched, ok, spec
+
+
+def frees(actions: list[OwnerAction]) -> dict[str, list[str]]:
+    return {a.node: sorted(a.ids) for a in actions if isinstance(a, Free)}
+
+
+def owner() -> Owner:
+    o = Owner("me", OwnerConfig(window_per_slot=1), rng=random.Random(0))
+    o.handle(NodeUp("n1", 1), 0.0)
+    o.handle(NodeUp("n2", 1), 0.0)
+    return o
+
+
+def test_a_task_goes_through_handle_from_submit_to_delivery() -> None:
+    o = owner()
+    out = o.handle(SubmitTasks(C1, [spec("a"), spec("b"), spec("c")]), 1.0)
+    placed = dispatched(out)
+    assert sorted(t for ts in placed.values() for t in ts) == ["a", "b"]
+    node_a = next(n for n, ts in placed.items() if "a" in ts)
+    o.handle(RunStarted(node_a, [["a", 0]]), 1.5)
+    out = o.handle(Completed(node_a, [ok("a")]), 2.0)
+    assert [r["id"] for a in out if isinstance(a, Deliver) for r in a.results] == ["a"]
+    assert dispatched(out) == {node_a: ["c"]}  # the freed window takes the next task
+    assert o.handle(LoadHeard("n1", 3), 2.0) == []
+    assert o.nodes["n1"].reported == 3
+    assert o.now == 2.0
+
+
+def test_frees_come_out_of_the_tick_as_instructions() -> None:
+    o = owner()
+    out = o.handle(SubmitTasks(C1, [spec("a")]), 0.0)
+    node = next(iter(dispatched(out)))
+    o.handle(Completed(node, [{"id": "a", "ok": True, "size": 1 << 20}]), 1.0)  # held on ``node``
+    o.handle(AddLocation("a", "n1" if node == "n2" else "n2"), 1.0)  # a copy elsewhere too
+    assert frees(o.handle(OwnerTick(), 1.5)) == {}
+    assert o.handle(Release(["a"]), 2.0) == []  # nothing waits for it any more
+    out = o.handle(OwnerTick(), 2.5)
+    assert frees(out) == {"n1": ["a"], "n2": ["a"]}
+    assert frees(o.handle(OwnerTick(), 3.0)) == {}  # once
+
+
+def test_every_event_stamps_the_owners_clock_for_what_it_dispatches() -> None:
+    """A node coming up at t = 100 dispatches a waiting task with a timeout: its deadline counts from 100, not from
+    the last time a method that took ``now`` was called (issue 16's stale clock)."""
+    o = Owner("me", OwnerConfig(window_per_slot=1), rng=random.Random(0))
+    o.handle(SubmitTasks(C1, [spec("t", timeout=5.0)]), 0.0)  # no node yet: it waits
+    out = o.handle(NodeUp("n1", 1), 100.0)
+    assert dispatched(out) == {"n1": ["t"]}
+    assert o.handle(OwnerTick(), 104.0) == []  # not timed out: 4 s after its dispatch
+    out = o.handle(OwnerTick(), 105.5)
+    assert o.tasks["t"].state is TaskState.FAILED
+
+
+def test_the_remaining_events_reach_their_handlers() -> None:
+    o = owner()
+    o.handle(SubmitTasks(C1, [spec("a"), spec("b"), spec("c")]), 0.0)
+    o.handle(RegisterPut(C1, "p", ["n1"], 10), 0.0)
+    assert o.tasks["p"].state is TaskState.DONE
+    o.handle(Keep(C1, ["p"]), 0.0)
+    assert o.handle(ClientHeard(C1), 0.5) == []
+    src = o.tasks["a"].node
+    assert src is not None
+    dst = "n1" if src == "n2" else "n2"
+    o.handle(TaskMoved("a", src, dst, 0), 1.0)
+    assert o.tasks["a"].node == dst
+    out = o.handle(Cancel(C1, ["c"]), 1.0)
+    assert o.tasks["c"].state is TaskState.FAILED
+    assert any(isinstance(a, Deliver) for a in out)
+    out = o.handle(NodeDown(dst), 2.0)
+    assert o.tasks["a"].node in (None, src)  # re-placed
+    o.handle(ReleaseClient(C1), 3.0)
+    assert all(t.released for t in o.tasks.values() if t.client == C1)

@@ -91,7 +91,33 @@ from meshaios.tasks.execute import (
     unpack_from_process,
 )
 from meshaios.tasks.functions import FunctionResolver
-from meshaios.tasks.owner import Abort, Deliver, Dispatch, Free, Owner, OwnerAction, OwnerTick, Started, TaskState
+from meshaios.tasks.owner import (
+    Abort,
+    AddLocation,
+    Cancel,
+    CancelClient,
+    ClientHeard,
+    Completed,
+    Deliver,
+    Detach,
+    Dispatch,
+    Free,
+    Keep,
+    LoadHeard,
+    NodeDown,
+    NodeUp,
+    Owner,
+    OwnerAction,
+    OwnerEvent,
+    OwnerTick,
+    RegisterPut,
+    Release,
+    RunStarted,
+    Started,
+    SubmitTasks,
+    TaskMoved,
+    TaskState,
+)
 from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.tasks.workers import WorkerPool
 from meshaios.timeline import TaskRecord, Timeline
@@ -329,7 +355,7 @@ class Node:
         now = self.clock.now()
         self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
         self.swim.set_meta(self._meta())
-        self.owner.node_up(self.node_id, self.workers, self._meta())
+        self.owner.handle(NodeUp(self.node_id, self.workers, self._meta()), self.clock.now())
         loop = self._loop_ref = asyncio.get_running_loop()
         self._pool = WorkerPool(self.workers, f"mesh-{short(self.node_id)}", loop, self._tasks_done)
         self._gpu_pools = {
@@ -493,7 +519,7 @@ class Node:
             self.swim.set_meta(self._meta())
             for m in self.swim.members():
                 if m.state in USABLE:
-                    self.peers.heard(m.node_id, m.meta, m.last_heard)  # its load, for the owner and the thieves
+                    self.peers.heard(m.node_id, m.meta, m.last_heard, now)  # its load, for the owner and the thieves
                     hid = m.meta.get("hid") if isinstance(m.meta, dict) else None
                     if self.host_id and isinstance(hid, str) and m.node_id not in self._shm_off:
                         self.links.hosts[m.node_id] = hid  # same host id: placement prices /dev/shm, not the LAN
@@ -535,7 +561,7 @@ class Node:
         t = msg["t"]
         assert self.swim is not None
         if ident[:2] not in _NODE_IDENTS:  # a client spoke: its leases are renewed (tasks/epochs.py, store/leases.py)
-            self._owner_actions(self.owner.heard(ident, self.clock.now()))
+            self._owner(ClientHeard(ident))
             self.holders.heard(ident, self.clock.now())
         if t in _STREAM_TYPES:
             if streamed:
@@ -550,28 +576,28 @@ class Node:
             src = msg["src"]
             q = msg.get("q")
             if isinstance(q, int) and not isinstance(q, bool):
-                self.owner.node_load(src, q)
+                self._owner(LoadHeard(src, q))
             if self._share_load and "ld" in msg:
                 self.steal_view.update(src, msg["ld"], self.clock.now())  # validated by parse_summary
-            self._owner_actions(self.owner.completed(src, msg["results"]))
+            self._owner(Completed(src, msg["results"]))
         elif msg["t"] == M.STEAL:
             self._on_steal(msg)
         elif msg["t"] == M.MOVED:
             for tid, att, dst in msg["moves"]:  # shapes checked by decode
-                self._owner_actions(self.owner.moved(tid, msg["src"], dst, att))
+                self._owner(TaskMoved(tid, msg["src"], dst, att))
         elif msg["t"] == M.SUBMIT:
             ep = msg.get("ep", 0)
             ep = ep if type(ep) is int and ep >= 0 else 0
-            self._owner_actions(self.owner.submit(ident, msg["tasks"], self.clock.now(), ep))
+            self._owner(SubmitTasks(ident, msg["tasks"], ep))
         elif msg["t"] == M.DETACH:  # the client failed over elsewhere and is at epoch ``ep`` there
             self.counters["detached"] += 1
-            self._owner_actions(self.owner.detach(ident, msg["ep"]))
+            self._owner(Detach(ident, msg["ep"]))
         elif msg["t"] == M.STARTED:
             if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
-                self._owner_actions(self.owner.started(msg["src"], msg["ids"]))
+                self._owner(RunStarted(msg["src"], msg["ids"]))
         elif msg["t"] == M.FENCED:  # an executor refused our run: the client is at a newer epoch under another owner
             self.counters["fenced_by_peers"] += 1
-            self._owner_actions(self.owner.detach(msg["c"].encode("latin-1"), msg["ep"]))
+            self._owner(Detach(msg["c"].encode("latin-1"), msg["ep"]))
         elif msg["t"] == M.HELLO:
             self.transport.reply(
                 ident,
@@ -587,11 +613,11 @@ class Node:
                 ),
             )
         elif msg["t"] == M.RELEASE:
-            self.owner.release(i for i in msg["ids"] if isinstance(i, str))
+            self._owner(Release([i for i in msg["ids"] if isinstance(i, str)]))
         elif msg["t"] == M.CANCEL:
-            self._owner_actions(self.owner.cancel(ident, msg["ids"]))
+            self._owner(Cancel(ident, msg["ids"]))
         elif msg["t"] == M.KEEP:
-            self.owner.keep(ident, msg["ids"])
+            self._owner(Keep(ident, msg["ids"]))
         elif msg["t"] == M.ABORT:
             if ident == b"n:" + msg["src"].encode():  # from a node of the mesh, naming itself
                 self._abort(msg["owner"], msg["ids"])
@@ -616,7 +642,7 @@ class Node:
             self.shm.receiver_gone(_receiver(_peer(msg["src"])))
             self._put_actions([Replicate(msg["id"], msg["src"])])
         elif msg["t"] == M.STORED:
-            self.owner.add_location(msg["id"], msg["src"])
+            self._owner(AddLocation(msg["id"], msg["src"]))
             self._put_actions(self.puts.stored(msg["id"], msg["src"], self._replica_candidates()))
         elif msg["t"] == M.ADOPT:
             self._on_adopt(ident, msg)
@@ -665,7 +691,8 @@ class Node:
         log.info("member %s (%s) %s -> %s", short(ev.node_id), ev.addr, ev.old.value if ev.old else "new", ev.new.value)
         self.counters[f"member_{ev.new.value}"] += 1
         before = (self.owner.counters["replaced"], self.owner.counters["recomputed"])
-        self._owner_actions(self.peers.member_changed(ev))  # node_up when first usable, node_down when gone
+        # node_up when first usable, node_down when gone
+        self._owner_actions(self.peers.member_changed(ev, self.clock.now()))
         if ev.new in (MemberState.DEAD, MemberState.LEFT):
             replaced = self.owner.counters["replaced"] - before[0]
             recomputed = self.owner.counters["recomputed"] - before[1]
@@ -685,6 +712,10 @@ class Node:
         elif ev.old in (MemberState.DEAD, MemberState.LEFT):
             self._core(PeerUp(ev.node_id))  # back: what we sent it lately goes again (execcore.RESEND_WINDOW)
 
+    def _owner(self, event: OwnerEvent) -> None:
+        """One event for the owner, now; what it asks for is done at once."""
+        self._owner_actions(self.owner.handle(event, self.clock.now()))
+
     def _owner_actions(self, actions: list[OwnerAction]) -> None:
         for a in actions:
             if isinstance(a, Dispatch):
@@ -693,7 +724,7 @@ class Node:
                     continue
                 member = self.swim.get(a.node) if self.swim else None
                 if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
-                    self._owner_actions(self.owner.node_down(a.node))
+                    self._owner(NodeDown(a.node))
                     continue
                 self._send_to(_peer(a.node), {"t": M.RUN, "owner": self.node_id, "tasks": a.tasks})
                 self.counters["dispatched_remote"] += len(a.tasks)
@@ -756,7 +787,7 @@ class Node:
 
     def _send_fenced(self, owner: str, client: str, ep: int) -> None:
         if owner == self.node_id:
-            self._owner_actions(self.owner.detach(client.encode("latin-1"), ep))
+            self._owner(Detach(client.encode("latin-1"), ep))
             return
         member = self.swim.get(owner) if self.swim else None
         if member is not None:
@@ -832,7 +863,7 @@ class Node:
 
     def _report_start(self, owner: str, key: list[Any]) -> None:
         if owner == self.node_id:
-            self._owner_actions(self.owner.started(self.node_id, [key]))
+            self._owner(RunStarted(self.node_id, [key]))
             return
         member = self.swim.get(owner) if self.swim else None
         if member is not None:
@@ -1054,7 +1085,7 @@ class Node:
             log.debug("task %s handed to %s", tid[:12], short(dst))
         if ins.owner == self.node_id:
             for tid, att, dst in ins.moves:
-                self._owner_actions(self.owner.moved(tid, self.node_id, dst, att))
+                self._owner(TaskMoved(tid, self.node_id, dst, att))
             return
         member = self.swim.get(ins.owner) if self.swim else None
         if member is None:
@@ -1230,7 +1261,7 @@ class Node:
 
     def _release_client(self, client: bytes, why: str) -> None:
         # nobody can collect its results any more: its unfinished tasks are cancelled (and so never run, if queued)
-        self._owner_actions(self.owner.cancel_client(client))
+        self._owner(CancelClient(client))
         n = self.owner.release_client(client)
         self.shm.receiver_gone(_receiver(client))
         self._get_shm = {g for g in self._get_shm if g[0] != client}
@@ -1335,7 +1366,7 @@ class Node:
         if not isinstance(val, Payload):
             raise WireError("put: a value (val) or a shared-memory file (shm) is required")
         self.store.put(msg["id"], val)
-        self.owner.register_put(ident, msg["id"], [self.node_id], val.nbytes)
+        self._owner(RegisterPut(ident, msg["id"], [self.node_id], val.nbytes))
         gpu = msg.get("dev") == "gpu"
         if gpu:  # wanted on a GPU: on ours now, and the second copy goes to a GPU node
             self._gpu_puts.add(msg["id"])
@@ -1392,7 +1423,7 @@ class Node:
             oid, size, locs = item
             if type(size) is not int or not isinstance(locs, list) or not all(isinstance(x, str) for x in locs):
                 raise WireError("adopt: each put must be [id, size, [holder ids]]")
-            self.owner.register_put(ident, oid, locs, size)
+            self._owner(RegisterPut(ident, oid, locs, size))
 
     # ---- streams ----------------------------------------------------------------------------------------
     def _send_to(self, dest: bytes, msg: M.Message, tag: Any = None) -> bool:
@@ -1487,7 +1518,7 @@ class Node:
         buffers, self._done_buffer = self._done_buffer, defaultdict(list)
         for owner, results in buffers.items():
             if owner == self.node_id:
-                self._owner_actions(self.owner.completed(self.node_id, results))
+                self._owner(Completed(self.node_id, results))
                 continue
             member = self.swim.get(owner) if self.swim else None
             if member is None:

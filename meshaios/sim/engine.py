@@ -593,7 +593,7 @@ class Simulation:
         the load view, then its reservations and requests)."""
         peer = self.nodes.get(peer_id)
         ev = MemberChanged(peer_id, "", old, new, self._meta(peer) if peer is not None else {})
-        self._owner_actions(node, node.feed.member_changed(ev))
+        self._owner_actions(node, node.feed.member_changed(ev, self.now))
         if new in (MemberState.DEAD, MemberState.LEFT):
             if peer is not None and peer.alive:
                 self.false_dead.add(peer_id)
@@ -629,7 +629,7 @@ class Simulation:
         if got is None:
             return
         meta, heard = got
-        observer.feed.heard(peer_id, meta, heard)
+        observer.feed.heard(peer_id, meta, heard, self.now)
         if models:
             observer.feed.models(peer_id, meta)
 

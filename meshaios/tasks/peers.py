@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from meshaios.membership.swim import MemberChanged, MemberState
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
+from meshaios.tasks.owner import LoadHeard, NodeDown, NodeUp
 
 if TYPE_CHECKING:
     from meshaios.tasks.owner import Owner, OwnerAction
@@ -33,7 +34,7 @@ class PeerFeed:
         self.share_load = share_load
         self._ld_heard: dict[str, float] = {}  # peer -> when the summary in the view was heard
 
-    def heard(self, node_id: str, meta: Any, heard: float) -> None:
+    def heard(self, node_id: str, meta: Any, heard: float, now: float) -> None:
         """A usable peer's metadata as SWIM last carried it: its task count (``q``) for the owner's ledger, its
         load summary (``ld``) for the thieves and EFT, filed under when we last heard from it directly (not by
         gossip: a summary known only from gossip is as old as its last incarnation change)."""
@@ -41,7 +42,7 @@ class PeerFeed:
             return
         q = meta.get("q")
         if self.owner is not None and isinstance(q, int) and not isinstance(q, bool):
-            self.owner.node_load(node_id, q)
+            self.owner.handle(LoadHeard(node_id, q), now)
         if not self.share_load or "ld" not in meta or not math.isfinite(heard):
             return
         if self._ld_heard.get(node_id) == heard:
@@ -55,7 +56,7 @@ class PeerFeed:
         if rm:
             self.model.merge_gossip(rm, node_id)
 
-    def member_changed(self, ev: MemberChanged) -> list[OwnerAction]:
+    def member_changed(self, ev: MemberChanged, now: float) -> list[OwnerAction]:
         """A member usable for the first time is offered to the owner (first sight may be SUSPECT, learned by
         gossip: usable either way), with the slots its meta declares; a dead or departed one is taken from the
         owner (its tasks are re-placed) and from the load view."""
@@ -63,9 +64,9 @@ class PeerFeed:
             if self.owner is None or ev.node_id in self.owner.nodes:
                 return []
             slots = ev.meta.get("w", 1) if isinstance(ev.meta, dict) else 1
-            return self.owner.node_up(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta)
+            return self.owner.handle(NodeUp(ev.node_id, slots if isinstance(slots, int) else 1, ev.meta), now)
         if ev.new in (MemberState.DEAD, MemberState.LEFT):
             self.view.remove(ev.node_id)
             self._ld_heard.pop(ev.node_id, None)
-            return self.owner.node_down(ev.node_id) if self.owner is not None else []
+            return self.owner.handle(NodeDown(ev.node_id), now) if self.owner is not None else []
         return []

@@ -235,15 +235,15 @@ class Node:
         owner_config = dataclasses.replace(
             config.owner, late_binding=config.late_binding, client_lease=config.client_lease
         )
-        # every policy weighs where a task's inputs are (``sched.placement.Locality``, EFT): the owner tells it
-        self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()), model=self.model)
+        self._gpu_capable: dict[bytes, bool] = {}
+        # every policy weighs where a task's inputs are (``sched.placement.Locality``, EFT): the owner tells it.
+        # With --gpu-choice EFT may run a kernel that runs on a GPU too on either device (docs/devices.md)
+        self.owner = Owner(self.node_id, owner_config, inner, random.Random(self.rng.random()), model=self.model,
+                           gpu_capable=self._runs_on_gpu_too if config.gpu_choice else None)
         self._limits = WireLimits.from_config(config)
         self.resolver = FunctionResolver(
             allow_pickle=self.secure, allowed_modules=config.allowed_modules, allowed_functions=config.allowed_functions
         )
-        self._gpu_capable: dict[bytes, bool] = {}
-        if config.gpu_choice:  # EFT may run a kernel that runs on a GPU too on either device (docs/devices.md)
-            self.owner.gpu_capable = self._runs_on_gpu_too
         self.workers = config.worker_count
         self.swim: Swim | None = None
         self.address = ""

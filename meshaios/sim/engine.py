@@ -372,9 +372,8 @@ class Simulation:
         # as node.py wires it: placement reads the owner's account of each task; the owner's model learns
         owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding,
                                        deadline_order=cfg.deadline_order),
-                      timer, random.Random(f"owner/{cfg.seed}/{nid}"), model=node.model)
-        if cfg.gpu_choice:
-            owner.gpu_capable = _runs_on_gpu_too
+                      timer, random.Random(f"owner/{cfg.seed}/{nid}"), model=node.model,
+                      gpu_capable=_runs_on_gpu_too if cfg.gpu_choice else None)
         node.owner = owner
         node.timer = timer
 

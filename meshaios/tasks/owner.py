@@ -423,16 +423,20 @@ class Owner:
         model: Learner | None = None,
         info: Callable[[str], PlacementTask | None] | None = None,
         sampling: SampleConfig | None = None,
+        gpu_capable: Callable[[Payload], bool] | None = None,
     ) -> None:
         """``policy`` places ready tasks (``sched.placement.PlacementPolicy``); ``model``, when given, learns from
         every finished task (sampled for sub-millisecond ones); ``info(task id)`` is what the policy is told
         about a task (default: ``task_info``); ``sampling``: how many candidates a decision sees in a large mesh
-        (``sched/sampling.py``)."""
+        (``sched/sampling.py``). ``gpu_capable(fn)``: whether a function may run on either device (a kernel that
+        runs on a GPU too): placement may then choose (``task_info`` says "any"); None (the default): a task is
+        "gpu" if it asks for one, else "cpu" (``meshaios node --gpu-choice`` gives one, node.py)."""
         self.node_id = node_id
         self.config = config or OwnerConfig()
         self.policy: PlacementPolicy = policy or LeastLoaded()
         self.model = model
         self._info = info or self.task_info
+        self.gpu_capable = gpu_capable
         self.sampling = sampling or SampleConfig()
         self._index = NodeIndex()  # the nodes, kept for sampling: no O(nodes) work per decision
         self.rng = rng or random.Random(0)
@@ -466,10 +470,6 @@ class Owner:
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
         self.now = 0.0
-        # a function payload -> whether it may run on either device (a kernel that runs on a GPU too): placement
-        # may then choose (``task_info`` says "any"). None (the default): a task is "gpu" if it asks for one, else
-        # "cpu". ``meshaios node --gpu-choice`` sets it (node.py)
-        self.gpu_capable: Callable[[Payload], bool] | None = None
         self._learned = 0
         self._pending_by_client: dict[bytes, int] = {}
         self._by_deadline: list[str] = []  # submitted tasks with a deadline not yet dispatched (see _urgent)

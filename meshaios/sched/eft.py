@@ -223,8 +223,10 @@ class EftPolicy(PlacementPolicy):
         nid = nl.node_id
         nv = self.view.get(nid, now)
         devs = nv.devices if nv is not None and nv.devices else self._static_devices(nl, now)
-        xfer = self._transfer(inputs, nid, nv.bandwidth if nv is not None else None)
-        ready = now + xfer
+        ingress = nv.bandwidth if nv is not None else None
+        xfer = self._transfer(inputs, nid, ingress)
+        # a GPU task on the node that keeps an input on its GPU reads it with no copy; the CPU pays one
+        xfer_gpu = self._transfer(inputs, nid, ingress, "gpu") if inputs.on_device and "gpu" in devices else xfer
         self._reconcile(nl)
         best_f = math.inf
         best: tuple[str, float, float] | None = None
@@ -244,19 +246,19 @@ class EftPolicy(PlacementPolicy):
             wait = self._work.get((nid, d), 0.0) / dl.slots
             if nv is not None:
                 wait = max(wait, nv.wait(d, now))
-            start = max(now + wait, ready)
+            start = max(now + wait, now + (xfer_gpu if d == "gpu" else xfer))
             if start + rt < best_f:
                 best_f = start + rt
                 best = (d, start, rt)
         if best is None:
             return None
-        return Estimate(nid, best[0], best[1], xfer, best[2], best_f)
+        return Estimate(nid, best[0], best[1], xfer_gpu if best[0] == "gpu" else xfer, best[2], best_f)
 
-    def _transfer(self, inputs: _Inputs, nid: str, ingress: float | None) -> float:
+    def _transfer(self, inputs: _Inputs, nid: str, ingress: float | None, device: str = "cpu") -> float:
         if not inputs.total:
             return 0.0
         return transfer_seconds(inputs.inputs, nid, self.node_id, lambda src, dst: self._bw(src, dst, ingress),
-                                self.config.latency)
+                                self.config.latency, device)
 
     def _bw(self, src: str, dst: str, ingress: float | None) -> float:
         if self._bandwidth is not None:
@@ -366,9 +368,10 @@ _LOG_RANK_STEP = math.log(1.25)
 class _Inputs:
     """A task's inputs, parsed once per decision (``sched/inputs.py``), and its kernel."""
 
-    __slots__ = ("inputs", "kernel", "total")
+    __slots__ = ("inputs", "kernel", "on_device", "total")
 
     def __init__(self, task: PlacementTask) -> None:
         self.inputs: TaskInputs = parse_inputs(task)
         self.kernel = str(task.get("fn_key") or "?")
         self.total = self.inputs.total
+        self.on_device = any(h.device for h in self.inputs.held)  # some input is kept on a GPU

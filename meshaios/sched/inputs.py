@@ -7,7 +7,11 @@ simulated locality is the live one. A task reads two kinds of bytes:
 * **inline**: its arguments, and the small dependency results the owner holds itself; they travel with the
   RUN message from the owner;
 * **held**: dependency results stored on nodes (``holders``); the executor fetches each from any holder, so a
-  holder pays nothing for it and any other node pays ``latency + bytes / bandwidth(holder -> node)``.
+  holder pays nothing for it and any other node pays ``latency + bytes / bandwidth(holder -> node)``;
+* **on a device**: a held input a GPU task left on its GPU (the executor says so in its result, ``kdev``) is
+  free only to a GPU task on that holder; a CPU task there, or any task elsewhere that has to read it from that
+  holder, pays one device->host copy first, and a GPU task elsewhere one host->device copy after:
+  ``bytes / DEVICE_COPY_BW`` each.
 
 ``Links`` is the bandwidth model: measured throughput per (source, destination) pair where a transfer has been
 seen, else what the destination reports for its incoming link (``bw`` in its gossiped load summary), else an
@@ -24,15 +28,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from meshaios.sched.placement import PlacementTask
 
-__all__ = ["Held", "Links", "Produced", "TaskInputs", "parse_inputs", "task_inputs", "transfer_seconds"]
+__all__ = [
+    "DEVICE_COPY_BW", "Held", "Links", "Produced", "TaskInputs", "parse_inputs", "task_inputs", "transfer_seconds",
+]
+
+# Bytes/s of one device->host copy (a PCIe 4.0 x16 link moves about 12 GB/s in practice): what reading a
+# device-resident object costs anything but a GPU task on its holder.
+DEVICE_COPY_BW = 12e9
 
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """One input stored on nodes: any of ``holders`` can serve its ``nbytes``."""
+    """One input stored on nodes: any of ``holders`` can serve its ``nbytes``; ``device`` is the holder that
+    keeps it on a GPU (reading it there costs a device->host copy but for a GPU task), "" if none."""
 
     holders: tuple[str, ...]
     nbytes: int
+    device: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +65,8 @@ class TaskInputs:
         return {
             "fn_key": fn_key,
             "nbytes": self.inline,
-            "inputs": [(list(h.holders), h.nbytes) for h in self.held],
+            "inputs": [(list(h.holders), h.nbytes, h.device) if h.device else (list(h.holders), h.nbytes)
+                       for h in self.held],
             "device": device,
         }
 
@@ -66,12 +79,14 @@ class Produced(Protocol):
     locations: list[str]
     size: int
     parts: int
+    device_at: str  # the node that keeps it on a GPU (it said so in its result), "" if none
 
 
 def task_inputs(args_bytes: int, deps: Iterable[str], lookup: Callable[[str], Produced | None]) -> TaskInputs:
     """A task's inline bytes (``args_bytes`` plus dependency values held inline by the owner) and the inputs held
     on nodes. ``deps`` are object ids: ``task`` for a whole result, ``task#j`` for part j of a shuffle map output
-    (``size / parts`` bytes). A dependency the owner no longer knows, or whose every copy is lost, is skipped: the
+    (``size / parts`` bytes); a whole result some holder keeps on a GPU is marked with that holder (``device``).
+    A dependency the owner no longer knows, or whose every copy is lost, is skipped: the
     task is not ready then, and placement must not price an input nobody can serve."""
     inline = max(0, args_bytes)
     held: list[Held] = []
@@ -87,12 +102,14 @@ def task_inputs(args_bytes: int, deps: Iterable[str], lookup: Callable[[str], Pr
         if not p.locations:
             continue
         size = p.size // p.parts if p.parts and d != p.id else p.size
-        held.append(Held(tuple(p.locations), max(0, size)))
+        dev = p.device_at if d == p.id and p.device_at in p.locations else ""
+        held.append(Held(tuple(p.locations), max(0, size), dev))
     return TaskInputs(inline, tuple(held))
 
 
 def parse_inputs(task: PlacementTask) -> TaskInputs:
-    """The inputs described by a policy's task dict (``nbytes``; ``inputs`` as ``[[holders], bytes]``, or the
+    """The inputs described by a policy's task dict (``nbytes``; ``inputs`` as ``[[holders], bytes]`` or
+    ``[[holders], bytes, device holder]``, or the
     older ``locations`` as ``{node: bytes}``); malformed entries are ignored, at most 10,000 are read."""
     raw = task.get("nbytes", 0)
     inline = int(raw) if isinstance(raw, int | float) and raw > 0 else 0
@@ -105,9 +122,10 @@ def parse_inputs(task: PlacementTask) -> TaskInputs:
     items = task.get("inputs")
     if isinstance(items, list):
         for item in items[:10_000]:
-            if (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], list | tuple)
+            if (isinstance(item, list | tuple) and 2 <= len(item) <= 3 and isinstance(item[0], list | tuple)
                     and item[0] and isinstance(item[1], int | float) and item[1] > 0):
-                held.append(Held(tuple(str(h) for h in item[0]), int(item[1])))
+                dev = item[2] if len(item) == 3 and isinstance(item[2], str) else ""
+                held.append(Held(tuple(str(h) for h in item[0]), int(item[1]), dev))
     return TaskInputs(inline, tuple(held))
 
 
@@ -171,16 +189,31 @@ class Links:
 
 
 def transfer_seconds(inputs: TaskInputs, node: str, owner: str | None,
-                     bandwidth: Callable[[str, str], float], latency: float) -> float:
-    """Seconds to bring ``inputs`` to ``node``: inline bytes from ``owner`` (free on the owner), each held input
-    from its first holder (free on any holder). Transfers from different sources are summed: they share the
-    destination's link (the conservative online estimate; the offline HEFT lets them overlap)."""
+                     bandwidth: Callable[[str, str], float], latency: float, device: str = "cpu") -> float:
+    """Seconds to bring ``inputs`` to a task on ``node`` running on ``device`` (``cpu``/``gpu``): inline bytes
+    from ``owner`` (free on the owner), each held input from its first holder (free on any holder), from a host
+    copy rather than a device-resident one when there is one. Transfers from different sources are summed: they
+    share the destination's link (the conservative online estimate; the offline HEFT lets them overlap).
+
+    An input some holder keeps on a GPU (``Held.device``) costs ``bytes / DEVICE_COPY_BW`` per copy it needs on
+    the way: none for a GPU task on that holder; one device->host for a CPU task there, or when it is fetched
+    from there; one host->device for a GPU task anywhere else. (An input kept on no device is charged no
+    host->device copy: that copy is made inside the timed call, so the runtime model's GPU times include it,
+    and it is the same on every GPU node.)"""
     total = 0.0
     if inputs.inline and owner is not None and node != owner:
         total += latency + inputs.inline / bandwidth(owner, node)
     per_source: dict[str, int] = {}  # one bandwidth look-up per source, not per input (a reducer has thousands)
     for h in inputs.held:
-        if node not in h.holders:
+        if h.device:
+            copies = int(node != h.device if device == "gpu" else node == h.device)
+            if node not in h.holders:
+                src = next((s for s in h.holders if s != h.device), h.device)  # a host copy, if any
+                copies += int(src == h.device)
+                per_source[src] = per_source.get(src, 0) + h.nbytes
+                total += latency
+            total += copies * h.nbytes / DEVICE_COPY_BW
+        elif node not in h.holders:
             src = h.holders[0]
             per_source[src] = per_source.get(src, 0) + h.nbytes
             total += latency

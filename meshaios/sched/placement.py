@@ -28,7 +28,8 @@ class PlacementTask(TypedDict, total=False):
     resources: dict[str, int]  # hard constraints
     fn_key: str  # what the runtime model knows the function by
     nbytes: int  # input bytes that travel inline
-    inputs: list[tuple[list[str], int]]  # inputs held on nodes: [[holder ids], bytes]
+    # inputs held on nodes: [[holder ids], bytes] or [[holder ids], bytes, the holder keeping it on a GPU]
+    inputs: list[tuple[list[str], int] | tuple[list[str], int, str]]
     locations: dict[str, int]  # the older form of ``inputs``: holder -> bytes
     device: str  # the device kind it asks for: cpu, gpu, or any
     shape: list[int]  # an array shape, when known (the model's shape features)
@@ -233,7 +234,8 @@ class Locality(Wrapping):
     """Data-aware placement around any policy: the inner policy's pick competes with the nodes that hold the
     task's inputs, and the cheaper wins::
 
-        cost(n) = wait(n) + MOVE_WEIGHT x transfer(inputs to n)   (zero for what n holds; ``inputs.transfer_seconds``)
+        cost(n) = wait(n) + MOVE_WEIGHT x transfer(inputs to n)   (zero for what n holds, but a device->host copy of
+                  what n keeps on a GPU for a task not on a GPU; ``inputs.transfer_seconds``)
         wait(n) = max(tasks ahead of it per slot beyond the free slots x its estimated runtime,
                       n's gossiped backlog in seconds, when a load view is given)
 
@@ -273,6 +275,7 @@ class Locality(Wrapping):
                 est = self.task_s
         now = self.clock.now() if self.view is not None and self.clock is not None else 0.0
         lat = self.links.latency
+        device = "gpu" if task.get("device") == "gpu" else "cpu"  # where it runs (only EFT picks for "any")
 
         ingress: dict[str, float | None] = {}
 
@@ -289,7 +292,7 @@ class Locality(Wrapping):
                 nv = self.view.get(c.node_id, now)
                 if nv is not None:
                     wait = max(wait, nv.wait("cpu", now))
-            return wait + MOVE_WEIGHT * transfer_seconds(inputs, c.node_id, self.node_id, bw, lat)
+            return wait + MOVE_WEIGHT * transfer_seconds(inputs, c.node_id, self.node_id, bw, lat, device)
 
         best, best_cost = pick, cost(pick)
         for h in holders:

@@ -152,7 +152,7 @@ def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool, gpu: D
         return _failed(task, exc, time.perf_counter() - start, allow_pickle=allow_pickle, tb=tb)
     dt = time.perf_counter() - start
     if size:  # kept on the device
-        return {"id": tid, "att": task["att"], "ok": True, "size": size, "dt": dt}
+        return {"id": tid, "att": task["att"], "ok": True, "size": size, "dt": dt, "kdev": gpu.device if gpu else ""}
     parts = task.get("parts")
     try:
         if parts:

@@ -212,6 +212,7 @@ class OwnedTask:
     kept: bool = False  # fire and forget: runs even if its client leaves (it, and what it depends on)
     report_start: bool = False  # the client wants to know when it starts (``concurrent.futures`` running())
     keep_on_device: bool = False  # a kernel's result stays on its GPU however small (``kd``)
+    device_at: str = ""  # the node that keeps the result on a GPU (its result said ``kdev``): placement prices it
 
     @property
     def available(self) -> bool:
@@ -930,6 +931,7 @@ class Owner:
                 else:
                     t.result, t.locations = None, [node_id]
                     t.size = r["size"] if type(r.get("size")) is int else 0
+                t.device_at = node_id if "v" not in r and isinstance(r.get("kdev"), str) else ""
                 out.extend(self._finish(t))
             elif isinstance(lost, list) and lost and all(isinstance(x, str) for x in lost):
                 # the executor could not fetch some inputs from any holder: recompute them, then run again

@@ -206,6 +206,7 @@ class Result(TypedDict):
     fatal: NotRequired[bool]  # retrying cannot help
     dt: NotRequired[float]  # seconds in the call
     dev: NotRequired[str]  # the device kind it ran on
+    kdev: NotRequired[str]  # the device that keeps the value on its producer (a GPU task's result left there)
     node: NotRequired[str]  # who ran it (RESULTS)
     lost: NotRequired[list[str]]  # the inputs that are gone (DONE)
 

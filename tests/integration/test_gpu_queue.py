@@ -139,3 +139,31 @@ def test_a_gpu_task_that_asked_to_report_its_start_is_reported_running() -> None
             assert (await f).startswith("mesh-fakegpu:0-")
 
     run(main)
+
+
+def test_a_result_kept_on_a_gpu_is_reported_and_its_gpu_consumer_runs_there_with_no_copy() -> None:
+    """Two fake-GPU nodes and a CPU-only owner: a 2 MiB kernel result stays on its node's GPU, the node says so in
+    its result (``kdev``) and the owner records it; a GPU consumer of it runs on that node and reads it with no
+    copy (placement prices moving it off the GPU, ``sched/inputs.py``)."""
+
+    async def main() -> None:
+        per_node = {0: {}, 1: {"fake_gpus": FAKE}, 2: {"fake_gpus": FAKE}}
+        async with InProcessMesh(3, per_node=per_node) as mesh:
+            await mesh.wait_converged()
+            owner = mesh.nodes[0]
+            c = await mesh.client(0)
+            reg = default_registry()
+            x = np.arange(-(1 << 18), 1 << 18, dtype=np.float32)  # 2 MiB
+            first = c.submit(reg.get("meshaios.relu"), x, resources=GPU)
+            await first
+            holder = next(n for n in mesh.nodes if n.node_id == first.node)
+            assert owner.owner.tasks[first.key].device_at == holder.node_id
+            before = holder.gpu.status()["fakegpu:0"]
+            second = c.submit(reg.get("meshaios.multiply"), first, 2.0, resources=GPU)
+            np.testing.assert_array_equal(await second, np.maximum(x, 0) * 2.0)
+            assert second.node == holder.node_id
+            after = holder.gpu.status()["fakegpu:0"]
+            assert after["h2d"] == before["h2d"]  # the input was read where it was kept
+            assert after["d2h"] == before["d2h"] + 1  # only the consumer's result, to the client
+
+    run(main)

@@ -52,6 +52,8 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.RUN, "owner": "n1", "tasks": [{"id": "a", "att": 0, "fn": fn, "args": args, "deps": {}, "pure": False,
                                                "device": "gpu"}]},  # EFT's device pick
         {"t": M.DONE, "src": "n2", "results": [{"id": "a", "ok": True, "v": res}, {"id": "b", "ok": False}]},
+        {"t": M.DONE, "src": "n2", "results": [{"id": "a", "ok": True, "size": 1 << 20, "dt": 0.01, "dev": "gpu",
+                                                "kdev": "gpu:0"}]},  # kept on its GPU (placement prices it)
         {"t": M.CANCEL, "ids": ["a", "b"]},
         {"t": M.KEEP, "ids": ["a"]},
         {"t": M.STARTED, "src": "n2", "ids": [["a", 0]]},

@@ -30,6 +30,7 @@ from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
 from meshaios.node import TICK
 from meshaios.sched import sampling
+from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
 from meshaios.store import shm
 from meshaios.store.stream import StreamConfig
@@ -93,6 +94,8 @@ DEVICES = "docs/devices.md"
 QUOTES = [
     # ---- GPUs (devices/resident.py)
     Quote(DEVICES, r"`PINNED_MIN_BYTES` \(([\d.]+) MiB\)", lambda: PINNED_MIN_BYTES, MiB),
+    Quote(DEVICES, r"`DEVICE_COPY_BW` \(([\d.]+) GB/s\)", lambda: DEVICE_COPY_BW, 1e9),
+    Quote(SCHED, r"`DEVICE_COPY_BW` \(([\d.]+) GB/s", lambda: DEVICE_COPY_BW, 1e9),
     # ---- SWIM (membership/swim.py SwimConfig)
     Quote(ARCH, r"`probe_interval` \(([\d.]+) s\)", lambda: SWIM.probe_interval),
     Quote(ARCH, r"`probe_timeout` \(([\d.]+) s\)", lambda: SWIM.probe_timeout),

@@ -194,7 +194,9 @@ async def _exit_with_parent(stop: Any) -> None:
 def _status_data(args: argparse.Namespace) -> StatusReply:
     from meshaios.client import Client
 
-    with Client(args.address, token_file=args.token_file, insecure=args.insecure, connect_timeout=args.timeout) as c:
+    with Client(
+        args.address, token_file=args.token_file, insecure=args.insecure, connect_timeout=args.timeout, spread=1
+    ) as c:  # a status query owns no tasks: one connection
         return c.status(timeout=args.timeout)
 
 

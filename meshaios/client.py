@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import zmq
+import zmq.asyncio
 
 from meshaios.config import state_dir
 from meshaios.errors import (
@@ -72,7 +73,7 @@ WATCH_EVERY = 2  # pings between two checks for silence (0.5 s)
 FAILOVER_CONNECT_S = 2.0  # at most this long to attach to one failover candidate
 FAILOVER_ROUND_S = 0.5  # pause between two rounds over the candidates
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
-DEFAULT_SPREAD = 1  # nodes owning one client's tasks (meshaios.shards); at most the nodes of the mesh
+DEFAULT_SPREAD = 4  # nodes owning one client's tasks (meshaios.shards); at most the nodes of the mesh
 
 
 class _Remote:
@@ -363,6 +364,14 @@ def find_local_node(timeout: float = 2.0, mesh_id: str | None = None) -> str:
     )
 
 
+def _env_spread() -> int:
+    raw = os.environ.get("MESHAIOS_SPREAD", "")
+    try:
+        return int(raw) if raw else DEFAULT_SPREAD
+    except ValueError:
+        raise ValueError(f"MESHAIOS_SPREAD must be a whole number of nodes, not {raw!r}") from None
+
+
 def node_endpoint(address: str) -> str:
     """``host:port`` or ``tcp://host:port`` (``ipc://`` and ``inproc://`` pass) -> the ZeroMQ endpoint to connect to;
     anything else raises ``InvalidAddress`` naming it, before ZeroMQ sees it."""
@@ -469,8 +478,8 @@ class AsyncClient:
     """Async API. ``async with AsyncClient(addr) as c: r = await c.submit(f, x)``.
 
     ``spread``: how many nodes own this client's tasks (``meshaios.shards``): the client keeps a connection to each
-    and shares its submissions among them; 1 is one owner, the entry node. Default ``DEFAULT_SPREAD``, never more
-    than the nodes of the mesh."""
+    and shares its submissions among them; 1 is one owner, the entry node. Default ``$MESHAIOS_SPREAD``, else
+    ``DEFAULT_SPREAD``; never more than the nodes of the mesh."""
 
     def __init__(
         self,
@@ -492,6 +501,7 @@ class AsyncClient:
         self.window = max(1, window)  # unfinished tasks sent to the mesh at once: the rest wait here
         self._inflight = 0
         self._connection_factory = connection_factory or ZmqConnection
+        self._zmq_ctx: Any = None  # shared by our ZmqConnections (one I/O thread), made on first use
         self.connect_timeout = connect_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.failover_timeout = failover_timeout
@@ -499,7 +509,7 @@ class AsyncClient:
         # what is pending; it redelivers what it has done, ignores what it runs, runs what it has lost); 0: never
         self.reconcile_after = reconcile_after
         self.client_id = new_id("c")
-        self.spread = DEFAULT_SPREAD if spread is None else max(1, spread)
+        self.spread = max(1, spread if spread is not None else _env_spread())
         # routing, lineage and failover decisions: a pure core (meshaios/shards.py); this class does the I/O
         self.core = Shards(self.client_id, self.spread, heartbeat_timeout, reconcile_after)
         self.allow_pickle = self.keys is not None
@@ -626,7 +636,12 @@ class AsyncClient:
         name."""
         assert self._loop is not None
         try:
-            conn = self._connection_factory(address, self.keys, self.core.ident(sid))
+            if self._connection_factory is ZmqConnection:
+                if self._zmq_ctx is None:
+                    self._zmq_ctx = zmq.asyncio.Context()
+                conn: Connection = ZmqConnection(address, self.keys, self.core.ident(sid), ctx=self._zmq_ctx)
+            else:
+                conn = self._connection_factory(address, self.keys, self.core.ident(sid))
         except zmq.ZMQError as exc:
             raise InvalidAddress(f"cannot connect to {address!r}: {exc}") from exc
         self._conns[sid] = conn
@@ -826,8 +841,11 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
-        for job in list(self._jobs):
+        jobs = list(self._jobs)
+        for job in jobs:
             job.cancel()
+        if jobs:
+            await asyncio.gather(*jobs, return_exceptions=True)  # shards being opened or failed over: abandoned
         live = {sid: c for sid, c in self._conns.items() if sid in self.core.shards}
         if live and self._pending and self._broken is None:
             # fire-and-forget work still waiting for room in our window goes out now, whatever the window
@@ -871,6 +889,9 @@ class AsyncClient:
                 await conn.close(linger=0.5)  # the goodbye leaves before the socket closes
             else:
                 await conn.close()
+        if self._zmq_ctx is not None:
+            with contextlib.suppress(Exception):
+                self._zmq_ctx.destroy(linger=500)  # any socket left closes too; the goodbyes have 0.5 s to leave
 
     def _fire_and_forget(self, keys: list[str]) -> None:
         """Loop thread only. The owner keeps these tasks (and their dependencies) running if we leave; a resubmit

@@ -160,9 +160,8 @@ class Shards:
         self.held: dict[str, tuple[int, set[str]]] = {}  # task -> (target shard, unfinished inputs elsewhere)
         self._blocks: dict[str, set[str]] = {}  # unfinished input -> held tasks waiting for it
         self.puts: dict[str, tuple[int, list[str]]] = {}  # live puts: size and holders
-        self._cross: dict[str, int] = {}  # pending tasks using this object as an input carried to another shard
-        self._cross_of: dict[str, list[str]] = {}  # a pending task -> the inputs counted in _cross for it
-        self._deferred: set[str] = set()  # released by the client, waiting for _cross to reach 0
+        self._readers: dict[str, int] = {}  # unfinished tasks that name this object as an input
+        self._deferred: set[str] = set()  # released by the client while some still do
         self.failovers = 0
         self.reconciles = 0
         self.resubmitted = 0
@@ -274,6 +273,8 @@ class Shards:
         for d in spec["deps"]:
             b = base(d)
             self.users[b] = self.users.get(b, 0) + 1
+        for b in {base(d) for d in spec["deps"]}:
+            self._readers[b] = self._readers.get(b, 0) + 1
 
     def route(self, spec: M.SubmitTask) -> Submit | Resolve | None:
         """Where ``spec`` goes now, in submission order (its inputs were routed before it). None: held here until
@@ -327,19 +328,11 @@ class Shards:
         specs = self._closure([tid], sid)
         self.known.setdefault(tid, set()).add(sid)
         puts: list[list[Any]] = []
-        carried: list[str] = []
         for d in self.specs[tid]["deps"]:
             b = base(d)
             if b in self.puts and sid not in self.known.get(b, set()):
                 puts.append([b, *self.puts[b]])
                 self.known.setdefault(b, set()).add(sid)
-                carried.append(b)
-        for s in specs[:-1]:
-            carried.append(s["id"])
-        for b in carried:
-            self._cross[b] = self._cross.get(b, 0) + 1
-        if carried:
-            self._cross_of[tid] = carried
         return Submit(sid, specs, puts)
 
     def _closure(self, roots: list[str], sid: int, reconcile: bool = False) -> list[M.SubmitTask]:
@@ -384,12 +377,13 @@ class Shards:
         elif not ok and tid in self.specs:
             self.failed[tid] = err or {"type": "meshaios.TaskError", "msg": "failed"}
         out: list[Instruction] = []
-        for b in self._cross_of.pop(tid, []):
-            n = self._cross.get(b, 0) - 1
+        spec = self.specs.get(tid)
+        for b in {base(d) for d in spec["deps"]} if spec is not None else ():
+            n = self._readers.get(b, 0) - 1
             if n > 0:
-                self._cross[b] = n
+                self._readers[b] = n
                 continue
-            self._cross.pop(b, None)
+            self._readers.pop(b, None)
             if b in self._deferred:
                 self._deferred.discard(b)
                 out.extend(self._release_now(b))
@@ -452,10 +446,11 @@ class Shards:
         return Resolve({"id": tid, "ok": False, "err": {"type": "meshaios.Cancelled", "msg": f"{tid} cancelled"}})
 
     def release(self, tid: str) -> list[Instruction]:
-        """The caller dropped its future: the owners may forget it -- once no task on another shard needs it."""
+        """The caller dropped its future: the owners may forget it -- once no unfinished task names it as an input
+        (one held here, or sent to another shard, takes it along as done: its owner must not free it meanwhile)."""
         self.released.add(tid)
         self._drop(tid)
-        if self._cross.get(tid):
+        if self._readers.get(tid):
             self._deferred.add(tid)
             return []
         return self._release_now(tid)

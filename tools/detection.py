@@ -42,7 +42,7 @@ def detection(nodes: int, kills: int) -> list[float]:
         for k in range(kills):
             victim_index = 1 + k % (nodes - 1)
             survivors = [p.index for p in mesh.procs if p.index != victim_index]
-            clients = {i: mesh.client(i) for i in survivors}
+            clients = {i: mesh.client(i, spread=1) for i in survivors}
             try:
                 wait_for(lambda cl=clients: all_alive(mesh, cl), timeout=30, what="all alive")
                 victim = mesh.by_index(victim_index).node_id
@@ -67,7 +67,7 @@ def detection(nodes: int, kills: int) -> list[float]:
 
 def healthy(nodes: int, seconds: float, starve: bool) -> dict[str, Any]:
     with LocalMesh(nodes, workers=1) as mesh:
-        clients = {p.index: mesh.client(p.index) for p in mesh.procs}
+        clients = {p.index: mesh.client(p.index, spread=1) for p in mesh.procs}
         hogs: list[multiprocessing.Process] = []
         stop = multiprocessing.Event()
         try:

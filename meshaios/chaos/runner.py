@@ -110,7 +110,7 @@ class Injector(threading.Thread):
                     if not p.alive():
                         pending.discard(i)
                         continue
-                    with self.mesh.client(i, connect_timeout=1.0) as c:
+                    with self.mesh.client(i, connect_timeout=1.0, spread=1) as c:
                         st = {m["id"]: m["state"] for m in c.status(timeout=1.0)["members"]}
                     if st.get(victim) in ("dead", "left", None):
                         pending.discard(i)
@@ -124,12 +124,12 @@ def _fault(mesh: LocalMesh, index: int, cut: list[Any], clients: list[str]) -> N
     msg: M.Fault = {
         "t": M.FAULT, "nodes": [q.node_id for q in cut], "addrs": [q.address for q in cut], "clients": clients
     }
-    with mesh.client(index, connect_timeout=2.0) as c:
+    with mesh.client(index, connect_timeout=2.0, spread=1) as c:
         c._call(c._async._request(msg, M.PONG, 2.0), timeout=5.0)
 
 
 def _status(mesh: LocalMesh, index: int) -> M.StatusNode:
-    with mesh.client(index, connect_timeout=1.0) as c:
+    with mesh.client(index, connect_timeout=1.0, spread=1) as c:
         node: M.StatusNode = c.status(timeout=1.0)["node"]
         return node
 
@@ -244,16 +244,18 @@ def chaos(args: argparse.Namespace) -> ChaosReport:
         args.delay = args.window * args.nodes * args.workers / max(1, args.tasks)
     extra = ["--fault-injection"] if any(f.kind.startswith("partition") for f in plan) else []
     with LocalMesh(args.nodes, workers=args.workers, extra_args=extra, startup_timeout=60.0) as mesh:
-        with mesh.client(0) as c:
+        with mesh.client(0, spread=1) as c:
             wait_for(lambda: len(c.status()["members"]) >= args.nodes - 1, timeout=20, what="discovery")
+        spread = {} if args.spread is None else {"spread": args.spread}
         if not args.no_baseline:
-            with mesh.client(0) as c:
+            with mesh.client(0, **spread) as c:
                 _, report["baseline_s"], _ = run_workload(c, args.tasks, args.delay, args.shuffle_chunks)
             _wait_idle(mesh)
         executions_before = _executions(mesh)
-        spread = {} if args.spread is None else {"spread": args.spread}
         with mesh.client(0, heartbeat_timeout=args.failover_after, reconcile_after=args.reconcile_after, **spread) as c:
             wait_for(lambda: len(c._async._known_nodes) >= args.nodes, timeout=10, what="client learns the mesh")
+            owners = min(c._async.spread, args.nodes)
+            wait_for(lambda: len(c._async.core.shards) >= owners, timeout=10, what="the client's owners")
             injector = Injector(mesh, plan, time.monotonic(), c)
             injector.start()
             account, elapsed, n_tasks = run_workload(c, args.tasks, args.delay, args.shuffle_chunks, args.deadline)
@@ -296,7 +298,7 @@ def _wait_idle(mesh: LocalMesh) -> bool:
         for p in mesh.procs:
             if not p.alive():
                 continue
-            with contextlib.suppress(Exception), mesh.client(p.index, connect_timeout=1.0) as c:
+            with contextlib.suppress(Exception), mesh.client(p.index, connect_timeout=1.0, spread=1) as c:
                 busy += c.status(timeout=1.0)["node"]["queued"]
         if busy == 0:
             return True
@@ -319,7 +321,7 @@ def _re_executions(mesh: LocalMesh) -> int:
     for p in mesh.procs:
         if not p.alive():
             continue
-        with contextlib.suppress(Exception), mesh.client(p.index, connect_timeout=1.0) as c:
+        with contextlib.suppress(Exception), mesh.client(p.index, connect_timeout=1.0, spread=1) as c:
             o = c.status(timeout=1.0)["node"]["owner"]
             total += o.get("replaced", 0) + o.get("recomputed", 0) + o.get("lost_inputs", 0)
     return total

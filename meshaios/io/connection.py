@@ -41,10 +41,13 @@ class ZmqConnection:
         client_id: str,
         max_frame_bytes: int = 64 << 20,
         handshake_ivl: float = 10.0,
+        ctx: zmq.asyncio.Context | None = None,
     ) -> None:
         self.address = address
         self.keys = keys
-        self.ctx = zmq.asyncio.Context()
+        # a client with several connections (one per node owning its tasks) shares one context: one I/O thread
+        self._own_ctx = ctx is None
+        self.ctx = ctx if ctx is not None else zmq.asyncio.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTING_ID, b"c:" + client_id.encode())
@@ -142,5 +145,6 @@ class ZmqConnection:
         self._monitor.close(linger=0)
         self.sock.close(linger=int(linger * 1000))
         await asyncio.sleep(0)
-        with contextlib.suppress(Exception):
-            self.ctx.term()
+        if self._own_ctx:
+            with contextlib.suppress(Exception):
+                self.ctx.term()

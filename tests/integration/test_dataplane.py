@@ -154,7 +154,7 @@ def test_a_client_get_relayed_through_a_node_leaves_that_nodes_queued_task_its_i
         per_node = {0: {"workers": 1, "placement": "local", "steal": False}, 1: {"fake_gpus": ("memory=8GiB",)}}
         async with InProcessMesh(2, per_node=per_node) as mesh:
             await mesh.wait_converged()
-            c = await mesh.client(0)
+            c = await mesh.client(0, spread=1)  # node 0 owns and places (locally) every task
             a = c.submit(funcs.make_array, N, 7, resources={"gpu": 1})  # made on node 1, stays there
             busy = c.submit(funcs.slow_square, 3, 0.5)  # node 0's only worker, for half a second
             assert np.array_equal(await a, funcs.make_array(N, 7))  # relayed once: node 0 keeps no copy

@@ -110,7 +110,7 @@ def test_with_gpu_choice_eft_puts_a_kernel_on_the_gpu_and_the_executor_runs_it_t
             await mesh.wait_converged()
             owner, gpu_node = mesh.nodes
             await heard(owner, gpu_node)  # EFT knows the GPU from its gossiped load summary
-            c = await mesh.client(0)
+            c = await mesh.client(0, spread=1)  # node 0 (EFT with the GPU choice) owns the task
             x = np.arange(-8, 8, dtype=np.float32)
             f = c.submit(default_registry().get("meshaios.relu"), x)
             np.testing.assert_array_equal(await f, np.maximum(x, 0))
@@ -151,7 +151,7 @@ def test_a_result_kept_on_a_gpu_is_reported_and_its_gpu_consumer_runs_there_with
         async with InProcessMesh(3, per_node=per_node) as mesh:
             await mesh.wait_converged()
             owner = mesh.nodes[0]
-            c = await mesh.client(0)
+            c = await mesh.client(0, spread=1)  # the CPU-only node 0 owns the tasks
             reg = default_registry()
             x = np.arange(-(1 << 18), 1 << 18, dtype=np.float32)  # 2 MiB
             first = c.submit(reg.get("meshaios.relu"), x, resources=GPU)

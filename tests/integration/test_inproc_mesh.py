@@ -244,7 +244,7 @@ def test_learned_placement_runs_work_and_the_model_learns_from_it() -> None:
     async def main() -> None:
         async with InProcessMesh(3, placement="eft") as mesh:
             await mesh.wait_converged()
-            c = await mesh.client(0)
+            c = await mesh.client(0, spread=1)  # node 0 owns all: its model learns from all
             futs = c.map(funcs.slow_square, range(120), [0.005] * 120)
             assert await c.gather(futs) == [x * x for x in range(120)]
             stats = mesh.nodes[0].model.stats()
@@ -281,7 +281,7 @@ def test_a_future_its_owner_forgot_is_reconciled_not_left_hanging() -> None:
     async def main() -> None:
         async with InProcessMesh(2) as mesh:
             await mesh.wait_converged()
-            c = await mesh.client(0, reconcile_after=1.0)
+            c = await mesh.client(0, reconcile_after=1.0, spread=1)  # node 0 owns the task
             fut = c.submit(funcs.slow_square, 7, 0.3)
             owner = mesh.nodes[0].owner
             while fut.key not in owner.tasks:  # noqa: ASYNC110 - the owner has no event for a submit

@@ -133,3 +133,22 @@ def test_a_killed_owner_fails_over_alone_and_every_result_arrives_once() -> None
             assert c.stats["results"] == 127  # each future once
 
     run(main)
+
+
+def test_cancelling_a_spread_clients_tasks_cancels_them_at_every_owner() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, spread=3)
+            futs = c.map(funcs.slow_square, range(60), [0.2] * 60)
+            await asyncio.sleep(0.1)
+            assert len({c.core.shard_of[f.key] for f in futs if f.key in c.core.shard_of}) == 3
+            assert c.cancel(futs) >= 50
+            results = await asyncio.gather(*(f._result_async() for f in futs), return_exceptions=True)
+            cancelled = sum(isinstance(r, BaseException) for r in results)
+            assert cancelled >= 50
+            assert all(r == i * i for i, r in enumerate(results) if not isinstance(r, BaseException))
+            assert sum(n.owner.counters["cancelled"] for n in mesh.nodes) >= 50 - 6
+            assert not c._pending
+
+    run(main)

@@ -44,7 +44,7 @@ async def pile_up(steal: bool) -> tuple[float, list[tuple[int, str]], dict[str, 
         log = Path(tmp) / "runs.log"
         async with InProcessMesh(3, placement="local", steal=steal) as mesh:
             await mesh.wait_converged()
-            c = await mesh.client(0)
+            c = await mesh.client(0, spread=1)  # node 0 owns and places (locally) every task
             t0 = time.perf_counter()
             futs = [c.submit(funcs.sleep_and_log, i, SECONDS, str(log)) for i in range(N_TASKS)]
             assert await c.gather(futs) == [i * i for i in range(N_TASKS)]
@@ -87,7 +87,7 @@ def test_a_thief_that_dies_after_stealing_has_its_tasks_replaced_and_the_client_
             log = Path(tmp) / "runs.log"
             async with InProcessMesh(3, placement="local") as mesh:
                 await mesh.wait_converged()
-                c = await mesh.client(0)
+                c = await mesh.client(0, spread=1)
                 futs = [c.submit(funcs.sleep_and_log, i, 1.0, str(log)) for i in range(N_TASKS)]
                 thief = mesh.nodes[1]
                 deadline = time.monotonic() + 10

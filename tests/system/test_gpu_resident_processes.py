@@ -88,7 +88,7 @@ def test_across_two_nodes_a_device_object_leaves_its_gpu_once_when_fetched() -> 
     node 0's result makes one host->device copy."""
     owner = ["--placement", "local", "--no-steal"]
     gpu = ["--fake-gpu", "speed=4,memory=1GiB", "--no-steal"]
-    with LocalMesh(2, per_node_args={0: owner, 1: gpu}) as mesh, mesh.client(0) as c, mesh.client(1) as c1:
+    with LocalMesh(2, per_node_args={0: owner, 1: gpu}) as mesh, mesh.client(0, spread=1) as c, mesh.client(1) as c1:
         wait_for(lambda: len(c.status()["members"]) == 1, timeout=15, what="discovery")
         gpu_node = mesh.by_index(1).node_id
         x, ws = inputs(1)
@@ -180,7 +180,7 @@ def test_gpu_tasks_queued_on_one_node_process_are_stolen_by_the_other_gpu_node_n
     slot's thread, node 2 none."""
     gpu = ["--fake-gpu", "speed=4,memory=1GiB"]
     per_node = {0: [*gpu, "--placement", "local"], 1: gpu}
-    with LocalMesh(3, per_node_args=per_node) as mesh, mesh.client(0) as c:
+    with LocalMesh(3, per_node_args=per_node) as mesh, mesh.client(0, spread=1) as c:  # node 0 owns and queues
         wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")
         futs = [c.submit(funcs.thread_after, 0.25, resources=GPU) for _ in range(12)]
         threads = [f.result(timeout=120) for f in futs]

@@ -180,7 +180,7 @@ def test_sigkill_during_map_completes_and_survivors_mark_node_dead() -> None:
 
 def test_runtime_model_learns_gossips_and_survives_a_restart() -> None:
     with LocalMesh(2) as mesh:
-        with mesh.client(0) as c:
+        with mesh.client(0, spread=1) as c:  # node 0 owns the tasks: its model learns from them
             wait_for(lambda: len(alive_view(c)) == 2, timeout=10)
             c.gather(c.map(funcs.slow_square, range(60), [0.003] * 60), timeout=60)
             learned = c.status()["node"]["model"]

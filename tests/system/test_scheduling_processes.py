@@ -15,7 +15,7 @@ from meshaios.errors import CancelledTaskError
 from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.system import sched_funcs
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.usefixtures("one_owner")]  # node 0 owns the tasks
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.integration import funcs
 
 pytestmark = [
+    pytest.mark.usefixtures("one_owner"),  # the tests place on and read counters of the node that owns the tasks
     pytest.mark.system,
     pytest.mark.skipif(not shm.host_id(), reason="no /dev/shm on this machine"),
 ]

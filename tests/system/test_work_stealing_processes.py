@@ -21,7 +21,7 @@ import pytest
 from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.integration import funcs
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.usefixtures("one_owner")]  # node 0 owns the tasks
 
 N_TASKS = 16
 

@@ -160,6 +160,7 @@ QUOTES = [
     Quote(PROTO, r"A client sends at\s+most ([\d,]+) tasks per `submit`", lambda: client.SUBMIT_BATCH),
     Quote(PROTO, r"tasks per `submit` \| ([\d,]+)", lambda: client.SUBMIT_BATCH),
     Quote(ARCH, r"pings each of its owners every ([\d.]+) s", lambda: client.PING_INTERVAL),
+    Quote(ARCH, r"default `DEFAULT_SPREAD` \((\d+)\)", lambda: client.DEFAULT_SPREAD),
     Quote(PROTO, r"The client pings every ([\d.]+) s", lambda: client.PING_INTERVAL),
     Quote(REL, r"PING every ([\d.]+) s", lambda: client.PING_INTERVAL),
     Quote(REL, r"pings \(every ([\d.]+) s\)", lambda: client.PING_INTERVAL),

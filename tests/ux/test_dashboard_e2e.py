@@ -241,7 +241,7 @@ def test_any_nodes_page_shows_the_whole_mesh_and_errors_that_outlive_their_futur
     urls = node_dashboards(ux_mesh)
     assert len(urls) == 3
     n = 60
-    with ux_mesh.client(0) as c:  # a client of its own: node 0 owns its tasks
+    with ux_mesh.client(0, spread=1) as c:  # a client of its own: node 0 owns its tasks
         booms = [c.submit(funcs.boom, f"kept error {i}") for i in range(2)]
         for f in booms:
             with pytest.raises(TaskError, match="ValueError: kept error"):

@@ -221,7 +221,7 @@ def test_served_by_a_running_in_process_mesh_node() -> None:
         async with InProcessMesh(3) as mesh:
             await mesh.wait_converged()
             node = mesh.nodes[0]
-            c = await mesh.client(0)
+            c = await mesh.client(0, spread=1)  # node 0 owns the tasks: its work view shows them
             futs = c.map(funcs.square, range(40))
             assert await c.gather(futs) == [x * x for x in range(40)]
             bad = c.submit(funcs.boom, "kaput")  # held: a future dropped is released, and its owner forgets it

@@ -104,6 +104,9 @@ class MeshaiosEngine(Engine):
             return sum(m["state"] == "alive" and m["id"] != client.node["node"] for m in members) >= self.size - 1
 
         wait_for(all_alive, timeout=30, what=f"{self.size} meshaios nodes alive")
+        # the nodes owning the client's tasks (client.spread, $MESHAIOS_SPREAD): all open before the clock starts
+        owners = min(client._async.spread, self.size)
+        wait_for(lambda: len(client._async.core.shards) >= owners, timeout=30, what=f"{owners} owners")
 
     def close(self) -> None:
         if self.client is not None:
@@ -122,7 +125,7 @@ class MeshaiosEngine(Engine):
         went -- queued, fetching inputs, running -- and the input bytes it fetched."""
         out: dict[str, dict[str, Any]] = {}
         for p in self.mesh.procs:
-            with contextlib.suppress(Exception), self.mesh.client(p.index) as c:
+            with contextlib.suppress(Exception), self.mesh.client(p.index, spread=1) as c:
                 node = c.status()["node"]
                 out[p.name] = dict(node.get("timeline_summary") or {})
                 out[p.name]["shm_in"] = (node.get("shm") or {}).get("received_bytes", 0)

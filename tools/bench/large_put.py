@@ -55,7 +55,7 @@ def main() -> int:
             failovers = c._async.failovers
         trouble = {}
         for p in mesh.procs:
-            with mesh.client(p.index) as ci:
+            with mesh.client(p.index, spread=1) as ci:
                 counters = ci.status()["node"]["counters"]
             bad = {k: v for k, v in counters.items() if k.startswith("member_") and k != "member_alive"}
             if bad:

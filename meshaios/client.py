@@ -1598,8 +1598,8 @@ class Client:
         self._loop = _new_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="meshaios-client", daemon=True)
         self._thread.start()
-        self._async = AsyncClient(address, **kwargs)
-        try:
+        try:  # a bad address or option raises here: the loop thread must not outlive the failed constructor
+            self._async = AsyncClient(address, **kwargs)
             self._call(self._async.connect())
         except BaseException:
             self._stop_loop()

@@ -1,12 +1,16 @@
-"""Shared fixtures. Leak guards: every test must leave no node process, thread or namespace behind."""
+"""Shared fixtures. Leak guards (tests/leakguard.py): a test leaves no thread, socket, loop or child process."""
 
 from __future__ import annotations
 
+import gc
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
+
+from tests import leakguard
+
+LEAK_GRACE = 5.0  # seconds for a stopping node's threads, sockets and children to finish going away
 
 
 @pytest.fixture(autouse=True)
@@ -20,18 +24,20 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_threads() -> Iterator[None]:
-    before = {t.ident for t in threading.enumerate()}
+def _no_leaks() -> Iterator[None]:
+    """Every test leaves no thread (daemon or not), socket, event-loop or ZeroMQ handle, or child process behind.
+    Fixtures of a wider scope are set up before this one and torn down after it, so what they hold is not counted."""
+    before = leakguard.snapshot()
     yield
-    leaked = [
-        t
-        for t in threading.enumerate()
-        if t.ident not in before and t.is_alive() and not t.daemon and not t.name.startswith(("asyncio_", "ThreadPool"))
-    ]
-    for t in leaked:
-        t.join(timeout=5)
-    still = [t.name for t in leaked if t.is_alive()]
-    assert not still, f"test leaked threads: {still}"
+    found = leakguard.leaks(before, grace=LEAK_GRACE)
+    if found:
+        gc.collect()  # an unreferenced loop or socket is closed by its finaliser: only what is still reachable leaks
+        found = leakguard.leaks(before, grace=1.0)
+    assert not found, found.describe()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    leakguard.warm_up()
 
 
 def pytest_report_header() -> str:

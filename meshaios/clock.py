@@ -37,3 +37,24 @@ class ManualClock:
         if t < self._now:
             raise ValueError("time does not go backwards")
         self._now = t
+
+
+class Every:
+    """A periodic job scheduled by time, not by counting ticks (ticks are 50 ms apart only when the loop is idle):
+    ``due(now)`` is true once per ``period``, first one period after the first call. Behind by more than a period
+    (a paused process, a long handler), it runs once and starts over from ``now``: no burst of catch-up runs."""
+
+    def __init__(self, period: float) -> None:
+        if not period > 0:
+            raise ValueError("a period must be positive")
+        self.period = period
+        self._next: float | None = None
+
+    def due(self, now: float) -> bool:
+        if self._next is None:
+            self._next = now + self.period
+            return False
+        if now < self._next:
+            return False
+        self._next = self._next + self.period if self._next + self.period > now else now + self.period
+        return True

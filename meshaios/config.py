@@ -15,6 +15,7 @@ from typing import Any
 
 from meshaios.errors import ConfigError
 from meshaios.membership.swim import SwimConfig
+from meshaios.store.stream import MAX_FRAME_BYTES
 from meshaios.tasks.owner import OwnerConfig
 
 DEFAULT_PORT = 5577
@@ -38,7 +39,7 @@ class NodeConfig:
     http_port: int = 0  # 0: a free port, written to the node file and shown by `meshaios status`
     log_level: str = "info"
     log_format: str = "text"  # text or json (one object a line)
-    max_frame_bytes: int = 64 << 20  # four stream chunks: every larger message travels as a stream (store/stream.py)
+    max_frame_bytes: int = MAX_FRAME_BYTES  # twice a stream chunk: larger messages travel as streams (store/stream.py)
     max_header_bytes: int = 64 << 20  # msgpack header of one message
     max_frames: int = 1 << 16  # frames in one message
     max_items: int = 1 << 20  # longest array or map in a header

@@ -662,7 +662,8 @@ class Node:
         elif msg["t"] == M.FAULT:
             self._on_fault(ident, msg)
         elif msg["t"] == M.STATUS:
-            self.transport.reply(ident, encode({"t": M.STATUS_REPLY, **self.status()}))
+            # a large mesh's status is streamed (mypy cannot see that ** supplies StatusData's keys)
+            self._send_to(ident, cast("M.StatusReply", {"t": M.STATUS_REPLY, **self.status()}))
         else:
             raise WireError(f"message type {t!r} is not accepted by a node")
 
@@ -743,7 +744,7 @@ class Node:
                     continue
                 holder = self.swim.get(a.node) if self.swim else None
                 if holder is not None:
-                    self.transport.send(holder.addr, encode({"t": M.FREE, "src": self.node_id, "ids": a.ids}))
+                    self._send_node(a.node, holder.addr, {"t": M.FREE, "src": self.node_id, "ids": a.ids})
 
     # ---- execution: the shell around the executing node's core (tasks/execcore.py) --------------------------
     def _core(self, event: Event) -> None:
@@ -1077,7 +1078,7 @@ class Node:
             return  # the engine's timeouts take care of it
         if ins.msg["k"] == "steal_offer" and not ins.msg["tasks"]:
             self._steal_counts["refusals"] += 1
-        self.transport.send(member.addr, encode({"t": M.STEAL, "src": self.node_id, "m": ins.msg}))
+        self._send_node(ins.to, member.addr, {"t": M.STEAL, "src": self.node_id, "m": ins.msg})
 
     def _i_moved(self, ins: SendMoved) -> None:
         """Tasks given to thieves for good: their owner must hear where they went."""
@@ -1090,7 +1091,8 @@ class Node:
         member = self.swim.get(ins.owner) if self.swim else None
         if member is None:
             return  # the owner is gone: nobody waits for these results any more
-        self.transport.send(member.addr, encode({"t": M.MOVED, "src": self.node_id, "moves": ins.moves}))
+        moves = [(tid, att, dst) for tid, att, dst in ins.moves]
+        self._send_node(ins.owner, member.addr, {"t": M.MOVED, "src": self.node_id, "moves": moves})
 
     def _steal_status(self) -> M.StatMap:
         c = self.steal.counters
@@ -1341,7 +1343,7 @@ class Node:
             self._get_waiters.append((ident, req, obj_id))  # being (re)computed: answered on a later tick
             return
         self._get_shm.discard((ident, req))
-        self.transport.reply(ident, encode(reply))
+        self._send_to(ident, reply)
 
     def _answer_loaded(self, ident: bytes, req: int, obj_id: str, relayed: bool, val: Payload | None) -> None:
         if val is not None or obj_id not in self.store:
@@ -1436,6 +1438,16 @@ class Node:
             return True
         return self._send_raw(dest, frames)
 
+    def _send_node(self, node: str, addr: str, msg: M.Message) -> bool:
+        """Send ``msg`` to peer ``node`` at ``addr`` whatever SWIM thinks of it (a node declared dead may be alive and
+        still want its results), streamed when large: a steal offer or a batch of results may carry many megabytes,
+        and no frame larger than ``MAX_FRAME_BYTES`` gets through a node's ROUTER."""
+        frames = encode(msg)
+        if self.streams_out.should_stream(frames):
+            self._stream_actions(self.streams_out.open(_peer(node), frames, self.clock.now()))
+            return True
+        return self.transport.send(addr, frames)
+
     def _peer_addr(self, dest: bytes) -> str | None:
         member = self.swim.get(dest[2:].decode(errors="replace")) if self.swim else None
         if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
@@ -1525,10 +1537,10 @@ class Node:
                 self.counters["orphan_results"] += len(results)
                 continue
             # our queue length rides on every DONE: fresher than SWIM meta, which reaches a peer every ~N/4 s
-            msg = {"t": M.DONE, "src": self.node_id, "results": results, "q": self.exec.queued}
+            msg: M.Done = {"t": M.DONE, "src": self.node_id, "results": results, "q": self.exec.queued}
             if self._summary:
                 msg["ld"] = self._summary
-            self.transport.send(member.addr, encode(msg))
+            self._send_node(owner, member.addr, msg)
 
     # ---- views ----------------------------------------------------------------------------------------------
     def _meta(self) -> M.NodeMeta:

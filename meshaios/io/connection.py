@@ -21,6 +21,7 @@ from meshaios.errors import AuthError, MeshUnavailable
 from meshaios.io.lean import LeanReader
 from meshaios.io.transport import apply_client_curve
 from meshaios.security import MeshKeys
+from meshaios.store.stream import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class ZmqConnection:
         address: str,
         keys: MeshKeys | None,
         client_id: str,
-        max_frame_bytes: int = 64 << 20,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_ivl: float = 10.0,
         ctx: zmq.asyncio.Context | None = None,
     ) -> None:
@@ -51,8 +52,8 @@ class ZmqConnection:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTING_ID, b"c:" + client_id.encode())
-        # results can be large, so the frame limit stays high; an address that is not a node of ours (a forged mDNS
-        # answer) could then make us buffer up to that much while "handshaking": bounded in time, not in size
+        # large results travel as streams of bounded chunks (store/stream.py), so a node never sends a larger frame;
+        # an address that is not a node of ours (a forged mDNS answer) may make us buffer this much while handshaking
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
         self.sock.setsockopt(zmq.HANDSHAKE_IVL, int(handshake_ivl * 1000))
         self.sock.setsockopt(zmq.SNDHWM, 100_000)

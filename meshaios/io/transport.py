@@ -40,6 +40,7 @@ from zmq.utils import z85
 from meshaios.io.lean import LeanReader
 from meshaios.io.zap import AuthThread
 from meshaios.security import MeshKeys
+from meshaios.store.stream import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,10 @@ def _frame_bytes(frames: Sequence[Any]) -> int:
 class ZmqOptions:
     bind: str = "127.0.0.1"
     port: int = 0
-    # ZMQ_MAXMSGSIZE of the ROUTER (and of clients): the largest frame accepted. Four stream chunks: anything larger
-    # travels as a stream of 16 MiB chunks, so only an attacker sends more, and before authentication libzmq buffers
-    # up to this much per connection (docs/security.md, bug 3)
-    max_frame_bytes: int = 64 << 20
+    # ZMQ_MAXMSGSIZE of the ROUTER (and of clients): the largest frame accepted. Twice a stream chunk: anything
+    # larger travels as a stream of 2 MiB chunks, so only an attacker sends more; libzmq drops such a sender from the
+    # frame's length, and before authentication buffers up to this much per connection (docs/security.md, bug 3)
+    max_frame_bytes: int = MAX_FRAME_BYTES
     hwm: int = 10_000  # messages queued per peer, each way, before sends are dropped (see docs/security.md)
     node_id: str = ""
     # libzmq applies MAXMSGSIZE to handshake commands too, so before authentication one connection can make us

@@ -14,7 +14,7 @@ sender                                   receiver
 ```
 
 At most ``window`` chunks of one stream are queued on a link at a time, so anything else sent on that link waits
-behind at most ``window * chunk`` bytes (32 MiB by default: well under a second even over CurveZMQ on a loaded
+behind at most ``window * chunk`` bytes (32 MiB by default: tens of milliseconds even over CurveZMQ on a loaded
 machine). Chunks are kept as they arrive (zero-copy frames) and put together once, by ``assemble``, which the
 caller runs off its event loop for a large message: the loop only files chunks and sends acknowledgements. A
 stream with no progress for ``stall_timeout`` seconds fails on both sides, with a reason; a receiver refuses
@@ -37,12 +37,18 @@ import numpy as np
 from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
 
+# The largest frame a node or client accepts (ZMQ_MAXMSGSIZE): twice the largest it sends. Messages under
+# ``min_bytes`` travel whole and longer ones as ``chunk``-sized frames, so only a hostile or broken sender exceeds
+# it, and libzmq then drops its connection from the frame's length field, before reading or decrypting the frame
+# (a 13 MB header used to be read whole and decrypted by the I/O thread that also serves everyone else).
+MAX_FRAME_BYTES = 4 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
     min_bytes: int = 2 << 20  # a message at least this large is streamed
-    chunk: int = 16 << 20
-    window: int = 2  # chunks of one stream in flight (sent, not yet acknowledged)
+    chunk: int = 2 << 20
+    window: int = 16  # chunks of one stream in flight (sent, not yet acknowledged)
     stall_timeout: float = 30.0  # seconds without progress before a stream fails
     max_incoming: int = 64  # open incoming streams per sender
     max_bytes: int = 1 << 40  # the largest message accepted as a stream

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias, TypedDict, cast
 
-from meshaios.clock import Clock, MonotonicClock
+from meshaios.clock import Clock, Every, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
 from meshaios.dashboard.jobs import client_label
 from meshaios.dashboard.views import fn_label, work_view
@@ -129,7 +129,11 @@ from meshaios.wire.payload import Payload
 
 log = logging.getLogger(__name__)
 
-TICK = 0.05
+TICK = 0.05  # seconds between timer ticks at most (sooner when SWIM has a deadline)
+# periodic work, by elapsed time (``clock.Every``), not by counting ticks
+META_EVERY = 0.1  # our SWIM meta and load summary refreshed; peers' loads read into placement and stealing
+MODELS_EVERY = 2.0  # peers' runtime observations read into our model (to predict what we never ran)
+SAVE_MODEL_EVERY = 60.0  # the learned model written to disk
 MAX_PEEK_IDS = 4096  # task ids one ``peek`` asks to name
 VIEW_REUSE = 1.0  # seconds one scan of the owner's tasks serves (the page and peers' peeks): any number may ask
 PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
@@ -211,6 +215,8 @@ class Node:
         self.node_id = new_id(rng=rng)
         self.name = config.display_name
         self.clock = clock or MonotonicClock()
+        self._every_meta, self._every_models = Every(META_EVERY), Every(MODELS_EVERY)
+        self._every_save = Every(SAVE_MODEL_EVERY)
         self.rng = rng or random.Random()
         self.transport: Transport = transport or ZmqTransport(
             ZmqOptions(
@@ -493,27 +499,25 @@ class Node:
     # ---- loops ----------------------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
         assert self.swim is not None
-        n = 0
         while True:
             # wake at SWIM's next deadline when that comes before the regular tick: nacks race probe deadlines
             delay = min(TICK, max(0.001, self.swim.next_wakeup() - self.clock.now()))
             await asyncio.sleep(delay)
-            n += 1
             try:
-                self._tick(n)
+                self._tick()
             except Exception:
                 log.exception("error in a timer tick")  # the node keeps running; the next tick tries again
                 self.counters["tick_errors"] += 1
 
-    def _tick(self, n: int) -> None:
+    def _tick(self) -> None:
         assert self.swim is not None
         now = self.clock.now()
-        if n % 40 == 0:  # every ~2 s: peers' runtime observations, so we can predict what we never ran
+        if self._every_models.due(now):  # peers' runtime observations, so we can predict what we never ran
             for m in self.swim.members():
                 self.peers.models(m.node_id, m.meta)
-        if n % 1200 == 0:
+        if self._every_save.due(now):
             self._save_model()
-        if n % 2 == 0:
+        if self._every_meta.due(now):
             if self._share_load:
                 self._summary = self._load_summary(now)
             self.swim.set_meta(self._meta())

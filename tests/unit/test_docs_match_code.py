@@ -28,7 +28,7 @@ from meshaios.io.transport import ZmqOptions
 from meshaios.logs import RateLimitedLog
 from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
-from meshaios.node import TICK
+from meshaios.node import META_EVERY, MODELS_EVERY, SAVE_MODEL_EVERY, TICK
 from meshaios.sched import sampling
 from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
@@ -139,6 +139,9 @@ QUOTES = [
     # ---- the node
     Quote(ARCH, r"(\d+) ms tick loop", lambda: TICK, MS),
     Quote(ARCH, r"`tick\(now\)` every (\d+) ms", lambda: TICK, MS),
+    Quote(ARCH, r"\(`clock.Every`: meta every ([\d.]+) s", lambda: META_EVERY),
+    Quote(ARCH, r"peers' models every ([\d.]+) s", lambda: MODELS_EVERY),
+    Quote(ARCH, r"the model saved every (\d+) s\)", lambda: SAVE_MODEL_EVERY),
     Quote(ARCH, r"records live (\d+) s", lambda: discovery.DEFAULT_RECORD_TTL),
     Quote(ARCH, r"`meshaios init`, (\d+) random bytes", lambda: TOKEN_BYTES),
     Quote(PROTO, r"`meshaios init` writes (\d+) random bytes", lambda: TOKEN_BYTES),

@@ -42,12 +42,12 @@ class WireLimits:
     @classmethod
     def from_config(cls, config: Any) -> WireLimits:
         """The limits a node's configuration asks for: ``max_header_bytes``, ``max_frames``, ``max_items`` where it
-        has them, the defaults where not. A header is one frame, so it never exceeds ``max_frame_bytes`` either."""
+        has them, the defaults where not. Not bounded by ``max_frame_bytes``: a header that came in one frame is
+        (libzmq saw to it), but a streamed message's header is put together from many chunks, and a 10,000-task
+        ``submit`` has a header of megabytes."""
         d = cls()
-        header = int(getattr(config, "max_header_bytes", 0) or d.max_header)
-        frame = int(getattr(config, "max_frame_bytes", 0) or header)
         return cls(
-            max_header=min(header, frame),
+            max_header=int(getattr(config, "max_header_bytes", 0) or d.max_header),
             max_frames=int(getattr(config, "max_frames", 0) or d.max_frames),
             max_items=int(getattr(config, "max_items", 0) or d.max_items),
         )

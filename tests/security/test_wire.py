@@ -255,9 +255,9 @@ def test_wire_limits_follow_the_configuration() -> None:
     from meshaios.config import NodeConfig
     from meshaios.wire.codec import DEFAULT_LIMITS, WireLimits
 
-    assert WireLimits.from_config(NodeConfig()) == DEFAULT_LIMITS  # 1 GiB frames: the 64 MiB header limit holds
+    assert WireLimits.from_config(NodeConfig()) == DEFAULT_LIMITS
     small = WireLimits.from_config(NodeConfig(max_frame_bytes=1 << 20))
-    assert small.max_header == 1 << 20  # a header is one frame
+    assert small.max_header == DEFAULT_LIMITS.max_header  # a streamed header is put together from many frames
     custom = WireLimits.from_config(SimpleNamespace(max_header_bytes=4096, max_frames=8, max_items=100))
     assert custom == WireLimits(max_header=4096, max_frames=8, max_items=100)
     with pytest.raises(Exception, match="exceed"):

@@ -81,3 +81,19 @@ def test_readers_of_a_put_whose_holders_were_killed_get_object_lost_within_10s()
         assert elapsed < 10.0, f"readers learned of the loss after {elapsed:.1f} s"
         assert all(e.object_id == f.key for e in [*outcomes, direct.value])
         assert f.key in str(direct.value)
+
+
+def test_messages_with_megabyte_headers_travel_as_streams_and_are_accepted() -> None:
+    """No frame over 4 MiB crosses a node's ROUTER (``MAX_FRAME_BYTES``), so everything larger travels as a stream
+    and is decoded whole: a 6 MB byte string as a task's argument and result, and a map of 4,000 tasks of 3 KB
+    arguments (a submit carries 2,000 tasks; arguments under 64 KiB sit in its header, 6 MB). A streamed header is
+    bounded by ``max_header_bytes``, not by the frame limit (it was, and such a submit was refused)."""
+    big = bytes(range(256)) * (6_000_000 // 256)
+    blobs = [bytes([i % 251]) * 3000 for i in range(4000)]
+    with LocalMesh(2, discovery=False) as mesh, mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 1, timeout=20, what="the two nodes meet")
+        assert c.submit(funcs.identity, big).result(timeout=120) == big
+        assert c.gather(c.map(funcs.identity, blobs), timeout=300, progress=False) == blobs
+        node = c.status()["node"]
+        assert node["streams"]["in_bytes"] >= 6_000_000  # the big task came in as a stream
+        assert node["counters"].get("bad_frames", 0) == 0

@@ -21,15 +21,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from meshaios.sched.inputs import TaskInputs, task_inputs
-from meshaios.sched.model import Learner
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy, PlacementTask
 from meshaios.sched.sampling import NodeIndex, SampleConfig, holder_ids, sample
 from meshaios.tasks.epochs import ClientLeases
 from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
+
+if TYPE_CHECKING:  # river and scipy take seconds to import: clients import this module, only nodes learn
+    from meshaios.sched.model import Learner
 
 
 class _Level:

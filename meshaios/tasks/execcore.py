@@ -43,6 +43,7 @@ from meshaios.sched.stealing import (
 )
 from meshaios.sched.stealing import Send as StealSend
 from meshaios.tasks.epochs import Run, RunFence, Verdict
+from meshaios.tasks.functions import library_kernel
 from meshaios.tasks.owner import fn_key
 from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
@@ -117,13 +118,16 @@ RESEND_WINDOW = 30.0
 RESEND_MAX = 10_000
 # Inline runs (``StartOnWorker.inline``): a tiny task started on a free CPU slot may run on the node's event loop
 # itself, without the hand-off to a worker thread and back (two thread wake-ups and GIL hand-offs, the larger part
-# of a lone tiny task's time on its node). A function qualifies once its measured run time here (the EWMA of
-# ``runtime``) is under INLINE_MAX_S and its last INLINE_STREAK runs each took under INLINE_DEMOTE_S and returned
-# at most INLINE_MAX_BYTES; the task's arguments must be at most INLINE_MAX_BYTES too, with every input in the
-# task. A qualified function's run that takes INLINE_DEMOTE_S or more (or returns more) cannot be stopped -- it
-# holds the loop once -- but demotes the function to the worker threads, and each demotion doubles the runs in a
-# row it needs before it runs inline again (up to INLINE_STREAK_MAX). A run between the two bounds (a tiny task
-# preempted on a loaded machine) only raises the EWMA: the next few go to the workers until it is back down.
+# of a lone tiny task's time on its node). Only meshaios's own kernels (``functions.library_kernel``): a user's
+# function that was tiny eight times may wait on a file, a lock or a socket the ninth, and on the loop that stops
+# the node (seen: a gated test function held a node for 60 s). A kernel qualifies once its measured run time
+# here (the EWMA of ``runtime``) is under INLINE_MAX_S and its last INLINE_STREAK runs each took under
+# INLINE_DEMOTE_S and returned at most INLINE_MAX_BYTES; the task's arguments must be at most INLINE_MAX_BYTES
+# too, with every input in the task. A qualified kernel's run that takes INLINE_DEMOTE_S or more (or returns
+# more) cannot be stopped -- it holds the loop once -- but demotes the kernel to the worker threads, and each
+# demotion doubles the runs in a row it needs before it runs inline again (up to INLINE_STREAK_MAX). A run between
+# the two bounds (a tiny task preempted on a loaded machine) only raises the EWMA: the next few go to the workers
+# until it is back down.
 INLINE_MAX_S = 0.0002
 INLINE_DEMOTE_S = 0.002
 INLINE_MAX_BYTES = 64 << 10
@@ -413,6 +417,7 @@ class ExecCore:
         # inline runs (INLINE_MAX_S): on for an executor that can run a task on its own thread (the node's loop)
         self.inline = inline
         self._fast: dict[str, int] = {}  # kernel -> its runs here in a row that were tiny (see _tiny)
+        self._library: dict[str, bool] = {}  # kernel -> one of meshaios's own (the only ones that may run inline)
         self._streak: dict[str, int] = {}  # kernel -> tiny runs in a row it needs to run inline, once demoted
         self._sent: deque[tuple[float, str, TaskResult]] = deque()  # results sent to other owners: (when, owner, it)
         self._down: dict[str, float] = {}  # peers declared dead or gone -> when: results go again if they come back
@@ -624,8 +629,14 @@ class ExecCore:
     def _may_inline(self, qt: QueuedTask) -> bool:
         """A task this small, of a function measured tiny here, often enough in a row (INLINE_MAX_S)."""
         spec = qt.spec
+        library = self._library.get(qt.kernel)
+        if library is None:
+            library = self._library[qt.kernel] = library_kernel(spec["fn"])
+            if len(self._library) > MAX_KERNELS:
+                self._library.clear()
         return (
-            self._fast.get(qt.kernel, 0) >= self._streak.get(qt.kernel, INLINE_STREAK)
+            library
+            and self._fast.get(qt.kernel, 0) >= self._streak.get(qt.kernel, INLINE_STREAK)
             and self.runtime.get(qt.kernel, INLINE_MAX_S) < INLINE_MAX_S
             and qt.nbytes <= INLINE_MAX_BYTES
             and qt.key not in self._inputs  # every input is in the task: nothing to read from the store

@@ -86,6 +86,21 @@ def encode_function(fn: Callable[..., Any], *, allow_pickle: bool) -> Payload:
     return dumps({"pickle": blob}, allow_pickle=False)[0]
 
 
+def library_kernel(payload: Payload) -> bool:
+    """Whether a function payload names one of meshaios's own kernels (``{"kernel": "meshaios...."}``, nothing
+    pickled): code we wrote, which computes and returns -- it never waits on a file, a lock or the network. Only
+    those may run inline on a node's event loop (``ExecCore``'s inline runs); a user's function that was fast eight
+    times may block the ninth, and on the loop that would stop the whole node."""
+    try:
+        spec = loads(payload, allow_pickle=False)
+    except Exception:
+        return False
+    if not isinstance(spec, dict) or "pickle" in spec:
+        return False
+    name = spec.get("kernel")
+    return isinstance(name, str) and name.startswith("meshaios.")
+
+
 class FunctionResolver:
     """Decodes function payloads on an executing node, with a cache: a map sends one function 10,000 times.
 

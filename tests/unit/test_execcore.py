@@ -7,12 +7,14 @@ over, and the ``queued`` counter that a node gossips.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from meshaios.devices.registry import default_registry
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
 from meshaios.sched.stealing import TState, _Request
@@ -47,11 +49,14 @@ from meshaios.tasks.execcore import (
     TerminateProcessPool,
     Tick,
 )
+from meshaios.tasks.functions import encode_function
 from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
 
-FN = Payload(b"kernel-a")
-FN_B = Payload(b"kernel-b")
+# meshaios's own kernels by name, as a client encodes them: the only functions that may run inline (library_kernel)
+FN = encode_function(default_registry().get("meshaios.add"), allow_pickle=False)
+FN_B = encode_function(default_registry().get("meshaios.multiply"), allow_pickle=False)
+USER_FN = encode_function(json.dumps, allow_pickle=False)  # by reference: a user's function
 
 
 def core(slots: int = 2, steal: bool = False, gpus: tuple[str, ...] = ()) -> ExecCore:
@@ -538,6 +543,16 @@ def test_a_function_runs_inline_after_enough_tiny_runs_in_a_row_and_only_with_in
     assert c.stats.finished == INLINE_STREAK + 2
     off = core(slots=1)  # the simulator's default: never inline
     assert not any(run_one(off, task(f"u{i}"), dt=1e-6).inline for i in range(INLINE_STREAK + 2))
+
+
+def test_a_users_function_never_runs_inline_however_tiny() -> None:
+    """It may be fast eight times and wait on a file, a lock or a socket the ninth: on the loop, that stops the node."""
+    c = inline_core()
+    starts = [run_one(c, task(f"u{i}", fn=USER_FN), dt=1e-6) for i in range(4 * INLINE_STREAK)]
+    assert not any(s.inline for s in starts)
+    assert c.counters["ran_inline"] == 0
+    assert run_one(c, task("k", fn=FN), dt=1e-6).inline is False  # a kernel still needs its own streak
+    assert [run_one(c, task(f"k{i}", fn=FN), dt=1e-6).inline for i in range(INLINE_STREAK)][-1] is True
 
 
 def test_only_tiny_self_contained_tasks_on_a_free_cpu_slot_run_inline() -> None:

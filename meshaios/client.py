@@ -59,13 +59,17 @@ from meshaios.store.stream import (
 )
 from meshaios.tasks.functions import encode_function
 from meshaios.wire import messages as M
-from meshaios.wire.codec import decode_message, encode
+from meshaios.wire.codec import BLOB_IN_HEADER, decode_message, encode
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import TaskRef, dumps, loads
 
 log = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 2000
+# A SUBMIT's header at most about this many bytes: arguments (and finished inputs) under BLOB_IN_HEADER ride in it,
+# and a node refuses a header over max_header_bytes (64 MiB): 2,000 tasks of 40 KB arguments made one of 80 MB,
+# refused, and their futures waited for ever.
+SUBMIT_HEADER_BYTES = 16 << 20
 RELEASE_BATCH = 256  # lazily released ids (small results) that go with the next flush; fewer wait for a heartbeat
 PING_INTERVAL = 0.25  # the client's heartbeat to its entry node, which renews its lease there (tasks/epochs.py)
 PEERS_EVERY = 8  # every 8th ping (2 s) asks for the live members: the failover candidates
@@ -370,6 +374,31 @@ def _env_spread() -> int:
         return int(raw) if raw else DEFAULT_SPREAD
     except ValueError:
         raise ValueError(f"MESHAIOS_SPREAD must be a whole number of nodes, not {raw!r}") from None
+
+
+def _header_bytes(spec: M.SubmitTask) -> int:
+    """About what ``spec`` adds to a SUBMIT's header: its payloads small enough to ride in it, and some fields."""
+    n = 256 + 40 * len(spec["deps"])
+    done = spec.get("done")
+    for p in (spec["fn"], spec["args"], done.get("v") if isinstance(done, dict) else None):
+        if isinstance(p, Payload) and len(p.blob) <= BLOB_IN_HEADER:
+            n += len(p.blob)
+    return n
+
+
+def submit_batches(specs: list[M.SubmitTask]) -> Iterator[list[M.SubmitTask]]:
+    """``specs`` in SUBMITs of at most SUBMIT_BATCH tasks and about SUBMIT_HEADER_BYTES of header each."""
+    batch: list[M.SubmitTask] = []
+    size = 0
+    for spec in specs:
+        n = _header_bytes(spec)
+        if batch and (len(batch) >= SUBMIT_BATCH or size + n > SUBMIT_HEADER_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(spec)
+        size += n
+    if batch:
+        yield batch
 
 
 def node_endpoint(address: str) -> str:
@@ -710,8 +739,8 @@ class AsyncClient:
             # the node never saw these puts: it takes them with their holders, or fails them as lost at once
             adopt: M.Adopt = {"t": M.ADOPT, "puts": puts}
             self._send(adopt, sid=sid)
-        for i in range(0, len(specs), SUBMIT_BATCH):
-            self._send({"t": M.SUBMIT, "tasks": specs[i : i + SUBMIT_BATCH], "ep": shard.epoch}, sid=sid)
+        for batch in submit_batches(specs):
+            self._send({"t": M.SUBMIT, "tasks": batch, "ep": shard.epoch}, sid=sid)
 
     async def _open(self, sid: int, address: str) -> None:
         """One more owner: shard ``sid`` on the node at ``address``."""

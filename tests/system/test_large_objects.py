@@ -97,3 +97,13 @@ def test_messages_with_megabyte_headers_travel_as_streams_and_are_accepted() -> 
         node = c.status()["node"]
         assert node["streams"]["in_bytes"] >= 6_000_000  # the big task came in as a stream
         assert node["counters"].get("bad_frames", 0) == 0
+
+
+def test_a_map_whose_arguments_add_up_to_more_than_a_header_may_hold_completes() -> None:
+    """2,000 tasks of 40 KB arguments: each argument rides in its SUBMIT's header (under 64 KiB), 80 MB for one
+    SUBMIT of 2,000, over the node's 64 MiB header limit; it was refused and every future waited. The client now
+    splits SUBMITs at about 16 MiB of header (``client.submit_batches``)."""
+    blobs = [bytes([i % 251]) * 40_000 for i in range(2000)]
+    with LocalMesh(1, discovery=False) as mesh, mesh.client(0) as c:
+        assert c.gather(c.map(len, blobs), timeout=300, progress=False) == [40_000] * 2000
+        assert c.status()["node"]["counters"].get("bad_frames", 0) == 0

@@ -162,6 +162,7 @@ QUOTES = [
     Quote(ARCH, r"batched, up to (\d+)\)", lambda: client.SUBMIT_BATCH),
     Quote(PROTO, r"A client sends at\s+most ([\d,]+) tasks per `submit`", lambda: client.SUBMIT_BATCH),
     Quote(PROTO, r"tasks per `submit` \| ([\d,]+)", lambda: client.SUBMIT_BATCH),
+    Quote(PROTO, r"and about (\d+) MiB of header", lambda: client.SUBMIT_HEADER_BYTES, MiB),
     Quote(ARCH, r"pings each of its owners every ([\d.]+) s", lambda: client.PING_INTERVAL),
     Quote(ARCH, r"default `DEFAULT_SPREAD` \((\d+)\)", lambda: client.DEFAULT_SPREAD),
     Quote(PROTO, r"The client pings every ([\d.]+) s", lambda: client.PING_INTERVAL),

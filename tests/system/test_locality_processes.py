@@ -12,7 +12,7 @@ import pytest
 from meshaios.testing.localmesh import LocalMesh, wait_for
 from tests.integration import funcs
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.usefixtures("one_owner")]  # node 0 owns the tasks and places them
 
 N = 200 * 2**20 // 8  # float64: 200 MB
 

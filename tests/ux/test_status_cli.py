@@ -16,7 +16,8 @@ from tests.ux import funcs
 def test_status_json_describes_the_whole_mesh(
     ux_mesh: LocalMesh, client: Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client.gather(client.map(funcs.square, range(10)))
+    with ux_mesh.client(0, spread=1) as c0:  # node 0 owns all ten: the session's client spreads over the mesh
+        c0.gather(c0.map(funcs.square, range(10)))
     rc = cli.main(["status", ux_mesh.address(0), "--json", "--token-file", str(ux_mesh.token_file)])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)

@@ -26,10 +26,11 @@ from zmq.utils.monitor import parse_monitor_message
 
 from meshaios.io.discovery import SERVICE_TYPE
 from meshaios.security import derive_keys
-from meshaios.testing.localmesh import LocalMesh, pin_threads
+from meshaios.testing.localmesh import LocalMesh
 from tests.security import canary
 from tests.security.attacks import KINDS
 from tests.security.conftest import (
+    OwnCores,
     canary_path,
     cpu_seconds,
     node_view,
@@ -69,48 +70,13 @@ def test_the_canary_works_for_a_token_holder(legit: Any, tmp_path: Path) -> None
     assert path.exists()
 
 
-class _OwnCores:
-    """The attacker stands in for another machine on the LAN, so it gets a core of its own: the node and the
-    legitimate client (this process) run on core 0, the attacker on the others. Without this, on a two-core test
-    box the attacker's own CPU and its kernel TCP work land on the cores being measured, which a remote attacker's
-    cannot (measured: attacking a *different* node process on this box still raised the p99 2.5-3.7x)."""
-
-    def __init__(self, mesh: LocalMesh) -> None:
-        self.pids = [p.pid for p in mesh.procs]
-        self.all = set(range(os.cpu_count() or 1))
-        self.active = len(self.all) >= 2
-        if len(self.all) >= 8:  # a machine with cores to spare: four for the node, two for the client
-            self.node, self.client = {0, 1, 2, 3}, {4, 5}
-        else:
-            self.node = self.client = {0}
-        self.attacker = self.all - self.node - self.client
-
-    def __enter__(self) -> _OwnCores:
-        if self.active:
-            for pid in self.pids:
-                pin_threads(pid, self.node)
-            pin_threads("self", self.client)
-        return self
-
-    def place_attacker(self, pid: int) -> None:
-        """Right after it started, before its interpreter has loaded anything (no preexec_fn: this process has
-        threads, and a fork with threads running must not run Python before exec)."""
-        if self.active:
-            pin_threads(pid, self.attacker)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.active:
-            for pid in [*self.pids, "self"]:
-                pin_threads(pid, self.all)
-
-
 def _attack(kind: str, mesh: LocalMesh, legit: Any, path: Path, n: int = ATTEMPTS) -> tuple[list[float], list[float]]:
-    with _OwnCores(mesh) as cores:
+    with OwnCores(mesh) as cores:
         return _attack_pinned(kind, mesh, legit, path, n, cores)
 
 
 def _attack_pinned(
-    kind: str, mesh: LocalMesh, legit: Any, path: Path, n: int, cores: _OwnCores
+    kind: str, mesh: LocalMesh, legit: Any, path: Path, n: int, cores: OwnCores
 ) -> tuple[list[float], list[float]]:
     """The unloaded round trips, then ``n`` attempts of ``kind`` from another process while the legitimate
     client keeps going; asserts that nothing got through. Returns (unloaded, during) latencies in seconds."""

@@ -137,6 +137,7 @@ SAVE_MODEL_EVERY = 60.0  # the learned model written to disk
 MAX_PEEK_IDS = 4096  # task ids one ``peek`` asks to name
 VIEW_REUSE = 1.0  # seconds one scan of the owner's tasks serves (the page and peers' peeks): any number may ask
 PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
+VIEW_STALE = 10.0  # seconds a member's last view stands in for one that did not come within PEEK_TIMEOUT
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
@@ -297,6 +298,7 @@ class Node:
         # the dashboard's mesh-wide view: failures of tasks this node owned (kept after the client let them go),
         # and PEEKs waiting for their answers (req -> asked node, its future)
         self._recent_errors: deque[ErrorRecord] = deque(maxlen=RECENT_ERRORS)
+        self._last_views: dict[str, tuple[float, dict[str, object]]] = {}  # member -> (when, its last peer_view)
         self._peeks: dict[int, tuple[str, asyncio.Future[M.Peeked]]] = {}
         self._peek_req = 0
         # (when, recent task records, the owner's work view): pages and peers' peeks poll every second
@@ -1684,7 +1686,23 @@ class Node:
         assert self.swim is not None
         live = [m.node_id for m in self.swim.members() if m.state in _REACHABLE]
         answers = await self._peek_all(dict.fromkeys(live), timeout)
-        views = [self.peer_view()] + [a["view"] for a in answers.values() if isinstance(a.get("view"), dict)]
+        views = [self.peer_view()]
+        now = self.clock.now()
+        for node_id in live:
+            answer = answers.get(node_id)
+            view = answer.get("view") if answer is not None else None
+            if isinstance(view, dict):
+                self._last_views[node_id] = (now, view)
+            else:
+                # a member busy for a moment: its last view, not a mesh whose totals drop by that member's share
+                # (with ownership spread, every member owns part of a client's job)
+                last = self._last_views.get(node_id)
+                if last is None or now - last[0] > VIEW_STALE:
+                    continue
+                view = {**last[1], "stale": round(now - last[0], 1)}
+            views.append(view)
+        for node_id in [n for n in self._last_views if n not in live]:
+            del self._last_views[node_id]
         unnamed: dict[str, list[str]] = defaultdict(list)
         for v in views:
             names = v.get("names")

@@ -28,7 +28,7 @@ from meshaios.io.transport import ZmqOptions
 from meshaios.logs import RateLimitedLog
 from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
-from meshaios.node import META_EVERY, MODELS_EVERY, SAVE_MODEL_EVERY, TICK
+from meshaios.node import META_EVERY, MODELS_EVERY, PEEK_TIMEOUT, SAVE_MODEL_EVERY, TICK, VIEW_STALE
 from meshaios.sched import sampling
 from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
@@ -91,7 +91,11 @@ ARCH, PROTO, REL, SEC, README = (
     "docs/architecture.md", "docs/protocol.md", "docs/reliability.md", "docs/security.md", "README.md"
 )
 DEVICES = "docs/devices.md"
+GUIDE = "docs/guide.md"
 QUOTES = [
+    # ---- the dashboard's mesh-wide view (Node.mesh_views)
+    Quote(GUIDE, r"`PEEK_TIMEOUT` = ([\d.]+) s", lambda: PEEK_TIMEOUT),
+    Quote(GUIDE, r"`VIEW_STALE` = ([\d.]+) s", lambda: VIEW_STALE),
     # ---- GPUs (devices/resident.py)
     Quote(DEVICES, r"`PINNED_MIN_BYTES` \(([\d.]+) MiB\)", lambda: PINNED_MIN_BYTES, MiB),
     Quote(DEVICES, r"`DEVICE_COPY_BW` \(([\d.]+) GB/s\)", lambda: DEVICE_COPY_BW, 1e9),

@@ -160,6 +160,11 @@ def api_status(url: str) -> dict[str, Any]:
         return doc
 
 
+def _gated_total(doc: dict[str, Any]) -> int:
+    fns = doc.get("work", {}).get("functions") or []
+    return sum(int(f.get("total", 0)) for f in fns if f.get("function") == "tests.ux.funcs:gated_square")
+
+
 def test_dashboard_shows_three_nodes_and_a_mixed_job_advancing(
     ux_mesh: LocalMesh, client: Client, tmp_path: Path
 ) -> None:
@@ -182,6 +187,9 @@ def test_dashboard_shows_three_nodes_and_a_mixed_job_advancing(
             # the other nodes' memory reaches this page by gossip (a probe period or two): wait for it first
             wait_for(lambda: sum(r["memory"] for r in api_status(url)["mesh"]["nodes"]) >= 6 * 1_600_000, 15,
                      interval=0.1, what="the six results' memory gossiped to node 0")  # fmt: skip
+            # the client spreads its tasks over the three owners: the page sums every owner's progress once each
+            # has answered a peek (a member slower than PEEK_TIMEOUT is shown by its last view after that)
+            wait_for(lambda: _gated_total(api_status(url)) == n, 15, interval=0.1, what="every owner's share")
             first = Dom(chromium(url + "/", tmp_path / "p1", "--dump-dom"))
             assert first.body.get("data-ready") == "1", first.text("error") if "error" in first.by_id else first.body
             assert [r["attrs"]["data-state"] for r in first.rows] == ["alive"] * 3

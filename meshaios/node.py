@@ -1035,7 +1035,8 @@ class Node:
             return
         member = self.swim.get(node) if self.swim else None
         if member is not None:  # a dead node runs nothing; its successor never heard of the task
-            self.transport.send(member.addr, encode({"t": M.ABORT, "src": self.node_id, "owner": owner, "ids": keys}))
+            # a cancelled map aborts thousands at once: streamed when large, like every message that can grow
+            self._send_node(node, member.addr, {"t": M.ABORT, "src": self.node_id, "owner": owner, "ids": keys})
 
     def _i_abort(self, ins: SendAbort) -> None:
         self._send_abort(ins.node, ins.owner, ins.keys)

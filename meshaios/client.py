@@ -977,6 +977,7 @@ class AsyncClient:
         deadline: Deadline = None,
         report_start: bool = False,
         keep_on_device: bool = False,
+        device: str | None = None,
     ) -> tuple[M.SubmitTask, Future]:
         self._check_open()
         args_payload, refs = dumps([list(args), kwargs], allow_pickle=self.allow_pickle, ref_types=(Future,))
@@ -989,8 +990,15 @@ class AsyncClient:
             "pure": pure,
             "retries": retries,
         }
-        if resources:
-            spec["resources"] = parse_resources(resources)
+        res = parse_resources(resources) if resources else {}
+        if device is not None:
+            from meshaios.devices.choice import submit_device
+
+            dev, res = submit_device(device, fn, res)
+            if dev:
+                spec["dev"] = dev  # "cpu" or "any": placement may choose (docs/devices.md)
+        if res:
+            spec["resources"] = res
         if parts:
             spec["parts"] = parts
         if task_timeout:
@@ -1138,6 +1146,7 @@ class AsyncClient:
         priority: int = 0,
         deadline: Deadline = None,
         keep_on_device: bool = False,
+        device: str | None = None,
         **kwargs: Any,
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` somewhere in the mesh. Futures among the args become dependencies.
@@ -1152,12 +1161,15 @@ class AsyncClient:
         seconds from now (a number) or a ``datetime``; ready tasks with deadlines are hurried (earliest deadline
         first, docs/scheduling.md 10.3) and the owner counts deadlines met and missed (``meshaios status``,
         ``/metrics``). ``keep_on_device``: a kernel run on a GPU keeps its result there even when it is small
-        (large ones always stay), for the next kernel on that GPU; this client still receives numpy. These
-        keywords are meshaios's: they never reach ``fn``.
+        (large ones always stay), for the next kernel on that GPU; this client still receives numpy. ``device``:
+        ``"gpu"`` (as ``resources={"gpu": 1}``), ``"cpu"`` (never on a GPU), ``"any"`` (a kernel that runs on
+        both: EFT placement picks the device with the earliest predicted finish), or None (the node's policy,
+        ``--gpu-choice``); a ``ValueError`` for any other value or one that contradicts ``resources``
+        (docs/devices.md). These keywords are meshaios's: they never reach ``fn``.
         """
         item = self._prepare(
             fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
-            priority=priority, deadline=deadline, keep_on_device=keep_on_device,
+            priority=priority, deadline=deadline, keep_on_device=keep_on_device, device=device,
         )
         self._enqueue([item])
         return item[1]
@@ -1692,12 +1704,13 @@ class Client:
         priority: int = 0,
         deadline: Deadline = None,
         keep_on_device: bool = False,
+        device: str | None = None,
         **kwargs: Any,
     ) -> Future:
         """See ``AsyncClient.submit``."""
         return self._submit_call(
             fn, args, kwargs, pure=pure, retries=retries, resources=resources, task_timeout=task_timeout,
-            priority=priority, deadline=deadline, keep_on_device=keep_on_device,
+            priority=priority, deadline=deadline, keep_on_device=keep_on_device, device=device,
         )
 
     def _submit_call(self, fn: Callable[..., Any], args: Any, kwargs: Mapping[str, object], **options: Any) -> Future:

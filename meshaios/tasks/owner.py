@@ -214,6 +214,7 @@ class OwnedTask:
     kept: bool = False  # fire and forget: runs even if its client leaves (it, and what it depends on)
     report_start: bool = False  # the client wants to know when it starts (``concurrent.futures`` running())
     keep_on_device: bool = False  # a kernel's result stays on its GPU however small (``kd``)
+    device: str = ""  # its submitter's device choice (``dev``): "cpu", "any"; "": the node's (``gpu_capable``)
     device_at: str = ""  # the node that keeps the result on a GPU (its result said ``kdev``): placement prices it
 
     @property
@@ -662,6 +663,8 @@ class Owner:
                 self._keep(t)
             t.report_start = spec.get("rs") is True
             t.keep_on_device = spec.get("kd") is True
+            if (dev := spec.get("dev")) in ("cpu", "any"):
+                t.device = str(dev)
             impossible = self._unsatisfiable(t)
             if failed_dep is not None:
                 out.extend(self._fail_from_dep(t, failed_dep))
@@ -1403,9 +1406,14 @@ class Owner:
         t = self.tasks.get(tid)
         if t is None:
             return None
-        device = "gpu" if t.resources.get("gpu") else "cpu"
-        if device == "cpu" and self.gpu_capable is not None and self.gpu_capable(t.fn):
+        if t.resources.get("gpu"):
+            device = "gpu"
+        elif t.device:
+            device = t.device  # the submitter's choice: "any" lets EFT choose whatever this node's --gpu-choice
+        elif self.gpu_capable is not None and self.gpu_capable(t.fn):
             device = "any"  # EFT chooses; its pick travels in the RUN (``device``)
+        else:
+            device = "cpu"
         return task_inputs(t.args.nbytes, t.deps, self.tasks.get).info(t.key, device)
 
     def _unassign(self, tid: str, node_id: str) -> None:

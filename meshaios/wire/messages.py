@@ -186,6 +186,7 @@ class SubmitTask(TypedDict):
     deadline: NotRequired[float]  # seconds from now
     rs: NotRequired[bool]  # tell the client when it starts (RUNNING)
     kd: NotRequired[bool]  # keep_on_device: a kernel's result stays on its GPU however small
+    dev: NotRequired[str]  # submit(device=): "cpu" (never a GPU) or "any" (placement chooses)
     ff: NotRequired[bool]  # fire and forget
     cancel: NotRequired[bool]  # cancelled before it was sent
     rc: NotRequired[bool]  # reconcile: the client has waited long; a new attempt may run

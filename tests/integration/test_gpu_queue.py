@@ -121,6 +121,28 @@ def test_with_gpu_choice_eft_puts_a_kernel_on_the_gpu_and_the_executor_runs_it_t
     assert run(lambda: main(True)) == (True, 2)  # on the GPU node's GPU: x in, the result out
 
 
+def test_a_tasks_own_device_choice_reaches_eft_and_the_executor_whatever_the_nodes_gpu_choice() -> None:
+    """``submit(..., device=...)`` per task (issue 18): the same mesh as above. ``device="any"`` on an owner
+    without ``gpu_choice`` lets EFT put the kernel on node 1's GPU, and node 1 runs it there (its copies move);
+    ``device="cpu"`` on an owner with ``gpu_choice`` keeps it off every GPU."""
+
+    async def main(choice: bool, device: str) -> tuple[bool, int]:
+        per_node = {0: {"placement": "eft", "gpu_choice": choice}, 1: {"fake_gpus": ("speed=8,memory=1GiB",)}}
+        async with InProcessMesh(2, per_node=per_node) as mesh:
+            await mesh.wait_converged()
+            owner, gpu_node = mesh.nodes
+            await heard(owner, gpu_node)
+            c = await mesh.client(0, spread=1)
+            x = np.arange(-8, 8, dtype=np.float32)
+            f = c.submit(default_registry().get("meshaios.relu"), x, device=device)
+            np.testing.assert_array_equal(await f, np.maximum(x, 0))
+            copies = sum(st["h2d"] + st["d2h"] for st in gpu_node.gpu.status().values())
+            return f.node == gpu_node.node_id, copies
+
+    assert run(lambda: main(False, "any")) == (True, 2)  # EFT chose the GPU: x in, the result out
+    assert run(lambda: main(True, "cpu"))[1] == 0  # a CPU task, wherever it ran
+
+
 def test_a_gpu_task_that_asked_to_report_its_start_is_reported_running() -> None:
     """``report_start`` (the executor API's ``running()``) holds on a GPU slot too."""
 

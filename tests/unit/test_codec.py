@@ -84,6 +84,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False, "hid": "0123456789abcdef"},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}], "ep": 1},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": [], "kd": True}]},  # keep_on_device
+        {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": [], "dev": "any"}]},  # device="any"
         {"t": M.RESULTS, "results": [{"id": "a", "ok": True, "v": res}]},
         {"t": M.RELEASE, "ids": ["a"]},
         {"t": M.STATUS},

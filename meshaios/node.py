@@ -24,8 +24,8 @@ from typing import Any, TypeAlias, TypedDict, cast
 
 from meshaios.clock import Clock, Every, MonotonicClock
 from meshaios.config import NodeConfig, state_dir
-from meshaios.dashboard.jobs import client_label
-from meshaios.dashboard.views import fn_label, work_view
+from meshaios.dashboard.jobs import JobRow, client_label
+from meshaios.dashboard.views import FunctionRow, WorkView, fn_label, mappings, work_view
 from meshaios.devices.resident import DEVICE_RESIDENT_FRACTION, DeviceTier
 from meshaios.errors import ConfigError, LimitExceeded, WireError
 from meshaios.ids import new_id, short
@@ -192,6 +192,20 @@ class ErrorRecord(TypedDict):
     node: str  # who ran it
 
 
+class PeerView(TypedDict):
+    """What a node tells a ``peek`` (``Node.peer_view``), and what the dashboard merges with ``mesh_work``."""
+
+    node: str
+    name: str
+    workers: int
+    timeline: list[TaskRecord]
+    names: dict[str, str]  # task id -> function, for the tasks of ``timeline`` this node owns
+    functions: list[FunctionRow]
+    jobs: list[JobRow]
+    errors: list[ErrorRecord]
+    gpus: dict[str, dict[str, int]]
+
+
 class Node:
     def __init__(
         self,
@@ -302,7 +316,7 @@ class Node:
         self._peeks: dict[int, tuple[str, asyncio.Future[M.Peeked]]] = {}
         self._peek_req = 0
         # (when, recent task records, the owner's work view): pages and peers' peeks poll every second
-        self._work_cache: tuple[float, list[TaskRecord], dict[str, Any]] | None = None
+        self._work_cache: tuple[float, list[TaskRecord], WorkView] | None = None
         # same-host transfers through /dev/shm (store/shm.py): our host id, published in SWIM meta once the
         # shared-memory directory is usable; fetches that asked for shared memory (req -> holder); holders whose
         # file we refused (asked over the socket from then on)
@@ -458,7 +472,7 @@ class Node:
         def listening(url: str) -> None:
             self.http_url = url
 
-        def work(task_ids: Collection[str]) -> dict[str, Any]:
+        def work(task_ids: Collection[str]) -> WorkView:
             # the status's timeline is the newest part of the records the shared scan names (one scan, not two)
             return self._recent_work()[1]
 
@@ -1597,7 +1611,7 @@ class Node:
                 }
             )
 
-    def _recent_work(self) -> tuple[list[TaskRecord], dict[str, Any]]:
+    def _recent_work(self) -> tuple[list[TaskRecord], WorkView]:
         """This node's last ``STREAM_RECORDS`` task attempts, and one scan of its owner's tasks (``work_view``) that
         names them: made at most every ``VIEW_REUSE`` s, for this node's own page and for its peers' peeks alike."""
         now = self.clock.now()
@@ -1606,7 +1620,7 @@ class Node:
             self._work_cache = (now, records, work_view(self.owner.tasks, now, name_tasks=[r["task"] for r in records]))
         return self._work_cache[1], self._work_cache[2]
 
-    def peer_view(self) -> dict[str, Any]:
+    def peer_view(self) -> PeerView:
         """What this node tells a ``peek``: its most recent task attempts (with the functions of those it owns),
         the failures it owns, and the per-function progress and jobs of the tasks it owns."""
         records, work = self._recent_work()
@@ -1649,7 +1663,7 @@ class Node:
         if isinstance(ids, list):
             reply["names"] = self._names([i for i in ids[:MAX_PEEK_IDS] if isinstance(i, str)])
         else:
-            reply["view"] = self.peer_view()
+            reply["view"] = dict(self.peer_view())
         self._send_to(_peer(member.node_id), reply)
 
     def _on_peeked(self, msg: M.Peeked) -> None:
@@ -1681,13 +1695,13 @@ class Node:
             for r in sent:
                 self._peeks.pop(r, None)
 
-    async def mesh_views(self, timeout: float = PEEK_TIMEOUT) -> list[dict[str, Any]]:
+    async def mesh_views(self, timeout: float = PEEK_TIMEOUT) -> list[dict[str, object]]:
         """Every live node's ``peer_view``, this one's first, with each task of their streams named by the node that
         owns it (a second round of ``peek``s, to the owners, for the tasks their executors could not name)."""
         assert self.swim is not None
         live = [m.node_id for m in self.swim.members() if m.state in _REACHABLE]
         answers = await self._peek_all(dict.fromkeys(live), timeout)
-        views = [self.peer_view()]
+        views: list[dict[str, object]] = [dict(self.peer_view())]
         now = self.clock.now()
         for node_id in live:
             answer = answers.get(node_id)
@@ -1708,8 +1722,8 @@ class Node:
         for v in views:
             names = v.get("names")
             names = names if isinstance(names, dict) else {}
-            for r in v.get("timeline") or ():
-                if isinstance(r, dict) and r.get("task") not in names:
+            for r in mappings(v.get("timeline")):
+                if r.get("task") not in names:
                     unnamed[str(r.get("owner", ""))].append(str(r.get("task")))
         found: dict[str, str] = self._names(unnamed.pop(self.node_id, ()))
         asks = {o: ids[:MAX_PEEK_IDS] for o, ids in unnamed.items() if o in live}

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -38,15 +38,16 @@ import h11
 from meshaios.dashboard.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshaios.dashboard.metrics import render_metrics
 from meshaios.dashboard.page import PAGE, csp_header
-from meshaios.dashboard.views import duration_histogram, mesh_view, mesh_work
+from meshaios.dashboard.views import WorkView, duration_histogram, mesh_view, mesh_work
 from meshaios.errors import ConfigError
 from meshaios.security import MeshKeys
 
 log = logging.getLogger(__name__)
 
 StatusSource = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
-WorkSource = Callable[[Collection[str]], Mapping[str, Any]]
-MeshSource = Callable[[], Awaitable[list[dict[str, Any]]]]  # ``Node.mesh_views``: every live node's ``peer_view``
+WorkSource = Callable[[Collection[str]], WorkView]
+# ``Node.mesh_views``: every live node's ``peer_view``
+MeshSource = Callable[[], Awaitable[Sequence[Mapping[str, object]]]]
 
 
 @dataclass(frozen=True)
@@ -332,15 +333,15 @@ def dashboard_doc(
     status: Mapping[str, Any],
     history: History,
     get_work: WorkSource | None,
-    views: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+    views: Sequence[Mapping[str, object]] | None = None,
+) -> dict[str, object]:
     """``/api/status``: the node's status, plus what the page draws from it: the mesh merged from the members'
     gossiped figures (``mesh``), the server's throughput history, the owner's work (``node.jobs``,
     ``node.functions``, ``node.errors``) and the task-duration histogram of the tasks run here (``durations``).
     With ``views`` (``Node.mesh_views``), the whole mesh's: ``work`` (``mesh_work``: the task stream of every node,
     the failures every owner kept, per-function progress and jobs summed over the owners) and ``durations`` over
     every node's recent tasks."""
-    doc = dict(status)
+    doc: dict[str, object] = dict(status)
     if history.samples:
         doc["history"] = history.view()
     doc["mesh"] = mesh_view(status)
@@ -350,22 +351,23 @@ def dashboard_doc(
     timeline = me.get("timeline")
     records = [r for r in timeline if isinstance(r, Mapping)] if isinstance(timeline, list) else []
     names: Mapping[str, str] = {}
+    node: dict[str, object] = dict(me)
     if get_work is not None:
         try:
             work = get_work([str(r.get("task")) for r in records])
-            names = work.get("task_functions") or {}
-            doc["node"] = {**me, **{k: work[k] for k in ("jobs", "functions", "errors") if k in work}}
+            names = work["task_functions"]
+            node.update(jobs=work["jobs"], functions=work["functions"], errors=work["errors"])
         except Exception as exc:
             log.debug("dashboard: no work view: %s", exc)
     doc["durations"] = duration_histogram(records, names)
     if names:  # the task stream colours each attempt by its function
-        me = doc["node"]
-        doc["node"] = {**me, "timeline": [{**r, "function": names.get(str(r.get("task")))} for r in records]}
+        node["timeline"] = [{**r, "function": names.get(str(r.get("task")))} for r in records]
+    doc["node"] = node
     if views:
-        work = mesh_work(views, time.time())
-        doc["work"] = work
-        doc["durations"] = duration_histogram(work["stream"], {r["task"]: r["function"] for r in work["stream"]
-                                                               if r.get("function")})
+        mesh = mesh_work(views, time.time())
+        doc["work"] = mesh
+        doc["durations"] = duration_histogram(mesh["stream"], {str(r["task"]): str(r["function"])
+                                                               for r in mesh["stream"] if r.get("function")})
     return doc
 
 
@@ -376,11 +378,11 @@ class _Reused:
         self.source = source
         self.seconds = seconds
         self.at = -math.inf
-        self.value: Mapping[str, Any] = {}
+        self.value: WorkView | None = None
 
-    def __call__(self, task_ids: Collection[str]) -> Mapping[str, Any]:
+    def __call__(self, task_ids: Collection[str]) -> WorkView:
         now = asyncio.get_running_loop().time()
-        if now - self.at >= self.seconds:
+        if self.value is None or now - self.at >= self.seconds:
             self.value = self.source(task_ids)
             self.at = now
         return self.value
@@ -399,7 +401,7 @@ class History:
         # "submitted" as far as the mesh can tell: what has finished plus what its owners still wait for
         self.samples.append((now, t["finished"], t["finished"] + t["pending"], t["pending"]))
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> dict[str, list[list[float]]]:
         """Samples as ``[seconds ago (<= 0), finished, submitted, pending]``, oldest first."""
         now = asyncio.get_running_loop().time()
         return {"samples": [[round(t - now, 3), f, s, p] for t, f, s, p in self.samples]}

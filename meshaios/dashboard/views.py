@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any, NotRequired, TypedDict
 
-from meshaios.dashboard.jobs import client_label
+from meshaios.dashboard.jobs import JobRow, client_label
 from meshaios.timeline import RUN_BUCKETS
 
 _STATES = ("waiting", "ready", "dispatched", "done", "failed")
@@ -80,8 +80,71 @@ class Histogram(TypedDict):
     series: list[Series]
 
 
+class FunctionRow(TypedDict):
+    """One function's tasks by state (``work_view``, summed over owners by ``mesh_work``)."""
+
+    function: str
+    total: int
+    pending: int  # waiting + ready + dispatched
+    waiting: int
+    ready: int
+    dispatched: int
+    done: int
+    failed: int
+
+
+class FailureRow(TypedDict):
+    """One failed task an owner still tracks (``work_view``'s ``errors``)."""
+
+    task: str
+    function: str
+    client: str
+    type: str
+    msg: str
+    tb: str  # its last 4,000 characters
+    age: float  # seconds since it was submitted
+
+
+class WorkView(TypedDict):
+    """``work_view``: one scan of an owner's tasks."""
+
+    jobs: list[JobRow]
+    functions: list[FunctionRow]
+    errors: list[FailureRow]
+    task_functions: dict[str, str]  # task id -> function, for the ids asked
+    partial: bool  # more tasks than the scan looked at
+
+
+class MeshNode(TypedDict):
+    id: str
+    name: str
+    workers: int
+
+
+class MeshWork(TypedDict):
+    """``mesh_work``: the whole mesh's work, from every node's ``peer_view`` (peers' parts are checked, not
+    trusted: the rows copied from them keep their keys as sent)."""
+
+    nodes: list[MeshNode]
+    gpus: list[dict[str, str | int]]
+    stream: list[dict[str, object]]
+    functions: list[FunctionRow]
+    jobs: list[dict[str, object]]
+    errors: list[dict[str, object]]
+
+
+def _function_row(name: str) -> FunctionRow:
+    return {"function": name, "total": 0, "pending": 0, "waiting": 0, "ready": 0, "dispatched": 0, "done": 0,
+            "failed": 0}  # fmt: skip
+
+
 def _num(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x else 0.0
+
+
+def mappings(x: object) -> list[Mapping[str, object]]:
+    """The mappings among a peer's list (anything else it sent is left out)."""
+    return [r for r in x if isinstance(r, Mapping)] if isinstance(x, (list, tuple)) else []
 
 
 def _int(x: Any) -> int:
@@ -184,7 +247,7 @@ def work_view(
     limit: int = 20,
     max_scan: int = 200_000,
     max_errors: int = 20,
-) -> dict[str, Any]:
+) -> WorkView:
     """One bounded scan of ``Owner.tasks`` (id -> task with ``client``, ``state``, ``submitted_at``, ``fn``,
     ``key``, ``error``): ``{"jobs", "functions", "errors", "task_functions"}``.
 
@@ -199,15 +262,15 @@ def work_view(
 
     sc = scan(tasks.values(), max_scan)
     labels = {key: fn_label(getattr(t, "fn", None)) for key, t in sc.by_key.items()}  # one decode per function
-    funcs: dict[str, dict[str, Any]] = {}
+    funcs: dict[str, FunctionRow] = {}
     for (_client, key, state), n in sc.counts.items():
         name = labels[key]
         f = funcs.get(name)
         if f is None:
-            f = funcs[name] = {"function": name, "total": 0, **dict.fromkeys(_STATES, 0)}
+            f = funcs[name] = _function_row(name)
         st = state_name(state)
-        if st in f:
-            f[st] += n
+        if st in _STATES:
+            f[st] += n  # type: ignore[literal-required]  # one of FunctionRow's state counts
         f["total"] += n
     out = list(funcs.values())
     for f in out:
@@ -220,7 +283,7 @@ def work_view(
     def label(t: Any) -> str:
         return labels.get(t.key) or fn_label(getattr(t, "fn", None))
 
-    errors = []
+    errors: list[FailureRow] = []
     for t in failed[:max_errors]:
         err = t.error if isinstance(t.error, Mapping) else {}
         errors.append(
@@ -234,7 +297,7 @@ def work_view(
                 "age": max(0.0, now - t.submitted_at),
             }
         )
-    named = {}
+    named: dict[str, str] = {}
     for tid in name_tasks:
         t = tasks.get(tid)
         if t is not None:
@@ -293,8 +356,8 @@ _GPU_FIELDS = ("busy", "resident_bytes", "resident_objects", "limit", "h2d", "h2
                "evictions", "oom_failures")  # fmt: skip
 
 
-def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: int = 3000,
-              max_errors: int = 20, limit: int = 20) -> dict[str, Any]:  # fmt: skip
+def mesh_work(views: Iterable[Mapping[str, object]], now: float, *, stream_limit: int = 3000,
+              max_errors: int = 20, limit: int = 20) -> MeshWork:  # fmt: skip
     """The whole mesh's work from every node's ``Node.peer_view`` (``now``: wall-clock seconds).
 
     ``stream``: every node's recent task attempts (times in wall-clock seconds), each with ``node_name`` and its
@@ -311,12 +374,12 @@ def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: i
     >>> w["stream"][0]["function"], w["functions"][0]["done"], w["errors"][0]["age"]
     ('m:f', 1, 1.0)
     """
-    nodes: list[dict[str, Any]] = []
-    devices: list[dict[str, Any]] = []
-    stream: list[dict[str, Any]] = []
-    funcs: dict[str, dict[str, Any]] = {}
-    jobs: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+    nodes: list[MeshNode] = []
+    devices: list[dict[str, str | int]] = []
+    stream: list[dict[str, object]] = []
+    funcs: dict[str, FunctionRow] = {}
+    jobs: list[dict[str, object]] = []
+    errors: list[dict[str, object]] = []
     for v in views:
         if not isinstance(v, Mapping):
             continue
@@ -329,25 +392,21 @@ def mesh_work(views: Iterable[Mapping[str, Any]], now: float, *, stream_limit: i
                     devices.append({"node": name, "device": str(dev),
                                     **{k: _int(g.get(k)) for k in _GPU_FIELDS}})  # fmt: skip
         raw = v.get("names")
-        names: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-        for r in v.get("timeline") or ():
-            if isinstance(r, Mapping) and isinstance(r.get("queued"), (int, float)):
+        names: Mapping[str, object] = raw if isinstance(raw, Mapping) else {}
+        for r in mappings(v.get("timeline")):
+            if isinstance(r.get("queued"), (int, float)):
                 stream.append({**r, "node_name": name, "function": names.get(str(r.get("task"))) or None})
-        for f in v.get("functions") or ():
-            if not isinstance(f, Mapping):
-                continue
+        for f in mappings(v.get("functions")):
             key = str(f.get("function", ""))
-            acc = funcs.setdefault(key, {"function": key, **dict.fromkeys(_COUNTS, 0)})
+            acc = funcs.setdefault(key, _function_row(key))
             for k in _COUNTS:
-                acc[k] += _int(f.get(k))
-        jobs.extend({**j, "owner": name} for j in v.get("jobs") or () if isinstance(j, Mapping))
-        for e in v.get("errors") or ():
-            if isinstance(e, Mapping):
-                errors.append({**e, "owner": name, "age": max(0.0, now - _num(e.get("at")))})
+                acc[k] += _int(f.get(k))  # type: ignore[literal-required]  # one of FunctionRow's counts
+        jobs.extend({**j, "owner": name} for j in mappings(v.get("jobs")))
+        errors.extend({**e, "owner": name, "age": max(0.0, now - _num(e.get("at")))} for e in mappings(v.get("errors")))
     stream.sort(key=lambda r: _num(r.get("queued")))
     out = list(funcs.values())
     out.sort(key=lambda f: (f["pending"] == 0, -f["total"], f["function"]))
-    errors.sort(key=lambda e: e["age"])
+    errors.sort(key=lambda e: _num(e["age"]))
     return {
         "nodes": nodes,
         "gpus": devices,

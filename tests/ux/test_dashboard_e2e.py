@@ -311,7 +311,8 @@ def test_a_node_without_a_gpu_shows_the_gpus_of_the_mesh(tmp_path: Path) -> None
 
 def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> None:
     """A crafted status: every panel the node may feed, and names and messages that are markup (they stay text)."""
-    from meshaios.dashboard.views import work_view
+    from meshaios.dashboard.jobs import JobRow
+    from meshaios.dashboard.views import WorkView, work_view
     from meshaios.tasks.functions import encode_function
     from tests.ux.test_metrics import SAMPLE_STATUS
     from tests.ux.test_views import FakeTask
@@ -332,10 +333,10 @@ def test_dashboard_renders_jobs_failures_and_hostile_names(tmp_path: Path) -> No
         for i in range(30)
     ]  # fmt: skip
 
-    def work(ids: Any) -> dict[str, Any]:  # the crafted jobs above stand for the owner's
-        return {k: v for k, v in work_view(tasks, 60.0, name_tasks=ids).items() if k != "jobs"}
+    def work(ids: Any) -> WorkView:  # the crafted jobs below stand for the owner's
+        return {**work_view(tasks, 60.0, name_tasks=ids), "jobs": jobs}
 
-    status["node"]["jobs"] = [
+    jobs: list[JobRow] = [
         {
             "client": "c:7f3a9b2c11d0",
             "total": 40,

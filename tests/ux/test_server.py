@@ -13,6 +13,7 @@ import uvloop
 
 from meshaios.dashboard import dashboard_token, jobs_view, serve_http, work_view
 from meshaios.dashboard.server import HttpLimits, is_loopback_host
+from meshaios.dashboard.views import FunctionRow, WorkView
 from meshaios.errors import ConfigError
 from meshaios.security import derive_keys, new_token
 from meshaios.testing.inproc import InProcessMesh
@@ -446,9 +447,11 @@ def test_connection_limit_evicts_slow_clients_then_refuses() -> None:
 def test_the_work_view_is_reused_for_a_moment_across_requests() -> None:
     calls: list[int] = []
 
-    def work(task_ids: Collection[str]) -> dict[str, Any]:
+    def work(task_ids: Collection[str]) -> WorkView:
         calls.append(len(task_ids))
-        return {"functions": [{"function": "m:f", "total": len(calls)}]}
+        row: FunctionRow = {"function": "m:f", "total": len(calls), "pending": 0, "waiting": 0, "ready": 0,
+                            "dispatched": 0, "done": len(calls), "failed": 0}  # fmt: skip
+        return {"jobs": [], "functions": [row], "errors": [], "task_functions": {}, "partial": False}
 
     async def main() -> None:
         async with serving(lambda: SAMPLE_STATUS, get_work=work, limits=HttpLimits(work_reuse=3600)) as url:

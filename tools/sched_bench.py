@@ -9,6 +9,14 @@ fresh mesh; the makespan, where the tasks went, and the owner's runtime-model MA
 
     python tools/sched_bench.py [--tasks 400] [--slowdown 4] [--repeat 2] [--json out.json]
 
+``--devices`` runs the device experiment instead (issue 18): EFT on 3 nodes, node1 with a fake GPU declared 8x;
+chains of kernel tasks (matmul, gelu, matmul, gelu, layer_norm, row sum; N x N float32, each step's result kept
+on the device for the next) submitted with ``device="any"`` (EFT picks per task) or ``--choice gpu`` (pinned),
+among plain CPU tasks; it prints the per-task timeline the nodes report (task, node, device, start, end), where
+the GPU and CPU tasks ran, and the GPU node's host<->device copies:
+
+    python tools/sched_bench.py --devices [--choice any|gpu] [--chains 6] [--cpu-tasks 24] [--n 256] [--real-gpu]
+
 The nodes run one worker each and single-threaded BLAS: three "machines" share this box's cores, and a CPU-bound
 kernel on one of them must not steal the others' cores (on a LAN they have their own). Figures: docs/scheduling.md.
 """
@@ -145,6 +153,174 @@ def run(policy: str, tasks: int, slowdown: float, seed: int, pin: bool) -> dict[
         mesh.close()
 
 
+# ---- the device experiment (issue 18): GPU kernel chains chained on the GPU node, CPU tasks elsewhere -----------
+CHAIN_STEPS = ("matmul", "gelu", "matmul", "gelu", "layer_norm", "sum")  # a layer of an MLP, its row sums back
+
+
+def cpu_work(a: np.ndarray) -> float:
+    """A CPU task with no GPU implementation (a plain function): it never asks for a device."""
+    return float(np.sort(a, kind="stable").cumsum()[-1])
+
+
+def device_workload(chains: int, cpu_tasks: int, n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                                              list[np.ndarray]]:
+    """Two N x N float32 weights shared by every chain, one input per chain, one vector per CPU task."""
+    rng = np.random.default_rng(seed)
+    ws = [(rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32) for _ in range(2)]
+    xs = [rng.standard_normal((n, n)).astype(np.float32) for _ in range(chains)]
+    vs = [rng.random(200_000 * (1 + i % 3)) for i in range(cpu_tasks)]
+    return ws, xs, vs
+
+
+def chain_reference(x: np.ndarray, ws: list[np.ndarray]) -> np.ndarray:
+    reg = default_registry()
+    h = x
+    for step, w in zip(("matmul", "gelu", "matmul", "gelu"), (ws[0], None, ws[1], None), strict=True):
+        h = reg.get(f"meshaios.{step}").call("cpu", (h,) if w is None else (h, w))
+    h = reg.get("meshaios.layer_norm").call("cpu", (h,))
+    out: np.ndarray = reg.get("meshaios.sum").call("cpu", (h,), {"axis": 1})
+    return out
+
+
+def device_run(chains: int = 6, cpu_tasks: int = 24, n: int = 256, choice: str = "any", seed: int = 0,
+               pin: bool = False, workers: int = 1, real_gpu: bool = False) -> dict[str, Any]:
+    """A 3-node mesh of real processes, EFT placement: node1 has a fake GPU declared 8x (its only GPU: real ones
+    are ignored; ``real_gpu``: the GPUs cupy sees instead), node0 and node2 are CPU-only (``--no-gpu``). One
+    client submits ``chains`` chains of kernel tasks (CHAIN_STEPS; every step but the last
+    ``keep_on_device=True``, each with ``device=choice``: ``"any"``, EFT picks, or ``"gpu"``, pinned)
+    interleaved with ``cpu_tasks`` plain CPU tasks. Returns the per-task timeline as the nodes report it
+    (``status``'s ``node.timeline``: node, device kind, start, end), and the GPU node's copies."""
+    reg = default_registry()
+    ws, xs, vs = device_workload(chains, cpu_tasks, n, seed)
+    gpu_args = [] if real_gpu else ["--no-gpu", "--fake-gpu", "speed=8,memory=1GiB"]
+    mesh = LocalMesh(3, workers=workers, extra_args=["--placement", "eft"], env=dict(SINGLE_THREADED),
+                     per_node_args={0: ["--no-gpu"], 1: gpu_args, 2: ["--no-gpu"]})
+    try:
+        mesh.start()
+        if pin:
+            cores = pinning(os.cpu_count() or 1)
+            for i in range(3):
+                pin_threads(mesh.procs[i].pid, cores[f"node{i}"])
+        names = {p.node_id: p.name for p in mesh.procs}
+        gpu_node = mesh.by_index(1).node_id
+        with mesh.client(0) as c, mesh.client(1) as c1:
+            wait_for(lambda: len(c.status()["members"]) == 2, timeout=15, what="discovery")
+            for i in (0, 2):  # every owner knows node1's GPU (its gossiped devices) before the first task
+                with mesh.client(i) as ci:
+                    wait_for(lambda ci=ci: any(m["id"] == gpu_node and "gpu" in str(m["devices"])
+                                               for m in ci.status()["members"]), timeout=15, what="the GPU gossiped")
+            gpu_name = next(iter(c1.status()["node"]["gpu"]))
+            before = dict(c1.status()["node"]["gpu"][gpu_name])
+            wrefs = [c.put(w, device="gpu") for w in ws]  # the weights, onto the GPU node's device once
+            tasks: list[tuple[str, int, str, Any]] = []  # (kind, chain, step, future)
+            cpu_left = list(enumerate(vs))
+            per_chain = max(1, -(-cpu_tasks // max(1, chains)))  # CPU tasks submitted between two chains
+            t0 = time.time()
+            for j, x in enumerate(xs):
+                h: Any = x
+                for k, step in enumerate(CHAIN_STEPS):
+                    kern = reg.get(f"meshaios.{step}")
+                    last = k == len(CHAIN_STEPS) - 1
+                    args = (h, wrefs[0] if k == 0 else wrefs[1]) if step == "matmul" else (h,)
+                    kw = {"axis": 1} if step == "sum" else {}
+                    h = c.submit(kern, *args, device=choice, keep_on_device=not last, **kw)
+                    tasks.append(("gpu", j, step, h))
+                for _ in range(per_chain):
+                    if cpu_left:
+                        i, v = cpu_left.pop(0)
+                        tasks.append(("cpu", i, "cpu_work", c.submit(cpu_work, v)))
+            for i, v in cpu_left:
+                tasks.append(("cpu", i, "cpu_work", c.submit(cpu_work, v)))
+            # only the chains' row sums and the CPU tasks' results come back: the intermediates stay on the GPU
+            wanted = [t for t in tasks if t[0] == "cpu" or t[2] == "sum"]
+            results = c.gather([f for *_, f in wanted], timeout=300)
+            makespan = time.time() - t0
+            wrong = 0
+            for (kind, j, step, _f), r in zip(wanted, results, strict=True):
+                if kind == "gpu" and step == "sum":
+                    wrong += not np.allclose(r, chain_reference(xs[j], ws), rtol=1e-3, atol=1e-2)
+                elif kind == "cpu":
+                    wrong += not np.isclose(r, cpu_work(vs[j]))
+            after = dict(c1.status()["node"]["gpu"][gpu_name])
+            records: dict[str, Any] = {}
+            for i in range(3):  # each node's own report of what it ran (its most recent 200 attempts)
+                with mesh.client(i) as ci:
+                    for r in ci.status()["node"]["timeline"]:
+                        if r["outcome"] == "ok":
+                            records[r["task"]] = r
+        rows = []
+        for kind, j, step, f in tasks:
+            r = records.get(f.task_id)
+            rows.append({
+                "task": f"chain{j}.{step}" if kind == "gpu" else f"cpu{j}",
+                "kind": kind,
+                "chain": j if kind == "gpu" else None,
+                "node": names.get(r["node"], r["node"][:8]) if r else names.get(f.node, "?"),
+                "device": r["device"] if r else "?",
+                "start": round(r["started"] - t0, 4) if r and r["started"] is not None else None,
+                "end": round(r["finished"] - t0, 4) if r and r["finished"] is not None else None,
+            })  # fmt: skip
+        return {
+            "choice": choice,
+            "chains": chains,
+            "cpu_tasks": cpu_tasks,
+            "n": n,
+            "makespan_s": round(makespan, 3),
+            "wrong": wrong,
+            "gpu_node": names[gpu_node],
+            "gpu": gpu_name,
+            "fake": not real_gpu,
+            "copies": {k: int(after[k]) - int(before[k]) for k in ("h2d", "d2h", "h2d_bytes", "d2h_bytes")},
+            "timeline": rows,
+        }
+    finally:
+        mesh.close()
+
+
+def device_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """What the timeline says: where the GPU tasks ran (and whether each chain stayed on one device of one node),
+    where the CPU tasks ran."""
+    rows = r["timeline"]
+    gpu_rows = [x for x in rows if x["kind"] == "gpu"]
+    cpu_rows = [x for x in rows if x["kind"] == "cpu"]
+    where: dict[str, dict[str, int]] = {"gpu": {}, "cpu": {}}
+    for x in rows:
+        at = f"{x['node']}/{x['device']}"
+        where[x["kind"]][at] = where[x["kind"]].get(at, 0) + 1
+    chained = 0
+    for j in range(r["chains"]):
+        steps = {(x["node"], x["device"]) for x in gpu_rows if x["chain"] == j}
+        chained += steps == {(r["gpu_node"], "gpu")}
+    return {
+        "gpu_tasks": len(gpu_rows),
+        "gpu_tasks_on_gpu_node_gpu": sum(x["node"] == r["gpu_node"] and x["device"] == "gpu" for x in gpu_rows),
+        "chains_whole_on_gpu_node": chained,
+        "cpu_tasks": len(cpu_rows),
+        "cpu_tasks_on_cpu": sum(x["device"] == "cpu" for x in cpu_rows),
+        "cpu_tasks_off_gpu_node": sum(x["node"] != r["gpu_node"] for x in cpu_rows),
+        "where": {k: dict(sorted(v.items())) for k, v in where.items()},
+    }
+
+
+def print_devices(r: dict[str, Any]) -> None:
+    print(f"device choice: {r['chains']} chains of {len(CHAIN_STEPS)} kernel tasks (N={r['n']}, "
+          f"device={r['choice']!r}) + {r['cpu_tasks']} CPU tasks; GPU node {r['gpu_node']} "
+          f"({r['gpu']}{', fake, declared 8x' if r['fake'] else ''})")
+    print(f"{'task':18} {'node':6} {'device':6} {'start s':>8} {'end s':>8}")
+    for x in sorted(r["timeline"], key=lambda x: (x["start"] is None, x["start"] or 0.0)):
+        start = "-" if x["start"] is None else f"{x['start']:.4f}"
+        end = "-" if x["end"] is None else f"{x['end']:.4f}"
+        print(f"{x['task']:18} {x['node']:6} {x['device']:6} {start:>8} {end:>8}")
+    s = device_summary(r)
+    cp = r["copies"]
+    print(f"\nGPU tasks: {s['gpu_tasks_on_gpu_node_gpu']} of {s['gpu_tasks']} on {r['gpu_node']}'s GPU; chains whole "
+          f"on it: {s['chains_whole_on_gpu_node']} of {r['chains']}; where: {s['where']['gpu']}")
+    print(f"CPU tasks: {s['cpu_tasks_on_cpu']} of {s['cpu_tasks']} on a CPU, {s['cpu_tasks_off_gpu_node']} off the GPU "
+          f"node; where: {s['where']['cpu']}")
+    print(f"GPU node copies: {cp['h2d']} host->device ({cp['h2d_bytes'] / 2**20:.1f} MiB), {cp['d2h']} device->host "
+          f"({cp['d2h_bytes'] / 2**10:.1f} KiB); makespan {r['makespan_s']:.2f} s; wrong results {r['wrong']}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=400)
@@ -155,7 +331,24 @@ def main() -> int:
     ap.add_argument("--no-pin", action="store_true", help="do not pin the nodes to cores")
     ap.add_argument("--verbose", action="store_true", help="the model's per-kernel MAPE")
     ap.add_argument("--json")
+    ap.add_argument("--devices", action="store_true",
+                    help="the device experiment instead: GPU kernel chains and CPU tasks, a per-task timeline")
+    ap.add_argument("--chains", type=int, default=6, help="--devices: chains of kernel tasks")
+    ap.add_argument("--cpu-tasks", type=int, default=24, help="--devices: plain CPU tasks")
+    ap.add_argument("--n", type=int, default=256, help="--devices: N of the chains' N x N float32 matrices")
+    ap.add_argument("--choice", choices=("any", "gpu"), default="any",
+                    help="--devices: the chains' submit(device=...): 'any' (EFT picks) or 'gpu' (pinned)")
+    ap.add_argument("--real-gpu", action="store_true", help="--devices: node1 uses the GPUs cupy sees, not a fake one")
     args = ap.parse_args()
+    if args.devices:
+        r = device_run(args.chains, args.cpu_tasks, args.n, args.choice, args.seed,
+                       pin=not args.no_pin and (os.cpu_count() or 1) >= 2, real_gpu=args.real_gpu)
+        r["summary"] = device_summary(r)
+        print_devices(r)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(r, fh, indent=2)
+        return 1 if r["wrong"] else 0
     policies = args.policies.split(",")
     rows: list[dict[str, Any]] = []
     for rep in range(args.repeat):

@@ -487,7 +487,8 @@ class Owner:
     def handle(self, event: OwnerEvent, now: float) -> list[OwnerAction]:
         """Everything that happens to the owner, as an event at ``now`` (its clock: dispatch deadlines are stamped
         from it), and what to do about it as actions: ``Dispatch``, ``Deliver``, ``Abort``, ``Started``, and the
-        objects nobody can ask for any more as ``Free`` (out of ``OwnerTick``: batched per tick). The methods
+        objects nobody can ask for any more as ``Free`` (out of ``Completed`` for what that completion made unneeded,
+        out of ``OwnerTick`` for the rest: batched per tick). The methods
         below are the per-event handlers ``handle`` calls."""
         if now > self.now:
             self.now = now
@@ -813,6 +814,8 @@ class Owner:
         return _merge(out)
 
     def _take_frees(self) -> list[Free]:
+        if not self._frees:
+            return []
         frees, self._frees = self._frees, {}
         return [Free(n, ids) for n, ids in frees.items()]
 
@@ -1469,7 +1472,9 @@ def _without_actions(handler: Callable[[Owner, Any], object]) -> Callable[[Owner
 
 # ``Owner.handle``: one dict look-up per event (a ``match`` over seventeen classes cost ~1 us for the later ones)
 _HANDLERS: dict[type, Callable[[Owner, Any, float], list[OwnerAction]]] = {
-    Completed: lambda o, e, now: o.completed(e.node_id, e.results, now),
+    # what a completion made unneeded is freed at once, not at the next tick: a consumer's input otherwise stays
+    # held (up to a tick, 50 ms on a node) while the next task on its node already allocates its own result
+    Completed: lambda o, e, now: [*o.completed(e.node_id, e.results, now), *o._take_frees()],
     SubmitTasks: lambda o, e, now: o.submit(e.client, e.tasks, now, e.ep),
     ClientHeard: lambda o, e, now: o.heard(e.client, now),
     LoadHeard: _without_actions(lambda o, e: o.node_load(e.node_id, e.reported)),

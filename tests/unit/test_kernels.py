@@ -578,6 +578,21 @@ def test_partition_ids_vectorised_equals_scalar(dtype: Any) -> None:
         assert got.tolist() == [ref_partition(int(k), p) for k in keys]
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint64, np.uint8])
+def test_hash_partition_sorts_narrow_ids_and_leaves_the_keys_alone(dtype: Any) -> None:
+    """The ids ``hash_partition`` sorts are the narrowest unsigned type that holds them (a radix sort; one byte per
+    key for up to 256 partitions), equal to ``partition_ids``; 64-bit keys are reinterpreted, never changed."""
+    info = np.iinfo(dtype)
+    keys = rng(37).integers(info.min, info.max, size=500, dtype=dtype, endpoint=True)
+    before = keys.copy()
+    for p, narrow in ((1, np.uint8), (16, np.uint8), (256, np.uint8), (257, np.uint16), (65_536, np.uint16),
+                      (65_537, np.uint32), (3_000_000_000, np.uint32)):
+        ids = K._narrow_partition_ids(np, keys, p)
+        assert ids.dtype == narrow, p
+        assert ids.tolist() == K.partition_ids(np, keys, p).tolist() == [ref_partition(int(k), p) for k in keys]
+    assert np.array_equal(keys, before)
+
+
 @pytest.mark.parametrize("partitions", [1, 2, 3, 4, 6, 7, 8, 16])
 def test_hash_partition(run: Run, partitions: int) -> None:
     keys = rng(35).integers(-(10**9), 10**9, size=300)

@@ -70,6 +70,20 @@ def test_frees_come_out_of_the_tick_as_instructions() -> None:
     assert frees(o.handle(OwnerTick(), 3.0)) == {}  # once
 
 
+def test_a_completion_frees_the_inputs_it_was_the_last_to_need_at_once() -> None:
+    """The input of a finished consumer goes out as ``Free`` with the ``Completed`` that made it unneeded, not a
+    tick later: its node is already allocating the next task's result meanwhile (the DAG's peak memory)."""
+    o = owner()
+    node = next(iter(dispatched(o.handle(SubmitTasks(C1, [spec("a")]), 0.0))))
+    o.handle(Completed(node, [{"id": "a", "ok": True, "size": 1 << 20}]), 1.0)  # a large result, held on ``node``
+    placed = dispatched(o.handle(SubmitTasks(C1, [spec("b", ("a",))]), 1.0))
+    assert o.handle(Release(["a"]), 1.5) == []  # the client let go of it; ``b`` still needs it
+    assert frees(o.handle(OwnerTick(), 1.6)) == {}
+    out = o.handle(Completed(next(iter(placed)), [ok("b")]), 2.0)
+    assert frees(out) == {node: ["a"]}
+    assert frees(o.handle(OwnerTick(), 2.1)) == {}  # once
+
+
 def test_every_event_stamps_the_owners_clock_for_what_it_dispatches() -> None:
     """A node coming up at t = 100 dispatches a waiting task with a timeout: its deadline counts from 100, not from
     the last time a method that took ``now`` was called (issue 16's stale clock)."""

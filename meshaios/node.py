@@ -55,12 +55,14 @@ from meshaios.store.stream import (
     assemble,
 )
 from meshaios.tasks.execcore import (
+    INLINE_ABORT_S,
     AbortRuns,
     DropResult,
     Event,
     ExecCore,
     FetchInputs,
     Finished,
+    InlineOverran,
     InputsMissing,
     InputsReady,
     Instruction,
@@ -91,6 +93,7 @@ from meshaios.tasks.execute import (
     unpack_from_process,
 )
 from meshaios.tasks.functions import FunctionResolver
+from meshaios.tasks.guard import InlineOverrun, OverrunGuard
 from meshaios.tasks.owner import (
     Abort,
     AddLocation,
@@ -276,7 +279,9 @@ class Node:
         self._pool: WorkerPool | None = None
         self._procs: concurrent.futures.ProcessPoolExecutor | None = None
         self._done_buffer: dict[str, list[M.Result]] = defaultdict(list)
-        self._inline: deque[tuple[str, tuple[str, int], RunTask]] = deque()  # inline starts (``_run_inline``)
+        # inline starts (``_run_inline``): (owner, key, task, a user's function: run under ``_guard``)
+        self._inline: deque[tuple[str, tuple[str, int], RunTask, bool]] = deque()
+        self._guard = OverrunGuard(INLINE_ABORT_S)
         self._doing = 0  # depth of ``_do``: inline runs wait for the outermost one to finish
         self._flush_scheduled = False
         self._badlog = RateLimitedLog(log)  # one warning per (peer, kind) per 10 s, 20 per 10 s in all
@@ -341,6 +346,7 @@ class Node:
             self.node_id, {"cpu": self.workers}, model=self.model, view=self.steal_view, timeline=self.timeline,
             counters=self.counters, steal=config.steal, gpus=self._gpu_order, gpu_slots=self.gpu_slots,
             gpu_affinity=self._gpu_affinity, inline=config.slowdown <= 1.0, speed=_speeds(self.inventory),
+            inline_user=self._guard.usable(),
         )  # fmt: skip
         self.exec = self.core.stats  # queued, finished, failed
         self.fence = self.core.fence  # runs accepted here and not yet reported; epochs per client
@@ -791,16 +797,35 @@ class Node:
         start more), for at most INLINE_BUDGET_S; what remains goes to the worker threads."""
         end = time.perf_counter() + INLINE_BUDGET_S
         while self._inline:
-            owner, key, task = self._inline.popleft()
-            if time.perf_counter() > end:
+            owner, key, task, user = self._inline.popleft()
+            if time.perf_counter() > end or (user and not self._guard.usable()):
                 assert self._pool is not None
                 self._pool.submit((owner, key), self._run_one, task)
                 continue
+            outcome: BaseException | M.Result | None
             try:
-                outcome: BaseException | M.Result = self._run_one(task)
+                outcome = self._run_guarded(task) if user else self._run_one(task)
             except Exception as exc:  # as a worker thread would hand it over (``_outcome``)
                 outcome = exc
+            if outcome is None:  # interrupted: again on a worker, and that function never inline again here
+                self.counters["inline_interrupted"] += 1
+                self._core(InlineOverran(self.core.kernel(task["fn"])))
+                assert self._pool is not None
+                self._pool.submit((owner, key), self._run_one, task)
+                continue
             self._core(Finished([(owner, key, self._outcome(key, outcome))], threads=False))
+
+    def _run_guarded(self, task: RunTask) -> M.Result | None:
+        """A user's function inline, interrupted after INLINE_ABORT_S (tasks/guard.py): its result, or None when it
+        was interrupted -- also when the function caught the interruption and returned anyway."""
+        guard = self._guard
+        fired = guard.fired
+        try:
+            result = guard.call(self._run_one, task)
+        except InlineOverrun:
+            guard.disarm()
+            return None
+        return result if guard.fired == fired else None
 
     def _accept_run(self, owner: str, tasks: list[RunTask]) -> None:
         # each task was checked against RunTask by the decoder (messages.RUN_TASK), or built by our own Owner
@@ -864,7 +889,7 @@ class Node:
             self._submit_to_processes(key, packed)
             return
         if ins.inline:
-            self._inline.append((owner, key, task))  # run when this pass of instructions is done (``_do``)
+            self._inline.append((owner, key, task, ins.user))  # run when this pass of instructions is done (``_do``)
             return
         assert self._pool is not None
         run = functools.partial(self._run_reporting, owner) if task.get("rs") else self._run_one

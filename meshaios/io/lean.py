@@ -20,6 +20,13 @@ import contextlib
 from typing import Any, cast
 
 import zmq
+import zmq.backend
+
+# ``ZMQ_EVENTS`` through the backend's ``get``: pyzmq's own wraps each answer in an ``enum.Flag`` (and ``& POLLIN``
+# makes another), a few microseconds a call that a round trip pays four to six times in each process
+_get = zmq.backend.Socket.get
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class LeanReader:
@@ -43,11 +50,11 @@ class LeanReader:
             self._wake()
         else:
             with contextlib.suppress(zmq.ZMQError):
-                self.sock.get(zmq.EVENTS)
+                _get(self.sock, _EVENTS)
 
     def sent(self) -> None:
         """Call after each send on this socket: the send may have consumed the signal of a message."""
-        if self._waiter is not None and cast(int, self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+        if self._waiter is not None and cast(int, _get(self.sock, _EVENTS)) & _POLLIN:
             self._wake()
 
     async def recv_batch(self, limit: int) -> list[list[Any]]:
@@ -55,7 +62,7 @@ class LeanReader:
         sock = self.sock
         while True:
             out: list[list[Any]] = []
-            while len(out) < limit and cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            while len(out) < limit and cast(int, _get(sock, _EVENTS)) & _POLLIN:
                 out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
             if out:
                 return out

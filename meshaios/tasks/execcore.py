@@ -51,11 +51,13 @@ from meshaios.wire.messages import Result, RunTask
 from meshaios.wire.payload import Payload
 
 __all__ = [
+    "INLINE_ABORT_S",
     "INLINE_DEMOTE_S",
     "INLINE_MAX_BYTES",
     "INLINE_MAX_S",
     "INLINE_STREAK",
     "INLINE_STREAK_MAX",
+    "INLINE_USER_STREAK",
     "MAX_ABORTED",
     "MAX_KERNELS",
     "PREFETCH_MAX",
@@ -71,6 +73,7 @@ __all__ = [
     "ExecStats",
     "FetchInputs",
     "Finished",
+    "InlineOverran",
     "InputsMissing",
     "InputsReady",
     "Instruction",
@@ -118,21 +121,30 @@ RESEND_WINDOW = 30.0
 RESEND_MAX = 10_000
 # Inline runs (``StartOnWorker.inline``): a tiny task started on a free CPU slot may run on the node's event loop
 # itself, without the hand-off to a worker thread and back (two thread wake-ups and GIL hand-offs, the larger part
-# of a lone tiny task's time on its node). Only meshaios's own kernels (``functions.library_kernel``): a user's
-# function that was tiny eight times may wait on a file, a lock or a socket the ninth, and on the loop that stops
-# the node (seen: a gated test function held a node for 60 s). A kernel qualifies once its measured run time
-# here (the EWMA of ``runtime``) is under INLINE_MAX_S and its last INLINE_STREAK runs each took under
-# INLINE_DEMOTE_S and returned at most INLINE_MAX_BYTES; the task's arguments must be at most INLINE_MAX_BYTES
-# too, with every input in the task. A qualified kernel's run that takes INLINE_DEMOTE_S or more (or returns
-# more) cannot be stopped -- it holds the loop once -- but demotes the kernel to the worker threads, and each
-# demotion doubles the runs in a row it needs before it runs inline again (up to INLINE_STREAK_MAX). A run between
-# the two bounds (a tiny task preempted on a loaded machine) only raises the EWMA: the next few go to the workers
-# until it is back down.
+# of a lone tiny task's time on its node). A function qualifies once its measured run time here (the EWMA of
+# ``runtime``) is under INLINE_MAX_S and its last runs in a row each took under INLINE_DEMOTE_S and returned at
+# most INLINE_MAX_BYTES; the task's arguments must be at most INLINE_MAX_BYTES too, with every input in the task.
+# * meshaios's own kernels (``functions.library_kernel``: code that computes and returns) need INLINE_STREAK such
+#   runs. A qualified kernel's run that takes INLINE_DEMOTE_S or more (or returns more) cannot be stopped -- it
+#   holds the loop once -- but demotes the kernel to the worker threads, and each demotion doubles the runs in a
+#   row it needs before it runs inline again (up to INLINE_STREAK_MAX).
+# * A user's function may wait on a file, a lock or a socket after being tiny many times (seen: a gated test
+#   function held a node for 60 s when eight tiny runs were enough). It needs INLINE_USER_STREAK tiny runs in a
+#   row, all of them on the worker threads (a slow one -- its first, which imports its module, say -- starts the
+#   count again, as a run of INLINE_DEMOTE_S or more or with a larger result does later: a tiny task preempted on
+#   a loaded machine). It runs inline only as the one task on the node, and only where the executor can guard the
+#   run (``inline_user``): the node interrupts a run that passes INLINE_ABORT_S and runs the task again on a worker
+#   (``InlineOverran``; tasks/guard.py). Once it has qualified, one run of INLINE_ABORT_S or more -- interrupted
+#   inline, or that long on a worker -- takes the right away for good (``_revoked``, counter ``inline_revoked``).
+# A run between the two bounds (a tiny task preempted on a loaded machine) only raises the EWMA: the next few go to
+# the workers until it is back down.
 INLINE_MAX_S = 0.0002
 INLINE_DEMOTE_S = 0.002
 INLINE_MAX_BYTES = 64 << 10
 INLINE_STREAK = 8
 INLINE_STREAK_MAX = 4096
+INLINE_USER_STREAK = 64
+INLINE_ABORT_S = 0.05
 
 
 @dataclass
@@ -202,6 +214,14 @@ class AbortRuns:
 
 
 @dataclass(frozen=True, slots=True)
+class InlineOverran:
+    """An inline run of a user's function (``StartOnWorker.user``) passed INLINE_ABORT_S and was interrupted; the
+    executor gave the task to a worker. ``kernel`` never runs inline here again."""
+
+    kernel: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Timers: stuck prefetches, steal timeouts and requests."""
 
@@ -230,7 +250,7 @@ class PeerUp:
 
 Event: TypeAlias = (
     RunTasks | InputsReady | InputsMissing | Finished | ProcessCancelled | Recalled | AbortRuns | Tick
-    | StealMessage | PeerDown | PeerUp
+    | StealMessage | PeerDown | PeerUp | InlineOverran
 )
 
 # ---- instructions ---------------------------------------------------------------------------------------------
@@ -242,8 +262,9 @@ class StartOnWorker:
     name: its own thread). ``prefetch``: ahead of a free slot, into the workers' own queue, from which
     ``RecallFromWorkers`` may take it back until a worker starts it. ``inline``: a tiny task (see INLINE_MAX_S)
     that may run at once on the executor's own thread instead (the node's event loop), its end reported as
-    ``Finished(..., threads=False)`` before any other event; an executor may also give it to a worker. Report its
-    end as ``Finished`` with ``owner``."""
+    ``Finished(..., threads=False)`` before any other event; an executor may also give it to a worker. ``user``:
+    an inline run of a user's function, to be interrupted after INLINE_ABORT_S (then ``InlineOverran``, and the
+    task goes to a worker). Report its end as ``Finished`` with ``owner``."""
 
     key: Key
     spec: TaskSpec
@@ -251,6 +272,7 @@ class StartOnWorker:
     device: str = "cpu"
     prefetch: bool = False
     inline: bool = False
+    user: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +394,7 @@ class ExecCore:
         gpu_affinity: Callable[[TaskSpec], str | None] | None = None,
         estimate: Estimator | None = None,
         inline: bool = False,
+        inline_user: bool = False,
     ) -> None:
         self.node_id = node_id
         self.model = model
@@ -416,6 +439,9 @@ class ExecCore:
         self._kernels: dict[bytes, str] = {}  # function payload -> kernel id, for small payloads
         # inline runs (INLINE_MAX_S): on for an executor that can run a task on its own thread (the node's loop)
         self.inline = inline
+        # and a user's function too (INLINE_USER_STREAK): the executor interrupts an inline run that overstays
+        self.inline_user = inline and inline_user
+        self._revoked: dict[str, None] = {}  # user functions slow once after qualifying: never inline again
         self._fast: dict[str, int] = {}  # kernel -> its runs here in a row that were tiny (see _tiny)
         self._library: dict[str, bool] = {}  # kernel -> one of meshaios's own (the only ones that may run inline)
         self._streak: dict[str, int] = {}  # kernel -> tiny runs in a row it needs to run inline, once demoted
@@ -425,7 +451,7 @@ class ExecCore:
             RunTasks: self._run, InputsReady: self._inputs_ready, InputsMissing: self._inputs_missing,
             Finished: self._finished, ProcessCancelled: self._process_cancelled, Recalled: self._recalled,
             AbortRuns: self._abort, Tick: self._tick, StealMessage: self._steal_message, PeerDown: self._peer_down,
-            PeerUp: self._peer_up,
+            PeerUp: self._peer_up, InlineOverran: self._inline_overran,
         }  # fmt: skip
 
     # ---- the entry point ------------------------------------------------------------------------------------
@@ -621,22 +647,37 @@ class ExecCore:
             self._gpu_busy[device] += 1
         elif qt.spec.get("pure"):
             self._procs[qt.key] = qt.owner
-        inline = self.inline and not prefetch and kind == "cpu" and self._may_inline(qt)
+        inline = user = False
+        if self.inline and not prefetch and kind == "cpu":
+            inline, user = self._may_inline(qt)
         if inline:
             self.counters["ran_inline"] += 1
-        out.append(StartOnWorker(qt.key, qt.spec, qt.owner, device, prefetch, inline))
+        out.append(StartOnWorker(qt.key, qt.spec, qt.owner, device, prefetch, inline, user))
 
-    def _may_inline(self, qt: QueuedTask) -> bool:
-        """A task this small, of a function measured tiny here, often enough in a row (INLINE_MAX_S)."""
-        spec = qt.spec
+    def _library_kernel(self, qt: QueuedTask) -> bool:
         library = self._library.get(qt.kernel)
         if library is None:
-            library = self._library[qt.kernel] = library_kernel(spec["fn"])
+            library = self._library[qt.kernel] = library_kernel(qt.spec["fn"])
             if len(self._library) > MAX_KERNELS:
                 self._library.clear()
+        return library
+
+    def _may_inline(self, qt: QueuedTask) -> tuple[bool, bool]:
+        """(inline, a user's function): a task this small, of a function measured tiny here, often enough in a
+        row (INLINE_MAX_S); a user's function only as the one task here, never after a slow run."""
+        kernel = qt.kernel
+        if self._library_kernel(qt):
+            user, need = False, self._streak.get(kernel, INLINE_STREAK)
+        elif self.inline_user and self.stats.queued == 1 and kernel not in self._revoked:
+            user, need = True, INLINE_USER_STREAK
+        else:
+            return False, False
+        return self._small_and_tiny(qt, need), user
+
+    def _small_and_tiny(self, qt: QueuedTask, need: int) -> bool:
+        spec = qt.spec
         return (
-            library
-            and self._fast.get(qt.kernel, 0) >= self._streak.get(qt.kernel, INLINE_STREAK)
+            self._fast.get(qt.kernel, 0) >= need
             and self.runtime.get(qt.kernel, INLINE_MAX_S) < INLINE_MAX_S
             and qt.nbytes <= INLINE_MAX_BYTES
             and qt.key not in self._inputs  # every input is in the task: nothing to read from the store
@@ -656,12 +697,30 @@ class ExecCore:
                 fast.clear()
             fast[kernel] = fast.get(kernel, 0) + 1
             return
+        if self._library.get(kernel) is False:  # a user's function: it counts again from no tiny runs, and a
+            # run as long as an interrupted one, once it had qualified, means it may block: never inline again
+            if self._fast.pop(kernel, 0) >= INLINE_USER_STREAK and dt >= INLINE_ABORT_S:
+                self._revoke(kernel)
+            return
         need = self._streak.get(kernel, INLINE_STREAK)
         if self._fast.pop(kernel, 0) >= need:  # it qualified: it may have held the loop, so it waits longer now
             if len(self._streak) >= MAX_KERNELS:
                 self._streak.clear()
             self._streak[kernel] = min(2 * need, INLINE_STREAK_MAX)
             self.counters["inline_demoted"] += 1
+
+    def _revoke(self, kernel: str) -> None:
+        revoked = self._revoked
+        if kernel not in revoked:
+            if len(revoked) >= MAX_KERNELS:  # the oldest goes: it must qualify again from no tiny runs
+                del revoked[next(iter(revoked))]
+            revoked[kernel] = None
+            self.counters["inline_revoked"] += 1
+
+    def _inline_overran(self, ev: InlineOverran, now: float) -> list[Instruction]:
+        self._fast.pop(ev.kernel, None)
+        self._revoke(ev.kernel)
+        return []
 
     def _pick_gpu(self, spec: TaskSpec) -> str:
         """The GPU a starting task runs on: the one that keeps its inputs if it has a free slot, else the least

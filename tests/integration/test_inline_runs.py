@@ -1,7 +1,7 @@
-"""Tiny calls of meshaios's own kernels run inline on the executing node's event loop (ExecCore
-``StartOnWorker.inline``); a user's function never does: real Node objects in one event loop on the in-memory
-transport. Which thread ran a task tells inline (the loop's: this test's main thread) from a worker
-(``mesh-<node>-<i>``)."""
+"""Tiny calls run inline on the executing node's event loop (ExecCore ``StartOnWorker.inline``): meshaios's own
+kernels after a few tiny runs, a user's function after many and under a guard that interrupts it when it
+overstays (tasks/guard.py). Real Node objects in one event loop on the in-memory transport. Which thread ran a task
+tells inline (the loop's: this test's main thread) from a worker (``mesh-<node>-<i>``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import uvloop
 
 from meshaios.devices.registry import default_registry
 from meshaios.errors import CancelledTaskError
-from meshaios.tasks.execcore import INLINE_STREAK
+from meshaios.tasks.execcore import INLINE_STREAK, INLINE_USER_STREAK
 from meshaios.testing.inproc import InProcessMesh
 from tests.integration import funcs
 
@@ -48,22 +48,32 @@ def test_sequential_tiny_kernel_calls_run_inline_and_each_result_is_counted_once
     run(main)
 
 
-def test_a_users_function_never_runs_inline_so_when_it_blocks_the_node_still_answers() -> None:
-    """Fast a hundred times, then it waits (a file, a lock, a socket): on the loop it would stop the node. This is
-    what held a node of tests/ux for 60 s when user functions could run inline."""
+def test_a_users_function_runs_inline_once_proven_tiny_and_when_it_then_blocks_the_node_still_answers() -> None:
+    """Tiny on the workers INLINE_USER_STREAK times in a row, then inline; then a call waits (a file, a lock, a
+    socket): on the loop that would stop the node (it held a node of tests/ux for 60 s when eight tiny runs were
+    enough and nothing interrupted it). The run is interrupted, the task runs again on a worker, the node answers
+    meanwhile, and the function never runs inline there again."""
 
     async def main() -> None:
         async with InProcessMesh(1, workers=1) as mesh:
             node = mesh.nodes[0]
             c = await mesh.client(0)
             worker = f"mesh-{node.node_id[:8]}-0"
-            assert {await c.submit(funcs.thread_name) for _ in range(12 * INLINE_STREAK)} == {worker}
+            where = [await c.submit(funcs.thread_after, 0.0) for _ in range(INLINE_USER_STREAK)]
+            while where[-1] != LOOP_THREAD:  # a run preempted on a loaded machine starts the count again
+                assert len(where) < 20 * INLINE_USER_STREAK, where
+                where.append(await c.submit(funcs.thread_after, 0.0))
+            assert set(where[:INLINE_USER_STREAK]) == {worker}  # on the worker until proven tiny
             slow = c.submit(funcs.thread_after, 0.5)
-            await asyncio.sleep(0.05)
-            await c.ping()  # answered while the slow run goes on: it is on a worker, not on the loop
+            await asyncio.sleep(0.1)
+            await c.ping()  # answered while the slow call goes on: interrupted inline, it runs on a worker now
             assert not slow.done()
             assert await slow == worker
-            assert node.counters["ran_inline"] == 0
+            assert node.counters["inline_interrupted"] == 1
+            assert node.counters["inline_revoked"] == 1
+            again = {await c.submit(funcs.thread_after, 0.0) for _ in range(2 * INLINE_USER_STREAK)}
+            assert again == {worker}  # never inline again
+            assert c.stats["duplicates"] == 0
 
     run(main)
 

@@ -34,6 +34,7 @@ from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
 from meshaios.store import shm
 from meshaios.store.stream import StreamConfig
+from meshaios.tasks import execcore
 from meshaios.tasks.owner import OwnerConfig
 from meshaios.testing.inproc import FAST_SWIM
 from meshaios.wire import codec, messages, values
@@ -100,6 +101,8 @@ QUOTES = [
     Quote(DEVICES, r"`PINNED_MIN_BYTES` \(([\d.]+) MiB\)", lambda: PINNED_MIN_BYTES, MiB),
     Quote(DEVICES, r"`DEVICE_COPY_BW` \(([\d.]+) GB/s\)", lambda: DEVICE_COPY_BW, 1e9),
     Quote(SCHED, r"`DEVICE_COPY_BW` \(([\d.]+) GB/s", lambda: DEVICE_COPY_BW, 1e9),
+    Quote(SCHED, r"`INLINE_USER_STREAK` = ([\d,]+) tiny runs", lambda: execcore.INLINE_USER_STREAK),
+    Quote(SCHED, r"`INLINE_ABORT_S` = ([\d.]+) ms", lambda: execcore.INLINE_ABORT_S, MS),
     # ---- SWIM (membership/swim.py SwimConfig)
     Quote(ARCH, r"`probe_interval` \(([\d.]+) s\)", lambda: SWIM.probe_interval),
     Quote(ARCH, r"`probe_timeout` \(([\d.]+) s\)", lambda: SWIM.probe_timeout),

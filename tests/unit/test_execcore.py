@@ -19,10 +19,12 @@ from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
 from meshaios.sched.stealing import TState, _Request
 from meshaios.tasks.execcore import (
+    INLINE_ABORT_S,
     INLINE_DEMOTE_S,
     INLINE_MAX_BYTES,
     INLINE_MAX_S,
     INLINE_STREAK,
+    INLINE_USER_STREAK,
     PREFETCH_STUCK,
     RESEND_WINDOW,
     AbortRuns,
@@ -30,6 +32,7 @@ from meshaios.tasks.execcore import (
     ExecCore,
     FetchInputs,
     Finished,
+    InlineOverran,
     InputsMissing,
     InputsReady,
     Instruction,
@@ -545,14 +548,65 @@ def test_a_function_runs_inline_after_enough_tiny_runs_in_a_row_and_only_with_in
     assert not any(run_one(off, task(f"u{i}"), dt=1e-6).inline for i in range(INLINE_STREAK + 2))
 
 
-def test_a_users_function_never_runs_inline_however_tiny() -> None:
-    """It may be fast eight times and wait on a file, a lock or a socket the ninth: on the loop, that stops the node."""
-    c = inline_core()
-    starts = [run_one(c, task(f"u{i}", fn=USER_FN), dt=1e-6) for i in range(4 * INLINE_STREAK)]
+def user_core() -> ExecCore:
+    """A core whose executor can interrupt a user's function run inline (the node on its main thread)."""
+    return ExecCore("me", {"cpu": 1}, model=RuntimeModel(), view=LoadView(), steal=False, inline=True,
+                    inline_user=True)  # fmt: skip
+
+
+def test_a_users_function_runs_inline_only_after_many_tiny_runs_on_the_workers_and_only_where_guarded() -> None:
+    """It may be fast eight times and wait on a file, a lock or a socket the ninth: it needs INLINE_USER_STREAK tiny
+    runs on the workers, and an executor that interrupts an inline run that overstays (``inline_user``)."""
+    c = user_core()
+    starts = [run_one(c, task(f"u{i}", fn=USER_FN), dt=1e-6) for i in range(INLINE_USER_STREAK + 2)]
+    assert [s.inline for s in starts] == [False] * INLINE_USER_STREAK + [True, True]
+    assert [s.user for s in starts[-2:]] == [True, True]
+    assert run_one(c, task("k", fn=FN), dt=1e-6).inline is False  # a kernel still needs its own streak ...
+    kernel = [run_one(c, task(f"k{i}", fn=FN), dt=1e-6) for i in range(INLINE_STREAK)][-1]
+    assert kernel.inline  # ... and is not interrupted
+    assert not kernel.user
+    unguarded = inline_core()  # not on the main thread, say: a user's function never runs inline
+    starts = [run_one(unguarded, task(f"u{i}", fn=USER_FN), dt=1e-6) for i in range(2 * INLINE_USER_STREAK)]
     assert not any(s.inline for s in starts)
-    assert c.counters["ran_inline"] == 0
-    assert run_one(c, task("k", fn=FN), dt=1e-6).inline is False  # a kernel still needs its own streak
-    assert [run_one(c, task(f"k{i}", fn=FN), dt=1e-6).inline for i in range(INLINE_STREAK)][-1] is True
+    assert unguarded.counters["ran_inline"] == 0
+
+
+def test_a_slow_start_restarts_a_users_count_and_a_slow_run_once_qualified_revokes_it_for_good() -> None:
+    c = user_core()
+    run_one(c, task("first", fn=USER_FN), dt=0.5)  # its first call imports its module, say: the count starts now
+    for i in range(INLINE_USER_STREAK - 1):
+        run_one(c, task(f"u{i}", fn=USER_FN), dt=1e-6)
+    run_one(c, task("preempted", fn=USER_FN), dt=INLINE_DEMOTE_S)  # not yet qualified: the count starts again
+    assert c.counters["inline_revoked"] == 0
+    starts = [run_one(c, task(f"v{i}", fn=USER_FN), dt=1e-6) for i in range(INLINE_USER_STREAK + 1)]
+    assert [s.inline for s in starts][-2:] == [False, True]
+    assert run_one(c, task("blocked", fn=USER_FN), dt=INLINE_ABORT_S).inline  # qualified; then it waited
+    assert c.counters["inline_revoked"] == 1
+    starts = [run_one(c, task(f"w{i}", fn=USER_FN), dt=1e-6) for i in range(4 * INLINE_USER_STREAK)]
+    assert not any(s.inline for s in starts)  # never again, however tiny
+
+
+def test_an_interrupted_inline_run_revokes_its_function_and_the_task_is_still_counted_once() -> None:
+    c = user_core()
+    for i in range(INLINE_USER_STREAK):
+        run_one(c, task(f"u{i}", fn=USER_FN), dt=1e-6)
+    (start,) = of(StartOnWorker, c.handle(RunTasks("o", [task("stuck", fn=USER_FN)]), 1.0))
+    assert start.inline
+    assert start.user
+    assert c.handle(InlineOverran(c.kernel(USER_FN)), 1.0) == []  # the executor gave it to a worker
+    assert c.counters["inline_revoked"] == 1
+    out = c.handle(Finished([("o", start.key, ok(start.key, 60.0))]), 61.0)  # the worker's run, 60 s later
+    assert [r.result["id"] for r in of(SendResult, out)] == ["stuck"]
+    assert c.stats.queued == 0
+    assert not run_one(c, task("next", fn=USER_FN), dt=1e-6).inline
+
+
+def test_a_users_function_runs_inline_only_as_the_one_task_here() -> None:
+    c = user_core()
+    for i in range(INLINE_USER_STREAK):
+        run_one(c, task(f"u{i}", fn=USER_FN), dt=1e-6)
+    out = c.handle(RunTasks("o", [task(f"b{i}", fn=USER_FN) for i in range(3)]), 1.0)
+    assert not any(s.inline for s in of(StartOnWorker, out))  # others are waiting: the loop has work to do
 
 
 def test_only_tiny_self_contained_tasks_on_a_free_cpu_slot_run_inline() -> None:

@@ -54,10 +54,14 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1)
     ap.add_argument("--tasks", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--after-map", type=int, default=0, metavar="N",
+                    help="first map N no-ops and gather them (as run.py's noop workload does before latency)")
     args = ap.parse_args()
     # the nodes run ``python -m meshaios``, which imports from the working directory first: this tree's, then
     os.chdir(Path(meshaios.__file__).resolve().parents[1])
     with LocalMesh(args.nodes, workers=1, discovery=False) as mesh, mesh.client(0) as c:
+        if args.after_map:
+            c.gather(c.map(bt.noop, range(args.after_map)), timeout=120)
         for i in range(args.warmup):
             c.submit(bt.noop, i).result(30)
         pids = {"client": os.getpid(), **{p.name: p.pid for p in mesh.procs}}

@@ -553,6 +553,21 @@ def test_least_loaded_picks_the_lowest_work_per_slot_and_breaks_ties_at_random()
     assert {LeastLoaded().choose({}, twins, random.Random(seed)).node_id for seed in range(20)} == {"a", "b"}
 
 
+def test_least_loaded_gives_a_tie_to_the_owners_own_node_and_a_burst_still_spreads() -> None:
+    """Sequential tiny tasks stay on the owner (no hop each way); a heavier home loses; a map spreads."""
+    nodes = [NodeLoad("peer", 1), NodeLoad("home", 1), NodeLoad("far", 1)]
+    policy = make_policy("least-loaded", node_id="home")
+    assert {policy.choose({"id": str(s)}, nodes, random.Random(s)).node_id for s in range(20)} == {"home"}
+    nodes[1].inflight = 1  # home is running one: the others are lighter
+    assert {policy.choose({}, nodes, random.Random(s)).node_id for s in range(20)} == {"peer", "far"}
+    o = Owner("home", OwnerConfig(window_per_slot=4), LeastLoaded("home"), random.Random(0))
+    for n in nodes:
+        o.node_up(n.node_id, 1)
+    by_node = dispatched(o.submit(C1, [spec(str(i)) for i in range(6)]))
+    assert {n: len(ts) for n, ts in by_node.items()} == {"home": 2, "peer": 2, "far": 2}
+    assert by_node["home"][0] == "0"  # the first of the burst stays home
+
+
 def test_power_of_two_keeps_the_lighter_of_its_sample() -> None:
     heavy = [NodeLoad(f"h{i}", slots=1, inflight=10) for i in range(3)]
     light = NodeLoad("light", slots=1)

@@ -352,6 +352,9 @@ class Node:
         self.fence = self.core.fence  # runs accepted here and not yet reported; epochs per client
         self.queue = self.core.queue
         self.steal = self.core.steal
+        # a thief of this host takes a task's stored inputs through /dev/shm: the steal gate prices that, not the
+        # network rate the thief reports for its ingress
+        self.steal.link_bandwidth = self._link_to
         self._instr: dict[type, Callable[[Any], None]] = {
             StartOnWorker: self._i_start, SendResult: self._i_result, FetchInputs: self._i_fetch,
             ReleaseInputs: self._i_release, RecallFromWorkers: self._i_recall, SendSteal: self._i_steal,
@@ -847,6 +850,9 @@ class Node:
         key, remote, now = ins.key, ins.remote, self.clock.now()
         have = {d for d in remote if d in self.store}
         self.timeline.inputs_requested(key[0], key[1], sum(remote[d][1] for d in remote if d not in have), now)
+        if len(have) == len(remote):  # all here already: nothing to fetch, and the task may still be stolen
+            self._core(InputsReady(key, local=True))
+            return
         self._fetch_actions(self.fetcher.need(ins.spec, remote, have, now))
 
     def _fetch_actions(self, actions: list[FetchAction[FetchFor]]) -> None:
@@ -1191,6 +1197,11 @@ class Node:
             return False
         member = self.swim.get(node_id) if self.swim else None
         return member is not None and isinstance(member.meta, dict) and member.meta.get("hid") == self.host_id
+
+    def _link_to(self, peer: str) -> float | None:
+        """Bytes/s from here to ``peer`` where this node knows better than ``peer``'s own report: a node of this
+        host (``Links.bandwidth``: /dev/shm's rate until measured); None otherwise."""
+        return self.links.bandwidth(self.node_id, peer) if self._same_host(peer) else None
 
     def _send_fetch(self, holder: str, addr: str, req: int, obj: str) -> None:
         msg: M.Fetch = {"t": M.FETCH, "src": self.node_id, "req": req, "id": obj}

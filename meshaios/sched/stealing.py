@@ -407,6 +407,9 @@ class StealEngine:
         self.rng = rng or random.Random(0)
         self.speed = dict(speed or {})
         self._estimate = estimate or self._default_estimate
+        # victim side: what this node knows of its link to a thief (measured, or /dev/shm for a node of its host),
+        # preferred to the ingress the thief reports for itself; None where it knows nothing better
+        self.link_bandwidth: Callable[[str], float | None] | None = None
         # a restarted node must not reuse request ids its peers still remember: start from a random base
         self._rid = self.rng.randrange(1 << 40)
         self._request: _Request | None = None
@@ -613,6 +616,9 @@ class StealEngine:
         speeds: dict[Any, Any] = raw_speeds if isinstance(raw_speeds, dict) else {}
         bw = info.get("bw")
         bandwidth = float(bw) if isinstance(bw, int | float) and bw > 0 else cfg.bandwidth
+        link = self.link_bandwidth(thief) if self.link_bandwidth is not None else None
+        if link is not None and link > 0:
+            bandwidth = link
         thief_free = {d: int(n) for d, n in free.items() if type(n) is int and n > 0 and d in ("cpu", "gpu")}
         budget = min(cfg.max_batch, cfg.batch_per_slot * sum(thief_free.values()))
         if budget <= 0:

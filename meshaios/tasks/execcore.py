@@ -167,9 +167,11 @@ class RunTasks:
 
 @dataclass(frozen=True, slots=True)
 class InputsReady:
-    """Every input that ``FetchInputs`` named for ``key`` is now in the local store."""
+    """Every input that ``FetchInputs`` named for ``key`` is now in the local store. ``local``: they all were
+    when it asked, nothing was fetched for it: the task may still be stolen (a thief fetches them from here)."""
 
     key: Key
+    local: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,27 +534,33 @@ class ExecCore:
                 continue  # DUPLICATE: the same attempt delivered twice runs once
             self.stats.queued += 1
             self.timeline.queued(key[0], key[1], owner, now)
-            remote: dict[str, tuple[list[str], int]] = {}
-            for d, v in task["deps"].items():
-                if isinstance(v, dict):
-                    locs = [x for x in v.get("loc", ()) if isinstance(x, str)]
-                    size = v.get("size", 0)
-                    remote[d] = (locs, size if type(size) is int else 0)
-                elif v is None:
-                    remote[d] = ([], 0)
-            if remote:
-                self._inputs[key] = tuple(remote)
-                refs = self.input_refs
-                for d in remote:
-                    refs[d] = refs.get(d, 0) + 1
-                self._waiting[key] = (owner, task)
-                out.append(FetchInputs(key, task, remote))
-            else:
+            if not self._fetch_first(key, task, owner, out):
                 self._enqueue(key, task, owner, now, out)
         for client, ep in fenced.items():
             out.append(SendFenced(owner, client, ep))
         self._start_queued(now, out)
         return out
+
+    def _fetch_first(self, key: Key, task: TaskSpec, owner: str, out: list[Instruction]) -> bool:
+        """If ``task`` reads results held in stores (not inline), ask for them (``FetchInputs``) and keep it
+        waiting until ``InputsReady``; False if it has none."""
+        remote: dict[str, tuple[list[str], int]] = {}
+        for d, v in task["deps"].items():
+            if isinstance(v, dict):
+                locs = [x for x in v.get("loc", ()) if isinstance(x, str)]
+                size = v.get("size", 0)
+                remote[d] = (locs, size if type(size) is int else 0)
+            elif v is None:
+                remote[d] = ([], 0)
+        if not remote:
+            return False
+        self._inputs[key] = tuple(remote)
+        refs = self.input_refs
+        for d in remote:
+            refs[d] = refs.get(d, 0) + 1
+        self._waiting[key] = (owner, task)
+        out.append(FetchInputs(key, task, remote))
+        return True
 
     def _inputs_ready(self, ev: InputsReady, now: float) -> list[Instruction]:
         w = self._waiting.pop(ev.key, None)
@@ -563,7 +571,7 @@ class ExecCore:
         if self._was_aborted(ev.key, owner, now, out):
             return out
         self.timeline.inputs_arrived(ev.key[0], ev.key[1], now)
-        self._enqueue(ev.key, task, owner, now, out)
+        self._enqueue(ev.key, task, owner, now, out, fetched=not ev.local)
         self._start_queued(now, out)
         return out
 
@@ -584,13 +592,17 @@ class ExecCore:
                               {"id": key[0], "att": key[1], "ok": False, "lost": ev.lost}))
         return out
 
-    def _enqueue(self, key: Key, task: TaskSpec, owner: str, now: float, out: list[Instruction]) -> None:
+    def _enqueue(
+        self, key: Key, task: TaskSpec, owner: str, now: float, out: list[Instruction], fetched: bool = False
+    ) -> None:
         """Into the local run queue, from which ``_start_queued`` feeds the workers as slots free.
 
         Its device kind: ``gpu`` if it asks for a GPU (``resources``: a GPU only, on a thief too) or its owner
         placed it on one (the RUN's ``device``, EFT's pick: a thief may weigh its CPU too), and this node has a
-        GPU; else ``cpu``. A task whose inputs were fetched here, or that asks for resources a thief may lack
-        (anything but one GPU, which the steal protocol checks), is queued but pinned."""
+        GPU; else ``cpu``. A task whose inputs were ``fetched`` here, or that asks for resources a thief may lack
+        (anything but one GPU, which the steal protocol checks), is queued but pinned. One whose stored inputs
+        were here all along may be stolen: its ``nbytes`` (what moves with it, priced by the steal gate) count
+        them, and the thief fetches them from here (``_arrived``)."""
         res = task.get("resources")
         device, devices = "cpu", _CPU
         if self.gpus:
@@ -601,7 +613,11 @@ class ExecCore:
         kernel = self.kernel(task["fn"])
         nbytes = task["args"].nbytes
         if task["deps"]:
-            nbytes += sum(v.nbytes for v in task["deps"].values() if isinstance(v, Payload))
+            for v in task["deps"].values():
+                if isinstance(v, Payload):
+                    nbytes += v.nbytes
+                elif isinstance(v, dict) and type(size := v.get("size", 0)) is int:
+                    nbytes += size
         qt = QueuedTask(
             id=key[0],
             att=key[1],
@@ -613,7 +629,7 @@ class ExecCore:
             predicted=self.predict(kernel, nbytes, device),
             spec=task,
             enqueued=now,
-            pinned=key in self._inputs or bool(res and res != _ONE_GPU),
+            pinned=fetched or bool(res and res != _ONE_GPU),
             priority=task.get("prio", 0),
             urgent=task.get("urg", False),
         )
@@ -922,6 +938,8 @@ class ExecCore:
                 key = (a.task_id, a.att)
                 run = self.fence.done(key)
                 self.stats.queued -= 1
+                if self._inputs:
+                    self._release(key, out)  # its stored inputs were here: the thief fetches its own copies
                 self.timeline.moved(a.task_id, a.att, now)
                 owner = run.owner if run is not None else a.owner
                 moves.setdefault(owner, []).append([a.task_id, a.att, a.to])
@@ -954,6 +972,9 @@ class ExecCore:
             return False
         self.stats.queued += 1
         self.timeline.queued(qt.id, qt.att, qt.owner, now)
+        if self._fetch_first(qt.key, spec, qt.owner, out):
+            self.queue.take(qt.key)  # its stored inputs come first; ``InputsReady`` queues it again, pinned
+            return False
         qt.predicted = self.predict(qt.kernel, qt.nbytes, qt.device)
         return True
 

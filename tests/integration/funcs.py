@@ -97,6 +97,12 @@ def sleep_and_log(i: int, seconds: float, path: str) -> int:
     return i * i
 
 
+def sum_after_sleep_and_log(i: int, a: np.ndarray, seconds: float, path: str) -> float:
+    """``sleep_and_log`` for a task that reads a stored array: its sum."""
+    sleep_and_log(i, seconds, path)
+    return float(a.sum())
+
+
 # ---- word count, the textbook MapReduce -----------------------------------------------------------------
 
 WORDS = ("the", "a", "cat", "hat", "sat", "on", "mat", "and", "end", "of", "it", "is")

@@ -81,6 +81,35 @@ def test_idle_peers_steal_from_a_pile_up_and_each_task_runs_exactly_once() -> No
     assert on < 0.8 * off, (on, off)
 
 
+def test_tasks_whose_stored_inputs_are_on_the_busy_node_are_stolen_and_their_thieves_fetch_them() -> None:
+    """A shuffle's map tasks run next to their inputs: queued behind each other there, nothing was fetched for
+    them, so an idle peer may take them and fetch the input itself (before, any task with a stored input was
+    pinned where it was queued, and the other nodes idled)."""
+
+    async def go() -> tuple[list[tuple[int, str]], dict[str, dict[str, Any]], dict[str, int]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "runs.log"
+            async with InProcessMesh(3, placement="local", steal=True) as mesh:
+                await mesh.wait_converged()
+                c = await mesh.client(0, spread=1)  # node 0 places every task on itself
+                arrays = [c.submit(funcs.make_array, 1 << 17, i) for i in range(N_TASKS)]  # 1 MiB each, on n0
+                futs = [c.submit(funcs.sum_after_sleep_and_log, i, a, SECONDS, str(log)) for i, a in enumerate(arrays)]
+                want = [float(funcs.make_array(1 << 17, i).sum()) for i in range(N_TASKS)]
+                assert await c.gather(futs) == want
+                fetched = {n.name: n.counters["fetched_bytes"] for n in mesh.nodes}
+                return executions(log, mesh), {n.name: n.status()["node"]["steal"] for n in mesh.nodes}, fetched
+
+    runs, steal, fetched = run(go)
+    assert sorted(i for i, _ in runs) == list(range(N_TASKS))
+    elsewhere = [i for i, n in runs if n != "n0"]
+    assert elsewhere, runs
+    assert steal["n0"]["stolen_out"] == len(elsewhere)
+    # each thief fetched the input of every task it took (1 MiB and more each), the busy node nothing
+    assert fetched["n0"] == 0
+    for name in ("n1", "n2"):
+        assert fetched[name] >= steal[name]["stolen_in"] * (1 << 20), (name, fetched, steal)
+
+
 def test_a_thief_that_dies_after_stealing_has_its_tasks_replaced_and_the_client_gets_each_result_once() -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -271,6 +271,48 @@ def test_remote_inputs_are_fetched_then_the_task_is_queued_pinned_and_its_inputs
     assert c.stats.queued == 0
 
 
+def test_a_task_whose_stored_inputs_were_here_all_along_can_be_stolen_and_its_thief_fetches_them() -> None:
+    """A map task queued next to its input (nothing fetched for it) is not pinned: an idle node may take it, pays
+    for moving the input (the steal gate prices ``nbytes``, which counts it), fetches it before running it, and
+    the victim lets go of its reference. One whose inputs were fetched here stays pinned."""
+    size = 25 << 20
+    victim = core(slots=1, steal=True)
+    specs = [task(f"m{i}", fn=USER_FN, deps={f"x{i}": {"loc": ["me"], "size": size}}) for i in range(6)]
+    out = victim.handle(RunTasks("o", specs), 0.0)
+    assert len(of(FetchInputs, out)) == 6
+    for i in range(6):
+        victim.handle(InputsReady((f"m{i}", 0), local=True), 0.0)
+    fetched = task("f", fn=USER_FN, deps={"y": {"loc": ["h"], "size": size}})
+    victim.handle(RunTasks("o", [fetched]), 0.0)
+    victim.handle(InputsReady(("f", 0)), 0.0)  # fetched from "h": pinned here
+    queued = [victim.queue.get((f"m{i}", 0)) for i in range(1, 6)]
+    assert all(qt is not None and not qt.pinned and qt.nbytes >= size for qt in queued)
+    pinned = victim.queue.get(("f", 0))
+    assert pinned is not None
+    assert pinned.pinned
+
+    req = {"k": "steal_req", "rid": 1, "free": {"cpu": 1}, "speed": {"cpu": 1.0}, "bw": 2e9}
+    offer = of(SendSteal, victim.handle(StealMessage("thief", req), 1.0))[0].msg
+    offered = [h[0] for h in offer["tasks"]]
+    assert offered
+    assert "f" not in offered  # not the pinned one
+    assert "m0" not in offered  # nor the running one
+    accept = {"k": "steal_accept", "rid": 1, "ids": [h[:2] for h in offer["tasks"]]}
+    out = victim.handle(StealMessage("thief", accept), 1.01)
+    given = next(i.msg for i in of(SendSteal, out) if i.msg["k"] == "steal_commit")["tasks"]
+    assert sorted(d for r in of(ReleaseInputs, out) for d in r.ids) == sorted(f"x{t[0][1:]}" for t in given)
+
+    thief = core(slots=1, steal=True)
+    out = thief.handle(StealMessage("victim", {"k": "steal_commit", "rid": 1, "tasks": given}), 1.02)
+    assert started(out) == []  # not before its input is here
+    fetch = of(FetchInputs, out)
+    assert [f.key for f in fetch] == [(given[0][0], 0)]
+    assert fetch[0].remote == {f"x{given[0][0][1:]}": (["me"], size)}
+    out = thief.handle(InputsReady((given[0][0], 0)), 1.1)
+    assert started(out) == [(given[0][0], 0)]
+    assert thief.stats.queued == 1
+
+
 # ---- prefetch and recall ------------------------------------------------------------------------------------
 
 

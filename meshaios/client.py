@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 import zmq
 import zmq.asyncio
 
+from meshaios.clock import Clock, MonotonicClock
 from meshaios.config import state_dir
 from meshaios.errors import (
     AuthError,
@@ -524,7 +525,9 @@ class AsyncClient:
         window: int = 10_000,
         reconcile_after: float = 60.0,
         spread: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock or MonotonicClock()  # heartbeats, failover and reconcile deadlines
         self.keys = _client_keys(token, token_file, insecure)
         self._address = address
         self.window = max(1, window)  # unfinished tasks sent to the mesh at once: the rest wait here
@@ -648,7 +651,7 @@ class AsyncClient:
         except BaseException:
             await self.close()
             raise
-        self._do(self.core.attached(sid, self._address, node["node"], time.monotonic()))
+        self._do(self.core.attached(sid, self._address, node["node"], self.clock.now()))
         self.allow_pickle = self.node is not None and self.node["pickle"] and self.keys is not None
         self._watcher = asyncio.create_task(self._watch(), name="meshaios-client-watch")
         if self.spread > 1:
@@ -681,10 +684,10 @@ class AsyncClient:
         if old is not None:
             old.cancel()
         self._readers[sid] = asyncio.create_task(self._read_loop(sid, conn), name=f"meshaios-client-reader-{sid}")
-        deadline = time.monotonic() + self.connect_timeout
+        deadline = self.clock.now() + self.connect_timeout
         conn.send(encode({"t": M.HELLO, "client": self.core.ident(sid)}))
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.now()
             if remaining <= 0:
                 raise conn.diagnose()
             try:
@@ -750,9 +753,9 @@ class AsyncClient:
             log.debug("no shard on %s: %s", address, exc)
             await self._discard_failed(sid)
             self._conns.pop(sid, None)
-            self.core.open_failed(sid, address, time.monotonic())
+            self.core.open_failed(sid, address, self.clock.now())
             return
-        self._do(self.core.attached(sid, address, node["node"], time.monotonic()))
+        self._do(self.core.attached(sid, address, node["node"], self.clock.now()))
         if self._outbox or self._urgent:
             self._schedule_flush()
 
@@ -771,7 +774,7 @@ class AsyncClient:
                     conn.send(encode(ping))
             if tick % WATCH_EVERY:
                 continue  # the rest every 0.5 s
-            now = time.monotonic()
+            now = self.clock.now()
             if self._retired and now - self._retired[0][0] > RETIRED_CONNECTION_S:
                 await self._close_retired()
             self._stream_actions(self._streams_out.tick(now))
@@ -787,11 +790,11 @@ class AsyncClient:
         log.warning("node %s silent for %.1f s; failing over (%d candidates)", dead, silent, len(candidates))
         old = self._conns.get(sid)
         errors: dict[str, str] = {}
-        deadline = time.monotonic() + self.failover_timeout
+        deadline = self.clock.now() + self.failover_timeout
         timeout = min(self.connect_timeout, FAILOVER_CONNECT_S)
         saved, self.connect_timeout = self.connect_timeout, timeout
         try:
-            while time.monotonic() < deadline and not self._closed:
+            while self.clock.now() < deadline and not self._closed:
                 for addr in [*candidates, dead]:
                     await self._close_retired(addr, sid)  # one connection per node and shard: a second is refused
                     try:
@@ -801,7 +804,7 @@ class AsyncClient:
                         await self._discard_failed(sid)
                         continue
                     # a new epoch: this shard's work belongs to this node now; its former node is told to let go
-                    todo = self.core.attached(sid, addr, node["node"], time.monotonic())
+                    todo = self.core.attached(sid, addr, node["node"], self.clock.now())
                     if old is not None and old is not self._conns.get(sid):
                         await self._retire(sid, old, dead, dead_node)
                     self._resume(sid)
@@ -844,13 +847,13 @@ class AsyncClient:
             return
         with contextlib.suppress(Exception):
             conn.send(encode({"t": M.DETACH, "ep": self.core.shards[sid].epoch}))
-        self._retired.append((time.monotonic(), conn, address, sid))
+        self._retired.append((self.clock.now(), conn, address, sid))
 
     async def _close_retired(self, address: str | None = None, sid: int | None = None) -> None:
         """Close retired connections: shard ``sid``'s to ``address``, else those retired long enough ago."""
         keep = []
         for since, conn, addr, s in self._retired:
-            if (addr == address and s == sid) or (address is None and time.monotonic() - since > RETIRED_CONNECTION_S):
+            if (addr == address and s == sid) or (address is None and self.clock.now() - since > RETIRED_CONNECTION_S):
                 with contextlib.suppress(Exception):
                     await conn.close()
             else:
@@ -1018,7 +1021,7 @@ class AsyncClient:
         idle = not self._pending
         if idle:
             for s in self.core.shards.values():
-                s.progress = time.monotonic()
+                s.progress = self.clock.now()
         for spec, fut in items:
             self._pending[spec["id"]] = fut
             self.core.add(spec)
@@ -1466,7 +1469,7 @@ class AsyncClient:
         conn = self._conns[sid]
         frames = encode(msg)
         if self._streams_out.should_stream(frames):
-            self._stream_actions(self._streams_out.open(sid, frames, time.monotonic(), tag))
+            self._stream_actions(self._streams_out.open(sid, frames, self.clock.now(), tag))
         else:
             conn.send(frames)
 
@@ -1503,7 +1506,7 @@ class AsyncClient:
             batch = await conn.recv_batch()
             if self._conns.get(sid) is not conn:
                 return  # replaced by a failover
-            self.core.heard(sid, time.monotonic())
+            self.core.heard(sid, self.clock.now())
             for frames in batch:
                 try:
                     msg = decode_message(frames)
@@ -1517,13 +1520,13 @@ class AsyncClient:
         if msg["t"] == M.XCHUNK:
             d = msg["d"]
             if not d.blob and len(d.buffers) == 1:
-                now = time.monotonic()
+                now = self.clock.now()
                 self._stream_actions(self._streams_in.on_chunk(sid, msg["x"], msg["o"], d.buffers[0], now))
         elif msg["t"] == M.XHEAD:
-            self._stream_actions(self._streams_in.on_head(sid, msg["x"], msg["sizes"], time.monotonic()))
+            self._stream_actions(self._streams_in.on_head(sid, msg["x"], msg["sizes"], self.clock.now()))
         elif msg["t"] == M.XACK:
             err = msg.get("err")
-            now = time.monotonic()
+            now = self.clock.now()
             self._stream_actions(self._streams_out.on_ack(sid, msg["x"], msg["n"], str(err) if err else None, now))
         elif msg["t"] == M.RESULTS:
             for r in msg["results"]:
@@ -1555,7 +1558,7 @@ class AsyncClient:
 
     def _learn_peers(self, alive: list[str]) -> None:
         """The failover candidates, and where more shards may go: the members a node last reported live."""
-        self._do(self.core.learn_peers(alive, time.monotonic()))
+        self._do(self.core.learn_peers(alive, self.clock.now()))
 
     def _on_result(self, r: M.Result, sid: int | None) -> None:
         """One item of RESULTS (from shard ``sid``; None: made here): not checked by ``decode`` (a bad one fails
@@ -1568,7 +1571,7 @@ class AsyncClient:
             return
         self.stats["results"] += 1
         if sid is not None:
-            self.core.progress(sid, time.monotonic())
+            self.core.progress(sid, self.clock.now())
         self._inflight -= 1
         if (self._outbox or self._urgent) and not self._flush_scheduled:
             self._schedule_flush()

@@ -7,6 +7,7 @@ run in one process at simulated time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -58,3 +59,14 @@ class Every:
             return False
         self._next = self._next + self.period if self._next + self.period > now else now + self.period
         return True
+
+
+class LoopClock:
+    """An event loop's own clock (``loop.time()``): on a ``meshaios.testing.vtime.VirtualTimeLoop`` that is
+    virtual time, so a node or client given this clock sees the same time as its timers and timeouts."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def now(self) -> float:
+        return self._loop.time()

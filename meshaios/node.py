@@ -122,7 +122,7 @@ from meshaios.tasks.owner import (
     TaskState,
 )
 from meshaios.tasks.peers import USABLE, PeerFeed
-from meshaios.tasks.workers import WorkerPool
+from meshaios.tasks.workers import Pool, PoolFactory, WorkerPool
 from meshaios.timeline import TaskRecord, Timeline
 from meshaios.wire import messages as M
 from meshaios.wire.codec import WireLimits, decode_message, encode
@@ -218,8 +218,10 @@ class Node:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         keys: MeshKeys | bool | None = True,
+        pools: PoolFactory = WorkerPool,
     ) -> None:
         self.config = config
+        self._new_pool = pools  # task runners: worker threads, or the loop itself on a virtual clock
         self.keys: MeshKeys | None = resolve_keys(config) if keys is True else (keys or None)
         self.secure = self.keys is not None
         self.mesh_name = ""  # insecure meshes only: what other nodes pass as --mesh-name to join this one
@@ -276,7 +278,7 @@ class Node:
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
-        self._pool: WorkerPool | None = None
+        self._pool: Pool | None = None
         self._procs: concurrent.futures.ProcessPoolExecutor | None = None
         self._done_buffer: dict[str, list[M.Result]] = defaultdict(list)
         # inline starts (``_run_inline``): (owner, key, task, a user's function: run under ``_guard``)
@@ -291,7 +293,7 @@ class Node:
         self.devices = self.inventory.summary()
         self._gpu_order = [g.device for g in self.inventory.gpus]
         self.gpu_slots = max(1, config.gpu_slots)  # per GPU: a task thread and a CUDA stream each
-        self._gpu_pools: dict[str, WorkerPool] = {}
+        self._gpu_pools: dict[str, Pool] = {}
         self.store = ObjectStore(
             config.memory_limit or int(self.inventory.memory * 0.5),
             Path(config.spill_dir) / self.node_id if config.spill_dir else state_dir(config) / "spill" / self.node_id,
@@ -388,9 +390,9 @@ class Node:
         self.swim.set_meta(self._meta())
         self.owner.handle(NodeUp(self.node_id, self.workers, self._meta()), self.clock.now())
         loop = self._loop_ref = asyncio.get_running_loop()
-        self._pool = WorkerPool(self.workers, f"mesh-{short(self.node_id)}", loop, self._tasks_done)
+        self._pool = self._new_pool(self.workers, f"mesh-{short(self.node_id)}", loop, self._tasks_done)
         self._gpu_pools = {
-            d: WorkerPool(self.gpu_slots, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
+            d: self._new_pool(self.gpu_slots, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
         }  # a thread (and its own CUDA stream, devices/resident.py) per GPU slot; ExecCore fills the slots
         log.info(
             "node %s (%s) listening on %s, mesh %s, %s, %d workers",

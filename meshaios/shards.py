@@ -250,9 +250,12 @@ class Shards:
         return out
 
     def _candidates(self, shard: Shard) -> list[str]:
-        """Where a silent shard may go: live nodes hosting no shard of ours first, then the others, its own last."""
+        """Where a silent shard may go: live nodes hosting no shard of ours first, then the others, its own last.
+        The nodes of our shards that answer are candidates even when no node listed them: a node cut off from
+        the others (or the last one left) lists no peer, yet it answers us."""
         busy = {s.address for s in self.shards.values() if not s.failing}
-        others = [a for a in self.peers if a != shard.address]
+        listed = [*self.peers, *(s.address for s in self.shards.values() if not s.failing)]
+        others = [a for a in dict.fromkeys(listed) if a != shard.address]
         return [*(a for a in others if a not in busy), *(a for a in others if a in busy)] or [shard.address]
 
     def _resend(self, shard: Shard, reconcile: bool = False) -> Submit:

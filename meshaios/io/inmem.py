@@ -8,20 +8,33 @@ everything -- the drop/delay/partition toolkit of distributed's ``gen_cluster`` 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from meshaios.io.transport import Incoming, TransportStats
 
 
 class InMemoryHub:
+    """Routes frames between in-process nodes and clients, with faults: ``drop_rate`` (each message between two
+    nodes lost with that probability, as a node's send to a peer whose queue is full is dropped; a client's link
+    is a TCP connection, lossless while it lasts), ``partition``/``heal`` (cut links between groups of
+    addresses), ``delay`` ((min, max) seconds: each message is held a random time, every link stays in order as
+    TCP keeps it, different links race) and ``pause``/``resume`` (every message to and from an address is held,
+    and delivered in order on resume: a node that stops answering and then comes back, its backlog arriving
+    late; its own timers keep running, unlike a SIGSTOPed process, which the system tests use)."""
+
     def __init__(self, seed: int = 0) -> None:
         self.endpoints: dict[str, InMemoryTransport] = {}
         self.clients: dict[bytes, asyncio.Queue[list[Any]]] = {}
         self.drop_rate = 0.0
+        self.delay: tuple[float, float] | None = None
         self.rng = random.Random(seed)
         self._cut: set[frozenset[str]] = set()
+        self._paused: set[str] = set()
+        self._held: list[tuple[str, str, Callable[[], None]]] = []
+        self._links: dict[tuple[str, str], collections.deque[tuple[float, Callable[[], None]]]] = {}  # in flight
         self._next_port = 1000
 
     def new_address(self) -> str:
@@ -39,13 +52,69 @@ class InMemoryHub:
     def reachable(self, src: str, dst: str) -> bool:
         return frozenset((src, dst)) not in self._cut
 
+    def pause(self, addr: str) -> None:
+        self._paused.add(addr)
+
+    def resume(self, addr: str) -> None:
+        self._paused.discard(addr)
+        held, self._held = self._held, []
+        for src, dst, put in held:
+            self._route(src, dst, put)
+
+    def _route(self, src: str, dst: str, put: Callable[[], None]) -> None:
+        if src in self._paused or dst in self._paused:
+            self._held.append((src, dst, put))
+            return
+        if self.delay is None:
+            put()
+            return
+        loop = asyncio.get_running_loop()
+        link = (src, dst)
+        queue = self._links.get(link)
+        at = loop.time() + self.rng.uniform(*self.delay)
+        if queue is None:
+            queue = self._links[link] = collections.deque()
+            loop.call_at(at, self._arrive, link)
+        queue.append((max(at, queue[-1][0]) if queue else at, put))
+
+    def _arrive(self, link: tuple[str, str]) -> None:
+        """Deliver what is due on ``link``, in the order it was sent (timers of equal time may run in any order:
+        one timer per link, not per message)."""
+        loop = asyncio.get_running_loop()
+        queue = self._links[link]
+        while queue and queue[0][0] <= loop.time():
+            queue.popleft()[1]()
+        if queue:
+            loop.call_at(queue[0][0], self._arrive, link)
+        else:
+            del self._links[link]
+
     def deliver(self, src: str, dst: str, ident: bytes, frames: Sequence[Any]) -> bool:
         ep = self.endpoints.get(dst)
         if ep is None or ep.dead or not self.reachable(src, dst):
             return True  # vanishes, like a send into a dead TCP peer
-        if self.drop_rate and self.rng.random() < self.drop_rate:
+        if self.drop_rate and not src.startswith("client:") and self.rng.random() < self.drop_rate:
             return True
-        ep.inbox.put_nowait((ident, [bytes(memoryview(f)) if not isinstance(f, bytes) else f for f in frames]))
+        item = (ident, [bytes(memoryview(f)) if not isinstance(f, bytes) else f for f in frames])
+
+        def put() -> None:
+            if not ep.dead:  # lost with its receiver if that died while the message was on its way
+                ep.inbox.put_nowait(item)
+
+        self._route(src, dst, put)
+        return True
+
+    def reply(self, src: str, ident: bytes, frames: Sequence[Any]) -> bool:
+        q = self.clients.get(ident)
+        if q is None:
+            return False
+        item = [bytes(memoryview(f)) if not isinstance(f, bytes) else f for f in frames]
+
+        def put() -> None:
+            if self.clients.get(ident) is q:
+                q.put_nowait(item)
+
+        self._route(src, "client:" + ident.decode(errors="replace"), put)
         return True
 
 
@@ -69,11 +138,9 @@ class InMemoryTransport:
         return self.hub.deliver(self.address, addr, b"n:" + self.node_id.encode(), frames)
 
     def reply(self, ident: bytes, frames: Sequence[Any]) -> bool:
-        q = self.hub.clients.get(ident)
-        if q is None or self.dead:
+        if self.dead:
             return False
-        q.put_nowait([bytes(memoryview(f)) if not isinstance(f, bytes) else f for f in frames])
-        return True
+        return self.hub.reply(self.address, ident, frames)
 
     async def recv_batch(self, limit: int = 256) -> list[Incoming]:
         out = [await self.inbox.get()]
@@ -110,7 +177,7 @@ class InMemoryConnection:
         return MeshUnavailable(f"no in-memory node answers at {self.address}")
 
     def send(self, frames: list[Any]) -> None:
-        self.hub.deliver("client", self.address, self.ident, frames)
+        self.hub.deliver("client:" + self.ident.decode(errors="replace"), self.address, self.ident, frames)
 
     async def recv_batch(self, limit: int = 256) -> list[list[Any]]:
         out = [await self.queue.get()]

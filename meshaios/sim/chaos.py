@@ -110,13 +110,7 @@ def check(sim: Simulation, result: SimResult) -> list[str]:
         if not node.alive:
             continue
         core = node.core
-        held = {
-            "queued": core.stats.queued, "queue": len(core.queue._tasks), "waiting": len(core._waiting),
-            "inputs": len(core._inputs), "input_refs": len(core.input_refs), "prefetched": len(core._prefetched),
-            "procs": len(core._procs), "steal request": core.steal._request is not None,
-            "steal offers": len(core.steal._offers), "steal commits": len(core.steal._handed),
-            "workers busy": sum(len(p.running) + len(p.waiting) for p in node.pools.values()),
-        }
+        held = {**core.held(), "workers busy": sum(len(p.running) + len(p.waiting) for p in node.pools.values())}
         for what, count in held.items():
             if count:
                 bad.append(f"{nid} leaks {what}: {int(count)}")

@@ -463,6 +463,16 @@ class ExecCore:
 
     # ---- queries (status, the shell) ------------------------------------------------------------------------
 
+    def held(self) -> dict[str, int]:
+        """What this core still holds for tasks, by kind: all zero once every task it took is done or gone (the
+        leak check of the fault-injection tests, in the simulator and on the in-process mesh alike)."""
+        return {
+            "queued": self.stats.queued, "queue": len(self.queue._tasks), "waiting": len(self._waiting),
+            "inputs": len(self._inputs), "input_refs": len(self.input_refs), "prefetched": len(self._prefetched),
+            "procs": len(self._procs), "steal request": int(self.steal._request is not None),
+            "steal offers": len(self.steal._offers), "steal commits": len(self.steal._handed),
+        }  # fmt: skip
+
     def was_aborted(self, key: Key, owner: str) -> bool:
         """``owner`` aborted this attempt (so a process-pool run of it is not resubmitted)."""
         return self.aborted.get(key) == owner

@@ -9,11 +9,12 @@ one pass of the node's bookkeeping.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +99,90 @@ class WorkerPool:
             self._queue.put(_STOP)
         for t in self._threads:
             t.join(timeout=timeout / max(1, len(self._threads)))
+
+
+class Pool(Protocol):
+    """What the node needs of a pool of task runners (``WorkerPool``, or ``InlinePool`` on a virtual clock)."""
+
+    busy: int
+
+    def submit(self, ctx: Any, fn: Callable[[Any], Any], arg: Any, key: Any = None) -> None: ...
+
+    def recall(self, keys: list[Any]) -> list[Any]: ...
+
+    def shutdown(self, timeout: float = 1.0) -> None: ...
+
+
+PoolFactory = Callable[[int, str, asyncio.AbstractEventLoop, Callable[[list[tuple[Any, Any]]], None]], Pool]
+
+
+class InlinePool:
+    """Runs submitted items on the event loop itself, ``n`` at a time in submission order, one loop callback per
+    item: no threads, so a mesh on a virtual clock (``meshaios.testing.vtime``) is deterministic -- a worker
+    thread's real time would let virtual time run ahead of it. Same contract as ``WorkerPool``: ``recall`` takes
+    back items not started; a raised exception is handed to ``on_done`` as the result. For tests and simulations
+    only: a task blocks the loop while it runs. ``task_seconds``: how long (on the loop's clock) each item holds
+    its slot before its result is handed back, so that on a virtual clock work is in flight when faults strike."""
+
+    def __init__(
+        self,
+        n: int,
+        name: str,
+        loop: asyncio.AbstractEventLoop,
+        on_done: Callable[[list[tuple[Any, Any]]], None],
+        task_seconds: float = 0.0,
+    ) -> None:
+        self.n = max(1, n)
+        self.task_seconds = task_seconds
+        self._loop = loop
+        self._on_done = on_done
+        self._queue: collections.deque[tuple[Any, Callable[[Any], Any], Any, Any]] = collections.deque()
+        self._waiting: set[Any] = set()
+        self._stopped = False
+        self._scheduled = False
+        self.busy = 0
+
+    def submit(self, ctx: Any, fn: Callable[[Any], Any], arg: Any, key: Any = None) -> None:
+        if key is not None:
+            self._waiting.add(key)
+        self._queue.append((ctx, fn, arg, key))
+        self._schedule()
+
+    def recall(self, keys: list[Any]) -> list[Any]:
+        back = [k for k in keys if k in self._waiting]
+        self._waiting.difference_update(back)
+        return back
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._queue and self.busy < self.n and not self._stopped:
+            self._scheduled = True
+            self._loop.call_soon(self._run_next)
+
+    def _run_next(self) -> None:
+        self._scheduled = False
+        while self._queue and not self._stopped:
+            ctx, fn, arg, key = self._queue.popleft()
+            if key is not None:
+                if key not in self._waiting:
+                    continue  # recalled
+                self._waiting.discard(key)
+            self.busy += 1
+            try:
+                result: Any = fn(arg)
+            except BaseException as exc:  # as in a worker thread: handed to the loop
+                result = exc
+            if self.task_seconds > 0:
+                self._loop.call_later(self.task_seconds, self._finish, ctx, result)
+            else:
+                self._finish(ctx, result)
+            break
+        self._schedule()
+
+    def _finish(self, ctx: Any, result: Any) -> None:
+        self.busy -= 1
+        if not self._stopped:
+            self._on_done([(ctx, result)])
+        self._schedule()
+
+    def shutdown(self, timeout: float = 1.0) -> None:
+        self._stopped = True

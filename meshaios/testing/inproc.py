@@ -1,25 +1,33 @@
 """An in-process mesh: N real ``Node`` objects in one event loop, on the in-memory transport.
 
 Tier two of the tests (style.md 13): the same node code as in production, minus sockets and processes, with
-fault injection (kill without goodbye, partitions, message loss) and SWIM timings shortened so that a failure
-is detected in a fraction of a second.
+fault injection (kill without goodbye, partitions, message loss, delays that reorder links, pauses) and SWIM
+timings shortened so that a failure is detected in a fraction of a second.
+
+With ``virtual=True`` (run it on ``meshaios.testing.vtime.VirtualTimeLoop``, e.g. with ``run_virtual``) the nodes
+and clients read the loop's virtual clock and run tasks on the loop itself (``InlinePool``): no thread, so seconds
+of timeouts pass in milliseconds and the machine's load changes nothing (``meshaios.testing.faults``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from meshaios.client import AsyncClient
+from meshaios.clock import Clock, LoopClock
 from meshaios.config import NodeConfig
 from meshaios.io.inmem import InMemoryConnection, InMemoryHub, InMemoryTransport
 from meshaios.membership.swim import SwimConfig
 from meshaios.node import Node
 from meshaios.security import MeshKeys, derive_keys, new_token
+from meshaios.tasks.workers import InlinePool, WorkerPool
+from meshaios.testing.vtime import VirtualTimeLoop
 
 FAST_SWIM = SwimConfig(probe_interval=0.1, probe_timeout=0.04, suspicion_min=0.3, suspicion_mult=2.0)
 
@@ -34,9 +42,14 @@ class InProcessMesh:
         workers: int = 2,
         swim: SwimConfig = FAST_SWIM,
         per_node: dict[int, dict[str, Any]] | None = None,
+        virtual: bool = False,
+        task_seconds: float = 0.0,
         **config: Any,
     ) -> None:
         self.n = n
+        self.virtual = virtual
+        self.task_seconds = task_seconds  # virtual only: how long each task holds its worker (``InlinePool``)
+        self.clock: Clock | None = None  # the loop's, when virtual (set on entry)
         self.hub = InMemoryHub(seed)
         self.rng = random.Random(seed)
         self.keys: MeshKeys | None = None if insecure else derive_keys(new_token())
@@ -47,6 +60,11 @@ class InProcessMesh:
         self._clients: list[AsyncClient] = []
 
     async def __aenter__(self) -> InProcessMesh:
+        if self.virtual:
+            loop = asyncio.get_running_loop()
+            if not isinstance(loop, VirtualTimeLoop):
+                raise TypeError("InProcessMesh(virtual=True) runs on a VirtualTimeLoop (meshaios.testing.vtime)")
+            self.clock = LoopClock(loop)
         for i in range(self.n):
             await self.add_node(f"n{i}")
         return self
@@ -71,6 +89,8 @@ class InProcessMesh:
             transport=InMemoryTransport(self.hub),
             keys=self.keys if self.keys is not None else False,
             rng=random.Random(self.rng.random()),
+            clock=self.clock,
+            pools=functools.partial(InlinePool, task_seconds=self.task_seconds) if self.virtual else WorkerPool,
         )
         self.transport(node).node_id = node.node_id
         self.nodes.append(node)
@@ -104,6 +124,13 @@ class InProcessMesh:
         self.transport(node).dead = True
         self._tasks[index].cancel()
 
+    def pause(self, index: int) -> None:
+        """Hold every message to and from node ``index`` until ``resume`` (see ``InMemoryHub``)."""
+        self.hub.pause(self.nodes[index].address)
+
+    def resume(self, index: int) -> None:
+        self.hub.resume(self.nodes[index].address)
+
     def partition(self, a: list[int], b: list[int]) -> None:
         self.hub.partition([self.nodes[i].address for i in a], [self.nodes[i].address for i in b])
 
@@ -121,6 +148,7 @@ class InProcessMesh:
             token=None,
             insecure=self.keys is None,
             connection_factory=factory,
+            clock=self.clock,
             **kwargs,
         )
         c.keys = self.keys

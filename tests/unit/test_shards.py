@@ -197,6 +197,17 @@ def test_a_shard_heard_again_in_time_does_not_fail_over() -> None:
     assert out == [FailOver(1, ["a2", "a0"], 5.5)]
 
 
+def test_a_silent_shard_fails_over_to_a_node_of_ours_that_answers_when_no_node_lists_peers() -> None:
+    """The last PONG came from a node cut off from the others (it lists no live peer), yet our other shard's
+    node answers: the silent shard fails over there, not nowhere (found by the fault-injection test)."""
+    c = core(2, heartbeat_timeout=5.0)
+    c.learn_peers([], 0.0)
+    add(c, spec("t0"))
+    add(c, spec("t1"))
+    c.heard(0, 6.0)
+    assert c.tick(6.0) == [FailOver(1, ["a0"], 6.0)]
+
+
 def test_a_shard_back_on_its_own_node_keeps_what_that_node_knows() -> None:
     c = core(2, heartbeat_timeout=1.0)
     add(c, spec("a"))

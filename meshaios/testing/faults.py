@@ -1,0 +1,169 @@
+"""Fault injection on the in-process mesh on virtual time: the production ``Node`` (its asyncio shell, the owner,
+the executing node's core, SWIM, stealing) and ``AsyncClient``, many seeds a minute.
+
+``run_seed(seed)`` draws a mesh (3-5 nodes, 1-2 workers each), a client (its tasks owned by 1-4 nodes), a
+workload (independent squares, then a tree of sums over them) and faults at random times while it runs: kills
+(the entry node too), pauses (every message to and from a node held, then delivered late), partitions, message
+loss and links that race. It returns what went wrong, in words; ``check`` is what a user relies on:
+
+* every future gets its result, the right one, exactly once (the client drops late duplicates; it never sees
+  one), within a bound of virtual time (no future waits forever);
+* once the client has closed and the mesh has drained, no live node holds anything for a task: no owned task,
+  no queued or running attempt, no input reference, no stored object, no steal in progress.
+
+``python -m meshaios.testing.faults --seeds 1000`` runs it from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import operator
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+from meshaios.client import AsyncClient, Future
+from meshaios.testing.inproc import InProcessMesh
+from meshaios.testing.vtime import run_virtual
+
+RESULT_BOUND = 600.0  # virtual seconds within which every future must have its result
+DRAIN = 30.0  # virtual seconds the mesh runs on after the client closed, before the leak check
+
+
+@dataclass
+class FaultRun:
+    seed: int
+    nodes: int = 0
+    tasks: int = 0
+    faults: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    virtual_s: float = 0.0
+
+    def describe(self) -> str:
+        head = f"seed {self.seed}: {self.nodes} nodes, {self.tasks} tasks, {self.virtual_s:.1f} virtual s"
+        return "; ".join([head, "faults: " + (", ".join(self.faults) or "none"), *self.violations])
+
+
+def _tree(c: AsyncClient, leaves: list[Future]) -> Future:
+    level = leaves
+    while len(level) > 1:
+        nxt = [c.submit(operator.add, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = nxt + ([level[-1]] if len(level) % 2 else [])
+    return level[0]
+
+
+def _plan(rng: random.Random, mesh: InProcessMesh, n: int) -> list[tuple[float, str, int, float]]:
+    """(when, what, node, how long) for 1-3 faults in the first virtual second; at least two nodes survive."""
+    faults: list[tuple[float, str, int, float]] = []
+    kills = 0
+    for _ in range(rng.randint(1, 3)):
+        what = rng.choice(("kill", "kill", "pause", "partition"))
+        node = rng.randrange(n)
+        if what == "kill":
+            if kills >= n - 2 or any(f[1] == "kill" and f[2] == node for f in faults):
+                what = "pause"
+            else:
+                kills += 1
+        faults.append((rng.uniform(0.0, 1.0), what, node, rng.choice((0.2, 1.0, 4.0))))
+    return faults
+
+
+async def _scenario(seed: int, run: FaultRun) -> None:
+    rng = random.Random(seed)
+    n = run.nodes = rng.randint(3, 5)
+    mesh = InProcessMesh(n, seed=seed, virtual=True, workers=rng.choice((1, 2)),
+                         task_seconds=rng.choice((0.002, 0.01, 0.05)))  # fmt: skip
+    if rng.random() < 0.5:
+        mesh.hub.delay = (0.0, rng.choice((0.001, 0.01)))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    async with mesh:
+        await mesh.wait_converged()
+        c = await mesh.client(0, spread=rng.choice((1, 2, 4)))
+        async with asyncio.timeout(10):  # a client that knows only its entry node has nowhere to fail over to
+            while True:  # polled on virtual time: costs nothing
+                if len(set(c.core.peers) - {mesh.nodes[0].address}) >= n - 1:
+                    break
+                await asyncio.sleep(0.05)
+        leaves = rng.randint(8, 40)
+        squares = [c.submit(operator.mul, i, i) for i in range(leaves)]
+        total = _tree(c, squares)
+        run.tasks = leaves + (leaves - 1)
+        loss = rng.choice((0.0, 0.0, 0.005, 0.02))
+        if loss:
+            mesh.hub.drop_rate = loss
+            run.faults.append(f"loss {loss}")
+        for at, what, node, length in _plan(rng, mesh, n):
+            run.faults.append(f"{what} n{node} at {at:.2f}s" + ("" if what == "kill" else f" for {length}s"))
+            if what == "kill":
+                loop.call_later(at, mesh.kill, node)
+            elif what == "pause":
+                loop.call_later(at, mesh.pause, node)
+                loop.call_later(at + length, mesh.resume, node)
+            else:
+                others = [i for i in range(n) if i != node]
+                loop.call_later(at, mesh.partition, [node], others)
+                loop.call_later(at + length, mesh.heal)
+        try:
+            async with asyncio.timeout(RESULT_BOUND):
+                got = await c.gather([*squares, total])
+        except TimeoutError:
+            undone = sum(not f.done() for f in [*squares, total])
+            run.violations.append(f"{undone} futures without a result after {RESULT_BOUND:.0f} virtual s")
+            got = None
+        if got is not None:
+            want = [i * i for i in range(leaves)] + [sum(i * i for i in range(leaves))]
+            wrong = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
+            if wrong:
+                run.violations.append(f"wrong results at {wrong[:5]}: {[got[i] for i in wrong[:5]]}")
+        mesh.hub.drop_rate = 0.0  # the leak check: a healed mesh, what survived of it
+        mesh.heal()
+        for i in range(n):
+            mesh.resume(i)
+        await c.close()
+        await asyncio.sleep(DRAIN)
+        run.violations.extend(check(mesh))
+    run.virtual_s = loop.time() - t0
+
+
+def check(mesh: InProcessMesh) -> list[str]:
+    """What the live nodes of a drained mesh, whose clients have all gone, still hold for tasks."""
+    bad: list[str] = []
+    for i, node in enumerate(mesh.nodes):
+        if mesh.transport(node).dead:
+            continue
+        held = {**node.core.held(), "owned tasks": len(node.owner.tasks), "stored objects": len(node.store.keys()),
+                "running": sum(p.busy for p in (node._pool, *node._gpu_pools.values()) if p is not None)}  # fmt: skip
+        bad.extend(f"n{i} leaks {what}: {count}" for what, count in held.items() if count)
+    return bad
+
+
+def run_seed(seed: int) -> FaultRun:
+    run = FaultRun(seed)
+    try:
+        run_virtual(_scenario(seed, run))
+    except Exception as exc:  # a crash is a finding too, with its seed
+        run.violations.append(f"raised {type(exc).__name__}: {exc}")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--seeds", type=int, default=100)
+    ap.add_argument("--first", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    t0, failed = time.perf_counter(), 0
+    for seed in range(args.first, args.first + args.seeds):
+        run = run_seed(seed)
+        if run.violations or args.verbose:
+            sys.stdout.write(run.describe() + "\n")
+        failed += bool(run.violations)
+    sys.stdout.write(f"{args.seeds} seeds, {failed} with violations, {time.perf_counter() - t0:.1f} s\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

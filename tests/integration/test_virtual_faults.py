@@ -1,0 +1,80 @@
+"""The in-process mesh on virtual time: real ``Node`` objects (the production shell and cores) and ``AsyncClient``
+on a ``VirtualTimeLoop``, with fault injection over many seeds (``meshaios.testing.faults``)."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import time
+
+import pytest
+
+from meshaios.io.inmem import InMemoryHub, InMemoryTransport
+from meshaios.testing.faults import run_seed
+from meshaios.testing.inproc import InProcessMesh
+from meshaios.testing.vtime import run_virtual
+
+SEEDS = 60  # in the default suite (about 20 s on 2 cores); the slow test runs 1,000
+
+
+def test_virtual_time_passes_only_when_the_loop_is_idle() -> None:
+    async def main() -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.sleep(3600)
+        total = await loop.run_in_executor(None, sum, [1, 2, 3])  # inline: no thread to race the clock
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):
+                await asyncio.Event().wait()
+        return loop.time() - t0, total
+
+    real = time.perf_counter()
+    elapsed, total = run_virtual(main())
+    assert elapsed == pytest.approx(3605.0)
+    assert total == 6
+    assert time.perf_counter() - real < 60  # an hour of virtual time did not pass in real time
+
+
+def test_a_delayed_link_stays_in_order_while_links_race() -> None:
+    """Delays reorder messages between links, never on one (as TCP): equal arrival times included."""
+
+    async def main() -> tuple[list[int], list[int]]:
+        hub = InMemoryHub(seed=3)
+        hub.delay = (0.0, 0.01)
+        a, b, dst = InMemoryTransport(hub, "a"), InMemoryTransport(hub, "b"), InMemoryTransport(hub, "d")
+        for i in range(200):
+            (a if i % 2 else b).send(dst.address, [str(i).encode()])
+        await asyncio.sleep(1)
+        got = [int(frames[0]) for _, frames in await dst.recv_batch(1000)]
+        return [i for i in got if i % 2], [i for i in got if not i % 2]
+
+    odd, even = run_virtual(main())
+    assert odd == list(range(1, 200, 2))
+    assert even == list(range(0, 200, 2))
+
+
+def test_a_paused_node_gets_its_backlog_on_resume_and_the_work_completes() -> None:
+    async def main() -> list[int]:
+        async with InProcessMesh(3, virtual=True, seed=2, task_seconds=0.01) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, spread=1)
+            mesh.pause(1)
+            futs = [c.submit(operator.mul, i, i) for i in range(30)]
+            await asyncio.sleep(2.0)  # past suspicion: the others declare it dead and re-place its work
+            mesh.resume(1)
+            out = await c.gather(futs)
+            await mesh.wait_converged(timeout=30)  # it refutes its death and rejoins
+            return out
+
+    assert run_virtual(main()) == [i * i for i in range(30)]
+
+
+def test_fault_injection_over_seeds_on_the_real_node_shell() -> None:
+    bad = [run.describe() for run in map(run_seed, range(SEEDS)) if run.violations]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.slow
+def test_fault_injection_over_a_thousand_seeds() -> None:
+    bad = [run.describe() for run in map(run_seed, range(1000)) if run.violations]
+    assert not bad, "\n".join(bad)

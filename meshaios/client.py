@@ -96,6 +96,12 @@ _PENDING, _RESULT, _ERROR = 0, 1, 2  # a Future's outcome while it has no ``conc
 # Guards the moment a Future's outcome moves into the ``concurrent.futures.Future`` made for it (``Future._cf``):
 # held for a few attribute accesses, by the loop thread settling a future and by a thread that starts waiting.
 _HANDOVER = threading.Lock()
+_allocate_lock = threading.Lock
+
+
+def _release(lock: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # released already
+        lock.release()
 
 
 class Future:
@@ -110,7 +116,8 @@ class Future:
     """
 
     __slots__ = (
-        "__weakref__", "_cf_", "_client", "_on_start", "_outcome", "_started", "_state", "_value", "key", "node",
+        "__weakref__", "_cf_", "_client", "_on_start", "_outcome", "_started", "_state", "_value", "_waiter", "key",
+        "node",
     )  # fmt: skip
 
     def __init__(self, key: str, client: AsyncClient) -> None:
@@ -123,6 +130,8 @@ class Future:
         self._value: Any = _NOTHING
         self._started = False  # reported started (only tasks submitted with report_start=True are)
         self._on_start: list[Callable[[Future], Any]] | None = None
+        # a thread blocked in ``result()`` on this future alone: a held lock that settling releases (``_wait``)
+        self._waiter: Any = None
 
     @property
     def _cf(self) -> concurrent.futures.Future[Any]:
@@ -138,6 +147,9 @@ class Future:
                         cf.set_result(self._outcome)
                     elif self._state == _ERROR:
                         cf.set_exception(self._outcome)
+                    elif self._waiter is not None:  # a thread waits on the lock: the outcome now goes to ``cf``
+                        waiter = self._waiter
+                        cf.add_done_callback(lambda _cf: _release(waiter))
                     self._cf_ = cf
         return cf
 
@@ -150,6 +162,8 @@ class Future:
                 if self._state == _PENDING:
                     self._outcome = outcome
                     self._state = state
+                    if self._waiter is not None:
+                        _release(self._waiter)
                 return
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled by another thread meanwhile
             if state == _RESULT:
@@ -189,7 +203,7 @@ class Future:
             raise self._outcome
         else:
             try:
-                value = self._cf.result(timeout)
+                value = self._wait(timeout)
             except concurrent.futures.TimeoutError:
                 raise MeshTimeoutError(f"task {self.key} did not finish within {timeout} s") from None
             except concurrent.futures.CancelledError as exc:
@@ -201,6 +215,33 @@ class Future:
             value = self._client._fetch_blocking(self.key, remaining)
             self._value = value
         return value
+
+    def _wait(self, timeout: float | None) -> Any:
+        """Block until the outcome is in. A thread waiting alone on a future no one has asked a
+        ``concurrent.futures.Future`` of waits on one lock that settling releases (``_waiter``): no ``Condition``,
+        no ``RLock``, no waiter list, one wake-up (a sequential ``submit().result()``); otherwise on ``_cf``."""
+        lock = None
+        with _HANDOVER:
+            if self._cf_ is None and self._state == _PENDING and self._waiter is None:
+                lock = self._waiter = _allocate_lock()
+                lock.acquire()
+        if lock is not None:
+            t0 = time.monotonic()
+            try:
+                got = lock.acquire(True, -1 if timeout is None else min(max(0.0, timeout), threading.TIMEOUT_MAX))
+            finally:
+                with _HANDOVER:
+                    self._waiter = None
+                    state, cf = self._state, self._cf_
+            if state == _RESULT:
+                return self._outcome
+            if state == _ERROR:
+                raise self._outcome
+            if cf is None and not got:
+                raise concurrent.futures.TimeoutError
+            if timeout is not None:  # a ``concurrent.futures.Future`` was made meanwhile: wait on it for the rest
+                timeout = max(0.0, timeout - (time.monotonic() - t0))
+        return self._cf.result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         state = self._state

@@ -133,9 +133,9 @@ RESEND_MAX = 10_000
 #   row, all of them on the worker threads (a slow one -- its first, which imports its module, say -- starts the
 #   count again, as a run of INLINE_DEMOTE_S or more or with a larger result does later: a tiny task preempted on
 #   a loaded machine). It runs inline only as the one task on the node, and only where the executor can guard the
-#   run (``inline_user``): the node interrupts a run that passes INLINE_ABORT_S and runs the task again on a worker
-#   (``InlineOverran``; tasks/guard.py). Once it has qualified, one run of INLINE_ABORT_S or more -- interrupted
-#   inline, or that long on a worker -- takes the right away for good (``_revoked``, counter ``inline_revoked``).
+#   run (``inline_user``): the node interrupts a run that passes INLINE_ABORT_S, garbage collection not counted,
+#   and runs the task again on a worker (``InlineOverran``; tasks/guard.py), which takes the right away for good
+#   (``_revoked``, counter ``inline_revoked``).
 # A run between the two bounds (a tiny task preempted on a loaded machine) only raises the EWMA: the next few go to
 # the workers until it is back down.
 INLINE_MAX_S = 0.0002
@@ -723,10 +723,9 @@ class ExecCore:
                 fast.clear()
             fast[kernel] = fast.get(kernel, 0) + 1
             return
-        if self._library.get(kernel) is False:  # a user's function: it counts again from no tiny runs, and a
-            # run as long as an interrupted one, once it had qualified, means it may block: never inline again
-            if self._fast.pop(kernel, 0) >= INLINE_USER_STREAK and dt >= INLINE_ABORT_S:
-                self._revoke(kernel)
+        if self._library.get(kernel) is False:  # a user's function counts again from no tiny runs (only an
+            # interrupted inline run, ``InlineOverran``, revokes it: a run's ``dt`` counts collections and GIL waits)
+            self._fast.pop(kernel, None)
             return
         need = self._streak.get(kernel, INLINE_STREAK)
         if self._fast.pop(kernel, 0) >= need:  # it qualified: it may have held the loop, so it waits longer now

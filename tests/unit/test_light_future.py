@@ -128,3 +128,65 @@ def test_many_waiters_and_one_settler_race_without_losing_an_outcome() -> None:
     for t in waiters:
         t.join(30)
     assert results == list(range(len(fs)))
+
+
+def test_a_lone_thread_in_result_waits_on_one_lock_and_never_makes_a_concurrent_future() -> None:
+    """A sequential ``submit().result()``: the settling thread releases the waiter's lock, nothing else."""
+    f = mesh_future("f")
+    later(0.05, f._set_result, "v")
+    assert f.result(timeout=10) == "v"
+    assert f._cf_ is None
+    assert f._waiter is None
+    g = mesh_future("g")
+    later(0.05, g._set_exception, TaskError("g", "KeyError", "k", ""))
+    with pytest.raises(TaskError):
+        g.result(timeout=10)
+    assert g._cf_ is None
+    h = mesh_future("h")
+    with pytest.raises(MeshTimeoutError):
+        h.result(timeout=0.01)
+    assert h._waiter is None  # a later result() waits afresh
+    h._set_result(3)
+    assert h.result(timeout=0) == 3
+
+
+def test_a_thread_waiting_on_the_lock_wakes_for_a_cancel_a_callback_or_a_second_waiter() -> None:
+    """Another thread makes the ``concurrent.futures.Future`` while the first waits on its lock: the outcome goes
+    there, and the first thread still gets it (or the cancellation)."""
+    for how in ("cancel", "callback", "second waiter"):
+        f = mesh_future(how)
+        out: list[Any] = []
+
+        def wait(f: Future = f, out: list[Any] = out) -> None:
+            try:
+                out.append(f.result(timeout=10))
+            except CancelledTaskError as exc:
+                out.append(exc)
+
+        first = threading.Thread(target=wait)
+        first.start()
+        while f._waiter is None:  # the first waits on its lock now
+            time.sleep(0.001)
+        if how == "cancel":
+            assert f._cancel_local()
+        elif how == "callback":
+            seen: list[Any] = []
+            f.add_done_callback(seen.append)
+            f._set_result("late")
+        else:
+            second = threading.Thread(target=wait)
+            second.start()
+            while f._cf_ is None:  # the second made the concurrent.futures.Future (and waits on it)
+                time.sleep(0.001)
+            f._set_result("both")
+            second.join(10)
+        first.join(10)
+        assert not first.is_alive()
+        if how == "cancel":
+            assert len(out) == 1
+            assert isinstance(out[0], CancelledTaskError)
+        elif how == "callback":
+            assert out == ["late"]
+            assert seen == [f]
+        else:
+            assert out == ["both", "both"]

@@ -40,6 +40,7 @@ from meshaios.errors import (
     MeshTimeoutError,
     MeshUnavailable,
     ObjectLost,
+    RequestRefused,
     SerializationError,
     TaskError,
     WireError,
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 SUBMIT_BATCH = 2000
 # A SUBMIT's header at most about this many bytes: arguments (and finished inputs) under BLOB_IN_HEADER ride in it,
 # and a node refuses a header over max_header_bytes (64 MiB): 2,000 tasks of 40 KB arguments made one of 80 MB,
-# refused, and their futures waited for ever.
+# refused (their futures waited for ever then; now they fail with RequestRefused, ``_on_error``).
 SUBMIT_HEADER_BYTES = 16 << 20
 RELEASE_BATCH = 256  # lazily released ids (small results) that go with the next flush; fewer wait for a heartbeat
 PING_INTERVAL = 0.25  # the client's heartbeat to its entry node, which renews its lease there (tasks/epochs.py)
@@ -78,6 +79,7 @@ WATCH_EVERY = 2  # pings between two checks for silence (0.5 s)
 FAILOVER_CONNECT_S = 2.0  # at most this long to attach to one failover candidate
 FAILOVER_ROUND_S = 0.5  # pause between two rounds over the candidates
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
+REFUSED = "meshaios.RequestRefused"  # the error type of a task whose SUBMIT its node refused (``_on_error``)
 DEFAULT_SPREAD = 4  # nodes owning one client's tasks (meshaios.shards); at most the nodes of the mesh
 
 
@@ -612,6 +614,13 @@ class AsyncClient:
         self._by_req: dict[int, asyncio.Future[M.Got | M.PutAck]] = {}
         self._req_shard: dict[int, int] = {}  # which shard each request went to
         self._gets: dict[int, M.Get] = {}  # GETs awaiting an answer: asked again after a failover
+        # SUBMITs a node may still refuse with an ERROR naming their ``req`` (``_on_error``): shard -> {req: specs},
+        # in sending order. A node answers a connection's messages in order, so once the PONG to a PING sent after
+        # them arrives they were taken (``_acknowledged``). A streamed one may be put together after a later PING:
+        # it is kept (req -> (shard, specs)) until none of its tasks is pending.
+        self._refusable: dict[int, dict[int, list[M.SubmitTask]]] = {}
+        self._ping_marks: dict[int, collections.deque[int]] = {}  # shard -> the last req before each PING in flight
+        self._refusable_streamed: dict[int, tuple[int, list[M.SubmitTask]]] = {}
         self._loop_thread = 0
         self.stats = {"results": 0, "duplicates": 0, "shm_received": 0, "shm_sent": 0, "shm_refused": 0}
         # large values to and from a node of this machine go through /dev/shm (store/shm.py): our host id, sent
@@ -718,6 +727,8 @@ class AsyncClient:
         except zmq.ZMQError as exc:
             raise InvalidAddress(f"cannot connect to {address!r}: {exc}") from exc
         self._conns[sid] = conn
+        self._refusable[sid] = {}  # a new connection: nothing sent on it yet
+        self._ping_marks[sid] = collections.deque()
         self._stream_actions(self._streams_out.dest_gone(sid, f"left node {address}"))
         self._streams_in.src_gone(sid)
         welcome = self._welcomes[sid] = self._loop.create_future()
@@ -756,7 +767,7 @@ class AsyncClient:
         """Carry out what the core decided."""
         for ins in instructions:
             if isinstance(ins, Submit):
-                self._submit_to(ins.sid, ins.specs, ins.puts)
+                self._submit_to(ins.sid, ins.specs, ins.puts, fresh=not ins.resubmit)
             elif isinstance(ins, Release):
                 self._releases.setdefault(ins.sid, []).extend(ins.ids)
                 self._schedule_flush()
@@ -775,7 +786,11 @@ class AsyncClient:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    def _submit_to(self, sid: int, specs: list[M.SubmitTask], puts: list[list[Any]] | None = None) -> None:
+    def _submit_to(
+        self, sid: int, specs: list[M.SubmitTask], puts: list[list[Any]] | None = None, fresh: bool = True
+    ) -> None:
+        """``fresh``: the first SUBMIT of these tasks, which the node cannot hold yet, so if it refuses the SUBMIT
+        their futures fail (``_on_error``); a failover's or reconcile's resubmission is never failed that way."""
         shard = self.core.shards.get(sid)
         if shard is None or sid not in self._conns:
             return
@@ -783,8 +798,17 @@ class AsyncClient:
             # the node never saw these puts: it takes them with their holders, or fails them as lost at once
             adopt: M.Adopt = {"t": M.ADOPT, "puts": puts}
             self._send(adopt, sid=sid)
+        refusable = self._refusable.get(sid) if fresh else None
         for batch in submit_batches(specs):
-            self._send({"t": M.SUBMIT, "tasks": batch, "ep": shard.epoch}, sid=sid)
+            self._next_req += 1
+            req = self._next_req  # third in the header, where a node that refuses the SUBMIT reads it (peek_req)
+            streamed = self._send({"t": M.SUBMIT, "req": req, "tasks": batch, "ep": shard.epoch}, sid=sid)
+            if refusable is None:
+                continue
+            if streamed:
+                self._refusable_streamed[req] = (sid, batch)
+            else:
+                refusable[req] = batch
 
     async def _open(self, sid: int, address: str) -> None:
         """One more owner: shard ``sid`` on the node at ``address``."""
@@ -813,6 +837,7 @@ class AsyncClient:
                     # 2 s the PONG also lists the live members: where to fail over to is never more than 2 s stale
                     ping: M.Ping = {"t": M.PING, "peers": True} if tick % PEERS_EVERY == 1 else {"t": M.PING}
                     conn.send(encode(ping))
+                    self._ping_sent(sid)
             if tick % WATCH_EVERY:
                 continue  # the rest every 0.5 s
             now = self.clock.now()
@@ -1499,20 +1524,23 @@ class AsyncClient:
             fut = self._loop.create_future()
             self._replies[reply_type] = fut
         self._conn.send(encode(msg))
+        if msg["t"] == M.PING:
+            self._ping_sent(0)
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(fut)
         except TimeoutError:
             raise MeshTimeoutError(f"no {reply_type} from {self._address} within {timeout} s") from None
 
-    def _send(self, msg: M.Message, tag: object = None, sid: int = 0) -> None:
-        """To shard ``sid``'s node: as one message, or streamed in flow-controlled chunks when large."""
+    def _send(self, msg: M.Message, tag: object = None, sid: int = 0) -> bool:
+        """To shard ``sid``'s node: as one message, or streamed in flow-controlled chunks when large (True)."""
         conn = self._conns[sid]
         frames = encode(msg)
         if self._streams_out.should_stream(frames):
             self._stream_actions(self._streams_out.open(sid, frames, self.clock.now(), tag))
-        else:
-            conn.send(frames)
+            return True
+        conn.send(frames)
+        return False
 
     def _assembled(self, sid: int, fut: asyncio.Future[list[Any]]) -> None:
         if fut.cancelled():
@@ -1586,16 +1614,71 @@ class AsyncClient:
             if fut is not None and not fut.done():
                 fut.set_result(msg)
         elif msg["t"] == M.ERROR:
-            log.error("node reports an error: %s", msg["msg"])
+            self._on_error(msg, sid)
         else:
-            if msg["t"] == M.PONG and isinstance(peers := msg.get("peers"), list):
-                self._learn_peers([a for a in peers if isinstance(a, str)])
+            if msg["t"] == M.PONG:
+                self._acknowledged(sid)
+                if isinstance(peers := msg.get("peers"), list):
+                    self._learn_peers([a for a in peers if isinstance(a, str)])
             elif msg["t"] == M.STATUS_REPLY:
                 live = [m for m in msg["members"] if isinstance(m, dict) and m.get("state") in ("alive", "suspect")]
                 self._learn_peers([m["addr"] for m in live if isinstance(m.get("addr"), str)])
             waiting = self._replies.pop(t, None) if sid == 0 else None  # requests go to the entry node
             if waiting is not None and not waiting.done():
                 waiting.set_result(msg)
+
+    def _ping_sent(self, sid: int) -> None:
+        marks = self._ping_marks.get(sid)
+        if marks is not None:
+            marks.append(self._next_req)
+
+    def _acknowledged(self, sid: int) -> None:
+        """A PONG from shard ``sid``'s node: the SUBMITs sent before the PING it answers were taken (an ERROR refusing
+        one would have come first), so none of their tasks can be refused any more."""
+        marks = self._ping_marks.get(sid)
+        refusable = self._refusable.get(sid)
+        if not marks or refusable is None:
+            return
+        mark = marks.popleft()
+        while refusable:
+            req = next(iter(refusable))  # in sending order: reqs only grow
+            if req > mark:
+                break
+            del refusable[req]
+        if self._refusable_streamed:
+            for req, (_, batch) in list(self._refusable_streamed.items()):
+                if not any(spec["id"] in self._pending for spec in batch):
+                    del self._refusable_streamed[req]
+
+    def _on_error(self, msg: M.Error, sid: int) -> None:
+        """An ERROR: a node refused a message of ours. One that names its ``req`` fails what that message was sent
+        for: a GET's or PUT's caller, or each task of a SUBMIT that was their first (the node never took them), with
+        ``RequestRefused``; the client carries on. One that names nothing fails nothing: it may concern a SUBMIT the
+        node took (every message of ours that can be refused shows its ``req``, so such an ERROR answers something
+        else on this connection)."""
+        reason = msg["msg"]
+        shard = self._shard_nodes.get(sid)
+        node = shard["node"] if shard is not None else ""
+        req = msg.get("req")
+        log.error("node %s refused a message of ours%s: %s", node or "?", f" (req {req})" if req else "", reason)
+        if type(req) is not int:
+            return
+        fut = self._by_req.get(req)
+        if fut is not None:
+            if self._req_shard.get(req) == sid and not fut.done():
+                fut.set_exception(RequestRefused(reason, node=node))
+            return
+        batch = self._refusable.get(sid, {}).pop(req, None)
+        if batch is None:
+            streamed = self._refusable_streamed.get(req)
+            if streamed is None or streamed[0] != sid:
+                return
+            batch = self._refusable_streamed.pop(req)[1]
+        err: M.ErrorInfo = {"type": REFUSED, "msg": reason, "node": node}
+        for spec in batch:
+            tid = spec["id"]
+            if "done" not in spec and tid in self._pending and self.core.shard_of.get(tid) == sid:
+                self._on_result({"id": tid, "ok": False, "err": err, "node": node}, sid)
 
     def _learn_peers(self, alive: list[str]) -> None:
         """The failover candidates, and where more shards may go: the members a node last reported live."""
@@ -1653,6 +1736,9 @@ class AsyncClient:
                 return
             if err.get("type") == "meshaios.Cancelled":  # it, or a task it depends on, was cancelled
                 fut._set_exception(CancelledTaskError(str(err.get("msg", ""))))
+                return
+            if err.get("type") == REFUSED:  # its SUBMIT was refused (or that of a task it depends on): it never ran
+                fut._set_exception(RequestRefused(str(err.get("msg", "")), r["id"], str(r.get("node", ""))))
                 return
             cause = None
             pickled = err.get("exc")

@@ -95,6 +95,24 @@ class LimitExceeded(WireError):
     """A message over one of the receiver's size limits (header bytes, fields, frames): refused before decoding."""
 
 
+class RequestRefused(WireError):
+    """A node refused a message of ours without acting on it -- malformed, over one of its limits (a header over its
+    ``max_header_bytes``), or large while the node drops this client's large messages (throttled) -- and named it in
+    its ``error`` reply. What that message asked for fails with this: each task of a refused ``submit`` (``task_id``),
+    or a ``get`` / ``put``. ``reason`` is the node's own message. A task it refused never ran; submit it again once the
+    cause is gone (a smaller argument: ``put`` large values)."""
+
+    def __init__(self, reason: str, task_id: str = "", node: str = "") -> None:
+        self.reason = reason
+        self.task_id = task_id
+        self.node = node
+        what = f"task {task_id}" if task_id else "request"
+        super().__init__(f"{what} refused by node {node or '?'}: {reason}")
+
+    def __reduce__(self) -> tuple[type[RequestRefused], tuple[str, str, str]]:
+        return RequestRefused, (self.reason, self.task_id, self.node)
+
+
 class ObjectLost(MeshError):
     """Every node that held an object died, and it has no lineage to recompute it from (a ``put``'s data).
 

@@ -125,7 +125,7 @@ from meshaios.tasks.peers import USABLE, PeerFeed
 from meshaios.tasks.workers import Pool, PoolFactory, WorkerPool
 from meshaios.timeline import TaskRecord, Timeline
 from meshaios.wire import messages as M
-from meshaios.wire.codec import WireLimits, decode_message, encode
+from meshaios.wire.codec import WireLimits, decode_message, encode, peek_req, peek_type
 from meshaios.wire.guard import Throttle
 from meshaios.wire.messages import RunTask
 from meshaios.wire.payload import Payload
@@ -566,25 +566,60 @@ class Node:
             batch = await self.transport.recv_batch()
             now = self.clock.now()
             for ident, frames in batch:
-                if self._throttle.blocked(ident, now):
-                    continue  # it kept sending what we refuse: dropped unread for a while (counted)
+                if self._throttle.throttled and self._throttled(ident, frames, now):
+                    continue  # it kept sending what we refuse: its large messages dropped unread for a while
                 try:
                     self._handle(ident, frames)
                 except WireError as exc:
-                    self._bad_input(ident, exc)
+                    self._bad_input(ident, exc, frames)
                 except Exception:
                     # a bug in our handling of one message must not take the node down
                     log.exception("error handling a message from %r", ident[:12])
                     self.counters["handler_errors"] += 1
 
-    def _bad_input(self, ident: bytes, exc: WireError) -> None:
+    def _bad_input(self, ident: bytes, exc: WireError, frames: list[Any] | None = None) -> None:
         self.counters["bad_frames"] += 1
         self._badlog.warning((ident, "wire"), "rejected a malformed message from %r: %s", ident[:12], exc)
         if isinstance(exc, LimitExceeded) and self._throttle.refused(ident, self.clock.now()):
             # visible in status ("throttle"); at debug level here: the warning above is this sender's one line
             log.debug("dropping messages from %r for %.0f s: oversized again", ident[:12], self._throttle.cooldown)
-        if ident[:2] not in _NODE_IDENTS:
-            self.transport.reply(ident, encode({"t": M.ERROR, "msg": str(exc)}))
+        self._refuse(ident, str(exc), frames)
+
+    def _refuse(self, ident: bytes, why: str, frames: list[Any] | None) -> None:
+        """Tell a client that its message was refused: an ERROR naming the message's ``req`` when its header's
+        first bytes show one (``peek_req``), so that the client fails what it sent it for. Nodes get nothing."""
+        if ident[:2] in _NODE_IDENTS:
+            return
+        error: M.Error = {"t": M.ERROR, "msg": why}
+        req = peek_req(frames) if frames else None
+        if req is not None:
+            error["req"] = req
+        self.transport.reply(ident, encode(error))
+
+    def _throttled(self, ident: bytes, frames: list[Any], now: float) -> bool:
+        """A message from a sender in its cooldown (``wire/guard.py``): one of more than ``small_header`` bytes is
+        dropped unread (counted) and answered with an ERROR naming its ``req`` when it shows one; a smaller one is
+        served as usual, so the sender's heartbeats, releases and small work carry on. A stream's own messages pass:
+        the message they carry is checked when it is put together (``_handle_assembled``)."""
+        if not self._throttle.cooling(ident, now):
+            return False
+        limit = self._limits.small_header
+        nbytes = 0
+        for f in frames:
+            nbytes += len(f)
+            if nbytes > limit:
+                break
+        else:
+            return False
+        if peek_type(frames) in _STREAM_TYPES:
+            return False
+        self._throttle.dropped += 1
+        why = (
+            f"dropped unread: messages over {limit} bytes from this client are refused for "
+            f"{self._throttle.cooldown:.0f} s after {self._throttle.strikes} oversized ones"
+        )
+        self._refuse(ident, why, frames)
+        return True
 
     # ---- message handling -----------------------------------------------------------------------------------
     def _handle(self, ident: bytes, frames: list[Any], streamed: bool = False) -> None:
@@ -1539,12 +1574,21 @@ class Node:
         try:
             if exc is not None:
                 raise exc
-            self._handle(src, fut.result(), streamed=True)
+            self._handle_assembled(src, fut.result())
         except WireError as err:
             self._bad_input(src, err)
         except Exception:
             log.exception("error handling a streamed message from %r", src[:12])
             self.counters["handler_errors"] += 1
+
+    def _handle_assembled(self, src: bytes, frames: list[Any]) -> None:
+        """A message that came as a stream, put together: checked and refused like one that came whole."""
+        if self._throttle.throttled and self._throttled(src, frames, self.clock.now()):
+            return
+        try:
+            self._handle(src, frames, streamed=True)
+        except WireError as err:
+            self._bad_input(src, err, frames)
 
     def _stream_actions(self, actions: list[StreamAction]) -> None:
         for a in actions:
@@ -1553,7 +1597,7 @@ class Node:
             elif isinstance(a, Delivered):
                 src: bytes = a.src  # type: ignore[assignment]
                 if a.nbytes <= ASSEMBLE_INLINE:
-                    self._handle(src, assemble(a.sizes, a.parts), streamed=True)
+                    self._handle_assembled(src, assemble(a.sizes, a.parts))
                     continue
                 # one copy of a large message into place: on a thread, so the loop keeps serving SWIM and clients
                 fut = asyncio.get_running_loop().run_in_executor(None, assemble, a.sizes, a.parts)

@@ -151,6 +151,37 @@ decode = decode_message  # the short name that tests and tools use
 def peek(head: memoryview) -> tuple[int, str | None]:
     """(number of fields, message type or None) from a header's first bytes, without decoding the rest: the type
     is known when the header starts ``{"v": <int>, "t": <str>, ...}``, as ``encode`` writes every header."""
+    fields, first = _first_fields(head, 2)
+    if len(first) == 4 and first[0] == "v" and first[2] == "t" and isinstance(first[3], str):
+        return fields, first[3]
+    return fields, None
+
+
+def peek_type(frames: list[Any]) -> str | None:
+    """The type a message's header names in its first bytes (``peek``); None when they do not show it."""
+    try:
+        return peek(memoryview(_buffer(frames[0])))[1]
+    except Exception:
+        return None
+
+
+def peek_req(frames: list[Any]) -> int | None:
+    """The ``req`` of a message whose header starts ``{"v": ..., "t": ..., "req": <int>, ...}``, as a client writes
+    each request whose refusal it must hear of (``submit``, ``get``, ``put``), read from the first bytes of its header
+    without decoding it; None when it cannot be read (garbage, another layout). A node echoes it in the ``error`` that
+    refuses the message, so the client fails what that request was for."""
+    try:
+        _, first = _first_fields(memoryview(_buffer(frames[0])), 3)
+    except Exception:
+        return None
+    if len(first) == 6 and first[0] == "v" and first[2] == "t" and first[4] == "req" and type(first[5]) is int:
+        return first[5]
+    return None
+
+
+def _first_fields(head: memoryview, n: int) -> tuple[int, list[Any]]:
+    """(number of fields, the first ``n`` keys and values, flat) from a header's first PEEK_BYTES; fewer when they
+    are not plain scalars within those bytes. ``WireError`` if the header is not a map."""
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=PEEK_BYTES, max_str_len=PEEK_BYTES, max_bin_len=0,
                                 max_array_len=0, max_map_len=0, max_ext_len=0)  # fmt: skip
     unpacker.feed(bytes(head[:PEEK_BYTES]))
@@ -159,12 +190,9 @@ def peek(head: memoryview) -> tuple[int, str | None]:
     except Exception as exc:
         raise WireError("header is not a map") from exc
     try:
-        first = [unpacker.unpack() for _ in range(min(fields, 2) * 2)]
+        return fields, [unpacker.unpack() for _ in range(min(fields, n) * 2)]
     except Exception:
-        return fields, None  # over PEEK_BYTES or not plain scalars: the type stays unknown
-    if len(first) == 4 and first[0] == "v" and first[2] == "t" and isinstance(first[3], str):
-        return fields, first[3]
-    return fields, None
+        return fields, []  # over PEEK_BYTES or not plain scalars
 
 
 def _map_size(head: memoryview) -> int:

@@ -2,12 +2,13 @@
 
 A refused message already costs little (``codec.check_shape`` reads a few bytes before msgpack runs), but its bytes
 still cross the network and libzmq, and each costs a reply and a log line. After ``strikes`` refusals within ``window``
-seconds its messages are dropped unread for ``cooldown`` seconds, and counted.
+seconds its messages are dropped unread for ``cooldown`` seconds, and counted: the node drops those over its small
+header limit, and answers each with an ERROR naming its ``req`` (``Node._throttled``).
 
 >>> t = Throttle(strikes=2, window=10.0, cooldown=5.0)
 >>> t.refused(b"c:x", 0.0), t.refused(b"c:x", 1.0)
 (False, True)
->>> t.blocked(b"c:x", 2.0), t.blocked(b"c:x", 6.5), t.blocked(b"c:other", 2.0)
+>>> t.cooling(b"c:x", 2.0), t.cooling(b"c:x", 6.5), t.cooling(b"c:other", 2.0)
 (True, False, False)
 """
 
@@ -43,15 +44,15 @@ class Throttle:
             return True
         return False
 
-    def blocked(self, ident: bytes, now: float) -> bool:
-        """Whether to drop this peer's message unread (counted in ``dropped``)."""
+    def cooling(self, ident: bytes, now: float) -> bool:
+        """Whether this peer is in its cooldown; the caller decides which of its messages to drop (and counts them in
+        ``dropped``)."""
         until = self._until.get(ident)
         if until is None:
             return False
         if now >= until:
             del self._until[ident]
             return False
-        self.dropped += 1
         return True
 
     @property

@@ -59,7 +59,7 @@ PEEKED: Final = "peeked"  # the answer: {"src", "req", "view"?: the peer's strea
 # client <-> node
 HELLO: Final = "hello"  # {"client": id}
 WELCOME: Final = "welcome"  # {"node", "name", "mesh", "pickle"}
-SUBMIT: Final = "submit"  # {"tasks": [client task], "ep"?: the client's epoch (failovers so far)}
+SUBMIT: Final = "submit"  # {"req"?: its number, "tasks": [client task], "ep"?: the client's epoch (failovers so far)}
 FAULT: Final = "fault"  # chaos runner -> node started with --fault-injection: {"nodes", "addrs", "clients"} to cut off
 DETACH: Final = "detach"  # client -> its former entry node: {"ep": epoch} -- I moved on; drop my older work
 RESULTS: Final = "results"  # {"results": [result]}
@@ -71,7 +71,7 @@ STATUS: Final = "status"  # {} -> STATUS_REPLY
 STATUS_REPLY: Final = "status_reply"
 PING: Final = "ping"  # {"peers"?: true -> PONG lists the live members' addresses}
 PONG: Final = "pong"  # {"peers"?: [address]}
-ERROR: Final = "error"  # {"msg": str, "ref": optional id}
+ERROR: Final = "error"  # {"msg": str, "req"?: the request it refuses, read from the refused header's first bytes}
 # data plane
 FETCH: Final = "fetch"  # node -> holder: {"src", "req", "id", "shm"?: true -- same host, a /dev/shm file will do}
 OBJ: Final = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"? | "shm"?: {"name", "blob", "sizes"}}
@@ -516,6 +516,7 @@ class Welcome(_Header, total=False):
 
 class Submit(_Header, total=False):
     t: Required[Literal["submit"]]
+    req: int  # the client's number for it, third in the header (after "v", "t"): an ERROR refusing it names it
     tasks: Required[list[SubmitTask]]
     ep: int  # 0 if absent or not an int >= 0
 
@@ -593,7 +594,7 @@ class Peeked(_Header, total=False):
 class Error(_Header, total=False):
     t: Required[Literal["error"]]
     msg: Required[str]
-    ref: str
+    req: int  # the refused message's own ``req`` (a submit, get or put), when its first bytes show one
 
 
 class _Request(_Header, total=False):

@@ -30,6 +30,7 @@ from meshaios.io.discovery import (
     interfaces_for_bind,
     txt_for,
 )
+from tests.integration.polling import wait_for
 
 LOOPBACK = "127.0.0.1"
 VERSION = 1
@@ -59,21 +60,6 @@ def run(main: Callable[[], Coroutine[Any, Any, None]], loop: str = "asyncio") ->
         runner.run(main())
     assert threading.active_count() == threads, "discovery leaked a thread"
     assert _open_fds() <= fds, "discovery leaked a file descriptor"
-
-
-async def wait_for(cond: Callable[[], bool], limit: float, what: str) -> float:
-    """Poll ``cond`` until it holds; return the seconds it took. Fails the test after ``limit`` seconds.
-
-    Polling (every 5 ms) because the conditions span several nodes' snapshots and counters at once.
-    """
-    start = time.monotonic()
-    try:
-        async with asyncio.timeout(limit):
-            while not cond():  # noqa: ASYNC110 - see docstring
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        pytest.fail(f"not within {limit} s: {what}")
-    return time.monotonic() - start
 
 
 class Node:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from meshaios.errors import WireError
 from meshaios.wire import messages as M
-from meshaios.wire.codec import EXT_PAYLOAD, WireLimits, decode, encode
+from meshaios.wire.codec import EXT_PAYLOAD, WireLimits, decode, encode, peek_req
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
@@ -83,6 +83,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False},
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False, "hid": "0123456789abcdef"},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}], "ep": 1},
+        {"t": M.SUBMIT, "req": 7, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}]},  # refusable by name
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": [], "kd": True}]},  # keep_on_device
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": [], "dev": "any"}]},  # device="any"
         {"t": M.RESULTS, "results": [{"id": "a", "ok": True, "v": res}]},
@@ -92,6 +93,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.PING},
         {"t": M.PONG},
         {"t": M.ERROR, "msg": "nope"},
+        {"t": M.ERROR, "msg": "header of 20631 bytes exceeds the limit of 8192", "req": 7},
         {"t": M.FETCH, "src": "n1", "req": 1, "id": "a"},
         {"t": M.OBJ, "src": "n2", "req": 1, "id": "a", "ok": True, "val": res},
         {"t": M.FETCH, "src": "n1", "req": 2, "id": "a", "shm": True},  # same host: a /dev/shm file will do
@@ -239,6 +241,22 @@ def test_header_over_the_limit_is_refused_before_parsing() -> None:
     assert decode(frames, WireLimits(max_header=2000))["msg"] == "x" * 1000
     with pytest.raises(WireError, match="exceeds"):
         decode(frames, WireLimits(max_header=500))
+
+
+def test_a_refused_requests_number_is_read_from_its_first_bytes() -> None:
+    """``peek_req``: the ``req`` a client writes third in a header, read without decoding it (the node names a
+    message it refuses in its ERROR); None when the first bytes do not show one."""
+    task = {"id": "a", "fn": payload_of(1), "args": payload_of("x" * 50_000), "deps": [1, 2]}  # not a valid task
+    frames = encode({"t": M.SUBMIT, "req": 2**40, "tasks": [task] * 3})
+    with pytest.raises(WireError):
+        decode(frames, WireLimits(max_header=4096))
+    assert peek_req(frames) == 2**40
+    assert peek_req(encode({"t": M.GET, "req": 3, "id": "o"})) == 3
+    assert peek_req(encode({"t": M.SUBMIT, "tasks": [], "req": 4})) is None  # not third: not read
+    assert peek_req(encode({"t": M.SUBMIT, "req": True, "tasks": []})) is None  # bool is not an int
+    assert peek_req(encode({"t": M.PING})) is None
+    for garbage in ([], [b""], [b"\xc1"], [b"\x93\x01\x02\x03"], [b"\x83\xa1v\x01"], [object()]):
+        assert peek_req(garbage) is None
 
 
 def test_too_many_frames_are_refused() -> None:

@@ -68,6 +68,6 @@ def test_the_throttle_forgets_after_its_window() -> None:
     assert not t.refused(b"a", 1.6)  # the window restarted at 1.6: one strike
     assert not t.refused(b"a", 1.7)
     assert t.refused(b"a", 1.8)
-    assert t.blocked(b"a", 2.0)
-    assert not t.blocked(b"a", 3.9)
-    assert t.dropped == 1
+    assert t.cooling(b"a", 2.0)
+    assert not t.cooling(b"a", 3.9)
+    assert t.throttled == 0

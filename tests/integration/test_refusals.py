@@ -162,3 +162,25 @@ def test_refused_error_survives_pickling() -> None:
     e2 = pickle.loads(pickle.dumps(e))
     assert (e2.reason, e2.task_id, e2.node, str(e2)) == ("too big", "t1", "n1", str(e))
     assert not isinstance(e, LimitExceeded)
+
+
+def test_refusals_on_a_spread_client_fail_only_the_refused_tasks_of_each_owner() -> None:
+    async def main() -> None:
+        async with InProcessMesh(3, max_header_bytes=SMALL_HEADER) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, spread=3)
+            await wait_for(lambda: len(c.core.shards) == 3, 10, "three owners")
+            futs: list[Future] = []
+            for i in range(9):  # each big task alone in its SUBMIT, between SUBMITs of small ones (see below)
+                futs.extend(c.map(funcs.square, range(i * 10, i * 10 + 10)))
+                await asyncio.sleep(0)  # one loop iteration: what is queued is flushed (call_soon)
+                futs.append(c.submit(funcs.identity, BIG + str(i)))
+                await asyncio.sleep(0)
+            outcomes = await settled(futs)
+            refused = [r for r in outcomes if isinstance(r, RequestRefused)]
+            assert len(refused) == 9, outcomes
+            assert len({r.node for r in refused}) > 1  # refused by more than one owner
+            assert [r for r in outcomes if not isinstance(r, Exception)] == [x * x for x in range(90)]
+            await wait_for(lambda: forgotten(c), 10, "nothing outstanding")
+
+    run(main)

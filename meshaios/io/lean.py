@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, cast
+from typing import Any
 
 import zmq
 import zmq.backend
 
 # ``ZMQ_EVENTS`` through the backend's ``get``: pyzmq's own wraps each answer in an ``enum.Flag`` (and ``& POLLIN``
 # makes another), a few microseconds a call that a round trip pays four to six times in each process
-_get = zmq.backend.Socket.get
+_get: Any = zmq.backend.Socket.get  # returns an int
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
@@ -54,7 +54,7 @@ class LeanReader:
 
     def sent(self) -> None:
         """Call after each send on this socket: the send may have consumed the signal of a message."""
-        if self._waiter is not None and cast(int, _get(self.sock, _EVENTS)) & _POLLIN:
+        if self._waiter is not None and _get(self.sock, _EVENTS) & _POLLIN:
             self._wake()
 
     async def recv_batch(self, limit: int) -> list[list[Any]]:
@@ -62,7 +62,7 @@ class LeanReader:
         sock = self.sock
         while True:
             out: list[list[Any]] = []
-            while len(out) < limit and cast(int, _get(sock, _EVENTS)) & _POLLIN:
+            while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
                 out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
             if out:
                 return out

@@ -857,14 +857,19 @@ class Node:
 
     def _run_guarded(self, task: RunTask) -> M.Result | None:
         """A user's function inline, interrupted after INLINE_ABORT_S (tasks/guard.py): its result, or None when it
-        was interrupted -- also when the function caught the interruption and returned anyway."""
+        was interrupted -- also when the function caught the interruption and returned anyway. It finds no running
+        event loop, as on a worker thread (a function that calls ``asyncio.run`` must not meet the node's)."""
         guard = self._guard
         fired = guard.fired
+        loop = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(None)  # as on a worker thread: no running loop (``asyncio.run`` works)
         try:
             result = guard.call(self._run_one, task)
         except InlineOverrun:
             guard.disarm()
             return None
+        finally:
+            asyncio.events._set_running_loop(loop)
         return result if guard.fired == fired else None
 
     def _accept_run(self, owner: str, tasks: list[RunTask]) -> None:

@@ -142,3 +142,15 @@ def thread_after(delay: float) -> str:
 def thread_name() -> str:
     """The executor thread that ran this: a worker's ``mesh-<node>-<i>``, or the event loop's (an inline run)."""
     return threading.current_thread().name
+
+
+def thread_and_loop() -> str:
+    """The executor thread that ran this, and whether it found a running event loop there (a worker finds none,
+    and a user's function run inline on a node's loop must not either: ``asyncio.run`` would refuse)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return f"{threading.current_thread().name} no loop"
+    return f"{threading.current_thread().name} loop"

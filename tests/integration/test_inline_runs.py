@@ -78,6 +78,20 @@ def test_a_users_function_runs_inline_once_proven_tiny_and_when_it_then_blocks_t
     run(main)
 
 
+def test_a_users_function_run_inline_finds_no_running_event_loop_as_on_a_worker() -> None:
+    async def main() -> None:
+        async with InProcessMesh(1, workers=1) as mesh:
+            c = await mesh.client(0)
+            seen = [await c.submit(funcs.thread_and_loop) for _ in range(INLINE_USER_STREAK)]
+            while not seen[-1].startswith(LOOP_THREAD):
+                assert len(seen) < 20 * INLINE_USER_STREAK, seen
+                seen.append(await c.submit(funcs.thread_and_loop))
+            assert all(s.endswith(" no loop") for s in seen), seen  # on the worker and inline alike
+            assert asyncio.get_running_loop() is not None  # and the node's loop is back
+
+    run(main)
+
+
 def test_a_queued_call_of_an_inline_kernel_can_be_cancelled_and_never_runs(tmp_path: Any) -> None:
     async def main() -> None:
         async with InProcessMesh(1, workers=1) as mesh:

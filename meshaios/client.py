@@ -430,13 +430,14 @@ def _header_bytes(spec: M.SubmitTask) -> int:
     return n
 
 
-def submit_batches(specs: list[M.SubmitTask]) -> Iterator[list[M.SubmitTask]]:
-    """``specs`` in SUBMITs of at most SUBMIT_BATCH tasks and about SUBMIT_HEADER_BYTES of header each."""
+def submit_batches(specs: list[M.SubmitTask], max_bytes: int = SUBMIT_HEADER_BYTES) -> Iterator[list[M.SubmitTask]]:
+    """``specs`` in SUBMITs of at most SUBMIT_BATCH tasks and about ``max_bytes`` of header each (a task over it goes
+    alone)."""
     batch: list[M.SubmitTask] = []
     size = 0
     for spec in specs:
         n = _header_bytes(spec)
-        if batch and (len(batch) >= SUBMIT_BATCH or size + n > SUBMIT_HEADER_BYTES):
+        if batch and (len(batch) >= SUBMIT_BATCH or size + n > max_bytes):
             yield batch
             batch, size = [], 0
         batch.append(spec)
@@ -621,6 +622,9 @@ class AsyncClient:
         self._refusable: dict[int, dict[int, list[M.SubmitTask]]] = {}
         self._ping_marks: dict[int, collections.deque[int]] = {}  # shard -> the last req before each PING in flight
         self._refusable_streamed: dict[int, tuple[int, list[M.SubmitTask]]] = {}
+        # shard -> header bytes per SUBMIT: half its node's max_header_bytes (WELCOME ``mh``), at most
+        # SUBMIT_HEADER_BYTES, so that many small tasks are never refused together for a limit none of them breaks
+        self._batch_bytes: dict[int, int] = {}
         self._loop_thread = 0
         self.stats = {"results": 0, "duplicates": 0, "shm_received": 0, "shm_sent": 0, "shm_refused": 0}
         # large values to and from a node of this machine go through /dev/shm (store/shm.py): our host id, sent
@@ -753,6 +757,9 @@ class AsyncClient:
         if self.keys is not None and node["mesh"] != self.keys.mesh_id:
             raise AuthError(f"node {address} belongs to mesh {node['mesh']}, not ours")
         self._shard_nodes[sid] = node
+        mh = node.get("mh")
+        half = mh // 2 if isinstance(mh, int) and not isinstance(mh, bool) and mh > 0 else SUBMIT_HEADER_BYTES
+        self._batch_bytes[sid] = min(SUBMIT_HEADER_BYTES, half)
         if sid == 0:
             self.node = node
             self._address = address
@@ -799,7 +806,7 @@ class AsyncClient:
             adopt: M.Adopt = {"t": M.ADOPT, "puts": puts}
             self._send(adopt, sid=sid)
         refusable = self._refusable.get(sid) if fresh else None
-        for batch in submit_batches(specs):
+        for batch in submit_batches(specs, self._batch_bytes.get(sid, SUBMIT_HEADER_BYTES)):
             self._next_req += 1
             req = self._next_req  # third in the header, where a node that refuses the SUBMIT reads it (peek_req)
             streamed = self._send({"t": M.SUBMIT, "req": req, "tasks": batch, "ep": shard.epoch}, sid=sid)

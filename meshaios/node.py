@@ -674,6 +674,7 @@ class Node:
                         "name": self.name,
                         "mesh": self.mesh_id,
                         "pickle": self.resolver.allow_pickle,
+                        "mh": self._limits.max_header,
                         **({"hid": self.host_id} if self.host_id else {}),
                     }
                 ),

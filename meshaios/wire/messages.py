@@ -512,6 +512,7 @@ class Welcome(_Header, total=False):
     mesh: Required[str]
     pickle: Required[bool]
     hid: str  # the node's host id, when it takes /dev/shm files (store/shm.py): a client with the same may put that way
+    mh: int  # the node's max_header_bytes: the client keeps its SUBMITs' headers to half of it (submit_batches)
 
 
 class Submit(_Header, total=False):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import uvloop
 
-from meshaios.client import AsyncClient, Future
+from meshaios.client import SUBMIT_HEADER_BYTES, AsyncClient, Future
 from meshaios.errors import LimitExceeded, RequestRefused, TaskError, WireError
 from meshaios.testing.inproc import InProcessMesh
 from meshaios.wire import messages as M
@@ -80,6 +80,7 @@ def test_a_streamed_submit_that_is_refused_fails_its_tasks() -> None:
     async def main() -> None:
         async with InProcessMesh(1, max_header_bytes=1 << 20) as mesh:
             c = await mesh.client(0)
+            c._batch_bytes[0] = SUBMIT_HEADER_BYTES  # as with a node that does not say its limit (no WELCOME mh)
             futs = c.map(funcs.identity, ["y" * 2000] * 1500)  # one SUBMIT of ~3 MB: streamed, over 1 MiB
             results = await settled(futs)
             assert all(isinstance(r, RequestRefused) for r in results), {type(r) for r in results}
@@ -182,5 +183,17 @@ def test_refusals_on_a_spread_client_fail_only_the_refused_tasks_of_each_owner()
             assert len({r.node for r in refused}) > 1  # refused by more than one owner
             assert [r for r in outcomes if not isinstance(r, Exception)] == [x * x for x in range(90)]
             await wait_for(lambda: forgotten(c), 10, "nothing outstanding")
+
+    run(main)
+
+
+def test_many_small_tasks_fit_a_small_header_limit_that_one_submit_of_them_all_would_break() -> None:
+    async def main() -> None:
+        async with InProcessMesh(1, max_header_bytes=64 << 10) as mesh:
+            c = await mesh.client(0)
+            assert c._batch_bytes[0] == 32 << 10  # half the node's limit, from its WELCOME
+            args = [str(i) * 2000 for i in range(10, 210)]  # 400 kB of arguments, all in SUBMIT headers
+            assert await c.gather(c.map(funcs.identity, args)) == args
+            assert mesh.nodes[0].counters["bad_frames"] == 0
 
     run(main)

@@ -82,6 +82,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.HELLO, "client": "c1"},
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False},
         {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False, "hid": "0123456789abcdef"},
+        {"t": M.WELCOME, "node": "n1", "name": "box", "mesh": "m", "pickle": False, "mh": 64 << 20},
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}], "ep": 1},
         {"t": M.SUBMIT, "req": 7, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": []}]},  # refusable by name
         {"t": M.SUBMIT, "tasks": [{"id": "a", "fn": fn, "args": args, "deps": [], "kd": True}]},  # keep_on_device

@@ -30,6 +30,18 @@ def test_tasks_with_arguments_in_the_header_are_split_by_bytes_and_every_header_
         assert len(header) < DEFAULT_LIMITS.max_header
 
 
+def test_a_node_with_a_smaller_header_limit_gets_smaller_submits_and_a_task_over_it_goes_alone() -> None:
+    limit = 64 << 10  # the node's max_header_bytes; the client keeps to half (WELCOME mh)
+    specs = [spec(i, 2_000) for i in range(100)]
+    specs.insert(50, spec(999, 60_000))  # over half the limit on its own
+    batches = list(C.submit_batches(specs, limit // 2))
+    assert [t["id"] for b in batches for t in b] == [t["id"] for t in specs]
+    assert [t["id"] for t in batches[[len(b) for b in batches].index(1)]] == ["t999"]
+    for b in batches:
+        if len(b) > 1:
+            assert len(encode({"t": M.SUBMIT, "req": 1, "tasks": b, "ep": 0})[0]) <= limit
+
+
 def test_a_large_argument_travels_in_a_frame_of_its_own_and_does_not_count() -> None:
     batches = list(C.submit_batches([spec(i, 1 << 20) for i in range(300)]))  # 1 MiB each: frames, not header
     assert [len(b) for b in batches] == [300]

@@ -29,7 +29,7 @@ from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
 
 RESULT_BOUND = 600.0  # virtual seconds within which every future must have its result
-DRAIN = 30.0  # virtual seconds the mesh runs on after the client closed, before the leak check
+DRAIN = 10.0  # virtual seconds the mesh runs on after the client closed, before the leak check
 
 
 @dataclass
@@ -156,12 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     t0, failed = time.perf_counter(), 0
+    kinds: dict[str, int] = dict.fromkeys(("kill", "pause", "partition", "loss"), 0)
+    nodes = tasks = 0
     for seed in range(args.first, args.first + args.seeds):
         run = run_seed(seed)
         if run.violations or args.verbose:
             sys.stdout.write(run.describe() + "\n")
         failed += bool(run.violations)
-    sys.stdout.write(f"{args.seeds} seeds, {failed} with violations, {time.perf_counter() - t0:.1f} s\n")
+        nodes, tasks = nodes + run.nodes, tasks + run.tasks
+        for f in run.faults:
+            kinds[f.split()[0]] += 1
+    drawn = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    sys.stdout.write(f"{args.seeds} seeds ({nodes} nodes, {tasks} tasks; faults: {drawn}), {failed} with violations, "
+                     f"{time.perf_counter() - t0:.1f} s\n")  # fmt: skip
     return 1 if failed else 0
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from meshaios.io.inmem import InMemoryHub, InMemoryTransport
-from meshaios.testing.faults import run_seed
+from meshaios.testing.faults import DRAIN, check, run_seed
 from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
 
@@ -67,6 +67,27 @@ def test_a_paused_node_gets_its_backlog_on_resume_and_the_work_completes() -> No
             return out
 
     assert run_virtual(main()) == [i * i for i in range(30)]
+
+
+def test_the_leak_check_sees_what_a_client_still_holds() -> None:
+    """``faults.check`` is not vacuous: while the client keeps its futures, their owners hold the tasks; once it
+    has closed and the mesh drained, nothing is left."""
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with InProcessMesh(3, virtual=True, seed=4, task_seconds=0.01) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, spread=2)
+            futs = [c.submit(operator.mul, i, i) for i in range(20)]
+            assert await c.gather(futs) == [i * i for i in range(20)]
+            held = check(mesh)
+            await c.close()
+            await asyncio.sleep(DRAIN)
+            return held, check(mesh)
+
+    held, after = run_virtual(main())
+    assert len(held) == 2, held  # two owners, ten tasks each
+    assert all(v.endswith("leaks owned tasks: 10") for v in held), held
+    assert after == []
 
 
 def test_fault_injection_over_seeds_on_the_real_node_shell() -> None:

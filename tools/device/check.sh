@@ -4,12 +4,14 @@
 # (meshaios at 1, 4 and 8 nodes against Dask at the same sizes). Prepare here, run there:
 #
 #   bash tools/device/wheels.sh                                     # here: .whl/ with what the image lacks
-#   device run: command "bash tools/device/check.sh chain overlap gpu", carry [".whl"], timeout_s 480
-#   (steps: chain, overlap, gpu, scaling; none named: all four, about 700 s -- more than one device call may take)
+#   device run: command "bash tools/device/check.sh chain overlap gpu sched", carry [".whl"], timeout_s 560
+#   (steps: chain, overlap, gpu, sched, scaling; none named: all five, about 820 s -- more than one device call
+#   may take)
 #
 # Results land in $OUT (the device tool brings them back): chain.json/chain.log from tools/gpu_check.py
 # --chain-only (N = 4096 and 2048), overlap.json/overlap.log from tools/gpu_check.py --overlap-only (N = 4096, 16
-# tasks, on 1 and 2 slots), gpu.json/gpu.log from tools/gpu_check.py and scaling.json/scaling.log from
+# tasks, on 1 and 2 slots), gpu.json/gpu.log from tools/gpu_check.py, sched.log from tools/sched_bench.py --devices
+# --real-gpu (issue 18: device choices in the per-task timeline) and scaling.json/scaling.log from
 # tools/bench/run.py --sizes 1,4,8. Each step has its own time limit so that one that hangs cannot cost the other.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,7 +26,7 @@ print(f"cupy {cupy.__version__} ({cupy.cuda.runtime.getDeviceCount()} GPU), nump
       f"pyzmq {zmq.__version__}, river {river.__version__}, dask {dask.__version__}")
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$OUT/env.log"
-STEPS="${*:-chain overlap gpu scaling}"
+STEPS="${*:-chain overlap gpu sched scaling}"
 if [[ " $STEPS " == *" chain "* ]]; then
     timeout 150 python3 tools/gpu_check.py --chain-only --chain 4096,2048 --json "$OUT/chain.json" 2>&1 \
         | tee "$OUT/chain.log"
@@ -38,6 +40,10 @@ fi
 if [[ " $STEPS " == *" gpu "* ]]; then
     timeout 200 python3 tools/gpu_check.py --chain 0 --overlap 0 --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.log"
     echo "gpu_check exit: ${PIPESTATUS[0]}"
+fi
+if [[ " $STEPS " == *" sched "* ]]; then
+    timeout 120 python3 tools/sched_bench.py --devices --real-gpu --n 4096 2>&1 | tee "$OUT/sched.log"
+    echo "sched_bench exit: ${PIPESTATUS[0]}"
 fi
 if [[ " $STEPS " == *" scaling "* ]]; then
     timeout 320 python3 tools/bench/run.py --no-sandbox --sizes 1,4,8 --repeat 1 \

@@ -24,8 +24,7 @@ mixture), because each is good at a different time:
 
 1. per (kernel, device) exponentially-weighted statistics with an online size slope (``y = m + s * (lb - m_lb)``):
    right after one observation, and tracking drift;
-2. a linear regression learned by plain SGD (``_SGDLinear``: river's ``LinearRegression``, which this model used
-   until 2026-12-05) over one-hot kernel and kernel-on-GPU indicators plus shared size, shape and
+2. a river ``LinearRegression`` over one-hot kernel and kernel-on-GPU indicators plus shared size, shape and
    concurrency terms: shares what it learns across kernels, so an unseen kernel gets a size-aware estimate from
    similar work rather than a constant.
 
@@ -50,6 +49,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, NotRequired, Protocol, TypedDict
 
 import msgpack
+from river import linear_model, optim, utils
 
 from meshaios.wire.messages import ModelStats, ModelSummary
 
@@ -223,7 +223,10 @@ class RuntimeModel:
         c = self.config
         self._alpha = 1.0 - 2.0 ** (-1.0 / c.halflife)
         self._node_alpha = 1.0 - 2.0 ** (-1.0 / c.node_halflife)
-        self._reg = _SGDLinear(c.lr, clip=5.0, intercept=math.log(c.prior_seconds))
+        # typed as Any: river ships partial annotations, and this is the one river object we touch
+        self._reg: Any = linear_model.LinearRegression(
+            optimizer=optim.SGD(c.lr), intercept_lr=c.lr, clip_gradient=5.0, intercept_init=math.log(c.prior_seconds)
+        )
         self._stats: dict[tuple[str, str], _KStat] = {}  # insertion order = LRU order
         self._peers: dict[tuple[str, str], dict[str, list[float]]] = {}  # (k, d) -> source -> [n, my, slope, mx]
         self._nodes: dict[tuple[str, str], list[float]] = {}  # (node, d) -> [n, delta]
@@ -425,7 +428,7 @@ class RuntimeModel:
             "reg": {
                 "w": dict(self._reg.weights),
                 "b": float(self._reg.intercept),
-                "it": int(self._reg.n_iterations),
+                "it": int(self._reg.optimizer.n_iterations),
             },
             "ape": [self._ape_all],
         }
@@ -472,9 +475,9 @@ class RuntimeModel:
             m._nodes[(str(r[0]), str(r[1]))] = [float(r[2]), float(r[3])]
         m._shift = {str(d): [float(v[0]), float(v[1])] for d, v in dict(state.get("shift", {})).items()}
         reg = state.get("reg", {})
-        m._reg.weights = {str(k): float(v) for k, v in dict(reg.get("w", {})).items()}
+        m._reg._weights = utils.VectorDict({str(k): float(v) for k, v in dict(reg.get("w", {})).items()})
         m._reg.intercept = float(reg.get("b", m._reg.intercept))
-        m._reg.n_iterations = int(reg.get("it", 0))
+        m._reg.optimizer.n_iterations = int(reg.get("it", 0))
         m._ape_all = float((state.get("ape") or [0.0])[0])
         return m
 
@@ -576,40 +579,10 @@ class RuntimeModel:
         (k, d), _ = next(iter(self._stats.items()))
         del self._stats[(k, d)]
         if (k, _other(d)) not in self._stats:
-            w = self._reg.weights
+            w = self._reg._weights
             for key in ("k:" + k, "kg:" + k):
                 if key in w:
                     del w[key]
-
-
-class _SGDLinear:
-    """Online linear regression by plain SGD on the squared loss, with clipped gradients and an intercept learned
-    at the same rate: what river's ``LinearRegression(optimizer=SGD(lr), intercept_lr=lr, clip_gradient=clip)``
-    computes (``tests/unit/test_sched_model.py`` checks it against river where river is installed). The model used
-    river for these few lines until 2026-12-05; importing it pulled in scipy.stats, ~75 MB of every node's
-    resident memory (117 vs 42 MB after ``import meshaios.node``) and ~1.1 s of its start."""
-
-    __slots__ = ("clip", "intercept", "lr", "n_iterations", "weights")
-
-    def __init__(self, lr: float, clip: float, intercept: float) -> None:
-        self.lr = lr
-        self.clip = clip
-        self.intercept = intercept
-        self.weights: dict[str, float] = {}
-        self.n_iterations = 0
-
-    def predict_one(self, x: dict[str, float]) -> float:
-        w = self.weights
-        return sum(w.get(k, 0.0) * v for k, v in x.items()) + self.intercept
-
-    def learn_one(self, x: dict[str, float], y: float) -> None:
-        g = 2.0 * (self.predict_one(x) - y)  # d/dpred of (pred - y)^2
-        g = max(min(g, self.clip), -self.clip)
-        self.intercept -= self.lr * g
-        w, lr = self.weights, self.lr
-        for k, v in x.items():
-            w[k] = w.get(k, 0.0) - lr * (v * g)
-        self.n_iterations += 1
 
 
 def _other(d: str) -> str:

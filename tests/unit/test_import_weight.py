@@ -17,15 +17,3 @@ def test_importing_the_client_does_not_import_the_learned_model() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout
-
-
-def test_a_node_does_not_import_river_or_scipy() -> None:
-    """The runtime model's regression is its own (``sched/model.py``, ``_SGDLinear``): river's import pulled in
-    scipy.stats, ~75 MB of every node's resident memory, which counts against it in every peak-RSS comparison."""
-    code = (
-        "import sys\n"
-        "import meshaios.node\n"
-        "print(sorted(m for m in ('river', 'scipy') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "[]", out.stdout

@@ -9,7 +9,7 @@ import time
 import msgpack
 import pytest
 
-from meshaios.sched.model import ModelConfig, RuntimeModel, _SGDLinear, device_kind, task_features
+from meshaios.sched.model import ModelConfig, RuntimeModel, device_kind, task_features
 
 MB = 1 << 20
 
@@ -241,28 +241,3 @@ def test_kernel_factors_say_how_this_node_compares_with_its_peers() -> None:
         me.learn_one(task_features("k.mm", nbytes), _truth("k.mm", nbytes) / 2)
     assert me.kernel_factors()["k.mm"] == pytest.approx(2.0, rel=0.2)
     assert RuntimeModel().kernel_factors() == {}
-
-
-def test_the_regression_learns_as_rivers_linear_regression_did() -> None:
-    """``_SGDLinear`` replaced river's ``LinearRegression`` (SGD, clipped gradients, intercept at the same rate)
-    so that a node need not import river (and scipy with it): step for step, it predicts and learns the same."""
-    pytest.importorskip("river")
-    from river import linear_model, optim
-
-    lr, prior = ModelConfig().lr, math.log(ModelConfig().prior_seconds)
-    ref = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=lr, clip_gradient=5.0,
-                                        intercept_init=prior)
-    mine = _SGDLinear(lr, clip=5.0, intercept=prior)
-    rng = random.Random(7)
-    for i in range(3000):
-        x = {"lb": rng.uniform(-2, 2), "le": 0.0 if i % 3 else rng.uniform(-1, 1), "nd": rng.choice([0, 0.25, 0.5]),
-             "lc": math.log(rng.randint(1, 4)), f"k:{rng.randint(0, 30)}": 1.0}
-        if rng.random() < 0.3:
-            x["gpu"] = 1.0
-        y = rng.uniform(-9, 4) if rng.random() < 0.9 else rng.uniform(-40, 40)  # some beyond the gradient clip
-        assert mine.predict_one(x) == pytest.approx(ref.predict_one(x), rel=1e-9, abs=1e-9)
-        ref.learn_one(x, y)
-        mine.learn_one(x, y)
-    assert mine.intercept == pytest.approx(ref.intercept, rel=1e-9)
-    assert mine.weights == pytest.approx(ref.weights, rel=1e-9, abs=1e-12)
-    assert mine.n_iterations == ref.optimizer.n_iterations == 3000

@@ -764,7 +764,11 @@ class Simulation:
                 # the inputs held elsewhere come over this node's link (one batch of fetches); those held here
                 # cost nothing
                 nbytes = sum(size for holders, size in ins.remote.values() if nid not in holders)
-                self._push(self._transfer(node, nbytes, self.now), _INPUTS, (nid, ins.key))
+                if all(nid in holders for holders, _ in ins.remote.values()):
+                    # all here already (``Node._i_fetch``): ready at once, and the task may still be stolen
+                    self._do(node, node.core.handle(InputsReady(ins.key, local=True), self.now))
+                else:
+                    self._push(self._transfer(node, nbytes, self.now), _INPUTS, (nid, ins.key))
             elif isinstance(ins, RecallFromWorkers):
                 back = node.pools["cpu"].recall(ins.keys)
                 self._do(node, node.core.handle(Recalled(back, ins.stuck), self.now))

@@ -496,6 +496,7 @@ class Node:
             on_listen=listening,
             get_work=work,
             get_mesh=self.mesh_views,
+            get_counts=self.status_counts,
         )
 
     def _node_file_path(self) -> Any:
@@ -1845,6 +1846,28 @@ class Node:
         """What this node can give one task: the owner's hard resource constraints are checked against it."""
         inv = self.inventory
         return {"cpu": inv.cpu_cores, "memory": inv.memory, "gpu": inv.gpu_count, "gpu_memory": inv.max_gpu_memory}
+
+    def status_counts(self) -> dict[str, Any]:
+        """The task counters of ``status()`` that the dashboard's throughput history adds up (``mesh_view``'s
+        totals), for this node and every member: sampled once a second on the loop, so none of the status's
+        timeline, task records or store figures."""
+        assert self.swim is not None
+        me = {
+            "id": self.node_id,
+            "workers": self.workers,
+            "queued": self.exec.queued,
+            "running": sum(p.busy for p in (self._pool, *self._gpu_pools.values()) if p is not None),
+            "finished": self.exec.finished,
+            "failed": self.exec.failed,
+            "pending": self.owner.pending,
+        }
+        members = []
+        for m in self.swim.members():
+            meta = m.meta or {}
+            members.append({"id": m.node_id, "state": m.state.value, "workers": meta.get("w", 0),
+                            "queued": meta.get("q", 0), "running": meta.get("r", 0), "finished": meta.get("fin", 0),
+                            "failed": meta.get("fail", 0), "pending": meta.get("pend", 0)})  # fmt: skip
+        return {"node": me, "members": members}
 
     def status(self) -> M.StatusData:
         assert self.swim is not None

@@ -99,9 +99,7 @@ class TaskTimes:
         def at(t: float | None) -> float | None:
             return None if t is None else round(t + offset, 6)
 
-        fetch = (self.inputs_arrived - self.inputs_requested
-                 if self.inputs_arrived is not None and self.inputs_requested is not None else 0.0)
-        start = self.started if self.started is not None else self.finished
+        fetch_s, wait_s, run_s = self.spans()
         return {
             "task": self.task,
             "attempt": self.attempt,
@@ -115,11 +113,20 @@ class TaskTimes:
             "finished": at(self.finished),
             "bytes_in": self.bytes_in,
             "outcome": self.outcome,
-            "fetch_s": round(fetch, 6),
-            "wait_s": round(max(0.0, (start if start is not None else self.queued) - self.queued - fetch), 6),
-            "run_s": round(self.finished - self.started, 6)
-            if self.finished is not None and self.started is not None else 0.0,
+            "fetch_s": fetch_s,
+            "wait_s": wait_s,
+            "run_s": run_s,
         }
+
+    def spans(self) -> tuple[float, float, float]:
+        """``(fetch_s, wait_s, run_s)`` as ``as_dict`` gives them (rounded to the microsecond), without the rest of
+        the record: ``Timeline.finished`` adds them up for every task."""
+        fetch = (self.inputs_arrived - self.inputs_requested
+                 if self.inputs_arrived is not None and self.inputs_requested is not None else 0.0)
+        start = self.started if self.started is not None else self.finished
+        wait = max(0.0, (start if start is not None else self.queued) - self.queued - fetch)
+        run = round(self.finished - self.started, 6) if self.finished is not None and self.started is not None else 0.0
+        return round(fetch, 6), round(wait, 6), run
 
 
 class Timeline:
@@ -184,17 +191,18 @@ class Timeline:
             r.device = device
         r.outcome = outcome or ("ok" if ok else "error")
         self._done.append(r)
-        d = r.as_dict()
-        self.totals["tasks"] += 1
-        self.totals["wait_s"] += d["wait_s"]
-        self.totals["fetch_s"] += d["fetch_s"]
-        self.totals["run_s"] += d["run_s"]
-        self.totals["bytes_in"] += r.bytes_in
+        fetch_s, wait_s, run_s = r.spans()
+        totals = self.totals
+        totals["tasks"] += 1
+        totals["wait_s"] += wait_s
+        totals["fetch_s"] += fetch_s
+        totals["run_s"] += run_s
+        totals["bytes_in"] += r.bytes_in
         if r.outcome in ("ok", "error") and r.started is not None:
             dev = r.device if r.device in self.run_hist or len(self.run_hist) < _MAX_HIST_DEVICES else "other"
             counts = self.run_hist.setdefault(dev, [0] * (len(RUN_BUCKETS) + 1))
-            counts[bisect.bisect_left(RUN_BUCKETS, d["run_s"])] += 1
-            self.run_sum[dev] = self.run_sum.get(dev, 0.0) + d["run_s"]
+            counts[bisect.bisect_left(RUN_BUCKETS, run_s)] += 1
+            self.run_sum[dev] = self.run_sum.get(dev, 0.0) + run_s
 
     def moved(self, task: str, attempt: int, now: float) -> None:
         """Stolen by a peer before it started: it ends here, and starts a new record there."""

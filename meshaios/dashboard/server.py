@@ -111,6 +111,7 @@ async def serve_http(
     get_work: WorkSource | None = None,
     get_mesh: MeshSource | None = None,
     limits: HttpLimits = HttpLimits(),
+    get_counts: StatusSource | None = None,
 ) -> None:
     """Serve until cancelled. ``get_status`` is ``Node.status`` (or any callable giving that dict, or an awaitable).
 
@@ -122,6 +123,9 @@ async def serve_http(
     is given the ids of the tasks in the status's timeline, to name their functions. ``get_mesh`` (``Node.mesh_views``)
     gives every live node's task stream, the failures its owner kept and its per-function progress, for
     ``/api/status`` only: the page then shows the whole mesh's (``mesh_work``), whichever node serves it.
+    ``get_counts`` (``Node.status_counts``) is what the throughput history samples once a second, if given: a
+    status dict with only the task counters that ``mesh_view``'s totals add up, much cheaper than the full status
+    (whose timeline and task records a node builds on its event loop); ``get_status`` if not.
     """
     loopback = is_loopback_host(host) and not require_token
     if not loopback and not token:
@@ -188,7 +192,7 @@ async def serve_http(
         if ready is not None:
             ready.set()
         if limits.history_interval > 0:
-            await history.record(get_status, limits)  # until cancelled
+            await history.record(get_counts or get_status, limits)  # until cancelled
         else:
             await asyncio.Event().wait()  # serve until cancelled
     finally:

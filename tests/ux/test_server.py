@@ -13,7 +13,7 @@ import uvloop
 
 from meshaios.dashboard import dashboard_token, jobs_view, serve_http, work_view
 from meshaios.dashboard.server import HttpLimits, is_loopback_host
-from meshaios.dashboard.views import FunctionRow, WorkView
+from meshaios.dashboard.views import FunctionRow, WorkView, mesh_view
 from meshaios.errors import ConfigError
 from meshaios.security import derive_keys, new_token
 from meshaios.testing.inproc import InProcessMesh
@@ -338,6 +338,57 @@ async def raw_exchange(url: str, parts: list[bytes]) -> bytes:
 
 def status_of(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
+
+
+def test_history_samples_the_counts_source_not_the_full_status() -> None:
+    """With ``get_counts`` the history samples only it (a node's ``status_counts``): the full status, which builds
+    the timeline's task records on the node's loop, is built only for a page that asks."""
+    calls = {"status": 0, "counts": 0}
+    sampled = asyncio.Event()
+
+    def status() -> Mapping[str, Any]:
+        calls["status"] += 1
+        return {"node": {"finished": 0, "pending": 0}, "members": []}
+
+    def counts() -> Mapping[str, Any]:
+        calls["counts"] += 1
+        if calls["counts"] >= 3:
+            sampled.set()
+        return {"node": {"finished": 10 * calls["counts"], "pending": 2}, "members": []}
+
+    async def main() -> None:
+        async with serving(status, get_counts=counts, limits=HttpLimits(history_interval=0.01)) as url:
+            async with asyncio.timeout(20):
+                await sampled.wait()
+            assert calls["status"] == 0
+            _, _, body = await http(url, "/api/status")
+            assert calls["status"] == 1  # the page's own
+            samples = json.loads(body)["history"]["samples"]
+            assert samples[0][1] >= 10
+            assert {s[3] for s in samples} == {2}
+
+    run(main)
+
+
+def test_a_nodes_status_counts_add_up_as_its_full_status() -> None:
+    """``Node.status_counts`` (what the history samples) gives the same task totals as ``Node.status``, members
+    included, on a real in-process mesh after some work."""
+
+    async def main() -> None:
+        async with InProcessMesh(2) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0)
+            assert await c.gather(c.map(funcs.square, range(30))) == [x * x for x in range(30)]
+            with pytest.raises(Exception, match="kaput"):
+                await c.submit(funcs.boom, "kaput")
+            for node in mesh.nodes:
+                light, full = mesh_view(node.status_counts()), mesh_view(node.status())
+                keys = ("finished", "failed", "pending", "running", "queued", "workers", "alive", "nodes")
+                assert {k: light["totals"][k] for k in keys} == {k: full["totals"][k] for k in keys}
+                assert [r["id"] for r in light["nodes"]] == [r["id"] for r in full["nodes"]]
+            assert sum(n.exec.finished for n in mesh.nodes) >= 31
+
+    run(main)
 
 
 def test_malformed_and_oversized_requests_are_refused_by_h11() -> None:

@@ -43,30 +43,39 @@ def test_shuffle_larger_than_the_store_limit_spills_and_is_exact() -> None:
 
 
 def test_dag_over_100mb_results_moves_peer_to_peer() -> None:
-    """Node 0 owns the tasks but has no GPU; producers and consumers need one: the data never touches node 0."""
-    gpu_args = ["--fake-gpu", "speed=4,memory=8GiB"]
-    with LocalMesh(3, per_node_args={1: gpu_args, 2: gpu_args}) as mesh, mesh.client(0) as c:
+    """Node 0 owns the tasks but has no GPU; producers and consumers need one: the data never touches node 0.
+
+    The producers' resources pin them to different nodes (one 16 GiB GPU on node 1, two 8 GiB GPUs on node 2),
+    so whichever node runs the consumer must pull one 100 MB input from the other. Without the pins both producers
+    may run on one node (placement breaks ties between equally loaded nodes at random, and the first producer can
+    finish before the second is placed), and the consumer then rightly runs where both inputs are: moving nothing
+    is the correct outcome there, so the test does not depend on a schedule."""
+    per_node = {1: ["--fake-gpu", "speed=4,memory=16GiB"],
+                2: ["--fake-gpu", "speed=4,memory=8GiB", "--fake-gpu", "speed=4,memory=8GiB"]}
+    with LocalMesh(3, per_node_args=per_node) as mesh, mesh.client(0) as c:
         wait_for(lambda: len(c.status()["members"]) == 2, timeout=10)
         n = 100 * 2**20 // 8
-        a = c.submit(funcs.make_array, n, 1, resources={"gpu": 1})
-        b = c.submit(funcs.make_array, n, 2, resources={"gpu": 1})
+        a = c.submit(funcs.make_array, n, 1, resources={"gpu": 1, "gpu_memory": "12GiB"})  # node 1 alone fits
+        b = c.submit(funcs.make_array, n, 2, resources={"gpu": 2})  # node 2 alone fits
         t = c.submit(funcs.total, a, b, resources={"gpu": 1})
         expected = float(funcs.make_array(n, 1).sum()) + float(funcs.make_array(n, 2).sum())
         assert t.result(timeout=300) == pytest.approx(expected)
+        one, two = mesh.by_index(1).node_id, mesh.by_index(2).node_id
+        assert (a.node, b.node) == (one, two)
+        assert t.node in (one, two)
         me = c.status()["node"]
         assert me["counters"].get("fetched_bytes", 0) == 0
         assert me["counters"].get("served_bytes", 0) == 0
         assert me["store"]["objects"] == 0
-        moved = 0
+        fetched: dict[str, int] = {}
         for i in (1, 2):
             with mesh.client(i) as ci:
-                moved += ci.status()["node"]["counters"].get("fetched_bytes", 0)
-        assert moved >= n * 8  # the consumer pulled at least one 100 MB input from the other GPU node
-        gpu_nodes = {mesh.by_index(1).node_id, mesh.by_index(2).node_id}
+                fetched[mesh.by_index(i).node_id] = ci.status()["node"]["counters"].get("fetched_bytes", 0)
+        assert fetched[t.node] >= n * 8  # the consumer's node pulled the other producer's 100 MB array
         futs = [c.submit(funcs.square, i, resources={"gpu": 1}) for i in range(30)]
         assert c.gather(futs, timeout=60) == [i * i for i in range(30)]
-        assert {f.node for f in futs} <= gpu_nodes
-        with pytest.raises(TaskError, match=r"gpu_memory=32\.0GiB.*8\.0GiB"):
+        assert {f.node for f in futs} <= {one, two}
+        with pytest.raises(TaskError, match=r"gpu_memory=32\.0GiB.*16\.0GiB"):
             c.submit(funcs.square, 2, resources={"gpu": 1, "gpu_memory": "32GiB"}).result(timeout=10)
 
 

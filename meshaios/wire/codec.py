@@ -70,13 +70,21 @@ def encode(msg: Mapping[str, Any]) -> list[Any]:
                 frames.extend(obj.buffers)
                 return msgpack.ExtType(EXT_PAYLOAD, packb([None, start, len(obj.buffers) + 1]))
             frames.extend(obj.buffers)
-            return msgpack.ExtType(EXT_PAYLOAD, packb([obj.blob, start, len(obj.buffers)]))
+            return msgpack.ExtType(EXT_PAYLOAD, _payload_ref(obj.blob, start, len(obj.buffers)))
         raise TypeError(f"cannot encode {type(obj).__name__} in a message header")
 
     # a copy, the caller's dict left as it was; "v" then "t" first, so a receiver can read the type before decoding
     msg = {"v": msg.get("v", PROTOCOL_VERSION), "t": msg.get("t"), **msg}
     frames[0] = packb(msg, default)
     return frames
+
+
+def _payload_ref(blob: bytes, start: int, count: int) -> bytes:
+    """``packb([blob, start, count])``, a payload's reference in a header; its common form (a blob under 256 bytes,
+    frame numbers under 128: a bin 8 and two positive fixints) written directly, without a packer."""
+    if len(blob) < 256 and start < 0x80 and count < 0x80:
+        return b"\x93\xc4" + bytes((len(blob),)) + blob + bytes((start, count))
+    return packb([blob, start, count])
 
 
 def decode_message(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> Message:
@@ -101,10 +109,14 @@ def decode_message(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> Me
     def ext_hook(code: int, data: bytes) -> Any:
         if code != EXT_PAYLOAD:
             raise WireError(f"unknown header extension {code}")
-        try:
-            blob, start, count = msgpack.unpackb(data)
-        except (ValueError, TypeError) as exc:
-            raise WireError("malformed payload reference") from exc
+        n = len(data) - 5
+        if n >= 0 and data[:2] == b"\x93\xc4" and data[2] == n and data[-2] < 0x80 and data[-1] < 0x80:
+            blob, start, count = data[3:-2], data[-2], data[-1]  # ``_payload_ref``'s short form: as unpackb reads it
+        else:
+            try:
+                blob, start, count = msgpack.unpackb(data)
+            except (ValueError, TypeError) as exc:
+                raise WireError("malformed payload reference") from exc
         if (
             not (isinstance(blob, bytes) or (blob is None and type(count) is int and count >= 1))
             or type(start) is not int  # bool is not an int here
@@ -120,7 +132,7 @@ def decode_message(frames: list[Any], limits: WireLimits = DEFAULT_LIMITS) -> Me
             blob = head.bytes if hasattr(head, "bytes") else bytes(head)
             start += 1
             count -= 1
-        return Payload(blob, tuple(_buffer(f) for f in bufs[start : start + count]))
+        return Payload(blob, tuple(_buffer(f) for f in bufs[start : start + count]) if count else ())
 
     try:
         msg = msgpack.unpackb(

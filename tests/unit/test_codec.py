@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from meshaios.errors import WireError
 from meshaios.wire import messages as M
-from meshaios.wire.codec import EXT_PAYLOAD, WireLimits, decode, encode, peek_req
+from meshaios.wire.codec import EXT_PAYLOAD, WireLimits, _payload_ref, decode, encode, peek_req
 from meshaios.wire.payload import Payload
 from meshaios.wire.values import dumps, loads
 
@@ -230,11 +230,33 @@ def test_missing_frames_are_refused() -> None:
         msgpack.ExtType(EXT_PAYLOAD, b"\xc1"),
         msgpack.ExtType(EXT_PAYLOAD, msgpack.packb([b"", 0])),
         msgpack.ExtType(7, b""),  # not a payload
+        msgpack.ExtType(EXT_PAYLOAD, b"\x93\xc4"),  # the start of the short form ``_payload_ref`` writes, cut off
+        msgpack.ExtType(EXT_PAYLOAD, b"\x93\xc4\x05ab\x00\x00"),  # its length byte wrong
+        msgpack.ExtType(EXT_PAYLOAD, b"\x93\xc4\x00\x00"),
     ],
 )
 def test_bad_payload_references_are_refused(ref: msgpack.ExtType) -> None:
     with pytest.raises(WireError):
         decode(header_frames({"v": 1, "t": M.RESULTS, "results": [ref]}, b"a"))
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 255, 256, 300])
+@pytest.mark.parametrize(("start", "count"), [(0, 0), (127, 0), (0, 127), (128, 0), (0, 128), (200, 300)])
+def test_payload_references_are_msgpack_in_short_and_long_form(size: int, start: int, count: int) -> None:
+    """``_payload_ref`` writes a small blob's reference without a packer: the same bytes as ``packb``, and the
+    decoder's short-form reader gives what msgpack reads (a reference ``decode`` accepts when its frames exist)."""
+    blob = bytes(range(256)) * 2
+    blob = blob[:size]
+    ref = _payload_ref(blob, start, count)
+    assert ref == msgpack.packb([blob, start, count])
+    frames = header_frames({"v": 1, "t": M.RESULTS, "results": [msgpack.ExtType(EXT_PAYLOAD, ref)]})
+    bufs = [b"x%d" % i for i in range(start + count)]
+    if start:  # frames before it are another payload's
+        with pytest.raises(WireError, match="order"):
+            decode(frames + bufs)
+        return
+    (got,) = decode(frames + bufs)["results"]
+    assert got == Payload(blob, tuple(bufs))
 
 
 def test_header_over_the_limit_is_refused_before_parsing() -> None:

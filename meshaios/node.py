@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias, TypedDict, cast
 
@@ -56,6 +56,7 @@ from meshaios.store.stream import (
 )
 from meshaios.tasks.execcore import (
     INLINE_ABORT_S,
+    RESEND_WINDOW,
     AbortRuns,
     DropResult,
     Event,
@@ -141,6 +142,7 @@ MAX_PEEK_IDS = 4096  # task ids one ``peek`` asks to name
 VIEW_REUSE = 1.0  # seconds one scan of the owner's tasks serves (the page and peers' peeks): any number may ask
 PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
 VIEW_STALE = 10.0  # seconds a member's last view stands in for one that did not come within PEEK_TIMEOUT
+RESTATE_AFTER = 2.0  # seconds after keeping a put's replica, it says STORED once more (``Node._restate_replicas``)
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
@@ -333,6 +335,10 @@ class Node:
         self._shm_off: set[str] = set()
         self._get_shm: set[tuple[bytes, int]] = set()  # GETs from clients of this machine: (client, req)
         self._shm_fault = config.shm_fault if config.fault_injection else ""
+        # replicas of other nodes' puts kept here in the last RESEND_WINDOW s: obj -> (origin, when), in that order;
+        # and (when, obj) of those yet to say STORED a second time (``_restate_replicas``)
+        self._replicas: dict[str, tuple[str, float]] = {}
+        self._restate_due: deque[tuple[float, str]] = deque()
         # fetched copies of other nodes' objects: dropped when no task here needs them (``ReleaseInputs``)
         self._fetched: set[str] = set()
         self.steal_enabled = config.steal
@@ -780,6 +786,31 @@ class Node:
             self.transport.forget(ev.addr)
         elif ev.old in (MemberState.DEAD, MemberState.LEFT):
             self._core(PeerUp(ev.node_id))  # back: what we sent it lately goes again (execcore.RESEND_WINDOW)
+            self._restate_replicas([o for o, (src, _) in self._replicas.items() if src == ev.node_id])
+
+    def _restate_replicas(self, objs: Iterable[str]) -> None:
+        """Say STORED again for these replicas kept here: a STORED lost on the way (its origin cut off, paused or
+        declared dead meanwhile, or the message dropped) left a copy that no owner counts, and so none would ever
+        free; told again, the owner counts it, or frees it if it no longer wants it (``Owner.add_location``).
+        Idempotent either way."""
+        for obj in objs:
+            src = self._replicas.get(obj)
+            member = self.swim.get(src[0]) if src is not None and self.swim else None
+            if member is not None and member.state in _REACHABLE and obj in self.store:
+                self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": obj}))
+
+    def _replica_tick(self, now: float) -> None:
+        """Each replica says STORED once more ``RESTATE_AFTER`` s after it was kept, and is forgotten after
+        ``RESEND_WINDOW`` s (both in the order they were kept: the cost is per replica, not per tick)."""
+        due = self._restate_due
+        while due and due[0][0] <= now - RESTATE_AFTER:
+            self._restate_replicas([due.popleft()[1]])
+        reps = self._replicas
+        while reps:
+            obj, (_, at) = next(iter(reps.items()))
+            if at > now - RESEND_WINDOW:
+                break
+            del reps[obj]
 
     def _owner(self, event: OwnerEvent) -> None:
         """One event for the owner, now; what it asks for is done at once."""
@@ -1304,6 +1335,10 @@ class Node:
         if not isinstance(val, Payload):
             raise WireError("store: a value (val) or a shared-memory file (shm) is required")
         self.store.put(msg["id"], val)
+        now = self.clock.now()
+        self._replicas.pop(msg["id"], None)  # kept again: to the end of the order
+        self._replicas[msg["id"]] = (msg["src"], now)
+        self._restate_due.append((now, msg["id"]))
         if member is not None:
             stored = encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]})
             answer = functools.partial(self.transport.send, member.addr, stored)
@@ -1620,6 +1655,7 @@ class Node:
 
     def _data_tick(self) -> None:
         now = self.clock.now()
+        self._replica_tick(now)
         self.shm.tick(now)
         if self._shm_asked:  # fetches given up on (timed out, holder dead) are answered by nobody
             for req in [r for r in self._shm_asked if self.fetcher.request(r) is None]:

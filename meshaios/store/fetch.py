@@ -51,6 +51,7 @@ class _Want:
     holder: str = ""
     started: float = 0.0
     waiters: list[int] = field(default_factory=list)
+    timeouts: int = 0
 
 
 @dataclass(slots=True)
@@ -58,6 +59,9 @@ class _Waiting(Generic[T]):
     task: T
     missing: set[str]
     lost: list[str] = field(default_factory=list)
+
+
+MAX_TIMEOUTS = 3  # unanswered fetches of one object before a live holder's silence counts as "not there"
 
 
 class FetchPlanner(Generic[T]):
@@ -134,11 +138,21 @@ class FetchPlanner(Generic[T]):
         return out
 
     def tick(self, now: float) -> list[FetchAction[T]]:
+        """Fetches unanswered for ``timeout`` s go to another holder. Silence is not an answer: a holder still
+        alive (``holder_dead`` was not called) is asked again, after the others, until it has been silent
+        ``MAX_TIMEOUTS`` times -- a request or its reply may have been dropped (a full queue between two nodes
+        drops a message), and a put, which has no lineage, would otherwise be declared lost while a live node
+        holds it."""
         out: list[FetchAction[T]] = []
         for w in list(self._wants.values()):
             if w.req and now - w.started > self.timeout:
                 self._by_req.pop(w.req, None)
                 self.bytes_in_flight -= w.size
+                w.timeouts += 1
+                if w.timeouts < MAX_TIMEOUTS and w.holder in w.tried:
+                    w.tried.remove(w.holder)
+                    w.holders.remove(w.holder)
+                    w.holders.append(w.holder)  # the others first
                 out.extend(self._retry(w))
         out.extend(self._start(now))
         return out

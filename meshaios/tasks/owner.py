@@ -733,10 +733,18 @@ class Owner:
             t.error = _lost(obj_id)
         self.tasks[obj_id] = t
 
-    def add_location(self, obj_id: str, node_id: str) -> None:
+    def add_location(self, obj_id: str, node_id: str) -> list[OwnerAction]:
+        """``node_id`` says it stores ``obj_id`` (a put's copy): one more place to read it from, freed with the
+        rest. A copy this owner would never free -- of an object it has forgotten, or on a node it counts as gone
+        -- is freed at once (a replica that arrived after its put was acknowledged without it, and released)."""
         t = self.tasks.get(base_id(obj_id))
-        if t is not None and t.state is TaskState.DONE and node_id not in t.locations and node_id in self.nodes:
-            t.locations.append(node_id)
+        if t is not None and t.state is TaskState.DONE and node_id in self.nodes:
+            if node_id not in t.locations:
+                t.locations.append(node_id)
+            return []
+        if t is None or node_id not in self.nodes:
+            return [Free(node_id, [obj_id])]
+        return []
 
     def lookup(self, obj_id: str) -> OwnedTask | None:
         return self.tasks.get(base_id(obj_id))
@@ -1490,7 +1498,7 @@ _HANDLERS: dict[type, Callable[[Owner, Any, float], list[OwnerAction]]] = {
     ReleaseClient: _without_actions(lambda o, e: o.release_client(e.client)),
     Keep: _without_actions(lambda o, e: o.keep(e.client, e.ids)),
     RegisterPut: _without_actions(lambda o, e: o.register_put(e.client, e.obj_id, e.locations, e.size)),
-    AddLocation: _without_actions(lambda o, e: o.add_location(e.obj_id, e.node_id)),
+    AddLocation: lambda o, e, now: o.add_location(e.obj_id, e.node_id),
 }
 
 

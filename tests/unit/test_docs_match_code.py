@@ -28,13 +28,15 @@ from meshaios.io.transport import ZmqOptions
 from meshaios.logs import RateLimitedLog
 from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
-from meshaios.node import META_EVERY, MODELS_EVERY, PEEK_TIMEOUT, SAVE_MODEL_EVERY, TICK, VIEW_STALE
+from meshaios.node import META_EVERY, MODELS_EVERY, PEEK_TIMEOUT, RESTATE_AFTER, SAVE_MODEL_EVERY, TICK, VIEW_STALE
 from meshaios.sched import sampling
 from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
 from meshaios.store import shm
+from meshaios.store.fetch import MAX_TIMEOUTS
 from meshaios.store.stream import StreamConfig
 from meshaios.tasks import execcore
+from meshaios.tasks.execcore import RESEND_WINDOW
 from meshaios.tasks.owner import OwnerConfig
 from meshaios.testing.inproc import FAST_SWIM
 from meshaios.wire import codec, messages, values
@@ -94,6 +96,10 @@ ARCH, PROTO, REL, SEC, README = (
 DEVICES = "docs/devices.md"
 GUIDE = "docs/guide.md"
 QUOTES = [
+    # ---- put replicas and fetches under faults (issue 16's fault injection found these)
+    Quote(DATA, r"`RESTATE_AFTER` \(([\d.]+) s\)", lambda: RESTATE_AFTER),
+    Quote(DATA, r"`RESEND_WINDOW`, ([\d.]+) s\)", lambda: RESEND_WINDOW),
+    Quote(DATA, r"`MAX_TIMEOUTS` \((\d+)\)", lambda: MAX_TIMEOUTS),
     # ---- the dashboard's mesh-wide view (Node.mesh_views)
     Quote(GUIDE, r"`PEEK_TIMEOUT` = ([\d.]+) s", lambda: PEEK_TIMEOUT),
     Quote(GUIDE, r"`VIEW_STALE` = ([\d.]+) s", lambda: VIEW_STALE),

@@ -52,6 +52,23 @@ def test_timeout_retries_elsewhere() -> None:
     assert fp.arrived(2, True, 6.5) == [Runnable(task("a"))]
 
 
+def test_a_live_holder_that_does_not_answer_is_asked_again_before_its_object_counts_as_lost() -> None:
+    """A dropped request or reply is not a missing object: the only holder, alive, is asked again after each
+    timeout; after MAX_TIMEOUTS silences the inputs are reported lost."""
+    fp = FetchPlanner(timeout=5)
+    assert fp.need(task("a"), {"x": (["n1"], 10)}, set(), 0.0) == [SendFetch("n1", "x", 1)]
+    assert fp.tick(6.0) == [SendFetch("n1", "x", 2)]
+    assert fp.arrived(1, True, 6.1) == []  # the first request's late answer: given up on
+    assert fp.tick(12.0) == [SendFetch("n1", "x", 3)]
+    assert fp.tick(18.0) == [InputsLost(task("a"), ["x"])]
+    assert fp.pending == 0
+    assert fp.bytes_in_flight == 0
+    fp.need(task("b"), {"y": (["n1", "n2"], 10)}, set(), 20.0)
+    assert fp.tick(26.0) == [SendFetch("n2", "y", 5)]  # another holder first
+    assert fp.tick(32.0) == [SendFetch("n1", "y", 6)]  # then the silent one again
+    assert fp.arrived(6, True, 32.5) == [Runnable(task("b"))]
+
+
 def test_a_fetch_in_flight_says_where_from_how_big_and_since_when() -> None:
     fp = FetchPlanner()
     assert fp.need(task("a"), {"x": (["n1"], 10)}, set(), 2.0) == [SendFetch("n1", "x", 1)]

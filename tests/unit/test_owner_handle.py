@@ -57,6 +57,20 @@ def test_a_task_goes_through_handle_from_submit_to_delivery() -> None:
     assert o.now == 2.0
 
 
+def test_a_copy_no_owner_would_free_is_freed_when_its_holder_says_it_has_it() -> None:
+    """A put's replica whose STORED came late (its put acknowledged without it, perhaps released): the owner counts
+    it if it still tracks the put and the node, else frees it at once, so that no copy is left behind."""
+    o = owner()
+    o.handle(RegisterPut(C1, "p1", ["n2"], 100), 0.0)
+    assert o.handle(AddLocation("p1", "n1"), 0.1) == []  # counted: freed with the rest
+    assert o.lookup("p1") is not None
+    assert "n1" in o.lookup("p1").locations  # type: ignore[union-attr]
+    assert frees(o.handle(AddLocation("gone", "n2"), 0.2)) == {"n2": ["gone"]}  # forgotten (released) already
+    assert frees(o.handle(AddLocation("p1", "n9"), 0.3)) == {"n9": ["p1"]}  # a node this owner counts as gone
+    assert o.handle(AddLocation("p1", "n1"), 0.4) == []  # said twice: counted once
+    assert o.lookup("p1").locations.count("n1") == 1  # type: ignore[union-attr]
+
+
 def test_frees_come_out_of_the_tick_as_instructions() -> None:
     o = owner()
     out = o.handle(SubmitTasks(C1, [spec("a")]), 0.0)

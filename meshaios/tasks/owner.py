@@ -47,7 +47,9 @@ class _Level:
 class ReadyQueue:
     """The owner's ready queue: higher ``priority`` first; among tasks of equal priority the clients take turns,
     one task each (round robin), so a client with 10,000 queued tasks does not shut out one that submits ten; each
-    client's own tasks keep their order (FIFO, or rank order: ``Owner._order_ready``).
+    client's own tasks are in graph order (submission order, ``OwnedTask.seq``: a consumer that becomes ready goes
+    ahead of the tasks submitted after it, so one chain goes on before the next starts; docs/scheduling.md), or in
+    rank order (``Owner._order_ready``).
 
     Its deque-like surface (``append``, ``appendleft``, ``popleft``, ``[0]``) is what the owner uses; each task's
     priority and client are read from the owner's task table when it is added. ``dirty`` notes that tasks were added,
@@ -95,9 +97,20 @@ class ReadyQueue:
         else:
             q = self._queue(prio, client, False)
             self._last = (prio, client, q)
-        q.append(tid)
+        if q and t is not None and (tail := self._tasks.get(q[-1])) is not None and tail.seq > t.seq:
+            self._insert(q, t.seq, tid)  # ready late, submitted early (a consumer): ahead of later submissions
+        else:
+            q.append(tid)
         self._n += 1
         self.dirty = True
+
+    def _insert(self, q: deque[str], seq: int, tid: str) -> None:
+        """``tid`` into ``q`` before the tasks submitted after it (walking from the tail: they are few)."""
+        tasks = self._tasks
+        i = len(q)
+        while i > 0 and (u := tasks.get(q[i - 1])) is not None and u.seq > seq:
+            i -= 1
+        q.insert(i, tid)
 
     def appendleft(self, tid: str) -> None:
         t = self._tasks.get(tid)
@@ -216,6 +229,7 @@ class OwnedTask:
     keep_on_device: bool = False  # a kernel's result stays on its GPU however small (``kd``)
     device: str = ""  # its submitter's device choice (``dev``): "cpu", "any"; "": the node's (``gpu_capable``)
     device_at: str = ""  # the node that keeps the result on a GPU (its result said ``kdev``): placement prices it
+    seq: int = 0  # graph order: the owner's submission counter (a client submits inputs before their consumers)
 
     @property
     def available(self) -> bool:
@@ -470,6 +484,7 @@ class Owner:
             "deadline_met": 0,
             "deadline_missed": 0,
             "deadline_at_risk": 0,  # predicted to miss before they started (model order)
+            "held_for_order": 0,  # data tasks held back for a consumer that a running task is about to make ready
         }
         self._frees: dict[str, list[str]] = {}
         self._deadlines: dict[str, float] = {}  # dispatched tasks with a timeout -> when that attempt expires
@@ -482,6 +497,7 @@ class Owner:
         self._mean_dt = 0.0  # EWMA of reported run times: the expected wait behind a window
         self.clients = ClientLeases(self.config.client_lease)
         self._held: dict[bytes, list[str]] = {}  # ready tasks of suspended clients, in order
+        self._seq = 0  # submissions so far: each task's graph order (``OwnedTask.seq``)
 
     # ---- the one entry -----------------------------------------------------------------------------------
     def handle(self, event: OwnerEvent, now: float) -> list[OwnerAction]:
@@ -619,6 +635,7 @@ class Owner:
                 continue
             self._count_pending(client, +1)
             retries = spec.get("retries", 0)
+            self._seq += 1
             t = OwnedTask(
                 id=tid,
                 client=client,
@@ -639,6 +656,7 @@ class Owner:
                 if type(spec.get("deadline")) in (int, float) and 0 < spec["deadline"] < 1e9
                 else 0.0,
                 ep=ep,
+                seq=self._seq,
             )
             self.counters["submitted"] += 1
             failed_dep: OwnedTask | None = None
@@ -1246,6 +1264,11 @@ class Owner:
                 if deferred >= self.config.max_deferred_per_pass:
                     break
                 continue
+            if t.deps and target.inflight >= target.slots and tid not in hurried and self._wait_for_consumer(
+                    t, target.node_id, info):
+                skipped.append(self.ready.popleft())  # reconsidered when the running task finishes
+                self.counters["held_for_order"] += 1
+                continue
             self.ready.popleft()
             self._ranks.pop(tid, None)
             t.state = TaskState.DISPATCHED
@@ -1286,6 +1309,31 @@ class Owner:
         self.ready.extendleft(reversed(skipped))
         self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
         return [Dispatch(node, tasks, placed.get(node, {})) for node, tasks in batches.items()]
+
+    def _wait_for_consumer(self, t: OwnedTask, node_id: str, info: PlacementTask | None) -> bool:
+        """Graph order on a busy node (Dask's ``dask.order`` aims at the same): ``t`` reads at least
+        ``ORDER_MIN_BYTES`` of stored inputs and would only queue on ``node_id`` behind this owner's tasks there;
+        if one of those, when it finishes, makes ready a consumer submitted before ``t`` (of no lower priority),
+        ``t`` waits so that the consumer goes first. Otherwise a node given two chains' first steps runs both
+        before either chain's next step and holds both chains' intermediates at once (the DAG benchmark: one
+        100 MiB array more per node at the peak). Only such data tasks pay the check (a walk over the node's
+        window); tiny tasks never do."""
+        held = 0
+        for x in (info or {}).get("inputs", ()):
+            held += x[1]
+        if held < ORDER_MIN_BYTES:
+            return False
+        tasks = self.tasks
+        for running in self.node_tasks.get(node_id, ()):
+            r = tasks.get(running)
+            if r is None:
+                continue
+            for d in r.dependents:
+                c = tasks.get(d)
+                if (c is not None and c.state is TaskState.WAITING and c.missing == 1 and c.seq < t.seq
+                        and c.priority >= t.priority and c.client == t.client):
+                    return True
+        return False
 
     def _sample(self, task: PlacementTask, resources: dict[str, int], late: bool) -> list[NodeLoad]:
         """A large mesh: a few random nodes, the holders of the task's inputs, this node, the policy's
@@ -1461,6 +1509,7 @@ def _resources(raw: object) -> dict[str, int]:
 
 
 MAX_PRIORITY = 2**31 - 1
+ORDER_MIN_BYTES = 1 << 20  # stored input bytes from which a task waits for graph order (``_wait_for_consumer``)
 
 
 def _priority(raw: object) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,9 +48,10 @@ def test_dag_over_100mb_results_moves_peer_to_peer() -> None:
 
     The producers' resources pin them to different nodes (one 16 GiB GPU on node 1, two 8 GiB GPUs on node 2),
     so whichever node runs the consumer must pull one 100 MB input from the other. Without the pins both producers
-    may run on one node (placement breaks ties between equally loaded nodes at random, and the first producer can
-    finish before the second is placed), and the consumer then rightly runs where both inputs are: moving nothing
-    is the correct outcome there, so the test does not depend on a schedule."""
+    may run on one node (the client spreads ownership, and each owner places its producer without seeing the other's
+    in flight; one owner breaks ties between equally loaded nodes at random, and the first producer can finish
+    before the second is placed), and the consumer then rightly runs where both inputs are: moving nothing is the
+    correct outcome there, so the test does not depend on a schedule."""
     per_node = {1: ["--fake-gpu", "speed=4,memory=16GiB"],
                 2: ["--fake-gpu", "speed=4,memory=8GiB", "--fake-gpu", "speed=4,memory=8GiB"]}
     with LocalMesh(3, per_node_args=per_node) as mesh, mesh.client(0) as c:
@@ -90,3 +92,30 @@ def test_sigkill_of_a_mapper_node_mid_shuffle_still_gives_the_exact_answer() -> 
         assert merged(c.gather(outs, timeout=300)) == expected_group_sum(range(chunks), rows)
         owner = c.status()["node"]["owner"]
         assert owner["replaced"] + owner["recomputed"] > 0
+
+
+def test_a_chain_goes_on_before_the_next_chain_starts_on_a_one_slot_node(tmp_path: Path, one_owner: None) -> None:
+    """Graph order (docs/scheduling.md section 10.4), on real processes: two chains x -> s -> m over 2 MiB arrays,
+    all on node 1 (the only GPU node, one slot). Whenever s2 reaches the owner, node 1 starts m0 before it: while
+    s0 runs, s2 would only queue behind it and s0's finish makes m0 ready, so the owner holds s2 back (without
+    that, s2 starts as soon as s0 ends: s0 s2 m0 m2). One owner (``one_owner``): the hold sees that owner's tasks
+    only. Asserts the order of starts, not their times."""
+    log = str(tmp_path / "log")
+    with LocalMesh(2, workers=1, per_node_args={1: ["--fake-gpu", "speed=4,memory=8GiB"]}) as mesh, \
+            mesh.client(0) as c:
+        wait_for(lambda: len(c.status()["members"]) == 1, timeout=10)
+        gpu = {"gpu": 1}
+        xs = [c.submit(funcs.make_array, 2**18, k, resources=gpu) for k in (0, 2)]
+        c.gather(xs, timeout=60)
+        names: dict[str, str] = {}
+        ms = []
+        for k, x in zip((0, 2), xs, strict=True):
+            s = c.submit(funcs.sum_after_sleep_and_log, k, x, 0.5, log, resources=gpu)
+            m = c.submit(funcs.square, s, resources=gpu)
+            names[s.key], names[m.key] = f"s{k}", f"m{k}"
+            ms.append(m)
+        sums = [float(funcs.make_array(2**18, k).sum()) for k in (0, 2)]
+        assert c.gather(ms, timeout=60) == pytest.approx([v * v for v in sums])
+        with mesh.client(1) as c1:
+            rows = [r for r in c1.status()["node"]["timeline"] if r["task"] in names and r["started"] is not None]
+        assert [names[r["task"]] for r in sorted(rows, key=lambda r: r["started"])] == ["s0", "m0", "s2", "m2"]

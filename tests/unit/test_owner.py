@@ -947,3 +947,58 @@ def test_a_leaving_client_keeps_its_fire_and_forget_tasks_and_their_dependencies
     o.completed("n1", [ok("blocker")])
     actions = o.completed("n1", [ok("dep")])
     assert dispatched(actions) == {"n1": ["kept"]}
+
+
+# ------------------------------------------------------------------------------------------------ graph order
+MiB100 = 100 * 2**20
+
+
+def stored(tid: str, size: int = MiB100) -> dict[str, Any]:
+    """A result left on its node (``size`` bytes there), as an executor reports a large one."""
+    return {"id": tid, "ok": True, "size": size}
+
+
+def two_chains(o: Owner, prio_second: int = 0) -> list[OwnerAction]:
+    """x0, x2 (100 MiB each) held on n1; then two chains x -> scale -> mix, submitted chain by chain."""
+    o.node_up("n1", 1)
+    assert dispatched(o.submit(C1, [spec("x0"), spec("x2")])) == {"n1": ["x0", "x2"]}
+    o.completed("n1", [stored("x0"), stored("x2")])
+    second = {"priority": prio_second} if prio_second else {}
+    return o.submit(C1, [spec("s0", ("x0",)), spec("m0", ("s0",)), spec("s2", ("x2",), **second),
+                         spec("m2", ("s2",), **second)])
+
+
+def test_a_consumer_made_ready_goes_ahead_of_the_next_chain_on_a_busy_node() -> None:
+    """Graph order (dask.order's aim): n1 runs s0; s2 would only queue behind it, and s0's finish makes m0 ready,
+    submitted before s2: s2 waits, so m0 runs next and the node never holds both chains' intermediates."""
+    o = make()
+    assert dispatched(two_chains(o)) == {"n1": ["s0"]}
+    assert o.counters["held_for_order"] == 1
+    assert [t.id for t in o.tasks.values() if t.state is TaskState.READY] == ["s2"]
+    assert dispatched(o.completed("n1", [stored("s0")])) == {"n1": ["m0", "s2"]}
+    check_inflight(o)
+
+
+def test_graph_order_never_passes_a_higher_priority() -> None:
+    o = make()
+    assert dispatched(two_chains(o, prio_second=5)) == {"n1": ["s2", "s0"]}  # the user's priority first
+    assert o.counters["held_for_order"] == 0
+
+
+def test_the_ready_queue_takes_a_client_tasks_in_submission_order() -> None:
+    """A consumer that becomes ready late goes ahead of tasks submitted after it, not behind them."""
+    o = make(window=1)
+    o.node_up("n1", 1)
+    o.submit(C1, [spec("a"), spec("b", ("a",)), spec("c"), spec("d")])
+    assert [t for t in o.ready] == ["c", "d"]
+    o.completed("n1", [ok("a")])  # b ready: ahead of c and d, which were submitted after it
+    assert o.tasks["b"].state is TaskState.DISPATCHED
+    assert list(o.ready) == ["c", "d"]
+
+
+def test_tiny_tasks_without_inputs_are_never_held() -> None:
+    o = make()
+    o.node_up("n1", 1)
+    acts = o.submit(C1, [spec("a"), spec("b", ("a",)), *(spec(f"t{i}") for i in range(5))])
+    assert dispatched(acts) == {"n1": ["a", "t0", "t1", "t2", "t3", "t4"]}
+    assert o.counters["held_for_order"] == 0

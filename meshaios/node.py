@@ -142,6 +142,8 @@ MAX_PEEK_IDS = 4096  # task ids one ``peek`` asks to name
 VIEW_REUSE = 1.0  # seconds one scan of the owner's tasks serves (the page and peers' peeks): any number may ask
 PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
 VIEW_STALE = 10.0  # seconds a member's last view stands in for one that did not come within PEEK_TIMEOUT
+COPY_CHECK_EVERY = 30.0  # seconds between a holder's STORED for each put copy it keeps (``Node._orphan_tick``)
+ORPHAN_GRACE = 60.0  # seconds a put's copy outlives its owner's death unless another owner claims it (CLAIM)
 RESTATE_AFTER = 2.0  # seconds after keeping a put's replica, it says STORED once more (``Node._restate_replicas``)
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
@@ -339,6 +341,11 @@ class Node:
         # and (when, obj) of those yet to say STORED a second time (``_restate_replicas``)
         self._replicas: dict[str, tuple[str, float]] = {}
         self._restate_due: deque[tuple[float, str]] = deque()
+        # every put copy kept here for another node: obj -> the node that owns it (the put's node, or the owner
+        # that adopted it: CLAIM); and copies whose owner is dead, with when they go unless an owner claims them
+        self._copies: dict[str, str] = {}
+        self._orphans: dict[str, float] = {}
+        self._every_copy_check = Every(COPY_CHECK_EVERY)
         # fetched copies of other nodes' objects: dropped when no task here needs them (``ReleaseInputs``)
         self._fetched: set[str] = set()
         self.steal_enabled = config.steal
@@ -727,6 +734,13 @@ class Node:
             for obj in msg["ids"]:
                 if isinstance(obj, str):
                     self.store.delete(obj)
+        elif msg["t"] == M.CLAIM:
+            if ident != _peer(msg["src"]):
+                raise WireError("claim: only a node of the mesh, naming itself, claims copies")
+            for obj in msg["ids"]:
+                if isinstance(obj, str) and obj in self._copies:
+                    self._copies[obj] = msg["src"]
+                    self._orphans.pop(obj, None)
         elif msg["t"] == M.PING:
             pong: M.Pong = {"t": M.PONG}
             if msg.get("peers") and self.swim is not None:
@@ -782,11 +796,16 @@ class Node:
             self._stream_actions(self.streams_out.dest_gone(peer, f"node {short(ev.node_id)} is {ev.new.value}"))
             self.streams_in.src_gone(peer)
             self._put_actions(self.puts.node_down(ev.node_id, self._replica_candidates()))
+            deadline = self.clock.now() + ORPHAN_GRACE
+            for obj in [o for o, owner in self._copies.items() if owner == ev.node_id and o in self.store]:
+                self._orphans.setdefault(obj, deadline)
             self.shm.receiver_gone(_receiver(_peer(ev.node_id)))  # files written for it will never be claimed
             self.transport.forget(ev.addr)
         elif ev.old in (MemberState.DEAD, MemberState.LEFT):
             self._core(PeerUp(ev.node_id))  # back: what we sent it lately goes again (execcore.RESEND_WINDOW)
             self._restate_replicas([o for o, (src, _) in self._replicas.items() if src == ev.node_id])
+            for obj in [o for o in self._orphans if self._copies.get(o) == ev.node_id]:
+                del self._orphans[obj]  # its owner is back: its copies are its to free
 
     def _restate_replicas(self, objs: Iterable[str]) -> None:
         """Say STORED again for these replicas kept here: a STORED lost on the way (its origin cut off, paused or
@@ -794,10 +813,28 @@ class Node:
         free; told again, the owner counts it, or frees it if it no longer wants it (``Owner.add_location``).
         Idempotent either way."""
         for obj in objs:
-            src = self._replicas.get(obj)
-            member = self.swim.get(src[0]) if src is not None and self.swim else None
+            owner = self._copies.get(obj)
+            member = self.swim.get(owner) if owner is not None and self.swim else None
             if member is not None and member.state in _REACHABLE and obj in self.store:
                 self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": obj}))
+
+    def _orphan_tick(self, now: float) -> None:
+        """Copies whose owner died and that no other owner claimed (CLAIM) within ``ORPHAN_GRACE`` go: a client
+        that fails over hands its puts to a new owner at once, which claims the copies it counts; one it does not
+        count, or a client that is gone too, leaves a copy nobody would ever free."""
+        for obj, at in list(self._orphans.items()):
+            if at <= now:
+                del self._orphans[obj]
+                self._copies.pop(obj, None)
+                if obj in self.store:
+                    self.store.delete(obj)
+                    self.counters["orphan_copies_dropped"] += 1
+        if len(self._copies) > len(self.store.keys()):  # freed ones (FREE, lease): forgotten here too
+            for obj in [o for o in self._copies if o not in self.store]:
+                del self._copies[obj]
+                self._orphans.pop(obj, None)
+        if self._every_copy_check.due(now):  # a FREE lost on its way: the owner frees the copy when told again
+            self._restate_replicas([o for o in self._copies if o not in self._orphans])
 
     def _replica_tick(self, now: float) -> None:
         """Each replica says STORED once more ``RESTATE_AFTER`` s after it was kept, and is forgotten after
@@ -1338,6 +1375,7 @@ class Node:
         now = self.clock.now()
         self._replicas.pop(msg["id"], None)  # kept again: to the end of the order
         self._replicas[msg["id"]] = (msg["src"], now)
+        self._copies[msg["id"]] = msg["src"]
         self._restate_due.append((now, msg["id"]))
         if member is not None:
             stored = encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]})
@@ -1419,6 +1457,11 @@ class Node:
             self._shm_asked.pop(msg["req"], None)
         val = msg.get("val")
         ok = bool(msg["ok"]) and isinstance(val, Payload)
+        if self.fetcher.request(msg["req"]) is None:
+            # a late answer to a fetch given up on (timed out, asked again elsewhere): nobody waits for this copy,
+            # and kept it would never be released
+            self.counters["late_objects"] += 1
+            return
         if isinstance(val, Payload) and ok:
             if msg["id"] not in self.store:
                 self._fetched.add(msg["id"])
@@ -1562,6 +1605,11 @@ class Node:
             if type(size) is not int or not isinstance(locs, list) or not all(isinstance(x, str) for x in locs):
                 raise WireError("adopt: each put must be [id, size, [holder ids]]")
             self._owner(RegisterPut(ident, oid, locs, size))
+            t = self.owner.lookup(oid)
+            for holder in t.locations if t is not None and t.client == ident else ():
+                member = self.swim.get(holder) if self.swim and holder != self.node_id else None
+                if member is not None and member.state in _REACHABLE:  # its copy is ours to free now
+                    self._send_node(holder, member.addr, {"t": M.CLAIM, "src": self.node_id, "ids": [oid]})
 
     # ---- streams ----------------------------------------------------------------------------------------
     def _send_to(self, dest: bytes, msg: M.Message, tag: Any = None) -> bool:
@@ -1656,6 +1704,8 @@ class Node:
     def _data_tick(self) -> None:
         now = self.clock.now()
         self._replica_tick(now)
+        if self._orphans or self._copies:
+            self._orphan_tick(now)
         self.shm.tick(now)
         if self._shm_asked:  # fetches given up on (timed out, holder dead) are answered by nobody
             for req in [r for r in self._shm_asked if self.fetcher.request(r) is None]:

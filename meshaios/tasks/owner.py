@@ -194,6 +194,9 @@ class TaskState(StrEnum):
 _PENDING = frozenset({TaskState.WAITING, TaskState.READY, TaskState.DISPATCHED})
 
 
+MAX_UNREACHABLE = 3  # reports of a put out of an executor's reach (its holders live to the owner) before it is lost
+
+
 @dataclass(slots=True)
 class OwnedTask:
     id: str
@@ -219,6 +222,7 @@ class OwnedTask:
     delivered: bool = False  # the client has its result: a recomputation (lineage) does not deliver again
     resources: dict[str, int] = field(default_factory=dict)
     recomputed: int = 0
+    unreachable: int = 0  # a put: executors that could reach none of its holders while this owner counted one live
     timeout: float = 0.0  # seconds a dispatched attempt may run; 0: no limit
     key: str = ""  # what the runtime model knows this function by
     priority: int = 0  # higher runs first among ready tasks (here, in the executor's queue, and when stealing)
@@ -975,6 +979,15 @@ class Owner:
                 for obj in lost:
                     dep = self.tasks.get(base_id(obj))
                     if dep is not None and dep.state is TaskState.DONE:
+                        if (dep.result is None and not dep.fn.blob and dep.unreachable < MAX_UNREACHABLE
+                                and any(n in self.nodes for n in dep.locations)):  # fmt: skip
+                            # a put, which cannot be recomputed, on a holder this owner counts live: that executor
+                            # may have been cut off from it, or thought it dead; the task goes again
+                            dep.unreachable += 1
+                            continue
+                        for node in dep.locations:  # whatever copy is left there is never read again
+                            self._frees.setdefault(node, []).extend(
+                                [f"{dep.id}#{j}" for j in range(dep.parts)] or [dep.id])
                         dep.locations.clear()
                         if dep.result is None:
                             self._became_unavailable(dep)

@@ -176,8 +176,7 @@ def check(mesh: InProcessMesh) -> list[str]:
 
 
 def run_seed(seed: int, puts: bool = True) -> FaultRun:
-    """One seed; ``puts``: in half the seeds the workload also puts data and reads it back (docs/reliability.md:
-    a few seeds in a thousand leave a put's copy behind, an open bug; the slow test runs without)."""
+    """One seed; ``puts``: in half the seeds the workload also puts data and reads it back."""
     run = FaultRun(seed)
     try:
         run_virtual(_scenario(seed, run, puts))

@@ -78,6 +78,7 @@ OBJ: Final = "obj"  # holder -> node: {"src", "req", "id", "ok", "val"? | "shm"?
 STORE: Final = "store"  # node -> replica: {"src", "id", "val" | "shm" (same host, as in OBJ)}
 STORED: Final = "stored"  # replica -> node: {"src", "id", "noshm"?: refused the file, send the copy itself}
 FREE: Final = "free"  # owner -> holder: {"src", "ids"}
+CLAIM: Final = "claim"  # owner -> holder: {"src", "ids"}: copies of puts this owner adopted (its client failed over)
 GET: Final = "get"  # client -> node: {"req", "id", "shm"?: the client's host id (store/shm.py)}
 GOT: Final = "got"  # node -> client: {"req", "id", "ok", "val"? | "shm"? (as in OBJ) | "err"?}
 PUT: Final = "put"  # client -> node: {"req", "id", "val" | "shm" (a client of this machine, as in OBJ)}
@@ -650,6 +651,12 @@ class Free(_Header, total=False):
     ids: Required[list[str]]
 
 
+class Claim(_Header, total=False):
+    t: Required[Literal["claim"]]
+    src: Required[str]
+    ids: Required[list[str]]
+
+
 class Get(_Request, total=False):
     t: Required[Literal["get"]]
     shm: str  # the client's host id: a node with the same one may answer through /dev/shm
@@ -712,7 +719,7 @@ Message: TypeAlias = (
     SwimMessage | Run | Done | Abort | Steal | Moved | Started | Fenced | Peek | Peeked | Hello | Welcome | Submit
     | Fault | Detach
     | Results | Running | Release | Cancel | Keep | Status | StatusReply | Ping | Pong | Error | Fetch | Obj | Store
-    | Stored | Free | Get | Got | Put | PutAck | Adopt | Bye | XHead | XChunk | XAck
+    | Stored | Free | Claim | Get | Got | Put | PutAck | Adopt | Bye | XHead | XChunk | XAck
 )
 
 
@@ -946,7 +953,7 @@ def check_id(x: Any, what: str) -> None:
 
 # where a message carries ids that name objects or tasks: one id, a list of them, or those of its nested tasks
 _ID_FIELDS = {FETCH, OBJ, STORE, STORED, GET, GOT, PUT, PUT_ACK}
-_ID_LISTS = {FREE, RELEASE}
+_ID_LISTS = {FREE, CLAIM, RELEASE}
 
 
 def _check_ids(mtype: str, msg: Mapping[str, Any]) -> None:

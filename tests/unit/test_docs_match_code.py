@@ -28,7 +28,17 @@ from meshaios.io.transport import ZmqOptions
 from meshaios.logs import RateLimitedLog
 from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
-from meshaios.node import META_EVERY, MODELS_EVERY, PEEK_TIMEOUT, RESTATE_AFTER, SAVE_MODEL_EVERY, TICK, VIEW_STALE
+from meshaios.node import (
+    COPY_CHECK_EVERY,
+    META_EVERY,
+    MODELS_EVERY,
+    ORPHAN_GRACE,
+    PEEK_TIMEOUT,
+    RESTATE_AFTER,
+    SAVE_MODEL_EVERY,
+    TICK,
+    VIEW_STALE,
+)
 from meshaios.sched import sampling
 from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
@@ -100,6 +110,8 @@ QUOTES = [
     Quote(DATA, r"`RESTATE_AFTER` \(([\d.]+) s\)", lambda: RESTATE_AFTER),
     Quote(DATA, r"`RESEND_WINDOW`, ([\d.]+) s\)", lambda: RESEND_WINDOW),
     Quote(DATA, r"`MAX_TIMEOUTS` \((\d+)\)", lambda: MAX_TIMEOUTS),
+    Quote(PROTO, r"`ORPHAN_GRACE` \(([\d.]+) s\)", lambda: ORPHAN_GRACE),
+    Quote(REL, r"`COPY_CHECK_EVERY` \(([\d.]+) s\)", lambda: COPY_CHECK_EVERY),
     # ---- the dashboard's mesh-wide view (Node.mesh_views)
     Quote(GUIDE, r"`PEEK_TIMEOUT` = ([\d.]+) s", lambda: PEEK_TIMEOUT),
     Quote(GUIDE, r"`VIEW_STALE` = ([\d.]+) s", lambda: VIEW_STALE),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from meshaios.tasks.owner import (
+    MAX_UNREACHABLE,
     AddLocation,
     Cancel,
     ClientHeard,
@@ -28,7 +29,7 @@ from meshaios.tasks.owner import (
     TaskMoved,
     TaskState,
 )
-from tests.unit.test_owner import C1, dispatched, ok, spec
+from tests.unit.test_owner import C1, delivered, dispatched, ok, spec
 
 
 def frees(actions: list[OwnerAction]) -> dict[str, list[str]]:
@@ -69,6 +70,24 @@ def test_a_copy_no_owner_would_free_is_freed_when_its_holder_says_it_has_it() ->
     assert frees(o.handle(AddLocation("p1", "n9"), 0.3)) == {"n9": ["p1"]}  # a node this owner counts as gone
     assert o.handle(AddLocation("p1", "n1"), 0.4) == []  # said twice: counted once
     assert o.lookup("p1").locations.count("n1") == 1  # type: ignore[union-attr]
+
+
+def test_a_put_out_of_one_executors_reach_is_asked_for_again_while_its_holder_is_live() -> None:
+    """An executor that could fetch a put from none of its holders (cut off from them, or thinking them dead) is
+    not proof the put is gone while this owner counts a holder live: the task goes again; after MAX_UNREACHABLE
+    such reports the put is lost (ObjectLost), and the copies it still lists are freed, not left behind."""
+    o = owner()
+    o.handle(RegisterPut(C1, "p1", ["n2"], 1 << 20), 0.0)
+    out = o.handle(SubmitTasks(C1, [spec("r", ("p1",))]), 0.0)
+    node = next(iter(dispatched(out)))
+    for attempt in range(MAX_UNREACHABLE):
+        out = o.handle(Completed(node, [{"id": "r", "att": attempt, "ok": False, "lost": ["p1"]}]), 1.0 + attempt)
+        assert not [r for r in delivered(out) if r["id"] == "r"], attempt  # not failed: asked for again
+        node = next(iter(dispatched(out) or dispatched(o.handle(OwnerTick(), 1.5 + attempt))))
+    out = o.handle(Completed(node, [{"id": "r", "att": MAX_UNREACHABLE, "ok": False, "lost": ["p1"]}]), 9.0)
+    [res] = [r for r in delivered(out) if r["id"] == "r"]
+    assert "ObjectLost" in res["err"]["type"]
+    assert frees(out) == {"n2": ["p1"]}  # with the completion that gave it up
 
 
 def test_frees_come_out_of_the_tick_as_instructions() -> None:

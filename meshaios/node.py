@@ -822,18 +822,18 @@ class Node:
         """Copies whose owner died and that no other owner claimed (CLAIM) within ``ORPHAN_GRACE`` go: a client
         that fails over hands its puts to a new owner at once, which claims the copies it counts; one it does not
         count, or a client that is gone too, leaves a copy nobody would ever free."""
-        for obj, at in list(self._orphans.items()):
+        for obj, at in list(self._orphans.items()) if self._orphans else ():
             if at <= now:
                 del self._orphans[obj]
                 self._copies.pop(obj, None)
                 if obj in self.store:
                     self.store.delete(obj)
                     self.counters["orphan_copies_dropped"] += 1
-        if len(self._copies) > len(self.store.keys()):  # freed ones (FREE, lease): forgotten here too
-            for obj in [o for o in self._copies if o not in self.store]:
+        if self._every_copy_check.due(now):
+            for obj in [o for o in self._copies if o not in self.store]:  # freed (FREE, lease): forgotten here too
                 del self._copies[obj]
                 self._orphans.pop(obj, None)
-        if self._every_copy_check.due(now):  # a FREE lost on its way: the owner frees the copy when told again
+            # a FREE lost on its way: told again, the owner frees the copy
             self._restate_replicas([o for o in self._copies if o not in self._orphans])
 
     def _replica_tick(self, now: float) -> None:

@@ -56,7 +56,6 @@ from meshaios.store.stream import (
 )
 from meshaios.tasks.execcore import (
     INLINE_ABORT_S,
-    RESEND_WINDOW,
     AbortRuns,
     DropResult,
     Event,
@@ -337,12 +336,10 @@ class Node:
         self._shm_off: set[str] = set()
         self._get_shm: set[tuple[bytes, int]] = set()  # GETs from clients of this machine: (client, req)
         self._shm_fault = config.shm_fault if config.fault_injection else ""
-        # replicas of other nodes' puts kept here in the last RESEND_WINDOW s: obj -> (origin, when), in that order;
-        # and (when, obj) of those yet to say STORED a second time (``_restate_replicas``)
-        self._replicas: dict[str, tuple[str, float]] = {}
-        self._restate_due: deque[tuple[float, str]] = deque()
         # every put copy kept here for another node: obj -> the node that owns it (the put's node, or the owner
-        # that adopted it: CLAIM); and copies whose owner is dead, with when they go unless an owner claims them
+        # that adopted it: CLAIM); (when, obj) of those yet to say STORED a second time (``_restate_replicas``);
+        # and copies whose owner is dead, with when they go unless an owner claims them
+        self._restate_due: deque[tuple[float, str]] = deque()
         self._copies: dict[str, str] = {}
         self._orphans: dict[str, float] = {}
         self._every_copy_check = Every(COPY_CHECK_EVERY)
@@ -803,7 +800,7 @@ class Node:
             self.transport.forget(ev.addr)
         elif ev.old in (MemberState.DEAD, MemberState.LEFT):
             self._core(PeerUp(ev.node_id))  # back: what we sent it lately goes again (execcore.RESEND_WINDOW)
-            self._restate_replicas([o for o, (src, _) in self._replicas.items() if src == ev.node_id])
+            self._restate_replicas([o for o, owner in self._copies.items() if owner == ev.node_id])
             for obj in [o for o in self._orphans if self._copies.get(o) == ev.node_id]:
                 del self._orphans[obj]  # its owner is back: its copies are its to free
 
@@ -818,11 +815,16 @@ class Node:
             if member is not None and member.state in _REACHABLE and obj in self.store:
                 self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": obj}))
 
-    def _orphan_tick(self, now: float) -> None:
-        """Copies whose owner died and that no other owner claimed (CLAIM) within ``ORPHAN_GRACE`` go: a client
-        that fails over hands its puts to a new owner at once, which claims the copies it counts; one it does not
-        count, or a client that is gone too, leaves a copy nobody would ever free."""
-        for obj, at in list(self._orphans.items()) if self._orphans else ():
+    def _copy_tick(self, now: float) -> None:
+        """Each copy says STORED once more ``RESTATE_AFTER`` s after it was kept (in the order they were kept: the
+        cost is per copy, not per tick), and every ``COPY_CHECK_EVERY`` s. Copies whose owner died and that no other
+        owner claimed (CLAIM) within ``ORPHAN_GRACE`` go: a client that fails over hands its puts to a new owner at
+        once, which claims the copies it counts; one it does not count, or a client that is gone too, leaves a copy
+        nobody would ever free."""
+        due = self._restate_due
+        while due and due[0][0] <= now - RESTATE_AFTER:
+            self._restate_replicas([due.popleft()[1]])
+        for obj, at in list(self._orphans.items()):
             if at <= now:
                 del self._orphans[obj]
                 self._copies.pop(obj, None)
@@ -835,19 +837,6 @@ class Node:
                 self._orphans.pop(obj, None)
             # a FREE lost on its way: told again, the owner frees the copy
             self._restate_replicas([o for o in self._copies if o not in self._orphans])
-
-    def _replica_tick(self, now: float) -> None:
-        """Each replica says STORED once more ``RESTATE_AFTER`` s after it was kept, and is forgotten after
-        ``RESEND_WINDOW`` s (both in the order they were kept: the cost is per replica, not per tick)."""
-        due = self._restate_due
-        while due and due[0][0] <= now - RESTATE_AFTER:
-            self._restate_replicas([due.popleft()[1]])
-        reps = self._replicas
-        while reps:
-            obj, (_, at) = next(iter(reps.items()))
-            if at > now - RESEND_WINDOW:
-                break
-            del reps[obj]
 
     def _owner(self, event: OwnerEvent) -> None:
         """One event for the owner, now; what it asks for is done at once."""
@@ -1372,11 +1361,8 @@ class Node:
         if not isinstance(val, Payload):
             raise WireError("store: a value (val) or a shared-memory file (shm) is required")
         self.store.put(msg["id"], val)
-        now = self.clock.now()
-        self._replicas.pop(msg["id"], None)  # kept again: to the end of the order
-        self._replicas[msg["id"]] = (msg["src"], now)
         self._copies[msg["id"]] = msg["src"]
-        self._restate_due.append((now, msg["id"]))
+        self._restate_due.append((self.clock.now(), msg["id"]))
         if member is not None:
             stored = encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]})
             answer = functools.partial(self.transport.send, member.addr, stored)
@@ -1457,7 +1443,8 @@ class Node:
             self._shm_asked.pop(msg["req"], None)
         val = msg.get("val")
         ok = bool(msg["ok"]) and isinstance(val, Payload)
-        if self.fetcher.request(msg["req"]) is None:
+        sent = self.fetcher.request(msg["req"])
+        if sent is None:
             # a late answer to a fetch given up on (timed out, asked again elsewhere): nobody waits for this copy,
             # and kept it would never be released
             self.counters["late_objects"] += 1
@@ -1467,9 +1454,8 @@ class Node:
                 self._fetched.add(msg["id"])
             self.store.put(msg["id"], val)
             self.counters["fetched_bytes"] += val.nbytes
-            sent = self.fetcher.request(msg["req"])
-            if sent is not None:  # a measurement of the link from that holder to here (placement prices moves by it)
-                self.links.observe(sent[0], self.node_id, val.nbytes, self.clock.now() - sent[2])
+            # a measurement of the link from that holder to here (placement prices moves by it)
+            self.links.observe(sent[0], self.node_id, val.nbytes, self.clock.now() - sent[2])
         self._fetch_actions(self.fetcher.arrived(msg["req"], ok, self.clock.now()))
 
     def _on_get(self, ident: bytes, msg: M.Get) -> None:
@@ -1703,9 +1689,8 @@ class Node:
 
     def _data_tick(self) -> None:
         now = self.clock.now()
-        self._replica_tick(now)
-        if self._orphans or self._copies:
-            self._orphan_tick(now)
+        if self._copies or self._restate_due:
+            self._copy_tick(now)
         self.shm.tick(now)
         if self._shm_asked:  # fetches given up on (timed out, holder dead) are answered by nobody
             for req in [r for r in self._shm_asked if self.fetcher.request(r) is None]:

@@ -46,7 +46,6 @@ from meshaios.store import shm
 from meshaios.store.fetch import MAX_TIMEOUTS
 from meshaios.store.stream import StreamConfig
 from meshaios.tasks import execcore
-from meshaios.tasks.execcore import RESEND_WINDOW
 from meshaios.tasks.owner import OwnerConfig
 from meshaios.testing.inproc import FAST_SWIM
 from meshaios.wire import codec, messages, values
@@ -108,7 +107,6 @@ GUIDE = "docs/guide.md"
 QUOTES = [
     # ---- put replicas and fetches under faults (issue 16's fault injection found these)
     Quote(DATA, r"`RESTATE_AFTER` \(([\d.]+) s\)", lambda: RESTATE_AFTER),
-    Quote(DATA, r"`RESEND_WINDOW`, ([\d.]+) s\)", lambda: RESEND_WINDOW),
     Quote(DATA, r"`MAX_TIMEOUTS` \((\d+)\)", lambda: MAX_TIMEOUTS),
     Quote(PROTO, r"`ORPHAN_GRACE` \(([\d.]+) s\)", lambda: ORPHAN_GRACE),
     Quote(REL, r"`COPY_CHECK_EVERY` \(([\d.]+) s\)", lambda: COPY_CHECK_EVERY),

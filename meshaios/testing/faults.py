@@ -58,7 +58,7 @@ def _tree(c: AsyncClient, leaves: list[Future]) -> Future:
     return level[0]
 
 
-def _plan(rng: random.Random, mesh: InProcessMesh, n: int) -> list[tuple[float, str, int, float]]:
+def _plan(rng: random.Random, n: int) -> list[tuple[float, str, int, float]]:
     """(when, what, node, how long) for 1-3 faults in the first virtual second; at least two nodes survive."""
     faults: list[tuple[float, str, int, float]] = []
     kills = 0
@@ -107,7 +107,7 @@ async def _scenario(seed: int, run: FaultRun, puts: bool) -> None:
         if loss:
             mesh.hub.drop_rate = loss
             run.faults.append(f"loss {loss}")
-        for at, what, node, length in _plan(rng, mesh, n):
+        for at, what, node, length in _plan(rng, n):
             run.faults.append(f"{what} n{node} at {at:.2f}s" + ("" if what == "kill" else f" for {length}s"))
             if what == "kill":
                 loop.call_later(at, mesh.kill, node)

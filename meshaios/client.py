@@ -1143,6 +1143,7 @@ class AsyncClient:
             by_shard.setdefault(sub.sid, []).extend(sub.specs)
         for sid, specs in by_shard.items():
             self._submit_to(sid, specs)
+        self._do(self.core.routed_releases())  # inputs released meanwhile: after the SUBMITs that name them
         if self._cancels:
             ids, self._cancels = self._cancels, []
             for tid in ids:

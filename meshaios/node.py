@@ -57,6 +57,7 @@ from meshaios.store.stream import (
 from meshaios.tasks.execcore import (
     INLINE_ABORT_S,
     AbortRuns,
+    DropAfter,
     DropResult,
     Event,
     ExecCore,
@@ -728,8 +729,12 @@ class Node:
             self.holders.bye(ident)
             self._release_client(ident, "closed")
         elif msg["t"] == M.FREE:
-            for obj in msg["ids"]:
-                if isinstance(obj, str):
+            ids = [obj for obj in msg["ids"] if isinstance(obj, str)]
+            after = msg.get("after")
+            if isinstance(after, str):  # their last reader runs here: dropped when it succeeds
+                self._core(DropAfter(after, ids))
+            else:
+                for obj in ids:
                     self.store.delete(obj)
         elif msg["t"] == M.CLAIM:
             if ident != _peer(msg["src"]):
@@ -864,12 +869,18 @@ class Node:
                 self._send_to(a.client, {"t": M.RUNNING, "ids": a.ids})
             elif isinstance(a, Free):
                 if a.node == self.node_id:
+                    if a.after:
+                        self._core(DropAfter(a.after, a.ids))
+                        continue
                     for obj in a.ids:
                         self.store.delete(obj)
                     continue
                 holder = self.swim.get(a.node) if self.swim else None
                 if holder is not None:
-                    self._send_node(a.node, holder.addr, {"t": M.FREE, "src": self.node_id, "ids": a.ids})
+                    free: M.Free = {"t": M.FREE, "src": self.node_id, "ids": a.ids}
+                    if a.after:
+                        free["after"] = a.after
+                    self._send_node(a.node, holder.addr, free)
 
     # ---- execution: the shell around the executing node's core (tasks/execcore.py) --------------------------
     def _core(self, event: Event) -> None:
@@ -1046,6 +1057,7 @@ class Node:
                 self.store.delete(d)
 
     def _i_drop(self, ins: DropResult) -> None:
+        self._fetched.discard(ins.obj)
         self.store.delete(ins.obj)
         for j in range(ins.parts):
             self.store.delete(f"{ins.obj}#{j}")

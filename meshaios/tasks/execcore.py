@@ -67,6 +67,7 @@ __all__ = [
     "RESEND_WINDOW",
     "RUNTIME_EWMA",
     "AbortRuns",
+    "DropAfter",
     "DropResult",
     "Event",
     "ExecCore",
@@ -224,6 +225,15 @@ class InlineOverran:
 
 
 @dataclass(frozen=True, slots=True)
+class DropAfter:
+    """``owner`` says task ``task`` is the last reader of these inputs (a FREE with ``after``): drop them when it
+    succeeds here. Nothing if it is not here (finished already, or elsewhere): the owner frees them as usual."""
+
+    task: str
+    ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Timers: stuck prefetches, steal timeouts and requests."""
 
@@ -252,7 +262,7 @@ class PeerUp:
 
 Event: TypeAlias = (
     RunTasks | InputsReady | InputsMissing | Finished | ProcessCancelled | Recalled | AbortRuns | Tick
-    | StealMessage | PeerDown | PeerUp | InlineOverran
+    | StealMessage | PeerDown | PeerUp | InlineOverran | DropAfter
 )
 
 # ---- instructions ---------------------------------------------------------------------------------------------
@@ -346,7 +356,9 @@ class ReleaseInputs:
 
 @dataclass(frozen=True, slots=True)
 class DropResult:
-    """The result of an aborted run is not wanted: delete what of it was kept here (``obj``, and its parts)."""
+    """Delete ``obj`` (and its parts) from this node's store: the result of an aborted run, which is not wanted,
+    or an input whose last user just succeeded here (the RUN's ``fr``: its owner would free it a round trip
+    later)."""
 
     obj: str
     parts: int = 0
@@ -433,6 +445,7 @@ class ExecCore:
         self._waiting: dict[Key, tuple[str, TaskSpec]] = {}  # waiting for inputs: (owner, spec)
         self._inputs: dict[Key, tuple[str, ...]] = {}  # remote inputs a task holds here, until it is done
         self.input_refs: dict[str, int] = {}  # input id -> how many tasks here hold it
+        self._drop_after: dict[str, list[str]] = {}  # task id -> inputs it is the last reader of (``DropAfter``)
         self._prefetched: dict[Key, tuple[str, float]] = {}  # handed to the workers early: (kernel, when)
         self._prefetch_paused = False  # after a stuck prefetch was taken back, until a worker finishes a task
         self._procs: dict[Key, str] = {}  # pure tasks in the process pool -> the owner their start named
@@ -453,7 +466,7 @@ class ExecCore:
             RunTasks: self._run, InputsReady: self._inputs_ready, InputsMissing: self._inputs_missing,
             Finished: self._finished, ProcessCancelled: self._process_cancelled, Recalled: self._recalled,
             AbortRuns: self._abort, Tick: self._tick, StealMessage: self._steal_message, PeerDown: self._peer_down,
-            PeerUp: self._peer_up, InlineOverran: self._inline_overran,
+            PeerUp: self._peer_up, InlineOverran: self._inline_overran, DropAfter: self._drop_after_event,
         }  # fmt: skip
 
     # ---- the entry point ------------------------------------------------------------------------------------
@@ -469,7 +482,8 @@ class ExecCore:
         return {
             "queued": self.stats.queued, "queue": len(self.queue._tasks), "waiting": len(self._waiting),
             "inputs": len(self._inputs), "input_refs": len(self.input_refs), "prefetched": len(self._prefetched),
-            "procs": len(self._procs), "steal request": int(self.steal._request is not None),
+            "procs": len(self._procs), "drop after": len(self._drop_after),
+            "steal request": int(self.steal._request is not None),
             "steal offers": len(self.steal._offers), "steal commits": len(self.steal._handed),
         }  # fmt: skip
 
@@ -812,10 +826,15 @@ class ExecCore:
                 self._tiny(qt.kernel, result, dt)
             if self._prefetched and qt.device == "cpu" and self.runtime[qt.kernel] >= PREFETCH_SECONDS:
                 long.add(qt.kernel)
+        after = self._drop_after.pop(key[0], None) if self._drop_after else None
         if self._inputs:
             self._release(key, out)
         self.stats.finished += 1
         ok = bool(result["ok"])
+        if ok and qt is not None and (last := qt.spec.get("fr")):
+            self._drop_last_used(last, out)
+        if ok and after:
+            self._drop_last_used(after, out)
         if not ok:
             self.stats.failed += 1
         self.timeline.finished(key[0], key[1], ok, now, run_s=dt if type(dt) is float else None,
@@ -848,7 +867,23 @@ class ExecCore:
         if len(self.runtime) > MAX_KERNELS:
             del self.runtime[next(iter(self.runtime))]
 
+    def _drop_after_event(self, ev: DropAfter, now: float) -> list[Instruction]:
+        if any(k[0] == ev.task for k in self._inputs):  # waiting, queued or running here, with stored inputs
+            self._drop_after.setdefault(ev.task, []).extend(ev.ids)
+        return []
+
+    def _drop_last_used(self, ids: list[str], out: list[Instruction]) -> None:
+        """The task that finished was the last user of these inputs (its owner said so: RUN ``fr``): they go
+        from the store now, before the next task here allocates its result, unless a task here still reads one."""
+        refs = self.input_refs
+        for d in ids:
+            if isinstance(d, str) and d not in refs:
+                out.append(DropResult(d))
+                self.counters["inputs_dropped_at_finish"] += 1
+
     def _release(self, key: Key, out: list[Instruction]) -> None:
+        if self._drop_after:
+            self._drop_after.pop(key[0], None)  # failed, aborted, lost or given away: the owner frees them as usual
         inputs = self._inputs.pop(key, _NO_INPUTS)
         if not inputs:
             return

@@ -167,6 +167,7 @@ class RunTask(TypedDict):
     urg: NotRequired[bool]  # hurried by its owner for its deadline
     rs: NotRequired[bool]  # report its start (STARTED)
     kd: NotRequired[bool]  # a kernel on a GPU keeps its result there however small (devices/resident.py)
+    fr: NotRequired[list[str]]  # inputs it is the last user of: the executor drops them when it succeeds
     c: NotRequired[str]  # the client, and its epoch under the sending owner (tasks/epochs.py)
     ep: NotRequired[int]
 
@@ -649,6 +650,7 @@ class Free(_Header, total=False):
     t: Required[Literal["free"]]
     src: Required[str]
     ids: Required[list[str]]
+    after: str  # a task of the sender's running here that is their last reader: drop them when it succeeds
 
 
 class Claim(_Header, total=False):

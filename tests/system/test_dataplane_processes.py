@@ -119,3 +119,20 @@ def test_a_chain_goes_on_before_the_next_chain_starts_on_a_one_slot_node(tmp_pat
         with mesh.client(1) as c1:
             rows = [r for r in c1.status()["node"]["timeline"] if r["task"] in names and r["started"] is not None]
         assert [names[r["task"]] for r in sorted(rows, key=lambda r: r["started"])] == ["s0", "m0", "s2", "m2"]
+
+
+def test_a_chain_drops_each_intermediate_when_its_last_user_succeeds() -> None:
+    """Issue 17 (docs/performance.md section 15), on a real node: s -> m -> p over 16 MiB arrays, the client
+    keeping only p. The client releases s and m once their results are in, without waiting for their readers
+    (sent to the same owner), so the owner tells the node that the reader running there is their last one (a
+    FREE with ``after``, or ``fr`` in the reader's RUN) and the node drops each from its store the moment its
+    reader succeeds (counter ``inputs_dropped_at_finish``; before, they stayed until a FREE came back after the
+    reader's result had reached the client and its RELEASE the owner). Asserts counts, not times."""
+    with LocalMesh(1, workers=1) as mesh, mesh.client(0) as c:
+        n = 2**21
+        p = c.submit(funcs.total, c.submit(funcs.double_array, c.submit(funcs.make_array, n, 7)))
+        assert p.result(timeout=60) == pytest.approx(2 * float(funcs.make_array(n, 7).sum()))
+        node = c.status()["node"]
+        assert node["counters"].get("inputs_dropped_at_finish", 0) == 2
+        wait_for(lambda: c.status()["node"]["store"]["objects"] == 0, timeout=10, what="the store empty")
+

@@ -105,6 +105,7 @@ def valid_messages() -> list[dict[str, Any]]:
         {"t": M.STORE, "src": "n1", "id": "p", "shm": {"name": "f", "blob": b"\x90", "sizes": [8]}},  # same host
         {"t": M.STORED, "src": "n2", "id": "p", "noshm": True},  # its file was refused: send the copy itself
         {"t": M.FREE, "src": "n1", "ids": ["a"]},
+        {"t": M.FREE, "src": "n1", "ids": ["a"], "after": "b"},  # b, running there, is a's last reader
         {"t": M.CLAIM, "src": "n3", "ids": ["p"]},  # an owner that adopted a put: its copy there is this owner's
         {"t": M.GET, "req": 2, "id": "a"},
         {"t": M.GOT, "req": 2, "id": "a", "ok": True, "val": res},

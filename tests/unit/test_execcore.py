@@ -28,6 +28,7 @@ from meshaios.tasks.execcore import (
     PREFETCH_STUCK,
     RESEND_WINDOW,
     AbortRuns,
+    DropAfter,
     DropResult,
     ExecCore,
     FetchInputs,
@@ -269,6 +270,44 @@ def test_remote_inputs_are_fetched_then_the_task_is_queued_pinned_and_its_inputs
     assert of(ReleaseInputs, out) == [ReleaseInputs(["x"])]
     assert c.input_refs == {}
     assert c.stats.queued == 0
+
+
+def test_the_last_user_of_an_input_drops_it_when_it_succeeds_before_the_next_task_starts() -> None:
+    """Issue 17 (performance.md section 15): a RUN's ``fr`` names inputs the task is the last user of; when it
+    succeeds they go from the store (``DropResult``) before the next queued task starts and before its result is
+    sent; not when it fails, nor one that another task here still reads."""
+    c = core(slots=1)
+    here = {"loc": ["me"], "size": 100 << 20}
+    tasks = [task("m", deps={"s": here, "x": here}, fr=["s", "x"]), task("n", deps={"x": here}),
+             task("q", deps={"x": here}, fr=["x"])]
+    fetches = of(FetchInputs, c.handle(RunTasks("o", tasks), 0.0))
+    out = [i for f in fetches for i in c.handle(InputsReady(f.key, local=True), 0.1)]
+    assert started(out) == [("m", 0)]
+    out = finish(c, out, dt=0.5)
+    assert of(DropResult, out) == [DropResult("s")]  # x: n and q still read it
+    kinds = [type(i) for i in out]
+    assert kinds.index(DropResult) < kinds.index(SendResult) < kinds.index(StartOnWorker)
+    assert started(out) == [("n", 0)]
+    out = finish(c, out, dt=0.5)
+    assert of(DropResult, out) == []
+    assert started(out) == [("q", 0)]
+    out = c.handle(Finished([("o", ("q", 0), {"id": "q", "att": 0, "ok": False, "err": {}})]), 2.0)
+    assert of(DropResult, out) == []  # failed: it may run again
+    assert c.counters["inputs_dropped_at_finish"] == 1
+
+
+def test_a_free_after_a_running_reader_drops_the_input_when_that_reader_succeeds() -> None:
+    c = core(slots=1)
+    here = {"loc": ["me"], "size": 100 << 20}
+    fetches = of(FetchInputs, c.handle(RunTasks("o", [task("m", deps={"s": here}), task("n", deps={"t": here})]),
+                                       0.0))
+    out = [i for f in fetches for i in c.handle(InputsReady(f.key, local=True), 0.1)]
+    assert started(out) == [("m", 0)]
+    assert c.handle(DropAfter("m", ["s"]), 0.2) == []
+    assert c.handle(DropAfter("gone", ["t"]), 0.2) == []  # not here: ignored (its owner frees it as usual)
+    out = finish(c, out, dt=0.5)
+    assert of(DropResult, out) == [DropResult("s")]
+    assert c.held()["drop after"] == 0
 
 
 def test_a_task_whose_stored_inputs_were_here_all_along_can_be_stolen_and_its_thief_fetches_them() -> None:

@@ -996,6 +996,46 @@ def test_the_ready_queue_takes_a_client_tasks_in_submission_order() -> None:
     assert list(o.ready) == ["c", "d"]
 
 
+def runs(actions: list[OwnerAction]) -> dict[str, dict[str, Any]]:
+    return {t["id"]: t for a in actions if isinstance(a, Dispatch) for t in a.tasks}
+
+
+def test_the_last_user_of_a_released_input_is_told_to_drop_it_when_it_succeeds() -> None:
+    """Issue 17 (performance.md section 15): the RUN of a task that is the last user of a released stored input
+    names it (``fr``), so its executor drops it the moment the task succeeds, not when ``Free`` comes a round trip
+    later; an input with another consumer still pending, one the client holds, or a small one is not named."""
+    o = make()
+    o.node_up("n1", 1)
+    o.submit(C1, [spec("big"), spec("small"), spec("kept"), spec("s"), spec("m", ("s", "big", "small", "kept")),
+                  spec("other", ("big", "s", "m"))])
+    o.completed("n1", [stored("big"), stored("small", 4096), stored("kept")])
+    o.release(["s", "big", "small"])  # the client let go of them after submitting their readers
+    acts = o.completed("n1", [stored("s")])
+    assert "fr" not in runs(acts)["m"]  # s and big have another reader pending; small is under ORDER_MIN_BYTES
+    acts = o.completed("n1", [stored("m")])
+    assert runs(acts)["other"]["fr"] == ["big", "s"]  # m has finished: other is their last reader
+    check_inflight(o)
+
+
+def test_an_input_released_while_its_last_reader_runs_on_its_holder_goes_when_that_reader_succeeds() -> None:
+    """The client releases a result once it has it, usually after its reader was dispatched: the holder is told
+    that the reader running there is its last one (``Free`` with ``after``); not a reader on another node, nor
+    while another reader is pending."""
+    from meshaios.tasks.owner import Free
+
+    o = make()
+    o.node_up("n1", 1)
+    o.node_up("n2", 1)
+    o.submit(C1, [spec("s"), spec("m", ("s",)), spec("t"), spec("u", ("t",)), spec("v", ("t",))])
+    first = o.tasks["s"].node
+    o.completed(first, [stored("s")])
+    assert o.tasks["m"].node == first  # next to its input
+    assert o.release(["s"]) == [Free(first, ["s"], after="m")]
+    o.completed(o.tasks["t"].node, [stored("t")])
+    assert o.release(["t"]) == []  # u and v both still read it
+    check_inflight(o)
+
+
 def test_tiny_tasks_without_inputs_are_never_held() -> None:
     o = make()
     o.node_up("n1", 1)

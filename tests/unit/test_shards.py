@@ -264,6 +264,42 @@ def test_a_release_waits_while_a_task_on_another_shard_needs_the_object() -> Non
     assert sorted(o.sid for o in out if isinstance(o, Release)) == sorted({owner_a, d.sid})
 
 
+def test_an_input_read_only_on_its_own_shard_is_released_once_its_reader_is_sent() -> None:
+    """Issue 17 (performance.md section 15): the owner keeps an input for a reader it was sent itself, so the
+    client's release of that input does not wait for the reader's result; it goes right after the reader's SUBMIT
+    (``routed_releases``), or at once if the reader was sent already."""
+    c = core(1)
+    add(c, spec("s"))
+    c.add(spec("m", "s"))  # submitted, not routed yet (the window's outbox): the release waits
+    assert c.release("s") == []
+    assert c.routed_releases() == []
+    assert ids(c.route(spec("m", "s")))[-1] == "m"
+    assert c.routed_releases() == [Release(0, ["s"])]  # after the SUBMIT of m, on the same connection
+    add(c, spec("p", "m"))
+    assert c.release("m") == [Release(0, ["m"])]  # p was sent to m's own shard already
+    assert c.finish("m", True, {"loc": ["n0"], "size": 100, "parts": 0}) == []
+    assert c.finish("p", True, {"v": ARGS}) == []  # nothing left to release
+
+
+def test_an_input_also_known_on_another_shard_waits_for_every_reader() -> None:
+    c = core(2)
+    add(c, spec("a"))
+    owner_a = c.shard_of["a"]
+    c.finish("a", True, {"loc": ["n0"], "size": 100, "parts": 0})
+    other = 1 - owner_a
+    near = add(c, spec("n", "a"))
+    assert near is not None
+    assert near.sid == owner_a
+    c.add(spec("f", "a"))
+    c.shard_of["f"] = other
+    far = c._send("f", other)  # a reader on the other shard, which takes a along as done
+    assert "a" in ids(far)
+    assert c.release("a") == []  # the other shard knows a too: a release there would free it under n
+    assert c.finish("f", True, {"v": ARGS}) == []  # n still reads it, and a's RELEASE would reach both shards
+    out = c.finish("n", True, {"v": ARGS})
+    assert sorted(o.sid for o in out if isinstance(o, Release)) == [0, 1]
+
+
 def test_puts_go_along_to_a_shard_that_does_not_know_them() -> None:
     c = core(2)
     c.put_done("p1", 1000, ["n0", "n1"], 0)

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from meshaios.testing import localmesh
+from meshaios.testing.zygote import Zygote
 from tests import leakguard
 
 LEAK_GRACE = 5.0  # seconds for a stopping node's threads, sockets and children to finish going away
@@ -38,6 +40,21 @@ def _no_leaks() -> Iterator[None]:
 
 def pytest_configure(config: pytest.Config) -> None:
     leakguard.warm_up()
+    # Nodes of every LocalMesh are forked from one process that has imported meshaios once (about 1.3 s of CPU saved
+    # per node, several hundred nodes per run). Started before any test, so that no test is blamed for it; its
+    # children count as ours for the leak guard.
+    if os.environ.get("MESHAIOS_TEST_ZYGOTE", "1") == "0":  # to tell a forking problem from a node's
+        return
+    localmesh.ZYGOTE = Zygote()
+    localmesh.ZYGOTE.start()
+    assert localmesh.ZYGOTE.pid is not None
+    leakguard.ADOPTED_PARENTS.add(localmesh.ZYGOTE.pid)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if localmesh.ZYGOTE is not None:
+        localmesh.ZYGOTE.close()
+        localmesh.ZYGOTE = None
 
 
 def pytest_report_header() -> str:

@@ -63,8 +63,13 @@ def _handles() -> frozenset[str]:
     return frozenset(out)
 
 
+#: Processes whose children count as this process's own: the test suite's zygote, which forks the nodes of every
+#: ``LocalMesh`` (meshaios.testing.zygote).
+ADOPTED_PARENTS: set[int] = set()
+
+
 def _children() -> frozenset[int]:
-    me = os.getpid()
+    parents = {os.getpid(), *ADOPTED_PARENTS}
     out = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -75,7 +80,7 @@ def _children() -> frozenset[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[1]) == me:
+        if int(fields[1]) in parents:
             out.add(int(entry))
     return frozenset(out)
 

@@ -65,7 +65,8 @@ async def _txt_records(expect: set[str], timeout: float = 10.0) -> dict[str, dic
 def test_token_is_never_logged_announced_or_shown(tmp_path: Path) -> None:
     """Two nodes at debug level, found by mDNS, doing work, refusing wrong tokens and unauthenticated attempts:
     the token and the secret key appear in no log, no TXT record, no status, no command line."""
-    with LocalMesh(2, discovery=True, extra_args=["--log-level", "debug"]) as mesh:
+    # fork=False: the command line checked below is the one `python -m meshaios node` gets, not the zygote's
+    with LocalMesh(2, discovery=True, extra_args=["--log-level", "debug"], fork=False) as mesh:
         secret = _secrets(mesh.token)
         with mesh.client(0) as c:
             wait_for(lambda: len(c.status()["members"]) == 1, timeout=10, what="the two nodes meet")

@@ -611,7 +611,13 @@ class AsyncClient:
         self._fn_cache: dict[Callable[..., Any], Payload] = {}
         self._closed = False
         self._broken: MeshError | None = None
-        self._next_req = 0
+        self._next_req = 0  # the last request number given out (``_new_req``)
+        # The sync ``Client``'s caller thread may send a lone task's SUBMIT itself (``_submit_direct``): request
+        # numbers are given out, and a PING's mark taken, under this lock, with the send they go with; the tasks so
+        # sent wait in ``_handover`` until the loop's thread records them (``_adopt``)
+        self._wire_lock = threading.Lock()
+        self._handover: collections.deque[tuple[M.SubmitTask, Future, Connection, int, int, int]] = collections.deque()
+        self.sent_direct = 0  # SUBMITs sent from the caller's thread (``_submit_direct``)
         self._by_req: dict[int, asyncio.Future[M.Got | M.PutAck]] = {}
         self._req_shard: dict[int, int] = {}  # which shard each request went to
         self._gets: dict[int, M.Get] = {}  # GETs awaiting an answer: asked again after a failover
@@ -807,8 +813,7 @@ class AsyncClient:
             self._send(adopt, sid=sid)
         refusable = self._refusable.get(sid) if fresh else None
         for batch in submit_batches(specs, self._batch_bytes.get(sid, SUBMIT_HEADER_BYTES)):
-            self._next_req += 1
-            req = self._next_req  # third in the header, where a node that refuses the SUBMIT reads it (peek_req)
+            req = self._new_req()  # third in the header, where a node that refuses the SUBMIT reads it (peek_req)
             streamed = self._send({"t": M.SUBMIT, "req": req, "tasks": batch, "ep": shard.epoch}, sid=sid)
             if refusable is None:
                 continue
@@ -837,14 +842,14 @@ class AsyncClient:
         while not self._closed:
             await asyncio.sleep(PING_INTERVAL)
             tick += 1
+            self._adopt()
             self._take_lazy_releases()  # at least once per heartbeat (``_release_threadsafe``)
             for sid, conn in list(self._conns.items()):
                 if sid in self.core.shards and not self.core.shards[sid].failing:
                     # busy or not: the owner holds our work back when we fall silent (its client lease, 1 s); every
                     # 2 s the PONG also lists the live members: where to fail over to is never more than 2 s stale
                     ping: M.Ping = {"t": M.PING, "peers": True} if tick % PEERS_EVERY == 1 else {"t": M.PING}
-                    conn.send(encode(ping))
-                    self._ping_sent(sid)
+                    self._send_ping(sid, conn, ping)
             if tick % WATCH_EVERY:
                 continue  # the rest every 0.5 s
             now = self.clock.now()
@@ -946,6 +951,9 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        with self._wire_lock:
+            pass  # a SUBMIT the caller's thread is sending is in ``_handover`` now; later ones find us closed
+        self._adopt()
         jobs = list(self._jobs)
         for job in jobs:
             job.cancel()
@@ -1091,6 +1099,8 @@ class AsyncClient:
 
     def _enqueue(self, items: list[tuple[M.SubmitTask, Future]]) -> None:
         """Loop thread only."""
+        if self._handover:
+            self._adopt()  # tasks the caller's thread sent come first, as they were submitted first
         idle = not self._pending
         if idle:
             for s in self.core.shards.values():
@@ -1109,6 +1119,80 @@ class AsyncClient:
         else:
             self._schedule_flush()  # more may come in this iteration: one SUBMIT for all of them
 
+    def _submit_direct(self, item: tuple[M.SubmitTask, Future]) -> bool:
+        """The sync ``Client``'s caller thread: send a lone task's SUBMIT from here, sparing the round trip a hand-off
+        to the loop's thread (docs/performance.md, section 16). Only when nothing else of ours is unfinished or
+        waiting, one shard, and a task with no inputs and no priority: nothing to route, no window, no order to
+        keep. True: sent; the loop's thread records it as ``_flush`` would have (``_adopt``) the next time it reads
+        a message, submits, flushes, cancels or beats -- before it reads any answer, and off the round trip's way.
+        False: nothing was sent, the ordinary path takes it."""
+        spec, fut = item
+        if (self._pending or self._outbox or self._urgent or self._handover or spec["deps"] or "priority" in spec
+                or self._loop is None or threading.get_ident() == self._loop_thread):  # fmt: skip
+            return False
+        shards = list(self.core.shards.items())  # loop-thread state, read once: the checks below stand or fall on it
+        if len(shards) != 1:
+            return False
+        sid, shard = shards[0]
+        conn = self._conns.get(sid)
+        send = getattr(conn, "send_threadsafe", None)
+        if conn is None or send is None or shard.failing:
+            return False
+        if _header_bytes(spec) > self._batch_bytes.get(sid, SUBMIT_HEADER_BYTES):
+            return False
+        ep = shard.epoch
+        with self._wire_lock:
+            if self._closed or self._broken is not None:
+                return False
+            req = self._next_req + 1
+            frames = encode({"t": M.SUBMIT, "req": req, "tasks": [spec], "ep": ep})
+            if self._streams_out.should_stream(frames):
+                return False
+            self._handover.append((spec, fut, conn, sid, ep, req))  # before the send: its answer finds it there
+            sent = send(frames)
+            if sent is False:
+                self._handover.pop()
+                return False
+            self._next_req = req
+            self.sent_direct += 1
+        if sent:  # a message is waiting that the loop may not have been told of: it reads it (after ``_adopt``)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: ``close`` adopted what was sent
+                self._loop.call_soon_threadsafe(self._adopt)
+        return True
+
+    def _adopt(self) -> None:
+        """Loop thread: record the tasks the caller's thread sent (``_submit_direct``) as sent, as ``_flush`` and
+        ``_submit_to`` would have; one sent on a connection that a failover replaced meanwhile, or at an older
+        epoch, goes the ordinary way (resubmitted, as a failover resubmits what its shard had)."""
+        q = self._handover
+        if not q:
+            return
+        with self._wire_lock:  # a send under way finishes first
+            items = list(q)
+            q.clear()
+        for spec, fut, conn, sid, ep, req in items:
+            rc = getattr(conn, "recheck", None)
+            if rc is not None:
+                rc()  # the send may have consumed the signal of a message that arrived meanwhile (io/lean.py)
+            shard = self.core.shards.get(sid)
+            if shard is None or shard.failing or shard.epoch != ep or self._conns.get(sid) is not conn:
+                self._enqueue([(spec, fut)])
+                continue
+            if not self._pending:
+                now = self.clock.now()
+                for s in self.core.shards.values():
+                    s.progress = now
+            tid = spec["id"]
+            self._pending[tid] = fut
+            self.core.add(spec)
+            self.core.sent(tid, sid)
+            self._inflight += 1
+            refusable = self._refusable.get(sid)
+            if refusable is not None:
+                refusable[req] = [spec]
+        if len(self._lazy_releases) >= RELEASE_BATCH:
+            self._schedule_flush()  # the releases go with the next flush, as they would have with this one
+
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -1117,6 +1201,8 @@ class AsyncClient:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._handover:
+            self._adopt()
         if not self.core.shards:
             return
         if len(self._lazy_releases) >= RELEASE_BATCH:
@@ -1175,6 +1261,8 @@ class AsyncClient:
         after a failover); one sent already is named in a CANCEL to its owner, which follows the SUBMITs in order;
         one held here for inputs of other owners is settled at once. The future stays pending until then, so the
         window's count stays right."""
+        if self._handover:
+            self._adopt()
         for key in keys:
             spec = self._specs.get(key)
             if spec is not None and key in self._pending:
@@ -1369,8 +1457,7 @@ class AsyncClient:
         ``msg["req"]`` is replaced)."""
         self._check_open()
         assert self._loop is not None
-        self._next_req += 1
-        req = self._next_req
+        req = self._new_req()
         fut: asyncio.Future[M.Got | M.PutAck] = self._loop.create_future()
         self._by_req[req] = fut
         self._req_shard[req] = sid
@@ -1531,9 +1618,10 @@ class AsyncClient:
         if fut is None or fut.done():
             fut = self._loop.create_future()
             self._replies[reply_type] = fut
-        self._conn.send(encode(msg))
         if msg["t"] == M.PING:
-            self._ping_sent(0)
+            self._send_ping(0, self._conn, msg)
+        else:
+            self._conn.send(encode(msg))
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(fut)
@@ -1583,6 +1671,8 @@ class AsyncClient:
             batch = await conn.recv_batch()
             if self._conns.get(sid) is not conn:
                 return  # replaced by a failover
+            if self._handover:
+                self._adopt()  # before any answer to what the caller's thread sent
             self.core.heard(sid, self.clock.now())
             for frames in batch:
                 try:
@@ -1635,10 +1725,20 @@ class AsyncClient:
             if waiting is not None and not waiting.done():
                 waiting.set_result(msg)
 
-    def _ping_sent(self, sid: int) -> None:
-        marks = self._ping_marks.get(sid)
-        if marks is not None:
-            marks.append(self._next_req)
+    def _send_ping(self, sid: int, conn: Connection, msg: M.Message) -> None:
+        """A PING to shard ``sid``'s node, marked with the last request number sent before it (``_acknowledged``):
+        under ``_wire_lock``, so that no SUBMIT of the caller's thread numbered before it goes out after it."""
+        frames = encode(msg)
+        with self._wire_lock:
+            conn.send(frames)
+            marks = self._ping_marks.get(sid)
+            if marks is not None:
+                marks.append(self._next_req)
+
+    def _new_req(self) -> int:
+        with self._wire_lock:
+            self._next_req += 1
+            return self._next_req
 
     def _acknowledged(self, sid: int) -> None:
         """A PONG from shard ``sid``'s node: the SUBMITs sent before the PING it answers were taken (an ERROR refusing
@@ -1855,7 +1955,8 @@ class Client:
         """``fn(*args, **kwargs)`` with meshaios's ``options`` kept apart: every keyword in ``kwargs`` reaches
         ``fn`` (the executor submits this way)."""
         item = self._async._prepare(fn, args, kwargs, **options)
-        self._loop.call_soon_threadsafe(self._async._enqueue, [item])
+        if not self._async._submit_direct(item):
+            self._loop.call_soon_threadsafe(self._async._enqueue, [item])
         return item[1]
 
     def put(self, value: Any, timeout: float = 60.0, device: str | None = None) -> Future:

@@ -330,6 +330,11 @@ class Shards:
         self._rr += 1
         return least[self._rr % len(least)].sid
 
+    def sent(self, tid: str, sid: int) -> None:
+        """Task ``tid`` (added, with no inputs) was sent to shard ``sid`` without ``route``: recorded as ``route``
+        records it (the sync client's caller thread sends such a task itself when nothing else is in flight)."""
+        self._send(tid, sid)
+
     def _send(self, tid: str, sid: int) -> Submit:
         shard = self.shards[sid]
         shard.tasks.add(tid)

@@ -18,7 +18,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from meshaios.errors import AuthError, MeshUnavailable
-from meshaios.io.lean import LeanReader
+from meshaios.io.lean import _EVENTS, _POLLIN, LeanReader, _get
 from meshaios.io.transport import apply_client_curve
 from meshaios.security import MeshKeys
 from meshaios.store.stream import MAX_FRAME_BYTES
@@ -63,6 +63,8 @@ class ZmqConnection:
             apply_client_curve(self.sock, keys)
         self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)
         self._lean = LeanReader(self._sync)  # the socket is read and written through the shadow (io/lean.py)
+        self._lock = self._lean.lock  # every call on the socket holds it: the sync client's caller may send too
+        self._closed = False
         self._backlog: collections.deque[list[Any]] = collections.deque()  # messages the full send queue refused
         self._monitor = self.sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | sum(_HANDSHAKE_FAILED)
@@ -114,26 +116,48 @@ class ZmqConnection:
         if self._backlog:
             self._backlog.append(frames)
             return
-        try:
-            self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self._backlog.append(frames)
-            asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)
-        finally:
-            self._lean.sent()
+        with self._lock:
+            try:
+                self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._backlog.append(frames)
+                asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)
+            finally:
+                self._lean.sent()
+
+    def send_threadsafe(self, frames: list[Any]) -> bool | None:
+        """Any thread: send ``frames`` now if the socket takes them at once. False: it did not (closed, messages of
+        the loop's still queued here, or a full send queue), nothing was sent. True: sent, and a message is waiting
+        to be read, whose signal this send may have consumed (io/lean.py): the loop's thread must call ``recheck``
+        soon. None: sent, nothing waiting."""
+        with self._lock:
+            if self._closed or self._backlog:
+                return False
+            try:
+                self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError:
+                return False
+            return True if _get(self._sync, _EVENTS) & _POLLIN else None
+
+    def recheck(self) -> None:
+        """Loop thread, after another thread's ``send_threadsafe``: wake the reader if a message is waiting."""
+        with self._lock:
+            if not self._closed:
+                self._lean.sent()
 
     def _send_backlog(self) -> None:
-        if self._sync.closed:
-            self._backlog.clear()
-            return
-        try:
-            while self._backlog:
-                self._sync.send_multipart(self._backlog[0], zmq.NOBLOCK, copy=False)
-                self._backlog.popleft()
-        except zmq.Again:
-            asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)
-        finally:
-            self._lean.sent()
+        with self._lock:
+            if self._closed or self._sync.closed:
+                self._backlog.clear()
+                return
+            try:
+                while self._backlog:
+                    self._sync.send_multipart(self._backlog[0], zmq.NOBLOCK, copy=False)
+                    self._backlog.popleft()
+            except zmq.Again:
+                asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)
+            finally:
+                self._lean.sent()
 
     async def recv_batch(self, limit: int = 256) -> list[list[Any]]:
         return await self._lean.recv_batch(limit)
@@ -141,10 +165,12 @@ class ZmqConnection:
     async def close(self, linger: float = 0.0) -> None:
         """``linger``: seconds that messages still queued may take to leave (a goodbye); 0 drops them."""
         self._lean.close()
-        with contextlib.suppress(Exception):
-            self.sock.disable_monitor()
-        self._monitor.close(linger=0)
-        self.sock.close(linger=int(linger * 1000))
+        with self._lock:  # a thread in ``send_threadsafe`` finishes first; later ones find it closed
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self.sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self.sock.close(linger=int(linger * 1000))
         await asyncio.sleep(0)
         if self._own_ctx:
             with contextlib.suppress(Exception):

@@ -10,13 +10,16 @@ The descriptor is edge-like: it signals that libzmq has commands to process, and
 process them -- a send included -- and so consume the signal of a message that arrived meanwhile (the lost
 wake-ups of docs/performance.md, section 1). So every batch drains until ``ZMQ_EVENTS`` says nothing is left,
 and whoever sends on the socket from the loop calls ``sent()`` afterwards, which wakes a waiting reader if
-messages are there. One thread only: the event loop's.
+messages are there. The event loop's thread reads; another thread may send on the socket under ``lock`` (the sync
+client's caller sending a SUBMIT, ``ZmqConnection.send_threadsafe``): a libzmq socket must never be used by two
+threads at once, so the reader holds ``lock`` around its own calls on the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from typing import Any
 
 import zmq
@@ -37,6 +40,7 @@ class LeanReader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None  # registered with the loop (once, at the first wait)
         self._waiter: asyncio.Future[None] | None = None
+        self.lock = threading.Lock()  # held around every call on the socket by the reader and any other user
 
     def _wake(self) -> None:
         w, self._waiter = self._waiter, None
@@ -49,11 +53,12 @@ class LeanReader:
         if self._waiter is not None:
             self._wake()
         else:
-            with contextlib.suppress(zmq.ZMQError):
+            with self.lock, contextlib.suppress(zmq.ZMQError):
                 _get(self.sock, _EVENTS)
 
     def sent(self) -> None:
-        """Call after each send on this socket: the send may have consumed the signal of a message."""
+        """Call after each send on this socket (holding ``lock`` where other threads use the socket), on the loop's
+        thread: the send may have consumed the signal of a message."""
         if self._waiter is not None and _get(self.sock, _EVENTS) & _POLLIN:
             self._wake()
 
@@ -62,14 +67,16 @@ class LeanReader:
         sock = self.sock
         while True:
             out: list[list[Any]] = []
-            while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
-                out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            with self.lock:
+                while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
+                    out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
             if out:
                 return out
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             if self._fd is None:
-                fd = int(sock.get(zmq.FD))
+                with self.lock:
+                    fd = int(sock.get(zmq.FD))
                 self._loop.add_reader(fd, self._readable)
                 self._fd = fd
             w = self._waiter = self._loop.create_future()

@@ -1,0 +1,105 @@
+"""The sync client's caller thread sending a lone task's SUBMIT itself (``AsyncClient._submit_direct``, issue 19,
+docs/performance.md section 16), against real node processes and sockets: every result arrives once and right,
+alone, mixed with other threads' work, refused, and across a failover of the node that owns the tasks."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from meshaios import Client
+from meshaios.chaos import workload as W
+from meshaios.errors import RequestRefused
+from meshaios.testing.localmesh import LocalMesh, wait_for
+from tests.integration import funcs
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[LocalMesh]:
+    with LocalMesh(1, discovery=False, startup_timeout=60) as m:
+        yield m
+
+
+def _settled(c: Client) -> bool:
+    a = c._async
+    return not a._pending and not a._handover and a._inflight == 0
+
+
+def test_sequential_tasks_are_sent_from_the_callers_thread_and_each_settles_once(mesh: LocalMesh) -> None:
+    with mesh.client(0) as c:
+        for i in range(300):
+            assert c.submit(funcs.square, i).result(timeout=30) == i * i
+        assert c._async.sent_direct >= 290  # the first may go the ordinary way while the shard opens
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
+        assert c.stats["results"] == 300
+        assert c.stats["duplicates"] == 0
+        # a task with an input, or many at once, go the ordinary way and still find what was sent directly
+        f = c.submit(funcs.square, 7)
+        assert c.submit(funcs.add, f, 1).result(timeout=30) == 50
+        assert c.gather(c.map(funcs.square, range(50)), timeout=30) == [i * i for i in range(50)]
+
+
+def test_threads_submitting_at_once_mix_both_paths_and_every_result_is_right(mesh: LocalMesh) -> None:
+    errors: list[BaseException] = []
+    with mesh.client(0) as c:
+
+        def one_at_a_time(base: int) -> None:
+            try:
+                for i in range(base, base + 150):
+                    assert c.submit(funcs.square, i).result(timeout=60) == i * i
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one_at_a_time, args=(k * 1000,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        futs = c.map(funcs.add, range(400), range(400))
+        assert c.gather(futs, timeout=60) == [2 * i for i in range(400)]
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:3]
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
+        assert c.stats["results"] == 4 * 150 + 400
+        assert c.stats["duplicates"] == 0
+
+
+def test_a_refused_direct_submit_fails_its_task_and_the_client_carries_on(mesh: LocalMesh) -> None:
+    with mesh.client(0) as c:
+        assert c.submit(funcs.square, 2).result(timeout=30) == 4
+        spec, fut = c._async._prepare(funcs.square, (3,), {})
+        spec["fn"] = "not a function payload"  # type: ignore[typeddict-item]  # the node refuses the SUBMIT
+        assert c._async._submit_direct((spec, fut))
+        with pytest.raises(RequestRefused):
+            fut.result(timeout=30)
+        assert c.submit(funcs.square, 5).result(timeout=30) == 25
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
+
+
+def test_tasks_sent_directly_survive_the_death_of_their_owner() -> None:
+    results: list[int] = []
+    errors: list[BaseException] = []
+    with LocalMesh(2, startup_timeout=60) as mesh, mesh.client(0, spread=1, heartbeat_timeout=2.0) as c:
+        wait_for(lambda: len(c._async._known_nodes) >= 2, 30, what="the client learns the other node")
+
+        def one_at_a_time() -> None:
+            try:
+                for i in range(400):
+                    results.append(c.submit(W.work, i, 0.002).result(timeout=60))
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=one_at_a_time)
+        t.start()
+        wait_for(lambda: len(results) >= 100, 30, what="the job under way")
+        mesh.kill(0, signal.SIGKILL)
+        t.join(120)
+        assert not errors, errors[:3]
+        assert results == [W.expected_work(i) for i in range(400)]
+        assert c._async.failovers == 1
+        assert c.stats["results"] == 400
+        assert c._async.sent_direct > 100  # before the failover, and after it on the new connection

@@ -49,8 +49,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, NotRequired, Protocol, TypedDict
 
 import msgpack
-from river import linear_model, optim, utils
 
+from meshaios.sched.river_import import linear_model, optim, utils
 from meshaios.wire.messages import ModelStats, ModelSummary
 
 __all__ = ["Features", "Learner", "ModelConfig", "RuntimeModel", "device_kind", "task_features"]

@@ -416,7 +416,11 @@ class Shards:
             spec = self.specs[tid]
             done = self.finished.get(tid) if tid not in self.pending else None
             if done is not None:  # the owner takes it as done, and need not run it again
-                spec = {**spec, "done": done, "rel": tid in self.released}
+                # released only once no unfinished task of ours reads it: an owner that adopts it released would
+                # free the one copy, shared with its first owner, when its own readers are done -- under a reader
+                # on another shard (a shuffle's reducers, sent one by one). Otherwise the release follows to every
+                # shard that knows it when its last reader finishes (``release``, ``_release_now``).
+                spec = {**spec, "done": done, "rel": tid in self.released and not self._readers.get(tid)}
                 self.known.setdefault(tid, set()).add(sid)
             elif reconcile and tid in self.pending:
                 spec = {**spec, "rc": True}

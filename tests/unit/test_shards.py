@@ -123,6 +123,38 @@ def test_inputs_on_two_shards_hold_the_task_until_the_remote_one_finished() -> N
     assert not c.held
 
 
+def test_an_input_carried_to_another_shard_is_not_released_there_while_a_reader_is_unfinished() -> None:
+    """A shuffle: map outputs a and b on two shards, released at once (``mapreduce`` drops the map futures), two
+    reducers held for them. Sent along as ``done`` with ``rel``, an input is adopted released: its new owner frees
+    the one copy -- shared with its first owner -- as soon as its own reader finishes, under the other reducer (seen:
+    reducers failing with lost inputs, recomputed maps, then a WireError). It goes unreleased, and the release,
+    held back until the last reader finishes, reaches every shard that knows it."""
+    c = core(3)
+    a, b = add(c, spec("a")), add(c, spec("b"))
+    assert a is not None
+    assert b is not None
+    assert a.sid != b.sid
+    assert add(c, spec("r0", "a#0", "b#0")) is None
+    assert add(c, spec("r1", "a#1", "b#1")) is None
+    target = c.held["r0"][0]
+    assert c.release("a") == []
+    assert c.release("b") == []
+    out = c.finish("a", True, {"loc": ["n1"], "size": 10, "parts": 2})
+    out += c.finish("b", True, {"loc": ["n2"], "size": 10, "parts": 2})
+    carried = [s for sub in out if isinstance(sub, Submit) for s in sub.specs if "done" in s]
+    assert carried
+    assert all(s["rel"] is False for s in carried)
+    assert {s["id"] for sub in out if isinstance(sub, Submit) for s in sub.specs} >= {"r0", "r1"}
+    early = [*c.routed_releases(), *c.finish("r0", True, {"v": ARGS})]
+    # an input whose readers all went to its own owner may go at once (that owner keeps it for them); the one
+    # carried to the other shard waits for its last reader, r1
+    far = "a" if target != a.sid else "b"
+    assert all(isinstance(r, Release) and far not in r.ids for r in early)
+    rel = [*early, *c.finish("r1", True, {"v": ARGS})]
+    assert all(isinstance(r, Release) for r in rel)
+    assert {(r.sid, i) for r in rel for i in r.ids} == {(a.sid, "a"), (b.sid, "b"), (target, "a"), (target, "b")}
+
+
 def test_an_input_that_failed_elsewhere_fails_the_held_task_here() -> None:
     c = core(2)
     add(c, spec("a"))

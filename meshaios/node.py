@@ -996,6 +996,10 @@ class Node:
             for d, v in list(task["deps"].items()):
                 if not isinstance(v, Payload):
                     task["deps"][d] = self.store.get(d)
+            if ins.device == "cpu" and None in task["deps"].values():  # one is gone: ``_run_one`` reports it lost
+                assert self._pool is not None
+                self._pool.submit((owner, key), self._run_one, task)
+                return
         if ins.device != "cpu":  # a GPU slot: a thread of that GPU's pool, with its own stream
             on_gpu = (functools.partial(self._run_reporting, owner, device=ins.device) if task.get("rs")
                       else functools.partial(self._run_one, device=ins.device))  # fmt: skip
@@ -1100,9 +1104,20 @@ class Node:
             return {"id": task["id"], "att": task["att"], "ok": False, "err": cast("M.ErrorInfo", {})}
         # a GPU task reads its inputs through its device: those kept there are taken with no copy
         gpu = self.gpu.runner(device, self.store.get) if device is not None else None
+        gone: list[str] = []
         for d, v in list(task["deps"].items()):
-            if not isinstance(v, Payload) and gpu is None:  # from the store, here: reading back a spilled input
-                task["deps"][d] = self.store.get(d)  # blocks no event loop
+            if isinstance(v, Payload):
+                continue
+            if gpu is None:  # from the store, here: reading back a spilled input
+                v = task["deps"][d] = self.store.get(d)  # blocks no event loop
+                if v is None:
+                    gone.append(d)
+            elif d not in self.store:
+                gone.append(d)
+        if gone:
+            # freed since the core found it here (its owner freed every part of a map output that another reader
+            # reported lost, say): the owner recomputes it from lineage and runs this again, as for InputsMissing
+            return {"id": task["id"], "att": task["att"], "ok": False, "lost": gone}
         result = run_task(task, self.resolver, allow_pickle=self.secure, gpu=gpu)
         if self.config.slowdown > 1.0 and isinstance(result.get("dt"), float):
             # a deliberately slow machine, for scheduler experiments: the task takes `slowdown` times as long

@@ -234,6 +234,10 @@ class OwnedTask:
     device: str = ""  # its submitter's device choice (``dev``): "cpu", "any"; "": the node's (``gpu_capable``)
     device_at: str = ""  # the node that keeps the result on a GPU (its result said ``kdev``): placement prices it
     seq: int = 0  # graph order: the owner's submission counter (a client submits inputs before their consumers)
+    # the owner's ``_stamp`` when the current attempt was dispatched, and when the task last finished: a ``lost``
+    # report of an attempt sent before an input was done again (recomputed) is about copies gone already
+    sent: int = 0
+    done_at: int = 0
 
     @property
     def available(self) -> bool:
@@ -504,6 +508,7 @@ class Owner:
         self.clients = ClientLeases(self.config.client_lease)
         self._held: dict[bytes, list[str]] = {}  # ready tasks of suspended clients, in order
         self._seq = 0  # submissions so far: each task's graph order (``OwnedTask.seq``)
+        self._stamp = 0  # dispatches and completions so far (``OwnedTask.sent``, ``done_at``)
 
     # ---- the one entry -----------------------------------------------------------------------------------
     def handle(self, event: OwnerEvent, now: float) -> list[OwnerAction]:
@@ -969,6 +974,8 @@ class Owner:
             if r["ok"]:
                 self._learn(t, node_id, r)
                 t.state = TaskState.DONE
+                self._stamp += 1
+                t.done_at = self._stamp
                 t.node = node_id
                 v = r.get("v")
                 if isinstance(v, Payload):
@@ -985,7 +992,9 @@ class Owner:
                 t.attempt += 1
                 for obj in lost:
                     dep = self.tasks.get(base_id(obj))
-                    if dep is not None and dep.state is TaskState.DONE:
+                    # done again since this attempt was sent (recomputed on another reader's report): the copies it
+                    # could not fetch were the old ones, gone already; the new ones stay, and it goes again to them
+                    if dep is not None and dep.state is TaskState.DONE and dep.done_at <= t.sent:
                         if (dep.result is None and not dep.fn.blob and dep.unreachable < MAX_UNREACHABLE
                                 and any(n in self.nodes for n in dep.locations)):  # fmt: skip
                             # a put, which cannot be recomputed, on a holder this owner counts live: that executor
@@ -1331,6 +1340,8 @@ class Owner:
             self._ranks.pop(tid, None)
             t.state = TaskState.DISPATCHED
             t.node = target.node_id
+            self._stamp += 1
+            t.sent = self._stamp
             if t.timeout:
                 self._deadlines[tid] = self.now + t.timeout
             target.inflight += 1

@@ -12,6 +12,7 @@ from meshaios.tasks.owner import (
     ClientHeard,
     Completed,
     Deliver,
+    Dispatch,
     Free,
     Keep,
     LoadHeard,
@@ -88,6 +89,30 @@ def test_a_put_out_of_one_executors_reach_is_asked_for_again_while_its_holder_is
     [res] = [r for r in delivered(out) if r["id"] == "r"]
     assert "ObjectLost" in res["err"]["type"]
     assert frees(out) == {"n2": ["p1"]}  # with the completion that gave it up
+
+
+def test_a_lost_report_about_copies_replaced_since_its_attempt_was_sent_frees_nothing() -> None:
+    """Two reducers read parts of one map output. The first reports its part lost: the map output's copies are
+    freed and it is recomputed. The second, sent before that, then reports its own part lost -- the old copy it was
+    told of. That says nothing of the new copies: freeing them (and recomputing again) freed a part under a reducer
+    that had found it local, which then failed with WireError (tests/system/test_mapreduce_processes.py)."""
+    o = Owner("me", OwnerConfig(window_per_slot=4), rng=random.Random(0))
+    o.handle(NodeUp("n1", 2), 0.0)
+    o.handle(NodeUp("n2", 2), 0.0)
+    [mnode] = dispatched(o.handle(SubmitTasks(C1, [spec("m", parts=2)]), 0.0))
+    o.handle(Completed(mnode, [{"id": "m", "att": 0, "ok": True, "size": 20, "parts": 2}]), 0.1)
+    out = o.handle(SubmitTasks(C1, [spec("r0", ("m#0",)), spec("r1", ("m#1",))]), 0.2)
+    where = {tid: n for n, tids in dispatched(out).items() for tid in tids}
+    out = o.handle(Completed(where["r0"], [{"id": "r0", "att": 0, "ok": False, "lost": ["m#0"]}]), 0.3)
+    assert frees(out) == {mnode: ["m#0", "m#1"]}
+    [new] = [n for n, tids in dispatched(out).items() if "m" in tids]
+    out = o.handle(Completed(new, [{"id": "m", "att": 1, "ok": True, "size": 20, "parts": 2}]), 0.4)
+    assert "r0" in [t for ts in dispatched(out).values() for t in ts]
+    out = o.handle(Completed(where["r1"], [{"id": "r1", "att": 0, "ok": False, "lost": ["m#1"]}]), 0.5)
+    assert frees(out) == {}  # the new copies stay
+    assert o.counters["recomputed"] == 1
+    [run] = [t for a in out if isinstance(a, Dispatch) for t in a.tasks if t["id"] == "r1"]
+    assert run["deps"] == {"m#1": {"loc": [new], "size": 10}}  # again, to the new copy
 
 
 def test_frees_come_out_of_the_tick_as_instructions() -> None:

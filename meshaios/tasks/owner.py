@@ -964,8 +964,11 @@ class Owner:
                 or (t.state is TaskState.READY and r["ok"])
             ):
                 self.counters["duplicates"] += 1
-                if t is not None and r["ok"] and t.state is TaskState.DONE and "v" not in r:
-                    self._frees.setdefault(node_id, []).append(tid)  # an unwanted duplicate copy
+                if t is not None and r["ok"] and t.state is TaskState.DONE and "v" not in r and (
+                        node_id not in t.locations):  # fmt: skip
+                    # an unwanted duplicate copy, a map output's parts included (kept under the ids of the copy
+                    # counted: not where that one is)
+                    self._frees.setdefault(node_id, []).extend([f"{tid}#{j}" for j in range(t.parts)] or [tid])
                 continue
             if t.node is not None and t.node != node_id:
                 # a stale attempt finished first (its node was presumed dead): its result is as good

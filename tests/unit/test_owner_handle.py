@@ -115,6 +115,19 @@ def test_a_lost_report_about_copies_replaced_since_its_attempt_was_sent_frees_no
     assert run["deps"] == {"m#1": {"loc": [new], "size": 10}}  # again, to the new copy
 
 
+def test_a_duplicate_map_output_is_freed_part_by_part_and_never_where_the_counted_copy_is() -> None:
+    """A map task re-placed (its node presumed dead) runs twice: the late copy's parts go (freeing the base id
+    left every ``id#j`` behind, found by the fault injection's shuffle workload), and a duplicate from the node
+    that holds the counted copy -- the very same ids -- frees nothing."""
+    o = owner()
+    [first] = dispatched(o.handle(SubmitTasks(C1, [spec("m", parts=2)]), 0.0))
+    second = "n1" if first == "n2" else "n2"
+    o.handle(Completed(second, [{"id": "m", "att": 1, "ok": True, "size": 20, "parts": 2}]), 0.5)
+    out = o.handle(Completed(first, [{"id": "m", "att": 0, "ok": True, "size": 20, "parts": 2}]), 1.0)
+    assert frees(out) == {first: ["m#0", "m#1"]}
+    assert frees(o.handle(Completed(second, [{"id": "m", "att": 1, "ok": True, "size": 20, "parts": 2}]), 1.5)) == {}
+
+
 def test_frees_come_out_of_the_tick_as_instructions() -> None:
     o = owner()
     out = o.handle(SubmitTasks(C1, [spec("a")]), 0.0)

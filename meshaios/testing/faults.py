@@ -2,11 +2,13 @@
 the executing node's core, SWIM, stealing) and ``AsyncClient``, many seeds a minute.
 
 ``run_seed(seed)`` draws a mesh (3-5 nodes, 1-2 workers each), a client (its tasks owned by 1-4 nodes), a
-workload (independent squares, then a tree of sums over them) and faults at random times while it runs: kills
+workload (independent squares, then a tree of sums over them; with ``shuffle``, a word count by MapReduce too, its
+map outputs pulled peer to peer in parts, with or without a combiner) and faults at random times while it runs: kills
 (the entry node too), pauses (every message to and from a node held, then delivered late), partitions, message
 loss and links that race. It returns what went wrong, in words; ``check`` is what a user relies on:
 
-* every future gets its result, the right one, exactly once (the client drops late duplicates; it never sees
+* every future gets its result, the right one, exactly once (a future failing with an error the workload did not
+  raise is a violation too) (the client drops late duplicates; it never sees
   one), within a bound of virtual time (no future waits forever);
 * once the client has closed and the mesh has drained (checked every ``DRAIN`` virtual seconds, until
   ``MAX_DRAIN``: a message lost on its way may leave work that only a timeout cleans up), no live node holds
@@ -24,6 +26,7 @@ import operator
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from meshaios.client import AsyncClient, Future
@@ -31,6 +34,7 @@ from meshaios.errors import MeshError
 from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
 
+WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far")  # few words: keys repeat everywhere
 RESULT_BOUND = 600.0  # virtual seconds within which every future must have its result
 DRAIN = 10.0  # virtual seconds the mesh runs on after the client closed, before the leak check (and between checks)
 MAX_DRAIN = 240.0  # the leak check's last try: past a fetch's timeouts (3 x 60 s) for an ABORT lost on its way
@@ -58,6 +62,16 @@ def _tree(c: AsyncClient, leaves: list[Future]) -> Future:
     return level[0]
 
 
+def _words(doc: list[str]) -> list[tuple[str, int]]:
+    """The word count's mapper: one pair per word."""
+    return [(w, 1) for w in doc]
+
+
+def _add(key: str, counts: list[int]) -> int:
+    """Its reducer, and its combiner where drawn."""
+    return sum(counts)
+
+
 def _plan(rng: random.Random, n: int) -> list[tuple[float, str, int, float]]:
     """(when, what, node, how long) for 1-3 faults in the first virtual second; at least two nodes survive."""
     faults: list[tuple[float, str, int, float]] = []
@@ -74,7 +88,7 @@ def _plan(rng: random.Random, n: int) -> list[tuple[float, str, int, float]]:
     return faults
 
 
-async def _scenario(seed: int, run: FaultRun, puts: bool) -> None:
+async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool) -> None:
     rng = random.Random(seed)
     n = run.nodes = rng.randint(3, 5)
     mesh = InProcessMesh(n, seed=seed, virtual=True, workers=rng.choice((1, 2)),
@@ -103,6 +117,14 @@ async def _scenario(seed: int, run: FaultRun, puts: bool) -> None:
             ref = await c.put(data)
             readers = [c.submit(operator.getitem, ref, i) for i in picks]
             run.tasks += len(readers)
+        # a word count by MapReduce: drawn from a generator of its own, so the seed's faults stay those of before
+        srng = random.Random(f"shuffle/{seed}")
+        docs = [[srng.choice(WORDS) for _ in range(srng.randint(5, 40))] for _ in range(srng.randint(3, 12))]
+        reducers = (
+            c.mapreduce(_words, _add, docs, partitions=srng.choice((2, 3, 5)), combiner=srng.choice((None, _add)))
+            if shuffle else []
+        )  # fmt: skip
+        run.tasks += len(docs) + len(reducers) if shuffle else 0
         loss = rng.choice((0.0, 0.0, 0.005, 0.02))
         if loss:
             mesh.hub.drop_rate = loss
@@ -122,11 +144,23 @@ async def _scenario(seed: int, run: FaultRun, puts: bool) -> None:
             async with asyncio.timeout(RESULT_BOUND):
                 got = await c.gather([*squares, total])
                 read = await asyncio.gather(*(_outcome(f) for f in readers))
+                counted = await asyncio.gather(*(_outcome(f, why=True) for f in reducers))
         except TimeoutError:
-            undone = sum(not f.done() for f in [*squares, total, *readers])
+            undone = sum(not f.done() for f in [*squares, total, *readers, *reducers])
             run.violations.append(f"{undone} futures without a result after {RESULT_BOUND:.0f} virtual s")
             got = None
         if got is not None:
+            words: dict[str, int] = {}
+            for ok, part in counted:
+                if not ok:
+                    run.violations.append(f"a reducer failed: {part}")
+                elif not isinstance(part, dict) or list(part) != sorted(part) or set(part) & set(words):
+                    run.violations.append(f"a reducer returned {part!r}")
+                else:
+                    words.update(part)
+            want_words = dict(Counter(w for d in docs for w in d))
+            if shuffle and all(ok for ok, _ in counted) and words != want_words:
+                run.violations.append(f"the word count is {words}, not {want_words}")
             want = [i * i for i in range(leaves)] + [sum(i * i for i in range(leaves))]
             wrong = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
             if wrong:
@@ -155,12 +189,12 @@ async def _scenario(seed: int, run: FaultRun, puts: bool) -> None:
     run.virtual_s = loop.time() - t0
 
 
-async def _outcome(f: Future) -> tuple[bool, object]:
-    """(True, its result) or (False, the name of the error it raised)."""
+async def _outcome(f: Future, why: bool = False) -> tuple[bool, object]:
+    """(True, its result) or (False, the name of the error it raised; ``why``: and its message)."""
     try:
         return True, await f
     except MeshError as exc:
-        return False, type(exc).__name__
+        return False, f"{type(exc).__name__}: {str(exc)[:300]}" if why else type(exc).__name__
 
 
 def check(mesh: InProcessMesh) -> list[str]:
@@ -175,11 +209,12 @@ def check(mesh: InProcessMesh) -> list[str]:
     return bad
 
 
-def run_seed(seed: int, puts: bool = True) -> FaultRun:
-    """One seed; ``puts``: in half the seeds the workload also puts data and reads it back."""
+def run_seed(seed: int, puts: bool = True, shuffle: bool = False) -> FaultRun:
+    """One seed; ``puts``: in half the seeds the workload also puts data and reads it back; ``shuffle``: it also
+    counts words by MapReduce."""
     run = FaultRun(seed)
     try:
-        run_virtual(_scenario(seed, run, puts))
+        run_virtual(_scenario(seed, run, puts, shuffle))
     except Exception as exc:  # a crash is a finding too, with its seed
         run.violations.append(f"raised {type(exc).__name__}: {exc}")
     return run
@@ -191,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--no-puts", action="store_true", help="no put and its readers in the workload")
+    ap.add_argument("--shuffle", action="store_true", help="a MapReduce word count in the workload too")
     args = ap.parse_args(argv)
     t0, failed = time.perf_counter(), 0
     kinds: dict[str, int] = dict.fromkeys(("kill", "pause", "partition", "loss"), 0)
     nodes = tasks = 0
     for seed in range(args.first, args.first + args.seeds):
-        run = run_seed(seed, puts=not args.no_puts)
+        run = run_seed(seed, puts=not args.no_puts, shuffle=args.shuffle)
         if run.violations or args.verbose:
             sys.stdout.write(run.describe() + "\n")
         failed += bool(run.violations)

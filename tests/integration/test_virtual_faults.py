@@ -15,6 +15,7 @@ from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
 
 SEEDS = 60  # in the default suite (about 20 s on 2 cores); the slow test runs 1,000
+SHUFFLE_SEEDS = 12  # with the shuffle workload too (about 18 s)
 
 
 def test_virtual_time_passes_only_when_the_loop_is_idle() -> None:
@@ -92,6 +93,17 @@ def test_the_leak_check_sees_what_a_client_still_holds() -> None:
 
 def test_fault_injection_over_seeds_on_the_real_node_shell() -> None:
     bad = [run.describe() for run in map(run_seed, range(SEEDS)) if run.violations]
+    assert not bad, "\n".join(bad)
+
+
+def test_fault_injection_with_a_shuffle_fails_no_future() -> None:
+    """The workload with a MapReduce word count (map outputs pulled peer to peer in parts, repeated keys, with and
+    without a combiner): every reducer's future gets the right count, none fails (a reducer failed with WireError
+    when a map output part was freed under it). Stored results left behind are not counted here: a result whose
+    DONE reached no owner (its node paused past its death, its owner declared dead by it) is never freed -- an
+    open issue (docs/reliability.md)."""
+    runs = [run_seed(s, shuffle=True) for s in range(SHUFFLE_SEEDS)]
+    bad = [f"seed {r.seed}: {v}" for r in runs for v in r.violations if " leaks stored objects" not in v]
     assert not bad, "\n".join(bad)
 
 

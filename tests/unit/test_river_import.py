@@ -1,5 +1,6 @@
 """``meshaios.sched.river_import``: the runtime model's river import leaves ``river.proba`` (and ``scipy.stats``
-under it) unloaded until something uses it, and then it works as it always does, from any number of threads."""
+under it) and ``scipy.special`` unloaded until something uses them, and then they work as they always do, from any
+number of threads."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ def test_a_node_imports_the_model_without_scipy_stats_and_the_model_learns() -> 
         x = task_features("k", nbytes=8_000_000, device="cpu")
         for _ in range(30):
             m.learn_one(x, 2.0)
-        print(round(m.predict_one(x), 1), "scipy.stats" in sys.modules, "river.proba.gaussian" in sys.modules)
+        print(round(m.predict_one(x), 1), "scipy.stats" in sys.modules, "river.proba.gaussian" in sys.modules,
+              "scipy.special._ufuncs" in sys.modules)
     """)
-    assert out == "2.0 False False"
+    assert out == "2.0 False False False"
 
 
 def test_river_proba_loads_on_first_use_from_many_threads_at_once() -> None:
@@ -51,3 +53,24 @@ def test_river_proba_loads_on_first_use_from_many_threads_at_once() -> None:
               "scipy.stats" in sys.modules)
     """)
     assert out == "8 1 True True Gaussian True"
+
+
+def test_scipy_special_loads_on_first_use_and_river_gets_its_ndtri_late() -> None:
+    """river's AdPredictor takes ``ndtri`` from ``scipy.special`` as it loads: it gets a function that loads
+    ``scipy.special`` when called; an import of ``ndtri`` after river's gets numpy's ufunc itself, and a submodule
+    of ``scipy.special`` imports while the stand-in is in place."""
+    out = _run("""
+        import sys
+        import meshaios.sched.model
+        from river import linear_model
+        before = "scipy.special._ufuncs" in sys.modules
+        import scipy.special._logsumexp  # a submodule, through the stand-in's __path__
+        m = linear_model.AdPredictor()
+        m.learn_one({"a": 1.0}, True)
+        from scipy.special import ndtri
+        import scipy, scipy.special
+        print(before, m.predict_one({"a": 1.0}), type(ndtri).__name__, scipy.special is sys.modules["scipy.special"],
+              round(float(scipy.special.expit(0.0)), 2))
+    """)
+    assert out == "False True ufunc True 0.5"
+

@@ -29,7 +29,7 @@ from meshaios.dashboard.views import FunctionRow, WorkView, fn_label, mappings, 
 from meshaios.devices.resident import DEVICE_RESIDENT_FRACTION, DeviceTier
 from meshaios.errors import ConfigError, LimitExceeded, WireError
 from meshaios.ids import new_id, short
-from meshaios.io.transport import Transport, ZmqOptions, ZmqTransport, primary_ip
+from meshaios.io.transport import Incoming, Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.logs import RateLimitedLog
 from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
 from meshaios.rate import RateMeter
@@ -574,20 +574,30 @@ class Node:
         self._data_tick()
 
     async def _recv_loop(self) -> None:
-        while True:
-            batch = await self.transport.recv_batch()
-            now = self.clock.now()
-            for ident, frames in batch:
-                if self._throttle.throttled and self._throttled(ident, frames, now):
-                    continue  # it kept sending what we refuse: its large messages dropped unread for a while
-                try:
-                    self._handle(ident, frames)
-                except WireError as exc:
-                    self._bad_input(ident, exc, frames)
-                except Exception:
-                    # a bug in our handling of one message must not take the node down
-                    log.exception("error handling a message from %r", ident[:12])
-                    self.counters["handler_errors"] += 1
+        serve, unserve = getattr(self.transport, "serve", None), getattr(self.transport, "unserve", None)
+        if serve is None or unserve is None:  # a transport that can only be awaited (the in-process one)
+            while True:
+                self._on_batch(await self.transport.recv_batch())
+        # each batch straight from the socket's reader callback: no task woken per message (io/lean.py ``serve``)
+        serve(self._on_batch)
+        try:
+            await asyncio.get_running_loop().create_future()  # until the node stops
+        finally:
+            unserve()
+
+    def _on_batch(self, batch: list[Incoming]) -> None:
+        now = self.clock.now()
+        for ident, frames in batch:
+            if self._throttle.throttled and self._throttled(ident, frames, now):
+                continue  # it kept sending what we refuse: its large messages dropped unread for a while
+            try:
+                self._handle(ident, frames)
+            except WireError as exc:
+                self._bad_input(ident, exc, frames)
+            except Exception:
+                # a bug in our handling of one message must not take the node down
+                log.exception("error handling a message from %r", ident[:12])
+                self.counters["handler_errors"] += 1
 
     def _bad_input(self, ident: bytes, exc: WireError, frames: list[Any] | None = None) -> None:
         self.counters["bad_frames"] += 1

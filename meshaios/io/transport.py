@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -486,8 +486,19 @@ class ZmqTransport:
     async def recv_batch(self, limit: int = 256) -> list[Incoming]:
         """Await one message, then drain what is already queued without awaiting (io/lean.py)."""
         assert self.router is not None
-        assert self._router_sync is not None
-        out: list[Incoming] = [(m[0].bytes, m[1:]) for m in await self._lean.recv_batch(limit)]
+        return self._incoming(await self._lean.recv_batch(limit))
+
+    def serve(self, handler: Callable[[list[Incoming]], None], limit: int = 256) -> None:
+        """Instead of awaiting ``recv_batch``: each batch goes to ``handler`` from the loop's reader callback
+        (``LeanReader.serve``) until ``unserve``."""
+        assert self.router is not None
+        self._lean.serve(lambda msgs: handler(self._incoming(msgs)), limit)
+
+    def unserve(self) -> None:
+        self._lean.unserve()
+
+    def _incoming(self, msgs: list[list[Any]]) -> list[Incoming]:
+        out: list[Incoming] = [(m[0].bytes, m[1:]) for m in msgs]
         self.stats.received += len(out)
         if self.blocked_idents:
             out = [m for m in out if m[0] not in self.blocked_idents]

@@ -108,3 +108,65 @@ def test_close_cancels_a_waiting_read() -> None:
                 await waiting
 
     run(main)
+
+
+def test_served_batches_reach_the_handler_in_order_up_to_the_limit_and_replies_never_stall() -> None:
+    async def main() -> None:
+        async with pair() as (router, dealer, reader):
+            for i in range(10):  # waiting before ``serve``: drained at once, at most ``limit`` per call
+                dealer.send_multipart([str(i).encode()])
+            await asyncio.sleep(0.05)
+            batches: list[list[bytes]] = []
+            replies = 0
+            ten = asyncio.Event()
+
+            def handler(msgs: list[list[Any]]) -> None:
+                nonlocal replies
+                batches.append([bytes(m[1]) for m in msgs])
+                if sum(map(len, batches)) >= 10:
+                    ten.set()
+                for m in msgs:
+                    if bytes(m[1]) == b"ping":
+                        router.send_multipart([b"d", b"pong", bytes(m[2])], zmq.NOBLOCK)
+                        reader.sent()
+                        replies += 1
+
+            reader.serve(handler, limit=4)
+            await ten.wait()
+            assert all(1 <= len(b) <= 4 for b in batches)
+            assert [x for b in batches for x in b] == [str(i).encode() for i in range(10)]
+            for i in range(300):  # one at a time: each answer comes from the handler, none waits for a timer
+                dealer.send_multipart([b"ping", str(i).encode()])
+                assert await asyncio.wait_for(dealer_recv(dealer), 5) == [b"pong", str(i).encode()]
+            assert replies == 300
+            reader.unserve()
+            dealer.send_multipart([b"after"])
+            await asyncio.sleep(0.05)
+            assert batches[-1] != [b"after"]  # unserved: nothing more reaches the handler
+
+    run(main)
+
+
+def test_a_send_that_consumes_the_signal_still_reaches_the_served_handler() -> None:
+    async def main() -> None:
+        async with pair() as (router, dealer, reader):
+            got: list[bytes] = []
+            first = asyncio.Event()
+
+            def handler(msgs: list[list[Any]]) -> None:
+                got.extend(bytes(m[1]) for m in msgs)
+                first.set()
+
+            reader.serve(handler)
+            dealer.send_multipart([b"hello"])
+            await first.wait()
+            dealer.send_multipart([b"second"])
+            for _ in range(200):  # sends on the router may take the message's signal: ``sent()`` drains it
+                router.send_multipart([b"d", b"x"], zmq.NOBLOCK)
+                reader.sent()
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.001)
+            assert got == [b"hello", b"second"]
+
+    run(main)

@@ -1667,20 +1667,40 @@ class AsyncClient:
 
     # ---- receiving ------------------------------------------------------------------------------------
     async def _read_loop(self, sid: int, conn: Connection) -> None:
-        while True:
-            batch = await conn.recv_batch()
-            if self._conns.get(sid) is not conn:
-                return  # replaced by a failover
-            if self._handover:
-                self._adopt()  # before any answer to what the caller's thread sent
-            self.core.heard(sid, self.clock.now())
-            for frames in batch:
-                try:
-                    msg = decode_message(frames)
-                except WireError as exc:
-                    log.warning("malformed message from node: %s", exc)
-                    continue
-                self._on_message(msg, sid)
+        serve, unserve = getattr(conn, "serve", None), getattr(conn, "unserve", None)
+        if serve is None or unserve is None:  # a connection that can only be awaited (the in-process one)
+            while self._on_batch(sid, conn, await conn.recv_batch()):
+                pass
+            return
+        # each batch straight from the socket's reader callback: no task woken per message (io/lean.py ``serve``)
+        assert self._loop is not None
+        replaced = self._loop.create_future()
+
+        def handler(batch: list[list[Any]]) -> None:
+            if not self._on_batch(sid, conn, batch) and not replaced.done():
+                replaced.set_result(None)
+
+        serve(handler)
+        try:
+            await replaced
+        finally:
+            unserve()
+
+    def _on_batch(self, sid: int, conn: Connection, batch: list[list[Any]]) -> bool:
+        """Messages from shard ``sid``'s connection; False once a failover has replaced it (nothing read then)."""
+        if self._conns.get(sid) is not conn:
+            return False
+        if self._handover:
+            self._adopt()  # before any answer to what the caller's thread sent
+        self.core.heard(sid, self.clock.now())
+        for frames in batch:
+            try:
+                msg = decode_message(frames)
+            except WireError as exc:
+                log.warning("malformed message from node: %s", exc)
+                continue
+            self._on_message(msg, sid)
+        return True
 
     def _on_message(self, msg: M.Message, sid: int = 0) -> None:
         t = msg["t"]

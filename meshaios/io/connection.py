@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -161,6 +162,13 @@ class ZmqConnection:
 
     async def recv_batch(self, limit: int = 256) -> list[list[Any]]:
         return await self._lean.recv_batch(limit)
+
+    def serve(self, handler: Callable[[list[list[Any]]], None]) -> None:
+        """Instead of awaiting ``recv_batch``: each batch goes to ``handler`` from the loop's reader callback."""
+        self._lean.serve(handler)
+
+    def unserve(self) -> None:
+        self._lean.unserve()
 
     async def close(self, linger: float = 0.0) -> None:
         """``linger``: seconds that messages still queued may take to leave (a goodbye); 0 drops them."""

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from meshaios.wire.values import dumps
 from tests.integration import funcs
 from tests.security import canary
 from tests.security.attacks import http_forged_submit
-from tests.security.conftest import canary_path, node_view
+from tests.security.conftest import canary_path, node_view, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -177,6 +178,13 @@ def test_insecure_deny_list_end_to_end(insecure: LocalMesh, zctx: zmq.Context[An
         assert c.submit(canary.noop, 5).result(timeout=10) == 5
 
 
+def _read_until_closed(s: socket.socket) -> None:
+    """Read what the node sends (its greeting) until it closes the connection."""
+    with contextlib.suppress(ConnectionResetError):
+        while s.recv(4096):
+            pass
+
+
 def test_http_post_forging_zmtp1_frames_gets_nothing(insecure: LocalMesh, tmp_path: Path) -> None:
     """A web page can POST any body to 127.0.0.1. Before ZAP ran on insecure nodes, libzmq took such a request
     for a ZMTP 1.0 peer: the headers parsed as junk frames, the body's sled lined the parser up, and the submit
@@ -186,11 +194,14 @@ def test_http_post_forging_zmtp1_frames_gets_nothing(insecure: LocalMesh, tmp_pa
     with insecure.client(0) as c:
         before = node_view(c)
         for parity in (0, 1):
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.sendall(http_forged_submit(port, str(path), parity))
-            time.sleep(0.3)
-            s.close()
-        time.sleep(0.5)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(http_forged_submit(port, str(path), parity))
+                _read_until_closed(s)  # the node refuses the peer and hangs up
+        wait_until(
+            lambda: node_view(c)["transport"]["auth_rejected"] - before["transport"]["auth_rejected"] >= 2,
+            10,
+            "both connections refused",
+        )
         after = node_view(c)
     assert not path.exists()
     assert after["owner"]["submitted"] == before["owner"]["submitted"]

@@ -110,6 +110,7 @@ from meshaios.tasks.owner import (
     LoadHeard,
     NodeDown,
     NodeUp,
+    OwnedTask,
     Owner,
     OwnerAction,
     OwnerEvent,
@@ -143,7 +144,7 @@ VIEW_REUSE = 1.0  # seconds one scan of the owner's tasks serves (the page and p
 PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
 VIEW_STALE = 10.0  # seconds a member's last view stands in for one that did not come within PEEK_TIMEOUT
 COPY_CHECK_EVERY = 30.0  # seconds between a holder's STORED for each put copy it keeps (``Node._orphan_tick``)
-ORPHAN_GRACE = 60.0  # seconds a put's copy outlives its owner's death unless another owner claims it (CLAIM)
+ORPHAN_GRACE = 60.0  # seconds a put's copy or stored result outlives its owner's death unless another owner claims it
 RESTATE_AFTER = 2.0  # seconds after keeping a put's replica, it says STORED once more (``Node._restate_replicas``)
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
@@ -339,10 +340,13 @@ class Node:
         self._shm_fault = config.shm_fault if config.fault_injection else ""
         # every put copy kept here for another node: obj -> the node that owns it (the put's node, or the owner
         # that adopted it: CLAIM); (when, obj) of those yet to say STORED a second time (``_restate_replicas``);
-        # and copies whose owner is dead, with when they go unless an owner claims them
+        # and copies whose owner is dead, with when they go unless an owner claims them (results stored here too)
         self._restate_due: deque[tuple[float, str]] = deque()
         self._copies: dict[str, str] = {}
         self._orphans: dict[str, float] = {}
+        # results stored here (each id, or id#j of a map output) -> the owners that count the copy (the one whose
+        # run stored it, then those that adopted the task: CLAIM), that run's client epoch and attempt, its result
+        self._results: dict[str, tuple[tuple[str, ...], int, int, M.Result]] = {}
         self._every_copy_check = Every(COPY_CHECK_EVERY)
         # fetched copies of other nodes' objects: dropped when no task here needs them (``ReleaseInputs``)
         self._fetched: set[str] = set()
@@ -676,7 +680,13 @@ class Node:
         elif msg["t"] == M.SUBMIT:
             ep = msg.get("ep", 0)
             ep = ep if type(ep) is int and ep >= 0 else 0
+            adopted = self.owner.counters["adopted_done"]
             self._owner(SubmitTasks(ident, msg["tasks"], ep))
+            if self.owner.counters["adopted_done"] != adopted:  # a failed-over client's finished tasks: ours now
+                for spec in msg["tasks"]:
+                    ot = self.owner.tasks.get(spec["id"]) if "done" in spec else None
+                    if ot is not None and ot.client == ident and ot.state is TaskState.DONE and ot.result is None:
+                        self._claim(ot)
         elif msg["t"] == M.DETACH:  # the client failed over elsewhere and is at epoch ``ep`` there
             self.counters["detached"] += 1
             self._owner(Detach(ident, msg["ep"]))
@@ -744,15 +754,11 @@ class Node:
             if isinstance(after, str):  # their last reader runs here: dropped when it succeeds
                 self._core(DropAfter(after, ids))
             else:
-                for obj in ids:
-                    self.store.delete(obj)
+                self._free(msg["src"], ids)
         elif msg["t"] == M.CLAIM:
             if ident != _peer(msg["src"]):
                 raise WireError("claim: only a node of the mesh, naming itself, claims copies")
-            for obj in msg["ids"]:
-                if isinstance(obj, str) and obj in self._copies:
-                    self._copies[obj] = msg["src"]
-                    self._orphans.pop(obj, None)
+            self._claimed(msg["src"], msg["ids"])
         elif msg["t"] == M.PING:
             pong: M.Pong = {"t": M.PONG}
             if msg.get("peers") and self.swim is not None:
@@ -811,13 +817,82 @@ class Node:
             deadline = self.clock.now() + ORPHAN_GRACE
             for obj in [o for o, owner in self._copies.items() if owner == ev.node_id and o in self.store]:
                 self._orphans.setdefault(obj, deadline)
+            for obj, run in self._results.items():
+                if ev.node_id in run[0] and not any(map(self._reachable, run[0])) and obj in self.store:
+                    self._orphans.setdefault(obj, deadline)
             self.shm.receiver_gone(_receiver(_peer(ev.node_id)))  # files written for it will never be claimed
             self.transport.forget(ev.addr)
         elif ev.old in (MemberState.DEAD, MemberState.LEFT):
             self._core(PeerUp(ev.node_id))  # back: what we sent it lately goes again (execcore.RESEND_WINDOW)
             self._restate_replicas([o for o, owner in self._copies.items() if owner == ev.node_id])
-            for obj in [o for o in self._orphans if self._copies.get(o) == ev.node_id]:
-                del self._orphans[obj]  # its owner is back: its copies are its to free
+            for obj in [o for o in self._orphans if self._copies.get(o) == ev.node_id
+                        or ev.node_id in self._results.get(o, _NO_RUN)[0]]:  # fmt: skip
+                del self._orphans[obj]  # its owner is back: its copies are its to free (its results go again)
+
+    def _reachable(self, node_id: str) -> bool:
+        if node_id == self.node_id:
+            return True
+        member = self.swim.get(node_id) if self.swim else None
+        return member is not None and member.state in _REACHABLE
+
+    def _claimed(self, src: str, ids: Iterable[object]) -> None:
+        """Owner ``src`` adopted these objects and counts this node's copies: a put's, whose client failed over to
+        it, is its to free from now on; a task's result is one it may free too (the owner whose run stored it may
+        still count it: a spread client's input carried to another shard). Neither is an orphan any more."""
+        for obj in ids:
+            if not isinstance(obj, str):
+                continue
+            if obj in self._copies:
+                self._copies[obj] = src
+            elif (run := self._results.get(obj)) is not None:
+                if src not in run[0]:
+                    self._results[obj] = ((*run[0], src), *run[1:])
+            else:
+                continue
+            self._orphans.pop(obj, None)
+
+    def _free(self, src: str, ids: Iterable[str]) -> None:
+        """Owner ``src`` frees these objects here. A result that a newer run stored here for other owners (the
+        same ids: the task ran again, for the owner its client failed over to) is theirs, not freed: the copy
+        ``src`` meant was replaced (a late result of a task ``src`` had forgotten is freed so, say)."""
+        results = self._results
+        for obj in ids:
+            run = results.get(obj)
+            if run is not None:
+                if src not in run[0]:
+                    self.counters["replaced_copies_kept"] += 1
+                    continue
+                owners = tuple(o for o in run[0] if o != src)
+                if owners:  # another owner that adopted the task counts it too
+                    results[obj] = (owners, *run[1:])
+                    if not any(map(self._reachable, owners)):
+                        self._orphans.setdefault(obj, self.clock.now() + ORPHAN_GRACE)
+                    continue
+                del results[obj]
+                self._orphans.pop(obj, None)
+            self.store.delete(obj)
+
+    def _keep_result(self, owner: str, result: M.Result, ep: int) -> None:
+        """A result of ``owner``'s task stored here (large, or a map output's parts): its ``done`` may reach no
+        owner -- ``owner`` dies first, or this node declares it dead and never sees it alive again -- and then
+        nobody would ever free it. So it is handled like a put's replica: once its owner is dead, it goes after
+        ``ORPHAN_GRACE`` unless an owner that adopted the task (its client failed over) claims it (CLAIM), or its
+        owner comes back: not before every owner that counts it is dead. A later run of the same task here stores
+        under the same ids, for a newer attempt or a newer client epoch (a new owner's run): the newest run's
+        record stands, and a timer set for an older one's copy is cancelled -- invariant: a stored result is
+        dropped once no live owner counts it and no newer copy has replaced it, and only then."""
+        parts = result.get("parts") or 0
+        tid, att = result["id"], result["att"]
+        gone = not self._reachable(owner)
+        done = cast("M.Result", {k: v for k, v in result.items() if k != "dt"})  # restated as it was (``_copy_tick``)
+        for obj in [f"{tid}#{j}" for j in range(parts)] if parts else [tid]:
+            old = self._results.get(obj)
+            if old is not None and (old[1], old[2]) > (ep, att):
+                continue  # a newer run's copy (this older run finished later, the same value): its record stands
+            self._results[obj] = ((owner,), ep, att, done)
+            self._orphans.pop(obj, None)
+            if gone:
+                self._orphans[obj] = self.clock.now() + ORPHAN_GRACE
 
     def _restate_replicas(self, objs: Iterable[str]) -> None:
         """Say STORED again for these replicas kept here: a STORED lost on the way (its origin cut off, paused or
@@ -835,21 +910,38 @@ class Node:
         cost is per copy, not per tick), and every ``COPY_CHECK_EVERY`` s. Copies whose owner died and that no other
         owner claimed (CLAIM) within ``ORPHAN_GRACE`` go: a client that fails over hands its puts to a new owner at
         once, which claims the copies it counts; one it does not count, or a client that is gone too, leaves a copy
-        nobody would ever free."""
+        nobody would ever free. Stored results likewise (``_keep_result``), claimed by an owner that adopts their
+        task done."""
         due = self._restate_due
         while due and due[0][0] <= now - RESTATE_AFTER:
             self._restate_replicas([due.popleft()[1]])
         for obj, at in list(self._orphans.items()):
             if at <= now:
                 del self._orphans[obj]
-                self._copies.pop(obj, None)
+                put = self._copies.pop(obj, None) is not None
+                self._results.pop(obj, None)
                 if obj in self.store:
                     self.store.delete(obj)
-                    self.counters["orphan_copies_dropped"] += 1
+                    self.counters["orphan_copies_dropped" if put else "orphan_results_dropped"] += 1
         if self._every_copy_check.due(now):
             for obj in [o for o in self._copies if o not in self.store]:  # freed (FREE, lease): forgotten here too
                 del self._copies[obj]
                 self._orphans.pop(obj, None)
+            for obj in [o for o in self._results if o not in self.store]:
+                del self._results[obj]
+                self._orphans.pop(obj, None)
+            # and each stored result's DONE to the owners that count it, once a task: a DONE or a FREE lost on its
+            # way is made good (``Owner.completed``: the result taken, or the copy freed if nobody counts it here)
+            again: dict[str, dict[str, M.Result]] = {}
+            for obj, run in self._results.items():
+                if obj not in self._orphans:
+                    for owner in run[0]:
+                        again.setdefault(owner, {})[run[3]["id"]] = run[3]
+            for owner, done in again.items():
+                member = self.swim.get(owner) if self.swim and owner != self.node_id else None
+                if member is not None and member.state in _REACHABLE:
+                    msg: M.Done = {"t": M.DONE, "src": self.node_id, "results": list(done.values())}
+                    self._send_node(owner, member.addr, msg)
             # a FREE lost on its way: told again, the owner frees the copy
             self._restate_replicas([o for o in self._copies if o not in self._orphans])
 
@@ -882,8 +974,7 @@ class Node:
                     if a.after:
                         self._core(DropAfter(a.after, a.ids))
                         continue
-                    for obj in a.ids:
-                        self.store.delete(obj)
+                    self._free(self.node_id, a.ids)
                     continue
                 holder = self.swim.get(a.node) if self.swim else None
                 if holder is not None:
@@ -1073,8 +1164,10 @@ class Node:
     def _i_drop(self, ins: DropResult) -> None:
         self._fetched.discard(ins.obj)
         self.store.delete(ins.obj)
+        self._results.pop(ins.obj, None)
         for j in range(ins.parts):
             self.store.delete(f"{ins.obj}#{j}")
+            self._results.pop(f"{ins.obj}#{j}", None)
 
     def _runs_on_gpu_too(self, fn: Payload) -> bool:
         """Whether ``fn`` names a kernel of this node's registry that runs on a GPU (remembered per payload)."""
@@ -1203,6 +1296,8 @@ class Node:
         result = ins.result
         if not result["ok"]:
             self._fence_refused(result.get("err"))
+        elif "size" in result:  # kept here: freed even if this DONE reaches no owner
+            self._keep_result(ins.owner, result, ins.ep)
         self._push_result(ins.owner, result)
 
     def _push_result(self, owner: str, result: M.Result) -> None:
@@ -1629,10 +1724,20 @@ class Node:
                 raise WireError("adopt: each put must be [id, size, [holder ids]]")
             self._owner(RegisterPut(ident, oid, locs, size))
             t = self.owner.lookup(oid)
-            for holder in t.locations if t is not None and t.client == ident else ():
-                member = self.swim.get(holder) if self.swim and holder != self.node_id else None
-                if member is not None and member.state in _REACHABLE:  # its copy is ours to free now
-                    self._send_node(holder, member.addr, {"t": M.CLAIM, "src": self.node_id, "ids": [oid]})
+            if t is not None and t.client == ident:
+                self._claim(t)
+
+    def _claim(self, t: OwnedTask) -> None:
+        """``t``'s stored copies, which this owner adopted (its client failed over here), are ours to free now:
+        each holder that this node counts is told (CLAIM), and so keeps its copy past the former owner's death."""
+        ids = [f"{t.id}#{j}" for j in range(t.parts)] or [t.id]
+        for holder in t.locations:
+            if holder == self.node_id:
+                self._claimed(self.node_id, ids)
+                continue
+            member = self.swim.get(holder) if self.swim else None
+            if member is not None and member.state in _REACHABLE:
+                self._send_node(holder, member.addr, {"t": M.CLAIM, "src": self.node_id, "ids": ids})
 
     # ---- streams ----------------------------------------------------------------------------------------
     def _send_to(self, dest: bytes, msg: M.Message, tag: Any = None) -> bool:
@@ -1726,7 +1831,7 @@ class Node:
 
     def _data_tick(self) -> None:
         now = self.clock.now()
-        if self._copies or self._restate_due:
+        if self._copies or self._restate_due or self._results:
             self._copy_tick(now)
         self.shm.tick(now)
         if self._shm_asked:  # fetches given up on (timed out, holder dead) are answered by nobody
@@ -2063,6 +2168,7 @@ class Node:
 
 _STREAM_TYPES = frozenset((M.XHEAD, M.XCHUNK, M.XACK))
 _REACHABLE = frozenset((MemberState.ALIVE, MemberState.SUSPECT))
+_NO_RUN: tuple[tuple[str, ...], int, int, M.Result] = ((), 0, 0, {"id": "", "ok": True})
 # a peer's identity: "n:" on its data connection, "s:" on its control lane (SWIM, ``ZmqTransport.send_control``)
 _NODE_IDENTS = (b"n:", b"s:")
 

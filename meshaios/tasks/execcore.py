@@ -310,6 +310,7 @@ class FetchInputs:
 class SendResult:
     owner: str
     result: TaskResult
+    ep: int = 0  # the client's epoch of the run (tasks/epochs.py): with ``att``, which run stored here is newer
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,7 +840,7 @@ class ExecCore:
             self.stats.failed += 1
         self.timeline.finished(key[0], key[1], ok, now, run_s=dt if type(dt) is float else None,
                                device=str(result.get("dev", "cpu")))
-        out.append(SendResult(owner, result))
+        out.append(SendResult(owner, result, run.ep if run is not None else 0))
         if owner != self.node_id:
             sent = self._sent
             sent.append((now, owner, result))

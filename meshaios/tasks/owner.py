@@ -964,11 +964,14 @@ class Owner:
                 or (t.state is TaskState.READY and r["ok"])
             ):
                 self.counters["duplicates"] += 1
-                if t is not None and r["ok"] and t.state is TaskState.DONE and "v" not in r and (
-                        node_id not in t.locations):  # fmt: skip
+                if r["ok"] and "v" not in r and (
+                        t is None or (t.state is TaskState.DONE and node_id not in t.locations)):  # fmt: skip
                     # an unwanted duplicate copy, a map output's parts included (kept under the ids of the copy
-                    # counted: not where that one is)
-                    self._frees.setdefault(node_id, []).extend([f"{tid}#{j}" for j in range(t.parts)] or [tid])
+                    # counted: not where that one is), or a late copy of a task finished and forgotten here (its
+                    # node was presumed dead and it ran elsewhere): nobody else would free it
+                    parts = t.parts if t is not None else r.get("parts", 0)
+                    parts = parts if type(parts) is int and 0 < parts <= 65536 else 0
+                    self._frees.setdefault(node_id, []).extend([f"{tid}#{j}" for j in range(parts)] or [tid])
                 continue
             if t.node is not None and t.node != node_id:
                 # a stale attempt finished first (its node was presumed dead): its result is as good

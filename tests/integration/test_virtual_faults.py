@@ -99,11 +99,20 @@ def test_fault_injection_over_seeds_on_the_real_node_shell() -> None:
 def test_fault_injection_with_a_shuffle_fails_no_future() -> None:
     """The workload with a MapReduce word count (map outputs pulled peer to peer in parts, repeated keys, with and
     without a combiner): every reducer's future gets the right count, none fails (a reducer failed with WireError
-    when a map output part was freed under it). Stored results left behind are not counted here: a result whose
-    DONE reached no owner (its node paused past its death, its owner declared dead by it) is never freed -- an
-    open issue (docs/reliability.md)."""
-    runs = [run_seed(s, shuffle=True) for s in range(SHUFFLE_SEEDS)]
-    bad = [f"seed {r.seed}: {v}" for r in runs for v in r.violations if " leaks stored objects" not in v]
+    when a map output part was freed under it), and no stored result is left behind (seeds 2 and 6 left map
+    output parts that no owner counted: a late copy of a task forgotten, a FREE lost)."""
+    bad = [run.describe() for run in (run_seed(s, shuffle=True) for s in range(SHUFFLE_SEEDS)) if run.violations]
+    assert not bad, "\n".join(bad)
+
+
+# with the shuffle workload, the seeds that left stored results behind (docs/reliability.md, "Found by it"): a late
+# result of a task its owner had finished elsewhere and forgotten (19, 61), a FREE lost on its way (36), the owner
+# killed before the done reached it (33, 87)
+FOUND_WITH_SHUFFLE = (19, 33, 36, 61, 87)
+
+
+def test_the_shuffle_seeds_that_left_stored_results_behind() -> None:
+    bad = [run.describe() for run in (run_seed(s, shuffle=True) for s in FOUND_WITH_SHUFFLE) if run.violations]
     assert not bad, "\n".join(bad)
 
 

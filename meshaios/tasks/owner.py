@@ -480,6 +480,7 @@ class Owner:
             "failed": 0,
             "replaced": 0,
             "duplicates": 0,
+            "stale_reports": 0,  # lost reports of an attempt older than the one dispatched (ignored)
             "retried": 0,
             "recomputed": 0,
             "lost_inputs": 0,
@@ -955,8 +956,16 @@ class Owner:
             if type(dt) is float and dt >= 0:
                 self._mean_dt += 0.05 * (dt - self._mean_dt)
             tid = r["id"]
-            self._unassign(tid, node_id)
             t = self.tasks.get(tid)
+            att = r.get("att")
+            if (t is not None and t.state is TaskState.DISPATCHED and "lost" in r and type(att) is int
+                    and att < t.attempt):  # fmt: skip
+                # the inputs an attempt older than the one dispatched now could not fetch: copies that were
+                # replaced since, or were there for the current one. It frees nothing, recomputes nothing, and
+                # leaves the current attempt where it runs (the same node, perhaps: still watched there)
+                self.counters["stale_reports"] += 1
+                continue
+            self._unassign(tid, node_id)
             if t is None or not (
                 t.state is TaskState.DISPATCHED
                 # re-queued after its node was presumed dead, but that node finished it after all: a result

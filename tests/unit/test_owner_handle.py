@@ -30,6 +30,7 @@ from meshaios.tasks.owner import (
     TaskMoved,
     TaskState,
 )
+from meshaios.wire.payload import Payload
 from tests.unit.test_owner import C1, delivered, dispatched, ok, spec
 
 
@@ -145,6 +146,29 @@ def test_a_late_stored_result_of_a_task_finished_and_forgotten_here_is_freed_par
     assert frees(out) == {first: ["m#0", "m#1"]}
     out = o.handle(Completed(first, [{"id": "s", "att": 0, "ok": True, "size": 20}]), 2.1)
     assert frees(out) == {first: ["s"]}  # a whole result the same way
+
+
+def test_a_lost_report_of_an_attempt_older_than_the_one_dispatched_frees_and_recomputes_nothing() -> None:
+    """A reducer runs again (its client reconciled: attempt 1 dispatched) while its first attempt, on the same node,
+    reports a map output part lost. That report is about attempt 0: it must not free the map output's copies,
+    recompute the map, nor take attempt 1 off its node (judged against the newest dispatch, it did all three)."""
+    o = owner()
+    [mnode] = dispatched(o.handle(SubmitTasks(C1, [spec("m", parts=2)]), 0.0))
+    o.handle(Completed(mnode, [{"id": "m", "att": 0, "ok": True, "size": 20, "parts": 2}]), 0.1)
+    [rnode] = dispatched(o.handle(SubmitTasks(C1, [spec("r", ("m#0",))]), 0.2))
+    out = o.handle(SubmitTasks(C1, [spec("r", ("m#0",), rc=True)]), 60.0)  # waited long: a new attempt
+    [again] = [a for a in out if isinstance(a, Dispatch)]
+    assert [(t["id"], t["att"]) for t in again.tasks] == [("r", 1)]
+    out = o.handle(Completed(rnode, [{"id": "r", "att": 0, "ok": False, "lost": ["m#0"]}]), 60.5)
+    assert frees(out) == {}
+    assert dispatched(out) == {}
+    assert frees(o.handle(OwnerTick(), 61.0)) == {}
+    assert o.counters["recomputed"] == 0
+    r = o.tasks["r"]
+    assert (r.state, r.attempt, r.node) == (TaskState.DISPATCHED, 1, again.node)
+    assert "r" in o.node_tasks[again.node]  # still watched there: its node's death re-places it
+    out = o.handle(Completed(again.node, [{"id": "r", "att": 1, "ok": True, "v": Payload(b"x")}]), 61.5)
+    assert [d["id"] for d in delivered(out)] == ["r"]
 
 
 def test_frees_come_out_of_the_tick_as_instructions() -> None:

@@ -372,6 +372,8 @@ class Node:
         # a thief of this host takes a task's stored inputs through /dev/shm: the steal gate prices that, not the
         # network rate the thief reports for its ingress
         self.steal.link_bandwidth = self._link_to
+        # the owner's placement weighs this node's load from every owner, as it does a peer's (from its DONEs)
+        self.owner.self_load = lambda: self.exec.queued
         self._instr: dict[type, Callable[[Any], None]] = {
             StartOnWorker: self._i_start, SendResult: self._i_result, FetchInputs: self._i_fetch,
             ReleaseInputs: self._i_release, RecallFromWorkers: self._i_recall, SendSteal: self._i_steal,

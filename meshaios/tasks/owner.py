@@ -510,6 +510,10 @@ class Owner:
         self._held: dict[bytes, list[str]] = {}  # ready tasks of suspended clients, in order
         self._seq = 0  # submissions so far: each task's graph order (``OwnedTask.seq``)
         self._stamp = 0  # dispatches and completions so far (``OwnedTask.sent``, ``done_at``)
+        # this node's own executor load (tasks accepted and not finished, every owner's): read at each placement
+        # pass. A peer's load reaches the owner on its DONEs; without this its own node's is never heard, so
+        # with two owners it looked idle while running the other owner's tasks, and data moved to it
+        self.self_load: Callable[[], int] | None = None
 
     # ---- the one entry -----------------------------------------------------------------------------------
     def handle(self, event: OwnerEvent, now: float) -> list[OwnerAction]:
@@ -1290,6 +1294,8 @@ class Owner:
         policy, and a long task started on a slow node at the end of a job is the job's straggler."""
         if not self.ready or not self.nodes:
             return []
+        if self.self_load is not None and (me := self.nodes.get(self.node_id)) is not None:
+            me.reported = self.self_load()
         if self.config.rank_order and self.policy.ranks:
             self._order_ready()
         batches: dict[str, list[M.RunTask]] = {}

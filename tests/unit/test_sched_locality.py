@@ -169,3 +169,27 @@ def test_through_a_real_owner_consumers_of_a_big_result_run_on_its_holder(policy
     _produce_on(o, "big", "x", 200 * MB)
     acts = o.submit(b"c", [{"id": f"use{i}", "fn": FN, "args": SMALL, "deps": ["big"]} for i in range(3)])
     assert set(_dispatched(acts).values()) == {"x"}
+
+
+def test_the_owner_weighs_its_own_nodes_load_from_other_owners() -> None:
+    """A peer's load reaches the owner on its DONEs; its own node's comes from ``self_load`` (the node's executor:
+    tasks of every owner accepted and not finished). With two owners the owner's node used to look idle while it
+    ran the other owner's work: tasks queued there behind it, and data moved to it (the DAG benchmark)."""
+    o = Owner("owner", OwnerConfig(), make_policy("least-loaded", node_id="owner"), random.Random(0))
+    for n in ("owner", "x"):
+        o.node_up(n, 1)
+    o.self_load = lambda: 2  # another owner's two tasks run and wait on this node
+    acts = o.submit(b"c", [{"id": f"t{i}", "fn": FN, "args": SMALL, "deps": []} for i in range(2)])
+    assert _dispatched(acts) == {"t0": "x", "t1": "x"}
+
+
+def test_a_consumer_stays_on_the_idle_holder_when_the_owners_node_is_busy_with_other_owners() -> None:
+    o = Owner("owner", OwnerConfig(), make_policy("least-loaded", node_id="owner"), random.Random(0))
+    for n in ("owner", "x"):
+        o.node_up(n, 1)
+    _produce_on(o, "a", "x", 100 * MB)
+    _produce_on(o, "b", "owner", 100 * MB)
+    o.node_load("x", 1)  # x runs one task (its DONE said so)
+    o.self_load = lambda: 3  # the owner's node: three of the other owner's tasks
+    acts = o.submit(b"c", [{"id": "mix", "fn": FN, "args": SMALL, "deps": ["a", "b"]}])
+    assert _dispatched(acts) == {"mix": "x"}  # not to the owner's node, behind three tasks

@@ -79,6 +79,7 @@ from meshaios.tasks.execcore import (
     SendMoved,
     SendResult,
     SendSteal,
+    Settle,
     StartOnWorker,
     StealMessage,
     TerminateProcessPool,
@@ -1004,6 +1005,8 @@ class Node:
             self._run_inline()
         if self._flush_scheduled and not self.exec.queued:
             self._flush_done()  # nothing else will finish here soon: a lone result goes now, not next iteration
+        if self.core.owes:  # an inline run's bookkeeping, after its result has left (``Finished.settle_later``)
+            self._core(_SETTLE)
 
     def _run_inline(self) -> None:
         """The starts ExecCore marked ``inline``: run here, on the loop, each reported ``Finished`` at once (which may
@@ -1026,7 +1029,7 @@ class Node:
                 assert self._pool is not None
                 self._pool.submit((owner, key), self._run_one, task)
                 continue
-            self._core(Finished([(owner, key, self._outcome(key, outcome))], threads=False))
+            self._core(Finished([(owner, key, self._outcome(key, outcome))], threads=False, settle_later=True))
 
     def _run_guarded(self, task: RunTask) -> M.Result | None:
         """A user's function inline, interrupted after INLINE_ABORT_S (tasks/guard.py): its result, or None when it
@@ -2173,6 +2176,7 @@ _REACHABLE = frozenset((MemberState.ALIVE, MemberState.SUSPECT))
 _NO_RUN: tuple[tuple[str, ...], int, int, M.Result] = ((), 0, 0, {"id": "", "ok": True})
 # a peer's identity: "n:" on its data connection, "s:" on its control lane (SWIM, ``ZmqTransport.send_control``)
 _NODE_IDENTS = (b"n:", b"s:")
+_SETTLE = Settle()
 
 
 def _peer(node_id: str) -> bytes:

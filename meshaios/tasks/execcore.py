@@ -90,6 +90,7 @@ __all__ = [
     "SendMoved",
     "SendResult",
     "SendSteal",
+    "Settle",
     "StartOnWorker",
     "StealMessage",
     "TerminateProcessPool",
@@ -191,6 +192,16 @@ class Finished:
 
     done: list[tuple[str, Key, TaskResult]]
     threads: bool = True
+    # the shell sends the results first and then hands over ``Settle``: the bookkeeping that does not decide
+    # those results (runtimes, the inline streaks, the timeline, refilling the slots, a steal request) waits
+    # until then -- or until the next event, whichever comes first (``ExecCore.handle``), so the core decides
+    # nothing differently
+    settle_later: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """What a ``Finished(settle_later=True)`` left to do: done now (nothing if it was done already)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +273,7 @@ class PeerUp:
 
 Event: TypeAlias = (
     RunTasks | InputsReady | InputsMissing | Finished | ProcessCancelled | Recalled | AbortRuns | Tick
-    | StealMessage | PeerDown | PeerUp | InlineOverran | DropAfter
+    | StealMessage | PeerDown | PeerUp | InlineOverran | DropAfter | Settle
 )
 
 # ---- instructions ---------------------------------------------------------------------------------------------
@@ -468,11 +479,20 @@ class ExecCore:
             Finished: self._finished, ProcessCancelled: self._process_cancelled, Recalled: self._recalled,
             AbortRuns: self._abort, Tick: self._tick, StealMessage: self._steal_message, PeerDown: self._peer_down,
             PeerUp: self._peer_up, InlineOverran: self._inline_overran, DropAfter: self._drop_after_event,
+            Settle: self._settle,
         }  # fmt: skip
+        # what ``Finished(settle_later=True)`` left: (queued task, key, result, ok) per result, and its time
+        self._unsettled: list[tuple[QueuedTask | None, Key, TaskResult, bool]] = []
+        self._unsettled_at = 0.0
+        self.owes = False  # a ``Settle`` is due
 
     # ---- the entry point ------------------------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Instruction]:
+        if self.owes and type(event) is not Settle:  # what was left comes first, as if it had not been left
+            out = self._settle(None, now)
+            out.extend(self._handlers[type(event)](event, now))
+            return out
         return self._handlers[type(event)](event, now)
 
     # ---- queries (status, the shell) ------------------------------------------------------------------------
@@ -783,8 +803,30 @@ class ExecCore:
         if ev.threads:
             self._prefetch_paused = False  # a worker is free again
         long: set[str] = set()  # kernels that turned out not to be short
+        later = ev.settle_later
         for owner, key, result in ev.done:
-            self._finish_one(owner, key, result, now, out, long)
+            self._finish_one(owner, key, result, now, out, long, later)
+        if later:
+            self.owes = True
+            self._unsettled_at = now
+            return out
+        self._after_results(long, now, out)
+        return out
+
+    def _settle(self, ev: Settle | None, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        if not self.owes:
+            return out
+        self.owes = False
+        left, self._unsettled = self._unsettled, []
+        at = self._unsettled_at  # the time of the ``Finished``: the same records and decisions as without the wait
+        long: set[str] = set()
+        for qt, key, result, ok in left:
+            self._account(qt, key, result, ok, at, long)
+        self._after_results(long, at, out)
+        return out
+
+    def _after_results(self, long: set[str], now: float, out: list[Instruction]) -> None:
         if long and self._prefetched:
             # what was prefetched of them and has not started goes back to the queue, where thieves, priorities
             # and deadlines reach it again (the same function with other arguments, say). Without this, tasks of
@@ -794,10 +836,10 @@ class ExecCore:
             if keys:
                 out.append(RecallFromWorkers(keys))
         self._after_finish(now, out)
-        return out
 
     def _finish_one(
-        self, owner: str, key: Key, result: TaskResult, now: float, out: list[Instruction], long: set[str]
+        self, owner: str, key: Key, result: TaskResult, now: float, out: list[Instruction], long: set[str],
+        later: bool = False,
     ) -> None:
         run = self.fence.done(key)
         if run is not None:
@@ -820,13 +862,6 @@ class ExecCore:
             if result.get("ok"):
                 out.append(DropResult(key[0], result.get("parts") or 0))
             return
-        dt = result.get("dt")
-        if qt is not None and type(dt) is float:
-            self._measured(_rkey(qt.kernel, qt.device), dt)
-            if self.inline and qt.device == "cpu":
-                self._tiny(qt.kernel, result, dt)
-            if self._prefetched and qt.device == "cpu" and self.runtime[qt.kernel] >= PREFETCH_SECONDS:
-                long.add(qt.kernel)
         after = self._drop_after.pop(key[0], None) if self._drop_after else None
         if self._inputs:
             self._release(key, out)
@@ -838,14 +873,30 @@ class ExecCore:
             self._drop_last_used(after, out)
         if not ok:
             self.stats.failed += 1
-        self.timeline.finished(key[0], key[1], ok, now, run_s=dt if type(dt) is float else None,
-                               device=str(result.get("dev", "cpu")))
+        if later:
+            self._unsettled.append((qt, key, result, ok))
+        else:
+            self._account(qt, key, result, ok, now, long)
         out.append(SendResult(owner, result, run.ep if run is not None else 0))
         if owner != self.node_id:
             sent = self._sent
             sent.append((now, owner, result))
             while len(sent) > RESEND_MAX or sent[0][0] < now - RESEND_WINDOW:
                 sent.popleft()
+
+    def _account(self, qt: QueuedTask | None, key: Key, result: TaskResult, ok: bool, now: float,
+                 long: set[str]) -> None:
+        """A finished run's runtime (the queue's predictions, the inline streaks, a prefetched kernel found long)
+        and its timeline record."""
+        dt = result.get("dt")
+        if qt is not None and type(dt) is float:
+            self._measured(_rkey(qt.kernel, qt.device), dt)
+            if self.inline and qt.device == "cpu":
+                self._tiny(qt.kernel, result, dt)
+            if self._prefetched and qt.device == "cpu" and self.runtime[qt.kernel] >= PREFETCH_SECONDS:
+                long.add(qt.kernel)
+        self.timeline.finished(key[0], key[1], ok, now, run_s=dt if type(dt) is float else None,
+                               device=str(result.get("dev", "cpu")))
 
     def _after_finish(self, now: float, out: list[Instruction]) -> None:
         """Refill the freed slots; if that leaves one idle, look for work to steal now rather than next tick."""

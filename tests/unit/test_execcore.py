@@ -48,6 +48,7 @@ from meshaios.tasks.execcore import (
     SendMoved,
     SendResult,
     SendSteal,
+    Settle,
     StartOnWorker,
     StealMessage,
     TerminateProcessPool,
@@ -627,6 +628,37 @@ def test_a_function_runs_inline_after_enough_tiny_runs_in_a_row_and_only_with_in
     assert c.stats.finished == INLINE_STREAK + 2
     off = core(slots=1)  # the simulator's default: never inline
     assert not any(run_one(off, task(f"u{i}"), dt=1e-6).inline for i in range(INLINE_STREAK + 2))
+
+
+def test_bookkeeping_left_for_settle_decides_nothing_differently() -> None:
+    """``Finished(settle_later=True)`` (the node's inline runs: the result leaves first) returns the results alone;
+    the rest -- runtimes, the inline streak, the timeline, refilling the slot -- comes with ``Settle`` or ahead of
+    the next event, whichever is first: the same instructions in the same order, and the same state, as at once."""
+    now_c, later_c = inline_core(), inline_core()
+    now_out: list[Instruction] = []
+    later_out: list[Instruction] = []
+    for c, out, later in ((now_c, now_out, False), (later_c, later_out, True)):
+        out += c.handle(RunTasks("o", [task("a"), task("b")]), 0.0)  # one runs, one waits for the slot
+        for key in (("a", 0), ("b", 0)):
+            got = c.handle(Finished([("o", key, ok(key, 1e-5))], settle_later=later), 0.5)
+            if later:
+                assert got == [SendResult("o", ok(key, 1e-5))]  # the result alone: "b" starts with Settle
+                assert c.owes
+            out += got + c.handle(Settle(), 0.7)
+        for i in range(1, INLINE_STREAK + 4):
+            out += c.handle(RunTasks("o", [task(f"t{i}")]), float(i))
+            start = of(StartOnWorker, out)[-1]
+            out += c.handle(Finished([("o", start.key, ok(start.key, 1e-5))], threads=not start.inline,
+                                     settle_later=later), i + 0.5)  # fmt: skip
+            if not later or i % 2:  # else settled ahead of the next RUN
+                out += c.handle(Settle(), i + 0.7)
+        assert c.handle(Settle(), 99.0) == []  # nothing twice
+    assert later_out == now_out
+    assert any(s.inline for s in of(StartOnWorker, later_out))
+    assert later_c.runtime == now_c.runtime
+    assert later_c.timeline.recent() == now_c.timeline.recent()
+    assert dict(later_c.counters) == dict(now_c.counters)
+    assert later_c.held() == now_c.held()
 
 
 def user_core() -> ExecCore:

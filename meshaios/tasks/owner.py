@@ -480,7 +480,7 @@ class Owner:
             "failed": 0,
             "replaced": 0,
             "duplicates": 0,
-            "stale_reports": 0,  # lost reports of an attempt older than the one dispatched (ignored)
+            "stale_reports": 0,  # failures of an attempt older than the one dispatched (ignored)
             "retried": 0,
             "recomputed": 0,
             "lost_inputs": 0,
@@ -962,11 +962,13 @@ class Owner:
             tid = r["id"]
             t = self.tasks.get(tid)
             att = r.get("att")
-            if (t is not None and t.state is TaskState.DISPATCHED and "lost" in r and type(att) is int
+            if (t is not None and t.state is TaskState.DISPATCHED and not r["ok"] and type(att) is int
                     and att < t.attempt):  # fmt: skip
-                # the inputs an attempt older than the one dispatched now could not fetch: copies that were
-                # replaced since, or were there for the current one. It frees nothing, recomputes nothing, and
-                # leaves the current attempt where it runs (the same node, perhaps: still watched there)
+                # a failure of an attempt older than the one dispatched now: inputs it could not fetch (copies
+                # replaced since, or there for the current one), or an error of a run that was given up (its node
+                # presumed dead, its client reconciled). It frees nothing, recomputes nothing, uses up no retry,
+                # fails nothing, and leaves the current attempt where it runs (the same node, perhaps: still
+                # watched there); the current attempt's own outcome decides
                 self.counters["stale_reports"] += 1
                 continue
             self._unassign(tid, node_id)

@@ -171,6 +171,29 @@ def test_a_lost_report_of_an_attempt_older_than_the_one_dispatched_frees_and_rec
     assert [d["id"] for d in delivered(out)] == ["r"]
 
 
+def test_a_failure_of_an_attempt_older_than_the_one_dispatched_neither_retries_nor_fails_the_task() -> None:
+    """Attempt 0 of a task fails (say its node was presumed dead and came back with an error) after attempt 1 was
+    dispatched elsewhere. Judged against the newest dispatch it used up a retry and ran the task a third time --
+    or, with no retry left, failed the task for good while attempt 1 was running -- and took attempt 1 off its
+    node. Now it changes nothing: attempt 1's outcome decides."""
+    for retries in (0, 1):
+        o = owner()
+        [first] = dispatched(o.handle(SubmitTasks(C1, [spec("r", retries=retries)]), 0.0))
+        out = o.handle(SubmitTasks(C1, [spec("r", rc=True, retries=retries)]), 60.0)  # waited long: a new attempt
+        [again] = [a for a in out if isinstance(a, Dispatch)]
+        assert [(t["id"], t["att"]) for t in again.tasks] == [("r", 1)]
+        err = {"type": "RuntimeError", "msg": "from the run given up"}
+        out = o.handle(Completed(first, [{"id": "r", "att": 0, "ok": False, "err": err}]), 60.5)
+        assert dispatched(out) == {}
+        assert delivered(out) == []
+        r = o.tasks["r"]
+        assert (r.state, r.attempt, r.node, r.retries) == (TaskState.DISPATCHED, 1, again.node, retries)
+        assert "r" in o.node_tasks[again.node]
+        assert o.counters["stale_reports"] == 1
+        out = o.handle(Completed(again.node, [{"id": "r", "att": 1, "ok": True, "v": Payload(b"x")}]), 61.0)
+        assert [d["id"] for d in delivered(out)] == ["r"]
+
+
 def test_frees_come_out_of_the_tick_as_instructions() -> None:
     o = owner()
     out = o.handle(SubmitTasks(C1, [spec("a")]), 0.0)

@@ -44,7 +44,7 @@ from meshaios.sched.stealing import (
 from meshaios.sched.stealing import Send as StealSend
 from meshaios.tasks.epochs import Run, RunFence, Verdict
 from meshaios.tasks.functions import library_kernel
-from meshaios.tasks.owner import fn_key
+from meshaios.tasks.owner import fn_key_kept
 from meshaios.timeline import Timeline
 from meshaios.wire import messages as M
 from meshaios.wire.messages import Result, RunTask
@@ -526,17 +526,8 @@ class ExecCore:
         return self.model.predict_one(x)
 
     def kernel(self, fn: Payload) -> str:
-        """``fn_key`` of a function payload, remembered for small ones: a map of tiny tasks sends the same few
-        bytes thousands of times, and a dict lookup costs a tenth of the hash."""
-        blob = fn.blob
-        if len(blob) > 4096:
-            return fn_key(fn)
-        key = self._kernels.get(blob)
-        if key is None:
-            if len(self._kernels) >= MAX_KERNELS:
-                self._kernels.clear()
-            key = self._kernels[blob] = fn_key(fn)
-        return key
+        """``fn_key`` of a function payload, remembered for small ones (``fn_key_kept``)."""
+        return fn_key_kept(fn, self._kernels, MAX_KERNELS)
 
     def refresh_predictions(self) -> None:
         """Tasks queued before their kernel's first run here were predicted from the prior (0.5 s for the unknown):

@@ -514,6 +514,7 @@ class Owner:
         # pass. A peer's load reaches the owner on its DONEs; without this its own node's is never heard, so
         # with two owners it looked idle while running the other owner's tasks, and data moved to it
         self.self_load: Callable[[], int] | None = None
+        self._fn_keys: dict[bytes, str] = {}  # function payload -> its kernel id (``fn_key_kept``)
 
     # ---- the one entry -----------------------------------------------------------------------------------
     def handle(self, event: OwnerEvent, now: float) -> list[OwnerAction]:
@@ -692,7 +693,7 @@ class Owner:
                     t.missing += 1
                     if dep.state is TaskState.DONE and self._needed(dep):
                         out.extend(self._recompute(dep))
-            t.key = fn_key(t.fn)
+            t.key = fn_key_kept(t.fn, self._fn_keys)
             self.tasks[tid] = t
             if spec.get("ff") is True:
                 self._keep(t)
@@ -1588,6 +1589,20 @@ def fn_key(fn: Payload) -> str:
     return "fn:" + hashlib.blake2b(fn.blob, digest_size=8).hexdigest()
 
 
+def fn_key_kept(fn: Payload, kept: dict[bytes, str], limit: int = 4096) -> str:
+    """``fn_key``, remembered in ``kept`` for small payloads (up to ``limit`` of them, then it starts over): a map
+    of tiny tasks sends the same few bytes thousands of times, and a dict lookup costs a tenth of the hash."""
+    blob = fn.blob
+    if len(blob) > 4096:
+        return fn_key(fn)
+    key = kept.get(blob)
+    if key is None:
+        if len(kept) >= limit:
+            kept.clear()
+        key = kept[blob] = fn_key(fn)
+    return key
+
+
 def base_id(obj_id: str) -> str:
     """``task#3`` (part 3 of a shuffle map output) belongs to task ``task``."""
     return obj_id.split("#", 1)[0]
@@ -1709,6 +1724,8 @@ def _unknown_dep(dep_id: str) -> OwnedTask:
 
 def _merge(actions: list[OwnerAction]) -> list[OwnerAction]:
     """One Deliver per client and one Dispatch per node: fewer, larger messages (aborts pass through, last)."""
+    if len(actions) < 2:  # one lone task's: nothing to merge
+        return actions
     delivers: dict[bytes, list[M.Result]] = {}
     dispatches: dict[str, list[M.RunTask]] = {}
     placed: dict[str, dict[str, PlacementTask]] = {}

@@ -167,14 +167,17 @@ class Links:
         return self._measured.get((src, dst))
 
     def bandwidth(self, src: str, dst: str, reported: float | None = None) -> float:
-        """Measured for this pair, else ``local`` for two nodes of one host, else ``reported`` (the destination's
-        gossiped ingress), else the default."""
+        """Measured for this pair, else for two nodes of one host the pair measured the other way (a /dev/shm
+        hand-over costs a writer's copy and a reader's mapping whichever way it goes; a node measures only what
+        it fetches, so without this the owner priced a copy out to a peer at ``local`` and one in at what it had
+        measured, 2x apart in the DAG benchmark) or ``local``, else ``reported`` (the destination's gossiped
+        ingress), else the default."""
         m = self._measured.get((src, dst))
         if m:
             return m
         host = self.hosts.get(src)
         if host and host == self.hosts.get(dst):
-            return self.local
+            return self._measured.get((dst, src)) or self.local
         return reported if reported and reported > 0 else self.default
 
     def ingress(self, dst: str) -> float | None:

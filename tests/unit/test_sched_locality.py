@@ -111,6 +111,18 @@ def test_an_unmeasured_pair_of_one_host_is_priced_at_shared_memory_speed() -> No
     assert links.bandwidth("a", "b") == pytest.approx(100 * MB / 0.05)  # a measurement beats the assumption
 
 
+def test_an_unmeasured_pair_of_one_host_takes_the_pair_measured_the_other_way() -> None:
+    """A node measures only what it fetches (``src -> itself``). Priced at ``local`` the other way, a copy out to a
+    peer of the host looked 2x cheaper than one in (the DAG benchmark: 0.45 GB/s measured, 1 GB/s assumed), and
+    the steal gate on a victim priced a thief's 200 MiB fetch at 0.21 s; it took 0.33 s."""
+    links = Links(default=125e6, local=1e9)
+    links.hosts.update({"a": "h1", "b": "h1", "c": "h2"})
+    links.observe("b", "a", 100 * MB, 0.25)  # a fetched from b
+    assert links.bandwidth("a", "b", reported=2e9) == pytest.approx(100 * MB / 0.25)
+    links.observe("c", "a", 100 * MB, 0.5)
+    assert links.bandwidth("a", "c", reported=2e8) == 2e8  # another host: not symmetric, the reported ingress
+
+
 def test_a_consumer_leaves_its_busy_holder_for_an_idle_node_of_the_same_host() -> None:
     """Two nodes of one machine, 200 MB input on x with 3 tasks ahead per slot: priced at the network's 1 Gb/s the
     copy (1.7 s) costs more than waiting behind them, so x keeps the consumer -- and y, never fetching, never

@@ -291,7 +291,8 @@ class Node:
         self._inline: deque[tuple[str, tuple[str, int], RunTask, bool]] = deque()
         self._guard = OverrunGuard(INLINE_ABORT_S)
         self._doing = 0  # depth of ``_do``: inline runs wait for the outermost one to finish
-        self._flush_scheduled = False
+        self._flush_scheduled = False  # results wait in ``_done_buffer``
+        self._flush_pending = False  # a ``_flush_later`` is scheduled
         self._badlog = RateLimitedLog(log)  # one warning per (peer, kind) per 10 s, 20 per 10 s in all
         self._throttle = Throttle()  # peers that keep sending what the codec refuses (wire/guard.py)
         self.counters: dict[str, int] = defaultdict(int)
@@ -997,14 +998,21 @@ class Node:
         try:
             for ins in instructions:
                 run[type(ins)](ins)
-        finally:
+        except BaseException:
             self._doing -= 1
+            if not self._doing and self._flush_scheduled:
+                self._flush_soon()  # what this pass buffered still goes out
+            raise
+        self._doing -= 1
         if self._doing:
             return
         if self._inline:
             self._run_inline()
-        if self._flush_scheduled and not self.exec.queued:
-            self._flush_done()  # nothing else will finish here soon: a lone result goes now, not next iteration
+        if self._flush_scheduled:  # results of this pass (``_push_result``)
+            if not self.exec.queued:
+                self._flush_done()  # nothing else will finish here soon: a lone result goes now, not next iteration
+            else:
+                self._flush_soon()
         if self.core.owes:  # an inline run's bookkeeping, after its result has left (``Finished.settle_later``)
             self._core(_SETTLE)
 
@@ -1309,7 +1317,19 @@ class Node:
         self._done_buffer[owner].append(result)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_done)
+            if not self._doing:  # else the pass of instructions under way flushes or schedules it when done
+                self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """The results buffered go out in the loop's next iteration (with whatever else finishes meanwhile)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_pending = False
+        if self._flush_scheduled:  # not flushed meanwhile
+            self._flush_done()
 
     # ---- cancellation ---------------------------------------------------------------------------------------
     def _send_abort(self, node: str, owner: str, keys: list[M.TaskKey]) -> None:

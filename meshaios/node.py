@@ -31,7 +31,7 @@ from meshaios.errors import ConfigError, LimitExceeded, WireError
 from meshaios.ids import new_id, short
 from meshaios.io.transport import Incoming, Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.logs import RateLimitedLog
-from meshaios.membership.swim import MemberChanged, MemberState, Send, Swim
+from meshaios.membership.swim import Member, MemberChanged, MemberState, Send, Swim
 from meshaios.rate import RateMeter
 from meshaios.sched.inputs import Links
 from meshaios.sched.loadview import LoadView
@@ -834,10 +834,12 @@ class Node:
                 del self._orphans[obj]  # its owner is back: its copies are its to free (its results go again)
 
     def _reachable(self, node_id: str) -> bool:
-        if node_id == self.node_id:
-            return True
+        return node_id == self.node_id or self._live_member(node_id) is not None
+
+    def _live_member(self, node_id: str) -> Member | None:
+        """``node_id``'s membership record while it is alive or suspect (messages to it may still arrive)."""
         member = self.swim.get(node_id) if self.swim else None
-        return member is not None and member.state in _REACHABLE
+        return member if member is not None and member.state in _REACHABLE else None
 
     def _claimed(self, src: str, ids: Iterable[object]) -> None:
         """Owner ``src`` adopted these objects and counts this node's copies: a put's, whose client failed over to
@@ -905,8 +907,8 @@ class Node:
         Idempotent either way."""
         for obj in objs:
             owner = self._copies.get(obj)
-            member = self.swim.get(owner) if owner is not None and self.swim else None
-            if member is not None and member.state in _REACHABLE and obj in self.store:
+            member = self._live_member(owner) if owner is not None else None
+            if member is not None and obj in self.store:
                 self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": obj}))
 
     def _copy_tick(self, now: float) -> None:
@@ -942,8 +944,8 @@ class Node:
                     for owner in run[0]:
                         again.setdefault(owner, {})[run[3]["id"]] = run[3]
             for owner, done in again.items():
-                member = self.swim.get(owner) if self.swim and owner != self.node_id else None
-                if member is not None and member.state in _REACHABLE:
+                member = self._live_member(owner) if owner != self.node_id else None
+                if member is not None:
                     msg: M.Done = {"t": M.DONE, "src": self.node_id, "results": list(done.values())}
                     self._send_node(owner, member.addr, msg)
             # a FREE lost on its way: told again, the owner frees the copy
@@ -1760,8 +1762,8 @@ class Node:
             if holder == self.node_id:
                 self._claimed(self.node_id, ids)
                 continue
-            member = self.swim.get(holder) if self.swim else None
-            if member is not None and member.state in _REACHABLE:
+            member = self._live_member(holder)
+            if member is not None:
                 self._send_node(holder, member.addr, {"t": M.CLAIM, "src": self.node_id, "ids": ids})
 
     # ---- streams ----------------------------------------------------------------------------------------

@@ -374,6 +374,9 @@ class Simulation:
                                        deadline_order=cfg.deadline_order),
                       timer, random.Random(f"owner/{cfg.seed}/{nid}"), model=node.model,
                       gpu_capable=_runs_on_gpu_too if cfg.gpu_choice else None)
+        # as node.py wires it: placement weighs this node's own executor load, from every owner's tasks
+        stats = node.core.stats
+        owner.self_load = lambda: stats.queued
         node.owner = owner
         node.timer = timer
 

@@ -79,11 +79,7 @@ class LeanReader:
         messages waiting: the rest in a later callback, so that timers and other sockets get their turn."""
         self._loop = asyncio.get_running_loop()
         self._handler, self._limit = handler, limit
-        if self._fd is None:
-            with self.lock:
-                fd = int(self.sock.get(zmq.FD))
-            self._loop.add_reader(fd, self._readable)
-            self._fd = fd
+        self._watch(self._loop)
         self._schedule_drain()  # messages may be waiting already
 
     def unserve(self) -> None:
@@ -99,33 +95,39 @@ class LeanReader:
         handler = self._handler
         if handler is None or self._fd is None:
             return
-        sock, limit = self.sock, self._limit
-        out: list[list[Any]] = []
-        with self.lock:
-            while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
-                out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+        limit = self._limit
+        out = self._take(limit)
         if len(out) >= limit:
             self._schedule_drain()
         if out:
             handler(out)
 
+    def _take(self, limit: int) -> list[list[Any]]:
+        """Up to ``limit`` of the messages already here (none if none)."""
+        sock = self.sock
+        out: list[list[Any]] = []
+        with self.lock:
+            while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
+                out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+        return out
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The socket's descriptor on ``loop``'s reader list (once)."""
+        if self._fd is None:
+            with self.lock:
+                fd = int(self.sock.get(zmq.FD))
+            loop.add_reader(fd, self._readable)
+            self._fd = fd
+
     async def recv_batch(self, limit: int) -> list[list[Any]]:
         """At least one message (a list of frames, ``copy=False``), and up to ``limit`` of those already here."""
-        sock = self.sock
         while True:
-            out: list[list[Any]] = []
-            with self.lock:
-                while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
-                    out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            out = self._take(limit)
             if out:
                 return out
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
-            if self._fd is None:
-                with self.lock:
-                    fd = int(sock.get(zmq.FD))
-                self._loop.add_reader(fd, self._readable)
-                self._fd = fd
+            self._watch(self._loop)
             w = self._waiter = self._loop.create_future()
             try:
                 await w

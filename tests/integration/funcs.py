@@ -139,6 +139,24 @@ def thread_after(delay: float) -> str:
     return threading.current_thread().name
 
 
+def thread_at_gate(gate: str, started: str) -> str:
+    """Append a line to ``started``, wait until the file ``gate`` exists (the test creates it), then name the executor
+    thread that ran this. A test holds a slot, or a call inline on the loop, for exactly as long as it needs to,
+    whatever the machine's load; the wait polls, so ``OverrunGuard`` can interrupt it inline (as it would
+    ``time.sleep``)."""
+    fd = os.open(started, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"started\n")
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} was not created within 60 s")
+        time.sleep(0.005)
+    return threading.current_thread().name
+
+
 def thread_name() -> str:
     """The executor thread that ran this: a worker's ``mesh-<node>-<i>``, or the event loop's (an inline run)."""
     return threading.current_thread().name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from meshaios.errors import CancelledTaskError
 from meshaios.tasks.execcore import INLINE_STREAK, INLINE_USER_STREAK
 from meshaios.testing.inproc import InProcessMesh
 from tests.integration import funcs
+from tests.integration.polling import wait_for
 
 LOOP_THREAD = threading.main_thread().name
 ADD = default_registry().get("meshaios.add")
@@ -26,6 +28,10 @@ ADD = default_registry().get("meshaios.add")
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
     return uvloop.run(asyncio.wait_for(fn(), 60))
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def test_sequential_tiny_kernel_calls_run_inline_and_each_result_is_counted_once() -> None:
@@ -48,7 +54,9 @@ def test_sequential_tiny_kernel_calls_run_inline_and_each_result_is_counted_once
     run(main)
 
 
-def test_a_users_function_runs_inline_once_proven_tiny_and_when_it_then_blocks_the_node_still_answers() -> None:
+def test_a_users_function_runs_inline_once_proven_tiny_and_when_it_then_blocks_the_node_still_answers(
+    tmp_path: Path,
+) -> None:
     """Tiny on the workers INLINE_USER_STREAK times in a row, then inline; then a call waits (a file, a lock, a
     socket): on the loop that would stop the node (it held a node of tests/ux for 60 s when eight tiny runs were
     enough and nothing interrupted it). The run is interrupted, the task runs again on a worker, the node answers
@@ -59,19 +67,28 @@ def test_a_users_function_runs_inline_once_proven_tiny_and_when_it_then_blocks_t
             node = mesh.nodes[0]
             c = await mesh.client(0)
             worker = f"mesh-{node.node_id[:8]}-0"
-            where = [await c.submit(funcs.thread_after, 0.0) for _ in range(INLINE_USER_STREAK)]
+            opened, warm = tmp_path / "open", str(tmp_path / "warm")
+            opened.touch()
+
+            async def tiny() -> str:
+                return str(await c.submit(funcs.thread_at_gate, str(opened), warm))
+
+            where = [await tiny() for _ in range(INLINE_USER_STREAK)]
             while where[-1] != LOOP_THREAD:  # a run preempted on a loaded machine starts the count again
                 assert len(where) < 20 * INLINE_USER_STREAK, where
-                where.append(await c.submit(funcs.thread_after, 0.0))
+                where.append(await tiny())
             assert set(where[:INLINE_USER_STREAK]) == {worker}  # on the worker until proven tiny
-            slow = c.submit(funcs.thread_after, 0.5)
-            await asyncio.sleep(0.1)
-            await c.ping()  # answered while the slow call goes on: interrupted inline, it runs on a worker now
+            gate, started = tmp_path / "gate", tmp_path / "started"
+            slow = c.submit(funcs.thread_at_gate, str(gate), str(started))  # waits until the test opens the gate
+            await c.ping()  # answered while the call waits: interrupted inline, it runs on a worker now
+            await wait_for(lambda: _lines(started) == 2, 30, "the call started again on a worker")
+            await c.ping()
             assert not slow.done()
+            gate.touch()
             assert await slow == worker
             assert node.counters["inline_interrupted"] == 1
             assert node.counters["inline_revoked"] == 1
-            again = {await c.submit(funcs.thread_after, 0.0) for _ in range(2 * INLINE_USER_STREAK)}
+            again = {await tiny() for _ in range(2 * INLINE_USER_STREAK)}
             assert again == {worker}  # never inline again
             assert c.stats["duplicates"] == 0
 
@@ -92,7 +109,7 @@ def test_a_users_function_run_inline_finds_no_running_event_loop_as_on_a_worker(
     run(main)
 
 
-def test_a_queued_call_of_an_inline_kernel_can_be_cancelled_and_never_runs(tmp_path: Any) -> None:
+def test_a_queued_call_of_an_inline_kernel_can_be_cancelled_and_never_runs(tmp_path: Path) -> None:
     async def main() -> None:
         async with InProcessMesh(1, workers=1) as mesh:
             node = mesh.nodes[0]
@@ -100,16 +117,17 @@ def test_a_queued_call_of_an_inline_kernel_can_be_cancelled_and_never_runs(tmp_p
             x = np.arange(4.0)
             for _ in range(INLINE_STREAK + 1):
                 await c.submit(ADD, x, 1.0)  # tiny: its queued calls are prefetched, or run inline
-            log = tmp_path / "ran"
-            blocker = c.submit(funcs.sleep_and_log, 0, 0.3, str(log))  # holds the one slot
-            await asyncio.sleep(0.05)
+            log, gate, started = tmp_path / "ran", tmp_path / "gate", tmp_path / "started"
+            blocker = c.submit(funcs.thread_at_gate, str(gate), str(started))  # holds the one slot until the gate
+            await wait_for(started.exists, 30, "the blocker started")
             queued = [c.submit(funcs.sleep_and_log, i, 0.0, str(log)) for i in range(1, 4)]
             doomed = c.submit(ADD, x, 2.0)
-            await asyncio.sleep(0.05)
+            await wait_for(lambda: node.exec.queued == 5, 30, "the four calls queued behind the blocker")
             doomed.cancel()
             with pytest.raises(CancelledTaskError):
                 await doomed
-            assert await blocker == 0
+            gate.touch()
+            assert await blocker == f"mesh-{node.node_id[:8]}-0"
             assert await c.gather(queued) == [1, 4, 9]
             assert await c.submit(funcs.square, 4) == 16
             assert node.exec.queued == 0

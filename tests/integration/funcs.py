@@ -149,12 +149,23 @@ def thread_at_gate(gate: str, started: str) -> str:
         os.write(fd, b"started\n")
     finally:
         os.close(fd)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{gate} was not created within 60 s")
-        time.sleep(0.005)
+    _wait_for_file(gate)
     return threading.current_thread().name
+
+
+def square_at_gate(x: int, gate: str) -> int:
+    """``x * x`` once the file ``gate`` exists: tasks that stay running, however loaded the machine, until the test
+    lets them finish."""
+    _wait_for_file(gate)
+    return x * x
+
+
+def _wait_for_file(path: str) -> None:
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was not created within 60 s")
+        time.sleep(0.005)
 
 
 def thread_name() -> str:

@@ -14,6 +14,7 @@ import uvloop
 from meshaios.errors import MeshUnavailable, SerializationError, TaskError
 from meshaios.testing.inproc import InProcessMesh
 from tests.integration import funcs
+from tests.integration.polling import wait_for
 
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -183,7 +184,7 @@ def test_client_fails_over_when_its_entry_node_dies_and_gets_every_result_once()
         async with InProcessMesh(3) as mesh:
             await mesh.wait_converged()
             c = await mesh.client(0, heartbeat_timeout=1.0)
-            await asyncio.sleep(0.6)  # the client learns the other nodes' addresses from a status poll
+            await wait_for(lambda: len(c._known_nodes) == 3, 10, "the client learnt the other nodes (a status poll)")
             level = c.map(funcs.slow_square, range(64), [0.02] * 64)
             firsts = level
             while len(level) > 1:
@@ -203,7 +204,7 @@ def test_client_gets_a_clear_error_when_every_node_is_gone() -> None:
         async with InProcessMesh(2) as mesh:
             await mesh.wait_converged()
             c = await mesh.client(0, heartbeat_timeout=0.8, failover_timeout=1.5)
-            await asyncio.sleep(0.6)
+            await wait_for(lambda: len(c._known_nodes) == 2, 10, "the client learnt the other node")
             f = c.submit(funcs.slow_square, 3, 5.0)
             await asyncio.sleep(0.05)
             mesh.kill(0)

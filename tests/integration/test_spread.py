@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import uvloop
 from meshaios.errors import TaskError
 from meshaios.testing.inproc import InProcessMesh
 from tests.integration import funcs
+from tests.integration.polling import wait_for
 
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -49,7 +51,7 @@ def test_one_owner_is_exactly_the_client_of_before() -> None:
         async with InProcessMesh(3) as mesh:
             await mesh.wait_converged()
             c = await mesh.client(1, spread=1)
-            await asyncio.sleep(0.6)  # peers learnt: still no second shard
+            await wait_for(lambda: len(c._known_nodes) == 3, 10, "peers learnt")  # and still no second shard
             assert await c.gather(c.map(funcs.square, range(50))) == [x * x for x in range(50)]
             assert len(c.core.shards) == 1
             assert owned(mesh) == [0, 50, 0]
@@ -135,15 +137,18 @@ def test_a_killed_owner_fails_over_alone_and_every_result_arrives_once() -> None
     run(main)
 
 
-def test_cancelling_a_spread_clients_tasks_cancels_them_at_every_owner() -> None:
+def test_cancelling_a_spread_clients_tasks_cancels_them_at_every_owner(tmp_path: Path) -> None:
     async def main() -> None:
         async with InProcessMesh(3) as mesh:
             await mesh.wait_converged()
             c = await mesh.client(0, spread=3)
-            futs = c.map(funcs.slow_square, range(60), [0.2] * 60)
-            await asyncio.sleep(0.1)
-            assert len({c.core.shard_of[f.key] for f in futs if f.key in c.core.shard_of}) == 3
+            gate = tmp_path / "gate"  # the tasks that start run until the gate opens, after the cancel
+            futs = c.map(funcs.square_at_gate, range(60), [str(gate)] * 60)
+            await wait_for(
+                lambda: len({c.core.shard_of.get(f.key) for f in futs} - {None}) == 3, 10, "tasks at three owners"
+            )
             assert c.cancel(futs) >= 50
+            gate.touch()
             results = await asyncio.gather(*(f._result_async() for f in futs), return_exceptions=True)
             cancelled = sum(isinstance(r, BaseException) for r in results)
             assert cancelled >= 50

@@ -19,7 +19,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from meshaios.errors import AuthError, MeshUnavailable
-from meshaios.io.lean import _EVENTS, _POLLIN, LeanReader, _get
+from meshaios.io.lean import _EVENTS, _POLLIN, LeanReader, _get, send_frames
 from meshaios.io.transport import apply_client_curve
 from meshaios.security import MeshKeys
 from meshaios.store.stream import MAX_FRAME_BYTES
@@ -119,7 +119,7 @@ class ZmqConnection:
             return
         with self._lock:
             try:
-                self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                send_frames(self._sync, frames)
             except zmq.Again:
                 self._backlog.append(frames)
                 asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)
@@ -135,7 +135,7 @@ class ZmqConnection:
             if self._closed or self._backlog:
                 return False
             try:
-                self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                send_frames(self._sync, frames)
             except zmq.ZMQError:
                 return False
             return True if _get(self._sync, _EVENTS) & _POLLIN else None
@@ -153,7 +153,7 @@ class ZmqConnection:
                 return
             try:
                 while self._backlog:
-                    self._sync.send_multipart(self._backlog[0], zmq.NOBLOCK, copy=False)
+                    send_frames(self._sync, self._backlog[0])
                     self._backlog.popleft()
             except zmq.Again:
                 asyncio.get_running_loop().call_later(BACKLOG_RETRY_S, self._send_backlog)

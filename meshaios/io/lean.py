@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -31,6 +31,41 @@ import zmq.backend
 _get: Any = zmq.backend.Socket.get  # returns an int
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+# Sending and receiving a message frame by frame through the backend's calls, with plain int flags: pyzmq's
+# ``send_multipart`` ORs ``zmq.SNDMORE`` into the flags per frame (an ``enum.Flag`` operation) and goes through the
+# Python ``Socket.send`` wrapper; ``recv_multipart`` asks for ``RCVMORE`` after each frame (``getsockopt``, which
+# makes a ``SocketOption`` enum), where the backend's ``recv`` has already set it on the frame (``Frame.more``)
+_send: Any = zmq.backend.Socket.send
+_recv: Any = zmq.backend.Socket.recv
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_BUFFERS = (bytes, zmq.Frame, memoryview)
+
+
+def send_frames(sock: zmq.Socket[Any], frames: Sequence[Any], first: bytes | None = None) -> None:
+    """``sock.send_multipart([first, *frames], zmq.NOBLOCK, copy=False)`` (``first`` only if given), for less: raises
+    ``zmq.Again`` (nothing sent) when the socket cannot take the message, and ``TypeError`` (nothing sent) for a frame
+    that is not a buffer, as ``send_multipart`` does."""
+    for f in frames:
+        if not isinstance(f, _BUFFERS):
+            memoryview(f)  # TypeError before any frame goes: a message is sent whole or not at all
+    last = len(frames) - 1
+    if first is not None:
+        _send(sock, first, _NOBLOCK_MORE if last >= 0 else _NOBLOCK, False)
+    for i in range(last):
+        _send(sock, frames[i], _NOBLOCK_MORE, False)
+    if last >= 0:
+        _send(sock, frames[last], _NOBLOCK, False)
+
+
+def recv_frames(sock: zmq.Socket[Any]) -> list[Any]:
+    """``sock.recv_multipart(zmq.NOBLOCK, copy=False)`` for less (the frames are ``zmq.Frame``)."""
+    frame = _recv(sock, _NOBLOCK, False)
+    out = [frame]
+    while frame.more:
+        frame = _recv(sock, _NOBLOCK, False)
+        out.append(frame)
+    return out
 
 
 class LeanReader:
@@ -108,7 +143,7 @@ class LeanReader:
         out: list[list[Any]] = []
         with self.lock:
             while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
-                out.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                out.append(recv_frames(sock))
         return out
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:

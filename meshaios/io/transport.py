@@ -37,7 +37,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils import z85
 
-from meshaios.io.lean import LeanReader
+from meshaios.io.lean import LeanReader, send_frames
 from meshaios.io.zap import AuthThread
 from meshaios.security import MeshKeys
 from meshaios.store.stream import MAX_FRAME_BYTES
@@ -449,7 +449,7 @@ class ZmqTransport:
             self.stats.dropped += 1
             return False
         try:
-            self._dealer(addr, control).send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            send_frames(self._dealer(addr, control), frames)
         except zmq.Again:
             self.stats.dropped += 1
             return False
@@ -471,7 +471,7 @@ class ZmqTransport:
         # signal (the lost wake-ups of docs/performance.md, section 1)
         assert self._router_sync is not None
         try:
-            self._router_sync.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
+            send_frames(self._router_sync, frames, ident)
         except zmq.ZMQError as exc:
             if not isinstance(exc, zmq.Again):
                 log.warning("reply failed: %s", exc)

@@ -13,7 +13,7 @@ import pytest
 import uvloop
 import zmq
 
-from meshaios.io.lean import LeanReader
+from meshaios.io.lean import _EVENTS, _POLLIN, LeanReader, _get, recv_frames, send_frames
 
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -170,3 +170,51 @@ def test_a_send_that_consumes_the_signal_still_reaches_the_served_handler() -> N
             assert got == [b"hello", b"second"]
 
     run(main)
+
+
+def test_send_frames_and_recv_frames_carry_a_message_whole_or_not_at_all() -> None:
+    """The frame-by-frame send and receive with int flags (``send_frames``, ``recv_frames``) carry what
+    ``send_multipart``/``recv_multipart`` carry: bytes, memoryviews, a buffer over pyzmq's copy threshold (sent
+    without a copy) and ``zmq.Frame``s, the ROUTER's routing id first; a frame that is not a buffer raises before any
+    frame leaves, so the next message arrives intact; a full queue raises ``zmq.Again`` with nothing sent."""
+    big = bytearray(range(256)) * 1024  # 256 KiB: over the copy threshold
+    frames: list[Any] = [b"head", memoryview(b"view"), big, zmq.Frame(b"frame"), b""]
+
+    async def main() -> None:
+        async with pair() as (router, dealer, reader):
+            send_frames(dealer, frames)
+            (msg,) = await reader.recv_batch(16)
+            assert [bytes(f) for f in msg] == [b"d", b"head", b"view", bytes(big), b"frame", b""]
+            with pytest.raises(TypeError):
+                send_frames(router, [b"ok", object()], b"d")
+            send_frames(router, [b"one"], b"d")
+            send_frames(router, [b"two", b"2"], b"d")
+            got = []
+            while len(got) < 2:
+                if _get(dealer, _EVENTS) & _POLLIN:
+                    got.append([bytes(f) for f in recv_frames(dealer)])
+                else:
+                    await asyncio.sleep(0.001)
+            assert got == [[b"one"], [b"two", b"2"]]
+            with pytest.raises(zmq.Again):
+                recv_frames(dealer)
+
+    run(main)
+
+
+def test_send_frames_refuses_a_full_queue_with_nothing_sent() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.SNDHWM, 1)
+        dealer.connect("tcp://127.0.0.1:1")  # nobody there: messages queue until the high-water mark
+        sent = 0
+        with pytest.raises(zmq.Again):
+            for _ in range(100):
+                send_frames(dealer, [b"a", b"b"])
+                sent += 1
+        assert sent >= 1
+    finally:
+        dealer.close()
+        ctx.term()

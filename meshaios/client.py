@@ -81,6 +81,10 @@ FAILOVER_ROUND_S = 0.5  # pause between two rounds over the candidates
 RETIRED_CONNECTION_S = 60.0  # how long the connection to a former entry node stays open for its DETACH to land
 REFUSED = "meshaios.RequestRefused"  # the error type of a task whose SUBMIT its node refused (``_on_error``)
 DEFAULT_SPREAD = 4  # nodes owning one client's tasks (meshaios.shards); at most the nodes of the mesh
+# a caller waiting for a task it sent itself reads the connection (``AsyncClient._read_own``) at most this long,
+# waking at least this often to see whether it still may; then it waits for the loop's reader
+READ_OWN_S = 0.5
+READ_SLICE_S = 0.02
 
 
 class _Remote:
@@ -118,8 +122,8 @@ class Future:
     """
 
     __slots__ = (
-        "__weakref__", "_cf_", "_client", "_on_start", "_outcome", "_started", "_state", "_value", "_waiter", "key",
-        "node",
+        "__weakref__", "_cf_", "_client", "_direct", "_on_start", "_outcome", "_started", "_state", "_value",
+        "_waiter", "key", "node",
     )  # fmt: skip
 
     def __init__(self, key: str, client: AsyncClient) -> None:
@@ -134,6 +138,9 @@ class Future:
         self._on_start: list[Callable[[Future], Any]] | None = None
         # a thread blocked in ``result()`` on this future alone: a held lock that settling releases (``_wait``)
         self._waiter: Any = None
+        # sent from the caller's thread (``AsyncClient._submit_direct``): (connection, shard), until a waiting thread
+        # has read the connection for its answer (``AsyncClient._read_own``) or someone looks at it another way
+        self._direct: tuple[ZmqConnection, int] | None = None
 
     @property
     def _cf(self) -> concurrent.futures.Future[Any]:
@@ -141,6 +148,8 @@ class Future:
         first time a waiter, a callback or a cancellation needs it."""
         cf = self._cf_
         if cf is None:
+            if self._direct is not None:
+                self._client._give_back(self)  # callbacks and waits on many futures: the loop's reader reads for them
             with _HANDOVER:
                 cf = self._cf_
                 if cf is None:
@@ -198,6 +207,10 @@ class Future:
 
     def _result(self, timeout: float | None) -> Any:
         t0 = time.monotonic()
+        if self._direct is not None:
+            self._client._read_own(self, timeout)  # this thread reads its answer while it waits, if it can
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - t0))
         state = self._state  # read before the outcome: it is written after it
         if state == _RESULT:
             value = self._outcome
@@ -246,6 +259,11 @@ class Future:
         return self._cf.result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._direct is not None:
+            t0 = time.monotonic()
+            self._client._read_own(self, timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - t0))
         state = self._state
         if state != _PENDING:
             return self._outcome if state == _ERROR else None
@@ -260,7 +278,16 @@ class Future:
         if self._state != _PENDING:
             return True
         cf = self._cf_
-        return cf is not None and cf.done()
+        if cf is None:
+            if self._direct is not None:
+                self._client._give_back(self)  # polled, not waited on: the loop's reader reads for it
+            return False
+        return cf.done()
+
+    def _finished(self) -> bool:
+        """``done`` for the client's own use: never gives the connection back to the loop's reader."""
+        cf = self._cf_
+        return self._state != _PENDING if cf is None else cf.done()
 
     def running(self) -> bool:
         """True from the node's start report until the task finishes; only tasks submitted with
@@ -617,6 +644,13 @@ class AsyncClient:
         # sent wait in ``_handover`` until the loop's thread records them (``_adopt``)
         self._wire_lock = threading.Lock()
         self._handover: collections.deque[tuple[M.SubmitTask, Future, Connection, int, int, int]] = collections.deque()
+        # ... and the caller reads the answer itself while it waits (``_read_own``): the ids of tasks so sent whose
+        # answer has not come yet (none: the next lone task may go the same way), and what the caller read, for the
+        # loop's thread to take in as if it had read it (``_adopt``): (shard, connection, the messages in order)
+        self._unanswered: set[str] = set()
+        self._handback: collections.deque[tuple[int, Connection, list[M.Message]]] = collections.deque()
+        self.read_direct = 0  # answers read by the thread that waited for them (``_read_own``)
+        self.handed_back = 0  # other messages that thread read, handed to the loop's thread
         self.sent_direct = 0  # SUBMITs sent from the caller's thread (``_submit_direct``)
         self._by_req: dict[int, asyncio.Future[M.Got | M.PutAck]] = {}
         self._req_shard: dict[int, int] = {}  # which shard each request went to
@@ -1009,6 +1043,8 @@ class AsyncClient:
     def _fire_and_forget(self, keys: list[str]) -> None:
         """Loop thread only. The owner keeps these tasks (and their dependencies) running if we leave; a resubmit
         after failover carries the mark (``ff`` in the spec)."""
+        if self._handover or self._handback:
+            self._adopt()
         todo = list(keys)
         while todo:  # what they depend on is kept too (not cancelled at close): they cannot run without it
             k = todo.pop()
@@ -1099,7 +1135,7 @@ class AsyncClient:
 
     def _enqueue(self, items: list[tuple[M.SubmitTask, Future]]) -> None:
         """Loop thread only."""
-        if self._handover:
+        if self._handover or self._handback:
             self._adopt()  # tasks the caller's thread sent come first, as they were submitted first
         idle = not self._pending
         if idle:
@@ -1127,7 +1163,7 @@ class AsyncClient:
         a message, submits, flushes, cancels or beats -- before it reads any answer, and off the round trip's way.
         False: nothing was sent, the ordinary path takes it."""
         spec, fut = item
-        if (self._pending or self._outbox or self._urgent or self._handover or spec["deps"] or "priority" in spec
+        if (self._pending or self._outbox or self._urgent or self._unanswered or spec["deps"] or "priority" in spec
                 or self._loop is None or threading.get_ident() == self._loop_thread):  # fmt: skip
             return False
         shards = list(self.core.shards.items())  # loop-thread state, read once: the checks below stand or fall on it
@@ -1149,10 +1185,14 @@ class AsyncClient:
             if self._streams_out.should_stream(frames):
                 return False
             self._handover.append((spec, fut, conn, sid, ep, req))  # before the send: its answer finds it there
+            if isinstance(conn, ZmqConnection):
+                fut._direct = (conn, sid)  # its caller may read the answer itself (``_read_own``)
             sent = send(frames)
             if sent is False:
                 self._handover.pop()
+                fut._direct = None
                 return False
+            self._unanswered.add(spec["id"])
             self._next_req = req
             self.sent_direct += 1
         if sent:  # a message is waiting that the loop may not have been told of: it reads it (after ``_adopt``)
@@ -1165,14 +1205,19 @@ class AsyncClient:
         ``_submit_to`` would have; one sent on a connection that a failover replaced meanwhile, or at an older
         epoch, goes the ordinary way (resubmitted, as a failover resubmits what its shard had)."""
         q = self._handover
-        if not q:
+        if not q and not self._handback:
             return
         with self._wire_lock:  # a send under way finishes first
             items = list(q)
             q.clear()
+            back = list(self._handback)
+            self._handback.clear()
+            self._unanswered.clear()  # those not answered yet are pending now: the loop's reader reads for them
+        rechecked: list[Connection] = []
         for spec, fut, conn, sid, ep, req in items:
             rc = getattr(conn, "recheck", None)
-            if rc is not None:
+            if rc is not None and conn not in rechecked:
+                rechecked.append(conn)
                 rc()  # the send may have consumed the signal of a message that arrived meanwhile (io/lean.py)
             shard = self.core.shards.get(sid)
             if shard is None or shard.failing or shard.epoch != ep or self._conns.get(sid) is not conn:
@@ -1190,8 +1235,95 @@ class AsyncClient:
             refusable = self._refusable.get(sid)
             if refusable is not None:
                 refusable[req] = [spec]
+        if back:
+            now = self.clock.now()
+            for sid, conn, msgs in back:
+                if self._conns.get(sid) is not conn:
+                    continue  # a failover replaced it: not read, as ``_on_batch`` would not have
+                self.core.heard(sid, now)
+                for msg in msgs:
+                    self._on_message(msg, sid)  # the caller's own answer: its accounts (it settled the future)
         if len(self._lazy_releases) >= RELEASE_BATCH:
             self._schedule_flush()  # the releases go with the next flush, as they would have with this one
+
+    def _read_own(self, fut: Future, timeout: float | None) -> None:
+        """The sync ``Client``'s caller, waiting for a task it sent itself (``_submit_direct``): this thread reads the
+        connection while it waits, sparing the answer two thread hand-offs, libzmq's I/O thread -> the loop's thread
+        -> this one (docs/performance.md section 20). Its own answer (a RESULTS of this task alone, with the value
+        in it) it settles here; the loop's thread takes in what was read later, as if it had read it (``_adopt``:
+        the next time it reads, submits, flushes, cancels, releases or beats). Anything else read (other tasks'
+        results, a PONG, a refusal, a result kept at its node, a stream's chunks) goes to the loop at once, in the
+        order read, and this thread stops reading; so it does after READ_OWN_S, at its timeout, when a failover
+        replaces the connection or the client closes. Then it waits the ordinary way, and the loop's reader reads
+        again (io/lean.py ``end_read``)."""
+        direct = fut._direct
+        loop = self._loop
+        if direct is None or loop is None or threading.get_ident() == self._loop_thread:
+            return
+        conn, sid = direct
+        if not conn.begin_read():  # another thread reads now: the loop reads once it stops (or closed)
+            fut._direct = None
+            return
+        give_back = True
+        key = fut.key
+        try:
+            t0 = time.monotonic()
+            limit = READ_OWN_S if timeout is None else min(READ_OWN_S, timeout)
+            while fut._state == _PENDING and fut._cf_ is None and self._conns.get(sid) is conn and not self._closed:
+                batch = conn.read(min(READ_SLICE_S, max(0.0, limit - (time.monotonic() - t0))))
+                if batch is None:
+                    break  # closed
+                if batch:
+                    answer: M.Result | None = None
+                    msgs = _decoded(batch)
+                    for msg in msgs:
+                        if msg["t"] == M.RESULTS and answer is None and len(msg["results"]) == 1:
+                            r = msg["results"][0]
+                            if isinstance(r, dict) and r.get("id") == key and (not r.get("ok") or "v" in r):
+                                answer = r
+                    if self._conns.get(sid) is not conn:
+                        answer = None  # a failover replaced it meanwhile: the new owner's answer counts
+                    with self._wire_lock:
+                        self._handback.append((sid, conn, msgs))
+                        # already pending at the loop (adopted meanwhile): the next lone task waits for its accounts
+                        adopted = answer is not None and key not in self._unanswered
+                        if answer is not None:
+                            self._unanswered.discard(key)
+                    if answer is not None:
+                        fut.node = str(answer.get("node", ""))
+                        self._settle(fut, answer)
+                        self.read_direct += 1
+                    others = len(msgs) - (answer is not None)
+                    if others or adopted:
+                        self.handed_back += others
+                        with contextlib.suppress(RuntimeError):  # closed meanwhile: ``close`` took them in
+                            loop.call_soon_threadsafe(self._adopt)  # what is not ours, now
+                        break
+                    if answer is not None:
+                        give_back = False  # nothing else expected: the loop's reader may stay parked (io/lean.py)
+                        break
+                if time.monotonic() - t0 >= limit:
+                    break
+        finally:
+            fut._direct = None
+            if conn.end_read(give_back):
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(conn.recheck)
+
+    def _give_back(self, fut: Future) -> None:
+        """A future sent from the caller's thread is looked at otherwise than by waiting for it (``done``, a callback,
+        a wait on many): the loop's reader, perhaps parked while a caller read (io/lean.py), reads for it again."""
+        direct, fut._direct = fut._direct, None
+        if direct is None:
+            return
+        conn = direct[0]
+        if threading.get_ident() == self._loop_thread:
+            conn.recheck()
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(conn.recheck)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -1201,7 +1333,7 @@ class AsyncClient:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._handover:
+        if self._handover or self._handback:
             self._adopt()
         if not self.core.shards:
             return
@@ -1261,7 +1393,7 @@ class AsyncClient:
         after a failover); one sent already is named in a CANCEL to its owner, which follows the SUBMITs in order;
         one held here for inputs of other owners is settled at once. The future stays pending until then, so the
         window's count stays right."""
-        if self._handover:
+        if self._handover or self._handback:
             self._adopt()
         for key in keys:
             spec = self._specs.get(key)
@@ -1295,6 +1427,8 @@ class AsyncClient:
             self._add_release(q.popleft())
 
     def _add_release(self, key: str) -> None:
+        if self._handover or self._handback:
+            self._adopt()  # a task sent, and perhaps answered, from the caller's thread: known before it is released
         instructions = self.core.release(key)
         if not self._closed:
             self._do(instructions)
@@ -1690,15 +1824,10 @@ class AsyncClient:
         """Messages from shard ``sid``'s connection; False once a failover has replaced it (nothing read then)."""
         if self._conns.get(sid) is not conn:
             return False
-        if self._handover:
-            self._adopt()  # before any answer to what the caller's thread sent
+        if self._handover or self._handback:
+            self._adopt()  # before any answer to what the caller's thread sent, and what the caller read first
         self.core.heard(sid, self.clock.now())
-        for frames in batch:
-            try:
-                msg = decode_message(frames)
-            except WireError as exc:
-                log.warning("malformed message from node: %s", exc)
-                continue
+        for msg in _decoded(batch):
             self._on_message(msg, sid)
         return True
 
@@ -1838,9 +1967,12 @@ class AsyncClient:
                 done = {"loc": [fut.node], "size": size, "parts": r.get("parts") or 0}
         raw_err = r.get("err")
         self._do(self.core.finish(r["id"], ok, done, raw_err if isinstance(raw_err, dict) else None))
-        if fut.done():  # cancelled here: the owner's answer only settles the accounts
+        if fut._finished():  # cancelled here, or read by its caller: the owner's answer only settles the accounts
             return
         self._settle(fut, r)  # a cancel by another thread since the check above stands (``_settle_with``)
+        direct = fut._direct
+        if direct is not None:
+            direct[0].poke()  # a caller reading for this answer (``_read_own``) stops reading now
 
     def _settle(self, fut: Future, r: M.Result) -> None:
         """A task's result, ``r``, into its future: a value, a remote reference, or the error it names."""
@@ -2184,6 +2316,17 @@ def _progress(futures: list[Future], desc: str) -> Any:
     from meshaios.progress import progress
 
     return progress(futures, desc=desc, delay=0.5)
+
+
+def _decoded(batch: list[list[Any]]) -> list[M.Message]:
+    """A batch of messages from a node, decoded; a malformed one is logged and left out."""
+    out = []
+    for frames in batch:
+        try:
+            out.append(decode_message(frames))
+        except WireError as exc:
+            log.warning("malformed message from node: %s", exc)
+    return out
 
 
 def _name(fn: Any) -> str:

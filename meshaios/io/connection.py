@@ -146,6 +146,23 @@ class ZmqConnection:
             if not self._closed:
                 self._lean.sent()
 
+    def begin_read(self) -> bool:
+        """Any thread but the loop's: read this connection for a while (``read``, then ``end_read``) instead of the
+        loop (io/lean.py); False: not now."""
+        return not self._closed and self._lean.begin_read()
+
+    def read(self, timeout: float) -> list[list[Any]] | None:
+        """After ``begin_read``: the messages here, waiting up to ``timeout`` s for one; None once closed."""
+        return self._lean.read(timeout)
+
+    def end_read(self, give_back: bool) -> bool:
+        """The socket back to the loop; True: the loop must be asked to ``recheck`` (io/lean.py ``end_read``)."""
+        return self._lean.end_read(give_back)
+
+    def poke(self) -> None:
+        """Any thread: wake the thread reading (``read``), if any, at once."""
+        self._lean._poke()
+
     def _send_backlog(self) -> None:
         with self._lock:
             if self._closed or self._sync.closed:

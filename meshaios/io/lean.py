@@ -13,12 +13,22 @@ and whoever sends on the socket from the loop calls ``sent()`` afterwards, which
 messages are there. The event loop's thread reads; another thread may send on the socket under ``lock`` (the sync
 client's caller sending a SUBMIT, ``ZmqConnection.send_threadsafe``): a libzmq socket must never be used by two
 threads at once, so the reader holds ``lock`` around its own calls on the socket.
+
+Another thread may also *read* the socket for a while (``begin_read`` .. ``end_read``: the sync client's caller
+waiting for the answer to a SUBMIT it sent, docs/performance.md section 20). Meanwhile the loop's reader callback
+leaves the socket alone: the first time the descriptor signals it takes the descriptor off the loop (``parked``),
+so the loop's thread is not woken for messages the other thread reads; the descriptor goes back on the loop
+(``unpark``) at the loop's next send on the socket, or when the reading thread asks for it (``recheck``). A loop's
+send that consumes the signal of a message meanwhile wakes the reading thread through a pipe, as ``sent()`` wakes
+the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -81,6 +91,13 @@ class LeanReader:
         self._handler: Callable[[list[list[Any]]], None] | None = None
         self._limit = 256
         self._drain_scheduled = False
+        # ``begin_read``: a thread other than the loop's reads the socket now; ``parked``: the descriptor is off the
+        # loop's reader list meanwhile (loop thread only); the reading thread's poller, and a pipe that wakes it
+        self.reading = False
+        self.parked = False
+        self.wanted = False  # the loop sent, or a thread could not begin reading, meanwhile: unpark at ``end_read``
+        self._poller: Any = None
+        self._pipe: tuple[int, int] | None = None
 
     def _wake(self) -> None:
         w, self._waiter = self._waiter, None
@@ -90,7 +107,9 @@ class LeanReader:
     def _readable(self) -> None:
         """The descriptor signals: wake the reader; with none waiting, let libzmq take its commands (this clears
         the descriptor, which would otherwise keep signalling) and leave the messages for the next batch."""
-        if self._handler is not None:
+        if self.reading:  # another thread reads the socket now: off the loop until ``unpark``
+            self._park()
+        elif self._handler is not None:
             self._drain()
         elif self._waiter is not None:
             self._wake()
@@ -101,7 +120,14 @@ class LeanReader:
     def sent(self) -> None:
         """Call after each send on this socket (holding ``lock`` where other threads use the socket), on the loop's
         thread: the send may have consumed the signal of a message."""
-        if self._handler is not None:
+        if self.reading:  # another thread reads: it is woken if a message waits (it would miss the signal)
+            self.wanted = True  # and the replies to this send are the loop's to read once it stops
+            if _get(self.sock, _EVENTS) & _POLLIN:
+                self._poke()
+            return
+        if self.parked:  # replies to what the loop sent are the loop's to read: the descriptor goes back
+            self.unpark()
+        elif self._handler is not None:
             if not self._drain_scheduled and _get(self.sock, _EVENTS) & _POLLIN:
                 self._schedule_drain()
         elif self._waiter is not None and _get(self.sock, _EVENTS) & _POLLIN:
@@ -115,6 +141,7 @@ class LeanReader:
         self._loop = asyncio.get_running_loop()
         self._handler, self._limit = handler, limit
         self._watch(self._loop)
+        self.unpark()  # if it was parked (io/lean.py: another thread read) and nobody reads now
         self._schedule_drain()  # messages may be waiting already
 
     def unserve(self) -> None:
@@ -132,16 +159,22 @@ class LeanReader:
             return
         limit = self._limit
         out = self._take(limit)
+        if out is None:  # another thread reads the socket now: off the loop until ``unpark``
+            self._park()
+            return
         if len(out) >= limit:
             self._schedule_drain()
         if out:
             handler(out)
 
-    def _take(self, limit: int) -> list[list[Any]]:
-        """Up to ``limit`` of the messages already here (none if none)."""
+    def _take(self, limit: int, reader: bool = False) -> list[list[Any]] | None:
+        """Up to ``limit`` of the messages already here (none if none). None: not for this caller -- the loop's
+        while another thread reads (``begin_read``), that thread's once the reader is closed."""
         sock = self.sock
         out: list[list[Any]] = []
         with self.lock:
+            if self.reading is not reader or (reader and self._fd is None):
+                return None
             while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
                 out.append(recv_frames(sock))
         return out
@@ -157,9 +190,9 @@ class LeanReader:
     async def recv_batch(self, limit: int) -> list[list[Any]]:
         """At least one message (a list of frames, ``copy=False``), and up to ``limit`` of those already here."""
         while True:
-            out = self._take(limit)
-            if out:
-                return out
+            got = self._take(limit)
+            if got:
+                return got
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             self._watch(self._loop)
@@ -170,12 +203,87 @@ class LeanReader:
                 if self._waiter is w:
                     self._waiter = None
 
+    def _park(self) -> None:
+        if self._fd is not None and self._loop is not None and not self.parked:
+            self._loop.remove_reader(self._fd)
+            self.parked = True
+
+    def unpark(self) -> None:
+        """Loop thread: the descriptor back on the loop once no other thread reads, and whatever is waiting read."""
+        if self.parked and not self.reading and self._fd is not None and self._loop is not None:
+            self.parked = self.wanted = False
+            self._loop.add_reader(self._fd, self._readable)
+            self._schedule_drain()
+
+    def _poke(self) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._pipe[1], b"\0")
+
+    def begin_read(self) -> bool:
+        """Any thread but the loop's: from now on this thread reads the socket (``read``), until ``end_read``.
+        False: it may not (another thread reads, or the socket is not served or is closed)."""
+        with self.lock:
+            if self.reading or self._fd is None or self._handler is None:
+                self.wanted = True  # the thread reading now asks the loop to read once it stops
+                return False
+            if self._pipe is None:
+                r, w = os.pipe()
+                os.set_blocking(r, False)
+                os.set_blocking(w, False)
+                self._pipe = (r, w)
+                self._poller = select.poll()
+                self._poller.register(self._fd, select.POLLIN)
+                self._poller.register(r, select.POLLIN)
+            self.reading = True
+            return True
+
+    def read(self, timeout: float) -> list[list[Any]] | None:
+        """The reading thread: the messages here, waiting up to ``timeout`` seconds for one (``[]``: none came);
+        None once the reader is closed."""
+        out = self._take(self._limit, True)
+        if out is None or out:
+            return out
+        pipe = self._pipe
+        if pipe is None:
+            return None
+        events = self._poller.poll(max(0, int(timeout * 1000)))  # without the GIL
+        if any(fd == pipe[0] for fd, _ in events):
+            with contextlib.suppress(OSError):
+                os.read(pipe[0], 65536)
+        return self._take(self._limit, True)
+
+    def end_read(self, give_back: bool) -> bool:
+        """The reading thread gives the socket back. True: the loop must be asked to read again (call ``unpark``
+        there) -- its reader is parked, and ``give_back`` (the reading thread stopped before it had what it waited
+        for) or the loop has sent meanwhile, or another thread wanted to read. False: the loop's reader stays
+        parked until the loop's next send (nothing is expected that the loop would read)."""
+        with self.lock:
+            self.reading = False
+            if self._fd is None:
+                self._close_pipe()
+            return self.parked and (give_back or self.wanted)
+
+    def _close_pipe(self) -> None:
+        if self._pipe is not None:
+            for fd in self._pipe:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._pipe = None
+            self._poller = None
+
     def close(self) -> None:
-        """Before the socket closes: the reader leaves the loop; a ``recv_batch`` waiting is cancelled."""
-        if self._fd is not None and self._loop is not None and not self._loop.is_closed():
+        """Before the socket closes: the reader leaves the loop; a ``recv_batch`` waiting is cancelled; a thread
+        reading (``begin_read``) is woken and stops."""
+        if self._fd is not None and self._loop is not None and not self._loop.is_closed() and not self.parked:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._fd)
-        self._fd = None
+        with self.lock:
+            self._fd = None
+            if self.reading:
+                self._poke()
+            else:
+                self._close_pipe()
         self._handler = None
         w, self._waiter = self._waiter, None
         if w is not None and not w.done():

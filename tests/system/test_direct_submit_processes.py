@@ -1,6 +1,7 @@
 """The sync client's caller thread sending a lone task's SUBMIT itself (``AsyncClient._submit_direct``, issue 19,
-docs/performance.md section 16), against real node processes and sockets: every result arrives once and right,
-alone, mixed with other threads' work, refused, and across a failover of the node that owns the tasks."""
+docs/performance.md section 16) and reading its answer itself while it waits (``AsyncClient._read_own``, section
+20), against real node processes and sockets: every result arrives once and right, alone, mixed with other threads'
+work, refused, and across a failover of the node that owns the tasks (killed or stopped while the caller reads)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,12 @@ def mesh() -> Iterator[LocalMesh]:
 
 def _settled(c: Client) -> bool:
     a = c._async
-    return not a._pending and not a._handover and a._inflight == 0
+    return not a._pending and not a._handover and not a._handback and a._inflight == 0
+
+
+def _reading(c: Client) -> bool:
+    conn = c._async._conns.get(0)
+    return conn is not None and conn._lean.reading  # type: ignore[attr-defined]
 
 
 def test_sequential_tasks_are_sent_from_the_callers_thread_and_each_settles_once(mesh: LocalMesh) -> None:
@@ -38,6 +44,7 @@ def test_sequential_tasks_are_sent_from_the_callers_thread_and_each_settles_once
         wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
         assert c.stats["results"] == 300
         assert c.stats["duplicates"] == 0
+        assert c._async.read_direct >= 250  # answers read by the waiting thread (the loop's heartbeats take some)
         # a task with an input, or many at once, go the ordinary way and still find what was sent directly
         f = c.submit(funcs.square, 7)
         assert c.submit(funcs.add, f, 1).result(timeout=30) == 50
@@ -80,7 +87,8 @@ def test_a_refused_direct_submit_fails_its_task_and_the_client_carries_on(mesh: 
         wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
 
 
-def test_tasks_sent_directly_survive_the_death_of_their_owner() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_tasks_sent_directly_survive_the_death_of_their_owner(sig: signal.Signals) -> None:
     results: list[int] = []
     errors: list[BaseException] = []
     with LocalMesh(2, startup_timeout=60) as mesh, mesh.client(0, spread=1, heartbeat_timeout=2.0) as c:
@@ -96,10 +104,64 @@ def test_tasks_sent_directly_survive_the_death_of_their_owner() -> None:
         t = threading.Thread(target=one_at_a_time)
         t.start()
         wait_for(lambda: len(results) >= 100, 30, what="the job under way")
-        mesh.kill(0, signal.SIGKILL)
-        t.join(120)
+        wait_for(lambda: _reading(c), 10, what="the caller reads the connection")
+        mesh.kill(0, sig)  # while the caller reads its connection for the answer, most likely
+        try:
+            t.join(120)
+        finally:
+            if sig == signal.SIGSTOP:
+                mesh.kill(0, signal.SIGCONT)
         assert not errors, errors[:3]
         assert results == [W.expected_work(i) for i in range(400)]
         assert c._async.failovers == 1
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
         assert c.stats["results"] == 400
         assert c._async.sent_direct > 100  # before the failover, and after it on the new connection
+        assert c._async.read_direct > 100
+
+
+
+def test_results_of_other_futures_that_the_waiting_thread_reads_reach_their_futures(mesh: LocalMesh) -> None:
+    with mesh.client(0) as c:
+        assert c.submit(funcs.square, 1).result(timeout=30) == 1
+        slow = c.submit(funcs.slow_square, 3, 1.0)  # sent directly; its caller reads the connection while it waits
+        got: list[int] = []
+        waiter = threading.Thread(target=lambda: got.append(slow.result(timeout=60)))
+        waiter.start()
+        wait_for(lambda: _reading(c), 10, what="the waiting thread reads the connection")
+        # the map's SUBMIT goes out from the loop, its results come while the other thread reads
+        assert c.gather(c.map(funcs.square, range(200)), timeout=60) == [i * i for i in range(200)]
+        assert c.submit(funcs.add, 2, 3, priority=1).result(timeout=30) == 5
+        waiter.join(60)
+        assert got == [9]
+        assert c._async.handed_back >= 1  # the map's results or a PONG, read by that thread, handed to the loop
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
+        assert c.stats["results"] == 1 + 1 + 200 + 1
+        assert c.stats["duplicates"] == 0
+
+
+def test_a_caller_reading_its_own_answers_while_another_threads_map_runs(mesh: LocalMesh) -> None:
+    errors: list[BaseException] = []
+    with mesh.client(0) as c:
+        done = 0
+
+        def one_at_a_time() -> None:
+            nonlocal done
+            try:
+                for i in range(300):
+                    assert c.submit(funcs.square, i).result(timeout=60) == i * i
+                    done += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=one_at_a_time)
+        t.start()
+        wait_for(lambda: c._async.read_direct >= 20, 30, what="the caller reads its own answers")
+        for k in range(3):  # maps start while the caller reads; its next tasks go the ordinary way meanwhile
+            wait_for(lambda: _reading(c) or done == 300, 10, what="the caller reads")
+            assert c.gather(c.map(funcs.add, range(300), [k] * 300), timeout=60) == [i + k for i in range(300)]
+        t.join(60)
+        assert not errors, errors[:3]
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
+        assert c.stats["results"] == 300 + 3 * 300
+        assert c.stats["duplicates"] == 0

@@ -202,6 +202,62 @@ def test_send_frames_and_recv_frames_carry_a_message_whole_or_not_at_all() -> No
     run(main)
 
 
+def test_a_thread_reading_the_socket_gets_every_message_and_gives_the_socket_back() -> None:
+    """``begin_read`` .. ``end_read`` (the sync client's caller reading its own answer): meanwhile the messages go to
+    the reading thread, none to the served handler, also when a send of the loop's consumed their signal (the
+    thread is woken, it does not wait out its timeout); afterwards the handler gets what comes, and a closed reader
+    stops a reading thread."""
+
+    async def main() -> None:
+        async with pair() as (router, dealer, reader):
+            to_loop: list[bytes] = []
+            reader.serve(lambda msgs: to_loop.extend(bytes(m[1]) for m in msgs))
+            dealer.send_multipart([b"before"])
+            await wait_until(lambda: to_loop == [b"before"])
+            assert reader.begin_read()
+            assert not reader.begin_read()  # one reading thread at a time
+
+            def read_one() -> list[bytes]:
+                batch = reader.read(20.0)  # a stall would wait this long and return []
+                assert batch, "the reading thread was not woken"
+                return [bytes(m[1]) for m in batch]
+
+            reading = asyncio.ensure_future(asyncio.to_thread(read_one))
+            await asyncio.sleep(0.01)
+            dealer.send_multipart([b"a"])
+            assert await reading == [b"a"]
+
+            reading = asyncio.ensure_future(asyncio.to_thread(read_one))
+            await asyncio.sleep(0.01)
+            dealer.send_multipart([b"b"])
+            for _ in range(200):  # the loop's sends may take the message's signal: ``sent()`` wakes the reader
+                with reader.lock:
+                    router.send_multipart([b"d", b"x"], zmq.NOBLOCK)
+                    reader.sent()
+                if reading.done():
+                    break
+                await asyncio.sleep(0.001)
+            assert await reading == [b"b"]
+            assert to_loop == [b"before"]  # nothing reached the loop meanwhile
+
+            if reader.end_read(give_back=False):
+                reader.unpark()
+            dealer.send_multipart([b"after"])
+            with reader.lock:  # the loop's next send puts a parked reader back on the loop
+                router.send_multipart([b"d", b"y"], zmq.NOBLOCK)
+                reader.sent()
+            await wait_until(lambda: to_loop == [b"before", b"after"])
+
+            assert reader.begin_read()
+            reading = asyncio.ensure_future(asyncio.to_thread(reader.read, 20.0))
+            await asyncio.sleep(0.01)
+            reader.close()
+            assert await asyncio.wait_for(reading, 5) is None
+            reader.end_read(give_back=True)  # closes the reading thread's pipe
+
+    run(main)
+
+
 def test_send_frames_refuses_a_full_queue_with_nothing_sent() -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
@@ -222,3 +278,11 @@ def test_send_frames_refuses_a_full_queue_with_nothing_sent() -> None:
     finally:
         dealer.close()
         ctx.term()
+
+
+async def wait_until(cond: Callable[[], bool]) -> None:
+    for _ in range(5000):
+        if cond():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("not within 5 s")

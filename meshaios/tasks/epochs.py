@@ -32,9 +32,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 
+from meshaios.fastinit import fast_init
+
 MAX_CLIENT_EPOCHS = 65536  # clients whose epoch an owner remembers
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Run:
     """Who asked for a run and is owed its result: an owner, for a client, under that client's epoch."""

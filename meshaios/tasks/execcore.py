@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from meshaios.fastinit import fast_init
 from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
 from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.stealing import (
@@ -159,6 +160,7 @@ class ExecStats:
 # ---- events ---------------------------------------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RunTasks:
     """A RUN from ``owner`` (or this node's own owner dispatching to itself)."""
@@ -184,6 +186,7 @@ class InputsMissing:
     lost: list[str]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Finished:
     """Workers finished these runs: ``(owner the start named, key, result)``, a burst at a time. ``threads``:
@@ -279,6 +282,7 @@ Event: TypeAlias = (
 # ---- instructions ---------------------------------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StartOnWorker:
     """Run ``spec`` on ``device`` ("cpu": the worker threads, or the process pool for a ``pure`` task; a GPU's
@@ -317,6 +321,7 @@ class FetchInputs:
     remote: dict[str, tuple[list[str], int]]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SendResult:
     owner: str

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Required, TypeAlias, TypedDict, cast
 
+from meshaios.devices.registry import Kernel
 from meshaios.errors import FunctionRefused, WireError
 from meshaios.tasks.allowlist import Fence
 from meshaios.tasks.functions import FunctionResolver, running_under
@@ -100,8 +101,6 @@ def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool, gpu: D
     allow_pickle = allow_pickle and resolver.allow_pickle
     tid = task["id"]
     start = time.perf_counter()
-    from meshaios.devices.registry import Kernel
-
     try:
         fn = resolver.resolve(task["fn"])
         deps = task["deps"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
+from meshaios.fastinit import fast_init
 from meshaios.sched.inputs import TaskInputs, task_inputs
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy, PlacementTask
 from meshaios.sched.sampling import NodeIndex, SampleConfig, holder_ids, sample
@@ -245,6 +246,7 @@ class OwnedTask:
         return self.state is TaskState.DONE and (self.result is not None or bool(self.locations))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Dispatch:
     node: str
@@ -254,6 +256,7 @@ class Dispatch:
     placed: dict[str, PlacementTask] = field(default_factory=dict, compare=False)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Deliver:
     client: bytes
@@ -305,6 +308,7 @@ class NodeDown:
     node_id: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class LoadHeard:
     """A member's gossiped task count (``q``: queued and running there, all owners together)."""
@@ -313,6 +317,7 @@ class LoadHeard:
     reported: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SubmitTasks:
     client: bytes
@@ -320,6 +325,7 @@ class SubmitTasks:
     ep: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ClientHeard:
     """Any message from ``client``: its lease is renewed."""
@@ -345,6 +351,7 @@ class ReleaseClient:
     client: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Release:
     ids: Iterable[str]
@@ -375,6 +382,7 @@ class Keep:
     ids: Iterable[Any]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Completed:
     node_id: str

@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshaios.fastinit import fast_init
+
 Buffer = Any  # bytes, memoryview, or zmq.Frame: anything exposing the buffer protocol
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Payload:
     blob: bytes

@@ -853,16 +853,25 @@ class Node:
             elif (run := self._results.get(obj)) is not None:
                 if src not in run[0]:
                     self._results[obj] = ((*run[0], src), *run[1:])
+            elif src != self.node_id and obj in self.store and obj not in self._fetched:
+                # a put made here, by the owner its client has left: the adopting owner frees it now, not this one
+                self._copies[obj] = src
             else:
                 continue
             self._orphans.pop(obj, None)
 
     def _free(self, src: str, ids: Iterable[str]) -> None:
-        """Owner ``src`` frees these objects here. A result that a newer run stored here for other owners (the
-        same ids: the task ran again, for the owner its client failed over to) is theirs, not freed: the copy
-        ``src`` meant was replaced (a late result of a task ``src`` had forgotten is freed so, say)."""
+        """Owner ``src`` frees these objects here. A copy that another owner counts is not freed: a result that a
+        newer run stored here for other owners (the same ids: the task ran again, for the owner its client failed
+        over to) or that an owner adopting its task claimed, and a put's copy claimed by the owner its client
+        failed over to (CLAIM) -- ``src`` is a former owner, still alive, that its own bookkeeping lets free it
+        (its client fell silent past the memory lease, or told it to let go: ``Owner.detach``)."""
         results = self._results
         for obj in ids:
+            owner = self._copies.get(obj)
+            if owner is not None and owner != src:
+                self.counters["claimed_copies_kept"] += 1
+                continue
             run = results.get(obj)
             if run is not None:
                 if src not in run[0]:
@@ -884,20 +893,27 @@ class Node:
         nobody would ever free it. So it is handled like a put's replica: once its owner is dead, it goes after
         ``ORPHAN_GRACE`` unless an owner that adopted the task (its client failed over) claims it (CLAIM), or its
         owner comes back: not before every owner that counts it is dead. A later run of the same task here stores
-        under the same ids, for a newer attempt or a newer client epoch (a new owner's run): the newest run's
-        record stands, and a timer set for an older one's copy is cancelled -- invariant: a stored result is
-        dropped once no live owner counts it and no newer copy has replaced it, and only then."""
+        under the same ids, for a newer attempt or a newer client epoch (a new owner's run), or an older run
+        finishes after a newer one: the newest run's record stands (its ``done`` is the one restated), and every
+        owner that counted the copy under these ids -- its run's, or one that claimed it -- counts it still (none
+        can tell the copies apart: an older-epoch run finishing after a CLAIM took the claim with it, and the
+        former owner's free then took the copy its client's new owner counted). Invariant: a stored result is
+        dropped once no live owner counts it, and only then."""
         parts = result.get("parts") or 0
         tid, att = result["id"], result["att"]
-        gone = not self._reachable(owner)
         done = cast("M.Result", {k: v for k, v in result.items() if k != "dt"})  # restated as it was (``_copy_tick``)
         for obj in [f"{tid}#{j}" for j in range(parts)] if parts else [tid]:
             old = self._results.get(obj)
-            if old is not None and (old[1], old[2]) > (ep, att):
-                continue  # a newer run's copy (this older run finished later, the same value): its record stands
-            self._results[obj] = ((owner,), ep, att, done)
+            run: tuple[tuple[str, ...], int, int, M.Result]
+            if old is None:
+                run = ((owner,), ep, att, done)
+            elif (old[1], old[2]) > (ep, att):  # a newer run's copy, the same value: its record stands
+                run = (old[0] if owner in old[0] else (*old[0], owner), *old[1:])
+            else:
+                run = ((owner, *(o for o in old[0] if o != owner)), ep, att, done)
+            self._results[obj] = run
             self._orphans.pop(obj, None)
-            if gone:
+            if not any(map(self._reachable, run[0])):
                 self._orphans[obj] = self.clock.now() + ORPHAN_GRACE
 
     def _restate_replicas(self, objs: Iterable[str]) -> None:

@@ -23,7 +23,9 @@ class InMemoryHub:
     addresses), ``delay`` ((min, max) seconds: each message is held a random time, every link stays in order as
     TCP keeps it, different links race) and ``pause``/``resume`` (every message to and from an address is held,
     and delivered in order on resume: a node that stops answering and then comes back, its backlog arriving
-    late; its own timers keep running, unlike a SIGSTOPed process, which the system tests use)."""
+    late; its own timers keep running, unlike a SIGSTOPed process, which the system tests use), ``hold``/``unhold``
+    (the same for the links between two groups of addresses: a cut that a TCP connection rides out, such as a
+    client's to its node, whose messages arrive late, never lost)."""
 
     def __init__(self, seed: int = 0) -> None:
         self.endpoints: dict[str, InMemoryTransport] = {}
@@ -33,6 +35,7 @@ class InMemoryHub:
         self.rng = random.Random(seed)
         self._cut: set[frozenset[str]] = set()
         self._paused: set[str] = set()
+        self._holds: set[frozenset[str]] = set()
         self._held: list[tuple[str, str, Callable[[], None]]] = []
         self._links: dict[tuple[str, str], collections.deque[tuple[float, Callable[[], None]]]] = {}  # in flight
         self._next_port = 1000
@@ -57,12 +60,23 @@ class InMemoryHub:
 
     def resume(self, addr: str) -> None:
         self._paused.discard(addr)
+        self._release()
+
+    def hold(self, a: Iterable[str], b: Iterable[str]) -> None:
+        self._holds.update(frozenset((x, y)) for x in a for y in b)
+
+    def unhold(self) -> None:
+        self._holds.clear()
+        self._release()
+
+    def _release(self) -> None:
+        """What was held goes on its way (held again if still paused or held)."""
         held, self._held = self._held, []
         for src, dst, put in held:
             self._route(src, dst, put)
 
     def _route(self, src: str, dst: str, put: Callable[[], None]) -> None:
-        if src in self._paused or dst in self._paused:
+        if src in self._paused or dst in self._paused or (self._holds and frozenset((src, dst)) in self._holds):
             self._held.append((src, dst, put))
             return
         if self.delay is None:

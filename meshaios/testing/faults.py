@@ -5,7 +5,10 @@ the executing node's core, SWIM, stealing) and ``AsyncClient``, many seeds a min
 workload (independent squares, then a tree of sums over them; with ``shuffle``, a word count by MapReduce too, its
 map outputs pulled peer to peer in parts, with or without a combiner) and faults at random times while it runs: kills
 (the entry node too), pauses (every message to and from a node held, then delivered late), partitions, message
-loss and links that race. It returns what went wrong, in words; ``check`` is what a user relies on:
+loss and links that race; with ``gray``, also one fault that makes the client fail over from an owner that stays
+alive (the client cut off from it, or the node paused past the client's heartbeat timeout), and reads of the put
+and of earlier results again once that owner has released what it held for the silent client. It returns what
+went wrong, in words; ``check`` is what a user relies on:
 
 * every future gets its result, the right one, exactly once (a future failing with an error the workload did not
   raise is a violation too) (the client drops late duplicates; it never sees
@@ -48,9 +51,11 @@ class FaultRun:
     faults: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     virtual_s: float = 0.0
+    failovers: int = 0  # of the client's owners (shards)
 
     def describe(self) -> str:
-        head = f"seed {self.seed}: {self.nodes} nodes, {self.tasks} tasks, {self.virtual_s:.1f} virtual s"
+        head = (f"seed {self.seed}: {self.nodes} nodes, {self.tasks} tasks, {self.failovers} failovers, "
+                f"{self.virtual_s:.1f} virtual s")  # fmt: skip
         return "; ".join([head, "faults: " + (", ".join(self.faults) or "none"), *self.violations])
 
 
@@ -88,7 +93,22 @@ def _plan(rng: random.Random, n: int) -> list[tuple[float, str, int, float]]:
     return faults
 
 
-async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool) -> None:
+def _gray_plan(rng: random.Random, n: int, killed: set[int]) -> tuple[float, str, int, float]:
+    """(when, what, node, how long) of one fault that outlasts the client's heartbeat timeout (5 s) on a node that
+    lives on (its entry node in half the seeds and whenever it can): the client cut off from it, or it paused."""
+    alive = [i for i in range(n) if i not in killed]
+    node = 0 if 0 in alive and rng.random() < 0.5 else rng.choice(alive)
+    return rng.uniform(0.0, 1.0), rng.choice(("cut", "pause")), node, rng.choice((6.0, 10.0))
+
+
+def _cut_client(mesh: InProcessMesh, c: AsyncClient, node: int) -> None:
+    """Cut every connection of ``c`` (one per shard) off from node ``node``: their messages held, not lost (TCP
+    rides out a cut; the client fails over if it outlasts its heartbeat timeout)."""
+    idents = [f"client:c:{c.core.ident(sid)}" for sid in c.core.shards]
+    mesh.hub.hold(idents, [mesh.nodes[node].address])
+
+
+async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool, gray: bool = False) -> None:
     rng = random.Random(seed)
     n = run.nodes = rng.randint(3, 5)
     mesh = InProcessMesh(n, seed=seed, virtual=True, workers=rng.choice((1, 2)),
@@ -113,6 +133,7 @@ async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool) -> None
         data = list(range(rng.randint(1000, 50_000))) if rng.random() < 0.5 and puts else None
         readers: list[Future] = []
         picks = rng.sample(range(len(data)), 5) if data is not None else []
+        ref: Future | None = None
         if data is not None:
             ref = await c.put(data)
             readers = [c.submit(operator.getitem, ref, i) for i in picks]
@@ -129,13 +150,19 @@ async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool) -> None
         if loss:
             mesh.hub.drop_rate = loss
             run.faults.append(f"loss {loss}")
-        for at, what, node, length in _plan(rng, n):
+        plan = _plan(rng, n)
+        if gray:  # drawn from a generator of its own: the seed's other faults stay those of before
+            plan.append(_gray_plan(random.Random(f"gray/{seed}"), n, {f[2] for f in plan if f[1] == "kill"}))
+        for at, what, node, length in plan:
             run.faults.append(f"{what} n{node} at {at:.2f}s" + ("" if what == "kill" else f" for {length}s"))
             if what == "kill":
                 loop.call_later(at, mesh.kill, node)
             elif what == "pause":
                 loop.call_later(at, mesh.pause, node)
                 loop.call_later(at + length, mesh.resume, node)
+            elif what == "cut":
+                loop.call_later(at, _cut_client, mesh, c, node)
+                loop.call_later(at + length, mesh.hub.unhold)
             else:
                 others = [i for i in range(n) if i != node]
                 loop.call_later(at, mesh.partition, [node], others)
@@ -145,6 +172,14 @@ async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool) -> None
                 got = await c.gather([*squares, total])
                 read = await asyncio.gather(*(_outcome(f) for f in readers))
                 counted = await asyncio.gather(*(_outcome(f, why=True) for f in reducers))
+                if gray:
+                    # past the memory lease of the owner the client left: it has released what it held for the
+                    # client, and the owner it failed over to counts the copies (the put's, claimed)
+                    await asyncio.sleep(mesh.nodes[0].holders.lease + DRAIN)
+                    got.append(await c.submit(sum, squares[: leaves // 2]))
+                    if ref is not None:
+                        read += await asyncio.gather(*(_outcome(c.submit(operator.getitem, ref, i)) for i in picks))
+                    picks += picks
         except TimeoutError:
             undone = sum(not f.done() for f in [*squares, total, *readers, *reducers])
             run.violations.append(f"{undone} futures without a result after {RESULT_BOUND:.0f} virtual s")
@@ -162,10 +197,11 @@ async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool) -> None
             if shuffle and all(ok for ok, _ in counted) and words != want_words:
                 run.violations.append(f"the word count is {words}, not {want_words}")
             want = [i * i for i in range(leaves)] + [sum(i * i for i in range(leaves))]
+            want += [sum(i * i for i in range(leaves // 2))] if gray else []
             wrong = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
             if wrong:
                 run.violations.append(f"wrong results at {wrong[:5]}: {[got[i] for i in wrong[:5]]}")
-            hits = sum(not f.startswith("loss") for f in run.faults)
+            hits = sum(not f.startswith(("loss", "cut")) for f in run.faults)  # a cut-off node lives on for the mesh
             for i, (ok, value) in zip(picks, read, strict=True):
                 # a put lives on two nodes: it is lost (its readers fail with ObjectLost) only if both are declared
                 # dead -- killed, or paused or cut off long enough (SWIM's verdict is final for data without lineage)
@@ -173,8 +209,10 @@ async def _scenario(seed: int, run: FaultRun, puts: bool, shuffle: bool) -> None
                     run.violations.append(f"a reader of the put got {value!r}")
                 elif not ok and not (hits >= 2 and value == "ObjectLost"):
                     run.violations.append(f"a reader of the put failed with {value} after {hits} fault(s)")
+        run.failovers = c.core.failovers
         mesh.hub.drop_rate = 0.0  # the leak check: a healed mesh, what survived of it
         mesh.heal()
+        mesh.hub.unhold()
         for i in range(n):
             mesh.resume(i)
         await c.close()
@@ -209,12 +247,13 @@ def check(mesh: InProcessMesh) -> list[str]:
     return bad
 
 
-def run_seed(seed: int, puts: bool = True, shuffle: bool = False) -> FaultRun:
+def run_seed(seed: int, puts: bool = True, shuffle: bool = False, gray: bool = False) -> FaultRun:
     """One seed; ``puts``: in half the seeds the workload also puts data and reads it back; ``shuffle``: it also
-    counts words by MapReduce."""
+    counts words by MapReduce; ``gray``: one more fault makes the client fail over from a live owner, and the put
+    and earlier results are read again after that owner's memory lease."""
     run = FaultRun(seed)
     try:
-        run_virtual(_scenario(seed, run, puts, shuffle))
+        run_virtual(_scenario(seed, run, puts, shuffle, gray))
     except Exception as exc:  # a crash is a finding too, with its seed
         run.violations.append(f"raised {type(exc).__name__}: {exc}")
     return run
@@ -227,20 +266,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--no-puts", action="store_true", help="no put and its readers in the workload")
     ap.add_argument("--shuffle", action="store_true", help="a MapReduce word count in the workload too")
+    ap.add_argument("--gray", action="store_true",
+                    help="one more fault per seed that makes the client fail over from a live owner (cut off from "
+                         "it, or paused 6-10 s), and the data read again after its memory lease")  # fmt: skip
     args = ap.parse_args(argv)
     t0, failed = time.perf_counter(), 0
-    kinds: dict[str, int] = dict.fromkeys(("kill", "pause", "partition", "loss"), 0)
-    nodes = tasks = 0
+    kinds: dict[str, int] = dict.fromkeys(("kill", "pause", "partition", "cut", "loss"), 0)
+    nodes = tasks = failovers = 0
     for seed in range(args.first, args.first + args.seeds):
-        run = run_seed(seed, puts=not args.no_puts, shuffle=args.shuffle)
+        run = run_seed(seed, puts=not args.no_puts, shuffle=args.shuffle, gray=args.gray)
         if run.violations or args.verbose:
             sys.stdout.write(run.describe() + "\n")
         failed += bool(run.violations)
-        nodes, tasks = nodes + run.nodes, tasks + run.tasks
+        nodes, tasks, failovers = nodes + run.nodes, tasks + run.tasks, failovers + run.failovers
         for f in run.faults:
             kinds[f.split()[0]] += 1
     drawn = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    sys.stdout.write(f"{args.seeds} seeds ({nodes} nodes, {tasks} tasks; faults: {drawn}), {failed} with violations, "
+    sys.stdout.write(f"{args.seeds} seeds ({nodes} nodes, {tasks} tasks; faults: {drawn}; {failovers} failovers), "
+                     f"{failed} with violations, "
                      f"{time.perf_counter() - t0:.1f} s\n")  # fmt: skip
     return 1 if failed else 0
 

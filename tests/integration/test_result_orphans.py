@@ -12,6 +12,7 @@ from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
 from meshaios.wire import messages as M
 from meshaios.wire.payload import Payload
+from meshaios.wire.values import dumps
 
 
 def _done(tid: str, att: int, parts: int = 0) -> M.Result:
@@ -22,7 +23,7 @@ def _done(tid: str, att: int, parts: int = 0) -> M.Result:
 
 
 def test_an_orphaned_result_goes_but_never_a_newer_copy_under_its_ids_nor_a_claimed_one() -> None:
-    async def scenario() -> tuple[set[str], dict[str, int]]:
+    async def scenario() -> tuple[set[str], dict[str, int], dict[str, tuple[str, ...]]]:
         async with InProcessMesh(2, virtual=True, workers=1) as mesh:
             await mesh.wait_converged()
             x = mesh.nodes[0]
@@ -32,7 +33,7 @@ def test_an_orphaned_result_goes_but_never_a_newer_copy_under_its_ids_nor_a_clai
             x._keep_result(dead, _done("gone", 0), 0)  # its done reached no owner: nobody would ever free it
             # a map task's parts, then the task again here (its client failed over: epoch 1) for an owner that
             # counts them -- this node itself -- under the same ids: the old run's timer must not reach them,
-            # nor the old owner's late free
+            # nor the old owner's late free (it only stops counting them)
             x._keep_result(dead, _done("m", 0, parts=2), 0)
             x._keep_result(x.node_id, _done("m", 0, parts=2), 1)
             x._free(dead, ["m#0", "m#1"])
@@ -43,9 +44,50 @@ def test_an_orphaned_result_goes_but_never_a_newer_copy_under_its_ids_nor_a_clai
             x._keep_result(other, _done("kept", 0), 0)
             x._claimed(x.node_id, ["kept"])
             await asyncio.sleep(ORPHAN_GRACE + COPY_CHECK_EVERY + 1)
-            return set(x.store.keys()), dict(x.counters)
+            return set(x.store.keys()), dict(x.counters), {o: x._results[o][0] for o in x._results}
 
-    left, counters = run_virtual(scenario())
+    left, counters, owners = run_virtual(scenario())
     assert left == {"m#0", "m#1", "late", "kept"}
     assert counters["orphan_results_dropped"] == 1
-    assert counters["replaced_copies_kept"] == 2
+    me = next(iter(owners["m#0"]))
+    assert owners == {"m#0": (me,), "m#1": (me,), "late": (me, "0" * 24), "kept": ("1" * 24, me)}
+
+
+def _run(tid: str, att: int, ep: int) -> M.RunTask:
+    """A task whose result is stored, not inline (100 kB): ``operator.mul(b"x", 100_000)``, of client ``cli``."""
+    return {"id": tid, "att": att, "fn": dumps({"ref": "operator:mul"}, allow_pickle=False)[0],
+            "args": dumps([[b"x", 100_000], {}], allow_pickle=False)[0], "deps": {}, "pure": False,
+            "c": "cli", "ep": ep}  # fmt: skip
+
+
+def test_an_older_epoch_run_that_finishes_after_a_claim_leaves_the_copy_to_the_newer_owner() -> None:
+    """An executor holds a result that owner ``a`` counts (client epoch 0); the client failed over to owner ``b``
+    (epoch 1), which adopted the task done and claimed the copy. Then a run of epoch 0 -- ``a``'s, sent before it
+    learnt of the failover -- finishes here and stores under the same id: ``b`` still counts it, so ``a``'s free
+    (``a`` has let the client's work go) must not take it. Likewise a copy that ``b``'s own run (epoch 1) stored,
+    then a late run of epoch 0 of the same task: the newer record stands and ``a``'s free is ignored. Both runs go
+    through the executor's real path (RUN, fence, worker, ``_keep_result``)."""
+
+    async def scenario() -> tuple[set[str], dict[str, tuple[tuple[str, ...], int, int]]]:
+        async with InProcessMesh(2, virtual=True, workers=1) as mesh:
+            await mesh.wait_converged()
+            x = mesh.nodes[0]
+            a, b = "a" * 24, "b" * 24  # the owners: their own frees are what this test sends
+            # the copy a counts, claimed by b after the failover
+            x._accept_run(a, [_run("claimed", 0, 0)])
+            await asyncio.sleep(1)
+            x._claimed(b, ["claimed"])
+            # a's run of epoch 0 again (attempt 1: a re-placed it) reaches this node only now, and finishes
+            x._accept_run(a, [_run("claimed", 1, 0)])
+            # and a task b ran here (epoch 1) that a's older run (epoch 0) finishes after
+            x._accept_run(b, [_run("newer", 0, 1)])
+            await asyncio.sleep(1)
+            x._accept_run(a, [_run("newer", 0, 0)])
+            await asyncio.sleep(1)
+            x._free(a, ["claimed", "newer"])
+            return set(x.store.keys()), {o: x._results[o][:3] for o in x._results}
+
+    left, records = run_virtual(scenario())
+    assert left == {"claimed", "newer"}
+    # who counts each copy now, and the run whose record stands (client epoch, attempt): the newest
+    assert records == {"claimed": (("b" * 24,), 0, 1), "newer": (("b" * 24,), 1, 0)}

@@ -54,6 +54,27 @@ def test_a_delayed_link_stays_in_order_while_links_race() -> None:
     assert even == list(range(0, 200, 2))
 
 
+def test_a_held_link_delivers_late_and_in_order_while_other_links_flow() -> None:
+    """``hold`` cuts the links between two groups (a client's connection to its node, say) without losing what
+    is sent on them: it arrives in order on ``unhold``, and the other links are not held meanwhile."""
+
+    async def main() -> tuple[list[int], list[int], list[int]]:
+        hub = InMemoryHub(seed=3)
+        a, b, dst = InMemoryTransport(hub, "a"), InMemoryTransport(hub, "b"), InMemoryTransport(hub, "d")
+        hub.hold([a.address], [dst.address])
+        for i in range(10):
+            (a if i % 2 else b).send(dst.address, [str(i).encode()])
+        await asyncio.sleep(1)
+        during = [int(frames[0]) for _, frames in await dst.recv_batch(1000)]
+        hub.unhold()
+        await asyncio.sleep(0)
+        after = [int(frames[0]) for _, frames in await dst.recv_batch(1000)]
+        a.send(dst.address, [b"10"])
+        return during, after, [int(frames[0]) for _, frames in await dst.recv_batch(1000)]
+
+    assert run_virtual(main()) == ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9], [10])
+
+
 def test_a_paused_node_gets_its_backlog_on_resume_and_the_work_completes() -> None:
     async def main() -> list[int]:
         async with InProcessMesh(3, virtual=True, seed=2, task_seconds=0.01) as mesh:
@@ -129,7 +150,69 @@ def test_the_seeds_that_found_bugs() -> None:
     assert not bad, "\n".join(bad)
 
 
+# with a failover from a live owner (``gray``): the owner the client left, alive, freed the put's copies that the
+# new owner had claimed, once its memory lease for the silent client ran out (52: ObjectLost after one fault)
+FOUND_GRAY = (52,)
+
+
+def test_the_seeds_that_found_bugs_with_a_failover_from_a_live_owner() -> None:
+    bad = [run.describe() for run in (run_seed(s, gray=True) for s in FOUND_GRAY) if run.violations]
+    assert not bad, "\n".join(bad)
+
+
 @pytest.mark.slow
 def test_fault_injection_over_a_thousand_seeds() -> None:
     bad = [run.describe() for run in map(run_seed, range(1000)) if run.violations]
     assert not bad, "\n".join(bad)
+
+
+def _failover_from_a_live_owner(cut: bool) -> tuple[list[object], dict[str, int], list[str]]:
+    """The client's owner (node 0) stays alive while the client fails over from it: cut off from the client only
+    (``cut``), or paused past the client's heartbeat timeout. The client holds a put (on node 0 and a replica) and
+    a stored result, and a task that reads the result is left unfinished by the failover: the new owner adopts the
+    put and the result and claims their copies. Then node 0's memory lease for the silent client runs out and it
+    releases (frees) what it held for it; afterwards tasks read the put and the result again."""
+
+    async def main() -> tuple[list[object], dict[str, int], list[str]]:
+        async with InProcessMesh(3, virtual=True, seed=1, task_seconds=0.01) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, spread=1)
+            while True:  # until it knows where to fail over to (polled on virtual time)
+                if len(set(c.core.peers) - {mesh.nodes[0].address}) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            data = list(range(20_000))
+            ref = await c.put(data)
+            big = c.submit(operator.mul, b"x", 100_000)  # 100 kB: stored on its executor, not inline
+            await big
+            if cut:  # its messages held, as TCP rides out a cut
+                mesh.hub.hold([f"client:c:{c.client_id}"], [mesh.nodes[0].address])
+            else:
+                mesh.pause(0)
+            first = c.submit(len, big)  # sent while node 0 is out of reach: the failover brings big along done
+            await asyncio.sleep(8)
+            mesh.hub.unhold()
+            mesh.resume(0)
+            out: list[object] = [await first]
+            out.append(c.core.shards[0].node != mesh.nodes[0].node_id)  # it failed over: another node owns it
+            lease = mesh.nodes[0].holders.lease
+            await asyncio.sleep(lease + 10)  # node 0 has released what it held for the client
+            out += await c.gather([c.submit(operator.getitem, ref, 7), c.submit(len, big)])
+            recomputed = {f"n{i}": n.owner.counters["recomputed"] for i, n in enumerate(mesh.nodes)}
+            await c.close()
+            await asyncio.sleep(DRAIN)
+            return out, recomputed, check(mesh)
+
+    return run_virtual(main())
+
+
+@pytest.mark.parametrize("cut", [True, False], ids=["cut-off", "paused"])
+def test_a_live_owner_its_client_left_frees_no_copy_the_new_owner_counts(cut: bool) -> None:
+    """The put's copies claimed by the owner its client failed over to are that owner's to free: node 0, alive,
+    releasing the silent client's objects after its memory lease, freed them too (the put's readers failed with
+    ObjectLost after a cut-off, and a paused owner freed its own copy). Nothing is recomputed, and once the
+    client has closed nothing is left behind."""
+    out, recomputed, left = _failover_from_a_live_owner(cut)
+    assert out == [100_000, True, 7, 100_000]
+    assert sum(recomputed.values()) == 0, recomputed
+    assert left == []

@@ -1300,7 +1300,9 @@ class AsyncClient:
                             loop.call_soon_threadsafe(self._adopt)  # what is not ours, now
                         break
                     if answer is not None:
-                        give_back = False  # nothing else expected: the loop's reader may stay parked (io/lean.py)
+                        # the loop's reader may stay parked (io/lean.py) while it expects nothing: no task of its
+                        # own, request or heartbeat in flight (a reply to what it sent makes it read again)
+                        give_back = bool(self._pending or self._by_req or self._replies or self._ping_marks.get(sid))
                         break
                 if time.monotonic() - t0 >= limit:
                     break

@@ -107,15 +107,16 @@ class LeanReader:
     def _readable(self) -> None:
         """The descriptor signals: wake the reader; with none waiting, let libzmq take its commands (this clears
         the descriptor, which would otherwise keep signalling) and leave the messages for the next batch."""
-        if self.reading:  # another thread reads the socket now: off the loop until ``unpark``
-            self._park()
-        elif self._handler is not None:
+        if self._handler is not None:
             self._drain()
         elif self._waiter is not None:
             self._wake()
         else:
             with self.lock, contextlib.suppress(zmq.ZMQError):
-                _get(self.sock, _EVENTS)
+                if self.reading:  # another thread reads the socket now: off the loop until ``unpark``
+                    self._park()
+                else:
+                    _get(self.sock, _EVENTS)
 
     def sent(self) -> None:
         """Call after each send on this socket (holding ``lock`` where other threads use the socket), on the loop's
@@ -159,8 +160,7 @@ class LeanReader:
             return
         limit = self._limit
         out = self._take(limit)
-        if out is None:  # another thread reads the socket now: off the loop until ``unpark``
-            self._park()
+        if out is None:  # another thread reads the socket now: the descriptor is off the loop until ``unpark``
             return
         if len(out) >= limit:
             self._schedule_drain()
@@ -174,6 +174,8 @@ class LeanReader:
         out: list[list[Any]] = []
         with self.lock:
             if self.reading is not reader or (reader and self._fd is None):
+                if not reader:
+                    self._park()  # under the lock: a thread that stops reading sees it parked (``end_read``)
                 return None
             while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
                 out.append(recv_frames(sock))
@@ -204,6 +206,7 @@ class LeanReader:
                     self._waiter = None
 
     def _park(self) -> None:
+        """Loop thread, holding ``lock``."""
         if self._fd is not None and self._loop is not None and not self.parked:
             self._loop.remove_reader(self._fd)
             self.parked = True

@@ -69,24 +69,6 @@ def _raise_open_files_limit() -> None:
         pass
 
 
-def _return_freed_memory() -> None:
-    """Make glibc hand large freed buffers back to the OS at once.
-
-    By default glibc raises its mmap threshold after the first large free, so later array-sized buffers come from
-    the heap and stay in RSS after they are freed: a node that shuffled 1 GB would keep ~1 GB resident. Fixing
-    the threshold keeps every buffer over 64 KiB in its own mapping, unmapped on free (Dask documents the same
-    problem and the same knob).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold = -3
-        libc.mallopt(m_mmap_threshold, 64 * 1024)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
 def _freeze_startup_objects(_node: object) -> None:
     """Once the node is up: every object alive now (modules, classes, functions, the node's own structures) goes to
     the collector's permanent generation, which it never traverses again. A full (generation-2) collection of a
@@ -135,7 +117,6 @@ def cmd_node(args: argparse.Namespace) -> int:
     }
     config = load_node_config(cli, args.config)
     _setup_logging(config.log_level, config.log_format)
-    _return_freed_memory()
     _raise_open_files_limit()
     node = Node(config)
     from meshaios import logs

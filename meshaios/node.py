@@ -39,6 +39,7 @@ from meshaios.sched.model import RuntimeModel
 from meshaios.sched.placement import make_policy
 from meshaios.security import MeshKeys, derive_keys, exposure_warning, insecure_mesh_id, new_mesh_name, read_token
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
+from meshaios.store.heap import HeapTrim
 from meshaios.store.leases import HolderLeases
 from meshaios.store.objects import ObjectStore
 from meshaios.store.puts import AckPut, PutAction, PutTracker, Replicate
@@ -312,6 +313,7 @@ class Node:
         self._gpu_puts: set[str] = set()  # puts asked for a GPU, being replicated (to a GPU node)
         # clients that hold objects here: released on BYE, or after ``memory_lease`` seconds of silence
         self.holders = HolderLeases(config.memory_lease)
+        self._heap_trim = HeapTrim()  # heap pages reused while tasks run, handed back once the node is idle
         self.fetcher: FetchPlanner[FetchFor] = FetchPlanner(config.fetch_bytes_in_flight)
         # large messages travel as bounded, flow-controlled chunks (store/stream.py); endpoints are ROUTER
         # identities: b"n:" + node id for a peer, the client's own for a client
@@ -1877,6 +1879,9 @@ class Node:
         if self._copies or self._restate_due or self._results:
             self._copy_tick(now)
         self.shm.tick(now)
+        if self._heap_trim.tick(now, self.exec.queued, self.exec.finished):  # idle again: heap pages to the OS
+            self.store.trim_heap()
+            self.counters["heap_trims"] += 1
         if self._shm_asked:  # fetches given up on (timed out, holder dead) are answered by nobody
             for req in [r for r in self._shm_asked if self.fetcher.request(r) is None]:
                 del self._shm_asked[req]

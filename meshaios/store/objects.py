@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshaios.errors import MeshError
+from meshaios.store import heap
 from meshaios.wire.payload import Payload
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,16 @@ class ObjectStore:
         dropped = self.device.delete(key) if self.device is not None else False
         with self._lock:
             return self._drop_locked(key) or dropped
+
+    def trim_heap(self) -> None:
+        """Hand the process's free heap pages back to the OS (``heap.trim``), on the release thread if there is
+        one: it walks every heap, which should not hold the event loop."""
+        releaser = self._releaser
+        if releaser is None:
+            heap.trim()
+            return
+        with contextlib.suppress(RuntimeError):  # shut down meanwhile: the node stops, nothing to hand back
+            releaser.submit(heap.trim)
 
     def clear(self) -> None:
         """Drop everything and stop the spill and release threads (the node calls this when it stops)."""

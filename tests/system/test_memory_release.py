@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -101,6 +102,34 @@ def test_a_node_hands_freed_results_back_to_the_os() -> None:
         assert held - base > 300  # four arrays of 100 MiB
         del xs, ys
         wait_for(lambda: store_bytes(mesh) == [0], 30, what="the store emptied")
-        # the store is empty; the pages go back as soon as the last reference does (munmap: glibc's threshold is
-        # fixed at 64 KiB by the node, cli._return_freed_memory)
+        # the store is empty; the pages go back as soon as the last reference does (buffers over glibc's mmap
+        # threshold, 32 MiB at most, are mappings of their own: unmapped on free)
         wait_for(lambda: _rss_mib(pid) - base < 50, 10, what=f"RSS back near {base:.0f} MiB (held {held:.0f})")
+
+
+def test_an_idle_node_hands_its_free_heap_pages_back() -> None:
+    """Buffers under glibc's mmap threshold (at most 32 MiB) come from the heap and stay there when freed, for the
+    next task to reuse (store/heap.py); once the node has been idle for ``heap.IDLE_AFTER`` s it hands them back.
+    Forty 4 MiB results, every other one dropped (holes that the heap cannot give back by shrinking): the node's
+    RSS falls by about what was dropped. Without the trim it stays where it was."""
+    from tests.integration import funcs
+
+    n = 4 * 2**20 // 8
+    with LocalMesh(1, discovery=False, workers=1) as mesh, mesh.client(0) as c:
+        pid = mesh.procs[0].pid
+        warm = c.submit(funcs.make_array, n, 0)
+        assert c.submit(funcs.total, warm).exception(timeout=30) is None
+        del warm  # a 4 MiB mapping freed: glibc's threshold rises to 4 MiB, so the next ones come from the heap
+        wait_for(lambda: store_bytes(mesh) == [0], 30, what="the store emptied")
+        wait_for(lambda: _heap_trims(c) >= 1, 10, what="the idle node's first trim")
+        xs = [c.submit(funcs.make_array, n, i) for i in range(40)]
+        assert all(f.exception(timeout=120) is None for f in xs)
+        held = _rss_mib(pid)
+        del xs[::2]
+        wait_for(lambda: store_bytes(mesh)[0] < 21 * 4 * 2**20, 30, what="half the results dropped")
+        wait_for(lambda: _heap_trims(c) >= 2, 10, what="the idle node's second trim")
+        wait_for(lambda: held - _rss_mib(pid) > 60, 5, what=f"RSS down from {held:.0f} MiB by 80 MiB of holes")
+
+
+def _heap_trims(c: Any) -> int:
+    return int(c.status()["node"]["counters"].get("heap_trims", 0))

@@ -42,7 +42,7 @@ from meshaios.node import (
 from meshaios.sched import sampling
 from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
-from meshaios.store import shm
+from meshaios.store import heap, shm
 from meshaios.store.fetch import MAX_TIMEOUTS
 from meshaios.store.stream import StreamConfig
 from meshaios.tasks import execcore
@@ -108,6 +108,7 @@ QUOTES = [
     # ---- put replicas and fetches under faults (issue 16's fault injection found these)
     Quote(DATA, r"`RESTATE_AFTER` \(([\d.]+) s\)", lambda: RESTATE_AFTER),
     Quote(DATA, r"`MAX_TIMEOUTS` \((\d+)\)", lambda: MAX_TIMEOUTS),
+    Quote(DATA, r"no task for ([\d.]+) s \(`malloc_trim`", lambda: heap.IDLE_AFTER),
     Quote(PROTO, r"`ORPHAN_GRACE` \(([\d.]+) s\)", lambda: ORPHAN_GRACE),
     Quote(REL, r"`COPY_CHECK_EVERY` \(([\d.]+) s\)", lambda: COPY_CHECK_EVERY),
     # ---- the dashboard's mesh-wide view (Node.mesh_views)

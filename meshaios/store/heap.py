@@ -1,0 +1,68 @@
+"""Freed heap memory: reused while the node works, handed back to the OS once it goes idle.
+
+glibc serves a buffer under its mmap threshold from the process's heaps and keeps it there when it is freed, so
+the next buffer of that size reuses pages already mapped; a buffer over the threshold gets a mapping of its own,
+unmapped on free, and the next one starts from fresh pages that the kernel must fault in and zero. The threshold
+starts at 128 KiB and follows the largest buffer freed so far, up to 32 MiB (glibc's default, which Ray's and Dask's
+workers run with too).
+
+Nodes fixed it at 64 KiB until 2026-12-05 so that freed arrays left RSS at once: every shuffle part, every
+concatenation and every temporary of 64 KiB or more was then a fresh mapping, and on the 400 MB shuffle of
+``tools/bench`` the nodes spent 0.6-0.9 CPU-s more than with the default, nearly all of it in the kernel zeroing
+new pages (docs/performance.md section 22). Now the default stands, and a node gives back what its heaps hold
+free once it has had no task for ``IDLE_AFTER`` seconds (``malloc_trim``, on the store's release thread), so an
+idle node still ends up at its baseline.
+
+``HeapTrim`` is the pure rule (when to trim); ``trim`` does it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Callable
+
+IDLE_AFTER = 0.5  # seconds without a queued or running task before a node hands its free heap pages back
+
+
+class HeapTrim:
+    """Trim once each time the node has been idle ``idle_after`` seconds after it last had a task.
+
+    Fed at every tick with the executor's counts: tasks queued or running now, and tasks finished so far (a task
+    that came and went between two ticks counts as work too)."""
+
+    def __init__(self, idle_after: float = IDLE_AFTER) -> None:
+        self.idle_after = idle_after
+        self._busy_at: float | None = None  # the last time a task was seen, since the last trim
+        self._finished = 0
+        self.trims = 0
+
+    def tick(self, now: float, queued: int, finished: int) -> bool:
+        """True when the heap should be trimmed now."""
+        if queued or finished != self._finished:
+            self._finished = finished
+            self._busy_at = now
+            return False
+        if self._busy_at is None or now - self._busy_at < self.idle_after:
+            return False
+        self._busy_at = None
+        self.trims += 1
+        return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        fn: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+    return fn
+
+
+def trim() -> bool:
+    """Hand every free page of the process's heaps back to the OS; False where there is no glibc."""
+    fn = _malloc_trim()
+    if fn is None:
+        return False
+    fn(0)
+    return True

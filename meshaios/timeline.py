@@ -200,7 +200,9 @@ class Timeline:
         totals["bytes_in"] += r.bytes_in
         if r.outcome in ("ok", "error") and r.started is not None:
             dev = r.device if r.device in self.run_hist or len(self.run_hist) < _MAX_HIST_DEVICES else "other"
-            counts = self.run_hist.setdefault(dev, [0] * (len(RUN_BUCKETS) + 1))
+            counts = self.run_hist.get(dev)
+            if counts is None:
+                counts = self.run_hist[dev] = [0] * (len(RUN_BUCKETS) + 1)
             counts[bisect.bisect_left(RUN_BUCKETS, run_s)] += 1
             self.run_sum[dev] = self.run_sum.get(dev, 0.0) + run_s
 

@@ -432,22 +432,28 @@ class StealEngine:
         one steal request to the peer with the largest predicted wait."""
         out: list[Action] = []
         cfg = self.config
-        for key, off in list(self._offers.items()):
-            if now >= off.deadline:
-                self._release(off)
-                self.counters["lapsed"] += len(off.keys)
-                del self._offers[key]
-        for key, h in list(self._handed.items()):
-            if now >= h.give_up:
-                del self._handed[key]
-            elif now >= h.next_retry:
-                h.next_retry = now + cfg.commit_retry
-                self.counters["retransmits"] += 1
-                out.append(_commit(h.thief, h.rid, h.tasks))
-        tables = {"done": self._done, "got": self._got, "answered": self._answered}
-        while self._done_order and now - self._done_order[0][0] > cfg.retention:
-            _, table, k = self._done_order.popleft()
-            tables[table].pop(k, None)
+        # each step looked at only when it has something to look at: an idle node ticks after every task it
+        # finishes (``ExecCore._after_finish``), and on a mesh with nothing to steal all of them are empty
+        if self._offers:
+            for key, off in list(self._offers.items()):
+                if now >= off.deadline:
+                    self._release(off)
+                    self.counters["lapsed"] += len(off.keys)
+                    del self._offers[key]
+        if self._handed:
+            for key, h in list(self._handed.items()):
+                if now >= h.give_up:
+                    del self._handed[key]
+                elif now >= h.next_retry:
+                    h.next_retry = now + cfg.commit_retry
+                    self.counters["retransmits"] += 1
+                    out.append(_commit(h.thief, h.rid, h.tasks))
+        order = self._done_order
+        if order and now - order[0][0] > cfg.retention:
+            tables = {"done": self._done, "got": self._got, "answered": self._answered}
+            while order and now - order[0][0] > cfg.retention:
+                _, table, k = order.popleft()
+                tables[table].pop(k, None)
         req = self._request
         if req is not None and now >= req.deadline:
             self._cooldown(req.victim, now)

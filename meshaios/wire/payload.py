@@ -22,4 +22,6 @@ class Payload:
 
     @property
     def nbytes(self) -> int:
+        if not self.buffers:  # most payloads (a tiny task's arguments and result): no generator to run
+            return len(self.blob)
         return len(self.blob) + sum(memoryview(b).nbytes for b in self.buffers)

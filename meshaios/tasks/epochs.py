@@ -6,7 +6,12 @@ node. It rides on every SUBMIT and, from the owner, on every task of a RUN. The 
 - An executor (``RunFence``) remembers, per client, the newest epoch a RUN carried. A RUN of an older epoch comes
   from an owner the client has left (paused, partitioned away, declared dead and back): it is refused, and that
   owner is told (FENCED) so that it stops. A run of the same task and attempt that is already here for another
-  owner is *adopted*, not run again: it runs once and its result goes to the newest owner that asked for it.
+  owner of the same client is *adopted*, not run again: it runs once and its result goes to the newest owner that
+  asked for it. One that is here for *another client's* owner is *taken*: the shards of a spread client each have
+  an identity, and two of them may own one task (an input of both, carried from one to the other done) and
+  recompute it from lineage at once, under the same attempt number; adopted, one owner's run went to the other
+  and the first waited for ever. The later owner is told it moved to no node it knows (MOVED), and so places
+  it again as a new attempt (``Owner.moved``): each owner gets a run of its own, as when the two land on two nodes.
 - An owner (``ClientLeases``) abandons the work a client submitted under an older epoch as soon as it learns of a
   newer one -- from the client (DETACH, sent to the old entry node on failover), from an executor (FENCED), or
   from the client's own newer SUBMIT -- and holds back (does not dispatch) a client's work while the client is
@@ -51,6 +56,7 @@ class Verdict(StrEnum):
     NEW = "new"  # run it
     DUPLICATE = "duplicate"  # the same run delivered twice: it is here already
     ADOPT = "adopt"  # the same task and attempt is here for another owner: it runs once, for the newest one
+    TAKEN = "taken"  # the same task and attempt is here for another client's owner: this owner must place it again
     FENCED = "fenced"  # an owner the client has left: refuse, and tell it
 
 
@@ -63,7 +69,7 @@ class RunFence:
         self._epochs: OrderedDict[str, int] = OrderedDict()
         self._owners: dict[str, str] = {}  # client -> the owner that sent its newest epoch
         self.runs: dict[tuple[str, int], Run] = {}
-        self.counters = {"fenced": 0, "adopted": 0, "duplicates": 0}
+        self.counters = {"fenced": 0, "adopted": 0, "duplicates": 0, "taken": 0}
 
     def epoch(self, client: str) -> int:
         return self._epochs.get(client, 0)
@@ -102,6 +108,9 @@ class RunFence:
         if run.client and cur.client == run.client and cur.ep > run.ep:
             self.counters["fenced"] += 1  # unreachable while the epoch table remembers this client; kept exact
             return Verdict.FENCED
+        if run.client and cur.client and cur.client != run.client and cur.owner != run.owner:
+            self.counters["taken"] += 1  # another client's run (a spread client's other shard): not this one's
+            return Verdict.TAKEN
         self.runs[key] = run
         self.counters["adopted"] += 1
         return Verdict.ADOPT

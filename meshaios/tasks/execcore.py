@@ -559,6 +559,7 @@ class ExecCore:
         out: list[Instruction] = []
         owner = ev.owner
         fenced: dict[str, int] = {}
+        taken: list[list[Any]] = []
         fence = self.fence
         for task in ev.tasks:
             key = (task["id"], task["att"])
@@ -572,6 +573,8 @@ class ExecCore:
                     qt = self.queue.get(key)
                     if qt is not None:
                         qt.owner = owner  # a thief that takes it reports to the new owner too
+                elif verdict is Verdict.TAKEN:  # here for another client's owner: this one places it again
+                    taken.append([key[0], key[1], ""])
                 continue  # DUPLICATE: the same attempt delivered twice runs once
             self.stats.queued += 1
             self.timeline.queued(key[0], key[1], owner, now)
@@ -579,6 +582,8 @@ class ExecCore:
                 self._enqueue(key, task, owner, now, out)
         for client, ep in fenced.items():
             out.append(SendFenced(owner, client, ep))
+        if taken:  # "moved to a node you do not know": re-placed at once, as a new attempt (``Owner.moved``)
+            out.append(SendMoved(owner, taken))
         self._start_queued(now, out)
         return out
 
@@ -1061,6 +1066,8 @@ class ExecCore:
             verdict = self.fence.offer(qt.key, newest)
         if verdict is not Verdict.NEW:  # here already by another route: it runs once
             self.queue.take(qt.key)
+            if verdict is Verdict.TAKEN:  # for another client's owner: its own owner places it again
+                out.append(SendMoved(qt.owner, [[qt.id, qt.att, ""]]))
             return False
         self.stats.queued += 1
         self.timeline.queued(qt.id, qt.att, qt.owner, now)

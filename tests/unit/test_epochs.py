@@ -48,12 +48,22 @@ def test_the_same_attempt_from_a_newer_owner_is_adopted_not_run_twice() -> None:
     assert f.done(("t", 0)) is None
 
 
+def test_the_same_attempt_for_another_clients_owner_is_taken_not_adopted() -> None:
+    """A spread client's shards are clients of their own: two may own one task and send the same attempt. The run
+    here stays its first owner's; the second is told to place it again (``Verdict.TAKEN``), not adopted."""
+    f = RunFence()
+    f.offer(("t", 1), Run("A", "c.1", 0))
+    assert f.offer(("t", 1), Run("B", "c.2", 0)) is Verdict.TAKEN
+    assert f.offer(("t", 1), Run("A", "c.2", 0)) is Verdict.DUPLICATE  # one owner of both shards: its run already
+    assert f.done(("t", 1)) == Run("A", "c.1", 0)
+
+
 def test_the_same_run_delivered_twice_runs_once() -> None:
     f = RunFence()
     f.offer(("t", 0), Run("A", "c", 0))
     assert f.offer(("t", 0), Run("A", "c", 0)) is Verdict.DUPLICATE
     assert f.offer(("t", 1), Run("A", "c", 0)) is Verdict.NEW  # a re-placed attempt is another run
-    assert f.counters == {"fenced": 0, "adopted": 0, "duplicates": 1}
+    assert f.counters == {"fenced": 0, "adopted": 0, "duplicates": 1, "taken": 0}
 
 
 def test_runs_without_a_client_are_never_fenced() -> None:

@@ -137,6 +137,22 @@ def test_a_newer_owner_of_the_client_adopts_the_run_and_gets_its_result() -> Non
     assert [(r.owner, r.result["id"]) for r in of(SendResult, out)] == [("new", "a")]
 
 
+def test_a_run_here_for_another_clients_owner_is_placed_again_by_the_later_owner() -> None:
+    """Two shards of a spread client (two client identities, two owners) both own a task -- an input of both,
+    carried from one to the other done -- and recompute it at once, under the same attempt: adopted, the run
+    reported to the later owner only and the first waited for ever (fault seed 266 with a shuffle: two reducers
+    hung). The later owner is told it moved to no node it knows, so it places it again as a new attempt."""
+    c = core(slots=1)
+    c.handle(RunTasks("A", [task("m", 1, c="cl.1", ep=0)]), 0.0)
+    out = c.handle(RunTasks("B", [task("m", 1, c="cl.2", ep=0), task("n", 0, c="cl.2", ep=0)]), 0.1)
+    assert started(out) == []
+    assert of(SendMoved, out) == [SendMoved("B", [["m", 1, ""]])]
+    assert c.stats.queued == 2  # m for A, n for B
+    out = c.handle(Finished([("A", ("m", 1), ok(("m", 1)))]), 0.2)
+    assert [(r.owner, r.result["id"]) for r in of(SendResult, out)] == [("A", "m")]
+    assert c.fence.counters["taken"] == 1
+
+
 def test_a_run_from_an_owner_its_client_has_left_is_refused_and_that_owner_told() -> None:
     c = core()
     c.handle(RunTasks("new", [task("a", c="cl", ep=2)]), 0.0)

@@ -147,7 +147,8 @@ PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mes
 VIEW_STALE = 10.0  # seconds a member's last view stands in for one that did not come within PEEK_TIMEOUT
 COPY_CHECK_EVERY = 30.0  # seconds between a holder's STORED for each put copy it keeps (``Node._orphan_tick``)
 ORPHAN_GRACE = 60.0  # seconds a put's copy or stored result outlives its owner's death unless another owner claims it
-RESTATE_AFTER = 2.0  # seconds after keeping a put's replica, it says STORED once more (``Node._restate_replicas``)
+RESTATE_AFTER = 2.0  # seconds after keeping a put's replica, it says STORED once more (``Node._restate_replicas``),
+# and after claiming copies, an owner sends its CLAIM once more (``Node._claim``)
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
@@ -346,6 +347,7 @@ class Node:
         # that adopted it: CLAIM); (when, obj) of those yet to say STORED a second time (``_restate_replicas``);
         # and copies whose owner is dead, with when they go unless an owner claims them (results stored here too)
         self._restate_due: deque[tuple[float, str]] = deque()
+        self._claim_again: deque[tuple[float, str, list[str]]] = deque()  # (when, holder, ids): ``_claim``
         self._copies: dict[str, str] = {}
         self._orphans: dict[str, float] = {}
         # results stored here (each id, or id#j of a map output) -> the owners that count the copy (the one whose
@@ -939,6 +941,10 @@ class Node:
         due = self._restate_due
         while due and due[0][0] <= now - RESTATE_AFTER:
             self._restate_replicas([due.popleft()[1]])
+        claims = self._claim_again
+        while claims and claims[0][0] <= now - RESTATE_AFTER:
+            _, holder, ids = claims.popleft()
+            self._send_claim(holder, ids)
         for obj, at in list(self._orphans.items()):
             if at <= now:
                 del self._orphans[obj]
@@ -1774,15 +1780,22 @@ class Node:
 
     def _claim(self, t: OwnedTask) -> None:
         """``t``'s stored copies, which this owner adopted (its client failed over here), are ours to free now:
-        each holder that this node counts is told (CLAIM), and so keeps its copy past the former owner's death."""
+        each holder that this node counts is told (CLAIM), and so keeps its copy past the former owner's death,
+        and against its free (it may be alive and release the client's objects after its memory lease). Sent
+        once more ``RESTATE_AFTER`` s later (idempotent): a CLAIM lost on its way would leave the copy to the
+        former owner's free."""
         ids = [f"{t.id}#{j}" for j in range(t.parts)] or [t.id]
         for holder in t.locations:
             if holder == self.node_id:
                 self._claimed(self.node_id, ids)
-                continue
-            member = self._live_member(holder)
-            if member is not None:
-                self._send_node(holder, member.addr, {"t": M.CLAIM, "src": self.node_id, "ids": ids})
+            elif self._send_claim(holder, ids):
+                self._claim_again.append((self.clock.now(), holder, ids))
+
+    def _send_claim(self, holder: str, ids: list[str]) -> bool:
+        member = self._live_member(holder)
+        if member is None:
+            return False
+        return self._send_node(holder, member.addr, {"t": M.CLAIM, "src": self.node_id, "ids": ids})
 
     # ---- streams ----------------------------------------------------------------------------------------
     def _send_to(self, dest: bytes, msg: M.Message, tag: Any = None) -> bool:
@@ -1876,7 +1889,7 @@ class Node:
 
     def _data_tick(self) -> None:
         now = self.clock.now()
-        if self._copies or self._restate_due or self._results:
+        if self._copies or self._restate_due or self._results or self._claim_again:
             self._copy_tick(now)
         self.shm.tick(now)
         if self._heap_trim.tick(now, self.exec.queued, self.exec.finished):  # idle again: heap pages to the OS

@@ -10,9 +10,12 @@ import time
 import pytest
 
 from meshaios.io.inmem import InMemoryHub, InMemoryTransport
+from meshaios.node import RESTATE_AFTER
+from meshaios.tasks.owner import OwnedTask
 from meshaios.testing.faults import DRAIN, check, run_seed
 from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
+from meshaios.wire.payload import Payload
 
 SEEDS = 60  # in the default suite (about 20 s on 2 cores); the slow test runs 1,000
 SHUFFLE_SEEDS = 12  # with the shuffle workload too (about 18 s)
@@ -205,6 +208,39 @@ def _failover_from_a_live_owner(cut: bool) -> tuple[list[object], dict[str, int]
             return out, recomputed, check(mesh)
 
     return run_virtual(main())
+
+
+def test_a_claim_lost_on_its_way_is_sent_again() -> None:
+    """An owner that adopted a put (its client failed over to it) claims the copies it counts; a CLAIM lost on
+    its way would leave a copy to the former owner's free (alive, it releases the silent client's objects after
+    its memory lease): the claim goes once more ``RESTATE_AFTER`` later, and then the former owner's free is
+    refused while the claimer's goes through."""
+
+    async def main() -> tuple[str, str, bool, bool]:
+        async with InProcessMesh(2, virtual=True) as mesh:
+            await mesh.wait_converged()
+            holder, new = mesh.nodes
+            old = "0" * 24  # the put's former owner, on the holder's books
+            holder.store.put("p1", Payload(b"12345678"))
+            holder._copies["p1"] = old
+            t = OwnedTask(id="p1", client=b"c:x", fn=Payload(b""), args=Payload(b""), deps=[])
+            t.locations = [holder.node_id]
+            mesh.hub.drop_rate = 1.0  # the first CLAIM is lost
+            new._claim(t)
+            mesh.hub.drop_rate = 0.0
+            first = holder._copies["p1"]
+            await asyncio.sleep(RESTATE_AFTER + 1)
+            second = holder._copies["p1"]
+            holder._free(old, ["p1"])
+            kept = "p1" in holder.store
+            holder._free(new.node_id, ["p1"])
+            return first, second, kept, "p1" in holder.store
+
+    first, second, kept, left = run_virtual(main())
+    assert first == "0" * 24
+    assert second != first  # the owner that claimed it
+    assert kept
+    assert not left
 
 
 @pytest.mark.parametrize("cut", [True, False], ids=["cut-off", "paused"])

@@ -1270,7 +1270,10 @@ class AsyncClient:
             t0 = time.monotonic()
             limit = READ_OWN_S if timeout is None else min(READ_OWN_S, timeout)
             while fut._state == _PENDING and fut._cf_ is None and self._conns.get(sid) is conn and not self._closed:
-                batch = conn.read(min(READ_SLICE_S, max(0.0, limit - (time.monotonic() - t0))))
+                try:
+                    batch = conn.read(min(READ_SLICE_S, max(0.0, limit - (time.monotonic() - t0))))
+                except zmq.ZMQError:
+                    break  # the socket went away under us: the loop's reader has the last word
                 if batch is None:
                     break  # closed
                 if batch:

@@ -43,9 +43,15 @@ class NodeLoad:
     """What an owner knows of one node: its slots, what it has sent there, and what the node last reported.
 
     ``inflight``, ``window`` and ``slots`` report their changes to the ``NodeIndex`` the node is in (``index``,
-    set by ``NodeIndex.add``), which keeps the owner's open nodes for sampling without a scan."""
+    set by ``NodeIndex.add``), which keeps the owner's open nodes for sampling without a scan.
 
-    __slots__ = ("_inflight", "_slots", "_window", "index", "meta", "node_id", "reported")
+    ``reported`` is the node's own count (queued and running, every owner's tasks) as of its last report;
+    ``report`` keeps the freshest one (a DONE heard now beats gossip heard earlier). What this owner has sent
+    there since that report is not in it yet: ``tasks`` adds it, so a burst of placements between two reports
+    sees the node fill up instead of the count it had when it last spoke."""
+
+    __slots__ = ("_heard_at", "_inflight", "_sent", "_sent_at_report", "_slots", "_window", "index", "meta",
+                 "node_id", "reported")
 
     def __init__(self, node_id: str, slots: int, inflight: int = 0, reported: int = 0, meta: NodeMeta | None = None,
                  window: int = 0) -> None:
@@ -53,6 +59,9 @@ class NodeLoad:
         self._slots = slots
         self._inflight = inflight  # tasks this owner has dispatched there and not yet seen finish
         self.reported = reported  # queued + running on that node, as gossiped (all owners together)
+        self._heard_at = -math.inf  # when ``reported`` was true (the owner's clock)
+        self._sent = 0  # tasks this owner has sent there (or that were moved there), ever
+        self._sent_at_report = 0  # ... as of ``reported``
         self.meta = meta
         # tasks the owner lets be in flight there at once (0: no limit); a late-binding policy may pick a node
         # whose window is full, which makes the task wait for that node
@@ -71,8 +80,28 @@ class NodeLoad:
     def inflight(self, value: int) -> None:
         delta = value - self._inflight
         self._inflight = value
+        if delta > 0:
+            self._sent += delta
         if self.index is not None:
             self.index.changed(self, inflight=delta)
+
+    def report(self, reported: int, at: float) -> bool:
+        """The node said it holds ``reported`` tasks (all owners'), true at ``at`` on the owner's clock (a DONE:
+        when it arrived; gossip: when the node was last heard from directly). An older report than the one kept
+        changes nothing (gossip read every 0.1 s would otherwise undo the count a DONE brought). True if kept."""
+        if at < self._heard_at:
+            return False
+        self.reported = reported
+        self._heard_at = at
+        self._sent_at_report = self._sent
+        return True
+
+    @property
+    def tasks(self) -> int:
+        """Tasks on that node as this owner best knows: its own in flight there, or the node's last report plus
+        what this owner sent there since, whichever is more (its own finishes since are not taken off: the next
+        report, which a finish's DONE carries, does that)."""
+        return max(self._inflight, self.reported + self._sent - self._sent_at_report)
 
     @property
     def slots(self) -> int:
@@ -101,7 +130,7 @@ class NodeLoad:
 
     @property
     def load(self) -> float:
-        return (max(self._inflight, self.reported) + 1) / max(1, self._slots)
+        return (self.tasks + 1) / max(1, self._slots)
 
 
 class PlacementPolicy(Protocol):
@@ -214,6 +243,8 @@ class LocalFirst(PlacementPolicy):
         return LeastLoaded().choose(task, candidates, rng)
 
 
+
+
 # A copy is weighed twice its estimated time against a wait: the wait is an estimate too (an unseen function is
 # priced at ``task_s``), and a copy also doubles the memory the input takes and the bytes on the link. So a holder
 # keeps its consumers unless it is busier by clearly more than the copy costs (issue 17: "unless X is far busier").
@@ -299,7 +330,7 @@ class Locality(Wrapping):
             return self.links.bandwidth(src, dst, ingress[dst])
 
         def cost(c: NodeLoad) -> float:
-            ahead = max(c.inflight, c.reported) + 1 - max(1, c.slots)
+            ahead = c.tasks + 1 - max(1, c.slots)
             wait = max(0, ahead) / max(1, c.slots) * est
             if self.view is not None:
                 nv = self.view.get(c.node_id, now)

@@ -67,6 +67,7 @@ from meshaios.tasks.owner import (
     Completed,
     Deliver,
     Dispatch,
+    LoadHeard,
     NodeDown,
     NodeUp,
     Owner,
@@ -731,11 +732,12 @@ class Simulation:
         if node.alive:
             self._do(node, node.core.handle(RunTasks(owner_id, tasks), self.now))
 
-    def _on_done(self, data: tuple[str, str, M.Result]) -> None:
-        owner_id, exec_id, result = data
+    def _on_done(self, data: tuple[str, str, M.Result, int]) -> None:
+        owner_id, exec_id, result, q = data
         node = self.nodes[owner_id]
         if not node.alive or node.owner is None:
             return
+        node.owner.handle(LoadHeard(exec_id, q), self.now)  # as ``Node`` does with a DONE's ``q``
         self._owner_actions(node, node.owner.handle(Completed(exec_id, [result]), self.now))
         seen = node.model.n_seen  # the owner's model learned from the result (``Owner``, as in a live node)
         if owner_id == self.owner_ids[0] and seen != self._mape_seen and seen % 50 == 0:
@@ -762,7 +764,9 @@ class Simulation:
                     self._begin(node, pool, ins)
             elif isinstance(ins, SendResult):
                 delay = 0.0 if ins.owner == nid else self.config.latency
-                self._send(nid, ins.owner, self.now + delay, _DONE, (ins.owner, nid, ins.result))
+                # the node's task count rides on the DONE (``q``), as ``Node`` sends it
+                done = (ins.owner, nid, ins.result, node.core.stats.queued)
+                self._send(nid, ins.owner, self.now + delay, _DONE, done)
             elif isinstance(ins, FetchInputs):
                 # the inputs held elsewhere come over this node's link (one batch of fetches); those held here
                 # cost nothing

@@ -311,10 +311,13 @@ class NodeDown:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class LoadHeard:
-    """A member's gossiped task count (``q``: queued and running there, all owners together)."""
+    """A member's task count (``q``: queued and running there, all owners together), from its DONE or its gossiped
+    metadata; ``at``: when it was true on the owner's clock (None: now, as for a DONE; gossip: when the member
+    was last heard from directly). An older count than the one the owner has changes nothing."""
 
     node_id: str
     reported: int
+    at: float | None = None
 
 
 @fast_init
@@ -550,10 +553,11 @@ class Owner:
         nl.window = nl.slots * self.config.window_per_slot
         return self._pump()
 
-    def node_load(self, node_id: str, reported: int) -> None:
+    def node_load(self, node_id: str, reported: int, at: float | None = None) -> None:
+        """``node_id`` holds ``reported`` tasks, as of ``at`` (default: now); kept if fresher than what we had."""
         nl = self.nodes.get(node_id)
         if nl is not None:
-            nl.reported = reported
+            nl.report(reported, self.now if at is None else at)
 
     def node_down(self, node_id: str) -> list[OwnerAction]:
         """Work running there goes back to the ready queue; results that lived only there are recomputed from
@@ -1306,7 +1310,7 @@ class Owner:
         if not self.ready or not self.nodes:
             return []
         if self.self_load is not None and (me := self.nodes.get(self.node_id)) is not None:
-            me.reported = self.self_load()
+            me.report(self.self_load(), self.now)
         if self.config.rank_order and self.policy.ranks:
             self._order_ready()
         batches: dict[str, list[M.RunTask]] = {}
@@ -1651,7 +1655,7 @@ _HANDLERS: dict[type, Callable[[Owner, Any, float], list[OwnerAction]]] = {
     Completed: lambda o, e, now: [*o.completed(e.node_id, e.results, now), *o._take_frees()],
     SubmitTasks: lambda o, e, now: o.submit(e.client, e.tasks, now, e.ep),
     ClientHeard: lambda o, e, now: o.heard(e.client, now),
-    LoadHeard: _without_actions(lambda o, e: o.node_load(e.node_id, e.reported)),
+    LoadHeard: _without_actions(lambda o, e: o.node_load(e.node_id, e.reported, e.at)),
     OwnerTick: lambda o, e, now: [*o.tick(now), *o._take_frees()],
     TaskMoved: lambda o, e, now: o.moved(e.task_id, e.src, e.dst, e.attempt),
     RunStarted: lambda o, e, now: o.started(e.node_id, e.keys),

@@ -33,6 +33,7 @@ class PeerFeed:
         self.model = model
         self.share_load = share_load
         self._ld_heard: dict[str, float] = {}  # peer -> when the summary in the view was heard
+        self._q_heard: dict[str, tuple[float, int]] = {}  # peer -> (when heard, task count) last given to the owner
 
     def heard(self, node_id: str, meta: Any, heard: float, now: float) -> None:
         """A usable peer's metadata as SWIM last carried it: its task count (``q``) for the owner's ledger, its
@@ -41,8 +42,12 @@ class PeerFeed:
         if not isinstance(meta, dict):
             return
         q = meta.get("q")
-        if self.owner is not None and isinstance(q, int) and not isinstance(q, bool):
-            self.owner.handle(LoadHeard(node_id, q), now)
+        if (self.owner is not None and isinstance(q, int) and not isinstance(q, bool) and math.isfinite(heard)
+                and self._q_heard.get(node_id) != (heard, q)):
+            # as of when it was last heard directly (the meta came with that message): a DONE heard since wins,
+            # and the same count read again at the next look is not news (it would hide what was sent since)
+            self._q_heard[node_id] = (heard, q)
+            self.owner.handle(LoadHeard(node_id, q, heard), now)
         if not self.share_load or "ld" not in meta or not math.isfinite(heard):
             return
         if self._ld_heard.get(node_id) == heard:
@@ -68,5 +73,6 @@ class PeerFeed:
         if ev.new in (MemberState.DEAD, MemberState.LEFT):
             self.view.remove(ev.node_id)
             self._ld_heard.pop(ev.node_id, None)
+            self._q_heard.pop(ev.node_id, None)
             return self.owner.handle(NodeDown(ev.node_id), now) if self.owner is not None else []
         return []

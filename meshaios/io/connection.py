@@ -182,7 +182,7 @@ class ZmqConnection:
 
     def serve(self, handler: Callable[[list[list[Any]]], None]) -> None:
         """Instead of awaiting ``recv_batch``: each batch goes to ``handler`` from the loop's reader callback."""
-        self._lean.serve(handler)
+        self._lean.serve(handler, thread_reads=True)  # the sync client's caller may read its own answer
 
     def unserve(self) -> None:
         self._lean.unserve()

@@ -134,14 +134,26 @@ class LeanReader:
         elif self._waiter is not None and _get(self.sock, _EVENTS) & _POLLIN:
             self._wake()
 
-    def serve(self, handler: Callable[[list[list[Any]]], None], limit: int = 256) -> None:
+    def serve(self, handler: Callable[[list[list[Any]]], None], limit: int = 256, thread_reads: bool = False) -> None:
         """From now on each batch (as ``recv_batch`` returns them) goes to ``handler``, called from the loop's reader
         callback as soon as the descriptor signals: no future to settle and no task to resume per batch (10-15 µs
         a round trip less than awaiting ``recv_batch``, docs/performance.md section 16). More than ``limit``
-        messages waiting: the rest in a later callback, so that timers and other sockets get their turn."""
+        messages waiting: the rest in a later callback, so that timers and other sockets get their turn.
+        ``thread_reads``: another thread may read for a while (``begin_read``); the pipe that wakes it is made now,
+        so that it lives exactly as long as the reader (until ``close``)."""
         self._loop = asyncio.get_running_loop()
         self._handler, self._limit = handler, limit
         self._watch(self._loop)
+        if thread_reads:
+            with self.lock:
+                if self._pipe is None and self._fd is not None:
+                    r, w = os.pipe()
+                    os.set_blocking(r, False)
+                    os.set_blocking(w, False)
+                    self._pipe = (r, w)
+                    self._poller = select.poll()
+                    self._poller.register(self._fd, select.POLLIN)
+                    self._poller.register(r, select.POLLIN)
         self.unpark()  # if it was parked (io/lean.py: another thread read) and nobody reads now
         self._schedule_drain()  # messages may be waiting already
 
@@ -225,19 +237,11 @@ class LeanReader:
 
     def begin_read(self) -> bool:
         """Any thread but the loop's: from now on this thread reads the socket (``read``), until ``end_read``.
-        False: it may not (another thread reads, or the socket is not served or is closed)."""
+        False: it may not (another thread reads, or the socket is not served with ``thread_reads`` or is closed)."""
         with self.lock:
-            if self.reading or self._fd is None or self._handler is None:
+            if self.reading or self._fd is None or self._handler is None or self._pipe is None:
                 self.wanted = True  # the thread reading now asks the loop to read once it stops
                 return False
-            if self._pipe is None:
-                r, w = os.pipe()
-                os.set_blocking(r, False)
-                os.set_blocking(w, False)
-                self._pipe = (r, w)
-                self._poller = select.poll()
-                self._poller.register(self._fd, select.POLLIN)
-                self._poller.register(r, select.POLLIN)
             self.reading = True
             return True
 

@@ -212,6 +212,8 @@ def test_a_thread_reading_the_socket_gets_every_message_and_gives_the_socket_bac
         async with pair() as (router, dealer, reader):
             to_loop: list[bytes] = []
             reader.serve(lambda msgs: to_loop.extend(bytes(m[1]) for m in msgs))
+            assert not reader.begin_read()  # served for the loop alone
+            reader.serve(lambda msgs: to_loop.extend(bytes(m[1]) for m in msgs), thread_reads=True)
             dealer.send_multipart([b"before"])
             await wait_until(lambda: to_loop == [b"before"])
             assert reader.begin_read()

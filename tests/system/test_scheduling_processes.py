@@ -43,11 +43,21 @@ def gate(tmp_path: Path) -> Iterator[str]:
     path.touch()
 
 
-def test_high_priority_tasks_overtake_ten_thousand_queued_ones(client: Client, tmp_path: Path) -> None:
-    """100 ``priority=10`` tasks submitted behind 10,000 ``priority=0`` ones all start before the 500th low one."""
+def test_high_priority_tasks_overtake_ten_thousand_queued_ones(client: Client, tmp_path: Path, gate: str) -> None:
+    """100 ``priority=10`` tasks submitted behind 10,000 queued ``priority=0`` ones all start before the 500th low
+    one. Four blockers hold every slot until all of them are submitted: the low tasks are queued, not already
+    running, whatever the machine's load (without them, a loaded machine ran 1,200 low tasks while the client was
+    still sending the rest)."""
     log = str(tmp_path / "starts")
+    submitted = client.status()["node"]["owner"]["submitted"]
+    blockers = client.map(sched_funcs.gated, [log] * 4, [f"B{i}" for i in range(4)], [gate] * 4)
+    wait_for(lambda: len(sched_funcs.started(log)) == 4, 30, what="four blockers holding every slot")
     low = client.map(sched_funcs.mark, [log] * 10_000, [f"L{i}" for i in range(10_000)], [0.001] * 10_000)
     high = client.map(sched_funcs.mark, [log] * 100, [f"H{i}" for i in range(100)], priority=10)
+    # at the owner as far as the client's window (10,000 in flight) lets them go; the rest wait in the client
+    wait_for(lambda: client.status()["node"]["owner"]["submitted"] - submitted >= 10_000, 120, what="submitted")
+    Path(gate).touch()
+    assert client.gather(blockers, timeout=60) == [f"B{i}" for i in range(4)]
     assert sorted(client.gather(high, timeout=120)) == sorted(f"H{i}" for i in range(100))
     starts = sched_funcs.started(log)
     last_high = max(i for i, tag in enumerate(starts) if tag.startswith("H"))

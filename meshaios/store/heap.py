@@ -13,6 +13,13 @@ new pages (docs/performance.md section 22). Now the default stands, and a node g
 free once it has had no task for ``IDLE_AFTER`` seconds (``malloc_trim``, on the store's release thread), so an
 idle node still ends up at its baseline.
 
+Huge pages: numpy asks the kernel for 2 MiB pages for every array of 4 MiB or more. On a VM whose balloon device
+hands free memory back to its host (free page reporting, which works in 2 MiB blocks), a freed huge page that is not
+reused at once goes back to the host, and the next array that gets it pays a fault in the host for each of its 4 KiB
+pages on top of the zeroing: on the DAG of ``tools/bench`` the nodes spent 0.8 CPU-s of 2.1 zeroing new huge pages
+(docs/performance.md section 22). There a node asks numpy for ordinary pages instead (``small_pages_for_arrays``):
+more faults, but freed 4 KiB pages are reused while still backed.
+
 ``HeapTrim`` is the pure rule (when to trim); ``trim`` does it.
 """
 
@@ -21,8 +28,11 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 IDLE_AFTER = 0.5  # seconds without a queued or running task before a node hands its free heap pages back
+BALLOONS = Path("/sys/bus/virtio/drivers/virtio_balloon")
+F_REPORTING = 5  # VIRTIO_BALLOON_F_REPORTING: the guest reports free pages to the host, which takes them back
 
 
 class HeapTrim:
@@ -65,4 +75,30 @@ def trim() -> bool:
     if fn is None:
         return False
     fn(0)
+    return True
+
+
+def reports_free_pages(balloons: Path = BALLOONS) -> bool:
+    """True on a VM whose virtio balloon hands free memory back to the host (feature bit ``F_REPORTING``)."""
+    try:
+        for dev in balloons.glob("virtio*"):
+            bits = (dev / "features").read_text().strip()
+            if len(bits) > F_REPORTING and bits[F_REPORTING] == "1":
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def small_pages_for_arrays(balloons: Path = BALLOONS) -> bool:
+    """Where free pages go back to the host, ask numpy not to request huge pages for its arrays; True if it did."""
+    if not reports_free_pages(balloons):
+        return False
+    import numpy as np
+
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    set_hugepage = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if set_hugepage is None:  # a numpy without the switch: nothing to do
+        return False
+    set_hugepage(False)
     return True

@@ -1,10 +1,13 @@
-"""When a node hands its free heap pages back to the OS (store/heap.py): once per idle spell after work."""
+"""A node's heap (store/heap.py): free pages handed back to the OS once per idle spell after work; numpy on small
+pages where free memory goes back to a hypervisor."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+from meshaios.store import heap
 from meshaios.store.heap import HeapTrim
 from meshaios.store.objects import ObjectStore
 
@@ -75,3 +78,31 @@ def test_the_store_trims_on_its_release_thread() -> None:
         store.trim_heap()  # runs on ``meshaios-free``; returns at once
     finally:
         store.clear()  # waits for the release thread: the trim has run
+
+
+def _balloon(root: Path, bits: str) -> Path:
+    dev = root / "virtio3"
+    dev.mkdir(parents=True)
+    (dev / "features").write_text(bits + "\n")
+    return root
+
+
+def test_a_balloon_that_reports_free_pages_is_recognised(tmp_path: Path) -> None:
+    assert heap.reports_free_pages(_balloon(tmp_path / "a", "0110010100000000"))  # bit 5: free page reporting
+    assert not heap.reports_free_pages(_balloon(tmp_path / "b", "0110000100000000"))  # a balloon without it
+    assert not heap.reports_free_pages(tmp_path / "none")  # no balloon driver at all
+
+
+def test_numpy_is_asked_for_small_pages_only_where_free_pages_go_back(tmp_path: Path) -> None:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    switch = core.multiarray._set_madvise_hugepage
+    before = switch(True)
+    try:
+        assert not heap.small_pages_for_arrays(_balloon(tmp_path / "b", "0110000100000000"))
+        assert switch(True) is True  # untouched
+        assert heap.small_pages_for_arrays(_balloon(tmp_path / "a", "0110010100000000"))
+        assert switch(True) is False  # it was turned off
+    finally:
+        switch(before)

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import select
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -247,18 +249,22 @@ class LeanReader:
 
     def read(self, timeout: float) -> list[list[Any]] | None:
         """The reading thread: the messages here, waiting up to ``timeout`` seconds for one (``[]``: none came);
-        None once the reader is closed."""
+        None once the reader is closed. The descriptor also signals libzmq's other commands: after such a wake-up
+        with no message, it waits again for the rest of the time."""
         out = self._take(self._limit, True)
-        if out is None or out:
-            return out
         pipe = self._pipe
-        if pipe is None:
-            return None
-        events = self._poller.poll(max(0, int(timeout * 1000)))  # without the GIL
-        if any(fd == pipe[0] for fd, _ in events):
-            with contextlib.suppress(OSError):
-                os.read(pipe[0], 65536)
-        return self._take(self._limit, True)
+        if out is None or out or pipe is None:
+            return out
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            events = self._poller.poll(math.ceil(left * 1000) if left > 0 else 0)  # without the GIL
+            if any(fd == pipe[0] for fd, _ in events):
+                with contextlib.suppress(OSError):
+                    os.read(pipe[0], 65536)
+            out = self._take(self._limit, True)
+            if out is None or out or time.monotonic() >= deadline:
+                return out
 
     def end_read(self, give_back: bool) -> bool:
         """The reading thread gives the socket back. True: the loop must be asked to read again (call ``unpark``

@@ -652,6 +652,7 @@ class AsyncClient:
         self.read_direct = 0  # answers read by the thread that waited for them (``_read_own``)
         self.handed_back = 0  # other messages that thread read, handed to the loop's thread
         self.sent_direct = 0  # SUBMITs sent from the caller's thread (``_submit_direct``)
+        self._direct_turn = 0  # the shards take such SUBMITs in turn
         self._by_req: dict[int, asyncio.Future[M.Got | M.PutAck]] = {}
         self._req_shard: dict[int, int] = {}  # which shard each request went to
         self._gets: dict[int, M.Get] = {}  # GETs awaiting an answer: asked again after a failover
@@ -1157,19 +1158,22 @@ class AsyncClient:
 
     def _submit_direct(self, item: tuple[M.SubmitTask, Future]) -> bool:
         """The sync ``Client``'s caller thread: send a lone task's SUBMIT from here, sparing the round trip a hand-off
-        to the loop's thread (docs/performance.md, section 16). Only when nothing else of ours is unfinished or
-        waiting, one shard, and a task with no inputs and no priority: nothing to route, no window, no order to
-        keep. True: sent; the loop's thread records it as ``_flush`` would have (``_adopt``) the next time it reads
-        a message, submits, flushes, cancels or beats -- before it reads any answer, and off the round trip's way.
+        to the loop's thread (docs/performance.md, sections 16 and 20). Only when nothing else of ours is unfinished
+        or waiting and the task has no inputs and no priority: no window, no order to keep, and no owner to choose
+        but the next live shard in turn, as ``Shards._pick`` takes them when all own nothing. True: sent; the loop's
+        thread records it as ``_flush`` would have (``_adopt``) the next time it reads a message, submits, flushes,
+        cancels or beats -- before it reads any answer, and off the round trip's way.
         False: nothing was sent, the ordinary path takes it."""
         spec, fut = item
         if (self._pending or self._outbox or self._urgent or self._unanswered or spec["deps"] or "priority" in spec
                 or self._loop is None or threading.get_ident() == self._loop_thread):  # fmt: skip
             return False
-        shards = list(self.core.shards.items())  # loop-thread state, read once: the checks below stand or fall on it
-        if len(shards) != 1:
+        # loop-thread state, read once: the checks below stand or fall on it
+        live = [item for item in list(self.core.shards.items()) if not item[1].failing]
+        if not live:
             return False
-        sid, shard = shards[0]
+        self._direct_turn += 1
+        sid, shard = live[self._direct_turn % len(live)]
         conn = self._conns.get(sid)
         send = getattr(conn, "send_threadsafe", None)
         if conn is None or send is None or shard.failing:

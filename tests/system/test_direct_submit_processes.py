@@ -87,6 +87,21 @@ def test_a_refused_direct_submit_fails_its_task_and_the_client_carries_on(mesh: 
         wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
 
 
+def _one_at_a_time(c: Client, n: int, results: list[int], errors: list[BaseException]) -> threading.Thread:
+    """A thread that runs ``n`` small tasks one after the other, each waited for before the next."""
+
+    def run() -> None:
+        try:
+            for i in range(n):
+                results.append(c.submit(W.work, i, 0.002).result(timeout=60))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
 def test_tasks_sent_directly_survive_the_death_of_their_owner(sig: signal.Signals) -> None:
     results: list[int] = []
@@ -94,15 +109,7 @@ def test_tasks_sent_directly_survive_the_death_of_their_owner(sig: signal.Signal
     with LocalMesh(2, startup_timeout=60) as mesh, mesh.client(0, spread=1, heartbeat_timeout=2.0) as c:
         wait_for(lambda: len(c._async._known_nodes) >= 2, 30, what="the client learns the other node")
 
-        def one_at_a_time() -> None:
-            try:
-                for i in range(400):
-                    results.append(c.submit(W.work, i, 0.002).result(timeout=60))
-            except BaseException as exc:
-                errors.append(exc)
-
-        t = threading.Thread(target=one_at_a_time)
-        t.start()
+        t = _one_at_a_time(c, 400, results, errors)
         wait_for(lambda: len(results) >= 100, 30, what="the job under way")
         wait_for(lambda: _reading(c), 10, what="the caller reads the connection")
         mesh.kill(0, sig)  # while the caller reads its connection for the answer, most likely
@@ -118,7 +125,6 @@ def test_tasks_sent_directly_survive_the_death_of_their_owner(sig: signal.Signal
         assert c.stats["results"] == 400
         assert c._async.sent_direct > 100  # before the failover, and after it on the new connection
         assert c._async.read_direct > 100
-
 
 
 def test_results_of_other_futures_that_the_waiting_thread_reads_reach_their_futures(mesh: LocalMesh) -> None:
@@ -165,3 +171,33 @@ def test_a_caller_reading_its_own_answers_while_another_threads_map_runs(mesh: L
         wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
         assert c.stats["results"] == 300 + 3 * 300
         assert c.stats["duplicates"] == 0
+
+
+def test_lone_tasks_go_directly_to_each_owner_in_turn_and_survive_the_loss_of_one() -> None:
+    """Several shards (``spread``): a lone task goes from the caller's thread to the next live owner in turn, its
+    answer read from that owner's connection; killing one owner mid-loop loses nothing."""
+    results: list[int] = []
+    errors: list[BaseException] = []
+    with LocalMesh(3, startup_timeout=60) as mesh, mesh.client(0, spread=2, heartbeat_timeout=2.0) as c:
+        a = c._async
+        wait_for(lambda: len(a.core.shards) == 2, 20, what="two owners")
+        wait_for(lambda: len(a._known_nodes) >= 3, 30, what="the client learns the mesh")
+
+        t = _one_at_a_time(c, 400, results, errors)
+        wait_for(lambda: len(results) >= 100, 30, what="the job under way")
+        owned = {}
+        for p in mesh.procs:
+            with mesh.client(p.index, connect_timeout=2.0, spread=1) as other:
+                owned[p.node_id] = int(other.status(timeout=5.0)["node"]["owner"]["submitted"])
+        assert all(owned[s.node] >= 30 for s in a.core.shards.values()), owned  # both owners take lone tasks
+        victim = next(p.index for p in mesh.procs if p.node_id == a.core.shards[1].node)
+        mesh.kill(victim, signal.SIGKILL)
+        t.join(120)
+        assert not errors, errors[:3]
+        assert results == [W.expected_work(i) for i in range(400)]
+        assert a.failovers == 1
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
+        assert c.stats["results"] == 400
+        assert c.stats["duplicates"] == 0
+        assert a.sent_direct > 300
+        assert a.read_direct > 200

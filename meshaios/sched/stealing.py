@@ -303,7 +303,8 @@ class StealConfig:
     batch_per_slot: int = 1  # ... and at most this many per free slot of the thief
     offer_timeout: float = 0.5  # a reservation lapses after this: the victim may run the task again
     request_timeout: float = 1.0  # a thief that hears nothing gives up and may ask someone else
-    commit_retry: float = 0.25  # the victim resends an unacknowledged commit this often ...
+    commit_retry: float = 0.25  # the victim resends an unacknowledged commit after this, then twice as long ...
+    commit_retry_max: float = 4.0  # ... each time, up to this (a commit carries the tasks' specs: inline bytes)
     commit_give_up: float = 30.0  # ... for this long (then the thief is presumed dead; the owner re-places)
     cooldown: float = 0.25  # after a refusal, that victim is not asked again for this long, doubling ...
     max_cooldown: float = 8.0  # ... up to this
@@ -378,6 +379,7 @@ class _Handed:
     tasks: list[list[object]]  # what the commit carries (StealTasks with their specs)
     next_retry: float
     give_up: float
+    interval: float = 0.0  # the wait before the next retransmission but one (0: ``commit_retry`` not yet doubled)
 
 
 @dataclass
@@ -445,15 +447,21 @@ class StealEngine:
                 if now >= h.give_up:
                     del self._handed[key]
                 elif now >= h.next_retry:
-                    h.next_retry = now + cfg.commit_retry
+                    # backing off: a commit's specs may carry megabytes of inline arguments, and a slow or busy
+                    # link delivers each copy late; at a fixed 0.25 s a 40 MB commit on a 1 Gb/s link was sent
+                    # 120 times, the copies queued behind each other for a minute, and the last reached the thief
+                    # after it had forgotten the first: the task ran twice (meshaios sim --workload mapreduce)
+                    h.interval = min(cfg.commit_retry_max, 2 * (h.interval or cfg.commit_retry))
+                    h.next_retry = now + h.interval
                     self.counters["retransmits"] += 1
                     out.append(_commit(h.thief, h.rid, h.tasks))
         order = self._done_order
         if order and now - order[0][0] > cfg.retention:
             tables = {"done": self._done, "got": self._got, "answered": self._answered}
             while order and now - order[0][0] > cfg.retention:
-                _, table, k = order.popleft()
-                tables[table].pop(k, None)
+                when, table, k = order.popleft()
+                if tables[table].get(k) == when:  # not remembered again since (a duplicate commit renews it)
+                    del tables[table][k]
         req = self._request
         if req is not None and now >= req.deadline:
             self._cooldown(req.victim, now)
@@ -554,6 +562,9 @@ class StealEngine:
             self._request = None
         if (src, rid) in self._done:
             self.counters["dup_commit"] += 1
+            # remembered for ``retention`` from the last copy seen, not the first: copies still on their way
+            # (a victim retransmits for ``commit_give_up``) must find it remembered
+            self._remember("done", self._done, (src, rid), now)
             return out
         self._remember("done", self._done, (src, rid), now)
         arrived: list[QueuedTask] = []

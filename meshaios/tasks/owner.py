@@ -621,6 +621,7 @@ class Owner:
         self.clients.track(client, now)
         out: list[OwnerAction] = []
         redeliver: list[M.Result] = []
+        reconciled: set[str] | None = None
         for raw in tasks:
             spec = cast(M.SubmitTask, raw)  # checked by decode (messages.SUBMIT_TASK), optional fields read with care
             tid = spec["id"]
@@ -633,17 +634,10 @@ class Owner:
                 known.ep = max(known.ep, ep)
                 if known.state in (TaskState.DONE, TaskState.FAILED) and "done" not in spec:
                     redeliver.append(self._result_msg(known))
-                elif known.state is TaskState.DISPATCHED and spec.get("rc") is True:
-                    # the client has waited long without any result: the run it waits on may be one nobody will
-                    # report (lost between owners and executors); a new attempt, the first result wins
-                    self.counters["reconciled"] += 1
-                    if known.node is not None:
-                        self._unassign(tid, known.node)
-                    known.node = None
-                    known.attempt += 1
-                    self._deadlines.pop(tid, None)
-                    if self._requeue(known, enqueue=False):
-                        self.ready.appendleft(tid)
+                elif spec.get("rc") is True and known.state in (TaskState.DISPATCHED, TaskState.WAITING):
+                    if reconciled is None:
+                        reconciled = set()
+                    self._reconcile(known, reconciled)
                 continue
             if "done" in spec and self._adopt_done(client, spec, ep):
                 continue
@@ -731,6 +725,33 @@ class Owner:
             out.append(Deliver(client, redeliver))
         out.extend(self._pump())
         return _merge(out)
+
+    def _reconcile(self, t: OwnedTask, seen: set[str]) -> None:
+        """The client has waited long without any result for ``t``: the run it waits on may be one nobody will
+        report (its RUN or DONE lost between owners and executors) -- ``t``'s, or, while ``t`` waits for inputs,
+        an input's: a lineage recompute of a lost copy, which the client does not know of and never names (fault
+        seed 147 with a shuffle: a reducer waited for ever on a map task whose recompute's RUN was lost). Each
+        goes again as a new attempt; the first result wins. ``seen``: once per SUBMIT."""
+        stack = [t]
+        while stack:
+            cur = stack.pop()
+            if cur.id in seen:
+                continue
+            seen.add(cur.id)
+            if cur.state is TaskState.WAITING:
+                stack.extend(d for x in cur.deps if (d := self.tasks.get(base_id(x))) is not None
+                             and d.state in (TaskState.DISPATCHED, TaskState.WAITING))  # fmt: skip
+                continue
+            if cur.state is not TaskState.DISPATCHED:
+                continue
+            self.counters["reconciled"] += 1
+            if cur.node is not None:
+                self._unassign(cur.id, cur.node)
+            cur.node = None
+            cur.attempt += 1
+            self._deadlines.pop(cur.id, None)
+            if self._requeue(cur, enqueue=False):
+                self.ready.appendleft(cur.id)
 
     def _adopt_done(self, client: bytes, spec: M.SubmitTask, ep: int) -> bool:
         """A task the client saw finish under its former owner, resubmitted after a failover as an input of
@@ -1648,15 +1669,23 @@ def _without_actions(handler: Callable[[Owner, Any], object]) -> Callable[[Owner
     return run
 
 
+def _frees_first(o: Owner, actions: list[OwnerAction]) -> list[OwnerAction]:
+    """``actions`` with the frees they made due before them: a free is of a copy this owner has stopped counting,
+    and an action beside it may store a new copy under the same ids on the same node (a task recomputed where its
+    lost copy was): its RUN first, the FREE that followed it took the new copy."""
+    frees = o._take_frees()
+    return [*frees, *actions] if frees else actions
+
+
 # ``Owner.handle``: one dict look-up per event (a ``match`` over seventeen classes cost ~1 us for the later ones)
 _HANDLERS: dict[type, Callable[[Owner, Any, float], list[OwnerAction]]] = {
     # what a completion made unneeded is freed at once, not at the next tick: a consumer's input otherwise stays
     # held (up to a tick, 50 ms on a node) while the next task on its node already allocates its own result
-    Completed: lambda o, e, now: [*o.completed(e.node_id, e.results, now), *o._take_frees()],
+    Completed: lambda o, e, now: _frees_first(o, o.completed(e.node_id, e.results, now)),
     SubmitTasks: lambda o, e, now: o.submit(e.client, e.tasks, now, e.ep),
     ClientHeard: lambda o, e, now: o.heard(e.client, now),
     LoadHeard: _without_actions(lambda o, e: o.node_load(e.node_id, e.reported, e.at)),
-    OwnerTick: lambda o, e, now: [*o.tick(now), *o._take_frees()],
+    OwnerTick: lambda o, e, now: _frees_first(o, o.tick(now)),
     TaskMoved: lambda o, e, now: o.moved(e.task_id, e.src, e.dst, e.attempt),
     RunStarted: lambda o, e, now: o.started(e.node_id, e.keys),
     NodeUp: lambda o, e, now: o.node_up(e.node_id, e.slots, e.meta),

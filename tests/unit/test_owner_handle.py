@@ -255,3 +255,43 @@ def test_the_remaining_events_reach_their_handlers() -> None:
     assert o.tasks["a"].node in (None, src)  # re-placed
     o.handle(ReleaseClient(C1), 3.0)
     assert all(t.released for t in o.tasks.values() if t.client == C1)
+
+
+def _a_part_lost_on_the_only_node() -> tuple[Owner, list[OwnerAction]]:
+    """A map task done on n1, the only node; its reader reports a part lost: what the owner does about it."""
+    o = Owner("me", OwnerConfig(window_per_slot=4), rng=random.Random(0))
+    o.handle(NodeUp("n1", 2), 0.0)
+    o.handle(SubmitTasks(C1, [spec("m", parts=2)]), 0.0)
+    o.handle(Completed("n1", [{"id": "m", "att": 0, "ok": True, "size": 20, "parts": 2}]), 0.1)
+    o.handle(SubmitTasks(C1, [spec("r0", ("m#0",))]), 0.2)
+    return o, o.handle(Completed("n1", [{"id": "r0", "att": 0, "ok": False, "lost": ["m#0"]}]), 0.3)
+
+
+def test_the_free_of_a_lost_copy_goes_out_before_the_run_that_stores_it_again_there() -> None:
+    """A reader reports a map output's part lost: its copies are freed and the map task recomputed -- on the same
+    node, here the only one. The new run stores under the same ids; a FREE sent after its RUN (frees came last in
+    a completion's actions) reached the node while the new run was storing, took the new copy, and with its
+    ``done`` lost on the way nothing was left to restate it: the owner waited for ever (fault seed 147 with a
+    shuffle and ``gray``, one run in twelve)."""
+    _, out = _a_part_lost_on_the_only_node()
+    order = [(type(a).__name__, a.node) for a in out if isinstance(a, (Free, Dispatch))]
+    assert order == [("Free", "n1"), ("Dispatch", "n1")]
+    assert frees(out) == {"n1": ["m#0", "m#1"]}
+    assert dispatched(out) == {"n1": ["m"]}
+
+
+def test_a_reconcile_runs_again_the_recompute_a_waiting_task_waits_on() -> None:
+    """A reducer reports its input lost; the map task is recomputed and the reducer waits for it. The recompute's
+    RUN (or DONE) is lost on its way: nobody will ever report it. The client, with no result for a long while,
+    reconciles the reducer (``rc``) -- it does not know of the recompute, and never names it. The reducer is
+    waiting, not in flight: the run it waits on, the map task's, goes again as a new attempt (fault seed 147 with
+    a shuffle and ``gray``: the reducer waited for ever)."""
+    o, out = _a_part_lost_on_the_only_node()
+    assert dispatched(out) == {"n1": ["m"]}  # its RUN is lost: no result ever comes
+    assert o.tasks["r0"].state is TaskState.WAITING
+    out = o.handle(SubmitTasks(C1, [{**spec("r0", ("m#0",)), "rc": True}]), 60.0)
+    assert dispatched(out) == {"n1": ["m"]}
+    assert o.tasks["m"].attempt == 2
+    assert o.counters["reconciled"] == 1
+    out = o.handle(Completed("n1", [{"id": "m", "att": 2, "ok": True, "size": 20, "parts": 2}]), 60.1)
+    assert dispatched(out) == {"n1": ["r0"]}

@@ -118,6 +118,27 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
+def tree_kernel() -> dict[int, tuple[float, int]]:
+    """Kernel CPU seconds and minor page faults so far of this process and every descendant, by pid: where an
+    engine's CPU goes into faulting in and zeroing fresh memory, or copying into /dev/shm (performance.md 22)."""
+    me = psutil.Process()
+    out: dict[int, tuple[float, int]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error, OSError):
+            stat = Path(f"/proc/{p.pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[p.pid] = (int(fields[12]) / tick, int(fields[7]))  # stime, minflt
+    return out
+
+
+def kernel_delta(before: dict[int, tuple[float, int]], after: dict[int, tuple[float, int]]) -> tuple[float, int]:
+    """Kernel CPU seconds and minor faults between two ``tree_kernel`` samples."""
+    secs = sum(v[0] - before.get(pid, (0.0, 0))[0] for pid, v in after.items())
+    faults = sum(v[1] - before.get(pid, (0.0, 0))[1] for pid, v in after.items())
+    return secs, faults
+
+
 def thread_cpu(pids: dict[str, int]) -> dict[tuple[str, str], float]:
     """Per-thread CPU from /proc: libzmq's I/O threads are named ``ZMQbg/IO/n``, so the time spent in them
     (CurveZMQ encryption, socket copies) separates from the Python threads' (named after the process)."""

@@ -7,9 +7,10 @@ changes to its directory, since ``python -m meshaios`` imports from the working 
     for i in 1 2 3; do for tree in /tmp/old /tmp/new; do
         PYTHONPATH=$tree .venv/bin/python tools/bench/tiny_latency.py --nodes 1 --tasks 3000; done; done
 
-Prints the median, 10th and 99th percentile round trip, then per process the user and system CPU microseconds per
-task of each thread that used any (the loop thread is ``MainThread`` in a node and ``meshaios-client`` in the
-client; ``ZMQbg/IO/0`` is libzmq's I/O thread, which encrypts and moves the bytes).
+Prints the median, 10th and 99th percentile round trip, how many tasks took the caller's direct path, then per
+process the user and system CPU microseconds per task of each thread that used any (the loop thread is
+``MainThread`` in a node and ``meshaios-client`` in the client; ``ZMQbg/IO/0`` is libzmq's I/O thread, which
+encrypts and moves the bytes).
 """
 
 from __future__ import annotations
@@ -72,11 +73,16 @@ def main() -> None:
             c.submit(bt.noop, i).result(30)
             times.append(time.perf_counter() - t0)
         after = {k: thread_cpu(p) for k, p in pids.items()}
+        a = c._async
+        paths = [getattr(a, k, "-") for k in ("sent_direct", "read_direct", "handed_back")]  # "-": an older tree
     times.sort()
     n = args.tasks
     print(f"{meshaios.__file__}: {args.nodes} node(s), {n} sequential tiny tasks: median "
           f"{statistics.median(times) * 1e3:.3f} ms, p10 {times[n // 10] * 1e3:.3f} ms, p99 "
           f"{times[int(n * 0.99)] * 1e3:.3f} ms")  # fmt: skip
+    # since the client started, warm-up included: SUBMITs its calling thread sent, answers that thread read itself,
+    # and other messages it read and handed to the loop (docs/performance.md sections 16 and 20)
+    print(f"  client paths: sent directly {paths[0]}, answers read by the caller {paths[1]}, handed back {paths[2]}")
     for proc, threads in after.items():
         parts = []
         for t, (user, system) in sorted(threads.items()):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import meshaios.client as client_mod
 from meshaios import Client
 from meshaios.errors import CancelledTaskError, MeshError, MeshTimeoutError
 from meshaios.testing.localmesh import LocalMesh, wait_for
@@ -220,3 +221,49 @@ def test_a_future_polled_with_done_while_its_caller_reads_settles_once(mesh: Loc
         wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
         assert c.stats["duplicates"] == 0
         assert c.submit(funcs.square, 2).result(timeout=30) == 4
+
+
+def test_a_failover_while_the_caller_reads_ends_its_read_and_the_new_owners_answer_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner is SIGSTOPped (its last PONG read, three PINGs unanswered) and a lone task goes to it; its caller
+    reads the connection (``READ_OWN_S`` raised so that the read outlasts the heartbeat timeout), reads nothing,
+    and is still reading when the client fails over to the other node: it sees its connection replaced and stops,
+    and the new owner's answer reaches its ``result()``, once."""
+    monkeypatch.setattr(client_mod, "READ_OWN_S", 60.0)
+    gate = str(tmp_path / "gate")
+    main = threading.get_ident()
+    with LocalMesh(2, startup_timeout=60) as m, m.client(0, spread=1, heartbeat_timeout=2.0) as c:
+        a = c._async
+        wait_for(lambda: len(a._known_nodes) >= 2, 30, what="the client learns the other node")
+        _warm(c)
+        results = c.stats["results"]
+        read_from = a._conns[0]
+        m.kill(0, signal.SIGSTOP)
+        try:
+            # every PING's send puts the loop's reader back and drains the socket: a PONG sent before the stop is read
+            wait_for(lambda: len(a._ping_marks[0]) >= 3, 10, what="three PINGs unanswered")
+            handed = a.handed_back
+            f = c.submit(funcs.square_at_gate, 13, gate)
+            assert f._direct is not None
+
+            def after_failover() -> None:
+                wait_for(lambda: _in_read(main), 10, what="the caller reads its connection")
+                wait_for(lambda: a.failovers == 1, 30, what="the client fails over")
+                Path(gate).touch()  # the new owner runs it to the end
+
+            t = threading.Thread(target=after_failover)
+            t.start()
+            t0 = time.monotonic()
+            assert f.result(timeout=60) == 169
+            assert time.monotonic() - t0 < 45  # the failover, not READ_OWN_S, ended the read
+            t.join(60)
+        finally:
+            m.kill(0, signal.SIGCONT)
+        assert a.handed_back == handed  # nothing came on the old connection meanwhile
+        assert a._conns[0] is not read_from
+        assert not read_from._lean.reading  # type: ignore[attr-defined]
+        wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
+        assert c.stats["results"] == results + 1
+        assert c.stats["duplicates"] == 0
+        assert c.submit(funcs.square, 3).result(timeout=30) == 9

@@ -52,7 +52,7 @@ async def _txt_records(expect: set[str], timeout: float = 10.0) -> dict[str, dic
                 await seen.wait()
         await asyncio.sleep(0.5)  # the others answer within the same query round
         out = {}
-        for name in names:
+        for name in sorted(names):  # a copy: other meshes on loopback may announce while this awaits
             info = AsyncServiceInfo(SERVICE_TYPE, name)
             if await info.async_request(azc.zeroconf, 2000):
                 out[name] = dict(info.properties)

@@ -7,6 +7,7 @@ unfinished wait on a file the test creates (``funcs.square_at_gate``), never on 
 
 from __future__ import annotations
 
+import linecache
 import os
 import signal
 import sys
@@ -34,14 +35,13 @@ def mesh() -> Iterator[LocalMesh]:
 
 
 def _in_read(ident: int) -> bool:
-    """Thread ``ident`` is inside ``LeanReader.read`` (polling the socket, or taking what came), i.e. inside
-    ``_read_own``'s ``try``."""
+    """Thread ``ident`` waits in ``LeanReader.read``'s poll of the socket (where a caller spends its wait), i.e.
+    inside ``_read_own``'s ``try``, holding nothing it has taken from the socket."""
     frame = sys._current_frames().get(ident)
-    while frame is not None:
-        if frame.f_code.co_name == "read" and frame.f_code.co_filename.endswith(os.path.join("io", "lean.py")):
-            return True
-        frame = frame.f_back
-    return False
+    if frame is None or frame.f_code.co_name != "read":
+        return False
+    filename = frame.f_code.co_filename
+    return filename.endswith(os.path.join("io", "lean.py")) and ".poll(" in linecache.getline(filename, frame.f_lineno)
 
 
 def _warm(c: Client) -> None:

@@ -840,7 +840,10 @@ class AsyncClient:
         """``fresh``: the first SUBMIT of these tasks, which the node cannot hold yet, so if it refuses the SUBMIT
         their futures fail (``_on_error``); a failover's or reconcile's resubmission is never failed that way."""
         shard = self.core.shards.get(sid)
-        if shard is None or sid not in self._conns:
+        if shard is None or sid not in self._conns or shard.failing:
+            # failing over: the connection may be one still waiting for a candidate's WELCOME, at the old epoch,
+            # and the node would take these before the failover's resubmission of what they read (failing them
+            # with UnknownDependency: fault seed 438, --gray --shuffle); they go with that resubmission instead
             return
         if puts:
             # the node never saw these puts: it takes them with their holders, or fails them as lost at once

@@ -1194,14 +1194,24 @@ class AsyncClient:
             self._handover.append((spec, fut, conn, sid, ep, req))  # before the send: its answer finds it there
             if isinstance(conn, ZmqConnection):
                 fut._direct = (conn, sid)  # its caller may read the answer itself (``_read_own``)
-            sent = send(frames)
+            try:
+                sent = send(frames)
+            except BaseException as exc:  # a Ctrl-C: if the SUBMIT began, it went whole (io/lean.py ``send_frames``)
+                sent = bool(getattr(exc, "sent_whole", False))
+                if sent:
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(self._adopt)
+                raise
+            finally:  # the task is recorded as sent (the ``_handover`` entry kept) exactly when its SUBMIT went
+                if sent is False:
+                    self._handover.pop()
+                    fut._direct = None
+                else:
+                    self._unanswered.add(spec["id"])
+                    self._next_req = req
+                    self.sent_direct += 1
             if sent is False:
-                self._handover.pop()
-                fut._direct = None
                 return False
-            self._unanswered.add(spec["id"])
-            self._next_req = req
-            self.sent_direct += 1
         if sent:  # a message is waiting that the loop may not have been told of: it reads it (after ``_adopt``)
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: ``close`` adopted what was sent
                 self._loop.call_soon_threadsafe(self._adopt)
@@ -1265,15 +1275,17 @@ class AsyncClient:
         again (io/lean.py ``end_read``)."""
         direct = fut._direct
         loop = self._loop
-        if direct is None or loop is None or threading.get_ident() == self._loop_thread:
+        me = threading.get_ident()
+        if direct is None or loop is None or me == self._loop_thread:
             return
         conn, sid = direct
-        if not conn.begin_read():  # another thread reads now: the loop reads once it stops (or closed)
-            fut._direct = None
-            return
         give_back = True
         key = fut.key
+        held: list[list[Any]] | None = None  # messages taken from the socket, not handed to the loop yet
         try:
+            # in the ``try``: a Ctrl-C just after it began still ends this thread's read (``finally``)
+            if not conn.begin_read():  # another thread reads now: the loop reads once it stops (or closed)
+                return
             t0 = time.monotonic()
             limit = READ_OWN_S if timeout is None else min(READ_OWN_S, timeout)
             while fut._state == _PENDING and fut._cf_ is None and self._conns.get(sid) is conn and not self._closed:
@@ -1284,6 +1296,7 @@ class AsyncClient:
                 if batch is None:
                     break  # closed
                 if batch:
+                    held = batch
                     answer: M.Result | None = None
                     msgs = _decoded(batch)
                     for msg in msgs:
@@ -1294,6 +1307,7 @@ class AsyncClient:
                     if self._conns.get(sid) is not conn:
                         answer = None  # a failover replaced it meanwhile: the new owner's answer counts
                     with self._wire_lock:
+                        held = None  # first: no signal handler runs before the append (a call) is done
                         self._handback.append((sid, conn, msgs))
                         # already pending at the loop (adopted meanwhile): the next lone task waits for its accounts
                         adopted = answer is not None and key not in self._unanswered
@@ -1316,11 +1330,27 @@ class AsyncClient:
                         break
                 if time.monotonic() - t0 >= limit:
                     break
+        except BaseException:  # a Ctrl-C: what this thread took from the socket goes to the loop, as if it read it
+            if held is not None:
+                msgs = _decoded(held)
+                with self._wire_lock:
+                    self._handback.append((sid, conn, msgs))
+                self.handed_back += len(msgs)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._adopt)
+            raise
         finally:
             fut._direct = None
-            if conn.end_read(give_back):
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(conn.recheck)
+            again = True
+            try:
+                again = conn.end_read(give_back, me)
+            except BaseException:  # a second Ctrl-C inside: the read ends all the same, the loop reads again
+                conn.end_read(True, me)
+                raise
+            finally:
+                if again:
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(conn.recheck)
 
     def _give_back(self, fut: Future) -> None:
         """A future sent from the caller's thread is looked at otherwise than by waiting for it (``done``, a callback,

@@ -130,15 +130,23 @@ class ZmqConnection:
         """Any thread: send ``frames`` now if the socket takes them at once. False: it did not (closed, messages of
         the loop's still queued here, or a full send queue), nothing was sent. True: sent, and a message is waiting
         to be read, whose signal this send may have consumed (io/lean.py): the loop's thread must call ``recheck``
-        soon. None: sent, nothing waiting."""
-        with self._lock:
-            if self._closed or self._backlog:
-                return False
-            try:
-                send_frames(self._sync, frames)
-            except zmq.ZMQError:
-                return False
-            return True if _get(self._sync, _EVENTS) & _POLLIN else None
+        soon. None: sent, nothing waiting. An exception (a Ctrl-C) once the message went leaves with ``sent_whole``
+        set on it, as from ``send_frames`` once the message began."""
+        sent = False
+        try:
+            with self._lock:
+                if self._closed or self._backlog:
+                    return False
+                try:
+                    send_frames(self._sync, frames)
+                except zmq.ZMQError:
+                    return False
+                sent = True
+                return True if _get(self._sync, _EVENTS) & _POLLIN else None
+        except BaseException as exc:
+            if sent:
+                exc.sent_whole = True  # type: ignore[attr-defined]
+            raise
 
     def recheck(self) -> None:
         """Loop thread, after another thread's ``send_threadsafe``: wake the reader if a message is waiting."""
@@ -155,13 +163,13 @@ class ZmqConnection:
         """After ``begin_read``: the messages here, waiting up to ``timeout`` s for one; None once closed."""
         return self._lean.read(timeout)
 
-    def end_read(self, give_back: bool) -> bool:
+    def end_read(self, give_back: bool, reader: int | None = None) -> bool:
         """The socket back to the loop; True: the loop must be asked to ``recheck`` (io/lean.py ``end_read``)."""
-        return self._lean.end_read(give_back)
+        return self._lean.end_read(give_back, reader)
 
     def poke(self) -> None:
         """Any thread: wake the thread reading (``read``), if any, at once."""
-        self._lean._poke()
+        self._lean.poke()
 
     def _send_backlog(self) -> None:
         with self._lock:

@@ -52,22 +52,38 @@ _recv: Any = zmq.backend.Socket.recv
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _BUFFERS = (bytes, zmq.Frame, memoryview)
+_NOBLOCKS = (_NOBLOCK,)
+_NOCOPY = (False,)
 
 
 def send_frames(sock: zmq.Socket[Any], frames: Sequence[Any], first: bytes | None = None) -> None:
     """``sock.send_multipart([first, *frames], zmq.NOBLOCK, copy=False)`` (``first`` only if given), for less: raises
     ``zmq.Again`` (nothing sent) when the socket cannot take the message, and ``TypeError`` (nothing sent) for a frame
-    that is not a buffer, as ``send_multipart`` does."""
+    that is not a buffer, as ``send_multipart`` does. A message once begun is completed even if an exception (a
+    Ctrl-C) comes between two of its frames: a multipart message left open would take the next message's frames
+    as its own. Such an exception leaves with ``sent_whole`` set on it."""
     for f in frames:
         if not isinstance(f, _BUFFERS):
             memoryview(f)  # TypeError before any frame goes: a message is sent whole or not at all
-    last = len(frames) - 1
     if first is not None:
-        _send(sock, first, _NOBLOCK_MORE if last >= 0 else _NOBLOCK, False)
-    for i in range(last):
-        _send(sock, frames[i], _NOBLOCK_MORE, False)
-    if last >= 0:
-        _send(sock, frames[last], _NOBLOCK, False)
+        frames = [first, *frames]
+    last = len(frames) - 1
+    i = 0  # frames handed to the socket: counted before each send, since an interrupt lands after a call returns
+    try:
+        while i < last:
+            i += 1
+            _send(sock, frames[i - 1], _NOBLOCK_MORE, False)
+        if last >= 0:
+            i += 1
+            _send(sock, frames[last], _NOBLOCK, False)
+    except zmq.ZMQError:
+        raise  # the first frame refused (nothing sent), or the socket closed: no message to complete
+    except BaseException as exc:
+        if i:
+            for j in range(i, last + 1):
+                _send(sock, frames[j], _NOBLOCK_MORE if j < last else _NOBLOCK, False)
+            exc.sent_whole = True  # type: ignore[attr-defined]
+        raise
 
 
 def recv_frames(sock: zmq.Socket[Any]) -> list[Any]:
@@ -96,6 +112,11 @@ class LeanReader:
         # ``begin_read``: a thread other than the loop's reads the socket now; ``parked``: the descriptor is off the
         # loop's reader list meanwhile (loop thread only); the reading thread's poller, and a pipe that wakes it
         self.reading = False
+        self._reader: int | None = None  # the thread that reads (``begin_read``)
+        # messages a reading thread took from the socket when an exception (a Ctrl-C) stopped it, the last perhaps
+        # partly received: the next ``_take`` returns them first; and whether it left messages for the loop
+        self._kept: list[list[Any]] = []
+        self._left = False
         self.parked = False
         self.wanted = False  # the loop sent, or a thread could not begin reading, meanwhile: unpark at ``end_read``
         self._poller: Any = None
@@ -131,7 +152,7 @@ class LeanReader:
         if self.parked:  # replies to what the loop sent are the loop's to read: the descriptor goes back
             self.unpark()
         elif self._handler is not None:
-            if not self._drain_scheduled and _get(self.sock, _EVENTS) & _POLLIN:
+            if not self._drain_scheduled and (self._kept or _get(self.sock, _EVENTS) & _POLLIN):
                 self._schedule_drain()
         elif self._waiter is not None and _get(self.sock, _EVENTS) & _POLLIN:
             self._wake()
@@ -186,13 +207,40 @@ class LeanReader:
         while another thread reads (``begin_read``), that thread's once the reader is closed."""
         sock = self.sock
         out: list[list[Any]] = []
-        with self.lock:
-            if self.reading is not reader or (reader and self._fd is None):
+        try:
+            with self.lock:
+                if self.reading is not reader or (reader and self._fd is None):
+                    if not reader:
+                        self._park()  # under the lock: a thread that stops reading sees it parked (``end_read``)
+                    return None
+                if self._kept:  # a reading thread's, stopped by an exception: first, the last one's frames completed
+                    out, self._kept = self._kept, []
+                    msg = out[-1]
+                    while msg[-1].more:
+                        msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
                 if not reader:
-                    self._park()  # under the lock: a thread that stops reading sees it parked (``end_read``)
-                return None
-            while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
-                out.append(recv_frames(sock))
+                    while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
+                        out.append(recv_frames(sock))
+                    return out
+                # Another thread than the loop's: a Ctrl-C may stop it after any call. Each frame goes into ``out``
+                # within the one call (``extend`` of a ``map``: no bytecode between the receive and the store, so
+                # no signal handler), each message's list before its first frame: what was taken is in ``out``,
+                # and kept for the loop (``except``)
+                while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
+                    msg = []
+                    out.append(msg)
+                    msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
+                    while msg[-1].more:
+                        msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
+                self._left = len(out) >= limit  # more may wait, their descriptor's signal taken: the loop reads them
+        except BaseException:
+            if out and not out[-1]:
+                out.pop()
+            if out:
+                with self.lock:
+                    self._kept = out + self._kept
+                    self._left = True
+            raise
         return out
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -232,7 +280,13 @@ class LeanReader:
             self._loop.add_reader(self._fd, self._readable)
             self._schedule_drain()
 
+    def poke(self) -> None:
+        """Any thread: wake the thread reading (``read``), if any, at once."""
+        with self.lock:  # ``end_read`` may close the pipe meanwhile (and its descriptors be reused)
+            self._poke()
+
     def _poke(self) -> None:
+        """Holding ``lock``."""
         if self._pipe is not None:
             with contextlib.suppress(OSError):
                 os.write(self._pipe[1], b"\0")
@@ -244,7 +298,7 @@ class LeanReader:
             if self.reading or self._fd is None or self._handler is None or self._pipe is None:
                 self.wanted = True  # the thread reading now asks the loop to read once it stops
                 return False
-            self.reading = True
+            self.reading, self._reader, self._left = True, threading.get_ident(), False
             return True
 
     def read(self, timeout: float) -> list[list[Any]] | None:
@@ -266,16 +320,22 @@ class LeanReader:
             if out is None or out or time.monotonic() >= deadline:
                 return out
 
-    def end_read(self, give_back: bool) -> bool:
+    def end_read(self, give_back: bool, reader: int | None = None) -> bool:
         """The reading thread gives the socket back. True: the loop must be asked to read again (call ``unpark``
         there) -- its reader is parked, and ``give_back`` (the reading thread stopped before it had what it waited
-        for) or the loop has sent meanwhile, or another thread wanted to read. False: the loop's reader stays
-        parked until the loop's next send (nothing is expected that the loop would read)."""
+        for) or the loop has sent meanwhile, or another thread wanted to read; or the reading thread left messages
+        (past its limit, or taken when an exception stopped it) whose descriptor's signal it took. False: the loop's
+        reader stays parked until the loop's next send (nothing is expected that the loop would read).
+        ``reader``: a thread's id; if given, nothing happens (False) unless that thread is the one reading -- so a
+        thread stopped by an exception may end its read whether or not it had begun it."""
         with self.lock:
-            self.reading = False
+            if reader is not None and (not self.reading or self._reader != reader):
+                return False
+            self.reading, self._reader = False, None
             if self._fd is None:
                 self._close_pipe()
-            return self.parked and (give_back or self.wanted)
+                return False
+            return (self.parked and (give_back or self.wanted)) or self._left
 
     def _close_pipe(self) -> None:
         if self._pipe is not None:

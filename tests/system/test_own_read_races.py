@@ -15,13 +15,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import meshaios.client as client_mod
+import meshaios.io.lean as lean
 from meshaios import Client
 from meshaios.errors import CancelledTaskError, MeshError, MeshTimeoutError
 from meshaios.testing.localmesh import LocalMesh, wait_for
+from meshaios.wire import messages as M
 from tests.integration import funcs
 from tests.system.test_direct_submit_processes import _reading, _settled
 
@@ -267,3 +270,126 @@ def test_a_failover_while_the_caller_reads_ends_its_read_and_the_new_owners_answ
         assert c.stats["results"] == results + 1
         assert c.stats["duplicates"] == 0
         assert c.submit(funcs.square, 3).result(timeout=30) == 9
+
+
+def _interrupted_after_taking_its_answer(
+    c: Client, monkeypatch: pytest.MonkeyPatch, cancel_on_interrupt: bool
+) -> client_mod.Future:
+    """A lone task whose caller is interrupted (SIGINT) while it decodes the batch it took from the socket, its
+    answer in it: the ``KeyboardInterrupt`` comes out of ``result()``. Tried until the caller, not the loop, reads
+    the answer (a PONG read first hands the batch to the loop)."""
+    main = threading.get_ident()
+    orig = client_mod._decoded
+    armed = [True]
+    f = c.submit(funcs.square, 3)
+
+    def decoded(batch: list[list[Any]]) -> list[Any]:
+        out = orig(batch)
+        mine = any(m["t"] == M.RESULTS and any(r.get("id") == f.key for r in m["results"]) for m in out)
+        if armed[0] and threading.get_ident() == main and mine:
+            armed[0] = False
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives here: KeyboardInterrupt at once
+        return out
+
+    monkeypatch.setattr(client_mod, "_decoded", decoded)
+    try:
+        for _ in range(50):
+            try:
+                assert f.result(timeout=10, cancel_on_interrupt=cancel_on_interrupt) == 9
+            except KeyboardInterrupt:
+                return f
+            wait_for(lambda: _settled(c), 10, what="settled")
+            f = c.submit(funcs.square, 3)
+        raise AssertionError("the caller never read its own answer")
+    finally:
+        monkeypatch.setattr(client_mod, "_decoded", orig)
+
+
+def test_ctrl_c_after_the_caller_took_its_answer_from_the_socket_loses_nothing(
+    mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT lands after the caller took its answer off the socket, before it handed the batch to the loop. With
+    ``cancel_on_interrupt=False`` the task goes on, and a second ``result()`` gets its value at once (not at the
+    reconcile, a minute later)."""
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        f = _interrupted_after_taking_its_answer(c, monkeypatch, cancel_on_interrupt=False)
+        assert f.result(timeout=5) == 9
+        wait_for(lambda: _settled(c), 10, what="settled")
+
+
+def test_the_default_ctrl_c_after_the_caller_took_its_answer_leaves_the_client_settled(
+    mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with the default ``cancel_on_interrupt``: the answer taken reaches the loop, the task is not left
+    pending, and the next lone tasks go from the caller's thread and their answers come."""
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        _interrupted_after_taking_its_answer(c, monkeypatch, cancel_on_interrupt=True)
+        wait_for(lambda: _settled(c), 5, what="settled")
+        sent = c._async.sent_direct
+        for i in range(20):
+            assert c.submit(funcs.square, i).result(timeout=5) == i * i
+        assert c._async.sent_direct > sent
+        wait_for(lambda: _settled(c), 5, what="settled")
+
+
+def test_ctrl_c_right_after_the_caller_began_reading_leaves_the_connection_readable(mesh: LocalMesh) -> None:
+    """SIGINT lands just after ``begin_read`` returned True: the connection is not left marked as read by a thread
+    that has gone; the next task's answer comes."""
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        conn = c._async._conns[0]
+        orig = conn.begin_read
+        armed = [True]
+
+        def begin_read() -> bool:
+            ok = orig()
+            if ok and armed[0]:
+                armed[0] = False
+                signal.raise_signal(signal.SIGINT)
+            return ok
+
+        conn.begin_read = begin_read  # type: ignore[method-assign]
+        f = c.submit(funcs.square, 3)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                f.result(timeout=10)
+        finally:
+            conn.begin_read = orig  # type: ignore[method-assign]
+        assert not armed[0]
+        assert not _reading(c)
+        assert c.submit(funcs.square, 4).result(timeout=5) == 16
+        wait_for(lambda: _settled(c), 10, what="settled")
+
+
+def test_ctrl_c_between_the_frames_of_a_submit_the_caller_sends_leaves_the_connection_usable(
+    mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT lands between two frames of the SUBMIT the caller's thread sends (``_submit_direct``): the message
+    goes whole, the task is recorded as sent, and the next SUBMITs are not glued onto it."""
+    main = threading.get_ident()
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        orig = lean._send
+        armed = [True]
+        req = c._async._next_req
+
+        def send(sock: Any, frame: Any, flags: int, copy: bool) -> Any:
+            out = orig(sock, frame, flags, copy)
+            if armed[0] and threading.get_ident() == main and flags & 2:  # SNDMORE: more frames to come
+                armed[0] = False
+                signal.raise_signal(signal.SIGINT)
+            return out
+
+        monkeypatch.setattr(lean, "_send", send)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                c.submit(funcs.identity, b"x" * 200_000)  # a value frame apart from the header
+        finally:
+            monkeypatch.setattr(lean, "_send", orig)
+        assert not armed[0]
+        assert c._async._next_req > req  # its number given out, not reused by the next SUBMIT
+        for i in range(5):
+            assert c.submit(funcs.square, i).result(timeout=5) == i * i
+        wait_for(lambda: _settled(c), 5, what="settled")

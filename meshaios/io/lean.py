@@ -335,7 +335,7 @@ class LeanReader:
             if self._fd is None:
                 self._close_pipe()
                 return False
-            return (self.parked and (give_back or self.wanted)) or self._left
+            return (self.parked and (give_back or self.wanted)) or self._left or bool(self._kept)
 
     def _close_pipe(self) -> None:
         if self._pipe is not None:

@@ -259,10 +259,15 @@ def test_an_interrupt_while_a_thread_takes_messages_leaves_them_whole_for_the_lo
                     lean._recv = orig
                 out["again"] = reader.end_read(give_back=False)
 
-            t = threading.Thread(target=caller)
-            t.start()
-            t.join()
-            assert out == {"interrupted": True, "again": True}
+            def next_caller() -> None:  # begins, and is stopped before it reads: what is kept is still the loop's
+                assert reader.begin_read()
+                out["again2"] = reader.end_read(give_back=False)
+
+            for target in (caller, next_caller):
+                t = threading.Thread(target=target)
+                t.start()
+                t.join()
+            assert out == {"interrupted": True, "again": True, "again2": True}
             with reader.lock:  # the client's ``recheck`` on the loop
                 reader.sent()
             await wait_until(lambda: len(to_loop) == 3)

@@ -630,8 +630,11 @@ class Owner:
                 if known.client != client and not known.delivered:  # the client reconnected through another route
                     self._count_pending(known.client, -1)
                     self._count_pending(client, +1)
+                # an epoch counts the failovers of one client identity: another's (a spread client's other shard,
+                # on this node too) says nothing of this one's, and runs of this identity at that epoch fenced its
+                # own later runs, and the FENCED made this owner drop its work (fault seed 808, --gray --shuffle)
+                known.ep = max(known.ep, ep) if known.client == client else ep
                 known.client = client
-                known.ep = max(known.ep, ep)
                 if known.state in (TaskState.DONE, TaskState.FAILED) and "done" not in spec:
                     redeliver.append(self._result_msg(known))
                 elif spec.get("rc") is True and known.state in (TaskState.DISPATCHED, TaskState.WAITING):

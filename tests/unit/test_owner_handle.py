@@ -31,7 +31,7 @@ from meshaios.tasks.owner import (
     TaskState,
 )
 from meshaios.wire.payload import Payload
-from tests.unit.test_owner import C1, delivered, dispatched, ok, spec
+from tests.unit.test_owner import C1, C2, delivered, dispatched, ok, spec
 
 
 def frees(actions: list[OwnerAction]) -> dict[str, list[str]]:
@@ -295,3 +295,16 @@ def test_a_reconcile_runs_again_the_recompute_a_waiting_task_waits_on() -> None:
     assert o.counters["reconciled"] == 1
     out = o.handle(Completed("n1", [{"id": "m", "att": 2, "ok": True, "size": 20, "parts": 2}]), 60.1)
     assert dispatched(out) == {"n1": ["r0"]}
+
+
+def test_a_task_taken_over_by_another_client_identity_runs_at_that_identitys_epoch() -> None:
+    """Two shards of a spread client on one node: the second (failed over here, epoch 1) and the first (epoch 0)
+    both submit a task (an input of both). Taken over by the first, the task ran as the first's identity at the
+    second's epoch: executors then fenced the first's own runs of epoch 0, and their FENCED made this owner drop
+    all of the first shard's work (fault seed 808 with ``--gray --shuffle``)."""
+    o = Owner("me", OwnerConfig(window_per_slot=1), rng=random.Random(0))
+    o.handle(SubmitTasks(C2, [spec("a")], 1), 0.0)
+    o.handle(SubmitTasks(C1, [spec("a")], 0), 0.1)
+    out = o.handle(NodeUp("n1", 1), 0.2)
+    [run] = [t for a in out if isinstance(a, Dispatch) for t in a.tasks]
+    assert (run["c"], run["ep"]) == (C1.decode("latin-1"), 0)

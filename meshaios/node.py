@@ -408,6 +408,9 @@ class Node:
         if self.config.shm and self.shm.open():  # before SWIM starts: peers learn our host id with our first meta
             self.host_id = host_id()
             self.links.hosts[self.node_id] = self.host_id
+            from meshaios.devices.detect import cpu_cores
+
+            self.links.cores[self.host_id] = cpu_cores()  # shared by every node of this host (host-aware placement)
         now = self.clock.now()
         self.swim = Swim(self.node_id, self.address, self.config.swim, random.Random(self.rng.random()), now)
         self.swim.set_meta(self._meta())

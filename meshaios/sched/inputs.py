@@ -138,7 +138,9 @@ class Links:
     host ids they gossip: two nodes of one host hand objects over through /dev/shm (``store/shm.py``), so an
     unmeasured pair of them is priced at ``local`` bytes/s, not at the network's ``default``. (Without it an idle
     node that never fetched had no measured ingress, was priced at the network's rate, and so never got the
-    consumers that would have measured it: 13 of a DAG's 15 tasks piled on one of two nodes.)"""
+    consumers that would have measured it: 13 of a DAG's 15 tasks piled on one of two nodes.) ``cores`` maps a
+    host id to the cores its nodes share (a node knows its own host's: ``node.py``), for host-aware placement
+    (``placement.Locality``): nodes of one host are not extra compute beyond those cores."""
 
     def __init__(self, default: float = 125e6, latency: float = 0.0005, alpha: float = 0.3,
                  min_bytes: int = 1 << 20, max_pairs: int = 4096, local: float = 1e9) -> None:
@@ -147,6 +149,7 @@ class Links:
         self.default = default
         self.local = local
         self.hosts: dict[str, str] = {}
+        self.cores: dict[str, int] = {}
         self.latency = latency
         self.alpha = alpha
         self.min_bytes = min_bytes
@@ -179,6 +182,11 @@ class Links:
         if host and host == self.hosts.get(dst):
             return self._measured.get((dst, src)) or self.local
         return reported if reported and reported > 0 else self.default
+
+    def shared_host(self, node_id: str) -> str | None:
+        """The host id of ``node_id`` when the cores of that host are known (its nodes share them), else None."""
+        host = self.hosts.get(node_id)
+        return host if host and self.cores.get(host, 0) > 0 else None
 
     def ingress(self, dst: str) -> float | None:
         """What ``dst`` receives at, as measured from all its sources (their mean); None before any measurement.

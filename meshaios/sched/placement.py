@@ -286,7 +286,14 @@ class Locality(Wrapping):
     So a consumer runs where its input is unless the holder is busier by more than the copy costs. Tasks whose
     inputs total under ``min_bytes`` are placed by the inner policy alone (moving them costs about a latency,
     and that keeps the tiny-task path as cheap as the inner policy). The runtime estimate is ``runtime(task)``
-    when given (the node passes its learned model), else ``task_s``."""
+    when given (the node passes its learned model), else ``task_s``.
+
+    Nodes of one host share its cores (``Links.cores``, known for the owner's own host): a node there waits at
+    least ``host_wait`` (the host's tasks over all its offered nodes against its cores, where more than one of
+    its nodes is offered), and while the host has no
+    free core a move to a node there is priced once more (its copy and page faults take CPU from the tasks
+    running there: ``MOVE_WEIGHT + 1`` copies in all). So a same-host peer with a free slot is not idle compute
+    when the host's cores are busy; a node of another host (or of one whose cores are unknown) is priced as before."""
 
     def __init__(self, inner: PlacementPolicy, node_id: str | None = None, links: Links | None = None,
                  view: Any = None, clock: Any = None, runtime: Callable[[PlacementTask], float] | None = None,
@@ -329,6 +336,15 @@ class Locality(Wrapping):
                 ingress[dst] = nv.bandwidth if nv is not None else None
             return self.links.bandwidth(src, dst, ingress[dst])
 
+        # nodes of one host share its cores (when known: ``Links.cores``): tasks there, over all its nodes offered
+        on_host: dict[str, list[int]] = {}  # host -> [its nodes offered, their tasks]
+        if self.links.cores:
+            for c in candidates:
+                if (h := self.links.shared_host(c.node_id)) is not None:
+                    nt = on_host.setdefault(h, [0, 0])
+                    nt[0] += 1
+                    nt[1] += c.tasks
+
         def cost(c: NodeLoad) -> float:
             ahead = c.tasks + 1 - max(1, c.slots)
             wait = max(0, ahead) / max(1, c.slots) * est
@@ -336,7 +352,14 @@ class Locality(Wrapping):
                 nv = self.view.get(c.node_id, now)
                 if nv is not None:
                     wait = max(wait, nv.wait("cpu", now))
-            return wait + MOVE_WEIGHT * transfer_seconds(inputs, c.node_id, self.node_id, bw, lat, device)
+            move = transfer_seconds(inputs, c.node_id, self.node_id, bw, lat, device)
+            host = self.links.shared_host(c.node_id) if on_host else None
+            if host is not None and on_host[host][0] > 1:  # a host of one node: its slots say it all
+                cores, busy = self.links.cores[host], on_host[host][1]
+                wait = max(wait, host_wait(busy, cores, est))
+                if move and busy >= cores:
+                    move *= 1 + 1 / MOVE_WEIGHT  # its copy and page faults take a core from a task running there
+            return wait + MOVE_WEIGHT * move
 
         best, best_cost = pick, cost(pick)
         for h in holders:
@@ -345,6 +368,12 @@ class Locality(Wrapping):
         if best is not pick:
             self.kept += 1
         return best
+
+
+def host_wait(tasks: int, cores: int, est: float) -> float:
+    """Seconds a new task waits for a core of a host whose ``cores`` run ``tasks`` (queued and running, every node
+    of the host together): however its nodes share them out, the host finishes no more than ``cores`` at once."""
+    return max(0, tasks + 1 - cores) / max(1, cores) * est
 
 
 POLICY_NAMES = ("eft", "least-loaded", "power-of-two", "round-robin", "random", "local")

@@ -84,8 +84,14 @@ def test_ctrl_c_while_the_caller_reads_cancels_its_task_and_the_connection_is_re
         read = c._async.read_direct
         assert c.submit(funcs.square, 4).result(timeout=30) == 16
         wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
-        assert c.submit(funcs.square, 5).result(timeout=30) == 25
-        assert c._async.read_direct > read  # lone tasks are read by their caller again
+        # lone tasks are read by their caller again (one may read a PONG before its answer: it hands the PONG to
+        # the loop and stops reading, and the loop reads the answer; seen under load, on main before fix19 too)
+        for i in range(20):
+            assert c.submit(funcs.square, i).result(timeout=30) == i * i
+            if c._async.read_direct > read:
+                break
+            wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
+        assert c._async.read_direct > read
         assert c.stats["duplicates"] == 0
 
 

@@ -29,6 +29,7 @@ def _sweep(seeds: range, pause_owner: bool = True) -> None:
                     f"`python -m meshaios.sim --replay-seed {first}`):\n" + "\n".join(lines))
 
 
+@pytest.mark.timeout(600)  # CPU-bound on virtual time: 26 s alone on 2 cores, 65 s in CI, past 120 s at load 8-9
 def test_a_thousand_seeds_of_kills_pauses_partitions_loss_and_racing_links() -> None:
     _sweep(range(1000))
 

@@ -1897,7 +1897,7 @@ class Node:
         self.shm.tick(now)
         if self._heap_trim.tick(now, self.exec.queued, self.exec.finished):  # idle again: heap pages to the OS
             self.store.trim_heap()
-            self.counters["heap_trims"] += 1
+            self.counters["heap_trims"] = self._heap_trim.trims
         if self._shm_asked:  # fetches given up on (timed out, holder dead) are answered by nobody
             for req in [r for r in self._shm_asked if self.fetcher.request(r) is None]:
                 del self._shm_asked[req]

@@ -6,6 +6,9 @@ For a ready task ``t`` and each candidate node ``n`` and device kind ``d`` the t
 
     avail(n, d)       = now + max(work this owner has placed there and not seen finish,
                                   the node's gossiped backlog, aged)  / slots(n, d)
+                        (a CPU slot of a node whose host's cores are shared with other candidates waits at
+                        least ``placement.host_wait`` for one of them; while the host has no free core the
+                        transfer is added to that wait instead of overlapping it)
     transfer(t, n)    = sum over inputs not on n of  bytes / bandwidth(src, n)  (+ a latency per source)
     runtime(t, n, d)  = exp(y_ref(t, d) - log speed(n, d) + delta(n, d) + var(t, d) / 2)   (see ``model.py``)
 
@@ -52,7 +55,7 @@ from meshaios.clock import Clock, MonotonicClock
 from meshaios.sched.inputs import Links, TaskInputs, parse_inputs, transfer_seconds
 from meshaios.sched.loadview import DeviceLoad, LoadView, parse_summary
 from meshaios.sched.model import RuntimeModel, device_kind, task_features
-from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask
+from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, host_tasks, host_wait
 
 __all__ = ["EftConfig", "EftPolicy", "Estimate", "allowed_devices"]
 
@@ -139,12 +142,13 @@ class EftPolicy(PlacementPolicy):
         pool = self._pool(task, candidates, devices, rng)
         inputs = _Inputs(task)
         refs = self._reference(task, devices, inputs)
+        hosts = host_tasks(self.links, pool) if self.links is not None else {}
         best: Estimate | None = None
         best_nl: NodeLoad | None = None
         best_open: Estimate | None = None
         best_open_nl: NodeLoad | None = None
         for nl in pool:
-            est = self._best_on(nl, inputs, devices, refs, now)
+            est = self._best_on(nl, inputs, devices, refs, now, hosts)
             self.evaluated += 1
             if est is None:
                 continue
@@ -218,9 +222,14 @@ class EftPolicy(PlacementPolicy):
         return out
 
     def _best_on(self, nl: NodeLoad, inputs: _Inputs, devices: tuple[str, ...], refs: dict[str, float],
-                 now: float) -> Estimate | None:
-        """O(1) per candidate: a few dict lookups, no model call (``refs`` holds the model's part)."""
+                 now: float, hosts: dict[str, int] | None = None) -> Estimate | None:
+        """O(1) per candidate: a few dict lookups, no model call (``refs`` holds the model's part). ``hosts``: the
+        tasks on each host of which several candidates are nodes (``placement.host_tasks``): a CPU slot there also
+        waits for one of the host's cores (``placement.host_wait``)."""
         nid = nl.node_id
+        on_host = host_cores = 0  # tasks on this node's host and its cores, where they are shared with candidates
+        if hosts and self.links is not None and (host := self.links.shared_host(nid)) in hosts:
+            on_host, host_cores = hosts[host], self.links.cores[host]
         nv = self.view.get(nid, now)
         devs = nv.devices if nv is not None and nv.devices else self._static_devices(nl, now)
         ingress = nv.bandwidth if nv is not None else None
@@ -246,7 +255,13 @@ class EftPolicy(PlacementPolicy):
             wait = self._work.get((nid, d), 0.0) / dl.slots
             if nv is not None:
                 wait = max(wait, nv.wait(d, now))
-            start = max(now + wait, now + (xfer_gpu if d == "gpu" else xfer))
+            move = xfer_gpu if d == "gpu" else xfer
+            start = now + max(wait, move)
+            if host_cores and d == "cpu":
+                wait = max(wait, host_wait(on_host, host_cores, rt))
+                # no free core on the host: the copy's CPU (a /dev/shm write, the reader's page faults) does not
+                # overlap the wait, it takes a core from the tasks running there
+                start = now + (wait + move if on_host >= host_cores else max(wait, move))
             if start + rt < best_f:
                 best_f = start + rt
                 best = (d, start, rt)
@@ -265,10 +280,8 @@ class EftPolicy(PlacementPolicy):
             b = self._bandwidth(src, dst)
             if b:
                 return b
-        if self.links is not None:
-            m = self.links.measured(src, dst)
-            if m:
-                return m
+        if self.links is not None:  # measured, else /dev/shm's rate between two nodes of one host
+            return self.links.bandwidth(src, dst, ingress or self.config.bandwidth)
         return ingress or self.config.bandwidth
 
     def _devices(self, nl: NodeLoad, now: float) -> dict[str, DeviceLoad]:

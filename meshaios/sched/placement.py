@@ -336,14 +336,7 @@ class Locality(Wrapping):
                 ingress[dst] = nv.bandwidth if nv is not None else None
             return self.links.bandwidth(src, dst, ingress[dst])
 
-        # nodes of one host share its cores (when known: ``Links.cores``): tasks there, over all its nodes offered
-        on_host: dict[str, list[int]] = {}  # host -> [its nodes offered, their tasks]
-        if self.links.cores:
-            for c in candidates:
-                if (h := self.links.shared_host(c.node_id)) is not None:
-                    nt = on_host.setdefault(h, [0, 0])
-                    nt[0] += 1
-                    nt[1] += c.tasks
+        on_host = host_tasks(self.links, candidates)  # nodes of one host share its cores
 
         def cost(c: NodeLoad) -> float:
             ahead = c.tasks + 1 - max(1, c.slots)
@@ -354,8 +347,8 @@ class Locality(Wrapping):
                     wait = max(wait, nv.wait("cpu", now))
             move = transfer_seconds(inputs, c.node_id, self.node_id, bw, lat, device)
             host = self.links.shared_host(c.node_id) if on_host else None
-            if host is not None and on_host[host][0] > 1:  # a host of one node: its slots say it all
-                cores, busy = self.links.cores[host], on_host[host][1]
+            if host is not None and host in on_host:
+                cores, busy = self.links.cores[host], on_host[host]
                 wait = max(wait, host_wait(busy, cores, est))
                 if move and busy >= cores:
                     move *= 1 + 1 / MOVE_WEIGHT  # its copy and page faults take a core from a task running there
@@ -368,6 +361,22 @@ class Locality(Wrapping):
         if best is not pick:
             self.kept += 1
         return best
+
+
+def host_tasks(links: Links, candidates: Sequence[NodeLoad]) -> dict[str, int]:
+    """Tasks (queued and running, as the owner knows them: ``NodeLoad.tasks``) on each host whose cores are known
+    (``Links.shared_host``) and of which two or more nodes are among ``candidates``: those nodes share the host's
+    cores, so a free slot on one of them is no free core while the host runs as many tasks as it has cores. A host
+    of one offered node is left out (its slots say it all). What ``Locality`` and ``EftPolicy`` both read."""
+    if not links.cores:
+        return {}
+    seen: dict[str, list[int]] = {}  # host -> [its nodes offered, their tasks]
+    for c in candidates:
+        if (h := links.shared_host(c.node_id)) is not None:
+            nt = seen.setdefault(h, [0, 0])
+            nt[0] += 1
+            nt[1] += c.tasks
+    return {h: nt[1] for h, nt in seen.items() if nt[0] > 1}
 
 
 def host_wait(tasks: int, cores: int, est: float) -> float:

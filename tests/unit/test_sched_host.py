@@ -10,7 +10,11 @@ import random
 
 import pytest
 
+from meshaios.clock import ManualClock
+from meshaios.sched.eft import EftConfig, EftPolicy
 from meshaios.sched.inputs import Links
+from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
+from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import Locality, NodeLoad, host_wait, make_policy
 
 MB = 1 << 20
@@ -76,3 +80,44 @@ def test_host_wait_counts_every_node_of_the_host_against_its_cores() -> None:
     assert host_wait(2, 2, 0.5) == pytest.approx(0.25)
     assert host_wait(5, 2, 0.5) == pytest.approx(1.0)
     assert host_wait(3, 0, 0.5) == pytest.approx(2.0)  # cores unknown as 0: one
+
+
+# ---- EFT (sched/eft.py): the same host term, read through ``placement.host_tasks`` -----------------------------
+
+
+def _eft(cores: dict[str, int], backlog_x: float) -> tuple[EftPolicy, list[NodeLoad]]:
+    """o (the owner) and x (the holder, with ``backlog_x`` s gossiped) each run a task, y none; one host, 1 slot
+    each; the kernel takes 0.5 s. Moving the 100 MiB input to y takes 0.1 s (/dev/shm at 1 GB/s)."""
+    model = RuntimeModel()
+    for i in range(30):
+        model.learn_one(task_features("k", (1 + i % 5) * MB, "cpu"), 0.5)
+    links = Links(default=125e6, local=1e9)
+    links.hosts.update(ONE_HOST)
+    links.cores.update(cores)
+    view = LoadView()
+    view.update("o", make_summary({"cpu": DeviceLoad(1, 0, 0.5)}), 100.0)
+    view.update("x", make_summary({"cpu": DeviceLoad(1, 0, backlog_x)}), 100.0)
+    view.update("y", make_summary({"cpu": DeviceLoad(1, 1, 0.0)}), 100.0)
+    policy = EftPolicy(model, view, ManualClock(100.0), node_id="o", config=EftConfig(risk=0.0), links=links)
+    return policy, _cands()
+
+
+def test_eft_keeps_a_consumer_on_its_holder_while_the_host_has_no_free_core() -> None:
+    """Without the host's cores y (0.1 s copy) beats x (0.2 s queue); with 2 cores busy, y's slot waits for a core
+    as long as x's does, and its copy comes on top: x."""
+    policy, cands = _eft({}, 0.2)
+    assert policy.choose(dict(TASK), cands, random.Random(0)).node_id == "y"
+    policy, cands = _eft({"h": 2}, 0.2)
+    assert policy.choose(dict(TASK), cands, random.Random(0)).node_id == "x"
+
+
+def test_eft_lends_a_free_core_of_the_host_to_a_peer() -> None:
+    policy, cands = _eft({"h": 4}, 0.2)
+    assert policy.choose(dict(TASK), cands, random.Random(0)).node_id == "y"
+
+
+def test_eft_prices_a_copy_between_two_nodes_of_one_host_at_the_same_host_rate() -> None:
+    policy, cands = _eft({}, 0.0)
+    est = policy.estimate(dict(TASK), cands[2])
+    assert est is not None
+    assert est.transfer == pytest.approx(100 * MB / 1e9, rel=0.02)  # not 0.84 s at 125 MB/s

@@ -517,20 +517,73 @@ def hash_partition(xp: Any, keys: Any, values: Any, partitions: int) -> list[tup
     v = None if values is None else xp.asarray(values)
     if v is not None and (v.ndim == 0 or v.shape[0] != k.shape[0]):
         raise ValueError(f"hash_partition values must have one row per key: keys {k.shape}, values {v.shape}")
-    pid = _narrow_partition_ids(xp, k, p)
-    if k.size == 0:
-        return [(k.copy(), None if v is None else v.copy()) for _ in range(p)]
-    # Narrow ids sort far faster (numpy switches to a radix sort for 8- and 16-bit keys: ~10x on millions of rows).
-    order = _stable_argsort(xp, pid)
-    ks = k[order]
-    vs = None if v is None else v[order]
-    counts = xp.bincount(pid, minlength=p).tolist()  # one device -> host copy of p integers
+    if xp is np and k.shape[0] > _block_rows(p):
+        ks, vs, counts = _hash_partition_blocks(k, v, p)
+    else:
+        pid = _narrow_partition_ids(xp, k, p)
+        if k.size == 0:
+            return [(k.copy(), None if v is None else v.copy()) for _ in range(p)]
+        # Narrow ids sort far faster (numpy switches to a radix sort for 8- and 16-bit keys: ~10x on millions of
+        # rows).
+        order = _stable_argsort(xp, pid)
+        ks = k[order]
+        vs = None if v is None else v[order]
+        counts = xp.bincount(pid, minlength=p).tolist()  # one device -> host copy of p integers
     out: list[tuple[Any, Any]] = []
     start = 0
     for n in counts:
         out.append((ks[start : start + n], None if vs is None else vs[start : start + n]))
         start += n
     return out
+
+
+BLOCK_ROWS: Final = 1 << 16  # rows the CPU partitioner sorts at a time (with at least 4,096 per partition)
+
+
+def _block_rows(partitions: int) -> int:
+    """Rows per block of ``_hash_partition_blocks``: each block costs one slice copy per partition."""
+    return max(BLOCK_ROWS, partitions << 12)
+
+
+def _hash_partition_blocks(k: Any, v: Any, p: int) -> tuple[Any, Any, list[int]]:
+    """``hash_partition``'s reordered keys, values and bucket sizes on the CPU, one block of rows at a time: the
+    same buckets, in the same order.
+
+    Each block's ids are sorted (stable) and its rows gathered while they are in cache, then each bucket's run is
+    copied to where that bucket's rows of earlier blocks end. Besides the output and one byte of id per row, no
+    temporary outgrows a block: the whole-input argsort, its 8-byte-per-row order and the 8-byte-per-row cast
+    that ``bincount`` makes of the ids were each a fresh buffer of the input's size that page-faulted on every
+    map task, and the gather through a whole-input order ran out of cache (25 MiB of int64 keys into 16 parts:
+    24 ms of CPU against 47-68, docs/performance.md section 26)."""
+    n = k.shape[0]
+    block = _block_rows(p)
+    starts = range(0, n, block)
+    pid = np.empty(n, dtype=np.uint8 if p <= 1 << 8 else np.uint16 if p <= 1 << 16 else np.uint32)
+    per_block = np.empty((len(starts), p), dtype=np.int64)
+    for b, s in enumerate(starts):
+        ids = _narrow_partition_ids(np, k[s : s + block], p)
+        pid[s : s + ids.shape[0]] = ids
+        per_block[b] = np.bincount(ids, minlength=p)
+    counts = per_block.sum(axis=0)
+    at = (np.cumsum(counts) - counts).tolist()  # where each bucket's next rows go
+    ks = np.empty(k.shape, dtype=k.dtype)
+    vs = None if v is None else np.empty(v.shape, dtype=v.dtype)
+    k_block = np.empty(block, dtype=k.dtype)
+    v_block = None if v is None else np.empty((block, *v.shape[1:]), dtype=v.dtype)
+    for b, s in enumerate(starts):
+        order = np.argsort(pid[s : s + block], kind="stable")
+        m = order.shape[0]
+        kb = np.take(k[s : s + m], order, axis=0, out=k_block[:m])
+        vb = None if v is None or v_block is None else np.take(v[s : s + m], order, axis=0, out=v_block[:m])
+        a = 0
+        for j, c in enumerate(per_block[b].tolist()):
+            if c:
+                ks[at[j] : at[j] + c] = kb[a : a + c]
+                if vs is not None and vb is not None:
+                    vs[at[j] : at[j] + c] = vb[a : a + c]
+                at[j] += c
+                a += c
+    return ks, vs, counts.tolist()
 
 
 #: Every ``meshaios.*`` kernel, in definition order; ``KernelRegistry.with_builtins()`` registers these.

@@ -22,6 +22,7 @@ import pytest
 from meshaios import client
 from meshaios.config import DEFAULT_PORT, NodeConfig
 from meshaios.dashboard.server import HttpLimits
+from meshaios.devices import kernels
 from meshaios.devices.resident import PINNED_MIN_BYTES
 from meshaios.io import discovery
 from meshaios.io.transport import ZmqOptions
@@ -109,6 +110,7 @@ QUOTES = [
     Quote(DATA, r"`RESTATE_AFTER` \(([\d.]+) s\)", lambda: RESTATE_AFTER),
     Quote(DATA, r"`MAX_TIMEOUTS` \((\d+)\)", lambda: MAX_TIMEOUTS),
     Quote(DATA, r"no task for ([\d.]+) s \(`malloc_trim`", lambda: heap.IDLE_AFTER),
+    Quote(DATA, r"`BLOCK_ROWS` rows \(([\d,]+);", lambda: kernels.BLOCK_ROWS),
     Quote(PROTO, r"`ORPHAN_GRACE` \(([\d.]+) s\)", lambda: ORPHAN_GRACE),
     Quote(REL, r"`COPY_CHECK_EVERY` \(([\d.]+) s\)", lambda: COPY_CHECK_EVERY),
     # ---- the dashboard's mesh-wide view (Node.mesh_views)

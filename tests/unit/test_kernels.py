@@ -613,6 +613,29 @@ def test_hash_partition(run: Run, partitions: int) -> None:
     assert sum(len(k) for k, _ in parts) == 300
 
 
+@pytest.mark.parametrize(("dtype", "partitions"), [(np.int64, 16), (np.int64, 3), (np.int32, 7), (np.uint64, 1)])
+def test_hash_partition_in_blocks_gives_the_buckets_of_one_stable_sort(dtype: Any, partitions: int) -> None:
+    """Inputs longer than a block are partitioned block by block on the CPU: the same buckets, rows in input order,
+    as one stable sort of the whole input by ``partition_ids``."""
+    n = 2 * K.BLOCK_ROWS + 12_345
+    info = np.iinfo(dtype)
+    keys = rng(38).integers(info.min, info.max, size=n, dtype=dtype, endpoint=True)
+    values = rng(39).normal(size=(n, 2))
+    before = keys.copy()
+    order = np.argsort(K.partition_ids(np, keys, partitions), kind="stable")
+    ids = K.partition_ids(np, keys, partitions)[order]
+    for vals in (values, None):
+        parts = K.hash_partition.run("cpu", keys, vals, partitions)
+        assert len(parts) == partitions
+        assert [len(pk) for pk, _ in parts] == np.bincount(ids, minlength=partitions).tolist()
+        assert np.array_equal(np.concatenate([pk for pk, _ in parts]), keys[order])
+        if vals is None:
+            assert all(pv is None for _, pv in parts)
+        else:
+            assert np.array_equal(np.concatenate([pv for _, pv in parts]), values[order])
+    assert np.array_equal(keys, before)
+
+
 def test_hash_partition_is_balanced_for_structured_keys() -> None:
     # Plain `h % p` would put all even keys into even partitions when p is even.
     for keys in (np.arange(60_000), np.arange(60_000) * 2, np.arange(60_000) * 1024):

@@ -5,6 +5,7 @@ Examples::
     python -m meshaios.sim --nodes 20 --tasks 2000 --workload burst --policy all
     python -m meshaios.sim --nodes 200 --workload mixed --policy eft --membership swim --kill 3@10 --json
     python -m meshaios.sim --bench-placement 10,100,1000
+    python -m meshaios.sim --cluster uniform --nodes 3 --per-host 3 --host-cores 2 --workload benchdag --tasks 150
 
 Every run is seeded: the same arguments give the same schedules (only the measured wall-clock costs vary).
 """
@@ -26,7 +27,14 @@ from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, make_policy
 from meshaios.sim.engine import SimConfig, Simulation
 from meshaios.sim.heft import heft, lower_bound
-from meshaios.sim.workloads import CATALOG, WORKLOADS, heterogeneous_cluster, make_workload
+from meshaios.sim.workloads import (
+    CATALOG,
+    WORKLOADS,
+    heterogeneous_cluster,
+    make_workload,
+    on_hosts,
+    uniform_cluster,
+)
 from meshaios.tasks.owner import Owner, OwnerConfig
 from meshaios.wire.payload import Payload
 
@@ -59,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kill", action="append", default=[], metavar="N@T",
                    help="SIGKILL N random non-owner nodes T seconds after the start (repeatable)")
     p.add_argument("--owners", type=int, default=1, help="nodes that clients submit to (default 1)")
+    p.add_argument("--cluster", choices=("mixed", "uniform"), default="mixed",
+                   help="mixed: GPU, fast, slow and standard nodes (default); uniform: standard CPU nodes of one "
+                        "worker each, as tools/bench starts LocalMesh")
+    p.add_argument("--per-host", type=int, default=1, metavar="K",
+                   help="K nodes (in order) to each host: they share its cores and a same-host link (default 1: "
+                        "a host per node, no host ids)")
+    p.add_argument("--host-cores", type=int, default=2, metavar="C", help="cores of each host (default 2)")
+    p.add_argument("--host-aware", choices=("on", "off"), default="on",
+                   help="nodes know their own host's cores, as meshaios node (default on); off: placement and the "
+                        "steal gate do not read them")
     p.add_argument("--no-heft", action="store_true", help="skip the offline HEFT reference")
     p.add_argument("--bench-placement", metavar="N,N,...",
                    help="instead of a workload: CPU time per placement decision for these mesh sizes "
@@ -81,7 +99,9 @@ def _kills(specs: Sequence[str]) -> tuple[tuple[float, int], ...]:
 
 def compare(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Run the workload under each requested policy (same cluster, same tasks) plus the offline references."""
-    nodes = heterogeneous_cluster(args.nodes, args.seed, args.liars)
+    nodes = (uniform_cluster(args.nodes) if args.cluster == "uniform"
+             else heterogeneous_cluster(args.nodes, args.seed, args.liars))
+    nodes = on_hosts(nodes, args.per_host, args.host_cores)
     workload = make_workload(args.workload, args.tasks, args.seed)
     policies = list(ALL_POLICIES) if args.policy == "all" else [args.policy]
     doc: dict[str, Any] = {
@@ -94,6 +114,8 @@ def compare(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any
         "membership": args.membership,
         "cluster": _cluster_summary(nodes),
     }
+    if args.per_host > 1:
+        doc["hosts"] = {"per_host": args.per_host, "cores": args.host_cores, "aware": args.host_aware == "on"}
     if not args.no_heft:
         owner = sorted(n.node_id for n in nodes)[0]
         doc["heft"] = round(heft(workload.tasks, nodes, owner), 4)
@@ -106,6 +128,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any
             policy=name, seed=args.seed, stealing=steal, membership=args.membership, owners=args.owners,
             window_per_slot=args.window, kills=_kills(args.kill),
             late_binding=args.late_binding == "on", locality=args.locality == "on",
+            host_aware=args.host_aware == "on",
         )
         r = Simulation(nodes, make_workload(args.workload, args.tasks, args.seed), cfg).run()
         d = r.as_dict()
@@ -227,6 +250,10 @@ def _table(doc: dict[str, Any]) -> str:
         f"{doc['workload']}: {doc['tasks']} tasks on {doc['nodes']} nodes {doc['cluster']}, seed {doc['seed']}, "
         f"window {doc['window_per_slot']}/slot, membership {doc['membership']}",
     ]
+    if "hosts" in doc:
+        h = doc["hosts"]
+        aware = "on" if h["aware"] else "off"
+        lines.append(f"hosts of {h['per_host']} nodes sharing {h['cores']} cores, host-aware {aware}")
     if "heft" in doc:
         lines.append(f"offline HEFT (true runtimes) {doc['heft']:.2f} s; same in FIFO order {doc['heft_fifo']:.2f} s; "
                      f"lower bound {doc['lower_bound']:.2f} s")

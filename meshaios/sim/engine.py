@@ -36,6 +36,7 @@ import numpy as np
 from meshaios.clock import ManualClock
 from meshaios.membership.simnet import SimNet
 from meshaios.membership.swim import MemberChanged, MemberState, SwimConfig
+from meshaios.sched.inputs import Links
 from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
 from meshaios.sched.placement import NodeLoad, PlacementPolicy, PlacementTask, Wrapping, make_policy
@@ -111,10 +112,11 @@ _RESUME = 13
 _ABORT = 14
 _PARTITION = 15
 _HEAL = 16
+_COPIED = 17
 KIND_NAMES = ("member", "load", "tick", "submit", "run", "finish", "done", "steal", "moved", "kill", "detect",
-              "inputs", "pause", "resume", "abort", "partition", "heal")
+              "inputs", "pause", "resume", "abort", "partition", "heal", "copied")
 _MESSAGES = (_RUN, _DONE, _STEAL_MSG, _MOVED, _ABORT)  # between two nodes, over a link: (dst, src, ...) first
-_LOCAL = (_FINISH, _INPUTS, _DETECT, _SUBMIT)  # happen at one node: that node first
+_LOCAL = (_FINISH, _INPUTS, _DETECT, _SUBMIT, _COPIED)  # happen at one node: that node first
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,11 @@ class SimConfig:
     # kernels with a GPU implementation reach placement as "any" (``Owner.gpu_capable``), as with ``meshaios node
     # --gpu-choice``: EFT may put them on a GPU, whose ExecCore queues them for its GPU slot
     gpu_choice: bool = False
+    # nodes of one host (``NodeSpec.host``) share its cores and hand objects over at this rate (/dev/shm; the rate
+    # ``Links`` prices an unmeasured same-host pair at); ``host_aware``: each node knows its own host's cores, as
+    # ``node.py`` does (``Links.cores``); False hides them (placement and the steal gate as before they read them)
+    host_bandwidth: float = Links().local
+    host_aware: bool = True
 
 
 @dataclass
@@ -182,6 +189,8 @@ class SimResult:
     wasted_steals: int = 0
     max_moves: int = 0  # the most times any one task was handed over (1 = stolen once, never bounced)
     bytes_moved: int = 0
+    host_bytes: int = 0  # of ``bytes_moved``, handed over between two nodes of one host
+    host_peak: int = 0  # the most tasks and copies that held cores of one host at once (never above its cores)
     decisions: int = 0
     decision_us: float = 0.0
     executions: int = 0
@@ -270,6 +279,28 @@ class _Pool:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """A same-host hand-over of ``seconds`` (bytes / ``SimConfig.host_bandwidth``) for task ``key``'s inputs: CPU
+    work on the host (the holder's /dev/shm write, the reader's page faults), so it takes one of its cores.
+    ``net_end``: when the inputs coming over the network link have arrived too."""
+
+    key: Key
+    seconds: float
+    net_end: float
+
+
+@dataclass
+class _Host:
+    """The cores that the nodes of one host share (``NodeSpec.host``): a started task, or a same-host copy, runs
+    once one is free; the rest wait in start order (a worker thread that has started but gets no core). First
+    come, first served: the host runs no more than ``cores`` at once, however its nodes share them out."""
+
+    cores: int
+    running: set[tuple[str, Key, bool]] = field(default_factory=set)  # (node, task, a copy?) holding a core
+    waiting: deque[tuple[str, StartOnWorker | _Copy]] = field(default_factory=deque)  # (node, what) waiting for one
+
+
 @dataclass
 class _Node:
     spec: NodeSpec
@@ -285,6 +316,7 @@ class _Node:
     ingress_free: float = 0.0
     summary: M.LoadSummary | None = None
     published_at: float = 0.0
+    links: Links | None = None  # host ids and this host's cores, as ``node.py`` learns them; None: no hosts
     feed: PeerFeed = field(init=False)  # peers' gossiped meta and membership changes, as node.py takes them
 
 
@@ -305,6 +337,8 @@ class Simulation:
         self.exec_count: dict[str, int] = {}
         self.completed_at: dict[str, float] = {}
         self.bytes_moved = 0
+        self.host_bytes = 0
+        self.host_peak = 0
         self.killed: list[str] = []
         self.steal_gate: dict[Key, tuple[float, float]] = {}  # key -> (commit time, predicted here)
         self._mape_seen = 0
@@ -331,6 +365,18 @@ class Simulation:
             node = _Node(spec=spec, core=core, model=model, view=view, rng=random.Random(f"node/{cfg.seed}/{nid}"),
                          pools=pools)
             self.nodes[nid] = node
+        # hosts: each node knows every peer's host id (gossiped ``hid``) and its own host's cores (``node.py``)
+        self.hosts = {n.host: _Host(max(1, n.host_cores)) for n in nodes if n.host}
+        if self.hosts:
+            host_of = {n.node_id: n.host for n in nodes if n.host}
+            for nid, node in self.nodes.items():
+                links = node.links = Links(local=cfg.host_bandwidth)
+                links.hosts.update(host_of)
+                spec = self.specs[nid]
+                if spec.host and cfg.host_aware:
+                    links.cores[spec.host] = self.hosts[spec.host].cores
+                node.core.steal.links = links
+                node.core.steal.link_bandwidth = _same_host_rate(links, nid)
         for oid in self.owner_ids:
             self._make_owner(self.nodes[oid])
         for n in self.nodes.values():
@@ -368,7 +414,7 @@ class Simulation:
         nid = node.spec.node_id
         # what a live node passes (``node.py``): every policy may read the model, the view and the clock
         inner = make_policy(cfg.policy, model=node.model, view=node.view, clock=self.clock, node_id=nid,
-                            locality=cfg.locality)
+                            locality=cfg.locality, links=node.links)
         timer = _TimedPolicy(inner)
         # as node.py wires it: placement reads the owner's account of each task; the owner's model learns
         owner = Owner(nid, OwnerConfig(window_per_slot=cfg.window_per_slot, late_binding=cfg.late_binding,
@@ -439,7 +485,7 @@ class Simulation:
             _SUBMIT: self._on_submit, _RUN: self._on_run, _FINISH: self._on_finish, _DONE: self._on_done,
             _STEAL_MSG: self._on_steal_msg, _MOVED: self._on_moved, _KILL: self._on_kill,
             _DETECT: self._on_detect, _INPUTS: self._on_inputs, _PAUSE: self._on_pause, _RESUME: self._on_resume,
-            _ABORT: self._on_abort, _PARTITION: self._on_partition, _HEAL: self._on_heal,
+            _ABORT: self._on_abort, _PARTITION: self._on_partition, _HEAL: self._on_heal, _COPIED: self._on_copied,
         }
         end = deadline = self.start + cfg.max_time
         tracing = cfg.trace > 0
@@ -524,6 +570,8 @@ class Simulation:
         r.wasted_steals = self.wasted
         r.max_moves = max((len(v) for v in self.moves.values()), default=0)
         r.bytes_moved = self.bytes_moved
+        r.host_bytes = self.host_bytes
+        r.host_peak = self.host_peak
         r.executions = sum(self.exec_count.values())
         r.duplicate_executions = sum(c - 1 for c in self.exec_count.values() if c > 1)
         first_owner = self.nodes[self.owner_ids[0]]
@@ -768,14 +816,29 @@ class Simulation:
                 done = (ins.owner, nid, ins.result, node.core.stats.queued)
                 self._send(nid, ins.owner, self.now + delay, _DONE, done)
             elif isinstance(ins, FetchInputs):
-                # the inputs held elsewhere come over this node's link (one batch of fetches); those held here
-                # cost nothing
-                nbytes = sum(size for holders, size in ins.remote.values() if nid not in holders)
-                if all(nid in holders for holders, _ in ins.remote.values()):
+                # the inputs held elsewhere come over this node's link (one batch of fetches), or from a holder of
+                # its host at the host's rate (/dev/shm, off the network link); those held here cost nothing
+                host = node.spec.host
+                nbytes = same = 0
+                for holders, size in ins.remote.values():
+                    if nid in holders:
+                        continue
+                    if host and any(self.specs[h].host == host for h in holders if h in self.specs):
+                        same += size
+                    else:
+                        nbytes += size
+                if not nbytes and not same:
                     # all here already (``Node._i_fetch``): ready at once, and the task may still be stolen
                     self._do(node, node.core.handle(InputsReady(ins.key, local=True), self.now))
                 else:
-                    self._push(self._transfer(node, nbytes, self.now), _INPUTS, (nid, ins.key))
+                    end = self._transfer(node, nbytes, self.now)
+                    if same:
+                        self.bytes_moved += same
+                        self.host_bytes += same
+                        self._on_core(node, _Copy(ins.key, self.config.latency + same / self.config.host_bandwidth,
+                                                  end))
+                    else:
+                        self._push(end, _INPUTS, (nid, ins.key))
             elif isinstance(ins, RecallFromWorkers):
                 back = node.pools["cpu"].recall(ins.keys)
                 self._do(node, node.core.handle(Recalled(back, ins.stuck), self.now))
@@ -805,8 +868,50 @@ class Simulation:
             self._do(node, node.core.handle(AbortRuns(owner, keys), self.now))
 
     def _begin(self, node: _Node, pool: _Pool, ins: StartOnWorker) -> None:
+        if pool.kind == "cpu" and node.spec.host:
+            self._on_core(node, ins)
+            return
         rt = self.tasks[ins.key[0]].runtime(node.spec, pool.kind)
         self._push(self.now + rt, _FINISH, (node.spec.node_id, ins.device, ins.key, rt))
+
+    def _on_core(self, node: _Node, what: StartOnWorker | _Copy) -> None:
+        """Run ``what`` (a started CPU task or a same-host copy) on a core of ``node``'s host: now if one is free,
+        else when one frees (its worker has started it, or its fetch is under way; the host has no core for it)."""
+        nid = node.spec.node_id
+        host = self.hosts[node.spec.host]
+        if len(host.running) >= host.cores:
+            host.waiting.append((nid, what))
+            return
+        self.host_peak = max(self.host_peak, len(host.running) + 1)
+        if isinstance(what, _Copy):
+            host.running.add((nid, what.key, True))
+            self._push(self.now + what.seconds, _COPIED, (nid, what.key, what.net_end))
+            return
+        host.running.add((nid, what.key, False))
+        rt = self.tasks[what.key[0]].runtime(node.spec, "cpu")
+        self._push(self.now + rt, _FINISH, (nid, what.device, what.key, rt))
+
+    def _free_core(self, nid: str, key: Key, copy: bool = False) -> None:
+        """A task (or copy) of ``nid`` that held a core of its host ended: the next one waiting there starts."""
+        host = self.hosts.get(self.specs[nid].host) if self.hosts else None
+        if host is None or (nid, key, copy) not in host.running:
+            return
+        host.running.discard((nid, key, copy))
+        while host.waiting:
+            wid, what = host.waiting.popleft()
+            waiter = self.nodes[wid]
+            if waiter.alive and (isinstance(what, _Copy) or what.key in waiter.pools["cpu"].running):
+                self._on_core(waiter, what)
+                return
+
+    def _on_copied(self, data: tuple[str, Key, float]) -> None:
+        """A same-host copy is done: its core is free; the task's inputs are all here once the network's are."""
+        nid, key, net_end = data
+        self._free_core(nid, key, copy=True)
+        if net_end > self.now:
+            self._push(net_end, _INPUTS, (nid, key))
+        else:
+            self._on_inputs((nid, key))
 
     def _on_inputs(self, data: tuple[str, Key]) -> None:
         nid, key = data
@@ -816,6 +921,7 @@ class Simulation:
 
     def _on_finish(self, data: tuple[str, str, Key, float]) -> None:
         nid, device, key, rt = data
+        self._free_core(nid, key)
         node = self.nodes[nid]
         pool = node.pools[device]
         ins = pool.running.pop(key, None) if node.alive else None
@@ -961,6 +1067,16 @@ class Simulation:
 
 
 _GPU_KERNELS = frozenset(k.name.encode() for k in CATALOG if k.gpu is not None)
+
+
+def _same_host_rate(links: Links, node_id: str) -> Callable[[str], float | None]:
+    """What ``Node._link_to`` tells the steal gate: the rate to a thief of this node's host, else None."""
+
+    def rate(peer: str) -> float | None:
+        host = links.hosts.get(node_id)
+        return links.bandwidth(node_id, peer) if host and links.hosts.get(peer) == host else None
+
+    return rate
 
 
 def _runs_on_gpu_too(fn: Payload) -> bool:

@@ -16,6 +16,7 @@ acceptance test 2), so only learning finds them out.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class NodeSpec:
     gpu_speed: float = 1.0  # true, relative to a reference GPU
     gpu_declared: float = 1.0
     bandwidth: float = 125e6  # bytes/s into this node (1 Gb/s)
+    host: str = ""  # nodes with the same host id share its ``host_cores`` and a same-host link ("": a host of its own)
+    host_cores: int = 0
 
     def slots(self) -> dict[str, int]:
         return {"cpu": self.cpu_slots, "gpu": self.gpu_slots}
@@ -160,6 +163,20 @@ def heterogeneous_cluster(n: int, seed: int = 0, liars: float = 0.0) -> list[Nod
         else:
             nodes.append(NodeSpec(nid, kind, 4, 1.0, calibrated(1.0)))
     return nodes
+
+
+def uniform_cluster(n: int, slots: int = 1) -> list[NodeSpec]:
+    """``n`` standard CPU nodes of ``slots`` workers each, declaring their true speed: ``LocalMesh(n, workers=1)``
+    as the benchmark of ``tools/bench`` starts it."""
+    return [NodeSpec(f"n{i:03d}", "std", slots, 1.0, 1.0) for i in range(n)]
+
+
+def on_hosts(nodes: list[NodeSpec], per_host: int, cores: int) -> list[NodeSpec]:
+    """The same nodes, ``per_host`` of them (in order) to a host of ``cores`` cores: several node processes on one
+    machine. ``per_host`` <= 1 leaves every node on a host of its own (no host ids: the simulator as before)."""
+    if per_host <= 1:
+        return list(nodes)
+    return [dataclasses.replace(n, host=f"h{i // per_host}", host_cores=cores) for i, n in enumerate(nodes)]
 
 
 # --------------------------------------------------------------------------------------------------- workloads
@@ -302,7 +319,35 @@ def deadlines(n: int, seed: int) -> Workload:
     return Workload("deadlines", tasks)
 
 
-WORKLOADS = ("independent", "burst", "dag", "mapreduce", "mixed", "deadlines")
+# ``tools/bench``'s DAG (``engines._dag``): seconds of each kernel on one core of a 2-core box over 100 MiB
+# (rough: the DAG's 15 tasks sum to ~1.5 core-seconds; the benchmark measures ~2.0 s of CPU with its moves at 2 nodes)
+BENCH_DAG_WORK = {"make_array": 0.25, "scale": 0.15, "mix": 0.06, "project": 0.12, "add": 0.06, "summary": 0.08}
+
+
+def bench_dag(n: int, seed: int = 0, gap: float = 5.0, nbytes: int = 100 * MB) -> Workload:
+    """``tools/bench``'s DAG, ``n // 19`` times, one copy every ``gap`` seconds (each a job): four arrays made by
+    their own tasks, then for each k ``project(mix(scale(x[k]), x[k+1 mod 4]))``, two pairwise adds and a
+    summary. Every array and intermediate is ``nbytes``; the summary's result is a pair of floats. ``seed`` is
+    unused (the shape is fixed), kept for the common signature."""
+    tasks: list[SimTask] = []
+
+    def task(job: int, name: str, deps: list[SimTask], k: int = 0) -> SimTask:
+        out = 64 if name == "summary" else nbytes
+        t = SimTask(f"b{job}-{name}{k}", f"bench.{name}", 64, BENCH_DAG_WORK[name], "cpu", out,
+                    deps=[d.id for d in deps], dep_bytes={d.id: d.out_bytes for d in deps}, submit_at=job * gap,
+                    job=job)
+        tasks.append(t)
+        return t
+
+    for job in range(max(1, n // 19)):
+        xs = [task(job, "make_array", [], k) for k in range(4)]
+        ps = [task(job, "project", [task(job, "mix", [task(job, "scale", [xs[k]], k), xs[(k + 1) % 4]], k)], k)
+              for k in range(4)]
+        task(job, "summary", [task(job, "add", ps[:2], 0), task(job, "add", ps[2:], 1)])
+    return Workload("benchdag", tasks)
+
+
+WORKLOADS = ("independent", "burst", "dag", "mapreduce", "mixed", "deadlines", "benchdag")
 
 
 def make_workload(name: str, n: int, seed: int = 0) -> Workload:
@@ -318,4 +363,6 @@ def make_workload(name: str, n: int, seed: int = 0) -> Workload:
         return mixed(n, seed)
     if name == "deadlines":
         return deadlines(n, seed)
+    if name == "benchdag":
+        return bench_dag(n, seed)
     raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")

@@ -645,10 +645,13 @@ class AsyncClient:
         self._wire_lock = threading.Lock()
         self._handover: collections.deque[tuple[M.SubmitTask, Future, Connection, int, int, int]] = collections.deque()
         # ... and the caller reads the answer itself while it waits (``_read_own``): the ids of tasks so sent whose
-        # answer has not come yet (none: the next lone task may go the same way), and what the caller read, for the
-        # loop's thread to take in as if it had read it (``_adopt``): (shard, connection, the messages in order)
+        # answer has not come yet (none: the next lone task may go the same way), and notices of what the caller
+        # read, for the loop's thread to take in as if it had read it (``_adopt``): (shard, connection, the messages
+        # read, their decoding); the messages themselves wait in the connection (io/lean.py ``take_kept``)
         self._unanswered: set[str] = set()
-        self._handback: collections.deque[tuple[int, Connection, list[M.Message]]] = collections.deque()
+        self._handback: collections.deque[
+            tuple[int, Connection, list[list[Any]], list[M.Message | None]]
+        ] = collections.deque()
         self.read_direct = 0  # answers read by the thread that waited for them (``_read_own``)
         self.handed_back = 0  # other messages that thread read, handed to the loop's thread
         self.sent_direct = 0  # SUBMITs sent from the caller's thread (``_submit_direct``)
@@ -1253,13 +1256,28 @@ class AsyncClient:
             if refusable is not None:
                 refusable[req] = [spec]
         if back:
+            # what the caller's thread read: taken from each connection once, whole and in order, however many
+            # notices (io/lean.py ``take_kept``), decoded with what that thread decoded where it did
             now = self.clock.now()
-            for sid, conn, msgs in back:
-                if self._conns.get(sid) is not conn:
+            done: list[Connection] = []
+            for sid, conn, _batch, _msgs in back:
+                if conn in done:
+                    continue
+                done.append(conn)
+                take = getattr(conn, "take_kept", None)
+                kept = take() if take is not None else None
+                if not kept or self._conns.get(sid) is not conn:
                     continue  # a failover replaced it: not read, as ``_on_batch`` would not have
+                seen: dict[int, M.Message | None] = {}
+                for _sid, c, batch, msgs in back:
+                    if c is conn:
+                        seen.update(zip(map(id, batch), msgs, strict=True))
                 self.core.heard(sid, now)
-                for msg in msgs:
-                    self._on_message(msg, sid)  # the caller's own answer: its accounts (it settled the future)
+                for frames in kept:
+                    k = id(frames)
+                    msg = seen[k] if k in seen else _decoded_one(frames)
+                    if msg is not None:
+                        self._on_message(msg, sid)  # the caller's own answer: its accounts (it settled the future)
         if len(self._lazy_releases) >= RELEASE_BATCH:
             self._schedule_flush()  # the releases go with the next flush, as they would have with this one
 
@@ -1281,7 +1299,6 @@ class AsyncClient:
         conn, sid = direct
         give_back = True
         key = fut.key
-        held: list[list[Any]] | None = None  # messages taken from the socket, not handed to the loop yet
         try:
             # in the ``try``: a Ctrl-C just after it began still ends this thread's read (``finally``)
             if not conn.begin_read():  # another thread reads now: the loop reads once it stops (or closed)
@@ -1290,25 +1307,26 @@ class AsyncClient:
             limit = READ_OWN_S if timeout is None else min(READ_OWN_S, timeout)
             while fut._state == _PENDING and fut._cf_ is None and self._conns.get(sid) is conn and not self._closed:
                 try:
+                    # what this returns stays the loop's to take in (io/lean.py ``_take``): a Ctrl-C from here on
+                    # neither loses it nor hands it over twice, whatever the instant
                     batch = conn.read(min(READ_SLICE_S, max(0.0, limit - (time.monotonic() - t0))))
                 except zmq.ZMQError:
                     break  # the socket went away under us: the loop's reader has the last word
                 if batch is None:
                     break  # closed
                 if batch:
-                    held = batch
                     answer: M.Result | None = None
-                    msgs = _decoded(batch)
+                    msgs = [_decoded_one(frames) for frames in batch]
                     for msg in msgs:
-                        if msg["t"] == M.RESULTS and answer is None and len(msg["results"]) == 1:
+                        if msg is not None and msg["t"] == M.RESULTS and answer is None and len(msg["results"]) == 1:
                             r = msg["results"][0]
                             if isinstance(r, dict) and r.get("id") == key and (not r.get("ok") or "v" in r):
                                 answer = r
                     if self._conns.get(sid) is not conn:
                         answer = None  # a failover replaced it meanwhile: the new owner's answer counts
                     with self._wire_lock:
-                        held = None  # first: no signal handler runs before the append (a call) is done
-                        self._handback.append((sid, conn, msgs))
+                        # a notice for the loop (``_adopt`` takes the messages from ``conn``), with their decoding
+                        self._handback.append((sid, conn, batch, msgs))
                         # already pending at the loop (adopted meanwhile): the next lone task waits for its accounts
                         adopted = answer is not None and key not in self._unanswered
                         if answer is not None:
@@ -1330,16 +1348,9 @@ class AsyncClient:
                         break
                 if time.monotonic() - t0 >= limit:
                     break
-        except BaseException:  # a Ctrl-C: what this thread took from the socket goes to the loop, as if it read it
-            if held is not None:
-                msgs = _decoded(held)
-                with self._wire_lock:
-                    self._handback.append((sid, conn, msgs))
-                self.handed_back += len(msgs)
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self._adopt)
-            raise
         finally:
+            # stopped by an exception (a Ctrl-C) or not, what was read is the loop's in ``conn`` (io/lean.py
+            # ``_take``); ``end_read`` asks for the loop's reader if it must read it (``give_back``)
             fut._direct = None
             again = True
             try:
@@ -2369,6 +2380,15 @@ def _decoded(batch: list[list[Any]]) -> list[M.Message]:
         except WireError as exc:
             log.warning("malformed message from node: %s", exc)
     return out
+
+
+def _decoded_one(frames: list[Any]) -> M.Message | None:
+    """One message from a node, decoded; None (logged) if malformed."""
+    try:
+        return decode_message(frames)
+    except WireError as exc:
+        log.warning("malformed message from node: %s", exc)
+        return None
 
 
 def _name(fn: Any) -> str:

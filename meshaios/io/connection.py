@@ -171,6 +171,10 @@ class ZmqConnection:
         """Any thread: wake the thread reading (``read``), if any, at once."""
         self._lean.poke()
 
+    def take_kept(self) -> list[list[Any]]:
+        """Loop thread: what a reading thread took and the loop has not taken in yet (io/lean.py ``take_kept``)."""
+        return self._lean.take_kept()
+
     def _send_backlog(self) -> None:
         with self._lock:
             if self._closed or self._sync.closed:

@@ -86,6 +86,17 @@ def send_frames(sock: zmq.Socket[Any], frames: Sequence[Any], first: bytes | Non
         raise
 
 
+def _complete_last(sock: zmq.Socket[Any], kept: list[list[Any]]) -> None:
+    """Holding the reader's lock: the last message a reading thread began to take, if an exception (a Ctrl-C)
+    stopped it part-way, completed from the socket (its first frame not taken yet: dropped, left on the socket)."""
+    msg = kept[-1]
+    if not msg:
+        kept.pop()
+        return
+    while msg[-1].more:
+        msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
+
+
 def recv_frames(sock: zmq.Socket[Any]) -> list[Any]:
     """``sock.recv_multipart(zmq.NOBLOCK, copy=False)`` for less (the frames are ``zmq.Frame``)."""
     frame = _recv(sock, _NOBLOCK, False)
@@ -113,8 +124,9 @@ class LeanReader:
         # loop's reader list meanwhile (loop thread only); the reading thread's poller, and a pipe that wakes it
         self.reading = False
         self._reader: int | None = None  # the thread that reads (``begin_read``)
-        # messages a reading thread took from the socket when an exception (a Ctrl-C) stopped it, the last perhaps
-        # partly received: the next ``_take`` returns them first; and whether it left messages for the loop
+        # messages a reading thread took from the socket, in order, the last perhaps partly received (a Ctrl-C
+        # stopped it): the loop's to take in (its next ``_take`` returns them first, or ``take_kept``); and whether
+        # the thread left messages on the socket for the loop (past its limit)
         self._kept: list[list[Any]] = []
         self._left = False
         self.parked = False
@@ -204,44 +216,57 @@ class LeanReader:
 
     def _take(self, limit: int, reader: bool = False) -> list[list[Any]] | None:
         """Up to ``limit`` of the messages already here (none if none). None: not for this caller -- the loop's
-        while another thread reads (``begin_read``), that thread's once the reader is closed."""
+        while another thread reads (``begin_read``), that thread's once the reader is closed.
+
+        The reading thread's messages (``reader``) stay the loop's to take in: each goes into ``_kept`` as it is
+        received, and what this returns (the messages new in this call) is only a look at them. The loop takes
+        ``_kept`` whole, once (its own ``_take``, or ``take_kept``), under ``lock``. So an exception (a Ctrl-C) at
+        any point of the reading thread, however many, neither loses a message nor hands one over twice: there is
+        no second copy to hand over, and no step between receiving a frame and storing it where the loop looks."""
         sock = self.sock
-        out: list[list[Any]] = []
-        try:
-            with self.lock:
-                if self.reading is not reader or (reader and self._fd is None):
-                    if not reader:
-                        self._park()  # under the lock: a thread that stops reading sees it parked (``end_read``)
-                    return None
-                if self._kept:  # a reading thread's, stopped by an exception: first, the last one's frames completed
-                    out, self._kept = self._kept, []
-                    msg = out[-1]
-                    while msg[-1].more:
-                        msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
+        with self.lock:
+            if self.reading is not reader or (reader and self._fd is None):
                 if not reader:
-                    while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
-                        out.append(recv_frames(sock))
-                    return out
-                # Another thread than the loop's: a Ctrl-C may stop it after any call. Each frame goes into ``out``
-                # within the one call (``extend`` of a ``map``: no bytecode between the receive and the store, so
-                # no signal handler), each message's list before its first frame: what was taken is in ``out``,
-                # and kept for the loop (``except``)
+                    self._park()  # under the lock: a thread that stops reading sees it parked (``end_read``)
+                return None
+            kept = self._kept
+            if kept:
+                _complete_last(sock, kept)
+            if not reader:
+                out, self._kept, self._left = kept, [], False
                 while len(out) < limit and _get(sock, _EVENTS) & _POLLIN:
-                    msg = []
-                    out.append(msg)
+                    out.append(recv_frames(sock))
+                return out
+            # Another thread than the loop's: a Ctrl-C may stop it after any call. Each message's list goes into
+            # ``_kept`` before its first frame, and each frame into the list within the one call (``extend`` of a
+            # ``map``: no bytecode between the receive and the store, so no signal handler); a message left empty
+            # or partly received is completed (or dropped) by the next ``_take`` or ``take_kept``
+            start = len(kept)
+            n = 0
+            self._left = True  # until this call ends cleanly: stopped part-way, it has the loop read (``end_read``)
+            while n < limit and _get(sock, _EVENTS) & _POLLIN:
+                msg: list[Any] = []
+                kept.append(msg)
+                msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
+                while msg[-1].more:
                     msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
-                    while msg[-1].more:
-                        msg.extend(map(_recv, (sock,), _NOBLOCKS, _NOCOPY))
-                self._left = len(out) >= limit  # more may wait, their descriptor's signal taken: the loop reads them
-        except BaseException:
-            if out and not out[-1]:
-                out.pop()
-            if out:
-                with self.lock:
-                    self._kept = out + self._kept
-                    self._left = True
-            raise
-        return out
+                n += 1
+            self._left = n >= limit  # more may wait, their descriptor's signal taken: the loop reads them
+            return kept[start:]
+
+    def take_kept(self) -> list[list[Any]]:
+        """Loop thread: the messages a reading thread took (``read``) that the loop has not taken in yet, in the
+        order received, each whole; from now on they are the caller's alone."""
+        with self.lock:
+            kept = self._kept
+            if not kept:
+                return kept
+            if self._fd is not None:
+                _complete_last(self.sock, kept)
+            elif not kept[-1] or kept[-1][-1].more:
+                kept.pop()  # closed: what was partly received cannot be completed
+            self._kept = []
+            return kept
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """The socket's descriptor on ``loop``'s reader list (once)."""
@@ -298,7 +323,7 @@ class LeanReader:
             if self.reading or self._fd is None or self._handler is None or self._pipe is None:
                 self.wanted = True  # the thread reading now asks the loop to read once it stops
                 return False
-            self.reading, self._reader, self._left = True, threading.get_ident(), False
+            self.reading, self._reader = True, threading.get_ident()
             return True
 
     def read(self, timeout: float) -> list[list[Any]] | None:
@@ -313,9 +338,10 @@ class LeanReader:
         while True:
             left = deadline - time.monotonic()
             events = self._poller.poll(math.ceil(left * 1000) if left > 0 else 0)  # without the GIL
-            if any(fd == pipe[0] for fd, _ in events):
-                with contextlib.suppress(OSError):
-                    os.read(pipe[0], 65536)
+            for fd, _ in events:
+                if fd == pipe[0]:
+                    with contextlib.suppress(OSError):
+                        os.read(pipe[0], 65536)
             out = self._take(self._limit, True)
             if out is None or out or time.monotonic() >= deadline:
                 return out
@@ -324,7 +350,9 @@ class LeanReader:
         """The reading thread gives the socket back. True: the loop must be asked to read again (call ``unpark``
         there) -- its reader is parked, and ``give_back`` (the reading thread stopped before it had what it waited
         for) or the loop has sent meanwhile, or another thread wanted to read; or the reading thread left messages
-        (past its limit, or taken when an exception stopped it) whose descriptor's signal it took. False: the loop's
+        past its limit whose descriptor's signal it took, or was stopped part-way while it took messages; or,
+        ``give_back``, messages it took wait in ``_kept`` (a clean stop leaves those to the loop's next
+        ``take_kept``). False: the loop's
         reader stays parked until the loop's next send (nothing is expected that the loop would read).
         ``reader``: a thread's id; if given, nothing happens (False) unless that thread is the one reading -- so a
         thread stopped by an exception may end its read whether or not it had begun it."""
@@ -335,7 +363,7 @@ class LeanReader:
             if self._fd is None:
                 self._close_pipe()
                 return False
-            return (self.parked and (give_back or self.wanted)) or self._left or bool(self._kept)
+            return (self.parked and (give_back or self.wanted)) or self._left or (give_back and bool(self._kept))
 
     def _close_pipe(self) -> None:
         if self._pipe is not None:

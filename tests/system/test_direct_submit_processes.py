@@ -28,7 +28,10 @@ def mesh() -> Iterator[LocalMesh]:
 
 def _settled(c: Client) -> bool:
     a = c._async
-    return not a._pending and not a._handover and not a._handback and a._inflight == 0
+    return (
+        not a._pending and not a._handover and not a._handback and a._inflight == 0
+        and not any(getattr(getattr(conn, "_lean", None), "_kept", None) for conn in a._conns.values())
+    )
 
 
 def _reading(c: Client) -> bool:

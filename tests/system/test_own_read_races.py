@@ -7,6 +7,7 @@ unfinished wait on a file the test creates (``funcs.square_at_gate``), never on 
 
 from __future__ import annotations
 
+import dis
 import linecache
 import os
 import signal
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -285,19 +287,19 @@ def _interrupted_after_taking_its_answer(
     answer in it: the ``KeyboardInterrupt`` comes out of ``result()``. Tried until the caller, not the loop, reads
     the answer (a PONG read first hands the batch to the loop)."""
     main = threading.get_ident()
-    orig = client_mod._decoded
+    orig = client_mod._decoded_one
     armed = [True]
     f = c.submit(funcs.square, 3)
 
-    def decoded(batch: list[list[Any]]) -> list[Any]:
-        out = orig(batch)
-        mine = any(m["t"] == M.RESULTS and any(r.get("id") == f.key for r in m["results"]) for m in out)
+    def decoded(frames: list[Any]) -> Any:
+        m = orig(frames)
+        mine = m is not None and m["t"] == M.RESULTS and any(r.get("id") == f.key for r in m["results"])
         if armed[0] and threading.get_ident() == main and mine:
             armed[0] = False
             signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives here: KeyboardInterrupt at once
-        return out
+        return m
 
-    monkeypatch.setattr(client_mod, "_decoded", decoded)
+    monkeypatch.setattr(client_mod, "_decoded_one", decoded)
     try:
         for _ in range(50):
             try:
@@ -308,7 +310,7 @@ def _interrupted_after_taking_its_answer(
             f = c.submit(funcs.square, 3)
         raise AssertionError("the caller never read its own answer")
     finally:
-        monkeypatch.setattr(client_mod, "_decoded", orig)
+        monkeypatch.setattr(client_mod, "_decoded_one", orig)
 
 
 def test_ctrl_c_after_the_caller_took_its_answer_from_the_socket_loses_nothing(
@@ -399,3 +401,182 @@ def test_ctrl_c_between_the_frames_of_a_submit_the_caller_sends_leaves_the_conne
         for i in range(5):
             assert c.submit(funcs.square, i).result(timeout=5) == i * i
         wait_for(lambda: _settled(c), 5, what="settled")
+
+
+def _lone_direct(c: Client, x: int, submitted: list[int]) -> client_mod.Future:
+    """A lone task sent from the caller's thread (the loop made to take in what came before it first); counts the
+    tasks submitted in ``submitted[0]``."""
+    a = c._async
+    for _ in range(50):
+        assert a._loop is not None
+        a._loop.call_soon_threadsafe(a._adopt)  # the loop takes in the last read now, not at its next beat
+        wait_for(lambda: _settled(c), 10, what="settled")
+        f = c.submit(funcs.square, x)
+        submitted[0] += 1
+        if f._direct is not None:
+            return f
+        assert f.result(timeout=10) == x * x
+    raise AssertionError("no lone task went from the caller's thread")
+
+
+def test_a_second_ctrl_c_while_the_caller_hands_over_what_it_read_loses_nothing(
+    mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first SIGINT right after the caller decoded the batch it took off the socket, its answer in it; a second
+    one at the caller's next step that could take it -- decoding the batch again to hand it to the loop, or the
+    ``end_read`` that ends its read. Neither loses the answer (the task is not cancelled: ``result()`` again gets
+    its value), nor hands it to the loop twice, and the connection is read again afterwards."""
+    main = threading.get_ident()
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        a = c._async
+        results = c.stats["results"]
+        names = [name for name in ("_decoded", "_decoded_one") if hasattr(client_mod, name)]
+        decoders = {name: getattr(client_mod, name) for name in names}
+        conn = a._conns[0]
+        end_read = conn.end_read
+        state = {"armed": False, "fired": 0}
+
+        def second() -> None:
+            if state["fired"] == 1 and threading.get_ident() == main:
+                state["fired"] = 2
+                signal.raise_signal(signal.SIGINT)
+
+        def decoder(name: str) -> Any:
+            orig = decoders[name]
+
+            def decoded(arg: Any) -> Any:
+                second()  # the hand-over's decoding: the second Ctrl-C
+                out = orig(arg)
+                msgs = out if isinstance(out, list) else [out]
+                mine = any(m and m["t"] == M.RESULTS and any(r.get("id") == f.key for r in m["results"]) for m in msgs)
+                if state["armed"] and threading.get_ident() == main and mine:
+                    state["armed"], state["fired"] = False, 1
+                    signal.raise_signal(signal.SIGINT)  # the first: the answer taken, not handed over yet
+                return out
+
+            return decoded
+
+        def ending(give_back: bool, reader: int | None = None) -> bool:
+            second()  # or, with nothing decoded again, the end of the read
+            return end_read(give_back, reader)
+
+        for name in decoders:
+            monkeypatch.setattr(client_mod, name, decoder(name))
+        conn.end_read = ending  # type: ignore[method-assign]
+        interrupted = 0
+        submitted = [0]
+        try:
+            for attempt in range(20):
+                f = _lone_direct(c, attempt, submitted)
+                state.update(armed=True, fired=0)
+                try:
+                    assert f.result(timeout=10, cancel_on_interrupt=False) == attempt * attempt
+                    continue  # a PONG came first: the loop read the answer
+                except KeyboardInterrupt:
+                    pass
+                try:
+                    assert f.result(timeout=10) == attempt * attempt  # the answer was not lost
+                except KeyboardInterrupt:  # the second one came once the first had left ``result()``
+                    assert f.result(timeout=10) == attempt * attempt
+                interrupted += 1
+                if state["fired"] == 2:
+                    break
+        finally:
+            for name, orig in decoders.items():
+                monkeypatch.setattr(client_mod, name, orig)
+            conn.end_read = end_read  # type: ignore[method-assign]
+        assert interrupted
+        assert state["fired"] == 2
+        wait_for(lambda: _settled(c), 10, what="settled")
+        assert c.stats["duplicates"] == 0
+        assert c.stats["results"] == results + submitted[0]
+        assert not _reading(c)
+        assert c.submit(funcs.square, 5).result(timeout=5) == 25
+
+
+_AFTER = frozenset(dis.opmap[name] for name in ("CALL", "CALL_FUNCTION_EX", "JUMP_BACKWARD") if name in dis.opmap)
+
+
+@pytest.mark.parametrize("second", [0, 1, 2, 3])
+def test_ctrl_c_at_any_step_of_the_callers_read_delivers_every_answer_once(mesh: LocalMesh, second: int) -> None:
+    """A KeyboardInterrupt raised at each point in turn where a signal handler can run in the caller's thread
+    while it reads its own answer (``AsyncClient._read_own``: the entry of each Python function and the return of
+    each call into C, counted by a profile hook, ``sys.setprofile``), from before its read begins to after it
+    ended; and, with ``second`` > 0, a second one at the ``second``-th such point after the first (the entry of a
+    Python function, or the instruction after a call or a backward jump, counted by a trace hook, ``sys.settrace``
+    with opcode events: the profile hook is gone once it raised). At every one, the task's value comes from
+    ``result()`` again, the loop gets each message once (no result counted twice, none missing: every task
+    settled, ``duplicates`` 0), and the next task goes as before."""
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        a = c._async
+        results = c.stats["results"]
+        read_own = a._read_own
+        at = [0]
+        seen = [0]
+        after = [-1]  # points since the first interrupt (-1: not yet)
+        armed = [False]
+
+        def profile(frame: FrameType, event: str, arg: Any) -> None:
+            if event in ("call", "c_return"):
+                seen[0] += 1
+                if seen[0] == at[0]:
+                    after[0] = 0
+                    raise KeyboardInterrupt
+
+        def trace(frame: FrameType, event: str, arg: Any) -> Any:
+            frame.f_trace_opcodes = True
+            if after[0] < 0:
+                return trace
+            point = event == "call"
+            if event == "opcode" and frame.f_lasti >= 2:
+                point = frame.f_code.co_code[frame.f_lasti - 2] in _AFTER  # the instruction before this one
+            if point:
+                after[0] += 1
+                if after[0] == second:
+                    raise KeyboardInterrupt
+            return trace
+
+        def reading(fut: client_mod.Future, timeout: float | None) -> None:
+            if not armed[0]:  # the ``result()`` after the interrupt: not interrupted again
+                read_own(fut, timeout)
+                return
+            armed[0] = False
+            seen[0], after[0] = 0, -1
+            if second:
+                sys.settrace(trace)
+            sys.setprofile(profile)
+            try:
+                read_own(fut, timeout)
+            finally:
+                sys.setprofile(None)
+                sys.settrace(None)
+
+        a._read_own = reading  # type: ignore[method-assign]
+        hit = missed = 0
+        submitted = [0]
+        try:
+            while True:
+                at[0] += 1
+                f = _lone_direct(c, at[0], submitted)
+                armed[0] = True
+                try:
+                    assert f.result(timeout=10, cancel_on_interrupt=False) == at[0] ** 2
+                except KeyboardInterrupt:
+                    hit += 1
+                    try:
+                        assert f.result(timeout=10) == at[0] ** 2
+                    except KeyboardInterrupt:  # the second came after the first had left ``_read_own``
+                        assert f.result(timeout=10) == at[0] ** 2
+                missed = missed + 1 if seen[0] < at[0] else 0
+                if missed == 3:
+                    break  # past the last point of three reads in a row (a read may end sooner: a PONG came first)
+        finally:
+            a._read_own = read_own  # type: ignore[method-assign]
+        assert hit >= 20
+        wait_for(lambda: _settled(c), 10, what="settled")
+        assert c.stats["duplicates"] == 0
+        assert c.stats["results"] == results + submitted[0]
+        assert not _reading(c)
+        assert c.submit(funcs.square, 5).result(timeout=5) == 25

@@ -205,8 +205,8 @@ def test_send_frames_and_recv_frames_carry_a_message_whole_or_not_at_all() -> No
 def test_a_thread_reading_the_socket_gets_every_message_and_gives_the_socket_back() -> None:
     """``begin_read`` .. ``end_read`` (the sync client's caller reading its own answer): meanwhile the messages go to
     the reading thread, none to the served handler, also when a send of the loop's consumed their signal (the
-    thread is woken, it does not wait out its timeout); afterwards the handler gets what comes, and a closed reader
-    stops a reading thread."""
+    thread is woken, it does not wait out its timeout); afterwards the handler gets what the thread read (once, in
+    order: the thread only looked at it) and what comes, and a closed reader stops a reading thread."""
 
     async def main() -> None:
         async with pair() as (router, dealer, reader):
@@ -248,7 +248,9 @@ def test_a_thread_reading_the_socket_gets_every_message_and_gives_the_socket_bac
             with reader.lock:  # the loop's next send puts a parked reader back on the loop
                 router.send_multipart([b"d", b"y"], zmq.NOBLOCK)
                 reader.sent()
-            await wait_until(lambda: to_loop == [b"before", b"after"])
+            # what the thread read is the loop's to take in too, once, in order, before what came after it
+            await wait_until(lambda: to_loop == [b"before", b"a", b"b", b"after"])
+            assert reader.take_kept() == []
 
             assert reader.begin_read()
             reading = asyncio.ensure_future(asyncio.to_thread(reader.read, 20.0))

@@ -70,7 +70,7 @@ def test_a_thread_refused_while_another_reads_has_the_loop_read_once_that_one_st
             again = await asyncio.to_thread(reader.end_read, False)
             assert again  # B asked meanwhile: the loop must read
             reader.unpark()
-            await wait_until(lambda: to_loop == [b"for B"])
+            await wait_until(lambda: to_loop == [b"for A", b"for B"])  # what A read is the loop's to take in too
 
     run(main)
 
@@ -135,7 +135,8 @@ def test_messages_a_reading_thread_leaves_past_its_limit_reach_the_loop() -> Non
             assert out["again"]
             with reader.lock:  # what the client's ``recheck`` does on the loop
                 reader.sent()
-            await wait_until(lambda: len(to_loop) == 44)
+            await wait_until(lambda: len(to_loop) == 300)  # the thread's 256 (it only looked at them), then the rest
+            assert to_loop == [b"%d" % i for i in range(300)]
 
     run(main)
 

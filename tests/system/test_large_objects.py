@@ -49,6 +49,7 @@ def test_a_large_put_and_three_readers_never_make_a_node_look_dead() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 20 rounds of a 1 GiB put and three readers: 2-6 s a round alone, more under load
 def test_a_1gb_put_and_three_readers_twenty_times_in_a_row() -> None:
     with LocalMesh(3, startup_timeout=60) as mesh:
         put_then_read(mesh, 1 << 30, rounds=20)

@@ -516,6 +516,8 @@ class StealEngine:
     # ---- thief --------------------------------------------------------------------------------------------
 
     def _ask(self, now: float, view: LoadView) -> list[Action]:
+        if len(view) <= (self.node_id in view):  # no peer in the view (a lone node): nobody to ask, nothing changes
+            return []
         cooling = {v for v, (until, _) in self._cool.items() if until > now}
         cooling.add(self.node_id)
         idle = [d for d in self.queue.slots if self.queue.free(d) > 0 and self.queue.n_queued(d) == 0]

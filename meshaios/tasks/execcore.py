@@ -591,8 +591,11 @@ class ExecCore:
     def _fetch_first(self, key: Key, task: TaskSpec, owner: str, out: list[Instruction]) -> bool:
         """If ``task`` reads results held in stores (not inline), ask for them (``FetchInputs``) and keep it
         waiting until ``InputsReady``; False if it has none."""
+        deps = task["deps"]
+        if not deps:
+            return False
         remote: dict[str, tuple[list[str], int]] = {}
-        for d, v in task["deps"].items():
+        for d, v in deps.items():
             if isinstance(v, dict):
                 locs = [x for x in v.get("loc", ()) if isinstance(x, str)]
                 size = v.get("size", 0)
@@ -902,7 +905,8 @@ class ExecCore:
 
     def _after_finish(self, now: float, out: list[Instruction]) -> None:
         """Refill the freed slots; if that leaves one idle, look for work to steal now rather than next tick."""
-        self._start_queued(now, out)
+        if self.queue:  # nothing queued or running here (a lone task's run over): nothing to start
+            self._start_queued(now, out)
         if self.steal_enabled and not self.steal.requesting and self.steal.idle():
             self._steal_actions(self.steal.tick(now, self.view), now, out)
 

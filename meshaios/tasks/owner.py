@@ -660,7 +660,13 @@ class Owner:
                 )
                 continue
             self._count_pending(client, +1)
+            # each optional field read once (a tiny task's spec has none of the rarer ones)
             retries = spec.get("retries", 0)
+            timeout: Any = spec.get("timeout")  # read with care: any type may come
+            parts = spec.get("parts")
+            deadline: Any = spec.get("deadline")
+            resources = spec.get("resources")
+            priority = spec.get("priority")
             self._seq += 1
             t = OwnedTask(
                 id=tid,
@@ -672,15 +678,11 @@ class Owner:
                 # unchecked by the wire schema: anything but a non-negative int means "no retries"
                 retries=max(0, retries) if type(retries) is int else 0,
                 submitted_at=now,
-                resources=_resources(spec.get("resources")),
-                timeout=float(spec["timeout"])
-                if type(spec.get("timeout")) in (int, float) and spec["timeout"] > 0
-                else 0.0,
-                parts=spec["parts"] if type(spec.get("parts")) is int and 0 < spec["parts"] <= 65536 else 0,
-                priority=_priority(spec.get("priority")),
-                deadline=now + float(spec["deadline"])
-                if type(spec.get("deadline")) in (int, float) and 0 < spec["deadline"] < 1e9
-                else 0.0,
+                resources=_resources(resources) if resources is not None else {},
+                timeout=float(timeout) if type(timeout) in (int, float) and timeout > 0 else 0.0,
+                parts=parts if type(parts) is int and 0 < parts <= 65536 else 0,
+                priority=_priority(priority) if priority is not None else 0,
+                deadline=now + float(deadline) if type(deadline) in (int, float) and 0 < deadline < 1e9 else 0.0,
                 ep=ep,
                 seq=self._seq,
             )
@@ -710,7 +712,7 @@ class Owner:
             t.keep_on_device = spec.get("kd") is True
             if (dev := spec.get("dev")) in ("cpu", "any"):
                 t.device = str(dev)
-            impossible = self._unsatisfiable(t)
+            impossible = self._unsatisfiable(t) if t.resources else ""
             if failed_dep is not None:
                 out.extend(self._fail_from_dep(t, failed_dep))
             elif impossible:
@@ -1413,7 +1415,7 @@ class Owner:
                 "ep": t.ep,
                 "fn": t.fn,
                 "args": t.args,
-                "deps": {d: self._dep_value(d) for d in t.deps},
+                "deps": {d: self._dep_value(d) for d in t.deps} if t.deps else {},
                 "pure": t.pure,
             }
             if t.parts:
@@ -1436,9 +1438,10 @@ class Owner:
                 task["device"] = "gpu"  # EFT's device pick: the executor runs it there (tasks/execcore.py)
             if not sampled and target.inflight >= target.slots * wps:
                 open_nodes.remove(target)
-        dirty = self.ready.dirty
-        self.ready.extendleft(reversed(skipped))
-        self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
+        if skipped:
+            dirty = self.ready.dirty
+            self.ready.extendleft(reversed(skipped))
+            self.ready.dirty = dirty  # put back in the order they had: nothing to re-sort
         return [Dispatch(node, tasks, placed.get(node, {})) for node, tasks in batches.items()]
 
     def _wait_for_consumer(self, t: OwnedTask, node_id: str, info: PlacementTask | None) -> bool:
@@ -1604,6 +1607,8 @@ class Owner:
             device = "any"  # EFT chooses; its pick travels in the RUN (``device``)
         else:
             device = "cpu"
+        if not t.deps:  # ``task_inputs(...).info(...)`` of a task with no inputs, without building them
+            return {"fn_key": t.key, "nbytes": max(0, t.args.nbytes), "inputs": [], "device": device}
         return task_inputs(t.args.nbytes, t.deps, self.tasks.get).info(t.key, device)
 
     def _unassign(self, tid: str, node_id: str) -> None:

@@ -38,6 +38,7 @@ from meshaios.sched.loadview import LoadView
 from meshaios.sched.model import RuntimeModel
 from meshaios.sched.placement import make_policy
 from meshaios.security import MeshKeys, derive_keys, exposure_warning, insecure_mesh_id, new_mesh_name, read_token
+from meshaios.store.copies import CopyBook, CopyInstruction, DeleteCopy, SayStored, SendDone
 from meshaios.store.fetch import FetchAction, FetchPlanner, InputsLost, Runnable, SendFetch
 from meshaios.store.heap import HeapTrim
 from meshaios.store.leases import HolderLeases
@@ -145,10 +146,6 @@ MAX_PEEK_IDS = 4096  # task ids one ``peek`` asks to name
 VIEW_REUSE = 1.0  # seconds one scan of the owner's tasks serves (the page and peers' peeks): any number may ask
 PEEK_TIMEOUT = 0.5  # seconds the dashboard waits for members' views (``Node.mesh_views``); late answers are dropped
 VIEW_STALE = 10.0  # seconds a member's last view stands in for one that did not come within PEEK_TIMEOUT
-COPY_CHECK_EVERY = 30.0  # seconds between a holder's STORED for each put copy it keeps (``Node._orphan_tick``)
-ORPHAN_GRACE = 60.0  # seconds a put's copy or stored result outlives its owner's death unless another owner claims it
-RESTATE_AFTER = 2.0  # seconds after keeping a put's replica, it says STORED once more (``Node._restate_replicas``),
-# and after claiming copies, an owner sends its CLAIM once more (``Node._claim``)
 RECENT_ERRORS = 50  # task failures this node owns, remembered after their futures are gone (``Node.peer_view``)
 STREAM_RECORDS = 300  # a node's most recent task attempts in its view (the mesh-wide task stream)
 ASSEMBLE_INLINE = 8 << 20  # a streamed message up to this size is put together on the event loop (one copy)
@@ -343,19 +340,14 @@ class Node:
         self._shm_off: set[str] = set()
         self._get_shm: set[tuple[bytes, int]] = set()  # GETs from clients of this machine: (client, req)
         self._shm_fault = config.shm_fault if config.fault_injection else ""
-        # every put copy kept here for another node: obj -> the node that owns it (the put's node, or the owner
-        # that adopted it: CLAIM); (when, obj) of those yet to say STORED a second time (``_restate_replicas``);
-        # and copies whose owner is dead, with when they go unless an owner claims them (results stored here too)
-        self._restate_due: deque[tuple[float, str]] = deque()
-        self._claim_again: deque[tuple[float, str, list[str]]] = deque()  # (when, holder, ids): ``_claim``
-        self._copies: dict[str, str] = {}
-        self._orphans: dict[str, float] = {}
-        # results stored here (each id, or id#j of a map output) -> the owners that count the copy (the one whose
-        # run stored it, then those that adopted the task: CLAIM), that run's client epoch and attempt, its result
-        self._results: dict[str, tuple[tuple[str, ...], int, int, M.Result]] = {}
-        self._every_copy_check = Every(COPY_CHECK_EVERY)
         # fetched copies of other nodes' objects: dropped when no task here needs them (``ReleaseInputs``)
         self._fetched: set[str] = set()
+        # who frees each copy kept here for another node (put replicas, stored results) and the claims this node
+        # sent as an owner (store/copies.py); the node carries out what it asks for (``_copy_actions``)
+        self.copybook = CopyBook(
+            self.node_id, reachable=self._reachable, stored=lambda obj: obj in self.store,
+            fetched=lambda obj: obj in self._fetched, counters=self.counters,
+        )  # fmt: skip
         self.steal_enabled = config.steal
         # load summaries (``ld``) are built and read when someone uses them: the thieves, or EFT's queue term
         self._share_load = config.steal or config.placement == "eft"
@@ -826,20 +818,12 @@ class Node:
             self._stream_actions(self.streams_out.dest_gone(peer, f"node {short(ev.node_id)} is {ev.new.value}"))
             self.streams_in.src_gone(peer)
             self._put_actions(self.puts.node_down(ev.node_id, self._replica_candidates()))
-            deadline = self.clock.now() + ORPHAN_GRACE
-            for obj in [o for o, owner in self._copies.items() if owner == ev.node_id and o in self.store]:
-                self._orphans.setdefault(obj, deadline)
-            for obj, run in self._results.items():
-                if ev.node_id in run[0] and not any(map(self._reachable, run[0])) and obj in self.store:
-                    self._orphans.setdefault(obj, deadline)
+            self.copybook.member_down(ev.node_id, self.clock.now())
             self.shm.receiver_gone(_receiver(_peer(ev.node_id)))  # files written for it will never be claimed
             self.transport.forget(ev.addr)
         elif ev.old in (MemberState.DEAD, MemberState.LEFT):
             self._core(PeerUp(ev.node_id))  # back: what we sent it lately goes again (execcore.RESEND_WINDOW)
-            self._restate_replicas([o for o, owner in self._copies.items() if owner == ev.node_id])
-            for obj in [o for o in self._orphans if self._copies.get(o) == ev.node_id
-                        or ev.node_id in self._results.get(o, _NO_RUN)[0]]:  # fmt: skip
-                del self._orphans[obj]  # its owner is back: its copies are its to free (its results go again)
+            self._copy_actions(self.copybook.member_up(ev.node_id))
 
     def _reachable(self, node_id: str) -> bool:
         return node_id == self.node_id or self._live_member(node_id) is not None
@@ -849,135 +833,29 @@ class Node:
         member = self.swim.get(node_id) if self.swim else None
         return member if member is not None and member.state in _REACHABLE else None
 
+    # ---- stored copies: the shell around their bookkeeping (store/copies.py) -------------------------------
     def _claimed(self, src: str, ids: Iterable[object]) -> None:
-        """Owner ``src`` adopted these objects and counts this node's copies: a put's, whose client failed over to
-        it, is its to free from now on; a task's result is one it may free too (the owner whose run stored it may
-        still count it: a spread client's input carried to another shard). Neither is an orphan any more."""
-        for obj in ids:
-            if not isinstance(obj, str):
-                continue
-            if obj in self._copies:
-                self._copies[obj] = src
-            elif (run := self._results.get(obj)) is not None:
-                if src not in run[0]:
-                    self._results[obj] = ((*run[0], src), *run[1:])
-            elif src != self.node_id and obj in self.store and obj not in self._fetched:
-                # a put made here, by the owner its client has left: the adopting owner frees it now, not this one
-                self._copies[obj] = src
-            else:
-                continue
-            self._orphans.pop(obj, None)
+        """Owner ``src`` adopted these objects and counts this node's copies (``CopyBook.claimed``)."""
+        self.copybook.claimed(src, ids)
 
     def _free(self, src: str, ids: Iterable[str]) -> None:
-        """Owner ``src`` frees these objects here. A copy that another owner counts is not freed: a result that a
-        newer run stored here for other owners (the same ids: the task ran again, for the owner its client failed
-        over to) or that an owner adopting its task claimed, and a put's copy claimed by the owner its client
-        failed over to (CLAIM) -- ``src`` is a former owner, still alive, that its own bookkeeping lets free it
-        (its client fell silent past the memory lease, or told it to let go: ``Owner.detach``)."""
-        results = self._results
-        for obj in ids:
-            owner = self._copies.get(obj)
-            if owner is not None and owner != src:
-                self.counters["claimed_copies_kept"] += 1
-                continue
-            run = results.get(obj)
-            if run is not None:
-                if src not in run[0]:
-                    self.counters["replaced_copies_kept"] += 1
-                    continue
-                owners = tuple(o for o in run[0] if o != src)
-                if owners:  # another owner that adopted the task counts it too
-                    results[obj] = (owners, *run[1:])
-                    if not any(map(self._reachable, owners)):
-                        self._orphans.setdefault(obj, self.clock.now() + ORPHAN_GRACE)
-                    continue
-                del results[obj]
-                self._orphans.pop(obj, None)
-            self.store.delete(obj)
+        """Owner ``src`` frees these objects here: those no other owner counts (``CopyBook.free``)."""
+        self._copy_actions(self.copybook.free(src, ids, self.clock.now()))
 
-    def _keep_result(self, owner: str, result: M.Result, ep: int) -> None:
-        """A result of ``owner``'s task stored here (large, or a map output's parts): its ``done`` may reach no
-        owner -- ``owner`` dies first, or this node declares it dead and never sees it alive again -- and then
-        nobody would ever free it. So it is handled like a put's replica: once its owner is dead, it goes after
-        ``ORPHAN_GRACE`` unless an owner that adopted the task (its client failed over) claims it (CLAIM), or its
-        owner comes back: not before every owner that counts it is dead. A later run of the same task here stores
-        under the same ids, for a newer attempt or a newer client epoch (a new owner's run), or an older run
-        finishes after a newer one: the newest run's record stands (its ``done`` is the one restated), and every
-        owner that counted the copy under these ids -- its run's, or one that claimed it -- counts it still (none
-        can tell the copies apart: an older-epoch run finishing after a CLAIM took the claim with it, and the
-        former owner's free then took the copy its client's new owner counted). Invariant: a stored result is
-        dropped once no live owner counts it, and only then."""
-        parts = result.get("parts") or 0
-        tid, att = result["id"], result["att"]
-        done = cast("M.Result", {k: v for k, v in result.items() if k != "dt"})  # restated as it was (``_copy_tick``)
-        for obj in [f"{tid}#{j}" for j in range(parts)] if parts else [tid]:
-            old = self._results.get(obj)
-            run: tuple[tuple[str, ...], int, int, M.Result]
-            if old is None:
-                run = ((owner,), ep, att, done)
-            elif (old[1], old[2]) > (ep, att):  # a newer run's copy, the same value: its record stands
-                run = (old[0] if owner in old[0] else (*old[0], owner), *old[1:])
-            else:
-                run = ((owner, *(o for o in old[0] if o != owner)), ep, att, done)
-            self._results[obj] = run
-            self._orphans.pop(obj, None)
-            if not any(map(self._reachable, run[0])):
-                self._orphans[obj] = self.clock.now() + ORPHAN_GRACE
-
-    def _restate_replicas(self, objs: Iterable[str]) -> None:
-        """Say STORED again for these replicas kept here: a STORED lost on the way (its origin cut off, paused or
-        declared dead meanwhile, or the message dropped) left a copy that no owner counts, and so none would ever
-        free; told again, the owner counts it, or frees it if it no longer wants it (``Owner.add_location``).
-        Idempotent either way."""
-        for obj in objs:
-            owner = self._copies.get(obj)
-            member = self._live_member(owner) if owner is not None else None
-            if member is not None and obj in self.store:
-                self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": obj}))
-
-    def _copy_tick(self, now: float) -> None:
-        """Each copy says STORED once more ``RESTATE_AFTER`` s after it was kept (in the order they were kept: the
-        cost is per copy, not per tick), and every ``COPY_CHECK_EVERY`` s. Copies whose owner died and that no other
-        owner claimed (CLAIM) within ``ORPHAN_GRACE`` go: a client that fails over hands its puts to a new owner at
-        once, which claims the copies it counts; one it does not count, or a client that is gone too, leaves a copy
-        nobody would ever free. Stored results likewise (``_keep_result``), claimed by an owner that adopts their
-        task done."""
-        due = self._restate_due
-        while due and due[0][0] <= now - RESTATE_AFTER:
-            self._restate_replicas([due.popleft()[1]])
-        claims = self._claim_again
-        while claims and claims[0][0] <= now - RESTATE_AFTER:
-            _, holder, ids = claims.popleft()
-            self._send_claim(holder, ids)
-        for obj, at in list(self._orphans.items()):
-            if at <= now:
-                del self._orphans[obj]
-                put = self._copies.pop(obj, None) is not None
-                self._results.pop(obj, None)
-                if obj in self.store:
-                    self.store.delete(obj)
-                    self.counters["orphan_copies_dropped" if put else "orphan_results_dropped"] += 1
-        if self._every_copy_check.due(now):
-            for obj in [o for o in self._copies if o not in self.store]:  # freed (FREE, lease): forgotten here too
-                del self._copies[obj]
-                self._orphans.pop(obj, None)
-            for obj in [o for o in self._results if o not in self.store]:
-                del self._results[obj]
-                self._orphans.pop(obj, None)
-            # and each stored result's DONE to the owners that count it, once a task: a DONE or a FREE lost on its
-            # way is made good (``Owner.completed``: the result taken, or the copy freed if nobody counts it here)
-            again: dict[str, dict[str, M.Result]] = {}
-            for obj, run in self._results.items():
-                if obj not in self._orphans:
-                    for owner in run[0]:
-                        again.setdefault(owner, {})[run[3]["id"]] = run[3]
-            for owner, done in again.items():
-                member = self._live_member(owner) if owner != self.node_id else None
+    def _copy_actions(self, actions: list[CopyInstruction]) -> None:
+        for a in actions:
+            if isinstance(a, DeleteCopy):
+                self.store.delete(a.obj)
+            elif isinstance(a, SayStored):
+                member = self._live_member(a.owner)
                 if member is not None:
-                    msg: M.Done = {"t": M.DONE, "src": self.node_id, "results": list(done.values())}
-                    self._send_node(owner, member.addr, msg)
-            # a FREE lost on its way: told again, the owner frees the copy
-            self._restate_replicas([o for o in self._copies if o not in self._orphans])
+                    self.transport.send(member.addr, encode({"t": M.STORED, "src": self.node_id, "id": a.obj}))
+            elif isinstance(a, SendDone):
+                member = self._live_member(a.owner)
+                if member is not None:
+                    self._send_node(a.owner, member.addr, {"t": M.DONE, "src": self.node_id, "results": a.results})
+            else:
+                self._send_claim(a.holder, a.ids)
 
     def _owner(self, event: OwnerEvent) -> None:
         """One event for the owner, now; what it asks for is done at once."""
@@ -1207,10 +1085,9 @@ class Node:
     def _i_drop(self, ins: DropResult) -> None:
         self._fetched.discard(ins.obj)
         self.store.delete(ins.obj)
-        self._results.pop(ins.obj, None)
         for j in range(ins.parts):
             self.store.delete(f"{ins.obj}#{j}")
-            self._results.pop(f"{ins.obj}#{j}", None)
+        self.copybook.dropped([ins.obj, *(f"{ins.obj}#{j}" for j in range(ins.parts))])
 
     def _runs_on_gpu_too(self, fn: Payload) -> bool:
         """Whether ``fn`` names a kernel of this node's registry that runs on a GPU (remembered per payload)."""
@@ -1340,7 +1217,7 @@ class Node:
         if not result["ok"]:
             self._fence_refused(result.get("err"))
         elif "size" in result:  # kept here: freed even if this DONE reaches no owner
-            self._keep_result(ins.owner, result, ins.ep)
+            self.copybook.kept_result(ins.owner, result, ins.ep, self.clock.now())
         self._push_result(ins.owner, result)
 
     def _push_result(self, owner: str, result: M.Result) -> None:
@@ -1548,8 +1425,7 @@ class Node:
         if not isinstance(val, Payload):
             raise WireError("store: a value (val) or a shared-memory file (shm) is required")
         self.store.put(msg["id"], val)
-        self._copies[msg["id"]] = msg["src"]
-        self._restate_due.append((self.clock.now(), msg["id"]))
+        self.copybook.kept_copy(msg["id"], msg["src"], self.clock.now())
         if member is not None:
             stored = encode({"t": M.STORED, "src": self.node_id, "id": msg["id"]})
             answer = functools.partial(self.transport.send, member.addr, stored)
@@ -1786,14 +1662,14 @@ class Node:
         """``t``'s stored copies, which this owner adopted (its client failed over here), are ours to free now:
         each holder that this node counts is told (CLAIM), and so keeps its copy past the former owner's death,
         and against its free (it may be alive and release the client's objects after its memory lease). Sent
-        once more ``RESTATE_AFTER`` s later (idempotent): a CLAIM lost on its way would leave the copy to the
-        former owner's free."""
+        once more ``RESTATE_AFTER`` s later (idempotent: ``CopyBook.claim_sent``): a CLAIM lost on its way would
+        leave the copy to the former owner's free."""
         ids = [f"{t.id}#{j}" for j in range(t.parts)] or [t.id]
         for holder in t.locations:
             if holder == self.node_id:
                 self._claimed(self.node_id, ids)
             elif self._send_claim(holder, ids):
-                self._claim_again.append((self.clock.now(), holder, ids))
+                self.copybook.claim_sent(holder, ids, self.clock.now())
 
     def _send_claim(self, holder: str, ids: list[str]) -> bool:
         member = self._live_member(holder)
@@ -1893,8 +1769,7 @@ class Node:
 
     def _data_tick(self) -> None:
         now = self.clock.now()
-        if self._copies or self._restate_due or self._results or self._claim_again:
-            self._copy_tick(now)
+        self._copy_actions(self.copybook.tick(now))
         self.shm.tick(now)
         if self._heap_trim.tick(now, self.exec.queued, self.exec.finished):  # idle again: heap pages to the OS
             self.store.trim_heap()
@@ -2233,7 +2108,6 @@ class Node:
 
 _STREAM_TYPES = frozenset((M.XHEAD, M.XCHUNK, M.XACK))
 _REACHABLE = frozenset((MemberState.ALIVE, MemberState.SUSPECT))
-_NO_RUN: tuple[tuple[str, ...], int, int, M.Result] = ((), 0, 0, {"id": "", "ok": True})
 # a peer's identity: "n:" on its data connection, "s:" on its control lane (SWIM, ``ZmqTransport.send_control``)
 _NODE_IDENTS = (b"n:", b"s:")
 _SETTLE = Settle()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from meshaios.node import COPY_CHECK_EVERY, ORPHAN_GRACE
+from meshaios.store.copies import COPY_CHECK_EVERY, ORPHAN_GRACE
 from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
 from meshaios.wire import messages as M
@@ -30,21 +30,22 @@ def test_an_orphaned_result_goes_but_never_a_newer_copy_under_its_ids_nor_a_clai
             for obj in ("gone", "m#0", "m#1", "late", "kept"):
                 x.store.put(obj, Payload(b"12345678"))
             dead, other = "0" * 24, "1" * 24  # owners this node never saw alive: dead to it
-            x._keep_result(dead, _done("gone", 0), 0)  # its done reached no owner: nobody would ever free it
+            # its done reached no owner: nobody would ever free it
+            x.copybook.kept_result(dead, _done("gone", 0), 0, x.clock.now())
             # a map task's parts, then the task again here (its client failed over: epoch 1) for an owner that
             # counts them -- this node itself -- under the same ids: the old run's timer must not reach them,
             # nor the old owner's late free (it only stops counting them)
-            x._keep_result(dead, _done("m", 0, parts=2), 0)
-            x._keep_result(x.node_id, _done("m", 0, parts=2), 1)
+            x.copybook.kept_result(dead, _done("m", 0, parts=2), 0, x.clock.now())
+            x.copybook.kept_result(x.node_id, _done("m", 0, parts=2), 1, x.clock.now())
             x._free(dead, ["m#0", "m#1"])
             # the newer run first, then an older one that finished later (attempt 0 < 1): the newer record stands
-            x._keep_result(x.node_id, _done("late", 1), 0)
-            x._keep_result(dead, _done("late", 0), 0)
+            x.copybook.kept_result(x.node_id, _done("late", 1), 0, x.clock.now())
+            x.copybook.kept_result(dead, _done("late", 0), 0, x.clock.now())
             # an owner that adopted the task (its client failed over to it) claims the copy: kept
-            x._keep_result(other, _done("kept", 0), 0)
+            x.copybook.kept_result(other, _done("kept", 0), 0, x.clock.now())
             x._claimed(x.node_id, ["kept"])
             await asyncio.sleep(ORPHAN_GRACE + COPY_CHECK_EVERY + 1)
-            return set(x.store.keys()), dict(x.counters), {o: x._results[o][0] for o in x._results}
+            return set(x.store.keys()), dict(x.counters), {o: run.owners for o, run in x.copybook.results.items()}
 
     left, counters, owners = run_virtual(scenario())
     assert left == {"m#0", "m#1", "late", "kept"}
@@ -66,7 +67,7 @@ def test_an_older_epoch_run_that_finishes_after_a_claim_leaves_the_copy_to_the_n
     learnt of the failover -- finishes here and stores under the same id: ``b`` still counts it, so ``a``'s free
     (``a`` has let the client's work go) must not take it. Likewise a copy that ``b``'s own run (epoch 1) stored,
     then a late run of epoch 0 of the same task: the newer record stands and ``a``'s free is ignored. Both runs go
-    through the executor's real path (RUN, fence, worker, ``_keep_result``)."""
+    through the executor's real path (RUN, fence, worker, ``CopyBook.kept_result``)."""
 
     async def scenario() -> tuple[set[str], dict[str, tuple[tuple[str, ...], int, int]]]:
         async with InProcessMesh(2, virtual=True, workers=1) as mesh:
@@ -85,7 +86,7 @@ def test_an_older_epoch_run_that_finishes_after_a_claim_leaves_the_copy_to_the_n
             x._accept_run(a, [_run("newer", 0, 0)])
             await asyncio.sleep(1)
             x._free(a, ["claimed", "newer"])
-            return set(x.store.keys()), {o: x._results[o][:3] for o in x._results}
+            return set(x.store.keys()), {o: (run.owners, run.ep, run.att) for o, run in x.copybook.results.items()}
 
     left, records = run_virtual(scenario())
     assert left == {"claimed", "newer"}

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from meshaios.io.inmem import InMemoryHub, InMemoryTransport
-from meshaios.node import RESTATE_AFTER
+from meshaios.store.copies import RESTATE_AFTER
 from meshaios.tasks.owner import OwnedTask
 from meshaios.testing.faults import DRAIN, check, run_seed
 from meshaios.testing.inproc import InProcessMesh
@@ -230,15 +230,15 @@ def test_a_claim_lost_on_its_way_is_sent_again() -> None:
             holder, new = mesh.nodes
             old = "0" * 24  # the put's former owner, on the holder's books
             holder.store.put("p1", Payload(b"12345678"))
-            holder._copies["p1"] = old
+            holder.copybook.copies["p1"] = old
             t = OwnedTask(id="p1", client=b"c:x", fn=Payload(b""), args=Payload(b""), deps=[])
             t.locations = [holder.node_id]
             mesh.hub.drop_rate = 1.0  # the first CLAIM is lost
             new._claim(t)
             mesh.hub.drop_rate = 0.0
-            first = holder._copies["p1"]
+            first = holder.copybook.copies["p1"]
             await asyncio.sleep(RESTATE_AFTER + 1)
-            second = holder._copies["p1"]
+            second = holder.copybook.copies["p1"]
             holder._free(old, ["p1"])
             kept = "p1" in holder.store
             holder._free(new.node_id, ["p1"])

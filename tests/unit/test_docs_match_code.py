@@ -29,21 +29,12 @@ from meshaios.io.transport import ZmqOptions
 from meshaios.logs import RateLimitedLog
 from meshaios.membership import swim
 from meshaios.membership.swim import SwimConfig
-from meshaios.node import (
-    COPY_CHECK_EVERY,
-    META_EVERY,
-    MODELS_EVERY,
-    ORPHAN_GRACE,
-    PEEK_TIMEOUT,
-    RESTATE_AFTER,
-    SAVE_MODEL_EVERY,
-    TICK,
-    VIEW_STALE,
-)
+from meshaios.node import META_EVERY, MODELS_EVERY, PEEK_TIMEOUT, SAVE_MODEL_EVERY, TICK, VIEW_STALE
 from meshaios.sched import sampling
 from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
 from meshaios.store import heap, shm
+from meshaios.store.copies import COPY_CHECK_EVERY, ORPHAN_GRACE, RESTATE_AFTER
 from meshaios.store.fetch import MAX_TIMEOUTS
 from meshaios.store.stream import StreamConfig
 from meshaios.tasks import execcore

@@ -17,12 +17,12 @@ import contextlib
 import datetime
 import functools
 import heapq
-import inspect
 import json
 import logging
 import os
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, TypeVar
@@ -138,9 +138,10 @@ class Future:
         self._on_start: list[Callable[[Future], Any]] | None = None
         # a thread blocked in ``result()`` on this future alone: a held lock that settling releases (``_wait``)
         self._waiter: Any = None
-        # sent from the caller's thread (``AsyncClient._submit_direct``): (connection, shard), until a waiting thread
-        # has read the connection for its answer (``AsyncClient._read_own``) or someone looks at it another way
-        self._direct: tuple[ZmqConnection, int] | None = None
+        # sent from the caller's thread (``AsyncClient._submit_direct``): (connection, shard, nothing waited to be read
+        # right after the send), until a waiting thread has read the connection for its answer
+        # (``AsyncClient._read_own``) or someone looks at it another way
+        self._direct: tuple[ZmqConnection, int, bool] | None = None
 
     @property
     def _cf(self) -> concurrent.futures.Future[Any]:
@@ -1070,7 +1071,7 @@ class AsyncClient:
 
     # ---- submission (any thread: encoding; loop thread: enqueue) --------------------------------------
     def _fn_payload(self, fn: Callable[..., Any]) -> Payload:
-        if inspect.ismethod(fn):
+        if isinstance(fn, types.MethodType):  # ``inspect.ismethod``
             # a bound method is made afresh at each attribute access, so a cache keyed by it never hits; kept, it
             # would keep its object alive (concurrent.futures' "no stale references")
             return encode_function(fn, allow_pickle=self.allow_pickle)
@@ -1196,7 +1197,7 @@ class AsyncClient:
                 return False
             self._handover.append((spec, fut, conn, sid, ep, req))  # before the send: its answer finds it there
             if isinstance(conn, ZmqConnection):
-                fut._direct = (conn, sid)  # its caller may read the answer itself (``_read_own``)
+                fut._direct = (conn, sid, False)  # its caller may read the answer itself (``_read_own``)
             try:
                 sent = send(frames)
             except BaseException as exc:  # a Ctrl-C: if the SUBMIT began, it went whole (io/lean.py ``send_frames``)
@@ -1210,6 +1211,8 @@ class AsyncClient:
                     self._handover.pop()
                     fut._direct = None
                 else:
+                    if sent is None and fut._direct is not None:  # nothing waited: its reader may poll first
+                        fut._direct = (fut._direct[0], sid, True)
                     self._unanswered.add(spec["id"])
                     self._next_req = req
                     self.sent_direct += 1
@@ -1296,7 +1299,7 @@ class AsyncClient:
         me = threading.get_ident()
         if direct is None or loop is None or me == self._loop_thread:
             return
-        conn, sid = direct
+        conn, sid, quiet = direct
         give_back = True
         key = fut.key
         try:
@@ -1309,7 +1312,8 @@ class AsyncClient:
                 try:
                     # what this returns stays the loop's to take in (io/lean.py ``_take``): a Ctrl-C from here on
                     # neither loses it nor hands it over twice, whatever the instant
-                    batch = conn.read(min(READ_SLICE_S, max(0.0, limit - (time.monotonic() - t0))))
+                    batch = conn.read(min(READ_SLICE_S, max(0.0, limit - (time.monotonic() - t0))), not quiet)
+                    quiet = False
                 except zmq.ZMQError:
                     break  # the socket went away under us: the loop's reader has the last word
                 if batch is None:

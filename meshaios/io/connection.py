@@ -159,9 +159,10 @@ class ZmqConnection:
         loop (io/lean.py); False: not now."""
         return not self._closed and self._lean.begin_read()
 
-    def read(self, timeout: float) -> list[list[Any]] | None:
-        """After ``begin_read``: the messages here, waiting up to ``timeout`` s for one; None once closed."""
-        return self._lean.read(timeout)
+    def read(self, timeout: float, take_first: bool = True) -> list[list[Any]] | None:
+        """After ``begin_read``: the messages here, waiting up to ``timeout`` s for one; None once closed
+        (io/lean.py ``LeanReader.read``)."""
+        return self._lean.read(timeout, take_first)
 
     def end_read(self, give_back: bool, reader: int | None = None) -> bool:
         """The socket back to the loop; True: the loop must be asked to ``recheck`` (io/lean.py ``end_read``)."""

@@ -46,7 +46,9 @@ from meshaios.fastinit import fast_init
 # ``ZMQ_EVENTS`` through the backend's ``get``: pyzmq's own wraps each answer in an ``enum.Flag`` (and ``& POLLIN``
 # makes another), a few microseconds a call that a round trip pays four to six times in each process
 _get: Any = zmq.backend.Socket.get  # returns an int
-_EVENTS = int(zmq.EVENTS)
+# the option as its ``SocketOption`` member, not an int: the backend's ``get`` makes ``SocketOption(option)`` per call,
+# which returns a member at once but looks an int up (~0.5 µs a call)
+_EVENTS: Any = zmq.EVENTS
 _POLLIN = int(zmq.POLLIN)
 # Sending and receiving a message frame by frame through the backend's calls, with plain int flags: pyzmq's
 # ``send_multipart`` ORs ``zmq.SNDMORE`` into the flags per frame (an ``enum.Flag`` operation) and goes through the
@@ -164,10 +166,12 @@ def loop_woken(s: Share) -> tuple[Share, int]:
 
 
 def loop_takes(s: Share) -> tuple[Share, int]:
-    """The loop reads the socket (``_take``): refused while a thread reads (``s.reader`` is not None then: it parks);
-    otherwise it reads what any thread left there."""
+    """The loop reads the socket (``_take``): refused while a thread reads (``s.reader`` is not None then: it parks,
+    and wakes that thread -- the loop reads when it saw a message, whose signal its own ``ZMQ_EVENTS`` read may have
+    taken before the thread began to read); otherwise it reads what any thread left there."""
     if s.reader is not None:
-        return loop_woken(s)
+        s, todo = loop_woken(s)
+        return s, todo | POKE
     if s.left:
         return _share(None, s.parked, s.wanted, False, s.closed), 0
     return s, 0
@@ -473,14 +477,18 @@ class LeanReader:
             self._share, ok = thread_begins(self._share, threading.get_ident(), ready)
             return ok
 
-    def read(self, timeout: float) -> list[list[Any]] | None:
+    def read(self, timeout: float, take_first: bool = True) -> list[list[Any]] | None:
         """The reading thread: the messages here, waiting up to ``timeout`` seconds for one (``[]``: none came);
         None once the reader is closed. The descriptor also signals libzmq's other commands: after such a wake-up
-        with no message, it waits again for the rest of the time."""
-        out = self._take(self._limit, True)
+        with no message, it waits again for the rest of the time. ``take_first=False``: the caller knows that no
+        message waited at its last call on the socket (``ZMQ_EVENTS`` read after its send), so any message since
+        has signalled the descriptor (or was read by the loop, which wakes this thread through the pipe: ``poke``)
+        -- the poll comes first, sparing a ``ZMQ_EVENTS`` read (a system call in libzmq) per round trip."""
         pipe = self._pipe
-        if out is None or out or pipe is None:
-            return out
+        if take_first or pipe is None:
+            out = self._take(self._limit, True)
+            if out is None or out or pipe is None:
+                return out
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

@@ -60,10 +60,10 @@ def test_the_loop_steps_aside_once_while_a_thread_reads() -> None:
     s, todo = loop_woken(reading())
     assert (s, todo) == (reading(parked=True), PARK)
     assert loop_woken(s) == (s, 0)
-    s, todo = loop_takes(reading())  # the loop would read: refused, and parks
+    s, todo = loop_takes(reading())  # the loop would read: refused, parks, and wakes the thread (a message waits)
     assert s.reader == T
-    assert (s, todo) == (reading(parked=True), PARK)
-    assert loop_takes(s) == (s, 0)
+    assert (s, todo) == (reading(parked=True), PARK | POKE)
+    assert loop_takes(s) == (s, POKE)
 
 
 def test_a_loop_send_while_a_thread_reads_wakes_it_and_is_read_by_the_loop_after() -> None:

@@ -1302,6 +1302,7 @@ class AsyncClient:
         conn, sid, quiet = direct
         give_back = True
         key = fut.key
+        told = False  # the loop has a notice of every batch this thread read (``_handback``)
         try:
             # in the ``try``: a Ctrl-C just after it began still ends this thread's read (``finally``)
             if not conn.begin_read():  # another thread reads now: the loop reads once it stops (or closed)
@@ -1309,6 +1310,7 @@ class AsyncClient:
             t0 = time.monotonic()
             limit = READ_OWN_S if timeout is None else min(READ_OWN_S, timeout)
             while fut._state == _PENDING and fut._cf_ is None and self._conns.get(sid) is conn and not self._closed:
+                told = False  # before the read: a Ctrl-C from here to the notice leaves the loop untold
                 try:
                     # what this returns stays the loop's to take in (io/lean.py ``_take``): a Ctrl-C from here on
                     # neither loses it nor hands it over twice, whatever the instant
@@ -1331,6 +1333,7 @@ class AsyncClient:
                     with self._wire_lock:
                         # a notice for the loop (``_adopt`` takes the messages from ``conn``), with their decoding
                         self._handback.append((sid, conn, batch, msgs))
+                        told = True
                         # already pending at the loop (adopted meanwhile): the next lone task waits for its accounts
                         adopted = answer is not None and key not in self._unanswered
                         if answer is not None:
@@ -1358,7 +1361,7 @@ class AsyncClient:
             fut._direct = None
             again = True
             try:
-                again = conn.end_read(give_back, me)
+                again = conn.end_read(give_back, me, told)
             except BaseException:  # a second Ctrl-C inside: the read ends all the same, the loop reads again
                 conn.end_read(True, me)
                 raise

@@ -164,9 +164,9 @@ class ZmqConnection:
         (io/lean.py ``LeanReader.read``)."""
         return self._lean.read(timeout, take_first)
 
-    def end_read(self, give_back: bool, reader: int | None = None) -> bool:
+    def end_read(self, give_back: bool, reader: int | None = None, told: bool = False) -> bool:
         """The socket back to the loop; True: the loop must be asked to ``recheck`` (io/lean.py ``end_read``)."""
-        return self._lean.end_read(give_back, reader)
+        return self._lean.end_read(give_back, reader, told)
 
     def poke(self) -> None:
         """Any thread: wake the thread reading (``read``), if any, at once."""

@@ -196,7 +196,11 @@ def loop_unparks(s: Share) -> tuple[Share, int]:
 
 def thread_begins(s: Share, thread: int, ready: bool) -> tuple[Share, bool]:
     """Thread ``thread`` asks to read (``begin_read``); ``ready``: the socket is served for thread reads. Refused
-    (False) while another thread reads, or closed, or not ready: then the loop must read once the reading one stops."""
+    (False) while another thread reads, or closed, or not ready: then the loop must read once the reading one stops.
+    The reading thread itself may begin again: a read it never ended (Ctrl-Cs in a row, in its ``end_read`` too)
+    is its own to go on with, not a lock it keeps from itself."""
+    if s.reader == thread and not s.closed and ready:
+        return s, True
     if s.reader is not None or s.closed or not ready:
         return (s if s.wanted else _share(s.reader, s.parked, True, s.left, s.closed)), False
     return _share(thread, s.parked, s.wanted, s.left, False), True
@@ -218,9 +222,9 @@ def thread_took(s: Share, full: bool) -> Share:
 def thread_ends(s: Share, thread: int | None, give_back: bool, kept: bool) -> tuple[Share, int]:
     """The reading thread stops (``end_read``). ``thread``: given, nothing happens unless it is the one reading
     (so a thread stopped by an exception may end a read it perhaps never began). ``give_back``: it stopped before
-    it had what it waited for; ``kept``: messages it took wait for the loop to take them in. RECHECK: the loop must
-    read again -- its reader is parked and the thread gives it back or the loop wanted it, or the thread left
-    messages on the socket, or gives back with messages kept; CLOSE_PIPE once closed."""
+    it had what it waited for; ``kept``: messages it took wait for the loop, which was not told of them. RECHECK:
+    the loop must read again -- its reader is parked and the thread gives it back or the loop wanted it, or the
+    thread left messages on the socket, or gives back with messages kept; CLOSE_PIPE once closed."""
     if thread is not None and s.reader != thread:
         return s, 0
     if s.closed:
@@ -501,18 +505,18 @@ class LeanReader:
             if out is None or out or time.monotonic() >= deadline:
                 return out
 
-    def end_read(self, give_back: bool, reader: int | None = None) -> bool:
+    def end_read(self, give_back: bool, reader: int | None = None, told: bool = False) -> bool:
         """The reading thread gives the socket back. True: the loop must be asked to read again (call ``unpark``
         there) -- its reader is parked, and ``give_back`` (the reading thread stopped before it had what it waited
         for) or the loop has sent meanwhile, or another thread wanted to read; or the reading thread left messages
         past its limit whose descriptor's signal it took, or was stopped part-way while it took messages; or,
-        ``give_back``, messages it took wait in ``_kept`` (a clean stop leaves those to the loop's next
-        ``take_kept``). False: the loop's
-        reader stays parked until the loop's next send (nothing is expected that the loop would read).
+        ``give_back``, messages it took wait in ``_kept`` and the loop was not ``told`` of them (the client tells it
+        of each batch read: it takes them in with ``take_kept``). False: the loop's reader stays parked until the
+        loop's next send (nothing is expected that the loop would read).
         ``reader``: a thread's id; if given, nothing happens (False) unless that thread is the one reading -- so a
         thread stopped by an exception may end its read whether or not it had begun it."""
         with self.lock:
-            self._share, todo = thread_ends(self._share, reader, give_back, bool(self._kept))
+            self._share, todo = thread_ends(self._share, reader, give_back, not told and bool(self._kept))
             self._do(todo)
             return bool(todo & RECHECK)
 

@@ -217,7 +217,7 @@ def test_a_thread_reading_the_socket_gets_every_message_and_gives_the_socket_bac
             dealer.send_multipart([b"before"])
             await wait_until(lambda: to_loop == [b"before"])
             assert reader.begin_read()
-            assert not reader.begin_read()  # one reading thread at a time
+            assert not await asyncio.to_thread(reader.begin_read)  # one reading thread at a time
 
             def read_one() -> list[bytes]:
                 batch = reader.read(20.0)  # a stall would wait this long and return []

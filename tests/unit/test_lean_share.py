@@ -51,6 +51,7 @@ def test_one_thread_reads_at_a_time_and_one_refused_has_the_loop_read_after() ->
     s2, ok = thread_begins(s, 8, ready=True)
     assert not ok
     assert s2 == reading(wanted=True)
+    assert thread_begins(s, T, ready=True) == (s, True)  # the same thread, its read never ended: it goes on
     s3, ok = thread_begins(OPEN, T, ready=False)  # not served for thread reads (or not yet)
     assert not ok
     assert s3 == Share(wanted=True)

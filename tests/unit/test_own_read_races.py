@@ -275,3 +275,36 @@ def test_an_interrupt_while_a_thread_takes_messages_leaves_them_whole_for_the_lo
             assert to_loop == [[b"one"], [b"two", b"2", b"two"], [b"three"]]
 
     run(main)
+
+
+def test_a_thread_whose_read_was_never_ended_reads_again_and_ends_it() -> None:
+    """Ctrl-Cs in a row may stop a reading thread even inside its ``end_read``: the read is left begun. That
+    thread may begin again (it goes on with its own read), reads, ends it, and the loop reads afterwards; another
+    thread is still refused meanwhile."""
+
+    async def main() -> None:
+        async with inproc_pair() as (_mine, peer, reader):
+            to_loop: list[bytes] = []
+            reader.serve(lambda msgs: to_loop.extend(bytes(m[0]) for m in msgs), thread_reads=True)
+            await asyncio.sleep(0.01)
+            out: dict[str, object] = {}
+
+            def caller() -> None:
+                assert reader.begin_read()  # ... and stopped before its ``end_read``
+                assert reader.begin_read()  # the next ``result()`` on the same thread
+                out["got"] = [bytes(m[0]) for m in reader.read(5.0) or []]
+                out["again"] = reader.end_read(give_back=True, reader=threading.get_ident())
+
+            peer.send(b"x")
+            t = threading.Thread(target=caller)
+            t.start()
+            t.join()
+            assert out["got"] == [b"x"]
+            assert out["again"]  # stopped with what it read untold: the loop takes it in
+            assert not reader.reading
+            with reader.lock:
+                reader.sent()
+            peer.send(b"y")
+            await wait_until(lambda: to_loop == [b"x", b"y"])
+
+    run(main)

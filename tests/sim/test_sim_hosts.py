@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from meshaios.sched.eft import EftPolicy
 from meshaios.sched.placement import Locality
 from meshaios.sim.engine import SimConfig, SimResult, Simulation
 from meshaios.sim.workloads import bench_dag, heterogeneous_cluster, make_workload, on_hosts, uniform_cluster
@@ -21,11 +22,11 @@ def _dag_on_one_host(policy: str, nodes: int = 3, aware: bool = True, copies: in
                       SimConfig(policy=policy, host_aware=aware)).run()
 
 
-@pytest.mark.parametrize("policy", ["least-loaded", "eft"])
-def test_knowing_the_hosts_cores_moves_fewer_bytes_between_its_nodes(policy: str) -> None:
-    """Three nodes on two cores: a free slot is no free core while two tasks run, so consumers stay with their
-    inputs instead of being handed over through /dev/shm (whose copy takes a core from the running tasks)."""
-    aware, blind = _dag_on_one_host(policy), _dag_on_one_host(policy, aware=False)
+def test_knowing_the_hosts_cores_moves_fewer_bytes_between_its_nodes() -> None:
+    """Three nodes on two cores, the default placement: a free slot is no free core while two tasks run, so
+    consumers stay with their inputs instead of being handed over through /dev/shm (whose copy takes a core from
+    the running tasks)."""
+    aware, blind = _dag_on_one_host("least-loaded"), _dag_on_one_host("least-loaded", aware=False)
     for r in (aware, blind):
         assert r.completed == r.tasks == 190
         assert r.duplicate_executions == 0
@@ -39,16 +40,17 @@ def test_a_host_never_runs_more_tasks_and_copies_than_its_cores() -> None:
         assert r.host_peak == 2
 
 
-def test_the_owner_places_with_the_hosts_cores_in_its_links() -> None:
+@pytest.mark.parametrize("policy", ["least-loaded", "eft"])
+def test_the_owner_places_with_the_hosts_cores_in_its_links(policy: str) -> None:
     """What the simulator hands the node's placement code: every node's host id, and its own host's cores."""
-    sim = Simulation(on_hosts(uniform_cluster(3), 3, 2), bench_dag(19), SimConfig(policy="least-loaded"))
+    sim = Simulation(on_hosts(uniform_cluster(3), 3, 2), bench_dag(19), SimConfig(policy=policy))
     owner = sim.nodes[sim.owner_ids[0]]
     assert owner.links is not None
     assert owner.links.hosts == {"n000": "h0", "n001": "h0", "n002": "h0"}
     assert owner.links.cores == {"h0": 2}
-    policy = owner.owner.policy.inner if owner.owner is not None else None  # the simulator's timer wraps it
-    assert isinstance(policy, Locality)
-    assert policy.links is owner.links
+    placer = owner.owner.policy.inner if owner.owner is not None else None  # the simulator's timer wraps it
+    assert isinstance(placer, Locality | EftPolicy)
+    assert placer.links is owner.links
     assert all(n.core.steal.links is n.links for n in sim.nodes.values())
 
 

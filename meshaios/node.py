@@ -370,7 +370,6 @@ class Node:
         # a thief of this host takes a task's stored inputs through /dev/shm: the steal gate prices that, not the
         # network rate the thief reports for its ingress
         self.steal.link_bandwidth = self._link_to
-        self.steal.links = self.links  # a thief of this host waits for the host's cores too (the steal gate)
         # the owner's placement weighs this node's load from every owner, as it does a peer's (from its DONEs)
         self.owner.self_load = lambda: self.exec.queued
         self._instr: dict[type, Callable[[Any], None]] = {

@@ -39,9 +39,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeAlias, TypedDict, cast
 
-from meshaios.sched.inputs import Links
 from meshaios.sched.loadview import LoadView
-from meshaios.sched.placement import host_wait
 from meshaios.wire import messages as M
 
 __all__ = [
@@ -414,10 +412,6 @@ class StealEngine:
         # victim side: what this node knows of its link to a thief (measured, or /dev/shm for a node of its host),
         # preferred to the ingress the thief reports for itself; None where it knows nothing better
         self.link_bandwidth: Callable[[str], float | None] | None = None
-        # victim side: host ids and this host's cores (the node's ``Links``), and peers' gossiped task counts
-        # (``view``): a thief of this host gets a task only if it would run sooner there counting the host's cores
-        self.links: Links | None = None
-        self.view: LoadView | None = None
         # a restarted node must not reuse request ids its peers still remember: start from a random base
         self._rid = self.rng.randrange(1 << 40)
         self._request: _Request | None = None
@@ -649,7 +643,6 @@ class StealEngine:
         if budget <= 0:
             return []
         handshake = 3 * cfg.latency  # accept + commit, plus the request already spent
-        on_host = self.host_tasks(thief, now)  # (tasks, cores) of the host the thief shares with this node
         thief_busy: dict[str, float] = dict.fromkeys(thief_free, 0.0)  # predicted work already given per device
         chosen: list[tuple[QueuedTask, str, float, float]] = []
         for dev, slots in self.queue.slots.items():
@@ -667,41 +660,22 @@ class StealEngine:
                 if starts[i] <= handshake:
                     continue  # it starts here before a hand-over could finish
                 here = starts[i] + t.predicted
-                best: tuple[float, str, float] | None = None  # (finish there, device, runtime there)
+                best: tuple[float, str] | None = None
                 for td in t.devices:
                     if td not in thief_free:
                         continue
                     rt = self._estimate(t, {"speed": speeds}, td)
-                    queue_there = thief_busy[td] / thief_free[td]
-                    if on_host is not None and td == "cpu":
-                        # the thief's free slot waits for one of the host's cores, like every task of the host
-                        # (this one is among them already: it moves, the host's count does not change)
-                        queue_there = max(queue_there, host_wait(on_host[0] - 1, on_host[1], rt))
-                    there = handshake + t.nbytes / bandwidth + queue_there + rt
+                    there = handshake + t.nbytes / bandwidth + thief_busy[td] / thief_free[td] + rt
                     if best is None or there < best[0]:
-                        best = (there, td, rt)
+                        best = (there, td)
                 if best is None:
                     continue
-                there, td, rt_there = best
+                there, td = best
+                rt_there = there - handshake - t.nbytes / bandwidth - thief_busy[td] / thief_free[td]
                 if here - there > cfg.margin_s + cfg.margin_frac * rt_there:
                     chosen.append((t, td, here, there))
                     thief_busy[td] += rt_there
         return chosen
-
-    def host_tasks(self, thief: str, now: float) -> tuple[int, int] | None:
-        """(tasks queued and running on every node of the host, its cores) when ``thief`` shares this node's host and
-        its cores are known (``Links.shared_host``): this node's own queue, and each other node's gossiped count
-        (``LoadView``, the thief's included); None otherwise. Read on a steal request only."""
-        links, view = self.links, self.view
-        if links is None or view is None or (host := links.shared_host(thief)) is None:
-            return None
-        if links.hosts.get(self.node_id) != host:
-            return None
-        tasks = self.queue.n_running() + self.queue.n_queued()
-        for nid, h in links.hosts.items():
-            if h == host and nid != self.node_id and (nv := view.get(nid, now)) is not None:
-                tasks += nv.queued
-        return tasks, links.cores[host]
 
     def _on_accept(self, thief: str, rid: int, msg: M.StealAccept, now: float) -> list[Action]:
         key = (thief, rid)

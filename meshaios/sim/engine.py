@@ -375,8 +375,7 @@ class Simulation:
                 spec = self.specs[nid]
                 if spec.host and cfg.host_aware:
                     links.cores[spec.host] = self.hosts[spec.host].cores
-                node.core.steal.links = links
-                node.core.steal.link_bandwidth = _same_host_rate(links, nid)
+                node.core.steal.link_bandwidth = _same_host_rate(links, nid)  # a thief of its host: /dev/shm
         for oid in self.owner_ids:
             self._make_owner(self.nodes[oid])
         for n in self.nodes.values():

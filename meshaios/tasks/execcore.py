@@ -455,7 +455,6 @@ class ExecCore:
             random.Random(steal_seed if steal_seed is not None else f"steal/{node_id}"),
             speed=self.speed, estimate=estimate,
         )  # fmt: skip
-        self.steal.view = view  # peers' gossiped counts: the steal gate counts the tasks of a thief's host
         self.fence = RunFence()
         # attempts aborted by their owner -> that owner (a late RUN, commit, result or prefetched start is dropped)
         self.aborted: dict[Key, str] = {}

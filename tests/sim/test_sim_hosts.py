@@ -1,6 +1,6 @@
 """Simulated hosts: several nodes of one machine share its cores and a same-host link (issue 17,
-docs/scheduling.md 6.7), placed by the node's own code (``Locality``, ``EftPolicy``, the steal gate) reading the
-host's cores from ``Links`` as ``node.py`` fills it.
+docs/scheduling.md 6.7), placed by the node's own code (``Locality``, ``EftPolicy``) reading the host's cores from
+``Links`` as ``node.py`` fills it.
 
 Seeded and deterministic: comparisons of schedules (bytes moved, cores held), not of timings."""
 
@@ -51,7 +51,9 @@ def test_the_owner_places_with_the_hosts_cores_in_its_links(policy: str) -> None
     placer = owner.owner.policy.inner if owner.owner is not None else None  # the simulator's timer wraps it
     assert isinstance(placer, Locality | EftPolicy)
     assert placer.links is owner.links
-    assert all(n.core.steal.links is n.links for n in sim.nodes.values())
+    steal = sim.nodes["n001"].core.steal
+    assert steal.link_bandwidth is not None
+    assert steal.link_bandwidth("n002") == owner.links.local  # a thief of its host takes inputs through /dev/shm
 
 
 def test_one_node_per_host_is_the_simulator_as_before() -> None:

@@ -7,7 +7,6 @@ reader's page faults) on the cores the running tasks need. A node of another hos
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
@@ -17,8 +16,6 @@ from meshaios.sched.inputs import Links
 from meshaios.sched.loadview import DeviceLoad, LoadView, make_summary
 from meshaios.sched.model import RuntimeModel, task_features
 from meshaios.sched.placement import Locality, NodeLoad, host_wait, make_policy
-from meshaios.sched.stealing import QueuedTask, Send, StealEngine, WorkQueue
-from meshaios.wire.messages import StealReq
 
 MB = 1 << 20
 # a consumer of a 100 MiB input held on x, its kernel estimated at 0.5 s
@@ -119,53 +116,3 @@ def test_eft_lends_a_free_core_of_the_host_to_a_peer() -> None:
     policy, cands = _eft({"h": 4}, 1.0)
     assert policy.choose(dict(TASK), cands, random.Random(0)).node_id == "y"
 
-
-# ---- the steal gate (sched/stealing.py): a thief of the victim's host waits for the host's cores -------------------
-
-
-def _victim(cores: dict[str, int], other_tasks: int) -> tuple[StealEngine, StealReq]:
-    """Victim v runs one 0.5 s task with two queued behind it; o, a third node of the host, reports
-    ``other_tasks``; thief t (one free slot) asks."""
-    queue = WorkQueue({"cpu": 1})
-    for i in range(3):
-        queue.push(QueuedTask(id=f"t{i}", att=0, owner="own", kernel="k", predicted=0.5, spec={"i": i}))
-    assert queue.start_next("cpu", 0.0) is not None
-    victim = StealEngine("v", queue)
-    links = Links(default=125e6, local=1e9)
-    links.hosts.update({"v": "h", "t": "h", "o": "h"})
-    links.cores.update(cores)
-    view = LoadView()
-    view.update("o", make_summary({"cpu": DeviceLoad(1, 0, 0.5 * other_tasks)}, queued=other_tasks), 0.0)
-    view.update("t", make_summary({"cpu": DeviceLoad(1, 1, 0.0)}, queued=0), 0.0)
-    victim.links, victim.view = links, view
-    req: StealReq = {"k": "steal_req", "rid": 1, "free": {"cpu": 1}, "speed": {"cpu": 1.0}}
-    return victim, req
-
-
-def _offered(victim: StealEngine, req: StealReq) -> list[Any]:
-    sends = [a for a in victim.handle("t", req, 0.0) if isinstance(a, Send)]
-    assert len(sends) == 1
-    return list(sends[0].msg.get("tasks", []))
-
-
-def test_a_thief_of_the_host_gets_nothing_while_the_host_has_no_free_core() -> None:
-    """6 tasks on the host's 2 cores: the last queued task here starts in 1.0 s and ends at 1.5 s; on the idle
-    thief it would wait 1.0 s for a core as well. Without the host's cores it was given away."""
-    victim, req = _victim({}, 3)
-    assert len(_offered(victim, req)) == 1
-    victim, req = _victim({"h": 2}, 3)
-    assert victim.host_tasks("t", 0.0) == (6, 2)
-    assert _offered(victim, req) == []
-
-
-def test_a_thief_of_the_host_still_takes_work_when_the_host_has_a_free_core() -> None:
-    victim, req = _victim({"h": 2}, 0)  # 3 tasks on 2 cores: the last queued waits 1.0 s here, 0.25 s there
-    assert len(_offered(victim, req)) == 1
-
-
-def test_a_thief_of_another_host_is_gated_as_before() -> None:
-    victim, req = _victim({"h": 2}, 3)
-    assert victim.links is not None
-    victim.links.hosts["t"] = "elsewhere"
-    assert victim.host_tasks("t", 0.0) is None
-    assert len(_offered(victim, req)) == 1

@@ -757,7 +757,7 @@ class Node:
             if isinstance(after, str):  # their last reader runs here: dropped when it succeeds
                 self._core(DropAfter(after, ids))
             else:
-                self._free(msg["src"], ids)
+                self._free(msg["src"], ids, msg.get("hold") is True)
         elif msg["t"] == M.CLAIM:
             if ident != _peer(msg["src"]):
                 raise WireError("claim: only a node of the mesh, naming itself, claims copies")
@@ -837,9 +837,10 @@ class Node:
         """Owner ``src`` adopted these objects and counts this node's copies (``CopyBook.claimed``)."""
         self.copybook.claimed(src, ids)
 
-    def _free(self, src: str, ids: Iterable[str]) -> None:
-        """Owner ``src`` frees these objects here: those no other owner counts (``CopyBook.free``)."""
-        self._copy_actions(self.copybook.free(src, ids, self.clock.now()))
+    def _free(self, src: str, ids: Iterable[str], hold: bool = False) -> None:
+        """Owner ``src`` frees these objects here: those no other owner counts (``CopyBook.free``); ``hold``: kept
+        ``FREE_HOLD`` for a claim (``src`` let its client's work go: it failed over)."""
+        self._copy_actions(self.copybook.free(src, ids, self.clock.now(), hold))
 
     def _copy_actions(self, actions: list[CopyInstruction]) -> None:
         for a in actions:
@@ -885,13 +886,15 @@ class Node:
                     if a.after:
                         self._core(DropAfter(a.after, a.ids))
                         continue
-                    self._free(self.node_id, a.ids)
+                    self._free(self.node_id, a.ids, a.hold)
                     continue
                 holder = self.swim.get(a.node) if self.swim else None
                 if holder is not None:
                     free: M.Free = {"t": M.FREE, "src": self.node_id, "ids": a.ids}
                     if a.after:
                         free["after"] = a.after
+                    if a.hold:
+                        free["hold"] = True
                     self._send_node(a.node, holder.addr, free)
 
     # ---- execution: the shell around the executing node's core (tasks/execcore.py) --------------------------

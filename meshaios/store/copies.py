@@ -16,7 +16,8 @@ Invariants (each has a test in ``tests/unit/test_copybook.py``):
   takes it;
 - a stored result is dropped once no live owner counts it, and only then: a free takes only its sender's count
   off, one from an owner that does not count the copy is ignored, and a copy whose owners all died goes after
-  ``ORPHAN_GRACE`` unless an owner claims it or comes back;
+  ``ORPHAN_GRACE`` unless an owner claims it or comes back; one freed by the owner its client left (a free that
+  says ``hold``) goes after ``FREE_HOLD`` unless the client's new owner claims it;
 - a later run of the same task stores under the same ids: the newest run's record (client epoch, then attempt)
   stands and its ``DONE`` is the one restated, and every owner that counted the copy under these ids counts it still;
 - a ``STORED``, ``DONE``, ``FREE`` or ``CLAIM`` lost on its way is made good: a replica says ``STORED`` once more
@@ -38,6 +39,7 @@ COPY_CHECK_EVERY = 30.0  # seconds between a holder's STORED for each put copy i
 ORPHAN_GRACE = 60.0  # seconds a put's copy or stored result outlives its owner's death unless another owner claims it
 RESTATE_AFTER = 2.0  # seconds after keeping a put's replica, it says STORED once more (``CopyBook.tick``),
 # and after claiming copies, an owner sends its CLAIM once more (``Node._claim``)
+FREE_HOLD = 5.0  # seconds a copy freed by an owner its client left (DETACH, FENCED) is kept for the new owner's CLAIM
 
 
 @dataclass(slots=True)
@@ -173,13 +175,18 @@ class CopyBook:
         (idempotent): a CLAIM lost on its way would leave the copy to the former owner's free."""
         self._claim_again.append((now, holder, ids))
 
-    def free(self, src: str, ids: Iterable[str], now: float) -> list[CopyInstruction]:
+    def free(self, src: str, ids: Iterable[str], now: float, hold: bool = False) -> list[CopyInstruction]:
         """Owner ``src`` frees these objects here. A copy that another owner counts is not freed: a result that a
         newer run stored here for other owners (the same ids: the task ran again, for the owner its client failed
         over to) or that an owner adopting its task claimed, and a put's copy claimed by the owner its client
         failed over to (CLAIM) -- ``src`` is a former owner, still alive, that its own bookkeeping lets free it
         (its client fell silent past the memory lease, or told it to let go: ``Owner.detach``). An object this
-        book does not know (a put's own copy on its node, a fetched copy) is deleted."""
+        book does not know (a put's own copy on its node, a fetched copy) is deleted.
+
+        ``hold``: ``src`` frees them because their client failed over to another owner (``Owner.detach``), which
+        claims the copies it counts at about the same moment: a copy no other owner counts yet is kept
+        ``FREE_HOLD`` s as an orphan, for that claim, instead of going at once -- the free that reached the holder
+        first took the copy the new owner counted, and it was recomputed when read."""
         out: list[CopyInstruction] = []
         results = self.results
         for obj in ids:
@@ -193,9 +200,12 @@ class CopyBook:
                     self.counters["replaced_copies_kept"] += 1
                     continue
                 owners = tuple(o for o in run.owners if o != src)
-                if owners:  # another owner that adopted the task counts it too
+                if owners or hold:  # another owner that adopted the task counts it too, or may claim it now
                     run.owners = owners
-                    if not any(map(self._reachable, owners)):
+                    if not owners:
+                        self.counters["freed_copies_held"] += 1
+                        self.orphans.setdefault(obj, now + FREE_HOLD)
+                    elif not any(map(self._reachable, owners)):
                         self.orphans.setdefault(obj, now + ORPHAN_GRACE)
                     continue
                 del results[obj]

@@ -271,6 +271,7 @@ class Free:
     node: str
     ids: list[str]
     after: str = ""
+    hold: bool = False  # the client failed over: kept a while for its new owner's CLAIM (store/copies.FREE_HOLD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -836,6 +837,7 @@ class Owner:
         others, results still on their way are dropped as unknown. Its new owner has all of it."""
         self.clients.advance(client, ep)
         n = 0
+        held: dict[str, list[str]] = {}  # their copies, freed now: kept a while for the new owner's CLAIM
         for t in list(self.tasks.values()):
             if t.client != client or t.ep >= ep or not t.fn.blob:  # put data is data, not work: kept
                 continue
@@ -849,11 +851,11 @@ class Owner:
                 n += 1
             if t.state is TaskState.DONE:
                 for node in t.locations:
-                    self._frees.setdefault(node, []).extend([f"{t.id}#{j}" for j in range(t.parts)] or [t.id])
+                    held.setdefault(node, []).extend([f"{t.id}#{j}" for j in range(t.parts)] or [t.id])
             del self.tasks[t.id]
         self._held.pop(client, None)
         self.counters["abandoned"] += n
-        return self._pump()
+        return [*(Free(node, ids, hold=True) for node, ids in held.items()), *self._pump()]
 
     def _unhold(self, client: bytes) -> None:
         held = self._held.pop(client, None)

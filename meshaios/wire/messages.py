@@ -651,6 +651,7 @@ class Free(_Header, total=False):
     src: Required[str]
     ids: Required[list[str]]
     after: str  # a task of the sender's running here that is their last reader: drop them when it succeeds
+    hold: bool  # the sender let their client's work go (it failed over): kept a while for the new owner's CLAIM
 
 
 class Claim(_Header, total=False):

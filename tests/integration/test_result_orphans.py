@@ -6,8 +6,10 @@ its client failed over to), nor one an owner claimed. Real nodes on the in-proce
 from __future__ import annotations
 
 import asyncio
+import operator
 
 from meshaios.store.copies import COPY_CHECK_EVERY, ORPHAN_GRACE
+from meshaios.tasks.owner import Detach, OwnedTask
 from meshaios.testing.inproc import InProcessMesh
 from meshaios.testing.vtime import run_virtual
 from meshaios.wire import messages as M
@@ -92,3 +94,41 @@ def test_an_older_epoch_run_that_finishes_after_a_claim_leaves_the_copy_to_the_n
     assert left == {"claimed", "newer"}
     # who counts each copy now, and the run whose record stands (client epoch, attempt): the newest
     assert records == {"claimed": (("b" * 24,), 0, 1), "newer": (("b" * 24,), 1, 0)}
+
+
+def test_a_detach_free_that_beats_the_new_owners_claim_leaves_the_copy_to_the_claim() -> None:
+    """The owner a client left frees its copies of the client's finished tasks as soon as it learns of the failover
+    (DETACH, FENCED), while the new owner claims them (the client brought them along done): sent at about the same
+    moment, the free may reach the holder first. It used to take the copy the new owner counted (a recompute when
+    it was read); now a copy freed that way is kept ``FREE_HOLD`` for a claim. Real nodes: the client's result on
+    its executor, the former owner's real DETACH path, the new owner's real CLAIM, its link to the holder held."""
+
+    async def scenario() -> tuple[bool, tuple[str, ...], str, bool]:
+        async with InProcessMesh(3, virtual=True, seed=1, task_seconds=0.01) as mesh:
+            await mesh.wait_converged()
+            c = await mesh.client(0, spread=1)
+            big = c.submit(operator.mul, b"x", 100_000)  # 100 kB: stored on its executor, not inline
+            await big
+            a = mesh.nodes[0]
+            t = a.owner.lookup(big.key)
+            assert t is not None
+            x = next(n for n in mesh.nodes if n.node_id in t.locations)
+            b = next(n for n in mesh.nodes[1:] if n is not x)
+            adopted = OwnedTask(id=t.id, client=b"c:new", fn=Payload(b""), args=Payload(b""), deps=[])
+            adopted.locations = list(t.locations)
+            mesh.hub.hold([b.address], [x.address])  # the new owner's CLAIM reaches the holder late
+            b._claim(adopted)
+            a._owner(Detach(t.client, 1))  # the client is at epoch 1 under b: a frees its copy at once
+            await asyncio.sleep(0.5)
+            mesh.hub.unhold()
+            await asyncio.sleep(0.5)
+            kept = t.id in x.store
+            run = x.copybook.results.get(t.id)
+            x._free(b.node_id, [t.id])  # the claimer lets it go: it goes
+            await c.close()
+            return kept, run.owners if run is not None else (), b.node_id, t.id in x.store
+
+    kept, owners, b, left = run_virtual(scenario())
+    assert kept
+    assert owners == (b,)
+    assert not left

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from meshaios.store.copies import (
     COPY_CHECK_EVERY,
+    FREE_HOLD,
     ORPHAN_GRACE,
     RESTATE_AFTER,
     CopyBook,
@@ -37,8 +38,8 @@ class World:
                 self.store.discard(a.obj)
         return out
 
-    def free(self, src: str, *ids: str, now: float = 0.0) -> list[CopyInstruction]:
-        return self.do(self.book.free(src, ids, now))
+    def free(self, src: str, *ids: str, now: float = 0.0, hold: bool = False) -> list[CopyInstruction]:
+        return self.do(self.book.free(src, ids, now, hold))
 
     def tick(self, now: float) -> list[CopyInstruction]:
         return self.do(self.book.tick(now))
@@ -184,6 +185,38 @@ def test_a_member_back_from_the_dead_hears_stored_for_its_copies_again() -> None
     w.book.member_down(A, 0.0)
     w.live.add(A)
     assert w.book.member_up(A) == [SayStored(A, "p")]
+    assert w.book.orphans == {}
+
+
+# ---- a free from the owner the client left, racing the new owner's claim --------------------------------------
+def test_a_free_from_an_owner_whose_client_failed_over_keeps_the_copy_for_a_claim_a_while() -> None:
+    """The former owner frees its copies of the client's finished tasks when it learns of the failover (DETACH,
+    FENCED) while the new owner claims them: the free may come first. It used to take the copy at once."""
+    w = World(A, B)
+    w.result(A, "r")
+    w.result(A, "m", parts=2)
+    w.result(A, "lone")
+    assert w.free(A, "r", "m#0", "m#1", "lone", now=1.0, hold=True) == []
+    assert w.book.orphans == dict.fromkeys(("r", "m#0", "m#1", "lone"), 1.0 + FREE_HOLD)
+    assert w.book.counters["freed_copies_held"] == 4
+    w.book.claimed(B, ["r", "m#0", "m#1"])  # the new owner's claim, second
+    assert set(w.book.orphans) == {"lone"}
+    assert w.book.results["r"].owners == (B,)
+    assert w.free(A, "r") == []  # the former owner's lease runs out later: its free of what it counted is ignored
+    # held, the copy is neither restated to anyone nor counted by the former owner any more
+    assert _deletes(_until(w, 1.0, 1.0 + FREE_HOLD - 0.5)) == []
+    assert w.tick(1.0 + FREE_HOLD) == [DeleteCopy("lone")]  # nobody claimed it: it goes
+    assert w.free(B, "r", "m#0", "m#1") == [DeleteCopy("r"), DeleteCopy("m#0"), DeleteCopy("m#1")]
+    assert w.store == set()
+
+
+def test_a_held_free_changes_nothing_for_a_copy_another_owner_counts_or_one_the_book_does_not_know() -> None:
+    w = World(A, B)
+    w.result(A, "r")
+    w.book.claimed(B, ["r"])
+    w.store.add("fetched")
+    assert w.free(A, "r", "fetched", hold=True) == [DeleteCopy("fetched")]
+    assert w.book.results["r"].owners == (B,)
     assert w.book.orphans == {}
 
 

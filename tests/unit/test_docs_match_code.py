@@ -34,7 +34,7 @@ from meshaios.sched import sampling
 from meshaios.sched.inputs import DEVICE_COPY_BW
 from meshaios.security import TOKEN_BYTES
 from meshaios.store import heap, shm
-from meshaios.store.copies import COPY_CHECK_EVERY, ORPHAN_GRACE, RESTATE_AFTER
+from meshaios.store.copies import COPY_CHECK_EVERY, FREE_HOLD, ORPHAN_GRACE, RESTATE_AFTER
 from meshaios.store.fetch import MAX_TIMEOUTS
 from meshaios.store.stream import StreamConfig
 from meshaios.tasks import execcore
@@ -104,6 +104,7 @@ QUOTES = [
     Quote(DATA, r"`BLOCK_ROWS` rows \(([\d,]+);", lambda: kernels.BLOCK_ROWS),
     Quote(PROTO, r"`ORPHAN_GRACE` \(([\d.]+) s\)", lambda: ORPHAN_GRACE),
     Quote(REL, r"`COPY_CHECK_EVERY` \(([\d.]+) s\)", lambda: COPY_CHECK_EVERY),
+    Quote(REL, r"`FREE_HOLD` \(([\d.]+) s\)", lambda: FREE_HOLD),
     # ---- the dashboard's mesh-wide view (Node.mesh_views)
     Quote(GUIDE, r"`PEEK_TIMEOUT` = ([\d.]+) s", lambda: PEEK_TIMEOUT),
     Quote(GUIDE, r"`VIEW_STALE` = ([\d.]+) s", lambda: VIEW_STALE),

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from meshaios.tasks.epochs import ClientLeases, Run, RunFence, Verdict
-from meshaios.tasks.owner import Deliver, Dispatch, Owner, OwnerConfig, TaskState
+from meshaios.tasks.owner import Deliver, Dispatch, Free, Owner, OwnerConfig, TaskState
 from meshaios.wire.payload import Payload
 
 C = b"c:client"
@@ -110,6 +110,17 @@ def test_detach_abandons_older_work_frees_its_slots_and_delivers_nothing() -> No
     # a late SUBMIT of the older epoch (from before the failover) is stale
     assert o.submit(C, [spec("d")], ep=0) == []
     assert o.counters["stale_submits"] == 1
+
+
+def test_detach_frees_the_copies_of_finished_work_at_once_held_for_the_new_owners_claim() -> None:
+    """Its new owner claims the copies it counts at about the same moment: the FREE says so (``hold``), and the
+    holder keeps a copy no other owner counts yet a while (store/copies.py ``FREE_HOLD``), for that claim."""
+    o = owner()
+    o.node_up("n1", 2)
+    o.submit(C, [spec("a"), spec("b")], ep=0)
+    o.completed("n1", [{"id": "a", "ok": True, "size": 8}, {"id": "b", "ok": True, "size": 8}])
+    assert o.detach(C, 1) == [Free("n1", ["a", "b"], hold=True)]
+    assert o.tasks == {}
 
 
 def test_detach_keeps_work_of_the_current_epoch_and_of_other_clients() -> None:

@@ -393,7 +393,7 @@ class LeanReader:
                     return None
             self._share = share
             kept = self._kept
-            if kept:
+            if kept and (not kept[-1] or kept[-1][-1].more):  # an interrupted thread's last message
                 _complete_last(sock, kept)
             if not reader:
                 out, self._kept = kept, []

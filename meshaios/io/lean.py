@@ -322,6 +322,9 @@ class LeanReader:
     def sent(self) -> None:
         """Call after each send on this socket (holding ``lock`` where other threads use the socket), on the loop's
         thread: the send may have consumed the signal of a message."""
+        if self._share is OPEN:  # ``loop_sent(OPEN)``, known: every send of a socket no thread reads (a node's)
+            self._do(READ_IF_WAITING)
+            return
         self._share, todo = loop_sent(self._share)
         self._do(todo)
 
@@ -381,17 +384,18 @@ class LeanReader:
         no second copy to hand over, and no step between receiving a frame and storing it where the loop looks."""
         sock = self.sock
         with self.lock:
+            share = self._share
             if reader:
-                share = thread_takes(self._share)
-                if share is None:
+                taking = thread_takes(share)
+                if taking is None:
                     return None
-            else:
-                share, todo = loop_takes(self._share)
+                self._share = taking
+            elif share is not OPEN:  # ``loop_takes(OPEN)`` changes nothing: every read of a node's sockets
+                share, todo = loop_takes(share)
+                self._share = share
                 if share.reader is not None:  # under the lock: a thread that stops reading sees it parked
-                    self._share = share
                     self._do(todo)
                     return None
-            self._share = share
             kept = self._kept
             if kept and (not kept[-1] or kept[-1][-1].more):  # an interrupted thread's last message
                 _complete_last(sock, kept)

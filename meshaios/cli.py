@@ -118,8 +118,9 @@ def cmd_node(args: argparse.Namespace) -> int:
     config = load_node_config(cli, args.config)
     _setup_logging(config.log_level, config.log_format)
     _raise_open_files_limit()
-    from meshaios.store.heap import small_pages_for_arrays
+    from meshaios.store.heap import one_arena, small_pages_for_arrays
 
+    one_arena()  # before the node's threads start: free pages at the top of a thread's arena outlive malloc_trim
     if small_pages_for_arrays():  # a VM that hands free memory back to its host: fresh huge pages cost the most
         logging.getLogger("meshaios.node").info("numpy arrays on 4 KiB pages: this VM reports free memory to its host")
     node = Node(config)

@@ -20,6 +20,12 @@ pages on top of the zeroing: on the DAG of ``tools/bench`` the nodes spent 0.8 C
 (docs/performance.md section 22). There a node asks numpy for ordinary pages instead (``small_pages_for_arrays``):
 more faults, but freed 4 KiB pages are reused while still backed.
 
+One arena: glibc gives each thread that allocates an arena of its own, and ``malloc_trim`` hands back the free
+pages inside every arena but the free space at the top of a thread's arena only down to glibc's trim threshold (up to
+64 MiB with the dynamic thresholds above): after the benchmark's shuffle an idle node kept 25 MB it had freed, and
+the DAG run next on the same nodes peaked that much higher. A node therefore allocates from one arena for all its
+threads (``one_arena``, unless ``MALLOC_ARENA_MAX`` is set), whose top ``malloc_trim`` does hand back.
+
 ``HeapTrim`` is the pure rule (when to trim); ``trim`` does it.
 """
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +74,21 @@ def _malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError):  # not glibc: nothing to trim
         return None
     return fn
+
+
+M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+
+
+def one_arena() -> bool:
+    """Every thread of this process allocates from glibc's main arena from now on (call it before threads start);
+    False where there is no glibc, or where ``MALLOC_ARENA_MAX`` already says how many."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt: Callable[[int, int], int] = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(M_ARENA_MAX, 1) == 1
 
 
 def trim() -> bool:

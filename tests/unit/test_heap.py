@@ -3,6 +3,7 @@ pages where free memory goes back to a hypervisor."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,49 @@ def test_numpy_is_asked_for_small_pages_only_where_free_pages_go_back(tmp_path: 
         assert switch(True) is False  # it was turned off
     finally:
         switch(before)
+
+
+ARENA_PROBE = """
+import sys, threading
+import numpy as np
+from meshaios.store import heap
+
+np_core = getattr(np, "_core", None) or np.core
+np_core.multiarray._set_madvise_hugepage(False)  # RSS in 4 KiB pages, as on the nodes of a ballooned VM
+if sys.argv[1] == "one":
+    assert heap.one_arena()
+
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) // 1024 for line in fh if line.startswith("VmRSS:"))
+
+def task():  # what a node's task thread does: a buffer above glibc's threshold, freed, then another
+    a = np.ones(25 << 17); del a  # 25 MiB mapped and unmapped: the thresholds rise to 25 MiB (trim: 50)
+    b = np.ones(25 << 17); del b  # 25 MiB from the arena's heap, freed back to its top
+
+base = rss()
+t = threading.Thread(target=task); t.start(); t.join()
+assert heap.trim()
+print(base, rss())
+"""
+
+
+def test_with_one_arena_trim_hands_back_what_a_task_thread_freed() -> None:
+    """A thread's own glibc arena keeps the free space at its top through ``malloc_trim`` (up to the trim threshold);
+    with every thread on the main arena (``one_arena``, as a node starts) ``trim`` hands it back. Each case in a
+    process of its own."""
+    def run(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", ARENA_PROBE, mode], capture_output=True, text=True, timeout=60,
+                             check=True)  # fmt: skip
+        base, after = (int(x) for x in out.stdout.split())
+        return after - base
+
+    assert run("threads") >= 20  # the 25 MiB stay resident in the thread's arena
+    assert run("one") < 5
+
+
+def test_one_arena_leaves_an_explicit_malloc_arena_max_alone() -> None:
+    probe = "from meshaios.store import heap; print(heap.one_arena())"
+    env = {**os.environ, "MALLOC_ARENA_MAX": "4"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert out.stdout.strip() == "False"

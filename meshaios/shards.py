@@ -200,10 +200,17 @@ class Shards:
         shard.address, shard.node, shard.heard, shard.progress, shard.failing = address, node, now, now, False
         shard.epoch += 1
         self.failovers += 1
+        stored: list[str] = []
         if not same:
+            # our finished results stored on executors that the former node counted go along done now, not only
+            # those a pending task reads: the new node claims their copies at once, before the former owner frees
+            # them (at its DETACH, or when its memory lease for us runs out) -- brought along only with a task
+            # submitted later that reads one, it was recomputed (docs/reliability.md)
+            stored = [t for t, where in self.known.items() if sid in where and t not in self.released
+                      and t not in self.pending and (done := self.finished.get(t)) is not None and "loc" in done]
             for where in self.known.values():
                 where.discard(sid)  # the new node knows nothing of ours
-        return [self._resend(shard)]
+        return [self._resend(shard, also=stored)]
 
     def open_failed(self, sid: int, address: str, now: float) -> None:
         self._opening.pop(sid, None)
@@ -263,8 +270,10 @@ class Shards:
         others = [a for a in dict.fromkeys(listed) if a != shard.address]
         return [*(a for a in others if a not in busy), *(a for a in others if a in busy)] or [shard.address]
 
-    def _resend(self, shard: Shard, reconcile: bool = False) -> Submit:
+    def _resend(self, shard: Shard, reconcile: bool = False, also: list[str] | None = None) -> Submit:
         roots = [t for t in shard.tasks if t not in self.held]
+        if also:
+            roots += also
         specs = self._closure(roots, shard.sid, reconcile=reconcile)
         self.resubmitted += len(specs)
         # unfinished tasks the client let go while they ran (a reader's input released early: ``_near_readers``):

@@ -178,12 +178,13 @@ def test_fault_injection_over_a_thousand_seeds() -> None:
     assert not bad, "\n".join(bad)
 
 
-def _failover_from_a_live_owner(cut: bool) -> tuple[list[object], dict[str, int], list[str]]:
+def _failover_from_a_live_owner(cut: bool, read_later: bool = False) -> tuple[list[object], dict[str, int], list[str]]:
     """The client's owner (node 0) stays alive while the client fails over from it: cut off from the client only
     (``cut``), or paused past the client's heartbeat timeout. The client holds a put (on node 0 and a replica) and
-    a stored result, and a task that reads the result is left unfinished by the failover: the new owner adopts the
-    put and the result and claims their copies. Then node 0's memory lease for the silent client runs out and it
-    releases (frees) what it held for it; afterwards tasks read the put and the result again."""
+    a stored result, and a task that reads the result (``read_later``: a task that does not) is left unfinished by
+    the failover: the new owner adopts the put and the result and claims their copies. Then node 0's memory lease
+    for the silent client runs out and it releases (frees) what it held for it; afterwards tasks read the put and
+    the result again."""
 
     async def main() -> tuple[list[object], dict[str, int], list[str]]:
         async with InProcessMesh(3, virtual=True, seed=1, task_seconds=0.01) as mesh:
@@ -201,7 +202,9 @@ def _failover_from_a_live_owner(cut: bool) -> tuple[list[object], dict[str, int]
                 mesh.hub.hold([f"client:c:{c.client_id}"], [mesh.nodes[0].address])
             else:
                 mesh.pause(0)
-            first = c.submit(len, big)  # sent while node 0 is out of reach: the failover brings big along done
+            # sent while node 0 is out of reach: the failover brings big along done (``read_later``: nothing
+            # pending reads big, which only a task submitted after node 0 let go of the client's objects reads)
+            first = c.submit(operator.add, 1, 2) if read_later else c.submit(len, big)
             await asyncio.sleep(8)
             mesh.hub.unhold()
             mesh.resume(0)
@@ -259,5 +262,16 @@ def test_a_live_owner_its_client_left_frees_no_copy_the_new_owner_counts(cut: bo
     client has closed nothing is left behind."""
     out, recomputed, left = _failover_from_a_live_owner(cut)
     assert out == [100_000, True, 7, 100_000]
+    assert sum(recomputed.values()) == 0, recomputed
+    assert left == []
+
+
+@pytest.mark.parametrize("cut", [True, False], ids=["cut-off", "paused"])
+def test_a_stored_result_read_only_after_a_failover_is_not_recomputed(cut: bool) -> None:
+    """The failover brings every stored result the former owner counted along done (``Shards.attached``), so the
+    new owner claims its copy at once; brought along only with the later task that read it, the copy was gone --
+    freed by the former owner at its DETACH or when its memory lease ran out -- and was recomputed."""
+    out, recomputed, left = _failover_from_a_live_owner(cut, read_later=True)
+    assert out == [3, True, 7, 100_000]
     assert sum(recomputed.values()) == 0, recomputed
     assert left == []

@@ -218,6 +218,28 @@ def test_a_silent_shard_fails_over_alone_and_its_work_is_resubmitted_with_lineag
     assert c.shards[victim].address == "a3"
 
 
+def test_a_failover_brings_every_stored_result_the_former_node_counted_along_done() -> None:
+    """Not only the finished inputs a pending task reads: every result of ours stored on an executor that the
+    former node counted goes along done at once, so the new node claims its copy before the former owner frees it
+    (at its DETACH, or when its memory lease runs out). Brought along only with a task submitted later that read
+    it, it was recomputed. A value held here (inline) or a released result: not sent."""
+    c = core(1, heartbeat_timeout=5.0)
+    for t in ("big", "small", "gone", "running"):
+        add(c, spec(t))
+    where: M.Location = {"loc": ["n9"], "size": 1 << 20, "parts": 0}
+    c.finish("big", True, where)
+    c.finish("gone", True, where)
+    c.finish("small", True, {"v": Payload(b"1")})
+    c.release("gone")
+    assert c.tick(6.0) == [FailOver(0, ["a1"], 6.0)]
+    (sub,) = c.attached(0, "a1", "n1", 7.0)
+    assert isinstance(sub, Submit)
+    assert sorted(ids(sub)) == ["big", "running"]
+    big = next(s for s in sub.specs if s["id"] == "big")
+    assert big.get("done") == where
+    assert big.get("rel") is False
+
+
 def test_a_shard_heard_again_in_time_does_not_fail_over() -> None:
     c = core(2, heartbeat_timeout=5.0)
     add(c, spec("t0"))

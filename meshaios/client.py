@@ -1236,6 +1236,15 @@ class AsyncClient:
             back = list(self._handback)
             self._handback.clear()
             self._unanswered.clear()  # those not answered yet are pending now: the loop's reader reads for them
+            # what the caller's thread read, taken from each connection once, whole and in order (io/lean.py
+            # ``take_kept``), here: under the lock, so that every answer taken is to a task in ``items`` (its
+            # entry goes in before its SUBMIT, under this lock) -- one taken after would be read before its task is
+            # recorded, counted a duplicate, and its task left pending
+            taken: list[tuple[int, Connection, list[list[Any]]]] = []
+            for sid, conn, _batch, _msgs in back:
+                if all(c is not conn for _s, c, _k in taken):
+                    take = getattr(conn, "take_kept", None)
+                    taken.append((sid, conn, take() if take is not None else []))
         rechecked: list[Connection] = []
         for spec, fut, conn, sid, ep, req in items:
             rc = getattr(conn, "recheck", None)
@@ -1259,16 +1268,9 @@ class AsyncClient:
             if refusable is not None:
                 refusable[req] = [spec]
         if back:
-            # what the caller's thread read: taken from each connection once, whole and in order, however many
-            # notices (io/lean.py ``take_kept``), decoded with what that thread decoded where it did
+            # decoded with what the caller's thread decoded, where it did
             now = self.clock.now()
-            done: list[Connection] = []
-            for sid, conn, _batch, _msgs in back:
-                if conn in done:
-                    continue
-                done.append(conn)
-                take = getattr(conn, "take_kept", None)
-                kept = take() if take is not None else None
+            for sid, conn, kept in taken:
                 if not kept or self._conns.get(sid) is not conn:
                     continue  # a failover replaced it: not read, as ``_on_batch`` would not have
                 seen: dict[int, M.Message | None] = {}

@@ -580,3 +580,52 @@ def test_ctrl_c_at_any_step_of_the_callers_read_delivers_every_answer_once(mesh:
         assert c.stats["results"] == results + submitted[0]
         assert not _reading(c)
         assert c.submit(funcs.square, 5).result(timeout=5) == 25
+
+
+def test_a_lone_task_answered_while_the_loop_records_earlier_ones_is_recorded_once(mesh: LocalMesh) -> None:
+    """The loop records what the caller's thread sent and read (``_adopt``); meanwhile -- after it took the list of
+    tasks sent, before it took in what was read -- the caller sends a lone task and reads its answer. That answer
+    must wait for the next ``_adopt``, which records its task first: taken now, it would be read before its task is
+    recorded (counted a duplicate), and the task left pending for good (every later lone task then goes the
+    ordinary way)."""
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        a = c._async
+        conn = a._conns[0]
+        recheck = conn.recheck
+        submitted = [0]
+        out: dict[str, object] = {}
+        results = c.stats["results"]
+
+        def caller() -> None:
+            f = c.submit(funcs.square, 5)
+            submitted[0] += 1
+            out["direct"] = f._direct is not None
+            out["v"] = f.result(timeout=10)
+
+        def hook() -> None:  # inside ``_adopt``, on the loop's thread: the caller goes now
+            conn.recheck = recheck  # type: ignore[method-assign]
+            t = threading.Thread(target=caller)
+            t.start()
+            t.join(15)
+            recheck()
+
+        for attempt in range(20):
+            f = _lone_direct(c, attempt, submitted)
+            assert f.result(timeout=10) == attempt * attempt  # read by the caller; not recorded by the loop yet
+            out.clear()
+            conn.recheck = hook  # type: ignore[method-assign]
+            assert a._loop is not None
+            a._loop.call_soon_threadsafe(a._adopt)
+            a._loop.call_soon_threadsafe(out.setdefault, "ran", True)
+            wait_for(lambda: "ran" in out, 20, what="the loop's _adopt")
+            conn.recheck = recheck  # type: ignore[method-assign]
+            out.pop("ran")
+            if out.get("direct"):
+                break
+        assert out == {"direct": True, "v": 25}
+        wait_for(lambda: _settled(c), 10, what="every task recorded and its result taken in")
+        assert c.stats["duplicates"] == 0
+        assert c.stats["results"] == results + submitted[0]
+        assert c.submit(funcs.square, 6).result(timeout=5) == 36
+        assert c.submit(funcs.square, 7)._direct is not None  # lone tasks go directly again

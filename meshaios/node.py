@@ -835,7 +835,7 @@ class Node:
     # ---- stored copies: the shell around their bookkeeping (store/copies.py) -------------------------------
     def _claimed(self, src: str, ids: Iterable[object]) -> None:
         """Owner ``src`` adopted these objects and counts this node's copies (``CopyBook.claimed``)."""
-        self.copybook.claimed(src, ids)
+        self.copybook.claimed(src, ids, self.clock.now())
 
     def _free(self, src: str, ids: Iterable[str], hold: bool = False) -> None:
         """Owner ``src`` frees these objects here: those no other owner counts (``CopyBook.free``); ``hold``: kept

@@ -122,6 +122,9 @@ class CopyBook:
         """A put's replica kept here for ``owner`` (``STORE``); the node answers ``STORED`` itself."""
         self.copies[obj] = owner
         self._restate_due.append((now, obj))
+        self.orphans.pop(obj, None)
+        if not self._reachable(owner):
+            self.orphans[obj] = now + ORPHAN_GRACE
 
     def kept_result(self, owner: str, result: M.Result, ep: int, now: float) -> None:
         """A result of ``owner``'s task stored here (large, or a map output's parts): its ``done`` may reach no
@@ -151,10 +154,12 @@ class CopyBook:
             if not any(map(self._reachable, run.owners)):
                 self.orphans[obj] = now + ORPHAN_GRACE
 
-    def claimed(self, src: str, ids: Iterable[object]) -> None:
+    def claimed(self, src: str, ids: Iterable[object], now: float) -> None:
         """Owner ``src`` adopted these objects and counts this node's copies: a put's, whose client failed over to
         it, is its to free from now on; a task's result is one it may free too (the owner whose run stored it may
-        still count it: a spread client's input carried to another shard). Neither is an orphan any more."""
+        still count it: a spread client's input carried to another shard). Neither is an orphan any more -- unless no
+        owner that counts it is reachable from here (a CLAIM from an owner this node has declared dead, on its way):
+        then it goes after ``ORPHAN_GRACE`` like any orphan."""
         for obj in ids:
             if not isinstance(obj, str):
                 continue
@@ -168,7 +173,11 @@ class CopyBook:
                 self.copies[obj] = src
             else:
                 continue
-            self.orphans.pop(obj, None)
+            run = self.results.get(obj)
+            if any(map(self._reachable, run.owners if run is not None else (src,))):
+                self.orphans.pop(obj, None)
+            else:  # src is dead to this node: its CLAIM was on its way
+                self.orphans.setdefault(obj, now + ORPHAN_GRACE)
 
     def claim_sent(self, holder: str, ids: list[str], now: float) -> None:
         """This node, as an owner, sent ``holder`` a CLAIM of ``ids``: it goes once more ``RESTATE_AFTER`` later
@@ -259,6 +268,10 @@ class CopyBook:
         for obj, at in list(self.orphans.items()):
             if at <= now:
                 del self.orphans[obj]
+                run = self.results.get(obj)
+                owner = self.copies.get(obj)
+                if any(map(self._reachable, run.owners if run is not None else (owner,) if owner else ())):
+                    continue  # an owner is reachable again (a member this node had not heard of, say)
                 put = self.copies.pop(obj, None) is not None
                 self.results.pop(obj, None)
                 if self._stored(obj):

@@ -132,3 +132,22 @@ def test_a_detach_free_that_beats_the_new_owners_claim_leaves_the_copy_to_the_cl
     assert kept
     assert owners == (b,)
     assert not left
+
+
+def test_a_replica_stored_for_an_owner_declared_dead_is_freed_after_the_grace() -> None:
+    async def scenario() -> tuple[bool, dict[str, str]]:
+        async with InProcessMesh(2, virtual=True, workers=1) as mesh:
+            await mesh.wait_converged()
+            x, o = mesh.nodes
+            mesh.kill(1)  # o dies; x declares it dead ...
+            async with asyncio.timeout(60):  # virtual seconds; SWIM's verdict has no event to wait on
+                while (m := x.swim.get(o.node_id)) is None or m.state.value != "dead":  # noqa: ASYNC110
+                    await asyncio.sleep(0.5)
+            # ... and then o's STORE, sent before it died, arrives (a slow link)
+            msg: M.Store = {"t": M.STORE, "src": o.node_id, "id": "p", "val": Payload(b"12345678")}
+            x._on_store(b"n:" + o.node_id.encode(), msg)
+            await asyncio.sleep(ORPHAN_GRACE + 3 * COPY_CHECK_EVERY)
+            return "p" in x.store, dict(x.copybook.copies)
+
+    kept, copies = run_virtual(scenario())
+    assert not kept, copies

@@ -86,7 +86,7 @@ def test_a_claimed_put_copy_is_the_claimers_to_free_and_the_former_owners_free_i
     memory lease for the silent client ran out; the put's readers failed with ObjectLost."""
     w = World(A, B)
     w.copy("p", A)
-    w.book.claimed(B, ["p"])
+    w.book.claimed(B, ["p"], 0.0)
     assert w.free(A, "p") == []
     assert "p" in w.store
     assert w.free(B, "p") == [DeleteCopy("p")]
@@ -96,8 +96,8 @@ def test_the_put_on_its_own_node_is_kept_for_the_owner_that_claims_it_but_never_
     w = World(A, B)
     w.store.update({"own", "fetched", "mine"})
     w.fetched.add("fetched")
-    w.book.claimed(B, ["own", "fetched", "unknown", 7])
-    w.book.claimed(ME, ["mine"])  # this node adopting its own put: nothing to record
+    w.book.claimed(B, ["own", "fetched", "unknown", 7], 0.0)
+    w.book.claimed(ME, ["mine"], 0.0)  # this node adopting its own put: nothing to record
     assert w.book.copies == {"own": B}
     assert w.free(ME, "own") == []
     assert "own" in w.store
@@ -109,7 +109,7 @@ def test_the_put_on_its_own_node_is_kept_for_the_owner_that_claims_it_but_never_
 def test_a_free_takes_only_its_senders_count_and_one_from_an_owner_that_does_not_count_it_is_ignored() -> None:
     w = World(A, B, C)
     w.result(A, "r")
-    w.book.claimed(B, ["r"])
+    w.book.claimed(B, ["r"], 0.0)
     assert w.free(C, "r") == []
     assert w.book.counters["replaced_copies_kept"] == 1
     assert w.free(A, "r") == []
@@ -123,7 +123,7 @@ def test_a_free_takes_only_its_senders_count_and_one_from_an_owner_that_does_not
 def test_a_free_that_leaves_only_dead_owners_starts_the_orphan_timer() -> None:
     w = World(A)
     w.result(A, "r")
-    w.book.claimed(B, ["r"])  # B is dead to this node
+    w.book.claimed(B, ["r"], 0.0)  # B is dead to this node
     assert w.free(A, "r", now=10.0) == []
     assert w.book.orphans == {"r": 10.0 + ORPHAN_GRACE}
     assert _until(w, 11.0, 10.0 + ORPHAN_GRACE - 0.5) == []
@@ -142,7 +142,7 @@ def test_a_result_whose_owner_died_goes_after_the_grace_unless_claimed_or_its_ow
     w.live.discard(A)
     w.book.member_down(A, 5.0)
     assert w.book.orphans == {"gone": ORPHAN_GRACE, "claimed": 5.0 + ORPHAN_GRACE, "back": 5.0 + ORPHAN_GRACE}
-    w.book.claimed(B, ["claimed"])
+    w.book.claimed(B, ["claimed"], 0.0)
     w.live.add(A)
     w.book.member_up(A)
     assert set(w.book.orphans) == {"gone"}  # A came back: it counts "back" again
@@ -165,7 +165,7 @@ def test_a_result_stored_for_an_owner_already_dead_is_an_orphan_at_once() -> Non
 def test_member_down_leaves_a_result_another_reachable_owner_counts_and_an_object_no_longer_stored() -> None:
     w = World(A, B)
     w.result(A, "r")
-    w.book.claimed(B, ["r"])
+    w.book.claimed(B, ["r"], 0.0)
     w.copy("p", A)
     w.copy("gone", A)
     w.store.discard("gone")  # freed meanwhile (a lease): nothing to time out
@@ -199,7 +199,7 @@ def test_a_free_from_an_owner_whose_client_failed_over_keeps_the_copy_for_a_clai
     assert w.free(A, "r", "m#0", "m#1", "lone", now=1.0, hold=True) == []
     assert w.book.orphans == dict.fromkeys(("r", "m#0", "m#1", "lone"), 1.0 + FREE_HOLD)
     assert w.book.counters["freed_copies_held"] == 4
-    w.book.claimed(B, ["r", "m#0", "m#1"])  # the new owner's claim, second
+    w.book.claimed(B, ["r", "m#0", "m#1"], 0.0)  # the new owner's claim, second
     assert set(w.book.orphans) == {"lone"}
     assert w.book.results["r"].owners == (B,)
     assert w.free(A, "r") == []  # the former owner's lease runs out later: its free of what it counted is ignored
@@ -213,7 +213,7 @@ def test_a_free_from_an_owner_whose_client_failed_over_keeps_the_copy_for_a_clai
 def test_a_held_free_changes_nothing_for_a_copy_another_owner_counts_or_one_the_book_does_not_know() -> None:
     w = World(A, B)
     w.result(A, "r")
-    w.book.claimed(B, ["r"])
+    w.book.claimed(B, ["r"], 0.0)
     w.store.add("fetched")
     assert w.free(A, "r", "fetched", hold=True) == [DeleteCopy("fetched")]
     assert w.book.results["r"].owners == (B,)
@@ -226,7 +226,7 @@ def test_the_newest_run_stands_in_either_order_and_every_owner_still_counts_the_
     finishing after a claim took the claim with it, and the former owner's free then took the new owner's copy."""
     w = World(A, B)
     w.result(A, "claimed", att=0, ep=0)
-    w.book.claimed(B, ["claimed"])
+    w.book.claimed(B, ["claimed"], 0.0)
     w.result(A, "claimed", att=1, ep=0)  # A's late run, attempt 1
     w.result(B, "newer", att=0, ep=1)
     w.result(A, "newer", att=0, ep=0)  # an older epoch's run finishing later: B's record stands
@@ -309,7 +309,7 @@ def test_every_check_restates_each_results_done_once_a_task_and_each_copy_and_fo
     count it (the owner takes it, or frees the copy), once a task, and each put copy says STORED."""
     w = World(A, B)
     w.result(A, "m", parts=2)
-    w.book.claimed(B, ["m#1"])
+    w.book.claimed(B, ["m#1"], 0.0)
     w.result(ME, "mine")  # this node owns it: its owner part needs no message
     w.result(C, "dead")  # its only owner is dead: an orphan, not restated
     w.copy("p", A)

@@ -32,7 +32,7 @@ def test_ids_that_are_not_strings_are_ignored_by_a_claim_and_a_free_raises_nothi
     w.result(A, "t")
     w.copy("p", A)
     bad: list[object] = [1, None, ["t"], ("p",), b"t", 2.5]
-    w.book.claimed(B, bad)
+    w.book.claimed(B, bad, 0.0)
     assert w.book.results["t"].owners == (A,)
     assert w.book.copies["p"] == A
     assert w.book.free(B, [], 0.0) == []
@@ -72,7 +72,7 @@ def test_a_held_copy_taken_by_the_new_owners_run_or_claim_part_by_part() -> None
     w = World(A, B)
     w.result(A, "m", parts=3, now=0.0)
     w.free(A, "m#0", "m#1", "m#2", now=0.0, hold=True)
-    w.book.claimed(B, ["m#0"])  # B's CLAIM names only the part it counts
+    w.book.claimed(B, ["m#0"], 0.0)  # B's CLAIM names only the part it counts
     out = _until(w, 0.0, FREE_HOLD + 1.0)
     assert sorted(_gone(out)) == ["m#1", "m#2"]
     assert w.book.results["m#0"].owners == (B,)
@@ -89,7 +89,7 @@ def test_a_held_copy_taken_by_the_new_owners_run_or_claim_part_by_part() -> None
 def test_a_copy_claimed_by_this_node_as_owner_is_never_restated_to_itself() -> None:
     w = World(A)
     w.copy("p", A, now=0.0)
-    w.book.claimed(ME, ["p"])  # this node's owner adopted the put: STORED goes to nobody
+    w.book.claimed(ME, ["p"], 0.0)  # this node's owner adopted the put: STORED goes to nobody
     out = _until(w, 0.0, COPY_CHECK_EVERY + 1.0)
     assert [a for a in out if isinstance(a, SayStored)] == []
     w.book.member_down(A, 40.0)
@@ -114,7 +114,7 @@ def test_a_dropped_or_freed_unknown_object_leaves_no_entry_behind() -> None:
     w.store.add("f")
     w.fetched.add("f")
     assert w.free(A, "f") == [DeleteCopy("f")]  # a fetched copy the book does not know: deleted
-    w.book.claimed(A, ["f"])  # gone: not adopted as a put's copy
+    w.book.claimed(A, ["f"], 0.0)  # gone: not adopted as a put's copy
     assert not (w.book.copies)
     assert not (w.book.results)
     assert not w.book.orphans
@@ -164,7 +164,7 @@ def _walk(seed: int, steps: int = 400) -> None:
         elif ev < 0.40 and live:  # a reachable owner claims some objects it counts
             src = rng.choice(live)
             objs = rng.sample([*tasks, *puts], 2)
-            book.claimed(src, objs)
+            book.claimed(src, objs, now)
             for obj in objs:
                 if obj in w.store:
                     counts[obj] = {src} if obj in puts else counts.get(obj, set()) | {src}
@@ -208,3 +208,42 @@ def _walk(seed: int, steps: int = 400) -> None:
 @pytest.mark.parametrize("seed", range(200))
 def test_random_walk_never_deletes_a_copy_a_reachable_owner_counts_and_leaves_nothing_behind(seed: int) -> None:
     _walk(seed)
+
+
+# the review's findings, fixed in copies.py: an orphan timer follows reachability at every event that can change it
+def test_a_replica_kept_for_an_owner_this_node_holds_dead_goes_after_the_grace() -> None:
+    w = World()  # A declared dead here (member_down already happened); its STORE was on its way
+    w.copy("p", A, now=0.0)
+    out = _until(w, 0.0, ORPHAN_GRACE + 2 * COPY_CHECK_EVERY)
+    assert _deletes(out) == [DeleteCopy("p")]
+
+
+def test_a_claim_from_an_owner_this_node_holds_dead_does_not_end_the_orphan_timer() -> None:
+    w = World(A)
+    w.result(A, "t", now=0.0)
+    w.copy("p", A, now=0.0)
+    w.live.discard(A)
+    w.book.member_down(A, 1.0)  # both orphans, due at 61
+    w.book.claimed(B, ["t", "p"], 2.0)  # B is dead here too: its CLAIM was on its way
+    out = _until(w, 1.0, 1.0 + ORPHAN_GRACE + 2 * COPY_CHECK_EVERY)
+    assert sorted(a.obj for a in _deletes(out)) == ["p", "t"]
+
+
+def test_an_orphan_is_not_dropped_once_an_owner_is_reachable_again() -> None:
+    w = World()  # A joined a moment ago: this node has not heard of it yet (SWIM gossip on its way)
+    w.result(A, "t", now=0.0)  # A's RUN came first: no reachable owner, an orphan at once
+    w.live.add(A)  # A appears (MemberChanged old=None -> ALIVE): Node._member_changed calls member_up only
+    # for DEAD/LEFT -> ALIVE, so the book is never told
+    out = _until(w, 0.0, ORPHAN_GRACE + 1.0)
+    assert _deletes(out) == []
+
+
+def test_a_copy_kept_again_under_an_id_with_a_stale_orphan_timer_is_not_dropped_by_it() -> None:
+    w = World(A, B, C)
+    w.copy("p", B, now=0.0)
+    w.live.discard(B)
+    w.book.member_down(B, 0.0)  # orphan, due at 60
+    w.free(B, "p", now=1.0)  # B (gray: alive, declared dead here) frees it; the book keeps copies/orphans
+    w.copy("p", C, now=10.0)  # the same id kept again, for live C
+    out = _until(w, 10.0, 10.0 + ORPHAN_GRACE)
+    assert _deletes(out) == []

@@ -752,6 +752,8 @@ class Node:
             self.holders.bye(ident)
             self._release_client(ident, "closed")
         elif msg["t"] == M.FREE:
+            if ident != _peer(msg["src"]):
+                raise WireError("free: only a node of the mesh, naming itself, frees copies")
             ids = [obj for obj in msg["ids"] if isinstance(obj, str)]
             after = msg.get("after")
             if isinstance(after, str):  # their last reader runs here: dropped when it succeeds

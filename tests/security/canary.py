@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 
 def touch(path: str) -> str:
@@ -17,6 +18,10 @@ def touch(path: str) -> str:
 
 def noop(x: object = None) -> object:
     return x
+
+
+def total(x: Any) -> float:
+    return float(x.sum())
 
 
 def slow(delay: float) -> None:

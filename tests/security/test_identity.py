@@ -10,9 +10,12 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
+import uvloop
 import zmq
 
+from meshaios.client import AsyncClient
 from meshaios.testing.localmesh import LocalMesh
 from meshaios.wire import messages as M
 from meshaios.wire.codec import decode, encode
@@ -57,3 +60,22 @@ def test_status_pages_do_not_publish_client_ids(insecure: LocalMesh) -> None:
     assert '"jobs"' in body
     assert c._async.client_id not in body
     assert c._async.client_id[:10] not in body  # nor a prefix of it
+
+
+def test_a_client_naming_a_node_in_a_free_frees_nothing(insecure: LocalMesh) -> None:
+    """Only owners free copies (``free``, node to holder), and a node's messages arrive with its own identity: a
+    connection that names another node as ``src`` is refused like one naming another in a ``claim``."""
+
+    async def main() -> tuple[float, int, int]:
+        async with AsyncClient(insecure.address(0), insecure=True) as c:
+            put = await c.put(np.ones(1 << 17))  # 1 MiB: stored on the node, not inline
+            before = (await c.status())["node"]["counters"].get("bad_frames", 0)
+            node_id = insecure.procs[0].node_id
+            c._conns[0].send(encode({"t": M.FREE, "src": node_id, "ids": [put.key]}))
+            total = await c.submit(canary.total, put)  # served after the forged free: the copy is still there
+            after = (await c.status())["node"]["counters"].get("bad_frames", 0)
+            return total, before, after
+
+    total, before, after = uvloop.run(main())
+    assert total == float(1 << 17)
+    assert after == before + 1

@@ -70,4 +70,3 @@ def test_refused_requests_fail_by_name_over_real_sockets(small_node: LocalMesh) 
                 await c.submit(funcs.identity, big_fut)
 
     uvloop.run(asyncio.wait_for(main(), 60))
-

@@ -5,6 +5,7 @@ work, refused, and across a failover of the node that owns the tasks (killed or 
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 import threading
 from collections.abc import Iterator
@@ -27,11 +28,22 @@ def mesh() -> Iterator[LocalMesh]:
 
 
 def _settled(c: Client) -> bool:
+    """Nothing of the client's in flight, handed over or kept for its loop: looked at on the loop's thread, so never
+    in the middle of its ``_adopt`` (which empties the hand-over before it records what was in it)."""
     a = c._async
-    return (
-        not a._pending and not a._handover and not a._handback and a._inflight == 0
-        and not any(getattr(getattr(conn, "_lean", None), "_kept", None) for conn in a._conns.values())
-    )
+
+    def check() -> bool:
+        return (
+            not a._pending and not a._handover and not a._handback and a._inflight == 0
+            and not any(getattr(getattr(conn, "_lean", None), "_kept", None) for conn in a._conns.values())
+        )
+
+    loop = a._loop
+    if loop is None or loop.is_closed():
+        return check()
+    out: concurrent.futures.Future[bool] = concurrent.futures.Future()
+    loop.call_soon_threadsafe(lambda: out.set_result(check()))
+    return out.result(10)
 
 
 def _reading(c: Client) -> bool:

@@ -604,22 +604,27 @@ def test_a_lone_task_answered_while_the_loop_records_earlier_ones_is_recorded_on
             out["v"] = f.result(timeout=10)
 
         def hook() -> None:  # inside ``_adopt``, on the loop's thread: the caller goes now
-            conn.recheck = recheck  # type: ignore[method-assign]
+            del conn.recheck  # type: ignore[method-assign]
             t = threading.Thread(target=caller)
             t.start()
             t.join(15)
             recheck()
 
+        def adopt_with_hook() -> None:  # one callback on the loop: no other ``_adopt`` (a beat's) meets the hook
+            conn.recheck = hook  # type: ignore[method-assign]
+            try:
+                a._adopt()
+            finally:
+                conn.__dict__.pop("recheck", None)
+                out["ran"] = True
+
         for attempt in range(20):
             f = _lone_direct(c, attempt, submitted)
             assert f.result(timeout=10) == attempt * attempt  # read by the caller; not recorded by the loop yet
             out.clear()
-            conn.recheck = hook  # type: ignore[method-assign]
             assert a._loop is not None
-            a._loop.call_soon_threadsafe(a._adopt)
-            a._loop.call_soon_threadsafe(out.setdefault, "ran", True)
+            a._loop.call_soon_threadsafe(adopt_with_hook)
             wait_for(lambda: "ran" in out, 20, what="the loop's _adopt")
-            conn.recheck = recheck  # type: ignore[method-assign]
             out.pop("ran")
             if out.get("direct"):
                 break

@@ -1365,7 +1365,12 @@ class AsyncClient:
             try:
                 again = conn.end_read(give_back, me, told)
             except BaseException:  # a second Ctrl-C inside: the read ends all the same, the loop reads again
-                conn.end_read(True, me)
+                while True:  # however many Ctrl-Cs land here: a read left begun refuses every other reader
+                    try:
+                        conn.end_read(True, me)  # a no-op once the read has ended: safe to say again
+                        break
+                    except KeyboardInterrupt:
+                        continue
                 raise
             finally:
                 if again:

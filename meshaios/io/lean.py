@@ -149,8 +149,10 @@ def _share(reader: int | None, parked: bool, wanted: bool, left: bool, closed: b
     key = (reader, parked, wanted, left, closed)
     s = _SHARES.get(key)
     if s is None:
-        if len(_SHARES) > 4096:  # threads come and go: their states with them
-            _SHARES.clear()
+        if len(_SHARES) > 4096:  # threads come and go: their states with them; the loop's own (OPEN among them:
+            # ``is OPEN`` is the fast path's test) stay
+            for gone in [k for k in _SHARES if k[0] is not None]:
+                del _SHARES[gone]
         s = _SHARES[key] = Share(reader, parked, wanted, left, closed)
     return s
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,55 @@ def test_lone_tasks_of_some_threads_and_batches_of_another_all_come_back(mesh: L
         assert c.stats["results"] == results + 4 * 150 + 10 * 50
         assert c.stats["duplicates"] == 0
         assert not _reading(c)
+
+
+def _ctrl_cs_in_end_read(c: Any, n: int) -> Any:
+    """A lone task whose caller gets ``n`` Ctrl-Cs in ``_read_own``'s ``end_read`` calls, each before the read is
+    ended: the read ends all the same (before, two left it begun, refusing every other reader and the loop until
+    the heartbeat timeout failed the connection over, and leaking its wake-up pipe at close)."""
+    conn = c._async._conns[0]
+    orig = conn.end_read
+    calls = [0]
+
+    def end_read(*args: Any) -> bool:
+        calls[0] += 1
+        if calls[0] <= n:
+            raise KeyboardInterrupt
+        return bool(orig(*args))
+
+    conn.end_read = end_read
+    try:
+        f = c.submit(funcs.square, 3)
+        assert f._direct is not None
+        with pytest.raises(KeyboardInterrupt):
+            f.result(timeout=10, cancel_on_interrupt=False)
+    finally:
+        conn.end_read = orig
+    assert calls[0] == n + 1
+    assert not conn._lean.reading
+    return conn
+
+
+@pytest.mark.parametrize("ctrl_cs", [2, 5])
+def test_ctrl_cs_in_a_row_in_end_read_leave_no_read_begun(mesh: LocalMesh, ctrl_cs: int) -> None:
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        wait_for(lambda: _settled(c), 10, what="the loop recorded every task and its result")
+        _ctrl_cs_in_end_read(c, ctrl_cs)
+        got: list[Any] = []
+        t = threading.Thread(target=lambda: got.append(c.submit(funcs.square, 4).result(timeout=10)))
+        t.start()
+        t.join(30)
+        assert got == [16]  # another thread's lone task: the socket is read again
+        assert c.submit(funcs.add, c.submit(funcs.square, 2), 1).result(timeout=10) == 5  # the ordinary way
+        assert c._async.failovers == 0
+
+
+def test_closing_after_ctrl_cs_in_end_read_closes_the_wake_up_pipe(mesh: LocalMesh) -> None:
+    c = mesh.client(0, heartbeat_timeout=60.0)
+    try:
+        _warm(c)
+        conn = _ctrl_cs_in_end_read(c, 2)
+    finally:
+        c.close()
+    assert conn._lean._pipe is None

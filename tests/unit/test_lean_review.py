@@ -14,6 +14,7 @@ from meshaios.io.lean import (
     OPEN,
     RECHECK,
     UNPARK,
+    _share,
     closes,
     loop_sent,
     loop_takes,
@@ -162,3 +163,11 @@ def test_messages_taken_by_several_threads_in_turn_reach_the_loop_once_and_in_or
             assert not reader.reading
 
     run(main)
+
+
+def test_the_loops_states_survive_a_clear_of_the_interned_ones() -> None:
+    """Threads come and go, and their ``Share`` states with them (past 4,096 the interned ones are cleared): the
+    loop's own stay, OPEN the same object, so that the fast path's ``is OPEN`` still holds."""
+    for reader in range(5_000):
+        _share(reader + 1, False, False, False, False)
+    assert _share(None, False, False, False, False) is OPEN

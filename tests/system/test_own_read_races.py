@@ -70,7 +70,7 @@ def test_ctrl_c_while_the_caller_reads_cancels_its_task_and_the_connection_is_re
         assert f._direct is not None
 
         def interrupt() -> None:
-            wait_for(lambda: _in_read(main), 10, what="the caller reads its connection")
+            wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller reads its connection")
             signal.pthread_kill(main, signal.SIGINT)
 
         t = threading.Thread(target=interrupt)
@@ -135,7 +135,7 @@ def test_closing_the_client_from_another_thread_ends_a_callers_read(mesh: LocalM
         main = threading.get_ident()
 
         def close() -> None:
-            wait_for(lambda: _in_read(main), 10, what="the caller reads its connection")
+            wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller reads its connection")
             c.close()
 
         t = threading.Thread(target=close)
@@ -164,7 +164,7 @@ def test_a_cancel_from_another_thread_ends_a_callers_read(mesh: LocalMesh, tmp_p
         main = threading.get_ident()
 
         def cancel() -> None:
-            wait_for(lambda: _in_read(main), 10, what="the caller reads its connection")
+            wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller reads its connection")
             assert f.cancel()
 
         t = threading.Thread(target=cancel)
@@ -202,7 +202,7 @@ def test_two_threads_waiting_on_one_direct_future_both_get_its_value(mesh: Local
         threads = [threading.Thread(target=wait) for _ in range(2)]
         for t in threads:
             t.start()
-        wait_for(lambda: _reading(c), 10, what="one of them reads the connection")
+        wait_for(lambda: _reading(c), 10, interval=0.001, what="one of them reads the connection")
         Path(gate).touch()
         for t in threads:
             t.join(60)
@@ -223,7 +223,7 @@ def test_a_future_polled_with_done_while_its_caller_reads_settles_once(mesh: Loc
         got: list[int] = []
         waiter = threading.Thread(target=lambda: got.append(f.result(timeout=60)))
         waiter.start()
-        wait_for(lambda: _reading(c), 10, what="the waiting thread reads the connection")
+        wait_for(lambda: _reading(c), 10, interval=0.001, what="the waiting thread reads the connection")
         assert not f.done()
         assert f._direct is None  # looked at otherwise: the loop's reader reads for it again
         Path(gate).touch()
@@ -259,7 +259,7 @@ def test_a_failover_while_the_caller_reads_ends_its_read_and_the_new_owners_answ
             assert f._direct is not None
 
             def after_failover() -> None:
-                wait_for(lambda: _in_read(main), 10, what="the caller reads its connection")
+                wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller reads its connection")
                 wait_for(lambda: a.failovers == 1, 30, what="the client fails over")
                 Path(gate).touch()  # the new owner runs it to the end
 

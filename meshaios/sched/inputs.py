@@ -21,7 +21,7 @@ assumed 1 Gb/s. ``transfer_seconds`` prices moving a task's inputs to a node; ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from meshaios.sched.placement import PlacementTask
 
 __all__ = [
-    "DEVICE_COPY_BW", "Held", "Links", "Produced", "TaskInputs", "parse_inputs", "task_inputs", "transfer_seconds",
+    "DEVICE_COPY_BW", "Held", "Links", "Produced", "TaskInputs", "parse_inputs", "placement_info", "task_inputs",
+    "transfer_seconds",
 ]
 
 # Bytes/s of one device->host copy (a PCIe 4.0 x16 link moves about 12 GB/s in practice): what reading a
@@ -62,13 +63,16 @@ class TaskInputs:
 
     def info(self, fn_key: str, device: str) -> PlacementTask:
         """The task-dict keys placement policies read (``docs/scheduling.md`` section 5)."""
-        return {
-            "fn_key": fn_key,
-            "nbytes": self.inline,
-            "inputs": [(list(h.holders), h.nbytes, h.device) if h.device else (list(h.holders), h.nbytes)
-                       for h in self.held],
-            "device": device,
-        }
+        return _info(fn_key, self.inline, self.held, device)
+
+
+def _info(fn_key: str, inline: int, held: tuple[Held, ...], device: str) -> PlacementTask:
+    return {
+        "fn_key": fn_key,
+        "nbytes": inline,
+        "inputs": [(list(h.holders), h.nbytes, h.device) if h.device else (list(h.holders), h.nbytes) for h in held],
+        "device": device,
+    }
 
 
 class Produced(Protocol):
@@ -105,6 +109,15 @@ def task_inputs(args_bytes: int, deps: Iterable[str], lookup: Callable[[str], Pr
         dev = p.device_at if d == p.id and p.device_at in p.locations else ""
         held.append(Held(tuple(p.locations), max(0, size), dev))
     return TaskInputs(inline, tuple(held))
+
+
+def placement_info(args_bytes: int, deps: Collection[str], lookup: Callable[[str], Produced | None], fn_key: str,
+                   device: str) -> PlacementTask:
+    """``task_inputs(args_bytes, deps, lookup).info(fn_key, device)``; for a task with no dependencies (every tiny
+    task) without making its ``TaskInputs`` on the way."""
+    if deps:
+        return task_inputs(args_bytes, deps, lookup).info(fn_key, device)
+    return _info(fn_key, max(0, args_bytes), (), device)
 
 
 def parse_inputs(task: PlacementTask) -> TaskInputs:

@@ -173,8 +173,7 @@ class CopyBook:
                 self.copies[obj] = src
             else:
                 continue
-            run = self.results.get(obj)
-            if any(map(self._reachable, run.owners if run is not None else (src,))):
+            if self._counted_live(obj):
                 self.orphans.pop(obj, None)
             else:  # src is dead to this node: its CLAIM was on its way
                 self.orphans.setdefault(obj, now + ORPHAN_GRACE)
@@ -268,9 +267,7 @@ class CopyBook:
         for obj, at in list(self.orphans.items()):
             if at <= now:
                 del self.orphans[obj]
-                run = self.results.get(obj)
-                owner = self.copies.get(obj)
-                if any(map(self._reachable, run.owners if run is not None else (owner,) if owner else ())):
+                if self._counted_live(obj):
                     continue  # an owner is reachable again (a member this node had not heard of, say)
                 put = self.copies.pop(obj, None) is not None
                 self.results.pop(obj, None)
@@ -295,6 +292,14 @@ class CopyBook:
             # a FREE lost on its way: told again, the owner frees the copy
             out += self._restate([o for o in self.copies if o not in self.orphans])
         return out
+
+    def _counted_live(self, obj: str) -> bool:
+        """Whether an owner that counts ``obj`` here is reachable: a stored result's owners, or a put copy's."""
+        run = self.results.get(obj)
+        if run is not None:
+            return any(map(self._reachable, run.owners))
+        owner = self.copies.get(obj)
+        return owner is not None and self._reachable(owner)
 
     def _restate(self, objs: Iterable[str]) -> list[CopyInstruction]:
         """Say STORED again for these replicas kept here: a STORED lost on the way (its origin cut off, paused or

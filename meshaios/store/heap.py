@@ -68,10 +68,11 @@ class HeapTrim:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str) -> Callable[..., int] | None:
+    """glibc's function ``name``; None where there is no glibc (nothing to trim or tune)."""
     try:
-        fn: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
+        fn: Callable[..., int] = getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
     return fn
 
@@ -82,18 +83,15 @@ M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 def one_arena() -> bool:
     """Every thread of this process allocates from glibc's main arena from now on (call it before threads start);
     False where there is no glibc, or where ``MALLOC_ARENA_MAX`` already says how many."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        mallopt: Callable[[int, int], int] = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if "MALLOC_ARENA_MAX" in os.environ or mallopt is None:
         return False
     return mallopt(M_ARENA_MAX, 1) == 1
 
 
 def trim() -> bool:
     """Hand every free page of the process's heaps back to the OS; False where there is no glibc."""
-    fn = _malloc_trim()
+    fn = _glibc("malloc_trim")
     if fn is None:
         return False
     fn(0)

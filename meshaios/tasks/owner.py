@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 from meshaios.fastinit import fast_init
-from meshaios.sched.inputs import TaskInputs, task_inputs
+from meshaios.sched.inputs import TaskInputs, placement_info, task_inputs
 from meshaios.sched.placement import LeastLoaded, NodeLoad, PlacementPolicy, PlacementTask
 from meshaios.sched.sampling import NodeIndex, SampleConfig, holder_ids, sample
 from meshaios.tasks.epochs import ClientLeases
@@ -1609,9 +1609,7 @@ class Owner:
             device = "any"  # EFT chooses; its pick travels in the RUN (``device``)
         else:
             device = "cpu"
-        if not t.deps:  # ``task_inputs(...).info(...)`` of a task with no inputs, without building them
-            return {"fn_key": t.key, "nbytes": max(0, t.args.nbytes), "inputs": [], "device": device}
-        return task_inputs(t.args.nbytes, t.deps, self.tasks.get).info(t.key, device)
+        return placement_info(t.args.nbytes, t.deps, self.tasks.get, t.key, device)
 
     def _unassign(self, tid: str, node_id: str) -> None:
         nt = self.node_tasks.get(node_id)

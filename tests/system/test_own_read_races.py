@@ -49,6 +49,86 @@ def _in_read(ident: int) -> bool:
     return filename.endswith(os.path.join("io", "lean.py")) and ".poll(" in linecache.getline(filename, frame.f_lineno)
 
 
+class _HeldRead:
+    """Makes a lone task's caller read its connection for an answer that has not come until the test has acted, and
+    records the order of what happened. A caller's read ends on its own at the first message that is not its answer
+    (a PONG: handed to the loop), or after ``READ_OWN_S``; a test that waits for the read and then acts could find
+    it over. So, from ``__init__`` on: ``READ_OWN_S`` is raised to ``HELD_S``, the heartbeat sends no PING (stopped on
+    the loop's thread, between two of its beats; a request's PING, ``close``'s, still goes) and none is left in
+    flight (its PONG read by the loop first); the gated task's answer is the test's to release. Nothing then ends
+    the read but the test's action (or ``HELD_S``, should the action not end it: the test fails then, clearly).
+
+    ``begin_read`` and ``end_read`` of the client's connection are wrapped (instance attributes, removed by
+    ``restore``) to note each read begun, refused and ended in ``log``, with the test's own steps (``step``): a test
+    asserts with ``acted_while_reading`` that the read it acted on had begun before and ended only after."""
+
+    HELD_S = 20.0
+
+    def __init__(self, c: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+        a = c._async
+        monkeypatch.setattr(client_mod, "READ_OWN_S", self.HELD_S)
+        stopped = threading.Event()
+        send_ping = a._send_ping
+
+        def requested_only(sid: int, conn: Any, msg: Any) -> None:
+            waiting = a._replies.get(M.PONG)
+            if waiting is not None and not waiting.done():  # a request's PING (``close``'s, ``ping()``): it goes
+                send_ping(sid, conn, msg)
+
+        def stop_pings() -> None:  # on the loop's thread: no beat is half-way through its PING now
+            monkeypatch.setattr(a, "_send_ping", requested_only)
+            stopped.set()
+
+        assert a._loop is not None
+        a._loop.call_soon_threadsafe(stop_pings)
+        assert stopped.wait(10)
+        wait_for(lambda: not any(a._ping_marks.values()), 10, what="the PONG to the last PING")
+        self.conn: Any = a._conns[0]
+        self.log: list[tuple[str, int]] = []
+        self.begun = threading.Event()
+        self.refused = threading.Event()
+        self._lock = threading.Lock()
+        begin, end = self.conn.begin_read, self.conn.end_read
+
+        def begin_read() -> bool:
+            ok: bool = begin()
+            self._note("begun" if ok else "refused")
+            return ok
+
+        def end_read(*args: Any) -> bool:
+            self._note("ended")
+            out: bool = end(*args)
+            return out
+
+        self.conn.begin_read = begin_read
+        self.conn.end_read = end_read
+
+    def _note(self, what: str) -> None:
+        with self._lock:
+            self.log.append((what, threading.get_ident()))
+        if what == "begun":
+            self.begun.set()
+        elif what == "refused":
+            self.refused.set()
+
+    def step(self, what: str) -> None:
+        """The test's own step, in the log (call it just before the action)."""
+        self._note(what)
+
+    def acted_while_reading(self, what: str) -> None:
+        """The read that began first was still going when the test noted ``what``: begun before it, ended after."""
+        names = [name for name, _ in self.log]
+        assert "begun" in names, self.log
+        reader = self.log[names.index("begun")][1]
+        ends = [i for i, (name, ident) in enumerate(self.log) if name == "ended" and ident == reader]
+        assert ends, self.log
+        assert names.index("begun") < names.index(what) < ends[0], self.log
+
+    def restore(self) -> None:
+        for name in ("begin_read", "end_read"):
+            self.conn.__dict__.pop(name, None)
+
+
 def _warm(c: Client) -> None:
     """A few lone tasks, so that the next one goes from the caller's thread (``_submit_direct``)."""
     for i in range(3):
@@ -57,20 +137,24 @@ def _warm(c: Client) -> None:
 
 
 def test_ctrl_c_while_the_caller_reads_cancels_its_task_and_the_connection_is_read_again(
-    mesh: LocalMesh, tmp_path: Path
+    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGINT reaches the main thread while it polls its connection for its answer (where it spends its wait): the
-    ``KeyboardInterrupt`` comes out of ``result()``, the task is cancelled, the socket goes back to the loop, and
-    the next lone task's answer comes (read by its caller again)."""
+    """SIGINT reaches the main thread while it polls its connection for its answer (where it spends its wait; the
+    read held open, ``_HeldRead``): the ``KeyboardInterrupt`` comes out of ``result()``, the task is cancelled, the
+    socket goes back to the loop, and the next lone task's answer comes (read by its caller again)."""
     gate = str(tmp_path / "gate")
     main = threading.get_ident()
-    with mesh.client(0) as c:
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
         _warm(c)
+        held = _HeldRead(c, monkeypatch)
         f = c.submit(funcs.square_at_gate, 3, gate)
         assert f._direct is not None
 
         def interrupt() -> None:
-            wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller reads its connection")
+            assert held.begun.wait(10)
+            # the read goes on until the SIGINT: the caller is in its poll most of the time, found there soon
+            wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller polls its connection")
+            held.step("interrupted")
             signal.pthread_kill(main, signal.SIGINT)
 
         t = threading.Thread(target=interrupt)
@@ -80,14 +164,16 @@ def test_ctrl_c_while_the_caller_reads_cancels_its_task_and_the_connection_is_re
                 f.result(timeout=30)
         finally:
             t.join(10)
+            held.restore()
             Path(gate).touch()
+        held.acted_while_reading("interrupted")
         assert f.cancelled()
         assert not _reading(c)
         read = c._async.read_direct
         assert c.submit(funcs.square, 4).result(timeout=30) == 16
         wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
-        # lone tasks are read by their caller again (one may read a PONG before its answer: it hands the PONG to
-        # the loop and stops reading, and the loop reads the answer; seen under load, on main before fix19 too)
+        # lone tasks are read by their caller again (the loop, its reader back since the interrupted read, may read
+        # an answer that comes before its caller begins to read; then the caller's next read parks the loop's reader)
         for i in range(20):
             assert c.submit(funcs.square, i).result(timeout=30) == i * i
             if c._async.read_direct > read:
@@ -122,20 +208,24 @@ def test_a_caller_reading_for_a_stopped_node_raises_its_timeout_and_the_task_sti
         wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
 
 
-def test_closing_the_client_from_another_thread_ends_a_callers_read(mesh: LocalMesh, tmp_path: Path) -> None:
+def test_closing_the_client_from_another_thread_ends_a_callers_read(
+    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``Client.close()`` on another thread while the caller reads its connection for an answer that will not
-    come: the caller stops reading and its ``result()`` raises a ``MeshError`` at once (not at its timeout); the
-    reader's pipe is closed with the connection (the leak guard counts descriptors)."""
+    come (the read held open, ``_HeldRead``): the caller stops reading and its ``result()`` raises a ``MeshError``
+    at once (not at its timeout); the reader's pipe is closed with the connection (the leak guard counts
+    descriptors)."""
     gate = str(tmp_path / "gate")
-    c = mesh.client(0)
+    c = mesh.client(0, heartbeat_timeout=60.0)
     try:
         _warm(c)
+        held = _HeldRead(c, monkeypatch)
         f = c.submit(funcs.square_at_gate, 7, gate)
         assert f._direct is not None
-        main = threading.get_ident()
 
         def close() -> None:
-            wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller reads its connection")
+            assert held.begun.wait(10)
+            held.step("closed")
             c.close()
 
         t = threading.Thread(target=close)
@@ -143,9 +233,11 @@ def test_closing_the_client_from_another_thread_ends_a_callers_read(mesh: LocalM
         t0 = time.monotonic()
         with pytest.raises(MeshError):
             f.result(timeout=60)
-        assert time.monotonic() - t0 < 30  # the client's close, not the caller's timeout, ended the wait
+        waited = time.monotonic() - t0
         t.join(30)
         assert not t.is_alive()
+        held.acted_while_reading("closed")
+        assert waited < _HeldRead.HELD_S / 2, waited  # the client's close, not the end of its read, ended the wait
         conn = c._async._conns.get(0)
         assert conn is not None
         assert conn._lean._pipe is None  # type: ignore[attr-defined]
@@ -154,18 +246,24 @@ def test_closing_the_client_from_another_thread_ends_a_callers_read(mesh: LocalM
         c.close()
 
 
-def test_a_cancel_from_another_thread_ends_a_callers_read(mesh: LocalMesh, tmp_path: Path) -> None:
-    """``fut.cancel()`` on another thread while the caller reads for its answer: the caller's ``result()`` raises
-    ``CancelledTaskError`` well before its timeout, and the connection is read again afterwards."""
+def test_a_cancel_from_another_thread_ends_a_callers_read(
+    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fut.cancel()`` on another thread while the caller reads for its answer (the read held open,
+    ``_HeldRead``): the caller's ``result()`` raises ``CancelledTaskError`` well before its read would have ended,
+    and the connection is read again afterwards."""
     gate = str(tmp_path / "gate")
-    with mesh.client(0) as c:
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
         _warm(c)
+        held = _HeldRead(c, monkeypatch)
         f = c.submit(funcs.square_at_gate, 8, gate)
-        main = threading.get_ident()
+        assert f._direct is not None
+        cancelled: list[bool] = []
 
         def cancel() -> None:
-            wait_for(lambda: _in_read(main), 10, interval=0.001, what="the caller reads its connection")
-            assert f.cancel()
+            assert held.begun.wait(10)
+            held.step("cancelled")
+            cancelled.append(f.cancel())
 
         t = threading.Thread(target=cancel)
         t.start()
@@ -173,23 +271,32 @@ def test_a_cancel_from_another_thread_ends_a_callers_read(mesh: LocalMesh, tmp_p
             t0 = time.monotonic()
             with pytest.raises(CancelledTaskError):
                 f.result(timeout=60)
-            assert time.monotonic() - t0 < 30
+            waited = time.monotonic() - t0
         finally:
             t.join(10)
+            held.restore()
             Path(gate).touch()
+        assert cancelled == [True]
+        held.acted_while_reading("cancelled")
+        assert waited < _HeldRead.HELD_S / 2, waited  # the cancel, not the end of its read, ended the wait
+        assert not _reading(c)
         assert c.submit(funcs.square, 9).result(timeout=30) == 81
         wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
 
 
-def test_two_threads_waiting_on_one_direct_future_both_get_its_value(mesh: LocalMesh, tmp_path: Path) -> None:
-    """Two threads call ``result()`` on the same future sent from the caller's thread: one reads the connection,
-    the other cannot (``begin_read`` refuses) and waits the ordinary way; both get the value once the task ends,
-    and the result is counted once."""
+def test_two_threads_waiting_on_one_direct_future_both_get_its_value(
+    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads call ``result()`` on the same future sent from the caller's thread: one reads the connection
+    (held open until the task's answer, ``_HeldRead``), the other cannot (``begin_read`` refuses) and waits the
+    ordinary way; both get the value once the task ends, and the result is counted once."""
     gate = str(tmp_path / "gate")
-    with mesh.client(0) as c:
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
         _warm(c)
+        held = _HeldRead(c, monkeypatch)
         results = c.stats["results"]
         f = c.submit(funcs.square_at_gate, 11, gate)
+        assert f._direct is not None
         got: list[int] = []
         errors: list[BaseException] = []
 
@@ -200,35 +307,55 @@ def test_two_threads_waiting_on_one_direct_future_both_get_its_value(mesh: Local
                 errors.append(exc)
 
         threads = [threading.Thread(target=wait) for _ in range(2)]
-        for t in threads:
-            t.start()
-        wait_for(lambda: _reading(c), 10, interval=0.001, what="one of them reads the connection")
-        Path(gate).touch()
-        for t in threads:
-            t.join(60)
+        try:
+            for t in threads:
+                t.start()
+            assert held.begun.wait(10)  # one reads (and goes on reading until the answer) ...
+            assert held.refused.wait(10)  # ... so the other is refused
+            held.step("answered")
+            Path(gate).touch()
+            for t in threads:
+                t.join(60)
+        finally:
+            held.restore()
+            Path(gate).touch()
         assert not errors, errors
         assert got == [121, 121]
+        held.acted_while_reading("answered")
+        # one read, one refusal (its thread's ``end_read`` a no-op), and nothing more: each thread tried once
+        assert sorted(name for name, _ in held.log) == ["answered", "begun", "ended", "ended", "refused"], held.log
         wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
         assert c.stats["results"] == results + 1
         assert c.stats["duplicates"] == 0
 
 
-def test_a_future_polled_with_done_while_its_caller_reads_settles_once(mesh: LocalMesh, tmp_path: Path) -> None:
-    """Another thread polls ``done()`` on a future whose caller reads the connection for it (``_give_back``: the
-    loop is asked to read again while the caller still reads): the value arrives once, by whichever reads it."""
+def test_a_future_polled_with_done_while_its_caller_reads_settles_once(
+    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread polls ``done()`` on a future whose caller reads the connection for it (held open until the
+    answer, ``_HeldRead``; ``_give_back``: the loop is asked to read again while the caller still reads): the value
+    arrives once, by whichever reads it."""
     gate = str(tmp_path / "gate")
-    with mesh.client(0) as c:
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
         _warm(c)
+        held = _HeldRead(c, monkeypatch)
         f = c.submit(funcs.square_at_gate, 12, gate)
+        assert f._direct is not None
         got: list[int] = []
         waiter = threading.Thread(target=lambda: got.append(f.result(timeout=60)))
-        waiter.start()
-        wait_for(lambda: _reading(c), 10, interval=0.001, what="the waiting thread reads the connection")
-        assert not f.done()
-        assert f._direct is None  # looked at otherwise: the loop's reader reads for it again
-        Path(gate).touch()
-        waiter.join(60)
+        try:
+            waiter.start()
+            assert held.begun.wait(10)
+            held.step("polled")
+            assert not f.done()
+            assert f._direct is None  # looked at otherwise: the loop's reader reads for it again
+            Path(gate).touch()
+            waiter.join(60)
+        finally:
+            held.restore()
+            Path(gate).touch()
         assert got == [144]
+        held.acted_while_reading("polled")
         wait_for(lambda: _settled(c), 20, what="the loop recorded every task and its result")
         assert c.stats["duplicates"] == 0
         assert c.submit(funcs.square, 2).result(timeout=30) == 4

@@ -172,6 +172,64 @@ def test_a_send_that_consumes_the_signal_still_reaches_the_served_handler() -> N
     run(main)
 
 
+def test_a_message_whose_signal_a_handler_send_took_still_reaches_the_served_handler() -> None:
+    """A socket only the loop reads is served a message at a time (``_drain_each``), and the handler's sends leave
+    their ``ZMQ_EVENTS`` read to the drain: a message that arrived while the handler ran, its signal taken by the
+    handler's own calls on the socket, is handed over all the same, with no other message to wake the loop."""
+
+    async def main() -> None:
+        async with pair() as (router, dealer, reader):
+            got: list[bytes] = []
+            done = asyncio.Event()
+
+            def handler(msgs: list[list[Any]]) -> None:
+                assert len(msgs) == 1  # one at a time
+                body = bytes(msgs[0][1])
+                got.append(body)
+                if body == b"first":
+                    dealer.send_multipart([b"second"])
+                    # the router processes libzmq's commands (the descriptor's signal of "second" goes with them)
+                    assert router.poll(5000, zmq.POLLIN)
+                if body == b"second":
+                    done.set()
+                router.send_multipart([b"d", body], zmq.NOBLOCK)
+                reader.sent()
+
+            reader.serve(handler)
+            dealer.send_multipart([b"first"])
+            await asyncio.wait_for(done.wait(), 5)
+            assert got == [b"first", b"second"]
+            assert [await dealer_recv(dealer), await dealer_recv(dealer)] == [[b"first"], [b"second"]]
+
+    run(main)
+
+
+def test_messages_behind_one_whose_handler_raised_still_reach_the_served_handler() -> None:
+    async def main() -> None:
+        async with pair() as (_router, dealer, reader):
+            for body in (b"a", b"boom", b"b", b"c"):
+                dealer.send_multipart([body])
+            got: list[bytes] = []
+            three = asyncio.Event()
+            errors: list[BaseException] = []
+            asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx["exception"]))
+
+            def handler(msgs: list[list[Any]]) -> None:
+                body = bytes(msgs[0][1])
+                if body == b"boom":
+                    raise RuntimeError("boom")
+                got.append(body)
+                if len(got) == 3:
+                    three.set()
+
+            reader.serve(handler)
+            await asyncio.wait_for(three.wait(), 5)
+            assert got == [b"a", b"b", b"c"]
+            assert [str(e) for e in errors] == ["boom"]
+
+    run(main)
+
+
 def test_send_frames_and_recv_frames_carry_a_message_whole_or_not_at_all() -> None:
     """The frame-by-frame send and receive with int flags (``send_frames``, ``recv_frames``) carry what
     ``send_multipart``/``recv_multipart`` carry: bytes, memoryviews, a buffer over pyzmq's copy threshold (sent

@@ -100,6 +100,8 @@ def array_from_buffer(descr: str, shape: list[int], buf: Any) -> np.ndarray[Any,
 class ValueEncoder:
     """Encodes one value. ``refs`` collects the task ids found inside, so the caller learns the dependencies."""
 
+    __slots__ = ("_depth", "allow_pickle", "buffers", "ref_types", "refs")
+
     def __init__(self, allow_pickle: bool, ref_types: tuple[type, ...] = ()) -> None:
         self.allow_pickle = allow_pickle
         self.ref_types = ref_types
@@ -112,9 +114,11 @@ class ValueEncoder:
         # alive by the cycle through ``self._default`` until the cyclic GC ran
         try:
             blob = packb(value, self._default, strict_types=True)
-            return Payload(blob, tuple(self.buffers))
+            buffers = self.buffers
+            return Payload(blob, tuple(buffers) if buffers else ())
         finally:
-            self.buffers = []  # the encoder holds no array it encoded once the payload is made
+            if self.buffers:
+                self.buffers = []  # the encoder holds no array it encoded once the payload is made
 
     def _nested(self, value: Any) -> bytes:
         self._depth += 1
@@ -197,6 +201,15 @@ def loads(
     resolve_ref: Callable[[str], Any] | None = None,
 ) -> Any:
     """Decode; every malformed input raises ``WireError`` (never anything else), so callers can answer it."""
+    blob = payload.blob
+    if len(blob) <= SMALL_VALUE and not payload.buffers:
+        # a tiny task's arguments or result: hooks made once, nothing to count (see SMALL_VALUE)
+        try:
+            return _read(blob, _SMALL_HOOKS[allow_pickle, resolve_ref is not None])
+        except _Resolve:
+            pass  # a reference to resolve: the counting hook below does that
+        except Exception as exc:
+            raise _wire_error(exc) from exc
     buffers = payload.buffers
     depth = [0]  # extension objects met so far
     level = [0]  # how deep in nested tuples/sets we are now
@@ -205,67 +218,116 @@ def loads(
         depth[0] += 1
         if depth[0] > 100_000:
             raise WireError("too many extension objects")
-        if code == EXT_ARRAY:
-            descr, shape, idx = msgpack.unpackb(data, use_list=True)
-            if not isinstance(idx, int) or not 0 <= idx < len(buffers) or not isinstance(descr, str):
-                raise WireError("array references a missing frame")
-            return array_from_buffer(descr, shape, buffers[idx])
-        if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
-            level[0] += 1
-            try:
-                if level[0] > MAX_DEPTH:
-                    raise WireError(f"value nested more than {MAX_DEPTH} deep")
-                items = _unpack(data)
-            finally:
-                level[0] -= 1
-            if code == EXT_TUPLE:
-                return tuple(items)
-            return set(items) if code == EXT_SET else frozenset(items)
-        if code == EXT_SCALAR:
-            descr, raw = msgpack.unpackb(data)
-            dt = check_dtype(descr)
-            if not isinstance(raw, bytes) or len(raw) != dt.itemsize:
-                raise WireError("bad numpy scalar")
-            if dt.itemsize == 0:  # np.str_("") / np.bytes_(b""): frombuffer refuses a zero itemsize
-                return dt.type()
-            return np.frombuffer(raw, dtype=dt)[0]
-        if code == EXT_COMPLEX:
-            re, im = msgpack.unpackb(data)
-            return complex(re, im)
-        if code == EXT_BIGINT:
-            if len(data) > 5000:
-                raise WireError("integer too large")
-            return int(data.decode())
-        if code == EXT_REF:
-            task_id = data.decode()
-            if resolve_ref is None:
-                return TaskRef(task_id)
-            return resolve_ref(task_id)
-        if code == EXT_PICKLE:
-            if not allow_pickle:
-                raise WireError("pickled value refused: this mesh is not authenticated")
-            import cloudpickle
-
-            return cloudpickle.loads(data)
-        raise WireError(f"unknown value extension {code}")
+        if code not in _NESTING:
+            return _ext_value(code, data, buffers, allow_pickle, resolve_ref, _unpack)
+        level[0] += 1
+        try:
+            if level[0] > MAX_DEPTH:
+                raise WireError(f"value nested more than {MAX_DEPTH} deep")
+            return _ext_value(code, data, buffers, allow_pickle, resolve_ref, _unpack)
+        finally:
+            level[0] -= 1
 
     def _unpack(data: bytes) -> Any:
-        return msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
+        return _read(data, hook)
 
     try:
-        return _unpack(payload.blob)
-    except WireError:
-        raise
-    except RecursionError as exc:
-        raise WireError("value nested too deeply") from exc
+        return _unpack(blob)
     except Exception as exc:
-        # msgpack raises ValueError, ExtraData, FormatError, StackError...; a pickle may raise anything.
-        raise WireError(f"malformed value: {type(exc).__name__}: {exc}") from exc
+        raise _wire_error(exc) from exc
     finally:
         # ``hook`` and ``_unpack`` refer to each other: a cycle that only the cyclic GC frees, and it runs by
         # allocation count. Through ``resolve_ref`` it held a task's inputs (100 MiB arrays) long after the task
         # ended; unlinked here, they go with the value.
         _unpack = _unlinked
+
+
+# A value of at most this many bytes, with no frames of its own, is read by hooks made once (``_SMALL_HOOKS``),
+# without ``loads``' two counters: it cannot hold more than MAX_DEPTH nested tuples or sets (each level takes at
+# least 2 bytes: an ext header around the level inside) nor 100,000 extension objects.
+SMALL_VALUE = 2 * MAX_DEPTH
+_NESTING = frozenset((EXT_TUPLE, EXT_SET, EXT_FROZENSET))
+
+
+class _Resolve(Exception):
+    """A small value's reference, met where a resolver was given: ``loads`` reads it the counting way."""
+
+
+def _read(data: bytes, hook: Callable[[int, bytes], Any]) -> Any:
+    return msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
+
+
+def _wire_error(exc: Exception) -> WireError:
+    """What ``loads`` raises for ``exc``, met while decoding."""
+    if isinstance(exc, WireError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return WireError("value nested too deeply")
+    # msgpack raises ValueError, ExtraData, FormatError, StackError...; a pickle may raise anything.
+    return WireError(f"malformed value: {type(exc).__name__}: {exc}")
+
+
+def _small_hook(allow_pickle: bool, resolving: bool) -> Callable[[int, bytes], Any]:
+    def hook(code: int, data: bytes) -> Any:
+        if code == EXT_REF and resolving:
+            raise _Resolve
+        return _ext_value(code, data, (), allow_pickle, None, unpack)
+
+    def unpack(data: bytes) -> Any:
+        return _read(data, hook)
+
+    return hook
+
+
+_SMALL_HOOKS = {(p, r): _small_hook(p, r) for p in (False, True) for r in (False, True)}
+
+
+def _ext_value(
+    code: int,
+    data: bytes,
+    buffers: tuple[Any, ...],
+    allow_pickle: bool,
+    resolve_ref: Callable[[str], Any] | None,
+    unpack: Callable[[bytes], Any],
+) -> Any:
+    """The object one extension of a value stands for (``unpack`` reads the items of a tuple or a set)."""
+    if code == EXT_ARRAY:
+        descr, shape, idx = msgpack.unpackb(data, use_list=True)
+        if not isinstance(idx, int) or not 0 <= idx < len(buffers) or not isinstance(descr, str):
+            raise WireError("array references a missing frame")
+        return array_from_buffer(descr, shape, buffers[idx])
+    if code in _NESTING:
+        items = unpack(data)
+        if code == EXT_TUPLE:
+            return tuple(items)
+        return set(items) if code == EXT_SET else frozenset(items)
+    if code == EXT_SCALAR:
+        descr, raw = msgpack.unpackb(data)
+        dt = check_dtype(descr)
+        if not isinstance(raw, bytes) or len(raw) != dt.itemsize:
+            raise WireError("bad numpy scalar")
+        if dt.itemsize == 0:  # np.str_("") / np.bytes_(b""): frombuffer refuses a zero itemsize
+            return dt.type()
+        return np.frombuffer(raw, dtype=dt)[0]
+    if code == EXT_COMPLEX:
+        re, im = msgpack.unpackb(data)
+        return complex(re, im)
+    if code == EXT_BIGINT:
+        if len(data) > 5000:
+            raise WireError("integer too large")
+        return int(data.decode())
+    if code == EXT_REF:
+        task_id = data.decode()
+        if resolve_ref is None:
+            return TaskRef(task_id)
+        return resolve_ref(task_id)
+    if code == EXT_PICKLE:
+        if not allow_pickle:
+            raise WireError("pickled value refused: this mesh is not authenticated")
+        import cloudpickle
+
+        return cloudpickle.loads(data)
+    raise WireError(f"unknown value extension {code}")
 
 
 def _unlinked(data: bytes) -> Any:

@@ -570,3 +570,50 @@ def test_encoding_and_decoding_keep_no_array_alive_through_a_cycle() -> None:
         assert resolved() is None
     finally:
         gc.enable()
+
+
+# ---- small values are read by hooks made once (``SMALL_VALUE``), with the same outcome -------------------------
+
+
+def _nested(levels: int) -> bytes:
+    """A short blob of ``levels`` tuple extensions, each the whole content of the one around it (each is read
+    inside the one around it: ``()`` in the end, ``levels`` deep on the way)."""
+    blob = msgpack.packb([])
+    for _ in range(levels):
+        blob = msgpack.packb(msgpack.ExtType(V.EXT_TUPLE, blob))
+    return blob
+
+
+def test_nesting_is_bounded_on_both_ways_of_reading() -> None:
+    # each level of a tuple takes at least 2 bytes (an ext header: fixext or ext 8, then the type): a small value
+    # holds at most SMALL_VALUE / 2 levels, within the limit, so its hooks need not count them
+    assert V.SMALL_VALUE // 2 <= V.MAX_DEPTH
+    fits = max(n for n in range(V.MAX_DEPTH) if len(_nested(n)) <= V.SMALL_VALUE)
+    assert loads(Payload(_nested(fits)), allow_pickle=False) == ()  # the small way
+    assert loads(Payload(_nested(V.MAX_DEPTH)), allow_pickle=False) is not None  # the counting way
+    with pytest.raises(WireError, match="nested more than"):
+        loads(Payload(_nested(V.MAX_DEPTH + 1)), allow_pickle=False)
+
+
+@pytest.mark.parametrize("resolving", [False, True])
+@pytest.mark.parametrize(
+    "value",
+    [1, "x", [[1, (2, 3)], {"k": {4, 5}}], frozenset({"a"}), np.float32(2.5), 3 + 4j, 1 << 70, TaskRef("t1"),
+     [TaskRef("t1"), (TaskRef("t2"),)]],
+)
+def test_small_values_read_as_large_ones_do(value: Any, resolving: bool) -> None:
+    payload, _ = dumps(value, allow_pickle=False)
+    assert len(payload.blob) <= V.SMALL_VALUE
+    resolve = (lambda t: f"value of {t}") if resolving else None
+    padded = dumps([value, "p" * V.SMALL_VALUE], allow_pickle=False)[0]  # the counting way
+    assert [loads(payload, allow_pickle=False, resolve_ref=resolve), "p" * V.SMALL_VALUE] == loads(
+        padded, allow_pickle=False, resolve_ref=resolve
+    )
+
+
+def test_a_small_pickle_is_refused_where_pickle_is_off() -> None:
+    payload, _ = dumps(Point(1), allow_pickle=True)
+    assert len(payload.blob) > V.SMALL_VALUE or loads(payload, allow_pickle=True) == Point(1)
+    with pytest.raises(WireError, match="pickled value refused"):
+        loads(Payload(msgpack.packb(msgpack.ExtType(V.EXT_PICKLE, b"\x80\x05N."))), allow_pickle=False)
+    assert loads(Payload(msgpack.packb(msgpack.ExtType(V.EXT_PICKLE, b"\x80\x05N."))), allow_pickle=True) is None

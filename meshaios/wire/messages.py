@@ -984,26 +984,30 @@ def _check_ids(mtype: str, msg: Mapping[str, Any]) -> None:
 # (True) or "let the walk decide" (False), and is never looser than the walk -- a field's type must be exactly
 # one of its table's (msgpack makes no subclasses; a subclass in a dict built here is left to the walk) -- so a
 # message either passes both or is refused by the walk, with its reason. Types whose checks go deeper than their
-# fields and ids (RUN's tasks, STEAL, ABORT's and MOVED's lists, ADOPT) always take the walk.
+# fields, ids and tasks (STEAL, ABORT's and MOVED's lists, ADOPT) always take the walk.
 
 _MISSING: Final = object()  # a field not present: its type is in no table
 
 
-def compile_fields(schema: Schema) -> Callable[[Any], bool]:
+def compile_fields(schema: Schema, optional: bool = False) -> Callable[[Any], bool]:
     """True when ``obj`` is a dict with every field of ``schema``, each of exactly one of its types (``bool`` only
-    where listed, as in ``check_fields``); False: ``check_fields`` decides. Generated once per table, as
-    ``fastinit`` generates an ``__init__``."""
+    where listed, as in ``check_fields``); False: ``check_fields`` decides. ``optional``: the fields may be absent,
+    and those present must have their types (as ``check_run_task`` checks a run task's optional fields). Generated
+    once per table, as ``fastinit`` generates an ``__init__``."""
     names: dict[str, Any] = {"_M": _MISSING}
     body = ["def ok(o):", "    if type(o) is not dict: return False"]
     for i, (key, want) in enumerate(schema.items()):
         if object in want:  # ``Any``: present is enough
-            body.append(f"    if {key!r} not in o: return False")
-        elif len(want) == 1:
-            names[f"_t{i}"] = want[0]
-            body.append(f"    if type(o.get({key!r}, _M)) is not _t{i}: return False")
+            if not optional:
+                body.append(f"    if {key!r} not in o: return False")
+            continue
+        names[f"_t{i}"] = want[0] if len(want) == 1 else frozenset(want)
+        test = "is not" if len(want) == 1 else "not in"
+        if optional:
+            body.append(f"    v = o.get({key!r}, _M)")
+            body.append(f"    if v is not _M and type(v) {test} _t{i}: return False")
         else:
-            names[f"_t{i}"] = frozenset(want)
-            body.append(f"    if type(o.get({key!r}, _M)) not in _t{i}: return False")
+            body.append(f"    if type(o.get({key!r}, _M)) {test} _t{i}: return False")
     body.append("    return True")
     exec("\n".join(body), names)  # source made here, from our own tables' names and types
     fn: Callable[[Any], bool] = names["ok"]
@@ -1017,6 +1021,21 @@ def _id_ok(x: Any) -> bool:
 
 _SUBMIT_TASK_OK = compile_fields(SUBMIT_TASK)
 _RESULT_OK = compile_fields(RESULT)
+_RUN_TASK_OK = compile_fields(RUN_TASK)
+_RUN_TASK_OPTIONAL_OK = compile_fields(RUN_TASK_OPTIONAL, optional=True)
+
+
+def _run_task_ok(task: Any) -> bool:
+    """``check_run_task``'s and ``_check_ids``' verdict on a run task, as a bool (exact types)."""
+    if not (_RUN_TASK_OK(task) and _RUN_TASK_OPTIONAL_OK(task) and _id_ok(task["id"])):
+        return False
+    res = task.get("resources")
+    if res is not None and not all(type(k) is str and type(v) is int for k, v in res.items()):
+        return False
+    for dep, val in task["deps"].items():
+        if not (_id_ok(dep) and (val is None or type(val) is Payload or _is_location(val))):
+            return False
+    return True
 
 
 def _fast_check(mtype: str) -> Callable[[Any], bool] | None:
@@ -1038,11 +1057,13 @@ def _fast_check(mtype: str) -> Callable[[Any], bool] | None:
         return submit_ok
     if mtype == DONE:
         return lambda msg: fields(msg) and all(map(_RESULT_OK, msg["results"]))
+    if mtype == RUN:
+        return lambda msg: fields(msg) and all(map(_run_task_ok, msg["tasks"]))
     if mtype in _ID_FIELDS:
         return lambda msg: fields(msg) and _id_ok(msg["id"])
     if mtype in _ID_LISTS:
         return lambda msg: fields(msg) and all(_id_ok(x) or not isinstance(x, str) for x in msg["ids"])
-    if mtype in (RUN, STEAL, ADOPT) or mtype in _DEEP or mtype in NESTED:
+    if mtype in (STEAL, ADOPT) or mtype in _DEEP or mtype in NESTED:
         return None
     return fields
 

@@ -19,13 +19,15 @@ class Name(str):
     """A str subclass: never made by msgpack, so left to the walk (which takes it for a str)."""
 
 
-odd_values = st.one_of(
-    msgpack_values,
-    st.sampled_from([True, False, 0, 1, 1.5, "", "x" * (M.MAX_ID + 1), "a\x00", Name("a"), Name("b\x00"), None]),
-    st.just(payload_of(1)),
-    st.lists(st.sampled_from(["a", "", Name("c"), 3, True, "d\x00"]), max_size=3),
-    st.dictionaries(st.sampled_from(["id", "ok", "fn", "deps"]), st.sampled_from(["a", True, 2, None]), max_size=2),
-)
+ODD = [True, False, 0, 1, -1, 1.5, "", "a", "x" * (M.MAX_ID + 1), "a\x00", Name("a"), Name("b\x00"), None, b"a", [],
+       ["a"], ["a", 3], ["", "b"], ["b\x00"], [Name("c")], [Name("c\x00")], [True], {}, {"id": "a"}, {"k": 1},
+       # dependency tables and resources of a run task
+       {"d": None}, {"d": {"loc": ["n1"], "size": 3}}, {"d": {"loc": [1]}}, {"d": {"size": True}}, {"": None},
+       {"d\x00": None}, {Name("d"): None}, {"cpu": 1}, {"cpu": 1.5}, {"cpu": True}, {3: None}]  # fmt: skip
+KEYS = ["id", "ok", "v", "fn", "args", "deps", "tasks", "results", "ids", "src", "req", "t", "client", "owner", "att",
+        "pure", "resources", "c", "ep", "device", "fr", "parts", "urg", "retries", "err", "size"]  # fmt: skip
+
+odd_values = st.one_of(msgpack_values, st.sampled_from(ODD), st.just(payload_of(1)))
 
 
 def verdict(check: Any, msg: Any) -> str:
@@ -58,14 +60,18 @@ def mutated(msg: dict[str, Any], where: int, key: str, value: Any, drop: bool) -
     return out
 
 
-@given(
-    st.sampled_from(valid_messages()),
-    st.integers(0, 3),
-    st.sampled_from(["id", "ok", "v", "fn", "args", "deps", "tasks", "results", "ids", "src", "req", "t", "client"]),
-    odd_values,
-    st.booleans(),
-)
-@settings(max_examples=1500)
+@pytest.mark.parametrize("msg", valid_messages(), ids=lambda m: m["t"])
+def test_every_one_field_change_gets_the_walks_verdict(msg: dict[str, Any]) -> None:
+    """Each field of the message, and of its first task or result, removed or set to each odd value in turn."""
+    for where in (0, 1):
+        for key in KEYS:
+            for value, drop in [(None, True), *((v, False) for v in [*ODD, payload_of(1)])]:
+                m = mutated({"v": M.PROTOCOL_VERSION, **msg}, where, key, value, drop)
+                assert verdict(M.check_message, m) == verdict(M.check_in_full, m), (where, key, value, drop)
+
+
+@given(st.sampled_from(valid_messages()), st.integers(0, 3), st.sampled_from(KEYS), odd_values, st.booleans())
+@settings(max_examples=1000)
 def test_the_quick_check_agrees_with_the_walk(
     msg: dict[str, Any], where: int, key: str, value: Any, drop: bool
 ) -> None:

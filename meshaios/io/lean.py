@@ -465,7 +465,7 @@ class LeanReader:
         with self.lock:
             kept = self._kept
             if not kept:
-                return kept
+                return []  # not ``kept``: the list a reading thread stores into next, which would be the caller's too
             if self._fd is not None:
                 _complete_last(self.sock, kept)
             elif not kept[-1] or kept[-1][-1].more:

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -709,6 +709,65 @@ def test_ctrl_c_at_any_step_of_the_callers_read_delivers_every_answer_once(mesh:
         assert c.submit(funcs.square, 5).result(timeout=5) == 25
 
 
+def _lone_task_inside(c: Client, step: Callable[[], None], submitted: list[int]) -> dict[str, object]:
+    """Runs ``step`` in one callback on the loop's thread (no other ``_adopt``, a beat's, meets the hook) with the
+    connection's ``recheck`` hooked -- which ``_adopt`` calls after it took the list of tasks sent and what the
+    caller's thread read, before it records the tasks and reads the messages -- so that there another thread sends
+    a lone task and reads its answer: ``direct`` (it went from its caller's thread), ``v`` (its value), ``kept``
+    (messages kept for the loop once it had it). Each time after a lone task its caller read (not recorded by the
+    loop yet), until the hook ran and its task went directly."""
+    a = c._async
+    conn = a._conns[0]
+    lean_reader = conn._lean  # type: ignore[attr-defined]
+    recheck = conn.recheck
+    out: dict[str, object] = {}
+
+    def caller() -> None:
+        f = c.submit(funcs.square, 5)
+        submitted[0] += 1
+        out["direct"] = f._direct is not None
+        out["v"] = f.result(timeout=10)
+        out["kept"] = len(lean_reader._kept)
+
+    def hook() -> None:  # on the loop's thread, inside ``_adopt``: the caller goes now
+        del conn.recheck  # type: ignore[method-assign]
+        t = threading.Thread(target=caller)
+        t.start()
+        t.join(15)
+        recheck()
+
+    def with_hook() -> None:
+        conn.recheck = hook  # type: ignore[method-assign]
+        try:
+            step()
+        finally:
+            conn.__dict__.pop("recheck", None)
+            out["ran"] = True
+
+    for attempt in range(20):
+        f = _lone_direct(c, attempt, submitted)
+        assert f.result(timeout=10) == attempt * attempt  # read by the caller; not recorded by the loop yet
+        out.clear()
+        assert a._loop is not None
+        a._loop.call_soon_threadsafe(with_hook)
+        wait_for(lambda: "ran" in out, 20, what="the loop's callback")
+        out.pop("ran")
+        if out.get("direct"):
+            break
+    return out
+
+
+def _taken_in_once(c: Client, out: dict[str, object], results: int) -> None:
+    """After ``_lone_task_inside``: its task went directly and had its value, and then every task is recorded and
+    its answer taken in once (``results`` in all), and lone tasks go directly again."""
+    assert (out["direct"], out["v"]) == (True, 25), out
+    wait_for(lambda: _settled(c), 10, what="every task recorded and its result taken in")
+    assert c.stats["duplicates"] == 0
+    assert c.stats["results"] == results
+    assert c.submit(funcs.square, 6).result(timeout=5) == 36
+    assert c.submit(funcs.square, 7)._direct is not None  # lone tasks go directly again
+
+
 def test_a_lone_task_answered_while_the_loop_records_earlier_ones_is_recorded_once(mesh: LocalMesh) -> None:
     """The loop records what the caller's thread sent and read (``_adopt``); meanwhile -- after it took the list of
     tasks sent, before it took in what was read -- the caller sends a lone task and reads its answer. That answer
@@ -717,47 +776,39 @@ def test_a_lone_task_answered_while_the_loop_records_earlier_ones_is_recorded_on
     ordinary way)."""
     with mesh.client(0, heartbeat_timeout=60.0) as c:
         _warm(c)
-        a = c._async
-        conn = a._conns[0]
-        recheck = conn.recheck
         submitted = [0]
-        out: dict[str, object] = {}
         results = c.stats["results"]
+        out = _lone_task_inside(c, c._async._adopt, submitted)
+        _taken_in_once(c, out, results + submitted[0])
 
-        def caller() -> None:
-            f = c.submit(funcs.square, 5)
-            submitted[0] += 1
-            out["direct"] = f._direct is not None
-            out["v"] = f.result(timeout=10)
 
-        def hook() -> None:  # inside ``_adopt``, on the loop's thread: the caller goes now
-            del conn.recheck  # type: ignore[method-assign]
-            t = threading.Thread(target=caller)
-            t.start()
-            t.join(15)
-            recheck()
+def test_an_answer_read_while_the_loops_reader_takes_in_an_earlier_one_is_taken_in_once(mesh: LocalMesh) -> None:
+    """The loop's reader drains the socket after a caller's read: it takes the messages that caller read (its
+    answer, kept in the connection) and, before reading them, records the tasks sent from the caller's thread
+    (``_on_batch`` -> ``_adopt``), whose ``take_kept`` then finds nothing kept. Meanwhile -- after that
+    ``take_kept``, before ``_adopt`` reads what it took -- the caller sends another lone task and reads its answer,
+    kept in the connection for the loop. That answer must be taken in once, by a later ``_adopt`` that records its
+    task first. A ``take_kept`` that handed out the connection's own (empty) list of kept messages, instead of a
+    list of its own, let ``_adopt`` read the answer stored into that list meanwhile -- before its task was
+    recorded, a duplicate -- and the next ``take_kept`` hand the same answer over again (seen as one duplicate in
+    a stress of 200 lone tasks cancelled from another thread, where the cancels made the loop adopt at such
+    instants)."""
+    with mesh.client(0, heartbeat_timeout=60.0) as c:
+        _warm(c)
+        a = c._async
+        lean_reader = a._conns[0]._lean  # type: ignore[attr-defined]
+        submitted = [0]
+        results = c.stats["results"]
+        drained: list[bool] = []
 
-        def adopt_with_hook() -> None:  # one callback on the loop: no other ``_adopt`` (a beat's) meets the hook
-            conn.recheck = hook  # type: ignore[method-assign]
-            try:
-                a._adopt()
-            finally:
-                conn.__dict__.pop("recheck", None)
-                out["ran"] = True
+        def drain() -> None:  # what the loop's reader does when it is woken
+            # the preconditions, on the loop's thread: a lone task recorded by no ``_adopt`` yet, its answer read by
+            # its caller and kept in the connection, with a notice for the loop
+            if a._handover and a._handback and lean_reader._kept and not lean_reader.reading:
+                drained.append(True)
+                lean_reader._drain()  # takes what was kept, then ``_on_batch`` -> ``_adopt`` -> ``recheck``
 
-        for attempt in range(20):
-            f = _lone_direct(c, attempt, submitted)
-            assert f.result(timeout=10) == attempt * attempt  # read by the caller; not recorded by the loop yet
-            out.clear()
-            assert a._loop is not None
-            a._loop.call_soon_threadsafe(adopt_with_hook)
-            wait_for(lambda: "ran" in out, 20, what="the loop's _adopt")
-            out.pop("ran")
-            if out.get("direct"):
-                break
-        assert out == {"direct": True, "v": 25}
-        wait_for(lambda: _settled(c), 10, what="every task recorded and its result taken in")
-        assert c.stats["duplicates"] == 0
-        assert c.stats["results"] == results + submitted[0]
-        assert c.submit(funcs.square, 6).result(timeout=5) == 36
-        assert c.submit(funcs.square, 7)._direct is not None  # lone tasks go directly again
+        out = _lone_task_inside(c, drain, submitted)
+        assert drained
+        assert out["kept"] == 1, out  # its answer kept for the loop, which had taken in the earlier one
+        _taken_in_once(c, out, results + submitted[0])

@@ -46,6 +46,7 @@ class NodeConfig:
     slowdown: float = 1.0  # testing aid: >1 makes every task take that many times as long (a slower machine)
     handshake_ivl: float = 5.0  # seconds a CURVE handshake may take before the connection is dropped
     max_unproven: int = 0  # connections not yet authenticated; beyond it the oldest is closed (0: from open files)
+    local_ipc: bool = True  # also listen on a unix socket of this user's alone, for local clients (docs/protocol.md)
     # The fence (tasks/allowlist.py). Insecure: registered kernels, meshaios's own task functions and these only. With a
     # token, empty both: anything (token holders may send pickles anyway); set either: the same fence as insecure.
     allowed_modules: tuple[str, ...] = ()  # "pkg" exactly, "pkg.sub" exactly, "pkg.*" for pkg and its submodules

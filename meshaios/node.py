@@ -252,6 +252,7 @@ class Node:
                 handshake_ivl=config.handshake_ivl,
                 router_handover=self.keys is not None,  # no identity theft on an insecure node (ZmqOptions)
                 max_unproven=config.max_unproven,
+                local_ipc=config.local_ipc,
             ),
             self.keys,
         )

@@ -9,6 +9,7 @@ without revealing anything that would let someone join it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -83,6 +84,32 @@ def exposure_warning(bind: str) -> str | None:
 def config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "meshaios"
+
+
+def private_runtime_dir(create: bool = False) -> Path | None:
+    """This user's directory for local sockets (a node's ipc endpoint, docs/protocol.md): ``$XDG_RUNTIME_DIR/meshaios``,
+    else ``/tmp/meshaios-<uid>``. None unless it is a real directory (not a link) owned by this user that no other
+    user may enter (no group or other bits): only then is a socket in it reachable by this user alone. ``create``
+    makes it (0700) if it is missing; an existing one with looser rights is refused, never changed."""
+    if not hasattr(os, "getuid"):  # pragma: no cover - no unix sockets to place
+        return None
+    base = os.environ.get("XDG_RUNTIME_DIR") or ""
+    path = Path(base) / "meshaios" if base.startswith("/") else Path(f"/tmp/meshaios-{os.getuid()}")
+    try:
+        if create:
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        if create:
+            log.warning(
+                "%s is not a directory of this user's alone (owner %d, mode %03o): no local socket for clients here",
+                path, st.st_uid, stat.S_IMODE(st.st_mode),
+            )  # fmt: skip
+        return None
+    return path
 
 
 def default_token_file() -> Path:

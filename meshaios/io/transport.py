@@ -8,6 +8,11 @@ injection, for the in-process mesh tests.
 Sends never block: a node must not stall because one peer is slow or dead. Liveness is *not* inferred from
 anything here (ZeroMQ reconnects silently and mDNS caches lie); SWIM decides who is alive.
 
+A node also listens on a unix socket, ``ipc://<dir>/<host>-<port>`` (``local_socket_path``), in a directory of its
+user's alone (``security.private_runtime_dir``: 0700), for clients of that user on its host (``local_endpoint``):
+the same ROUTER, CURVE and ZAP as over TCP, with less kernel work per message than loopback TCP (docs/protocol.md,
+docs/performance.md section 32).
+
 Hostile input at this layer (docs/security.md): every connection must finish a ZMTP 3 handshake within
 ``handshake_ivl`` and pass the ZAP handler -- the mesh key on a token mesh; on an insecure node ZAP still runs
 (admitting any NULL peer), because with ZAP on libzmq refuses ZMTP 1.0/2.0 peers, whose framing a web page's HTTP
@@ -25,12 +30,15 @@ import logging
 import os
 import resource
 import socket
+import stat
 import struct
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import zmq
@@ -39,7 +47,7 @@ from zmq.utils import z85
 
 from meshaios.io.lean import LeanReader, send_frames
 from meshaios.io.zap import AuthThread
-from meshaios.security import MeshKeys
+from meshaios.security import MeshKeys, private_runtime_dir
 from meshaios.store.stream import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
@@ -139,6 +147,8 @@ class ZmqOptions:
     # half-open TCP connection gets through at once). Only where identities are proven (a token mesh): on an
     # insecure node it would let any local process take over a client's id, its results and its connection.
     router_handover: bool = True
+    # also listen on a unix socket in this user's private directory, for local clients (``local_endpoint``)
+    local_ipc: bool = True
 
 
 def default_max_unproven() -> int:
@@ -185,6 +195,87 @@ def default_max_dealers() -> int:
     return max(16, min(4096, (soft - 128) // 2))
 
 
+# unix sockets whose listener a client can check (``ipc_listening`` reads /proc/net/unix) and libzmq supports
+LOCAL_IPC = sys.platform.startswith("linux") and zmq.has("ipc")
+_SUN_PATH_MAX = 100  # sun_path holds 108 bytes, NUL included; a longer path gets no local socket
+_SO_ACCEPTCON = 0x10000  # /proc/net/unix: a listening socket's flag
+
+
+def _netns() -> str:
+    """This process's network namespace (its inode): a unix socket is reachable through the file system from
+    any namespace, but its listener is listed (``/proc/net/unix``) in its own only."""
+    try:
+        return str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        return "0"
+
+
+def local_socket_path(directory: Path, address: str) -> Path | None:
+    """Where the node announcing ``tcp://host:port`` listens for local clients: ``<directory>/<host>-<port>.<netns>``,
+    named by the address exactly as the node announces it (a client that dials another spelling of it uses TCP)
+    and by its network namespace (two namespaces may have nodes with one address); None for any other address, or
+    a path too long for a unix socket."""
+    if not address.startswith("tcp://"):
+        return None
+    host, sep, port = address[len("tcp://") :].rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or "/" in host or "\0" in host or host in (".", ".."):
+        return None
+    path = directory / f"{host}-{port}.{_netns()}"
+    return path if len(os.fsencode(path)) <= _SUN_PATH_MAX else None
+
+
+def _listening_paths() -> set[str]:
+    """The paths of the unix sockets listening in this network namespace now (``/proc/net/unix``)."""
+    out: set[str] = set()
+    try:
+        with open("/proc/net/unix") as fh:
+            for line in fh:
+                parts = line.split()
+                # Num RefCount Protocol Flags Type St Inode Path; St 01: unconnected (a listener)
+                if len(parts) == 8 and parts[5] == "01" and int(parts[3], 16) & _SO_ACCEPTCON:
+                    out.add(parts[7])
+    except (OSError, ValueError):
+        return set()
+    return out
+
+
+def ipc_listening(path: Path) -> bool:
+    """Is a unix socket listening at ``path`` now? A file left by a node that died has none: a client dialling it
+    would wait for ever."""
+    return os.fsdecode(path) in _listening_paths()
+
+
+def _sweep(directory: Path) -> None:
+    """Remove the socket files of this network namespace in ``directory`` that nobody listens on (left by nodes
+    that were killed)."""
+    live, ours = _listening_paths(), "." + _netns()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for e in entries:
+            if e.name.endswith(ours) and e.path not in live and stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+
+
+def local_endpoint(address: str) -> str | None:
+    """The unix-socket endpoint a client of this user can reach the node at ``address`` by, or None (use TCP): the
+    node's socket, in this user's private directory, owned by this user, with a listener now. The directory's
+    rights keep other users out; CURVE and ZAP are the same as over TCP."""
+    if not LOCAL_IPC:
+        return None
+    directory = private_runtime_dir()
+    path = local_socket_path(directory, address) if directory is not None else None
+    if path is None:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid() or not ipc_listening(path):
+        return None
+    return f"ipc://{path}"
+
+
 class ZmqTransport:
     """One ROUTER for everything inbound (peers and clients); a DEALER per peer address for outbound."""
 
@@ -218,6 +309,8 @@ class ZmqTransport:
         self._proven_early: set[int] = set()  # delivered before the monitor reported it accepted
         self._closed_early: dict[int, int] = {}  # DISCONNECTED reported before ACCEPTED (two I/O threads)
         self.address = ""
+        self.local_address = ""  # ``ipc://...`` where local clients reach us too (``local_endpoint``); "": none
+        self._local_file: tuple[Path, int] | None = None  # the socket file we bound, by inode: removed at close
         self.stats = TransportStats()
 
     async def start(self) -> str:
@@ -256,7 +349,29 @@ class ZmqTransport:
         # the address peers are told to reply to: never 0.0.0.0, which would make every peer dial itself
         host = o.bind if o.bind not in ("0.0.0.0", "*") else primary_ip()
         self.address = f"tcp://{host}:{port}"
+        if o.local_ipc and LOCAL_IPC:
+            self.local_address = self._bind_local(r)
         return self.address
+
+    def _bind_local(self, r: zmq.Socket[Any]) -> str:
+        """Listen on ``local_socket_path`` too (the same ROUTER: CURVE, ZAP, limits and monitor alike); "" if there is
+        no private directory or a live socket holds the name (a node at this address in another network namespace)."""
+        directory = private_runtime_dir(create=True)
+        path = local_socket_path(directory, self.address) if directory is not None else None
+        if path is None or directory is None:
+            return ""
+        _sweep(directory)
+        if ipc_listening(path):
+            log.warning("%s is held by another live socket: local clients use TCP", path)
+            return ""
+        endpoint = f"ipc://{path}"
+        try:
+            r.bind(endpoint)  # libzmq replaces a file left by a node that died
+            self._local_file = (path, os.lstat(path).st_ino)
+        except (zmq.ZMQError, OSError) as exc:
+            log.warning("cannot listen on %s (%s): local clients use TCP", endpoint, exc)
+            return ""
+        return endpoint
 
     async def serve_zap(self) -> None:
         """The transport's background work, in the node's TaskGroup: runs the ZAP handler and the connection
@@ -537,6 +652,14 @@ class ZmqTransport:
         self.router = None
         self._zap = None
         self._monitor = None
+        if self._local_file is not None:
+            # libzmq leaves the file behind; ours only if nobody has bound the name since (a node started at this
+            # address once we let go of it)
+            path, ino = self._local_file
+            self._local_file = None
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_ino == ino:
+                    os.unlink(path)
         with contextlib.suppress(Exception):
             self.ctx.term()
 

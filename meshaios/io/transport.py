@@ -8,10 +8,10 @@ injection, for the in-process mesh tests.
 Sends never block: a node must not stall because one peer is slow or dead. Liveness is *not* inferred from
 anything here (ZeroMQ reconnects silently and mDNS caches lie); SWIM decides who is alive.
 
-A node also listens on a unix socket, ``ipc://<dir>/<host>-<port>`` (``local_socket_path``), in a directory of its
-user's alone (``security.private_runtime_dir``: 0700), for clients of that user on its host (``local_endpoint``):
-the same ROUTER, CURVE and ZAP as over TCP, with less kernel work per message than loopback TCP (docs/protocol.md,
-docs/performance.md section 32).
+A node also listens on a unix socket, ``ipc://<dir>/<host>-<port>.<netns>`` (``local_socket_path``), in a directory
+of its user's alone (``security.private_runtime_dir``: 0700), for clients and nodes of that user on its host
+(``local_endpoint``): the same ROUTER, CURVE and ZAP as over TCP, with less kernel work per message than loopback
+TCP (docs/protocol.md section 1, docs/performance.md section 32).
 
 Hostile input at this layer (docs/security.md): every connection must finish a ZMTP 3 handshake within
 ``handshake_ivl`` and pass the ZAP handler -- the mesh key on a token mesh; on an insecure node ZAP still runs
@@ -349,18 +349,22 @@ class ZmqTransport:
         # the address peers are told to reply to: never 0.0.0.0, which would make every peer dial itself
         host = o.bind if o.bind not in ("0.0.0.0", "*") else primary_ip()
         self.address = f"tcp://{host}:{port}"
-        if o.local_ipc and LOCAL_IPC:
-            self.local_address = self._bind_local(r)
+        if LOCAL_IPC:
+            # files of killed nodes go even where this one does not listen locally: a node restarted at their
+            # address without ``local_ipc`` would otherwise leave its clients dialling a socket with nobody behind it
+            directory = private_runtime_dir(create=o.local_ipc)
+            if directory is not None:
+                _sweep(directory)
+                if o.local_ipc:
+                    self.local_address = self._bind_local(r, directory)
         return self.address
 
-    def _bind_local(self, r: zmq.Socket[Any]) -> str:
-        """Listen on ``local_socket_path`` too (the same ROUTER: CURVE, ZAP, limits and monitor alike); "" if there is
-        no private directory or a live socket holds the name (a node at this address in another network namespace)."""
-        directory = private_runtime_dir(create=True)
-        path = local_socket_path(directory, self.address) if directory is not None else None
-        if path is None or directory is None:
+    def _bind_local(self, r: zmq.Socket[Any], directory: Path) -> str:
+        """Listen on ``local_socket_path`` in ``directory`` too (the same ROUTER: CURVE, ZAP, limits and monitor
+        alike); "" if the address has no such path or a live socket holds it."""
+        path = local_socket_path(directory, self.address)
+        if path is None:
             return ""
-        _sweep(directory)
         if ipc_listening(path):
             log.warning("%s is held by another live socket: local clients use TCP", path)
             return ""
@@ -546,7 +550,8 @@ class ZmqTransport:
             d.setsockopt(zmq.ROUTING_ID, (b"s:" if control else b"n:") + o.node_id.encode())
         if self.keys is not None:
             apply_client_curve(d, self.keys)
-        d.connect(addr)
+        # a peer of this host and user on its unix socket, as a local client does (``local_endpoint``)
+        d.connect((local_endpoint(addr) if o.local_ipc else None) or addr)
         self._dealers[key] = d
         return d
 

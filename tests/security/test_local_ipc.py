@@ -1,4 +1,4 @@
-"""The local fast path (docs/protocol.md, "Transport"): a node also listens on a unix socket in its user's private
+"""The local fast path (docs/protocol.md section 1): a node also listens on a unix socket in its user's private
 directory, and a client of that user on that host dials it instead of loopback TCP -- with the same CURVE handshake
 and ZAP check. Real sockets, in this process (``ZmqTransport`` and ``ZmqConnection``), and real node processes."""
 
@@ -178,6 +178,34 @@ def test_no_unix_socket_to_a_node_that_died(runtime_dir: Path) -> None:
     assert sorted(runtime_dir.iterdir()) == [other]
 
 
+def accepted_on(endpoint: str) -> int:
+    """Connections a node accepted on its unix socket and holds now (``/proc/net/unix`` lists them under its path,
+    connected: state 03)."""
+    want = endpoint.removeprefix("ipc://")
+    with open("/proc/net/unix") as fh:
+        return sum(1 for line in fh if line.split()[-1] == want and line.split()[5] == "03")
+
+
+def test_a_node_dials_a_peer_of_its_host_on_the_unix_socket(runtime_dir: Path) -> None:
+    async def body(t: ZmqTransport, received: list[Any]) -> None:
+        for local in (True, False):
+            peer = ZmqTransport(ZmqOptions(node_id="peer", local_ipc=local), KEYS)
+            try:
+                await peer.start()
+                assert peer.send(t.address, encode({"t": M.PING}))
+                await _until(lambda: bool(received))
+                ident, frames = received.pop()
+                assert ident == b"n:peer"
+                assert decode(frames)["t"] == M.PING
+                # its DEALER came in on the unix socket; with ``local_ipc`` off, over TCP
+                assert accepted_on(t.local_address) == int(local)
+            finally:
+                await peer.close()
+            await _until(lambda: accepted_on(t.local_address) == 0)
+
+    _serve(KEYS, body)
+
+
 def test_a_second_node_does_not_take_a_live_nodes_socket(runtime_dir: Path) -> None:
     """Two nodes announcing one address (one in another network namespace, say): the second keeps off the first's
     unix socket rather than steal it (libzmq would replace the file)."""
@@ -187,7 +215,7 @@ def test_a_second_node_does_not_take_a_live_nodes_socket(runtime_dir: Path) -> N
         second.address = t.address
         r = second.ctx.socket(zmq.ROUTER)
         try:
-            assert second._bind_local(r) == ""
+            assert second._bind_local(r, runtime_dir) == ""
             assert local_endpoint(t.address) == t.local_address
         finally:
             r.close(0)

@@ -34,6 +34,9 @@ from meshaios.wire.packers import packb
 from meshaios.wire.payload import Payload
 from tests.unit.test_codec import payload_of, valid_messages
 
+# a message drawn large (a 257-character id in a list) makes a long repr: nothing to warn about here
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
+
 # ---- reference models: the code before 9f6a00c -------------------------------------------------------------------
 
 
@@ -278,6 +281,30 @@ def result() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+locations = st.fixed_dictionaries(
+    {},
+    optional={
+        "loc": st.one_of(st.lists(ids, max_size=2), packable_scalars),
+        "size": packable_scalars,
+        "parts": packable,
+    },
+)
+dep_values = st.one_of(st.none(), payloads, locations, packable_scalars)
+
+
+def run_task() -> st.SearchStrategy[dict[str, Any]]:
+    """A RUN task from its tables: required fields, any of the optional ones, resources and dependency tables."""
+    optional = {k: value_of(v) for k, v in M.RUN_TASK_OPTIONAL.items()}
+    optional["resources"] = st.one_of(
+        st.dictionaries(
+            st.one_of(ids, st.sampled_from(["cpu", "gpu"])), st.one_of(st.integers(-1, 4), packable_scalars)
+        )
+    )
+    required = {k: value_of(v) for k, v in M.RUN_TASK.items()}
+    required["deps"] = st.dictionaries(ids, dep_values, max_size=3)
+    return st.fixed_dictionaries(required, optional=optional)
+
+
 @st.composite
 def message(draw: st.DrawFn, mtype: str) -> dict[str, Any]:
     """A message of ``mtype`` built from its table, nested items from theirs, ids near their limits."""
@@ -291,7 +318,7 @@ def message(draw: st.DrawFn, mtype: str) -> dict[str, Any]:
     elif mtype == M.MOVED:
         msg["moves"] = draw(st.lists(st.tuples(ids, st.integers(-1, 3), ids).map(list), max_size=2))
     elif mtype == M.RUN:
-        msg["tasks"] = [dict(t) for t in valid_messages()[1]["tasks"]]
+        msg["tasks"] = draw(st.lists(run_task(), max_size=3))
     msg["t"] = mtype
     return msg
 
@@ -313,37 +340,48 @@ def deep_copy(x: Any) -> Any:
     return x
 
 
+PLAIN_KEYS = st.sampled_from(["id", "t", "x", "v"])
+
+
 @st.composite
-def mutated(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]], odd: st.SearchStrategy[Any]) -> dict[str, Any]:
-    """``base`` with up to three changes, each in any dict or list of its tree: a value replaced by ``odd``, one
-    removed, one added, or a list made a tuple."""
+def mutated(
+    draw: st.DrawFn,
+    base: st.SearchStrategy[dict[str, Any]],
+    odd: st.SearchStrategy[Any],
+    new_keys: st.SearchStrategy[Any] = PLAIN_KEYS,
+) -> dict[str, Any]:
+    """``base`` with up to three changes, each at any place in its tree (every entry of every dict and list as
+    likely): a value replaced by ``odd``, removed, made a tuple (a list), its key renamed to one of ``new_keys``, or
+    an entry added."""
     msg = deep_copy(draw(base))
     for _ in range(draw(st.integers(0, 3))):
-        paths = containers(msg)
-        path = draw(st.sampled_from(paths))
-        parent: Any = None
+        slots = [(path, k) for path in containers(msg) for k in [*_keys(msg, path), None]]
+        path, key = draw(st.sampled_from(slots))
         node: Any = msg
         for k in path:
-            parent, node = node, node[k]
-        op = draw(st.sampled_from(["set", "drop", "add", "tuple"]))
-        if isinstance(node, dict):
-            keys = list(node)
-            key = draw(st.sampled_from(keys)) if keys and op != "add" else draw(st.sampled_from(["id", "t", "x", "v"]))
-            if op == "drop":
-                node.pop(key, None)
+            node = node[k]
+        op = draw(st.sampled_from(["set", "set", "drop", "rename", "tuple"]))
+        if key is None:  # a new entry
+            if isinstance(node, dict):
+                node[draw(new_keys)] = deep_copy(draw(odd))
             else:
-                node[key] = deep_copy(draw(odd))
-        elif op == "tuple" and parent is not None:
-            parent[path[-1]] = tuple(node)
-        elif node and op in ("set", "drop"):
-            i = draw(st.integers(0, len(node) - 1))
-            if op == "drop":
-                del node[i]
-            else:
-                node[i] = deep_copy(draw(odd))
-        else:
-            node.append(deep_copy(draw(odd)))
+                node.append(deep_copy(draw(odd)))
+        elif op == "set":
+            node[key] = deep_copy(draw(odd))
+        elif op == "drop":
+            del node[key]
+        elif op == "rename" and isinstance(node, dict):
+            node[draw(new_keys)] = node.pop(key)
+        elif op == "tuple" and isinstance(node[key], list):
+            node[key] = tuple(node[key])
     return msg
+
+
+def _keys(msg: Any, path: tuple[Any, ...]) -> list[Any]:
+    node = msg
+    for k in path:
+        node = node[k]
+    return list(node) if isinstance(node, dict) else list(range(len(node)))
 
 
 every_type = st.sampled_from(sorted(M.SCHEMAS))
@@ -352,7 +390,7 @@ examples = st.sampled_from(valid_messages()).map(lambda m: {"v": M.PROTOCOL_VERS
 wire_messages = mutated(st.one_of(any_message, examples), st.one_of(packable, packable_scalars))
 process_messages = mutated(st.one_of(any_message, examples), st.one_of(packable, unpackable_odd))
 
-FAST = settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ---- check_message: the quick yes never says yes where the walk says no, and fails in the walk's words -----------
@@ -374,6 +412,146 @@ def test_check_message_gives_the_walks_verdict_on_any_message_of_any_type(msg: d
 @given(every_type.flatmap(message))
 def test_a_message_built_from_its_own_table_gives_the_walks_verdict(msg: dict[str, Any]) -> None:
     assert verdict(M.check_message, msg) == verdict(walk_reference, msg)
+
+
+# valid messages of the types whose quick check reads nested tasks, results, dependency tables or ids, then one to
+# three things wrong in them (a bad id where a good one was, a value of another type, a field gone or added)
+good_ids = st.one_of(
+    st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=5), st.just("x" * M.MAX_ID)
+)
+bad_ids = st.sampled_from(["", "x" * (M.MAX_ID + 1), "a\x00b", "\x00", Name("a"), Name("\x00"), 5, True, None, b"a"])
+good_payloads = st.one_of(st.just(Payload(b"\x01")), payloads)
+good_locations = st.fixed_dictionaries({}, optional={"loc": st.lists(good_ids, max_size=2), "size": st.integers(0, 9)})
+good_ints = st.integers(-(1 << 63), (1 << 64) - 1)
+good_run_task = st.fixed_dictionaries(
+    {
+        "id": good_ids,
+        "att": good_ints,
+        "fn": good_payloads,
+        "args": good_payloads,
+        "deps": st.dictionaries(good_ids, st.one_of(st.none(), good_payloads, good_locations), max_size=3),
+        "pure": st.booleans(),
+    },
+    optional={
+        "resources": st.dictionaries(good_ids, good_ints, max_size=2),
+        "parts": good_ints,
+        "device": st.sampled_from(["cpu", "gpu", "tpu"]),
+        "prio": good_ints,
+        "urg": st.booleans(),
+        "fr": st.lists(good_ids, max_size=2),
+        "c": good_ids,
+        "ep": good_ints,
+        "extra": packable,
+    },
+)
+good_submit_task = st.fixed_dictionaries(
+    {"id": good_ids, "fn": good_payloads, "args": good_payloads, "deps": st.lists(good_ids, max_size=3)},
+    optional={"pure": packable_scalars, "retries": packable_scalars, "done": packable},
+)
+good_result = st.fixed_dictionaries(
+    {"id": good_ids, "ok": st.booleans()}, optional={"v": good_payloads, "size": packable_scalars, "err": packable}
+)
+good_nested = st.one_of(
+    st.builds(lambda o, t: {"t": M.RUN, "owner": o, "tasks": t}, good_ids, st.lists(good_run_task, max_size=3)),
+    st.builds(lambda t: {"t": M.SUBMIT, "tasks": t}, st.lists(good_submit_task, max_size=3)),
+    st.builds(lambda s, r: {"t": M.DONE, "src": s, "results": r}, good_ids, st.lists(good_result, max_size=3)),
+    st.builds(lambda r: {"t": M.RESULTS, "results": r}, st.lists(good_result, max_size=3)),
+    st.builds(
+        lambda t, s, i: {"t": t, "src": s, "ids": i},
+        st.sampled_from([M.FREE, M.CLAIM]),
+        good_ids,
+        st.lists(st.one_of(good_ids, good_ints, st.none()), max_size=3),
+    ),
+    st.builds(lambda i: {"t": M.RELEASE, "ids": i}, st.lists(st.one_of(good_ids, good_ints), max_size=3)),
+    st.builds(lambda r, i: {"t": M.GET, "req": r, "id": i}, good_ints, good_ids),
+    st.builds(lambda r, i, v: {"t": M.PUT, "req": r, "id": i, "val": v}, good_ints, good_ids, good_payloads),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        good_nested,
+        mutated(good_nested, st.one_of(bad_ids, unpackable_odd, packable_scalars, good_locations), bad_ids),
+    )
+)
+def test_the_quick_checks_of_tasks_results_and_ids_give_the_walks_verdict(msg: dict[str, Any]) -> None:
+    """The types whose quick check reads nested tasks, results, dependency tables or ids: valid ones and ones with
+    one to three things wrong anywhere in them."""
+    got = verdict(M.check_message, msg)
+    assert got == verdict(walk_reference, msg)
+    assert got == verdict(M.check_in_full, msg)
+
+
+def rich_examples() -> list[dict[str, Any]]:
+    """Every valid example, and messages with every optional part filled in (each passes the walk)."""
+    p = Payload(b"\x01")
+    run_task = {
+        "id": "a", "att": 1, "fn": p, "args": p, "pure": False,
+        "deps": {"d": None, "e": p, "f": {"loc": ["n1", "n2"], "size": 3, "parts": 2}, "g": {}},
+        "resources": {"cpu": 1, "gpu": 0}, "parts": 2, "device": "gpu", "prio": 3, "urg": True, "rs": False,
+        "kd": True, "fr": ["d"], "c": "c:1", "ep": 2,
+    }  # fmt: skip
+    submit_task = {"id": "b", "fn": p, "args": p, "deps": ["a", "c"], "pure": True, "retries": 2, "timeout": 1.5,
+                   "done": {"v": p}}  # fmt: skip
+    result = {"id": "a", "ok": False, "att": 0, "v": p, "size": 4, "err": {"type": "E", "msg": "m"}, "dt": 0.5}
+    rich = [
+        {"t": M.RUN, "owner": "n1", "tasks": [run_task, {**run_task, "id": "b", "deps": {}}]},
+        {"t": M.SUBMIT, "req": 3, "ep": 1, "tasks": [submit_task, {**submit_task, "id": "c", "deps": []}]},
+        {"t": M.DONE, "src": "n2", "q": 1, "results": [result, {"id": "b", "ok": True}]},
+        {"t": M.RESULTS, "results": [result, {"id": "b", "ok": True, "node": "n1"}]},
+        {"t": M.RELEASE, "ids": ["a", 5, None]},
+        {"t": M.FREE, "src": "n1", "ids": ["a", "b"], "after": "c", "hold": True},
+    ]
+    out = [{"v": M.PROTOCOL_VERSION, **m} for m in valid_messages() + rich]
+    assert all(verdict(walk_reference, m) == "ok" for m in out)
+    return out
+
+
+ODD = [None, True, 0, 2.5, float("nan"), 1 << 64, "", "x" * (M.MAX_ID + 1), "a\x00", Name("a"), Name("a\x00"),
+       Count(1), b"a", [], ("a",), {}, Payload(b"")]  # fmt: skip
+BAD_KEYS = ["", "x" * (M.MAX_ID + 1), "a\x00", Name("a"), 5, None, b"a"]
+
+
+def one_change_each(msg: dict[str, Any]) -> list[dict[str, Any]]:
+    """``msg`` with one change, every way: at every entry of every dict and list in its tree, each odd value set,
+    the entry removed, its key renamed to each bad key, a list made a tuple; and each odd value added."""
+    out = []
+    for path in containers(msg):
+        for key in [*_keys(msg, path), None]:
+            edits: list[Any] = [("set", v) for v in ODD]
+            if key is not None:
+                edits += [("drop", None), ("tuple", None)] + [("rename", k) for k in BAD_KEYS]
+            for op, arg in edits:
+                m = deep_copy(msg)
+                node: Any = m
+                for k in path:
+                    node = node[k]
+                if key is None:
+                    if isinstance(node, dict):
+                        node["zz"] = arg
+                    else:
+                        node.append(arg)
+                elif op == "set":
+                    node[key] = arg
+                elif op == "drop":
+                    del node[key]
+                elif op == "rename" and isinstance(node, dict):
+                    node[arg] = node.pop(key)
+                elif op == "tuple" and isinstance(node[key], list):
+                    node[key] = tuple(node[key])
+                else:
+                    continue
+                out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("msg", rich_examples(), ids=lambda m: m["t"])
+def test_every_single_change_anywhere_in_a_valid_message_gets_the_walks_verdict(msg: dict[str, Any]) -> None:
+    """Exhaustive where the property tests sample: one change, at every depth (a dependency's key or location, a
+    resource's count, a result's field, an id in a list), each odd value."""
+    for m in one_change_each(msg):
+        assert verdict(M.check_message, m) == verdict(walk_reference, m), m
 
 
 @pytest.mark.parametrize(

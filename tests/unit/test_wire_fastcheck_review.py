@@ -838,3 +838,36 @@ def test_the_unchecked_ext_type_is_an_ext_type_like_any_other() -> None:
         assert fast == checked
         assert fast.data is ref
         assert packb(fast) == packb(checked) == msgpack.packb(checked)
+
+
+def test_frames_from_a_real_socket_decode_as_before_and_outlive_the_frames() -> None:
+    """Frames as a node's socket hands them over (``copy=False``: zmq.Frame, the header read in libzmq's memory): the
+    same message as the old decoder's; once the frames are dropped, the header's values are intact and each payload's
+    buffers still read their own frame's bytes (a view keeps its frame alive)."""
+    import gc
+
+    import zmq
+
+    big = Payload(b"B" * (BLOB_IN_HEADER + 1), (b"b0" * 1000,))
+    msg = {"t": M.SUBMIT, "req": 9, "tasks": [
+        {"id": "a", "fn": Payload(b"\x01"), "args": Payload(b"xyz", (b"a0" * 5000, b"a1")), "deps": []},
+        {"id": "b", "fn": Payload(b"\x02" * 300), "args": big, "deps": ["a"]},
+        {"id": "c", "fn": Payload(b""), "args": Payload(b"\x03"), "deps": []},
+    ]}  # fmt: skip
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        a.bind("inproc://rev19w-frames")
+        b.connect("inproc://rev19w-frames")
+        for sent in (encode(msg), encode({"t": M.XCHUNK, "x": 1, "o": 0, "d": Payload(b"tiny")})):
+            a.send_multipart(sent, copy=False)
+            frames = b.recv_multipart(copy=False)
+            assert all(isinstance(f, zmq.Frame) for f in frames)
+            want = plain(old_decode(frames))
+            out = decode(frames)
+            assert plain(out) == want
+            del frames
+            gc.collect()
+            assert plain(out) == want
+    finally:
+        ctx.destroy(linger=0)

@@ -204,10 +204,9 @@ def loads(
     blob = payload.blob
     if len(blob) <= SMALL_VALUE and not payload.buffers:
         # a tiny task's arguments or result: hooks made once, nothing to count (see SMALL_VALUE)
+        small = _SMALL_READERS[allow_pickle] if resolve_ref is None else _SmallReader(allow_pickle, resolve_ref)
         try:
-            return _read(blob, _SMALL_HOOKS[allow_pickle, resolve_ref is not None])
-        except _Resolve:
-            pass  # a reference to resolve: the counting hook below does that
+            return _read(blob, small.hook)
         except Exception as exc:
             raise _wire_error(exc) from exc
     buffers = payload.buffers
@@ -242,15 +241,11 @@ def loads(
         _unpack = _unlinked
 
 
-# A value of at most this many bytes, with no frames of its own, is read by hooks made once (``_SMALL_HOOKS``),
+# A value of at most this many bytes, with no frames of its own, is read by ``_SmallReader``'s hook,
 # without ``loads``' two counters: it cannot hold more than MAX_DEPTH nested tuples or sets (each level takes at
 # least 2 bytes: an ext header around the level inside) nor 100,000 extension objects.
 SMALL_VALUE = 2 * MAX_DEPTH
 _NESTING = frozenset((EXT_TUPLE, EXT_SET, EXT_FROZENSET))
-
-
-class _Resolve(Exception):
-    """A small value's reference, met where a resolver was given: ``loads`` reads it the counting way."""
 
 
 def _read(data: bytes, hook: Callable[[int, bytes], Any]) -> Any:
@@ -267,19 +262,25 @@ def _wire_error(exc: Exception) -> WireError:
     return WireError(f"malformed value: {type(exc).__name__}: {exc}")
 
 
-def _small_hook(allow_pickle: bool, resolving: bool) -> Callable[[int, bytes], Any]:
-    def hook(code: int, data: bytes) -> Any:
-        if code == EXT_REF and resolving:
-            raise _Resolve
-        return _ext_value(code, data, (), allow_pickle, None, unpack)
+class _SmallReader:
+    """A small value's extension hook: no counters (see SMALL_VALUE). Its bound methods are made per read, so a
+    reader given a resolver holds no cycle (``loads``' counting hook unlinks its own: a cycle kept the resolver's
+    inputs alive until the cyclic GC ran); references resolve as they are read, everything read once."""
 
-    def unpack(data: bytes) -> Any:
-        return _read(data, hook)
+    __slots__ = ("allow_pickle", "resolve_ref")
 
-    return hook
+    def __init__(self, allow_pickle: bool, resolve_ref: Callable[[str], Any] | None) -> None:
+        self.allow_pickle = allow_pickle
+        self.resolve_ref = resolve_ref
+
+    def hook(self, code: int, data: bytes) -> Any:
+        return _ext_value(code, data, (), self.allow_pickle, self.resolve_ref, self.unpack)
+
+    def unpack(self, data: bytes) -> Any:
+        return _read(data, self.hook)
 
 
-_SMALL_HOOKS = {(p, r): _small_hook(p, r) for p in (False, True) for r in (False, True)}
+_SMALL_READERS = {p: _SmallReader(p, None) for p in (False, True)}
 
 
 def _ext_value(

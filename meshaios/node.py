@@ -657,9 +657,21 @@ class Node:
         t = msg["t"]
         assert self.swim is not None
         if ident[:2] not in _NODE_IDENTS:  # a client spoke: its leases are renewed (tasks/epochs.py, store/leases.py)
-            self._owner(ClientHeard(ident))
-            self.holders.heard(ident, self.clock.now())
-        if t in _STREAM_TYPES:
+            now = self.clock.now()
+            self._owner_actions(self.owner.handle(ClientHeard(ident), now))
+            self.holders.heard(ident, now)
+        # a SUBMIT first (the message of every task): the branches are exclusive, their order only costs comparisons
+        if msg["t"] == M.SUBMIT:
+            ep = msg.get("ep", 0)
+            ep = ep if type(ep) is int and ep >= 0 else 0
+            adopted = self.owner.counters["adopted_done"]
+            self._owner(SubmitTasks(ident, msg["tasks"], ep))
+            if self.owner.counters["adopted_done"] != adopted:  # a failed-over client's finished tasks: ours now
+                for spec in msg["tasks"]:
+                    ot = self.owner.tasks.get(spec["id"]) if "done" in spec else None
+                    if ot is not None and ot.client == ident and ot.state is TaskState.DONE and ot.result is None:
+                        self._claim(ot)
+        elif t in _STREAM_TYPES:
             if streamed:
                 raise WireError("a stream cannot carry a stream message")
             self._on_stream_msg(ident, cast("M.XHead | M.XChunk | M.XAck", msg))
@@ -681,16 +693,6 @@ class Node:
         elif msg["t"] == M.MOVED:
             for tid, att, dst in msg["moves"]:  # shapes checked by decode
                 self._owner(TaskMoved(tid, msg["src"], dst, att))
-        elif msg["t"] == M.SUBMIT:
-            ep = msg.get("ep", 0)
-            ep = ep if type(ep) is int and ep >= 0 else 0
-            adopted = self.owner.counters["adopted_done"]
-            self._owner(SubmitTasks(ident, msg["tasks"], ep))
-            if self.owner.counters["adopted_done"] != adopted:  # a failed-over client's finished tasks: ours now
-                for spec in msg["tasks"]:
-                    ot = self.owner.tasks.get(spec["id"]) if "done" in spec else None
-                    if ot is not None and ot.client == ident and ot.state is TaskState.DONE and ot.result is None:
-                        self._claim(ot)
         elif msg["t"] == M.DETACH:  # the client failed over elsewhere and is at epoch ``ep`` there
             self.counters["detached"] += 1
             self._owner(Detach(ident, msg["ep"]))

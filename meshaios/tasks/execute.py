@@ -126,7 +126,7 @@ def _run(task: M.RunTask, resolver: FunctionResolver, allow_pickle: bool, gpu: D
             and len(call) == 2
             and isinstance(call[0], list)
             and isinstance(call[1], dict)
-            and all(isinstance(k, str) for k in call[1])
+            and (not call[1] or all(isinstance(k, str) for k in call[1]))  # no generator made for no keywords
         ):
             raise WireError("task arguments must be [args, kwargs] with string keywords")
     except Exception as exc:  # a bad spec or argument: retrying cannot fix it

@@ -231,3 +231,22 @@ def test_no_socket_for_an_address_it_cannot_name(tmp_path: Path) -> None:
     assert local_socket_path(tmp_path, "ipc:///x") is None
     assert local_socket_path(tmp_path, "tcp://a/b:1") is None
     assert local_socket_path(Path("/" + "d" * 120), "tcp://127.0.0.1:5577") is None  # longer than a sun_path
+
+
+def test_the_private_directory_is_refused_unless_it_is_this_users_alone(runtime_dir: Path, tmp_path: Path) -> None:
+    assert private_runtime_dir() is None  # not made yet, and not made by a client's look-up
+    assert private_runtime_dir(create=True) == runtime_dir
+    assert stat.S_IMODE(os.lstat(runtime_dir).st_mode) == 0o700
+    os.chmod(runtime_dir, 0o710)
+    assert private_runtime_dir(create=True) is None  # open to the group: refused, never loosened or tightened
+    assert stat.S_IMODE(os.lstat(runtime_dir).st_mode) == 0o710
+    runtime_dir.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    runtime_dir.symlink_to(elsewhere)
+    assert private_runtime_dir(create=True) is None  # a link (someone else's, perhaps) is not followed
+    runtime_dir.unlink()
+    if os.getuid() == 0:
+        runtime_dir.mkdir(mode=0o700)
+        os.chown(runtime_dir, 65534, 65534)
+        assert private_runtime_dir(create=True) is None  # another user's

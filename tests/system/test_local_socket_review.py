@@ -88,3 +88,28 @@ def test_the_chaos_cut_still_cuts_nodes_that_talk_on_unix_sockets(runtime_dir: P
         _fault(mesh, 0, [], [])
         _fault(mesh, 1, [], [])
         wait_for(lambda: _state_of(mesh, 0, 1) == "alive" == _state_of(mesh, 1, 0), timeout=30, what="healed")
+
+
+def test_a_unix_socket_client_reaches_its_node_restarted_without_the_local_socket(
+    runtime_dir: Path,  # noqa: F811
+) -> None:
+    """The client's connection dials the unix socket it found at first; the node is killed and started again on
+    its port with ``local_ipc`` off, which sweeps the dead file: the client must reach it over TCP, not wait for a
+    socket file that no longer comes."""
+    port = _free_port()
+    with LocalMesh(1, discovery=False, per_node_args={0: ["--port", str(port)]}) as mesh:
+        address = mesh.address(0)
+        path = local_socket_path(runtime_dir, address)
+        assert path is not None
+        with mesh.client(0) as c:
+            assert c.submit(funcs.square, 3).result(timeout=30) == 9
+            assert {conn.endpoint for conn in c._async._conns.values()} == {f"ipc://{path}"}
+            mesh.kill(0, signal.SIGKILL)
+            mesh.env["MESHAIOS_LOCAL_IPC"] = "0"
+            mesh.spawn(0)
+            mesh.wait_ready()
+            assert mesh.address(0) == address
+            assert not path.exists()  # swept by the restarted node, which does not listen locally
+            futs = [c.submit(funcs.square, i) for i in range(10)]
+            assert [f.result(timeout=60) for f in futs] == [i * i for i in range(10)]
+            assert {conn.endpoint for conn in c._async._conns.values()} == {address}

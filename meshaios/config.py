@@ -53,7 +53,7 @@ class NodeConfig:
     allowed_functions: tuple[str, ...] = ()  # "module:qualname" exactly (attribute chains and private names too)
     placement: str = "least-loaded"
     steal: bool = True  # idle nodes take queued work from busy ones (sched/stealing.py); --no-steal turns it off
-    late_binding: bool = OwnerConfig.late_binding  # eft may keep a task waiting for a busy, faster node
+    late_binding: bool = OwnerConfig().late_binding  # eft may keep a task waiting for a busy, faster node
     # seconds a client with work here may be silent (it pings every 0.25 s) before its work is held back: one cut
     # off by a partition, or failed over elsewhere, gets little run that nobody will collect; 0: no leases
     client_lease: float = 1.0

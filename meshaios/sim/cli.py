@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="oracle: exact and instant; swim: the real SWIM protocol on a simulated network")
     p.add_argument("--steal", choices=("auto", "on", "off"), default="auto",
                    help="work stealing: auto = on for eft, off for the baselines")
-    p.add_argument("--late-binding", choices=("on", "off"), default="on" if OwnerConfig.late_binding else "off",
+    p.add_argument("--late-binding", choices=("on", "off"), default="on" if OwnerConfig().late_binding else "off",
                    help="eft is offered full nodes too and a task may wait for its best node (as meshaios node)")
     p.add_argument("--locality", choices=("on", "off"), default="on",
                    help="baselines weigh moving a task's inputs against waiting for their holder, as in meshaios "

@@ -156,9 +156,9 @@ class SimConfig:
     kills: tuple[tuple[float, int], ...] = ()  # (seconds after the start, how many nodes) to SIGKILL
     thief_sample: int = 8  # peers an idle node refreshes its view of, per load interval
     max_time: float = 1e6  # give up (and count the rest as lost) after this many simulated seconds
-    late_binding: bool = OwnerConfig.late_binding  # for policies that ask, as in a live node
+    late_binding: bool = OwnerConfig().late_binding  # for policies that ask, as in a live node
     locality: bool = True  # baselines weigh moving inputs against waiting for their holder (``sched.Locality``)
-    deadline_order: str = OwnerConfig.deadline_order  # "fifo", "edf" or "model" (docs/scheduling.md 10.3)
+    deadline_order: str = OwnerConfig().deadline_order  # "fifo", "edf" or "model" (docs/scheduling.md 10.3)
     swim: SwimConfig = field(default_factory=SwimConfig)
     faults: Faults = field(default_factory=Faults)
     drain: float = 0.0  # after the last result, keep running this many simulated seconds (to look for leaks)

@@ -923,10 +923,11 @@ class Owner:
                 out.extend(self._free_after_reader(t))
         return out
 
-    def cancel(self, client: bytes, ids: Iterable[str]) -> list[OwnerAction]:
+    def cancel(self, client: bytes, ids: Iterable[object]) -> list[OwnerAction]:
         """The client cancels these tasks of its own: queued ones never run, dispatched ones are aborted on their
         node; each is delivered as failed (``meshaios.Cancelled``), and so are its dependents. Finished tasks,
-        other clients' tasks and unknown ids are left alone."""
+        other clients' tasks and unknown ids are left alone. (``ids`` as the wire brought them, not checked: a
+        compiled build would raise on a declared ``str`` that is not one.)"""
         out: list[OwnerAction] = []
         aborts: list[OwnerAction] = []
         for tid in ids:

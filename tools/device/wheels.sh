@@ -4,6 +4,9 @@
 # (Ray's wheel alone is larger than what may travel to the device, so the scaling run compares with Dask only.)
 #
 #   bash tools/device/wheels.sh        # then: device run "bash tools/device/check.sh", carry [".whl"]
+#
+# meshaios itself runs there from the tree (PYTHONPATH) as pure Python: its mypyc-compiled modules (*.so, built for
+# this box's Python by `pip install -e .`) are ignored by git and do not travel (docs/guide.md, "Compiled modules").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> "$(git rev-parse --git-common-dir)/info/exclude"

@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ from meshaios.errors import AuthError
 from meshaios.io import transport
 from meshaios.io.connection import ZmqConnection
 from meshaios.io.transport import LOCAL_IPC, ZmqOptions, ZmqTransport, ipc_listening, local_endpoint
-from meshaios.security import private_runtime_dir
+from meshaios.security import derive_keys, new_token, private_runtime_dir
 from meshaios.wire import messages as M
 from meshaios.wire.codec import encode
 from tests.security.test_local_ipc import (
@@ -286,3 +288,96 @@ def test_a_runtime_dir_too_long_for_a_unix_socket_means_tcp(monkeypatch: pytest.
         _serve(KEYS, body)
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+_OTHER_NS = """
+import asyncio, sys
+from meshaios.io.connection import ZmqConnection
+from meshaios.io.transport import ZmqOptions, ZmqTransport
+from meshaios.security import derive_keys
+from meshaios.wire import messages as M
+from meshaios.wire.codec import decode, encode
+
+async def main() -> None:
+    t = ZmqTransport(ZmqOptions(port=int(sys.argv[2]), node_id="other"), derive_keys(sys.argv[1]))
+    await t.start()
+    zap = asyncio.create_task(t.serve_zap())
+    conn = ZmqConnection(t.address, derive_keys(sys.argv[1]), "cli")
+    conn.send(encode({"t": M.PING}))
+    async with asyncio.timeout(10):
+        while True:
+            got = await t.recv_batch()
+            if got:
+                break
+    assert decode(got[0][1])["t"] == M.PING
+    print(t.local_address, conn.endpoint, flush=True)
+    await asyncio.to_thread(sys.stdin.read)  # until the test is done
+    await conn.close()
+    zap.cancel()
+    await t.close()
+
+asyncio.run(main())
+"""
+
+
+def _there(endpoint: str) -> bool:
+    return os.path.lexists(endpoint.removeprefix("ipc://"))
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@as_root
+def test_nodes_in_two_network_namespaces_with_one_address_keep_to_their_own_sockets(
+    runtime_dir: Path,  # noqa: F811
+) -> None:
+    """``ip netns``-style isolation with /tmp shared: the node in the other namespace announces the same address,
+    and each side's clients dial their own namespace's node; neither's start sweeps the other's live file."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and iproute2")
+    token = new_token()
+    keys = derive_keys(token)
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    async def body(t: ZmqTransport, received: list[Any]) -> None:
+        mine = t.local_address
+        proc = await asyncio.create_subprocess_exec(
+            "unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1" "$2" "$3"',
+            sys.executable, _OTHER_NS, token, str(port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(30):
+                line = (await proc.stdout.readline()).decode()
+            theirs, their_client = line.split() if len(line.split()) == 2 else (line, "")
+            assert theirs.startswith("ipc://"), line + (await proc.stdout.read()).decode()
+            assert their_client == theirs  # their client dialled their node, in their namespace
+            assert theirs != mine
+            assert theirs.rsplit("-", 1)[1].split(".")[0] == mine.rsplit("-", 1)[1].split(".")[0] == str(port)
+            assert _names(runtime_dir) == sorted([Path(mine).name, Path(theirs).name])  # their start swept none of ours
+            # a node starting here sweeps neither (theirs is listed in their namespace only)
+            third = ZmqTransport(ZmqOptions(node_id="third"), keys)
+            await third.start()
+            try:
+                assert _there(theirs)
+                assert _there(mine)
+            finally:
+                await third.close()
+            conn = ZmqConnection(t.address, keys, "cli")
+            try:
+                assert conn.endpoint == mine
+                assert (await _round_trip(t, received, conn))["t"] == M.PONG
+            finally:
+                await conn.close()
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            async with asyncio.timeout(15):
+                await proc.wait()
+        assert not _there(theirs)  # it removed its own file as it stopped
+
+    _serve(keys, body, port=port)

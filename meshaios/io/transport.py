@@ -229,12 +229,14 @@ def _listening_paths() -> set[str]:
     """The paths of the unix sockets listening in this network namespace now (``/proc/net/unix``)."""
     out: set[str] = set()
     try:
-        with open("/proc/net/unix") as fh:
+        with open("/proc/net/unix", "rb") as fh:
             for line in fh:
-                parts = line.split()
-                # Num RefCount Protocol Flags Type St Inode Path; St 01: unconnected (a listener)
-                if len(parts) == 8 and parts[5] == "01" and int(parts[3], 16) & _SO_ACCEPTCON:
-                    out.add(parts[7])
+                # Num RefCount Protocol Flags Type St Inode Path; St 01: unconnected (a listener). The path is the
+                # rest of the line, spaces included, in the file system's bytes (any other process's socket may
+                # have a name that is not UTF-8: one such line must not hide every listener)
+                parts = line.rstrip(b"\n").split(None, 7)
+                if len(parts) == 8 and parts[5] == b"01" and int(parts[3], 16) & _SO_ACCEPTCON:
+                    out.add(os.fsdecode(parts[7]))
     except (OSError, ValueError):
         return set()
     return out

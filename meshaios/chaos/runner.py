@@ -28,6 +28,8 @@ from meshaios.errors import MeshUnavailable, TaskError
 from meshaios.testing.localmesh import LocalMesh, wait_for
 from meshaios.wire import messages as M
 
+_STARTS = frozenset(("kill", "pause", "pause_entry", "partition_with", "partition_away"))  # a fault begins
+
 
 class Injector(threading.Thread):
     """Applies the plan to the mesh and measures how long survivors take to call a killed node dead."""
@@ -41,6 +43,7 @@ class Injector(threading.Thread):
         self.t0 = t0
         self.done = threading.Event()
         self.log: list[str] = []
+        self.started = 0  # faults of the plan begun (the workload may end before the last ones are due)
         self.detection: list[float] = []
         self.errors: list[str] = []
 
@@ -63,6 +66,8 @@ class Injector(threading.Thread):
         t = time.monotonic() - self.t0
         p = self.mesh.by_index(node)
         self.log.append(f"{t:6.2f}s {kind:7} node{node}")
+        if kind in _STARTS:
+            self.started += 1
         if kind == "kill":
             victim = p.node_id
             with contextlib.suppress(Exception):
@@ -220,6 +225,7 @@ class ChaosReport(TypedDict, total=False):
     account: dict[str, object]  # ``chaos.account.Account``: submitted, ok, failed, lost, hung, ... examples
     valid: bool
     faults: list[str]
+    faults_made: int  # of len(plan): the faults begun before the workload ended
     injector_errors: list[str]
     detection_s: Detection
 
@@ -240,8 +246,9 @@ def chaos(args: argparse.Namespace) -> ChaosReport:
         "tasks": args.tasks,
         "plan": [asdict(f) for f in plan],
     }
-    if args.delay is None:  # stretch the job over the fault window, so that faults land mid-job
-        args.delay = args.window * args.nodes * args.workers / max(1, args.tasks)
+    if args.delay is None:  # stretch the job over the faults' starts (postponed ones included): they land mid-job
+        span = max([args.window] + [f.at + 1.0 for f in plan])
+        args.delay = span * args.nodes * args.workers / max(1, args.tasks)
     extra = ["--fault-injection"] if any(f.kind.startswith("partition") for f in plan) else []
     with LocalMesh(args.nodes, workers=args.workers, extra_args=extra, startup_timeout=60.0) as mesh:
         with mesh.client(0, spread=1) as c:
@@ -280,6 +287,7 @@ def chaos(args: argparse.Namespace) -> ChaosReport:
     report["account"] = asdict(account)
     report["valid"] = account.valid
     report["faults"] = injector.log
+    report["faults_made"] = injector.started
     report["injector_errors"] = injector.errors
     report["detection_s"] = {
         "count": len(det),
@@ -331,7 +339,10 @@ def render(report: ChaosReport) -> str:
     a = report["account"]
     lines = [
         f"meshaios chaos: seed {report['seed']}, {report['nodes']} nodes, {report['tasks']} tasks + a DAG + a shuffle",
-        "faults: " + ("; ".join(s.strip() for s in report["faults"]) or "none"),
+        f"faults ({report['faults_made']} of {len(report['plan'])} planned made"
+        + (", the rest due after the job ended" if report["faults_made"] < len(report["plan"]) else "")
+        + "): "
+        + ("; ".join(s.strip() for s in report["faults"]) or "none"),
         f"submitted {a['submitted']}  ok {a['ok']}  failed {a['failed']}  lost {a['lost']}  hung {a['hung']}  "
         f"duplicated {a['duplicated']}  wrong {a['wrong']}",
         f"wasted work: {report['executions']} executions for {report['job_tasks']} tasks, "

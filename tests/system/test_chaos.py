@@ -54,3 +54,32 @@ def test_chaos_cli_exit_status_and_json(tmp_path: pytest.TempPathFactory) -> Non
 def test_ten_seeds_of_five_nodes_and_four_kills(seed: int) -> None:
     report = chaos(args("--nodes", "5", "--tasks", "10000", "--kills", "4", "--seed", str(seed), "--no-baseline"))
     assert report["valid"], report["account"]["examples"]
+
+
+_AFTER = {"kill": 1.0, "pause": 1.0, "pause_entry": 1.0, "partition_with": 3.0, "partition_away": 3.0}
+
+
+def test_plan_postpones_a_fault_it_cannot_start_yet_and_drops_none() -> None:
+    """rev19i: with the entry node killed first, ``--entry-pauses 1`` made no pause (the plan dropped it)."""
+    for seed in range(40):
+        for kw in ({"kills": 2, "entry_pauses": 1}, {"kills": 4, "partitions": 1}, {"kills": 3, "pauses": 2,
+                   "entry_pauses": 2, "partitions": 2}):  # fmt: skip
+            plan = make_plan(seed, nodes=4, window=8, **kw)  # type: ignore[arg-type]
+            kinds = [f.kind.removeprefix("partition_").replace("with", "partition").replace("away", "partition")
+                     for f in plan]  # fmt: skip
+            assert sorted(kinds) == sorted(
+                ["kill"] * kw.get("kills", 0) + ["pause"] * kw.get("pauses", 0)
+                + ["pause_entry"] * kw.get("entry_pauses", 0) + ["partition"] * kw.get("partitions", 0)
+            ), (seed, kw, plan)  # fmt: skip
+            assert [f.at for f in plan] == sorted(f.at for f in plan)
+            # never every node down or paused at once, a partition only of a whole mesh, the entry node paused only
+            # while up
+            for f in plan:
+                # (the plan's times are rounded to ms: 2 ms of slack)
+                busy = [g for g in plan if g is not f and g.at <= f.at < g.at + g.duration + _AFTER[g.kind] - 0.002]
+                if f.kind.startswith("partition"):
+                    assert not busy, (seed, f, busy)
+                else:
+                    assert f.node not in {g.node for g in busy if not g.kind.startswith("partition")}, (seed, f)
+                    assert len({g.node for g in busy} | {f.node}) < 4
+    assert make_plan(1, nodes=1, kills=3, window=8, partitions=1) == []

@@ -33,6 +33,10 @@ from types import ModuleType
 MODULES = (
     "meshaios/tasks/owner.py",
     "meshaios/tasks/execcore.py",
+    "meshaios/tasks/epochs.py",
+    "meshaios/sched/inputs.py",
+    "meshaios/sched/sampling.py",
+    "meshaios/timeline.py",
 )
 PURE_ENV = "MESHAIOS_PURE"  # "1": run MODULES as Python even where compiled
 BUILD_FILE = "native_build.json"  # {module name: sha256 of the source compiled}, written by setup.py

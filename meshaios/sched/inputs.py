@@ -124,15 +124,15 @@ def parse_inputs(task: PlacementTask) -> TaskInputs:
     """The inputs described by a policy's task dict (``nbytes``; ``inputs`` as ``[[holders], bytes]`` or
     ``[[holders], bytes, device holder]``, or the
     older ``locations`` as ``{node: bytes}``); malformed entries are ignored, at most 10,000 are read."""
-    raw = task.get("nbytes", 0)
+    raw: object = task.get("nbytes", 0)
     inline = int(raw) if isinstance(raw, int | float) and raw > 0 else 0
     held: list[Held] = []
-    locs = task.get("locations")
+    locs: object = task.get("locations")
     if isinstance(locs, dict):
         for src, nbytes in list(locs.items())[:10_000]:
             if isinstance(nbytes, int | float) and nbytes > 0:
                 held.append(Held((str(src),), int(nbytes)))
-    items = task.get("inputs")
+    items: object = task.get("inputs")  # (object: as a peer sent it; a compiled build checks declared types)
     if isinstance(items, list):
         for item in items[:10_000]:
             if (isinstance(item, list | tuple) and 2 <= len(item) <= 3 and isinstance(item[0], list | tuple)

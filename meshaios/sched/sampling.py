@@ -163,7 +163,7 @@ def holder_ids(task: PlacementTask, limit: int = MAX_HOLDERS) -> list[str]:
     """The nodes holding the task's inputs (``inputs`` as ``[[holders], bytes]``, or ``locations``), the first
     ``limit`` distinct ones, largest inputs' first holders first."""
     out: dict[str, None] = {}
-    inputs = task.get("inputs")
+    inputs: object = task.get("inputs")  # (object: as a peer sent it; a compiled build checks declared types)
     if isinstance(inputs, list) and inputs:
         items = [i for i in inputs[:10_000]
                  if isinstance(i, list | tuple) and len(i) == 2 and isinstance(i[0], list | tuple)]
@@ -175,7 +175,7 @@ def holder_ids(task: PlacementTask, limit: int = MAX_HOLDERS) -> list[str]:
                     out[str(holders[depth])] = None
                     if len(out) >= limit:
                         return list(out)
-    locs = task.get("locations")
+    locs: object = task.get("locations")
     if isinstance(locs, dict):
         for src in locs:
             out[str(src)] = None

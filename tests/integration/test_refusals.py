@@ -173,10 +173,14 @@ def test_refusals_on_a_spread_client_fail_only_the_refused_tasks_of_each_owner()
             await wait_for(lambda: len(c.core.shards) == 3, 10, "three owners")
             futs: list[Future] = []
             for i in range(9):  # each big task alone in its SUBMIT, between SUBMITs of small ones (see below)
-                futs.extend(c.map(funcs.square, range(i * 10, i * 10 + 10)))
-                await asyncio.sleep(0)  # one loop iteration: what is queued is flushed (call_soon)
+                small = c.map(funcs.square, range(i * 10, i * 10 + 10))
+                futs.extend(small)
+                # the big one goes to the least loaded owner: with the small ones settled every owner is (or all
+                # but those still holding an earlier big one), and the client takes them in turn -- while small ones
+                # were in flight, all nine could go to whichever owner answered its share first
+                await settled(small)
                 futs.append(c.submit(funcs.identity, BIG + str(i)))
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # one loop iteration: what is queued is flushed (call_soon)
             outcomes = await settled(futs)
             refused = [r for r in outcomes if isinstance(r, RequestRefused)]
             assert len(refused) == 9, outcomes

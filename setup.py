@@ -1,8 +1,10 @@
 """Builds meshaios with the pure cores of the node's per-task path compiled by mypyc (meshaios/native.py's MODULES).
 
-Optional speedups: where mypyc cannot be imported, or generating or compiling the C fails (no C compiler, a mypyc
-that refuses the code), the install goes on and meshaios runs as Python, with a warning. MESHAIOS_NO_COMPILE=1
-skips the compile on purpose. Everything else about the package is in pyproject.toml.
+Only with MESHAIOS_COMPILE=1 (the default build is pure Python: the compiled cores took 0-7 of the node loop's ~195
+CPU-us per tiny task, within run-to-run noise, for a minute of compiling per install; docs/performance.md section
+31). Optional speedups: where mypyc cannot be imported, or generating or compiling the C fails (no C compiler, a
+mypyc that refuses the code), the install goes on and meshaios runs as Python, with a warning. MESHAIOS_NO_COMPILE=1
+skips the compile even then. Everything else about the package is in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -44,8 +46,21 @@ def _warn(msg: str) -> None:
     sys.stderr.write(f"WARNING meshaios: {msg}; meshaios will run as pure Python\n")  # (pip shows it on failure)
 
 
+def _remove_in_tree() -> None:
+    """A pure build: the extensions an earlier compiled editable install left beside the sources (they would keep
+    running while their sources are unchanged) go."""
+    for m in MODULES:
+        stem = ROOT / m.removesuffix(".py")
+        for p in [*stem.parent.glob(stem.name + ".*.so"), *stem.parent.glob(stem.name + ".*.pyd")]:
+            p.unlink()
+    for p in [*ROOT.glob("meshaios/_native__mypyc*"), ROOT / "meshaios" / NATIVE["BUILD_FILE"]]:
+        p.unlink(missing_ok=True)
+
+
 def _ext_modules() -> list[Any]:
-    if os.environ.get("MESHAIOS_NO_COMPILE", "") not in ("", "0"):
+    wanted = os.environ.get("MESHAIOS_COMPILE", "") not in ("", "0")
+    if not wanted or os.environ.get("MESHAIOS_NO_COMPILE", "") not in ("", "0"):
+        _remove_in_tree()
         return []
     try:
         from mypyc.build import mypycify

@@ -929,7 +929,7 @@ class ExecCore:
             self._drop_after.setdefault(ev.task, []).extend(ev.ids)
         return []
 
-    def _drop_last_used(self, ids: list[str], out: list[Instruction]) -> None:
+    def _drop_last_used(self, ids: Iterable[object], out: list[Instruction]) -> None:
         """The task that finished was the last user of these inputs (its owner said so: RUN ``fr``): they go
         from the store now, before the next task here allocates its result, unless a task here still reads one."""
         refs = self.input_refs

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,18 @@ log = logging.getLogger(__name__)
 #: Set by a test suite (tests/conftest.py): nodes are forked from this zygote instead of started with
 #: ``python -m meshaios``, which saves each node its ~1.3 s of imports (``meshaios.testing.zygote``).
 ZYGOTE: Zygote | None = None
+
+
+def _zygote_build_fits(env: dict[str, str]) -> bool:
+    """The zygote imported meshaios once, compiled or as Python as the suite's environment said (``MESHAIOS_PURE``,
+    meshaios/native.py): a node asked for the other build is started as a process of its own (rev19m: forked, it
+    ran the zygote's build whatever its environment said)."""
+    from meshaios import native
+
+    def pure(e: Mapping[str, str]) -> bool:
+        return e.get(native.PURE_ENV, "") not in ("", "0")
+
+    return pure(env) == pure(os.environ)
 
 
 @dataclass
@@ -124,7 +137,7 @@ class LocalMesh(Managed):
         cmd += self.per_node_args.get(index, [])
         log_path = self.root / f"{name}.log"
         proc: subprocess.Popen[bytes] | ForkedProcess
-        if ZYGOTE is not None and self.fork:
+        if ZYGOTE is not None and self.fork and _zygote_build_fits(self.client_env()):
             proc = ZYGOTE.spawn(cmd[3:], self.client_env(), str(log_path))  # cmd[3:]: after "python -m meshaios"
         else:
             fh = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime

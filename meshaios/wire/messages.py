@@ -835,6 +835,8 @@ def check_run_task(task: Any) -> RunTask:
     for dep, val in task["deps"].items():
         if not isinstance(dep, str) or not (val is None or isinstance(val, Payload) or _is_location(val)):
             raise WireError("run task: a dependency must be a value, a location or nil")
+    if not all(isinstance(x, str) for x in task.get("fr", ())):  # (rev19m: a non-str id reached ExecCore)
+        raise WireError("run task: fr must list task ids")
     return task  # type: ignore[no-any-return]
 
 
@@ -1035,7 +1037,7 @@ def _run_task_ok(task: Any) -> bool:
     for dep, val in task["deps"].items():
         if not (_id_ok(dep) and (val is None or type(val) is Payload or _is_location(val))):
             return False
-    return True
+    return all(type(x) is str for x in task.get("fr", ()))
 
 
 def _fast_check(mtype: str) -> Callable[[Any], bool] | None:

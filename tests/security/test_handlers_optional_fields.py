@@ -7,9 +7,9 @@ sent them; compiled code checks declared types at run time (a ``TypeError`` wher
 node's loop turns one into a dropped message: the other tasks of that SUBMIT or DONE would be lost. Nothing but a
 ``WireError`` may come out, and the node must serve afterwards.
 
-KNOWN, left out until fixed (rev19m): a RUN task's ``fr`` holding a non-str id (``[1]``) passes decode (a list is
-all it checks) and, compiled, ``ExecCore._drop_last_used(ids: list[str])`` raises TypeError when the task succeeds
-(before its SendResult) where Python skips the id (its ``isinstance(d, str)``).
+A RUN task's ``fr`` holding a non-str id (``[1]``) once passed decode (a list was all it checked) and, compiled,
+``ExecCore._drop_last_used`` raised TypeError when the task succeeded (before its SendResult), where Python skipped
+the id (rev19m); decode now refuses it and the core takes any iterable of objects.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ def test_odd_optional_fields_of_tasks_and_results_never_break_the_node() -> None
             for mtype, key, td in ((M.SUBMIT, "tasks", M.SubmitTask), (M.DONE, "results", M.Result),
                                    (M.RESULTS, "results", M.Result), (M.RUN, "tasks", M.RunTask)):  # fmt: skip
                 ident = b"c:odd" if mtype == M.SUBMIT else b"n:" + other.node_id.encode()
-                cases += [(mtype, ident, key, f, v) for f in _optional(td) for v in ODD
-                          if not (mtype == M.RUN and f == "fr" and v in ([1], ["a", 1]))]  # KNOWN: see below
+                cases += [(mtype, ident, key, f, v) for f in _optional(td) for v in ODD]
             unexpected: Counter[str] = Counter()
             for i, (mtype, ident, key, field, val) in enumerate(cases):
                 msg = dict(examples[mtype])

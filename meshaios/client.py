@@ -316,9 +316,10 @@ class Future:
 
     def cancel(self) -> bool:
         """Cancel the task; False if it has finished already. Wherever it waits (in this client, at its owner, in
-        a node's queue, in a steal on its way to another node) it will never start; if it is running on a thread,
-        it finishes and its result is dropped; in a node's process pool (``pure=True``) its process is
-        terminated. Tasks that depend on it fail with ``CancelledTaskError`` (a ``concurrent.futures``
+        a node's queue, in a steal on its way to another node) it will never start once the cancel reaches it (on a
+        node: the owner's abort; a slot freed there before the abort arrives starts it, as a running one); if it is
+        running on a thread, it finishes and its result is dropped; in a node's process pool (``pure=True``) its
+        process is terminated. Tasks that depend on it fail with ``CancelledTaskError`` (a ``concurrent.futures``
         ``CancelledError``), as ``result()`` on this future does."""
         if self._state != _PENDING:
             return False  # finished (a cancelled future has a ``concurrent.futures.Future``)

@@ -201,10 +201,22 @@ import sys
 from meshaios.client import Client
 from tests.system import sched_funcs
 address, token_file, log = sys.argv[1:4]
+
+
+def waiting(frame, event, arg):
+    # says "waiting" once gather has called the first future's result() from inside its ``try``: a SIGINT from then
+    # on is gather's to handle. (Printed before the call, a SIGINT could land between the print and gather's ``try``
+    # on a loaded machine, and the script died of a KeyboardInterrupt that gather never saw.)
+    back = frame.f_back
+    if event == "call" and frame.f_code.co_name == "result" and back is not None and back.f_code.co_name == "gather":
+        sys.setprofile(None)
+        print("waiting", flush=True)
+
+
 with Client(address, token_file=token_file) as c:
     queued = c.map(sched_funcs.mark, [log] * 300, [f"Q{i}" for i in range(300)])
-    print("waiting", flush=True)
     try:
+        sys.setprofile(waiting)
         c.gather(queued, timeout=300)
     except KeyboardInterrupt:
         print("interrupted", sum(f.cancelled() for f in queued), flush=True)
@@ -238,6 +250,10 @@ def test_ctrl_c_in_gather_cancels_the_tasks_it_waits_for(
             user.wait()
     assert out.split() == ["interrupted", "300"]
     wait_for(lambda: client.status()["node"]["owner"]["cancelled"] - before >= 300, 30, what="cancelled at the owner")
+    # the owner has read the cancel; the Q tasks it had dispatched (14 in each node's queue) are dropped as its
+    # aborts reach their nodes: opening the gate before then races those aborts (a node whose abort was late started
+    # the Q tasks next in its queue)
+    wait_for(lambda: sum(own(mesh2, i, "queued") for i in range(2)) == 4, 30, what="only the blockers held")
     Path(gate).touch()
     client.gather(blockers, timeout=60)
     wait_for(lambda: idle(client), 60, what="idle")

@@ -32,6 +32,7 @@ from meshaios.ids import new_id, short
 from meshaios.io.transport import Incoming, Transport, ZmqOptions, ZmqTransport, primary_ip
 from meshaios.logs import RateLimitedLog
 from meshaios.membership.swim import Member, MemberChanged, MemberState, Send, Swim
+from meshaios.native import compiled
 from meshaios.rate import RateMeter
 from meshaios.sched.inputs import Links
 from meshaios.sched.loadview import LoadView
@@ -414,13 +415,14 @@ class Node:
             d: self._new_pool(self.gpu_slots, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
         }  # a thread (and its own CUDA stream, devices/resident.py) per GPU slot; ExecCore fills the slots
         log.info(
-            "node %s (%s) listening on %s, mesh %s, %s, %d workers",
+            "node %s (%s) listening on %s, mesh %s, %s, %d workers, %s",
             short(self.node_id),
             self.name,
             self.address,
             self.mesh_id,
             "CURVE" if self.secure else "INSECURE",
             self.workers,
+            f"compiled cores {compiled()}" if compiled() else "pure Python",  # meshaios/native.py
         )
         if not self.secure:
             log.info("insecure mesh name %s: start other nodes with --mesh-name %s to join it", *[self.mesh_name] * 2)

@@ -718,6 +718,10 @@ def versions() -> dict[str, str]:
 
         out["libzmq"] = zmq.zmq_version()
     with contextlib.suppress(Exception):
+        import meshaios
+
+        out["meshaios_compiled"] = ", ".join(meshaios.compiled()) or "none (pure Python)"  # meshaios/native.py
+    with contextlib.suppress(Exception):
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "meshaios"], cwd=ROOT, capture_output=True,
                                text=True)  # fmt: skip

@@ -77,7 +77,9 @@ def main() -> None:
         paths = [getattr(a, k, "-") for k in ("sent_direct", "read_direct", "handed_back")]  # "-": an older tree
     times.sort()
     n = args.tasks
-    print(f"{meshaios.__file__}: {args.nodes} node(s), {n} sequential tiny tasks: median "
+    compiled = getattr(meshaios, "compiled", list)()  # (an older tree has no meshaios.compiled)
+    print(f"{meshaios.__file__} ({'compiled: ' + ', '.join(compiled) if compiled else 'pure Python'}): "
+          f"{args.nodes} node(s), {n} sequential tiny tasks: median "
           f"{statistics.median(times) * 1e3:.3f} ms, p10 {times[n // 10] * 1e3:.3f} ms, p99 "
           f"{times[int(n * 0.99)] * 1e3:.3f} ms")  # fmt: skip
     # since the client started, warm-up included: SUBMITs its calling thread sent, answers that thread read itself,

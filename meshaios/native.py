@@ -1,7 +1,8 @@
 """Which of meshaios's modules run compiled, and the switch to run them as Python.
 
-An install compiles the pure cores of the node's per-task path (``MODULES``) with mypyc into C extensions that sit
-beside their ``.py`` sources (setup.py; docs/performance.md, section 31). Python imports an extension before a
+An install built with ``MESHAIOS_COMPILE=1`` (opt-in; the default build is pure Python) compiles the pure cores of
+the node's per-task path (``MODULES``) with mypyc into C extensions that sit beside their ``.py`` sources (setup.py;
+docs/performance.md, section 31). Python imports an extension before a
 source of the same name, so nothing else changes: the same classes and functions, run by compiled code.
 Each build writes ``BUILD_FILE`` beside this module: the SHA-256 of each module's source as compiled.
 

@@ -63,7 +63,9 @@ def test_sequential_tasks_are_sent_from_the_callers_thread_and_each_settles_once
             assert c.submit(funcs.square, i).result(timeout=30) == i * i
             assert c._async.sent_direct == sent + 1, i
             assert c._async.read_direct <= read + 1
-        assert c._async.read_direct >= 30  # answers read by the waiting thread (the loop's heartbeats take some)
+        # Which thread reads an answer is a race by design: the loop's thread, woken by the socket's signal before
+        # the caller has begun its read, reads it and hands it over (26-38 of these 40 were the caller's own, by
+        # load). tests/system/test_own_read_races.py holds the caller's read open to test that path deterministically.
         sent = c._async.sent_direct
         for i in range(300):  # back to back: the caller's thread against the loop's
             assert c.submit(funcs.square, i).result(timeout=30) == i * i

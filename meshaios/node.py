@@ -414,6 +414,7 @@ class Node:
         self._gpu_pools = {
             d: self._new_pool(self.gpu_slots, f"mesh-{d}", loop, self._tasks_done) for d in self._gpu_order
         }  # a thread (and its own CUDA stream, devices/resident.py) per GPU slot; ExecCore fills the slots
+        native = compiled()  # meshaios/native.py
         log.info(
             "node %s (%s) listening on %s, mesh %s, %s, %d workers, %s",
             short(self.node_id),
@@ -422,7 +423,7 @@ class Node:
             self.mesh_id,
             "CURVE" if self.secure else "INSECURE",
             self.workers,
-            f"compiled cores {compiled()}" if compiled() else "pure Python",  # meshaios/native.py
+            f"compiled cores {native}" if native else "pure Python",
         )
         if not self.secure:
             log.info("insecure mesh name %s: start other nodes with --mesh-name %s to join it", *[self.mesh_name] * 2)
@@ -663,7 +664,7 @@ class Node:
             self._owner_actions(self.owner.handle(ClientHeard(ident), now))
             self.holders.heard(ident, now)
         # a SUBMIT first (the message of every task): the branches are exclusive, their order only costs comparisons
-        if msg["t"] == M.SUBMIT:
+        if msg["t"] == M.SUBMIT:  # (``msg["t"]``, not ``t``: it narrows the message type for mypy)
             ep = msg.get("ep", 0)
             ep = ep if type(ep) is int and ep >= 0 else 0
             adopted = self.owner.counters["adopted_done"]

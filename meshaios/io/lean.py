@@ -399,16 +399,19 @@ class LeanReader:
             try:
                 handler([msg])
             except BaseException:
-                self._handling = False
-                if self._handler is not None and self._fd is not None and not self._drain_scheduled:
-                    self._schedule_drain()
+                self._drain_later()
                 raise
-            self._handling = False
+            finally:
+                self._handling = False
             n += 1
             if self._handler is not handler or self._fd is None or n >= limit:
-                if self._handler is not None and self._fd is not None and not self._drain_scheduled:
-                    self._schedule_drain()  # the next read of ``ZMQ_EVENTS`` is that callback's
+                self._drain_later()  # the next read of ``ZMQ_EVENTS`` is that callback's
                 return
+
+    def _drain_later(self) -> None:
+        """A later callback drains what ``_drain_each`` left, if a handler is still set and none is scheduled."""
+        if self._handler is not None and self._fd is not None and not self._drain_scheduled:
+            self._schedule_drain()
 
     def _take(self, limit: int, reader: bool = False) -> list[list[Any]] | None:
         """Up to ``limit`` of the messages already here (none if none). None: not for this caller -- the loop's
